@@ -1,0 +1,141 @@
+// Package config holds the user-facing configuration of keda-otel-scaler:
+// one Config value with defaults that need no Kubernetes and no files, a
+// Validate that reports every problem at once, and flag/env binding where
+// every flag has a KOS_ environment twin.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+)
+
+// Config is everything an operator can set. It is passed by value.
+type Config struct {
+	Server   Server
+	Receiver Receiver
+	Store    Store
+	Scaler   Scaler
+	Log      Log
+}
+
+// Server configures the listeners and the process lifecycle.
+type Server struct {
+	// OTLPGRPCAddr is the OTLP/gRPC metrics receiver address. Default ":4317".
+	OTLPGRPCAddr string
+	// ScalerAddr is the KEDA external scaler gRPC address. Default ":4318".
+	ScalerAddr string
+	// HTTPAddr serves OTLP/HTTP, the query API, /metrics and health. Default ":8080".
+	HTTPAddr string
+	// ShutdownTimeout bounds graceful shutdown after SIGTERM. Default 15s.
+	ShutdownTimeout time.Duration
+}
+
+// Receiver configures OTLP ingestion.
+type Receiver struct {
+	// MaxRecvSize is the largest accepted request after decompression, in
+	// bytes. Default 64 MiB.
+	MaxRecvSize int64
+}
+
+// Store configures the in-memory series store.
+type Store struct {
+	// Retention is how long samples are kept. Default 10m.
+	Retention time.Duration
+	// Freshness is the floor of the per-series freshness window: a series
+	// with no newer sample is ended this long after its last one. Default 30s.
+	Freshness time.Duration
+	// MaxSeries caps active series; new series beyond it are rejected. Default 1,000,000.
+	MaxSeries int
+}
+
+// Scaler configures the KEDA external scaler.
+type Scaler struct {
+	// DefaultWindow is the window used when a trigger sets none. Default 2m.
+	DefaultWindow time.Duration
+}
+
+// Log configures logging.
+type Log struct {
+	// Format is "text" or "json". Default "text".
+	Format string
+	// Level is "debug", "info", "warn" or "error". Default "info".
+	Level string
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		Server: Server{
+			OTLPGRPCAddr:    ":4317",
+			ScalerAddr:      ":4318",
+			HTTPAddr:        ":8080",
+			ShutdownTimeout: 15 * time.Second,
+		},
+		Receiver: Receiver{MaxRecvSize: 64 << 20},
+		Store: Store{
+			Retention: 10 * time.Minute,
+			Freshness: 30 * time.Second,
+			MaxSeries: 1_000_000,
+		},
+		Scaler: Scaler{DefaultWindow: 2 * time.Minute},
+		Log:    Log{Format: "text", Level: "info"},
+	}
+}
+
+// Validate reports every problem at once, joined.
+func (c Config) Validate() error {
+	var errs []error
+	for _, a := range []struct{ flag, addr string }{
+		{"otlp-grpc-addr", c.Server.OTLPGRPCAddr},
+		{"scaler-addr", c.Server.ScalerAddr},
+		{"http-addr", c.Server.HTTPAddr},
+	} {
+		if err := validateAddr(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("--%s %q: %w", a.flag, a.addr, err))
+		}
+	}
+	if c.Server.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout %v must be > 0", c.Server.ShutdownTimeout))
+	}
+	if c.Receiver.MaxRecvSize <= 0 {
+		errs = append(errs, fmt.Errorf("--otlp-max-recv-size %d must be > 0", c.Receiver.MaxRecvSize))
+	}
+	if c.Store.Retention <= 0 {
+		errs = append(errs, fmt.Errorf("--retention %v must be > 0", c.Store.Retention))
+	}
+	if c.Store.Freshness <= 0 || c.Store.Freshness > c.Store.Retention {
+		errs = append(errs, fmt.Errorf("--freshness %v must be > 0 and <= --retention %v", c.Store.Freshness, c.Store.Retention))
+	}
+	if c.Store.MaxSeries <= 0 {
+		errs = append(errs, fmt.Errorf("--max-series %d must be > 0", c.Store.MaxSeries))
+	}
+	if c.Scaler.DefaultWindow <= 0 || c.Scaler.DefaultWindow > c.Store.Retention {
+		errs = append(errs, fmt.Errorf("--default-window %v must be > 0 and <= --retention %v", c.Scaler.DefaultWindow, c.Store.Retention))
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format %q: must be text or json", c.Log.Format))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level %q: must be debug, info, warn or error", c.Log.Level))
+	}
+	return errors.Join(errs...)
+}
+
+func validateAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return errors.New("port must be a number from 0 to 65535")
+	}
+	return nil
+}

@@ -1,0 +1,100 @@
+package config
+
+import (
+	"bytes"
+	"flag"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	require.NoError(t, Default().Validate())
+}
+
+func TestLoadPrecedence(t *testing.T) {
+	env := map[string]string{
+		"KOS_OTLP_GRPC_ADDR": "127.0.0.1:1111",
+		"KOS_SCALER_ADDR":    "127.0.0.1:2222",
+		"KOS_RETENTION":      "20m",
+	}
+	c, err := Load("t", []string{"--scaler-addr", "127.0.0.1:0", "--freshness", "1m"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:1111", c.Server.OTLPGRPCAddr, "env applies")
+	assert.Equal(t, "127.0.0.1:0", c.Server.ScalerAddr, "flag wins over env")
+	assert.Equal(t, 20*time.Minute, c.Store.Retention)
+	assert.Equal(t, time.Minute, c.Store.Freshness)
+	assert.Equal(t, ":8080", c.Server.HTTPAddr, "default kept")
+}
+
+func TestLoadReportsEveryProblem(t *testing.T) {
+	_, err := Load("t", nil, func(k string) string {
+		return map[string]string{"KOS_RETENTION": "soon"}[k]
+	}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "KOS_RETENTION")
+
+	_, err = Load("t", []string{"--http-addr", "nope", "--log-format", "xml", "--max-series", "0"}, func(string) string { return "" }, &bytes.Buffer{})
+	require.Error(t, err)
+	for _, want := range []string{"--http-addr", "--log-format", "--max-series"} {
+		assert.Contains(t, err.Error(), want)
+	}
+}
+
+func TestHelpListsEveryFlagWithUnit(t *testing.T) {
+	var out bytes.Buffer
+	_, err := Load("t", []string{"--help"}, func(string) string { return "" }, &out)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	c := Default()
+	NewFlagSet("t", &c, &bytes.Buffer{}).VisitAll(func(f *flag.Flag) {
+		assert.Contains(t, out.String(), "-"+f.Name)
+		name, _ := flag.UnquoteUsage(f)
+		assert.NotEmpty(t, name, "flag %s must name its unit in backquotes", f.Name)
+	})
+}
+
+func TestParseDuration(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		err  bool
+	}{
+		{"30s", 30 * time.Second, false},
+		{"2m", 2 * time.Minute, false},
+		{"1m30s", 90 * time.Second, false},
+		{"500ms", 500 * time.Millisecond, false},
+		{"1.5s", 1500 * time.Millisecond, false},
+		{"45", 45 * time.Second, false},
+		{"0", 0, false},
+		{"5x", 0, true},
+		{"-1s", 0, true},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseDuration(tc.in)
+			if tc.err {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+	}{{"1024", 1024}, {"64MiB", 64 << 20}, {"1GiB", 1 << 30}, {"512KiB", 512 << 10}} {
+		got, err := ParseSize(tc.in)
+		require.NoError(t, err)
+		assert.Equal(t, tc.want, got)
+	}
+	_, err := ParseSize("lots")
+	require.Error(t, err)
+}
+
+func TestEnvName(t *testing.T) {
+	assert.Equal(t, "KOS_OTLP_GRPC_ADDR", EnvName("otlp-grpc-addr"))
+}

@@ -1,0 +1,138 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+// EnvPrefix is prepended to the upper-cased flag name to form its env twin.
+const EnvPrefix = "KOS_"
+
+// EnvName returns the environment variable that backs a flag:
+// "otlp-grpc-addr" becomes "KOS_OTLP_GRPC_ADDR".
+func EnvName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// NewFlagSet binds every field of c to a flag. The returned set writes into c
+// when parsed. Usage strings carry the unit; defaults come from c.
+func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.Server.OTLPGRPCAddr, "otlp-grpc-addr", c.Server.OTLPGRPCAddr, "OTLP/gRPC metrics receiver `host:port` (port 0 picks a free port)")
+	fs.StringVar(&c.Server.ScalerAddr, "scaler-addr", c.Server.ScalerAddr, "KEDA external scaler gRPC `host:port`")
+	fs.StringVar(&c.Server.HTTPAddr, "http-addr", c.Server.HTTPAddr, "HTTP `host:port`: OTLP/HTTP /v1/metrics, query API, /metrics, /healthz, /readyz")
+	fs.Var((*durationValue)(&c.Server.ShutdownTimeout), "shutdown-timeout", "grace period for in-flight calls after SIGTERM (`duration`, e.g. 15s)")
+	fs.Var((*sizeValue)(&c.Receiver.MaxRecvSize), "otlp-max-recv-size", "largest OTLP request after decompression (`bytes`; suffixes KiB, MiB, GiB)")
+	fs.Var((*durationValue)(&c.Store.Retention), "retention", "how long samples are kept in memory (`duration`)")
+	fs.Var((*durationValue)(&c.Store.Freshness), "freshness", "floor of the per-series freshness window: a silent series stops counting this long after its last sample (`duration`)")
+	fs.IntVar(&c.Store.MaxSeries, "max-series", c.Store.MaxSeries, "maximum active series; new series beyond it are rejected (`count`)")
+	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")
+	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json (`format`)")
+	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn or error (`level`)")
+	return fs
+}
+
+// Load builds a Config from Default, then the environment, then args (the
+// command line wins over the environment). It returns flag.ErrHelp for -h.
+// Parse and validation problems are all reported together.
+func Load(name string, args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	c := Default()
+	fs := NewFlagSet(name, &c, out)
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(EnvName(f.Name)); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+			}
+		}
+	})
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		errs = append(errs, err)
+	}
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments: %q", fs.Args()))
+	}
+	if len(errs) == 0 {
+		errs = append(errs, c.Validate())
+	}
+	return c, errors.Join(errs...)
+}
+
+// durationValue accepts Prometheus durations ("1m30s", "2m") and Go
+// durations ("1.5s", "500ms").
+type durationValue time.Duration
+
+func (d *durationValue) String() string { return time.Duration(*d).String() }
+
+func (d *durationValue) Set(s string) error {
+	v, err := ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = durationValue(v)
+	return nil
+}
+
+// ParseDuration parses a Prometheus duration ("30s", "2m", "1m30s", "1d"),
+// a Go duration ("1.5s") or plain seconds ("30"). "0" is zero.
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "0" {
+		return 0, nil
+	}
+	if d, err := model.ParseDuration(s); err == nil {
+		return time.Duration(d), nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return d, nil
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 && f < 1e9 {
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	return 0, fmt.Errorf("invalid duration %q (want e.g. 30s, 2m, 1m30s)", s)
+}
+
+type sizeValue int64
+
+func (s *sizeValue) String() string { return strconv.FormatInt(int64(*s), 10) }
+
+func (s *sizeValue) Set(v string) error {
+	n, err := ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = sizeValue(n)
+	return nil
+}
+
+// ParseSize parses a byte count with an optional binary suffix: "1048576",
+// "64MiB", "512KiB", "1GiB".
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("invalid size %q (want bytes, optionally with KiB, MiB or GiB)", s)
+	}
+	return n * mult, nil
+}

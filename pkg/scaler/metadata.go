@@ -1,0 +1,134 @@
+package scaler
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+)
+
+// ErrBadMetadata matches every trigger-metadata validation error.
+var ErrBadMetadata = errors.New("invalid trigger metadata")
+
+// metadataError names the ScaledObject, the key, the value and the fix.
+type metadataError struct {
+	namespace, name string
+	key, value      string
+	problem         string
+}
+
+func (e *metadataError) Error() string {
+	return fmt.Sprintf("ScaledObject %s/%s: trigger metadata %s %q: %s", e.namespace, e.name, e.key, e.value, e.problem)
+}
+
+func (e *metadataError) Is(target error) bool { return target == ErrBadMetadata }
+
+// lookup returns the first present, non-empty value of key, keyFromEnv,
+// then each alias and aliasFromEnv, trimmed, and the key it came from.
+func lookup(md map[string]string, key string, aliases ...string) (val, from string, ok bool) {
+	for _, k := range append([]string{key}, aliases...) {
+		for _, kk := range []string{k, k + "FromEnv"} {
+			if v := strings.TrimSpace(md[kk]); v != "" {
+				return v, kk, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+// parseNumber accepts Go float syntax ("4", "4.000000", ".5", "1e3") and
+// Kubernetes quantities ("600m", "2k", "1Ki"); NaN and ±Inf are rejected.
+func parseNumber(s string) (float64, error) {
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return 0, errors.New("must be a finite number")
+		}
+		return f, nil
+	}
+	if f, ok := parseQuantity(s); ok {
+		return f, nil
+	}
+	return 0, errors.New("must be a number (4, 0.5, 1e3) or a Kubernetes quantity (600m, 2k, 1Ki)")
+}
+
+// quantitySuffixes are the Kubernetes quantity suffixes; the exponent forms
+// (1e3) are already covered by ParseFloat.
+var quantitySuffixes = []struct {
+	suffix string
+	mult   float64
+}{
+	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40}, {"Pi", 1 << 50}, {"Ei", 1 << 60},
+	{"n", 1e-9}, {"u", 1e-6}, {"m", 1e-3}, {"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"P", 1e15}, {"E", 1e18},
+}
+
+// parseQuantity parses a Kubernetes quantity with a suffix ("600m", "2k",
+// "1Ki"): a plain decimal number (sign, digits, optional fraction) and one
+// suffix.
+func parseQuantity(s string) (float64, bool) {
+	for _, q := range quantitySuffixes {
+		num, ok := strings.CutSuffix(s, q.suffix)
+		if !ok || num == "" || strings.ContainsAny(num, "eEnNiIxXpP_") {
+			continue
+		}
+		f, err := strconv.ParseFloat(num, 64)
+		if err != nil {
+			return 0, false
+		}
+		return f * q.mult, true
+	}
+	return 0, false
+}
+
+// metricName is lower(namespace-name) restricted to [a-z0-9.-], at most 200
+// characters (keda-contract.md §4).
+func metricName(namespace, name string) string {
+	var n string
+	switch {
+	case namespace != "" && name != "":
+		n = namespace + "-" + name
+	case namespace != "":
+		n = namespace
+	case name != "":
+		n = name
+	default:
+		n = "keda-otel-scaler"
+	}
+	b := []byte(strings.ToLower(n))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	n = string(b)
+	if len(n) > 200 {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(n))
+		n = fmt.Sprintf("%s-%08x", n[:191], h.Sum32())
+	}
+	return n
+}
+
+// cacheKey identifies a trigger: ScaledObject plus every metadata entry.
+func cacheKey(ref *externalscaler.ScaledObjectRef) string {
+	keys := make([]string, 0, len(ref.GetScalerMetadata()))
+	for k := range ref.GetScalerMetadata() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var sb strings.Builder
+	sb.WriteString(ref.GetNamespace())
+	sb.WriteByte(0)
+	sb.WriteString(ref.GetName())
+	for _, k := range keys {
+		sb.WriteByte(0)
+		sb.WriteString(k)
+		sb.WriteByte(1)
+		sb.WriteString(ref.GetScalerMetadata()[k])
+	}
+	return sb.String()
+}

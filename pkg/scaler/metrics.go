@@ -1,0 +1,41 @@
+package scaler
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	rpcs        *prometheus.CounterVec
+	evalSeconds prometheus.Histogram
+	streams     prometheus.Gauge
+	pushes      prometheus.Counter
+	triggers    prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keda_otel_scaler_scaler_rpcs_total",
+			Help: "ExternalScaler calls by method and gRPC code.",
+		}, []string{"method", "code"}),
+		evalSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "keda_otel_scaler_scaler_evaluation_seconds",
+			Help:    "Time to evaluate a trigger's query and reduce it to one value.",
+			Buckets: prometheus.ExponentialBuckets(5e-6, 4, 10),
+		}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keda_otel_scaler_scaler_open_streams",
+			Help: "Open StreamIsActive streams.",
+		}),
+		pushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keda_otel_scaler_scaler_pushes_total",
+			Help: "true messages sent on StreamIsActive streams.",
+		}),
+		triggers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keda_otel_scaler_scaler_triggers_cached",
+			Help: "Compiled triggers in the cache.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.rpcs, m.evalSeconds, m.streams, m.pushes, m.triggers)
+	}
+	return m
+}

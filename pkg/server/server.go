@@ -1,0 +1,244 @@
+// Package server wires the stages into one process: the store, the query
+// engine, the KEDA scaler, the OTLP receiver and the HTTP endpoints, with
+// the three listeners of interfaces.md, health and reflection on both gRPC
+// servers, and a graceful shutdown that ends KEDA streams with status OK.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+)
+
+// Settings carries what main or a test provides.
+type Settings struct {
+	// Logger receives every component's logs; nil discards them.
+	Logger *slog.Logger
+	// Registry collects self-metrics served on /metrics; nil makes a new one.
+	Registry *prometheus.Registry
+	// Now is the clock for retention and evaluation; nil means time.Now.
+	Now func() time.Time
+	// Version is reported in the startup log.
+	Version string
+}
+
+// Addrs are the bound listener addresses (resolved when a port was 0).
+type Addrs struct {
+	OTLPGRPC string
+	Scaler   string
+	HTTP     string
+}
+
+// Server is one running keda-otel-scaler process.
+type Server struct {
+	cfg    config.Config
+	set    Settings
+	logger *slog.Logger
+
+	store    *store.Store
+	engine   *query.Engine
+	scaler   *scaler.Scaler
+	receiver *receiver.Receiver
+
+	otlpSrv, kedaSrv       *grpc.Server
+	otlpHealth, kedaHealth *health.Server
+	httpSrv                *http.Server
+	otlpLis, kedaLis       net.Listener
+	httpLis                net.Listener
+
+	ready    atomic.Bool
+	stopOnce sync.Once
+	group    *errgroup.Group
+}
+
+// New builds every component; nothing is bound or started yet.
+func New(cfg config.Config, set Settings) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if set.Logger == nil {
+		set.Logger = slog.New(slog.DiscardHandler)
+	}
+	if set.Registry == nil {
+		set.Registry = prometheus.NewRegistry()
+		set.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if set.Now == nil {
+		set.Now = time.Now
+	}
+	s := &Server{cfg: cfg, set: set, logger: set.Logger.With("component", "server")}
+	s.store = store.New(store.Config{
+		Retention: cfg.Store.Retention,
+		Freshness: cfg.Store.Freshness,
+		MaxSeries: cfg.Store.MaxSeries,
+	}, store.Settings{Logger: set.Logger, Now: set.Now})
+	s.engine = query.NewEngine(s.store)
+	s.scaler = scaler.New(s.engine, s.store, scaler.Config{DefaultWindow: cfg.Scaler.DefaultWindow},
+		scaler.Settings{Logger: set.Logger, Registerer: set.Registry, Now: set.Now})
+	s.receiver = receiver.New(s.store, receiver.Config{MaxRecvSize: cfg.Receiver.MaxRecvSize},
+		receiver.Settings{Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest})
+
+	// Collectors ping as often as every 10 s, also between calls.
+	kaPolicy := keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
+	s.otlpSrv = grpc.NewServer(
+		grpc.MaxRecvMsgSize(int(min(cfg.Receiver.MaxRecvSize, 1<<31-1))),
+		grpc.KeepaliveEnforcementPolicy(kaPolicy),
+		grpc.ForceServerCodecV2(receiver.Codec{}),
+	)
+	s.receiver.RegisterGRPC(s.otlpSrv)
+	// No MaxConnectionAge: its grace expiry would kill KEDA's open streams
+	// with an error (keda-contract.md §2).
+	s.kedaSrv = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(keepalive.ServerParameters{}))
+	s.scaler.Register(s.kedaSrv)
+	s.otlpHealth, s.kedaHealth = health.NewServer(), health.NewServer()
+	for _, p := range []struct {
+		srv *grpc.Server
+		h   *health.Server
+	}{{s.otlpSrv, s.otlpHealth}, {s.kedaSrv, s.kedaHealth}} {
+		healthpb.RegisterHealthServer(p.srv, p.h)
+		reflection.Register(p.srv)
+		p.h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/metrics", s.receiver)
+	query.NewAPI(s.engine, set.Now).Register(mux)
+	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// Store returns the server's store (for in-process tools such as demo).
+func (s *Server) Store() *store.Store { return s.store }
+
+// Engine returns the server's query engine.
+func (s *Server) Engine() *query.Engine { return s.engine }
+
+// Start binds every listener and starts serving. A busy port is reported
+// here, before readiness turns on.
+func (s *Server) Start() error {
+	var err error
+	if s.otlpLis, err = net.Listen("tcp", s.cfg.Server.OTLPGRPCAddr); err != nil {
+		return fmt.Errorf("listen otlp-grpc-addr %s: %w", s.cfg.Server.OTLPGRPCAddr, err)
+	}
+	if s.kedaLis, err = net.Listen("tcp", s.cfg.Server.ScalerAddr); err != nil {
+		_ = s.otlpLis.Close()
+		return fmt.Errorf("listen scaler-addr %s: %w", s.cfg.Server.ScalerAddr, err)
+	}
+	if s.httpLis, err = net.Listen("tcp", s.cfg.Server.HTTPAddr); err != nil {
+		_ = s.otlpLis.Close()
+		_ = s.kedaLis.Close()
+		return fmt.Errorf("listen http-addr %s: %w", s.cfg.Server.HTTPAddr, err)
+	}
+	s.group = &errgroup.Group{}
+	s.group.Go(func() error { return s.otlpSrv.Serve(s.otlpLis) })
+	s.group.Go(func() error { return s.kedaSrv.Serve(s.kedaLis) })
+	s.group.Go(func() error {
+		if err := s.httpSrv.Serve(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	s.otlpHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.kedaHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.ready.Store(true)
+	a := s.Addrs()
+	s.logger.Info("Serving", "version", s.set.Version, "otlp_grpc_addr", a.OTLPGRPC, "scaler_addr", a.Scaler, "http_addr", a.HTTP)
+	return nil
+}
+
+// Addrs returns the bound addresses; valid after Start.
+func (s *Server) Addrs() Addrs {
+	return Addrs{OTLPGRPC: s.otlpLis.Addr().String(), Scaler: s.kedaLis.Addr().String(), HTTP: s.httpLis.Addr().String()}
+}
+
+// Shutdown drains and stops every listener: readiness turns 503, new
+// Exports and KEDA calls get Unavailable, open streams end with OK, then
+// in-flight calls finish or are cut at ctx's deadline. It is idempotent and
+// returns once every serving goroutine has exited.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.stopOnce.Do(func() {
+		s.ready.Store(false)
+		s.otlpHealth.Shutdown()
+		s.kedaHealth.Shutdown()
+		s.receiver.Drain()
+		s.scaler.Drain()
+		var wg sync.WaitGroup
+		for _, g := range []*grpc.Server{s.kedaSrv, s.otlpSrv} {
+			wg.Go(func() {
+				done := make(chan struct{})
+				go func() { g.GracefulStop(); close(done) }()
+				select {
+				case <-done:
+				case <-ctx.Done():
+					g.Stop()
+					<-done
+				}
+			})
+		}
+		herr := s.httpSrv.Shutdown(ctx)
+		if herr != nil {
+			_ = s.httpSrv.Close()
+		}
+		wg.Wait()
+		if s.group != nil {
+			err = s.group.Wait()
+		}
+		if err == nil && herr != nil && !errors.Is(herr, context.DeadlineExceeded) {
+			err = herr
+		}
+		s.logger.Info("Stopped")
+	})
+	return err
+}
+
+// Run starts the server, serves until ctx ends, then shuts down within
+// the configured grace period.
+func Run(ctx context.Context, cfg config.Config, set Settings) error {
+	s, err := New(cfg, set)
+	if err != nil {
+		return err
+	}
+	if err := s.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	s.logger.Info("Shutting down", "grace", cfg.Server.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
+	defer cancel()
+	return s.Shutdown(sctx)
+}
