@@ -110,7 +110,7 @@ func (c *compiler) compileSelector(e *parser.VectorSelector) (node, error) {
 }
 
 func (*selectorNode) valueType() parser.ValueType { return parser.ValueTypeVector }
-func (*selectorNode) evalScalar(int64) float64     { return math.NaN() }
+func (*selectorNode) evalScalar(int64) float64    { return math.NaN() }
 
 func (n *selectorNode) evalVector(_ context.Context, t int64) ([]Sample, error) {
 	if g := n.store.Generation(); g != n.gen {
@@ -159,7 +159,7 @@ func (c *compiler) compileAggregate(e *parser.AggregateExpr) (node, error) {
 }
 
 func (*aggNode) valueType() parser.ValueType { return parser.ValueTypeVector }
-func (*aggNode) evalScalar(int64) float64     { return math.NaN() }
+func (*aggNode) evalScalar(int64) float64    { return math.NaN() }
 
 func (n *aggNode) evalVector(ctx context.Context, t int64) ([]Sample, error) {
 	in, err := n.child.evalVector(ctx, t)
