@@ -164,8 +164,18 @@ func (s *Server) Start() error {
 		return fmt.Errorf("listen http-addr %s: %w", s.cfg.Server.HTTPAddr, err)
 	}
 	s.group = &errgroup.Group{}
-	s.group.Go(func() error { return s.otlpSrv.Serve(s.otlpLis) })
-	s.group.Go(func() error { return s.kedaSrv.Serve(s.kedaLis) })
+	// A shutdown that races the start makes Serve return ErrServerStopped;
+	// that is a clean stop, not a failure.
+	serve := func(g *grpc.Server, lis net.Listener) func() error {
+		return func() error {
+			if err := g.Serve(lis); !errors.Is(err, grpc.ErrServerStopped) {
+				return err
+			}
+			return nil
+		}
+	}
+	s.group.Go(serve(s.otlpSrv, s.otlpLis))
+	s.group.Go(serve(s.kedaSrv, s.kedaLis))
 	s.group.Go(func() error {
 		if err := s.httpSrv.Serve(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
 			return err
