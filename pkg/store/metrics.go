@@ -103,7 +103,7 @@ func (m *metrics) reject(reason string) { m.rejected[reason].Inc() }
 // sample.
 func (s *Store) MemoryEstimate() int64 {
 	b := s.m.ringBytes.Load()
-	b += s.live.Load() * 48                                 // memSeries
+	b += s.live.Load() * 48                                      // memSeries
 	b += int64(s.series.chunks()+s.sets.chunks()) * 8 * chunkLen // table chunks
 	b += s.index.bytes()
 	s.postings.Range(func(_, v any) bool {
