@@ -14,11 +14,11 @@ import (
 //
 // Concurrency contract:
 //
-//  1. Writers: insert, remove and rebuild run under Store.mu (series
+//  1. Writers: insert, purge and rebuild run under Store.mu (series
 //     creation and the TTL sweep), so there is one writer at a time.
 //  2. Readers: Lookup, from any goroutine, without locks.
 //  3. Publication: insert stores the slot's ref, then its key; a key, once
-//     stored in a table, never changes. remove stores ref 0 (a tombstone)
+//     stored in a table, never changes. purge stores ref 0 (a tombstone)
 //     and keeps the key so probes continue past it. Growth and tombstone
 //     clean-up build a new table and publish it with one atomic pointer
 //     store.
@@ -106,24 +106,21 @@ func (x *hashIndex) insert(h uint64, ref SeriesRef) {
 	}
 }
 
-// remove tombstones h if it maps to ref. The caller holds Store.mu.
-func (x *hashIndex) remove(h uint64, ref SeriesRef) {
-	k := fixKey(h)
-	sh := x.shard(k)
-	t := sh.tab.Load()
-	if t == nil {
-		return
-	}
-	for i := k & t.mask; ; i = (i + 1) & t.mask {
-		switch atomic.LoadUint64(&t.keys[i]) {
-		case k:
-			if atomic.LoadUint32(&t.refs[i]) == uint32(ref) {
-				atomic.StoreUint32(&t.refs[i], 0)
+// purge tombstones every entry whose ref dead reports as deleted. The
+// caller holds Store.mu. It walks every table (12 B per slot, sequential),
+// which is why series need not remember their hash.
+func (x *hashIndex) purge(dead func(ref uint32) bool) {
+	for i := range x.shards {
+		sh := &x.shards[i]
+		t := sh.tab.Load()
+		if t == nil {
+			continue
+		}
+		for j, r := range t.refs {
+			if r != 0 && dead(r) {
+				atomic.StoreUint32(&t.refs[j], 0)
 				sh.live--
 			}
-			return
-		case 0:
-			return
 		}
 	}
 }
@@ -140,10 +137,11 @@ func (x *hashIndex) compact() {
 }
 
 // rebuild publishes a new table sized for want live entries (load factor
-// at most 0.375 right after) holding the live entries of old.
+// at most 0.5 right after; growth at 0.75 doubles) holding the live
+// entries of old.
 func (sh *indexShard) rebuild(old *hashTable, want int) *hashTable {
 	size := 64
-	for 8*want > 3*size {
+	for 2*want > size {
 		size *= 2
 	}
 	t := newHashTable(size)

@@ -111,7 +111,7 @@ func (s *Store) MemoryEstimate() int64 {
 		return true
 	})
 	s.mu.Lock()
-	b += int64(len(s.setIDs)) * 96
+	b += s.setBytes
 	s.mu.Unlock()
 	s.syms.mu.Lock()
 	b += s.syms.bytes

@@ -27,65 +27,73 @@ import (
 // (the extra slots are free), capped by MaxSamplesPerSeries. Two separate
 // arrays or a []struct{t int64; v float64} cost 16 B per slot instead.
 //
-// Concurrency contract (a seqlock whose sequence word doubles as the
-// writers' spin lock):
+// Concurrency contract (a seqlock whose sequence lives in the meta word,
+// which doubles as the writers' spin lock):
 //
 //  1. Writers: any goroutine appending to this series (two Export calls may
 //     carry the same series) and the TTL sweeper. A writer owns the series
-//     while seq is odd: it enters with CompareAndSwap(even, even+1), so
-//     writers of one series are serialised without any shared lock, and
-//     writers of different series touch disjoint memory.
+//     while meta's sequence is odd: it enters with CompareAndSwap(even,
+//     odd), so writers of one series are serialised without any shared
+//     lock, and writers of different series touch disjoint memory.
 //  2. Readers: any query goroutine, with no lock and no write to shared
 //     memory, so readers never block a writer.
-//  3. Publication order: the writer makes seq odd, stores the slot words,
-//     then meta (head, count, cap, dead bit) and, on growth, the ring
-//     pointer, and finally makes seq even again (seq+2). A rejected append
-//     restores the old even value: nothing changed, so readers that saw it
-//     stay valid.
-//  4. What a reader may observe: it loads seq (retrying while odd), loads
-//     meta and the ring pointer, and re-checks seq before indexing, so
-//     meta.cap always matches the ring it indexes (an old ring stays alive
-//     for the reader through the GC). It then copies the slots it needs and
-//     loads seq a third time; if seq moved, the copy may mix two samples
-//     and it is discarded and retried. A reader therefore sees each sample
-//     whole, in time order, and never blocks: a writer's critical section
-//     is a handful of stores (31–34 ns measured), so retries are rare and
-//     bounded by yielding after a few spins.
+//  3. Publication order: the writer makes the sequence odd, stores the slot
+//     words and, on growth, the ring pointer, then stores meta once with
+//     the new head, count and capacity and the sequence made even again. A
+//     rejected append restores the old meta: nothing changed, so readers
+//     that saw it stay valid.
+//  4. What a reader may observe: it loads meta (retrying while the
+//     sequence is odd), loads the ring pointer, and re-loads meta before
+//     indexing, so meta's capacity always matches the ring it indexes (an
+//     old ring stays alive for the reader through the GC). It then copies
+//     the slots it needs and loads meta a third time; if it changed, the
+//     copy may mix two samples and it is discarded and retried. A reader
+//     therefore sees each sample whole, in time order, and never blocks a
+//     writer: a write is a handful of stores (31–34 ns measured), so
+//     retries are rare, and readers yield after a few spins.
+//
+// The sequence has 26 bits, and every completed write also changes head
+// or count, so a reader could only be fooled by exactly 2^25 writes to one
+// series (one every 15 s in production) landing while it copies a few
+// slots. Keeping it in meta saves a word per series (1M series).
 //
 // Every shared word is accessed through sync/atomic so the race detector
 // sees the protocol; Go atomics are sequentially consistent, which is
-// stronger than the acquire/release a seqlock needs.
+// stronger than the acquire/release a seqlock needs. The series' identity
+// hash is not kept: the sweeper finds index entries by ref instead.
 //
-// Fields above seq are immutable after the series is published.
+// Fields above meta are immutable after the series is published. The
+// struct is 32 B, a Go size class.
 type memSeries struct {
-	hash     uint64 // identity hash (index key)
 	metricID uint32 // symbol ID of __name__
 	setID    uint32 // interned label set without __name__
 
-	seq  atomic.Uint32
-	_    uint32
-	meta atomic.Uint64          // head | n<<16 | cap<<32 | dead<<63
-	ring atomic.Pointer[uint64] // &words[0]; length derived from meta.cap
+	meta atomic.Uint64          // head | n<<12 | cap<<24 | seq<<36 | emptySeen<<62 | dead<<63
+	ring atomic.Pointer[uint64] // &words[0]; length derived from meta's capacity
 
 	// lcache is the labels.Labels built on the first Labels call, so the
 	// query hot path does not allocate; nil until a query asks. Only
-	// queried series pay for it.
+	// queried series pay for the labels themselves.
 	lcache atomic.Pointer[labelsBox]
 }
 
 const (
 	metaDead      = uint64(1) << 63
 	metaEmptySeen = uint64(1) << 62 // a sweep found the series empty
-	maxRingCap    = 1<<16 - 1
+	metaFlags     = metaDead | metaEmptySeen
+	seqShift      = 36
+	seqOne        = uint64(1) << seqShift // the odd bit: a writer is inside
+	seqMask       = uint64(1)<<26 - 1
+	maxRingCap    = 1<<12 - 1
 	initialRingWs = 6 // 48 B size class: base + 3 slots
 )
 
 func packMeta(head, n, c int) uint64 {
-	return uint64(head) | uint64(n)<<16 | uint64(c)<<32
+	return uint64(head) | uint64(n)<<12 | uint64(c)<<24
 }
 
 func unpackMeta(m uint64) (head, n, c int) {
-	return int(m & 0xffff), int(m >> 16 & 0xffff), int(m >> 32 & 0xffff)
+	return int(m & 0xfff), int(m >> 12 & 0xfff), int(m >> 24 & 0xfff)
 }
 
 // ringWords is the number of words a ring of capacity c needs.
@@ -126,12 +134,13 @@ func setSlot(w []uint64, c, i int, off uint32, v float64) {
 }
 
 // lock makes the calling writer the series' only writer and returns the
-// even sequence value it found.
-func (ms *memSeries) lock() uint32 {
+// meta value it found (even sequence). unlock(m) restores it unchanged;
+// publish stores new state.
+func (ms *memSeries) lock() uint64 {
 	for spins := 0; ; spins++ {
-		s := ms.seq.Load()
-		if s&1 == 0 && ms.seq.CompareAndSwap(s, s+1) {
-			return s
+		m := ms.meta.Load()
+		if m&seqOne == 0 && ms.meta.CompareAndSwap(m, m+seqOne) {
+			return m
 		}
 		if spins > 16 {
 			runtime.Gosched()
@@ -139,19 +148,27 @@ func (ms *memSeries) lock() uint32 {
 	}
 }
 
-// snapshot returns a consistent (seq, meta, ring) triple for a reader.
-func (ms *memSeries) snapshot() (uint32, uint64, []uint64) {
+func (ms *memSeries) unlock(m uint64) { ms.meta.Store(m) }
+
+// publish ends a write that changed state: the new fields, the flags, and
+// the sequence advanced by two from m (even again).
+func (ms *memSeries) publish(m uint64, head, n, c int, flags uint64) {
+	seq := (m>>seqShift + 2) & seqMask
+	ms.meta.Store(packMeta(head, n, c) | seq<<seqShift | flags)
+}
+
+// snapshot returns a consistent (meta, ring) pair for a reader.
+func (ms *memSeries) snapshot() (uint64, []uint64) {
 	for spins := 0; ; spins++ {
-		s := ms.seq.Load()
-		if s&1 == 0 {
-			m := ms.meta.Load()
+		m := ms.meta.Load()
+		if m&seqOne == 0 {
 			p := ms.ring.Load()
-			if ms.seq.Load() == s {
+			if ms.meta.Load() == m {
 				if p == nil {
-					return s, m, nil
+					return m, nil
 				}
 				_, _, c := unpackMeta(m)
-				return s, m, ringView(p, c)
+				return m, ringView(p, c)
 			}
 		}
 		if spins > 16 {
@@ -177,10 +194,9 @@ const (
 // of overwriting. grownBytes reports the ring bytes added, for the memory
 // estimate.
 func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (res appendResult, grownBytes int64) {
-	s := ms.lock()
-	m := ms.meta.Load()
+	m := ms.lock()
 	if m&metaDead != 0 {
-		ms.seq.Store(s)
+		ms.unlock(m)
 		return rejectedDead, 0
 	}
 	head, n, c := unpackMeta(m)
@@ -193,13 +209,13 @@ func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (re
 		lt := slotT(w, c, last)
 		switch {
 		case value.IsStaleNaN(v) && t <= lt:
-			ms.seq.Store(s)
+			ms.unlock(m)
 			return droppedDuplicate, 0
 		case t < lt:
-			ms.seq.Store(s)
+			ms.unlock(m)
 			return rejectedOutOfOrder, 0
 		case t == lt:
-			ms.seq.Store(s)
+			ms.unlock(m)
 			if math.Float64bits(v) == math.Float64bits(slotV(w, last)) {
 				return droppedDuplicate, 0
 			}
@@ -248,8 +264,7 @@ func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (re
 		setSlot(w, c, head, off, v)
 		head = (head + 1) % c
 	}
-	ms.meta.Store(packMeta(head, n, c))
-	ms.seq.Store(s + 2)
+	ms.publish(m, head, n, c, m&metaDead) // clears metaEmptySeen
 	return res, grownBytes
 }
 
@@ -276,42 +291,39 @@ func (ms *memSeries) rebuildFrom(w []uint64, c, head, n, skip, want, maxCap int,
 // still silent since before cutoff (or was already empty at the previous
 // sweep). It reports whether it did.
 func (ms *memSeries) markDead(cutoff int64) bool {
-	s := ms.lock()
-	m := ms.meta.Load()
+	m := ms.lock()
 	head, n, c := unpackMeta(m)
 	if m&metaDead != 0 {
-		ms.seq.Store(s)
+		ms.unlock(m)
 		return false
 	}
 	switch {
 	case n > 0:
 		w := ringView(ms.ring.Load(), c)
 		if slotT(w, c, (head+n-1)%c) >= cutoff {
-			ms.seq.Store(s)
+			ms.unlock(m)
 			return false
 		}
 	case m&metaEmptySeen == 0:
 		// Created but never appended to (its first sample may be on its
 		// way): give it one more sweep interval.
-		ms.meta.Store(m | metaEmptySeen)
-		ms.seq.Store(s + 2)
+		ms.publish(m, head, n, c, metaEmptySeen)
 		return false
 	}
-	ms.meta.Store(m | metaDead)
-	ms.seq.Store(s + 2)
+	ms.publish(m, head, n, c, m&metaFlags|metaDead)
 	return true
 }
 
 // lastT returns the newest sample time, or false for an empty or dead series.
 func (ms *memSeries) lastT() (int64, bool) {
 	for {
-		s, m, w := ms.snapshot()
+		m, w := ms.snapshot()
 		head, n, c := unpackMeta(m)
 		if m&metaDead != 0 || n == 0 {
 			return 0, false
 		}
 		t := slotT(w, c, (head+n-1)%c)
-		if ms.seq.Load() == s {
+		if ms.meta.Load() == m {
 			return t, true
 		}
 	}
@@ -322,7 +334,7 @@ func (ms *memSeries) lastT() (int64, bool) {
 // maxt is past its freshness window (freshFloor < 0 disables that).
 func (ms *memSeries) latest(maxt, mint, freshFloor, retention int64) (Sample, bool) {
 	for {
-		s, m, w := ms.snapshot()
+		m, w := ms.snapshot()
 		head, n, c := unpackMeta(m)
 		if m&metaDead != 0 || n == 0 {
 			return Sample{}, false
@@ -335,7 +347,7 @@ func (ms *memSeries) latest(maxt, mint, freshFloor, retention int64) (Sample, bo
 			}
 		}
 		if j < 0 || t < mint {
-			if ms.seq.Load() == s {
+			if ms.meta.Load() == m {
 				return Sample{}, false
 			}
 			continue
@@ -345,7 +357,7 @@ func (ms *memSeries) latest(maxt, mint, freshFloor, retention int64) (Sample, bo
 		if j > 0 {
 			f = max(f, 3*(t-slotT(w, c, (head+j-1)%c)))
 		}
-		if ms.seq.Load() != s {
+		if ms.meta.Load() != m {
 			continue
 		}
 		if freshFloor >= 0 && !value.IsStaleNaN(out.V) {
@@ -361,7 +373,7 @@ func (ms *memSeries) latest(maxt, mint, freshFloor, retention int64) (Sample, bo
 func (ms *memSeries) appendRange(dst []Sample, mint, maxt int64) []Sample {
 	start := len(dst)
 	for {
-		s, m, w := ms.snapshot()
+		m, w := ms.snapshot()
 		head, n, c := unpackMeta(m)
 		if m&metaDead != 0 || n == 0 {
 			return dst
@@ -379,7 +391,7 @@ func (ms *memSeries) appendRange(dst []Sample, mint, maxt int64) []Sample {
 			}
 			dst = append(dst, Sample{T: t, V: slotV(w, j)})
 		}
-		if ms.seq.Load() == s {
+		if ms.meta.Load() == m {
 			return dst
 		}
 		dst = dst[:start]

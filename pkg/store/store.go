@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -181,6 +180,7 @@ type Store struct {
 	freeSets   []uint32
 	quarSets   []uint32
 	scratch    []uint32
+	setBytes   int64 // estimated bytes of live label sets
 	dirty      map[uint64]struct{} // postings holding deleted refs
 
 	runMu  sync.Mutex // guards the sweeper's lifecycle
@@ -277,7 +277,7 @@ func (s *Store) Create(hash uint64, lset labels.Labels) (SeriesRef, error) {
 	} else {
 		ref = SeriesRef(s.nextRef.Load())
 	}
-	ms := &memSeries{hash: hash, metricID: mid, setID: setID}
+	ms := &memSeries{metricID: mid, setID: setID}
 	s.series.ensure(uint32(ref)).Store(ms)
 	if uint32(ref) >= s.nextRef.Load() {
 		s.nextRef.Store(uint32(ref) + 1)
@@ -285,8 +285,8 @@ func (s *Store) Create(hash uint64, lset labels.Labels) (SeriesRef, error) {
 	// Postings, then the hash index: a Lookup that finds the ref finds a
 	// fully indexed series.
 	s.postingsAppendLocked(s.nameSym(), mid, ref)
-	for i := 0; i < len(ls.pairs); i += 2 {
-		s.postingsAppendLocked(ls.pairs[i], ls.pairs[i+1], ref)
+	for p, i := ls.pairs(), 0; i < len(p); i += 2 {
+		s.postingsAppendLocked(p[i], p[i+1], ref)
 	}
 	s.index.insert(hash, ref)
 	s.perMetric[mid]++
@@ -334,8 +334,8 @@ func (s *Store) internSetLocked(lset labels.Labels) (uint32, *labelSet) {
 		ls.refs++
 		return id, ls
 	}
-	ls := &labelSet{pairs: slices.Clone(p), refs: 1}
-	ls.key = strings.Clone(pairsKey(p))
+	ls := &labelSet{key: strings.Clone(pairsKey(p)), refs: 1}
+	s.setBytes += setCost(ls)
 	var id uint32
 	if n := len(s.freeSets); n > 0 {
 		id = s.freeSets[n-1]
@@ -432,8 +432,8 @@ func (s *Store) Labels(ref SeriesRef) labels.Labels {
 	}
 	var b labels.ScratchBuilder
 	b.Add(labels.MetricName, s.syms.str(ms.metricID))
-	for i := 0; i < len(ls.pairs); i += 2 {
-		b.Add(s.syms.str(ls.pairs[i]), s.syms.str(ls.pairs[i+1]))
+	for p, i := ls.pairs(), 0; i < len(p); i += 2 {
+		b.Add(s.syms.str(p[i]), s.syms.str(p[i+1]))
 	}
 	b.Sort()
 	box := &labelsBox{l: b.Labels()}

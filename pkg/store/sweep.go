@@ -99,6 +99,11 @@ func (s *Store) Sweep() int {
 		s.removeLocked(ref, ms)
 		removed++
 	}
+	if removed > 0 {
+		// Removed series are already nil in the series table, and their
+		// refs are quarantined, so "nil in the table" finds exactly them.
+		s.index.purge(func(ref uint32) bool { return s.get(SeriesRef(ref)) == nil })
+	}
 	s.compactPostingsLocked()
 	s.index.compact()
 	if removed > 0 {
@@ -111,18 +116,18 @@ func (s *Store) Sweep() int {
 
 func (s *Store) removeLocked(ref SeriesRef, ms *memSeries) {
 	s.series.at(uint32(ref)).Store(nil)
-	s.index.remove(ms.hash, ref)
 	if s.perMetric[ms.metricID]--; s.perMetric[ms.metricID] <= 0 {
 		delete(s.perMetric, ms.metricID)
 	}
 	s.dirty[pairKey(s.nameID, ms.metricID)] = struct{}{}
 	if p := s.sets.at(ms.setID); p != nil {
 		if ls := p.Load(); ls != nil {
-			for i := 0; i < len(ls.pairs); i += 2 {
-				s.dirty[pairKey(ls.pairs[i], ls.pairs[i+1])] = struct{}{}
+			for p, i := ls.pairs(), 0; i < len(p); i += 2 {
+				s.dirty[pairKey(p[i], p[i+1])] = struct{}{}
 			}
 			if ls.refs--; ls.refs == 0 {
 				delete(s.setIDs, ls.key)
+				s.setBytes -= setCost(ls)
 				p.Store(nil)
 				s.quarSets = append(s.quarSets, ms.setID)
 			}

@@ -69,24 +69,41 @@ func (s *symbols) str(id uint32) string {
 // labelSet is an interned label set without __name__: the labels that the
 // many series of one pod share (all its metrics carry the same engine,
 // model_name, pod, namespace, ... labels), so a series stores one uint32
-// instead of its labels. pairs holds name and value symbol IDs, in label
-// order. Immutable after publication, except refs (guarded by Store.mu).
+// instead of its labels. key holds the name and value symbol IDs as
+// uint32s, in label order; it is both the dedupe map's key and the data
+// (a separate []uint32 would cost 24 B of header and a second copy).
+// Immutable after publication, except refs (guarded by Store.mu).
 type labelSet struct {
-	pairs []uint32
-	key   string
-	refs  int32
+	key  string
+	refs int32
+}
+
+// pairs returns the set's (name, value) symbol IDs, flattened. The key's
+// bytes come from an allocation of a multiple of 4 bytes, so they are
+// 4-byte aligned.
+func (ls *labelSet) pairs() []uint32 {
+	if len(ls.key) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.StringData(ls.key))), len(ls.key)/4)
 }
 
 // get returns the value symbol of label name (a symbol).
 func (ls *labelSet) get(name uint32) (uint32, bool) {
-	for i := 0; i < len(ls.pairs); i += 2 {
-		if ls.pairs[i] == name {
-			return ls.pairs[i+1], true
+	p := ls.pairs()
+	for i := 0; i < len(p); i += 2 {
+		if p[i] == name {
+			return p[i+1], true
 		}
 	}
 	return 0, false
 }
 
+// setCost estimates a set's bytes: the struct, its key, its dedupe map
+// entry and its table slot.
+func setCost(ls *labelSet) int64 { return 24 + int64(len(ls.key)) + 40 + 8 }
+
+// pairsKey views p as a string without copying; clone before keeping it.
 func pairsKey(p []uint32) string {
 	if len(p) == 0 {
 		return ""
