@@ -378,22 +378,39 @@ func (ms *memSeries) appendRange(dst []Sample, mint, maxt int64) []Sample {
 		if m&metaDead != 0 || n == 0 {
 			return dst
 		}
+		base := int64(atomic.LoadUint64(&w[0]))
 		// Skip from the newest end: a window usually covers the tail.
-		lo := n
-		for lo > 0 && slotT(w, c, (head+lo-1)%c) > mint {
+		lo, j := n, head+n-1
+		if j >= c {
+			j -= c
+		}
+		for lo > 0 && base+offAt(w, c, j) > mint {
 			lo--
+			if j--; j < 0 {
+				j = c - 1
+			}
+		}
+		if j++; j == c {
+			j = 0
 		}
 		for i := lo; i < n; i++ {
-			j := (head + i) % c
-			t := slotT(w, c, j)
+			t := base + offAt(w, c, j)
 			if t > maxt {
 				break
 			}
 			dst = append(dst, Sample{T: t, V: slotV(w, j)})
+			if j++; j == c {
+				j = 0
+			}
 		}
 		if ms.meta.Load() == m {
 			return dst
 		}
 		dst = dst[:start]
 	}
+}
+
+// offAt returns slot i's offset from the ring's base.
+func offAt(w []uint64, c, i int) int64 {
+	return int64(uint32(atomic.LoadUint64(&w[1+c+i/2]) >> (32 * uint(i&1))))
 }
