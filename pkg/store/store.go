@@ -180,7 +180,7 @@ type Store struct {
 	freeSets   []uint32
 	quarSets   []uint32
 	scratch    []uint32
-	setBytes   int64 // estimated bytes of live label sets
+	setBytes   int64               // estimated bytes of live label sets
 	dirty      map[uint64]struct{} // postings holding deleted refs
 
 	runMu  sync.Mutex // guards the sweeper's lifecycle
