@@ -39,9 +39,9 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	}, &bytes.Buffer{})
 	require.ErrorContains(t, err, "KOS_RETENTION")
 
-	_, err = Load("t", []string{"--http-addr", "nope", "--log-format", "xml", "--max-series", "0", "--max-series-per-metric", "-1", "--series-ttl", "-1s"}, func(string) string { return "" }, &bytes.Buffer{})
+	_, err = Load("t", []string{"--http-addr", "nope", "--log-format", "xml", "--max-series", "0", "--max-series-per-metric", "-1"}, func(string) string { return "" }, &bytes.Buffer{})
 	require.Error(t, err)
-	for _, want := range []string{"--http-addr", "--log-format", "--max-series", "--max-series-per-metric", "--series-ttl"} {
+	for _, want := range []string{"--http-addr", "--log-format", "--max-series", "--max-series-per-metric"} {
 		assert.Contains(t, err.Error(), want)
 	}
 }
