@@ -245,7 +245,8 @@ func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (re
 		// Offsets would overflow: re-base on the oldest sample still
 		// within retention of t (Validate keeps retention < 2^31 ms).
 		keep := 0
-		for ; keep < n && slotT(w, c, (head+keep)%c) < t-retention; keep++ {
+		for keep < n && slotT(w, c, (head+keep)%c) < t-retention {
+			keep++
 		}
 		base := t - retention
 		if keep < n {

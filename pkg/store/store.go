@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -214,7 +215,7 @@ func New(cfg Config, set Settings) *Store {
 	}
 	s.nextRef.Store(1) // ref 0 is never used, so a zero ref is "none"
 	s.nextSet = 1
-	s.nameID = s.syms.intern(labels.MetricName)
+	s.nameID = s.syms.intern(model.MetricNameLabel)
 	s.m = newMetrics(s, set.Registerer)
 	return s
 }
@@ -253,7 +254,7 @@ func (s *Store) Create(hash uint64, lset labels.Labels) (SeriesRef, error) {
 	if err := s.checkLabels(lset); err != nil {
 		return 0, err
 	}
-	name := lset.Get(labels.MetricName)
+	name := lset.Get(model.MetricNameLabel)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ref, ok := s.index.lookup(hash); ok {
@@ -323,7 +324,7 @@ func (s *Store) nameSym() uint32 { return s.nameID }
 func (s *Store) internSetLocked(lset labels.Labels) (uint32, *labelSet) {
 	p := s.scratch[:0]
 	lset.Range(func(l labels.Label) {
-		if l.Name == labels.MetricName || l.Value == "" {
+		if l.Name == model.MetricNameLabel || l.Value == "" {
 			return
 		}
 		p = append(p, s.syms.intern(l.Name), s.syms.intern(l.Value))
@@ -431,7 +432,7 @@ func (s *Store) Labels(ref SeriesRef) labels.Labels {
 		return labels.EmptyLabels()
 	}
 	var b labels.ScratchBuilder
-	b.Add(labels.MetricName, s.syms.str(ms.metricID))
+	b.Add(model.MetricNameLabel, s.syms.str(ms.metricID))
 	for p, i := ls.pairs(), 0; i < len(p); i += 2 {
 		b.Add(s.syms.str(p[i]), s.syms.str(p[i+1]))
 	}

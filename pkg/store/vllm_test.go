@@ -22,7 +22,7 @@ func loadVLLMTemplates(tb testing.TB) []vllmTemplate {
 	tb.Helper()
 	f, err := os.Open("testdata/vllm-metrics-sample.prom")
 	require.NoError(tb, err)
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	var out []vllmTemplate
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -78,7 +78,7 @@ func (f *vllmFleet) series(i int) (labels.Labels, uint64) {
 	pod, tpl := i/len(f.tpls), f.tpls[i%len(f.tpls)]
 	deploy := pod / 8
 	f.b.Reset()
-	f.b.Add(labels.MetricName, tpl.name)
+	f.b.Add("__name__", tpl.name)
 	for _, l := range tpl.labels {
 		if l[0] == "model_name" {
 			l[1] = fmt.Sprintf("org-%d/model-%d-instruct", deploy%13, deploy)
