@@ -82,12 +82,16 @@ func memoryGates(tb testing.TB, n int) (perSeries, perSample, header float64) {
 
 // TestMemory gates the store's footprint by heap accounting (performance.md
 // T3–T5, the per-PR 100k case): ≤ 450 B per series all-in with 21 samples,
-// ≤ 12 B per extra stored sample.
+// ≤ 12 B per extra stored sample. The race detector leaves heap sizes
+// unchanged (measured: 430.1 B/series both ways) but makes the 4.4M
+// appends take minutes on 2 cores, so under -race (make test) it runs
+// 10k series.
 func TestMemory(t *testing.T) {
+	n := 100_000
 	if raceEnabled {
-		t.Skip("the race detector changes allocation sizes")
+		n = 10_000
 	}
-	perSeries, perSample, _ := memoryGates(t, 100_000)
+	perSeries, perSample, _ := memoryGates(t, n)
 	assert.LessOrEqual(t, perSeries, 450.0, "B/series all-in")
 	assert.LessOrEqual(t, perSample, 12.0, "B/sample")
 }
