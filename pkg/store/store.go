@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
 )
 
 // SeriesRef is the dense ID of a live series. A ref stays bound to the same
@@ -382,8 +383,9 @@ func (s *Store) SeriesMetricID(ref SeriesRef) (uint32, bool) {
 
 // Append adds a sample to a series. A sample equal in time and value to the
 // newest one is dropped silently (retried batches); a stale marker at or
-// before the newest sample is ignored. It takes no store-wide lock and does
-// not allocate once the series' ring has reached its size.
+// before the newest sample, or older than the retention, is ignored. It
+// takes no store-wide lock and does not allocate once the series' ring has
+// reached its size.
 func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
 	ms := s.get(ref)
 	if ms == nil {
@@ -391,6 +393,9 @@ func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
 		return ErrUnknownSeries
 	}
 	if t < s.now().UnixMilli()-s.retentionMs {
+		if value.IsStaleNaN(v) {
+			return nil // a marker is never a rejection (otlp-contract.md §9.4)
+		}
 		s.m.reject(reasonTooOld)
 		return ErrTooOld
 	}

@@ -49,6 +49,7 @@ func TestAppendOrderAndDuplicates(t *testing.T) {
 		{"late stale marker is ignored", 505_000, staleNaN, nil},
 		{"stale marker at newest is ignored", 510_000, staleNaN, nil},
 		{"older than retention", 399_999, 1, ErrTooOld},
+		{"stale marker older than retention is ignored", 399_999, staleNaN, nil},
 		{"stale marker after newest is stored", 520_000, staleNaN, nil},
 		{"resumes after a marker", 530_000, 4, nil},
 	} {
