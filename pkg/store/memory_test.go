@@ -15,6 +15,7 @@ type memResult struct {
 	heap          int64 // HeapAlloc delta with the store live, after GC
 	ringBytes     int64 // the store's own count of ring bytes
 	labelBytes    int64 // interned symbol and label-set bytes (estimate)
+	estimate      int64 // MemoryEstimate, the self-metric
 }
 
 // measureMemory fills a fresh store with n realistic vLLM series and
@@ -59,7 +60,10 @@ func measureMemory(tb testing.TB, n, slots int) memResult {
 	s.syms.mu.Lock()
 	labelBytes += s.syms.bytes
 	s.syms.mu.Unlock()
-	r := memResult{series: n, slots: slots, heap: int64(after.HeapAlloc) - int64(before.HeapAlloc), ringBytes: s.m.ringBytes.Load(), labelBytes: labelBytes}
+	r := memResult{
+		series: n, slots: slots, heap: int64(after.HeapAlloc) - int64(before.HeapAlloc),
+		ringBytes: s.m.ringBytes.Load(), labelBytes: labelBytes, estimate: s.MemoryEstimate(),
+	}
 	runtime.KeepAlive(s)
 	return r
 }
@@ -74,9 +78,13 @@ func memoryGates(tb testing.TB, n int) (perSeries, perSample, header float64) {
 	perSeries = float64(r21.heap) / float64(n)
 	perSample = float64(r42.heap-r21.heap) / float64(21*n)
 	header = float64(r21.heap-r21.ringBytes-r21.labelBytes) / float64(n)
-	tb.Logf("series=%d all-in=%.1f B/series (ring %.1f, labels %.1f, rest %.1f) B/sample=%.2f; 42 slots: %.1f B/series",
+	for _, r := range []memResult{r21, r42} {
+		assert.InEpsilon(tb, float64(r.heap), float64(r.estimate), 0.25,
+			"the memory_bytes self-metric tracks the heap (slots=%d)", r.slots)
+	}
+	tb.Logf("series=%d all-in=%.1f B/series (ring %.1f, labels %.1f, rest %.1f) B/sample=%.2f; 42 slots: %.1f B/series; estimate %.1f B/series",
 		n, perSeries, float64(r21.ringBytes)/float64(n), float64(r21.labelBytes)/float64(n), header, perSample,
-		float64(r42.heap)/float64(n))
+		float64(r42.heap)/float64(n), float64(r21.estimate)/float64(n))
 	return perSeries, perSample, header
 }
 

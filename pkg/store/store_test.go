@@ -3,7 +3,9 @@ package store
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -352,5 +354,35 @@ func TestSelect(t *testing.T) {
 			}
 			assert.Equal(t, tc.want, got)
 		})
+	}
+}
+
+// Concurrent Create calls for the same identities agree on one ref each.
+func TestCreateConcurrent(t *testing.T) {
+	s := New(Config{}, Settings{})
+	const n, workers = 2000, 4
+	got := make([][]SeriesRef, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		got[w] = make([]SeriesRef, n)
+		wg.Go(func() {
+			for i := range n {
+				j := (i + w*n/workers) % n
+				ref, err := s.Create(uint64(j+1), labels.FromStrings("__name__", "m", "i", strconv.Itoa(j)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got[w][j] = ref
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, n, s.NumSeries())
+	for w := 1; w < workers; w++ {
+		assert.Equal(t, got[0], got[w])
+	}
+	for j, ref := range got[0] {
+		assert.Equal(t, strconv.Itoa(j), s.Labels(ref).Get("i"))
 	}
 }
