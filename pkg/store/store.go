@@ -160,6 +160,14 @@ type Store struct {
 	nameID      uint32 // symbol of __name__
 	m           *metrics
 
+	// clock is the injected clock's reading, refreshed every clockTick by
+	// the background loop while it runs (0 otherwise). Append, Latest and
+	// Range need "now" for the retention edge, once per sample or series:
+	// a clock read costs 20–50 ns with a vDSO (509 ns measured on this
+	// sandbox), against a 15 µs budget for 1k series (performance.md T6a).
+	// The edge is thus up to clockTick late while the loop runs; without
+	// it (tests) every call reads the injected clock.
+	clock   atomic.Int64
 	gen     atomic.Uint64
 	live    atomic.Int64
 	nextRef atomic.Uint32 // refs below it may name a series
@@ -232,6 +240,15 @@ func (s *Store) NumSeries() int { return int(s.live.Load()) }
 
 // Lookup returns the series with the given identity hash. It takes no lock.
 func (s *Store) Lookup(hash uint64) (SeriesRef, bool) { return s.index.lookup(hash) }
+
+// nowMs returns the current time in unix ms, from the refreshed reading
+// when the background loop runs.
+func (s *Store) nowMs() int64 {
+	if c := s.clock.Load(); c != 0 {
+		return c
+	}
+	return s.now().UnixMilli()
+}
 
 // get returns the live series behind ref, or nil.
 func (s *Store) get(ref SeriesRef) *memSeries {
@@ -392,7 +409,7 @@ func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
 		s.m.reject(reasonUnknownSeries)
 		return ErrUnknownSeries
 	}
-	if t < s.now().UnixMilli()-s.retentionMs {
+	if t < s.nowMs()-s.retentionMs {
 		if value.IsStaleNaN(v) {
 			return nil // a marker is never a rejection (otlp-contract.md §9.4)
 		}
@@ -472,7 +489,7 @@ func (s *Store) Latest(ref SeriesRef, maxt int64) (Sample, bool) {
 	if ms == nil {
 		return Sample{}, false
 	}
-	return ms.latest(maxt, s.now().UnixMilli()-s.retentionMs, s.freshMs, s.retentionMs)
+	return ms.latest(maxt, s.nowMs()-s.retentionMs, s.freshMs, s.retentionMs)
 }
 
 // Range appends to dst the samples with mint < T <= maxt, oldest first,
@@ -484,7 +501,7 @@ func (s *Store) Range(dst []Sample, ref SeriesRef, mint, maxt int64) []Sample {
 	if ms == nil {
 		return dst
 	}
-	mint = max(mint, s.now().UnixMilli()-s.retentionMs-1)
+	mint = max(mint, s.nowMs()-s.retentionMs-1)
 	return ms.appendRange(dst, mint, maxt)
 }
 

@@ -6,9 +6,14 @@ import (
 	"time"
 )
 
-// Start launches the TTL sweeper, which runs Sweep every SweepInterval
-// until Shutdown is called or ctx ends. It returns at once. Calling it
-// again, or after Shutdown, does nothing.
+// clockTick is how often the background loop refreshes the store's clock
+// reading.
+const clockTick = 100 * time.Millisecond
+
+// Start launches the background loop, which runs Sweep every SweepInterval
+// and refreshes the store's clock reading every clockTick, until Shutdown
+// is called or ctx ends. It returns at once. Calling it again, or after
+// Shutdown, does nothing.
 func (s *Store) Start(ctx context.Context) error {
 	s.runMu.Lock()
 	defer s.runMu.Unlock()
@@ -16,6 +21,7 @@ func (s *Store) Start(ctx context.Context) error {
 		return nil
 	}
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	s.clock.Store(s.now().UnixMilli())
 	go s.sweepLoop(ctx, s.stop, s.done)
 	s.logger.Info("Sweeper started", "series_ttl", s.cfg.SeriesTTL, "sweep_interval", s.cfg.SweepInterval)
 	return nil
@@ -23,15 +29,21 @@ func (s *Store) Start(ctx context.Context) error {
 
 func (s *Store) sweepLoop(ctx context.Context, stop, done chan struct{}) {
 	defer close(done)
+	defer s.clock.Store(0) // back to reading the clock on every call
 	tick := time.NewTicker(s.cfg.SweepInterval)
 	defer tick.Stop()
+	clk := time.NewTicker(clockTick)
+	defer clk.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-stop:
 			return
+		case <-clk.C:
+			s.clock.Store(s.now().UnixMilli())
 		case <-tick.C:
+			s.clock.Store(s.now().UnixMilli())
 			if n := s.Sweep(); n > 0 {
 				s.logger.Debug("Series expired", "removed", n, "series", s.NumSeries())
 			}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -119,4 +120,31 @@ func TestSweepChurn(t *testing.T) {
 	assert.Empty(t, s.perMetric)
 	s.mu.Unlock()
 	assert.LessOrEqual(t, s.nextRef.Load(), uint32(2001), "refs are reused")
+}
+
+// While the loop runs, the retention edge follows the refreshed clock.
+func TestClockRefresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := New(Config{Retention: time.Minute, SeriesTTL: time.Hour}, Settings{})
+		require.NoError(t, s.Start(t.Context()))
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		ref := mustCreate(t, s, 1, "__name__", "x")
+		now := time.Now().UnixMilli()
+		require.ErrorIs(t, s.Append(ref, now-61_000, 1), ErrTooOld)
+		require.NoError(t, s.Append(mustCreate(t, s, 2, "__name__", "y"), now-59_000, 1))
+		require.NoError(t, s.Append(ref, now-10_000, 2))
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		got, ok := s.Latest(ref, time.Now().UnixMilli())
+		require.True(t, ok)
+		assert.True(t, value.IsStaleNaN(got.V))
+		assert.Equal(t, now-10_000+30_000, got.T, "silent: ended at T+30s by freshness")
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		_, ok = s.Latest(ref, time.Now().UnixMilli())
+		assert.False(t, ok, "past retention")
+		require.NoError(t, s.Shutdown(t.Context()))
+		assert.Zero(t, s.clock.Load(), "reads the clock directly again")
+	})
 }
