@@ -14,9 +14,8 @@ import (
 //
 // The ring is a single noscan []uint64 allocation ("words"):
 //
-//	words[0]                     base, the ring's time origin in unix ms
-//	words[1 : 1+cap]             values, float64 bits
-//	words[1+cap : 1+cap+⌈cap/2⌉] time offsets from base, two uint32 per word
+//	words[0]          base, the ring's time origin in unix ms
+//	words[1+3k : 4+3k] slots 2k and 2k+1: value, value, two uint32 offsets
 //
 // so a slot costs 12 B (float64 value + uint32 ms offset, performance.md T3)
 // and a ring costs 8 B more for its base. A uint32 offset spans 49 days;
@@ -97,10 +96,14 @@ func unpackMeta(m uint64) (head, n, c int) {
 }
 
 // ringWords is the number of words a ring of capacity c needs.
-func ringWords(c int) int { return 1 + c + (c+1)/2 }
+func ringWords(c int) int { return 1 + 3*((c+1)/2) }
 
 // ringCapFor is the largest capacity whose ring fits in w words.
-func ringCapFor(w int) int { return 2 * (w - 1) / 3 }
+func ringCapFor(w int) int { return 2 * ((w - 1) / 3) }
+
+// Slots are stored in pairs, three words per pair: value i, value i+1, and
+// their two offsets, so a sample's value and time share a cache line (at
+// 1M series every append and read is a cache miss per line touched).
 
 // newRing allocates a ring for at least c slots and returns it with the
 // capacity the allocation's size class actually holds (at most maxCap).
@@ -115,19 +118,18 @@ func newRing(c, maxCap int) ([]uint64, int) {
 
 func ringView(p *uint64, c int) []uint64 { return unsafe.Slice(p, ringWords(c)) }
 
-func slotT(w []uint64, c, i int) int64 {
-	x := atomic.LoadUint64(&w[1+c+i/2])
-	return int64(atomic.LoadUint64(&w[0])) + int64(uint32(x>>(32*uint(i&1))))
+func slotT(w []uint64, i int) int64 {
+	return int64(atomic.LoadUint64(&w[0])) + offAt(w, i)
 }
 
 func slotV(w []uint64, i int) float64 {
-	return math.Float64frombits(atomic.LoadUint64(&w[1+i]))
+	return math.Float64frombits(atomic.LoadUint64(&w[1+3*(i>>1)+i&1]))
 }
 
 // setSlot writes a sample; only the series' writer calls it.
-func setSlot(w []uint64, c, i int, off uint32, v float64) {
-	atomic.StoreUint64(&w[1+i], math.Float64bits(v))
-	p := &w[1+c+i/2]
+func setSlot(w []uint64, i int, off uint32, v float64) {
+	atomic.StoreUint64(&w[1+3*(i>>1)+i&1], math.Float64bits(v))
+	p := &w[3+3*(i>>1)]
 	sh := 32 * uint(i&1)
 	old := atomic.LoadUint64(p)
 	atomic.StoreUint64(p, old&^(uint64(math.MaxUint32)<<sh)|uint64(off)<<sh)
@@ -206,7 +208,7 @@ func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (re
 	}
 	if n > 0 {
 		last := (head + n - 1) % c
-		lt := slotT(w, c, last)
+		lt := slotT(w, last)
 		switch {
 		case value.IsStaleNaN(v) && t <= lt:
 			ms.unlock(m)
@@ -231,13 +233,13 @@ func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (re
 		grownBytes = int64(8 * len(nw))
 		ms.ring.Store(&nw[0])
 		res = appendedGrew
-	case n == c && c < maxCap && slotT(w, c, head) >= t-retention:
+	case n == c && c < maxCap && slotT(w, head) >= t-retention:
 		// Full, and the oldest sample is still needed: size the ring to
 		// the retention at the observed interval.
-		iv := max((t-slotT(w, c, head))/int64(n), 1)
+		iv := max((t-slotT(w, head))/int64(n), 1)
 		want := min(max(int(retention/iv)+1, c+1+c/8), maxCap)
 		oldLen := len(w)
-		w, c, head = ms.rebuild(w, c, head, n, want, maxCap, slotT(w, c, head))
+		w, c, head = ms.rebuild(w, c, head, n, want, maxCap, slotT(w, head))
 		grownBytes = int64(8 * (len(w) - oldLen))
 		res = appendedGrew
 	}
@@ -245,12 +247,12 @@ func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (re
 		// Offsets would overflow: re-base on the oldest sample still
 		// within retention of t (Validate keeps retention < 2^31 ms).
 		keep := 0
-		for keep < n && slotT(w, c, (head+keep)%c) < t-retention {
+		for keep < n && slotT(w, (head+keep)%c) < t-retention {
 			keep++
 		}
 		base := t - retention
 		if keep < n {
-			base = slotT(w, c, (head+keep)%c)
+			base = slotT(w, (head+keep)%c)
 		}
 		oldLen := len(w)
 		w, c, head = ms.rebuildFrom(w, c, head, n, keep, c, maxCap, base)
@@ -259,10 +261,10 @@ func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (re
 	}
 	off := uint32(t - int64(atomic.LoadUint64(&w[0])))
 	if n < c {
-		setSlot(w, c, (head+n)%c, off, v)
+		setSlot(w, (head+n)%c, off, v)
 		n++
 	} else {
-		setSlot(w, c, head, off, v)
+		setSlot(w, head, off, v)
 		head = (head + 1) % c
 	}
 	ms.publish(m, head, n, c, m&metaDead) // clears metaEmptySeen
@@ -282,7 +284,7 @@ func (ms *memSeries) rebuildFrom(w []uint64, c, head, n, skip, want, maxCap int,
 	nw[0] = uint64(base)
 	for i := skip; i < n; i++ {
 		j := (head + i) % c
-		setSlot(nw, nc, i-skip, uint32(slotT(w, c, j)-base), slotV(w, j))
+		setSlot(nw, i-skip, uint32(slotT(w, j)-base), slotV(w, j))
 	}
 	ms.ring.Store(&nw[0])
 	return nw, nc, 0
@@ -301,7 +303,7 @@ func (ms *memSeries) markDead(cutoff int64) bool {
 	switch {
 	case n > 0:
 		w := ringView(ms.ring.Load(), c)
-		if slotT(w, c, (head+n-1)%c) >= cutoff {
+		if slotT(w, (head+n-1)%c) >= cutoff {
 			ms.unlock(m)
 			return false
 		}
@@ -323,7 +325,7 @@ func (ms *memSeries) lastT() (int64, bool) {
 		if m&metaDead != 0 || n == 0 {
 			return 0, false
 		}
-		t := slotT(w, c, (head+n-1)%c)
+		t := slotT(w, (head+n-1)%c)
 		if ms.meta.Load() == m {
 			return t, true
 		}
@@ -343,7 +345,7 @@ func (ms *memSeries) latest(maxt, mint, freshFloor, retention int64) (Sample, bo
 		j := n - 1
 		var t int64
 		for ; j >= 0; j-- {
-			if t = slotT(w, c, (head+j)%c); t <= maxt {
+			if t = slotT(w, (head+j)%c); t <= maxt {
 				break
 			}
 		}
@@ -356,7 +358,7 @@ func (ms *memSeries) latest(maxt, mint, freshFloor, retention int64) (Sample, bo
 		out := Sample{T: t, V: slotV(w, (head+j)%c)}
 		f := freshFloor
 		if j > 0 {
-			f = max(f, 3*(t-slotT(w, c, (head+j-1)%c)))
+			f = max(f, 3*(t-slotT(w, (head+j-1)%c)))
 		}
 		if ms.meta.Load() != m {
 			continue
@@ -385,7 +387,7 @@ func (ms *memSeries) appendRange(dst []Sample, mint, maxt int64) []Sample {
 		if j >= c {
 			j -= c
 		}
-		for lo > 0 && base+offAt(w, c, j) > mint {
+		for lo > 0 && base+offAt(w, j) > mint {
 			lo--
 			if j--; j < 0 {
 				j = c - 1
@@ -395,7 +397,7 @@ func (ms *memSeries) appendRange(dst []Sample, mint, maxt int64) []Sample {
 			j = 0
 		}
 		for i := lo; i < n; i++ {
-			t := base + offAt(w, c, j)
+			t := base + offAt(w, j)
 			if t > maxt {
 				break
 			}
@@ -412,6 +414,6 @@ func (ms *memSeries) appendRange(dst []Sample, mint, maxt int64) []Sample {
 }
 
 // offAt returns slot i's offset from the ring's base.
-func offAt(w []uint64, c, i int) int64 {
-	return int64(uint32(atomic.LoadUint64(&w[1+c+i/2]) >> (32 * uint(i&1))))
+func offAt(w []uint64, i int) int64 {
+	return int64(uint32(atomic.LoadUint64(&w[3+3*(i>>1)]) >> (32 * uint(i&1))))
 }
