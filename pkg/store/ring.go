@@ -116,6 +116,15 @@ func newRing(c, maxCap int) ([]uint64, int) {
 	return w[:ringWords(got)], got
 }
 
+// wrap maps a logical position 0 <= x < 2c onto a slot; a compare is
+// cheaper than the division of x % c on the append path.
+func wrap(x, c int) int {
+	if x >= c {
+		return x - c
+	}
+	return x
+}
+
 func ringView(p *uint64, c int) []uint64 { return unsafe.Slice(p, ringWords(c)) }
 
 func slotT(w []uint64, i int) int64 {
@@ -207,7 +216,7 @@ func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (re
 		w = ringView(p, c)
 	}
 	if n > 0 {
-		last := (head + n - 1) % c
+		last := wrap(head+n-1, c)
 		lt := slotT(w, last)
 		switch {
 		case value.IsStaleNaN(v) && t <= lt:
@@ -247,12 +256,12 @@ func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (re
 		// Offsets would overflow: re-base on the oldest sample still
 		// within retention of t (Validate keeps retention < 2^31 ms).
 		keep := 0
-		for keep < n && slotT(w, (head+keep)%c) < t-retention {
+		for keep < n && slotT(w, wrap(head+keep, c)) < t-retention {
 			keep++
 		}
 		base := t - retention
 		if keep < n {
-			base = slotT(w, (head+keep)%c)
+			base = slotT(w, wrap(head+keep, c))
 		}
 		oldLen := len(w)
 		w, c, head = ms.rebuildFrom(w, c, head, n, keep, c, maxCap, base)
@@ -261,11 +270,11 @@ func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (re
 	}
 	off := uint32(t - int64(atomic.LoadUint64(&w[0])))
 	if n < c {
-		setSlot(w, (head+n)%c, off, v)
+		setSlot(w, wrap(head+n, c), off, v)
 		n++
 	} else {
 		setSlot(w, head, off, v)
-		head = (head + 1) % c
+		head = wrap(head+1, c)
 	}
 	ms.publish(m, head, n, c, m&metaDead) // clears metaEmptySeen
 	return res, grownBytes
@@ -283,7 +292,7 @@ func (ms *memSeries) rebuildFrom(w []uint64, c, head, n, skip, want, maxCap int,
 	nw, nc := newRing(want, maxCap)
 	nw[0] = uint64(base)
 	for i := skip; i < n; i++ {
-		j := (head + i) % c
+		j := wrap(head+i, c)
 		setSlot(nw, i-skip, uint32(slotT(w, j)-base), slotV(w, j))
 	}
 	ms.ring.Store(&nw[0])
@@ -303,7 +312,7 @@ func (ms *memSeries) markDead(cutoff int64) bool {
 	switch {
 	case n > 0:
 		w := ringView(ms.ring.Load(), c)
-		if slotT(w, (head+n-1)%c) >= cutoff {
+		if slotT(w, wrap(head+n-1, c)) >= cutoff {
 			ms.unlock(m)
 			return false
 		}
@@ -325,7 +334,7 @@ func (ms *memSeries) lastT() (int64, bool) {
 		if m&metaDead != 0 || n == 0 {
 			return 0, false
 		}
-		t := slotT(w, (head+n-1)%c)
+		t := slotT(w, wrap(head+n-1, c))
 		if ms.meta.Load() == m {
 			return t, true
 		}
@@ -345,7 +354,7 @@ func (ms *memSeries) latest(maxt, mint, freshFloor, retention int64) (Sample, bo
 		j := n - 1
 		var t int64
 		for ; j >= 0; j-- {
-			if t = slotT(w, (head+j)%c); t <= maxt {
+			if t = slotT(w, wrap(head+j, c)); t <= maxt {
 				break
 			}
 		}
@@ -355,10 +364,10 @@ func (ms *memSeries) latest(maxt, mint, freshFloor, retention int64) (Sample, bo
 			}
 			continue
 		}
-		out := Sample{T: t, V: slotV(w, (head+j)%c)}
+		out := Sample{T: t, V: slotV(w, wrap(head+j, c))}
 		f := freshFloor
 		if j > 0 {
-			f = max(f, 3*(t-slotT(w, (head+j-1)%c)))
+			f = max(f, 3*(t-slotT(w, wrap(head+j-1, c))))
 		}
 		if ms.meta.Load() != m {
 			continue
