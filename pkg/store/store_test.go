@@ -386,3 +386,35 @@ func TestCreateConcurrent(t *testing.T) {
 		assert.Equal(t, strconv.Itoa(j), s.Labels(ref).Get("i"))
 	}
 }
+
+// The ingest and evaluation paths do not allocate once a series' ring has
+// reached its size (performance.md gates T1 and T6 on exact allocs).
+func TestHotPathsDoNotAllocate(t *testing.T) {
+	s := New(Config{Retention: 5 * time.Minute}, Settings{Now: fixedClock(1_000_000)})
+	ref := mustCreate(t, s, 7, "__name__", "m", "pod", "p")
+	ts := int64(1_000_000)
+	for range 30 {
+		require.NoError(t, s.Append(ref, ts, 1))
+		ts += 15_000
+	}
+	_ = s.Labels(ref) // builds the cache once
+	dst := make([]Sample, 0, 64)
+	for _, tc := range []struct {
+		name string
+		f    func()
+	}{
+		{"append", func() { _ = s.Append(ref, ts, 1); ts += 15_000 }},
+		{"append_duplicate", func() { _ = s.Append(ref, ts-15_000, 1) }},
+		{"append_out_of_order", func() { _ = s.Append(ref, ts-100_000, 2) }},
+		{"lookup", func() { _, _ = s.Lookup(7) }},
+		{"series_metric_id", func() { _, _ = s.SeriesMetricID(ref) }},
+		{"latest", func() { _, _ = s.Latest(ref, ts) }},
+		{"range", func() { dst = s.Range(dst[:0], ref, ts-300_000, ts) }},
+		{"labels", func() { _ = s.Labels(ref) }},
+		{"generation", func() { _ = s.Generation() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Zero(t, testing.AllocsPerRun(100, tc.f))
+		})
+	}
+}
