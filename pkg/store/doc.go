@@ -9,10 +9,12 @@
 // ref.
 //
 // Layout, per series at 1M series with 21 samples (performance.md T3–T5):
-// a 48 B header (memSeries), a ring of 12 B slots plus an 8 B base
+// a 32 B header (memSeries), a ring of 12 B slots plus an 8 B base
 // (ring.go), 12 B index slots at a load factor of 0.375–0.75 (index.go), an
-// 8 B series-table slot, about 7 postings entries of 4 B (table.go), and an
-// interned label set shared by the series of one pod (symbols.go).
+// 8 B series-table slot, one 4 B postings entry per label (table.go), and
+// an interned label set shared by the series of one pod (symbols.go).
+// TestMemory measures about 430 B per series all-in at 100k and 1M series
+// of realistic vLLM label sets (budget 450) and 10.7 B per extra sample.
 //
 // Nothing on the read path takes a lock: appends serialise per series on a
 // seqlock, lookups probe a sharded open-addressing table, and the series

@@ -21,10 +21,10 @@ import (
 // and a ring costs 8 B more for its base. A uint32 offset spans 49 days;
 // Config.Validate keeps the retention far below that, and the writer
 // re-bases the ring (a new allocation) before an offset would overflow.
-// Capacity is not fixed up front: it grows from 3 slots to
+// Capacity is not fixed up front: it grows from 2 slots to
 // retention/observed interval + 1, rounded up to fill the Go size class
-// (the extra slots are free), capped by MaxSamplesPerSeries. Two separate
-// arrays or a []struct{t int64; v float64} cost 16 B per slot instead.
+// (the extra slots are free), capped by MaxSamplesPerSeries. An int64 time
+// per slot, as in []struct{t int64; v float64}, would cost 16 B per slot.
 //
 // Concurrency contract (a seqlock whose sequence lives in the meta word,
 // which doubles as the writers' spin lock):
@@ -84,7 +84,7 @@ const (
 	seqOne        = uint64(1) << seqShift // the odd bit: a writer is inside
 	seqMask       = uint64(1)<<26 - 1
 	maxRingCap    = 1<<12 - 1
-	initialRingWs = 6 // 48 B size class: base + 3 slots
+	initialRingWs = 6 // 48 B size class: base + 2 slots (one pair)
 )
 
 func packMeta(head, n, c int) uint64 {
