@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -50,6 +51,7 @@ func appendFixture(b *testing.B, n int) (*Store, []SeriesRef, int64) {
 		}
 		t += 15_000
 	}
+	runtime.GC() // settle the fixture's garbage before timing
 	return s, refs, t
 }
 
