@@ -150,3 +150,38 @@ func (s *Store) matches(ref SeriesRef, rs []resolved) bool {
 	}
 	return true
 }
+
+// LabelNames appends to dst the label names of the live series, __name__
+// included, sorted, and returns the extended slice. It takes no lock; it
+// allocates only to grow dst.
+func (s *Store) LabelNames(dst []string) []string {
+	start := len(dst)
+	s.nameValues.Range(func(k, v any) bool {
+		if len(v.(*u32list).load()) > 0 {
+			dst = append(dst, s.syms.str(k.(uint32)))
+		}
+		return true
+	})
+	slices.Sort(dst[start:])
+	return dst
+}
+
+// LabelValues appends to dst the values label name takes across the live
+// series (metric names for __name__), sorted, and returns the extended
+// slice. It takes no lock; it allocates only to grow dst.
+func (s *Store) LabelValues(dst []string, name string) []string {
+	id, ok := s.syms.id(name)
+	if !ok {
+		return dst
+	}
+	v, ok := s.nameValues.Load(id)
+	if !ok {
+		return dst
+	}
+	start := len(dst)
+	for _, val := range v.(*u32list).load() {
+		dst = append(dst, s.syms.str(val))
+	}
+	slices.Sort(dst[start:])
+	return dst
+}

@@ -148,3 +148,24 @@ func TestClockRefresh(t *testing.T) {
 		assert.Zero(t, s.clock.Load(), "reads the clock directly again")
 	})
 }
+
+func TestLabelNamesAndValues(t *testing.T) {
+	clk := &movingClock{}
+	clk.ms.Store(1_000_000)
+	s := New(Config{Retention: time.Minute}, Settings{Now: clk.now})
+	a := mustCreate(t, s, 1, "__name__", "up", "pod", "b", "zone", "z1")
+	require.NoError(t, s.Append(a, 1_000_000, 1))
+	clk.ms.Store(1_030_000)
+	b := mustCreate(t, s, 2, "__name__", "down", "pod", "a")
+	require.NoError(t, s.Append(b, 1_030_000, 1))
+	assert.Equal(t, []string{"__name__", "pod", "zone"}, s.LabelNames(nil))
+	assert.Equal(t, []string{"a", "b"}, s.LabelValues(nil, "pod"))
+	assert.Equal(t, []string{"down", "up"}, s.LabelValues(nil, "__name__"))
+	assert.Empty(t, s.LabelValues(nil, "nope"))
+
+	clk.ms.Store(1_070_000) // a expires, b stays
+	require.Equal(t, 1, s.Sweep())
+	assert.Equal(t, []string{"__name__", "pod"}, s.LabelNames(nil), "zone only existed on the deleted series")
+	assert.Equal(t, []string{"a"}, s.LabelValues(nil, "pod"))
+	assert.Equal(t, []string{"down"}, s.LabelValues(nil, "__name__"))
+}
