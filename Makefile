@@ -9,7 +9,7 @@ COUNT    ?= 6
 PKGS     ?= ./...
 LINT      = $(GO) tool -modfile=test/lint/go.mod golangci-lint
 
-.PHONY: all build run test test-short bench lint fmt vet tidy clean help
+.PHONY: all build run test test-short test-memory bench lint fmt vet tidy clean help
 
 all: build
 
@@ -28,6 +28,9 @@ test: ## Vet, then every test with the race detector.
 
 test-short: ## Tests with -short (skips the heavy ones).
 	$(GO) test -race -short -count=1 -timeout 10m $(PKGS)
+
+test-memory: ## Store heap gates without -race: 100k and 1M series (performance.md T3-T5; nightly).
+	$(GO) test -count=1 -timeout 20m -run '^TestMemory' -v ./pkg/store
 
 bench: ## Every benchmark, -cpu 2, into bench.txt.
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 2 -count $(COUNT) $(PKGS) | tee bench.txt

@@ -49,6 +49,11 @@ type Store struct {
 	Freshness time.Duration
 	// MaxSeries caps active series; new series beyond it are rejected. Default 1,000,000.
 	MaxSeries int
+	// MaxSeriesPerMetric caps active series per metric name. Default 200,000.
+	MaxSeriesPerMetric int
+	// SeriesTTL is how long a series may go without a sample before it is
+	// deleted (pods that die send no staleness marker). 0 means Retention.
+	SeriesTTL time.Duration
 }
 
 // Scaler configures the KEDA external scaler.
@@ -76,9 +81,10 @@ func Default() Config {
 		},
 		Receiver: Receiver{MaxRecvSize: 64 << 20},
 		Store: Store{
-			Retention: 10 * time.Minute,
-			Freshness: 30 * time.Second,
-			MaxSeries: 1_000_000,
+			Retention:          10 * time.Minute,
+			Freshness:          30 * time.Second,
+			MaxSeries:          1_000_000,
+			MaxSeriesPerMetric: 200_000,
 		},
 		Scaler: Scaler{DefaultWindow: 2 * time.Minute},
 		Log:    Log{Format: "text", Level: "info"},
@@ -111,6 +117,15 @@ func (c Config) Validate() error {
 	}
 	if c.Store.MaxSeries <= 0 {
 		errs = append(errs, fmt.Errorf("--max-series %d must be > 0", c.Store.MaxSeries))
+	}
+	if c.Store.MaxSeriesPerMetric <= 0 {
+		errs = append(errs, fmt.Errorf("--max-series-per-metric %d must be > 0", c.Store.MaxSeriesPerMetric))
+	}
+	if c.Store.Retention > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("--retention %v must be <= 24h (the store keeps a short window in memory)", c.Store.Retention))
+	}
+	if c.Store.SeriesTTL < 0 {
+		errs = append(errs, fmt.Errorf("--series-ttl %v must be >= 0", c.Store.SeriesTTL))
 	}
 	if c.Scaler.DefaultWindow <= 0 || c.Scaler.DefaultWindow > c.Store.Retention {
 		errs = append(errs, fmt.Errorf("--default-window %v must be > 0 and <= --retention %v", c.Scaler.DefaultWindow, c.Store.Retention))

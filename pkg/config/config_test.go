@@ -19,14 +19,18 @@ func TestLoadPrecedence(t *testing.T) {
 		"KOS_OTLP_GRPC_ADDR": "127.0.0.1:1111",
 		"KOS_SCALER_ADDR":    "127.0.0.1:2222",
 		"KOS_RETENTION":      "20m",
+		"KOS_SERIES_TTL":     "15m",
 	}
-	c, err := Load("t", []string{"--scaler-addr", "127.0.0.1:0", "--freshness", "1m"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	c, err := Load("t", []string{"--scaler-addr", "127.0.0.1:0", "--freshness", "1m", "--max-series-per-metric", "5000"}, func(k string) string { return env[k] }, &bytes.Buffer{})
 	require.NoError(t, err)
 	assert.Equal(t, "127.0.0.1:1111", c.Server.OTLPGRPCAddr, "env applies")
 	assert.Equal(t, "127.0.0.1:0", c.Server.ScalerAddr, "flag wins over env")
 	assert.Equal(t, 20*time.Minute, c.Store.Retention)
 	assert.Equal(t, time.Minute, c.Store.Freshness)
 	assert.Equal(t, ":8080", c.Server.HTTPAddr, "default kept")
+	assert.Equal(t, 15*time.Minute, c.Store.SeriesTTL)
+	assert.Equal(t, 5000, c.Store.MaxSeriesPerMetric)
+	assert.Equal(t, 1_000_000, c.Store.MaxSeries, "default kept")
 }
 
 func TestLoadReportsEveryProblem(t *testing.T) {
@@ -35,9 +39,9 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	}, &bytes.Buffer{})
 	require.ErrorContains(t, err, "KOS_RETENTION")
 
-	_, err = Load("t", []string{"--http-addr", "nope", "--log-format", "xml", "--max-series", "0"}, func(string) string { return "" }, &bytes.Buffer{})
+	_, err = Load("t", []string{"--http-addr", "nope", "--log-format", "xml", "--max-series", "0", "--max-series-per-metric", "-1"}, func(string) string { return "" }, &bytes.Buffer{})
 	require.Error(t, err)
-	for _, want := range []string{"--http-addr", "--log-format", "--max-series"} {
+	for _, want := range []string{"--http-addr", "--log-format", "--max-series", "--max-series-per-metric"} {
 		assert.Contains(t, err.Error(), want)
 	}
 }

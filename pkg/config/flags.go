@@ -34,6 +34,8 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*durationValue)(&c.Store.Retention), "retention", "how long samples are kept in memory (`duration`)")
 	fs.Var((*durationValue)(&c.Store.Freshness), "freshness", "floor of the per-series freshness window: a silent series stops counting this long after its last sample (`duration`)")
 	fs.IntVar(&c.Store.MaxSeries, "max-series", c.Store.MaxSeries, "maximum active series; new series beyond it are rejected (`count`)")
+	fs.IntVar(&c.Store.MaxSeriesPerMetric, "max-series-per-metric", c.Store.MaxSeriesPerMetric, "maximum active series per metric name; new series beyond it are rejected (`count`)")
+	fs.Var((*durationValue)(&c.Store.SeriesTTL), "series-ttl", "delete a series after this long without a sample (`duration`; 0 = --retention)")
 	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json (`format`)")
 	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn or error (`level`)")

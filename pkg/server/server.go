@@ -90,10 +90,12 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, set: set, logger: set.Logger.With("component", "server")}
 	s.store = store.New(store.Config{
-		Retention: cfg.Store.Retention,
-		Freshness: cfg.Store.Freshness,
-		MaxSeries: cfg.Store.MaxSeries,
-	}, store.Settings{Logger: set.Logger, Now: set.Now})
+		Retention:          cfg.Store.Retention,
+		Freshness:          cfg.Store.Freshness,
+		SeriesTTL:          cfg.Store.SeriesTTL,
+		MaxSeries:          cfg.Store.MaxSeries,
+		MaxSeriesPerMetric: cfg.Store.MaxSeriesPerMetric,
+	}, store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
 	s.engine = query.NewEngine(s.store)
 	s.scaler = scaler.New(s.engine, s.store, scaler.Config{DefaultWindow: cfg.Scaler.DefaultWindow},
 		scaler.Settings{Logger: set.Logger, Registerer: set.Registry, Now: set.Now})
@@ -163,6 +165,13 @@ func (s *Server) Start() error {
 		_ = s.kedaLis.Close()
 		return fmt.Errorf("listen http-addr %s: %w", s.cfg.Server.HTTPAddr, err)
 	}
+	// The store's TTL sweeper runs until Shutdown stops it.
+	if err := s.store.Start(context.Background()); err != nil {
+		_ = s.otlpLis.Close()
+		_ = s.kedaLis.Close()
+		_ = s.httpLis.Close()
+		return fmt.Errorf("start store: %w", err)
+	}
 	s.group = &errgroup.Group{}
 	// A shutdown that races the start makes Serve return ErrServerStopped;
 	// that is a clean stop, not a failure.
@@ -227,6 +236,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		wg.Wait()
 		if s.group != nil {
 			err = s.group.Wait()
+		}
+		if serr := s.store.Shutdown(ctx); err == nil && serr != nil {
+			err = fmt.Errorf("stop store: %w", serr)
 		}
 		if err == nil && herr != nil && !errors.Is(herr, context.DeadlineExceeded) {
 			err = herr

@@ -1,0 +1,30 @@
+// Package store keeps a short window of samples for every series pushed to
+// the scaler, under concurrent OTLP writes and concurrent query reads.
+//
+// Series are identified by a 64-bit identity hash computed by the caller
+// (the receiver hashes the metric name, the visible labels and every
+// resource attribute, so pods that report identical visible labels stay
+// distinct). Each series gets a dense SeriesRef and a ring of samples sized
+// from the retention and its observed interval; readers address series by
+// ref.
+//
+// Layout, per series at 1M series with 21 samples (performance.md T3–T5):
+// a 32 B header (memSeries), a ring of 12 B slots plus an 8 B base
+// (ring.go), 12 B index slots at a load factor of 0.375–0.75 (index.go), an
+// 8 B series-table slot, one 4 B postings entry per label (table.go), and
+// an interned label set shared by the series of one pod (symbols.go).
+// TestMemory measures about 430 B per series all-in at 100k and 1M series
+// of realistic vLLM label sets (budget 450) and 10.7 B per extra sample.
+//
+// Nothing on the read path takes a lock: appends serialise per series on a
+// seqlock, lookups probe a sharded open-addressing table, and the series
+// table, postings and symbols are append-only or copy-on-write structures
+// published with atomic stores. Each structure's memory-ordering contract
+// is documented beside it. Series creation and deletion serialise on one
+// mutex; they happen once per series lifetime.
+//
+// All times are milliseconds taken from the samples or from the injected
+// clock in Settings, never from time.Now deep inside, so tests can load
+// historical data. A background sweeper (Start/Shutdown) deletes series
+// silent for longer than SeriesTTL.
+package store

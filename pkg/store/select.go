@@ -1,0 +1,187 @@
+package store
+
+import (
+	"slices"
+
+	"github.com/prometheus/prometheus/model/labels"
+)
+
+// resolved is a matcher with its label name (and, for a non-empty
+// equality, its value) turned into symbols once per Select.
+type resolved struct {
+	m      *labels.Matcher
+	name   uint32
+	nameOK bool // the name was ever interned; if not, every series lacks it
+	val    uint32
+	eq     bool // an equality on a non-empty, interned value: compare symbols
+}
+
+// Select appends to dst the refs of live series matching every matcher, in
+// ascending order, and returns the extended slice. Matchers follow PromQL:
+// a series without a label has it as "". It takes no lock.
+//
+// The candidates come from the smallest postings list of a non-empty
+// equality matcher; else from the union of the postings of every value
+// that a matcher needing a non-empty value accepts; else from all series.
+// Each candidate is then checked against every matcher through its
+// interned label set, which is cheaper than intersecting postings lists
+// when, as in KEDA triggers, one equality (the metric name) already
+// narrows the set to a few thousand series.
+func (s *Store) Select(dst []SeriesRef, ms ...*labels.Matcher) []SeriesRef {
+	var buf [8]resolved
+	rs := buf[:0]
+	var driver []uint32
+	driverSorted := true
+	for _, m := range ms {
+		r := resolved{m: m}
+		r.name, r.nameOK = s.syms.id(m.Name)
+		if m.Type == labels.MatchEqual && m.Value != "" {
+			if !r.nameOK {
+				return dst
+			}
+			v, ok := s.syms.id(m.Value)
+			if !ok {
+				return dst
+			}
+			r.val, r.eq = v, true
+			pl, ok := s.postings.Load(pairKey(r.name, v))
+			if !ok {
+				return dst
+			}
+			l := pl.(*u32list)
+			if refs := l.load(); driver == nil || len(refs) < len(driver) {
+				driver, driverSorted = refs, l.isSorted()
+			}
+		}
+		rs = append(rs, r)
+	}
+	start := len(dst)
+	switch {
+	case driver != nil:
+		for _, ref := range driver {
+			if s.matches(SeriesRef(ref), rs) {
+				dst = append(dst, SeriesRef(ref))
+			}
+		}
+		if driverSorted {
+			return dst
+		}
+	case s.unionCandidates(&dst, rs):
+		w := start
+		for _, ref := range dst[start:] {
+			if s.matches(ref, rs) {
+				dst[w] = ref
+				w++
+			}
+		}
+		dst = dst[:w]
+	default:
+		n := s.nextRef.Load()
+		for ref := uint32(1); ref < n; ref++ {
+			if s.matches(SeriesRef(ref), rs) {
+				dst = append(dst, SeriesRef(ref))
+			}
+		}
+		return dst
+	}
+	slices.Sort(dst[start:])
+	return append(dst[:start], slices.Compact(dst[start:])...)
+}
+
+// unionCandidates appends to dst the postings of every value accepted by
+// the first matcher that rejects the empty value, and reports whether
+// there was such a matcher.
+func (s *Store) unionCandidates(dst *[]SeriesRef, rs []resolved) bool {
+	for _, r := range rs {
+		if r.m.Matches("") {
+			continue
+		}
+		if !r.nameOK {
+			return true // no series has the label: no candidates
+		}
+		vl, ok := s.nameValues.Load(r.name)
+		if !ok {
+			return true
+		}
+		for _, v := range vl.(*u32list).load() {
+			if !r.m.Matches(s.syms.str(v)) {
+				continue
+			}
+			if pl, ok := s.postings.Load(pairKey(r.name, v)); ok {
+				for _, ref := range pl.(*u32list).load() {
+					*dst = append(*dst, SeriesRef(ref))
+				}
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// matches reports whether ref is a live series accepted by every matcher.
+func (s *Store) matches(ref SeriesRef, rs []resolved) bool {
+	ms := s.get(ref)
+	if ms == nil || ms.meta.Load()&metaDead != 0 {
+		return false
+	}
+	for i := range rs {
+		r := &rs[i]
+		if !r.nameOK {
+			if !r.m.Matches("") {
+				return false
+			}
+			continue
+		}
+		v, ok := s.labelValue(ms, r.name)
+		switch {
+		case r.eq:
+			if !ok || v != r.val {
+				return false
+			}
+		case !ok:
+			if !r.m.Matches("") {
+				return false
+			}
+		default:
+			if !r.m.Matches(s.syms.str(v)) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// LabelNames appends to dst the label names of the live series, __name__
+// included, sorted, and returns the extended slice. It takes no lock; it
+// allocates only to grow dst.
+func (s *Store) LabelNames(dst []string) []string {
+	start := len(dst)
+	s.nameValues.Range(func(k, v any) bool {
+		if len(v.(*u32list).load()) > 0 {
+			dst = append(dst, s.syms.str(k.(uint32)))
+		}
+		return true
+	})
+	slices.Sort(dst[start:])
+	return dst
+}
+
+// LabelValues appends to dst the values label name takes across the live
+// series (metric names for __name__), sorted, and returns the extended
+// slice. It takes no lock; it allocates only to grow dst.
+func (s *Store) LabelValues(dst []string, name string) []string {
+	id, ok := s.syms.id(name)
+	if !ok {
+		return dst
+	}
+	v, ok := s.nameValues.Load(id)
+	if !ok {
+		return dst
+	}
+	start := len(dst)
+	for _, val := range v.(*u32list).load() {
+		dst = append(dst, s.syms.str(val))
+	}
+	slices.Sort(dst[start:])
+	return dst
+}
