@@ -429,10 +429,18 @@ func absentLabels(expr parser.Expr) labels.Labels {
 }
 
 func stringArg(e parser.Expr) string {
-	if s, ok := e.(*parser.StringLiteral); ok {
-		return s.Val
+	for {
+		switch x := e.(type) {
+		case *parser.StringLiteral:
+			return x.Val
+		case *parser.ParenExpr:
+			e = x.Expr
+		case *parser.StepInvariantExpr:
+			e = x.Expr
+		default:
+			return ""
+		}
 	}
-	return ""
 }
 
 func (c *compiler) labelReplace(e *parser.Call) (node, error) {
