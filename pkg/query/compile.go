@@ -360,6 +360,13 @@ func (c *compiler) rangeCall(e *parser.Call, kind rangeKind) (node, error) {
 	n := &rangeNode{kind: kind, dropName: kind != fnLastOverTime && kind != fnFirstOverTime}
 	var msel *parser.MatrixSelector
 	for _, a := range e.Args {
+		for {
+			p, ok := a.(*parser.ParenExpr)
+			if !ok || p.Expr.Type() != parser.ValueTypeMatrix {
+				break
+			}
+			a = p.Expr
+		}
 		switch a := a.(type) {
 		case *parser.MatrixSelector:
 			msel = a

@@ -90,7 +90,9 @@ var supportedFunctions = map[string]bool{
 // concurrent use; each Plan is not.
 type Engine struct {
 	parser parser.Parser
-	store  *store.Store
+	// full has every function; it only explains why parser failed.
+	full  parser.Parser
+	store *store.Store
 	// exactNumericLabels disables the le/quantile matcher normalisation.
 	// Only the upstream conformance runner sets it: it loads Prometheus's
 	// test data verbatim, without the receiver's ingest normalisation.
@@ -111,9 +113,11 @@ func newEngine(st *store.Store, opts parser.Options) *Engine {
 			delete(fns, name)
 		}
 	}
+	full := parser.NewParser(opts)
 	opts.Functions = fns
 	return &Engine{
 		parser: parser.NewParser(opts),
+		full:   full,
 		store:  st,
 	}
 }
@@ -123,9 +127,30 @@ func newEngine(st *store.Store, opts parser.Options) *Engine {
 func (e *Engine) Parse(q string) (parser.Expr, error) {
 	expr, err := e.parser.ParseExpr(q)
 	if err != nil {
+		if ue := e.unsupportedFunction(q); ue != nil {
+			return nil, ue
+		}
 		return nil, &ParseError{Query: q, Err: err}
 	}
 	return expr, nil
+}
+
+// unsupportedFunction reports the first function the restricted parser does
+// not know, when that is the only reason q failed to parse. It runs only on
+// the error path.
+func (e *Engine) unsupportedFunction(q string) *UnsupportedError {
+	expr, err := e.full.ParseExpr(q)
+	if err != nil {
+		return nil
+	}
+	var ue *UnsupportedError
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		if c, ok := n.(*parser.Call); ok && ue == nil && !supportedFunctions[c.Func.Name] {
+			ue = &UnsupportedError{Pos: c.PositionRange(), Construct: "function " + c.Func.Name, Reason: "not implemented by this evaluator"}
+		}
+		return nil
+	})
+	return ue
 }
 
 // Options tune one compiled plan.
