@@ -43,7 +43,7 @@ type point struct {
 	v float64
 }
 
-func storeWith(t *testing.T, series map[string][]point) *store.Store {
+func storeWith(t testing.TB, series map[string][]point) *store.Store {
 	t.Helper()
 	st := store.New(store.Config{Retention: time.Hour, Freshness: -1}, store.Settings{Now: func() time.Time { return time.UnixMilli(0) }})
 	p := NewEngine(st)
