@@ -178,6 +178,10 @@ type Options struct {
 	// counts one). Past it, Eval returns an error matching
 	// ErrBudgetExceeded. Zero means DefaultMaxSamples.
 	MaxSamples int
+	// MaxSeries caps the series one selector may match; past it, Eval
+	// returns an error matching ErrBudgetExceeded instead of touching them
+	// all. Zero means no cap beyond MaxSamples.
+	MaxSeries int
 }
 
 // Compile turns a parsed expression into a plan. The expression is not kept
@@ -201,6 +205,7 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 		anyName:    c.anyName,
 		window:     time.Duration(c.window) * time.Millisecond,
 		maxSamples: int64(opts.MaxSamples),
+		maxSeries:  opts.MaxSeries,
 	}, nil
 }
 
@@ -222,6 +227,7 @@ type Plan struct {
 	anyName    bool
 	window     time.Duration
 	maxSamples int64
+	maxSeries  int
 
 	ev  evaluator
 	out []Sample
@@ -266,7 +272,7 @@ func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
-	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples}
+	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries}
 	if p.root.valueType() == parser.ValueTypeScalar {
 		v, err := p.root.scalar(&p.ev, t)
 		if err != nil {

@@ -16,6 +16,9 @@ func BenchmarkEval(b *testing.B) {
 		b.Run("expr="+expr+"/series=1000", func(b *testing.B) {
 			plan, ts := evalFixture(b, expr, 1000)
 			ctx := context.Background()
+			if _, err := plan.Eval(ctx, ts); err != nil { // warm the caches
+				b.Fatal(err)
+			}
 			b.ReportAllocs()
 			for b.Loop() {
 				res, err := plan.Eval(ctx, ts)

@@ -279,6 +279,11 @@ func TestEvalHonoursContextAndBudget(t *testing.T) {
 	_, err = p.Eval(context.Background(), 100_000)
 	require.ErrorIs(t, err, ErrBudgetExceeded)
 
+	p, err = NewEngine(st).Query(`sum(x)`, Options{MaxSeries: 3})
+	require.NoError(t, err)
+	_, err = p.Eval(context.Background(), 100_000)
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+
 	p, err = NewEngine(st).Query(`sum(rate(x[5m]))`, Options{})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
