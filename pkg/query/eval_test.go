@@ -291,3 +291,27 @@ func TestEvalHonoursContextAndBudget(t *testing.T) {
 	_, err = p.Eval(ctx, 100_000)
 	require.True(t, errors.Is(err, context.Canceled), "got %v", err)
 }
+
+func TestPlanMetadata(t *testing.T) {
+	e := NewEngine(storeWith(t, nil))
+	for _, tc := range []struct {
+		q      string
+		names  []string
+		all    bool
+		window time.Duration
+	}{
+		{`sum(x)`, []string{"x"}, false, 5 * time.Minute},
+		{`rate(x[10m] offset 1m) / y`, []string{"x", "y"}, false, 11 * time.Minute},
+		{`{"vllm:a", pod="p"} + {__name__=~"b.*"}`, []string{"vllm:a"}, true, 5 * time.Minute},
+		{`vector(1)`, nil, false, 0},
+	} {
+		t.Run(tc.q, func(t *testing.T) {
+			p, err := e.Query(tc.q, Options{})
+			require.NoError(t, err)
+			names, all := p.MetricNames()
+			assert.Equal(t, tc.names, names)
+			assert.Equal(t, tc.all, all)
+			assert.Equal(t, tc.window, p.Window())
+		})
+	}
+}
