@@ -255,6 +255,15 @@ func TestBadInput(t *testing.T) {
 		{"string result", `"vllm:x"`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
 		{"matrix result", `x[5m]`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
 		{"100 KB query", long, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrQueryTooLong) }},
+		{"deep unary", strings.Repeat("-", 10_000) + "x", func(t *testing.T, err error) { require.ErrorIs(t, err, ErrQueryTooComplex) }},
+		{"deep parens", strings.Repeat("(", 3000) + "x" + strings.Repeat(")", 3000), func(t *testing.T, err error) {
+			require.ErrorIs(t, err, ErrQueryTooComplex)
+		}},
+		{"long or chain", strings.Repeat("x or ", 2000) + "x", func(t *testing.T, err error) { require.ErrorIs(t, err, ErrQueryTooComplex) }},
+		{"largest accepted chain", strings.Repeat("x+", 1000) + "x", func(t *testing.T, err error) { require.NoError(t, err) }},
+		{"strings are one token", `label_replace(x, "a", "` + strings.Repeat("(", 5000) + `", "b", "c")`, func(t *testing.T, err error) {
+			require.NoError(t, err)
+		}},
 		{"pathological regex", `x{pod=~"(a*)*b(a|aa)*(a+)+$` + strings.Repeat("a?", 500) + `"}`, func(t *testing.T, err error) {}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
