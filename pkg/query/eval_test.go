@@ -324,3 +324,30 @@ func TestPlanMetadata(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanIgnoresUnrelatedSeries: a series of another metric moves the
+// store's generation; the plan selects again, finds the same series and
+// keeps its sorted match (no rebuild); a matching series does rebuild it.
+func TestPlanIgnoresUnrelatedSeries(t *testing.T) {
+	st := storeWith(t, map[string][]point{`x{pod="a"}`: {{10, 1}}, `x{pod="b"}`: {{10, 2}}})
+	p, err := NewEngine(st).Query(`sum(x)`, Options{})
+	require.NoError(t, err)
+	set := p.root.(*aggNode).child.(*selectorNode).set
+	ctx := context.Background()
+	eval := func() float64 {
+		res, err := p.Eval(ctx, 20_000)
+		require.NoError(t, err)
+		return res.Vector[0].F
+	}
+	assert.InDelta(t, 3.0, eval(), 0)
+	assert.Equal(t, 1, set.rebuilds)
+	_, err = st.Create(1000, labels.FromStrings("__name__", "y"))
+	require.NoError(t, err)
+	assert.InDelta(t, 3.0, eval(), 0)
+	assert.Equal(t, 1, set.rebuilds, "an unrelated series must not rebuild the match")
+	ref, err := st.Create(1001, labels.FromStrings("__name__", "x", "pod", "c"))
+	require.NoError(t, err)
+	require.NoError(t, st.Append(ref, 15_000, 4))
+	assert.InDelta(t, 7.0, eval(), 0)
+	assert.Equal(t, 2, set.rebuilds)
+}
