@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -238,7 +239,7 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 			n.lb.Reset(s.lset)
 			n.lb.Set(n.dst, strings.Join(n.vals, n.sep))
 			s.lset = n.lb.Labels()
-			s.drop = s.drop && n.dst != labels.MetricName
+			s.drop = s.drop && n.dst != model.MetricNameLabel
 		} else {
 			srcVal := s.lset.Get(n.src)
 			if idx := n.re.FindStringSubmatchIndex(srcVal); idx != nil {
@@ -246,7 +247,7 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 				n.lb.Reset(s.lset)
 				n.lb.Set(n.dst, string(res))
 				s.lset = n.lb.Labels()
-				s.drop = s.drop && n.dst != labels.MetricName
+				s.drop = s.drop && n.dst != model.MetricNameLabel
 			}
 		}
 		n.out = append(n.out, s)
@@ -293,7 +294,6 @@ type hqKey struct {
 
 type hqGroup struct {
 	lset    labels.Labels
-	drop    bool
 	buckets []bucket
 }
 
