@@ -334,6 +334,20 @@ type Result struct {
 	Vector []Sample
 }
 
+// ctxErr is ctx.Err, plus a deadline that has passed although its timer
+// has not fired yet (on a busy machine the timer goroutine can lag, and a
+// tiny timeout would otherwise let a whole evaluation run). Deadlines are
+// wall-clock by definition, hence time.Now here.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 // errSameLabelset is Prometheus's message for a result with two elements
 // that have the same labels once __name__ is dropped.
 const errSameLabelset = "vector cannot contain metrics with the same labelset"
@@ -341,7 +355,7 @@ const errSameLabelset = "vector cannot contain metrics with the same labelset"
 // Eval evaluates the plan at t, in unix milliseconds. It honours ctx
 // cancellation and the plan's sample budget.
 func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
-	if err := ctx.Err(); err != nil {
+	if err := ctxErr(ctx); err != nil {
 		return Result{}, err
 	}
 	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries}

@@ -50,7 +50,7 @@ func (ev *evaluator) charge(n int) error {
 	ev.sinceCheck += n
 	if ev.sinceCheck >= ctxCheckEvery {
 		ev.sinceCheck = 0
-		return ev.ctx.Err()
+		return ctxErr(ev.ctx)
 	}
 	return nil
 }

@@ -298,6 +298,10 @@ func TestEvalHonoursContextAndBudget(t *testing.T) {
 	cancel()
 	_, err = p.Eval(ctx, 100_000)
 	require.ErrorIs(t, err, context.Canceled)
+
+	// A deadline in the past counts even before its timer has fired.
+	_, err = p.Eval(lateTimerCtx{context.Background()}, 100_000)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
 
 func TestPlanMetadata(t *testing.T) {
@@ -350,3 +354,8 @@ func TestPlanIgnoresUnrelatedSeries(t *testing.T) {
 	assert.InDelta(t, 7.0, eval(), 0)
 	assert.Equal(t, 2, set.rebuilds)
 }
+
+// lateTimerCtx has a passed deadline whose timer has not fired: Err is nil.
+type lateTimerCtx struct{ context.Context }
+
+func (lateTimerCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
