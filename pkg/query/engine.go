@@ -270,7 +270,12 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	var warnings []string
+	if w := time.Duration(c.window) * time.Millisecond; w > e.store.Retention() {
+		warnings = append(warnings, fmt.Sprintf("query reads %v back (range or lookback plus offset) but the store keeps %v; older samples are missing", w, e.store.Retention()))
+	}
 	return &Plan{
+		warnings:   warnings,
 		root:       root,
 		text:       expr.String(),
 		names:      c.names,
@@ -300,6 +305,7 @@ type Plan struct {
 	window     time.Duration
 	maxSamples int64
 	maxSeries  int
+	warnings   []string
 
 	ev  evaluator
 	out []Sample
@@ -318,6 +324,11 @@ func (p *Plan) MetricNames() (names []string, all bool) { return p.names, p.anyN
 // instant selectors. A store keeping less retention answers differently
 // from Prometheus.
 func (p *Plan) Window() time.Duration { return p.window }
+
+// Warnings lists what compiled but may answer differently from Prometheus,
+// such as a window longer than the store's retention (promql-subset.md
+// §4.2). Callers log them once per trigger.
+func (p *Plan) Warnings() []string { return p.warnings }
 
 // Sample is one element of an instant vector.
 type Sample struct {

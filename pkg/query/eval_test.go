@@ -324,8 +324,13 @@ func TestPlanMetadata(t *testing.T) {
 			assert.Equal(t, tc.names, names)
 			assert.Equal(t, tc.all, all)
 			assert.Equal(t, tc.window, p.Window())
+			assert.Empty(t, p.Warnings(), "the test store keeps an hour")
 		})
 	}
+	p, err := e.Query(`rate(x[50m] offset 20m)`, Options{})
+	require.NoError(t, err)
+	require.Len(t, p.Warnings(), 1)
+	assert.Contains(t, p.Warnings()[0], "reads 1h10m0s back")
 }
 
 // TestPlanIgnoresUnrelatedSeries: a series of another metric moves the
