@@ -93,12 +93,7 @@ func (n *rangeNode) stream(ev *evaluator, t int64, dst sink) error {
 		if err := ev.charge(len(n.buf)); err != nil {
 			return err
 		}
-		pts := n.buf[:0]
-		for _, s := range n.buf {
-			if !value.IsStaleNaN(s.V) {
-				pts = append(pts, s)
-			}
-		}
+		pts := dropStale(n.buf)
 		if len(pts) == 0 {
 			continue
 		}
@@ -109,6 +104,23 @@ func (n *rangeNode) stream(ev *evaluator, t int64, dst sink) error {
 		dst.add(sample{lset: n.set.lsets[i], t: t, f: f, drop: n.dropName})
 	}
 	return nil
+}
+
+// dropStale removes stale markers in place; without any (the common case)
+// it only reads.
+func dropStale(buf []store.Sample) []store.Sample {
+	for i, s := range buf {
+		if value.IsStaleNaN(s.V) {
+			pts := buf[:i]
+			for _, s := range buf[i+1:] {
+				if !value.IsStaleNaN(s.V) {
+					pts = append(pts, s)
+				}
+			}
+			return pts
+		}
+	}
+	return buf
 }
 
 func (n *rangeNode) apply(pts []store.Sample, t, rangeStart, rangeEnd int64, param float64) (float64, bool) {

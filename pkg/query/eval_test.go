@@ -364,3 +364,34 @@ func TestPlanIgnoresUnrelatedSeries(t *testing.T) {
 type lateTimerCtx struct{ context.Context }
 
 func (lateTimerCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
+
+func TestDropStale(t *testing.T) {
+	stale := math.Float64frombits(value.StaleNaN)
+	for _, tc := range []struct {
+		name string
+		in   []float64
+		want []float64
+	}{
+		{"none", []float64{1, 2, 3}, []float64{1, 2, 3}},
+		{"first", []float64{stale, 2, 3}, []float64{2, 3}},
+		{"middle", []float64{1, stale, 3, stale}, []float64{1, 3}},
+		{"all", []float64{stale, stale}, []float64{}},
+		{"real NaN stays", []float64{math.NaN(), stale}, []float64{math.NaN()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			buf := make([]store.Sample, len(tc.in))
+			for i, v := range tc.in {
+				buf[i] = store.Sample{T: int64(i), V: v}
+			}
+			got := dropStale(buf)
+			require.Len(t, got, len(tc.want))
+			for i, w := range tc.want {
+				if math.IsNaN(w) {
+					assert.True(t, math.IsNaN(got[i].V) && !value.IsStaleNaN(got[i].V))
+				} else {
+					assert.InDelta(t, w, got[i].V, 0)
+				}
+			}
+		})
+	}
+}
