@@ -6,6 +6,30 @@
 // anything the compiler does not implement is rejected at compile time with
 // an *UnsupportedError carrying the construct and its position; it is never
 // answered approximately.
+//
+// # Plans
+//
+// Compile turns the AST into a tree of typed nodes (selectors, range
+// functions, aggregations, binary and set operators, functions) and keeps
+// no AST. Everything static is resolved then: offsets and ranges in ms,
+// sorted grouping and matching labels, whether a node drops __name__.
+//
+// Each node owns its output buffer: the vector it returns is valid until
+// the node is evaluated again, and Plan.Eval's Result until the next Eval.
+// Selectors cache the series they matched and select again only when the
+// store's generation moves; group labels, join result labels, signatures
+// and parsed le bounds are cached by hash or by input position. So a warm
+// plan evaluates without allocating (TestEvalSteadyStateAllocs), which is
+// why a Plan must not be evaluated by two goroutines at once.
+//
+// __name__ is dropped the delayed way, as Prometheus does with
+// EnableDelayedNameRemoval (promql-subset.md §4.9): nodes mark elements,
+// and Plan.Eval removes the metadata labels and checks for collisions.
+//
+// # Conformance
+//
+// TestUpstreamConformance runs Prometheus's own promqltest corpus from the
+// pinned module (make conformance); TestScripts runs testdata/*.test.
 package query
 
 import (
@@ -55,27 +79,126 @@ type ParseError struct {
 func (e *ParseError) Error() string { return fmt.Sprintf("parse %q: %v", e.Query, e.Err) }
 func (e *ParseError) Unwrap() error { return e.Err }
 
-// supportedFunctions lists the PromQL functions the compiler implements. The
-// parser is restricted to them so an unknown call fails at parse time.
-var supportedFunctions = map[string]bool{}
+// ErrBudgetExceeded means an evaluation touched more series and samples
+// than Options.MaxSamples allows. The scaler maps it to ResourceExhausted.
+var ErrBudgetExceeded = errors.New("query budget exceeded")
+
+// MaxQueryLength bounds the text of a query. Prometheus's parser and
+// expr.String() are quadratic on long chains of operators: a 100 KB query
+// takes about 8 s to parse and print on a 2-core machine, 16 KiB about
+// 0.2 s. Real triggers are well under 1 KiB.
+const MaxQueryLength = 16 << 10
+
+// ErrQueryTooLong means a query is longer than MaxQueryLength. It arrives
+// wrapped in a *ParseError.
+var ErrQueryTooLong = fmt.Errorf("query longer than %d bytes", MaxQueryLength)
+
+// MaxQueryTokens bounds the tokens (names, numbers, operators and
+// brackets, counted by a cheap scan that skips string literals) of a query.
+// Deep nesting is quadratic too: 16,000 unary minus signs take 3 s to
+// parse, 8,000 nested parentheses 1.5 s; at 2,048 tokens the worst shape
+// parses in tens of milliseconds. Real triggers have a few dozen.
+const MaxQueryTokens = 2048
+
+// ErrQueryTooComplex means a query has more than MaxQueryTokens tokens. It
+// arrives wrapped in a *ParseError.
+var ErrQueryTooComplex = fmt.Errorf("query has more than %d tokens", MaxQueryTokens)
+
+// countTokens approximates the lexer: each run of name or number
+// characters is one token, each other non-space character outside a string
+// literal is one token, and a string literal is one token.
+func countTokens(q string) int {
+	n := 0
+	inWord := false
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case c == '"' || c == '\'' || c == '`':
+			// Skip the literal, honouring backslash escapes except in
+			// raw strings.
+			for i++; i < len(q) && q[i] != c; i++ {
+				if q[i] == '\\' && c != '`' {
+					i++
+				}
+			}
+			n++
+			inWord = false
+		case c == '_' || c == ':' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80:
+			if !inWord {
+				n++
+			}
+			inWord = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			inWord = false
+		default:
+			n++
+			inWord = false
+		}
+	}
+	return n
+}
+
+// DefaultMaxSamples is the per-evaluation budget when Options.MaxSamples is
+// zero: Prometheus's default --query.max-samples.
+const DefaultMaxSamples = 50_000_000
+
+// supportedFunctions lists the PromQL functions the compiler implements
+// (promql-subset.md §2, Must and Should tiers). The parser is restricted to
+// them, so any other call fails at parse time with the parser's own
+// `unknown function with name "…"` message and position.
+var supportedFunctions = map[string]bool{
+	// Must.
+	"rate": true, "irate": true, "increase": true,
+	"avg_over_time": true, "min_over_time": true, "max_over_time": true,
+	"sum_over_time": true, "count_over_time": true, "last_over_time": true,
+	"histogram_quantile": true, "vector": true, "scalar": true,
+	"clamp": true, "clamp_min": true, "clamp_max": true,
+	"abs": true, "ceil": true, "floor": true, "round": true,
+	"absent": true, "time": true,
+	// Should.
+	"label_replace": true, "label_join": true,
+	"delta": true, "idelta": true, "deriv": true, "predict_linear": true,
+	"changes": true, "resets": true,
+	"quantile_over_time": true, "stddev_over_time": true, "stdvar_over_time": true,
+	"first_over_time": true, "present_over_time": true, "absent_over_time": true,
+	"sqrt": true, "exp": true, "ln": true, "log2": true, "log10": true, "sgn": true,
+	"timestamp": true, "sort": true, "sort_desc": true,
+}
 
 // Engine compiles and evaluates queries over one store. It is safe for
 // concurrent use; each Plan is not.
 type Engine struct {
 	parser parser.Parser
-	store  *store.Store
+	// full has every function; it only explains why parser failed.
+	full  parser.Parser
+	store *store.Store
+	// exactNumericLabels disables the le/quantile matcher normalisation.
+	// Only the upstream conformance runner sets it: it loads Prometheus's
+	// test data verbatim, without the receiver's ingest normalisation.
+	exactNumericLabels bool
 }
 
-// NewEngine returns an engine reading from st.
+// NewEngine returns an engine reading from st. Its parser has Prometheus's
+// server defaults (no experimental functions, no unquoted UTF-8 names) and
+// knows only the functions the compiler implements.
 func NewEngine(st *store.Store) *Engine {
+	return newEngine(st, parser.Options{})
+}
+
+func newEngine(st *store.Store, opts parser.Options) *Engine {
 	fns := maps.Clone(parser.Functions)
 	for name := range fns {
 		if !supportedFunctions[name] {
 			delete(fns, name)
 		}
 	}
+	fullOpts := opts
+	fullOpts.EnableExperimentalFunctions = true
+	full := parser.NewParser(fullOpts)
+	opts.Functions = fns
 	return &Engine{
-		parser: parser.NewParser(parser.Options{Functions: fns}),
+		parser: parser.NewParser(opts),
+		full:   full,
 		store:  st,
 	}
 }
@@ -83,11 +206,38 @@ func NewEngine(st *store.Store) *Engine {
 // Parse parses q with the engine's restricted parser. Callers may rewrite the
 // returned AST (trigger lowering) before compiling it.
 func (e *Engine) Parse(q string) (parser.Expr, error) {
+	if len(q) > MaxQueryLength {
+		return nil, &ParseError{Query: q[:64] + "…", Err: ErrQueryTooLong}
+	}
+	if countTokens(q) > MaxQueryTokens {
+		return nil, &ParseError{Query: q[:min(len(q), 64)] + "…", Err: ErrQueryTooComplex}
+	}
 	expr, err := e.parser.ParseExpr(q)
 	if err != nil {
+		if ue := e.unsupportedFunction(q); ue != nil {
+			return nil, ue
+		}
 		return nil, &ParseError{Query: q, Err: err}
 	}
 	return expr, nil
+}
+
+// unsupportedFunction reports the first function the restricted parser does
+// not know, when that is the only reason q failed to parse. It runs only on
+// the error path.
+func (e *Engine) unsupportedFunction(q string) *UnsupportedError {
+	expr, err := e.full.ParseExpr(q)
+	if err != nil {
+		return nil
+	}
+	var ue *UnsupportedError
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		if c, ok := n.(*parser.Call); ok && ue == nil && !supportedFunctions[c.Func.Name] {
+			ue = &UnsupportedError{Pos: c.PositionRange(), Construct: "function " + c.Func.Name, Reason: "not implemented by this evaluator"}
+		}
+		return nil
+	})
+	return ue
 }
 
 // Options tune one compiled plan.
@@ -95,22 +245,45 @@ type Options struct {
 	// LookbackDelta bounds how far back an instant selector looks for a
 	// sample. Zero means DefaultLookbackDelta.
 	LookbackDelta time.Duration
+	// MaxSamples caps the series and samples one evaluation may touch
+	// (every selected series counts one, every sample read in a range
+	// counts one). Past it, Eval returns an error matching
+	// ErrBudgetExceeded. Zero means DefaultMaxSamples.
+	MaxSamples int
+	// MaxSeries caps the series one selector may match; past it, Eval
+	// returns an error matching ErrBudgetExceeded instead of touching them
+	// all. Zero means no cap beyond MaxSamples.
+	MaxSeries int
 }
 
-// Compile turns a parsed expression into a plan. The expression is not kept.
+// Compile turns a parsed expression into a plan. The expression is not kept
+// or modified.
 func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if opts.LookbackDelta <= 0 {
 		opts.LookbackDelta = DefaultLookbackDelta
 	}
-	c := compiler{store: e.store, lookback: opts.LookbackDelta.Milliseconds()}
+	if opts.MaxSamples <= 0 {
+		opts.MaxSamples = DefaultMaxSamples
+	}
+	c := compiler{store: e.store, lookback: opts.LookbackDelta.Milliseconds(), normalize: !e.exactNumericLabels}
 	root, err := c.compile(expr)
 	if err != nil {
 		return nil, err
 	}
-	if root.valueType() != parser.ValueTypeVector && root.valueType() != parser.ValueTypeScalar {
-		return nil, &UnsupportedError{Pos: expr.PositionRange(), Construct: "result type " + string(root.valueType()), Reason: "a query must return a vector or a scalar"}
+	var warnings []string
+	if w := time.Duration(c.window) * time.Millisecond; w > e.store.Retention() {
+		warnings = append(warnings, fmt.Sprintf("query reads %v back (range or lookback plus offset) but the store keeps %v; older samples are missing", w, e.store.Retention()))
 	}
-	return &Plan{root: root, text: expr.String(), names: c.names, anyName: c.anyName}, nil
+	return &Plan{
+		warnings:   warnings,
+		root:       root,
+		text:       expr.String(),
+		names:      c.names,
+		anyName:    c.anyName,
+		window:     time.Duration(c.window) * time.Millisecond,
+		maxSamples: int64(opts.MaxSamples),
+		maxSeries:  opts.MaxSeries,
+	}, nil
 }
 
 // Query parses and compiles q.
@@ -122,12 +295,21 @@ func (e *Engine) Query(q string, opts Options) (*Plan, error) {
 	return e.Compile(expr, opts)
 }
 
-// Plan is a compiled query. Eval must not be called concurrently on one plan.
+// Plan is a compiled query. Eval must not be called concurrently on one
+// plan: it owns the scratch buffers that make evaluation allocation-free.
 type Plan struct {
-	root    node
-	text    string
-	names   []string
-	anyName bool
+	root       node
+	text       string
+	names      []string
+	anyName    bool
+	window     time.Duration
+	maxSamples int64
+	maxSeries  int
+	warnings   []string
+
+	ev  evaluator
+	out []Sample
+	dup map[uint64]struct{}
 }
 
 // String returns the canonical text of the compiled expression.
@@ -137,6 +319,17 @@ func (p *Plan) String() string { return p.text }
 // selector has no fixed name (a regex on __name__), so every append matters.
 func (p *Plan) MetricNames() (names []string, all bool) { return p.names, p.anyName }
 
+// Window is how far back from the evaluation time the plan reads: the
+// maximum of range+offset over range selectors and lookback+offset over
+// instant selectors. A store keeping less retention answers differently
+// from Prometheus.
+func (p *Plan) Window() time.Duration { return p.window }
+
+// Warnings lists what compiled but may answer differently from Prometheus,
+// such as a window longer than the store's retention (promql-subset.md
+// §4.2). Callers log them once per trigger.
+func (p *Plan) Warnings() []string { return p.warnings }
+
 // Sample is one element of an instant vector.
 type Sample struct {
 	Labels labels.Labels
@@ -144,7 +337,7 @@ type Sample struct {
 }
 
 // Result is the value of an instant query. Vector is valid until the next
-// Eval of the same plan.
+// Eval of the same plan; the caller must not retain it.
 type Result struct {
 	// Scalar is true when the query returned a scalar in Value.
 	Scalar bool
@@ -152,20 +345,65 @@ type Result struct {
 	Vector []Sample
 }
 
-// Eval evaluates the plan at t, in unix milliseconds.
-func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
+// ctxErr is ctx.Err, plus a deadline that has passed although its timer
+// has not fired yet (on a busy machine the timer goroutine can lag, and a
+// tiny timeout would otherwise let a whole evaluation run). Deadlines are
+// wall-clock by definition, hence time.Now here.
+func ctxErr(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// errSameLabelset is Prometheus's message for a result with two elements
+// that have the same labels once __name__ is dropped.
+const errSameLabelset = "vector cannot contain metrics with the same labelset"
+
+// Eval evaluates the plan at t, in unix milliseconds. It honours ctx
+// cancellation and the plan's sample budget.
+func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
+	if err := ctxErr(ctx); err != nil {
 		return Result{}, err
 	}
+	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries}
 	if p.root.valueType() == parser.ValueTypeScalar {
-		return Result{Scalar: true, Value: p.root.evalScalar(t)}, nil
+		v, err := p.root.scalar(&p.ev, t)
+		if err != nil {
+			return Result{}, err
+		}
+		return Result{Scalar: true, Value: v}, nil
 	}
-	vec, err := p.root.evalVector(ctx, t)
+	vec, err := p.root.eval(&p.ev, t)
 	if err != nil {
 		return Result{}, err
 	}
-	for i := range vec {
-		vec[i].Labels = vec[i].Labels.DropMetricName()
+	// Delayed __name__ dropping (promql-subset.md §4.9): elements marked
+	// "drop" lose their metadata labels only now, and a collision that
+	// survives is an error, as in Prometheus's cleanupMetricLabels.
+	p.out = p.out[:0]
+	for _, s := range vec {
+		l := s.lset
+		if s.drop {
+			l = dropMetadata(l)
+		}
+		p.out = append(p.out, Sample{Labels: l, F: s.f})
 	}
-	return Result{Vector: vec}, nil
+	if len(p.out) > 1 {
+		if p.dup == nil {
+			p.dup = make(map[uint64]struct{}, len(p.out))
+		}
+		clear(p.dup)
+		for _, s := range p.out {
+			h := s.Labels.Hash()
+			if _, ok := p.dup[h]; ok {
+				return Result{}, errors.New(errSameLabelset)
+			}
+			p.dup[h] = struct{}{}
+		}
+	}
+	return Result{Vector: p.out}, nil
 }
