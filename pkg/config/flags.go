@@ -35,6 +35,8 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*durationValue)(&c.Store.Freshness), "freshness", "floor of the per-series freshness window: a silent series stops counting this long after its last sample (`duration`)")
 	fs.IntVar(&c.Store.MaxSeries, "max-series", c.Store.MaxSeries, "maximum active series; new series beyond it are rejected (`count`)")
 	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")
+	fs.Var((*durationValue)(&c.Scaler.Warmup), "warmup", "after start, GetMetrics and IsActive answer Unavailable for this long; 0 disables (`duration`)")
+	fs.Var((*durationValue)(&c.Scaler.PushHoldoff), "push-holdoff", "at most one true per StreamIsActive stream per this period; 0 disables (`duration`)")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json (`format`)")
 	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn or error (`level`)")
 	return fs
