@@ -38,6 +38,7 @@ type kedaEnv struct {
 	otlp   *grpc.ClientConn
 	clock  atomic.Int64 // unix ms
 	fake   bool
+	lastMs atomic.Int64 // real clock: the last exported ms, kept unique
 	logs   *syncBuffer
 }
 
@@ -63,7 +64,7 @@ var base = time.Unix(1_800_000_000, 0)
 
 // startKEDA starts a server with warm-up and hold-off off unless mod sets
 // them. The clock is fake (fakeClock) unless realClock.
-func startKEDA(t *testing.T, fakeClock bool, mod func(*config.Config)) *kedaEnv {
+func startKEDA(t testing.TB, fakeClock bool, mod func(*config.Config)) *kedaEnv {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Server.OTLPGRPCAddr, cfg.Server.ScalerAddr, cfg.Server.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
@@ -121,7 +122,16 @@ type point struct {
 // were accepted.
 func (e *kedaEnv) export(t testing.TB, pts ...point) {
 	t.Helper()
-	body := encodeExport(e.now(), pts...)
+	if !e.fake {
+		// One timestamp per Export, so repeated values of a series are
+		// never duplicate samples.
+		for time.Now().UnixMilli() <= e.lastMs.Load() {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	now := e.now()
+	e.lastMs.Store(now.UnixMilli())
+	body := encodeExport(now, pts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out rawMessage
@@ -258,5 +268,69 @@ func skipUnsupported(t *testing.T, err error) {
 		if i := strings.Index(msg, marker); i >= 0 {
 			t.Skip(fmt.Sprintf("needs %s in pkg/query", strings.SplitN(msg[i:], ":", 2)[0]))
 		}
+	}
+}
+
+// selfMetric reads one unlabelled sample (or the _count of a histogram)
+// from /metrics.
+func (e *kedaEnv) selfMetric(t testing.TB, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + e.srv.Addrs().HTTP + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, err = buf.ReadFrom(resp.Body)
+	require.NoError(t, err)
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			require.NoError(t, err)
+			return f
+		}
+	}
+	return 0
+}
+
+// waitFor polls cond every millisecond for at most 10 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// recvLoop reads a StreamIsActive stream into a channel; the channel is
+// closed with the final error sent on end.
+type recvLoop struct {
+	msgs chan bool
+	end  chan error
+}
+
+func startRecv(s externalscaler.ExternalScaler_StreamIsActiveClient) *recvLoop {
+	r := &recvLoop{msgs: make(chan bool, 1024), end: make(chan error, 1)}
+	go func() {
+		for {
+			m, err := s.Recv()
+			if err != nil {
+				r.end <- err
+				close(r.msgs)
+				return
+			}
+			r.msgs <- m.GetResult()
+		}
+	}()
+	return r
+}
+
+// next returns the next message within d, or ok=false.
+func (r *recvLoop) next(d time.Duration) (v, ok bool) {
+	select {
+	case v, ok := <-r.msgs:
+		return v, ok
+	case <-time.After(d):
+		return false, false
 	}
 }
