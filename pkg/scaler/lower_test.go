@@ -66,7 +66,7 @@ func TestLower(t *testing.T) {
 
 func TestLowerErrors(t *testing.T) {
 	for _, tc := range []struct{ q, want string }{
-		{`sum(x`, "1:6"},                                        // the parser's position
+		{`sum(x`, "1:6"}, // the parser's position
 		{`sum(sum(x{namespace="ns", deployment="d"})`, `"sum(x"`}, // KServe: <q> quoted
 		{`sum(x{a="b"}[5m]`, "parse error"},
 	} {

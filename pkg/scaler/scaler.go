@@ -51,8 +51,12 @@ type Config struct {
 	// PushHoldoff is the least time between two true messages on one
 	// stream. Zero disables it.
 	PushHoldoff time.Duration
-	// EvalBudget bounds one evaluation. Default 1s.
+	// EvalBudget bounds the time of one evaluation; the engine checks it
+	// while evaluating. Default 1s.
 	EvalBudget time.Duration
+	// MaxSamples bounds the series and samples one evaluation touches.
+	// Zero means query.DefaultMaxSamples.
+	MaxSamples int
 	// TriggerTTL is how long an unused compiled trigger stays cached.
 	// Default 10m.
 	TriggerTTL time.Duration
@@ -220,7 +224,7 @@ func (s *Scaler) newTrigger(ns, name string, md map[string]string) (*trigger, er
 	lw, lerr := lower(s.engine.Parse, sp.query, sp.op, sp.window)
 	var plan *query.Plan
 	if lerr == nil {
-		plan, lerr = s.engine.Compile(lw.expr, query.Options{LookbackDelta: sp.lookback})
+		plan, lerr = s.engine.Compile(lw.expr, query.Options{LookbackDelta: sp.lookback, MaxSamples: s.cfg.MaxSamples})
 	}
 	if lerr != nil {
 		_, from, _, _ := lookup(md, "metricQuery", "query")
@@ -415,9 +419,8 @@ func ceilInt(v float64) int64 {
 	return int64(c)
 }
 
-// isQueryBudget reports whether err is the query engine's own budget error.
-// The engine has none yet; the scaler's deadline and overrun check stand in.
-func isQueryBudget(error) bool { return false }
+// isQueryBudget reports whether err is the query engine's sample budget.
+func isQueryBudget(err error) bool { return errors.Is(err, query.ErrBudgetExceeded) }
 
 // toStatus maps pipeline errors to gRPC codes, once, at the boundary.
 func (s *Scaler) toStatus(method string, err error) error {
@@ -431,7 +434,7 @@ func (s *Scaler) toStatus(method string, err error) error {
 		c = codes.NotFound
 	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite):
 		c = codes.FailedPrecondition
-	case errors.Is(err, ErrBudget):
+	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded):
 		c = codes.ResourceExhausted
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		st := status.FromContextError(err)

@@ -3,14 +3,19 @@ package scaler
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
 func TestParseSpec(t *testing.T) {
@@ -168,4 +173,43 @@ func TestMetadataHashOrderIndependent(t *testing.T) {
 	assert.Equal(t, metadataHash("ns", "so", a), metadataHash("ns", "so", b))
 	assert.NotEqual(t, metadataHash("ns", "so", a), metadataHash("ns", "so2", a))
 	assert.NotEqual(t, metadataHash("ns", "so", a), metadataHash("ns", "so", map[string]string{"a": "2", "b": "1", "c": "3"}))
+}
+
+// TestBudgetIsResourceExhausted is checklist item 43 at unit scale: a
+// trigger over its budget fails with ResourceExhausted, quickly (the
+// engine stops at the budget), while another trigger is unaffected.
+func TestBudgetIsResourceExhausted(t *testing.T) {
+	st := store.New(store.Config{}, store.Settings{})
+	now := time.Now()
+	for i := range 5000 {
+		lset := labels.FromStrings(labels.MetricName, "big", "i", strconv.Itoa(i))
+		r, err := st.Create(lset.Hash(), lset)
+		require.NoError(t, err)
+		require.NoError(t, st.Append(r, now.UnixMilli(), 1))
+	}
+	lset := labels.FromStrings(labels.MetricName, "small")
+	r, err := st.Create(lset.Hash(), lset)
+	require.NoError(t, err)
+	require.NoError(t, st.Append(r, now.UnixMilli(), 2))
+	s := New(query.NewEngine(st), st, Config{MaxSamples: 1000}, Settings{})
+	defer s.Drain()
+	_, err = s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"metricQuery": "sum(big)", "targetValue": "1"})})
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+	assert.Contains(t, status.Convert(err).Message(), "ns/so")
+	_, err = s.IsActive(t.Context(), ref(map[string]string{"metricQuery": "sum(big)", "targetValue": "1"}))
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
+	mv, err := s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"metricQuery": "sum(small)", "targetValue": "1"})})
+	require.NoError(t, err)
+	assert.InDelta(t, 2, mv.GetMetricValues()[0].GetMetricValueFloat(), 0)
+}
+
+// TestEvalDeadlineIsResourceExhausted: the time budget aborts an
+// evaluation through the context the engine checks.
+func TestEvalDeadlineIsResourceExhausted(t *testing.T) {
+	e := newEnv(t, Config{EvalBudget: time.Nanosecond})
+	for i := range 10000 {
+		e.push(t, "big", 1, "i", strconv.Itoa(i))
+	}
+	_, err := e.s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"metricQuery": "sum(big)", "targetValue": "1"})})
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
 }
