@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -368,8 +369,14 @@ func (s *Scaler) GetMetrics(ctx context.Context, req *externalscaler.GetMetricsR
 		return nil, s.toStatus(methodGetMetrics, err)
 	}
 	name := req.GetMetricName()
-	if name == "" {
+	switch {
+	case name == "":
 		name = t.metricName
+	case len(name) < len(t.metricName) || !strings.EqualFold(name[len(name)-len(t.metricName):], t.metricName):
+		// KEDA asks for s<index>-<our name>; another name still gets this
+		// trigger's value, so HPAs made by other versions keep working.
+		s.logger.Debug("Requested metric name differs", "namespace", t.namespace, "scaled_object", t.name,
+			"requested", name, "metric_name", t.metricName)
 	}
 	s.m.ok[methodGetMetrics].Inc()
 	return &externalscaler.GetMetricsResponse{MetricValues: []*externalscaler.MetricValue{{

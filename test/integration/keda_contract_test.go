@@ -210,6 +210,14 @@ func TestKEDAUnparsableQuery(t *testing.T) {
 	require.NoError(t, err)
 	_, err = ms.Recv()
 	check(err)
+	// Self-metrics: RPCs by method and code.
+	for _, m := range []string{"GetMetricSpec", "GetMetrics", "IsActive", "StreamIsActive", "StreamMetricSpec"} {
+		assert.InDelta(t, 1, e.selfMetric(t, `keda_otel_scaler_scaler_rpcs_total{code="InvalidArgument",method="`+m+`"}`), 0, m)
+	}
+	_, err = e.client.GetMetricSpec(ctx, soRef(md("sum(x)")))
+	require.NoError(t, err)
+	assert.InDelta(t, 1, e.selfMetric(t, `keda_otel_scaler_scaler_rpcs_total{code="OK",method="GetMetricSpec"}`), 0)
+	assert.InDelta(t, 1, e.selfMetric(t, "keda_otel_scaler_scaler_triggers_cached"), 0)
 }
 
 // Items 11, 12, 13, 14, 15, 24: values.
