@@ -224,6 +224,7 @@ func TestStreamEndsOnCancelAndDrain(t *testing.T) {
 		synctest.Wait()
 		e.s.Drain()
 		require.NoError(t, <-done, "drain ends streams with OK")
+		synctest.Wait() // the overlapping stream ends too
 		e.s.subs.mu.RLock()
 		defer e.s.subs.mu.RUnlock()
 		assert.Empty(t, e.s.subs.byMetric, "every subscription released")
