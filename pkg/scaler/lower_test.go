@@ -89,8 +89,15 @@ func FuzzLower(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, q, op string) {
 		lw, err := lower(fullParse, q, op, time.Minute)
-		if err == nil && lw.expr == nil {
+		if err != nil {
+			return
+		}
+		if lw.expr == nil {
 			t.Fatal("nil expression without error")
+		}
+		// The lowered query is valid PromQL: it prints and parses again.
+		if _, err := fullParse(lw.expr.String()); err != nil {
+			t.Fatalf("lowered %q to %q, which does not parse: %v", q, lw.expr.String(), err)
 		}
 	})
 }

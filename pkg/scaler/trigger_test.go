@@ -213,3 +213,23 @@ func TestEvalDeadlineIsResourceExhausted(t *testing.T) {
 	_, err := e.s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"metricQuery": "sum(big)", "targetValue": "1"})})
 	assert.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
 }
+
+func FuzzParseSpec(f *testing.F) {
+	for _, kv := range [][2]string{{"targetValue", "600m"}, {"window", "1m30s"}, {"clampMin", "1Ki"}, {"operationOverTime", "Rate"}, {"ignoreNullValues", "T"}} {
+		f.Add(kv[0], kv[1])
+	}
+	f.Fuzz(func(t *testing.T, k, v string) {
+		md := map[string]string{"metricQuery": "sum(x)", "targetValue": "1", k: v}
+		sp, err := parseSpec("ns", "so", md, time.Minute, 10*time.Minute)
+		if err != nil {
+			require.ErrorIs(t, err, ErrBadMetadata)
+			return
+		}
+		require.Greater(t, sp.target, 0.0)
+		require.Positive(t, sp.window)
+		require.LessOrEqual(t, sp.window, 10*time.Minute)
+		if sp.hasMin && sp.hasMax {
+			require.LessOrEqual(t, sp.clampMin, sp.clampMax)
+		}
+	})
+}
