@@ -6,10 +6,11 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 BIN      ?= bin/keda-otel-scaler
 BENCH    ?= .
 COUNT    ?= 6
+FUZZ_TIME ?= 30s
 PKGS     ?= ./...
 LINT      = $(GO) tool -modfile=test/lint/go.mod golangci-lint
 
-.PHONY: all build run test test-short bench lint fmt vet tidy clean help
+.PHONY: all build run test test-short bench lint fmt vet tidy clean help conformance fuzz
 
 all: build
 
@@ -32,6 +33,13 @@ test-short: ## Tests with -short (skips the heavy ones).
 bench: ## Every benchmark, -cpu 2, into bench.txt.
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 2 -count $(COUNT) $(PKGS) | tee bench.txt
 
+conformance: ## Upstream promqltest corpus runner: per-file summary, failures, floor check.
+	@$(GO) test -count=1 -run '^TestUpstreamConformance$$' -v ./pkg/query > conformance.txt; rc=$$?; \
+	grep -A60 'upstream conformance' conformance.txt; grep -e '--- FAIL' -e 'floor' conformance.txt; exit $$rc
+
+fuzz: ## Each fuzz target for FUZZ_TIME (default 30s).
+	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZ_TIME) ./pkg/query
+
 lint: ## golangci-lint, pinned in test/lint/go.mod.
 	$(LINT) run ./...
 
@@ -46,4 +54,4 @@ tidy: ## go mod tidy for every module.
 	cd test/lint && $(GO) mod tidy
 
 clean: ## Remove build outputs.
-	rm -rf bin bench.txt
+	rm -rf bin bench.txt conformance.txt
