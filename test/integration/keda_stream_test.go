@@ -85,7 +85,7 @@ func TestKEDAStreamEdges(t *testing.T) {
 
 // Item 32, hold-off: a deferred edge arrives at expiry, a lapsed one never.
 func TestKEDAStreamHoldoff(t *testing.T) {
-	const holdoff = 400 * time.Millisecond
+	const holdoff = time.Second
 	e := startKEDA(t, false, func(c *config.Config) { c.Scaler.PushHoldoff = holdoff })
 	s, err := e.client.StreamIsActive(e.ctx(t), soRef(md("sum(x)")))
 	require.NoError(t, err)
