@@ -30,13 +30,33 @@ func (e *kedaEnv) waitStreams(t testing.TB, n int) {
 	waitFor(t, fmt.Sprintf("%d open streams", n), func() bool {
 		return e.selfMetric(t, "keda_otel_scaler_scaler_open_streams") == float64(n)
 	})
+	e.evaluatedAfter(t, -1) // and their initial evaluations are done
 }
 
-// evaluated waits until the server has evaluated more than n times.
-func (e *kedaEnv) evaluatedAfter(t testing.TB, n float64) {
+// evaluationCountAbove waits until the server has evaluated more than n
+// times.
+func (e *kedaEnv) evaluationCountAbove(t testing.TB, n float64) {
 	t.Helper()
 	waitFor(t, "an evaluation", func() bool {
 		return e.selfMetric(t, "keda_otel_scaler_scaler_evaluation_seconds_count") > n
+	})
+}
+
+// evaluatedAfter waits until the server has evaluated more than n times
+// and no further evaluation follows within 20 ms, so a stream has seen the
+// latest data before the next Export (which would otherwise coalesce with
+// it).
+func (e *kedaEnv) evaluatedAfter(t testing.TB, n float64) {
+	t.Helper()
+	last := -1.0
+	waitFor(t, "an evaluation", func() bool {
+		c := e.selfMetric(t, "keda_otel_scaler_scaler_evaluation_seconds_count")
+		if c > n && c == last {
+			return true
+		}
+		last = c
+		time.Sleep(20 * time.Millisecond)
+		return false
 	})
 }
 
