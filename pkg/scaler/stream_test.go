@@ -2,6 +2,7 @@ package scaler
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -235,4 +236,24 @@ func TestStreamInvalidMetadata(t *testing.T) {
 	e := newEnv(t, Config{})
 	err := e.s.StreamIsActive(ref(map[string]string{"metricQuery": "sum(x", "targetValue": "1"}), &fakeStream{ctx: t.Context()})
 	assert.Equal(t, codes.InvalidArgument, status.Code(err))
+}
+
+// Overload (an evaluation over its budget) is "no change" for a stream too.
+func TestStreamSurvivesBudgetErrors(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, Config{MaxSamples: 50})
+		fs, cancel := e.open(t, sumX)
+		for i := range 100 {
+			e.push(t, "x", 9, "i", fmt.Sprint(i))
+		}
+		synctest.Wait()
+		assert.Empty(t, fs.got(), "over budget: ResourceExhausted, no push, stream open")
+		_, err := e.s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(sumX)})
+		assert.Equal(t, codes.ResourceExhausted, status.Code(err))
+		e.s.subs.mu.RLock()
+		open := len(e.s.subs.byMetric[e.st.MetricID("x")])
+		e.s.subs.mu.RUnlock()
+		assert.Equal(t, 1, open, "the stream is still subscribed")
+		require.NoError(t, cancel(), "and ends with OK when KEDA goes away")
+	})
 }
