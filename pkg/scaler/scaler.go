@@ -55,8 +55,11 @@ type Config struct {
 	// EvalBudget bounds the time of one evaluation; the engine checks it
 	// while evaluating. Default 1s.
 	EvalBudget time.Duration
-	// MaxSamples bounds the series and samples one evaluation touches.
-	// Zero means query.DefaultMaxSamples.
+	// MaxSamples bounds the series and samples one evaluation touches
+	// (keda-contract.md §8.1: over it, ResourceExhausted). Default 500,000:
+	// a KServe histogram_quantile over 1,000 pods × 11 buckets × 21 samples
+	// touches 231k, while a selector matching 1M series fails fast instead
+	// of stalling its ScaledObject's loop.
 	MaxSamples int
 	// TriggerTTL is how long an unused compiled trigger stays cached.
 	// Default 10m.
@@ -112,6 +115,9 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 	}
 	if cfg.EvalBudget <= 0 {
 		cfg.EvalBudget = time.Second
+	}
+	if cfg.MaxSamples <= 0 {
+		cfg.MaxSamples = 500_000
 	}
 	if cfg.TriggerTTL <= 0 {
 		cfg.TriggerTTL = 10 * time.Minute
