@@ -60,6 +60,14 @@ type Store struct {
 type Scaler struct {
 	// DefaultWindow is the window used when a trigger sets none. Default 2m.
 	DefaultWindow time.Duration
+	// Warmup is how long after start GetMetrics and IsActive answer
+	// Unavailable instead of a premature value (keda-contract.md §8.2). Zero
+	// disables it. Default 30s.
+	Warmup time.Duration
+	// PushHoldoff is the least time between two true messages on one
+	// StreamIsActive stream (keda-contract.md §7.2). Zero disables it.
+	// Default 5s.
+	PushHoldoff time.Duration
 }
 
 // Log configures logging.
@@ -86,7 +94,7 @@ func Default() Config {
 			MaxSeries:          1_000_000,
 			MaxSeriesPerMetric: 200_000,
 		},
-		Scaler: Scaler{DefaultWindow: 2 * time.Minute},
+		Scaler: Scaler{DefaultWindow: 2 * time.Minute, Warmup: 30 * time.Second, PushHoldoff: 5 * time.Second},
 		Log:    Log{Format: "text", Level: "info"},
 	}
 }
@@ -129,6 +137,12 @@ func (c Config) Validate() error {
 	}
 	if c.Scaler.DefaultWindow <= 0 || c.Scaler.DefaultWindow > c.Store.Retention {
 		errs = append(errs, fmt.Errorf("--default-window %v must be > 0 and <= --retention %v", c.Scaler.DefaultWindow, c.Store.Retention))
+	}
+	if c.Scaler.Warmup < 0 {
+		errs = append(errs, fmt.Errorf("--warmup %v must be >= 0", c.Scaler.Warmup))
+	}
+	if c.Scaler.PushHoldoff < 0 {
+		errs = append(errs, fmt.Errorf("--push-holdoff %v must be >= 0", c.Scaler.PushHoldoff))
 	}
 	switch c.Log.Format {
 	case "text", "json":

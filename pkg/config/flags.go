@@ -37,6 +37,8 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.Store.MaxSeriesPerMetric, "max-series-per-metric", c.Store.MaxSeriesPerMetric, "maximum active series per metric name; new series beyond it are rejected (`count`)")
 	fs.Var((*durationValue)(&c.Store.SeriesTTL), "series-ttl", "delete a series after this long without a sample (`duration`; 0 = --retention)")
 	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")
+	fs.Var((*durationValue)(&c.Scaler.Warmup), "warmup", "after start, GetMetrics and IsActive answer Unavailable for this long; 0 disables (`duration`)")
+	fs.Var((*durationValue)(&c.Scaler.PushHoldoff), "push-holdoff", "at most one true per StreamIsActive stream per this period; 0 disables (`duration`)")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json (`format`)")
 	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn or error (`level`)")
 	return fs

@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 )
 
 // ErrBadMetadata matches every trigger-metadata validation error.
@@ -29,16 +26,30 @@ func (e *metadataError) Error() string {
 func (e *metadataError) Is(target error) bool { return target == ErrBadMetadata }
 
 // lookup returns the first present, non-empty value of key, keyFromEnv,
-// then each alias and aliasFromEnv, trimmed, and the key it came from.
-func lookup(md map[string]string, key string, aliases ...string) (val, from string, ok bool) {
-	for _, k := range append([]string{key}, aliases...) {
-		for _, kk := range []string{k, k + "FromEnv"} {
+// alias, aliasFromEnv (trimmed) and the metadata key it came from. conflict
+// is set when the value came from key's side and alias's side holds a
+// different value: the key wins, and the caller warns once per trigger.
+func lookup(md map[string]string, key, alias string) (val, from string, ok bool, conflict string) {
+	get := func(k string) (string, string, bool) {
+		for _, kk := range [2]string{k, k + "FromEnv"} {
 			if v := strings.TrimSpace(md[kk]); v != "" {
 				return v, kk, true
 			}
 		}
+		return "", "", false
 	}
-	return "", "", false
+	val, from, ok = get(key)
+	if alias == "" {
+		return val, from, ok, ""
+	}
+	av, afrom, aok := get(alias)
+	switch {
+	case !ok:
+		return av, afrom, aok, ""
+	case aok && av != val:
+		return val, from, true, afrom
+	}
+	return val, from, true, ""
 }
 
 // parseNumber accepts Go float syntax ("4", "4.000000", ".5", "1e3") and
@@ -111,24 +122,4 @@ func metricName(namespace, name string) string {
 		n = fmt.Sprintf("%s-%08x", n[:191], h.Sum32())
 	}
 	return n
-}
-
-// cacheKey identifies a trigger: ScaledObject plus every metadata entry.
-func cacheKey(ref *externalscaler.ScaledObjectRef) string {
-	keys := make([]string, 0, len(ref.GetScalerMetadata()))
-	for k := range ref.GetScalerMetadata() {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var sb strings.Builder
-	sb.WriteString(ref.GetNamespace())
-	sb.WriteByte(0)
-	sb.WriteString(ref.GetName())
-	for _, k := range keys {
-		sb.WriteByte(0)
-		sb.WriteString(k)
-		sb.WriteByte(1)
-		sb.WriteString(ref.GetScalerMetadata()[k])
-	}
-	return sb.String()
 }

@@ -1,9 +1,22 @@
 package scaler
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+)
+
+// RPC method names, the values of the method label.
+const (
+	methodGetMetricSpec    = "GetMetricSpec"
+	methodGetMetrics       = "GetMetrics"
+	methodIsActive         = "IsActive"
+	methodStreamIsActive   = "StreamIsActive"
+	methodStreamMetricSpec = "StreamMetricSpec"
+)
 
 type metrics struct {
 	rpcs        *prometheus.CounterVec
+	ok          map[string]prometheus.Counter // resolved once: the hot path does no label lookup
 	evalSeconds prometheus.Histogram
 	streams     prometheus.Gauge
 	pushes      prometheus.Counter
@@ -14,7 +27,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keda_otel_scaler_scaler_rpcs_total",
-			Help: "ExternalScaler calls by method and gRPC code.",
+			Help: "ExternalScaler calls by method and gRPC code; streams are counted when they end.",
 		}, []string{"method", "code"}),
 		evalSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "keda_otel_scaler_scaler_evaluation_seconds",
@@ -34,8 +47,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Compiled triggers in the cache.",
 		}),
 	}
+	m.ok = map[string]prometheus.Counter{}
+	for _, meth := range []string{methodGetMetricSpec, methodGetMetrics, methodIsActive, methodStreamIsActive, methodStreamMetricSpec} {
+		m.ok[meth] = m.rpcs.WithLabelValues(meth, codes.OK.String())
+	}
 	if reg != nil {
 		reg.MustRegister(m.rpcs, m.evalSeconds, m.streams, m.pushes, m.triggers)
 	}
 	return m
+}
+
+func (m *metrics) rpc(method string, c codes.Code) {
+	m.rpcs.WithLabelValues(method, c.String()).Inc()
 }

@@ -10,12 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/prometheus/promql/parser"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -34,12 +35,37 @@ var (
 	ErrNotFinite = errors.New("query value is not finite")
 	// ErrDraining means the server is shutting down.
 	ErrDraining = errors.New("server is shutting down")
+	// ErrWarmingUp means the scaler has not yet received metrics for the
+	// whole warm-up period (keda-contract.md §8.2).
+	ErrWarmingUp = errors.New("warming up")
+	// ErrBudget means an evaluation exceeded its time budget.
+	ErrBudget = errors.New("evaluation exceeded its budget")
 )
 
 // Config configures the scaler.
 type Config struct {
 	// DefaultWindow is the trigger window when metadata sets none. Default 2m.
 	DefaultWindow time.Duration
+	// Warmup is how long after Start GetMetrics and IsActive answer
+	// Unavailable. Zero disables it.
+	Warmup time.Duration
+	// PushHoldoff is the least time between two true messages on one
+	// stream. Zero disables it.
+	PushHoldoff time.Duration
+	// EvalBudget bounds the time of one evaluation; the engine checks it
+	// while evaluating. Default 1s.
+	EvalBudget time.Duration
+	// MaxSamples bounds the series and samples one evaluation touches
+	// (keda-contract.md §8.1: over it, ResourceExhausted). Default 500,000:
+	// a KServe histogram_quantile over 1,000 pods × 11 buckets × 21 samples
+	// touches 231k, while a selector matching 1M series fails fast instead
+	// of stalling its ScaledObject's loop.
+	MaxSamples int
+	// TriggerTTL is how long an unused compiled trigger stays cached.
+	// Default 10m.
+	TriggerTTL time.Duration
+	// MaxTriggers bounds the compiled-trigger cache. Default 10,000.
+	MaxTriggers int
 }
 
 // Settings carries what the developer provides.
@@ -50,30 +76,54 @@ type Settings struct {
 	Registerer prometheus.Registerer
 	// Now is the evaluation clock; nil means time.Now.
 	Now func() time.Time
+	// OnPush is a test hook: when set, it is called on the stream's
+	// goroutine right after a true message's Send returned.
+	OnPush func()
 }
 
 // Scaler implements externalscaler.ExternalScalerServer.
+//
+// Fields above mu are immutable after New and need no lock.
 type Scaler struct {
 	externalscaler.UnimplementedExternalScalerServer
 
-	cfg    Config
-	engine *query.Engine
-	store  *store.Store
-	now    func() time.Time
-	logger *slog.Logger
-	m      *metrics
+	cfg     Config
+	engine  *query.Engine
+	store   *store.Store
+	now     func() time.Time
+	onPush  func()
+	logger  *slog.Logger
+	m       *metrics
+	cache   *triggerCache
+	subs    *subIndex
+	drainCh chan struct{}
 
-	mu       sync.Mutex // guards the fields below
-	triggers map[string]*trigger
-	subs     map[*subscription]struct{}
-	drained  bool
-	drainCh  chan struct{}
+	mu        sync.Mutex // guards warmTimer and drained
+	warmTimer *time.Timer
+	drained   bool
+
+	draining   atomic.Bool
+	warmStart  atomic.Int64 // unix ns of the warm-up start
+	warmIsDone atomic.Bool
 }
 
-// New returns a scaler evaluating with engine over st.
+// New returns a scaler evaluating with engine over st. Warm-up starts now;
+// Start restarts it when the listeners begin serving.
 func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scaler {
 	if cfg.DefaultWindow <= 0 {
 		cfg.DefaultWindow = 2 * time.Minute
+	}
+	if cfg.EvalBudget <= 0 {
+		cfg.EvalBudget = time.Second
+	}
+	if cfg.MaxSamples <= 0 {
+		cfg.MaxSamples = 500_000
+	}
+	if cfg.TriggerTTL <= 0 {
+		cfg.TriggerTTL = 10 * time.Minute
+	}
+	if cfg.MaxTriggers <= 0 {
+		cfg.MaxTriggers = 10_000
 	}
 	if set.Logger == nil {
 		set.Logger = slog.New(slog.DiscardHandler)
@@ -81,17 +131,46 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 	if set.Now == nil {
 		set.Now = time.Now
 	}
-	return &Scaler{
-		cfg:      cfg,
-		engine:   engine,
-		store:    st,
-		now:      set.Now,
-		logger:   set.Logger.With("component", "scaler"),
-		m:        newMetrics(set.Registerer),
-		triggers: map[string]*trigger{},
-		subs:     map[*subscription]struct{}{},
-		drainCh:  make(chan struct{}),
+	s := &Scaler{
+		cfg:     cfg,
+		engine:  engine,
+		store:   st,
+		now:     set.Now,
+		onPush:  set.OnPush,
+		logger:  set.Logger.With("component", "scaler"),
+		m:       newMetrics(set.Registerer),
+		subs:    newSubIndex(),
+		drainCh: make(chan struct{}),
 	}
+	s.cache = newTriggerCache(cfg.TriggerTTL, cfg.MaxTriggers, s.m.triggers)
+	s.Start()
+	return s
+}
+
+// Start (re)starts the warm-up clock; the server calls it once its
+// listeners serve. When warm-up ends every open stream evaluates its
+// trigger.
+func (s *Scaler) Start() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.drained {
+		return
+	}
+	s.warmStart.Store(s.now().UnixNano())
+	if s.warmTimer != nil {
+		s.warmTimer.Stop()
+		s.warmTimer = nil
+	}
+	if s.cfg.Warmup <= 0 {
+		s.warmIsDone.Store(true)
+		return
+	}
+	s.warmIsDone.Store(false)
+	s.warmTimer = time.AfterFunc(s.cfg.Warmup, func() {
+		s.warmIsDone.Store(true)
+		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
+		s.subs.markAll()
+	})
 }
 
 // Register registers the ExternalScaler service on s.
@@ -99,89 +178,77 @@ func (s *Scaler) Register(srv *grpc.Server) {
 	externalscaler.RegisterExternalScalerServer(srv, s)
 }
 
-// trigger is the compiled form of one trigger's metadata.
-type trigger struct {
-	namespace, name string
-	metricName      string
-	target          float64
-	activation      float64
-	ignoreNull      bool
-	metricIDs       []uint32
-	anyMetric       bool
-
-	mu   sync.Mutex // serialises plan evaluation; a plan is single-threaded
-	plan *query.Plan
+// warmingUp returns an ErrWarmingUp error during warm-up, else nil.
+func (s *Scaler) warmingUp() error {
+	if s.warmIsDone.Load() {
+		return nil
+	}
+	elapsed := time.Duration(s.now().UnixNano() - s.warmStart.Load())
+	if elapsed >= s.cfg.Warmup {
+		s.warmIsDone.Store(true)
+		return nil
+	}
+	return fmt.Errorf("%w: receiving metrics for %s of %s; KEDA keeps the current replicas meanwhile",
+		ErrWarmingUp, elapsed.Truncate(time.Second), s.cfg.Warmup)
 }
 
-// compile returns the cached trigger for ref, compiling it on first use.
+// compile returns the cached trigger for ref, compiling it on a miss.
 func (s *Scaler) compile(ref *externalscaler.ScaledObjectRef) (*trigger, error) {
-	key := cacheKey(ref)
-	s.mu.Lock()
-	t, ok := s.triggers[key]
-	s.mu.Unlock()
-	if ok {
+	ns, name, md := ref.GetNamespace(), ref.GetName(), ref.GetScalerMetadata()
+	h := metadataHash(ns, name, md)
+	now := s.now().UnixNano()
+	if t := s.cache.get(h, ns, name, md, now); t != nil {
 		return t, nil
 	}
-	t, err := s.newTrigger(ref)
+	t, err := s.newTrigger(ns, name, md)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	if prev, ok := s.triggers[key]; ok {
-		t = prev
-	} else {
-		s.triggers[key] = t
-		s.m.triggers.Set(float64(len(s.triggers)))
+	t.hash = h
+	t, inserted := s.cache.add(t, now)
+	if inserted {
+		for _, w := range t.warnings {
+			s.logger.Warn(w.msg, append([]any{"namespace", ns, "scaled_object", name}, w.args...)...)
+		}
+		if t.rewritten != "" {
+			s.logger.Info("Trigger query rewritten", "namespace", ns, "scaled_object", name, "evaluated", t.rewritten)
+		}
 	}
-	s.mu.Unlock()
 	return t, nil
 }
 
-func (s *Scaler) newTrigger(ref *externalscaler.ScaledObjectRef) (*trigger, error) {
-	md := ref.GetScalerMetadata()
-	ns, name := ref.GetNamespace(), ref.GetName()
-	bad := func(key, val, problem string) error {
-		return &metadataError{namespace: ns, name: name, key: key, value: val, problem: problem}
+// newTrigger validates md and compiles its query. It parses and touches the
+// store (interning metric names); it runs only on a cache miss.
+func (s *Scaler) newTrigger(ns, name string, md map[string]string) (*trigger, error) {
+	sp, err := parseSpec(ns, name, md, s.cfg.DefaultWindow, s.store.Retention())
+	if err != nil && sp.query == "" {
+		return nil, err
 	}
-	t := &trigger{namespace: ns, name: name, metricName: metricName(ns, name), ignoreNull: true}
-
-	q, _, ok := lookup(md, "metricQuery", "query")
-	if !ok {
-		return nil, bad("metricQuery", "", "is required: set it to a PromQL query such as sum(vllm:num_requests_waiting)")
-	}
-	tv, tkey, ok := lookup(md, "targetValue", "threshold")
-	if !ok {
-		return nil, bad("targetValue", "", "is required: the per-replica target, e.g. 4")
-	}
-	target, err := parseNumber(tv)
-	switch {
-	case err != nil:
-		return nil, bad(tkey, tv, err.Error())
-	case target <= 0:
-		return nil, bad(tkey, tv, "must be > 0")
-	case target < 0.001:
-		return nil, bad(tkey, tv, "must be >= 0.001: KEDA passes targets at milli precision")
-	}
-	t.target = target
-	if av, akey, ok := lookup(md, "activationThreshold", "activationTargetValue"); ok {
-		if t.activation, err = parseNumber(av); err != nil {
-			return nil, bad(akey, av, err.Error())
-		}
-	}
-
-	expr, err := s.engine.Parse(q)
+	var errs []error
 	if err != nil {
-		return nil, bad("metricQuery", q, err.Error())
+		errs = append(errs, err)
 	}
-	// A bare selector at the root is summed, as the older add-on did.
-	if vs, ok := expr.(*parser.VectorSelector); ok {
-		expr = &parser.AggregateExpr{Op: parser.SUM, Expr: vs, PosRange: vs.PosRange}
+	lw, lerr := lower(s.engine.Parse, sp.query, sp.op, sp.window)
+	var plan *query.Plan
+	if lerr == nil {
+		plan, lerr = s.engine.Compile(lw.expr, query.Options{LookbackDelta: sp.lookback, MaxSamples: s.cfg.MaxSamples})
 	}
-	plan, err := s.engine.Compile(expr, query.Options{LookbackDelta: s.cfg.DefaultWindow})
-	if err != nil {
-		return nil, bad("metricQuery", q, err.Error())
+	if lerr != nil {
+		_, from, _, _ := lookup(md, "metricQuery", "query")
+		errs = append(errs, &metadataError{namespace: ns, name: name, key: from, value: sp.query, problem: lerr.Error()})
 	}
-	t.plan = plan
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	t := &trigger{
+		namespace:  ns,
+		name:       name,
+		md:         cloneMap(md),
+		metricName: metricName(ns, name),
+		spec:       sp,
+		rewritten:  lw.rewritten,
+		plan:       plan,
+	}
 	names, all := plan.MetricNames()
 	t.anyMetric = all
 	for _, n := range names {
@@ -190,25 +257,47 @@ func (s *Scaler) newTrigger(ref *externalscaler.ScaledObjectRef) (*trigger, erro
 	return t, nil
 }
 
+func cloneMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
 // evaluate runs the trigger's query now and reduces it to one value that
 // KEDA can use (never negative, NaN or infinite).
 func (s *Scaler) evaluate(ctx context.Context, t *trigger) (float64, error) {
 	start := time.Now()
+	bctx, cancel := context.WithTimeout(ctx, s.cfg.EvalBudget)
 	t.mu.Lock()
-	res, err := t.plan.Eval(ctx, s.now().UnixMilli())
+	res, err := t.plan.Eval(bctx, s.now().UnixMilli())
 	var v float64
 	if err == nil {
 		v, err = t.reduce(res)
 	}
 	t.mu.Unlock()
-	s.m.evalSeconds.Observe(time.Since(start).Seconds())
+	cancel()
+	took := time.Since(start)
+	s.m.evalSeconds.Observe(took.Seconds())
 	if err != nil {
+		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || isQueryBudget(err)) {
+			return 0, fmt.Errorf("ScaledObject %s/%s: %w (%s, took %s): narrow the query's selectors", t.namespace, t.name, ErrBudget, err, took)
+		}
 		return 0, err
 	}
-	return max(v, 0), nil
+	if took > s.cfg.EvalBudget {
+		// The engine does not abort mid-evaluation; report the overrun so
+		// KEDA sees the problem instead of a late value.
+		return 0, fmt.Errorf("ScaledObject %s/%s: %w (took %s of %s): narrow the query's selectors", t.namespace, t.name, ErrBudget, took, s.cfg.EvalBudget)
+	}
+	return v, nil
 }
 
+// reduce turns a query result into the one value of keda-contract.md §5,
+// steps 4 to 8.
 func (t *trigger) reduce(res query.Result) (float64, error) {
+	sp := &t.spec
 	var v float64
 	switch {
 	case res.Scalar:
@@ -216,54 +305,86 @@ func (t *trigger) reduce(res query.Result) (float64, error) {
 	case len(res.Vector) == 1:
 		v = res.Vector[0].F
 	case len(res.Vector) == 0:
-		if t.ignoreNull {
-			return 0, nil
+		switch {
+		case sp.hasIfEmpty:
+			v = sp.ifEmpty
+		case sp.ignoreNull:
+			v = 0
+		default:
+			return 0, fmt.Errorf("ScaledObject %s/%s: %w: no series matched %s; check the selectors, or set valueIfEmpty or ignoreNullValues: \"true\"",
+				t.namespace, t.name, ErrEmptyResult, t.queryText())
 		}
-		return 0, fmt.Errorf("ScaledObject %s/%s: %w", t.namespace, t.name, ErrEmptyResult)
 	default:
-		return 0, fmt.Errorf("ScaledObject %s/%s: %w: got %d; aggregate them, e.g. sum(...)", t.namespace, t.name, ErrMultipleSeries, len(res.Vector))
+		return 0, fmt.Errorf("ScaledObject %s/%s: %w: query returned %d series; aggregate them, e.g. sum(%s)",
+			t.namespace, t.name, ErrMultipleSeries, len(res.Vector), t.queryText())
 	}
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		if t.ignoreNull {
-			return 0, nil
+		if !sp.ignoreNull {
+			return 0, fmt.Errorf("ScaledObject %s/%s: %w: %v; set ignoreNullValues: \"true\" to read it as 0", t.namespace, t.name, ErrNotFinite, v)
 		}
-		return 0, fmt.Errorf("ScaledObject %s/%s: %w (%v)", t.namespace, t.name, ErrNotFinite, v)
+		v = 0
 	}
-	return v, nil
+	if sp.hasMin {
+		v = max(v, sp.clampMin)
+	}
+	if sp.hasMax {
+		v = min(v, sp.clampMax)
+	}
+	return max(v, 0), nil
 }
 
-// GetMetricSpec returns the trigger's one metric with its target.
+// GetMetricSpec returns the trigger's one metric with its target. It does
+// no parsing and no store access for a cached trigger.
 func (s *Scaler) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.GetMetricSpecResponse, error) {
 	t, err := s.compile(ref)
 	if err != nil {
-		return nil, s.toStatus("GetMetricSpec", err)
+		return nil, s.toStatus(methodGetMetricSpec, err)
 	}
-	s.m.rpcs.WithLabelValues("GetMetricSpec", codes.OK.String()).Inc()
+	s.m.ok[methodGetMetricSpec].Inc()
+	return t.specResponse(), nil
+}
+
+func (t *trigger) specResponse() *externalscaler.GetMetricSpecResponse {
 	return &externalscaler.GetMetricSpecResponse{MetricSpecs: []*externalscaler.MetricSpec{{
 		MetricName:      t.metricName,
-		TargetSize:      ceilInt(t.target),
-		TargetSizeFloat: t.target,
-	}}}, nil
+		TargetSize:      ceilInt(t.spec.target),
+		TargetSizeFloat: t.spec.target,
+	}}}
+}
+
+// value runs the pipeline GetMetrics and IsActive share.
+func (s *Scaler) value(ctx context.Context, ref *externalscaler.ScaledObjectRef) (*trigger, float64, error) {
+	t, err := s.compile(ref)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := s.warmingUp(); err != nil {
+		return nil, 0, err
+	}
+	if s.draining.Load() {
+		return nil, 0, ErrDraining
+	}
+	v, err := s.evaluate(ctx, t)
+	return t, v, err
 }
 
 // GetMetrics returns exactly one value for the trigger.
 func (s *Scaler) GetMetrics(ctx context.Context, req *externalscaler.GetMetricsRequest) (*externalscaler.GetMetricsResponse, error) {
-	t, err := s.compile(req.GetScaledObjectRef())
+	t, v, err := s.value(ctx, req.GetScaledObjectRef())
 	if err != nil {
-		return nil, s.toStatus("GetMetrics", err)
-	}
-	if s.isDraining() {
-		return nil, s.toStatus("GetMetrics", ErrDraining)
-	}
-	v, err := s.evaluate(ctx, t)
-	if err != nil {
-		return nil, s.toStatus("GetMetrics", err)
+		return nil, s.toStatus(methodGetMetrics, err)
 	}
 	name := req.GetMetricName()
-	if name == "" {
+	switch {
+	case name == "":
 		name = t.metricName
+	case len(name) < len(t.metricName) || !strings.EqualFold(name[len(name)-len(t.metricName):], t.metricName):
+		// KEDA asks for s<index>-<our name>; another name still gets this
+		// trigger's value, so HPAs made by other versions keep working.
+		s.logger.Debug("Requested metric name differs", "namespace", t.namespace, "scaled_object", t.name,
+			"requested", name, "metric_name", t.metricName)
 	}
-	s.m.rpcs.WithLabelValues("GetMetrics", codes.OK.String()).Inc()
+	s.m.ok[methodGetMetrics].Inc()
 	return &externalscaler.GetMetricsResponse{MetricValues: []*externalscaler.MetricValue{{
 		MetricName:       name,
 		MetricValue:      ceilInt(v),
@@ -273,19 +394,33 @@ func (s *Scaler) GetMetrics(ctx context.Context, req *externalscaler.GetMetricsR
 
 // IsActive reports value > activationThreshold.
 func (s *Scaler) IsActive(ctx context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
+	t, v, err := s.value(ctx, ref)
+	if err != nil {
+		return nil, s.toStatus(methodIsActive, err)
+	}
+	s.m.ok[methodIsActive].Inc()
+	return &externalscaler.IsActiveResponse{Result: v > t.spec.activation}, nil
+}
+
+// StreamMetricSpec sends the trigger's spec once on open, then holds the
+// stream silently until the client goes away or the server drains; the
+// spec is a pure function of the metadata (keda-contract.md §4).
+func (s *Scaler) StreamMetricSpec(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.GetMetricSpecResponse]) error {
 	t, err := s.compile(ref)
 	if err != nil {
-		return nil, s.toStatus("IsActive", err)
+		return s.toStatus(methodStreamMetricSpec, err)
 	}
-	if s.isDraining() {
-		return nil, s.toStatus("IsActive", ErrDraining)
+	if err := stream.Send(t.specResponse()); err != nil {
+		s.m.rpc(methodStreamMetricSpec, codes.OK)
+		return nil
 	}
-	v, err := s.evaluate(ctx, t)
-	if err != nil {
-		return nil, s.toStatus("IsActive", err)
+	select {
+	case <-stream.Context().Done():
+		s.m.rpc(methodStreamMetricSpec, codes.Canceled)
+	case <-s.drainCh:
+		s.m.rpc(methodStreamMetricSpec, codes.OK)
 	}
-	s.m.rpcs.WithLabelValues("IsActive", codes.OK.String()).Inc()
-	return &externalscaler.IsActiveResponse{Result: v > t.activation}, nil
+	return nil
 }
 
 // ceilInt is ceil(v) saturated to the int64 range; v is never negative.
@@ -297,25 +432,30 @@ func ceilInt(v float64) int64 {
 	return int64(c)
 }
 
+// isQueryBudget reports whether err is the query engine's sample budget.
+func isQueryBudget(err error) bool { return errors.Is(err, query.ErrBudgetExceeded) }
+
 // toStatus maps pipeline errors to gRPC codes, once, at the boundary.
 func (s *Scaler) toStatus(method string, err error) error {
 	var c codes.Code
 	switch {
 	case errors.Is(err, ErrBadMetadata), errors.Is(err, query.ErrUnsupported):
 		c = codes.InvalidArgument
+	case errors.Is(err, ErrWarmingUp), errors.Is(err, ErrDraining):
+		c = codes.Unavailable
 	case errors.Is(err, ErrEmptyResult):
 		c = codes.NotFound
 	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite):
 		c = codes.FailedPrecondition
-	case errors.Is(err, ErrDraining):
-		c = codes.Unavailable
+	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded):
+		c = codes.ResourceExhausted
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		st := status.FromContextError(err)
-		s.m.rpcs.WithLabelValues(method, st.Code().String()).Inc()
+		s.m.rpc(method, st.Code())
 		return st.Err()
 	default:
 		c = codes.Internal
 	}
-	s.m.rpcs.WithLabelValues(method, c.String()).Inc()
+	s.m.rpc(method, c)
 	return status.Error(c, err.Error())
 }

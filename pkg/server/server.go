@@ -97,7 +97,11 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		MaxSeriesPerMetric: cfg.Store.MaxSeriesPerMetric,
 	}, store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
 	s.engine = query.NewEngine(s.store)
-	s.scaler = scaler.New(s.engine, s.store, scaler.Config{DefaultWindow: cfg.Scaler.DefaultWindow},
+	s.scaler = scaler.New(s.engine, s.store, scaler.Config{
+		DefaultWindow: cfg.Scaler.DefaultWindow,
+		Warmup:        cfg.Scaler.Warmup,
+		PushHoldoff:   cfg.Scaler.PushHoldoff,
+	},
 		scaler.Settings{Logger: set.Logger, Registerer: set.Registry, Now: set.Now})
 	s.receiver = receiver.New(s.store, receiver.Config{MaxRecvSize: cfg.Receiver.MaxRecvSize},
 		receiver.Settings{Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest})
@@ -194,6 +198,8 @@ func (s *Server) Start() error {
 	s.otlpHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.kedaHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.ready.Store(true)
+	// Warm-up counts from the moment the OTLP listener serves (keda-contract.md §8.2).
+	s.scaler.Start()
 	a := s.Addrs()
 	s.logger.Info("Serving", "version", s.set.Version, "otlp_grpc_addr", a.OTLPGRPC, "scaler_addr", a.Scaler, "http_addr", a.HTTP)
 	return nil

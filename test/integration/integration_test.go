@@ -34,6 +34,7 @@ func startServer(t *testing.T) *server.Server {
 	cfg.Server.OTLPGRPCAddr = "127.0.0.1:0"
 	cfg.Server.ScalerAddr = "127.0.0.1:0"
 	cfg.Server.HTTPAddr = "127.0.0.1:0"
+	cfg.Scaler.Warmup = 0 // these tests expect values at once
 	s, err := server.New(cfg, server.Settings{})
 	require.NoError(t, err)
 	require.NoError(t, s.Start())
@@ -197,6 +198,7 @@ func TestMalformedOTLPKeepsServing(t *testing.T) {
 func TestShutdownEndsStreamsWithOK(t *testing.T) {
 	cfg := config.Default()
 	cfg.Server.OTLPGRPCAddr, cfg.Server.ScalerAddr, cfg.Server.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Scaler.Warmup = 0
 	s, err := server.New(cfg, server.Settings{})
 	require.NoError(t, err)
 	require.NoError(t, s.Start())
