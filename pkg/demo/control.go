@@ -49,6 +49,7 @@ type Event struct {
 	Detail   string
 }
 
+// String formats the event for the summary: time, source, from→to, detail.
 func (e Event) String() string {
 	return fmt.Sprintf("%s %s %d→%d %s", clock(e.T), e.Source, e.From, e.To, e.Detail)
 }

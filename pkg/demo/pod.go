@@ -91,6 +91,8 @@ type Engine struct {
 	preemptions                    float64
 	success                        [len(finishedReasons)]float64
 	ttft, e2e, queueTime           Histogram
+
+	batch []scheduled // scratch of step, reused
 }
 
 // NewEngine returns an idle engine whose clock starts at now.
@@ -183,7 +185,8 @@ type scheduled struct {
 // order while the batch, the token budget and the cache allow.
 func (e *Engine) step() {
 	budget := e.cfg.MaxBatchedTokens
-	var batch []scheduled
+	batch := e.batch[:0]
+	defer func() { e.batch = batch[:0] }()
 	prefillTokens := 0
 	preempted := false
 
