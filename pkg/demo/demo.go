@@ -158,6 +158,8 @@ type Result struct {
 	MaxGatewayWait float64
 	Exports        string
 	RPCErrors      int
+	// Pushes counts the true messages received on StreamIsActive.
+	Pushes int
 }
 
 // Run runs the demo until opts.Duration has passed or ctx ends, then
@@ -294,6 +296,7 @@ type runner struct {
 	started   map[*Pod]time.Time
 	samples   []Sample
 	lastPush  string
+	pushes    int
 }
 
 // wallTick is how often the loop wakes, and maxCatchUp the most simulated
@@ -388,6 +391,7 @@ func next(due, period, now float64) float64 {
 }
 
 func (r *runner) onPush(now float64) {
+	r.pushes++
 	r.lastPush = "push true @" + clock(now)
 	r.ctl.OnPush(now, 0)
 	r.fleet.Scale(r.ctl.Replicas())
@@ -467,6 +471,7 @@ func (r *runner) result() *Result {
 		MaxGatewayWait: r.fleet.MaxGatewayWait,
 		Exports:        r.exp.String(),
 		RPCErrors:      r.ctl.rpcErrors,
+		Pushes:         r.pushes,
 	}
 }
 

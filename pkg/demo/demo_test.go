@@ -66,6 +66,7 @@ func TestRunSpikeScalesUpAndDown(t *testing.T) {
 	assert.Zero(t, res.Rejected, "the gateway never overflows")
 	assert.Positive(t, res.Finished)
 	assert.Zero(t, res.RPCErrors, "every KEDA call succeeded")
+	assert.Positive(t, res.Pushes, "StreamIsActive delivered true")
 	assert.Contains(t, res.Exports, " 0 failed", "every OTLP export reached the server")
 
 	requireSVGFile(t, res.SVGPath)

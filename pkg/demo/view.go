@@ -154,6 +154,7 @@ func (v *view) summary(r *Result) {
 	}
 	fmt.Fprintf(w, "Requests: %d arrived, %.0f finished, %.0f aborted, %d rejected; longest wait at the gateway for a ready pod %s\n",
 		r.Arrived, r.Finished, r.Aborted, r.Rejected, secs(r.MaxGatewayWait))
-	fmt.Fprintf(w, "Pushes: %s; KEDA RPC errors: %d\n", r.Exports, r.RPCErrors)
+	fmt.Fprintf(w, "OTLP: %s\n", r.Exports)
+	fmt.Fprintf(w, "KEDA: %d true received on StreamIsActive, %d RPC errors\n", r.Pushes, r.RPCErrors)
 	fmt.Fprintf(w, "Timeline: %s\n          %s\n", r.SVGPath, r.PNGPath)
 }
