@@ -73,16 +73,32 @@ func TestQueryCommand(t *testing.T) {
 		wantCode int
 		want     []string
 	}{
-		{"sum", []string{"query", `sum(vllm:num_requests_waiting{model_name="qwen"})`, "--server", srv}, 0,
-			[]string{`{} => 7 @ `}},
-		{"flags first, series sorted", []string{"query", "--server", srv, `vllm:num_requests_waiting`}, 0,
-			[]string{`{job="vllm", model_name="qwen", pod="qwen-a"} => 3`, `pod="qwen-b"} => 4`}},
+		{
+			"sum",
+			[]string{"query", `sum(vllm:num_requests_waiting{model_name="qwen"})`, "--server", srv},
+			0,
+			[]string{`{} => 7 @ `},
+		},
+		{
+			"flags first, series sorted",
+			[]string{"query", "--server", srv, `vllm:num_requests_waiting`},
+			0,
+			[]string{`{job="vllm", model_name="qwen", pod="qwen-a"} => 3`, `pod="qwen-b"} => 4`},
+		},
 		{"scalar", []string{"query", "42", "--server", srv}, 0, []string{"scalar => 42"}},
 		{"no match", []string{"query", "nothing_here", "--server", srv}, 0, []string{"(empty vector"}},
-		{"time in the past sees nothing", []string{"query", "vllm:num_requests_waiting", "--time", "1000", "--server", srv}, 0,
-			[]string{"(empty vector"}},
-		{"json", []string{"query", "sum(vllm:num_requests_waiting)", "--json", "--server", srv}, 0,
-			[]string{`"status":"success"`, `"7"`}},
+		{
+			"time in the past sees nothing",
+			[]string{"query", "vllm:num_requests_waiting", "--time", "1000", "--server", srv},
+			0,
+			[]string{"(empty vector"},
+		},
+		{
+			"json",
+			[]string{"query", "sum(vllm:num_requests_waiting)", "--json", "--server", srv},
+			0,
+			[]string{`"status":"success"`, `"7"`},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := runCLI(t, tc.args...)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -39,7 +38,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keda-otel-scaler demo: unexpected arguments %q\n", fs.Args())
+		(&printer{w: stderr}).printf("keda-otel-scaler demo: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
 	o.Color = *color
@@ -47,7 +46,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if _, err := demo.Run(ctx, o); err != nil {
-		fmt.Fprintf(stderr, "keda-otel-scaler demo: %v\n", err)
+		(&printer{w: stderr}).printf("keda-otel-scaler demo: %v\n", err)
 		return 1
 	}
 	return 0

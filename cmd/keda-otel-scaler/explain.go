@@ -69,12 +69,12 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "keda-otel-scaler explain: unexpected arguments %q (use --metadata key=value)\n", fs.Args())
+		(&printer{w: stderr}).printf("keda-otel-scaler explain: unexpected arguments %q (use --metadata key=value)\n", fs.Args())
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	e := &explainer{w: stdout, md: md, metricType: *metricType, replicas: max(*replicas, 1), maxSeries: *maxSeries}
+	e := &explainer{printer: &printer{w: stdout}, md: md, metricType: *metricType, replicas: max(*replicas, 1), maxSeries: *maxSeries}
 	ok := e.metadata()
 	ok = e.query() && ok
 	if *scalerAddr != "" {
@@ -84,14 +84,14 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		e.series(ctx, *serverURL)
 	}
 	e.hpa()
-	if !ok {
+	if !ok || e.err != nil {
 		return 1
 	}
 	return 0
 }
 
 type explainer struct {
-	w          io.Writer
+	*printer
 	md         map[string]string
 	metricType string
 	replicas   int
@@ -129,15 +129,22 @@ var knownKeys = map[string]bool{
 }
 
 func (e *explainer) metadata() bool {
-	fmt.Fprintln(e.w, "Trigger metadata")
+	e.println("Trigger metadata")
 	ok := true
 	for _, k := range []struct {
 		key   string
 		alias string
 	}{
-		{"metricQuery", "query"}, {"targetValue", "threshold"}, {"activationThreshold", "activationTargetValue"},
-		{"operationOverTime", ""}, {"window", ""}, {"lookbackDelta", ""}, {"clampMin", ""}, {"clampMax", ""},
-		{"ignoreNullValues", ""}, {"valueIfEmpty", ""},
+		{"metricQuery", "query"},
+		{"targetValue", "threshold"},
+		{"activationThreshold", "activationTargetValue"},
+		{"operationOverTime", ""},
+		{"window", ""},
+		{"lookbackDelta", ""},
+		{"clampMin", ""},
+		{"clampMax", ""},
+		{"ignoreNullValues", ""},
+		{"valueIfEmpty", ""},
 	} {
 		var aliases []string
 		if k.alias != "" {
@@ -146,15 +153,15 @@ func (e *explainer) metadata() bool {
 		v, from, found := lookupKey(e.md, k.key, aliases...)
 		switch {
 		case found:
-			fmt.Fprintf(e.w, "  %-20s = %q (from %s)\n", k.key, v, from)
+			e.printf("  %-20s = %q (from %s)\n", k.key, v, from)
 			if k.alias != "" {
 				a, afrom, afound := lookupKey(e.md, k.alias)
 				if afound && a != v && from != afrom {
-					fmt.Fprintf(e.w, "  %-20s   %s=%q differs and is ignored: the key wins over its alias\n", "", afrom, a)
+					e.printf("  %-20s   %s=%q differs and is ignored: the key wins over its alias\n", "", afrom, a)
 				}
 			}
 		case k.key == "metricQuery" || k.key == "targetValue":
-			fmt.Fprintf(e.w, "  %-20s   missing (required)\n", k.key)
+			e.printf("  %-20s   missing (required)\n", k.key)
 			ok = false
 		}
 		switch k.key {
@@ -164,7 +171,7 @@ func (e *explainer) metadata() bool {
 			if found {
 				f, err := parseNumber(v)
 				if err != nil {
-					fmt.Fprintf(e.w, "  %-20s   invalid: %v\n", "", err)
+					e.printf("  %-20s   invalid: %v\n", "", err)
 					ok = false
 				}
 				e.activation = f
@@ -183,7 +190,7 @@ func (e *explainer) metadata() bool {
 	}
 	sort.Strings(ignored)
 	if len(ignored) > 0 {
-		fmt.Fprintf(e.w, "  ignored (unknown) keys: %s\n", strings.Join(ignored, ", "))
+		e.printf("  ignored (unknown) keys: %s\n", strings.Join(ignored, ", "))
 	}
 	return ok
 }
@@ -210,49 +217,49 @@ func (e *explainer) query() bool {
 	if e.queryText == "" {
 		return false
 	}
-	fmt.Fprintln(e.w, "\nQuery (parsed by this binary's engine)")
+	e.println("\nQuery (parsed by this binary's engine)")
 	eng := query.NewEngine(store.New(store.Config{Retention: time.Minute, Freshness: time.Second, MaxSeries: 1}, store.Settings{}))
 	expr, err := eng.Parse(e.queryText)
 	if err != nil {
-		fmt.Fprintf(e.w, "  parse error: %v\n", err)
+		e.printf("  parse error: %v\n", err)
 		return false
 	}
 	e.expr = expr
-	fmt.Fprintf(e.w, "  normalised: %s\n", expr.String())
+	e.printf("  normalised: %s\n", expr.String())
 	if _, bare := expr.(*parser.VectorSelector); bare {
-		fmt.Fprintf(e.w, "  note: a bare selector is summed by the scaler: sum(%s)\n", expr.String())
+		e.printf("  note: a bare selector is summed by the scaler: sum(%s)\n", expr.String())
 	}
 	if agg, ok := expr.(*parser.AggregateExpr); ok && agg.Op == parser.AVG && e.metricType == demo.AverageValue {
-		fmt.Fprintln(e.w, "  warning: avg(...) under AverageValue under-scales: the HPA divides the value by the replica count again; use sum(...) or metricType Value")
+		e.println("  warning: avg(...) under AverageValue under-scales: the HPA divides the value by the replica count again; use sum(...) or metricType Value")
 	}
 	plan, err := eng.Compile(expr, query.Options{})
 	if err != nil {
-		fmt.Fprintf(e.w, "  not supported by the evaluator: %v\n", err)
+		e.printf("  not supported by the evaluator: %v\n", err)
 		return false
 	}
 	names, all := plan.MetricNames()
 	if all {
-		fmt.Fprintln(e.w, "  reads: any metric (a selector without a fixed __name__); every push re-evaluates it")
+		e.println("  reads: any metric (a selector without a fixed __name__); every push re-evaluates it")
 	} else {
-		fmt.Fprintf(e.w, "  reads: %s\n", strings.Join(names, ", "))
+		e.printf("  reads: %s\n", strings.Join(names, ", "))
 	}
-	fmt.Fprintf(e.w, "  plan: %s\n", plan.String())
+	e.printf("  plan: %s\n", plan.String())
 	return true
 }
 
 func (e *explainer) keda(ctx context.Context, addr, namespace, name string) bool {
-	fmt.Fprintf(e.w, "\nKEDA external scaler API at %s\n", addr)
+	e.printf("\nKEDA external scaler API at %s\n", addr)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		fmt.Fprintf(e.w, "  dial: %v\n", err)
+		e.printf("  dial: %v\n", err)
 		return false
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	c := externalscaler.NewExternalScalerClient(conn)
 	ref := &externalscaler.ScaledObjectRef{Name: name, Namespace: namespace, ScalerMetadata: e.md}
 	spec, err := c.GetMetricSpec(ctx, ref)
 	if err != nil {
-		fmt.Fprintf(e.w, "  GetMetricSpec: %v\n", err)
+		e.printf("  GetMetricSpec: %v\n", err)
 		return false
 	}
 	metricName := ""
@@ -262,12 +269,12 @@ func (e *explainer) keda(ctx context.Context, addr, namespace, name string) bool
 		if e.target <= 0 {
 			e.target = float64(ms.GetTargetSize())
 		}
-		fmt.Fprintf(e.w, "  GetMetricSpec: metricName %q (the HPA sees s<trigger index>-%s), targetSizeFloat %g, targetSize %d\n",
+		e.printf("  GetMetricSpec: metricName %q (the HPA sees s<trigger index>-%s), targetSizeFloat %g, targetSize %d\n",
 			ms.GetMetricName(), ms.GetMetricName(), ms.GetTargetSizeFloat(), ms.GetTargetSize())
 	}
 	mv, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref, MetricName: "s0-" + metricName})
 	if err != nil {
-		fmt.Fprintf(e.w, "  GetMetrics:    %v\n", err)
+		e.printf("  GetMetrics:    %v\n", err)
 		return false
 	}
 	for _, v := range mv.GetMetricValues() {
@@ -276,28 +283,28 @@ func (e *explainer) keda(ctx context.Context, addr, namespace, name string) bool
 			e.value = float64(v.GetMetricValue())
 		}
 		e.haveValue = true
-		fmt.Fprintf(e.w, "  GetMetrics:    metricValueFloat %g, metricValue %d\n", v.GetMetricValueFloat(), v.GetMetricValue())
+		e.printf("  GetMetrics:    metricValueFloat %g, metricValue %d\n", v.GetMetricValueFloat(), v.GetMetricValue())
 	}
 	act, err := c.IsActive(ctx, ref)
 	if err != nil {
-		fmt.Fprintf(e.w, "  IsActive:      %v\n", err)
+		e.printf("  IsActive:      %v\n", err)
 		return false
 	}
-	fmt.Fprintf(e.w, "  IsActive:      %t (active means value > activationThreshold %g)\n", act.GetResult(), e.activation)
+	e.printf("  IsActive:      %t (active means value > activationThreshold %g)\n", act.GetResult(), e.activation)
 	if e.haveValue && act.GetResult() != (e.value > e.activation) {
-		fmt.Fprintln(e.w, "  note: IsActive disagrees with value > activationThreshold; the data moved between the calls, or the server reads activation differently")
+		e.println("  note: IsActive disagrees with value > activationThreshold; the data moved between the calls, or the server reads activation differently")
 	}
 	return true
 }
 
 func (e *explainer) series(ctx context.Context, server string) {
-	fmt.Fprintf(e.w, "\nSeries matched now (HTTP query API at %s", server)
+	e.printf("\nSeries matched now (HTTP query API at %s", server)
 	if e.lookback != "" {
-		fmt.Fprintf(e.w, ", lookback_delta %s", e.lookback)
+		e.printf(", lookback_delta %s", e.lookback)
 	} else {
-		fmt.Fprint(e.w, ", the API's default lookback; the trigger itself looks back over its window")
+		e.printf(", the API's default lookback; the trigger itself looks back over its window")
 	}
-	fmt.Fprintln(e.w, ")")
+	e.println(")")
 	seen := map[string]bool{}
 	parser.Inspect(e.expr, func(n parser.Node, _ []parser.Node) error {
 		vs, ok := n.(*parser.VectorSelector)
@@ -307,28 +314,28 @@ func (e *explainer) series(ctx context.Context, server string) {
 		seen[vs.String()] = true
 		res, _, err := instantQuery(ctx, server, vs.String(), "", lookbackParam(e.lookback))
 		if err != nil {
-			fmt.Fprintf(e.w, "  %s: %v\n", vs, err)
+			e.printf("  %s: %v\n", vs, err)
 			return nil
 		}
-		fmt.Fprintf(e.w, "  %s\n", vs)
+		e.printf("  %s\n", vs)
 		var buf strings.Builder
-		printResult(&buf, res)
+		printResult(&printer{w: &buf}, res)
 		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 		for i, l := range lines {
 			if i == e.maxSeries {
-				fmt.Fprintf(e.w, "    … %d more\n", len(lines)-i)
+				e.printf("    … %d more\n", len(lines)-i)
 				break
 			}
-			fmt.Fprintf(e.w, "    %s\n", l)
+			e.printf("    %s\n", l)
 		}
 		return nil
 	})
 	if res, _, err := instantQuery(ctx, server, e.expr.String(), "", lookbackParam(e.lookback)); err == nil {
 		var buf strings.Builder
-		printResult(&buf, res)
-		fmt.Fprintf(e.w, "  whole query: %s", indentTail(buf.String()))
+		printResult(&printer{w: &buf}, res)
+		e.printf("  whole query: %s", indentTail(buf.String()))
 	} else {
-		fmt.Fprintf(e.w, "  whole query: %v\n", err)
+		e.printf("  whole query: %v\n", err)
 	}
 }
 
@@ -339,7 +346,7 @@ func lookbackParam(s string) string {
 		return ""
 	}
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
-		return (time.Duration(f * float64(time.Second))).String()
+		return time.Duration(f * float64(time.Second)).String()
 	}
 	if d, err := time.ParseDuration(s); err == nil {
 		return d.String()
@@ -355,16 +362,16 @@ func (e *explainer) hpa() {
 	if !e.haveValue || e.target <= 0 {
 		return
 	}
-	fmt.Fprintf(e.w, "\nHPA arithmetic (metricType %s, %d current replicas, tolerance 10%%)\n", e.metricType, e.replicas)
+	e.printf("\nHPA arithmetic (metricType %s, %d current replicas, tolerance 10%%)\n", e.metricType, e.replicas)
 	n := demo.DesiredReplicas(e.metricType, e.value, e.target, e.replicas, 0.1)
 	if e.metricType == demo.Value {
-		fmt.Fprintf(e.w, "  ratio V/T = %g/%g = %.3f; desired = ceil(ratio × %d) = %d (before stabilisation and min/max)\n",
+		e.printf("  ratio V/T = %g/%g = %.3f; desired = ceil(ratio × %d) = %d (before stabilisation and min/max)\n",
 			e.value, e.target, e.value/e.target, e.replicas, n)
 		return
 	}
-	fmt.Fprintf(e.w, "  ratio V/(T×R) = %g/(%g×%d) = %.3f; desired = ceil(V/T) = %d (before stabilisation and min/max)\n",
+	e.printf("  ratio V/(T×R) = %g/(%g×%d) = %.3f; desired = ceil(V/T) = %d (before stabilisation and min/max)\n",
 		e.value, e.target, e.replicas, e.value/(e.target*float64(e.replicas)), n)
 	if n == e.replicas {
-		fmt.Fprintln(e.w, "  (inside the tolerance or already there: no change)")
+		e.println("  (inside the tolerance or already there: no change)")
 	}
 }

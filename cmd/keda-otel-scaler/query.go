@@ -18,6 +18,7 @@ import (
 // runQuery is the query subcommand: one instant query against a running
 // server's Prometheus-compatible /api/v1/query, printed readably.
 func runQuery(args []string, stdout, stderr io.Writer) int {
+	errOut := &printer{w: stderr}
 	fs := flag.NewFlagSet("keda-otel-scaler query", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	serverURL := fs.String("server", "http://127.0.0.1:8080", "base URL of the scaler's HTTP listener (`url`)")
@@ -26,7 +27,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the server's JSON response as is")
 	timeout := fs.Duration("timeout", 10*time.Second, "request timeout (`duration`)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: keda-otel-scaler query '<expr>' [flags]\n")
+		errOut.printf("Usage: keda-otel-scaler query '<expr>' [flags]\n")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
@@ -37,7 +38,7 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if len(pos) != 1 {
-		fmt.Fprintf(stderr, "keda-otel-scaler query: want exactly one query expression, got %d\n", len(pos))
+		errOut.printf("keda-otel-scaler query: want exactly one query expression, got %d\n", len(pos))
 		fs.Usage()
 		return 2
 	}
@@ -45,15 +46,38 @@ func runQuery(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	res, raw, err := instantQuery(ctx, *serverURL, pos[0], *at, *lookback)
 	if err != nil {
-		fmt.Fprintf(stderr, "keda-otel-scaler query: %v\n", err)
+		errOut.printf("keda-otel-scaler query: %v\n", err)
 		return 1
 	}
 	if *asJSON {
 		_, _ = stdout.Write(raw)
 		return 0
 	}
-	printResult(stdout, res)
+	out := &printer{w: stdout}
+	printResult(out, res)
+	if out.err != nil {
+		return 1
+	}
 	return 0
+}
+
+// printer writes command output and keeps the first write error, so that
+// a long report is not a wall of ignored returns.
+type printer struct {
+	w   io.Writer
+	err error
+}
+
+func (p *printer) printf(format string, args ...any) {
+	if p.err == nil {
+		_, p.err = fmt.Fprintf(p.w, format, args...)
+	}
+}
+
+func (p *printer) println(args ...any) {
+	if p.err == nil {
+		_, p.err = fmt.Fprintln(p.w, args...)
+	}
 }
 
 // parseInterspersed parses flags that may come before or after positional
@@ -107,7 +131,7 @@ func instantQuery(ctx context.Context, server, expr, at, lookback string) (*apiR
 	if err != nil {
 		return nil, nil, fmt.Errorf("query %s: %w", u, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return nil, nil, fmt.Errorf("read response: %w", err)
@@ -124,24 +148,24 @@ func instantQuery(ctx context.Context, server, expr, at, lookback string) (*apiR
 
 // printResult prints a vector as "series => value @ time", one per line
 // sorted by series, and a scalar as "scalar => value @ time".
-func printResult(w io.Writer, res *apiResult) {
+func printResult(w *printer, res *apiResult) {
 	for _, warn := range res.Warnings {
-		fmt.Fprintf(w, "warning: %s\n", warn)
+		w.printf("warning: %s\n", warn)
 	}
 	switch res.Data.ResultType {
 	case "scalar":
 		var v [2]any
 		if err := json.Unmarshal(res.Data.Result, &v); err == nil {
-			fmt.Fprintf(w, "scalar => %v @ %s\n", v[1], formatTS(v[0]))
+			w.printf("scalar => %v @ %s\n", v[1], formatTS(v[0]))
 		}
 	case "vector":
 		var vec []vectorSample
 		if err := json.Unmarshal(res.Data.Result, &vec); err != nil {
-			fmt.Fprintf(w, "%s\n", res.Data.Result)
+			w.printf("%s\n", res.Data.Result)
 			return
 		}
 		if len(vec) == 0 {
-			fmt.Fprintln(w, "(empty vector: no series matched)")
+			w.println("(empty vector: no series matched)")
 			return
 		}
 		lines := make([]string, 0, len(vec))
@@ -150,10 +174,10 @@ func printResult(w io.Writer, res *apiResult) {
 		}
 		sort.Strings(lines)
 		for _, l := range lines {
-			fmt.Fprintln(w, l)
+			w.println(l)
 		}
 	default:
-		fmt.Fprintf(w, "%s: %s\n", res.Data.ResultType, res.Data.Result)
+		w.printf("%s: %s\n", res.Data.ResultType, res.Data.Result)
 	}
 }
 

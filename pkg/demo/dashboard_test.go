@@ -76,7 +76,7 @@ func TestGrafanaDashboard(t *testing.T) {
 				scalerPanels++
 				assert.True(t, tg.Instant, "%s: the scaler serves instant queries only", p.Title)
 				_, err := engine.Query(expr, query.Options{})
-				assert.NoError(t, err, "%s: the scaler's engine must compile %q", p.Title, expr)
+				require.NoError(t, err, "%s: the scaler's engine must compile %q", p.Title, expr)
 			case "${prometheus}":
 				selfPanels++
 				assert.Contains(t, expr, "keda_otel_scaler_", "%s: self-metric panels read the scaler's own metrics", p.Title)

@@ -206,12 +206,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial OTLP: %w", err)
 	}
-	defer otlpConn.Close()
+	defer func() { _ = otlpConn.Close() }()
 	kedaConn, err := grpc.NewClient(addrs.Scaler, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("dial scaler: %w", err)
 	}
-	defer kedaConn.Close()
+	defer func() { _ = kedaConn.Close() }()
 	client := externalscaler.NewExternalScalerClient(kedaConn)
 
 	so := ScaledObject{

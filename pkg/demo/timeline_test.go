@@ -44,7 +44,7 @@ func requirePNGFile(t *testing.T, path string) {
 	t.Helper()
 	f, err := os.Open(path)
 	require.NoError(t, err)
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	img, err := png.Decode(f)
 	require.NoError(t, err, "PNG must decode with image/png")
 	assert.Equal(t, tlWidth, img.Bounds().Dx())

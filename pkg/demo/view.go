@@ -13,7 +13,16 @@ import (
 type view struct {
 	w       io.Writer
 	color   bool
-	printed int // events already shown
+	printed int   // events already shown
+	err     error // the first write error; later writes are skipped
+}
+
+// printf writes to the view's writer; after a failed write (a closed pipe)
+// the view goes quiet instead of failing the run.
+func (v *view) printf(format string, args ...any) {
+	if v.err == nil {
+		_, v.err = fmt.Fprintf(v.w, format, args...)
+	}
 }
 
 func newView(w io.Writer, color bool) *view { return &view{w: w, color: color} }
@@ -34,12 +43,11 @@ func (v *view) paint(code, s string) string {
 }
 
 func (v *view) header(o Options, a server.Addrs, so ScaledObject) {
-	w := v.w
-	fmt.Fprintf(w, "%s\n", v.paint(ansiBold, fmt.Sprintf("keda-otel-scaler demo: profile %s, %s simulated in %s (speed %g×)",
+	v.printf("%s\n", v.paint(ansiBold, fmt.Sprintf("keda-otel-scaler demo: profile %s, %s simulated in %s (speed %g×)",
 		o.Profile, clock(o.Duration.Seconds()*o.Speed), o.Duration, o.Speed)))
-	fmt.Fprintf(w, "server   OTLP/gRPC %s   KEDA %s   HTTP http://%s\n", a.OTLPGRPC, a.Scaler, a.HTTP)
-	fmt.Fprintf(w, "         try: keda-otel-scaler query 'sum by (pod) (vllm:num_requests_running)' --server http://%s\n", a.HTTP)
-	fmt.Fprintf(w, "ScaledObject %s/%s: replicas %d..%d, pollingInterval %gs, cooldownPeriod %gs; HPA sync %gs, tolerance 10%%, scale-down window %gs\n",
+	v.printf("server   OTLP/gRPC %s   KEDA %s   HTTP http://%s\n", a.OTLPGRPC, a.Scaler, a.HTTP)
+	v.printf("         try: keda-otel-scaler query 'sum by (pod) (vllm:num_requests_running)' --server http://%s\n", a.HTTP)
+	v.printf("ScaledObject %s/%s: replicas %d..%d, pollingInterval %gs, cooldownPeriod %gs; HPA sync %gs, tolerance 10%%, scale-down window %gs\n",
 		so.Namespace, so.Name, so.MinReplicas, so.MaxReplicas, so.PollingInterval, so.CooldownPeriod, hpaSyncPeriod, o.DownWindow)
 	for i, t := range so.Triggers {
 		kind := "external"
@@ -50,10 +58,10 @@ func (v *view) header(o Options, a server.Addrs, so ScaledObject) {
 		if act == "" {
 			act = "0"
 		}
-		fmt.Fprintf(w, "  trigger %d %-13s %-12s %s  target %s, activation %s\n", i, kind, t.MetricType, t.Metadata["metricQuery"], t.Metadata["targetValue"], act)
+		v.printf("  trigger %d %-13s %-12s %s  target %s, activation %s\n", i, kind, t.MetricType, t.Metadata["metricQuery"], t.Metadata["targetValue"], act)
 	}
-	fmt.Fprintf(w, "%s\n", v.paint(ansiDim, fmt.Sprintf("times are simulated m:ss; %g simulated seconds pass per wall second; samples carry wall-clock timestamps", o.Speed)))
-	fmt.Fprintf(w, "%s\n", v.paint(ansiBold, "  time  load/s  queue  run   kv%  ttft p90  metric  replicas     event"))
+	v.printf("%s\n", v.paint(ansiDim, fmt.Sprintf("times are simulated m:ss; %g simulated seconds pass per wall second; samples carry wall-clock timestamps", o.Speed)))
+	v.printf("%s\n", v.paint(ansiBold, "  time  load/s  queue  run   kv%  ttft p90  metric  replicas     event"))
 }
 
 func (v *view) line(s Sample, lastPush string, events []Event) {
@@ -72,7 +80,7 @@ func (v *view) line(s Sample, lastPush string, events []Event) {
 	if s.Starting > 0 {
 		repl += fmt.Sprintf("+%d", s.Starting)
 	}
-	fmt.Fprintf(v.w, "%6s  %6.1f  %5d  %3d  %4s  %8s  %6s  %-11s  %s\n",
+	v.printf("%6s  %6.1f  %5d  %3d  %4s  %8s  %6s  %-11s  %s\n",
 		clock(s.T), s.Load, s.Queue(), s.Running, pct(s.KV), secs(s.TTFTp90), fmtNum(s.Metric), v.paint(ansiGreen, repl), ev)
 }
 
@@ -141,20 +149,19 @@ func (r *Result) Phases() []PhaseStats {
 }
 
 func (v *view) summary(r *Result) {
-	w := v.w
-	fmt.Fprintf(w, "\n%s\n", v.paint(ansiBold, "Summary (simulated time)"))
-	fmt.Fprintf(w, "  %-10s %5s %5s  %6s  %9s  %8s  %11s  %11s\n", "phase", "from", "to", "load/s", "max queue", "ttft p90", "ready pods", "max desired")
+	v.printf("\n%s\n", v.paint(ansiBold, "Summary (simulated time)"))
+	v.printf("  %-10s %5s %5s  %6s  %9s  %8s  %11s  %11s\n", "phase", "from", "to", "load/s", "max queue", "ttft p90", "ready pods", "max desired")
 	for _, p := range r.Phases() {
-		fmt.Fprintf(w, "  %-10s %5s %5s  %6.1f  %9d  %8s  %11s  %11d\n", p.Name, clock(p.From), clock(p.To), p.MeanLoad, p.MaxQueue,
+		v.printf("  %-10s %5s %5s  %6.1f  %9d  %8s  %11s  %11d\n", p.Name, clock(p.From), clock(p.To), p.MeanLoad, p.MaxQueue,
 			secs(p.TTFTp90), fmt.Sprintf("%d..%d", p.MinReady, p.MaxReady), p.MaxDesired)
 	}
-	fmt.Fprintf(w, "%s\n", v.paint(ansiBold, "Scaling events"))
+	v.printf("%s\n", v.paint(ansiBold, "Scaling events"))
 	for _, e := range r.Events {
-		fmt.Fprintf(w, "  %s\n", e)
+		v.printf("  %s\n", e)
 	}
-	fmt.Fprintf(w, "Requests: %d arrived, %.0f finished, %.0f aborted, %d rejected; longest wait at the gateway for a ready pod %s\n",
+	v.printf("Requests: %d arrived, %.0f finished, %.0f aborted, %d rejected; longest wait at the gateway for a ready pod %s\n",
 		r.Arrived, r.Finished, r.Aborted, r.Rejected, secs(r.MaxGatewayWait))
-	fmt.Fprintf(w, "OTLP: %s\n", r.Exports)
-	fmt.Fprintf(w, "KEDA: %d true received on StreamIsActive, %d RPC errors\n", r.Pushes, r.RPCErrors)
-	fmt.Fprintf(w, "Timeline: %s\n          %s\n", r.SVGPath, r.PNGPath)
+	v.printf("OTLP: %s\n", r.Exports)
+	v.printf("KEDA: %d true received on StreamIsActive, %d RPC errors\n", r.Pushes, r.RPCErrors)
+	v.printf("Timeline: %s\n          %s\n", r.SVGPath, r.PNGPath)
 }
