@@ -31,5 +31,12 @@
 // 60 s so that a ten-minute story shows both; both are options. On a busy
 // machine the simulated clock advances at most one export interval per
 // loop iteration, so the run stretches in wall time rather than skipping
-// decisions.
+// decisions. Range windows in a --query ([1m]) are wall-clock windows and
+// so span Speed times more simulated time.
+//
+// The scaling trigger defaults to DefaultQuery, requests in the system
+// (running plus waiting) per replica. A queue-only trigger such as
+// sum(vllm:num_requests_waiting) shows a classic pitfall: once the pods keep
+// up, the queue reads 0, the trigger is inactive, and with
+// minReplicaCount 0 KEDA's cooldown scales a busy fleet to zero.
 package demo

@@ -189,7 +189,7 @@ func gatewayMetrics(pending int, ts time.Time) pmetric.Metrics {
 
 // String describes the exporter's totals for the summary.
 func (e *exporter) String() string {
-	s := fmt.Sprintf("%d OTLP exports, %d failed, %d points rejected by the server", e.requests, e.failures, e.rejected)
+	s := fmt.Sprintf("%d exports, %d failed, %d points rejected by the server", e.requests, e.failures, e.rejected)
 	if e.lastErr != "" {
 		s += " (last: " + e.lastErr + ")"
 	}
