@@ -312,7 +312,7 @@ type runner struct {
 const (
 	wallTick   = 10 * time.Millisecond
 	maxCatchUp = exportInterval
-	pushWait   = 250 * time.Millisecond
+	pushWait   = time.Second
 )
 
 func (r *runner) loop(ctx context.Context, pushes <-chan struct{}) {
