@@ -76,9 +76,14 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	e := &explainer{printer: &printer{w: stdout}, md: md, metricType: *metricType, replicas: max(*replicas, 1), maxSeries: *maxSeries}
 	ok := e.metadata()
-	ok = e.query() && ok
+	localOK := e.query()
 	if *scalerAddr != "" {
+		// The server has the last word: it also accepts older query forms
+		// (unquoted label values, KServe's wrapping) that it normalises
+		// before parsing.
 		ok = e.keda(ctx, *scalerAddr, *namespace, *name) && ok
+	} else {
+		ok = localOK && ok
 	}
 	if *serverURL != "" && e.expr != nil {
 		e.series(ctx, *serverURL)
@@ -222,6 +227,7 @@ func (e *explainer) query() bool {
 	expr, err := eng.Parse(e.queryText)
 	if err != nil {
 		e.printf("  parse error: %v\n", err)
+		e.printf("  (this binary's PromQL parser; the scaler also normalises older forms, see GetMetricSpec below)\n")
 		return false
 	}
 	e.expr = expr
