@@ -9,8 +9,11 @@ COUNT    ?= 6
 FUZZ_TIME ?= 30s
 PKGS     ?= ./...
 LINT      = $(GO) tool -modfile=test/lint/go.mod golangci-lint
+TOOLS_DIR ?= $(CURDIR)/.cache/tools
+PROMTOOL  ?= $(TOOLS_DIR)/promtool
+DEMO_ARGS ?=
 
-.PHONY: all build run test test-short test-memory bench lint fmt vet tidy clean help conformance fuzz
+.PHONY: all build run test test-short test-memory bench lint fmt vet tidy clean help conformance fuzz demo promtool promtool-test
 
 all: build
 
@@ -55,6 +58,18 @@ vet: ## go vet.
 tidy: ## go mod tidy for every module.
 	$(GO) mod tidy
 	cd test/lint && $(GO) mod tidy
+	cd test/promtool && $(GO) mod tidy
+
+demo: ## The end-to-end demo (~1 min): simulated vLLM pods, OTLP push, KEDA/HPA loop; pictures in demo-out/. DEMO_ARGS="--profile ramp" etc.
+	$(GO) run ./cmd/keda-otel-scaler demo $(DEMO_ARGS)
+
+$(PROMTOOL): test/promtool/go.mod test/promtool/go.sum
+	cd test/promtool && $(GO) build -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
+
+promtool: $(PROMTOOL) ## Build promtool (version pinned in test/promtool/go.mod) into .cache/tools.
+
+promtool-test: $(PROMTOOL) ## Drive the HTTP query API with promtool (the first build of promtool takes minutes).
+	cd test/promtool && PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 ./...
 
 clean: ## Remove build outputs.
 	rm -rf bin bench.txt conformance.txt

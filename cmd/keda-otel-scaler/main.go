@@ -26,9 +26,18 @@ func main() {
 }
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "version" {
-		fmt.Fprintln(stdout, version)
-		return 0
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintln(stdout, version)
+			return 0
+		case "demo":
+			return runDemo(args[1:], stdout, stderr)
+		case "query":
+			return runQuery(args[1:], stdout, stderr)
+		case "explain":
+			return runExplain(args[1:], stdout, stderr)
+		}
 	}
 	cfg, err := config.Load("keda-otel-scaler", args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {

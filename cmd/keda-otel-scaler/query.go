@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// runQuery is the query subcommand: one instant query against a running
+// server's Prometheus-compatible /api/v1/query, printed readably.
+func runQuery(args []string, stdout, stderr io.Writer) int {
+	errOut := &printer{w: stderr}
+	fs := flag.NewFlagSet("keda-otel-scaler query", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	serverURL := fs.String("server", "http://127.0.0.1:8080", "base URL of the scaler's HTTP listener (`url`)")
+	at := fs.String("time", "", "evaluation time: RFC 3339 or unix seconds; default now (`time`)")
+	lookback := fs.String("lookback-delta", "", "lookback for instant selectors; default the server's 5m (`duration`)")
+	asJSON := fs.Bool("json", false, "print the server's JSON response as is")
+	timeout := fs.Duration("timeout", 10*time.Second, "request timeout (`duration`)")
+	fs.Usage = func() {
+		errOut.printf("Usage: keda-otel-scaler query '<expr>' [flags]\n")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
+	}
+	if len(pos) != 1 {
+		errOut.printf("keda-otel-scaler query: want exactly one query expression, got %d\n", len(pos))
+		fs.Usage()
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	res, raw, err := instantQuery(ctx, *serverURL, pos[0], *at, *lookback)
+	if err != nil {
+		errOut.printf("keda-otel-scaler query: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		_, _ = stdout.Write(raw)
+		return 0
+	}
+	out := &printer{w: stdout}
+	printResult(out, res)
+	if out.err != nil {
+		return 1
+	}
+	return 0
+}
+
+// printer writes command output and keeps the first write error, so that
+// a long report is not a wall of ignored returns.
+type printer struct {
+	w   io.Writer
+	err error
+}
+
+func (p *printer) printf(format string, args ...any) {
+	if p.err == nil {
+		_, p.err = fmt.Fprintf(p.w, format, args...)
+	}
+}
+
+func (p *printer) println(args ...any) {
+	if p.err == nil {
+		_, p.err = fmt.Fprintln(p.w, args...)
+	}
+}
+
+// parseInterspersed parses flags that may come before or after positional
+// arguments ("query 'up' --server …" as well as "query --server … 'up'").
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// apiResult is the Prometheus HTTP API's query response.
+type apiResult struct {
+	Status    string `json:"status"`
+	ErrorType string `json:"errorType"`
+	Error     string `json:"error"`
+	Warnings  []string
+	Data      struct {
+		ResultType string          `json:"resultType"`
+		Result     json.RawMessage `json:"result"`
+	} `json:"data"`
+}
+
+type vectorSample struct {
+	Metric map[string]string `json:"metric"`
+	Value  [2]any            `json:"value"`
+}
+
+func instantQuery(ctx context.Context, server, expr, at, lookback string) (*apiResult, []byte, error) {
+	form := url.Values{"query": {expr}}
+	if at != "" {
+		form.Set("time", at)
+	}
+	if lookback != "" {
+		form.Set("lookback_delta", lookback)
+	}
+	u := strings.TrimRight(server, "/") + "/api/v1/query"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("query %s: %w", u, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read response: %w", err)
+	}
+	var res apiResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return nil, raw, fmt.Errorf("%s answered %s, not a Prometheus API response: %.200s", u, resp.Status, raw)
+	}
+	if res.Status != "success" {
+		return nil, raw, fmt.Errorf("%s: %s", res.ErrorType, res.Error)
+	}
+	return &res, raw, nil
+}
+
+// printResult prints a vector as "series => value @ time", one per line
+// sorted by series, and a scalar as "scalar => value @ time".
+func printResult(w *printer, res *apiResult) {
+	for _, warn := range res.Warnings {
+		w.printf("warning: %s\n", warn)
+	}
+	switch res.Data.ResultType {
+	case "scalar":
+		var v [2]any
+		if err := json.Unmarshal(res.Data.Result, &v); err == nil {
+			w.printf("scalar => %v @ %s\n", v[1], formatTS(v[0]))
+		}
+	case "vector":
+		var vec []vectorSample
+		if err := json.Unmarshal(res.Data.Result, &vec); err != nil {
+			w.printf("%s\n", res.Data.Result)
+			return
+		}
+		if len(vec) == 0 {
+			w.println("(empty vector: no series matched)")
+			return
+		}
+		lines := make([]string, 0, len(vec))
+		for _, s := range vec {
+			lines = append(lines, fmt.Sprintf("%s => %v @ %s", seriesString(s.Metric), s.Value[1], formatTS(s.Value[0])))
+		}
+		sort.Strings(lines)
+		for _, l := range lines {
+			w.println(l)
+		}
+	default:
+		w.printf("%s: %s\n", res.Data.ResultType, res.Data.Result)
+	}
+}
+
+// seriesString prints a label set the way Prometheus does: name{a="b"}.
+func seriesString(m map[string]string) string {
+	name := m["__name__"]
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if k != "__name__" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+strconv.Quote(m[k]))
+	}
+	return name + "{" + strings.Join(parts, ", ") + "}"
+}
+
+func formatTS(v any) string {
+	f, ok := v.(float64)
+	if !ok {
+		return fmt.Sprint(v)
+	}
+	sec := int64(f)
+	return time.Unix(sec, int64((f-float64(sec))*1e9)).UTC().Format("2006-01-02T15:04:05.000Z")
+}

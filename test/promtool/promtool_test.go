@@ -1,0 +1,129 @@
+// Package promtool drives the scaler's Prometheus-compatible HTTP API with
+// promtool, Prometheus's own command-line client, built from the Go module
+// proxy by `make promtool-test` (this module pins its version with a tool
+// directive, so the main module stays lean).
+package promtool
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.uber.org/goleak"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// promtoolPath returns the binary `make promtool-test` built.
+func promtoolPath(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("PROMTOOL")
+	if p == "" {
+		t.Skip("PROMTOOL is not set: run `make promtool-test`, which builds promtool and sets it")
+	}
+	_, err := os.Stat(p)
+	require.NoError(t, err, "PROMTOOL=%s must exist", p)
+	return p
+}
+
+// startServer runs the real server on loopback ports with two pods'
+// vllm:num_requests_waiting (3 and 4) pushed over OTLP/HTTP.
+func startServer(t *testing.T) string {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Server.OTLPGRPCAddr = "127.0.0.1:0"
+	cfg.Server.ScalerAddr = "127.0.0.1:0"
+	cfg.Server.HTTPAddr = "127.0.0.1:0"
+	s, err := server.New(cfg, server.Settings{})
+	require.NoError(t, err)
+	require.NoError(t, s.Start())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, s.Shutdown(ctx))
+	})
+	md := pmetric.NewMetrics()
+	for pod, v := range map[string]float64{"qwen-a": 3, "qwen-b": 4} {
+		rm := md.ResourceMetrics().AppendEmpty()
+		rm.Resource().Attributes().PutStr("service.name", "vllm")
+		rm.Resource().Attributes().PutStr("k8s.pod.name", pod)
+		m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+		m.SetName("vllm:num_requests_waiting")
+		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+		dp.SetTimestamp(pcommon.NewTimestampFromTime(time.Now()))
+		dp.SetDoubleValue(v)
+		dp.Attributes().PutStr("model_name", "qwen")
+	}
+	body, err := (&pmetric.ProtoMarshaler{}).MarshalMetrics(md)
+	require.NoError(t, err)
+	resp, err := http.Post("http://"+s.Addrs().HTTP+"/v1/metrics", "application/x-protobuf", bytes.NewReader(body))
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	return "http://" + s.Addrs().HTTP
+}
+
+func TestPromtoolQueryInstant(t *testing.T) {
+	bin := promtoolPath(t)
+	url := startServer(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"sum", []string{`sum(vllm:num_requests_waiting{model_name="qwen"})`}, []string{"{} => 7 @["}},
+		{"sum by pod", []string{`sum by (pod) (vllm:num_requests_waiting)`}, []string{
+			`{pod="qwen-a"} => 3 @[`, `{pod="qwen-b"} => 4 @[`,
+		}},
+		{"max", []string{`max(vllm:num_requests_waiting)`}, []string{"{} => 4 @["}},
+		{"scalar", []string{`42`}, []string{"scalar: 42 @["}},
+		{"no match", []string{`nothing_here`}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			args := append([]string{"query", "instant", url}, tc.args...)
+			out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+			require.NoError(t, err, "promtool %v: %s", args, out)
+			for _, w := range tc.want {
+				assert.Contains(t, string(out), w)
+			}
+			if tc.want == nil {
+				assert.Empty(t, bytes.TrimSpace(out), "an empty vector prints nothing")
+			}
+		})
+	}
+}
+
+func TestPromtoolQueryInstantReportsErrors(t *testing.T) {
+	bin := promtoolPath(t)
+	url := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "query", "instant", url, "sum(").CombinedOutput()
+	require.Error(t, err, "promtool exits non-zero on a bad query")
+	assert.Contains(t, string(out), "bad_data")
+}
+
+func TestPromtoolQueryInstantAtTime(t *testing.T) {
+	bin := promtoolPath(t)
+	url := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// An hour ago nothing had been pushed yet.
+	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	out, err := exec.CommandContext(ctx, bin, "query", "instant", "--time="+past, url, `sum(vllm:num_requests_waiting)`).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.NotContains(t, string(out), "=> 7", "the time parameter reaches the server")
+}
