@@ -28,6 +28,7 @@ func startServer(t *testing.T) server.Addrs {
 	cfg.Server.OTLPGRPCAddr = "127.0.0.1:0"
 	cfg.Server.ScalerAddr = "127.0.0.1:0"
 	cfg.Server.HTTPAddr = "127.0.0.1:0"
+	cfg.Scaler.Warmup = 0
 	s, err := server.New(cfg, server.Settings{})
 	require.NoError(t, err)
 	require.NoError(t, s.Start())

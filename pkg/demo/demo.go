@@ -175,12 +175,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Server != nil {
 		cfg = *opts.Server
 	} else {
-		// No warm-up: the demo's store starts empty on purpose. Set through
-		// the flag so the demo follows the server's configuration surface
-		// without depending on a field name.
-		if f := config.NewFlagSet("demo", &cfg, io.Discard).Lookup("warmup"); f != nil {
-			_ = f.Value.Set("0")
-		}
+		// No warm-up: the demo's store starts empty on purpose.
+		cfg.Scaler.Warmup = 0
 	}
 	cfg.Server.OTLPGRPCAddr = "127.0.0.1:0"
 	cfg.Server.ScalerAddr = "127.0.0.1:0"
