@@ -158,8 +158,8 @@ func TestBadInput(t *testing.T) {
 			wantRejected: map[reason]int{},
 		},
 		{
-			name: "base_updates_alongside",
-			body: mustMarshal(t, req(rm(attrs("service.name", "svc"), gauge("base", "", dpD(attrs("pod", "a"), tsNs(20), 2))))),
+			name:      "base_updates_alongside",
+			body:      mustMarshal(t, req(rm(attrs("service.name", "svc"), gauge("base", "", dpD(attrs("pod", "a"), tsNs(20), 2))))),
 			wantAdded: map[string][]sampleBits{base: {sb(tsMs(30), 1), sb(tsMs(20), 2)}},
 		},
 	} {

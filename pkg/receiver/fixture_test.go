@@ -196,17 +196,17 @@ func TestVLLMFixture(t *testing.T) {
 
 	// The values otlp-contract.md §12.6 lists.
 	for q, want := range map[string]float64{
-		`sum(vllm:num_requests_running{model_name="qwen"})`:                       7,
-		`sum(vllm:num_requests_waiting)`:                                          3,
-		`sum(vllm:num_requests_waiting_by_reason{reason="capacity"})`:             3,
-		`max(vllm:kv_cache_usage_perc)`:                                           0.4123046875,
-		`sum(vllm:request_success_total)`:                                         1530,
-		`sum(vllm:time_to_first_token_seconds_count)`:                             1536,
-		`sum(vllm:time_to_first_token_seconds_bucket{le="0.5"})`:                  1285,
-		`sum(vllm:time_to_first_token_seconds_bucket{le="1.0"})`:                  1454,
-		`sum(vllm:e2e_request_latency_seconds_count)`:                             1530,
-		`sum(vllm:prompt_tokens_total)`:                                           1241454,
-		`count(vllm:time_to_first_token_seconds_bucket{model_name="qwen"})`:       23,
+		`sum(vllm:num_requests_running{model_name="qwen"})`:                         7,
+		`sum(vllm:num_requests_waiting)`:                                            3,
+		`sum(vllm:num_requests_waiting_by_reason{reason="capacity"})`:               3,
+		`max(vllm:kv_cache_usage_perc)`:                                             0.4123046875,
+		`sum(vllm:request_success_total)`:                                           1530,
+		`sum(vllm:time_to_first_token_seconds_count)`:                               1536,
+		`sum(vllm:time_to_first_token_seconds_bucket{le="0.5"})`:                    1285,
+		`sum(vllm:time_to_first_token_seconds_bucket{le="1.0"})`:                    1454,
+		`sum(vllm:e2e_request_latency_seconds_count)`:                               1530,
+		`sum(vllm:prompt_tokens_total)`:                                             1241454,
+		`count(vllm:time_to_first_token_seconds_bucket{model_name="qwen"})`:         23,
 		`sum(vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="qwen"})`: 1536,
 	} {
 		got := eval(q)

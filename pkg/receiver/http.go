@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"compress/gzip"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -101,15 +102,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	var out []byte
 	if ct == contentTypeJSON {
-		resp := pmetricotlp.NewExportResponse()
-		if res.rejected > 0 || res.message != "" {
-			resp.PartialSuccess().SetRejectedDataPoints(res.rejected)
-			resp.PartialSuccess().SetErrorMessage(res.message)
-		}
-		if out, err = resp.MarshalJSON(); err != nil {
-			r.httpError(w, ct, http.StatusInternalServerError, code.Code_INTERNAL, "encode response: "+err.Error())
-			return
-		}
+		out = encodeResponseJSON(res)
 	} else {
 		out = encodeResponse(res)
 	}
@@ -117,6 +110,22 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Content-Type", ct)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
+}
+
+// encodeResponseJSON encodes an ExportMetricsServiceResponse in OTLP JSON:
+// "{}" on full success (pdata would write an empty partialSuccess).
+func encodeResponseJSON(res result) []byte {
+	if res.rejected == 0 && res.message == "" {
+		return []byte("{}")
+	}
+	type partial struct {
+		RejectedDataPoints string `json:"rejectedDataPoints"`
+		ErrorMessage       string `json:"errorMessage"`
+	}
+	out, _ := json.Marshal(struct {
+		PartialSuccess partial `json:"partialSuccess"`
+	}{partial{strconv.FormatInt(res.rejected, 10), res.message}})
+	return out
 }
 
 // readLimited reads at most limit bytes, failing with errTooLarge beyond,

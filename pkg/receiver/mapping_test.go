@@ -8,10 +8,10 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
-	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -51,9 +51,9 @@ func TestGolden(t *testing.T) {
 			sum("vllm.num_requests_running", "", false, cumulative, dpI(nil, tsNs(10), -2)),
 		)),
 		want: map[string][]sampleBits{
-			ser("requests_count_total"):                             {sb(tsMs(10), 5)},
-			ser("vllm:prompt_tokens_total", "model_name", "qwen"):   {sb(tsMs(10), 1241454)},
-			ser("vllm_num_requests_running"):                        {sb(tsMs(10), -2)},
+			ser("requests_count_total"):                           {sb(tsMs(10), 5)},
+			ser("vllm:prompt_tokens_total", "model_name", "qwen"): {sb(tsMs(10), 1241454)},
+			ser("vllm_num_requests_running"):                      {sb(tsMs(10), -2)},
 		},
 		// vllm:prompt_tokens (trim_metric_suffixes) maps onto the same
 		// series at the same time with another value.
@@ -143,10 +143,10 @@ func TestGolden(t *testing.T) {
 			hist("dh", "", delta, hdp(nil, tsNs(10), []float64{1}, []uint64{1, 2}, nil)),
 		)),
 		want: map[string][]sampleBits{
-			ser("d_total"):                {sb(tsMs(10), 1), sb(tsMs(5), 2)},
+			ser("d_total"):                 {sb(tsMs(10), 1), sb(tsMs(5), 2)},
 			ser("dh_bucket", "le", "1.0"):  {sb(tsMs(10), 1)},
 			ser("dh_bucket", "le", "+Inf"): {sb(tsMs(10), 3)},
-			ser("dh_count"):               {sb(tsMs(10), 3)},
+			ser("dh_count"):                {sb(tsMs(10), 3)},
 		},
 	}, {
 		name: "unknown_type_rest_stored",
