@@ -213,39 +213,28 @@ func (b *batch) Resource(attrs []otlpwire.KeyValue) {
 	b.resBad = reasonNone
 	b.resSorted, b.resHash = b.hashAttrs(attrs, b.resSorted, &b.resArena)
 
-	get := func(key string) ([]byte, bool) {
-		for i := range b.resSorted {
-			if string(b.resSorted[i].Key) == key {
-				v := b.valueString(&b.resSorted[i].Value, &b.resArena)
-				return v, true
-			}
-		}
-		return nil, false
-	}
-	// b.resSorted holds attrs sorted stably by key, so get finds the first
-	// occurrence of a key, as pcommon.Map.Get does.
-	if name, ok := get("service.name"); ok {
+	if name, ok := b.resGet("service.name"); ok {
 		job := name
-		if ns, ok := get("service.namespace"); ok {
+		if ns, ok := b.resGet("service.namespace"); ok {
 			start := len(b.resArena)
 			b.resArena = append(b.resArena, ns...)
 			b.resArena = append(b.resArena, '/')
 			b.resArena = append(b.resArena, name...)
 			job = b.resArena[start:]
 		}
-		b.resSet = append(b.resSet, slabel{name: []byte("job"), value: job})
+		b.resSet = append(b.resSet, slabel{name: nameJob, value: job})
 	}
-	if v, ok := get("service.instance.id"); ok {
-		b.resSet = append(b.resSet, slabel{name: []byte("instance"), value: v})
+	if v, ok := b.resGet("service.instance.id"); ok {
+		b.resSet = append(b.resSet, slabel{name: nameInstance, value: v})
 	}
 	for _, p := range k8sPromoted {
-		if v, ok := get(p.attr); ok {
-			b.resAdd = append(b.resAdd, slabel{name: []byte(p.label), value: v})
+		if v, ok := b.resGet(p.attr); ok {
+			b.resAdd = append(b.resAdd, slabel{name: unsafeBytes(p.label), value: v})
 		}
 	}
 	for i, attr := range b.r.cfg.PromoteResourceAttributes {
-		if v, ok := get(attr); ok {
-			b.resAdd = append(b.resAdd, slabel{name: []byte(b.r.promotedNames[i]), value: v})
+		if v, ok := b.resGet(attr); ok {
+			b.resAdd = append(b.resAdd, slabel{name: unsafeBytes(b.r.promotedNames[i]), value: v})
 		}
 	}
 	for _, l := range b.resSet {
@@ -258,6 +247,17 @@ func (b *batch) Resource(attrs []otlpwire.KeyValue) {
 			b.resBad = reasonInvalidUTF8
 		}
 	}
+}
+
+// resGet renders the first resource attribute named key (as
+// pcommon.Map.Get finds it); b.resSorted is sorted stably by key.
+func (b *batch) resGet(key string) ([]byte, bool) {
+	for i := range b.resSorted {
+		if string(b.resSorted[i].Key) == key {
+			return b.valueString(&b.resSorted[i].Value, &b.resArena), true
+		}
+	}
+	return nil, false
 }
 
 // hashAttrs hashes attributes in key order (stable, so duplicates keep
@@ -279,6 +279,11 @@ func (b *batch) hashAttrs(attrs, dst []otlpwire.KeyValue, arena *[]byte) ([]otlp
 	}
 	return dst, d.Sum64()
 }
+
+var (
+	nameJob      = []byte("job")
+	nameInstance = []byte("instance")
+)
 
 // Separators in identity hashes: bytes that never occur in valid UTF-8.
 var (

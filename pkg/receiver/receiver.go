@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -111,7 +110,10 @@ type Receiver struct {
 
 	draining      atomic.Bool
 	inflightBytes atomic.Int64
-	batches       sync.Pool // *batch
+	// batches is a free list of per-request scratch. A bounded channel,
+	// not a sync.Pool: a pool is emptied by every GC, and each batch
+	// carries name caches whose rebuild would cost allocations.
+	batches chan *batch
 }
 
 // New returns a receiver appending to st.
@@ -140,7 +142,7 @@ func New(st *store.Store, cfg Config, set Settings) *Receiver {
 		}
 		r.promotedNames = append(r.promotedNames, n)
 	}
-	r.batches.New = func() any { return newBatch() }
+	r.batches = make(chan *batch, cfg.MaxInFlight)
 	return r
 }
 
@@ -197,9 +199,8 @@ type result struct {
 
 // ingestProto walks an encoded ExportMetricsServiceRequest into the store.
 func (r *Receiver) ingestProto(buf []byte) (result, error) {
-	b := r.batches.Get().(*batch)
-	defer r.batches.Put(b)
-	b.reset(r)
+	b := r.getBatch()
+	defer r.putBatch(b)
 	start := time.Now()
 	err := b.walker.Walk(buf, b)
 	r.m.decode.WithLabelValues("protobuf").Observe(time.Since(start).Seconds())
@@ -211,11 +212,28 @@ func (r *Receiver) ingestProto(buf []byte) (result, error) {
 
 // ingestPdata maps decoded pdata metrics into the store.
 func (r *Receiver) ingestPdata(md pmetric.Metrics) result {
-	b := r.batches.Get().(*batch)
-	defer r.batches.Put(b)
-	b.reset(r)
+	b := r.getBatch()
+	defer r.putBatch(b)
 	walkPdata(md, b, &b.pd)
 	return r.finish(b)
+}
+
+func (r *Receiver) getBatch() *batch {
+	var b *batch
+	select {
+	case b = <-r.batches:
+	default:
+		b = newBatch()
+	}
+	b.reset(r)
+	return b
+}
+
+func (r *Receiver) putBatch(b *batch) {
+	select {
+	case r.batches <- b:
+	default:
+	}
 }
 
 // finish publishes a request's counters and notifies subscribers.

@@ -158,6 +158,7 @@ type Walker struct {
 	resAttrs   []KeyValue
 	scopeAttrs []KeyValue
 	pt         Point
+	m          Metric
 }
 
 // Walk decodes buf, an encoded ExportMetricsServiceRequest, and hands its
@@ -768,7 +769,10 @@ func (w *Walker) scope(b, name, version []byte) ([]byte, []byte, error) {
 }
 
 func (w *Walker) metric(b []byte) error {
-	var m Metric
+	// The Metric lives in the Walker: a local would escape through the
+	// Handler interface and cost an allocation per metric.
+	m := &w.m
+	*m = Metric{}
 	var data []byte
 	for pos := 0; pos < len(b); {
 		num, wt, p, err := consumeTag(b, pos)
@@ -816,10 +820,10 @@ func (w *Walker) metric(b []byte) error {
 		return nil
 	}
 	if m.Type == TypeEmpty {
-		w.h.Metric(&m, 0)
+		w.h.Metric(m, 0)
 		return nil
 	}
-	return w.data(data, m.Type, &m)
+	return w.data(data, m.Type, m)
 }
 
 func metricType(field int32) MetricType {
