@@ -106,9 +106,12 @@ type nameEntry struct {
 }
 
 // slabel is a label under construction. name and value alias the request,
-// a cache or the batch arena; key is the original attribute key.
+// a cache or the batch arena. ki is the index of the attribute it came
+// from (point labels) or, for resource labels, 1 when it overwrites a
+// point label of the same name and 0 when it is added only if absent.
 type slabel struct {
-	name, value, key []byte
+	name, value []byte
+	ki          int32
 }
 
 // batch is the per-request state of ingest and the otlpwire.Handler that
@@ -128,8 +131,7 @@ type batch struct {
 	resDigest  xxhash.Digest
 	resHash    uint64
 	resBad     reason
-	resSet     []slabel // job, instance: overwrite point labels
-	resAdd     []slabel // namespace, pod, deployment, configured: only if absent
+	resLbls    []slabel // sorted by name; ki 1 = overwrite (job, instance)
 	resArena   []byte
 	resSorted  []otlpwire.KeyValue
 	scopeSort  []otlpwire.KeyValue
@@ -145,10 +147,15 @@ type batch struct {
 	otlpName []byte
 	touched  [numVariants]bool
 
-	// Point scratch.
-	lbls    []slabel
-	arena   []byte
-	digest  xxhash.Digest
+	// Point scratch. lbls is the point's final sorted label set without
+	// __name__; hbuf holds the same labels flattened for hashing, then the
+	// resource and scope hashes; each series appends its name to it.
+	attrLbls []slabel
+	lbls     []slabel
+	hbuf     []byte
+	hlen     int
+	arena    []byte
+	digest   xxhash.Digest
 	builder labels.ScratchBuilder
 	key     []byte
 
@@ -209,10 +216,9 @@ var k8sPromoted = [...]struct{ attr, label string }{
 // Resource implements otlpwire.Handler.
 func (b *batch) Resource(attrs []otlpwire.KeyValue) {
 	b.resArena = b.resArena[:0]
-	b.resSet, b.resAdd = b.resSet[:0], b.resAdd[:0]
+	b.resLbls = b.resLbls[:0]
 	b.resBad = reasonNone
 	b.resSorted, b.resHash = b.hashAttrs(attrs, b.resSorted, &b.resArena)
-
 	if name, ok := b.resGet("service.name"); ok {
 		job := name
 		if ns, ok := b.resGet("service.namespace"); ok {
@@ -222,30 +228,37 @@ func (b *batch) Resource(attrs []otlpwire.KeyValue) {
 			b.resArena = append(b.resArena, name...)
 			job = b.resArena[start:]
 		}
-		b.resSet = append(b.resSet, slabel{name: nameJob, value: job})
+		b.addResLabel(slabel{name: nameJob, value: job, ki: 1})
 	}
 	if v, ok := b.resGet("service.instance.id"); ok {
-		b.resSet = append(b.resSet, slabel{name: nameInstance, value: v})
+		b.addResLabel(slabel{name: nameInstance, value: v, ki: 1})
 	}
 	for _, p := range k8sPromoted {
 		if v, ok := b.resGet(p.attr); ok {
-			b.resAdd = append(b.resAdd, slabel{name: unsafeBytes(p.label), value: v})
+			b.addResLabel(slabel{name: unsafeBytes(p.label), value: v})
 		}
 	}
 	for i, attr := range b.r.cfg.PromoteResourceAttributes {
+		if b.r.promotedNames[i] == "" {
+			continue
+		}
 		if v, ok := b.resGet(attr); ok {
-			b.resAdd = append(b.resAdd, slabel{name: unsafeBytes(b.r.promotedNames[i]), value: v})
+			b.addResLabel(slabel{name: unsafeBytes(b.r.promotedNames[i]), value: v})
 		}
 	}
-	for _, l := range b.resSet {
+	for _, l := range b.resLbls {
 		if !utf8.Valid(l.value) {
 			b.resBad = reasonInvalidUTF8
 		}
 	}
-	for _, l := range b.resAdd {
-		if !utf8.Valid(l.value) {
-			b.resBad = reasonInvalidUTF8
-		}
+}
+
+// addResLabel inserts l into the sorted b.resLbls; the first label of a
+// name wins (job and instance come first).
+func (b *batch) addResLabel(l slabel) {
+	i, found := slices.BinarySearchFunc(b.resLbls, l.name, func(x slabel, n []byte) int { return bytes.Compare(x.name, n) })
+	if !found {
+		b.resLbls = slices.Insert(b.resLbls, i, l)
 	}
 }
 
@@ -482,22 +495,13 @@ func (b *batch) point(p *otlpwire.Point) reason {
 			return r
 		}
 	}
-	b.lbls = b.lbls[:0]
 	b.arena = b.arena[:0]
 	if r := b.pointLabels(p.Attrs); r != reasonNone {
 		return r
 	}
-	// The identity digest of the point's labels; each series forks it and
-	// adds its name (and le or quantile).
-	d := &b.digest
-	d.Reset()
-	for i := range b.lbls {
-		_, _ = d.Write(b.lbls[i].name)
-		_, _ = d.Write(sepFF)
-		_, _ = d.Write(b.lbls[i].value)
-		_, _ = d.Write(sepFE)
-	}
-	_, _ = d.Write(b.idSuffix[:])
+	// hbuf now holds the labels; the identity adds the resource and scope.
+	b.hbuf = append(b.hbuf, b.idSuffix[:]...)
+	b.hlen = len(b.hbuf)
 	staleV := math.Float64frombits(value.StaleNaN)
 	switch b.kind {
 	case kindGauge, kindCounter:
@@ -627,13 +631,13 @@ var infLE = []byte("+Inf")
 // creates a series.
 func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool) reason {
 	name := b.names.names[variant]
-	d := b.digest // fork the point's digest
-	_, _ = d.WriteString(name)
+	h := append(b.hbuf[:b.hlen], name...)
 	if extra != nil {
-		_, _ = d.Write(sepFD)
-		_, _ = d.Write(extra)
+		h = append(h, 0xfd)
+		h = append(h, extra...)
 	}
-	id := d.Sum64()
+	b.hbuf = h
+	id := xxhash.Sum64(h)
 	ref, ok := b.st.Lookup(id)
 	if !ok {
 		if stale {
@@ -698,11 +702,14 @@ func appendReason(err error) reason {
 // --- labels ---
 
 // pointLabels fills b.lbls with the point's sorted label set without
-// __name__ (§8): sanitised attribute names, colliding names joined with
-// ";" in key order, empty values dropped, job/instance overwriting,
-// promoted resource attributes added when absent, limits checked.
+// __name__ (§8), and b.hbuf with the same labels flattened for hashing:
+// sanitised attribute names, colliding names joined with ";" in key
+// order, job/instance overwriting, promoted resource attributes added when
+// absent, empty values dropped, limits checked. It is one sort of the
+// point's attributes and one merge with the resource's sorted labels.
 func (b *batch) pointLabels(attrs []otlpwire.KeyValue) reason {
 	cfg := &b.r.cfg
+	al := b.attrLbls[:0]
 	for i := range attrs {
 		kv := &attrs[i]
 		if !utf8.Valid(kv.Key) {
@@ -721,81 +728,89 @@ func (b *batch) pointLabels(attrs []otlpwire.KeyValue) reason {
 		if kv.Value.Kind == otlpwire.KindStr && !utf8.Valid(val) {
 			return reasonInvalidUTF8
 		}
-		b.lbls = append(b.lbls, slabel{name: name, value: val, key: kv.Key})
+		al = append(al, slabel{name: name, value: val, ki: int32(i)})
 	}
-	if len(b.lbls) > 1 {
-		slices.SortFunc(b.lbls, func(x, y slabel) int {
-			if c := bytes.Compare(x.name, y.name); c != 0 {
-				return c
+	b.attrLbls = al
+	if len(al) <= 16 {
+		// Insertion sort by name, then original key: a handful of labels.
+		for i := 1; i < len(al); i++ {
+			for j := i; j > 0 && labelLess(&al[j], &al[j-1], attrs); j-- {
+				al[j], al[j-1] = al[j-1], al[j]
 			}
-			return bytes.Compare(x.key, y.key)
+		}
+	} else {
+		slices.SortFunc(al, func(x, y slabel) int {
+			if labelLess(&x, &y, attrs) {
+				return -1
+			}
+			if labelLess(&y, &x, attrs) {
+				return 1
+			}
+			return 0
 		})
-		// Join colliding names; the same key twice is an error.
-		out := b.lbls[:1]
-		for _, l := range b.lbls[1:] {
-			last := &out[len(out)-1]
-			if !bytes.Equal(l.name, last.name) {
-				out = append(out, l)
-				continue
-			}
-			if bytes.Equal(l.key, last.key) {
+	}
+	out, res, hb := b.lbls[:0], b.resLbls, b.hbuf[:0]
+	emit := func(out []slabel, hb []byte, name, val []byte) ([]slabel, []byte) {
+		if len(val) == 0 {
+			return out, hb
+		}
+		out = append(out, slabel{name: name, value: val})
+		hb = append(hb, name...)
+		hb = append(hb, 0xff)
+		hb = append(hb, val...)
+		return out, append(hb, 0xfe)
+	}
+	j := 0
+	for i := 0; i < len(al); {
+		name, val := al[i].name, al[i].value
+		k := i + 1
+		for ; k < len(al) && bytes.Equal(al[k].name, name); k++ {
+			if bytes.Equal(attrs[al[k].ki].Key, attrs[al[k-1].ki].Key) {
 				return reasonDuplicateLabel
 			}
 			start := len(b.arena)
-			b.arena = append(b.arena, last.value...)
+			b.arena = append(b.arena, val...)
 			b.arena = append(b.arena, ';')
-			b.arena = append(b.arena, l.value...)
-			last.value = b.arena[start:]
+			b.arena = append(b.arena, al[k].value...)
+			val = b.arena[start:]
 		}
-		b.lbls = out
-	}
-	// Drop empty values (Prometheus drops empty labels).
-	out := b.lbls[:0]
-	for _, l := range b.lbls {
-		if len(l.value) > 0 {
-			out = append(out, l)
+		i = k
+		for ; j < len(res) && bytes.Compare(res[j].name, name) < 0; j++ {
+			out, hb = emit(out, hb, res[j].name, res[j].value)
 		}
+		if j < len(res) && bytes.Equal(res[j].name, name) {
+			if res[j].ki == 1 {
+				val = res[j].value
+			}
+			j++
+		}
+		out, hb = emit(out, hb, name, val)
 	}
-	b.lbls = out
-	if len(b.lbls) > cfg.MaxLabelsPerSeries {
+	for ; j < len(res); j++ {
+		out, hb = emit(out, hb, res[j].name, res[j].value)
+	}
+	b.lbls, b.hbuf = out, hb
+	if len(out) > cfg.MaxLabelsPerSeries {
 		return reasonTooManyLabels
 	}
-	for _, l := range b.resSet {
-		b.setLabel(l, true)
-	}
-	for _, l := range b.resAdd {
-		b.setLabel(l, false)
-	}
-	if len(b.lbls) > cfg.MaxLabelsPerSeries {
-		return reasonTooManyLabels
-	}
-	for _, l := range b.lbls {
-		if len(l.name) > cfg.MaxLabelNameLength {
+	for i := range out {
+		if len(out[i].name) > cfg.MaxLabelNameLength {
 			return reasonLabelNameTooLong
 		}
-		if len(l.value) > cfg.MaxLabelValueLength {
+		if len(out[i].value) > cfg.MaxLabelValueLength {
 			return reasonLabelValueTooLong
 		}
 	}
 	return reasonNone
 }
 
-// setLabel inserts l into the sorted b.lbls, replacing an existing value
-// only when overwrite is set. An empty value removes nothing and adds
-// nothing unless it overwrites.
-func (b *batch) setLabel(l slabel, overwrite bool) {
-	i, found := slices.BinarySearchFunc(b.lbls, l.name, func(x slabel, n []byte) int { return bytes.Compare(x.name, n) })
-	switch {
-	case found && overwrite:
-		if len(l.value) == 0 {
-			b.lbls = slices.Delete(b.lbls, i, i+1)
-			return
-		}
-		b.lbls[i].value = l.value
-	case found:
-	case len(l.value) > 0:
-		b.lbls = slices.Insert(b.lbls, i, l)
+// labelLess orders point labels by sanitised name, then by original key,
+// so colliding names join in key order (Prometheus sorts by key first).
+func labelLess(x, y *slabel, attrs []otlpwire.KeyValue) bool {
+	if c := bytes.Compare(x.name, y.name); c != 0 {
+		return c < 0
 	}
+	return bytes.Compare(attrs[x.ki].Key, attrs[y.ki].Key) < 0
 }
 
 // labelName sanitises an attribute key (§8.1). Keys that are already valid
