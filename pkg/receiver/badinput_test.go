@@ -30,7 +30,7 @@ func baseline() *colmetricpb.ExportMetricsServiceRequest {
 	))
 }
 
-func mustMarshal(t *testing.T, m proto.Message) []byte {
+func mustMarshal(t testing.TB, m proto.Message) []byte {
 	t.Helper()
 	b, err := proto.Marshal(m)
 	require.NoError(t, err)

@@ -34,7 +34,7 @@ const fixturePath = "testdata/vllm-metrics-sample.prom"
 // values as doubles, and each family's _created sample as the start time.
 // The _created gauges are also sent as gauges, as a text 0.0.4 scrape
 // (which this fixture is) delivers them (otlp-contract.md §12.4).
-func promToOTLP(t *testing.T, path string, ts uint64) (*colmetricpb.ExportMetricsServiceRequest, map[string]*dto.MetricFamily) {
+func promToOTLP(t testing.TB, path string, ts uint64) (*colmetricpb.ExportMetricsServiceRequest, map[string]*dto.MetricFamily) {
 	t.Helper()
 	f, err := os.Open(path)
 	require.NoError(t, err)

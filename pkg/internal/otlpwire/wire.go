@@ -33,9 +33,9 @@ import (
 var (
 	// ErrMalformed matches every decode error.
 	ErrMalformed = errors.New("malformed OTLP protobuf")
-	// errTooDeep limits AnyValue nesting so hostile input cannot exhaust the
+	// ErrTooDeep limits AnyValue nesting so hostile input cannot exhaust the
 	// stack (a Go stack overflow is fatal, not a recoverable panic).
-	errTooDeep = errors.New("attribute value nested too deeply")
+	ErrTooDeep = errors.New("attribute value nested too deeply")
 )
 
 // MaxValueDepth is the deepest AnyValue nesting (arrays and maps inside
@@ -535,7 +535,7 @@ func keyValue(b []byte, kv *KeyValue, depth int) error {
 
 func anyValue(b []byte, v *AnyValue, depth int) error {
 	if depth > MaxValueDepth {
-		return errTooDeep
+		return ErrTooDeep
 	}
 	for pos := 0; pos < len(b); {
 		num, wt, p, err := consumeTag(b, pos)
