@@ -3,6 +3,7 @@ package receiver
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"math"
 	"slices"
@@ -153,7 +154,6 @@ type batch struct {
 	attrLbls []slabel
 	lbls     []slabel
 	hbuf     []byte
-	hlen     int
 	arena    []byte
 	digest   xxhash.Digest
 	builder labels.ScratchBuilder
@@ -162,6 +162,17 @@ type batch struct {
 	// Caches, bounded, per batch so they need no lock.
 	nameCache  map[string]*nameEntry
 	labelCache map[string]string
+	// pointCache memoises the label pipeline: a hash of the point's raw
+	// attributes in their context (resource, scope, metric kind) maps to
+	// the hash of the resulting label set, or to the rejection it causes.
+	// A repeat point then costs one hash and one map lookup instead of
+	// sanitising, sorting and merging its labels. A 64-bit collision is
+	// the same risk class as the 64-bit series identity the store keys on.
+	pointCache map[uint64]pointEntry
+	curAttrs   []otlpwire.KeyValue
+	built      bool   // b.lbls holds the current point's labels
+	base       uint64 // hash of the current point's labels and context
+	kbuf, ibuf []byte
 
 	// Request results.
 	touchedIDs []uint32
@@ -173,10 +184,20 @@ type batch struct {
 	total      int
 }
 
+// pointCacheSize bounds pointCache: about 40 B per entry, so 650 KB per
+// batch at most.
+const pointCacheSize = 1 << 14
+
+type pointEntry struct {
+	base   uint64
+	reject reason
+}
+
 func newBatch() *batch {
 	return &batch{
 		nameCache:  make(map[string]*nameEntry),
 		labelCache: make(map[string]string),
+		pointCache: make(map[uint64]pointEntry),
 	}
 }
 
@@ -496,12 +517,28 @@ func (b *batch) point(p *otlpwire.Point) reason {
 		}
 	}
 	b.arena = b.arena[:0]
-	if r := b.pointLabels(p.Attrs); r != reasonNone {
-		return r
+	b.curAttrs, b.built = p.Attrs, false
+	key := b.attrKey(p.Attrs)
+	e, ok := b.pointCache[key]
+	if !ok {
+		if e.reject = b.pointLabels(p.Attrs); e.reject == reasonNone {
+			b.built = true
+			// hbuf holds the labels; the identity adds resource and scope.
+			b.hbuf = append(b.hbuf, b.idSuffix[:]...)
+			e.base = xxhash.Sum64(b.hbuf)
+		}
+		if len(b.pointCache) >= pointCacheSize {
+			clear(b.pointCache)
+		}
+		b.pointCache[key] = e
 	}
-	// hbuf now holds the labels; the identity adds the resource and scope.
-	b.hbuf = append(b.hbuf, b.idSuffix[:]...)
-	b.hlen = len(b.hbuf)
+	if e.reject != reasonNone {
+		if !b.built {
+			b.pointLabels(p.Attrs) // for the example in the message
+		}
+		return e.reject
+	}
+	b.base = e.base
 	staleV := math.Float64frombits(value.StaleNaN)
 	switch b.kind {
 	case kindGauge, kindCounter:
@@ -631,17 +668,22 @@ var infLE = []byte("+Inf")
 // creates a series.
 func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool) reason {
 	name := b.names.names[variant]
-	h := append(b.hbuf[:b.hlen], name...)
+	h := binary.LittleEndian.AppendUint64(b.ibuf[:0], b.base)
+	h = append(h, name...)
 	if extra != nil {
 		h = append(h, 0xfd)
 		h = append(h, extra...)
 	}
-	b.hbuf = h
+	b.ibuf = h
 	id := xxhash.Sum64(h)
 	ref, ok := b.st.Lookup(id)
 	if !ok {
 		if stale {
 			return reasonNone
+		}
+		if !b.built {
+			b.pointLabels(b.curAttrs) // succeeds: it did when cached
+			b.built = true
 		}
 		var err error
 		ref, err = b.st.Create(id, b.buildLabels(name, extra))
@@ -701,6 +743,40 @@ func appendReason(err error) reason {
 
 // --- labels ---
 
+// attrKey hashes a point's attributes as decoded (length-prefixed keys,
+// value kinds and values) with the context the label pipeline depends on:
+// the resource (its labels), the scope (identity) and the metric kind
+// (which drops le or quantile).
+func (b *batch) attrKey(attrs []otlpwire.KeyValue) uint64 {
+	k := append(b.kbuf[:0], byte(b.kind))
+	k = binary.LittleEndian.AppendUint64(k, b.resHash)
+	k = binary.LittleEndian.AppendUint64(k, b.scopeHash)
+	for i := range attrs {
+		kv := &attrs[i]
+		k = binary.LittleEndian.AppendUint32(k, uint32(len(kv.Key)))
+		k = append(k, kv.Key...)
+		k = append(k, byte(kv.Value.Kind))
+		switch kv.Value.Kind {
+		case otlpwire.KindInt:
+			k = binary.LittleEndian.AppendUint64(k, uint64(kv.Value.Int))
+		case otlpwire.KindDouble:
+			k = binary.LittleEndian.AppendUint64(k, math.Float64bits(kv.Value.Double))
+		case otlpwire.KindBool:
+			if kv.Value.Bool {
+				k = append(k, 1)
+			} else {
+				k = append(k, 0)
+			}
+		case otlpwire.KindEmpty:
+		default:
+			k = binary.LittleEndian.AppendUint32(k, uint32(len(kv.Value.Str)))
+			k = append(k, kv.Value.Str...)
+		}
+	}
+	b.kbuf = k
+	return xxhash.Sum64(k)
+}
+
 // pointLabels fills b.lbls with the point's sorted label set without
 // __name__ (§8), and b.hbuf with the same labels flattened for hashing:
 // sanitised attribute names, colliding names joined with ";" in key
@@ -709,6 +785,7 @@ func appendReason(err error) reason {
 // point's attributes and one merge with the resource's sorted labels.
 func (b *batch) pointLabels(attrs []otlpwire.KeyValue) reason {
 	cfg := &b.r.cfg
+	b.lbls = b.lbls[:0]
 	al := b.attrLbls[:0]
 	for i := range attrs {
 		kv := &attrs[i]
