@@ -1,7 +1,9 @@
 package receiver
 
 import (
+	"flag"
 	"fmt"
+	"math"
 	"syscall"
 	"testing"
 	"time"
@@ -163,4 +165,45 @@ func seriesLabel(n int) string {
 		return fmt.Sprintf("%dM", n/1_000_000)
 	}
 	return fmt.Sprintf("%dk", n/1000)
+}
+
+// TestIngestGates is the per-change gate of performance.md T1a, measured
+// in the same run with testing.Benchmark and never on absolute time:
+// impl=wire allocates nothing per request (so nothing per point), and
+// pdata (decode + the same mapping and store) costs at least 2.0× the
+// process CPU time of the wire walker. Rounds are interleaved and the
+// minimum of each is compared, so a burst of load on the shared machine
+// hurts both sides alike. Skipped under -race, which distorts timing.
+func TestIngestGates(t *testing.T) {
+	if raceEnabled {
+		t.Skip("timing ratios are meaningless under -race")
+	}
+	bt := flag.Lookup("test.benchtime")
+	old := bt.Value.String()
+	require.NoError(t, bt.Value.Set("60x"))
+	t.Cleanup(func() { _ = bt.Value.Set(old) })
+
+	ib := newIngestBench(t, 10_000)
+	bench := func(impl string) testing.BenchmarkResult {
+		return testing.Benchmark(func(b *testing.B) {
+			b.ReportAllocs()
+			cpu0 := processCPU()
+			for b.Loop() {
+				ib.run(b, impl)
+			}
+			b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N*1000), "cpu-ns/dp")
+		})
+	}
+	const rounds = 5
+	minWire, minPdata := math.Inf(1), math.Inf(1)
+	for range rounds {
+		w := bench("wire")
+		require.Zero(t, w.AllocsPerOp(), "impl=wire must not allocate")
+		p := bench("pdata")
+		minWire = min(minWire, w.Extra["cpu-ns/dp"])
+		minPdata = min(minPdata, p.Extra["cpu-ns/dp"])
+	}
+	ratio := minPdata / minWire
+	t.Logf("cpu-ns/dp: wire %.0f, pdata %.0f, pdata/wire %.2f", minWire, minPdata, ratio)
+	require.GreaterOrEqual(t, ratio, 2.0, "pdata/wire CPU ratio")
 }
