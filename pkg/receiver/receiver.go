@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/otlptranslator"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	_ "google.golang.org/grpc/encoding/gzip" // collectors compress with gzip by default
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -54,6 +55,10 @@ type Config struct {
 	// MaxInFlightBytes caps the bytes of concurrently processed Exports.
 	// Default 4 × MaxRecvSize.
 	MaxInFlightBytes int64
+	// ReferenceDecoder decodes protobuf requests with pdata instead of the
+	// wire walker (same mapping and store). It is the same-run baseline of
+	// the load test and a diagnosis switch, not for production.
+	ReferenceDecoder bool
 }
 
 func (c Config) withDefaults() Config {
@@ -199,6 +204,13 @@ type result struct {
 
 // ingestProto walks an encoded ExportMetricsServiceRequest into the store.
 func (r *Receiver) ingestProto(buf []byte) (result, error) {
+	if r.cfg.ReferenceDecoder {
+		er := pmetricotlp.NewExportRequest()
+		if err := er.UnmarshalProto(buf); err != nil {
+			return result{}, err
+		}
+		return r.ingestPdata(er.Metrics()), nil
+	}
 	b := r.getBatch()
 	defer r.putBatch(b)
 	start := time.Now()
