@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -41,13 +42,40 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	return protoCodec.Marshal(v)
 }
 
-// Unmarshal implements encoding.CodecV2.
+// Unmarshal implements encoding.CodecV2. RawBytes are copied into a
+// pooled buffer (grpc-go frees data after Unmarshal); the Export handler
+// returns it to the pool when the request is done.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if b, ok := v.(*RawBytes); ok {
-		*b = data.Materialize()
+		buf := getBuf(data.Len())
+		for _, d := range data {
+			buf = append(buf, d.ReadOnlyData()...)
+		}
+		*b = buf
 		return nil
 	}
 	return protoCodec.Unmarshal(data, v)
+}
+
+// maxPooledBuf is the largest request buffer kept for reuse; rarer,
+// bigger requests are left to the GC so the pool never pins 64 MiB.
+const maxPooledBuf = 4 << 20
+
+var bufPool sync.Pool // *[]byte
+
+func getBuf(n int) []byte {
+	if n <= maxPooledBuf {
+		if p, ok := bufPool.Get().(*[]byte); ok && cap(*p) >= n {
+			return (*p)[:0]
+		}
+	}
+	return make([]byte, 0, n)
+}
+
+func putBuf(b []byte) {
+	if cap(b) > 0 && cap(b) <= maxPooledBuf {
+		bufPool.Put(&b)
+	}
 }
 
 // Name implements encoding.CodecV2.
@@ -97,6 +125,7 @@ func (r *Receiver) exportRaw(_ context.Context, in RawBytes) (out *RawBytes, err
 	}
 	r.m.bytes.WithLabelValues("grpc", "protobuf").Add(float64(n))
 	res, err := r.ingestProto(in)
+	putBuf(in) // nothing retains the request bytes past ingestProto
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "decode OTLP ExportMetricsServiceRequest: %v", err)
 	}
