@@ -9,7 +9,7 @@ COUNT    ?= 6
 PKGS     ?= ./...
 LINT      = $(GO) tool -modfile=test/lint/go.mod golangci-lint
 
-.PHONY: all build run test test-short bench lint fmt vet tidy clean help
+.PHONY: all build run test test-short bench load lint fmt vet tidy clean help
 
 all: build
 
@@ -31,6 +31,10 @@ test-short: ## Tests with -short (skips the heavy ones).
 
 bench: ## Every benchmark, -cpu 2, into bench.txt.
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 2 -count $(COUNT) $(PKGS) | tee bench.txt
+
+LOAD_ARGS ?=
+load: ## Loopback OTLP load test: points per server CPU-second, wire vs pdata baseline (bounded).
+	$(GO) run ./test/load $(LOAD_ARGS)
 
 lint: ## golangci-lint, pinned in test/lint/go.mod.
 	$(LINT) run ./...

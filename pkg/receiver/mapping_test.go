@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"context"
 	"math"
 	"strconv"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -296,4 +298,44 @@ func TestInstrumentationLibraryMetrics(t *testing.T) {
 			assert.Equal(t, tc.want, keys(dump(f2.st)))
 		})
 	}
+}
+
+// TestIdentityIncludesResource checks §14 item 25: two resources that
+// differ only in an attribute that is not promoted, with identical points
+// and instance="localhost:8000", give two series, both counted by sum.
+func TestIdentityIncludesResource(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{}, store.Config{})
+	res := func(uid string) []*commonpb.KeyValue {
+		return []*commonpb.KeyValue{kv("service.name", "vllm"), kv("service.instance.id", "localhost:8000"), kv("k8s.pod.uid", uid)}
+	}
+	r := f.export(t, req(
+		rm(res("a"), gauge("vllm:num_requests_waiting", "", dpD(attrs("model_name", "m"), tsNs(10), 3))),
+		rm(res("b"), gauge("vllm:num_requests_waiting", "", dpD(attrs("model_name", "m"), tsNs(10), 4))),
+	))
+	require.Zero(t, r.rejected, r.message)
+	assert.Equal(t, 2, f.st.NumSeries())
+	plan, err := query.NewEngine(f.st).Query(`sum(vllm:num_requests_waiting{instance="localhost:8000"})`, query.Options{})
+	require.NoError(t, err)
+	out, err := plan.Eval(context.Background(), testNow.UnixMilli())
+	require.NoError(t, err)
+	require.Len(t, out.Vector, 1)
+	assert.Equal(t, 7.0, out.Vector[0].F)
+}
+
+// TestNonFiniteValues checks §7 and §14 item 32: NaN, ±Inf and the
+// StaleNaN bit pattern are stored bit-exact and counted.
+func TestNonFiniteValues(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{}, store.Config{})
+	oddNaN := math.Float64frombits(0x7ff8000000000123)
+	r := f.export(t, req(rm(nil,
+		gauge("nan", "", dpD(nil, tsNs(10), oddNaN)),
+		gauge("inf", "", dpD(nil, tsNs(10), math.Inf(1)), dpD(nil, tsNs(9), math.Inf(-1))),
+	)))
+	require.Zero(t, r.rejected, r.message)
+	got := dump(f.st)
+	assert.Equal(t, []sampleBits{{T: tsMs(10), V: 0x7ff8000000000123}}, got[ser("nan")])
+	assert.Equal(t, []sampleBits{sb(tsMs(10), math.Inf(1)), sb(tsMs(9), math.Inf(-1))}, got[ser("inf")])
+	assert.Equal(t, 3.0, counterValue(t, f.r.m.nonFinite))
 }
