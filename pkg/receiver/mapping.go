@@ -182,6 +182,7 @@ type batch struct {
 	nonFinite  int
 	expHist    int
 	total      int
+	newestT    int64 // newest accepted-looking sample time, for the lag histogram
 }
 
 // pointCacheSize bounds pointCache: about 40 B per entry, so 650 KB per
@@ -207,7 +208,7 @@ func (b *batch) reset(r *Receiver) {
 	b.maxT = now + futureLimitMs
 	b.minT = now - r.store.Retention().Milliseconds()
 	b.touchedIDs = b.touchedIDs[:0]
-	b.accepted, b.nonFinite, b.expHist, b.total = 0, 0, 0, 0
+	b.accepted, b.nonFinite, b.expHist, b.total, b.newestT = 0, 0, 0, 0, 0
 	b.rejected = [numReasons]int{}
 	b.examples = [numReasons]string{}
 	b.skip = true
@@ -509,6 +510,7 @@ func (b *batch) point(p *otlpwire.Point) reason {
 	if t < b.minT {
 		return reasonTooOld
 	}
+	b.newestT = max(b.newestT, t)
 	stale := p.Flags&1 != 0 // NoRecordedValue
 	var v float64
 	if !stale {

@@ -13,6 +13,7 @@ type metrics struct {
 	nonFinite  prometheus.Counter
 	expHist    prometheus.Counter
 	overloaded prometheus.Counter
+	lag        prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,6 +52,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Exports refused with Unavailable because the in-flight bound was reached.",
 		}),
 	}
+	m.lag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "keda_otel_scaler_receiver_sample_lag_seconds",
+		Help:    "Receiver clock minus the newest sample time of each request; large or negative values mean sender clock skew or delay.",
+		Buckets: []float64{-60, -5, 0, 1, 5, 15, 30, 60, 120, 300, 600},
+	})
 	for i := range m.rejected {
 		if reason(i) != reasonNone {
 			m.rejected[i] = rejected.WithLabelValues(reason(i).String())
@@ -59,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}
 	}
 	if reg != nil {
-		reg.MustRegister(m.accepted, rejected, m.requests, m.bytes, m.decode, m.nonFinite, m.expHist, m.overloaded)
+		reg.MustRegister(m.accepted, rejected, m.requests, m.bytes, m.decode, m.nonFinite, m.expHist, m.overloaded, m.lag)
 	}
 	return m
 }

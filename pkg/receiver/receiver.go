@@ -114,6 +114,7 @@ type Receiver struct {
 	testHook      func()        // called with a slot held; tests only
 
 	draining      atomic.Bool
+	limitLogged   [numReasons]atomic.Int64 // unix seconds of the last limit warning
 	inflightBytes atomic.Int64
 	// batches is a free list of per-request scratch. A bounded channel,
 	// not a sync.Pool: a pool is emptied by every GC, and each batch
@@ -264,6 +265,10 @@ func (r *Receiver) finish(b *batch) result {
 			r.m.rejected[i].Add(float64(n))
 		}
 	}
+	if b.newestT > 0 {
+		r.m.lag.Observe(float64(r.now().UnixMilli()-b.newestT) / 1e3)
+	}
+	r.logLimits(b)
 	if len(b.touchedIDs) > 0 && r.set.OnIngest != nil {
 		r.set.OnIngest(b.touchedIDs)
 	}
@@ -271,6 +276,29 @@ func (r *Receiver) finish(b *batch) result {
 		return result{}
 	}
 	return result{rejected: int64(b.total), message: b.rejectionMessage()}
+}
+
+// limitReasons are the rejections that mean an operator-set limit was hit.
+var limitReasons = [...]reason{
+	reasonSeriesLimit, reasonSeriesPerMetricLimit, reasonTooManyLabels,
+	reasonLabelNameTooLong, reasonLabelValueTooLong, reasonNameTooLong,
+}
+
+// logLimits warns at most once a minute per limit that rejected points
+// (the counter has every one).
+func (r *Receiver) logLimits(b *batch) {
+	now := r.now().Unix()
+	for _, reason := range limitReasons {
+		n := b.rejected[reason]
+		if n == 0 {
+			continue
+		}
+		last := r.limitLogged[reason].Load()
+		if now-last < 60 || !r.limitLogged[reason].CompareAndSwap(last, now) {
+			continue
+		}
+		r.logger.Warn("OTLP points rejected by a limit", "limit", reason.String(), "points", n, "example", b.examples[reason])
+	}
 }
 
 // maxMessage is the partial-success message limit (otlp-contract.md §3).

@@ -332,3 +332,42 @@ func sizedRequest(t *testing.T, n int) *colmetricpb.ExportMetricsServiceRequest 
 	}
 	return r
 }
+
+// TestHTTPOverload checks 503 with Retry-After at the in-flight bound and
+// success once load drops (§14 item 8, HTTP side).
+func TestHTTPOverload(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{MaxInFlight: 1}, store.Config{})
+	srv := httptest.NewServer(f.r)
+	t.Cleanup(srv.Close)
+	url := srv.URL + "/v1/metrics"
+	entered, unblock := make(chan struct{}), make(chan struct{})
+	f.r.testHook = func() {
+		entered <- struct{}{}
+		<-unblock
+	}
+	body := mustMarshal(t, req(rm(nil, gauge("slow", "", dpD(nil, tsNs(10), 1)))))
+	var wg sync.WaitGroup
+	var code int
+	wg.Go(func() {
+		hr, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, url, bytes.NewReader(body))
+		hr.Header.Set("Content-Type", "application/x-protobuf")
+		resp, err := http.DefaultClient.Do(hr)
+		if err == nil {
+			code = resp.StatusCode
+			resp.Body.Close()
+		}
+	})
+	<-entered
+	resp, _ := post(t, url, "application/x-protobuf", "", mustMarshal(t, req(rm(nil, gauge("fast", "", dpD(nil, tsNs(10), 1))))))
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+	close(unblock)
+	wg.Wait()
+	assert.Equal(t, http.StatusOK, code)
+	f.r.testHook = nil
+	resp, _ = post(t, url, "application/x-protobuf", "", mustMarshal(t, req(rm(nil, gauge("fast", "", dpD(nil, tsNs(10), 1))))))
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, dump(f.st), ser("slow"))
+	assert.Contains(t, dump(f.st), ser("fast"))
+}
