@@ -30,7 +30,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		AggregationTemporality: cumulative,
 		DataPoints: []*metricspb.ExponentialHistogramDataPoint{{
 			TimeUnixNano: tsNs(10), Count: 5, Sum: ptr(9.0), Scale: -2, ZeroCount: 1,
-			Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: -1, BucketCounts: []uint64{2, 2}},
+			Positive:  &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: -1, BucketCounts: []uint64{2, 2}},
 			Exemplars: []*metricspb.Exemplar{{TimeUnixNano: 1, TraceId: make([]byte, 16), SpanId: make([]byte, 8), Value: &metricspb.Exemplar_AsInt{AsInt: 3}}},
 		}},
 	}}}

@@ -156,8 +156,8 @@ type batch struct {
 	hbuf     []byte
 	arena    []byte
 	digest   xxhash.Digest
-	builder labels.ScratchBuilder
-	key     []byte
+	builder  labels.ScratchBuilder
+	key      []byte
 
 	// Caches, bounded, per batch so they need no lock.
 	nameCache  map[string]*nameEntry

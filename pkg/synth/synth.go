@@ -193,17 +193,19 @@ func (c Config) Cover(tNanos uint64) []Payload {
 	return out
 }
 
-// Scattered returns n requests of PointsPerRequest distinct series each,
-// drawn uniformly from all Series with the seed, so that consecutive
-// points hit unrelated series (a realistic cache-miss pattern at 1M).
+// Scattered returns n requests of PointsPerRequest series each, drawn
+// uniformly without replacement from all Series with the seed, so that
+// consecutive points hit unrelated series (a realistic cache-miss pattern
+// at 1M) and no series appears twice. n·PointsPerRequest must not exceed
+// Series.
 func (c Config) Scattered(n int, tNanos uint64) []Payload {
 	c = c.withDefaults()
 	rng := rand.New(rand.NewPCG(c.Seed, 0x5ca77e7ed))
 	out := make([]Payload, 0, n)
+	seen := make(map[int]bool, n*c.PointsPerRequest)
 	for range n {
-		seen := make(map[int]bool, c.PointsPerRequest)
 		idx := make([]int, 0, c.PointsPerRequest)
-		for len(idx) < min(c.PointsPerRequest, c.Series) {
+		for len(idx) < min(c.PointsPerRequest, c.Series-len(seen)) {
 			s := rng.IntN(c.Series)
 			if !seen[s] {
 				seen[s] = true
