@@ -371,3 +371,27 @@ func TestHTTPOverload(t *testing.T) {
 	assert.Contains(t, dump(f.st), ser("slow"))
 	assert.Contains(t, dump(f.st), ser("fast"))
 }
+
+// TestGRPCDefaultLimit checks the 64 MiB default receive limit (§14 item
+// 3): 60 MiB (uncompressed) is accepted plain and gzip, 65 MiB gets
+// ResourceExhausted without RetryInfo, and the server keeps serving.
+// Heavy (hundreds of MiB moved): skipped under -short and -race.
+func TestGRPCDefaultLimit(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("moves hundreds of MiB; run without -short and -race")
+	}
+	f := newFixture(t, Config{}, store.Config{})
+	conn := grpcServer(t, f.r)
+	client := colmetricpb.NewMetricsServiceClient(conn)
+	ok, tooBig := sizedRequest(t, 60<<20), sizedRequest(t, 65<<20)
+	for _, opts := range [][]grpc.CallOption{nil, {grpc.UseCompressor(grpcgzip.Name)}} {
+		_, err := client.Export(t.Context(), ok, opts...)
+		require.NoError(t, err)
+		_, err = client.Export(t.Context(), tooBig, opts...)
+		require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+		assert.Nil(t, retryInfo(err))
+	}
+	_, err := client.Export(t.Context(), req(rm(nil, gauge("after", "", dpD(nil, tsNs(10), 1)))))
+	require.NoError(t, err)
+	assert.Contains(t, dump(f.st), ser("after"))
+}
