@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
@@ -52,7 +53,7 @@ func (f *fixture) export(t testing.TB, req *colmetricpb.ExportMetricsServiceRequ
 // NaNs are compared by bits through sampleBits.
 func dump(st *store.Store) map[string][]sampleBits {
 	out := map[string][]sampleBits{}
-	m := labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")
+	m := labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, ".+")
 	for _, ref := range st.Select(nil, m) {
 		var ss []sampleBits
 		for _, s := range st.Range(nil, ref, math.MinInt64, math.MaxInt64) {

@@ -60,7 +60,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, "corrupt gzip body: "+err.Error())
 			return
 		}
-		defer gz.Close()
+		defer func() { _ = gz.Close() }()
 		body = gz
 	default:
 		r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, fmt.Sprintf("unsupported Content-Encoding %q: use gzip or none", enc))

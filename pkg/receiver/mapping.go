@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/otlptranslator"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
@@ -324,7 +325,6 @@ var (
 var (
 	sepFF = []byte{0xff}
 	sepFE = []byte{0xfe}
-	sepFD = []byte{0xfd}
 )
 
 // Scope implements otlpwire.Handler.
@@ -709,7 +709,7 @@ func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool
 func (b *batch) buildLabels(name string, extra []byte) labels.Labels {
 	bl := &b.builder
 	bl.Reset()
-	bl.Add(labels.MetricName, name)
+	bl.Add(model.MetricNameLabel, name)
 	for _, l := range b.lbls {
 		bl.Add(string(l.name), string(l.value))
 	}
@@ -750,7 +750,8 @@ func appendReason(err error) reason {
 // the resource (its labels), the scope (identity) and the metric kind
 // (which drops le or quantile).
 func (b *batch) attrKey(attrs []otlpwire.KeyValue) uint64 {
-	k := append(b.kbuf[:0], byte(b.kind))
+	k := b.kbuf[:0]
+	k = append(k, byte(b.kind))
 	k = binary.LittleEndian.AppendUint64(k, b.resHash)
 	k = binary.LittleEndian.AppendUint64(k, b.scopeHash)
 	for i := range attrs {
@@ -798,7 +799,7 @@ func (b *batch) pointLabels(attrs []otlpwire.KeyValue) reason {
 		if !ok {
 			return reasonInvalidLabelName
 		}
-		if string(name) == labels.MetricName ||
+		if string(name) == model.MetricNameLabel ||
 			(b.kind == kindHistogram && string(name) == "le") ||
 			(b.kind == kindSummary && string(name) == "quantile") {
 			continue // generated labels win (§6)
@@ -902,7 +903,7 @@ func (b *batch) labelName(key []byte) ([]byte, bool) {
 	if n, ok := b.labelCache[string(key)]; ok {
 		return unsafeBytes(n), n != ""
 	}
-	namer := otlptranslator.LabelNamer{UnderscoreLabelSanitization: true, PreserveMultipleUnderscores: true}
+	namer := otlptranslator.LabelNamer{UnderscoreLabelSanitization: true, PreserveMultipleUnderscores: true} //nolint:staticcheck // Prometheus's default label_name_underscore_sanitization (otlp-contract.md §8.1)
 	n, err := namer.Build(string(key))
 	if err != nil {
 		n = ""

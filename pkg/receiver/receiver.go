@@ -140,7 +140,7 @@ func New(st *store.Store, cfg Config, set Settings) *Receiver {
 		m:      newMetrics(set.Registerer),
 		slots:  make(chan struct{}, cfg.MaxInFlight),
 	}
-	namer := otlptranslator.LabelNamer{UnderscoreLabelSanitization: true, PreserveMultipleUnderscores: true}
+	namer := otlptranslator.LabelNamer{UnderscoreLabelSanitization: true, PreserveMultipleUnderscores: true} //nolint:staticcheck // Prometheus's default label_name_underscore_sanitization (otlp-contract.md §8.1)
 	for _, a := range cfg.PromoteResourceAttributes {
 		n, err := namer.Build(a)
 		if err != nil {

@@ -53,7 +53,7 @@ func post(t *testing.T, url, ct, enc string, body []byte) (*http.Response, []byt
 	}
 	resp, err := http.DefaultClient.Do(hr)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	out, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return resp, out
@@ -158,7 +158,7 @@ func TestHTTP(t *testing.T) {
 			resp, err := http.DefaultClient.Do(hr)
 			require.NoError(t, err)
 			out, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			assert.Equal(t, tc.want, resp.StatusCode, string(out))
 			var st spb.Status
 			if resp.Header.Get("Content-Type") == "application/x-protobuf" {
@@ -355,7 +355,7 @@ func TestHTTPOverload(t *testing.T) {
 		resp, err := http.DefaultClient.Do(hr)
 		if err == nil {
 			code = resp.StatusCode
-			resp.Body.Close()
+			_ = resp.Body.Close()
 		}
 	})
 	<-entered

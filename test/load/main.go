@@ -124,7 +124,7 @@ func measure(self, impl string, series, streams int, d time.Duration, maxReq int
 		return serverStats{}, genStats{}, err
 	}
 	defer func() { _ = cmd.Wait() }()
-	defer stdin.Close()
+	defer func() { _ = stdin.Close() }()
 	out := bufio.NewScanner(stdout)
 	if !out.Scan() {
 		return serverStats{}, genStats{}, errors.New("server printed no address")
@@ -254,7 +254,7 @@ func genMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	// Sample times start a minute ago (well inside retention) and advance
 	// 1 ms per round over the payloads.
 	base := uint64(time.Now().Add(-time.Minute).UnixNano())

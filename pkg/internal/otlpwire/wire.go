@@ -942,8 +942,8 @@ func (w *Walker) point(b []byte, t MetricType) error {
 		if err != nil {
 			return err
 		}
-		switch {
-		case num == lay.attrs || num == lay.exemplars:
+		switch num {
+		case lay.attrs, lay.exemplars:
 			if wt != protowire.BytesType {
 				return wrongType("attributes/exemplars", wt)
 			}
@@ -961,7 +961,7 @@ func (w *Walker) point(b []byte, t MetricType) error {
 				return err
 			}
 			pos = e
-		case num == lay.flags:
+		case lay.flags:
 			if wt != protowire.VarintType {
 				return wrongType("flags", wt)
 			}
@@ -970,7 +970,7 @@ func (w *Walker) point(b []byte, t MetricType) error {
 				return err
 			}
 			pt.Flags = uint32(n)
-		case num == 2 || num == 3:
+		case 2, 3:
 			if wt != protowire.Fixed64Type {
 				return wrongType("time", wt)
 			}

@@ -1,7 +1,6 @@
 package otlpwire
 
 import (
-	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -85,7 +84,7 @@ func TestWalkErrors(t *testing.T) {
 			var c collect
 			err := w.Walk(tc.in, &c)
 			require.Error(t, err)
-			assert.True(t, errors.Is(err, tc.want), "%v", err)
+			require.ErrorIs(t, err, tc.want)
 			assert.Zero(t, c.resources+c.points, "nothing emitted")
 		})
 	}
