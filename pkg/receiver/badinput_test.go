@@ -259,3 +259,18 @@ func TestStaleness(t *testing.T) {
 	require.Len(t, out.Vector, 1)
 	assert.InDelta(t, 4.0, out.Vector[0].F, 0)
 }
+
+// TestSeriesPerMetricLimit: new series past the per-metric limit are
+// rejected as series_per_metric_limit; other metrics are unaffected.
+func TestSeriesPerMetricLimit(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{}, store.Config{MaxSeriesPerMetric: 2})
+	res := f.export(t, req(rm(nil,
+		gauge("g", "", dpD(attrs("i", "1"), tsNs(10), 1), dpD(attrs("i", "2"), tsNs(10), 1), dpD(attrs("i", "3"), tsNs(10), 1)),
+		gauge("other", "", dpD(attrs("i", "3"), tsNs(10), 1)),
+	)))
+	assert.Equal(t, int64(1), res.rejected)
+	assert.Contains(t, res.message, "series_per_metric_limit=1")
+	assert.InDelta(t, 1, counterValue(t, f.r.m.rejected[reasonSeriesPerMetricLimit]), 0)
+	assert.Contains(t, dump(f.st), ser("other", "i", "3"))
+}
