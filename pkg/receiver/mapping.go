@@ -162,7 +162,6 @@ type batch struct {
 
 	// Caches, bounded, per batch so they need no lock.
 	nameCache  map[string]*nameEntry
-	labelCache map[string]string
 	// pointCache memoises the label pipeline: a hash of the point's raw
 	// attributes in their context (resource, scope, metric kind) maps to
 	// the hash of the resulting label set, or to the rejection it causes.
@@ -170,6 +169,9 @@ type batch struct {
 	// sanitising, sorting and merging its labels. A 64-bit collision is
 	// the same risk class as the 64-bit series identity the store keys on.
 	pointCache map[uint64]pointEntry
+	cacheHits  int // over the current window of cacheWindow lookups
+	cacheLooks int
+	cacheOff   int // points left to process without the cache
 	curAttrs   []otlpwire.KeyValue
 	built      bool   // b.lbls holds the current point's labels
 	base       uint64 // hash of the current point's labels and context
@@ -198,7 +200,6 @@ type pointEntry struct {
 func newBatch() *batch {
 	return &batch{
 		nameCache:  make(map[string]*nameEntry),
-		labelCache: make(map[string]string),
 		pointCache: make(map[uint64]pointEntry),
 	}
 }
@@ -520,8 +521,15 @@ func (b *batch) point(p *otlpwire.Point) reason {
 	}
 	b.arena = b.arena[:0]
 	b.curAttrs, b.built = p.Attrs, false
-	key := b.attrKey(p.Attrs)
-	e, ok := b.pointCache[key]
+	var e pointEntry
+	var key uint64
+	ok, useCache := false, b.useCache()
+	if useCache {
+		key = b.attrKey(p.Attrs)
+		if e, ok = b.pointCache[key]; ok {
+			b.cacheHits++
+		}
+	}
 	if !ok {
 		if e.reject = b.pointLabels(p.Attrs); e.reject == reasonNone {
 			b.built = true
@@ -529,10 +537,12 @@ func (b *batch) point(p *otlpwire.Point) reason {
 			b.hbuf = append(b.hbuf, b.idSuffix[:]...)
 			e.base = xxhash.Sum64(b.hbuf)
 		}
-		if len(b.pointCache) >= pointCacheSize {
-			clear(b.pointCache)
+		if useCache {
+			if len(b.pointCache) >= pointCacheSize {
+				clear(b.pointCache)
+			}
+			b.pointCache[key] = e
 		}
-		b.pointCache[key] = e
 	}
 	if e.reject != reasonNone {
 		if !b.built {
@@ -743,6 +753,29 @@ func appendReason(err error) reason {
 	}
 }
 
+// Adaptive use of pointCache: when fewer than a quarter of a window's
+// lookups hit (far more distinct label sets per batch than the cache
+// holds, e.g. 1M series), the cache only costs a hash and an insert per
+// point, so it is bypassed for cacheBackoff points and then tried again.
+const (
+	cacheWindow  = 4096
+	cacheBackoff = 1 << 16
+)
+
+func (b *batch) useCache() bool {
+	if b.cacheOff > 0 {
+		b.cacheOff--
+		return false
+	}
+	if b.cacheLooks++; b.cacheLooks >= cacheWindow {
+		if b.cacheHits*4 < b.cacheLooks {
+			b.cacheOff = cacheBackoff
+		}
+		b.cacheHits, b.cacheLooks = 0, 0
+	}
+	return true
+}
+
 // --- labels ---
 
 // attrKey hashes a point's attributes as decoded (length-prefixed keys,
@@ -893,26 +926,54 @@ func labelLess(x, y *slabel, attrs []otlpwire.KeyValue) bool {
 	return bytes.Compare(attrs[x.ki].Key, attrs[y.ki].Key) < 0
 }
 
-// labelName sanitises an attribute key (§8.1). Keys that are already valid
-// label names are used as they are; others go through otlptranslator's
-// LabelNamer and a bounded cache.
+// labelName sanitises an attribute key (§8.1) exactly as otlptranslator's
+// LabelNamer with Prometheus's defaults (UnderscoreLabelSanitization,
+// PreserveMultipleUnderscores): every rune outside [a-zA-Z0-9_] becomes
+// "_", a leading digit gets "key_", a leading single "_" gets "key", and a
+// result made only of underscores is invalid. Keys that are already valid
+// are returned as they are; others are written to the point arena.
+// TestLabelNameMatchesOTLPTranslator checks the equivalence.
 func (b *batch) labelName(key []byte) ([]byte, bool) {
 	if validLabelName(key) {
 		return key, true
 	}
-	if n, ok := b.labelCache[string(key)]; ok {
-		return unsafeBytes(n), n != ""
+	if len(key) == 0 {
+		return nil, false
 	}
-	namer := otlptranslator.LabelNamer{UnderscoreLabelSanitization: true, PreserveMultipleUnderscores: true} //nolint:staticcheck // Prometheus's default label_name_underscore_sanitization (otlp-contract.md §8.1)
-	n, err := namer.Build(string(key))
-	if err != nil {
-		n = ""
+	start := len(b.arena)
+	b.arena = append(b.arena, "key"...)
+	body := len(b.arena)
+	for i := 0; i < len(key); {
+		c := key[i]
+		if c < utf8.RuneSelf {
+			if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+				c = '_'
+			}
+			b.arena = append(b.arena, c)
+			i++
+			continue
+		}
+		_, size := utf8.DecodeRune(key[i:])
+		b.arena = append(b.arena, '_')
+		i += size
 	}
-	if len(b.labelCache) >= nameCacheSize {
-		clear(b.labelCache)
+	n := b.arena[body:]
+	switch {
+	case n[0] >= '0' && n[0] <= '9':
+		// "key_" + n: open a byte after "key".
+		b.arena = append(b.arena, 0)
+		copy(b.arena[body+1:], b.arena[body:len(b.arena)-1])
+		b.arena[body] = '_'
+		return b.arena[start:], true
+	case n[0] == '_' && (len(n) == 1 || n[1] != '_'):
+		return b.arena[start:], true // "key" + n
 	}
-	b.labelCache[string(key)] = n
-	return unsafeBytes(n), n != ""
+	for _, c := range n {
+		if c != '_' {
+			return n, true
+		}
+	}
+	return nil, false
 }
 
 // validLabelName reports whether LabelNamer would return key unchanged.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/otlptranslator"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -345,4 +346,27 @@ func TestNonFiniteValues(t *testing.T) {
 	assert.Equal(t, []sampleBits{{T: tsMs(10), V: 0x7ff8000000000123}}, got[ser("nan")])
 	assert.Equal(t, []sampleBits{sb(tsMs(10), math.Inf(1)), sb(tsMs(9), math.Inf(-1))}, got[ser("inf")])
 	assert.InDelta(t, 3.0, counterValue(t, f.r.m.nonFinite), 0)
+}
+
+// TestLabelNameMatchesOTLPTranslator checks the in-place sanitiser against
+// otlptranslator's LabelNamer with Prometheus's defaults.
+func TestLabelNameMatchesOTLPTranslator(t *testing.T) {
+	t.Parallel()
+	namer := otlptranslator.LabelNamer{UnderscoreLabelSanitization: true, PreserveMultipleUnderscores: true} //nolint:staticcheck // Prometheus's default
+	b := newBatch()
+	for _, k := range []string{
+		"http.method", "0abc", "_x", "a..b", "__reserved", "_", "__", "___", "a", "9", "_9", "__9",
+		"k8s.pod.name", "ünï.cödé", "a-b/c d", "é", "_é", "0é", "ok_name", "A1_", ".", "..x", "x\xff",
+	} {
+		want, err := namer.Build(k)
+		b.arena = b.arena[:0]
+		got, ok := b.labelName([]byte(k))
+		if err != nil {
+			assert.False(t, ok, "%q: want invalid", k)
+			continue
+		}
+		if assert.True(t, ok, "%q", k) {
+			assert.Equal(t, want, string(got), "%q", k)
+		}
+	}
 }
