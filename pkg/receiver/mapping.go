@@ -161,7 +161,7 @@ type batch struct {
 	key      []byte
 
 	// Caches, bounded, per batch so they need no lock.
-	nameCache  map[string]*nameEntry
+	nameCache map[string]*nameEntry
 	// pointCache memoises the label pipeline: a hash of the point's raw
 	// attributes in their context (resource, scope, metric kind) maps to
 	// the hash of the resulting label set, or to the rejection it causes.
@@ -946,7 +946,7 @@ func (b *batch) labelName(key []byte) ([]byte, bool) {
 	for i := 0; i < len(key); {
 		c := key[i]
 		if c < utf8.RuneSelf {
-			if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			if !isLabelChar(c) {
 				c = '_'
 			}
 			b.arena = append(b.arena, c)
@@ -974,6 +974,10 @@ func (b *batch) labelName(key []byte) ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+func isLabelChar(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // validLabelName reports whether LabelNamer would return key unchanged.
