@@ -335,16 +335,25 @@ func wrongType(field string, wt protowire.Type) error {
 
 func (w *Walker) request(b []byte) error {
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		if num == 1 {
 			if wt != protowire.BytesType {
 				return wrongType("ResourceMetrics", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			if err := w.resourceMetrics(b[s:e]); err != nil {
@@ -364,8 +373,15 @@ func (w *Walker) resourceMetrics(b []byte) error {
 	w.resAttrs = w.resAttrs[:0]
 	nScope := 0
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch num {
@@ -373,8 +389,10 @@ func (w *Walker) resourceMetrics(b []byte) error {
 			if wt != protowire.BytesType {
 				return wrongType("ResourceMetrics."+fmt.Sprint(num), wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			switch num {
@@ -410,13 +428,22 @@ func (w *Walker) resourceMetrics(b []byte) error {
 		want = 1000
 	}
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		if num == want {
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			if err := w.scopeMetrics(b[s:e]); err != nil {
@@ -434,8 +461,15 @@ func (w *Walker) resourceMetrics(b []byte) error {
 
 func resource(b []byte, attrs []KeyValue) ([]KeyValue, error) {
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return attrs, err
 		}
 		switch num {
@@ -443,8 +477,10 @@ func resource(b []byte, attrs []KeyValue) ([]KeyValue, error) {
 			if wt != protowire.BytesType {
 				return attrs, wrongType("Resource", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return attrs, err
 			}
 			if num == 1 {
@@ -474,8 +510,15 @@ func resource(b []byte, attrs []KeyValue) ([]KeyValue, error) {
 
 func entityRef(b []byte) error {
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		if num >= 1 && num <= 4 {
@@ -498,8 +541,15 @@ func entityRef(b []byte) error {
 // (a repeated value field merges, as in pdata).
 func keyValue(b []byte, kv *KeyValue, depth int) error {
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch num {
@@ -507,8 +557,10 @@ func keyValue(b []byte, kv *KeyValue, depth int) error {
 			if wt != protowire.BytesType {
 				return wrongType("KeyValue", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			if num == 1 {
@@ -538,8 +590,15 @@ func anyValue(b []byte, v *AnyValue, depth int) error {
 		return ErrTooDeep
 	}
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch num {
@@ -547,8 +606,10 @@ func anyValue(b []byte, v *AnyValue, depth int) error {
 			if wt != protowire.BytesType {
 				return wrongType("AnyValue", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			sub := b[s:e]
@@ -607,16 +668,25 @@ func anyValue(b []byte, v *AnyValue, depth int) error {
 
 func arrayValue(b []byte, depth int) error {
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		if num == 1 {
 			if wt != protowire.BytesType {
 				return wrongType("ArrayValue.values", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			var v AnyValue
@@ -635,16 +705,25 @@ func arrayValue(b []byte, depth int) error {
 
 func kvList(b []byte, depth int) error {
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		if num == 1 {
 			if wt != protowire.BytesType {
 				return wrongType("KeyValueList.values", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			var kv KeyValue
@@ -665,8 +744,15 @@ func (w *Walker) scopeMetrics(b []byte) error {
 	var name, version []byte
 	w.scopeAttrs = w.scopeAttrs[:0]
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch num {
@@ -674,8 +760,10 @@ func (w *Walker) scopeMetrics(b []byte) error {
 			if wt != protowire.BytesType {
 				return wrongType("ScopeMetrics", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			switch num {
@@ -702,13 +790,22 @@ func (w *Walker) scopeMetrics(b []byte) error {
 	}
 	w.h.Scope(name, version, w.scopeAttrs)
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		if num == 2 {
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			if err := w.metric(b[s:e]); err != nil {
@@ -727,8 +824,15 @@ func (w *Walker) scopeMetrics(b []byte) error {
 // scope merges an InstrumentationScope into name, version and w.scopeAttrs.
 func (w *Walker) scope(b, name, version []byte) ([]byte, []byte, error) {
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return nil, nil, err
 		}
 		switch num {
@@ -736,8 +840,10 @@ func (w *Walker) scope(b, name, version []byte) ([]byte, []byte, error) {
 			if wt != protowire.BytesType {
 				return nil, nil, wrongType("InstrumentationScope", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return nil, nil, err
 			}
 			switch num {
@@ -775,8 +881,15 @@ func (w *Walker) metric(b []byte) error {
 	*m = Metric{}
 	var data []byte
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch num {
@@ -784,8 +897,10 @@ func (w *Walker) metric(b []byte) error {
 			if wt != protowire.BytesType {
 				return wrongType("Metric", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			sub := b[s:e]
@@ -846,8 +961,15 @@ func metricType(field int32) MetricType {
 func (w *Walker) data(b []byte, t MetricType, m *Metric) error {
 	points := 0
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch {
@@ -855,8 +977,10 @@ func (w *Walker) data(b []byte, t MetricType, m *Metric) error {
 			if wt != protowire.BytesType {
 				return wrongType("data_points", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			points++
@@ -892,13 +1016,22 @@ func (w *Walker) data(b []byte, t MetricType, m *Metric) error {
 		return nil
 	}
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		if num == 1 {
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			if err := w.point(b[s:e], t); err != nil {
@@ -938,8 +1071,15 @@ func (w *Walker) point(b []byte, t MetricType) error {
 	}()
 	lay := pointLayout[t]
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch num {
@@ -947,8 +1087,10 @@ func (w *Walker) point(b []byte, t MetricType) error {
 			if wt != protowire.BytesType {
 				return wrongType("attributes/exemplars", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			if num == lay.attrs {
@@ -1048,8 +1190,11 @@ func histogramField(b []byte, p int, num int32, wt protowire.Type, pt *Point, co
 	case 6, 7:
 		switch wt {
 		case protowire.BytesType:
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			var err error
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return true, 0, err
 			}
 			if (e-s)%8 != 0 {
@@ -1113,8 +1258,11 @@ func expHistogramField(b []byte, p int, num int32, wt protowire.Type, pt *Point)
 		if wt != protowire.BytesType {
 			return true, 0, wrongType("ExponentialHistogramDataPoint buckets", wt)
 		}
-		s, e, err := consumeLen(b, p)
-		if err != nil {
+		var s, e int
+		var err error
+		if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+			s, e = p+1, p+1+int(b[p])
+		} else if s, e, err = consumeLen(b, p); err != nil {
 			return true, 0, err
 		}
 		return true, e, expBuckets(b[s:e])
@@ -1124,8 +1272,15 @@ func expHistogramField(b []byte, p int, num int32, wt protowire.Type, pt *Point)
 
 func expBuckets(b []byte) error {
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch num {
@@ -1139,8 +1294,10 @@ func expBuckets(b []byte) error {
 		case 2:
 			switch wt {
 			case protowire.BytesType:
-				s, e, err := consumeLen(b, p)
-				if err != nil {
+				var s, e int
+				if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+					s, e = p+1, p+1+int(b[p])
+				} else if s, e, err = consumeLen(b, p); err != nil {
 					return err
 				}
 				for q := s; q < e; {
@@ -1185,8 +1342,11 @@ func summaryField(b []byte, p int, num int32, wt protowire.Type, pt *Point, qs *
 		if wt != protowire.BytesType {
 			return true, 0, wrongType("SummaryDataPoint.quantile_values", wt)
 		}
-		s, e, err := consumeLen(b, p)
-		if err != nil {
+		var s, e int
+		var err error
+		if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+			s, e = p+1, p+1+int(b[p])
+		} else if s, e, err = consumeLen(b, p); err != nil {
 			return true, 0, err
 		}
 		var q Quantile
@@ -1223,8 +1383,15 @@ func summaryField(b []byte, p int, num int32, wt protowire.Type, pt *Point, qs *
 
 func exemplar(b []byte) error {
 	for pos := 0; pos < len(b); {
-		num, wt, p, err := consumeTag(b, pos)
-		if err != nil {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch num {
@@ -1232,8 +1399,10 @@ func exemplar(b []byte) error {
 			if wt != protowire.BytesType {
 				return wrongType("Exemplar", wt)
 			}
-			s, e, err := consumeLen(b, p)
-			if err != nil {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
 			switch {
