@@ -274,3 +274,17 @@ func TestSeriesPerMetricLimit(t *testing.T) {
 	assert.InDelta(t, 1, counterValue(t, f.r.m.rejected[reasonSeriesPerMetricLimit]), 0)
 	assert.Contains(t, dump(f.st), ser("other", "i", "3"))
 }
+
+// TestRejectionExample checks that the partial-success example names the
+// rejected point's own series, also when its labels came from the cache.
+func TestRejectionExample(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{}, store.Config{})
+	mk := func(sec int) *colmetricpb.ExportMetricsServiceRequest {
+		return req(rm(nil, gauge("g", "", dpD(attrs("pod", "a"), tsNs(sec), 1), dpD(attrs("pod", "b"), tsNs(sec), 2))))
+	}
+	f.export(t, mk(10))
+	res := f.export(t, mk(20)) // older: both out of order, labels from the cache
+	assert.Equal(t, int64(2), res.rejected)
+	assert.Contains(t, res.message, `out_of_order=2 (first: g{pod="a"})`)
+}

@@ -474,6 +474,11 @@ func (b *batch) Point(p *otlpwire.Point) {
 }
 
 func (b *batch) pointExample() string {
+	if !b.built {
+		// A cached point or an early rejection: render the labels now
+		// (left empty when the labels themselves are what is wrong).
+		b.built = b.pointLabels(b.curAttrs) == reasonNone
+	}
 	s := b.names.names[variantMain]
 	if s == "" {
 		s = b.names.names[variantCount]
@@ -501,6 +506,8 @@ func (b *batch) pointExample() string {
 }
 
 func (b *batch) point(p *otlpwire.Point) reason {
+	b.curAttrs, b.built = p.Attrs, false
+	b.lbls = b.lbls[:0]
 	if p.Time == 0 {
 		return reasonMissingTimestamp
 	}
@@ -520,7 +527,6 @@ func (b *batch) point(p *otlpwire.Point) reason {
 		}
 	}
 	b.arena = b.arena[:0]
-	b.curAttrs, b.built = p.Attrs, false
 	var e pointEntry
 	var key uint64
 	ok, useCache := false, b.useCache()
@@ -545,9 +551,6 @@ func (b *batch) point(p *otlpwire.Point) reason {
 		}
 	}
 	if e.reject != reasonNone {
-		if !b.built {
-			b.pointLabels(p.Attrs) // for the example in the message
-		}
 		return e.reject
 	}
 	b.base = e.base
