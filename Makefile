@@ -13,7 +13,7 @@ TOOLS_DIR ?= $(CURDIR)/.cache/tools
 PROMTOOL  ?= $(TOOLS_DIR)/promtool
 DEMO_ARGS ?=
 
-.PHONY: all build run test test-short test-memory bench lint fmt vet tidy clean help conformance fuzz demo promtool promtool-test
+.PHONY: all build run test test-short test-memory bench lint fmt vet tidy clean help conformance fuzz demo promtool promtool-test load
 
 all: build
 
@@ -45,6 +45,9 @@ conformance: ## Upstream promqltest corpus runner: per-file summary, failures, f
 
 fuzz: ## Each fuzz target for FUZZ_TIME (default 30s).
 	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZ_TIME) ./pkg/query
+LOAD_ARGS ?=
+load: ## Loopback OTLP load test: points per server CPU-second, wire vs pdata baseline (bounded).
+	$(GO) run ./test/load $(LOAD_ARGS)
 
 lint: ## golangci-lint, pinned in test/lint/go.mod.
 	$(LINT) run ./...

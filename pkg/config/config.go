@@ -38,6 +38,20 @@ type Receiver struct {
 	// MaxRecvSize is the largest accepted request after decompression, in
 	// bytes. Default 64 MiB.
 	MaxRecvSize int64
+	// Delta is the delta-temporality policy: "reject" (default, as
+	// Prometheus) or "ingest" (each delta point stored as raw samples).
+	Delta string
+	// PromoteResourceAttributes are resource attributes added as labels
+	// (sanitised names) when the point has no such label. Default none.
+	PromoteResourceAttributes []string
+	// MaxLabelsPerSeries caps labels per series after promotion. Default 64.
+	MaxLabelsPerSeries int
+	// MaxLabelNameLength caps a label name in bytes. Default 1 KiB.
+	MaxLabelNameLength int
+	// MaxLabelValueLength caps a label value in bytes. Default 4 KiB.
+	MaxLabelValueLength int
+	// MaxMetricNameLength caps an OTLP metric name in bytes. Default 1 KiB.
+	MaxMetricNameLength int
 }
 
 // Store configures the in-memory series store.
@@ -87,7 +101,14 @@ func Default() Config {
 			HTTPAddr:        ":8080",
 			ShutdownTimeout: 15 * time.Second,
 		},
-		Receiver: Receiver{MaxRecvSize: 64 << 20},
+		Receiver: Receiver{
+			MaxRecvSize:         64 << 20,
+			Delta:               "reject",
+			MaxLabelsPerSeries:  64,
+			MaxLabelNameLength:  1 << 10,
+			MaxLabelValueLength: 4 << 10,
+			MaxMetricNameLength: 1 << 10,
+		},
 		Store: Store{
 			Retention:          10 * time.Minute,
 			Freshness:          30 * time.Second,
@@ -116,6 +137,24 @@ func (c Config) Validate() error {
 	}
 	if c.Receiver.MaxRecvSize <= 0 {
 		errs = append(errs, fmt.Errorf("--otlp-max-recv-size %d must be > 0", c.Receiver.MaxRecvSize))
+	}
+	switch c.Receiver.Delta {
+	case "reject", "ingest":
+	default:
+		errs = append(errs, fmt.Errorf("--otlp-delta %q: must be reject or ingest", c.Receiver.Delta))
+	}
+	for _, l := range []struct {
+		flag string
+		v    int
+	}{
+		{"max-labels-per-series", c.Receiver.MaxLabelsPerSeries},
+		{"max-label-name-length", c.Receiver.MaxLabelNameLength},
+		{"max-label-value-length", c.Receiver.MaxLabelValueLength},
+		{"max-metric-name-length", c.Receiver.MaxMetricNameLength},
+	} {
+		if l.v <= 0 {
+			errs = append(errs, fmt.Errorf("--%s %d must be > 0", l.flag, l.v))
+		}
 	}
 	if c.Store.Retention <= 0 {
 		errs = append(errs, fmt.Errorf("--retention %v must be > 0", c.Store.Retention))

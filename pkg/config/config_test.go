@@ -102,3 +102,20 @@ func TestParseSize(t *testing.T) {
 func TestEnvName(t *testing.T) {
 	assert.Equal(t, "KOS_OTLP_GRPC_ADDR", EnvName("otlp-grpc-addr"))
 }
+
+func TestReceiverFlags(t *testing.T) {
+	env := map[string]string{"KOS_OTLP_DELTA": "ingest", "KOS_MAX_LABEL_VALUE_LENGTH": "8192"}
+	c, err := Load("t", []string{"--otlp-promote-resource-attributes", "k8s.node.name, host.name,", "--max-labels-per-series", "32"},
+		func(k string) string { return env[k] }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, "ingest", c.Receiver.Delta)
+	assert.Equal(t, []string{"k8s.node.name", "host.name"}, c.Receiver.PromoteResourceAttributes)
+	assert.Equal(t, 32, c.Receiver.MaxLabelsPerSeries)
+	assert.Equal(t, 8192, c.Receiver.MaxLabelValueLength)
+	assert.Equal(t, 1024, c.Receiver.MaxLabelNameLength, "default kept")
+
+	_, err = Load("t", []string{"--otlp-delta", "keep", "--max-metric-name-length", "0"}, func(string) string { return "" }, &bytes.Buffer{})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--otlp-delta")
+	assert.Contains(t, err.Error(), "--max-metric-name-length")
+}

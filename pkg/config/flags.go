@@ -31,6 +31,12 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Server.HTTPAddr, "http-addr", c.Server.HTTPAddr, "HTTP `host:port`: OTLP/HTTP /v1/metrics, query API, /metrics, /healthz, /readyz")
 	fs.Var((*durationValue)(&c.Server.ShutdownTimeout), "shutdown-timeout", "grace period for in-flight calls after SIGTERM (`duration`, e.g. 15s)")
 	fs.Var((*sizeValue)(&c.Receiver.MaxRecvSize), "otlp-max-recv-size", "largest OTLP request after decompression (`bytes`; suffixes KiB, MiB, GiB)")
+	fs.StringVar(&c.Receiver.Delta, "otlp-delta", c.Receiver.Delta, "delta temporality policy: reject (as Prometheus) or ingest (each delta point stored as raw samples; query with sum_over_time) (`policy`)")
+	fs.Var((*listValue)(&c.Receiver.PromoteResourceAttributes), "otlp-promote-resource-attributes", "resource attributes also added as labels when the point has none of that name, e.g. k8s.node.name (comma-separated `list`)")
+	fs.IntVar(&c.Receiver.MaxLabelsPerSeries, "max-labels-per-series", c.Receiver.MaxLabelsPerSeries, "labels per series after promotion; points with more are rejected (`count`)")
+	fs.IntVar(&c.Receiver.MaxLabelNameLength, "max-label-name-length", c.Receiver.MaxLabelNameLength, "longest label name; longer points are rejected, never truncated (`bytes`)")
+	fs.IntVar(&c.Receiver.MaxLabelValueLength, "max-label-value-length", c.Receiver.MaxLabelValueLength, "longest label value; longer points are rejected, never truncated (`bytes`)")
+	fs.IntVar(&c.Receiver.MaxMetricNameLength, "max-metric-name-length", c.Receiver.MaxMetricNameLength, "longest OTLP metric name; longer metrics are rejected (`bytes`)")
 	fs.Var((*durationValue)(&c.Store.Retention), "retention", "how long samples are kept in memory (`duration`)")
 	fs.Var((*durationValue)(&c.Store.Freshness), "freshness", "floor of the per-series freshness window: a silent series stops counting this long after its last sample (`duration`)")
 	fs.IntVar(&c.Store.MaxSeries, "max-series", c.Store.MaxSeries, "maximum active series; new series beyond it are rejected (`count`)")
@@ -105,6 +111,21 @@ func ParseDuration(s string) (time.Duration, error) {
 		return time.Duration(f * float64(time.Second)), nil
 	}
 	return 0, fmt.Errorf("invalid duration %q (want e.g. 30s, 2m, 1m30s)", s)
+}
+
+// listValue is a comma-separated list; empty items are dropped.
+type listValue []string
+
+func (l *listValue) String() string { return strings.Join(*l, ",") }
+
+func (l *listValue) Set(s string) error {
+	*l = (*l)[:0]
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*l = append(*l, item)
+		}
+	}
+	return nil
 }
 
 type sizeValue int64

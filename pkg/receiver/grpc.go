@@ -2,14 +2,19 @@ package receiver
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
 
-	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // The OTLP gRPC service is registered with a hand-written descriptor whose
@@ -37,13 +42,40 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	return protoCodec.Marshal(v)
 }
 
-// Unmarshal implements encoding.CodecV2.
+// Unmarshal implements encoding.CodecV2. RawBytes are copied into a
+// pooled buffer (grpc-go frees data after Unmarshal); the Export handler
+// returns it to the pool when the request is done.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if b, ok := v.(*RawBytes); ok {
-		*b = data.Materialize()
+		buf := getBuf(data.Len())
+		for _, d := range data {
+			buf = append(buf, d.ReadOnlyData()...)
+		}
+		*b = buf
 		return nil
 	}
 	return protoCodec.Unmarshal(data, v)
+}
+
+// maxPooledBuf is the largest request buffer kept for reuse; rarer,
+// bigger requests are left to the GC so the pool never pins 64 MiB.
+const maxPooledBuf = 4 << 20
+
+var bufPool sync.Pool // *[]byte
+
+func getBuf(n int) []byte {
+	if n <= maxPooledBuf {
+		if p, ok := bufPool.Get().(*[]byte); ok && cap(*p) >= n {
+			return (*p)[:0]
+		}
+	}
+	return make([]byte, 0, n)
+}
+
+func putBuf(b []byte) {
+	if cap(b) > 0 && cap(b) <= maxPooledBuf {
+		bufPool.Put(&b)
+	}
 }
 
 // Name implements encoding.CodecV2.
@@ -71,24 +103,46 @@ func (r *Receiver) RegisterGRPC(s *grpc.Server) {
 	s.RegisterService(&metricsServiceDesc, r)
 }
 
-func (r *Receiver) exportRaw(_ context.Context, in RawBytes) (*RawBytes, error) {
-	if r.isDraining() {
-		r.m.requests.WithLabelValues("grpc", codes.Unavailable.String()).Inc()
-		return nil, status.Error(codes.Unavailable, "server is shutting down; retry against another replica")
+func (r *Receiver) exportRaw(_ context.Context, in RawBytes) (out *RawBytes, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.logger.Error("Export panicked", "panic", fmt.Sprint(p))
+			out, err = nil, status.Error(codes.Internal, "internal error while ingesting")
+		}
+		r.m.requests.WithLabelValues("grpc", status.Code(err).String()).Inc()
+	}()
+	if err := r.acquire(); err != nil {
+		return nil, unavailable(err)
 	}
-	r.m.bytes.WithLabelValues("grpc").Add(float64(len(in)))
-	req := pmetricotlp.NewExportRequest()
-	if err := req.UnmarshalProto(in); err != nil {
-		r.m.requests.WithLabelValues("grpc", codes.InvalidArgument.String()).Inc()
+	n := int64(len(in))
+	if err := r.addBytes(n); err != nil {
+		<-r.slots
+		return nil, unavailable(err)
+	}
+	defer r.release(n)
+	if r.testHook != nil {
+		r.testHook()
+	}
+	r.m.bytes.WithLabelValues("grpc", "protobuf").Add(float64(n))
+	res, err := r.ingestProto(in)
+	putBuf(in) // nothing retains the request bytes past ingestProto
+	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "decode OTLP ExportMetricsServiceRequest: %v", err)
 	}
-	resp := r.ingest(req.Metrics())
-	out, err := resp.MarshalProto()
-	if err != nil {
-		r.m.requests.WithLabelValues("grpc", codes.Internal.String()).Inc()
-		return nil, status.Errorf(codes.Internal, "encode response: %v", err)
-	}
-	r.m.requests.WithLabelValues("grpc", codes.OK.String()).Inc()
-	ob := RawBytes(out)
+	ob := RawBytes(encodeResponse(res))
 	return &ob, nil
+}
+
+// unavailable maps overload and draining to Unavailable with RetryInfo,
+// which every OTLP exporter retries.
+func unavailable(err error) error {
+	delay := time.Second
+	if errors.Is(err, errDraining) {
+		delay = 5 * time.Second
+	}
+	st := status.New(codes.Unavailable, err.Error())
+	if ds, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(delay)}); derr == nil {
+		st = ds
+	}
+	return st.Err()
 }

@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"compress/gzip"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -38,11 +39,18 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			fmt.Sprintf("unsupported Content-Type %q: use %s or %s", req.Header.Get("Content-Type"), contentTypeProto, contentTypeJSON))
 		return
 	}
-	if r.isDraining() {
-		w.Header().Set("Retry-After", "5")
-		r.httpError(w, ct, http.StatusServiceUnavailable, code.Code_UNAVAILABLE, "server is shutting down; retry against another replica")
+	defer func() {
+		if p := recover(); p != nil {
+			r.logger.Error("Export panicked", "panic", fmt.Sprint(p))
+			r.httpError(w, ct, http.StatusInternalServerError, code.Code_INTERNAL, "internal error while ingesting")
+		}
+	}()
+	if err := r.acquire(); err != nil {
+		r.httpUnavailable(w, ct, err)
 		return
 	}
+	var n int64
+	defer func() { r.release(n) }()
 	var body io.Reader = req.Body
 	switch enc := req.Header.Get("Content-Encoding"); enc {
 	case "", "identity":
@@ -52,7 +60,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, "corrupt gzip body: "+err.Error())
 			return
 		}
-		defer gz.Close()
+		defer func() { _ = gz.Close() }()
 		body = gz
 	default:
 		r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, fmt.Sprintf("unsupported Content-Encoding %q: use gzip or none", enc))
@@ -68,32 +76,56 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, "read body: "+err.Error())
 		return
 	}
-	r.m.bytes.WithLabelValues("http").Add(float64(len(data)))
-	er := pmetricotlp.NewExportRequest()
-	if ct == contentTypeJSON {
-		err = er.UnmarshalJSON(data)
-	} else {
-		err = er.UnmarshalProto(data)
-	}
-	if err != nil {
-		r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, "decode OTLP metrics: "+err.Error())
+	if err := r.addBytes(int64(len(data))); err != nil {
+		r.httpUnavailable(w, ct, err)
 		return
 	}
-	resp := r.ingest(er.Metrics())
+	n = int64(len(data))
+	if r.testHook != nil {
+		r.testHook()
+	}
+	var res result
+	if ct == contentTypeJSON {
+		r.m.bytes.WithLabelValues("http", "json").Add(float64(n))
+		er := pmetricotlp.NewExportRequest()
+		if err := er.UnmarshalJSON(data); err != nil {
+			r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, "decode OTLP metrics JSON: "+err.Error())
+			return
+		}
+		res = r.ingestPdata(er.Metrics())
+	} else {
+		r.m.bytes.WithLabelValues("http", "protobuf").Add(float64(n))
+		if res, err = r.ingestProto(data); err != nil {
+			r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, "decode OTLP metrics: "+err.Error())
+			return
+		}
+	}
 	var out []byte
 	if ct == contentTypeJSON {
-		out, err = resp.MarshalJSON()
+		out = encodeResponseJSON(res)
 	} else {
-		out, err = resp.MarshalProto()
-	}
-	if err != nil {
-		r.httpError(w, ct, http.StatusInternalServerError, code.Code_INTERNAL, "encode response: "+err.Error())
-		return
+		out = encodeResponse(res)
 	}
 	r.m.requests.WithLabelValues("http", strconv.Itoa(http.StatusOK)).Inc()
 	w.Header().Set("Content-Type", ct)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
+}
+
+// encodeResponseJSON encodes an ExportMetricsServiceResponse in OTLP JSON:
+// "{}" on full success (pdata would write an empty partialSuccess).
+func encodeResponseJSON(res result) []byte {
+	if res.rejected == 0 && res.message == "" {
+		return []byte("{}")
+	}
+	type partial struct {
+		RejectedDataPoints string `json:"rejectedDataPoints"`
+		ErrorMessage       string `json:"errorMessage"`
+	}
+	out, _ := json.Marshal(struct {
+		PartialSuccess partial `json:"partialSuccess"`
+	}{partial{strconv.FormatInt(res.rejected, 10), res.message}})
+	return out
 }
 
 // readLimited reads at most limit bytes, failing with errTooLarge beyond,
@@ -107,6 +139,15 @@ func readLimited(r io.Reader, limit int64) ([]byte, error) {
 		return nil, errTooLarge
 	}
 	return data, nil
+}
+
+func (r *Receiver) httpUnavailable(w http.ResponseWriter, ct string, err error) {
+	retry := "1"
+	if errors.Is(err, errDraining) {
+		retry = "5"
+	}
+	w.Header().Set("Retry-After", retry)
+	r.httpError(w, ct, http.StatusServiceUnavailable, code.Code_UNAVAILABLE, err.Error())
 }
 
 // httpError writes a google.rpc.Status body in the request's encoding.

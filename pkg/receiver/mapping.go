@@ -1,365 +1,1091 @@
 package receiver
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"math"
-	"strings"
+	"slices"
+	"strconv"
+	"unicode/utf8"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/otlptranslator"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
-	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/pmetric"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/internal/otlpwire"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
-// Rejection reasons, the fixed label set of points_rejected_total.
+// reason is a rejection reason of otlp-contract.md §10, a fixed set.
+type reason uint8
+
+// Rejection reasons. Their names are the values of the reason label of
+// keda_otel_scaler_receiver_points_rejected_total.
 const (
-	reasonUnsupportedType  = "unsupported_type"
-	reasonDeltaTemporality = "delta_temporality"
-	reasonInvalidTemp      = "invalid_temporality"
-	reasonEmptyName        = "empty_name"
-	reasonMissingValue     = "missing_value"
-	reasonMissingTimestamp = "missing_timestamp"
-	reasonTooOld           = "too_old"
-	reasonOutOfOrder       = "out_of_order"
-	reasonDuplicate        = "duplicate_timestamp"
-	reasonSeriesLimit      = "series_limit"
-	reasonSeriesPerMetric  = "series_per_metric_limit"
-	reasonInvalidLabelName = "invalid_label_name"
+	reasonNone reason = iota
+	reasonDeltaTemporality
+	reasonInvalidTemporality
+	reasonUnsupportedType
+	reasonEmptyName
+	reasonNameTooLong
+	reasonInvalidLabelName
+	reasonDuplicateLabel
+	reasonInvalidUTF8
+	reasonMissingValue
+	reasonInvalidHistogram
+	reasonMissingTimestamp
+	reasonTooFarInFuture
+	reasonTooOld
+	reasonOutOfOrder
+	reasonDuplicateTimestamp
+	reasonTooManyLabels
+	reasonLabelNameTooLong
+	reasonLabelValueTooLong
+	reasonSeriesLimit
+	reasonSeriesPerMetricLimit
+	numReasons
 )
 
-// batch is the per-request scratch state of ingest. Pooled; one request at
-// a time.
+var reasonNames = [numReasons]string{
+	reasonNone:                 "",
+	reasonDeltaTemporality:     "delta_temporality",
+	reasonInvalidTemporality:   "invalid_temporality",
+	reasonUnsupportedType:      "unsupported_type",
+	reasonEmptyName:            "empty_name",
+	reasonNameTooLong:          "name_too_long",
+	reasonInvalidLabelName:     "invalid_label_name",
+	reasonDuplicateLabel:       "duplicate_label",
+	reasonInvalidUTF8:          "invalid_utf8",
+	reasonMissingValue:         "missing_value",
+	reasonInvalidHistogram:     "invalid_histogram",
+	reasonMissingTimestamp:     "missing_timestamp",
+	reasonTooFarInFuture:       "too_far_in_future",
+	reasonTooOld:               "too_old",
+	reasonOutOfOrder:           "out_of_order",
+	reasonDuplicateTimestamp:   "duplicate_timestamp",
+	reasonTooManyLabels:        "too_many_labels",
+	reasonLabelNameTooLong:     "label_name_too_long",
+	reasonLabelValueTooLong:    "label_value_too_long",
+	reasonSeriesLimit:          "series_limit",
+	reasonSeriesPerMetricLimit: "series_per_metric_limit",
+}
+
+func (r reason) String() string { return reasonNames[r] }
+
+// futureLimitMs is how far ahead of the receiver's clock a sample may be
+// (Prometheus's limit).
+const futureLimitMs = 10 * 60 * 1000
+
+// kind is how a metric maps to series (otlp-contract.md §6).
+type kind uint8
+
+const (
+	kindGauge kind = iota // gauges and non-monotonic sums
+	kindCounter
+	kindHistogram
+	kindExpHistogram
+	kindSummary
+)
+
+// Series-name variants of a family: index into nameEntry.names.
+const (
+	variantMain   = 0 // n (number, summary quantiles) or n_bucket (histogram)
+	variantCount  = 1
+	variantSum    = 2
+	numVariants   = 3
+	nameCacheSize = 4096
+)
+
+// nameEntry is a cached metric-name translation.
+type nameEntry struct {
+	names  [numVariants]string
+	reject reason
+}
+
+// slabel is a label under construction. name and value alias the request,
+// a cache or the batch arena. ki is the index of the attribute it came
+// from (point labels) or, for resource labels, 1 when it overwrites a
+// point label of the same name and 0 when it is added only if absent.
+type slabel struct {
+	name, value []byte
+	ki          int32
+}
+
+// batch is the per-request state of ingest and the otlpwire.Handler that
+// maps decoded OTLP onto store series. Batches are pooled; one request
+// uses one batch at a time. Everything it keeps between points is scratch
+// that is reused, so points of series that already exist cost no
+// allocation.
 type batch struct {
-	r *Receiver
+	r      *Receiver
+	st     *store.Store
+	walker otlpwire.Walker
+	pd     pdataScratch
 
-	// Per resource: labels promoted from resource attributes and a hash of
-	// all resource attributes plus the scope (part of series identity).
-	resLabels []labels.Label
-	resHash   uint64
-	scopeHash uint64
+	minT, maxT int64
 
-	builder labels.ScratchBuilder
-	lbls    []labels.Label
+	// Resource state.
+	resDigest  xxhash.Digest
+	resHash    uint64
+	resBad     reason
+	resLbls    []slabel // sorted by name; ki 1 = overwrite (job, instance)
+	resArena   []byte
+	resSorted  []otlpwire.KeyValue
+	scopeSort  []otlpwire.KeyValue
+	scopeHash  uint64
+	u64buf     [8]byte
+	idSuffix   [16]byte
+	scopeArena []byte
 
-	touched       []uint32
-	rejected      map[string]int
-	examples      map[string]string
-	rejectedTotal int
+	// Metric state.
+	skip     bool
+	kind     kind
+	names    *nameEntry
+	otlpName []byte
+	touched  [numVariants]bool
+
+	// Point scratch. lbls is the point's final sorted label set without
+	// __name__; hbuf holds the same labels flattened for hashing, then the
+	// resource and scope hashes; each series appends its name to it.
+	attrLbls []slabel
+	lbls     []slabel
+	hbuf     []byte
+	arena    []byte
+	digest   xxhash.Digest
+	builder  labels.ScratchBuilder
+	key      []byte
+
+	// Caches, bounded, per batch so they need no lock.
+	nameCache map[string]*nameEntry
+	// pointCache memoises the label pipeline: a hash of the point's raw
+	// attributes in their context (resource, scope, metric kind) maps to
+	// the hash of the resulting label set, or to the rejection it causes.
+	// A repeat point then costs one hash and one map lookup instead of
+	// sanitising, sorting and merging its labels. A 64-bit collision is
+	// the same risk class as the 64-bit series identity the store keys on.
+	pointCache map[uint64]pointEntry
+	cacheHits  int // over the current window of cacheWindow lookups
+	cacheLooks int
+	cacheOff   int // points left to process without the cache
+	curAttrs   []otlpwire.KeyValue
+	built      bool   // b.lbls holds the current point's labels
+	base       uint64 // hash of the current point's labels and context
+	kbuf, ibuf []byte
+
+	// Request results.
+	touchedIDs []uint32
+	accepted   int
+	rejected   [numReasons]int
+	examples   [numReasons]string
+	nonFinite  int
+	expHist    int
+	total      int
+	newestT    int64 // newest accepted-looking sample time, for the lag histogram
+}
+
+// pointCacheSize bounds pointCache: about 40 B per entry, so 650 KB per
+// batch at most.
+const pointCacheSize = 1 << 14
+
+type pointEntry struct {
+	base   uint64
+	reject reason
+}
+
+func newBatch() *batch {
+	return &batch{
+		nameCache:  make(map[string]*nameEntry),
+		pointCache: make(map[uint64]pointEntry),
+	}
 }
 
 func (b *batch) reset(r *Receiver) {
-	b.r = r
-	b.touched = b.touched[:0]
-	b.rejectedTotal = 0
-	if b.rejected == nil {
-		b.rejected = map[string]int{}
-		b.examples = map[string]string{}
-	}
-	clear(b.rejected)
-	clear(b.examples)
+	b.r, b.st = r, r.store
+	now := r.now().UnixMilli()
+	b.maxT = now + futureLimitMs
+	b.minT = now - r.store.Retention().Milliseconds()
+	b.touchedIDs = b.touchedIDs[:0]
+	b.accepted, b.nonFinite, b.expHist, b.total, b.newestT = 0, 0, 0, 0, 0
+	b.rejected = [numReasons]int{}
+	b.examples = [numReasons]string{}
+	b.skip = true
 }
 
-func (b *batch) reject(reason string, n int, example string) {
-	b.rejected[reason] += n
-	b.rejectedTotal += n
-	if _, ok := b.examples[reason]; !ok {
-		b.examples[reason] = example
+func (b *batch) reject(r reason, n int, example func() string) {
+	if n <= 0 {
+		return
 	}
-	b.r.m.rejected.WithLabelValues(reason).Add(float64(n))
-}
-
-func (b *batch) resource(rm pmetric.ResourceMetrics) {
-	attrs := rm.Resource().Attributes()
-	b.resLabels = b.resLabels[:0]
-	h := xxhash.New()
-	keys := make([]string, 0, attrs.Len())
-	attrs.Range(func(k string, _ pcommon.Value) bool { keys = append(keys, k); return true })
-	sortStrings(keys)
-	for _, k := range keys {
-		v, _ := attrs.Get(k)
-		_, _ = h.WriteString(k)
-		_, _ = h.Write([]byte{0xff})
-		_, _ = h.WriteString(v.AsString())
-		_, _ = h.Write([]byte{0xfe})
-	}
-	b.resHash = h.Sum64()
-	if v, ok := attrs.Get("service.name"); ok && v.AsString() != "" {
-		job := v.AsString()
-		if ns, ok := attrs.Get("service.namespace"); ok && ns.AsString() != "" {
-			job = ns.AsString() + "/" + job
-		}
-		b.resLabels = append(b.resLabels, labels.Label{Name: "job", Value: job})
-	}
-	if v, ok := attrs.Get("service.instance.id"); ok && v.AsString() != "" {
-		b.resLabels = append(b.resLabels, labels.Label{Name: "instance", Value: v.AsString()})
-	}
-	sms := rm.ScopeMetrics()
-	for i := range sms.Len() {
-		sm := sms.At(i)
-		b.scopeHash = xxhash.Sum64String(sm.Scope().Name() + "\xff" + sm.Scope().Version())
-		ms := sm.Metrics()
-		for j := range ms.Len() {
-			b.metric(ms.At(j), attrs)
-		}
+	b.rejected[r] += n
+	b.total += n
+	if b.examples[r] == "" && example != nil {
+		b.examples[r] = example()
 	}
 }
 
-// k8sPromoted are resource attributes also offered as labels under short
-// names when the point has no such label (the labels KServe filters on).
+// --- resource and scope ---
+
+// k8sPromoted are resource attributes offered as labels under short names
+// when the point has no such label (interfaces.md).
 var k8sPromoted = [...]struct{ attr, label string }{
 	{"k8s.namespace.name", "namespace"},
 	{"k8s.pod.name", "pod"},
 	{"k8s.deployment.name", "deployment"},
 }
 
-func (b *batch) metric(m pmetric.Metric, resAttrs pcommon.Map) {
-	switch m.Type() {
-	case pmetric.MetricTypeGauge:
-		name := promName(m.Name(), m.Unit(), false)
-		if name == "" {
-			b.reject(reasonEmptyName, m.Gauge().DataPoints().Len(), m.Name())
-			return
+// Resource implements otlpwire.Handler.
+func (b *batch) Resource(attrs []otlpwire.KeyValue) {
+	b.resArena = b.resArena[:0]
+	b.resLbls = b.resLbls[:0]
+	b.resBad = reasonNone
+	b.resSorted, b.resHash = b.hashAttrs(attrs, b.resSorted, &b.resArena)
+	if name, ok := b.resGet("service.name"); ok {
+		job := name
+		if ns, ok := b.resGet("service.namespace"); ok {
+			start := len(b.resArena)
+			b.resArena = append(b.resArena, ns...)
+			b.resArena = append(b.resArena, '/')
+			b.resArena = append(b.resArena, name...)
+			job = b.resArena[start:]
 		}
-		b.numberPoints(name, m.Gauge().DataPoints(), resAttrs)
-	case pmetric.MetricTypeSum:
-		s := m.Sum()
-		switch s.AggregationTemporality() {
-		case pmetric.AggregationTemporalityCumulative:
-		case pmetric.AggregationTemporalityDelta:
-			b.reject(reasonDeltaTemporality, s.DataPoints().Len(), m.Name())
-			return
-		default:
-			b.reject(reasonInvalidTemp, s.DataPoints().Len(), m.Name())
-			return
-		}
-		name := promName(m.Name(), m.Unit(), s.IsMonotonic())
-		if name == "" {
-			b.reject(reasonEmptyName, s.DataPoints().Len(), m.Name())
-			return
-		}
-		b.numberPoints(name, s.DataPoints(), resAttrs)
-	default:
-		b.reject(reasonUnsupportedType, max(1, dataPointCount(m)), m.Name())
+		b.addResLabel(slabel{name: nameJob, value: job, ki: 1})
 	}
-}
-
-func (b *batch) numberPoints(name string, dps pmetric.NumberDataPointSlice, resAttrs pcommon.Map) {
-	for i := range dps.Len() {
-		dp := dps.At(i)
-		var v float64
-		switch {
-		case dp.Flags().NoRecordedValue():
-			v = math.Float64frombits(value.StaleNaN)
-		case dp.ValueType() == pmetric.NumberDataPointValueTypeDouble:
-			v = dp.DoubleValue()
-		case dp.ValueType() == pmetric.NumberDataPointValueTypeInt:
-			v = float64(dp.IntValue())
-		default:
-			b.reject(reasonMissingValue, 1, name)
-			continue
-		}
-		if dp.Timestamp() == 0 {
-			b.reject(reasonMissingTimestamp, 1, name)
-			continue
-		}
-		lset, ok := b.pointLabels(name, dp.Attributes(), resAttrs)
-		if !ok {
-			continue
-		}
-		b.append(lset, int64(dp.Timestamp())/1e6, v, dp.Flags().NoRecordedValue())
-	}
-}
-
-// pointLabels builds the sorted label set of a point: sanitised point
-// attributes, then job/instance (which overwrite), then promoted k8s
-// attributes (which do not).
-func (b *batch) pointLabels(name string, attrs, resAttrs pcommon.Map) (labels.Labels, bool) {
-	b.lbls = b.lbls[:0]
-	b.lbls = append(b.lbls, labels.Label{Name: labels.MetricName, Value: name})
-	ok := true
-	attrs.Range(func(k string, v pcommon.Value) bool {
-		ln := sanitizeLabelName(k)
-		if ln == "" {
-			b.reject(reasonInvalidLabelName, 1, name)
-			ok = false
-			return false
-		}
-		if ln == labels.MetricName {
-			return true
-		}
-		if s := v.AsString(); s != "" {
-			b.lbls = append(b.lbls, labels.Label{Name: ln, Value: s})
-		}
-		return true
-	})
-	if !ok {
-		return labels.EmptyLabels(), false
-	}
-	for _, rl := range b.resLabels {
-		b.lbls = setLabel(b.lbls, rl, true)
+	if v, ok := b.resGet("service.instance.id"); ok {
+		b.addResLabel(slabel{name: nameInstance, value: v, ki: 1})
 	}
 	for _, p := range k8sPromoted {
-		if v, found := resAttrs.Get(p.attr); found && v.AsString() != "" {
-			b.lbls = setLabel(b.lbls, labels.Label{Name: p.label, Value: v.AsString()}, false)
+		if v, ok := b.resGet(p.attr); ok {
+			b.addResLabel(slabel{name: unsafeBytes(p.label), value: v})
 		}
 	}
-	b.builder.Reset()
-	for _, l := range b.lbls {
-		b.builder.Add(l.Name, l.Value)
-	}
-	b.builder.Sort()
-	return b.builder.Labels(), true
-}
-
-func setLabel(ls []labels.Label, l labels.Label, overwrite bool) []labels.Label {
-	for i := range ls {
-		if ls[i].Name == l.Name {
-			if overwrite {
-				ls[i].Value = l.Value
-			}
-			return ls
-		}
-	}
-	return append(ls, l)
-}
-
-func (b *batch) append(lset labels.Labels, t int64, v float64, stale bool) {
-	st := b.r.store
-	h := xxhash.New()
-	_, _ = h.Write(u64(lset.Hash()))
-	_, _ = h.Write(u64(b.resHash))
-	_, _ = h.Write(u64(b.scopeHash))
-	id := h.Sum64()
-	ref, ok := st.Lookup(id)
-	if !ok {
-		if stale {
-			return // a marker never creates a series
-		}
-		var err error
-		ref, err = st.Create(id, lset)
-		if err != nil {
-			b.rejectAppend(err, lset)
-			return
-		}
-	}
-	if err := st.Append(ref, t, v); err != nil {
-		b.rejectAppend(err, lset)
-		return
-	}
-	b.r.m.accepted.Inc()
-	if mid, ok := st.SeriesMetricID(ref); ok {
-		for _, t := range b.touched {
-			if t == mid {
-				return
-			}
-		}
-		b.touched = append(b.touched, mid)
-	}
-}
-
-func (b *batch) rejectAppend(err error, lset labels.Labels) {
-	reason := "internal"
-	switch {
-	case errors.Is(err, store.ErrOutOfOrder):
-		reason = reasonOutOfOrder
-	case errors.Is(err, store.ErrDuplicateTimestamp):
-		reason = reasonDuplicate
-	case errors.Is(err, store.ErrTooOld):
-		reason = reasonTooOld
-	case errors.Is(err, store.ErrSeriesLimit):
-		reason = reasonSeriesLimit
-	case errors.Is(err, store.ErrSeriesPerMetricLimit):
-		reason = reasonSeriesPerMetric
-	}
-	b.reject(reason, 1, lset.String())
-}
-
-func u64(v uint64) []byte {
-	return []byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24), byte(v >> 32), byte(v >> 40), byte(v >> 48), byte(v >> 56)}
-}
-
-// promName returns the name Prometheus's OTLP endpoint stores a metric under
-// for the common cases: tokens outside [a-zA-Z0-9:] become "_", and a
-// monotonic sum ends in "_total".
-func promName(name, _ string, monotonic bool) string {
-	var sb strings.Builder
-	lastSep := false
-	for _, r := range name {
-		if r == ':' || r < 128 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
-			sb.WriteRune(r)
-			lastSep = false
+	for i, attr := range b.r.cfg.PromoteResourceAttributes {
+		if b.r.promotedNames[i] == "" {
 			continue
 		}
-		if !lastSep && sb.Len() > 0 {
-			sb.WriteByte('_')
-			lastSep = true
+		if v, ok := b.resGet(attr); ok {
+			b.addResLabel(slabel{name: unsafeBytes(b.r.promotedNames[i]), value: v})
 		}
 	}
-	out := strings.TrimSuffix(sb.String(), "_")
-	if out == "" {
-		return ""
-	}
-	if monotonic && !strings.HasSuffix(out, "_total") && out != "total" {
-		out += "_total"
-	}
-	if out[0] >= '0' && out[0] <= '9' {
-		out = "_" + out
-	}
-	return out
-}
-
-// sanitizeLabelName maps an attribute key to a Prometheus label name.
-func sanitizeLabelName(k string) string {
-	if k == "" {
-		return ""
-	}
-	b := []byte(k)
-	onlyUnderscore := true
-	for i, c := range b {
-		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			b[i] = '_'
-		}
-		if b[i] != '_' {
-			onlyUnderscore = false
-		}
-	}
-	if onlyUnderscore {
-		return ""
-	}
-	s := string(b)
-	switch {
-	case s[0] >= '0' && s[0] <= '9':
-		s = "key_" + s
-	case s[0] == '_' && !strings.HasPrefix(s, "__"):
-		s = "key" + s
-	}
-	return s
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
+	for _, l := range b.resLbls {
+		if !utf8.Valid(l.value) {
+			b.resBad = reasonInvalidUTF8
 		}
 	}
 }
 
-func dataPointCount(m pmetric.Metric) int {
-	switch m.Type() {
-	case pmetric.MetricTypeGauge:
-		return m.Gauge().DataPoints().Len()
-	case pmetric.MetricTypeSum:
-		return m.Sum().DataPoints().Len()
-	case pmetric.MetricTypeHistogram:
-		return m.Histogram().DataPoints().Len()
-	case pmetric.MetricTypeExponentialHistogram:
-		return m.ExponentialHistogram().DataPoints().Len()
-	case pmetric.MetricTypeSummary:
-		return m.Summary().DataPoints().Len()
+// addResLabel inserts l into the sorted b.resLbls; the first label of a
+// name wins (job and instance come first).
+func (b *batch) addResLabel(l slabel) {
+	i, found := slices.BinarySearchFunc(b.resLbls, l.name, func(x slabel, n []byte) int { return bytes.Compare(x.name, n) })
+	if !found {
+		b.resLbls = slices.Insert(b.resLbls, i, l)
+	}
+}
+
+// resGet renders the first resource attribute named key (as
+// pcommon.Map.Get finds it); b.resSorted is sorted stably by key.
+func (b *batch) resGet(key string) ([]byte, bool) {
+	for i := range b.resSorted {
+		if string(b.resSorted[i].Key) == key {
+			return b.valueString(&b.resSorted[i].Value, &b.resArena), true
+		}
+	}
+	return nil, false
+}
+
+// hashAttrs hashes attributes in key order (stable, so duplicates keep
+// their order) and returns them sorted in dst.
+func (b *batch) hashAttrs(attrs, dst []otlpwire.KeyValue, arena *[]byte) ([]otlpwire.KeyValue, uint64) {
+	dst = append(dst[:0], attrs...)
+	slices.SortStableFunc(dst, func(x, y otlpwire.KeyValue) int { return bytes.Compare(x.Key, y.Key) })
+	d := &b.resDigest
+	d.Reset()
+	for i := range dst {
+		kv := &dst[i]
+		_, _ = d.Write(kv.Key)
+		_, _ = d.Write(sepFF)
+		start := len(*arena)
+		v := b.valueString(&kv.Value, arena)
+		_, _ = d.Write(v)
+		_, _ = d.Write(sepFE)
+		*arena = (*arena)[:start] // label values are re-rendered on demand
+	}
+	return dst, d.Sum64()
+}
+
+var (
+	nameJob      = []byte("job")
+	nameInstance = []byte("instance")
+)
+
+// Separators in identity hashes: bytes that never occur in valid UTF-8.
+var (
+	sepFF = []byte{0xff}
+	sepFE = []byte{0xfe}
+)
+
+// Scope implements otlpwire.Handler.
+func (b *batch) Scope(name, version []byte, attrs []otlpwire.KeyValue) {
+	// Scope attributes are hashed with their own sorted copy; keep the
+	// resource's sorted attributes intact for promotion lookups.
+	b.scopeArena = b.scopeArena[:0]
+	var ah uint64
+	b.scopeSort, ah = b.hashAttrs(attrs, b.scopeSort, &b.scopeArena)
+	d := &b.digest
+	d.Reset()
+	_, _ = d.Write(name)
+	_, _ = d.Write(sepFF)
+	_, _ = d.Write(version)
+	_, _ = d.Write(sepFF)
+	putU64(b.u64buf[:], ah)
+	_, _ = d.Write(b.u64buf[:])
+	b.scopeHash = d.Sum64()
+	putU64(b.idSuffix[:8], b.resHash)
+	putU64(b.idSuffix[8:], b.scopeHash)
+}
+
+// --- metric ---
+
+// Metric implements otlpwire.Handler.
+func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
+	b.skip = true
+	b.touched = [numVariants]bool{}
+	b.otlpName = m.Name
+	n := max(points, 1)
+	var k kind
+	var mt otlptranslator.MetricType
+	switch m.Type {
+	case otlpwire.TypeGauge:
+		k, mt = kindGauge, otlptranslator.MetricTypeGauge
+	case otlpwire.TypeSum:
+		if r := b.temporality(m.Temporality); r != reasonNone {
+			b.reject(r, points, b.metricExample)
+			return false
+		}
+		k, mt = kindGauge, otlptranslator.MetricTypeNonMonotonicCounter
+		if m.Monotonic {
+			k, mt = kindCounter, otlptranslator.MetricTypeMonotonicCounter
+		}
+	case otlpwire.TypeHistogram, otlpwire.TypeExponentialHistogram:
+		if r := b.temporality(m.Temporality); r != reasonNone {
+			b.reject(r, points, b.metricExample)
+			return false
+		}
+		k, mt = kindHistogram, otlptranslator.MetricTypeHistogram
+		if m.Type == otlpwire.TypeExponentialHistogram {
+			k, mt = kindExpHistogram, otlptranslator.MetricTypeExponentialHistogram
+		}
+	case otlpwire.TypeSummary:
+		k, mt = kindSummary, otlptranslator.MetricTypeSummary
 	default:
-		return 0
+		b.reject(reasonUnsupportedType, n, b.metricExample)
+		return false
+	}
+	if points == 0 {
+		return false
+	}
+	e := b.metricNames(m.Name, m.Unit, k, mt)
+	if e.reject != reasonNone {
+		b.reject(e.reject, points, b.metricExample)
+		return false
+	}
+	if b.resBad != reasonNone {
+		b.reject(b.resBad, points, b.metricExample)
+		return false
+	}
+	b.kind, b.names, b.skip = k, e, false
+	return true
+}
+
+func (b *batch) temporality(t int32) reason {
+	switch t {
+	case 2: // cumulative
+		return reasonNone
+	case 1: // delta
+		if b.r.cfg.IngestDelta {
+			return reasonNone
+		}
+		return reasonDeltaTemporality
+	default:
+		return reasonInvalidTemporality
+	}
+}
+
+func (b *batch) metricExample() string { return exampleString(b.otlpName) }
+
+// metricNames returns the cached translation of a metric name (§5).
+func (b *batch) metricNames(name, unit []byte, k kind, mt otlptranslator.MetricType) *nameEntry {
+	b.key = append(b.key[:0], byte(k), byte(mt))
+	b.key = append(b.key, unit...)
+	b.key = append(b.key, 0)
+	b.key = append(b.key, name...)
+	if e, ok := b.nameCache[string(b.key)]; ok {
+		return e
+	}
+	e := &nameEntry{}
+	switch {
+	case !utf8.Valid(name) || !utf8.Valid(unit):
+		e.reject = reasonInvalidUTF8
+	case len(name) > b.r.cfg.MaxMetricNameLength:
+		e.reject = reasonNameTooLong
+	case len(name) == 0:
+		e.reject = reasonEmptyName
+	default:
+		namer := otlptranslator.MetricNamer{WithMetricSuffixes: true}
+		n, err := namer.Build(otlptranslator.Metric{Name: string(name), Unit: string(unit), Type: mt})
+		if err != nil || n == "" {
+			e.reject = reasonEmptyName
+			break
+		}
+		switch k {
+		case kindHistogram:
+			e.names = [numVariants]string{n + "_bucket", n + "_count", n + "_sum"}
+		case kindExpHistogram:
+			e.names = [numVariants]string{"", n + "_count", n + "_sum"}
+		case kindSummary:
+			e.names = [numVariants]string{n, n + "_count", n + "_sum"}
+		default:
+			e.names[variantMain] = n
+		}
+	}
+	if len(b.nameCache) >= nameCacheSize {
+		clear(b.nameCache)
+	}
+	b.nameCache[string(b.key)] = e
+	return e
+}
+
+// --- points ---
+
+// Point implements otlpwire.Handler.
+func (b *batch) Point(p *otlpwire.Point) {
+	if b.skip {
+		return
+	}
+	if r := b.point(p); r != reasonNone {
+		b.reject(r, 1, b.pointExample)
+		return
+	}
+	b.accepted++
+}
+
+func (b *batch) pointExample() string {
+	if !b.built {
+		// A cached point or an early rejection: render the labels now
+		// (left empty when the labels themselves are what is wrong).
+		b.built = b.pointLabels(b.curAttrs) == reasonNone
+	}
+	s := b.names.names[variantMain]
+	if s == "" {
+		s = b.names.names[variantCount]
+	}
+	if len(b.lbls) > 0 {
+		var sb []byte
+		sb = append(sb, s...)
+		sb = append(sb, '{')
+		for i, l := range b.lbls {
+			if i > 0 {
+				sb = append(sb, ',')
+			}
+			sb = append(sb, l.name...)
+			sb = append(sb, '=')
+			sb = strconv.AppendQuote(sb, string(truncate(l.value, 64)))
+			if len(sb) > 200 {
+				sb = append(sb, "..."...)
+				break
+			}
+		}
+		sb = append(sb, '}')
+		return exampleString(sb)
+	}
+	return exampleString([]byte(s))
+}
+
+func (b *batch) point(p *otlpwire.Point) reason {
+	b.curAttrs, b.built = p.Attrs, false
+	b.lbls = b.lbls[:0]
+	if p.Time == 0 {
+		return reasonMissingTimestamp
+	}
+	t := int64(p.Time / 1e6) // truncated to ms, as Prometheus does
+	if t > b.maxT {
+		return reasonTooFarInFuture
+	}
+	if t < b.minT {
+		return reasonTooOld
+	}
+	b.newestT = max(b.newestT, t)
+	stale := p.Flags&1 != 0 // NoRecordedValue
+	var v float64
+	if !stale {
+		if r := b.validate(p, &v); r != reasonNone {
+			return r
+		}
+	}
+	b.arena = b.arena[:0]
+	var e pointEntry
+	var key uint64
+	ok, useCache := false, b.useCache()
+	if useCache {
+		key = b.attrKey(p.Attrs)
+		if e, ok = b.pointCache[key]; ok {
+			b.cacheHits++
+		}
+	}
+	if !ok {
+		if e.reject = b.pointLabels(p.Attrs); e.reject == reasonNone {
+			b.built = true
+			// hbuf holds the labels; the identity adds resource and scope.
+			b.hbuf = append(b.hbuf, b.idSuffix[:]...)
+			e.base = xxhash.Sum64(b.hbuf)
+		}
+		if useCache {
+			if len(b.pointCache) >= pointCacheSize {
+				clear(b.pointCache)
+			}
+			b.pointCache[key] = e
+		}
+	}
+	if e.reject != reasonNone {
+		return e.reject
+	}
+	b.base = e.base
+	staleV := math.Float64frombits(value.StaleNaN)
+	switch b.kind {
+	case kindGauge, kindCounter:
+		if stale {
+			v = staleV
+		}
+		return b.series(variantMain, nil, t, v, stale)
+	case kindHistogram:
+		return b.histogram(p, t, stale)
+	case kindExpHistogram:
+		b.expHist++
+		first := reasonNone
+		c, s := float64(p.Count), p.Sum
+		if stale {
+			c, s = staleV, staleV
+		}
+		first = firstReason(first, b.series(variantCount, nil, t, c, stale))
+		if p.HasSum || stale {
+			first = firstReason(first, b.series(variantSum, nil, t, s, stale))
+		}
+		return first
+	case kindSummary:
+		first := reasonNone
+		for _, q := range p.Quantiles {
+			qv := q.Value
+			if stale {
+				qv = staleV
+			}
+			b.key = labels.AppendOpenMetricsFloat(b.key[:0], q.Quantile)
+			first = firstReason(first, b.series(variantMain, b.key, t, qv, stale))
+		}
+		c, s := float64(p.Count), p.Sum
+		if stale {
+			c, s = staleV, staleV
+		}
+		first = firstReason(first, b.series(variantSum, nil, t, s, stale))
+		first = firstReason(first, b.series(variantCount, nil, t, c, stale))
+		return first
+	}
+	return reasonNone
+}
+
+func firstReason(a, b reason) reason {
+	if a != reasonNone {
+		return a
+	}
+	return b
+}
+
+// validate checks a point's value fields and sets v for number points.
+func (b *batch) validate(p *otlpwire.Point, v *float64) reason {
+	switch b.kind {
+	case kindGauge, kindCounter:
+		switch p.NumberKind {
+		case otlpwire.NumberDouble:
+			*v = p.Double
+		case otlpwire.NumberInt:
+			*v = float64(p.Int)
+		default:
+			return reasonMissingValue
+		}
+		if math.IsNaN(*v) || math.IsInf(*v, 0) {
+			b.nonFinite++
+		}
+	case kindHistogram:
+		if len(p.BucketCounts) != 0 && len(p.BucketCounts) != len(p.Bounds)+1 {
+			return reasonInvalidHistogram
+		}
+		for i, bd := range p.Bounds {
+			if math.IsNaN(bd) || math.IsInf(bd, 0) || (i > 0 && bd <= p.Bounds[i-1]) {
+				return reasonInvalidHistogram
+			}
+		}
+		if len(p.BucketCounts) > 0 {
+			var sum uint64
+			for _, c := range p.BucketCounts {
+				if sum+c < sum {
+					return reasonInvalidHistogram
+				}
+				sum += c
+			}
+			if sum != p.Count {
+				return reasonInvalidHistogram
+			}
+		}
+	case kindSummary:
+		for _, q := range p.Quantiles {
+			if !(q.Quantile >= 0 && q.Quantile <= 1) {
+				return reasonInvalidHistogram
+			}
+		}
+	}
+	return reasonNone
+}
+
+func (b *batch) histogram(p *otlpwire.Point, t int64, stale bool) reason {
+	staleV := math.Float64frombits(value.StaleNaN)
+	first := reasonNone
+	var cum uint64
+	if len(p.BucketCounts) > 0 || stale {
+		for i, bd := range p.Bounds {
+			v := staleV
+			if !stale {
+				cum += p.BucketCounts[i]
+				v = float64(cum)
+			}
+			b.key = labels.AppendOpenMetricsFloat(b.key[:0], bd)
+			first = firstReason(first, b.series(variantMain, b.key, t, v, stale))
+		}
+	}
+	c, s := float64(p.Count), p.Sum
+	if stale {
+		c, s = staleV, staleV
+	}
+	first = firstReason(first, b.series(variantMain, infLE, t, c, stale))
+	first = firstReason(first, b.series(variantCount, nil, t, c, stale))
+	if p.HasSum || stale {
+		first = firstReason(first, b.series(variantSum, nil, t, s, stale))
+	}
+	return first
+}
+
+var infLE = []byte("+Inf")
+
+// series appends one sample to the series named by variant (plus le or
+// quantile when extra is set) and the point's labels. A stale marker never
+// creates a series.
+func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool) reason {
+	name := b.names.names[variant]
+	h := binary.LittleEndian.AppendUint64(b.ibuf[:0], b.base)
+	h = append(h, name...)
+	if extra != nil {
+		h = append(h, 0xfd)
+		h = append(h, extra...)
+	}
+	b.ibuf = h
+	id := xxhash.Sum64(h)
+	ref, ok := b.st.Lookup(id)
+	if !ok {
+		if stale {
+			return reasonNone
+		}
+		if !b.built {
+			b.pointLabels(b.curAttrs) // succeeds: it did when cached
+			b.built = true
+		}
+		var err error
+		ref, err = b.st.Create(id, b.buildLabels(name, extra))
+		if err != nil {
+			return appendReason(err)
+		}
+	}
+	if err := b.st.Append(ref, t, v); err != nil {
+		return appendReason(err)
+	}
+	if !b.touched[variant] {
+		b.touched[variant] = true
+		if mid, ok := b.st.SeriesMetricID(ref); ok && !slices.Contains(b.touchedIDs, mid) {
+			b.touchedIDs = append(b.touchedIDs, mid)
+		}
+	}
+	return reasonNone
+}
+
+// buildLabels builds the series' label set; called only for new series.
+func (b *batch) buildLabels(name string, extra []byte) labels.Labels {
+	bl := &b.builder
+	bl.Reset()
+	bl.Add(model.MetricNameLabel, name)
+	for _, l := range b.lbls {
+		bl.Add(string(l.name), string(l.value))
+	}
+	if extra != nil {
+		ln := "le"
+		if b.kind == kindSummary {
+			ln = "quantile"
+		}
+		bl.Add(ln, string(extra))
+	}
+	bl.Sort()
+	return bl.Labels()
+}
+
+func appendReason(err error) reason {
+	switch {
+	case errors.Is(err, store.ErrOutOfOrder):
+		return reasonOutOfOrder
+	case errors.Is(err, store.ErrDuplicateTimestamp):
+		return reasonDuplicateTimestamp
+	case errors.Is(err, store.ErrTooOld):
+		return reasonTooOld
+	case errors.Is(err, store.ErrSeriesLimit):
+		return reasonSeriesLimit
+	case errors.Is(err, store.ErrSeriesPerMetricLimit):
+		return reasonSeriesPerMetricLimit
+	default:
+		// ErrUnknownSeries: the series was deleted between Lookup and
+		// Append (retention sweep); the sender's retry re-creates it.
+		return reasonOutOfOrder
+	}
+}
+
+// Adaptive use of pointCache: when fewer than a quarter of a window's
+// lookups hit (far more distinct label sets per batch than the cache
+// holds, e.g. 1M series), the cache only costs a hash and an insert per
+// point, so it is bypassed for cacheBackoff points and then tried again.
+const (
+	cacheWindow  = 4096
+	cacheBackoff = 1 << 16
+)
+
+func (b *batch) useCache() bool {
+	if b.cacheOff > 0 {
+		b.cacheOff--
+		return false
+	}
+	if b.cacheLooks++; b.cacheLooks >= cacheWindow {
+		if b.cacheHits*4 < b.cacheLooks {
+			b.cacheOff = cacheBackoff
+		}
+		b.cacheHits, b.cacheLooks = 0, 0
+	}
+	return true
+}
+
+// --- labels ---
+
+// attrKey hashes a point's attributes as decoded (length-prefixed keys,
+// value kinds and values) with the context the label pipeline depends on:
+// the resource (its labels), the scope (identity) and the metric kind
+// (which drops le or quantile).
+func (b *batch) attrKey(attrs []otlpwire.KeyValue) uint64 {
+	k := b.kbuf[:0]
+	k = append(k, byte(b.kind))
+	k = binary.LittleEndian.AppendUint64(k, b.resHash)
+	k = binary.LittleEndian.AppendUint64(k, b.scopeHash)
+	for i := range attrs {
+		kv := &attrs[i]
+		k = binary.LittleEndian.AppendUint32(k, uint32(len(kv.Key)))
+		k = append(k, kv.Key...)
+		k = append(k, byte(kv.Value.Kind))
+		switch kv.Value.Kind {
+		case otlpwire.KindInt:
+			k = binary.LittleEndian.AppendUint64(k, uint64(kv.Value.Int))
+		case otlpwire.KindDouble:
+			k = binary.LittleEndian.AppendUint64(k, math.Float64bits(kv.Value.Double))
+		case otlpwire.KindBool:
+			if kv.Value.Bool {
+				k = append(k, 1)
+			} else {
+				k = append(k, 0)
+			}
+		case otlpwire.KindEmpty:
+		default:
+			k = binary.LittleEndian.AppendUint32(k, uint32(len(kv.Value.Str)))
+			k = append(k, kv.Value.Str...)
+		}
+	}
+	b.kbuf = k
+	return xxhash.Sum64(k)
+}
+
+// pointLabels fills b.lbls with the point's sorted label set without
+// __name__ (§8), and b.hbuf with the same labels flattened for hashing:
+// sanitised attribute names, colliding names joined with ";" in key
+// order, job/instance overwriting, promoted resource attributes added when
+// absent, empty values dropped, limits checked. It is one sort of the
+// point's attributes and one merge with the resource's sorted labels.
+func (b *batch) pointLabels(attrs []otlpwire.KeyValue) reason {
+	cfg := &b.r.cfg
+	b.lbls = b.lbls[:0]
+	al := b.attrLbls[:0]
+	for i := range attrs {
+		kv := &attrs[i]
+		if !utf8.Valid(kv.Key) {
+			return reasonInvalidUTF8
+		}
+		name, ok := b.labelName(kv.Key)
+		if !ok {
+			return reasonInvalidLabelName
+		}
+		if string(name) == model.MetricNameLabel ||
+			(b.kind == kindHistogram && string(name) == "le") ||
+			(b.kind == kindSummary && string(name) == "quantile") {
+			continue // generated labels win (§6)
+		}
+		val := b.valueString(&kv.Value, &b.arena)
+		if kv.Value.Kind == otlpwire.KindStr && !utf8.Valid(val) {
+			return reasonInvalidUTF8
+		}
+		al = append(al, slabel{name: name, value: val, ki: int32(i)})
+	}
+	b.attrLbls = al
+	if len(al) <= 16 {
+		// Insertion sort by name, then original key: a handful of labels.
+		for i := 1; i < len(al); i++ {
+			for j := i; j > 0 && labelLess(&al[j], &al[j-1], attrs); j-- {
+				al[j], al[j-1] = al[j-1], al[j]
+			}
+		}
+	} else {
+		slices.SortFunc(al, func(x, y slabel) int {
+			if labelLess(&x, &y, attrs) {
+				return -1
+			}
+			if labelLess(&y, &x, attrs) {
+				return 1
+			}
+			return 0
+		})
+	}
+	out, res, hb := b.lbls[:0], b.resLbls, b.hbuf[:0]
+	emit := func(out []slabel, hb []byte, name, val []byte) ([]slabel, []byte) {
+		if len(val) == 0 {
+			return out, hb
+		}
+		out = append(out, slabel{name: name, value: val})
+		hb = append(hb, name...)
+		hb = append(hb, 0xff)
+		hb = append(hb, val...)
+		return out, append(hb, 0xfe)
+	}
+	j := 0
+	for i := 0; i < len(al); {
+		name, val := al[i].name, al[i].value
+		k := i + 1
+		for ; k < len(al) && bytes.Equal(al[k].name, name); k++ {
+			if bytes.Equal(attrs[al[k].ki].Key, attrs[al[k-1].ki].Key) {
+				return reasonDuplicateLabel
+			}
+			start := len(b.arena)
+			b.arena = append(b.arena, val...)
+			b.arena = append(b.arena, ';')
+			b.arena = append(b.arena, al[k].value...)
+			val = b.arena[start:]
+		}
+		i = k
+		for ; j < len(res) && bytes.Compare(res[j].name, name) < 0; j++ {
+			out, hb = emit(out, hb, res[j].name, res[j].value)
+		}
+		if j < len(res) && bytes.Equal(res[j].name, name) {
+			if res[j].ki == 1 {
+				val = res[j].value
+			}
+			j++
+		}
+		out, hb = emit(out, hb, name, val)
+	}
+	for ; j < len(res); j++ {
+		out, hb = emit(out, hb, res[j].name, res[j].value)
+	}
+	b.lbls, b.hbuf = out, hb
+	if len(out) > cfg.MaxLabelsPerSeries {
+		return reasonTooManyLabels
+	}
+	for i := range out {
+		if len(out[i].name) > cfg.MaxLabelNameLength {
+			return reasonLabelNameTooLong
+		}
+		if len(out[i].value) > cfg.MaxLabelValueLength {
+			return reasonLabelValueTooLong
+		}
+	}
+	return reasonNone
+}
+
+// labelLess orders point labels by sanitised name, then by original key,
+// so colliding names join in key order (Prometheus sorts by key first).
+func labelLess(x, y *slabel, attrs []otlpwire.KeyValue) bool {
+	if c := bytes.Compare(x.name, y.name); c != 0 {
+		return c < 0
+	}
+	return bytes.Compare(attrs[x.ki].Key, attrs[y.ki].Key) < 0
+}
+
+// labelName sanitises an attribute key (§8.1) exactly as otlptranslator's
+// LabelNamer with Prometheus's defaults (UnderscoreLabelSanitization,
+// PreserveMultipleUnderscores): every rune outside [a-zA-Z0-9_] becomes
+// "_", a leading digit gets "key_", a leading single "_" gets "key", and a
+// result made only of underscores is invalid. Keys that are already valid
+// are returned as they are; others are written to the point arena.
+// TestLabelNameMatchesOTLPTranslator checks the equivalence.
+func (b *batch) labelName(key []byte) ([]byte, bool) {
+	if validLabelName(key) {
+		return key, true
+	}
+	if len(key) == 0 {
+		return nil, false
+	}
+	start := len(b.arena)
+	b.arena = append(b.arena, "key"...)
+	body := len(b.arena)
+	for i := 0; i < len(key); {
+		c := key[i]
+		if c < utf8.RuneSelf {
+			if !isLabelChar(c) {
+				c = '_'
+			}
+			b.arena = append(b.arena, c)
+			i++
+			continue
+		}
+		_, size := utf8.DecodeRune(key[i:])
+		b.arena = append(b.arena, '_')
+		i += size
+	}
+	n := b.arena[body:]
+	switch {
+	case n[0] >= '0' && n[0] <= '9':
+		// "key_" + n: open a byte after "key".
+		b.arena = append(b.arena, 0)
+		copy(b.arena[body+1:], b.arena[body:len(b.arena)-1])
+		b.arena[body] = '_'
+		return b.arena[start:], true
+	case n[0] == '_' && (len(n) == 1 || n[1] != '_'):
+		return b.arena[start:], true // "key" + n
+	}
+	for _, c := range n {
+		if c != '_' {
+			return n, true
+		}
+	}
+	return nil, false
+}
+
+func isLabelChar(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// validLabelName reports whether LabelNamer would return key unchanged.
+func validLabelName(key []byte) bool {
+	if len(key) == 0 || key[0] >= '0' && key[0] <= '9' {
+		return false
+	}
+	if key[0] == '_' && (len(key) == 1 || key[1] != '_') {
+		return false
+	}
+	onlyUnderscores := true
+	for _, c := range key {
+		switch {
+		case c == '_':
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			onlyUnderscores = false
+		default:
+			return false
+		}
+	}
+	return !onlyUnderscores
+}
+
+// valueString renders an attribute value as pcommon.Value.AsString does,
+// appending to *arena when it has to format.
+func (b *batch) valueString(v *otlpwire.AnyValue, arena *[]byte) []byte {
+	start := len(*arena)
+	switch v.Kind {
+	case otlpwire.KindStr, otlpwire.KindPreformatted:
+		return v.Str
+	case otlpwire.KindInt:
+		*arena = strconv.AppendInt(*arena, v.Int, 10)
+	case otlpwire.KindDouble:
+		*arena = appendFloatAsString(*arena, v.Double)
+	case otlpwire.KindBool:
+		*arena = strconv.AppendBool(*arena, v.Bool)
+	case otlpwire.KindBytes:
+		*arena = base64.StdEncoding.AppendEncode(*arena, v.Str)
+	case otlpwire.KindArray, otlpwire.KindMap:
+		*arena = append(*arena, nestedValueString(v)...)
+	default:
+		return nil
+	}
+	return (*arena)[start:]
+}
+
+// appendFloatAsString formats like pcommon's float64AsString (ES6 number
+// to string).
+func appendFloatAsString(dst []byte, f float64) []byte {
+	switch {
+	case math.IsNaN(f):
+		return append(dst, "NaN"...)
+	case math.IsInf(f, 1):
+		return append(dst, "Infinity"...)
+	case math.IsInf(f, -1):
+		return append(dst, "-Infinity"...)
+	}
+	abs := math.Abs(f)
+	fmt := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		fmt = 'e'
+	}
+	start := len(dst)
+	dst = strconv.AppendFloat(dst, f, fmt, -1, 64)
+	if fmt == 'e' {
+		n := len(dst) - start
+		b := dst[start:]
+		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			dst = dst[:len(dst)-1]
+		}
+	}
+	return dst
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	return b[:n]
+}
+
+// exampleString makes a partial-success example: valid UTF-8 (the message
+// is a proto string) and short.
+func exampleString(b []byte) string {
+	s := string(truncate(b, 200))
+	return toValidUTF8(s)
+}
+
+func toValidUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	out := make([]rune, 0, len(s))
+	for _, r := range s {
+		out = append(out, r) // invalid bytes decode as utf8.RuneError
+	}
+	return string(out)
+}
+
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+func putU64(b []byte, v uint64) {
+	_ = b[7]
+	for i := range 8 {
+		b[i] = byte(v >> (8 * i))
 	}
 }

@@ -1,7 +1,12 @@
 // Package receiver accepts pushed OTLP metrics over gRPC
 // (MetricsService/Export) and HTTP (POST /v1/metrics), maps every point to
-// the series Prometheus would create when ingesting the same OTLP, and
-// appends it to the store.
+// the series Prometheus would create when ingesting the same OTLP
+// (otlp-contract.md §5–§8), and appends it to the store.
+//
+// Protobuf requests are walked in place by pkg/internal/otlpwire and
+// appended straight into the store: a point of a series that already
+// exists costs no allocation. JSON requests are decoded by pdata and fed to
+// the same mapper, which is also how tests use pdata as the reference.
 //
 // A bad point never affects its neighbours: rejected points are counted by
 // reason and reported through OTLP partial success; only undecodable bytes
@@ -9,25 +14,76 @@
 package receiver
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strings"
-	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/otlptranslator"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	_ "google.golang.org/grpc/encoding/gzip" // collectors compress with gzip by default
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
-// Config configures the receiver.
+// Config configures the receiver. Zero fields take their defaults.
 type Config struct {
 	// MaxRecvSize is the largest accepted request after decompression, in
 	// bytes. Default 64 MiB.
 	MaxRecvSize int64
+	// IngestDelta stores delta-temporality points as raw samples instead of
+	// rejecting them (--otlp-delta=ingest).
+	IngestDelta bool
+	// PromoteResourceAttributes are resource attributes added as labels
+	// (sanitised names) when the point has no such label.
+	PromoteResourceAttributes []string
+	// MaxLabelsPerSeries caps labels per series after promotion. Default 64.
+	MaxLabelsPerSeries int
+	// MaxLabelNameLength caps a label name in bytes. Default 1 KiB.
+	MaxLabelNameLength int
+	// MaxLabelValueLength caps a label value in bytes. Default 4 KiB.
+	MaxLabelValueLength int
+	// MaxMetricNameLength caps an OTLP metric name in bytes. Default 1 KiB.
+	MaxMetricNameLength int
+	// MaxInFlight caps concurrently processed Exports. Default 64.
+	MaxInFlight int
+	// MaxInFlightBytes caps the bytes of concurrently processed Exports.
+	// Default 4 × MaxRecvSize.
+	MaxInFlightBytes int64
+	// ReferenceDecoder decodes protobuf requests with pdata instead of the
+	// wire walker (same mapping and store). It is the same-run baseline of
+	// the load test and a diagnosis switch, not for production.
+	ReferenceDecoder bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxRecvSize <= 0 {
+		c.MaxRecvSize = 64 << 20
+	}
+	if c.MaxLabelsPerSeries <= 0 {
+		c.MaxLabelsPerSeries = 64
+	}
+	if c.MaxLabelNameLength <= 0 {
+		c.MaxLabelNameLength = 1 << 10
+	}
+	if c.MaxLabelValueLength <= 0 {
+		c.MaxLabelValueLength = 4 << 10
+	}
+	if c.MaxMetricNameLength <= 0 {
+		c.MaxMetricNameLength = 1 << 10
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 64
+	}
+	if c.MaxInFlightBytes <= 0 {
+		c.MaxInFlightBytes = 4 * c.MaxRecvSize
+	}
+	return c
 }
 
 // Settings carries what the developer provides.
@@ -40,38 +96,59 @@ type Settings struct {
 	// least one sample, with the metric IDs (store.MetricID) it touched.
 	// The slice is valid only during the call; it must not block.
 	OnIngest func(metricIDs []uint32)
+	// Now is the clock for timestamp checks; nil means time.Now.
+	Now func() time.Time
 }
 
 // Receiver is the OTLP metrics receiver. It is safe for concurrent use.
 type Receiver struct {
-	cfg    Config
-	store  *store.Store
-	set    Settings
-	logger *slog.Logger
-	m      *metrics
+	// Fields above draining are immutable after New.
+	cfg           Config
+	store         *store.Store
+	set           Settings
+	now           func() time.Time
+	logger        *slog.Logger
+	m             *metrics
+	promotedNames []string
+	slots         chan struct{} // in-flight Exports; a send acquires
+	testHook      func()        // called with a slot held; tests only
 
-	mu       sync.RWMutex // guards draining
-	draining bool
-
-	scratch sync.Pool // *batch
+	draining      atomic.Bool
+	limitLogged   [numReasons]atomic.Int64 // unix seconds of the last limit warning
+	inflightBytes atomic.Int64
+	// batches is a free list of per-request scratch. A bounded channel,
+	// not a sync.Pool: a pool is emptied by every GC, and each batch
+	// carries name caches whose rebuild would cost allocations.
+	batches chan *batch
 }
 
 // New returns a receiver appending to st.
 func New(st *store.Store, cfg Config, set Settings) *Receiver {
-	if cfg.MaxRecvSize <= 0 {
-		cfg.MaxRecvSize = 64 << 20
-	}
+	cfg = cfg.withDefaults()
 	if set.Logger == nil {
 		set.Logger = slog.New(slog.DiscardHandler)
+	}
+	if set.Now == nil {
+		set.Now = time.Now
 	}
 	r := &Receiver{
 		cfg:    cfg,
 		store:  st,
 		set:    set,
+		now:    set.Now,
 		logger: set.Logger.With("component", "receiver"),
 		m:      newMetrics(set.Registerer),
+		slots:  make(chan struct{}, cfg.MaxInFlight),
 	}
-	r.scratch.New = func() any { return &batch{} }
+	namer := otlptranslator.LabelNamer{UnderscoreLabelSanitization: true, PreserveMultipleUnderscores: true} //nolint:staticcheck // Prometheus's default label_name_underscore_sanitization (otlp-contract.md §8.1)
+	for _, a := range cfg.PromoteResourceAttributes {
+		n, err := namer.Build(a)
+		if err != nil {
+			n = "" // an unusable name promotes nothing
+		}
+		r.promotedNames = append(r.promotedNames, n)
+	}
+	r.batches = make(chan *batch, cfg.MaxInFlight)
 	return r
 }
 
@@ -81,62 +158,196 @@ func (r *Receiver) MaxRecvSize() int64 { return r.cfg.MaxRecvSize }
 
 // Drain makes every later Export answer Unavailable, so senders retry
 // against whichever replica is serving.
-func (r *Receiver) Drain() {
-	r.mu.Lock()
-	r.draining = true
-	r.mu.Unlock()
+func (r *Receiver) Drain() { r.draining.Store(true) }
+
+// errOverloaded and errDraining make the transports answer Unavailable
+// with a retry hint.
+var (
+	errOverloaded = errors.New("too many concurrent exports; retry later")
+	errDraining   = errors.New("server is shutting down; retry against another replica")
+)
+
+// acquire takes an in-flight slot, or fails at once: queueing without
+// bound is what the bound prevents.
+func (r *Receiver) acquire() error {
+	if r.draining.Load() {
+		return errDraining
+	}
+	select {
+	case r.slots <- struct{}{}:
+		return nil
+	default:
+		r.m.overloaded.Inc()
+		return errOverloaded
+	}
 }
 
-func (r *Receiver) isDraining() bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.draining
+// addBytes accounts n in-flight bytes, failing when over the bound.
+func (r *Receiver) addBytes(n int64) error {
+	if r.inflightBytes.Add(n) > r.cfg.MaxInFlightBytes && n < r.inflightBytes.Load() {
+		r.inflightBytes.Add(-n)
+		r.m.overloaded.Inc()
+		return errOverloaded
+	}
+	return nil
 }
 
-// ingest appends every point of md and returns the OTLP response, with
-// partial success set when points were rejected.
-func (r *Receiver) ingest(md pmetric.Metrics) pmetricotlp.ExportResponse {
-	b := r.scratch.Get().(*batch)
-	defer r.scratch.Put(b)
+func (r *Receiver) release(n int64) {
+	r.inflightBytes.Add(-n)
+	<-r.slots
+}
+
+// result is the outcome of one request.
+type result struct {
+	rejected int64
+	message  string
+}
+
+// ingestProto walks an encoded ExportMetricsServiceRequest into the store.
+func (r *Receiver) ingestProto(buf []byte) (result, error) {
+	if r.cfg.ReferenceDecoder {
+		er := pmetricotlp.NewExportRequest()
+		if err := er.UnmarshalProto(buf); err != nil {
+			return result{}, err
+		}
+		return r.ingestPdata(er.Metrics()), nil
+	}
+	b := r.getBatch()
+	defer r.putBatch(b)
+	start := time.Now()
+	err := b.walker.Walk(buf, b)
+	r.m.decode.WithLabelValues("protobuf").Observe(time.Since(start).Seconds())
+	if err != nil {
+		return result{}, err
+	}
+	return r.finish(b), nil
+}
+
+// ingestPdata maps decoded pdata metrics into the store.
+func (r *Receiver) ingestPdata(md pmetric.Metrics) result {
+	b := r.getBatch()
+	defer r.putBatch(b)
+	walkPdata(md, b, &b.pd)
+	return r.finish(b)
+}
+
+func (r *Receiver) getBatch() *batch {
+	var b *batch
+	select {
+	case b = <-r.batches:
+	default:
+		b = newBatch()
+	}
 	b.reset(r)
-	rms := md.ResourceMetrics()
-	for i := range rms.Len() {
-		b.resource(rms.At(i))
-	}
-	if len(b.touched) > 0 && r.set.OnIngest != nil {
-		r.set.OnIngest(b.touched)
-	}
-	resp := pmetricotlp.NewExportResponse()
-	if b.rejectedTotal > 0 {
-		ps := resp.PartialSuccess()
-		ps.SetRejectedDataPoints(int64(b.rejectedTotal))
-		ps.SetErrorMessage(b.rejectionMessage())
-	}
-	return resp
+	return b
 }
+
+func (r *Receiver) putBatch(b *batch) {
+	select {
+	case r.batches <- b:
+	default:
+	}
+}
+
+// finish publishes a request's counters and notifies subscribers.
+func (r *Receiver) finish(b *batch) result {
+	if b.accepted > 0 {
+		r.m.accepted.Add(float64(b.accepted))
+	}
+	if b.nonFinite > 0 {
+		r.m.nonFinite.Add(float64(b.nonFinite))
+	}
+	if b.expHist > 0 {
+		r.m.expHist.Add(float64(b.expHist))
+	}
+	for i, n := range b.rejected {
+		if n > 0 {
+			r.m.rejected[i].Add(float64(n))
+		}
+	}
+	if b.newestT > 0 {
+		r.m.lag.Observe(float64(r.now().UnixMilli()-b.newestT) / 1e3)
+	}
+	r.logLimits(b)
+	if len(b.touchedIDs) > 0 && r.set.OnIngest != nil {
+		r.set.OnIngest(b.touchedIDs)
+	}
+	if b.total == 0 {
+		return result{}
+	}
+	return result{rejected: int64(b.total), message: b.rejectionMessage()}
+}
+
+// limitReasons are the rejections that mean an operator-set limit was hit.
+var limitReasons = [...]reason{
+	reasonSeriesLimit, reasonSeriesPerMetricLimit, reasonTooManyLabels,
+	reasonLabelNameTooLong, reasonLabelValueTooLong, reasonNameTooLong,
+}
+
+// logLimits warns at most once a minute per limit that rejected points
+// (the counter has every one).
+func (r *Receiver) logLimits(b *batch) {
+	now := r.now().Unix()
+	for _, reason := range limitReasons {
+		n := b.rejected[reason]
+		if n == 0 {
+			continue
+		}
+		last := r.limitLogged[reason].Load()
+		if now-last < 60 || !r.limitLogged[reason].CompareAndSwap(last, now) {
+			continue
+		}
+		r.logger.Warn("OTLP points rejected by a limit", "limit", reason.String(), "points", n, "example", b.examples[reason])
+	}
+}
+
+// maxMessage is the partial-success message limit (otlp-contract.md §3).
+const maxMessage = 1024
 
 // rejectionMessage summarises rejections per reason with one example each,
 // at most 1 KiB, e.g. "3 points rejected: out_of_order=2 (first: x{a="b"}), ...".
 func (b *batch) rejectionMessage() string {
-	reasons := make([]string, 0, len(b.rejected))
-	for r := range b.rejected {
-		reasons = append(reasons, r)
-	}
-	sort.Strings(reasons)
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "%d points rejected:", b.rejectedTotal)
-	for i, r := range reasons {
-		if i > 0 {
-			sb.WriteByte(',')
+	fmt.Fprintf(&sb, "%d points rejected:", b.total)
+	sep := " "
+	for i, n := range b.rejected {
+		if n == 0 {
+			continue
 		}
-		fmt.Fprintf(&sb, " %s=%d", r, b.rejected[r])
-		if ex := b.examples[r]; ex != "" {
+		fmt.Fprintf(&sb, "%s%s=%d", sep, reason(i), n)
+		if ex := b.examples[i]; ex != "" {
 			fmt.Fprintf(&sb, " (first: %s)", ex)
 		}
+		sep = ", "
 	}
-	msg := sb.String()
-	if len(msg) > 1024 {
-		msg = msg[:1021] + "..."
+	return truncateUTF8(sb.String(), maxMessage)
+}
+
+// truncateUTF8 cuts s to at most n bytes on a rune boundary, marking the cut.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return msg
+	cut := n - 3
+	for cut > 0 && !isRuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+func isRuneStart(c byte) bool { return c&0xC0 != 0x80 }
+
+// encodeResponse encodes an ExportMetricsServiceResponse: empty on full
+// success, partial_success otherwise.
+func encodeResponse(res result) []byte {
+	if res.rejected == 0 && res.message == "" {
+		return nil
+	}
+	var ps []byte
+	ps = protowire.AppendTag(ps, 1, protowire.VarintType)
+	ps = protowire.AppendVarint(ps, uint64(res.rejected))
+	ps = protowire.AppendTag(ps, 2, protowire.BytesType)
+	ps = protowire.AppendString(ps, res.message)
+	out := protowire.AppendTag(nil, 1, protowire.BytesType)
+	return protowire.AppendBytes(out, ps)
 }

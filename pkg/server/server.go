@@ -103,8 +103,15 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		PushHoldoff:   cfg.Scaler.PushHoldoff,
 	},
 		scaler.Settings{Logger: set.Logger, Registerer: set.Registry, Now: set.Now})
-	s.receiver = receiver.New(s.store, receiver.Config{MaxRecvSize: cfg.Receiver.MaxRecvSize},
-		receiver.Settings{Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest})
+	s.receiver = receiver.New(s.store, receiver.Config{
+		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
+		IngestDelta:               cfg.Receiver.Delta == "ingest",
+		PromoteResourceAttributes: cfg.Receiver.PromoteResourceAttributes,
+		MaxLabelsPerSeries:        cfg.Receiver.MaxLabelsPerSeries,
+		MaxLabelNameLength:        cfg.Receiver.MaxLabelNameLength,
+		MaxLabelValueLength:       cfg.Receiver.MaxLabelValueLength,
+		MaxMetricNameLength:       cfg.Receiver.MaxMetricNameLength,
+	}, receiver.Settings{Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now})
 
 	// Collectors ping as often as every 10 s, also between calls.
 	kaPolicy := keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}

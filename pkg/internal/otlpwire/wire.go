@@ -1,0 +1,1432 @@
+// Package otlpwire walks the protobuf wire format of an OTLP
+// ExportMetricsServiceRequest without building an object tree: it hands
+// views of each resource, scope, metric and data point to a Handler, and
+// those views alias the request bytes or the Walker's reusable scratch.
+//
+// Acceptance is defined by go.opentelemetry.io/collector/pdata, the
+// reference decoder: the walker accepts exactly the inputs pdata's
+// UnmarshalProto accepts (same tag, varint, length and wire-type checks,
+// same "last one wins" for singular fields and oneofs, same merge of
+// repeated singular messages, same packed/unpacked handling), so a fuzz
+// test can require identical results from both. The low-level readers
+// therefore mirror pdata's rather than protowire's (protowire rejects an
+// over-long tenth varint byte that pdata accepts); protowire supplies the
+// wire-type constants and is used to encode payloads in tests.
+//
+// Walk makes two passes: the first validates the whole request and emits
+// nothing, the second emits. A request that fails to decode therefore
+// never reaches the store half-applied.
+package otlpwire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Errors returned for undecodable input. Every decode error wraps
+// ErrMalformed.
+var (
+	// ErrMalformed matches every decode error.
+	ErrMalformed = errors.New("malformed OTLP protobuf")
+	// ErrTooDeep limits AnyValue nesting so hostile input cannot exhaust the
+	// stack (a Go stack overflow is fatal, not a recoverable panic).
+	ErrTooDeep = errors.New("attribute value nested too deeply")
+)
+
+// MaxValueDepth is the deepest AnyValue nesting (arrays and maps inside
+// attribute values) the walker accepts. pdata has no limit; nothing real
+// comes close to this one.
+const MaxValueDepth = 64
+
+// ValueKind is the type of an attribute value, as pcommon.ValueType.
+type ValueKind uint8
+
+// Attribute value kinds.
+const (
+	KindEmpty ValueKind = iota
+	KindStr
+	KindBool
+	KindInt
+	KindDouble
+	KindBytes
+	KindArray
+	KindMap
+	// KindPreformatted carries a value already rendered as text in Str (the
+	// pdata adapter uses it for arrays and maps).
+	KindPreformatted
+)
+
+// AnyValue is a view of an attribute value. Str holds the string, bytes,
+// or, for KindArray/KindMap, the encoded ArrayValue/KeyValueList payload.
+type AnyValue struct {
+	Kind   ValueKind
+	Bool   bool
+	Int    int64
+	Double float64
+	Str    []byte
+}
+
+// KeyValue is a view of one attribute.
+type KeyValue struct {
+	Key   []byte
+	Value AnyValue
+}
+
+// MetricType is the data case of a Metric.
+type MetricType uint8
+
+// Metric data types, as pmetric.MetricType.
+const (
+	TypeEmpty MetricType = iota
+	TypeGauge
+	TypeSum
+	TypeHistogram
+	TypeExponentialHistogram
+	TypeSummary
+)
+
+// Metric is a view of a metric's header. Temporality is the raw enum value
+// (0 unspecified, 1 delta, 2 cumulative; anything else is passed through).
+type Metric struct {
+	Name, Unit  []byte
+	Type        MetricType
+	Temporality int32
+	Monotonic   bool
+}
+
+// NumberKind says which value a number point carries.
+type NumberKind uint8
+
+// Number point value kinds.
+const (
+	NumberNone NumberKind = iota
+	NumberDouble
+	NumberInt
+)
+
+// Quantile is one summary quantile.
+type Quantile struct{ Quantile, Value float64 }
+
+// Point is a view of one data point of any type; fields that the metric's
+// type does not have are zero.
+type Point struct {
+	Attrs     []KeyValue
+	StartTime uint64
+	Time      uint64
+	Flags     uint32
+
+	// Number points.
+	NumberKind NumberKind
+	Double     float64
+	Int        int64
+
+	// Histogram, exponential histogram and summary points.
+	Count        uint64
+	Sum          float64
+	HasSum       bool
+	BucketCounts []uint64
+	Bounds       []float64
+	Quantiles    []Quantile
+}
+
+// Handler receives a request's content in order. Every slice it is given
+// aliases the request or the Walker's scratch and is valid only during the
+// call; the handler must copy what it keeps.
+type Handler interface {
+	// Resource starts a ResourceMetrics with all its resource attributes.
+	Resource(attrs []KeyValue)
+	// Scope starts a ScopeMetrics of the current resource.
+	Scope(name, version []byte, attrs []KeyValue)
+	// Metric starts a metric of the current scope; returning false skips
+	// its points.
+	Metric(m *Metric, points int) bool
+	// Point delivers one data point of the current metric.
+	Point(p *Point)
+}
+
+// Walker holds the reusable scratch of a walk. The zero value is ready; a
+// Walker is not safe for concurrent use.
+type Walker struct {
+	h    Handler
+	emit bool
+
+	resAttrs   []KeyValue
+	scopeAttrs []KeyValue
+	pt         Point
+	m          Metric
+}
+
+// Walk decodes buf, an encoded ExportMetricsServiceRequest, and hands its
+// content to h. It returns an error wrapping ErrMalformed, without calling
+// h at all, when pdata would fail to decode buf.
+func (w *Walker) Walk(buf []byte, h Handler) error {
+	w.h = nil
+	w.emit = false
+	if err := w.request(buf); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if h == nil {
+		return nil
+	}
+	w.h, w.emit = h, true
+	defer func() { w.h = nil }()
+	if err := w.request(buf); err != nil {
+		// Unreachable: the first pass accepted the same bytes.
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	w.trim()
+	return nil
+}
+
+// Validate reports whether buf decodes, without emitting anything.
+func (w *Walker) Validate(buf []byte) error { return w.Walk(buf, nil) }
+
+// trim drops scratch that a single huge request grew, so a pooled Walker
+// does not pin it.
+func (w *Walker) trim() {
+	const keep = 1 << 14
+	if cap(w.pt.BucketCounts) > keep {
+		w.pt.BucketCounts = nil
+	}
+	if cap(w.pt.Bounds) > keep {
+		w.pt.Bounds = nil
+	}
+	if cap(w.pt.Attrs) > keep {
+		w.pt.Attrs = nil
+	}
+	if cap(w.pt.Quantiles) > keep {
+		w.pt.Quantiles = nil
+	}
+	if cap(w.resAttrs) > keep {
+		w.resAttrs = nil
+	}
+	if cap(w.scopeAttrs) > keep {
+		w.scopeAttrs = nil
+	}
+}
+
+// --- low-level readers, mirroring pdata's internal/proto ---
+
+var (
+	errIntOverflow   = errors.New("integer overflow")
+	errInvalidLength = errors.New("negative length")
+	errEndOfGroup    = errors.New("unexpected end of group")
+	errBadFieldLen   = errors.New("packed field length is not a multiple of its element size")
+	errBadID         = errors.New("trace or span id of wrong length")
+)
+
+func consumeVarint(b []byte, pos int) (uint64, int, error) {
+	var num uint64
+	for shift := uint(0); ; shift += 7 {
+		if shift >= 64 {
+			return 0, 0, errIntOverflow
+		}
+		if pos >= len(b) {
+			return 0, 0, io.ErrUnexpectedEOF
+		}
+		c := b[pos]
+		pos++
+		num |= uint64(c&0x7F) << shift
+		if c < 0x80 {
+			return num, pos, nil
+		}
+	}
+}
+
+func consumeTag(b []byte, pos int) (int32, protowire.Type, int, error) {
+	// Fast path: one-byte tags are nearly all of them.
+	if pos < len(b) && b[pos] < 0x80 && b[pos] >= 8 {
+		c := b[pos]
+		return int32(c >> 3), protowire.Type(c & 7), pos + 1, nil
+	}
+	tag, pos, err := consumeVarint(b, pos)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	num := int32(tag >> 3)
+	if num <= 0 {
+		return 0, 0, 0, fmt.Errorf("illegal field number %d", num)
+	}
+	return num, protowire.Type(tag & 7), pos, nil
+}
+
+// consumeLen returns the payload bounds [start, end) of a LEN field.
+func consumeLen(b []byte, pos int) (int, int, error) {
+	n, pos, err := consumeVarint(b, pos)
+	if err != nil {
+		return 0, 0, err
+	}
+	l := int(n)
+	if l < 0 {
+		return 0, 0, errInvalidLength
+	}
+	end := pos + l
+	if end < 0 || end > len(b) {
+		return 0, 0, io.ErrUnexpectedEOF
+	}
+	return pos, end, nil
+}
+
+func consumeI64(b []byte, pos int) (uint64, int, error) {
+	end := pos + 8
+	if end < 0 || end > len(b) {
+		return 0, 0, io.ErrUnexpectedEOF
+	}
+	return binary.LittleEndian.Uint64(b[pos:]), end, nil
+}
+
+func consumeI32(b []byte, pos int) (int, error) {
+	end := pos + 4
+	if end < 0 || end > len(b) {
+		return 0, io.ErrUnexpectedEOF
+	}
+	return end, nil
+}
+
+// skip consumes an unknown field, with pdata's group handling.
+func skip(b []byte, pos int, wt protowire.Type) (int, error) {
+	var err error
+	depth := 0
+	for pos < len(b) {
+		switch wt {
+		case protowire.VarintType:
+			_, pos, err = consumeVarint(b, pos)
+			return pos, err
+		case protowire.Fixed64Type:
+			_, pos, err = consumeI64(b, pos)
+			return pos, err
+		case protowire.BytesType:
+			_, pos, err = consumeLen(b, pos)
+			return pos, err
+		case protowire.StartGroupType:
+			depth++
+		case protowire.EndGroupType:
+			if depth == 0 {
+				return 0, errEndOfGroup
+			}
+			depth--
+		case protowire.Fixed32Type:
+			pos, err = consumeI32(b, pos)
+			return pos, err
+		default:
+			return 0, fmt.Errorf("illegal wire type %d", wt)
+		}
+		if depth == 0 {
+			return pos, nil
+		}
+		_, wt, pos, err = consumeTag(b, pos)
+		if err != nil {
+			return 0, err
+		}
+	}
+	return 0, io.ErrUnexpectedEOF
+}
+
+func wrongType(field string, wt protowire.Type) error {
+	return fmt.Errorf("wrong wire type %d for field %s", wt, field)
+}
+
+// --- messages ---
+
+func (w *Walker) request(b []byte) error {
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		if num == 1 {
+			if wt != protowire.BytesType {
+				return wrongType("ResourceMetrics", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			if err := w.resourceMetrics(b[s:e]); err != nil {
+				return err
+			}
+			pos = e
+			continue
+		}
+		if pos, err = skip(b, p, wt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *Walker) resourceMetrics(b []byte) error {
+	w.resAttrs = w.resAttrs[:0]
+	nScope := 0
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		switch num {
+		case 1, 2, 3, 1000:
+			if wt != protowire.BytesType {
+				return wrongType("ResourceMetrics."+fmt.Sprint(num), wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			switch num {
+			case 1:
+				if w.resAttrs, err = resource(b[s:e], w.resAttrs); err != nil {
+					return err
+				}
+			case 2:
+				nScope++
+				fallthrough
+			case 1000:
+				if !w.emit {
+					if err := w.scopeMetrics(b[s:e]); err != nil {
+						return err
+					}
+				}
+			}
+			pos = e
+		default:
+			if pos, err = skip(b, p, wt); err != nil {
+				return err
+			}
+		}
+	}
+	if !w.emit {
+		return nil
+	}
+	w.h.Resource(w.resAttrs)
+	// pdata's MigrateMetrics: the deprecated instrumentation_library_metrics
+	// (field 1000) count only when there is no scope_metrics entry.
+	want := int32(2)
+	if nScope == 0 {
+		want = 1000
+	}
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		if num == want {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			if err := w.scopeMetrics(b[s:e]); err != nil {
+				return err
+			}
+			pos = e
+			continue
+		}
+		if pos, err = skip(b, p, wt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func resource(b []byte, attrs []KeyValue) ([]KeyValue, error) {
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return attrs, err
+		}
+		switch num {
+		case 1, 3:
+			if wt != protowire.BytesType {
+				return attrs, wrongType("Resource", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return attrs, err
+			}
+			if num == 1 {
+				attrs = append(attrs, KeyValue{})
+				if err := keyValue(b[s:e], &attrs[len(attrs)-1], 0); err != nil {
+					return attrs, err
+				}
+			} else if err := entityRef(b[s:e]); err != nil {
+				return attrs, err
+			}
+			pos = e
+		case 2:
+			if wt != protowire.VarintType {
+				return attrs, wrongType("Resource.dropped_attributes_count", wt)
+			}
+			if _, pos, err = consumeVarint(b, p); err != nil {
+				return attrs, err
+			}
+		default:
+			if pos, err = skip(b, p, wt); err != nil {
+				return attrs, err
+			}
+		}
+	}
+	return attrs, nil
+}
+
+func entityRef(b []byte) error {
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		if num >= 1 && num <= 4 {
+			if wt != protowire.BytesType {
+				return wrongType("EntityRef", wt)
+			}
+			if _, pos, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			continue
+		}
+		if pos, err = skip(b, p, wt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keyValue decodes a KeyValue into kv, merging into what kv already holds
+// (a repeated value field merges, as in pdata).
+func keyValue(b []byte, kv *KeyValue, depth int) error {
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		switch num {
+		case 1, 2:
+			if wt != protowire.BytesType {
+				return wrongType("KeyValue", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			if num == 1 {
+				kv.Key = b[s:e]
+			} else if err := anyValue(b[s:e], &kv.Value, depth); err != nil {
+				return err
+			}
+			pos = e
+		case 3:
+			if wt != protowire.VarintType {
+				return wrongType("KeyValue.key_strindex", wt)
+			}
+			if _, pos, err = consumeVarint(b, p); err != nil {
+				return err
+			}
+		default:
+			if pos, err = skip(b, p, wt); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func anyValue(b []byte, v *AnyValue, depth int) error {
+	if depth > MaxValueDepth {
+		return ErrTooDeep
+	}
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		switch num {
+		case 1, 5, 6, 7:
+			if wt != protowire.BytesType {
+				return wrongType("AnyValue", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			sub := b[s:e]
+			switch num {
+			case 1:
+				*v = AnyValue{Kind: KindStr, Str: sub}
+			case 5:
+				if err := arrayValue(sub, depth+1); err != nil {
+					return err
+				}
+				*v = AnyValue{Kind: KindArray, Str: sub}
+			case 6:
+				if err := kvList(sub, depth+1); err != nil {
+					return err
+				}
+				*v = AnyValue{Kind: KindMap, Str: sub}
+			case 7:
+				*v = AnyValue{Kind: KindBytes, Str: sub}
+			}
+			pos = e
+		case 2, 3, 8:
+			if wt != protowire.VarintType {
+				return wrongType("AnyValue", wt)
+			}
+			var n uint64
+			if n, pos, err = consumeVarint(b, p); err != nil {
+				return err
+			}
+			switch num {
+			case 2:
+				*v = AnyValue{Kind: KindBool, Bool: n != 0}
+			case 3:
+				*v = AnyValue{Kind: KindInt, Int: int64(n)}
+			case 8:
+				// string_value_strindex (profiles only): pdata reports the
+				// value as empty.
+				*v = AnyValue{Kind: KindEmpty}
+			}
+		case 4:
+			if wt != protowire.Fixed64Type {
+				return wrongType("AnyValue.double_value", wt)
+			}
+			var n uint64
+			if n, pos, err = consumeI64(b, p); err != nil {
+				return err
+			}
+			*v = AnyValue{Kind: KindDouble, Double: math.Float64frombits(n)}
+		default:
+			if pos, err = skip(b, p, wt); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func arrayValue(b []byte, depth int) error {
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		if num == 1 {
+			if wt != protowire.BytesType {
+				return wrongType("ArrayValue.values", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			var v AnyValue
+			if err := anyValue(b[s:e], &v, depth); err != nil {
+				return err
+			}
+			pos = e
+			continue
+		}
+		if pos, err = skip(b, p, wt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func kvList(b []byte, depth int) error {
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		if num == 1 {
+			if wt != protowire.BytesType {
+				return wrongType("KeyValueList.values", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			var kv KeyValue
+			if err := keyValue(b[s:e], &kv, depth); err != nil {
+				return err
+			}
+			pos = e
+			continue
+		}
+		if pos, err = skip(b, p, wt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *Walker) scopeMetrics(b []byte) error {
+	var name, version []byte
+	w.scopeAttrs = w.scopeAttrs[:0]
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		switch num {
+		case 1, 2, 3:
+			if wt != protowire.BytesType {
+				return wrongType("ScopeMetrics", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			switch num {
+			case 1:
+				if name, version, err = w.scope(b[s:e], name, version); err != nil {
+					return err
+				}
+			case 2:
+				if !w.emit {
+					if err := w.metric(b[s:e]); err != nil {
+						return err
+					}
+				}
+			}
+			pos = e
+		default:
+			if pos, err = skip(b, p, wt); err != nil {
+				return err
+			}
+		}
+	}
+	if !w.emit {
+		return nil
+	}
+	w.h.Scope(name, version, w.scopeAttrs)
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		if num == 2 {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			if err := w.metric(b[s:e]); err != nil {
+				return err
+			}
+			pos = e
+			continue
+		}
+		if pos, err = skip(b, p, wt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scope merges an InstrumentationScope into name, version and w.scopeAttrs.
+func (w *Walker) scope(b, name, version []byte) ([]byte, []byte, error) {
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return nil, nil, err
+		}
+		switch num {
+		case 1, 2, 3:
+			if wt != protowire.BytesType {
+				return nil, nil, wrongType("InstrumentationScope", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return nil, nil, err
+			}
+			switch num {
+			case 1:
+				name = b[s:e]
+			case 2:
+				version = b[s:e]
+			case 3:
+				w.scopeAttrs = append(w.scopeAttrs, KeyValue{})
+				if err := keyValue(b[s:e], &w.scopeAttrs[len(w.scopeAttrs)-1], 0); err != nil {
+					return nil, nil, err
+				}
+			}
+			pos = e
+		case 4:
+			if wt != protowire.VarintType {
+				return nil, nil, wrongType("InstrumentationScope.dropped_attributes_count", wt)
+			}
+			if _, pos, err = consumeVarint(b, p); err != nil {
+				return nil, nil, err
+			}
+		default:
+			if pos, err = skip(b, p, wt); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	return name, version, nil
+}
+
+func (w *Walker) metric(b []byte) error {
+	// The Metric lives in the Walker: a local would escape through the
+	// Handler interface and cost an allocation per metric.
+	m := &w.m
+	*m = Metric{}
+	var data []byte
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		switch num {
+		case 1, 2, 3, 5, 7, 9, 10, 11, 12:
+			if wt != protowire.BytesType {
+				return wrongType("Metric", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			sub := b[s:e]
+			switch num {
+			case 1:
+				m.Name = sub
+			case 3:
+				m.Unit = sub
+			case 5, 7, 9, 10, 11:
+				// oneof data: every occurrence replaces the previous one.
+				m.Type = metricType(num)
+				data = sub
+				if !w.emit {
+					if err := w.data(sub, m.Type, nil); err != nil {
+						return err
+					}
+				}
+			case 12:
+				var kv KeyValue
+				if err := keyValue(sub, &kv, 0); err != nil {
+					return err
+				}
+			}
+			pos = e
+		default:
+			if pos, err = skip(b, p, wt); err != nil {
+				return err
+			}
+		}
+	}
+	if !w.emit {
+		return nil
+	}
+	if m.Type == TypeEmpty {
+		w.h.Metric(m, 0)
+		return nil
+	}
+	return w.data(data, m.Type, m)
+}
+
+func metricType(field int32) MetricType {
+	switch field {
+	case 5:
+		return TypeGauge
+	case 7:
+		return TypeSum
+	case 9:
+		return TypeHistogram
+	case 10:
+		return TypeExponentialHistogram
+	default:
+		return TypeSummary
+	}
+}
+
+// data walks a Gauge, Sum, Histogram, ExponentialHistogram or Summary.
+// With m == nil it only validates.
+func (w *Walker) data(b []byte, t MetricType, m *Metric) error {
+	points := 0
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		switch {
+		case num == 1:
+			if wt != protowire.BytesType {
+				return wrongType("data_points", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			points++
+			if m == nil {
+				if err := w.point(b[s:e], t); err != nil {
+					return err
+				}
+			}
+			pos = e
+		case num == 2 && (t == TypeSum || t == TypeHistogram || t == TypeExponentialHistogram),
+			num == 3 && t == TypeSum:
+			if wt != protowire.VarintType {
+				return wrongType("aggregation_temporality/is_monotonic", wt)
+			}
+			var n uint64
+			if n, pos, err = consumeVarint(b, p); err != nil {
+				return err
+			}
+			if m != nil {
+				if num == 2 {
+					m.Temporality = int32(n)
+				} else {
+					m.Monotonic = n != 0
+				}
+			}
+		default:
+			if pos, err = skip(b, p, wt); err != nil {
+				return err
+			}
+		}
+	}
+	if m == nil || !w.h.Metric(m, points) {
+		return nil
+	}
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		if num == 1 {
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			if err := w.point(b[s:e], t); err != nil {
+				return err
+			}
+			w.h.Point(&w.pt)
+			pos = e
+			continue
+		}
+		if pos, err = skip(b, p, wt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Field numbers of the point messages, by metric type.
+type pointFields struct {
+	attrs, exemplars, flags int32
+}
+
+var pointLayout = [...]pointFields{
+	TypeGauge:                {attrs: 7, exemplars: 5, flags: 8},
+	TypeSum:                  {attrs: 7, exemplars: 5, flags: 8},
+	TypeHistogram:            {attrs: 9, exemplars: 8, flags: 10},
+	TypeExponentialHistogram: {attrs: 1, exemplars: 11, flags: 10},
+	TypeSummary:              {attrs: 7, exemplars: -1, flags: 8},
+}
+
+// point decodes one data point of type t into w.pt.
+func (w *Walker) point(b []byte, t MetricType) error {
+	pt := &w.pt
+	attrs, counts, bounds, qs := pt.Attrs[:0], pt.BucketCounts[:0], pt.Bounds[:0], pt.Quantiles[:0]
+	*pt = Point{}
+	defer func() {
+		pt.Attrs, pt.BucketCounts, pt.Bounds, pt.Quantiles = attrs, counts, bounds, qs
+	}()
+	lay := pointLayout[t]
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		switch num {
+		case lay.attrs, lay.exemplars:
+			if wt != protowire.BytesType {
+				return wrongType("attributes/exemplars", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			if num == lay.attrs {
+				attrs = append(attrs, KeyValue{})
+				err = keyValue(b[s:e], &attrs[len(attrs)-1], 0)
+			} else {
+				err = exemplar(b[s:e])
+			}
+			if err != nil {
+				return err
+			}
+			pos = e
+		case lay.flags:
+			if wt != protowire.VarintType {
+				return wrongType("flags", wt)
+			}
+			var n uint64
+			if n, pos, err = consumeVarint(b, p); err != nil {
+				return err
+			}
+			pt.Flags = uint32(n)
+		case 2, 3:
+			if wt != protowire.Fixed64Type {
+				return wrongType("time", wt)
+			}
+			var n uint64
+			if n, pos, err = consumeI64(b, p); err != nil {
+				return err
+			}
+			if num == 2 {
+				pt.StartTime = n
+			} else {
+				pt.Time = n
+			}
+		default:
+			var handled bool
+			var err error
+			switch t {
+			case TypeGauge, TypeSum:
+				handled, pos, err = w.numberField(b, p, num, wt)
+			case TypeHistogram:
+				handled, pos, err = histogramField(b, p, num, wt, pt, &counts, &bounds)
+			case TypeExponentialHistogram:
+				handled, pos, err = expHistogramField(b, p, num, wt, pt)
+			case TypeSummary:
+				handled, pos, err = summaryField(b, p, num, wt, pt, &qs)
+			}
+			if err != nil {
+				return err
+			}
+			if !handled {
+				if pos, err = skip(b, p, wt); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (w *Walker) numberField(b []byte, p int, num int32, wt protowire.Type) (bool, int, error) {
+	if num != 4 && num != 6 {
+		return false, p, nil
+	}
+	if wt != protowire.Fixed64Type {
+		return true, 0, wrongType("NumberDataPoint.value", wt)
+	}
+	n, pos, err := consumeI64(b, p)
+	if err != nil {
+		return true, 0, err
+	}
+	if num == 4 {
+		w.pt.NumberKind, w.pt.Double, w.pt.Int = NumberDouble, math.Float64frombits(n), 0
+	} else {
+		w.pt.NumberKind, w.pt.Int, w.pt.Double = NumberInt, int64(n), 0
+	}
+	return true, pos, nil
+}
+
+func histogramField(b []byte, p int, num int32, wt protowire.Type, pt *Point, counts *[]uint64, bounds *[]float64) (bool, int, error) {
+	switch num {
+	case 4, 5, 11, 12:
+		if wt != protowire.Fixed64Type {
+			return true, 0, wrongType("HistogramDataPoint", wt)
+		}
+		n, pos, err := consumeI64(b, p)
+		if err != nil {
+			return true, 0, err
+		}
+		switch num {
+		case 4:
+			pt.Count = n
+		case 5:
+			pt.Sum, pt.HasSum = math.Float64frombits(n), true
+		}
+		return true, pos, nil
+	case 6, 7:
+		switch wt {
+		case protowire.BytesType:
+			var s, e int
+			var err error
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return true, 0, err
+			}
+			if (e-s)%8 != 0 {
+				return true, 0, errBadFieldLen
+			}
+			// A packed occurrence replaces earlier values (pdata).
+			if num == 6 {
+				*counts = (*counts)[:0]
+				for i := s; i < e; i += 8 {
+					*counts = append(*counts, binary.LittleEndian.Uint64(b[i:]))
+				}
+			} else {
+				*bounds = (*bounds)[:0]
+				for i := s; i < e; i += 8 {
+					*bounds = append(*bounds, math.Float64frombits(binary.LittleEndian.Uint64(b[i:])))
+				}
+			}
+			return true, e, nil
+		case protowire.Fixed64Type:
+			n, pos, err := consumeI64(b, p)
+			if err != nil {
+				return true, 0, err
+			}
+			if num == 6 {
+				*counts = append(*counts, n)
+			} else {
+				*bounds = append(*bounds, math.Float64frombits(n))
+			}
+			return true, pos, nil
+		default:
+			return true, 0, wrongType("HistogramDataPoint buckets", wt)
+		}
+	}
+	return false, p, nil
+}
+
+func expHistogramField(b []byte, p int, num int32, wt protowire.Type, pt *Point) (bool, int, error) {
+	switch num {
+	case 4, 5, 7, 12, 13, 14:
+		if wt != protowire.Fixed64Type {
+			return true, 0, wrongType("ExponentialHistogramDataPoint", wt)
+		}
+		n, pos, err := consumeI64(b, p)
+		if err != nil {
+			return true, 0, err
+		}
+		switch num {
+		case 4:
+			pt.Count = n
+		case 5:
+			pt.Sum, pt.HasSum = math.Float64frombits(n), true
+		}
+		return true, pos, nil
+	case 6:
+		if wt != protowire.VarintType {
+			return true, 0, wrongType("ExponentialHistogramDataPoint.scale", wt)
+		}
+		_, pos, err := consumeVarint(b, p)
+		return true, pos, err
+	case 8, 9:
+		if wt != protowire.BytesType {
+			return true, 0, wrongType("ExponentialHistogramDataPoint buckets", wt)
+		}
+		var s, e int
+		var err error
+		if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+			s, e = p+1, p+1+int(b[p])
+		} else if s, e, err = consumeLen(b, p); err != nil {
+			return true, 0, err
+		}
+		return true, e, expBuckets(b[s:e])
+	}
+	return false, p, nil
+}
+
+func expBuckets(b []byte) error {
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		switch num {
+		case 1:
+			if wt != protowire.VarintType {
+				return wrongType("Buckets.offset", wt)
+			}
+			if _, pos, err = consumeVarint(b, p); err != nil {
+				return err
+			}
+		case 2:
+			switch wt {
+			case protowire.BytesType:
+				var s, e int
+				if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+					s, e = p+1, p+1+int(b[p])
+				} else if s, e, err = consumeLen(b, p); err != nil {
+					return err
+				}
+				for q := s; q < e; {
+					if _, q, err = consumeVarint(b[:e], q); err != nil {
+						return err
+					}
+				}
+				pos = e
+			case protowire.VarintType:
+				if _, pos, err = consumeVarint(b, p); err != nil {
+					return err
+				}
+			default:
+				return wrongType("Buckets.bucket_counts", wt)
+			}
+		default:
+			if pos, err = skip(b, p, wt); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func summaryField(b []byte, p int, num int32, wt protowire.Type, pt *Point, qs *[]Quantile) (bool, int, error) {
+	switch num {
+	case 4, 5:
+		if wt != protowire.Fixed64Type {
+			return true, 0, wrongType("SummaryDataPoint", wt)
+		}
+		n, pos, err := consumeI64(b, p)
+		if err != nil {
+			return true, 0, err
+		}
+		if num == 4 {
+			pt.Count = n
+		} else {
+			pt.Sum, pt.HasSum = math.Float64frombits(n), true
+		}
+		return true, pos, nil
+	case 6:
+		if wt != protowire.BytesType {
+			return true, 0, wrongType("SummaryDataPoint.quantile_values", wt)
+		}
+		var s, e int
+		var err error
+		if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+			s, e = p+1, p+1+int(b[p])
+		} else if s, e, err = consumeLen(b, p); err != nil {
+			return true, 0, err
+		}
+		var q Quantile
+		sub := b[s:e]
+		for pos := 0; pos < len(sub); {
+			n, wt, p2, err := consumeTag(sub, pos)
+			if err != nil {
+				return true, 0, err
+			}
+			if n == 1 || n == 2 {
+				if wt != protowire.Fixed64Type {
+					return true, 0, wrongType("ValueAtQuantile", wt)
+				}
+				var v uint64
+				if v, pos, err = consumeI64(sub, p2); err != nil {
+					return true, 0, err
+				}
+				if n == 1 {
+					q.Quantile = math.Float64frombits(v)
+				} else {
+					q.Value = math.Float64frombits(v)
+				}
+				continue
+			}
+			if pos, err = skip(sub, p2, wt); err != nil {
+				return true, 0, err
+			}
+		}
+		*qs = append(*qs, q)
+		return true, e, nil
+	}
+	return false, p, nil
+}
+
+func exemplar(b []byte) error {
+	for pos := 0; pos < len(b); {
+		var (
+			num int32
+			wt  protowire.Type
+			p   int
+			err error
+		)
+		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
+			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+			return err
+		}
+		switch num {
+		case 7, 4, 5:
+			if wt != protowire.BytesType {
+				return wrongType("Exemplar", wt)
+			}
+			var s, e int
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
+				s, e = p+1, p+1+int(b[p])
+			} else if s, e, err = consumeLen(b, p); err != nil {
+				return err
+			}
+			switch {
+			case num == 7:
+				var kv KeyValue
+				if err := keyValue(b[s:e], &kv, 0); err != nil {
+					return err
+				}
+			case num == 5 && e-s != 0 && e-s != 16, num == 4 && e-s != 0 && e-s != 8:
+				return errBadID
+			}
+			pos = e
+		case 2, 3, 6:
+			if wt != protowire.Fixed64Type {
+				return wrongType("Exemplar", wt)
+			}
+			if _, pos, err = consumeI64(b, p); err != nil {
+				return err
+			}
+		default:
+			if pos, err = skip(b, p, wt); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

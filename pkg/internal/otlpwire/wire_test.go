@@ -1,0 +1,108 @@
+package otlpwire
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/synth"
+)
+
+// collect is a Handler that records what it is given.
+type collect struct {
+	resources, scopes, metrics, points int
+	names                              []string
+	times                              []uint64
+}
+
+func (c *collect) Resource([]KeyValue)             { c.resources++ }
+func (c *collect) Scope(_, _ []byte, _ []KeyValue) { c.scopes++ }
+func (c *collect) Metric(m *Metric, _ int) bool {
+	c.metrics++
+	c.names = append(c.names, string(m.Name))
+	return true
+}
+
+func (c *collect) Point(p *Point) {
+	c.points++
+	c.times = append(c.times, p.Time)
+}
+
+func TestWalkSynth(t *testing.T) {
+	t.Parallel()
+	p := synth.Config{Seed: 1, Series: 50, PointsPerRequest: 50, Metrics: 5}.Cover(42)[0]
+	var w Walker
+	var c collect
+	require.NoError(t, w.Walk(p.Bytes, &c))
+	assert.Equal(t, 1, c.resources)
+	assert.Equal(t, 1, c.scopes)
+	assert.Equal(t, 5, c.metrics)
+	assert.Equal(t, 50, c.points)
+	for _, ts := range c.times {
+		assert.Equal(t, uint64(42), ts)
+	}
+}
+
+// TestWalkErrors checks that malformed input fails before anything is
+// emitted, and that hostile nesting is bounded.
+func TestWalkErrors(t *testing.T) {
+	t.Parallel()
+	nested := protowire.AppendTag(nil, 1, protowire.BytesType)
+	nested = protowire.AppendString(nested, "leaf") // AnyValue{string_value}
+	for range MaxValueDepth + 2 {
+		arr := protowire.AppendTag(nil, 1, protowire.BytesType) // ArrayValue.values
+		arr = protowire.AppendBytes(arr, nested)
+		nested = protowire.AppendTag(nil, 5, protowire.BytesType) // AnyValue.array_value
+		nested = protowire.AppendBytes(nested, arr)
+	}
+	kv := protowire.AppendTag(nil, 2, protowire.BytesType)
+	kv = protowire.AppendBytes(kv, nested)
+	res := protowire.AppendTag(nil, 1, protowire.BytesType)
+	res = protowire.AppendBytes(res, kv)
+	rm := protowire.AppendTag(nil, 1, protowire.BytesType)
+	rm = protowire.AppendBytes(rm, res)
+	deep := protowire.AppendTag(nil, 1, protowire.BytesType)
+	deep = protowire.AppendBytes(deep, rm)
+
+	valid := synth.Config{Seed: 1, Series: 10, PointsPerRequest: 10, Metrics: 2}.Cover(42)[0].Bytes
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"truncated", valid[:len(valid)-1], ErrMalformed},
+		{"field_zero", []byte{0x00}, ErrMalformed},
+		{"wrong_wire_type", []byte{0x08, 0x01}, ErrMalformed},
+		{"overlong_length", []byte{0x0a, 0x7f}, ErrMalformed},
+		{"end_group", []byte{0x0c}, ErrMalformed},
+		{"too_deep", deep, ErrTooDeep},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var w Walker
+			var c collect
+			err := w.Walk(tc.in, &c)
+			require.Error(t, err)
+			require.ErrorIs(t, err, tc.want)
+			assert.Zero(t, c.resources+c.points, "nothing emitted")
+		})
+	}
+}
+
+// FuzzWalk never panics; a walk that succeeds once succeeds again with the
+// same points.
+//
+// go test -run '^$' -fuzz '^FuzzWalk$' -fuzztime 30s ./pkg/internal/otlpwire
+func FuzzWalk(f *testing.F) {
+	f.Add(synth.Config{Seed: 1, Series: 10, PointsPerRequest: 10, Metrics: 2}.Cover(42)[0].Bytes)
+	f.Add(synth.Config{Seed: 1, Series: 10, PointsPerRequest: 10, Metrics: 2, Histogram: true}.Cover(42)[0].Bytes)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var w Walker
+		var c1, c2 collect
+		err1 := w.Walk(b, &c1)
+		err2 := w.Walk(b, &c2)
+		require.Equal(t, err1 == nil, err2 == nil)
+		require.Equal(t, c1, c2)
+	})
+}

@@ -1,0 +1,139 @@
+package receiver
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/internal/otlpwire"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/synth"
+)
+
+// fuzzSeeds are encoded requests covering every metric type and mapping
+// rule.
+func fuzzSeeds(t testing.TB) [][]byte {
+	t.Helper()
+	summary := &metricspb.Metric{Name: "sm", Data: &metricspb.Metric_Summary{Summary: &metricspb.Summary{
+		DataPoints: []*metricspb.SummaryDataPoint{{
+			Attributes: attrs("quantile", "x"), TimeUnixNano: tsNs(10), Count: 7, Sum: 3.5,
+			QuantileValues: []*metricspb.SummaryDataPoint_ValueAtQuantile{{Quantile: 0.5, Value: 0.2}, {Quantile: 0.99, Value: math.NaN()}},
+		}},
+	}}}
+	exp := &metricspb.Metric{Name: "eh", Unit: "ms", Data: &metricspb.Metric_ExponentialHistogram{ExponentialHistogram: &metricspb.ExponentialHistogram{
+		AggregationTemporality: cumulative,
+		DataPoints: []*metricspb.ExponentialHistogramDataPoint{{
+			TimeUnixNano: tsNs(10), Count: 5, Sum: ptr(9.0), Scale: -2, ZeroCount: 1,
+			Positive:  &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: -1, BucketCounts: []uint64{2, 2}},
+			Exemplars: []*metricspb.Exemplar{{TimeUnixNano: 1, TraceId: make([]byte, 16), SpanId: make([]byte, 8), Value: &metricspb.Exemplar_AsInt{AsInt: 3}}},
+		}},
+	}}}
+	reqs := []*colmetricpb.ExportMetricsServiceRequest{
+		baseline(),
+		req(rm([]*commonpb.KeyValue{kv("service.name", "s"), kv("service.namespace", "n"), kv("k8s.pod.name", "p"), kv("arr", []any{"a", 1.5})},
+			gauge("g", "1", dpD([]*commonpb.KeyValue{kv("a.b", "1"), kv("a_b", 2), kv("m", map[string]any{"k": true}), kv("y", []byte{1})}, tsNs(10), 1), dpI(nil, tsNs(9), 2)),
+			sum("s.total", "By/s", true, cumulative, dpD(attrs("0x", "v", "_y", "w"), tsNs(10), 1)),
+			sum("d", "", true, delta, dpD(nil, tsNs(10), 1)),
+			hist("h", "s", cumulative, hdp(attrs("le", "z"), tsNs(10), []float64{0.5, 1}, []uint64{1, 2, 3}, ptr(1.5)),
+				&metricspb.HistogramDataPoint{TimeUnixNano: tsNs(9), Flags: 1}),
+			summary, exp, &metricspb.Metric{Name: "empty"},
+		)),
+	}
+	var out [][]byte
+	for _, r := range reqs {
+		out = append(out, mustMarshal(t, r))
+	}
+	fx, _ := promToOTLP(t, fixturePath, tsNs(5))
+	out = append(out, mustMarshal(t, fx))
+	for _, h := range []bool{false, true} {
+		p := synth.Config{Seed: 3, Series: 20, PointsPerRequest: 20, Metrics: 4, Histogram: h}.Cover(tsNs(5))[0]
+		out = append(out, p.Bytes)
+	}
+	return out
+}
+
+// ingestBoth decodes b with the wire walker and with pdata, each into its
+// own store, and requires the same outcome: an error from both, or the
+// same stored series and samples and the same partial success.
+func ingestBoth(t *testing.T, b []byte) {
+	var w otlpwire.Walker
+	errW := w.Validate(b)
+	er := pmetricotlp.NewExportRequest()
+	errP := er.UnmarshalProto(b)
+	if errors.Is(errW, otlpwire.ErrTooDeep) {
+		return // a documented limit pdata does not have
+	}
+	if (errW == nil) != (errP == nil) {
+		t.Fatalf("decoders disagree: wire err=%v, pdata err=%v", errW, errP)
+	}
+	if errW != nil {
+		return
+	}
+	fw := newFixture(t, Config{}, store.Config{})
+	resW, err := fw.r.ingestProto(b)
+	require.NoError(t, err)
+	fp := newFixture(t, Config{}, store.Config{})
+	resP := fp.r.ingestPdata(er.Metrics())
+	require.Equal(t, dump(fp.st), dump(fw.st), "stored series and samples")
+	require.Equal(t, resP, resW, "partial success")
+}
+
+// FuzzWalkVsPdata feeds arbitrary bytes to the wire walker and to pdata
+// (otlp-contract.md §14 item 43): never a panic, and the same accepted
+// series and samples, or an error from both.
+//
+// go test -run '^$' -fuzz '^FuzzWalkVsPdata$' -fuzztime 30s ./pkg/receiver
+func FuzzWalkVsPdata(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(ingestBoth)
+}
+
+// TestWalkVsPdataSeeds runs the fuzz seeds and truncations of each through
+// both decoders on every test run.
+func TestWalkVsPdataSeeds(t *testing.T) {
+	t.Parallel()
+	for _, s := range fuzzSeeds(t) {
+		ingestBoth(t, s)
+		for _, cut := range []int{1, 2, 7, len(s) / 3, len(s) / 2} {
+			if cut < len(s) {
+				ingestBoth(t, s[:len(s)-cut])
+			}
+		}
+	}
+}
+
+// FuzzHTTP feeds arbitrary bodies to POST /v1/metrics as protobuf and as
+// JSON: never a panic and never a status outside the contract.
+//
+// go test -run '^$' -fuzz '^FuzzHTTP$' -fuzztime 30s ./pkg/receiver
+func FuzzHTTP(f *testing.F) {
+	for _, s := range fuzzSeeds(f)[:2] {
+		f.Add(s, false)
+	}
+	f.Add([]byte(`{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[{"timeUnixNano":"1","asDouble":"NaN"}]}}]}]}]}`), true)
+	fx := newFixture(f, Config{}, store.Config{})
+	f.Fuzz(func(t *testing.T, body []byte, asJSON bool) {
+		ct := "application/x-protobuf"
+		if asJSON {
+			ct = "application/json"
+		}
+		hr := httptest.NewRequest(http.MethodPost, "/v1/metrics", bytes.NewReader(body))
+		hr.Header.Set("Content-Type", ct)
+		rec := httptest.NewRecorder()
+		fx.r.ServeHTTP(rec, hr)
+		if rec.Code != http.StatusOK && rec.Code != http.StatusBadRequest {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body.String())
+		}
+	})
+}

@@ -1,0 +1,213 @@
+package receiver
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/synth"
+)
+
+// benchNow is the fixed clock of the ingest benchmarks; sample times start
+// 9 minutes before it and advance 1 ms per round over the payloads.
+var benchNow = time.Unix(1_800_000_000, 0)
+
+type ingestBench struct {
+	r        *Receiver
+	st       *store.Store
+	payloads []synth.Payload
+	t        uint64
+	round    int
+	sc       pdataScratch
+}
+
+// newIngestBench fills a store with series existing series and returns
+// payloads of 1000 points each over them: all of them for 10k series,
+// 64 scattered ones for larger counts.
+func newIngestBench(tb testing.TB, series int) *ingestBench {
+	tb.Helper()
+	now := func() time.Time { return benchNow }
+	// An 8-sample window: the ring never grows, so what is measured is
+	// decode, lookup and append, not the store's ring growth.
+	st := store.New(store.Config{MaxSamplesPerSeries: 8, MaxSeries: series + 1}, store.Settings{Now: now})
+	r := New(st, Config{}, Settings{Now: now})
+	cfg := synth.Config{Seed: 1, Series: series}
+	start := uint64(benchNow.Add(-9 * time.Minute).UnixNano())
+	// Create every series (chunk by chunk, so 1M series do not hold 130 MB
+	// of payloads at once).
+	for first := 0; first < series; first += 1000 {
+		idx := make([]int, 0, 1000)
+		for i := first; i < min(first+1000, series); i++ {
+			idx = append(idx, i)
+		}
+		p := cfg.Request(idx, start)
+		res, err := r.ingestProto(p.Bytes)
+		require.NoError(tb, err)
+		require.Zero(tb, res.rejected, res.message)
+	}
+	require.Equal(tb, series, st.NumSeries())
+	b := &ingestBench{r: r, st: st, t: start}
+	if series <= 10_000 {
+		b.payloads = cfg.Cover(start)
+	} else {
+		b.payloads = cfg.Scattered(64, start)
+	}
+	// Collect the set-up garbage now, so its GC does not run (and count
+	// as CPU) inside the measured loop.
+	runtime.GC()
+	return b
+}
+
+// next re-stamps and returns the next payload; every round over all
+// payloads is 1 ms later than the previous one.
+func (b *ingestBench) next() []byte {
+	i := b.round % len(b.payloads)
+	if i == 0 {
+		b.t += 1e6
+	}
+	b.round++
+	p := &b.payloads[i]
+	p.SetTime(b.t)
+	return p.Bytes
+}
+
+func (b *ingestBench) run(tb testing.TB, impl string) {
+	buf := b.next()
+	var res result
+	switch impl {
+	case "wire":
+		var err error
+		if res, err = b.r.ingestProto(buf); err != nil {
+			tb.Fatal(err)
+		}
+	case "pdata":
+		er := pmetricotlp.NewExportRequest()
+		if err := er.UnmarshalProto(buf); err != nil {
+			tb.Fatal(err)
+		}
+		res = b.r.ingestPdata(er.Metrics())
+	case "pdatadecode":
+		// The T1a anchor: pdata's UnmarshalProto alone, nothing stored.
+		er := pmetricotlp.NewExportRequest()
+		if err := er.UnmarshalProto(buf); err != nil {
+			tb.Fatal(err)
+		}
+		return
+	case "goproto":
+		var pr colmetricpb.ExportMetricsServiceRequest
+		if err := proto.Unmarshal(buf, &pr); err != nil {
+			tb.Fatal(err)
+		}
+		bt := b.r.getBatch()
+		walkGoproto(&pr, bt, &b.sc)
+		res = b.r.finish(bt)
+		b.r.putBatch(bt)
+	}
+	if res.rejected != 0 {
+		tb.Fatal(res.message)
+	}
+}
+
+// BenchmarkIngest measures decode + series lookup + append of 1000-point
+// requests into a store that already holds every series (performance.md
+// T1a/T1b). impl=wire is the hot path; pdata and goproto decode the same
+// bytes and append through the same mapper and store; pdatadecode is
+// pdata's UnmarshalProto alone (stores nothing), the anchor of T1a.
+//
+// go test -run '^$' -bench '^BenchmarkIngest$' -benchmem -benchtime 300ms -cpu 2 -count 6 ./pkg/receiver
+func BenchmarkIngest(b *testing.B) {
+	for _, series := range []int{10_000, 1_000_000} {
+		for _, impl := range []string{"wire", "pdata", "goproto", "pdatadecode"} {
+			b.Run(fmt.Sprintf("impl=%s/series=%s/batch=1000", impl, seriesLabel(series)), func(b *testing.B) {
+				if series > 10_000 && testing.Short() {
+					b.Skip("1M series: skipped under -short")
+				}
+				ib := newIngestBench(b, series)
+				accepted0 := counterValue(b, ib.r.m.accepted)
+				b.ReportAllocs()
+				b.ResetTimer()
+				cpu0 := processCPU()
+				for b.Loop() {
+					ib.run(b, impl)
+				}
+				cpu := processCPU() - cpu0
+				b.StopTimer()
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/dp")
+				// Process CPU time per point: on a shared machine wall time
+				// includes waiting for a core; CPU time does not.
+				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*1000), "cpu-ns/dp")
+				// The benchmark checks its own output: every point stored.
+				if got := counterValue(b, ib.r.m.accepted) - accepted0; impl != "pdatadecode" && got != float64(b.N*1000) {
+					b.Fatalf("accepted %v points, want %d", got, b.N*1000)
+				}
+			})
+		}
+	}
+}
+
+// processCPU returns the user+system CPU time of the process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func seriesLabel(n int) string {
+	if n >= 1_000_000 {
+		return fmt.Sprintf("%dM", n/1_000_000)
+	}
+	return fmt.Sprintf("%dk", n/1000)
+}
+
+// TestIngestGates is the per-change gate of performance.md T1a, measured
+// in the same run with testing.Benchmark and never on absolute time:
+// impl=wire allocates nothing per request (so nothing per point), and
+// pdata (decode + the same mapping and store) costs at least 2.0× the
+// process CPU time of the wire walker. Rounds are interleaved and the
+// minimum of each is compared, so a burst of load on the shared machine
+// hurts both sides alike. Skipped under -race, which distorts timing.
+func TestIngestGates(t *testing.T) {
+	if raceEnabled {
+		t.Skip("timing ratios are meaningless under -race")
+	}
+	bt := flag.Lookup("test.benchtime")
+	old := bt.Value.String()
+	require.NoError(t, bt.Value.Set("60x"))
+	t.Cleanup(func() { _ = bt.Value.Set(old) })
+
+	ib := newIngestBench(t, 10_000)
+	bench := func(impl string) testing.BenchmarkResult {
+		return testing.Benchmark(func(b *testing.B) {
+			b.ReportAllocs()
+			cpu0 := processCPU()
+			for b.Loop() {
+				ib.run(b, impl)
+			}
+			b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N*1000), "cpu-ns/dp")
+		})
+	}
+	const rounds = 5
+	minWire, minPdata := math.Inf(1), math.Inf(1)
+	for range rounds {
+		w := bench("wire")
+		require.Zero(t, w.AllocsPerOp(), "impl=wire must not allocate")
+		p := bench("pdata")
+		minWire = min(minWire, w.Extra["cpu-ns/dp"])
+		minPdata = min(minPdata, p.Extra["cpu-ns/dp"])
+	}
+	ratio := minPdata / minWire
+	t.Logf("cpu-ns/dp: wire %.0f, pdata %.0f, pdata/wire %.2f", minWire, minPdata, ratio)
+	require.GreaterOrEqual(t, ratio, 2.0, "pdata/wire CPU ratio")
+}
