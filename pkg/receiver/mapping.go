@@ -749,6 +749,12 @@ func appendReason(err error) reason {
 		return reasonSeriesLimit
 	case errors.Is(err, store.ErrSeriesPerMetricLimit):
 		return reasonSeriesPerMetricLimit
+	case errors.Is(err, store.ErrTooManyLabels):
+		return reasonTooManyLabels
+	case errors.Is(err, store.ErrLabelNameTooLong):
+		return reasonLabelNameTooLong
+	case errors.Is(err, store.ErrLabelValueTooLong):
+		return reasonLabelValueTooLong
 	default:
 		// ErrUnknownSeries: the series was deleted between Lookup and
 		// Append (retention sweep); the sender's retry re-creates it.

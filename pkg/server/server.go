@@ -95,6 +95,11 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		SeriesTTL:          cfg.Store.SeriesTTL,
 		MaxSeries:          cfg.Store.MaxSeries,
 		MaxSeriesPerMetric: cfg.Store.MaxSeriesPerMetric,
+		// The receiver checks these per point first; the store enforces
+		// the same limits for every other writer.
+		MaxLabelsPerSeries:  cfg.Receiver.MaxLabelsPerSeries,
+		MaxLabelNameLength:  cfg.Receiver.MaxLabelNameLength,
+		MaxLabelValueLength: cfg.Receiver.MaxLabelValueLength,
 	}, store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
 	s.engine = query.NewEngine(s.store)
 	s.scaler = scaler.New(s.engine, s.store, scaler.Config{
@@ -150,7 +155,8 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// ReadTimeout bounds a slow upload, which holds an OTLP in-flight slot.
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute}
 	return s, nil
 }
 
