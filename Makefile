@@ -9,7 +9,7 @@ COUNT    ?= 6
 PKGS     ?= ./...
 LINT      = $(GO) tool -modfile=test/lint/go.mod golangci-lint
 
-.PHONY: all build run test test-short bench lint fmt vet tidy clean help
+.PHONY: all build run test test-short bench bench-baseline compat lint fmt vet tidy clean help
 
 all: build
 
@@ -32,6 +32,14 @@ test-short: ## Tests with -short (skips the heavy ones).
 bench: ## Every benchmark, -cpu 2, into bench.txt.
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 2 -count $(COUNT) $(PKGS) | tee bench.txt
 
+compat: ## Differential test and fuzz seeds against Prometheus's engine (test/compat, -race), then the same-run speed ratio gate.
+	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
+	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^TestSpeedRatio$$' -v .
+
+bench-baseline: ## Ours vs Prometheus's engine on the T6 queries, same data, same run, into bench-baseline.txt.
+	cd test/compat && $(GO) test -run '^$$' -bench '^BenchmarkInstant$$' -benchmem -cpu 2 -benchtime 300ms -count $(COUNT) . | tee ../../bench-baseline.txt
+	cd test/compat && $(GO) tool benchstat -col /engine ../../bench-baseline.txt
+
 lint: ## golangci-lint, pinned in test/lint/go.mod.
 	$(LINT) run ./...
 
@@ -44,6 +52,7 @@ vet: ## go vet.
 tidy: ## go mod tidy for every module.
 	$(GO) mod tidy
 	cd test/lint && $(GO) mod tidy
+	cd test/compat && $(GO) mod tidy
 
 clean: ## Remove build outputs.
-	rm -rf bin bench.txt
+	rm -rf bin bench.txt bench-baseline.txt
