@@ -55,27 +55,69 @@ type ParseError struct {
 func (e *ParseError) Error() string { return fmt.Sprintf("parse %q: %v", e.Query, e.Err) }
 func (e *ParseError) Unwrap() error { return e.Err }
 
-// supportedFunctions lists the PromQL functions the compiler implements. The
-// parser is restricted to them so an unknown call fails at parse time.
-var supportedFunctions = map[string]bool{}
+// ErrBudgetExceeded means an evaluation touched more series and samples
+// than Options.MaxSamples allows. The scaler maps it to ResourceExhausted.
+var ErrBudgetExceeded = errors.New("query budget exceeded")
+
+// DefaultMaxSamples is the per-evaluation budget when Options.MaxSamples is
+// zero: Prometheus's default --query.max-samples.
+const DefaultMaxSamples = 50_000_000
+
+// supportedFunctions lists the PromQL functions the compiler implements
+// (promql-subset.md §2, Must and Should tiers). The parser is restricted to
+// them, so any other call fails at parse time with the parser's own
+// `unknown function with name "…"` message and position.
+var supportedFunctions = map[string]bool{
+	// Must.
+	"rate": true, "irate": true, "increase": true,
+	"avg_over_time": true, "min_over_time": true, "max_over_time": true,
+	"sum_over_time": true, "count_over_time": true, "last_over_time": true,
+	"histogram_quantile": true, "vector": true, "scalar": true,
+	"clamp": true, "clamp_min": true, "clamp_max": true,
+	"abs": true, "ceil": true, "floor": true, "round": true,
+	"absent": true, "time": true,
+	// Should.
+	"label_replace": true, "label_join": true,
+	"delta": true, "idelta": true, "deriv": true, "predict_linear": true,
+	"changes": true, "resets": true,
+	"quantile_over_time": true, "stddev_over_time": true, "stdvar_over_time": true,
+	"first_over_time": true, "present_over_time": true, "absent_over_time": true,
+	"sqrt": true, "exp": true, "ln": true, "log2": true, "log10": true, "sgn": true,
+	"timestamp": true, "sort": true, "sort_desc": true,
+}
 
 // Engine compiles and evaluates queries over one store. It is safe for
 // concurrent use; each Plan is not.
 type Engine struct {
 	parser parser.Parser
-	store  *store.Store
+	// full has every function; it only explains why parser failed.
+	full  parser.Parser
+	store *store.Store
+	// exactNumericLabels disables the le/quantile matcher normalisation.
+	// Only the upstream conformance runner sets it: it loads Prometheus's
+	// test data verbatim, without the receiver's ingest normalisation.
+	exactNumericLabels bool
 }
 
-// NewEngine returns an engine reading from st.
+// NewEngine returns an engine reading from st. Its parser has Prometheus's
+// server defaults (no experimental functions, no unquoted UTF-8 names) and
+// knows only the functions the compiler implements.
 func NewEngine(st *store.Store) *Engine {
+	return newEngine(st, parser.Options{})
+}
+
+func newEngine(st *store.Store, opts parser.Options) *Engine {
 	fns := maps.Clone(parser.Functions)
 	for name := range fns {
 		if !supportedFunctions[name] {
 			delete(fns, name)
 		}
 	}
+	full := parser.NewParser(opts)
+	opts.Functions = fns
 	return &Engine{
-		parser: parser.NewParser(parser.Options{Functions: fns}),
+		parser: parser.NewParser(opts),
+		full:   full,
 		store:  st,
 	}
 }
@@ -85,9 +127,30 @@ func NewEngine(st *store.Store) *Engine {
 func (e *Engine) Parse(q string) (parser.Expr, error) {
 	expr, err := e.parser.ParseExpr(q)
 	if err != nil {
+		if ue := e.unsupportedFunction(q); ue != nil {
+			return nil, ue
+		}
 		return nil, &ParseError{Query: q, Err: err}
 	}
 	return expr, nil
+}
+
+// unsupportedFunction reports the first function the restricted parser does
+// not know, when that is the only reason q failed to parse. It runs only on
+// the error path.
+func (e *Engine) unsupportedFunction(q string) *UnsupportedError {
+	expr, err := e.full.ParseExpr(q)
+	if err != nil {
+		return nil
+	}
+	var ue *UnsupportedError
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		if c, ok := n.(*parser.Call); ok && ue == nil && !supportedFunctions[c.Func.Name] {
+			ue = &UnsupportedError{Pos: c.PositionRange(), Construct: "function " + c.Func.Name, Reason: "not implemented by this evaluator"}
+		}
+		return nil
+	})
+	return ue
 }
 
 // Options tune one compiled plan.
@@ -95,22 +158,35 @@ type Options struct {
 	// LookbackDelta bounds how far back an instant selector looks for a
 	// sample. Zero means DefaultLookbackDelta.
 	LookbackDelta time.Duration
+	// MaxSamples caps the series and samples one evaluation may touch
+	// (every selected series counts one, every sample read in a range
+	// counts one). Past it, Eval returns an error matching
+	// ErrBudgetExceeded. Zero means DefaultMaxSamples.
+	MaxSamples int
 }
 
-// Compile turns a parsed expression into a plan. The expression is not kept.
+// Compile turns a parsed expression into a plan. The expression is not kept
+// or modified.
 func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if opts.LookbackDelta <= 0 {
 		opts.LookbackDelta = DefaultLookbackDelta
 	}
-	c := compiler{store: e.store, lookback: opts.LookbackDelta.Milliseconds()}
+	if opts.MaxSamples <= 0 {
+		opts.MaxSamples = DefaultMaxSamples
+	}
+	c := compiler{store: e.store, lookback: opts.LookbackDelta.Milliseconds(), normalize: !e.exactNumericLabels}
 	root, err := c.compile(expr)
 	if err != nil {
 		return nil, err
 	}
-	if root.valueType() != parser.ValueTypeVector && root.valueType() != parser.ValueTypeScalar {
-		return nil, &UnsupportedError{Pos: expr.PositionRange(), Construct: "result type " + string(root.valueType()), Reason: "a query must return a vector or a scalar"}
-	}
-	return &Plan{root: root, text: expr.String(), names: c.names, anyName: c.anyName}, nil
+	return &Plan{
+		root:       root,
+		text:       expr.String(),
+		names:      c.names,
+		anyName:    c.anyName,
+		window:     time.Duration(c.window) * time.Millisecond,
+		maxSamples: int64(opts.MaxSamples),
+	}, nil
 }
 
 // Query parses and compiles q.
@@ -122,12 +198,19 @@ func (e *Engine) Query(q string, opts Options) (*Plan, error) {
 	return e.Compile(expr, opts)
 }
 
-// Plan is a compiled query. Eval must not be called concurrently on one plan.
+// Plan is a compiled query. Eval must not be called concurrently on one
+// plan: it owns the scratch buffers that make evaluation allocation-free.
 type Plan struct {
-	root    node
-	text    string
-	names   []string
-	anyName bool
+	root       node
+	text       string
+	names      []string
+	anyName    bool
+	window     time.Duration
+	maxSamples int64
+
+	ev  evaluator
+	out []Sample
+	dup map[uint64]struct{}
 }
 
 // String returns the canonical text of the compiled expression.
@@ -137,6 +220,12 @@ func (p *Plan) String() string { return p.text }
 // selector has no fixed name (a regex on __name__), so every append matters.
 func (p *Plan) MetricNames() (names []string, all bool) { return p.names, p.anyName }
 
+// Window is how far back from the evaluation time the plan reads: the
+// maximum of range+offset over range selectors and lookback+offset over
+// instant selectors. A store keeping less retention answers differently
+// from Prometheus.
+func (p *Plan) Window() time.Duration { return p.window }
+
 // Sample is one element of an instant vector.
 type Sample struct {
 	Labels labels.Labels
@@ -144,7 +233,7 @@ type Sample struct {
 }
 
 // Result is the value of an instant query. Vector is valid until the next
-// Eval of the same plan.
+// Eval of the same plan; the caller must not retain it.
 type Result struct {
 	// Scalar is true when the query returned a scalar in Value.
 	Scalar bool
@@ -152,20 +241,51 @@ type Result struct {
 	Vector []Sample
 }
 
-// Eval evaluates the plan at t, in unix milliseconds.
+// errSameLabelset is Prometheus's message for a result with two elements
+// that have the same labels once __name__ is dropped.
+const errSameLabelset = "vector cannot contain metrics with the same labelset"
+
+// Eval evaluates the plan at t, in unix milliseconds. It honours ctx
+// cancellation and the plan's sample budget.
 func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
+	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples}
 	if p.root.valueType() == parser.ValueTypeScalar {
-		return Result{Scalar: true, Value: p.root.evalScalar(t)}, nil
+		v, err := p.root.scalar(&p.ev, t)
+		if err != nil {
+			return Result{}, err
+		}
+		return Result{Scalar: true, Value: v}, nil
 	}
-	vec, err := p.root.evalVector(ctx, t)
+	vec, err := p.root.eval(&p.ev, t)
 	if err != nil {
 		return Result{}, err
 	}
-	for i := range vec {
-		vec[i].Labels = vec[i].Labels.DropMetricName()
+	// Delayed __name__ dropping (promql-subset.md §4.9): elements marked
+	// "drop" lose their metadata labels only now, and a collision that
+	// survives is an error, as in Prometheus's cleanupMetricLabels.
+	p.out = p.out[:0]
+	for _, s := range vec {
+		l := s.lset
+		if s.drop {
+			l = dropMetadata(l)
+		}
+		p.out = append(p.out, Sample{Labels: l, F: s.f})
 	}
-	return Result{Vector: vec}, nil
+	if len(p.out) > 1 {
+		if p.dup == nil {
+			p.dup = make(map[uint64]struct{}, len(p.out))
+		}
+		clear(p.dup)
+		for _, s := range p.out {
+			h := s.Labels.Hash()
+			if _, ok := p.dup[h]; ok {
+				return Result{}, errors.New(errSameLabelset)
+			}
+			p.dup[h] = struct{}{}
+		}
+	}
+	return Result{Vector: p.out}, nil
 }

@@ -47,7 +47,7 @@ func TestEvalAggregations(t *testing.T) {
 		{`avg(x{job="j1"})`, map[string]float64{`{}`: 3}},
 		{`count(x{pod!="a"})`, map[string]float64{`{}`: 2}},
 		{`min(x{pod=~"a|b"})`, map[string]float64{`{}`: 2}},
-		{`x{pod!~"a|b"}`, map[string]float64{`{job="j2", pod="c"}`: 8}},
+		{`x{pod!~"a|b"}`, map[string]float64{`{__name__="x", job="j2", pod="c"}`: 8}}, // selectors keep __name__ (§4.1)
 		{`sum(nothing)`, map[string]float64{}},
 	} {
 		t.Run(tc.q, func(t *testing.T) {
@@ -78,7 +78,7 @@ func TestLookbackWindowIsLeftOpen(t *testing.T) {
 
 func TestCompileRejectsUnsupported(t *testing.T) {
 	e := NewEngine(store.New(store.Config{}, store.Settings{}))
-	_, err := e.Query(`x offset 5m`, Options{})
+	_, err := e.Query(`x @ 100`, Options{})
 	require.ErrorIs(t, err, ErrUnsupported)
 	_, err = e.Query(`sum(x`, Options{})
 	var pe *ParseError

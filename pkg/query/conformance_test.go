@@ -1,0 +1,653 @@
+package query
+
+// The upstream conformance runner (promql-subset.md §6.1): it reads
+// Prometheus's own promql/promqltest/testdata/*.test scripts from the pinned
+// module, loads their series into a fresh store per `clear`, evaluates every
+// eval that stays inside our subset and compares the result as upstream's
+// compareResult does. Cases outside the subset are skipped with a reason,
+// never silently; accepted deviations are listed in
+// testdata/upstream-skips.txt; the number passed may not drop below
+// testdata/conformance-floor.txt.
+//
+//	go test -run '^TestUpstreamConformance$' -v ./pkg/query
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/util/almost"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+)
+
+var (
+	patSpace       = regexp.MustCompile("[\t ]+")
+	patLoad        = regexp.MustCompile(`^load(?:_(with_nhcb))?\s+(.+?)$`)
+	patEvalInstant = regexp.MustCompile(`^eval(?:_(fail|warn|ordered|info))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$`)
+	patEvalRange   = regexp.MustCompile(`^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$`)
+	patExpect      = regexp.MustCompile(`^expect\s+(ordered|fail|warn|no_warn|info|no_info)(?:\s+(regex|msg):(.+))?$`)
+)
+
+// conformanceParserOpts mirrors upstream's TestParserOpts.
+var conformanceParserOpts = parser.Options{
+	EnableExperimentalFunctions: true,
+	EnableBinopFillModifiers:    true,
+	EnableUnquotedUTF8Names:     true,
+}
+
+type confSeries struct {
+	lset    labels.Labels
+	samples []store.Sample
+	loadIdx []int // the block's load command each sample came from
+	ref     store.SeriesRef
+	native  bool // has {{…}} samples, comes from load_with_nhcb or has @st lines
+}
+
+type confExpected struct {
+	lset labels.Labels
+	vals []parser.SequenceValue
+	pos  int
+}
+
+type confEval struct {
+	line        int
+	expr        string
+	instant     bool
+	at          int64
+	from, to    int64
+	step        int64
+	fail        bool
+	failMsg     string
+	failRegex   *regexp.Regexp
+	ordered     bool
+	scalar      *float64
+	expected    []confExpected
+	unsupported string // a reason to skip decided while parsing
+	loadsBefore int    // load commands of the block that precede the eval
+}
+
+type confBlock struct {
+	series []*confSeries
+	evals  []*confEval
+	loads  int
+}
+
+type confCounts struct {
+	instantPassed, rangePassed, failed, skipped int
+	reasons                                     map[string]int
+}
+
+func prometheusModuleDir(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/prometheus/prometheus").Output()
+	if err == nil {
+		if dir := strings.TrimSpace(string(out)); dir != "" {
+			return dir
+		}
+	}
+	if cache := os.Getenv("GOMODCACHE"); cache != "" {
+		dir := filepath.Join(cache, "github.com/prometheus/prometheus@v0.316.0")
+		if _, err := os.Stat(dir); err == nil {
+			return dir
+		}
+	}
+	t.Skipf("cannot locate the prometheus module (go list -m: %v); run go mod download", err)
+	return ""
+}
+
+func readKeyedFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	m := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		k, v, _ := strings.Cut(l, " ")
+		m[k] = strings.TrimSpace(v)
+	}
+	require.NoError(t, sc.Err())
+	return m
+}
+
+func parseDurationMs(s string) (int64, error) {
+	d, err := model.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(d).Milliseconds(), nil
+}
+
+// parseScript parses the promqltest grammar into blocks separated by clear.
+func parseScript(t *testing.T, name, text string) []*confBlock {
+	t.Helper()
+	p := parser.NewParser(conformanceParserOpts)
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "#") {
+			l = ""
+		}
+		lines[i] = l
+	}
+	blocks := []*confBlock{{}}
+	cur := blocks[0]
+	byHash := map[uint64]*confSeries{}
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		if l == "" {
+			continue
+		}
+		switch c := strings.ToLower(patSpace.Split(l, 2)[0]); {
+		case c == "clear":
+			cur = &confBlock{}
+			blocks = append(blocks, cur)
+			byHash = map[uint64]*confSeries{}
+		case strings.HasPrefix(c, "load"):
+			parts := patLoad.FindStringSubmatch(l)
+			require.NotNil(t, parts, "%s:%d: bad load", name, i+1)
+			step, err := parseDurationMs(parts[2])
+			require.NoError(t, err, "%s:%d", name, i+1)
+			nhcb := parts[1] == "with_nhcb"
+			stPending := false
+			// Within one load a later line for the same series replaces
+			// the earlier one (upstream's loadCmd.set overwrites).
+			loadStart := map[uint64]int{}
+			cur.loads++
+			for i+1 < len(lines) && lines[i+1] != "" {
+				i++
+				def := lines[i]
+				if sp := strings.IndexAny(def, " \t"); sp > 0 && strings.HasSuffix(def[:sp], "@st") {
+					stPending = true
+					continue
+				}
+				lset, vals, err := p.ParseSeriesDesc(def)
+				require.NoError(t, err, "%s:%d", name, i+1)
+				h := lset.Hash()
+				s, ok := byHash[h]
+				if !ok {
+					s = &confSeries{lset: lset}
+					byHash[h] = s
+					cur.series = append(cur.series, s)
+				}
+				if start, again := loadStart[h]; again {
+					s.samples, s.loadIdx = s.samples[:start], s.loadIdx[:start]
+				} else {
+					loadStart[h] = len(s.samples)
+				}
+				s.native = s.native || stPending
+				if nhcb {
+					// load_with_nhcb also writes a native histogram with
+					// custom buckets named without the suffix; evals
+					// that touch it are out of scope.
+					base := lset.Get(labels.MetricName)
+					for _, suf := range []string{"_bucket", "_sum", "_count"} {
+						base = strings.TrimSuffix(base, suf)
+					}
+					nl := labels.NewBuilder(lset).Set(labels.MetricName, base).Del(labels.BucketLabel).Labels()
+					if nh := nl.Hash(); byHash[nh] == nil {
+						byHash[nh] = &confSeries{lset: nl, native: true}
+						cur.series = append(cur.series, byHash[nh])
+					}
+				}
+				stPending = false
+				for k, v := range vals {
+					if v.Omitted {
+						continue
+					}
+					if v.Histogram != nil {
+						s.native = true
+						continue
+					}
+					s.samples = append(s.samples, store.Sample{T: int64(k) * step, V: v.Value})
+					s.loadIdx = append(s.loadIdx, cur.loads-1)
+				}
+			}
+		case strings.HasPrefix(c, "eval"):
+			ev, next := parseEval(t, p, name, lines, i)
+			ev.loadsBefore = cur.loads
+			cur.evals = append(cur.evals, ev)
+			i = next
+		default:
+			t.Fatalf("%s:%d: invalid command %q", name, i+1, l)
+		}
+	}
+	return blocks
+}
+
+func parseEval(t *testing.T, p parser.Parser, name string, lines []string, i int) (*confEval, int) {
+	t.Helper()
+	l := lines[i]
+	ev := &confEval{line: i + 1}
+	var mod string
+	if m := patEvalInstant.FindStringSubmatch(l); m != nil {
+		mod, ev.expr, ev.instant = m[1], m[3], true
+		at, err := parseDurationMs(m[2])
+		require.NoError(t, err, "%s:%d", name, i+1)
+		ev.at = at
+	} else if m := patEvalRange.FindStringSubmatch(l); m != nil {
+		mod, ev.expr = m[1], m[5]
+		var err error
+		ev.from, err = parseDurationMs(m[2])
+		require.NoError(t, err)
+		ev.to, err = parseDurationMs(m[3])
+		require.NoError(t, err)
+		ev.step, err = parseDurationMs(m[4])
+		require.NoError(t, err)
+	} else {
+		t.Fatalf("%s:%d: invalid eval %q", name, i+1, l)
+	}
+	switch mod {
+	case "fail":
+		ev.fail = true
+	case "ordered":
+		ev.ordered = true
+	}
+	for j := 1; i+1 < len(lines) && lines[i+1] != ""; j++ {
+		i++
+		def := lines[i]
+		switch {
+		case ev.fail && strings.HasPrefix(def, "expected_fail_message"):
+			ev.failMsg = strings.TrimSpace(strings.TrimPrefix(def, "expected_fail_message"))
+			continue
+		case ev.fail && strings.HasPrefix(def, "expected_fail_regexp"):
+			ev.failRegex = regexp.MustCompile(strings.TrimSpace(strings.TrimPrefix(def, "expected_fail_regexp")))
+			continue
+		case strings.HasPrefix(def, "expect range vector"):
+			ev.unsupported = "unsupported: range vector result"
+			continue
+		case strings.HasPrefix(def, "expect string"):
+			ev.unsupported = "unsupported: string result"
+			continue
+		case strings.Split(def, " ")[0] == "expect":
+			m := patExpect.FindStringSubmatch(def)
+			require.NotNil(t, m, "%s:%d: bad expect", name, i+1)
+			switch m[1] {
+			case "fail":
+				ev.fail = true
+				switch m[2] {
+				case "msg":
+					ev.failMsg = strings.TrimSpace(m[3])
+				case "regex":
+					ev.failRegex = regexp.MustCompile(strings.TrimSpace(m[3]))
+				}
+			case "ordered":
+				ev.ordered = true
+			}
+			// warn/info/no_warn/no_info: we produce no annotations; the
+			// values are still compared.
+			j--
+			continue
+		}
+		if f, err := parseNumber(def); err == nil {
+			ev.scalar = &f
+			continue
+		}
+		lset, vals, err := p.ParseSeriesDesc(def)
+		require.NoError(t, err, "%s:%d", name, i+1)
+		for _, v := range vals {
+			if v.Histogram != nil {
+				ev.unsupported = "unsupported: native histogram / start timestamps"
+			}
+		}
+		ev.expected = append(ev.expected, confExpected{lset: lset, vals: vals, pos: j})
+	}
+	return ev, i
+}
+
+func parseNumber(s string) (float64, error) {
+	n, err := strconv.ParseInt(s, 0, 64)
+	f := float64(n)
+	if err != nil {
+		f, err = strconv.ParseFloat(s, 64)
+	}
+	return f, err
+}
+
+// classify returns why an eval is outside our subset, or "".
+func classify(full parser.Parser, eng *Engine, ev *confEval, blk *confBlock) (string, *Plan, error) {
+	if ev.unsupported != "" {
+		return ev.unsupported, nil, nil
+	}
+	expr, err := full.ParseExpr(ev.expr)
+	if err != nil {
+		return "", nil, err // a parse failure the eval may expect
+	}
+	var reason string
+	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		switch n := n.(type) {
+		case *parser.Call:
+			if !supportedFunctions[n.Func.Name] && reason == "" {
+				reason = "unsupported: function " + n.Func.Name
+			}
+		case *parser.VectorSelector:
+			for _, s := range blk.series {
+				if s.native && matchesAll(n.LabelMatchers, s.lset) && reason == "" {
+					reason = "unsupported: native histogram / start timestamps"
+				}
+			}
+		}
+		return nil
+	})
+	if reason != "" {
+		return reason, nil, nil
+	}
+	plan, err := eng.Query(ev.expr, Options{})
+	var ue *UnsupportedError
+	if errors.As(err, &ue) {
+		return "unsupported: " + ue.Construct, nil, nil
+	}
+	return "", plan, err
+}
+
+func matchesAll(ms []*labels.Matcher, l labels.Labels) bool {
+	for _, m := range ms {
+		if !m.Matches(l.Get(m.Name)) {
+			return false
+		}
+	}
+	return true
+}
+
+func newConformanceStore(blk *confBlock) *store.Store {
+	maxN := 8
+	for _, s := range blk.series {
+		maxN = max(maxN, len(s.samples))
+	}
+	return store.New(store.Config{
+		Retention:           100_000 * time.Hour,
+		Freshness:           -1,
+		MaxSamplesPerSeries: maxN + 1,
+	}, store.Settings{Now: func() time.Time { return time.UnixMilli(0) }})
+}
+
+// applyLoads appends the samples of the block's load commands [from, to),
+// so each eval sees exactly the loads that precede it in the script.
+func applyLoads(t *testing.T, st *store.Store, blk *confBlock, from, to int) {
+	t.Helper()
+	for i, s := range blk.series {
+		for k, smp := range s.samples {
+			if s.loadIdx[k] < from || s.loadIdx[k] >= to {
+				continue
+			}
+			if s.ref == 0 {
+				ref, err := st.Create(uint64(i+1), s.lset)
+				require.NoError(t, err)
+				s.ref = ref
+			}
+			require.NoError(t, st.Append(s.ref, smp.T, smp.V), "append %s@%d", s.lset, smp.T)
+		}
+	}
+}
+
+func TestUpstreamConformance(t *testing.T) {
+	dir := filepath.Join(prometheusModuleDir(t), "promql", "promqltest", "testdata")
+	files, err := filepath.Glob(filepath.Join(dir, "*.test"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files, "no .test files in %s", dir)
+	skips := readKeyedFile(t, "testdata/upstream-skips.txt")
+	floor := readKeyedFile(t, "testdata/conformance-floor.txt")
+	full := parser.NewParser(conformanceParserOpts)
+
+	perFile := map[string]*confCounts{}
+	var total confCounts
+	var found, ran int
+	for _, path := range files {
+		name := filepath.Base(path)
+		text, err := os.ReadFile(path)
+		require.NoError(t, err)
+		cnt := &confCounts{reasons: map[string]int{}}
+		perFile[name] = cnt
+		for _, blk := range parseScript(t, name, string(text)) {
+			st := newConformanceStore(blk)
+			eng := newEngine(st, conformanceParserOpts)
+			eng.exactNumericLabels = true
+			applied := 0
+			for _, ev := range blk.evals {
+				applyLoads(t, st, blk, applied, ev.loadsBefore)
+				applied = ev.loadsBefore
+				found++
+				id := fmt.Sprintf("%s:%d", name, ev.line)
+				var outcome string
+				if !t.Run(id, func(t *testing.T) {
+					ran++
+					outcome = "skip"
+					if reason, ok := skips[id]; ok {
+						cnt.reasons["accepted deviation"]++
+						t.Skipf("accepted deviation (testdata/upstream-skips.txt): %s", reason)
+					}
+					reason, plan, cerr := classify(full, eng, ev, blk)
+					if reason != "" {
+						cnt.reasons[reason]++
+						t.Skip(reason)
+					}
+					outcome = "fail"
+					if cerr != nil && !ev.fail {
+						t.Fatalf("query %q: compile: %v", ev.expr, cerr)
+					}
+					if err := runEval(ev, plan, cerr); err != nil {
+						t.Fatalf("query %q: %v", ev.expr, err)
+					}
+					outcome = "pass"
+				}) {
+					cnt.failed++
+					continue
+				}
+				switch outcome {
+				case "pass":
+					if ev.instant {
+						cnt.instantPassed++
+					} else {
+						cnt.rangePassed++
+					}
+				case "skip":
+					cnt.skipped++
+				}
+			}
+		}
+		total.instantPassed += cnt.instantPassed
+		total.rangePassed += cnt.rangePassed
+		total.failed += cnt.failed
+		total.skipped += cnt.skipped
+	}
+
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%-28s %8s %8s %7s %8s\n", "file", "instant", "range", "failed", "skipped")
+	for _, path := range files {
+		name := filepath.Base(path)
+		c := perFile[name]
+		fmt.Fprintf(&sb, "%-28s %8d %8d %7d %8d\n", name, c.instantPassed, c.rangePassed, c.failed, c.skipped)
+	}
+	fmt.Fprintf(&sb, "%-28s %8d %8d %7d %8d\n", "total", total.instantPassed, total.rangePassed, total.failed, total.skipped)
+	reasons := map[string]int{}
+	for _, c := range perFile {
+		for r, n := range c.reasons {
+			reasons[r] += n
+		}
+	}
+	keys := make([]string, 0, len(reasons))
+	for r := range reasons {
+		keys = append(keys, r)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return reasons[b] - reasons[a] })
+	sb.WriteString("skipped by reason:\n")
+	for _, r := range keys {
+		fmt.Fprintf(&sb, "  %5d  %s\n", reasons[r], r)
+	}
+	t.Log("upstream conformance (passed instant / passed range evals):\n" + sb.String())
+
+	if ran != found {
+		t.Logf("floor not checked: %d of %d evals selected by -run", ran, found)
+		return
+	}
+	for key, got := range map[string]int{"instant": total.instantPassed, "range": total.rangePassed} {
+		want, err := strconv.Atoi(floor[key])
+		require.NoError(t, err, "conformance-floor.txt needs a %q line", key)
+		require.GreaterOrEqual(t, got, want, "passed %s evals dropped below the floor in testdata/conformance-floor.txt", key)
+		if got > want {
+			t.Logf("ratchet: %s passed %d > floor %d; raise testdata/conformance-floor.txt", key, got, want)
+		}
+	}
+}
+
+// runEval evaluates one eval and compares like upstream's compareResult.
+func runEval(ev *confEval, plan *Plan, cerr error) error {
+	ctx := context.Background()
+	if ev.instant {
+		var res Result
+		err := cerr
+		if err == nil {
+			res, err = plan.Eval(ctx, ev.at)
+		}
+		if ev.fail {
+			return checkFailure(ev, err)
+		}
+		if err != nil {
+			return err
+		}
+		return compareInstant(ev, res)
+	}
+	type point struct {
+		step int
+		f    float64
+	}
+	type series struct {
+		lset labels.Labels
+		pts  []point
+	}
+	got := map[uint64]*series{}
+	err := cerr
+	for ts, step := ev.from, 0; err == nil && ts <= ev.to; ts, step = ts+ev.step, step+1 {
+		var res Result
+		res, err = plan.Eval(ctx, ts)
+		if err != nil {
+			break
+		}
+		if res.Scalar {
+			res.Vector = []Sample{{Labels: labels.EmptyLabels(), F: res.Value}}
+		}
+		for _, s := range res.Vector {
+			h := s.Labels.Hash()
+			if got[h] == nil {
+				got[h] = &series{lset: s.Labels}
+			}
+			got[h].pts = append(got[h].pts, point{step, s.F})
+		}
+		if ev.step <= 0 {
+			break
+		}
+	}
+	if ev.fail {
+		return checkFailure(ev, err)
+	}
+	if err != nil {
+		return err
+	}
+	exp := map[uint64]confExpected{}
+	for _, e := range ev.expected {
+		exp[e.lset.Hash()] = e
+	}
+	if ev.scalar != nil {
+		exp[labels.EmptyLabels().Hash()] = confExpected{lset: labels.EmptyLabels(), vals: []parser.SequenceValue{{Value: *ev.scalar}}}
+	}
+	for h, s := range got {
+		e, ok := exp[h]
+		if !ok {
+			return fmt.Errorf("unexpected series %s in result", s.lset)
+		}
+		var want []point
+		for i, v := range e.vals {
+			if !v.Omitted {
+				want = append(want, point{i, v.Value})
+			}
+		}
+		if len(want) != len(s.pts) {
+			return fmt.Errorf("series %s: want %v points, got %v", s.lset, want, s.pts)
+		}
+		for i := range want {
+			if want[i].step != s.pts[i].step || !almost.Equal(want[i].f, s.pts[i].f, 1e-6) {
+				return fmt.Errorf("series %s: want %v, got %v", s.lset, want, s.pts)
+			}
+		}
+	}
+	for h, e := range exp {
+		if _, ok := got[h]; !ok {
+			return fmt.Errorf("expected series %s not found", e.lset)
+		}
+	}
+	return nil
+}
+
+func checkFailure(ev *confEval, err error) error {
+	switch {
+	case err == nil:
+		return errors.New("expected an error, got none")
+	case ev.failMsg != "" && err.Error() != ev.failMsg:
+		return fmt.Errorf("expected error %q, got %q", ev.failMsg, err.Error())
+	case ev.failRegex != nil && !ev.failRegex.MatchString(err.Error()):
+		return fmt.Errorf("expected error matching %q, got %q", ev.failRegex, err.Error())
+	}
+	return nil
+}
+
+func compareInstant(ev *confEval, res Result) error {
+	if ev.scalar != nil {
+		if !res.Scalar {
+			return fmt.Errorf("expected scalar %v, got vector %v", *ev.scalar, res.Vector)
+		}
+		if !almost.Equal(*ev.scalar, res.Value, 1e-6) {
+			return fmt.Errorf("expected scalar %v, got %v", *ev.scalar, res.Value)
+		}
+		return nil
+	}
+	if res.Scalar {
+		return fmt.Errorf("expected a vector, got scalar %v", res.Value)
+	}
+	exp := map[uint64]confExpected{}
+	for _, e := range ev.expected {
+		exp[e.lset.Hash()] = e
+	}
+	seen := map[uint64]bool{}
+	for pos, s := range res.Vector {
+		h := s.Labels.Hash()
+		e, ok := exp[h]
+		if !ok {
+			return fmt.Errorf("unexpected metric %s in result, has value %v", s.Labels, s.F)
+		}
+		if ev.ordered && e.pos != pos+1 {
+			return fmt.Errorf("expected metric %s at position %d but was at %d", s.Labels, e.pos, pos+1)
+		}
+		if len(e.vals) == 0 || e.vals[0].Omitted {
+			return fmt.Errorf("expected no value for %s, got %v", s.Labels, s.F)
+		}
+		if !almost.Equal(e.vals[0].Value, s.F, 1e-6) {
+			return fmt.Errorf("expected %v for %s but got %v", e.vals[0].Value, s.Labels, s.F)
+		}
+		seen[h] = true
+	}
+	for h, e := range exp {
+		if !seen[h] {
+			return fmt.Errorf("expected metric %s with %v not found", e.lset, e.vals)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,294 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+)
+
+// sample is one element of an intermediate instant vector.
+type sample struct {
+	lset labels.Labels
+	// t is the sample's own timestamp for selector output (timestamp()
+	// needs it) and the evaluation time otherwise.
+	t int64
+	f float64
+	// drop marks the element for delayed __name__ removal (§4.9): the
+	// metadata labels stay until Plan.Eval produces the final result.
+	drop bool
+}
+
+type vector []sample
+
+// evaluator carries the per-Eval state: context and budget.
+type evaluator struct {
+	ctx        context.Context
+	maxSamples int64
+	samples    int64
+	sinceCheck int
+}
+
+// ctxCheckEvery bounds the work between two context checks.
+const ctxCheckEvery = 4096
+
+// charge accounts n touched series or samples against the budget and
+// checks the context every ctxCheckEvery units.
+func (ev *evaluator) charge(n int) error {
+	ev.samples += int64(n)
+	if ev.samples > ev.maxSamples {
+		return fmt.Errorf("%w: more than %d series and samples in one evaluation", ErrBudgetExceeded, ev.maxSamples)
+	}
+	ev.sinceCheck += n
+	if ev.sinceCheck >= ctxCheckEvery {
+		ev.sinceCheck = 0
+		return ev.ctx.Err()
+	}
+	return nil
+}
+
+// node is one operator of a compiled plan. Vector nodes implement eval and
+// scalar nodes implement scalar; the compiler only wires a node where its
+// type fits, which the parser's type checks guarantee. A returned vector is
+// owned by the node and valid until its next eval.
+type node interface {
+	valueType() parser.ValueType
+	eval(ev *evaluator, t int64) (vector, error)
+	scalar(ev *evaluator, t int64) (float64, error)
+}
+
+var errNodeType = errors.New("query: internal error: node evaluated as the wrong type")
+
+type vectorNode struct{}
+
+func (vectorNode) valueType() parser.ValueType { return parser.ValueTypeVector }
+func (vectorNode) scalar(*evaluator, int64) (float64, error) {
+	return 0, errNodeType
+}
+
+type scalarNode struct{}
+
+func (scalarNode) valueType() parser.ValueType { return parser.ValueTypeScalar }
+func (scalarNode) eval(*evaluator, int64) (vector, error) {
+	return nil, errNodeType
+}
+
+type numNode struct {
+	scalarNode
+	v float64
+}
+
+func (n *numNode) scalar(*evaluator, int64) (float64, error) { return n.v, nil }
+
+type timeNode struct{ scalarNode }
+
+func (*timeNode) scalar(_ *evaluator, t int64) (float64, error) { return float64(t) / 1000, nil }
+
+type negScalarNode struct {
+	scalarNode
+	child node
+}
+
+func (n *negScalarNode) scalar(ev *evaluator, t int64) (float64, error) {
+	v, err := n.child.scalar(ev, t)
+	return -v, err
+}
+
+type scalarBinNode struct {
+	scalarNode
+	op       parser.ItemType
+	lhs, rhs node
+}
+
+func (n *scalarBinNode) scalar(ev *evaluator, t int64) (float64, error) {
+	l, err := n.lhs.scalar(ev, t)
+	if err != nil {
+		return 0, err
+	}
+	r, err := n.rhs.scalar(ev, t)
+	if err != nil {
+		return 0, err
+	}
+	v, keep := binop(n.op, l, r)
+	if n.op.IsComparisonOperator() {
+		// Scalar comparisons always carry bool (the parser insists).
+		return btos(keep), nil
+	}
+	return v, nil
+}
+
+// scalarFnNode is scalar(v): the single element's value, else NaN.
+type scalarFnNode struct {
+	scalarNode
+	child node
+}
+
+func (n *scalarFnNode) scalar(ev *evaluator, t int64) (float64, error) {
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return 0, err
+	}
+	if len(in) != 1 {
+		return math.NaN(), nil
+	}
+	return in[0].f, nil
+}
+
+// seriesSet caches the refs (and labels) a selector matched. It re-selects
+// only when the store's generation moves, so the steady state runs no
+// matcher at all. Refs are kept sorted by labels, the order Prometheus's
+// storage returns series in, so tie-breaking (sort, topk) matches.
+type seriesSet struct {
+	store    *store.Store
+	matchers []*labels.Matcher
+
+	gen   uint64
+	refs  []store.SeriesRef
+	lsets []labels.Labels
+	idx   []int
+}
+
+func (s *seriesSet) refresh(ev *evaluator) error {
+	g := s.store.Generation()
+	if g == s.gen {
+		return ev.charge(len(s.refs))
+	}
+	// Read the generation before selecting: a series created meanwhile
+	// makes the next Eval select again rather than be missed.
+	s.refs = s.store.Select(s.refs[:0], s.matchers...)
+	s.lsets = s.lsets[:0]
+	for _, r := range s.refs {
+		s.lsets = append(s.lsets, s.store.Labels(r))
+	}
+	s.idx = s.idx[:0]
+	for i := range s.refs {
+		s.idx = append(s.idx, i)
+	}
+	slices.SortFunc(s.idx, func(a, b int) int { return labels.Compare(s.lsets[a], s.lsets[b]) })
+	refs := make([]store.SeriesRef, len(s.refs))
+	lsets := make([]labels.Labels, len(s.refs))
+	for i, j := range s.idx {
+		refs[i], lsets[i] = s.refs[j], s.lsets[j]
+	}
+	s.refs, s.lsets = refs, lsets
+	s.gen = g
+	return ev.charge(len(s.refs))
+}
+
+// selectorNode is an instant vector selector (§4.1): per series the newest
+// sample in (t−offset−lookback, t−offset], absent when it is a stale marker.
+type selectorNode struct {
+	vectorNode
+	set      *seriesSet
+	offset   int64
+	lookback int64
+	out      vector
+}
+
+func (n *selectorNode) eval(ev *evaluator, t int64) (vector, error) {
+	if err := n.set.refresh(ev); err != nil {
+		return nil, err
+	}
+	ref := t - n.offset
+	n.out = n.out[:0]
+	for i, r := range n.set.refs {
+		s, ok := n.set.store.Latest(r, ref)
+		if !ok || s.T <= ref-n.lookback || value.IsStaleNaN(s.V) {
+			continue
+		}
+		n.out = append(n.out, sample{lset: n.set.lsets[i], t: s.T, f: s.V})
+	}
+	return n.out, nil
+}
+
+type negVectorNode struct {
+	vectorNode
+	child node
+	out   vector
+}
+
+func (n *negVectorNode) eval(ev *evaluator, t int64) (vector, error) {
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	n.out = n.out[:0]
+	for _, s := range in {
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: -s.f, drop: true})
+	}
+	return n.out, nil
+}
+
+// kahanInc is Prometheus's Kahan-Babuska-Neumaier step (util/kahansum).
+func kahanInc(inc, sum, c float64) (newSum, newC float64) {
+	// The explicit conversions forbid fusing across the call, as upstream.
+	inc, sum, c = float64(inc), float64(sum), float64(c) //nolint:unconvert // see above
+	t := sum + inc
+	switch {
+	case math.IsInf(t, 0):
+		c = 0
+	case math.Abs(sum) >= math.Abs(inc):
+		c += (sum - t) + inc
+	default:
+		c += (inc - t) + sum
+	}
+	return float64(t), float64(c) //nolint:unconvert // see above
+}
+
+func btos(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// binop is vectorElemBinop for floats: the value and, for comparisons,
+// whether the element is kept (the value is then the left operand).
+func binop(op parser.ItemType, l, r float64) (float64, bool) {
+	switch op {
+	case parser.ADD:
+		return l + r, true
+	case parser.SUB:
+		return l - r, true
+	case parser.MUL:
+		return l * r, true
+	case parser.DIV:
+		return l / r, true
+	case parser.POW:
+		return math.Pow(l, r), true
+	case parser.MOD:
+		return math.Mod(l, r), true
+	case parser.ATAN2:
+		return math.Atan2(l, r), true
+	case parser.EQLC:
+		return l, l == r
+	case parser.NEQ:
+		return l, l != r
+	case parser.GTR:
+		return l, l > r
+	case parser.LSS:
+		return l, l < r
+	case parser.GTE:
+		return l, l >= r
+	case parser.LTE:
+		return l, l <= r
+	}
+	return math.NaN(), false
+}
+
+// changesMetricSchema is true for the operators whose result is no longer
+// the same metric (Prometheus's changesMetricSchema).
+func changesMetricSchema(op parser.ItemType) bool {
+	switch op {
+	case parser.ADD, parser.SUB, parser.DIV, parser.MUL, parser.POW, parser.MOD, parser.ATAN2:
+		return true
+	}
+	return false
+}

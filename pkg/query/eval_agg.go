@@ -1,0 +1,320 @@
+package query
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
+)
+
+// aggNode implements sum, avg, min, max, count, group, stddev, stdvar,
+// quantile, topk and bottomk with by/without (§4.6).
+//
+// Groups are found by hashing the grouping labels into a reused map; the
+// output labels of a group are cached by that hash across evaluations, so
+// the steady state allocates nothing.
+type aggNode struct {
+	vectorNode
+	op       parser.ItemType
+	child    node
+	param    node
+	without  bool
+	grouping []string // sorted; for without, includes the metadata labels
+
+	buf    []byte
+	groups map[uint64]int
+	acc    []aggAcc
+	out    vector
+	lcache map[uint64]labels.Labels
+	lb     *labels.Builder
+	qvals  [][]float64
+	heaps  []sampleHeap
+}
+
+type aggAcc struct {
+	f, mean, c, count float64
+	incremental       bool
+	drop              bool
+}
+
+// labelCacheSlack bounds a label cache: it is cleared when it holds more
+// than twice the live entries plus this many.
+const labelCacheSlack = 1024
+
+func (n *aggNode) key(l labels.Labels) uint64 {
+	var h uint64
+	switch {
+	case n.without:
+		h, n.buf = l.HashWithoutLabels(n.buf, n.grouping...)
+	case len(n.grouping) == 0:
+		return 0
+	default:
+		h, n.buf = l.HashForLabels(n.buf, n.grouping...)
+	}
+	return h
+}
+
+func (n *aggNode) groupLabels(h uint64, l labels.Labels) labels.Labels {
+	if n.lcache == nil {
+		n.lcache = make(map[uint64]labels.Labels)
+	}
+	if ls, ok := n.lcache[h]; ok {
+		return ls
+	}
+	var ls labels.Labels
+	switch {
+	case n.without:
+		if n.lb == nil {
+			n.lb = labels.NewBuilder(l)
+		}
+		n.lb.Reset(l)
+		n.lb.Del(n.grouping...)
+		ls = n.lb.Labels()
+	case len(n.grouping) > 0:
+		if n.lb == nil {
+			n.lb = labels.NewBuilder(l)
+		}
+		n.lb.Reset(l)
+		n.lb.Keep(n.grouping...)
+		ls = n.lb.Labels()
+	default:
+		ls = labels.EmptyLabels()
+	}
+	n.lcache[h] = ls
+	return ls
+}
+
+func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
+	var param float64
+	if n.param != nil {
+		p, err := n.param.scalar(ev, t)
+		if err != nil {
+			return nil, err
+		}
+		param = p
+	}
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	if n.op == parser.TOPK || n.op == parser.BOTTOMK {
+		return n.evalK(in, param, t)
+	}
+	if n.groups == nil {
+		n.groups = make(map[uint64]int)
+	}
+	clear(n.groups)
+	if len(n.lcache) > 2*len(n.out)+labelCacheSlack {
+		clear(n.lcache)
+	}
+	n.out, n.acc = n.out[:0], n.acc[:0]
+	for _, s := range in {
+		h := n.key(s.lset)
+		gi, ok := n.groups[h]
+		if !ok {
+			gi = len(n.out)
+			n.groups[h] = gi
+			n.out = append(n.out, sample{lset: n.groupLabels(h, s.lset), t: t})
+			a := aggAcc{f: s.f, mean: s.f, count: 1, drop: s.drop}
+			switch n.op {
+			case parser.STDDEV, parser.STDVAR:
+				if math.IsNaN(s.f) || math.IsInf(s.f, 0) {
+					a.f = math.NaN()
+				} else {
+					a.f = 0
+				}
+			case parser.GROUP:
+				a.f = 1
+			case parser.QUANTILE:
+				if gi == len(n.qvals) {
+					n.qvals = append(n.qvals, nil)
+				}
+				n.qvals[gi] = append(n.qvals[gi][:0], s.f)
+			}
+			n.acc = append(n.acc, a)
+			continue
+		}
+		a := &n.acc[gi]
+		if s.drop {
+			a.drop = true
+		}
+		switch n.op {
+		case parser.SUM:
+			a.f, a.c = kahanInc(s.f, a.f, a.c)
+		case parser.AVG:
+			a.count++
+			if !a.incremental {
+				nv, nc := kahanInc(s.f, a.f, a.c)
+				if !math.IsInf(nv, 0) {
+					a.f, a.c = nv, nc
+					break
+				}
+				a.incremental = true
+				a.mean = a.f / (a.count - 1)
+				a.c /= a.count - 1
+			}
+			q := (a.count - 1) / a.count
+			a.mean, a.c = kahanInc(s.f/a.count, q*a.mean, q*a.c)
+		case parser.MAX:
+			if a.f < s.f || math.IsNaN(a.f) {
+				a.f = s.f
+			}
+		case parser.MIN:
+			if a.f > s.f || math.IsNaN(a.f) {
+				a.f = s.f
+			}
+		case parser.COUNT:
+			a.count++
+		case parser.STDDEV, parser.STDVAR:
+			a.count++
+			delta := s.f - a.mean
+			a.mean += delta / a.count
+			a.f += delta * (s.f - a.mean)
+		case parser.QUANTILE:
+			n.qvals[gi] = append(n.qvals[gi], s.f)
+		}
+	}
+	for i := range n.out {
+		a := &n.acc[i]
+		f := a.f
+		switch n.op {
+		case parser.SUM:
+			f += a.c
+		case parser.AVG:
+			if a.incremental {
+				f = a.mean + a.c
+			} else {
+				f = a.f/a.count + a.c/a.count
+			}
+		case parser.COUNT:
+			f = a.count
+		case parser.STDVAR:
+			f = a.f / a.count
+		case parser.STDDEV:
+			f = math.Sqrt(a.f / a.count)
+		case parser.QUANTILE:
+			f = quantile(param, n.qvals[i])
+		}
+		n.out[i].f = f
+		n.out[i].drop = a.drop
+	}
+	return n.out, nil
+}
+
+// maxInt64 is the largest float64 below 2^63, Prometheus's bound for k.
+const maxInt64 = 9223372036854774784
+
+// evalK is topk/bottomk with Prometheus's heap selection, so ties resolve
+// the same way; the result of each group is sorted, groups in order of
+// first appearance.
+func (n *aggNode) evalK(in vector, param float64, t int64) (vector, error) {
+	n.out = n.out[:0]
+	switch {
+	case param < 1:
+		return n.out, nil
+	case math.IsNaN(param):
+		return nil, errors.New("Parameter value is NaN")
+	case param >= maxInt64:
+		return nil, fmt.Errorf("Scalar value %v overflows int64", param)
+	case len(in) == 0:
+		return n.out, nil
+	}
+	k := min(int(param), len(in))
+	if n.groups == nil {
+		n.groups = make(map[uint64]int)
+	}
+	clear(n.groups)
+	ng := 0
+	for _, s := range in {
+		h := n.key(s.lset)
+		gi, ok := n.groups[h]
+		if !ok {
+			gi = ng
+			ng++
+			n.groups[h] = gi
+			if gi == len(n.heaps) {
+				n.heaps = append(n.heaps, nil)
+			}
+			n.heaps[gi] = n.heaps[gi][:0]
+		}
+		hp := &n.heaps[gi]
+		s.t = t
+		if n.op == parser.TOPK {
+			switch {
+			case len(*hp) < k:
+				heap.Push(hp, s)
+			case (*hp)[0].f < s.f || (math.IsNaN((*hp)[0].f) && !math.IsNaN(s.f)):
+				(*hp)[0] = s
+				if k > 1 {
+					heap.Fix(hp, 0)
+				}
+			}
+			continue
+		}
+		rh := (*reverseSampleHeap)(hp)
+		switch {
+		case len(*hp) < k:
+			heap.Push(rh, s)
+		case (*hp)[0].f > s.f || (math.IsNaN((*hp)[0].f) && !math.IsNaN(s.f)):
+			(*hp)[0] = s
+			if k > 1 {
+				heap.Fix(rh, 0)
+			}
+		}
+	}
+	for gi := range ng {
+		hp := n.heaps[gi]
+		if n.op == parser.TOPK {
+			if len(hp) > 1 {
+				sort.Sort(sort.Reverse(hp))
+			}
+		} else if len(hp) > 1 {
+			sort.Sort(sort.Reverse((*reverseSampleHeap)(&hp)))
+		}
+		n.out = append(n.out, hp...)
+	}
+	return n.out, nil
+}
+
+// sampleHeap orders by value ascending with NaN first (vectorByValueHeap).
+type sampleHeap []sample
+
+func (s sampleHeap) Len() int { return len(s) }
+func (s sampleHeap) Less(i, j int) bool {
+	if math.IsNaN(s[i].f) {
+		return true
+	}
+	return s[i].f < s[j].f
+}
+func (s sampleHeap) Swap(i, j int) { s[i], s[j] = s[j], s[i] }
+func (s *sampleHeap) Push(x any)   { *s = append(*s, x.(sample)) }
+func (s *sampleHeap) Pop() any {
+	old := *s
+	el := old[len(old)-1]
+	*s = old[:len(old)-1]
+	return el
+}
+
+// reverseSampleHeap orders by value descending with NaN first
+// (vectorByReverseValueHeap).
+type reverseSampleHeap []sample
+
+func (s reverseSampleHeap) Len() int { return len(s) }
+func (s reverseSampleHeap) Less(i, j int) bool {
+	if math.IsNaN(s[i].f) {
+		return true
+	}
+	return s[i].f > s[j].f
+}
+func (s reverseSampleHeap) Swap(i, j int) { s[i], s[j] = s[j], s[i] }
+func (s *reverseSampleHeap) Push(x any)   { *s = append(*s, x.(sample)) }
+func (s *reverseSampleHeap) Pop() any {
+	old := *s
+	el := old[len(old)-1]
+	*s = old[:len(old)-1]
+	return el
+}

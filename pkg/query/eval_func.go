@@ -1,0 +1,447 @@
+package query
+
+import (
+	"errors"
+	"math"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/labels"
+)
+
+type mathKind uint8
+
+const (
+	mathAbs mathKind = iota
+	mathCeil
+	mathFloor
+	mathSqrt
+	mathExp
+	mathLn
+	mathLog2
+	mathLog10
+	mathSgn
+	mathRound
+)
+
+// mathNode applies an element-wise function; the result drops __name__.
+type mathNode struct {
+	vectorNode
+	kind  mathKind
+	child node
+	arg1  node // round's to_nearest
+	out   vector
+}
+
+func (n *mathNode) eval(ev *evaluator, t int64) (vector, error) {
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	toNearestInverse := 1.0
+	if n.arg1 != nil {
+		p, err := n.arg1.scalar(ev, t)
+		if err != nil {
+			return nil, err
+		}
+		toNearestInverse = 1.0 / p
+	}
+	n.out = n.out[:0]
+	for _, s := range in {
+		f := s.f
+		switch n.kind {
+		case mathAbs:
+			f = math.Abs(f)
+		case mathCeil:
+			f = math.Ceil(f)
+		case mathFloor:
+			f = math.Floor(f)
+		case mathSqrt:
+			f = math.Sqrt(f)
+		case mathExp:
+			f = math.Exp(f)
+		case mathLn:
+			f = math.Log(f)
+		case mathLog2:
+			f = math.Log2(f)
+		case mathLog10:
+			f = math.Log10(f)
+		case mathSgn:
+			switch {
+			case f < 0:
+				f = -1
+			case f > 0:
+				f = 1
+			}
+		case mathRound:
+			f = math.Floor(f*toNearestInverse+0.5) / toNearestInverse
+		}
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: f, drop: true})
+	}
+	return n.out, nil
+}
+
+// clampNode is clamp, clamp_min (hi nil) and clamp_max (lo nil).
+type clampNode struct {
+	vectorNode
+	child, lo, hi node
+	out           vector
+}
+
+func (n *clampNode) eval(ev *evaluator, t int64) (vector, error) {
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	lo, hi := math.Inf(-1), math.Inf(+1)
+	if n.lo != nil {
+		if lo, err = n.lo.scalar(ev, t); err != nil {
+			return nil, err
+		}
+	}
+	if n.hi != nil {
+		if hi, err = n.hi.scalar(ev, t); err != nil {
+			return nil, err
+		}
+	}
+	n.out = n.out[:0]
+	if hi < lo {
+		return n.out, nil
+	}
+	for _, s := range in {
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: math.Max(lo, math.Min(hi, s.f)), drop: true})
+	}
+	return n.out, nil
+}
+
+// vectorFnNode is vector(s).
+type vectorFnNode struct {
+	vectorNode
+	arg node
+	out vector
+}
+
+func (n *vectorFnNode) eval(ev *evaluator, t int64) (vector, error) {
+	v, err := n.arg.scalar(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	n.out = append(n.out[:0], sample{lset: labels.EmptyLabels(), t: t, f: v})
+	return n.out, nil
+}
+
+// absentNode is absent(v): one element labelled from v's equality
+// matchers when v is empty, nothing otherwise.
+type absentNode struct {
+	vectorNode
+	child node
+	lset  labels.Labels
+	out   vector
+}
+
+func (n *absentNode) eval(ev *evaluator, t int64) (vector, error) {
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	n.out = n.out[:0]
+	if len(in) == 0 {
+		n.out = append(n.out, sample{lset: n.lset, t: t, f: 1})
+	}
+	return n.out, nil
+}
+
+// sortNode is sort/sort_desc with Prometheus's comparator and sort.Sort,
+// so equal values end up in the same order.
+type sortNode struct {
+	vectorNode
+	child node
+	desc  bool
+	out   vector
+}
+
+func (n *sortNode) eval(ev *evaluator, t int64) (vector, error) {
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	n.out = append(n.out[:0], in...)
+	if n.desc {
+		sort.Sort(sort.Reverse(sampleHeap(n.out)))
+	} else {
+		sort.Sort(sort.Reverse(reverseSampleHeap(n.out)))
+	}
+	return n.out, nil
+}
+
+// timestampNode is timestamp(v): a selector argument yields each sample's
+// own time, anything else the evaluation time.
+type timestampNode struct {
+	vectorNode
+	child      node
+	sampleTime bool
+	out        vector
+}
+
+func (n *timestampNode) eval(ev *evaluator, t int64) (vector, error) {
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	n.out = n.out[:0]
+	for _, s := range in {
+		ts := t
+		if n.sampleTime {
+			ts = s.t
+		}
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: float64(ts) / 1000, drop: true})
+	}
+	return n.out, nil
+}
+
+// labelNode is label_replace (join false) and label_join.
+type labelNode struct {
+	vectorNode
+	join           bool
+	child          node
+	dst, repl, src string
+	re             *regexp.Regexp
+	sep            string
+	srcs           []string
+
+	lb   *labels.Builder
+	vals []string
+	dup  map[uint64]struct{}
+	out  vector
+}
+
+func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	if n.lb == nil {
+		n.lb = labels.NewBuilder(labels.EmptyLabels())
+		n.dup = make(map[uint64]struct{})
+	}
+	n.out = n.out[:0]
+	for _, s := range in {
+		if n.join {
+			n.vals = n.vals[:0]
+			for _, src := range n.srcs {
+				n.vals = append(n.vals, s.lset.Get(src))
+			}
+			n.lb.Reset(s.lset)
+			n.lb.Set(n.dst, strings.Join(n.vals, n.sep))
+			s.lset = n.lb.Labels()
+			s.drop = s.drop && n.dst != labels.MetricName
+		} else {
+			srcVal := s.lset.Get(n.src)
+			if idx := n.re.FindStringSubmatchIndex(srcVal); idx != nil {
+				res := n.re.ExpandString(nil, n.repl, srcVal, idx)
+				n.lb.Reset(s.lset)
+				n.lb.Set(n.dst, string(res))
+				s.lset = n.lb.Labels()
+				s.drop = s.drop && n.dst != labels.MetricName
+			}
+		}
+		n.out = append(n.out, s)
+	}
+	// mergeSeriesWithSameLabelset: two elements with one labelset collide.
+	clear(n.dup)
+	for _, s := range n.out {
+		h := s.lset.Hash()
+		if _, ok := n.dup[h]; ok {
+			return nil, errors.New(errSameLabelset)
+		}
+		n.dup[h] = struct{}{}
+	}
+	return n.out, nil
+}
+
+type bucket struct {
+	upper, count float64
+}
+
+// hqNode is classic histogram_quantile (§4.5). Buckets are grouped by all
+// labels except le (__name__ included); group labels are cached by the
+// group hash, and bucket slices are reused, so a steady state allocates
+// nothing.
+type hqNode struct {
+	vectorNode
+	q, child node
+
+	buf    []byte
+	groups map[uint64]int
+	grp    []hqGroup
+	lcache map[uint64]labels.Labels
+	lb     *labels.Builder
+	out    vector
+}
+
+type hqGroup struct {
+	lset    labels.Labels
+	drop    bool
+	buckets []bucket
+}
+
+func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
+	q, err := n.q.scalar(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	if n.groups == nil {
+		n.groups = make(map[uint64]int)
+		n.lcache = make(map[uint64]labels.Labels)
+	}
+	clear(n.groups)
+	if len(n.lcache) > 2*len(n.out)+labelCacheSlack {
+		clear(n.lcache)
+	}
+	ng := 0
+	for _, s := range in {
+		upper, err := strconv.ParseFloat(s.lset.Get(labels.BucketLabel), 64)
+		if err != nil || math.IsNaN(upper) {
+			continue // Prometheus skips it with a warning.
+		}
+		n.buf = s.lset.BytesWithoutLabels(n.buf, labels.BucketLabel)
+		h := xxhash.Sum64(n.buf)
+		gi, ok := n.groups[h]
+		if !ok {
+			gi = ng
+			ng++
+			n.groups[h] = gi
+			if gi == len(n.grp) {
+				n.grp = append(n.grp, hqGroup{})
+			}
+			g := &n.grp[gi]
+			g.buckets = g.buckets[:0]
+			g.lset = n.groupLabels(h, s.lset)
+		}
+		n.grp[gi].buckets = append(n.grp[gi].buckets, bucket{upper: upper, count: s.f})
+	}
+	n.out = n.out[:0]
+	for gi := range ng {
+		g := &n.grp[gi]
+		n.out = append(n.out, sample{lset: g.lset, t: t, f: bucketQuantile(q, g.buckets), drop: true})
+	}
+	return n.out, nil
+}
+
+func (n *hqNode) groupLabels(h uint64, l labels.Labels) labels.Labels {
+	if ls, ok := n.lcache[h]; ok {
+		return ls
+	}
+	if n.lb == nil {
+		n.lb = labels.NewBuilder(l)
+	}
+	n.lb.Reset(l)
+	n.lb.Del(labels.BucketLabel)
+	ls := n.lb.Labels()
+	n.lcache[h] = ls
+	return ls
+}
+
+// smallDeltaTolerance is the relative difference below which two bucket
+// counts are treated as equal (Prometheus's smallDeltaTolerance).
+const smallDeltaTolerance = 1e-12
+
+// bucketQuantile is Prometheus's BucketQuantile. It sorts and rewrites
+// buckets in place.
+func bucketQuantile(q float64, buckets []bucket) float64 {
+	switch {
+	case math.IsNaN(q):
+		return math.NaN()
+	case q < 0:
+		return math.Inf(-1)
+	case q > 1:
+		return math.Inf(+1)
+	case len(buckets) == 0:
+		return math.NaN()
+	}
+	slices.SortFunc(buckets, func(a, b bucket) int {
+		switch {
+		case a.upper < b.upper:
+			return -1
+		case a.upper > b.upper:
+			return +1
+		}
+		return 0
+	})
+	if !math.IsInf(buckets[len(buckets)-1].upper, +1) {
+		return math.NaN()
+	}
+	// Coalesce equal upper bounds.
+	last, k := buckets[0], 0
+	for _, b := range buckets[1:] {
+		if b.upper == last.upper {
+			last.count += b.count
+		} else {
+			buckets[k] = last
+			last = b
+			k++
+		}
+	}
+	buckets[k] = last
+	buckets = buckets[:k+1]
+	// Monotonicity, ignoring tiny relative differences.
+	prev := buckets[0].count
+	for i := 1; i < len(buckets); i++ {
+		cur := buckets[i].count
+		switch {
+		case cur == prev:
+		case almostEqual(prev, cur, smallDeltaTolerance):
+			buckets[i].count = prev
+		case cur < prev:
+			buckets[i].count = prev
+		default:
+			prev = cur
+		}
+	}
+	if len(buckets) < 2 {
+		return math.NaN()
+	}
+	observations := buckets[len(buckets)-1].count
+	if observations == 0 {
+		return math.NaN()
+	}
+	rank := q * observations
+	b := sort.Search(len(buckets)-1, func(i int) bool { return buckets[i].count >= rank })
+	switch {
+	case b == len(buckets)-1:
+		return buckets[len(buckets)-2].upper
+	case b == 0 && buckets[0].upper <= 0:
+		return buckets[0].upper
+	}
+	var start float64
+	end, count := buckets[b].upper, buckets[b].count
+	if b > 0 {
+		start = buckets[b-1].upper
+		count -= buckets[b-1].count
+		rank -= buckets[b-1].count
+	}
+	return start + (end-start)*(rank/count)
+}
+
+// almostEqual is util/almost.Equal, without the StaleNaN special case
+// (bucket counts are never stale markers).
+func almostEqual(a, b, epsilon float64) bool {
+	const minNormal = 2.2250738585072014e-308 // 1 / 2**(1022)
+	if a == b {
+		return true
+	}
+	absSum := math.Abs(a) + math.Abs(b)
+	diff := math.Abs(a - b)
+	if a == 0 || b == 0 || absSum < minNormal {
+		return diff < epsilon*minNormal
+	}
+	return diff/math.Min(absSum, math.MaxFloat64) < epsilon
+}

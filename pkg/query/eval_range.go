@@ -1,0 +1,352 @@
+package query
+
+import (
+	"math"
+	"slices"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+)
+
+type rangeKind uint8
+
+const (
+	fnRate rangeKind = iota
+	fnIncrease
+	fnDelta
+	fnIrate
+	fnIdelta
+	fnDeriv
+	fnPredictLinear
+	fnChanges
+	fnResets
+	fnAvgOverTime
+	fnMinOverTime
+	fnMaxOverTime
+	fnSumOverTime
+	fnCountOverTime
+	fnLastOverTime
+	fnFirstOverTime
+	fnQuantileOverTime
+	fnStddevOverTime
+	fnStdvarOverTime
+	fnPresentOverTime
+	fnAbsentOverTime
+)
+
+// rangeNode is a range-vector function over one range selector. For each
+// series it reads the window (t−offset−range, t−offset] from the store into
+// a reused buffer, drops stale markers and runs one kernel pass; there is
+// no intermediate matrix.
+type rangeNode struct {
+	vectorNode
+	kind     rangeKind
+	set      *seriesSet
+	rng      int64
+	offset   int64
+	param    node // quantile_over_time's q, predict_linear's t
+	dropName bool
+	absent   labels.Labels
+
+	buf  []store.Sample
+	vals []float64
+	out  vector
+}
+
+func (n *rangeNode) eval(ev *evaluator, t int64) (vector, error) {
+	if err := n.set.refresh(ev); err != nil {
+		return nil, err
+	}
+	var param float64
+	if n.param != nil {
+		p, err := n.param.scalar(ev, t)
+		if err != nil {
+			return nil, err
+		}
+		param = p
+	}
+	rangeEnd := t - n.offset
+	rangeStart := rangeEnd - n.rng
+	n.out = n.out[:0]
+	for i, r := range n.set.refs {
+		n.buf = n.set.store.Range(n.buf[:0], r, rangeStart, rangeEnd)
+		if err := ev.charge(len(n.buf)); err != nil {
+			return nil, err
+		}
+		pts := n.buf[:0]
+		for _, s := range n.buf {
+			if !value.IsStaleNaN(s.V) {
+				pts = append(pts, s)
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		f, ok := n.apply(pts, t, rangeStart, rangeEnd, param)
+		if !ok {
+			continue
+		}
+		n.out = append(n.out, sample{lset: n.set.lsets[i], t: t, f: f, drop: n.dropName})
+	}
+	if n.kind == fnAbsentOverTime {
+		if len(n.out) > 0 {
+			n.out = n.out[:0]
+			return n.out, nil
+		}
+		n.out = append(n.out, sample{lset: n.absent, t: t, f: 1, drop: true})
+	}
+	return n.out, nil
+}
+
+func (n *rangeNode) apply(pts []store.Sample, t, rangeStart, rangeEnd int64, param float64) (float64, bool) {
+	switch n.kind {
+	case fnRate:
+		return extrapolatedRate(pts, rangeStart, rangeEnd, n.rng, true, true)
+	case fnIncrease:
+		return extrapolatedRate(pts, rangeStart, rangeEnd, n.rng, true, false)
+	case fnDelta:
+		return extrapolatedRate(pts, rangeStart, rangeEnd, n.rng, false, false)
+	case fnIrate:
+		return instantValue(pts, true)
+	case fnIdelta:
+		return instantValue(pts, false)
+	case fnDeriv:
+		if len(pts) < 2 {
+			return 0, false
+		}
+		slope, _ := linearRegression(pts, pts[0].T)
+		return slope, true
+	case fnPredictLinear:
+		if len(pts) < 2 {
+			return 0, false
+		}
+		slope, intercept := linearRegression(pts, t)
+		return slope*param + intercept, true
+	case fnChanges:
+		c := 0
+		for i := 1; i < len(pts); i++ {
+			cur, prev := pts[i].V, pts[i-1].V
+			if cur != prev && !(math.IsNaN(cur) && math.IsNaN(prev)) {
+				c++
+			}
+		}
+		return float64(c), true
+	case fnResets:
+		c := 0
+		for i := 1; i < len(pts); i++ {
+			if pts[i].V < pts[i-1].V {
+				c++
+			}
+		}
+		return float64(c), true
+	case fnAvgOverTime:
+		return avgOverTime(pts), true
+	case fnMinOverTime:
+		m := pts[0].V
+		for _, p := range pts {
+			if p.V < m || math.IsNaN(m) {
+				m = p.V
+			}
+		}
+		return m, true
+	case fnMaxOverTime:
+		m := pts[0].V
+		for _, p := range pts {
+			if p.V > m || math.IsNaN(m) {
+				m = p.V
+			}
+		}
+		return m, true
+	case fnSumOverTime:
+		var sum, c float64
+		for _, p := range pts {
+			sum, c = kahanInc(p.V, sum, c)
+		}
+		if math.IsInf(sum, 0) {
+			return sum, true
+		}
+		return sum + c, true
+	case fnCountOverTime:
+		return float64(len(pts)), true
+	case fnLastOverTime:
+		return pts[len(pts)-1].V, true
+	case fnFirstOverTime:
+		return pts[0].V, true
+	case fnQuantileOverTime:
+		n.vals = n.vals[:0]
+		for _, p := range pts {
+			n.vals = append(n.vals, p.V)
+		}
+		return quantile(param, n.vals), true
+	case fnStddevOverTime, fnStdvarOverTime:
+		var count, mean, cMean, aux, cAux float64
+		for _, p := range pts {
+			count++
+			delta := p.V - (mean + cMean)
+			mean, cMean = kahanInc(delta/count, mean, cMean)
+			aux, cAux = kahanInc(delta*(p.V-(mean+cMean)), aux, cAux)
+		}
+		variance := (aux + cAux) / count
+		if n.kind == fnStddevOverTime {
+			return math.Sqrt(variance), true
+		}
+		return variance, true
+	case fnPresentOverTime, fnAbsentOverTime:
+		return 1, true
+	}
+	return 0, false
+}
+
+// extrapolatedRate is Prometheus's rate/increase/delta (§4.3) for float
+// samples without start timestamps.
+func extrapolatedRate(pts []store.Sample, rangeStart, rangeEnd, rng int64, isCounter, isRate bool) (float64, bool) {
+	n := len(pts)
+	if n < 2 {
+		return 0, false
+	}
+	first, last := pts[0], pts[n-1]
+	result := last.V - first.V
+	if isCounter {
+		for i := 1; i < n; i++ {
+			if pts[i].V < pts[i-1].V {
+				result += pts[i-1].V
+			}
+		}
+	}
+	durationToStart := float64(first.T-rangeStart) / 1000
+	durationToEnd := float64(rangeEnd-last.T) / 1000
+	sampledInterval := float64(last.T-first.T) / 1000
+	avgBetween := sampledInterval / float64(n-1)
+	threshold := avgBetween * 1.1
+	if durationToStart >= threshold {
+		durationToStart = avgBetween / 2
+	}
+	if isCounter {
+		durationToZero := durationToStart
+		if result > 0 && first.V >= 0 {
+			durationToZero = sampledInterval * (first.V / result)
+		}
+		if durationToZero < durationToStart {
+			durationToStart = durationToZero
+		}
+	}
+	if durationToEnd >= threshold {
+		durationToEnd = avgBetween / 2
+	}
+	factor := 1.0
+	if sampledInterval != 0 {
+		factor = (sampledInterval + durationToStart + durationToEnd) / sampledInterval
+	}
+	if isRate {
+		factor /= float64(rng) / 1000
+	}
+	return result * factor, true
+}
+
+// instantValue is irate/idelta: the last two samples only.
+func instantValue(pts []store.Sample, isRate bool) (float64, bool) {
+	n := len(pts)
+	if n < 2 {
+		return 0, false
+	}
+	prev, last := pts[n-2], pts[n-1]
+	interval := last.T - prev.T
+	if interval == 0 {
+		return 0, false
+	}
+	res := last.V
+	if !isRate || !(last.V < prev.V) {
+		res = last.V - prev.V
+	}
+	if isRate {
+		res /= float64(interval) / 1000
+	}
+	return res, true
+}
+
+// avgOverTime is the Kahan-summed mean that switches to an incremental mean
+// only when the sum would overflow (funcAvgOverTime).
+func avgOverTime(pts []store.Sample) float64 {
+	sum, count := pts[0].V, 1.0
+	var mean, c float64
+	incremental := false
+	for i, p := range pts[1:] {
+		count = float64(i + 2)
+		if !incremental {
+			ns, nc := kahanInc(p.V, sum, c)
+			if !math.IsInf(ns, 0) {
+				sum, c = ns, nc
+				continue
+			}
+			incremental = true
+			mean = sum / (count - 1)
+			c /= count - 1
+		}
+		q := (count - 1) / count
+		mean, c = kahanInc(p.V/count, q*mean, q*c)
+	}
+	if incremental {
+		return mean + c
+	}
+	return sum/count + c/count
+}
+
+// linearRegression is Prometheus's least-squares fit with Kahan sums, x in
+// seconds relative to interceptTime.
+func linearRegression(pts []store.Sample, interceptTime int64) (slope, intercept float64) {
+	var n, sumX, cX, sumY, cY, sumXY, cXY, sumX2, cX2 float64
+	initY := pts[0].V
+	constY := true
+	for i, p := range pts {
+		if constY && i > 0 && p.V != initY {
+			constY = false
+		}
+		n++
+		x := float64(p.T-interceptTime) / 1e3
+		sumX, cX = kahanInc(x, sumX, cX)
+		sumY, cY = kahanInc(p.V, sumY, cY)
+		sumXY, cXY = kahanInc(x*p.V, sumXY, cXY)
+		sumX2, cX2 = kahanInc(x*x, sumX2, cX2)
+	}
+	if constY {
+		if math.IsInf(initY, 0) {
+			return math.NaN(), math.NaN()
+		}
+		return 0, initY
+	}
+	sumX += cX
+	sumY += cY
+	sumXY += cXY
+	sumX2 += cX2
+	covXY := sumXY - sumX*sumY/n
+	varX := sumX2 - sumX*sumX/n
+	slope = covXY / varX
+	intercept = sumY/n - slope*sumX/n
+	return slope, intercept
+}
+
+// quantile interpolates linearly at rank q·(n−1) of the sorted values,
+// NaNs first (Prometheus's quantile). It sorts vals in place.
+func quantile(q float64, vals []float64) float64 {
+	if len(vals) == 0 || math.IsNaN(q) {
+		return math.NaN()
+	}
+	if q < 0 {
+		return math.Inf(-1)
+	}
+	if q > 1 {
+		return math.Inf(+1)
+	}
+	slices.Sort(vals) // NaNs sort first, as in vectorByValueHeap.
+	n := float64(len(vals))
+	rank := q * (n - 1)
+	lower := math.Max(0, math.Floor(rank))
+	upper := math.Min(n-1, lower+1)
+	weight := rank - math.Floor(rank)
+	if weight == 0 {
+		return vals[int(lower)]
+	}
+	return vals[int(lower)]*(1-weight) + vals[int(upper)]*weight
+}
