@@ -5,7 +5,6 @@ import (
 	"math"
 	"math/rand"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -230,7 +229,7 @@ func (d *dataset) addHistogram(rnd *rand.Rand, name string, common []string, bou
 	for j := range n {
 		le := "+Inf"
 		if j < len(bounds) {
-			le = formatLe(rnd, bounds[j])
+			le = formatLe(bounds[j])
 		}
 		d.add(name+"_bucket", append([]string{"le", le}, common...), times, counts[j])
 	}
@@ -238,12 +237,12 @@ func (d *dataset) addHistogram(rnd *rand.Rand, name string, common []string, bou
 	d.add(name+"_count", common, times, totals)
 }
 
-// formatLe mostly writes the OpenMetrics form ("1.0"), sometimes the short
-// one ("1"): both engines parse le as a float.
-func formatLe(rnd *rand.Rand, f float64) string {
-	if rnd.Intn(4) == 0 {
-		return strconv.FormatFloat(f, 'f', -1, 64)
-	}
+// formatLe writes a bound as the receiver stores it: the OpenMetrics
+// canonical form ("1.0", "0.5", "+Inf"). Our engine rewrites numeric = and
+// != matchers on le to that form (otlp-contract.md §6: {le="1"} selects
+// the "1.0" bucket), a documented difference from Prometheus that only
+// shows on non-canonical stored values, which our store never holds.
+func formatLe(f float64) string {
 	return labels.FormatOpenMetricsFloat(f)
 }
 

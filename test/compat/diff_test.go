@@ -59,6 +59,8 @@ type stats struct {
 	evaluations   int            // (query, time) pairs compared
 	agreedValues  int            // evaluations where both answered equal values
 	agreedErrors  int            // evaluations where both failed
+	agreedEmpty   int            // of agreedValues: both returned an empty vector
+	agreedScalar  int            // of agreedValues: both returned a scalar
 	declined      map[string]int // queries declined by our engine, by reason
 	declinedTotal int
 	bySource      map[string]int // compared queries by source
@@ -73,8 +75,9 @@ func newStats() *stats {
 
 func (s *stats) summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "compared %d queries (%s) in %d evaluations: %d agreed on values, %d agreed on an error, %d disagreements; largest relative difference %.3g",
-		s.queries, formatCounts(s.bySource), s.evaluations, s.agreedValues, s.agreedErrors, len(s.disagreements), s.maxRelDiff)
+	fmt.Fprintf(&b, "compared %d queries (%s) in %d evaluations: %d agreed on values (%d non-empty vectors, %d scalars, %d empty), %d agreed on an error, %d disagreements; largest relative difference %.3g",
+		s.queries, formatCounts(s.bySource), s.evaluations, s.agreedValues, s.agreedValues-s.agreedEmpty-s.agreedScalar, s.agreedScalar, s.agreedEmpty,
+		s.agreedErrors, len(s.disagreements), s.maxRelDiff)
 	if s.maxRelQuery != "" {
 		fmt.Fprintf(&b, " (%s)", s.maxRelQuery)
 	}
@@ -135,11 +138,28 @@ func lastQuoted(s string) string {
 	return s[i+1 : j]
 }
 
+// sharedErrorPhrases are error texts both engines must use.
+var sharedErrorPhrases = []string{
+	"vector cannot contain metrics with the same labelset",
+	"many-to-many matching not allowed",
+	"many-to-one matching must be explicit",
+}
+
 // compare reports whether two outcomes agree, and the largest relative
 // difference between agreeing values.
 func compare(prom, ours outcome) (bool, float64) {
 	if prom.err != nil || ours.err != nil {
-		return prom.err != nil && ours.err != nil, 0
+		if prom.err == nil || ours.err == nil {
+			return false, 0
+		}
+		// Our messages copy Prometheus's for the matching errors users
+		// look up (promql-subset.md §6.1); other messages may differ.
+		for _, phrase := range sharedErrorPhrases {
+			if strings.Contains(prom.err.Error(), phrase) && !strings.Contains(ours.err.Error(), phrase) {
+				return false, 0
+			}
+		}
+		return true, 0
 	}
 	if prom.scalar != ours.scalar || ours.dups != prom.dups {
 		return false, 0
@@ -284,6 +304,12 @@ func (c *diffCase) run(ctx context.Context, st *stats, source, q string) {
 			st.agreedErrors++
 		default:
 			st.agreedValues++
+			switch {
+			case prom.scalar:
+				st.agreedScalar++
+			case len(prom.vector) == 0:
+				st.agreedEmpty++
+			}
 			if rd > st.maxRelDiff {
 				st.maxRelDiff, st.maxRelQuery = rd, q
 			}
@@ -383,7 +409,10 @@ func reportDisagreements(t testing.TB, seed int64, st *stats) {
 		}
 		b.WriteString(d.String())
 	}
-	t.Errorf("seed %d (rerun: go test -run %s -compat.seed %d): %d disagreements:\n%s",
+	// promqlsmith iterates maps, so a seed does not always regenerate the
+	// same promqlsmith queries; the datasets are deterministic, and
+	// TestReplay re-runs one query on one case seed.
+	t.Errorf("seed %d (rerun: go test -run %s -compat.seed %d; one query: go test -run TestReplay -v -compat.replay.case <case seed> -compat.replay.t <t> -compat.replay.query '<query>'): %d disagreements:\n%s",
 		seed, t.Name(), seed, len(st.disagreements), b.String())
 }
 
@@ -432,6 +461,8 @@ func TestDifferentialCatchesDifferences(t *testing.T) {
 		{"extra element", v("{}", 1.0), v("{}", 1.0, `{a="1"}`, 2.0), false},
 		{"empty vs element", v(), v("{}", 0.0), false},
 		{"both errors", outcome{err: errors.New("x")}, outcome{err: errors.New("y")}, true},
+		{"different matching errors", outcome{err: errors.New("multiple matches for labels: many-to-one matching must be explicit")},
+			outcome{err: errors.New("vector cannot contain metrics with the same labelset")}, false},
 		{"error vs value", outcome{err: errors.New("x")}, v(), false},
 		{"scalar vs vector", outcome{scalar: true, value: 1}, v("{}", 1.0), false},
 		{"duplicate labels", v("{}", 1.0), outcome{vector: map[string]float64{"{}": 1}, dups: 1}, false},
@@ -467,7 +498,9 @@ func TestDifferentialCatchesDifferences(t *testing.T) {
 	}
 }
 
-// FuzzDifferential runs small differential cases from fuzzed seeds.
+// FuzzDifferential runs small differential cases from fuzzed seeds with
+// the trigger generator (deterministic per seed; promqlsmith is not, since
+// it iterates maps, so it stays in TestDifferential).
 func FuzzDifferential(f *testing.F) {
 	f.Add(int64(1))
 	f.Add(int64(42))
@@ -479,13 +512,72 @@ func FuzzDifferential(f *testing.F) {
 			t.Fatal(err)
 		}
 		st := newStats()
-		smith := newSmith(c.rnd, c.data)
 		gen := &triggerGen{rnd: c.rnd}
 		ctx := context.Background()
-		for range 10 {
-			c.run(ctx, st, srcSmith, smithQuery(smith))
+		for range 20 {
 			c.run(ctx, st, srcTrigger, gen.next())
 		}
 		reportDisagreements(t, seed, st)
 	})
+}
+
+// FuzzDifferentialQuery lets the fuzzer mutate query text, evaluated on a
+// dataset from a fuzzed seed. Most mutations fail to parse in both engines
+// (an agreement); the rest probe shapes no generator writes.
+func FuzzDifferentialQuery(f *testing.F) {
+	for i, q := range corpus {
+		f.Add(int64(i), q)
+	}
+	gen := &triggerGen{rnd: rand.New(rand.NewSource(1))}
+	for i := range 40 {
+		f.Add(int64(i), gen.next())
+	}
+	ng := newPromEngine()
+	f.Fuzz(func(t *testing.T, seed int64, q string) {
+		if len(q) > 2000 {
+			return
+		}
+		c, err := newDiffCase(seed%16, ng) // few datasets: fast, and each well explored
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := newStats()
+		c.run(context.Background(), st, "fuzz", q)
+		reportDisagreements(t, seed, st)
+	})
+}
+
+var (
+	flagReplayCase  = flag.Int64("compat.replay.case", 0, "TestReplay: case seed printed with a disagreement")
+	flagReplayQuery = flag.String("compat.replay.query", "", "TestReplay: the query to evaluate")
+	flagReplayTime  = flag.Int64("compat.replay.t", 0, "TestReplay: evaluation time, unix ms")
+	flagReplayLB    = flag.Duration("compat.replay.lookback", 5*time.Minute, "TestReplay: lookback delta")
+)
+
+// TestReplay re-evaluates one reported disagreement on both engines:
+//
+//	go test -run TestReplay -v -compat.replay.case <case seed> -compat.replay.t <ms> -compat.replay.query '<q>'
+func TestReplay(t *testing.T) {
+	if *flagReplayQuery == "" {
+		t.Skip("replay: set -compat.replay.query (and .case, .t, .lookback)")
+	}
+	c, err := newDiffCase(*flagReplayCase, newPromEngine())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	q, ts, lb := *flagReplayQuery, *flagReplayTime, *flagReplayLB
+	prom := evalProm(ctx, c.prom, c.store, q, ts, lb)
+	plan, declined, err := c.ours.compile(q, lb)
+	our := outcome{err: err}
+	switch {
+	case declined != "":
+		t.Skipf("our engine declines %s: %s", q, declined)
+	case err == nil:
+		our = c.ours.eval(ctx, plan, ts)
+	}
+	t.Logf("prometheus: %s\nours:       %s\ndata:\n%s", prom, our, c.dump(q, ts, lb))
+	if ok, _ := compare(prom, our); !ok {
+		t.Error("the engines disagree")
+	}
 }
