@@ -22,9 +22,10 @@ build: ## Build the static binary into bin/.
 run: ## Run the server on its defaults (OTLP :4317, KEDA :4318, HTTP :8080).
 	$(GO) run ./cmd/keda-otel-scaler $(ARGS)
 
-test: ## Vet, then every test with the race detector.
+test: ## Vet, then every test with the race detector (test/compat included: about 2 minutes on 2 cores).
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 15m ./...
 
 test-short: ## Tests with -short (skips the heavy ones).
 	$(GO) test -race -short -count=1 -timeout 10m $(PKGS)
@@ -32,7 +33,7 @@ test-short: ## Tests with -short (skips the heavy ones).
 bench: ## Every benchmark, -cpu 2, into bench.txt.
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 2 -count $(COUNT) $(PKGS) | tee bench.txt
 
-compat: ## Differential test and fuzz seeds against Prometheus's engine (test/compat, -race), then the same-run speed ratio gate.
+compat: ## Differential test and fuzz seeds against Prometheus's engine (test/compat, -race), then the same-run speed-ratio gate (no -race).
 	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
 	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^TestSpeedRatio$$' -v .
 
