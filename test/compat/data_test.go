@@ -71,6 +71,30 @@ func genDataset(rnd *rand.Rand, o genOpts) *dataset {
 		d.add("collide_b", []string{"pod", pod}, genTimes(rnd, d.start, d.end), counterValues(rnd, 0))
 		d.addHistogram(rnd, "vllm:time_to_first_token_seconds", common, o.buckets)
 	}
+	// Extreme magnitudes: sums overflow to ±Inf, avg switches to its
+	// incremental mean, Kahan compensation matters.
+	for p := range 3 {
+		vals := make([]float64, 200)
+		for i := range vals {
+			vals[i] = []float64{1e308, -1e308, 1.7e308, 1, -1, 5e-324, 1e16, 3}[rnd.Intn(8)]
+		}
+		d.add("big_gauge", []string{"pod", fmt.Sprintf("p%d", p)}, genTimes(rnd, d.start, d.end), vals)
+	}
+	// A histogram with bounds that do not parse, a NaN bound, and a group
+	// without +Inf: histogram_quantile skips or answers NaN.
+	oddTimes := genTimes(rnd, d.start, d.end)
+	for _, b := range []struct {
+		pod, le string
+		share   float64
+	}{{"p0", "0.5", 0.3}, {"p0", "abc", 0.5}, {"p0", "NaN", 0.6}, {"p0", "+Inf", 1}, {"p1", "0.5", 0.4}, {"p1", "2.0", 0.9}} {
+		vals := make([]float64, len(oddTimes))
+		for i := range vals {
+			vals[i] = math.Floor(float64(i*10) * b.share)
+		}
+		d.add("odd_bucket", []string{"pod", b.pod, "le", b.le}, oddTimes, vals)
+	}
+	// A series with one sample.
+	d.add("vllm:num_requests_waiting", []string{"pod", "once", "namespace", "ns"}, []int64{d.start + (d.end-d.start)/2}, []float64{7})
 	// A series that only exists at the start, and one that starts late.
 	d.add("vllm:num_requests_waiting", []string{"pod", "early", "namespace", "ns"}, genTimes(rnd, d.start, d.start+(d.end-d.start)/3), gaugeValues(rnd, 0, 0, 5))
 	d.add("vllm:num_requests_waiting", []string{"pod", "late", "namespace", "ns", "model_name", "m1"}, genTimes(rnd, d.end-(d.end-d.start)/4, d.end), gaugeValues(rnd, 0, 0, 5))
@@ -215,6 +239,16 @@ func (d *dataset) addHistogram(rnd *rand.Rand, name string, common []string, bou
 				clear(cum)
 				sum = 0
 			}
+		}
+		if rnd.Intn(60) == 0 {
+			// The whole histogram goes stale at once, as a scrape or a
+			// NoRecordedValue point does.
+			for j := range n {
+				counts[j] = append(counts[j], staleNaN)
+			}
+			sums = append(sums, staleNaN)
+			totals = append(totals, staleNaN)
+			continue
 		}
 		for j := range n {
 			v := cum[j]

@@ -247,7 +247,11 @@ func (c *diffCase) evalTimes(n int, lookback time.Duration) []int64 {
 			edge := []int64{lookback.Milliseconds(), 15_000, 30_000, 60_000, 120_000, 300_000}[c.rnd.Intn(6)]
 			t += edge + int64(c.rnd.Intn(3)-1)
 		default:
-			t = c.data.end + int64(c.rnd.Intn(400_000)) // after the data ends
+			if c.rnd.Intn(2) == 0 {
+				t = c.data.end + int64(c.rnd.Intn(400_000)) // after the data ends
+			} else {
+				t = c.data.start - int64(c.rnd.Intn(60_000)) // before it starts
+			}
 		}
 		out = append(out, t)
 	}
@@ -260,8 +264,10 @@ func (c *diffCase) lookback() time.Duration {
 		return 5 * time.Minute
 	case r < 17:
 		return time.Minute
-	case r < 19:
+	case r < 18:
 		return 30 * time.Second
+	case r < 19:
+		return 10 * time.Second
 	default:
 		return 2 * time.Minute
 	}
@@ -434,6 +440,77 @@ func TestDifferential(t *testing.T) {
 	reportDisagreements(t, seed, st)
 	if st.queries < target {
 		t.Errorf("seed %d: only %d queries compared, want ≥ %d (too many declined: %d)", seed, st.queries, target, st.declinedTotal)
+	}
+}
+
+// TestDifferentialGrowingStore compiles and evaluates plans while the
+// store holds part of the data, then loads the rest (new samples, and new
+// series, which move the store's generation) and compares the same plans
+// with Prometheus on the full data: cached series matches and derived
+// tables must follow the store.
+func TestDifferentialGrowingStore(t *testing.T) {
+	ctx := context.Background()
+	ng := newPromEngine()
+	st := newStats()
+	cases := 6
+	if testing.Short() {
+		cases = 2
+	}
+	for seed := int64(100); seed < int64(100+cases); seed++ {
+		rnd := rand.New(rand.NewSource(seed))
+		d := genDataset(rnd, genOpts{span: 10 * time.Minute, pods: 4, buckets: []float64{0.1, 0.5, 1, 5}})
+		o := newEmptyOurs(d)
+		mid := d.start + (d.end-d.start)/2
+		// Phase 1: even series up to the midpoint.
+		if err := o.load(d, func(i int, s sample) bool { return i%2 == 0 && s.T <= mid }); err != nil {
+			t.Fatal(err)
+		}
+		gen := &triggerGen{rnd: rnd}
+		queries := slices.Clone(corpus)
+		for range 150 {
+			queries = append(queries, gen.next())
+		}
+		type compiled struct {
+			q        string
+			plan     *query.Plan
+			lookback time.Duration
+		}
+		var plans []compiled
+		for _, q := range queries {
+			lb := []time.Duration{5 * time.Minute, time.Minute}[rnd.Intn(2)]
+			plan, declined, err := o.compile(q, lb)
+			if declined != "" || err != nil {
+				continue
+			}
+			_, _ = plan.Eval(ctx, mid)
+			plans = append(plans, compiled{q, plan, lb})
+		}
+		// Phase 2: the rest of the even series, then the odd series.
+		if err := o.load(d, func(i int, s sample) bool { return i%2 == 0 && s.T > mid }); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.load(d, func(i int, _ sample) bool { return i%2 == 1 }); err != nil {
+			t.Fatal(err)
+		}
+		c := &diffCase{seed: seed, rnd: rnd, data: d, ours: o, prom: ng, store: newPromStorage(d).queryable(), times: d.sampleTimes()}
+		slices.Sort(c.times)
+		for _, p := range plans {
+			for _, ts := range c.evalTimes(2, p.lookback) {
+				prom := evalProm(ctx, ng, c.store, p.q, ts, p.lookback)
+				our := o.eval(ctx, p.plan, ts)
+				st.evaluations++
+				if ok, _ := compare(prom, our); !ok {
+					st.disagreements = append(st.disagreements, disagreement{source: "growing", query: p.q, t: ts, lookback: p.lookback,
+						prom: prom, ours: our, data: c.dump(p.q, ts, p.lookback)})
+				}
+			}
+			st.queries++
+		}
+	}
+	t.Logf("growing store: %d plans compiled on partial data, %d evaluations on full data, %d disagreements", st.queries, st.evaluations, len(st.disagreements))
+	reportDisagreements(t, 100, st)
+	if st.queries < 100*cases {
+		t.Errorf("only %d plans compiled", st.queries)
 	}
 }
 

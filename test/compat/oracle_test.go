@@ -171,24 +171,46 @@ type ours struct {
 }
 
 func newOurs(d *dataset) (*ours, error) {
+	o := newEmptyOurs(d)
+	return o, o.load(d, func(int, sample) bool { return true })
+}
+
+// newEmptyOurs returns our store and engine, empty, with the store's clock
+// at the end of d.
+func newEmptyOurs(d *dataset) *ours {
 	now := time.UnixMilli(d.end)
 	st := store.New(store.Config{
 		Retention:           48 * time.Hour,
 		Freshness:           -1, // Prometheus has no freshness: compare pure PromQL
 		MaxSamplesPerSeries: 1 << 14,
 	}, store.Settings{Now: func() time.Time { return now }})
+	return &ours{store: st, engine: query.NewEngine(st)}
+}
+
+// load creates d's series and appends the samples keep selects (series
+// index, sample). Loading in several calls must keep each series' samples
+// in time order, as ingestion does.
+func (o *ours) load(d *dataset, keep func(i int, s sample) bool) error {
 	for i, s := range d.series {
-		ref, err := st.Create(uint64(i+1), s.lset)
-		if err != nil {
-			return nil, fmt.Errorf("create %s: %w", s.lset, err)
-		}
+		created := false
+		var ref store.SeriesRef
 		for _, sm := range s.samples {
-			if err := st.Append(ref, sm.T, sm.F); err != nil {
-				return nil, fmt.Errorf("append %s @%d: %w", s.lset, sm.T, err)
+			if !keep(i, sm) {
+				continue
+			}
+			if !created {
+				var err error
+				if ref, err = o.store.Create(uint64(i+1), s.lset); err != nil {
+					return fmt.Errorf("create %s: %w", s.lset, err)
+				}
+				created = true
+			}
+			if err := o.store.Append(ref, sm.T, sm.F); err != nil {
+				return fmt.Errorf("append %s @%d: %w", s.lset, sm.T, err)
 			}
 		}
 	}
-	return &ours{store: st, engine: query.NewEngine(st)}, nil
+	return nil
 }
 
 // compile compiles q for our engine. declined is non-empty when our engine

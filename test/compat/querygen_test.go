@@ -91,7 +91,7 @@ type triggerGen struct {
 }
 
 var (
-	gauges   = []string{"vllm:num_requests_waiting", "vllm:num_requests_running", "collide_a", "my.metric"}
+	gauges   = []string{"vllm:num_requests_waiting", "vllm:num_requests_running", "collide_a", "my.metric", "big_gauge"}
 	counters = []string{"vllm:prompt_tokens_total", "vllm:generation_tokens_total", "http_requests_total", "collide_b",
 		"vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count"}
 	ranges = []string{"15s", "30s", "37s", "45s", "1m", "90s", "2m", "3m", "5m", "10m"}
@@ -213,6 +213,9 @@ func (g *triggerGen) histogramQuantile() string {
 	}
 	if g.rnd.Intn(8) == 0 {
 		inner = g.sel("vllm:time_to_first_token_seconds_bucket")
+	}
+	if g.rnd.Intn(8) == 0 {
+		inner = g.pick([]string{"odd_bucket", `sum by (le) (odd_bucket)`, `rate(odd_bucket[2m])`, `odd_bucket{pod="p1"}`})
 	}
 	return fmt.Sprintf("histogram_quantile(%s, %s)", g.quantile(), inner)
 }
