@@ -6,10 +6,11 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 BIN      ?= bin/keda-otel-scaler
 BENCH    ?= .
 COUNT    ?= 6
+FUZZ_TIME ?= 30s
 PKGS     ?= ./...
 LINT      = $(GO) tool -modfile=test/lint/go.mod golangci-lint
 
-.PHONY: all build run test test-short bench bench-baseline compat lint fmt vet tidy clean help
+.PHONY: all build run test test-short bench bench-baseline compat lint fmt vet tidy clean help conformance fuzz
 
 all: build
 
@@ -41,6 +42,16 @@ bench-baseline: ## Ours vs Prometheus's engine on the T6 queries, same data, sam
 	cd test/compat && $(GO) test -run '^$$' -bench '^BenchmarkInstant$$' -benchmem -cpu 2 -benchtime 300ms -count $(COUNT) . | tee ../../bench-baseline.txt
 	cd test/compat && $(GO) tool benchstat -col /engine ../../bench-baseline.txt
 
+conformance: ## Upstream promqltest corpus runner: per-file summary, failures, floor check.
+	@$(GO) test -count=1 -run '^TestUpstreamConformance$$' -v ./pkg/query > conformance.txt; rc=$$?; \
+	grep -A60 'upstream conformance' conformance.txt; grep -e '--- FAIL' -e 'floor' conformance.txt; exit $$rc
+
+fuzz: ## Each fuzz target for FUZZ_TIME (default 30s).
+	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZ_TIME) ./pkg/query
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIQuery$$' -fuzztime $(FUZZ_TIME) ./pkg/query
+	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZ_TIME) .
+	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferentialQuery$$' -fuzztime $(FUZZ_TIME) .
+
 lint: ## golangci-lint, pinned in test/lint/go.mod.
 	$(LINT) run ./...
 
@@ -56,4 +67,4 @@ tidy: ## go mod tidy for every module.
 	cd test/compat && $(GO) mod tidy
 
 clean: ## Remove build outputs.
-	rm -rf bin bench.txt bench-baseline.txt
+	rm -rf bin bench.txt bench-baseline.txt conformance.txt

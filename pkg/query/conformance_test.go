@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/util/almost"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
@@ -79,6 +80,7 @@ type confEval struct {
 	expected    []confExpected
 	unsupported string // a reason to skip decided while parsing
 	loadsBefore int    // load commands of the block that precede the eval
+	lookback    time.Duration
 }
 
 type confBlock struct {
@@ -142,8 +144,14 @@ func parseScript(t *testing.T, name, text string) []*confBlock {
 	t.Helper()
 	p := parser.NewParser(conformanceParserOpts)
 	lines := strings.Split(text, "\n")
+	lookbacks := map[int]time.Duration{} // line of the directive's eval → lookback
 	for i, l := range lines {
 		l = strings.TrimSpace(l)
+		if v, ok := strings.CutPrefix(l, "# kos: lookback="); ok {
+			ms, err := parseDurationMs(v)
+			require.NoError(t, err, "%s:%d", name, i+1)
+			lookbacks[i+2] = time.Duration(ms) * time.Millisecond
+		}
 		if strings.HasPrefix(l, "#") {
 			l = ""
 		}
@@ -225,6 +233,7 @@ func parseScript(t *testing.T, name, text string) []*confBlock {
 		case strings.HasPrefix(c, "eval"):
 			ev, next := parseEval(t, p, name, lines, i)
 			ev.loadsBefore = cur.loads
+			ev.lookback = lookbacks[ev.line]
 			cur.evals = append(cur.evals, ev)
 			i = next
 		default:
@@ -351,7 +360,7 @@ func classify(full parser.Parser, eng *Engine, ev *confEval, blk *confBlock) (st
 	if reason != "" {
 		return reason, nil, nil
 	}
-	plan, err := eng.Query(ev.expr, Options{})
+	plan, err := eng.Query(ev.expr, Options{LookbackDelta: ev.lookback})
 	var ue *UnsupportedError
 	if errors.As(err, &ue) {
 		return "unsupported: " + ue.Construct, nil, nil
@@ -399,6 +408,80 @@ func applyLoads(t *testing.T, st *store.Store, blk *confBlock, from, to int) {
 	}
 }
 
+// runScript runs every eval of one script as a subtest named file:line.
+// exact disables the le/quantile matcher normalisation (upstream data is
+// not normalised at ingest); found and ran count the evals seen and the
+// ones selected by -run.
+func runScript(t *testing.T, name, text string, exact bool, skips map[string]string, found, ran *int) *confCounts {
+	t.Helper()
+	full := parser.NewParser(conformanceParserOpts)
+	cnt := &confCounts{reasons: map[string]int{}}
+	for _, blk := range parseScript(t, name, text) {
+		st := newConformanceStore(blk)
+		eng := newEngine(st, conformanceParserOpts)
+		eng.exactNumericLabels = exact
+		applied := 0
+		for _, ev := range blk.evals {
+			applyLoads(t, st, blk, applied, ev.loadsBefore)
+			applied = ev.loadsBefore
+			*found++
+			id := fmt.Sprintf("%s:%d", name, ev.line)
+			var outcome string
+			if !t.Run(id, func(t *testing.T) {
+				*ran++
+				outcome = "skip"
+				if reason, ok := skips[id]; ok {
+					cnt.reasons["accepted deviation"]++
+					t.Skipf("accepted deviation (testdata/upstream-skips.txt): %s", reason)
+				}
+				reason, plan, cerr := classify(full, eng, ev, blk)
+				if reason != "" {
+					cnt.reasons[reason]++
+					t.Skip(reason)
+				}
+				outcome = "fail"
+				if cerr != nil && !ev.fail {
+					t.Fatalf("query %q: compile: %v", ev.expr, cerr)
+				}
+				if err := runEval(ev, plan, cerr); err != nil {
+					t.Fatalf("query %q: %v", ev.expr, err)
+				}
+				outcome = "pass"
+			}) {
+				cnt.failed++
+				continue
+			}
+			switch outcome {
+			case "pass":
+				if ev.instant {
+					cnt.instantPassed++
+				} else {
+					cnt.rangePassed++
+				}
+			case "skip":
+				cnt.skipped++
+			}
+		}
+	}
+	return cnt
+}
+
+// TestScripts runs our own scripts, testdata/*.test, in the same grammar
+// with the production matcher normalisation. A `# kos: lookback=<dur>`
+// comment sets the lookback of the next eval.
+func TestScripts(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.test")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	var found, ran int
+	for _, path := range files {
+		text, err := os.ReadFile(path)
+		require.NoError(t, err)
+		cnt := runScript(t, filepath.Base(path), string(text), false, nil, &found, &ran)
+		assert.Zero(t, cnt.skipped, "%s: our own scripts stay inside the subset", path)
+	}
+}
+
 func TestUpstreamConformance(t *testing.T) {
 	dir := filepath.Join(prometheusModuleDir(t), "promql", "promqltest", "testdata")
 	files, err := filepath.Glob(filepath.Join(dir, "*.test"))
@@ -406,8 +489,6 @@ func TestUpstreamConformance(t *testing.T) {
 	require.NotEmpty(t, files, "no .test files in %s", dir)
 	skips := readKeyedFile(t, "testdata/upstream-skips.txt")
 	floor := readKeyedFile(t, "testdata/conformance-floor.txt")
-	full := parser.NewParser(conformanceParserOpts)
-
 	perFile := map[string]*confCounts{}
 	var total confCounts
 	var found, ran int
@@ -415,55 +496,8 @@ func TestUpstreamConformance(t *testing.T) {
 		name := filepath.Base(path)
 		text, err := os.ReadFile(path)
 		require.NoError(t, err)
-		cnt := &confCounts{reasons: map[string]int{}}
+		cnt := runScript(t, name, string(text), true, skips, &found, &ran)
 		perFile[name] = cnt
-		for _, blk := range parseScript(t, name, string(text)) {
-			st := newConformanceStore(blk)
-			eng := newEngine(st, conformanceParserOpts)
-			eng.exactNumericLabels = true
-			applied := 0
-			for _, ev := range blk.evals {
-				applyLoads(t, st, blk, applied, ev.loadsBefore)
-				applied = ev.loadsBefore
-				found++
-				id := fmt.Sprintf("%s:%d", name, ev.line)
-				var outcome string
-				if !t.Run(id, func(t *testing.T) {
-					ran++
-					outcome = "skip"
-					if reason, ok := skips[id]; ok {
-						cnt.reasons["accepted deviation"]++
-						t.Skipf("accepted deviation (testdata/upstream-skips.txt): %s", reason)
-					}
-					reason, plan, cerr := classify(full, eng, ev, blk)
-					if reason != "" {
-						cnt.reasons[reason]++
-						t.Skip(reason)
-					}
-					outcome = "fail"
-					if cerr != nil && !ev.fail {
-						t.Fatalf("query %q: compile: %v", ev.expr, cerr)
-					}
-					if err := runEval(ev, plan, cerr); err != nil {
-						t.Fatalf("query %q: %v", ev.expr, err)
-					}
-					outcome = "pass"
-				}) {
-					cnt.failed++
-					continue
-				}
-				switch outcome {
-				case "pass":
-					if ev.instant {
-						cnt.instantPassed++
-					} else {
-						cnt.rangePassed++
-					}
-				case "skip":
-					cnt.skipped++
-				}
-			}
-		}
 		total.instantPassed += cnt.instantPassed
 		total.rangePassed += cnt.rangePassed
 		total.failed += cnt.failed

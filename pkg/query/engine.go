@@ -59,6 +59,61 @@ func (e *ParseError) Unwrap() error { return e.Err }
 // than Options.MaxSamples allows. The scaler maps it to ResourceExhausted.
 var ErrBudgetExceeded = errors.New("query budget exceeded")
 
+// MaxQueryLength bounds the text of a query. Prometheus's parser and
+// expr.String() are quadratic on long chains of operators: a 100 KB query
+// takes about 8 s to parse and print on a 2-core machine, 16 KiB about
+// 0.2 s. Real triggers are well under 1 KiB.
+const MaxQueryLength = 16 << 10
+
+// ErrQueryTooLong means a query is longer than MaxQueryLength. It arrives
+// wrapped in a *ParseError.
+var ErrQueryTooLong = fmt.Errorf("query longer than %d bytes", MaxQueryLength)
+
+// MaxQueryTokens bounds the tokens (names, numbers, operators and
+// brackets, counted by a cheap scan that skips string literals) of a query.
+// Deep nesting is quadratic too: 16,000 unary minus signs take 3 s to
+// parse, 8,000 nested parentheses 1.5 s; at 2,048 tokens the worst shape
+// parses in tens of milliseconds. Real triggers have a few dozen.
+const MaxQueryTokens = 2048
+
+// ErrQueryTooComplex means a query has more than MaxQueryTokens tokens. It
+// arrives wrapped in a *ParseError.
+var ErrQueryTooComplex = fmt.Errorf("query has more than %d tokens", MaxQueryTokens)
+
+// countTokens approximates the lexer: each run of name or number
+// characters is one token, each other non-space character outside a string
+// literal is one token, and a string literal is one token.
+func countTokens(q string) int {
+	n := 0
+	inWord := false
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case c == '"' || c == '\'' || c == '`':
+			// Skip the literal, honouring backslash escapes except in
+			// raw strings.
+			for i++; i < len(q) && q[i] != c; i++ {
+				if q[i] == '\\' && c != '`' {
+					i++
+				}
+			}
+			n++
+			inWord = false
+		case c == '_' || c == ':' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80:
+			if !inWord {
+				n++
+			}
+			inWord = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			inWord = false
+		default:
+			n++
+			inWord = false
+		}
+	}
+	return n
+}
+
 // DefaultMaxSamples is the per-evaluation budget when Options.MaxSamples is
 // zero: Prometheus's default --query.max-samples.
 const DefaultMaxSamples = 50_000_000
@@ -113,7 +168,9 @@ func newEngine(st *store.Store, opts parser.Options) *Engine {
 			delete(fns, name)
 		}
 	}
-	full := parser.NewParser(opts)
+	fullOpts := opts
+	fullOpts.EnableExperimentalFunctions = true
+	full := parser.NewParser(fullOpts)
 	opts.Functions = fns
 	return &Engine{
 		parser: parser.NewParser(opts),
@@ -125,6 +182,12 @@ func newEngine(st *store.Store, opts parser.Options) *Engine {
 // Parse parses q with the engine's restricted parser. Callers may rewrite the
 // returned AST (trigger lowering) before compiling it.
 func (e *Engine) Parse(q string) (parser.Expr, error) {
+	if len(q) > MaxQueryLength {
+		return nil, &ParseError{Query: q[:64] + "…", Err: ErrQueryTooLong}
+	}
+	if countTokens(q) > MaxQueryTokens {
+		return nil, &ParseError{Query: q[:min(len(q), 64)] + "…", Err: ErrQueryTooComplex}
+	}
 	expr, err := e.parser.ParseExpr(q)
 	if err != nil {
 		if ue := e.unsupportedFunction(q); ue != nil {
@@ -163,6 +226,10 @@ type Options struct {
 	// counts one). Past it, Eval returns an error matching
 	// ErrBudgetExceeded. Zero means DefaultMaxSamples.
 	MaxSamples int
+	// MaxSeries caps the series one selector may match; past it, Eval
+	// returns an error matching ErrBudgetExceeded instead of touching them
+	// all. Zero means no cap beyond MaxSamples.
+	MaxSeries int
 }
 
 // Compile turns a parsed expression into a plan. The expression is not kept
@@ -186,6 +253,7 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 		anyName:    c.anyName,
 		window:     time.Duration(c.window) * time.Millisecond,
 		maxSamples: int64(opts.MaxSamples),
+		maxSeries:  opts.MaxSeries,
 	}, nil
 }
 
@@ -207,6 +275,7 @@ type Plan struct {
 	anyName    bool
 	window     time.Duration
 	maxSamples int64
+	maxSeries  int
 
 	ev  evaluator
 	out []Sample
@@ -251,7 +320,7 @@ func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
-	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples}
+	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries}
 	if p.root.valueType() == parser.ValueTypeScalar {
 		v, err := p.root.scalar(&p.ev, t)
 		if err != nil {

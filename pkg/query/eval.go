@@ -32,6 +32,7 @@ type vector []sample
 type evaluator struct {
 	ctx        context.Context
 	maxSamples int64
+	maxSeries  int
 	samples    int64
 	sinceCheck int
 }
@@ -158,7 +159,7 @@ type seriesSet struct {
 func (s *seriesSet) refresh(ev *evaluator) error {
 	g := s.store.Generation()
 	if g == s.gen {
-		return ev.charge(len(s.refs))
+		return s.check(ev)
 	}
 	// Read the generation before selecting: a series created meanwhile
 	// makes the next Eval select again rather than be missed.
@@ -179,6 +180,13 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 	}
 	s.refs, s.lsets = refs, lsets
 	s.gen = g
+	return s.check(ev)
+}
+
+func (s *seriesSet) check(ev *evaluator) error {
+	if ev.maxSeries > 0 && len(s.refs) > ev.maxSeries {
+		return fmt.Errorf("%w: a selector matched %d series, more than %d", ErrBudgetExceeded, len(s.refs), ev.maxSeries)
+	}
 	return ev.charge(len(s.refs))
 }
 

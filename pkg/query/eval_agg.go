@@ -112,12 +112,25 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 		clear(n.lcache)
 	}
 	n.out, n.acc = n.out[:0], n.acc[:0]
+	// sum(x) without grouping has one group: skip hashing and the map.
+	single := !n.without && len(n.grouping) == 0
 	for _, s := range in {
-		h := n.key(s.lset)
-		gi, ok := n.groups[h]
+		var (
+			h  uint64
+			gi int
+			ok bool
+		)
+		if single {
+			ok = len(n.out) > 0
+		} else {
+			h = n.key(s.lset)
+			gi, ok = n.groups[h]
+		}
 		if !ok {
 			gi = len(n.out)
-			n.groups[h] = gi
+			if !single {
+				n.groups[h] = gi
+			}
 			n.out = append(n.out, sample{lset: n.groupLabels(h, s.lset), t: t})
 			a := aggAcc{f: s.f, mean: s.f, count: 1, drop: s.drop}
 			switch n.op {
@@ -217,9 +230,10 @@ func (n *aggNode) evalK(in vector, param float64, t int64) (vector, error) {
 	case param < 1:
 		return n.out, nil
 	case math.IsNaN(param):
-		return nil, errors.New("Parameter value is NaN")
+		return nil, errors.New("Parameter value is NaN") //nolint:staticcheck // Prometheus's exact message
+
 	case param >= maxInt64:
-		return nil, fmt.Errorf("Scalar value %v overflows int64", param)
+		return nil, fmt.Errorf("Scalar value %v overflows int64", param) //nolint:staticcheck // Prometheus's exact message
 	case len(in) == 0:
 		return n.out, nil
 	}

@@ -1,0 +1,326 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+)
+
+// TestEvalSteadyStateAllocs gates the hot trigger shapes on zero
+// allocations per evaluation once the plan's caches are warm.
+func TestEvalSteadyStateAllocs(t *testing.T) {
+	for _, name := range []string{"sum", "sum_rate", "hq_sum_rate"} {
+		t.Run("expr="+name, func(t *testing.T) {
+			plan, ts := evalFixture(t, name, 200)
+			ctx := context.Background()
+			for range 2 { // warm the caches
+				_, err := plan.Eval(ctx, ts)
+				require.NoError(t, err)
+			}
+			allocs := testing.AllocsPerRun(20, func() {
+				res, err := plan.Eval(ctx, ts)
+				if err != nil || len(res.Vector) != 1 {
+					t.Fatalf("eval: %v, %v", err, res.Vector)
+				}
+			})
+			assert.Zero(t, allocs, "allocations per evaluation")
+		})
+	}
+}
+
+type point struct {
+	t int64 // seconds
+	v float64
+}
+
+func storeWith(t testing.TB, series map[string][]point) *store.Store {
+	t.Helper()
+	st := store.New(store.Config{Retention: time.Hour, Freshness: -1}, store.Settings{Now: func() time.Time { return time.UnixMilli(0) }})
+	p := NewEngine(st)
+	var h uint64
+	for desc, pts := range series {
+		lset, err := p.parser.ParseMetric(desc)
+		require.NoError(t, err)
+		h++
+		ref, err := st.Create(h, lset)
+		require.NoError(t, err)
+		for _, pt := range pts {
+			require.NoError(t, st.Append(ref, pt.t*1000, pt.v))
+		}
+	}
+	return st
+}
+
+func counter(from, step, n int, start, inc float64) []point {
+	out := make([]point, n)
+	for i := range out {
+		out[i] = point{int64(from + i*step), start + float64(i)*inc}
+	}
+	return out
+}
+
+func evalAt(t *testing.T, st *store.Store, q string, sec float64, opts Options) (Result, error) {
+	t.Helper()
+	p, err := NewEngine(st).Query(q, opts)
+	require.NoError(t, err)
+	return p.Eval(context.Background(), int64(sec*1000))
+}
+
+func vecMap(res Result) map[string]float64 {
+	m := map[string]float64{}
+	for _, s := range res.Vector {
+		m[s.Labels.String()] = s.F
+	}
+	return m
+}
+
+// TestEvalSemantics checks the worked examples of promql-subset.md §4
+// (engine-checked against Prometheus v0.316.0) and the common trigger
+// shapes.
+func TestEvalSemantics(t *testing.T) {
+	st := storeWith(t, map[string][]point{
+		`steady_total{pod="a"}`:  counter(0, 15, 21, 0, 15),
+		`reset_total`:            {{240, 100}, {255, 110}, {270, 5}, {285, 15}, {300, 25}},
+		`newpod_total`:           {{270, 3}, {285, 18}, {300, 33}},
+		`h_bucket{le="1"}`:       {{300, 4}},
+		`h_bucket{le="2"}`:       {{300, 3}},
+		`h_bucket{le="4"}`:       {{300, 8}},
+		`h_bucket{le="+Inf"}`:    {{300, 10}},
+		`idle_bucket{le="1"}`:    counter(0, 15, 21, 5, 0),
+		`idle_bucket{le="+Inf"}`: counter(0, 15, 21, 9, 0),
+		`q{pod="a"}`:             {{290, 3}},
+		`q{pod="b"}`:             {{290, 5}},
+		`free{pod="a"}`:          {{290, 0}},
+	})
+	for _, tc := range []struct {
+		q    string
+		at   float64
+		want map[string]float64
+	}{
+		{`rate(steady_total[1m])`, 300, map[string]float64{`{pod="a"}`: 1}},
+		{`increase(steady_total[1m])`, 300, map[string]float64{`{pod="a"}`: 60}},
+		{`rate(reset_total[1m])`, 300, map[string]float64{`{}`: 25.0 * 60 / 45 / 60}},
+		{`increase(reset_total[2m])`, 300, map[string]float64{`{}`: 39.375}},
+		{`increase(newpod_total[1m])`, 300, map[string]float64{`{}`: 33}},
+		{`rate(newpod_total[1m])`, 300, map[string]float64{`{}`: 0.55}},
+		{`histogram_quantile(0.5, h_bucket)`, 300, map[string]float64{`{}`: 2.5}},
+		{`histogram_quantile(0.3, h_bucket)`, 300, map[string]float64{`{}`: 0.75}},
+		{`histogram_quantile(0.9, sum by (le) (rate(idle_bucket[1m])))`, 300, map[string]float64{`{}`: math.NaN()}},
+		{`sum(q) / clamp_min(sum(free), 1)`, 300, map[string]float64{`{}`: 8}},
+		{`sum(nothing) or vector(0)`, 300, map[string]float64{`{}`: 0}},
+		{`sum(q) or vector(0)`, 300, map[string]float64{`{}`: 8}},
+		{`count(nothing)`, 300, map[string]float64{}},
+		{`sum(q > bool 3)`, 300, map[string]float64{`{}`: 1}},
+		{`q > 3`, 300, map[string]float64{`{__name__="q", pod="b"}`: 5}},
+		{`absent(nothing{job="x", pod=~"a.*"})`, 300, map[string]float64{`{job="x"}`: 1}},
+		{`q offset 1m`, 350, map[string]float64{`{__name__="q", pod="a"}`: 3, `{__name__="q", pod="b"}`: 5}},
+		{`q`, 589.999, map[string]float64{`{__name__="q", pod="a"}`: 3, `{__name__="q", pod="b"}`: 5}},
+		{`q`, 590, map[string]float64{}},
+		{`sum(avg_over_time(q[30s]))`, 300, map[string]float64{`{}`: 8}},
+		{`topk(1, q)`, 300, map[string]float64{`{__name__="q", pod="b"}`: 5}},
+	} {
+		t.Run(tc.q, func(t *testing.T) {
+			res, err := evalAt(t, st, tc.q, tc.at, Options{})
+			require.NoError(t, err)
+			got := vecMap(res)
+			require.Len(t, got, len(tc.want), "got %v", got)
+			for k, w := range tc.want {
+				require.Contains(t, got, k)
+				if math.IsNaN(w) {
+					assert.True(t, math.IsNaN(got[k]), "want NaN, got %v", got[k])
+				} else {
+					assert.InDelta(t, w, got[k], 1e-9)
+				}
+			}
+		})
+	}
+}
+
+func TestStaleMarkerHidesOlderSample(t *testing.T) {
+	st := storeWith(t, map[string][]point{`x`: {{10, 1}, {20, math.Float64frombits(value.StaleNaN)}}})
+	res, err := evalAt(t, st, `x`, 25, Options{})
+	require.NoError(t, err)
+	assert.Empty(t, res.Vector, "a stale marker must not fall back to an older sample")
+	res, err = evalAt(t, st, `count_over_time(x[1m])`, 25, Options{})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]float64{`{}`: 1}, vecMap(res), "stale markers are skipped in ranges")
+}
+
+func TestLookbackOption(t *testing.T) {
+	st := storeWith(t, map[string][]point{`x`: {{100, 1}}})
+	res, err := evalAt(t, st, `x`, 129, Options{LookbackDelta: 30 * time.Second})
+	require.NoError(t, err)
+	assert.Len(t, res.Vector, 1)
+	res, err = evalAt(t, st, `x`, 130, Options{LookbackDelta: 30 * time.Second})
+	require.NoError(t, err)
+	assert.Empty(t, res.Vector)
+}
+
+func TestDelayedNameDropping(t *testing.T) {
+	st := storeWith(t, map[string][]point{
+		`a{pod="p"}`: counter(0, 15, 5, 0, 1),
+		`b{pod="p"}`: counter(0, 15, 5, 0, 2),
+	})
+	res, err := evalAt(t, st, `sum(rate({__name__=~"a|b"}[1m]))`, 60, Options{})
+	require.NoError(t, err, "delayed dropping lets the colliding rates be summed")
+	require.Len(t, res.Vector, 1)
+	_, err = evalAt(t, st, `rate({__name__=~"a|b"}[1m])`, 60, Options{})
+	require.EqualError(t, err, "vector cannot contain metrics with the same labelset")
+}
+
+func TestVectorMatchingErrors(t *testing.T) {
+	st := storeWith(t, map[string][]point{
+		`l{pod="a", c="1"}`: {{10, 1}},
+		`l{pod="a", c="2"}`: {{10, 1}},
+		`r{pod="a", c="1"}`: {{10, 1}},
+		`r{pod="a", c="2"}`: {{10, 1}},
+	})
+	_, err := evalAt(t, st, `l / on(pod) r`, 20, Options{})
+	require.ErrorContains(t, err, "found duplicate series for the match group {pod=\"a\"} on the right hand-side of the operation")
+	require.ErrorContains(t, err, "many-to-many matching not allowed: matching labels must be unique on one side")
+	_, err = evalAt(t, st, `l / on(pod) sum by (pod) (r)`, 20, Options{})
+	require.EqualError(t, err, "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
+	res, err := evalAt(t, st, `l / on(pod) group_left sum by (pod) (r)`, 20, Options{})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]float64{`{c="1", pod="a"}`: 0.5, `{c="2", pod="a"}`: 0.5}, vecMap(res))
+}
+
+func TestNumericLabelMatchersAreNormalised(t *testing.T) {
+	st := storeWith(t, map[string][]point{
+		`b{le="1.0"}`:       {{10, 1}},
+		`b{le="+Inf"}`:      {{10, 2}},
+		`s{quantile="0.5"}`: {{10, 3}},
+	})
+	for _, q := range []string{`b{le="1"}`, `b{le="1.0"}`, `b{le="1e0"}`, `b{le="+inf"}`, `s{quantile="5e-1"}`} {
+		res, err := evalAt(t, st, q, 20, Options{})
+		require.NoError(t, err)
+		assert.Len(t, res.Vector, 1, q)
+	}
+	res, err := evalAt(t, st, `b{le!="1"}`, 20, Options{})
+	require.NoError(t, err)
+	assert.Len(t, res.Vector, 1)
+	res, err = evalAt(t, st, `b{le=~"1"}`, 20, Options{})
+	require.NoError(t, err)
+	assert.Empty(t, res.Vector, "regex matchers are not rewritten")
+}
+
+func TestPlanPicksUpNewSeries(t *testing.T) {
+	st := storeWith(t, map[string][]point{`x{pod="a"}`: {{10, 1}}})
+	p, err := NewEngine(st).Query(`sum(x)`, Options{})
+	require.NoError(t, err)
+	res, err := p.Eval(context.Background(), 20_000)
+	require.NoError(t, err)
+	assert.InDelta(t, 1.0, res.Vector[0].F, 0)
+	ref, err := st.Create(999, labels.FromStrings("__name__", "x", "pod", "b"))
+	require.NoError(t, err)
+	require.NoError(t, st.Append(ref, 15_000, 2))
+	res, err = p.Eval(context.Background(), 20_000)
+	require.NoError(t, err)
+	assert.InDelta(t, 3.0, res.Vector[0].F, 0, "a series created after compile is selected")
+}
+
+func TestBadInput(t *testing.T) {
+	st := storeWith(t, map[string][]point{`x{pod="a"}`: {{10, 1}}})
+	e := NewEngine(st)
+	long := "sum(" + strings.Repeat("x + ", 25_000) + "x)"
+	for _, tc := range []struct {
+		name, q string
+		check   func(t *testing.T, err error)
+	}{
+		{"unparseable", `sum(x`, func(t *testing.T, err error) {
+			var pe *ParseError
+			require.ErrorAs(t, err, &pe)
+		}},
+		{"unsupported function", `sum(x) + sort_by_label(x, "pod")`, func(t *testing.T, err error) {
+			var ue *UnsupportedError
+			require.ErrorAs(t, err, &ue)
+			assert.Equal(t, "function sort_by_label", ue.Construct)
+			assert.Equal(t, 9, int(ue.Pos.Start))
+		}},
+		{"experimental function", `double_exponential_smoothing(x[5m], 0.5, 0.5)`, func(t *testing.T, err error) {
+			require.ErrorIs(t, err, ErrUnsupported)
+		}},
+		{"subquery", `max_over_time(x[5m:1m])`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
+		{"at modifier", `x @ 100`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
+		{"string result", `"vllm:x"`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
+		{"matrix result", `x[5m]`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
+		{"100 KB query", long, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrQueryTooLong) }},
+		{"deep unary", strings.Repeat("-", 10_000) + "x", func(t *testing.T, err error) { require.ErrorIs(t, err, ErrQueryTooComplex) }},
+		{"deep parens", strings.Repeat("(", 3000) + "x" + strings.Repeat(")", 3000), func(t *testing.T, err error) {
+			require.ErrorIs(t, err, ErrQueryTooComplex)
+		}},
+		{"long or chain", strings.Repeat("x or ", 2000) + "x", func(t *testing.T, err error) { require.ErrorIs(t, err, ErrQueryTooComplex) }},
+		{"largest accepted chain", strings.Repeat("x+", 1000) + "x", func(t *testing.T, err error) { require.NoError(t, err) }},
+		{"strings are one token", `label_replace(x, "a", "` + strings.Repeat("(", 5000) + `", "b", "c")`, func(t *testing.T, err error) {
+			require.NoError(t, err)
+		}},
+		{"pathological regex", `x{pod=~"(a*)*b(a|aa)*(a+)+$` + strings.Repeat("a?", 500) + `"}`, func(t *testing.T, err error) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := e.Query(tc.q, Options{})
+			tc.check(t, err)
+			if err == nil {
+				_, err = p.Eval(context.Background(), 20_000)
+				require.NoError(t, err)
+			}
+		})
+	}
+}
+
+func TestEvalHonoursContextAndBudget(t *testing.T) {
+	series := map[string][]point{}
+	for _, pod := range []string{"a", "b", "c", "d"} {
+		series[`x{pod="`+pod+`"}`] = counter(0, 1, 100, 0, 1)
+	}
+	st := storeWith(t, series)
+	p, err := NewEngine(st).Query(`sum(rate(x[5m]))`, Options{MaxSamples: 100})
+	require.NoError(t, err)
+	_, err = p.Eval(context.Background(), 100_000)
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+
+	p, err = NewEngine(st).Query(`sum(x)`, Options{MaxSeries: 3})
+	require.NoError(t, err)
+	_, err = p.Eval(context.Background(), 100_000)
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+
+	p, err = NewEngine(st).Query(`sum(rate(x[5m]))`, Options{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = p.Eval(ctx, 100_000)
+	require.True(t, errors.Is(err, context.Canceled), "got %v", err)
+}
+
+func TestPlanMetadata(t *testing.T) {
+	e := NewEngine(storeWith(t, nil))
+	for _, tc := range []struct {
+		q      string
+		names  []string
+		all    bool
+		window time.Duration
+	}{
+		{`sum(x)`, []string{"x"}, false, 5 * time.Minute},
+		{`rate(x[10m] offset 1m) / y`, []string{"x", "y"}, false, 11 * time.Minute},
+		{`{"vllm:a", pod="p"} + {__name__=~"b.*"}`, []string{"vllm:a"}, true, 5 * time.Minute},
+		{`vector(1)`, nil, false, 0},
+	} {
+		t.Run(tc.q, func(t *testing.T) {
+			p, err := e.Query(tc.q, Options{})
+			require.NoError(t, err)
+			names, all := p.MetricNames()
+			assert.Equal(t, tc.names, names)
+			assert.Equal(t, tc.all, all)
+			assert.Equal(t, tc.window, p.Window())
+		})
+	}
+}
