@@ -179,23 +179,23 @@ type queryData struct {
 
 type vectorElem struct {
 	Metric map[string]string `json:"metric"`
-	Value  point             `json:"value"`
+	Value  apiPoint          `json:"value"`
 }
 
 type matrixElem struct {
 	Metric map[string]string `json:"metric"`
-	Values []point           `json:"values"`
+	Values []apiPoint        `json:"values"`
 }
 
-// point is a [time, "value"] pair in Prometheus's JSON encoding.
-type point struct {
+// apiPoint is a [time, "value"] pair in Prometheus's JSON encoding.
+type apiPoint struct {
 	T int64 // unix ms
 	F float64
 }
 
 // MarshalJSON writes [seconds, "value"] exactly as Prometheus's jsonutil
 // does: seconds with up to three fraction digits, the value as a string.
-func (p point) MarshalJSON() ([]byte, error) {
+func (p apiPoint) MarshalJSON() ([]byte, error) {
 	b := make([]byte, 0, 48)
 	b = append(b, '[')
 	b = appendTimestamp(b, p.T)
@@ -318,7 +318,7 @@ func (a *API) query(r *http.Request) apiResult {
 		return apiResult{err: execError(err)}
 	}
 	if res.Scalar {
-		return apiResult{data: queryData{ResultType: "scalar", Result: point{T: t, F: res.Value}}}
+		return apiResult{data: queryData{ResultType: "scalar", Result: apiPoint{T: t, F: res.Value}}}
 	}
 	var warnings []string
 	vec := res.Vector
@@ -328,7 +328,7 @@ func (a *API) query(r *http.Request) apiResult {
 	}
 	out := make([]vectorElem, 0, len(vec))
 	for _, s := range vec {
-		out = append(out, vectorElem{Metric: s.Labels.Map(), Value: point{T: t, F: s.F}})
+		out = append(out, vectorElem{Metric: s.Labels.Map(), Value: apiPoint{T: t, F: s.F}})
 	}
 	return apiResult{data: queryData{ResultType: "vector", Result: out}, warnings: warnings}
 }
@@ -378,7 +378,7 @@ func (a *API) queryRange(r *http.Request) apiResult {
 
 	type series struct {
 		lset   labels.Labels
-		points []point
+		points []apiPoint
 	}
 	var (
 		all   []*series
@@ -403,7 +403,7 @@ func (a *API) queryRange(r *http.Request) apiResult {
 			if all == nil {
 				all = append(all, &series{lset: labels.EmptyLabels()})
 			}
-			all[0].points = append(all[0].points, point{T: t, F: res.Value})
+			all[0].points = append(all[0].points, apiPoint{T: t, F: res.Value})
 			continue
 		}
 		for _, s := range res.Vector {
@@ -416,7 +416,7 @@ func (a *API) queryRange(r *http.Request) apiResult {
 				byKey[string(key)] = se
 				all = append(all, se)
 			}
-			se.points = append(se.points, point{T: t, F: s.F})
+			se.points = append(se.points, apiPoint{T: t, F: s.F})
 		}
 	}
 	slices.SortFunc(all, func(x, y *series) int { return labels.Compare(x.lset, y.lset) })

@@ -313,7 +313,7 @@ func TestAPIMaxStepsIsAllowed(t *testing.T) {
 	assert.Len(t, r.Data.Result[0].Values, 319-10+1)
 }
 
-func (p *point) UnmarshalJSON(b []byte) error {
+func (p *apiPoint) UnmarshalJSON(b []byte) error {
 	var raw [2]json.RawMessage
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return err
@@ -494,19 +494,19 @@ func TestAPICanceledRequest(t *testing.T) {
 
 func TestPointJSON(t *testing.T) {
 	for _, tc := range []struct {
-		p    point
+		p    apiPoint
 		want string
 	}{
-		{point{T: 1_435_781_451_781, F: 1}, `[1435781451.781,"1"]`},
-		{point{T: 1500, F: 0.1}, `[1.500,"0.1"]`},
-		{point{T: 1005, F: -2}, `[1.005,"-2"]`},
-		{point{T: 1050, F: 0}, `[1.050,"0"]`},
-		{point{T: -1500, F: 1e21}, `[-1.500,"1e+21"]`},
-		{point{T: 0, F: 123456789012345678}, `[0,"123456789012345680"]`},
-		{point{T: 0, F: 1e-6}, `[0,"0.000001"]`},
-		{point{T: 0, F: 9.9e-7}, `[0,"9.9e-07"]`},
-		{point{T: 0, F: math.NaN()}, `[0,"NaN"]`},
-		{point{T: 0, F: math.Inf(-1)}, `[0,"-Inf"]`},
+		{apiPoint{T: 1_435_781_451_781, F: 1}, `[1435781451.781,"1"]`},
+		{apiPoint{T: 1500, F: 0.1}, `[1.500,"0.1"]`},
+		{apiPoint{T: 1005, F: -2}, `[1.005,"-2"]`},
+		{apiPoint{T: 1050, F: 0}, `[1.050,"0"]`},
+		{apiPoint{T: -1500, F: 1e21}, `[-1.500,"1e+21"]`},
+		{apiPoint{T: 0, F: 123456789012345678}, `[0,"123456789012345680"]`},
+		{apiPoint{T: 0, F: 1e-6}, `[0,"0.000001"]`},
+		{apiPoint{T: 0, F: 9.9e-7}, `[0,"9.9e-07"]`},
+		{apiPoint{T: 0, F: math.NaN()}, `[0,"NaN"]`},
+		{apiPoint{T: 0, F: math.Inf(-1)}, `[0,"-Inf"]`},
 	} {
 		b, err := json.Marshal(tc.p)
 		require.NoError(t, err)
