@@ -37,6 +37,10 @@ const (
 	// contextCheckEvery is how many series the listing endpoints walk
 	// between checks of the request's context.
 	contextCheckEvery = 1024
+	// defaultMaxRangePoints bounds the points a range query may hold in
+	// memory (16 B each, so 80 MB), as Prometheus's --query.max-samples
+	// does.
+	defaultMaxRangePoints = 5_000_000
 )
 
 // compatVersion is the Prometheus version whose query semantics the engine
@@ -60,6 +64,8 @@ type API struct {
 	parser parser.Parser
 	// sem bounds concurrent query evaluations; see maxConcurrentAPIQueries.
 	sem chan struct{}
+	// maxRangePoints bounds the points one range query may collect.
+	maxRangePoints int
 }
 
 // NewAPI returns the HTTP API; now is the clock for queries without a time
@@ -74,6 +80,8 @@ func NewAPI(e *Engine, now func() time.Time) *API {
 		now:    now,
 		parser: parser.NewParser(parser.Options{}),
 		sem:    make(chan struct{}, maxConcurrentAPIQueries),
+
+		maxRangePoints: defaultMaxRangePoints,
 	}
 }
 
@@ -85,7 +93,12 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("/api/v1/labels", a.handle(a.labelNames, http.MethodGet, http.MethodPost))
 	mux.HandleFunc("/api/v1/label/{name}/values", a.handle(a.labelValues, http.MethodGet))
 	mux.HandleFunc("/api/v1/status/buildinfo", a.handle(a.buildInfo, http.MethodGet))
+	mux.HandleFunc("/api/v1/metadata", a.handle(a.metadata, http.MethodGet))
 }
+
+// errTooManyPoints is Prometheus's message for a query over its sample
+// limit.
+var errTooManyPoints = errors.New("query processing would load too many samples into memory in query execution")
 
 // apiError is an error with its Prometheus errorType.
 type apiError struct {
@@ -385,6 +398,7 @@ func (a *API) queryRange(r *http.Request) apiResult {
 		byKey = map[string]*series{}
 		key   []byte
 	)
+	points := 0
 	startMs, endMs, stepMs := start.UnixMilli(), end.UnixMilli(), step.Milliseconds()
 	if stepMs <= 0 {
 		// Sub-millisecond steps cannot be represented; Prometheus's engine
@@ -398,6 +412,9 @@ func (a *API) queryRange(r *http.Request) apiResult {
 		res, err := plan.Eval(ctx, t)
 		if err != nil {
 			return apiResult{err: execError(err)}
+		}
+		if points += max(len(res.Vector), 1); points > a.maxRangePoints {
+			return apiResult{err: execError(errTooManyPoints)}
 		}
 		if res.Scalar {
 			if all == nil {
@@ -602,6 +619,14 @@ func sortedLimited(set map[string]struct{}, limit int) apiResult {
 		return apiResult{data: out[:limit], warnings: []string{"results truncated due to limit"}}
 	}
 	return apiResult{data: out}
+}
+
+// metadata answers /api/v1/metadata. The store keeps no HELP, TYPE or
+// UNIT per metric, so the answer is always the empty map Prometheus gives
+// for metrics it has no metadata for; clients such as Grafana then show
+// names without type hints instead of failing.
+func (*API) metadata(*http.Request) apiResult {
+	return apiResult{data: map[string]any{}}
 }
 
 // buildInfoData mirrors Prometheus's PrometheusVersion.

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/assert"
@@ -187,6 +188,11 @@ func TestAPIQuery(t *testing.T) {
 			wantCode: 200,
 			wantBody: `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"my.metric","utf8.label":"v"},"value":[40,"3"]}]}}`,
 		},
+		{
+			name: "evaluation error is 422 execution", path: "/api/v1/query",
+			params:   url.Values{"query": {`x + on () x`}, "time": {"25"}},
+			wantCode: 422, wantType: "execution", wantErr: "many-to-many matching not allowed",
+		},
 		{name: "missing query", path: "/api/v1/query", wantCode: 400, wantType: "bad_data", wantErr: `invalid parameter "query"`},
 		{
 			name: "parse error", path: "/api/v1/query", params: url.Values{"query": {`sum(`}},
@@ -295,6 +301,28 @@ func TestAPIQueryRange(t *testing.T) {
 			wantCode: 400, wantType: "bad_data", wantErr: "unsupported PromQL",
 		},
 	})
+}
+
+func TestAPIRangePointLimit(t *testing.T) {
+	st := store.New(store.Config{Retention: time.Hour, Freshness: -1}, store.Settings{Now: func() time.Time { return apiStoreNow }})
+	for i := range 3 {
+		ref, err := st.Create(uint64(i+1), labels.FromStrings(labels.MetricName, "x", "pod", fmt.Sprint(i)))
+		require.NoError(t, err)
+		require.NoError(t, st.Append(ref, 1000, 1))
+	}
+	api := NewAPI(NewEngine(st), nil)
+	api.maxRangePoints = 10
+	mux := http.NewServeMux()
+	api.Register(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	// 3 series × 3 steps fit; 3 × 4 do not.
+	code, body := doAPI(t, srv, "", "/api/v1/query_range", url.Values{"query": {"x"}, "start": {"1"}, "end": {"3"}, "step": {"1"}})
+	assert.Equal(t, 200, code, body)
+	code, body = doAPI(t, srv, "", "/api/v1/query_range", url.Values{"query": {"x"}, "start": {"1"}, "end": {"4"}, "step": {"1"}})
+	assert.Equal(t, 422, code, body)
+	assert.Contains(t, body, `"errorType":"execution"`)
+	assert.Contains(t, body, "too many samples")
 }
 
 func TestAPIMaxStepsIsAllowed(t *testing.T) {
@@ -430,6 +458,13 @@ func TestAPISeriesAndLabels(t *testing.T) {
 			wantCode: 400, wantType: "bad_data", wantErr: "invalid label name",
 		},
 	})
+}
+
+func TestAPIMetadataIsEmpty(t *testing.T) {
+	srv := newAPITestServer(t, apiTestData)
+	code, body := doAPI(t, srv, "", "/api/v1/metadata", nil)
+	assert.Equal(t, 200, code)
+	assert.JSONEq(t, `{"status":"success","data":{}}`, body)
 }
 
 func TestAPIBuildInfo(t *testing.T) {
