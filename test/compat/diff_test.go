@@ -387,7 +387,7 @@ func runDifferential(t testing.TB, seed int64, target, maxCases int) *stats {
 		if err != nil {
 			t.Fatalf("seed %d: load case %d: %v", seed, i, err)
 		}
-		smith := newSmith(c.rnd, c.data)
+		smith := newSmith(c.rnd, c.data, i%2 == 1)
 		gen := &triggerGen{rnd: c.rnd}
 		for _, q := range corpus {
 			c.run(ctx, st, srcCorpus, q)

@@ -50,9 +50,9 @@ func subsetFunctionDefs() []*parser.Function {
 	return out
 }
 
-// newSmith returns promqlsmith restricted to the subset: no subqueries, no
-// @, no offset (Should tier, exercised by the trigger generator instead).
-func newSmith(rnd *rand.Rand, d *dataset) *promqlsmith.PromQLSmith {
+// newSmith returns promqlsmith restricted to the subset: no subqueries and
+// no @ (Later tier); offset (Should tier, negative included) when asked.
+func newSmith(rnd *rand.Rand, d *dataset, offset bool) *promqlsmith.PromQLSmith {
 	lsets := make([]labels.Labels, len(d.series))
 	for i, s := range d.series {
 		lsets[i] = s.lset
@@ -65,7 +65,7 @@ func newSmith(rnd *rand.Rand, d *dataset) *promqlsmith.PromQLSmith {
 			promqlsmith.VectorSelector, promqlsmith.MatrixSelector, promqlsmith.BinaryExpr,
 			promqlsmith.AggregateExpr, promqlsmith.CallExpr, promqlsmith.NumberLiteral, promqlsmith.UnaryExpr,
 		}),
-		promqlsmith.WithEnableOffset(false),
+		promqlsmith.WithEnableOffset(offset),
 		promqlsmith.WithEnableAtModifier(false),
 		promqlsmith.WithEnableVectorMatching(true),
 		promqlsmith.WithMaxDepth(4),
