@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -625,4 +626,43 @@ func FuzzAPIQuery(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestAPIConcurrentRequests runs every endpoint from many goroutines at
+// once (run it with -race): the API shares its parser, engine, store and
+// evaluation slots between requests.
+func TestAPIConcurrentRequests(t *testing.T) {
+	srv := newAPITestServer(t, apiTestData)
+	targets := []string{
+		"/api/v1/query?" + url.Values{"query": {`sum by (job) (x)`}, "time": {"25"}}.Encode(),
+		"/api/v1/query_range?" + url.Values{"query": {`x`}, "start": {"0"}, "end": {"60"}, "step": {"5"}}.Encode(),
+		"/api/v1/series?" + url.Values{"match[]": {`x`}}.Encode(),
+		"/api/v1/labels",
+		"/api/v1/label/pod/values",
+	}
+	const workers, perWorker = 8, 10
+	errs := make(chan error, workers*perWorker)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range perWorker {
+				target := targets[(w+i)%len(targets)]
+				resp, err := srv.Client().Get(srv.URL + target)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					errs <- fmt.Errorf("%s: status %d", target, resp.StatusCode)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }
