@@ -15,10 +15,10 @@ import (
 )
 
 // metadataLabels are dropped with __name__ (schema.IsMetadataLabel); sorted.
-var metadataLabels = []string{labels.MetricName, "__type__", "__unit__"}
+var metadataLabels = []string{model.MetricNameLabel, "__type__", "__unit__"}
 
 func isMetadataLabel(name string) bool {
-	return name == labels.MetricName || name == "__type__" || name == "__unit__"
+	return name == model.MetricNameLabel || name == "__type__" || name == "__unit__"
 }
 
 // dropMetadata removes __name__, __type__ and __unit__. It does not allocate
@@ -121,7 +121,7 @@ func (c *compiler) selector(e *parser.VectorSelector, window int64) (*seriesSet,
 	ms := make([]*labels.Matcher, 0, len(e.LabelMatchers))
 	named := false
 	for _, m := range e.LabelMatchers {
-		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+		if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 			if !slices.Contains(c.names, m.Value) {
 				c.names = append(c.names, m.Value)
 			}

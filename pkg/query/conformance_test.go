@@ -116,7 +116,7 @@ func readKeyedFile(t *testing.T, path string) map[string]string {
 	t.Helper()
 	f, err := os.Open(path)
 	require.NoError(t, err)
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	m := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -207,11 +207,11 @@ func parseScript(t *testing.T, name, text string) []*confBlock {
 					// load_with_nhcb also writes a native histogram with
 					// custom buckets named without the suffix; evals
 					// that touch it are out of scope.
-					base := lset.Get(labels.MetricName)
+					base := lset.Get(model.MetricNameLabel)
 					for _, suf := range []string{"_bucket", "_sum", "_count"} {
 						base = strings.TrimSuffix(base, suf)
 					}
-					nl := labels.NewBuilder(lset).Set(labels.MetricName, base).Del(labels.BucketLabel).Labels()
+					nl := labels.NewBuilder(lset).Set(model.MetricNameLabel, base).Del(labels.BucketLabel).Labels()
 					if nh := nl.Hash(); byHash[nh] == nil {
 						byHash[nh] = &confSeries{lset: nl, native: true}
 						cur.series = append(cur.series, byHash[nh])

@@ -6,6 +6,30 @@
 // anything the compiler does not implement is rejected at compile time with
 // an *UnsupportedError carrying the construct and its position; it is never
 // answered approximately.
+//
+// # Plans
+//
+// Compile turns the AST into a tree of typed nodes (selectors, range
+// functions, aggregations, binary and set operators, functions) and keeps
+// no AST. Everything static is resolved then: offsets and ranges in ms,
+// sorted grouping and matching labels, whether a node drops __name__.
+//
+// Each node owns its output buffer: the vector it returns is valid until
+// the node is evaluated again, and Plan.Eval's Result until the next Eval.
+// Selectors cache the series they matched and select again only when the
+// store's generation moves; group labels, join result labels, signatures
+// and parsed le bounds are cached by hash or by input position. So a warm
+// plan evaluates without allocating (TestEvalSteadyStateAllocs), which is
+// why a Plan must not be evaluated by two goroutines at once.
+//
+// __name__ is dropped the delayed way, as Prometheus does with
+// EnableDelayedNameRemoval (promql-subset.md §4.9): nodes mark elements,
+// and Plan.Eval removes the metadata labels and checks for collisions.
+//
+// # Conformance
+//
+// TestUpstreamConformance runs Prometheus's own promqltest corpus from the
+// pinned module (make conformance); TestScripts runs testdata/*.test.
 package query
 
 import (

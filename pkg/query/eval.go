@@ -142,18 +142,27 @@ func (n *scalarFnNode) scalar(ev *evaluator, t int64) (float64, error) {
 	return in[0].f, nil
 }
 
-// seriesSet caches the refs (and labels) a selector matched. It re-selects
-// only when the store's generation moves, so the steady state runs no
-// matcher at all. Refs are kept sorted by labels, the order Prometheus's
-// storage returns series in, so tie-breaking (sort, topk) matches.
+// seriesSet caches the refs (and labels) a selector matched. It selects
+// again only when the store's generation moves, and when the new match is
+// the same refs with the same labels (the common case: a series of another
+// metric came or went) it keeps everything as is, without sorting or
+// allocating. Refs are kept sorted by labels, the order Prometheus's storage
+// returns series in, so tie-breaking (sort, topk) matches.
 type seriesSet struct {
 	store    *store.Store
 	matchers []*labels.Matcher
 
-	gen   uint64
+	gen uint64
+	// refs and lsets are the matched series, sorted by labels.
 	refs  []store.SeriesRef
 	lsets []labels.Labels
-	idx   []int
+	// sel and selLsets are the last Select result in the store's order
+	// and the labels each ref had then.
+	sel      []store.SeriesRef
+	selLsets []labels.Labels
+	scratch  []store.SeriesRef
+	idx      []int
+	rebuilds int // how often the match changed, for tests
 }
 
 func (s *seriesSet) refresh(ev *evaluator) error {
@@ -163,24 +172,44 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 	}
 	// Read the generation before selecting: a series created meanwhile
 	// makes the next Eval select again rather than be missed.
-	s.refs = s.store.Select(s.refs[:0], s.matchers...)
-	s.lsets = s.lsets[:0]
-	for _, r := range s.refs {
-		s.lsets = append(s.lsets, s.store.Labels(r))
+	s.scratch = s.store.Select(s.scratch[:0], s.matchers...)
+	if s.unchanged() {
+		s.gen = g
+		return s.check(ev)
+	}
+	s.rebuilds++
+	s.sel = append(s.sel[:0], s.scratch...)
+	s.selLsets = s.selLsets[:0]
+	for _, r := range s.sel {
+		s.selLsets = append(s.selLsets, s.store.Labels(r))
 	}
 	s.idx = s.idx[:0]
-	for i := range s.refs {
+	for i := range s.sel {
 		s.idx = append(s.idx, i)
 	}
-	slices.SortFunc(s.idx, func(a, b int) int { return labels.Compare(s.lsets[a], s.lsets[b]) })
-	refs := make([]store.SeriesRef, len(s.refs))
-	lsets := make([]labels.Labels, len(s.refs))
-	for i, j := range s.idx {
-		refs[i], lsets[i] = s.refs[j], s.lsets[j]
+	slices.SortFunc(s.idx, func(a, b int) int { return labels.Compare(s.selLsets[a], s.selLsets[b]) })
+	s.refs, s.lsets = s.refs[:0], s.lsets[:0]
+	for _, j := range s.idx {
+		s.refs = append(s.refs, s.sel[j])
+		s.lsets = append(s.lsets, s.selLsets[j])
 	}
-	s.refs, s.lsets = refs, lsets
 	s.gen = g
 	return s.check(ev)
+}
+
+// unchanged reports whether scratch holds the same refs, with the same
+// labels, as the last selection. A deleted series' ref can be reused by a
+// new series, hence the labels check (a pointer comparison when equal).
+func (s *seriesSet) unchanged() bool {
+	if s.gen == ^uint64(0) || len(s.scratch) != len(s.sel) {
+		return false
+	}
+	for i, r := range s.scratch {
+		if r != s.sel[i] || !labels.Equal(s.store.Labels(r), s.selLsets[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *seriesSet) check(ev *evaluator) error {
@@ -299,4 +328,32 @@ func changesMetricSchema(op parser.ItemType) bool {
 		return true
 	}
 	return false
+}
+
+// posCache memoizes a value derived from an element's labels (a grouping
+// hash, a signature, a parsed le) by the element's position in a child's
+// output. Between evaluations a child usually returns the same series in
+// the same order, and labels.Equal on the same label set is a pointer
+// comparison, so a hit costs a few ns against 30–50 ns for hashing. A miss
+// just recomputes. Entries are overwritten in place, so once sized the
+// cache allocates nothing.
+type posCache[V any] struct {
+	lsets []labels.Labels
+	vals  []V
+}
+
+func (c *posCache[V]) get(i int, l labels.Labels) (V, bool) {
+	if i < len(c.lsets) && labels.Equal(c.lsets[i], l) {
+		return c.vals[i], true
+	}
+	var zero V
+	return zero, false
+}
+
+func (c *posCache[V]) put(i int, l labels.Labels, v V) {
+	for len(c.lsets) <= i {
+		c.lsets = append(c.lsets, labels.EmptyLabels())
+		c.vals = append(c.vals, v)
+	}
+	c.lsets[i], c.vals[i] = l, v
 }

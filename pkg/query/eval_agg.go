@@ -33,6 +33,7 @@ type aggNode struct {
 	lb     *labels.Builder
 	qvals  [][]float64
 	heaps  []sampleHeap
+	keys   posCache[uint64]
 }
 
 type aggAcc struct {
@@ -114,7 +115,7 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 	n.out, n.acc = n.out[:0], n.acc[:0]
 	// sum(x) without grouping has one group: skip hashing and the map.
 	single := !n.without && len(n.grouping) == 0
-	for _, s := range in {
+	for i, s := range in {
 		var (
 			h  uint64
 			gi int
@@ -123,7 +124,11 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 		if single {
 			ok = len(n.out) > 0
 		} else {
-			h = n.key(s.lset)
+			var hit bool
+			if h, hit = n.keys.get(i, s.lset); !hit {
+				h = n.key(s.lset)
+				n.keys.put(i, s.lset, h)
+			}
 			gi, ok = n.groups[h]
 		}
 		if !ok {

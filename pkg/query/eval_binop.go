@@ -108,8 +108,27 @@ type vvBinNode struct {
 	manySeen  map[[2]uint64]struct{}
 	lcache    map[[2]uint64]labels.Labels
 	lb        *labels.Builder
-	lsigs     []uint64
+	lkeys     []sigKey
+	rkeys     []sigKey
+	lcacheL   posCache[sigKey]
+	lcacheR   posCache[sigKey]
 	out       vector
+}
+
+// sigKey is an element's matching signature and its full label hash.
+type sigKey struct{ sig, h uint64 }
+
+func (n *vvBinNode) keys(dst []sigKey, c *posCache[sigKey], in vector) []sigKey {
+	dst = dst[:0]
+	for i, s := range in {
+		k, ok := c.get(i, s.lset)
+		if !ok {
+			k = sigKey{sig: n.sig.of(s.lset), h: s.lset.Hash()}
+			c.put(i, s.lset, k)
+		}
+		dst = append(dst, k)
+	}
+	return dst
 }
 
 func (n *vvBinNode) eval(ev *evaluator, t int64) (vector, error) {
@@ -140,21 +159,23 @@ func (n *vvBinNode) eval(ev *evaluator, t int64) (vector, error) {
 	if len(n.lcache) > 2*len(lhs)+labelCacheSlack {
 		clear(n.lcache)
 	}
-	// The signatures of the left side are computed before any error can
-	// occur, so the two loops below do not interleave hashing buffers.
+	// With group_right the sides swap; each position cache follows the
+	// side it describes.
+	lc, rc := &n.lcacheL, &n.lcacheR
+	if n.card == parser.CardOneToMany {
+		lc, rc = rc, lc
+	}
+	n.rkeys = n.keys(n.rkeys, rc, rhs)
+	n.lkeys = n.keys(n.lkeys, lc, lhs)
 	for j, rs := range rhs {
-		sig := n.sig.of(rs.lset)
+		sig := n.rkeys[j].sig
 		if i, dup := n.rightSigs[sig]; dup {
 			return nil, n.duplicateError(rs.lset, rhs[i].lset)
 		}
 		n.rightSigs[sig] = j
 	}
-	n.lsigs = n.lsigs[:0]
-	for _, ls := range lhs {
-		n.lsigs = append(n.lsigs, n.sig.of(ls.lset))
-	}
 	for i, ls := range lhs {
-		sig := n.lsigs[i]
+		sig := n.lkeys[i].sig
 		j, ok := n.rightSigs[sig]
 		if !ok {
 			continue
@@ -168,7 +189,7 @@ func (n *vvBinNode) eval(ev *evaluator, t int64) (vector, error) {
 		if n.returnBool {
 			v = btos(keep)
 		}
-		metric := n.resultMetric(ls.lset, rs.lset)
+		metric := n.resultMetric(ls.lset, rs.lset, n.lkeys[i].h, n.rkeys[j].h)
 		if n.card == parser.CardOneToOne {
 			if _, dup := n.matched[sig]; dup {
 				return nil, errors.New("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)")
@@ -209,8 +230,8 @@ func (n *vvBinNode) duplicateError(a, b labels.Labels) error {
 
 // resultMetric is Prometheus's resultMetric, cached by the operands' label
 // hashes so a steady state allocates nothing.
-func (n *vvBinNode) resultMetric(l, r labels.Labels) labels.Labels {
-	key := [2]uint64{l.Hash(), r.Hash()}
+func (n *vvBinNode) resultMetric(l, r labels.Labels, lh, rh uint64) labels.Labels {
+	key := [2]uint64{lh, rh}
 	if m, ok := n.lcache[key]; ok {
 		return m
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -238,7 +239,7 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 			n.lb.Reset(s.lset)
 			n.lb.Set(n.dst, strings.Join(n.vals, n.sep))
 			s.lset = n.lb.Labels()
-			s.drop = s.drop && n.dst != labels.MetricName
+			s.drop = s.drop && n.dst != model.MetricNameLabel
 		} else {
 			srcVal := s.lset.Get(n.src)
 			if idx := n.re.FindStringSubmatchIndex(srcVal); idx != nil {
@@ -246,7 +247,7 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 				n.lb.Reset(s.lset)
 				n.lb.Set(n.dst, string(res))
 				s.lset = n.lb.Labels()
-				s.drop = s.drop && n.dst != labels.MetricName
+				s.drop = s.drop && n.dst != model.MetricNameLabel
 			}
 		}
 		n.out = append(n.out, s)
@@ -281,11 +282,18 @@ type hqNode struct {
 	lcache map[uint64]labels.Labels
 	lb     *labels.Builder
 	out    vector
+	keys   posCache[hqKey]
+}
+
+// hqKey is what hqNode derives from an input element's labels.
+type hqKey struct {
+	h     uint64 // hash of the labels without le
+	upper float64
+	ok    bool // le parses to a non-NaN float
 }
 
 type hqGroup struct {
 	lset    labels.Labels
-	drop    bool
 	buckets []bucket
 }
 
@@ -307,13 +315,21 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 		clear(n.lcache)
 	}
 	ng := 0
-	for _, s := range in {
-		upper, err := strconv.ParseFloat(s.lset.Get(labels.BucketLabel), 64)
-		if err != nil || math.IsNaN(upper) {
+	for i, s := range in {
+		k, hit := n.keys.get(i, s.lset)
+		if !hit {
+			upper, err := strconv.ParseFloat(s.lset.Get(labels.BucketLabel), 64)
+			k = hqKey{upper: upper, ok: err == nil && !math.IsNaN(upper)}
+			if k.ok {
+				n.buf = s.lset.BytesWithoutLabels(n.buf, labels.BucketLabel)
+				k.h = xxhash.Sum64(n.buf)
+			}
+			n.keys.put(i, s.lset, k)
+		}
+		if !k.ok {
 			continue // Prometheus skips it with a warning.
 		}
-		n.buf = s.lset.BytesWithoutLabels(n.buf, labels.BucketLabel)
-		h := xxhash.Sum64(n.buf)
+		h, upper := k.h, k.upper
 		gi, ok := n.groups[h]
 		if !ok {
 			gi = ng

@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -264,7 +263,7 @@ func TestBadInput(t *testing.T) {
 		{"strings are one token", `label_replace(x, "a", "` + strings.Repeat("(", 5000) + `", "b", "c")`, func(t *testing.T, err error) {
 			require.NoError(t, err)
 		}},
-		{"pathological regex", `x{pod=~"(a*)*b(a|aa)*(a+)+$` + strings.Repeat("a?", 500) + `"}`, func(t *testing.T, err error) {}},
+		{"pathological regex", `x{pod=~"(a*)*b(a|aa)*(a+)+$` + strings.Repeat("a?", 500) + `"}`, func(_ *testing.T, _ error) {}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := e.Query(tc.q, Options{})
@@ -298,7 +297,7 @@ func TestEvalHonoursContextAndBudget(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err = p.Eval(ctx, 100_000)
-	require.True(t, errors.Is(err, context.Canceled), "got %v", err)
+	require.ErrorIs(t, err, context.Canceled)
 }
 
 func TestPlanMetadata(t *testing.T) {
@@ -323,4 +322,31 @@ func TestPlanMetadata(t *testing.T) {
 			assert.Equal(t, tc.window, p.Window())
 		})
 	}
+}
+
+// TestPlanIgnoresUnrelatedSeries: a series of another metric moves the
+// store's generation; the plan selects again, finds the same series and
+// keeps its sorted match (no rebuild); a matching series does rebuild it.
+func TestPlanIgnoresUnrelatedSeries(t *testing.T) {
+	st := storeWith(t, map[string][]point{`x{pod="a"}`: {{10, 1}}, `x{pod="b"}`: {{10, 2}}})
+	p, err := NewEngine(st).Query(`sum(x)`, Options{})
+	require.NoError(t, err)
+	set := p.root.(*aggNode).child.(*selectorNode).set
+	ctx := context.Background()
+	eval := func() float64 {
+		res, err := p.Eval(ctx, 20_000)
+		require.NoError(t, err)
+		return res.Vector[0].F
+	}
+	assert.InDelta(t, 3.0, eval(), 0)
+	assert.Equal(t, 1, set.rebuilds)
+	_, err = st.Create(1000, labels.FromStrings("__name__", "y"))
+	require.NoError(t, err)
+	assert.InDelta(t, 3.0, eval(), 0)
+	assert.Equal(t, 1, set.rebuilds, "an unrelated series must not rebuild the match")
+	ref, err := st.Create(1001, labels.FromStrings("__name__", "x", "pod", "c"))
+	require.NoError(t, err)
+	require.NoError(t, st.Append(ref, 15_000, 4))
+	assert.InDelta(t, 7.0, eval(), 0)
+	assert.Equal(t, 2, set.rebuilds)
 }
