@@ -124,6 +124,27 @@ func (e *benchEnv) benchOurs(q string) func(b *testing.B) {
 	}
 }
 
+// benchOursUncached parses, compiles and evaluates every time, as an
+// HTTP API request or a first trigger evaluation does.
+func (e *benchEnv) benchOursUncached(q string) func(b *testing.B) {
+	return func(b *testing.B) {
+		e.check(b, q)
+		ctx := context.Background()
+		b.ReportAllocs()
+		cpu := processCPU()
+		for b.Loop() {
+			plan, _, err := e.ours.compile(q, 5*time.Minute)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := plan.Eval(ctx, e.t); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportCPU(b, cpu)
+	}
+}
+
 func (e *benchEnv) benchProm(q string) func(b *testing.B) {
 	return func(b *testing.B) {
 		ctx := context.Background()
@@ -161,23 +182,22 @@ func perOp(r testing.BenchmarkResult) float64 {
 	return float64(r.NsPerOp())
 }
 
-// BenchmarkInstant compares our warm, cached plan with Prometheus's engine
-// (which parses and plans every query; it has no plan cache) on the same
-// data in the same run.
+// BenchmarkInstant compares our warm, cached plan (engine=ours) and a
+// parse + compile + evaluate per query (engine=ours-uncached) with
+// Prometheus's engine (which parses and plans every query; it has no plan
+// cache) on the same data in the same run.
 //
 //	cd test/compat && go test -run '^$' -bench BenchmarkInstant -benchmem -cpu 2 -benchtime 300ms -count 6 . | tee bench.txt
 //	go tool benchstat -col /engine bench.txt
 func BenchmarkInstant(b *testing.B) {
 	e := newBenchEnv(b)
-	for _, engine := range []string{"ours", "prometheus"} {
+	engines := []struct {
+		name string
+		fn   func(q string) func(*testing.B)
+	}{{"ours", e.benchOurs}, {"ours-uncached", e.benchOursUncached}, {"prometheus", e.benchProm}}
+	for _, engine := range engines {
 		for _, x := range benchExprs {
-			b.Run("engine="+engine+"/expr="+x.name, func(b *testing.B) {
-				if engine == "ours" {
-					e.benchOurs(x.q)(b)
-				} else {
-					e.benchProm(x.q)(b)
-				}
-			})
+			b.Run("engine="+engine.name+"/expr="+x.name, engine.fn(x.q))
 		}
 	}
 }
