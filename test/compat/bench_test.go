@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
 // benchExprs are the T6 queries of performance.md, each over the data it
@@ -85,8 +87,11 @@ type benchEnv struct {
 func newBenchEnv(tb testing.TB) *benchEnv {
 	tb.Helper()
 	d := benchDataset()
-	o, err := newOurs(d)
-	if err != nil {
+	// The production store configuration (10m retention, default ring
+	// cap), without freshness so the answers stay comparable with
+	// Prometheus's (the data is fresh at the evaluation time anyway).
+	o := newEmptyOursWith(d, store.Config{Retention: 10 * time.Minute, Freshness: -1})
+	if err := o.load(d, func(int, sample) bool { return true }); err != nil {
 		tb.Fatal(err)
 	}
 	return &benchEnv{ours: o, prom: newPromEngine(), qb: newPromStorage(d).queryable(), t: d.end}

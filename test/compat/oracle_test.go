@@ -178,12 +178,16 @@ func newOurs(d *dataset) (*ours, error) {
 // newEmptyOurs returns our store and engine, empty, with the store's clock
 // at the end of d.
 func newEmptyOurs(d *dataset) *ours {
-	now := time.UnixMilli(d.end)
-	st := store.New(store.Config{
+	return newEmptyOursWith(d, store.Config{
 		Retention:           48 * time.Hour,
 		Freshness:           -1, // Prometheus has no freshness: compare pure PromQL
 		MaxSamplesPerSeries: 1 << 14,
-	}, store.Settings{Now: func() time.Time { return now }})
+	})
+}
+
+func newEmptyOursWith(d *dataset, cfg store.Config) *ours {
+	now := time.UnixMilli(d.end)
+	st := store.New(cfg, store.Settings{Now: func() time.Time { return now }})
 	return &ours{store: st, engine: query.NewEngine(st)}
 }
 
