@@ -200,6 +200,10 @@ func TestAPIQuery(t *testing.T) {
 			wantCode: 400, wantType: "bad_data", wantErr: `invalid parameter "query"`,
 		},
 		{
+			name: "100 KB query", method: http.MethodPost, path: "/api/v1/query", params: url.Values{"query": {strings.Repeat("sum(", 25_000)}},
+			wantCode: 400, wantType: "bad_data", wantErr: `invalid parameter "query"`,
+		},
+		{
 			name: "unsupported construct", path: "/api/v1/query", params: url.Values{"query": {`x @ 100`}},
 			wantCode: 400, wantType: "bad_data", wantErr: "unsupported PromQL",
 		},
