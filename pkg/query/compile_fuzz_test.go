@@ -40,6 +40,21 @@ func FuzzCompile(f *testing.F) {
 	for _, s := range compileSeeds {
 		f.Add(s)
 	}
+	// Every eval of our own scripts seeds the corpus too.
+	paths, err := filepath.Glob("testdata/*.test")
+	require.NoError(f, err)
+	for _, path := range paths {
+		text, err := os.ReadFile(path)
+		require.NoError(f, err)
+		for line := range strings.SplitSeq(string(text), "\n") {
+			line = strings.TrimSpace(line)
+			if m := patEvalInstant.FindStringSubmatch(line); m != nil {
+				f.Add(m[3])
+			} else if m := patEvalRange.FindStringSubmatch(line); m != nil {
+				f.Add(m[5])
+			}
+		}
+	}
 	st := storeWith(f, map[string][]point{
 		`x{pod="a"}`:       counter(0, 15, 10, 0, 1),
 		`x_bucket{le="1"}`: counter(0, 15, 10, 0, 1),

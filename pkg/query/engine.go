@@ -270,7 +270,12 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	var warnings []string
+	if w := time.Duration(c.window) * time.Millisecond; w > e.store.Retention() {
+		warnings = append(warnings, fmt.Sprintf("query reads %v back (range or lookback plus offset) but the store keeps %v; older samples are missing", w, e.store.Retention()))
+	}
 	return &Plan{
+		warnings:   warnings,
 		root:       root,
 		text:       expr.String(),
 		names:      c.names,
@@ -300,6 +305,7 @@ type Plan struct {
 	window     time.Duration
 	maxSamples int64
 	maxSeries  int
+	warnings   []string
 
 	ev  evaluator
 	out []Sample
@@ -319,6 +325,11 @@ func (p *Plan) MetricNames() (names []string, all bool) { return p.names, p.anyN
 // from Prometheus.
 func (p *Plan) Window() time.Duration { return p.window }
 
+// Warnings lists what compiled but may answer differently from Prometheus,
+// such as a window longer than the store's retention (promql-subset.md
+// §4.2). Callers log them once per trigger.
+func (p *Plan) Warnings() []string { return p.warnings }
+
 // Sample is one element of an instant vector.
 type Sample struct {
 	Labels labels.Labels
@@ -334,6 +345,20 @@ type Result struct {
 	Vector []Sample
 }
 
+// ctxErr is ctx.Err, plus a deadline that has passed although its timer
+// has not fired yet (on a busy machine the timer goroutine can lag, and a
+// tiny timeout would otherwise let a whole evaluation run). Deadlines are
+// wall-clock by definition, hence time.Now here.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 // errSameLabelset is Prometheus's message for a result with two elements
 // that have the same labels once __name__ is dropped.
 const errSameLabelset = "vector cannot contain metrics with the same labelset"
@@ -341,7 +366,7 @@ const errSameLabelset = "vector cannot contain metrics with the same labelset"
 // Eval evaluates the plan at t, in unix milliseconds. It honours ctx
 // cancellation and the plan's sample budget.
 func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
-	if err := ctx.Err(); err != nil {
+	if err := ctxErr(ctx); err != nil {
 		return Result{}, err
 	}
 	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries}

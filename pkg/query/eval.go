@@ -50,7 +50,7 @@ func (ev *evaluator) charge(n int) error {
 	ev.sinceCheck += n
 	if ev.sinceCheck >= ctxCheckEvery {
 		ev.sinceCheck = 0
-		return ev.ctx.Err()
+		return ctxErr(ev.ctx)
 	}
 	return nil
 }
@@ -230,20 +230,42 @@ type selectorNode struct {
 }
 
 func (n *selectorNode) eval(ev *evaluator, t int64) (vector, error) {
+	n.out = n.out[:0]
+	err := n.stream(ev, t, (*vectorSink)(&n.out))
+	return n.out, err
+}
+
+func (*selectorNode) canStream() bool { return true }
+
+func (n *selectorNode) stream(ev *evaluator, t int64, dst sink) error {
 	if err := n.set.refresh(ev); err != nil {
-		return nil, err
+		return err
 	}
 	ref := t - n.offset
-	n.out = n.out[:0]
 	for i, r := range n.set.refs {
 		s, ok := n.set.store.Latest(r, ref)
 		if !ok || s.T <= ref-n.lookback || value.IsStaleNaN(s.V) {
 			continue
 		}
-		n.out = append(n.out, sample{lset: n.set.lsets[i], t: s.T, f: s.V})
+		dst.add(sample{lset: n.set.lsets[i], t: s.T, f: s.V})
 	}
-	return n.out, nil
+	return nil
 }
+
+// sink receives a node's elements one by one, in order.
+type sink interface{ add(s sample) }
+
+// streamNode is a node that can hand its elements to a sink instead of
+// returning a vector; aggregations use it to skip the intermediate vector.
+type streamNode interface {
+	canStream() bool
+	stream(ev *evaluator, t int64, dst sink) error
+}
+
+// vectorSink appends to a vector.
+type vectorSink vector
+
+func (v *vectorSink) add(s sample) { *v = append(*v, s) }
 
 type negVectorNode struct {
 	vectorNode

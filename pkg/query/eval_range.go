@@ -56,24 +56,42 @@ type rangeNode struct {
 }
 
 func (n *rangeNode) eval(ev *evaluator, t int64) (vector, error) {
-	if err := n.set.refresh(ev); err != nil {
+	n.out = n.out[:0]
+	if err := n.stream(ev, t, (*vectorSink)(&n.out)); err != nil {
 		return nil, err
+	}
+	if n.kind == fnAbsentOverTime {
+		if len(n.out) > 0 {
+			n.out = n.out[:0]
+			return n.out, nil
+		}
+		n.out = append(n.out, sample{lset: n.absent, t: t, f: 1, drop: true})
+	}
+	return n.out, nil
+}
+
+// canStream is false for absent_over_time, whose output depends on all
+// series at once.
+func (n *rangeNode) canStream() bool { return n.kind != fnAbsentOverTime }
+
+func (n *rangeNode) stream(ev *evaluator, t int64, dst sink) error {
+	if err := n.set.refresh(ev); err != nil {
+		return err
 	}
 	var param float64
 	if n.param != nil {
 		p, err := n.param.scalar(ev, t)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		param = p
 	}
 	rangeEnd := t - n.offset
 	rangeStart := rangeEnd - n.rng
-	n.out = n.out[:0]
 	for i, r := range n.set.refs {
 		n.buf = n.set.store.Range(n.buf[:0], r, rangeStart, rangeEnd)
 		if err := ev.charge(len(n.buf)); err != nil {
-			return nil, err
+			return err
 		}
 		pts := n.buf[:0]
 		for _, s := range n.buf {
@@ -88,16 +106,9 @@ func (n *rangeNode) eval(ev *evaluator, t int64) (vector, error) {
 		if !ok {
 			continue
 		}
-		n.out = append(n.out, sample{lset: n.set.lsets[i], t: t, f: f, drop: n.dropName})
+		dst.add(sample{lset: n.set.lsets[i], t: t, f: f, drop: n.dropName})
 	}
-	if n.kind == fnAbsentOverTime {
-		if len(n.out) > 0 {
-			n.out = n.out[:0]
-			return n.out, nil
-		}
-		n.out = append(n.out, sample{lset: n.absent, t: t, f: 1, drop: true})
-	}
-	return n.out, nil
+	return nil
 }
 
 func (n *rangeNode) apply(pts []store.Sample, t, rangeStart, rangeEnd int64, param float64) (float64, bool) {

@@ -298,6 +298,10 @@ func TestEvalHonoursContextAndBudget(t *testing.T) {
 	cancel()
 	_, err = p.Eval(ctx, 100_000)
 	require.ErrorIs(t, err, context.Canceled)
+
+	// A deadline in the past counts even before its timer has fired.
+	_, err = p.Eval(lateTimerCtx{context.Background()}, 100_000)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
 
 func TestPlanMetadata(t *testing.T) {
@@ -320,8 +324,13 @@ func TestPlanMetadata(t *testing.T) {
 			assert.Equal(t, tc.names, names)
 			assert.Equal(t, tc.all, all)
 			assert.Equal(t, tc.window, p.Window())
+			assert.Empty(t, p.Warnings(), "the test store keeps an hour")
 		})
 	}
+	p, err := e.Query(`rate(x[50m] offset 20m)`, Options{})
+	require.NoError(t, err)
+	require.Len(t, p.Warnings(), 1)
+	assert.Contains(t, p.Warnings()[0], "reads 1h10m0s back")
 }
 
 // TestPlanIgnoresUnrelatedSeries: a series of another metric moves the
@@ -350,3 +359,8 @@ func TestPlanIgnoresUnrelatedSeries(t *testing.T) {
 	assert.InDelta(t, 7.0, eval(), 0)
 	assert.Equal(t, 2, set.rebuilds)
 }
+
+// lateTimerCtx has a passed deadline whose timer has not fired: Err is nil.
+type lateTimerCtx struct{ context.Context }
+
+func (lateTimerCtx) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
