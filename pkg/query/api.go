@@ -330,10 +330,12 @@ func (a *API) query(r *http.Request) apiResult {
 	if err != nil {
 		return apiResult{err: execError(err)}
 	}
+	// Compile-time warnings (a window longer than the store keeps) go out
+	// as Prometheus's "warnings", so Grafana shows them.
+	warnings := slices.Clone(plan.Warnings())
 	if res.Scalar {
-		return apiResult{data: queryData{ResultType: "scalar", Result: apiPoint{T: t, F: res.Value}}}
+		return apiResult{data: queryData{ResultType: "scalar", Result: apiPoint{T: t, F: res.Value}}, warnings: warnings}
 	}
-	var warnings []string
 	vec := res.Vector
 	if limit > 0 && len(vec) > limit {
 		vec = vec[:limit]
@@ -437,7 +439,7 @@ func (a *API) queryRange(r *http.Request) apiResult {
 		}
 	}
 	slices.SortFunc(all, func(x, y *series) int { return labels.Compare(x.lset, y.lset) })
-	var warnings []string
+	warnings := slices.Clone(plan.Warnings())
 	if limit > 0 && len(all) > limit {
 		all = all[:limit]
 		warnings = append(warnings, "results truncated due to limit")

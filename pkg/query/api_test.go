@@ -249,6 +249,20 @@ func TestAPIQueryLimit(t *testing.T) {
 	assert.Equal(t, []string{"results truncated due to limit"}, r.Warnings)
 }
 
+func TestAPIPlanWarnings(t *testing.T) {
+	srv := newAPITestServer(t, apiTestData) // the store keeps 1h
+	for _, path := range []string{"/api/v1/query", "/api/v1/query_range"} {
+		code, body := doAPI(t, srv, "", path, url.Values{"query": {`sum(rate(x[2h]))`}, "time": {"30"}, "start": {"20"}, "end": {"30"}, "step": {"10"}})
+		require.Equal(t, 200, code, body)
+		var r apiResponse
+		require.NoError(t, json.Unmarshal([]byte(body), &r))
+		require.NotEmpty(t, r.Warnings, path)
+		assert.Contains(t, r.Warnings[0], "the store keeps", path)
+	}
+	_, body := doAPI(t, srv, "", "/api/v1/query", url.Values{"query": {`sum(rate(x[5m]))`}})
+	assert.NotContains(t, body, "warnings")
+}
+
 func TestAPIQueryRange(t *testing.T) {
 	srv := newAPITestServer(t, apiTestData)
 	runAPICases(t, srv, []apiCase{
