@@ -34,9 +34,9 @@ test-short: ## Tests with -short (skips the heavy ones).
 bench: ## Every benchmark, -cpu 2, into bench.txt.
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 2 -count $(COUNT) $(PKGS) | tee bench.txt
 
-compat: ## Differential test and fuzz seeds against Prometheus's engine (test/compat, -race), then the same-run speed-ratio gate (no -race).
+compat: ## Differential test and fuzz seeds against Prometheus's engine (test/compat, -race), then the speed-ratio and zero-alloc gates (no -race).
 	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
-	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^TestSpeedRatio$$' -v .
+	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' -v .
 
 bench-baseline: ## Ours vs Prometheus's engine on the T6 queries, same data, same run, into bench-baseline.txt.
 	cd test/compat && $(GO) test -run '^$$' -bench '^BenchmarkInstant$$' -benchmem -cpu 2 -benchtime 300ms -count $(COUNT) . | tee ../../bench-baseline.txt

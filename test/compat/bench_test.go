@@ -259,3 +259,30 @@ func TestSpeedRatio(t *testing.T) {
 		})
 	}
 }
+
+// TestWarmEvalAllocs gates T6's deterministic half: a warm, cached plan
+// evaluates each T6 query without allocating.
+func TestWarmEvalAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts: the race detector adds its own; run without -race (make compat does)")
+	}
+	e := newBenchEnv(t)
+	ctx := context.Background()
+	for _, x := range benchExprs {
+		t.Run("expr="+x.name, func(t *testing.T) {
+			e.check(t, x.q)
+			plan, _, _ := e.ours.compile(x.q, 5*time.Minute)
+			if _, err := plan.Eval(ctx, e.t); err != nil { // warm up buffers
+				t.Fatal(err)
+			}
+			allocs := testing.AllocsPerRun(50, func() {
+				if _, err := plan.Eval(ctx, e.t); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("%s: %.1f allocs per warm evaluation, want 0", x.name, allocs)
+			}
+		})
+	}
+}
