@@ -13,7 +13,7 @@ TOOLS_DIR ?= $(CURDIR)/.cache/tools
 PROMTOOL  ?= $(TOOLS_DIR)/promtool
 DEMO_ARGS ?=
 
-.PHONY: all build run test test-short test-memory bench lint fmt vet tidy clean help conformance fuzz demo promtool promtool-test load
+.PHONY: all build run test test-short test-memory bench lint fmt vet tidy clean help conformance fuzz demo promtool promtool-test load bench-baseline compat
 
 all: build
 
@@ -26,9 +26,10 @@ build: ## Build the static binary into bin/.
 run: ## Run the server on its defaults (OTLP :4317, KEDA :4318, HTTP :8080).
 	$(GO) run ./cmd/keda-otel-scaler $(ARGS)
 
-test: ## Vet, then every test with the race detector.
+test: ## Vet, then every test with the race detector (test/compat included: about 2 minutes on 2 cores).
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 15m ./...
 
 test-short: ## Tests with -short (skips the heavy ones).
 	$(GO) test -race -short -count=1 -timeout 10m $(PKGS)
@@ -39,12 +40,24 @@ test-memory: ## Store heap gates without -race: 100k and 1M series (performance.
 bench: ## Every benchmark, -cpu 2, into bench.txt.
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 2 -count $(COUNT) $(PKGS) | tee bench.txt
 
+compat: ## Differential test and fuzz seeds against Prometheus's engine (test/compat, -race), then the speed-ratio and zero-alloc gates (no -race).
+	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
+	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' -v .
+
+bench-baseline: ## Ours vs Prometheus's engine on the T6 queries, same data, same run, into bench-baseline.txt.
+	cd test/compat && $(GO) test -run '^$$' -bench '^BenchmarkInstant$$' -benchmem -cpu 2 -benchtime 300ms -count $(COUNT) . | tee ../../bench-baseline.txt
+	cd test/compat && $(GO) tool benchstat -col /engine ../../bench-baseline.txt
+
 conformance: ## Upstream promqltest corpus runner: per-file summary, failures, floor check.
 	@$(GO) test -count=1 -run '^TestUpstreamConformance$$' -v ./pkg/query > conformance.txt; rc=$$?; \
 	grep -A60 'upstream conformance' conformance.txt; grep -e '--- FAIL' -e 'floor' conformance.txt; exit $$rc
 
 fuzz: ## Each fuzz target for FUZZ_TIME (default 30s).
 	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZ_TIME) ./pkg/query
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIQuery$$' -fuzztime $(FUZZ_TIME) ./pkg/query
+	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZ_TIME) .
+	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferentialQuery$$' -fuzztime $(FUZZ_TIME) .
+
 LOAD_ARGS ?=
 load: ## Loopback OTLP load test: points per server CPU-second, wire vs pdata baseline (bounded).
 	$(GO) run ./test/load $(LOAD_ARGS)
@@ -73,6 +86,7 @@ promtool: $(PROMTOOL) ## Build promtool (version pinned in test/promtool/go.mod)
 
 promtool-test: $(PROMTOOL) ## Drive the HTTP query API with promtool (the first build of promtool takes minutes).
 	cd test/promtool && PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 ./...
+	cd test/compat && $(GO) mod tidy
 
 clean: ## Remove build outputs.
-	rm -rf bin bench.txt conformance.txt
+	rm -rf bin bench.txt bench-baseline.txt conformance.txt

@@ -1,0 +1,252 @@
+package compat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/util/annotations"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+)
+
+// fSample implements chunks.Sample for a float sample.
+type fSample struct {
+	t int64
+	f float64
+}
+
+func (s fSample) T() int64                    { return s.t }
+func (fSample) ST() int64                     { return 0 }
+func (s fSample) F() float64                  { return s.f }
+func (fSample) H() *histogram.Histogram       { return nil }
+func (fSample) FH() *histogram.FloatHistogram { return nil }
+func (fSample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
+func (s fSample) Copy() chunks.Sample         { return s }
+
+// listSet is a storage.SeriesSet over prepared series (upstream's mock set
+// lives in a _test.go file, so we keep our own).
+type listSet struct {
+	series []storage.Series
+	i      int
+}
+
+func (s *listSet) Next() bool                      { s.i++; return s.i <= len(s.series) }
+func (s *listSet) At() storage.Series              { return s.series[s.i-1] }
+func (*listSet) Err() error                        { return nil }
+func (*listSet) Warnings() annotations.Annotations { return nil }
+
+// promStorage is the oracle's storage: the dataset as list series, sorted
+// by labels, indexed by metric name so a selector with a fixed name does
+// not scan everything (as a TSDB head's postings would not).
+type promStorage struct {
+	all    []*storage.SeriesEntry
+	byName map[string][]*storage.SeriesEntry
+}
+
+func newPromStorage(d *dataset) *promStorage {
+	ps := &promStorage{byName: map[string][]*storage.SeriesEntry{}}
+	for _, s := range d.series {
+		smpls := make([]chunks.Sample, len(s.samples))
+		for i, sm := range s.samples {
+			smpls[i] = fSample{t: sm.T, f: sm.F}
+		}
+		e := storage.NewListSeries(s.lset, smpls)
+		ps.all = append(ps.all, e)
+		name := s.lset.Get(labels.MetricName)
+		ps.byName[name] = append(ps.byName[name], e)
+	}
+	return ps
+}
+
+func (ps *promStorage) queryable() storage.Queryable {
+	return &storage.MockQueryable{MockQuerier: &storage.MockQuerier{SelectMockFunction: ps.selectFn}}
+}
+
+func (ps *promStorage) selectFn(_ bool, _ *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	cands := ps.all
+	for _, m := range ms {
+		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+			cands = ps.byName[m.Value]
+			break
+		}
+	}
+	out := &listSet{}
+next:
+	for _, e := range cands {
+		for _, m := range ms {
+			if !m.Matches(e.Lset.Get(m.Name)) {
+				continue next
+			}
+		}
+		out.series = append(out.series, e)
+	}
+	return out
+}
+
+// newPromEngine returns the reference engine with the options the
+// conformance plan fixes (promql-subset.md §6.2).
+func newPromEngine() *promql.Engine {
+	return promql.NewEngine(promql.EngineOpts{
+		MaxSamples:               50_000_000,
+		Timeout:                  time.Minute,
+		LookbackDelta:            5 * time.Minute,
+		EnableDelayedNameRemoval: true,
+		EnableNegativeOffset:     true,
+		Parser:                   parser.NewParser(parser.Options{EnableExperimentalFunctions: true}),
+	})
+}
+
+// outcome is one engine's answer, normalised for comparison.
+type outcome struct {
+	err    error
+	scalar bool
+	value  float64
+	vector map[string]float64 // labels.String() → value
+	dups   int                // elements whose labels repeat
+}
+
+func (o outcome) String() string {
+	switch {
+	case o.err != nil:
+		return "error: " + o.err.Error()
+	case o.scalar:
+		return fmt.Sprintf("scalar %v", o.value)
+	}
+	s := fmt.Sprintf("vector(%d)", len(o.vector))
+	for _, k := range sortedKeys(o.vector) {
+		s += fmt.Sprintf("\n      %s %v", k, o.vector[k])
+	}
+	if o.dups > 0 {
+		s += fmt.Sprintf("\n      (+%d duplicate label sets)", o.dups)
+	}
+	return s
+}
+
+// evalProm runs q on the reference engine at t (unix ms).
+func evalProm(ctx context.Context, ng *promql.Engine, qb storage.Queryable, q string, t int64, lookback time.Duration) outcome {
+	qry, err := ng.NewInstantQuery(ctx, qb, promql.NewPrometheusQueryOpts(false, lookback, nil), q, time.UnixMilli(t))
+	if err != nil {
+		return outcome{err: err}
+	}
+	defer qry.Close()
+	res := qry.Exec(ctx)
+	if res.Err != nil {
+		return outcome{err: res.Err}
+	}
+	switch v := res.Value.(type) {
+	case promql.Scalar:
+		return outcome{scalar: true, value: v.V}
+	case promql.Vector:
+		o := outcome{vector: make(map[string]float64, len(v))}
+		for _, s := range v {
+			if s.H != nil {
+				return outcome{err: errors.New("native histogram in result")}
+			}
+			k := s.Metric.String()
+			if _, ok := o.vector[k]; ok {
+				o.dups++
+			}
+			o.vector[k] = s.F
+		}
+		return o
+	default:
+		return outcome{err: fmt.Errorf("unexpected result type %s", res.Value.Type())}
+	}
+}
+
+// ours is our store and engine loaded with one dataset.
+type ours struct {
+	store  *store.Store
+	engine *query.Engine
+}
+
+func newOurs(d *dataset) (*ours, error) {
+	o := newEmptyOurs(d)
+	return o, o.load(d, func(int, sample) bool { return true })
+}
+
+// newEmptyOurs returns our store and engine, empty, with the store's clock
+// at the end of d.
+func newEmptyOurs(d *dataset) *ours {
+	return newEmptyOursWith(d, store.Config{
+		Retention:           48 * time.Hour,
+		Freshness:           -1, // Prometheus has no freshness: compare pure PromQL
+		MaxSamplesPerSeries: 1 << 14,
+	})
+}
+
+func newEmptyOursWith(d *dataset, cfg store.Config) *ours {
+	now := time.UnixMilli(d.end)
+	st := store.New(cfg, store.Settings{Now: func() time.Time { return now }})
+	return &ours{store: st, engine: query.NewEngine(st)}
+}
+
+// load creates d's series and appends the samples keep selects (series
+// index, sample). Loading in several calls must keep each series' samples
+// in time order, as ingestion does.
+func (o *ours) load(d *dataset, keep func(i int, s sample) bool) error {
+	for i, s := range d.series {
+		created := false
+		var ref store.SeriesRef
+		for _, sm := range s.samples {
+			if !keep(i, sm) {
+				continue
+			}
+			if !created {
+				var err error
+				if ref, err = o.store.Create(uint64(i+1), s.lset); err != nil {
+					return fmt.Errorf("create %s: %w", s.lset, err)
+				}
+				created = true
+			}
+			if err := o.store.Append(ref, sm.T, sm.F); err != nil {
+				return fmt.Errorf("append %s @%d: %w", s.lset, sm.T, err)
+			}
+		}
+	}
+	return nil
+}
+
+// compile compiles q for our engine. declined is non-empty when our engine
+// does not implement the query (ErrUnsupported, or a function its parser
+// does not know); err is any other compile error.
+func (o *ours) compile(q string, lookback time.Duration) (plan *query.Plan, declined string, err error) {
+	plan, err = o.engine.Query(q, query.Options{LookbackDelta: lookback})
+	if err != nil {
+		if reason, ok := declineReason(err); ok {
+			return nil, reason, nil
+		}
+		return nil, "", err
+	}
+	return plan, "", nil
+}
+
+// eval evaluates a compiled plan at t.
+func (o *ours) eval(ctx context.Context, plan *query.Plan, t int64) outcome {
+	res, err := plan.Eval(ctx, t)
+	if err != nil {
+		return outcome{err: err}
+	}
+	if res.Scalar {
+		return outcome{scalar: true, value: res.Value}
+	}
+	out := outcome{vector: make(map[string]float64, len(res.Vector))}
+	for _, s := range res.Vector {
+		k := s.Labels.String()
+		if _, ok := out.vector[k]; ok {
+			out.dups++
+		}
+		out.vector[k] = s.F
+	}
+	return out
+}

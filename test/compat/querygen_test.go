@@ -1,0 +1,330 @@
+package compat
+
+import (
+	"fmt"
+	"math/rand"
+	"strings"
+
+	"github.com/cortexproject/promqlsmith"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
+)
+
+// subsetFunctions are the functions of the Must and Should tiers
+// (promql-subset.md §2). The generator draws only from these; a function
+// the engine has not implemented yet is declined at parse time and counted
+// as skipped, never compared.
+var subsetFunctions = []string{
+	// Must.
+	"rate", "irate", "increase",
+	"avg_over_time", "min_over_time", "max_over_time", "sum_over_time", "count_over_time", "last_over_time",
+	"histogram_quantile",
+	"vector", "scalar", "clamp", "clamp_min", "clamp_max", "abs", "ceil", "floor", "round", "absent", "time",
+	// Should.
+	"delta", "idelta", "deriv", "predict_linear", "changes", "resets",
+	"quantile_over_time", "stddev_over_time", "stdvar_over_time", "first_over_time", "present_over_time", "absent_over_time",
+	"label_replace", "label_join",
+	"sqrt", "exp", "ln", "log2", "log10", "sgn", "timestamp", "sort", "sort_desc",
+}
+
+// subsetAggrs leaves out topk, bottomk (ties make them nondeterministic),
+// count_values, limitk and limit_ratio (Later tier).
+var subsetAggrs = []parser.ItemType{
+	parser.SUM, parser.AVG, parser.MIN, parser.MAX, parser.COUNT,
+	parser.GROUP, parser.STDDEV, parser.STDVAR, parser.QUANTILE,
+}
+
+var subsetBinops = []parser.ItemType{
+	parser.ADD, parser.SUB, parser.MUL, parser.DIV, parser.MOD, parser.POW, parser.ATAN2,
+	parser.EQLC, parser.NEQ, parser.LTE, parser.GTE, parser.LSS, parser.GTR,
+	parser.LAND, parser.LOR, parser.LUNLESS,
+}
+
+func subsetFunctionDefs() []*parser.Function {
+	var out []*parser.Function
+	for _, name := range subsetFunctions {
+		if f, ok := parser.Functions[name]; ok {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// newSmith returns promqlsmith restricted to the subset: no subqueries and
+// no @ (Later tier); offset (Should tier, negative included) when asked.
+func newSmith(rnd *rand.Rand, d *dataset, offset bool) *promqlsmith.PromQLSmith {
+	lsets := make([]labels.Labels, len(d.series))
+	for i, s := range d.series {
+		lsets[i] = s.lset
+	}
+	return promqlsmith.New(rnd, lsets,
+		promqlsmith.WithEnabledFunctions(subsetFunctionDefs()),
+		promqlsmith.WithEnabledAggrs(subsetAggrs),
+		promqlsmith.WithEnabledBinOps(subsetBinops),
+		promqlsmith.WithEnabledExprs([]promqlsmith.ExprType{
+			promqlsmith.VectorSelector, promqlsmith.MatrixSelector, promqlsmith.BinaryExpr,
+			promqlsmith.AggregateExpr, promqlsmith.CallExpr, promqlsmith.NumberLiteral, promqlsmith.UnaryExpr,
+		}),
+		promqlsmith.WithEnableOffset(offset),
+		promqlsmith.WithEnableAtModifier(false),
+		promqlsmith.WithEnableVectorMatching(true),
+		promqlsmith.WithMaxDepth(4),
+	)
+}
+
+// smithQuery draws promqlsmith queries until one is an instant vector or
+// scalar (it can still return a bare range selector).
+func smithQuery(s *promqlsmith.PromQLSmith) string {
+	for {
+		e := s.WalkInstantQuery()
+		if t := e.Type(); t == parser.ValueTypeVector || t == parser.ValueTypeScalar {
+			return e.String()
+		}
+	}
+}
+
+// triggerGen writes queries shaped like autoscaling triggers, biased to the
+// edges that change scaling numbers: range boundaries, resets, idle
+// histograms, empty results, name collisions, vector matching.
+type triggerGen struct {
+	rnd *rand.Rand
+}
+
+var (
+	gauges   = []string{"vllm:num_requests_waiting", "vllm:num_requests_running", "collide_a", "my.metric", "big_gauge"}
+	counters = []string{"vllm:prompt_tokens_total", "vllm:generation_tokens_total", "http_requests_total", "collide_b",
+		"vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count"}
+	ranges = []string{"15s", "30s", "37s", "45s", "1m", "90s", "2m", "3m", "5m", "10m"}
+)
+
+func (g *triggerGen) pick(xs []string) string { return xs[g.rnd.Intn(len(xs))] }
+
+// name writes a metric name, quoted when it is not a legacy name.
+func quoteName(n string) string {
+	if strings.ContainsAny(n, ".") {
+		return fmt.Sprintf("{%q", n)
+	}
+	return n + "{"
+}
+
+// sel writes a selector for metric name n with random extra matchers.
+func (g *triggerGen) sel(n string) string {
+	var ms []string
+	switch g.rnd.Intn(10) {
+	case 0:
+		ms = append(ms, fmt.Sprintf(`pod="p%d"`, g.rnd.Intn(4)))
+	case 1:
+		ms = append(ms, fmt.Sprintf(`pod=~"p[0-%d]"`, g.rnd.Intn(4)))
+	case 2:
+		ms = append(ms, `model_name!="m1"`)
+	case 3:
+		ms = append(ms, `pod!~"p1|p2"`)
+	case 4:
+		ms = append(ms, `model_name=""`)
+	case 5:
+		ms = append(ms, `model_name=~"m1|"`)
+	case 6:
+		ms = append(ms, `namespace="ns"`, `model_name="m2"`)
+	}
+	s := quoteName(n)
+	if strings.HasPrefix(s, "{") && len(ms) > 0 {
+		s += ","
+	}
+	s += strings.Join(ms, ",") + "}"
+	if s == n+"{}" {
+		s = n
+	}
+	if g.rnd.Intn(12) == 0 {
+		s += " offset " + g.pick([]string{"30s", "1m", "-30s", "-1m", "5m"})
+	}
+	return s
+}
+
+func (g *triggerGen) rangeSel(n string) string {
+	s := g.sel(n)
+	// offset must follow the range.
+	if i := strings.Index(s, " offset "); i >= 0 {
+		return s[:i] + "[" + g.pick(ranges) + "]" + s[i:]
+	}
+	return s + "[" + g.pick(ranges) + "]"
+}
+
+func (g *triggerGen) grouping() string {
+	switch g.rnd.Intn(6) {
+	case 0:
+		return " by (pod)"
+	case 1:
+		return " by (model_name)"
+	case 2:
+		return " without (pod)"
+	case 3:
+		return " by (pod, model_name)"
+	}
+	return ""
+}
+
+func (g *triggerGen) agg(inner string) string {
+	op := g.pick([]string{"sum", "sum", "sum", "avg", "max", "min", "count", "group", "stddev", "stdvar", "quantile"})
+	if op == "quantile" {
+		return fmt.Sprintf("quantile%s (%s, %s)", g.grouping(), g.quantile(), inner)
+	}
+	return fmt.Sprintf("%s%s (%s)", op, g.grouping(), inner)
+}
+
+func (g *triggerGen) quantile() string {
+	return g.pick([]string{"0", "0.5", "0.9", "0.95", "0.99", "1", "-0.5", "1.5", "NaN"})
+}
+
+// counterFn applies a range function that fits counters to a selector.
+func (g *triggerGen) counterFn(n string) string {
+	fn := g.pick([]string{"rate", "rate", "rate", "increase", "irate", "resets", "changes"})
+	return fmt.Sprintf("%s(%s)", fn, g.rangeSel(n))
+}
+
+func (g *triggerGen) gaugeFn(n string) string {
+	switch fn := g.pick([]string{"avg_over_time", "max_over_time", "min_over_time", "sum_over_time", "count_over_time",
+		"last_over_time", "stddev_over_time", "present_over_time", "delta", "idelta", "deriv", "quantile_over_time", "predict_linear"}); fn {
+	case "quantile_over_time":
+		return fmt.Sprintf("%s(%s, %s)", fn, g.quantile(), g.rangeSel(n))
+	case "predict_linear":
+		return fmt.Sprintf("%s(%s, %s)", fn, g.rangeSel(n), g.pick([]string{"0", "60", "-30", "300"}))
+	default:
+		return fmt.Sprintf("%s(%s)", fn, g.rangeSel(n))
+	}
+}
+
+// vec writes an instant-vector expression over one metric.
+func (g *triggerGen) vec() string {
+	switch g.rnd.Intn(4) {
+	case 0:
+		return g.sel(g.pick(gauges))
+	case 1:
+		return g.gaugeFn(g.pick(gauges))
+	default:
+		return g.counterFn(g.pick(counters))
+	}
+}
+
+func (g *triggerGen) histogramQuantile() string {
+	by := g.pick([]string{"le", "le", "le, model_name", "le, pod", "pod, le"})
+	inner := fmt.Sprintf("sum by (%s) (rate(%s))", by, g.rangeSel("vllm:time_to_first_token_seconds_bucket"))
+	if g.rnd.Intn(5) == 0 {
+		inner = fmt.Sprintf("rate(%s)", g.rangeSel("vllm:time_to_first_token_seconds_bucket"))
+	}
+	if g.rnd.Intn(8) == 0 {
+		inner = g.sel("vllm:time_to_first_token_seconds_bucket")
+	}
+	if g.rnd.Intn(8) == 0 {
+		inner = g.pick([]string{"odd_bucket", `sum by (le) (odd_bucket)`, `rate(odd_bucket[2m])`, `odd_bucket{pod="p1"}`})
+	}
+	return fmt.Sprintf("histogram_quantile(%s, %s)", g.quantile(), inner)
+}
+
+func (g *triggerGen) match() string {
+	switch g.rnd.Intn(5) {
+	case 0:
+		return " on (pod)"
+	case 1:
+		return " ignoring (code)"
+	case 2:
+		return " on ()"
+	}
+	return ""
+}
+
+// next returns one trigger-shaped query.
+func (g *triggerGen) next() string {
+	switch g.rnd.Intn(22) {
+	case 0, 1:
+		return g.agg(g.sel(g.pick(gauges)))
+	case 2, 3, 4:
+		return g.agg(g.counterFn(g.pick(counters)))
+	case 5:
+		return g.agg(g.gaugeFn(g.pick(gauges)))
+	case 6:
+		return fmt.Sprintf("%s / %s", g.agg(g.vec()), g.agg(g.vec()))
+	case 7:
+		return fmt.Sprintf("sum(%s) / clamp_min(sum(%s), 1)", g.vec(), g.vec())
+	case 8:
+		return fmt.Sprintf("%s or vector(%s)", g.agg(g.vec()), g.pick([]string{"0", "1", "NaN"}))
+	case 9, 10:
+		return g.histogramQuantile()
+	case 11:
+		return fmt.Sprintf("sum(%s > bool %s)", g.counterFn(g.pick(counters)), g.pick([]string{"0", "1", "0.5"}))
+	case 12:
+		return fmt.Sprintf("%s %s %s", g.vec(), g.pick([]string{">", "<", ">=", "<=", "==", "!="}), g.pick([]string{"0", "3", "10"}))
+	case 13:
+		lhs := fmt.Sprintf("sum by (pod) (%s)", g.vec())
+		rhs := fmt.Sprintf("sum by (pod) (%s)", g.vec())
+		return fmt.Sprintf("%s %s%s %s", lhs, g.pick([]string{"/", "*", "+", "-", "and", "or", "unless", ">"}), g.match(), rhs)
+	case 14:
+		return fmt.Sprintf("%s * on (pod) group_left (model_name) max by (pod, model_name) (%s)",
+			g.agg(g.vec()), g.sel("vllm:num_requests_waiting"))
+	case 15:
+		return g.pick([]string{
+			`sum(rate({__name__=~"collide_a|collide_b"}[1m]))`,
+			`rate({__name__=~"collide_.*"}[2m])`,
+			`-{__name__=~"collide_a|collide_b"}`,
+			`{__name__=~"collide_.*"}`,
+			`{__name__=~"collide_.*"} > 0`,
+			`{__name__=~"collide_.*"} > bool 0`,
+			`last_over_time({__name__=~"collide_.*"}[1m])`,
+			`sum by (__name__) ({__name__=~"collide_.*"})`,
+			`abs({__name__=~"collide_a|collide_b"}) or vector(1)`,
+			`label_replace({__name__=~"collide_.*"}, "__name__", "x", "pod", ".*")`,
+		})
+	case 16:
+		return fmt.Sprintf("absent(%s)", g.sel(g.pick(append(gauges, "nothing_here"))))
+	case 17:
+		return fmt.Sprintf("absent_over_time(%s)", g.rangeSel(g.pick(append(gauges, "nothing_here"))))
+	case 18:
+		return fmt.Sprintf("%s(%s)", g.pick([]string{"abs", "ceil", "floor", "round", "-", "sqrt", "ln", "sgn", "exp", "timestamp"}), g.agg(g.vec()))
+	case 19:
+		return fmt.Sprintf("clamp(%s, %s, %s)", g.vec(), g.pick([]string{"0", "-1", "2"}), g.pick([]string{"1", "5", "-3"}))
+	case 20:
+		return fmt.Sprintf("scalar(%s) %s %s", g.agg(g.vec()), g.pick([]string{"*", "+", "/", ">= bool"}), g.pick([]string{"2", "time()", "scalar(vector(3))"}))
+	default:
+		return fmt.Sprintf("label_replace(%s, \"dst\", \"$1\", \"pod\", \"p(.*)\")", g.vec())
+	}
+}
+
+// corpus are real autoscaling queries (promql-subset.md §2: vLLM, KServe,
+// llm-d and KEDA examples), over the dataset's metric names.
+var corpus = []string{
+	`sum(vllm:num_requests_waiting{model_name="m1"})`,
+	`sum(vllm:num_requests_waiting)`,
+	`sum(rate(vllm:prompt_tokens_total[2m]))`,
+	`sum(vllm:num_requests_waiting) or vector(0)`,
+	`sum(vllm:num_requests_waiting{model_name="none"}) or vector(0)`,
+	`sum(vllm:num_requests_waiting) / clamp_min(sum(vllm:num_requests_running), 1)`,
+	`histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[5m])))`,
+	`histogram_quantile(0.9, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[1m])))`,
+	`histogram_quantile(0.99, sum by (le, model_name) (rate(vllm:time_to_first_token_seconds_bucket{model_name="m1"}[2m])))`,
+	`sum(avg_over_time(vllm:num_requests_waiting[30s]))`,
+	`sum(rate(http_requests_total[1m]) > bool 0)`,
+	`sum(rate(http_requests_total{code=~"2.."}[2m]))`,
+	`sum(increase(http_requests_total{code="500"}[5m])) / sum(increase(http_requests_total[5m]))`,
+	`sum(vllm:num_requests_running{namespace="ns"})`,
+	`sum by (model_name) (vllm:num_requests_waiting)`,
+	`avg(vllm:num_requests_running)`,
+	`max(vllm:num_requests_waiting)`,
+	`count(vllm:num_requests_running > 0)`,
+	`sum(rate(vllm:generation_tokens_total[1m])) + sum(rate(vllm:prompt_tokens_total[1m]))`,
+	`sum(rate(vllm:time_to_first_token_seconds_sum[5m])) / sum(rate(vllm:time_to_first_token_seconds_count[5m]))`,
+	`sum(irate(vllm:prompt_tokens_total[1m]))`,
+	`avg(max_over_time(vllm:num_requests_waiting[2m]))`,
+	`sum(last_over_time(vllm:num_requests_waiting[1m]))`,
+	`vllm:num_requests_waiting`,
+	`{"vllm:num_requests_waiting", pod="p0"}`,
+	`scalar(sum(vllm:num_requests_waiting))`,
+	`absent(vllm:num_requests_waiting{pod="gone"})`,
+	`sum(vllm:num_requests_waiting) > 10`,
+	`ceil(sum(vllm:num_requests_waiting) / 4)`,
+	`sum(rate(vllm:prompt_tokens_total[2m])) * 60`,
+	`clamp_max(sum(vllm:num_requests_waiting), 100)`,
+	`sum by (pod) (rate(vllm:prompt_tokens_total[1m])) / on (pod) sum by (pod) (rate(vllm:generation_tokens_total[1m]))`,
+	`sum by (pod) (vllm:num_requests_running) * on (pod) group_left (model_name) max by (pod, model_name) (vllm:num_requests_waiting)`,
+	`sum(vllm:num_requests_waiting and on (pod) label_replace(vllm:num_requests_running, "pod", "$1", "pod", "(.*)"))`,
+	`sum(rate(vllm:prompt_tokens_total[5m] offset 1m))`,
+	`time() - max(timestamp(vllm:num_requests_waiting))`,
+}
