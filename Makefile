@@ -52,9 +52,14 @@ conformance: ## Upstream promqltest corpus runner: per-file summary, failures, f
 	@$(GO) test -count=1 -run '^TestUpstreamConformance$$' -v ./pkg/query > conformance.txt; rc=$$?; \
 	grep -A60 'upstream conformance' conformance.txt; grep -e '--- FAIL' -e 'floor' conformance.txt; exit $$rc
 
-fuzz: ## Each fuzz target for FUZZ_TIME (default 30s).
-	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZ_TIME) ./pkg/query
-	$(GO) test -run '^$$' -fuzz '^FuzzAPIQuery$$' -fuzztime $(FUZZ_TIME) ./pkg/query
+# Every fuzz target of the project, as "package:Target".
+FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzAPIQuery ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
+	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/internal/otlpwire:FuzzWalk
+
+fuzz: ## Each fuzz target for FUZZ_TIME (default 30s), then test/compat's differential fuzzers.
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t"; $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZ_TIME) "$${t%%:*}"; \
+	done
 	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZ_TIME) .
 	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferentialQuery$$' -fuzztime $(FUZZ_TIME) .
 
