@@ -71,7 +71,7 @@ func (o objects) decode(t *testing.T, key string, into any) {
 	t.Helper()
 	raw, ok := o[key]
 	require.Truef(t, ok, "rendered objects %v lack %s", o.kinds(), key)
-	require.NoError(t, yaml.UnmarshalStrict(raw, into), "%s:\n%s", key, raw)
+	require.NoError(t, unmarshalStrict(raw, into), "%s:\n%s", key, raw)
 }
 
 // render renders the chart like `helm template keda-otel-scaler -n keda`,
