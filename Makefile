@@ -9,7 +9,7 @@ COUNT    ?= 6
 PKGS     ?= ./...
 LINT      = $(GO) tool -modfile=test/lint/go.mod golangci-lint
 
-.PHONY: all build run test test-short bench lint fmt vet tidy clean help
+.PHONY: all build run test test-short bench lint fmt vet tidy clean help helm-lint helm-test e2e e2e-collector
 
 all: build
 
@@ -44,6 +44,21 @@ vet: ## go vet.
 tidy: ## go mod tidy for every module.
 	$(GO) mod tidy
 	cd test/lint && $(GO) mod tidy
+	cd test/helm && $(GO) mod tidy
+	cd test/e2e && $(GO) mod tidy
+	cd test/e2e/otelcol && $(GO) mod tidy
+
+helm-lint: ## helm lint + helm template over deploy/helm (ci/*-values.yaml) and the examples/ checks (Helm's Go packages, test/helm).
+	cd test/helm && $(GO) vet ./... && $(GO) test -short -count=1 ./...
+
+helm-test: ## helm-lint plus the checks that build the server (every flag settable, rendered config starts it).
+	cd test/helm && $(GO) vet ./... && $(GO) test -count=1 -v ./...
+
+e2e-collector: ## Build (or reuse) the e2e OpenTelemetry Collector in test/e2e/.cache.
+	cd test/e2e && $(GO) test -count=1 -run TestBuildCollector -v ./...
+
+e2e: ## End to end: real OpenTelemetry Collectors scrape fake vLLM pods and push to the real scaler; KEDA's client asks.
+	cd test/e2e && $(GO) vet ./... && $(GO) test -count=1 -v -timeout 45m ./...
 
 clean: ## Remove build outputs.
 	rm -rf bin bench.txt
