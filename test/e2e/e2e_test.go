@@ -149,6 +149,31 @@ func (p *pod) kill() {
 	p.vllm.Close()
 }
 
+// waitScraped waits until every pod's collector has scraped it twice (the
+// pipeline runs), failing at once with the collector's log if one exits.
+func waitScraped(t *testing.T, pods []*pod, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ready := true
+		for _, p := range pods {
+			if p.col.exited() {
+				t.Fatalf("collector %s exited: %v\n%s", p.name, p.col.waitErr, p.col.tail(30))
+			}
+			if p.vllm.scrapes.Load() < 2 {
+				ready = false
+			}
+		}
+		if ready {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("collectors did not scrape within %s", timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 type kedaClient struct {
 	c    externalscaler.ExternalScalerClient
 	conn *grpc.ClientConn
@@ -253,11 +278,13 @@ func TestEndToEnd(t *testing.T) {
 		startPod(t, colBin, cfgPath, addrs.OTLPGRPC, ns, deploy, "d-7c9f-c", fixture, 5),
 	}
 	other := startPod(t, colBin, cfgPath, addrs.OTLPGRPC, ns, "other", "other-5d8b-a", fixture, 100)
-	_ = other
+	all := append(append([]*pod{}, pods...), other)
+	waitScraped(t, all, 60*time.Second)
 
 	running := kserveRef(ns, deploy, "vllm:num_requests_running", "4", nil)
-	first := keda.waitValue(t, running, 2+3+5, 90*time.Second)
-	report("first correct value (10 = 2+3+5, other Deployment excluded) %s after starting 4 collectors", first.Round(10*time.Millisecond))
+	keda.waitValue(t, running, 2+3+5, 90*time.Second)
+	report("first correct value (10 = 2+3+5, other Deployment excluded) %s after starting 4 collectors",
+		time.Since(startAll).Round(10*time.Millisecond))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

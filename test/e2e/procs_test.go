@@ -59,7 +59,6 @@ func buildCollector(ctx context.Context, logw io.Writer) (string, error) {
 	tmp := abs + ".tmp"
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, ".")
 	cmd.Dir = "otelcol"
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build collector: %w\n%s", err, out)
 	}
