@@ -54,6 +54,7 @@ var (
 )
 
 // tools builds (or reuses) the collector and builds the scaler, once.
+// E2E_OTELCOL and E2E_SCALER name prebuilt binaries instead.
 func tools(t *testing.T) (collectorBin, scalerBin string) {
 	t.Helper()
 	toolsOnce.Do(func() {
@@ -63,6 +64,10 @@ func tools(t *testing.T) (collectorBin, scalerBin string) {
 			return
 		}
 		if toolsDir, toolsErr = os.MkdirTemp("", "kos-e2e-"); toolsErr != nil {
+			return
+		}
+		if p := os.Getenv("E2E_SCALER"); p != "" {
+			scaler = p // a prebuilt scaler binary, e.g. from another branch
 			return
 		}
 		scaler, toolsErr = buildScaler(ctx, toolsDir)
@@ -78,7 +83,10 @@ func tools(t *testing.T) (collectorBin, scalerBin string) {
 // overriding (override: false). Everything else runs as written. The
 // collector's own telemetry is switched off so several collectors can run
 // side by side without binding :8888.
-func sidecarConfig(t *testing.T) string {
+//
+// compression "" keeps the example's exporter default (gzip); "none" is what
+// KServe's generated sidecar sends.
+func sidecarConfig(t *testing.T, compression string) string {
 	t.Helper()
 	raw, err := os.ReadFile(exampleCollectorConfig)
 	require.NoError(t, err)
@@ -111,6 +119,10 @@ func sidecarConfig(t *testing.T) string {
 	svc["telemetry"] = map[string]any{
 		"metrics": map[string]any{"level": "none"},
 		"logs":    map[string]any{"level": "warn"},
+	}
+	if compression != "" {
+		otlp := cfg["exporters"].(map[string]any)["otlp"].(map[string]any)
+		otlp["compression"] = compression
 	}
 	out, err := yaml.Marshal(cfg)
 	require.NoError(t, err)
@@ -269,7 +281,8 @@ func TestEndToEnd(t *testing.T) {
 	// Three pods of Deployment "d" in namespace "ns", one pod of another
 	// Deployment in the same namespace that no trigger of "d" may count.
 	const ns, deploy = "ns", "d"
-	cfgPath := sidecarConfig(t)
+	cfgPath := sidecarConfig(t, "")           // gzip, the otlp exporter's default
+	kserveCfgPath := sidecarConfig(t, "none") // KServe's sidecar: uncompressed
 	fixture := loadFixture(t)
 	startAll := time.Now()
 	pods := []*pod{
@@ -277,7 +290,7 @@ func TestEndToEnd(t *testing.T) {
 		startPod(t, colBin, cfgPath, addrs.OTLPGRPC, ns, deploy, "d-7c9f-b", fixture, 3),
 		startPod(t, colBin, cfgPath, addrs.OTLPGRPC, ns, deploy, "d-7c9f-c", fixture, 5),
 	}
-	other := startPod(t, colBin, cfgPath, addrs.OTLPGRPC, ns, "other", "other-5d8b-a", fixture, 100)
+	other := startPod(t, colBin, kserveCfgPath, addrs.OTLPGRPC, ns, "other", "other-5d8b-a", fixture, 100)
 	all := append(append([]*pod{}, pods...), other)
 	waitScraped(t, all, 60*time.Second)
 
@@ -285,6 +298,9 @@ func TestEndToEnd(t *testing.T) {
 	keda.waitValue(t, running, 2+3+5, 90*time.Second)
 	report("first correct value (10 = 2+3+5, other Deployment excluded) %s after starting 4 collectors",
 		time.Since(startAll).Round(10*time.Millisecond))
+
+	// The other Deployment's pod exports uncompressed, like KServe's sidecar.
+	keda.waitValue(t, kserveRef(ns, "other", "vllm:num_requests_running", "4", nil), 100, 30*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
