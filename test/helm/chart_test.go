@@ -344,8 +344,9 @@ var configEnv = []struct {
 	{"maxSeriesPerMetric", "100000", "KOS_MAX_SERIES_PER_METRIC", "100000"},
 	{"maxLabelsPerSeries", 48, "KOS_MAX_LABELS_PER_SERIES", "48"},
 	{"maxLabelNameLength", 512, "KOS_MAX_LABEL_NAME_LENGTH", "512"},
-	{"maxLabelValueLength", "2KiB", "KOS_MAX_LABEL_VALUE_LENGTH", "2KiB"},
+	{"maxLabelValueLength", "2048", "KOS_MAX_LABEL_VALUE_LENGTH", "2048"},
 	{"maxMetricNameLength", 512, "KOS_MAX_METRIC_NAME_LENGTH", "512"},
+	{"seriesTTL", "5m", "KOS_SERIES_TTL", "5m"},
 }
 
 func container(t *testing.T, o objects) corev1.Container {
@@ -630,6 +631,7 @@ func TestSchemaRejects(t *testing.T) {
 		{"typo in config", set("config.freshnes", "10s"), "freshnes"},
 		{"bad duration", set("config.freshness", "ten seconds"), "freshness"},
 		{"bad size", set("config.otlpMaxRecvSize", "64MB"), "otlpMaxRecvSize"},
+		{"label length takes plain bytes", set("config.maxLabelValueLength", "4KiB"), "maxLabelValueLength"},
 		{"bad log level", set("config.logLevel", "verbose"), "logLevel"},
 		{"bad delta policy", set("config.otlpDelta", "keep"), "otlpDelta"},
 		{"replicaCount string", set("replicaCount", "two"), "replicaCount"},

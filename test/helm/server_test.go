@@ -34,9 +34,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildServer builds cmd/keda-otel-scaler once per test binary.
+// buildServer builds cmd/keda-otel-scaler once per test binary;
+// E2E_SCALER names a prebuilt binary instead (e.g. from another branch).
 func buildServer(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("E2E_SCALER"); p != "" {
+		return p
+	}
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "kos-helm-test-")
 		if buildErr != nil {

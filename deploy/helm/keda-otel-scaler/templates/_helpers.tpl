@@ -77,6 +77,7 @@ mapped to their flag names; empty values are left to the server's default.
   "maxLabelNameLength" "max-label-name-length"
   "maxLabelValueLength" "max-label-value-length"
   "maxMetricNameLength" "max-metric-name-length"
+  "seriesTTL" "series-ttl"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
