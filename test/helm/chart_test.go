@@ -588,6 +588,7 @@ func TestAllOptional(t *testing.T) {
 	require.Contains(t, vols, "state")
 	require.NotNil(t, vols["state"].PersistentVolumeClaim)
 	assert.Equal(t, "keda-otel-scaler-state", vols["state"].PersistentVolumeClaim.ClaimName)
+	assert.Nil(t, vols["state"].EmptyDir, "a PVC replaces the default emptyDir, not merged with it")
 	assert.Equal(t, "system-cluster-critical", pod.PriorityClassName)
 	assert.Equal(t, "linux", pod.NodeSelector["kubernetes.io/os"])
 	assert.Len(t, pod.Tolerations, 1)
@@ -596,6 +597,34 @@ func TestAllOptional(t *testing.T) {
 	assert.Equal(t, "regcred", pod.ImagePullSecrets[0].Name)
 	assert.Equal(t, "autoscaling", d.Spec.Template.Labels["tier"])
 	assert.Equal(t, "ml-platform", d.Labels["team"])
+}
+
+func TestStateDirDefaultVolume(t *testing.T) {
+	o := mustRender(t, set("stateDir.enabled", true))
+	var d appsv1.Deployment
+	o.decode(t, "Deployment/keda-otel-scaler", &d)
+	require.Len(t, d.Spec.Template.Spec.Volumes, 1)
+	v := d.Spec.Template.Spec.Volumes[0]
+	assert.Equal(t, "state", v.Name)
+	require.NotNil(t, v.EmptyDir)
+	assert.Equal(t, "1Gi", v.EmptyDir.SizeLimit.String())
+	c := d.Spec.Template.Spec.Containers[0]
+	assert.Equal(t, "/var/lib/keda-otel-scaler", envMap(c)["KOS_STATE_DIR"])
+	require.Len(t, c.VolumeMounts, 1)
+	assert.False(t, c.VolumeMounts[0].ReadOnly, "the state dir is writable")
+}
+
+// TestRenderedWhitespace keeps the rendered manifests free of trailing
+// spaces (kubectl diff noise, and a sign of template indentation slips).
+func TestRenderedWhitespace(t *testing.T) {
+	for _, f := range valuesFiles {
+		o := mustRender(t, readValues(t, f))
+		for k, raw := range o {
+			for i, l := range strings.Split(string(raw), "\n") {
+				assert.Equalf(t, strings.TrimRight(l, " \t"), l, "%s %s line %d has trailing whitespace", f, k, i+1)
+			}
+		}
+	}
 }
 
 func TestHeadless(t *testing.T) {
