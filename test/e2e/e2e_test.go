@@ -92,6 +92,13 @@ func sidecarConfig(t *testing.T, compression string) string {
 	require.NoError(t, err)
 	var cfg map[string]any
 	require.NoError(t, yaml.Unmarshal(raw, &cfg))
+	return runnableConfig(t, cfg, compression)
+}
+
+// runnableConfig applies sidecarConfig's substitutions to a KServe-like
+// collector config and writes it to a file.
+func runnableConfig(t *testing.T, cfg map[string]any, compression string) string {
+	t.Helper()
 	procs := cfg["processors"].(map[string]any)
 	rd, ok := procs["resourcedetection/env"].(map[string]any)
 	require.True(t, ok, "example has resourcedetection/env")
@@ -389,6 +396,49 @@ func TestEndToEnd(t *testing.T) {
 	srv.Stop(20 * time.Second)
 	assert.NoError(t, srv.waitErr, "scaler exits cleanly on SIGTERM")
 	assert.NotContains(t, srv.log(), `"level":"ERROR"`, "scaler logged errors:\n%s", srv.tail(20))
+}
+
+// TestExampleCollectorConfigsValidate runs the real collector's validate
+// command on the plain config and on the OpenTelemetryCollector resource's
+// config from examples/ (with the resourcedetection emulation).
+func TestExampleCollectorConfigsValidate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds an OpenTelemetry Collector")
+	}
+	colBin, _ := tools(t)
+	raw, err := os.ReadFile("../../examples/vllm/otel-sidecar.yaml")
+	require.NoError(t, err)
+	var cr struct {
+		Spec struct {
+			Config map[string]any `json:"config"`
+		} `json:"spec"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &cr))
+	for name, path := range map[string]string{
+		"collector-config.yaml": sidecarConfig(t, ""),
+		"otel-sidecar.yaml":     runnableConfig(t, cr.Spec.Config, ""),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, colBin, "validate", "--config=file:"+path)
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OTEL_RESOURCE_ATTRIBUTES=k8s.namespace.name=ns,k8s.deployment.name=d,k8s.pod.name=p"}
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "collector validate:\n%s", out)
+		})
+	}
+	t.Run("a broken statement is rejected", func(t *testing.T) {
+		var cfg map[string]any
+		b, err := os.ReadFile(exampleCollectorConfig)
+		require.NoError(t, err)
+		require.NoError(t, yaml.Unmarshal(b, &cfg))
+		tr := cfg["processors"].(map[string]any)["transform"].(map[string]any)
+		tr["metric_statements"] = []any{map[string]any{"context": "datapoint", "statements": []any{`set(attributes["namespace"], resource.attributes["k8s.namespace.name"]`}}}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, colBin, "validate", "--config=file:"+runnableConfig(t, cfg, "")).CombinedOutput()
+		require.Error(t, err, "validate accepted a broken OTTL statement:\n%s", out)
+	})
 }
 
 // TestBuildCollector builds (or finds in .cache) the collector; `make
