@@ -1,19 +1,25 @@
 # keda-otel-scaler. Every tool the targets need comes from the Go module
-# proxy; nothing else is downloaded.
+# proxy; nothing else is downloaded. `make help` lists the targets.
 
-GO       ?= go
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-BIN      ?= bin/keda-otel-scaler
-BENCH    ?= .
-COUNT    ?= 6
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN       ?= bin/keda-otel-scaler
+BENCH     ?= .
+COUNT     ?= 6
 FUZZ_TIME ?= 30s
-PKGS     ?= ./...
-LINT      = $(GO) tool -modfile=test/lint/go.mod golangci-lint
+PKGS      ?= ./...
+LINT       = $(GO) tool -modfile=test/lint/go.mod golangci-lint
 TOOLS_DIR ?= $(CURDIR)/.cache/tools
 PROMTOOL  ?= $(TOOLS_DIR)/promtool
 DEMO_ARGS ?=
+LOAD_ARGS ?=
 
-.PHONY: all build run test test-short test-memory bench lint fmt vet tidy clean help conformance fuzz demo promtool promtool-test load bench-baseline compat
+# Every fuzz target of the main module, as "package:Target".
+FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzAPIQuery ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
+	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/internal/otlpwire:FuzzWalk
+
+.PHONY: all help build run demo test test-short test-memory conformance compat fuzz bench bench-baseline load \
+	helm-lint helm-test e2e e2e-collector promtool promtool-test lint fmt vet tidy clean
 
 all: build
 
@@ -23,38 +29,31 @@ help: ## List the targets.
 build: ## Build the static binary into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/keda-otel-scaler
 
-run: ## Run the server on its defaults (OTLP :4317, KEDA :4318, HTTP :8080).
+run: ## Run the server on its defaults (OTLP :4317, KEDA :4318, HTTP :8080). ARGS="--log-level debug" etc.
 	$(GO) run ./cmd/keda-otel-scaler $(ARGS)
 
-test: ## Vet, then every test with the race detector (test/compat included: about 2 minutes on 2 cores).
+demo: ## The end-to-end demo (~1 min): simulated vLLM pods, OTLP push, KEDA/HPA loop; pictures in demo-out/. DEMO_ARGS="--profile ramp" etc.
+	$(GO) run ./cmd/keda-otel-scaler demo $(DEMO_ARGS)
+
+test: ## What CI runs: vet and every test with -race in the main module, test/compat (vs Prometheus's engine) and test/helm (chart + examples).
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 15m ./...
+	cd test/helm && $(GO) vet ./... && $(GO) test -count=1 -timeout 15m ./...
 
-test-short: ## Tests with -short (skips the heavy ones).
+test-short: ## The main module's tests with -short (skips the heavy ones).
 	$(GO) test -race -short -count=1 -timeout 10m $(PKGS)
 
-test-memory: ## Store heap gates without -race: 100k and 1M series (performance.md T3-T5; nightly).
+test-memory: ## Store heap gates without -race: 100k and 1M series (performance.md T3-T5).
 	$(GO) test -count=1 -timeout 20m -run '^TestMemory' -v ./pkg/store
-
-bench: ## Every benchmark, -cpu 2, into bench.txt.
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 2 -count $(COUNT) $(PKGS) | tee bench.txt
-
-compat: ## Differential test and fuzz seeds against Prometheus's engine (test/compat, -race), then the speed-ratio and zero-alloc gates (no -race).
-	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
-	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' -v .
-
-bench-baseline: ## Ours vs Prometheus's engine on the T6 queries, same data, same run, into bench-baseline.txt.
-	cd test/compat && $(GO) test -run '^$$' -bench '^BenchmarkInstant$$' -benchmem -cpu 2 -benchtime 300ms -count $(COUNT) . | tee ../../bench-baseline.txt
-	cd test/compat && $(GO) tool benchstat -col /engine ../../bench-baseline.txt
 
 conformance: ## Upstream promqltest corpus runner: per-file summary, failures, floor check.
 	@$(GO) test -count=1 -run '^TestUpstreamConformance$$' -v ./pkg/query > conformance.txt; rc=$$?; \
 	grep -A60 'upstream conformance' conformance.txt; grep -e '--- FAIL' -e 'floor' conformance.txt; exit $$rc
 
-# Every fuzz target of the project, as "package:Target".
-FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzAPIQuery ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
-	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/internal/otlpwire:FuzzWalk
+compat: ## Differential test and fuzz seeds against Prometheus's engine (test/compat, -race), then the speed-ratio and zero-alloc gates (no -race).
+	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
+	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' -v .
 
 fuzz: ## Each fuzz target for FUZZ_TIME (default 30s), then test/compat's differential fuzzers.
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -63,9 +62,35 @@ fuzz: ## Each fuzz target for FUZZ_TIME (default 30s), then test/compat's differ
 	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZ_TIME) .
 	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferentialQuery$$' -fuzztime $(FUZZ_TIME) .
 
-LOAD_ARGS ?=
+bench: ## Every benchmark of the main module, -cpu 2, into bench.txt.
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 2 -count $(COUNT) $(PKGS) | tee bench.txt
+
+bench-baseline: ## Ours vs Prometheus's engine on the T6 queries, same data, same run, into bench-baseline.txt.
+	cd test/compat && $(GO) test -run '^$$' -bench '^BenchmarkInstant$$' -benchmem -cpu 2 -benchtime 300ms -count $(COUNT) . | tee ../../bench-baseline.txt
+	cd test/compat && $(GO) tool benchstat -col /engine ../../bench-baseline.txt
+
 load: ## Loopback OTLP load test: points per server CPU-second, wire vs pdata baseline (bounded).
 	$(GO) run ./test/load $(LOAD_ARGS)
+
+helm-lint: ## helm lint + helm template of deploy/helm (ci/*-values.yaml) checked by Go tests, examples/ checks, every server flag settable (test/helm).
+	cd test/helm && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+helm-test: ## The same checks verbose and with the race detector.
+	cd test/helm && $(GO) vet ./... && $(GO) test -race -count=1 -v ./...
+
+e2e-collector: ## Build (or reuse) the e2e OpenTelemetry Collector in test/e2e/.cache.
+	cd test/e2e && $(GO) test -count=1 -run TestBuildCollector -v ./...
+
+e2e: ## End to end: real OpenTelemetry Collectors scrape fake vLLM pods and push to the real scaler; KEDA's client asks.
+	cd test/e2e && $(GO) vet ./... && $(GO) test -count=1 -v -timeout 45m ./...
+
+$(PROMTOOL): test/promtool/go.mod test/promtool/go.sum
+	cd test/promtool && $(GO) build -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
+
+promtool: $(PROMTOOL) ## Build promtool (version pinned in test/promtool/go.mod) into .cache/tools.
+
+promtool-test: $(PROMTOOL) ## Drive the HTTP query API with promtool (the first build of promtool takes minutes).
+	cd test/promtool && PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 ./...
 
 lint: ## golangci-lint, pinned in test/lint/go.mod.
 	$(LINT) run ./...
@@ -78,20 +103,9 @@ vet: ## go vet.
 
 tidy: ## go mod tidy for every module.
 	$(GO) mod tidy
-	cd test/lint && $(GO) mod tidy
-	cd test/promtool && $(GO) mod tidy
-
-demo: ## The end-to-end demo (~1 min): simulated vLLM pods, OTLP push, KEDA/HPA loop; pictures in demo-out/. DEMO_ARGS="--profile ramp" etc.
-	$(GO) run ./cmd/keda-otel-scaler demo $(DEMO_ARGS)
-
-$(PROMTOOL): test/promtool/go.mod test/promtool/go.sum
-	cd test/promtool && $(GO) build -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
-
-promtool: $(PROMTOOL) ## Build promtool (version pinned in test/promtool/go.mod) into .cache/tools.
-
-promtool-test: $(PROMTOOL) ## Drive the HTTP query API with promtool (the first build of promtool takes minutes).
-	cd test/promtool && PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 ./...
-	cd test/compat && $(GO) mod tidy
+	@for m in test/lint test/compat test/helm test/e2e test/e2e/otelcol test/promtool; do \
+		echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; \
+	done
 
 clean: ## Remove build outputs.
-	rm -rf bin bench.txt bench-baseline.txt conformance.txt
+	rm -rf bin bench.txt bench-baseline.txt conformance.txt demo-out

@@ -1,0 +1,91 @@
+{{/*
+Chart name, for app.kubernetes.io/name.
+*/}}
+{{- define "kos.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Name of every object. Clients (KServe's configmap, collectors, ScaledObjects)
+address keda-otel-scaler.<namespace>.svc, so the name does not depend on the
+release name; fullnameOverride changes it.
+*/}}
+{{- define "kos.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "kos.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kos.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kos.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kos.labels" -}}
+helm.sh/chart: {{ include "kos.chart" . }}
+{{ include "kos.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: keda-external-scaler
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "kos.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kos.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kos.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Flag env twins: KOS_ + flag name upper-cased, - → _. Keys of .Values.config
+mapped to their flag names; empty values are left to the server's default.
+*/}}
+{{- define "kos.flagEnv" -}}
+{{- $flags := dict
+  "logLevel" "log-level"
+  "logFormat" "log-format"
+  "shutdownTimeout" "shutdown-timeout"
+  "otlpMaxRecvSize" "otlp-max-recv-size"
+  "retention" "retention"
+  "freshness" "freshness"
+  "defaultWindow" "default-window"
+  "warmup" "warmup"
+  "pushHoldoff" "push-holdoff"
+  "otlpDelta" "otlp-delta"
+  "otlpPromoteResourceAttributes" "otlp-promote-resource-attributes"
+  "maxSeries" "max-series"
+  "maxSeriesPerMetric" "max-series-per-metric"
+  "maxLabelsPerSeries" "max-labels-per-series"
+  "maxLabelNameLength" "max-label-name-length"
+  "maxLabelValueLength" "max-label-value-length"
+  "maxMetricNameLength" "max-metric-name-length"
+  "seriesTTL" "series-ttl"
+}}
+{{- range $key := keys $flags | sortAlpha }}
+{{- $flag := get $flags $key }}
+{{- $v := get $.Values.config $key }}
+{{- if kindIs "slice" $v }}{{ $v = join "," $v }}{{ end }}
+{{- if and (not (kindIs "invalid" $v)) (ne (toString $v) "") }}
+- name: {{ printf "KOS_%s" ($flag | upper | replace "-" "_") }}
+  value: {{ toString $v | quote }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,724 @@
+package helm
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	chartDir    = "../../deploy/helm/keda-otel-scaler"
+	releaseName = "keda-otel-scaler"
+	namespace   = "keda"
+)
+
+// valuesFiles are the CI values files rendered by every generic check.
+var valuesFiles = []string{"default-values.yaml", "all-optional-values.yaml", "tls-values.yaml", "headless-values.yaml"}
+
+func loadChart(t *testing.T) *chart.Chart {
+	t.Helper()
+	c, err := loader.Load(chartDir)
+	require.NoError(t, err)
+	return c
+}
+
+func readValues(t *testing.T, file string) map[string]any {
+	t.Helper()
+	v, err := chartutil.ReadValuesFile(filepath.Join(chartDir, "ci", file))
+	require.NoError(t, err)
+	return v.AsMap()
+}
+
+// objects is a rendered release: manifests keyed by "Kind/name".
+type objects map[string][]byte
+
+func (o objects) kinds() []string {
+	ks := make([]string, 0, len(o))
+	for k := range o {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// decode unmarshals the object strictly into a typed struct: an unknown or
+// misspelt field fails, as the API server's strict field validation would.
+func (o objects) decode(t *testing.T, key string, into any) {
+	t.Helper()
+	raw, ok := o[key]
+	require.Truef(t, ok, "rendered objects %v lack %s", o.kinds(), key)
+	require.NoError(t, unmarshalStrict(raw, into), "%s:\n%s", key, raw)
+}
+
+// render renders the chart like `helm template keda-otel-scaler -n keda`,
+// validating the values against values.schema.json and failing on any value
+// a template references that does not exist (strict mode).
+func render(t *testing.T, vals map[string]any) (objects, error) {
+	t.Helper()
+	c := loadChart(t)
+	rv, err := chartutil.ToRenderValues(c, vals, chartutil.ReleaseOptions{
+		Name: releaseName, Namespace: namespace, Revision: 1, IsInstall: true,
+	}, chartutil.DefaultCapabilities)
+	if err != nil {
+		return nil, err
+	}
+	files, err := engine.Engine{Strict: true}.Render(c, rv)
+	if err != nil {
+		return nil, err
+	}
+	out := objects{}
+	for name, body := range files {
+		if !strings.HasSuffix(name, ".yaml") {
+			continue
+		}
+		for _, doc := range strings.Split(body, "\n---") {
+			if strings.TrimSpace(doc) == "" {
+				continue
+			}
+			var meta struct {
+				APIVersion string `json:"apiVersion"`
+				Kind       string `json:"kind"`
+				Metadata   struct {
+					Name      string `json:"name"`
+					Namespace string `json:"namespace"`
+				} `json:"metadata"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+				return nil, fmt.Errorf("%s: %w\n%s", name, err, doc)
+			}
+			if meta.Kind == "" {
+				continue // a template that rendered only comments
+			}
+			if meta.APIVersion == "" || meta.Metadata.Name == "" {
+				return nil, fmt.Errorf("%s: object without apiVersion or name:\n%s", name, doc)
+			}
+			key := meta.Kind + "/" + meta.Metadata.Name
+			if _, dup := out[key]; dup {
+				return nil, fmt.Errorf("%s rendered twice", key)
+			}
+			out[key] = []byte(doc)
+		}
+	}
+	return out, nil
+}
+
+func mustRender(t *testing.T, vals map[string]any) objects {
+	t.Helper()
+	o, err := render(t, vals)
+	require.NoError(t, err)
+	return o
+}
+
+// set builds a values tree from dotted paths.
+func set(kv ...any) map[string]any {
+	root := map[string]any{}
+	for i := 0; i < len(kv); i += 2 {
+		path := strings.Split(kv[i].(string), ".")
+		m := root
+		for _, p := range path[:len(path)-1] {
+			next, ok := m[p].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				m[p] = next
+			}
+			m = next
+		}
+		m[path[len(path)-1]] = kv[i+1]
+	}
+	return root
+}
+
+func envMap(c corev1.Container) map[string]string {
+	m := map[string]string{}
+	for _, e := range c.Env {
+		m[e.Name] = e.Value
+	}
+	return m
+}
+
+func TestLint(t *testing.T) {
+	for _, f := range valuesFiles {
+		t.Run("values="+f, func(t *testing.T) {
+			res := lint.All(chartDir, readValues(t, f), namespace, false)
+			for _, m := range res.Messages {
+				t.Logf("lint: %s", m)
+				assert.Lessf(t, m.Severity, support.WarningSev, "lint %s: %s", f, m)
+			}
+		})
+	}
+}
+
+func TestTemplateValuesFiles(t *testing.T) {
+	want := map[string][]string{
+		"default-values.yaml": {"Deployment/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler"},
+		"all-optional-values.yaml": {"Deployment/keda-otel-scaler", "NetworkPolicy/keda-otel-scaler",
+			"PodDisruptionBudget/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler",
+			"ServiceMonitor/keda-otel-scaler"},
+		"tls-values.yaml": {"Deployment/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler"},
+		"headless-values.yaml": {"Deployment/keda-otel-scaler", "PodDisruptionBudget/keda-otel-scaler",
+			"Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler"},
+	}
+	for _, f := range valuesFiles {
+		t.Run("values="+f, func(t *testing.T) {
+			o := mustRender(t, readValues(t, f))
+			assert.Equal(t, want[f], o.kinds())
+			// Every namespaced object lands in the release namespace, except a
+			// ServiceMonitor explicitly placed elsewhere.
+			for k, raw := range o {
+				var m struct {
+					Metadata struct {
+						Namespace string            `json:"namespace"`
+						Labels    map[string]string `json:"labels"`
+					} `json:"metadata"`
+				}
+				require.NoError(t, yaml.Unmarshal(raw, &m))
+				if k != "ServiceMonitor/keda-otel-scaler" {
+					assert.Equal(t, namespace, m.Metadata.Namespace, k)
+				}
+				assert.Equal(t, "keda-otel-scaler", m.Metadata.Labels["app.kubernetes.io/name"], k)
+				assert.Equal(t, releaseName, m.Metadata.Labels["app.kubernetes.io/instance"], k)
+			}
+			var d appsv1.Deployment
+			o.decode(t, "Deployment/keda-otel-scaler", &d)
+			var svc corev1.Service
+			o.decode(t, "Service/keda-otel-scaler", &svc)
+			// The Service selects exactly the pods of the Deployment.
+			for k, v := range svc.Spec.Selector {
+				assert.Equal(t, v, d.Spec.Template.Labels[k], "selector %s", k)
+				assert.Equal(t, v, d.Spec.Selector.MatchLabels[k], "selector %s", k)
+			}
+			assert.Equal(t, d.Spec.Selector.MatchLabels, svc.Spec.Selector)
+			assertHardened(t, d)
+		})
+	}
+}
+
+func assertHardened(t *testing.T, d appsv1.Deployment) {
+	t.Helper()
+	ps := d.Spec.Template.Spec.SecurityContext
+	require.NotNil(t, ps)
+	require.NotNil(t, ps.RunAsNonRoot)
+	assert.True(t, *ps.RunAsNonRoot)
+	require.NotNil(t, ps.SeccompProfile)
+	assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, ps.SeccompProfile.Type)
+	require.Len(t, d.Spec.Template.Spec.Containers, 1)
+	sc := d.Spec.Template.Spec.Containers[0].SecurityContext
+	require.NotNil(t, sc)
+	require.NotNil(t, sc.RunAsNonRoot)
+	assert.True(t, *sc.RunAsNonRoot)
+	require.NotNil(t, sc.ReadOnlyRootFilesystem)
+	assert.True(t, *sc.ReadOnlyRootFilesystem)
+	require.NotNil(t, sc.AllowPrivilegeEscalation)
+	assert.False(t, *sc.AllowPrivilegeEscalation)
+	require.NotNil(t, sc.Capabilities)
+	assert.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
+	assert.Empty(t, sc.Capabilities.Add)
+	require.NotNil(t, sc.SeccompProfile)
+	assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, sc.SeccompProfile.Type)
+	require.NotNil(t, d.Spec.Template.Spec.AutomountServiceAccountToken)
+	assert.False(t, *d.Spec.Template.Spec.AutomountServiceAccountToken)
+}
+
+// TestDefaultRelease pins what KServe, collectors and KEDA depend on:
+// keda-otel-scaler.keda.svc with 4317, 4318 and 8080.
+func TestDefaultRelease(t *testing.T) {
+	o := mustRender(t, nil)
+
+	var svc corev1.Service
+	o.decode(t, "Service/keda-otel-scaler", &svc)
+	assert.Equal(t, "keda-otel-scaler", svc.Name)
+	assert.Equal(t, "keda", svc.Namespace)
+	assert.Equal(t, corev1.ServiceTypeClusterIP, svc.Spec.Type)
+	assert.Empty(t, svc.Spec.ClusterIP)
+	type port struct {
+		Name   string
+		Port   int32
+		Target intstr.IntOrString
+	}
+	var got []port
+	for _, p := range svc.Spec.Ports {
+		assert.Equal(t, corev1.ProtocolTCP, p.Protocol)
+		got = append(got, port{p.Name, p.Port, p.TargetPort})
+	}
+	assert.Equal(t, []port{
+		{"otlp-grpc", 4317, intstr.FromString("otlp-grpc")},
+		{"keda", 4318, intstr.FromString("keda")},
+		{"http", 8080, intstr.FromString("http")},
+	}, got)
+
+	var d appsv1.Deployment
+	o.decode(t, "Deployment/keda-otel-scaler", &d)
+	require.NotNil(t, d.Spec.Replicas)
+	assert.Equal(t, int32(1), *d.Spec.Replicas)
+	assert.Equal(t, appsv1.RecreateDeploymentStrategyType, d.Spec.Strategy.Type)
+	pod := d.Spec.Template.Spec
+	assert.Equal(t, "keda-otel-scaler", pod.ServiceAccountName)
+	assert.Empty(t, pod.Volumes)
+	require.Len(t, pod.Containers, 1)
+	c := pod.Containers[0]
+	assert.Equal(t, "ghcr.io/keda-otel-scaler/keda-otel-scaler:0.1.0", c.Image)
+	assert.Empty(t, c.Args)
+	assert.Empty(t, c.VolumeMounts)
+	cports := map[string]int32{}
+	for _, p := range c.Ports {
+		cports[p.Name] = p.ContainerPort
+	}
+	assert.Equal(t, map[string]int32{"otlp-grpc": 4317, "keda": 4318, "http": 8080}, cports)
+
+	// Probes: readiness /readyz, liveness /healthz, both on the http port.
+	require.NotNil(t, c.ReadinessProbe)
+	require.NotNil(t, c.ReadinessProbe.HTTPGet)
+	assert.Equal(t, "/readyz", c.ReadinessProbe.HTTPGet.Path)
+	assert.Equal(t, intstr.FromString("http"), c.ReadinessProbe.HTTPGet.Port)
+	require.NotNil(t, c.LivenessProbe)
+	require.NotNil(t, c.LivenessProbe.HTTPGet)
+	assert.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path)
+	assert.Equal(t, intstr.FromString("http"), c.LivenessProbe.HTTPGet.Port)
+
+	// Resources: requests set, a memory limit, no CPU limit (throttling
+	// delays KEDA's answers).
+	assert.False(t, c.Resources.Requests.Cpu().IsZero())
+	assert.False(t, c.Resources.Requests.Memory().IsZero())
+	assert.False(t, c.Resources.Limits.Memory().IsZero())
+	_, cpuLimit := c.Resources.Limits[corev1.ResourceCPU]
+	assert.False(t, cpuLimit)
+
+	// The listeners are pinned to the container ports; otherwise only the
+	// chart's explicit defaults (log level/format) are set.
+	assert.Equal(t, map[string]string{
+		"KOS_OTLP_GRPC_ADDR": ":4317",
+		"KOS_SCALER_ADDR":    ":4318",
+		"KOS_HTTP_ADDR":      ":8080",
+		"KOS_LOG_LEVEL":      "info",
+		"KOS_LOG_FORMAT":     "json",
+	}, envMap(c))
+
+	// The grace period outlasts the server's 15 s default shutdown timeout.
+	require.NotNil(t, pod.TerminationGracePeriodSeconds)
+	assert.Greater(t, *pod.TerminationGracePeriodSeconds, int64(15))
+}
+
+// configEnv lists every config value with a sample and its env twin.
+var configEnv = []struct {
+	key  string
+	val  any
+	env  string
+	want string
+}{
+	{"logLevel", "debug", "KOS_LOG_LEVEL", "debug"},
+	{"logFormat", "text", "KOS_LOG_FORMAT", "text"},
+	{"shutdownTimeout", "20s", "KOS_SHUTDOWN_TIMEOUT", "20s"},
+	{"otlpMaxRecvSize", "32MiB", "KOS_OTLP_MAX_RECV_SIZE", "32MiB"},
+	{"retention", "15m", "KOS_RETENTION", "15m"},
+	{"freshness", "20s", "KOS_FRESHNESS", "20s"},
+	{"defaultWindow", "1m", "KOS_DEFAULT_WINDOW", "1m"},
+	{"warmup", "0", "KOS_WARMUP", "0"},
+	{"pushHoldoff", "2s", "KOS_PUSH_HOLDOFF", "2s"},
+	{"otlpDelta", "ingest", "KOS_OTLP_DELTA", "ingest"},
+	{"otlpPromoteResourceAttributes", []any{"k8s.node.name", "cloud.region"}, "KOS_OTLP_PROMOTE_RESOURCE_ATTRIBUTES", "k8s.node.name,cloud.region"},
+	{"maxSeries", 500000, "KOS_MAX_SERIES", "500000"},
+	{"maxSeriesPerMetric", "100000", "KOS_MAX_SERIES_PER_METRIC", "100000"},
+	{"maxLabelsPerSeries", 48, "KOS_MAX_LABELS_PER_SERIES", "48"},
+	{"maxLabelNameLength", 512, "KOS_MAX_LABEL_NAME_LENGTH", "512"},
+	{"maxLabelValueLength", "2048", "KOS_MAX_LABEL_VALUE_LENGTH", "2048"},
+	{"maxMetricNameLength", 512, "KOS_MAX_METRIC_NAME_LENGTH", "512"},
+	{"seriesTTL", "5m", "KOS_SERIES_TTL", "5m"},
+}
+
+func container(t *testing.T, o objects) corev1.Container {
+	t.Helper()
+	var d appsv1.Deployment
+	o.decode(t, "Deployment/keda-otel-scaler", &d)
+	require.Len(t, d.Spec.Template.Spec.Containers, 1)
+	return d.Spec.Template.Spec.Containers[0]
+}
+
+func TestConfigEnv(t *testing.T) {
+	for _, tc := range configEnv {
+		t.Run("key="+tc.key, func(t *testing.T) {
+			env := envMap(container(t, mustRender(t, set("config."+tc.key, tc.val))))
+			assert.Equal(t, tc.want, env[tc.env])
+		})
+	}
+	t.Run("empty values leave server defaults", func(t *testing.T) {
+		vals := map[string]any{}
+		for _, tc := range configEnv {
+			vals[tc.key] = ""
+		}
+		vals["otlpPromoteResourceAttributes"] = []any{}
+		env := envMap(container(t, mustRender(t, map[string]any{"config": vals})))
+		assert.Equal(t, []string{"KOS_HTTP_ADDR", "KOS_OTLP_GRPC_ADDR", "KOS_SCALER_ADDR"}, slices.Sorted(mapKeys(env)))
+	})
+	t.Run("extraArgs env envFrom", func(t *testing.T) {
+		c := container(t, mustRender(t, set(
+			"extraArgs", []any{"--freshness=9s"},
+			"env", []any{map[string]any{"name": "GOMEMLIMIT", "value": "900MiB"}},
+			"envFrom", []any{map[string]any{"secretRef": map[string]any{"name": "kos-env"}}},
+		)))
+		assert.Equal(t, []string{"--freshness=9s"}, c.Args)
+		assert.Equal(t, "900MiB", envMap(c)["GOMEMLIMIT"])
+		require.Len(t, c.EnvFrom, 1)
+		assert.Equal(t, "kos-env", c.EnvFrom[0].SecretRef.Name)
+	})
+	t.Run("ports follow containerPorts", func(t *testing.T) {
+		o := mustRender(t, set("containerPorts.otlpGrpc", 14317, "service.scalerPort", 9090))
+		env := envMap(container(t, o))
+		assert.Equal(t, ":14317", env["KOS_OTLP_GRPC_ADDR"])
+		var svc corev1.Service
+		o.decode(t, "Service/keda-otel-scaler", &svc)
+		assert.Equal(t, int32(9090), svc.Spec.Ports[1].Port)
+	})
+}
+
+func mapKeys(m map[string]string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// chartHandled are flags the chart sets from dedicated values rather than
+// from .Values.config.
+var chartHandled = map[string]string{
+	"otlp-grpc-addr":     "containerPorts.otlpGrpc",
+	"scaler-addr":        "containerPorts.scaler",
+	"http-addr":          "containerPorts.http",
+	"state-dir":          "stateDir",
+	"tls-cert-file":      "tls",
+	"tls-key-file":       "tls",
+	"tls-client-ca-file": "tls",
+}
+
+// TestEveryServerFlagSettable builds the server, lists its flags from --help
+// and checks each one is settable from values (its KOS_ env twin renders).
+// A new flag without a chart value fails here.
+func TestEveryServerFlagSettable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the server")
+	}
+	bin := buildServer(t)
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--help")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Run(), out.String())
+	flags := regexp.MustCompile(`(?m)^\s+-{1,2}([a-z0-9-]+)`).FindAllStringSubmatch(out.String(), -1)
+	require.NotEmpty(t, flags, out.String())
+
+	vals := map[string]any{}
+	for _, tc := range configEnv {
+		vals[tc.key] = tc.val
+	}
+	env := envMap(container(t, mustRender(t, map[string]any{"config": vals})))
+	for _, f := range flags {
+		name := f[1]
+		if _, ok := chartHandled[name]; ok {
+			continue
+		}
+		envName := "KOS_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		assert.Containsf(t, env, envName, "server flag --%s has no chart value: add it to values.yaml config, "+
+			"the kos.flagEnv map in templates/_helpers.tpl, values.schema.json and the README", name)
+	}
+}
+
+func TestTLS(t *testing.T) {
+	o := mustRender(t, readValues(t, "tls-values.yaml"))
+	var d appsv1.Deployment
+	o.decode(t, "Deployment/keda-otel-scaler", &d)
+	pod := d.Spec.Template.Spec
+	require.Len(t, pod.Volumes, 1)
+	v := pod.Volumes[0]
+	require.NotNil(t, v.Secret)
+	assert.Equal(t, "keda-otel-scaler-tls", v.Secret.SecretName)
+	var keys []string
+	for _, it := range v.Secret.Items {
+		keys = append(keys, it.Key)
+	}
+	assert.Equal(t, []string{"tls.crt", "tls.key", "ca.crt"}, keys)
+	c := pod.Containers[0]
+	require.Len(t, c.VolumeMounts, 1)
+	assert.Equal(t, "tls", c.VolumeMounts[0].Name)
+	assert.True(t, c.VolumeMounts[0].ReadOnly)
+	assert.Equal(t, "/etc/keda-otel-scaler/tls", c.VolumeMounts[0].MountPath)
+	env := envMap(c)
+	assert.Equal(t, "/etc/keda-otel-scaler/tls/tls.crt", env["KOS_TLS_CERT_FILE"])
+	assert.Equal(t, "/etc/keda-otel-scaler/tls/tls.key", env["KOS_TLS_KEY_FILE"])
+	assert.Equal(t, "/etc/keda-otel-scaler/tls/ca.crt", env["KOS_TLS_CLIENT_CA_FILE"])
+
+	t.Run("without CA", func(t *testing.T) {
+		o := mustRender(t, set("tls.enabled", true, "tls.secretName", "s", "tls.caKey", ""))
+		c := container(t, o)
+		assert.NotContains(t, envMap(c), "KOS_TLS_CLIENT_CA_FILE")
+		assert.Contains(t, envMap(c), "KOS_TLS_CERT_FILE")
+	})
+	t.Run("enabled without secret fails", func(t *testing.T) {
+		_, err := render(t, set("tls.enabled", true))
+		require.ErrorContains(t, err, "tls.secretName")
+	})
+}
+
+func TestAllOptional(t *testing.T) {
+	o := mustRender(t, readValues(t, "all-optional-values.yaml"))
+
+	var np networkingv1.NetworkPolicy
+	o.decode(t, "NetworkPolicy/keda-otel-scaler", &np)
+	assert.Equal(t, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}, np.Spec.PolicyTypes)
+	require.Len(t, np.Spec.Ingress, 4)
+	byPort := map[string]networkingv1.NetworkPolicyIngressRule{}
+	for _, r := range np.Spec.Ingress[:3] {
+		require.Len(t, r.Ports, 1)
+		byPort[r.Ports[0].Port.String()] = r
+	}
+	// KEDA operator -> 4318 only.
+	keda := byPort["keda"]
+	require.Len(t, keda.From, 1)
+	assert.Equal(t, "keda", keda.From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"])
+	assert.Equal(t, "keda-operator", keda.From[0].PodSelector.MatchLabels["app.kubernetes.io/name"])
+	// Collectors in any namespace -> 4317.
+	otlp := byPort["otlp-grpc"]
+	require.Len(t, otlp.From, 1)
+	require.NotNil(t, otlp.From[0].NamespaceSelector)
+	assert.Empty(t, otlp.From[0].NamespaceSelector.MatchLabels)
+	assert.Nil(t, otlp.From[0].PodSelector)
+	// Scrapers -> 8080 (restricted to monitoring by this values file).
+	httpRule := byPort["http"]
+	require.Len(t, httpRule.From, 1)
+	assert.Equal(t, "monitoring", httpRule.From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"])
+	assert.Equal(t, "10.0.0.0/8", np.Spec.Ingress[3].From[0].IPBlock.CIDR)
+
+	var pdb policyv1.PodDisruptionBudget
+	o.decode(t, "PodDisruptionBudget/keda-otel-scaler", &pdb)
+	require.NotNil(t, pdb.Spec.MaxUnavailable)
+	assert.Equal(t, intstr.FromInt32(1), *pdb.Spec.MaxUnavailable)
+	assert.Nil(t, pdb.Spec.MinAvailable)
+	assert.Equal(t, "keda-otel-scaler", pdb.Spec.Selector.MatchLabels["app.kubernetes.io/name"])
+
+	var sm struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name      string            `json:"name"`
+			Namespace string            `json:"namespace"`
+			Labels    map[string]string `json:"labels"`
+		} `json:"metadata"`
+		Spec struct {
+			NamespaceSelector struct {
+				MatchNames []string `json:"matchNames"`
+			} `json:"namespaceSelector"`
+			Selector struct {
+				MatchLabels map[string]string `json:"matchLabels"`
+			} `json:"selector"`
+			Endpoints []struct {
+				Port              string           `json:"port"`
+				Path              string           `json:"path"`
+				Scheme            string           `json:"scheme"`
+				Interval          string           `json:"interval"`
+				ScrapeTimeout     string           `json:"scrapeTimeout"`
+				Relabelings       []map[string]any `json:"relabelings"`
+				MetricRelabelings []map[string]any `json:"metricRelabelings"`
+			} `json:"endpoints"`
+		} `json:"spec"`
+	}
+	o.decode(t, "ServiceMonitor/keda-otel-scaler", &sm)
+	assert.Equal(t, "monitoring.coreos.com/v1", sm.APIVersion)
+	assert.Equal(t, "monitoring", sm.Metadata.Namespace)
+	assert.Equal(t, "kube-prometheus-stack", sm.Metadata.Labels["release"])
+	assert.Equal(t, []string{"keda"}, sm.Spec.NamespaceSelector.MatchNames)
+	require.Len(t, sm.Spec.Endpoints, 1)
+	ep := sm.Spec.Endpoints[0]
+	assert.Equal(t, "http", ep.Port)
+	assert.Equal(t, "/metrics", ep.Path)
+	assert.Equal(t, "15s", ep.Interval)
+	assert.Len(t, ep.Relabelings, 1)
+	assert.Len(t, ep.MetricRelabelings, 1)
+	var svc corev1.Service
+	o.decode(t, "Service/keda-otel-scaler", &svc)
+	for k, v := range sm.Spec.Selector.MatchLabels {
+		assert.Equal(t, v, svc.Labels[k], "ServiceMonitor selects the Service by %s", k)
+	}
+
+	var d appsv1.Deployment
+	o.decode(t, "Deployment/keda-otel-scaler", &d)
+	pod := d.Spec.Template.Spec
+	c := pod.Containers[0]
+	assert.Equal(t, "ghcr.io/keda-otel-scaler/keda-otel-scaler@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", c.Image)
+	env := envMap(c)
+	for _, tc := range configEnv {
+		assert.Contains(t, env, tc.env)
+	}
+	assert.Equal(t, "/var/lib/keda-otel-scaler", env["KOS_STATE_DIR"])
+	assert.Equal(t, "900MiB", env["GOMEMLIMIT"])
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	assert.Equal(t, map[string]string{"state": "/var/lib/keda-otel-scaler", "tmp": "/tmp"}, mounts)
+	vols := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		vols[v.Name] = v
+	}
+	require.Contains(t, vols, "state")
+	require.NotNil(t, vols["state"].PersistentVolumeClaim)
+	assert.Equal(t, "keda-otel-scaler-state", vols["state"].PersistentVolumeClaim.ClaimName)
+	assert.Nil(t, vols["state"].EmptyDir, "a PVC replaces the default emptyDir, not merged with it")
+	assert.Equal(t, "system-cluster-critical", pod.PriorityClassName)
+	assert.Equal(t, "linux", pod.NodeSelector["kubernetes.io/os"])
+	assert.Len(t, pod.Tolerations, 1)
+	assert.NotNil(t, pod.Affinity)
+	assert.Len(t, pod.TopologySpreadConstraints, 1)
+	assert.Equal(t, "regcred", pod.ImagePullSecrets[0].Name)
+	assert.Equal(t, "autoscaling", d.Spec.Template.Labels["tier"])
+	assert.Equal(t, "ml-platform", d.Labels["team"])
+}
+
+func TestStateDirDefaultVolume(t *testing.T) {
+	o := mustRender(t, set("stateDir.enabled", true))
+	var d appsv1.Deployment
+	o.decode(t, "Deployment/keda-otel-scaler", &d)
+	require.Len(t, d.Spec.Template.Spec.Volumes, 1)
+	v := d.Spec.Template.Spec.Volumes[0]
+	assert.Equal(t, "state", v.Name)
+	require.NotNil(t, v.EmptyDir)
+	assert.Equal(t, "1Gi", v.EmptyDir.SizeLimit.String())
+	c := d.Spec.Template.Spec.Containers[0]
+	assert.Equal(t, "/var/lib/keda-otel-scaler", envMap(c)["KOS_STATE_DIR"])
+	require.Len(t, c.VolumeMounts, 1)
+	assert.False(t, c.VolumeMounts[0].ReadOnly, "the state dir is writable")
+}
+
+// TestRenderedWhitespace keeps the rendered manifests free of trailing
+// spaces (kubectl diff noise, and a sign of template indentation slips).
+func TestRenderedWhitespace(t *testing.T) {
+	for _, f := range valuesFiles {
+		o := mustRender(t, readValues(t, f))
+		for k, raw := range o {
+			for i, l := range strings.Split(string(raw), "\n") {
+				assert.Equalf(t, strings.TrimRight(l, " \t"), l, "%s %s line %d has trailing whitespace", f, k, i+1)
+			}
+		}
+	}
+}
+
+func TestHeadless(t *testing.T) {
+	o := mustRender(t, readValues(t, "headless-values.yaml"))
+	var svc corev1.Service
+	o.decode(t, "Service/keda-otel-scaler", &svc)
+	assert.Equal(t, corev1.ClusterIPNone, svc.Spec.ClusterIP)
+	var d appsv1.Deployment
+	o.decode(t, "Deployment/keda-otel-scaler", &d)
+	assert.Equal(t, int32(3), *d.Spec.Replicas)
+	assert.Equal(t, appsv1.RollingUpdateDeploymentStrategyType, d.Spec.Strategy.Type)
+	var pdb policyv1.PodDisruptionBudget
+	o.decode(t, "PodDisruptionBudget/keda-otel-scaler", &pdb)
+	require.NotNil(t, pdb.Spec.MinAvailable)
+	assert.Equal(t, intstr.FromInt32(2), *pdb.Spec.MinAvailable)
+	assert.Nil(t, pdb.Spec.MaxUnavailable, "minAvailable wins over the default maxUnavailable")
+}
+
+func TestFullnameOverride(t *testing.T) {
+	o := mustRender(t, set("fullnameOverride", "otel-scaler"))
+	assert.Equal(t, []string{"Deployment/otel-scaler", "Service/otel-scaler", "ServiceAccount/otel-scaler"}, o.kinds())
+}
+
+// TestSchemaRejects checks values.schema.json catches typos and bad types
+// before anything renders.
+func TestSchemaRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"unknown top-level key", set("replicas", 2), "replicas"},
+		{"typo in config", set("config.freshnes", "10s"), "freshnes"},
+		{"bad duration", set("config.freshness", "ten seconds"), "freshness"},
+		{"bad size", set("config.otlpMaxRecvSize", "64MB"), "otlpMaxRecvSize"},
+		{"label length takes plain bytes", set("config.maxLabelValueLength", "4KiB"), "maxLabelValueLength"},
+		{"bad log level", set("config.logLevel", "verbose"), "logLevel"},
+		{"bad delta policy", set("config.otlpDelta", "keep"), "otlpDelta"},
+		{"replicaCount string", set("replicaCount", "two"), "replicaCount"},
+		{"port out of range", set("service.scalerPort", 70000), "scalerPort"},
+		{"bad strategy", set("strategy.type", "BlueGreen"), "type"},
+		{"relative state dir", set("stateDir.path", "state"), "path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := render(t, tc.vals)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	t.Run("accepted forms", func(t *testing.T) {
+		for _, v := range []map[string]any{
+			set("config.freshness", "1m30s"), set("config.freshness", "1.5s"), set("config.warmup", "0"),
+			set("config.maxSeries", "1000"), set("config.maxSeries", 1000), set("config.otlpMaxRecvSize", "64MiB"),
+			set("global.imageRegistry", "x"),
+		} {
+			_, err := render(t, v)
+			assert.NoError(t, err, "%v", v)
+		}
+	})
+}
+
+// TestReadmeDocumentsEveryValue walks values.yaml and requires each leaf
+// path to appear in the chart README's table.
+func TestReadmeDocumentsEveryValue(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
+	require.NoError(t, err)
+	var vals map[string]any
+	require.NoError(t, yaml.Unmarshal(raw, &vals))
+	readme, err := os.ReadFile(filepath.Join(chartDir, "README.md"))
+	require.NoError(t, err)
+	for _, p := range leafPaths("", vals) {
+		assert.Containsf(t, string(readme), "`"+p+"`", "README.md does not document %s", p)
+	}
+}
+
+// leafPaths lists documented value paths: maps are walked, except free-form
+// ones (securityContext, resources, probes, selectors, volume sources).
+func leafPaths(prefix string, m map[string]any) []string {
+	freeForm := map[string]bool{
+		"podSecurityContext": true, "securityContext": true, "resources": true, "readinessProbe": true,
+		"livenessProbe": true, "stateDir.volume": true, "strategy": true,
+	}
+	var out []string
+	for k, v := range m {
+		p := k
+		if prefix != "" {
+			p = prefix + "." + k
+		}
+		if sub, ok := v.(map[string]any); ok && len(sub) > 0 && !freeForm[p] {
+			out = append(out, leafPaths(p, sub)...)
+			continue
+		}
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
