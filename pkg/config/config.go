@@ -31,6 +31,13 @@ type Server struct {
 	HTTPAddr string
 	// ShutdownTimeout bounds graceful shutdown after SIGTERM. Default 15s.
 	ShutdownTimeout time.Duration
+	// TLSCertFile and TLSKeyFile, when both set, make the KEDA scaler
+	// listener serve TLS (1.2 or newer). The OTLP listeners stay plaintext:
+	// KServe's collector sidecars export with tls.insecure. Default off.
+	TLSCertFile, TLSKeyFile string
+	// TLSClientCAFile, when set, makes the scaler listener require client
+	// certificates signed by this CA (KEDA's tlsClientCert/tlsClientKey).
+	TLSClientCAFile string
 }
 
 // Receiver configures OTLP ingestion.
@@ -131,6 +138,12 @@ func (c Config) Validate() error {
 		if err := validateAddr(a.addr); err != nil {
 			errs = append(errs, fmt.Errorf("--%s %q: %w", a.flag, a.addr, err))
 		}
+	}
+	if (c.Server.TLSCertFile == "") != (c.Server.TLSKeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file must be set together"))
+	}
+	if c.Server.TLSClientCAFile != "" && c.Server.TLSCertFile == "" {
+		errs = append(errs, errors.New("--tls-client-ca-file needs --tls-cert-file and --tls-key-file"))
 	}
 	if c.Server.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %v must be > 0", c.Server.ShutdownTimeout))

@@ -6,11 +6,14 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -128,7 +132,15 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	s.receiver.RegisterGRPC(s.otlpSrv)
 	// No MaxConnectionAge: its grace expiry would kill KEDA's open streams
 	// with an error (keda-contract.md §2).
-	s.kedaSrv = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(keepalive.ServerParameters{}))
+	kedaOpts := []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(keepalive.ServerParameters{})}
+	if cfg.Server.TLSCertFile != "" {
+		tlsCfg, err := scalerTLS(cfg.Server)
+		if err != nil {
+			return nil, err
+		}
+		kedaOpts = append(kedaOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	s.kedaSrv = grpc.NewServer(kedaOpts...)
 	s.scaler.Register(s.kedaSrv)
 	s.otlpHealth, s.kedaHealth = health.NewServer(), health.NewServer()
 	for _, p := range []struct {
@@ -282,4 +294,26 @@ func Run(ctx context.Context, cfg config.Config, set Settings) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	return s.Shutdown(sctx)
+}
+
+// scalerTLS builds the KEDA listener's TLS settings. KEDA checks the
+// certificate against the host of scalerAddress and needs TLS 1.2 or newer.
+func scalerTLS(c config.Server) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load --tls-cert-file %s and --tls-key-file %s: %w", c.TLSCertFile, c.TLSKeyFile, err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if c.TLSClientCAFile != "" {
+		pem, err := os.ReadFile(c.TLSClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --tls-client-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-client-ca-file %s: no PEM certificate found", c.TLSClientCAFile)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }
