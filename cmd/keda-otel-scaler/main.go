@@ -29,7 +29,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if len(args) > 0 {
 		switch args[0] {
 		case "version":
-			fmt.Fprintln(stdout, version)
+			_, _ = fmt.Fprintln(stdout, version)
 			return 0
 		case "demo":
 			return runDemo(args[1:], stdout, stderr)
@@ -44,7 +44,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "keda-otel-scaler: invalid configuration:\n%v\n", err)
+		_, _ = fmt.Fprintf(stderr, "keda-otel-scaler: invalid configuration:\n%v\n", err)
 		return 2
 	}
 	logger := newLogger(cfg.Log, stderr)

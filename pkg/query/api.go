@@ -167,8 +167,10 @@ func (a *API) handle(fn func(*http.Request) apiResult, methods ...string) http.H
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !slices.Contains(methods, r.Method) {
 			w.Header().Set("Allow", strings.Join(methods, ", "))
-			writeJSON(w, http.StatusMethodNotAllowed, apiResponse{Status: "error", ErrorType: errBadData,
-				Error: "method " + r.Method + " not allowed, use " + strings.Join(methods, " or ")})
+			writeJSON(w, http.StatusMethodNotAllowed, apiResponse{
+				Status: "error", ErrorType: errBadData,
+				Error: "method " + r.Method + " not allowed, use " + strings.Join(methods, " or "),
+			})
 			return
 		}
 		if err := r.ParseForm(); err != nil {

@@ -52,7 +52,7 @@ func lower(parse func(string) (parser.Expr, error), q, op string, window time.Du
 	}
 	if err != nil {
 		if lw.kserve {
-			return lw, fmt.Errorf("KServe-generated query wraps %q, which is not valid PromQL (%v): the InferenceService's autoScaling query must be a PromQL expression such as vllm:num_requests_running", text, err)
+			return lw, fmt.Errorf("KServe-generated query wraps %q, which is not valid PromQL (%w): the InferenceService's autoScaling query must be a PromQL expression such as vllm:num_requests_running", text, err)
 		}
 		return lw, err
 	}
@@ -248,7 +248,7 @@ func skipQuoted(s string, i int) int {
 func sanitizeLabel(k string) string {
 	b := []byte(k)
 	for i, c := range b {
-		if !(isIdentChar(c) && c != ':') {
+		if !isIdentChar(c) || c == ':' {
 			b[i] = '_'
 		}
 	}

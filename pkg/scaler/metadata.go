@@ -73,8 +73,21 @@ var quantitySuffixes = []struct {
 	suffix string
 	mult   float64
 }{
-	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40}, {"Pi", 1 << 50}, {"Ei", 1 << 60},
-	{"n", 1e-9}, {"u", 1e-6}, {"m", 1e-3}, {"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"P", 1e15}, {"E", 1e18},
+	{"Ki", 1 << 10},
+	{"Mi", 1 << 20},
+	{"Gi", 1 << 30},
+	{"Ti", 1 << 40},
+	{"Pi", 1 << 50},
+	{"Ei", 1 << 60},
+	{"n", 1e-9},
+	{"u", 1e-6},
+	{"m", 1e-3},
+	{"k", 1e3},
+	{"M", 1e6},
+	{"G", 1e9},
+	{"T", 1e12},
+	{"P", 1e15},
+	{"E", 1e18},
 }
 
 // parseQuantity parses a Kubernetes quantity with a suffix ("600m", "2k",
@@ -111,7 +124,7 @@ func metricName(namespace, name string) string {
 	}
 	b := []byte(strings.ToLower(n))
 	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '.' && c != '-' {
 			b[i] = '-'
 		}
 	}

@@ -208,6 +208,7 @@ func (s *Scaler) compile(ref *externalscaler.ScaledObjectRef) (*trigger, error) 
 	t, inserted := s.cache.add(t, now)
 	if inserted {
 		for _, w := range t.warnings {
+			//nolint:sloglint // w.msg is one of the constant messages recorded where the warning arose.
 			s.logger.Warn(w.msg, append([]any{"namespace", ns, "scaled_object", name}, w.args...)...)
 		}
 		if t.rewritten != "" {
@@ -282,7 +283,7 @@ func (s *Scaler) evaluate(ctx context.Context, t *trigger) (float64, error) {
 	s.m.evalSeconds.Observe(took.Seconds())
 	if err != nil {
 		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || isQueryBudget(err)) {
-			return 0, fmt.Errorf("ScaledObject %s/%s: %w (%s, took %s): narrow the query's selectors", t.namespace, t.name, ErrBudget, err, took)
+			return 0, fmt.Errorf("ScaledObject %s/%s: %w (%w, took %s): narrow the query's selectors", t.namespace, t.name, ErrBudget, err, took)
 		}
 		return 0, err
 	}
@@ -347,8 +348,8 @@ func (s *Scaler) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObje
 func (t *trigger) specResponse() *externalscaler.GetMetricSpecResponse {
 	return &externalscaler.GetMetricSpecResponse{MetricSpecs: []*externalscaler.MetricSpec{{
 		MetricName:      t.metricName,
-		TargetSize:      ceilInt(t.spec.target),
-		TargetSizeFloat: t.spec.target,
+		TargetSize:      ceilInt(t.target),
+		TargetSizeFloat: t.target,
 	}}}
 }
 
@@ -399,7 +400,7 @@ func (s *Scaler) IsActive(ctx context.Context, ref *externalscaler.ScaledObjectR
 		return nil, s.toStatus(methodIsActive, err)
 	}
 	s.m.ok[methodIsActive].Inc()
-	return &externalscaler.IsActiveResponse{Result: v > t.spec.activation}, nil
+	return &externalscaler.IsActiveResponse{Result: v > t.activation}, nil
 }
 
 // StreamMetricSpec sends the trigger's spec once on open, then holds the

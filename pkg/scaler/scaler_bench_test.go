@@ -121,13 +121,15 @@ func benchPush(b *testing.B, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	client := externalscaler.NewExternalScalerClient(conn)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i := range n {
-		stream, err := client.StreamIsActive(ctx, &externalscaler.ScaledObjectRef{Name: fmt.Sprintf("so-%d", i), Namespace: "ns",
-			ScalerMetadata: map[string]string{"metricQuery": fmt.Sprintf("sum(x_%d)", i), "targetValue": "1"}})
+		stream, err := client.StreamIsActive(ctx, &externalscaler.ScaledObjectRef{
+			Name: fmt.Sprintf("so-%d", i), Namespace: "ns",
+			ScalerMetadata: map[string]string{"metricQuery": fmt.Sprintf("sum(x_%d)", i), "targetValue": "1"},
+		})
 		if err != nil {
 			b.Fatal(err)
 		}

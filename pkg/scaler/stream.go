@@ -169,7 +169,7 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 			}
 			continue
 		}
-		now := v > t.spec.activation
+		now := v > t.activation
 		switch {
 		case now && (!active || pending):
 			if wait := holdoff - time.Since(sentAt); sentAt.IsZero() || holdoff <= 0 || wait <= 0 {

@@ -171,7 +171,7 @@ func TestWarmup(t *testing.T) {
 		assert.Empty(t, fs.got(), "streams push nothing during warm-up")
 		_, err := e.s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(sumX)})
 		assert.Equal(t, codes.Unavailable, status.Code(err))
-		assert.ErrorContains(t, err, "warming up: receiving metrics for 12s of 30s")
+		require.ErrorContains(t, err, "warming up: receiving metrics for 12s of 30s")
 		_, err = e.s.IsActive(t.Context(), ref(sumX))
 		assert.Equal(t, codes.Unavailable, status.Code(err))
 		spec, err := e.s.GetMetricSpec(t.Context(), ref(sumX))

@@ -97,10 +97,21 @@ func TestParseSpecErrors(t *testing.T) {
 	for _, tc := range []struct {
 		key, val string
 	}{
-		{"targetValue", "0"}, {"targetValue", "-1"}, {"targetValue", "0.0004"}, {"targetValue", "NaN"},
-		{"targetValue", "Inf"}, {"targetValue", "abc"}, {"threshold", "abc"},
-		{"activationThreshold", "x"}, {"window", "5x"}, {"window", "11m"}, {"window", "0"},
-		{"lookbackDelta", "-1m"}, {"clampMin", "a"}, {"clampMax", "1e"}, {"ignoreNullValues", "yes"},
+		{"targetValue", "0"},
+		{"targetValue", "-1"},
+		{"targetValue", "0.0004"},
+		{"targetValue", "NaN"},
+		{"targetValue", "Inf"},
+		{"targetValue", "abc"},
+		{"threshold", "abc"},
+		{"activationThreshold", "x"},
+		{"window", "5x"},
+		{"window", "11m"},
+		{"window", "0"},
+		{"lookbackDelta", "-1m"},
+		{"clampMin", "a"},
+		{"clampMax", "1e"},
+		{"ignoreNullValues", "yes"},
 		{"valueIfEmpty", "none"},
 	} {
 		t.Run(tc.key+"="+tc.val, func(t *testing.T) {

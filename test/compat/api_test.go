@@ -183,8 +183,10 @@ func TestAPIRangeMatchesPrometheus(t *testing.T) {
 			t.Fatal(err)
 		}
 		res := qry.Exec(ctx)
-		resp, err := srv.Client().Get(srv.URL + "/api/v1/query_range?" + url.Values{"query": {q},
-			"start": {promJSONTime(start)}, "end": {promJSONTime(end)}, "step": {fmt.Sprint(step.Seconds())}}.Encode())
+		resp, err := srv.Client().Get(srv.URL + "/api/v1/query_range?" + url.Values{
+			"query": {q},
+			"start": {promJSONTime(start)}, "end": {promJSONTime(end)}, "step": {fmt.Sprint(step.Seconds())},
+		}.Encode())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -254,8 +256,10 @@ func TestAPIFloatFormatMatchesPrometheus(t *testing.T) {
 	st := newEmptyOurs(&dataset{end: baseTime})
 	mux := http.NewServeMux()
 	query.NewAPI(st.engine, nil).Register(mux)
-	for _, f := range []float64{0, -0.0, 1, -1, 0.1, 1e-6, 9.99e-7, 1e-7, 123456.789, 1e20, 1e21, 1.5e300, -2.5e-300, 5e-324,
-		1 << 53, 1<<53 + 1, 0.30000000000000004, 1.7976931348623157e308} {
+	for _, f := range []float64{
+		0, -0.0, 1, -1, 0.1, 1e-6, 9.99e-7, 1e-7, 123456.789, 1e20, 1e21, 1.5e300, -2.5e-300, 5e-324,
+		1 << 53, 1<<53 + 1, 0.30000000000000004, 1.7976931348623157e308,
+	} {
 		for _, ts := range []int64{0, 1, 10, 100, 999, 1000, 1001, 1_760_000_000_123, 1_760_000_000_010} {
 			q := fmt.Sprintf("%v", f)
 			if f < 0 {

@@ -500,8 +500,10 @@ func TestDifferentialGrowingStore(t *testing.T) {
 				our := o.eval(ctx, p.plan, ts)
 				st.evaluations++
 				if ok, _ := compare(prom, our); !ok {
-					st.disagreements = append(st.disagreements, disagreement{source: "growing", query: p.q, t: ts, lookback: p.lookback,
-						prom: prom, ours: our, data: c.dump(p.q, ts, p.lookback)})
+					st.disagreements = append(st.disagreements, disagreement{
+						source: "growing", query: p.q, t: ts, lookback: p.lookback,
+						prom: prom, ours: our, data: c.dump(p.q, ts, p.lookback),
+					})
 				}
 			}
 			st.queries++
@@ -538,8 +540,12 @@ func TestDifferentialCatchesDifferences(t *testing.T) {
 		{"extra element", v("{}", 1.0), v("{}", 1.0, `{a="1"}`, 2.0), false},
 		{"empty vs element", v(), v("{}", 0.0), false},
 		{"both errors", outcome{err: errors.New("x")}, outcome{err: errors.New("y")}, true},
-		{"different matching errors", outcome{err: errors.New("multiple matches for labels: many-to-one matching must be explicit")},
-			outcome{err: errors.New("vector cannot contain metrics with the same labelset")}, false},
+		{
+			"different matching errors",
+			outcome{err: errors.New("multiple matches for labels: many-to-one matching must be explicit")},
+			outcome{err: errors.New("vector cannot contain metrics with the same labelset")},
+			false,
+		},
 		{"error vs value", outcome{err: errors.New("x")}, v(), false},
 		{"scalar vs vector", outcome{scalar: true, value: 1}, v("{}", 1.0), false},
 		{"duplicate labels", v("{}", 1.0), outcome{vector: map[string]float64{"{}": 1}, dups: 1}, false},

@@ -92,8 +92,10 @@ type triggerGen struct {
 
 var (
 	gauges   = []string{"vllm:num_requests_waiting", "vllm:num_requests_running", "collide_a", "my.metric", "big_gauge"}
-	counters = []string{"vllm:prompt_tokens_total", "vllm:generation_tokens_total", "http_requests_total", "collide_b",
-		"vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count"}
+	counters = []string{
+		"vllm:prompt_tokens_total", "vllm:generation_tokens_total", "http_requests_total", "collide_b",
+		"vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count",
+	}
 	ranges = []string{"15s", "30s", "37s", "45s", "1m", "90s", "2m", "3m", "5m", "10m"}
 )
 
@@ -182,8 +184,10 @@ func (g *triggerGen) counterFn(n string) string {
 }
 
 func (g *triggerGen) gaugeFn(n string) string {
-	switch fn := g.pick([]string{"avg_over_time", "max_over_time", "min_over_time", "sum_over_time", "count_over_time",
-		"last_over_time", "stddev_over_time", "present_over_time", "delta", "idelta", "deriv", "quantile_over_time", "predict_linear"}); fn {
+	switch fn := g.pick([]string{
+		"avg_over_time", "max_over_time", "min_over_time", "sum_over_time", "count_over_time",
+		"last_over_time", "stddev_over_time", "present_over_time", "delta", "idelta", "deriv", "quantile_over_time", "predict_linear",
+	}); fn {
 	case "quantile_over_time":
 		return fmt.Sprintf("%s(%s, %s)", fn, g.quantile(), g.rangeSel(n))
 	case "predict_linear":

@@ -175,12 +175,16 @@ func TestLint(t *testing.T) {
 func TestTemplateValuesFiles(t *testing.T) {
 	want := map[string][]string{
 		"default-values.yaml": {"Deployment/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler"},
-		"all-optional-values.yaml": {"Deployment/keda-otel-scaler", "NetworkPolicy/keda-otel-scaler",
+		"all-optional-values.yaml": {
+			"Deployment/keda-otel-scaler", "NetworkPolicy/keda-otel-scaler",
 			"PodDisruptionBudget/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler",
-			"ServiceMonitor/keda-otel-scaler"},
+			"ServiceMonitor/keda-otel-scaler",
+		},
 		"tls-values.yaml": {"Deployment/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler"},
-		"headless-values.yaml": {"Deployment/keda-otel-scaler", "PodDisruptionBudget/keda-otel-scaler",
-			"Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler"},
+		"headless-values.yaml": {
+			"Deployment/keda-otel-scaler", "PodDisruptionBudget/keda-otel-scaler",
+			"Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler",
+		},
 	}
 	for _, f := range valuesFiles {
 		t.Run("values="+f, func(t *testing.T) {

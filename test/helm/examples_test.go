@@ -283,8 +283,10 @@ func TestExamplesParse(t *testing.T) {
 			}
 		})
 	}
-	for _, k := range []string{"Deployment", "Service", "ScaledObject", "TriggerAuthentication", "InferenceService",
-		"OpenTelemetryCollector", "collector-config", "configmap-patch"} {
+	for _, k := range []string{
+		"Deployment", "Service", "ScaledObject", "TriggerAuthentication", "InferenceService",
+		"OpenTelemetryCollector", "collector-config", "configmap-patch",
+	} {
 		assert.NotZerof(t, kinds[k], "no example of %s", k)
 	}
 }

@@ -177,7 +177,7 @@ func TestMalformedOTLPKeepsServing(t *testing.T) {
 	s := startServer(t)
 	conn, err := grpc.NewClient(s.Addrs().OTLPGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out rawMessage

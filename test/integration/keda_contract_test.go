@@ -462,8 +462,10 @@ func TestKEDAKServe(t *testing.T) {
 		{"avg(vllm:kv_cache_usage_perc)", `sum(avg(vllm:kv_cache_usage_perc{` + L + `}))`},
 		{"rate(vllm:request_success_total[1m])", `sum(rate(vllm:request_success_total{` + L + `}[1m]))`},
 		{"vllm:num_requests_waiting + vllm:num_requests_running", `sum(vllm:num_requests_waiting{` + L + `} + vllm:num_requests_running{` + L + `})`},
-		{"histogram_quantile(0.9, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[1m])))",
-			`sum(histogram_quantile(0.9, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{` + L + `}[1m]))))`},
+		{
+			"histogram_quantile(0.9, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[1m])))",
+			`sum(histogram_quantile(0.9, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{` + L + `}[1m]))))`,
+		},
 		{`vllm:num_requests_running{namespace="other"}`, `sum(vllm:num_requests_running{namespace="other",` + L + `})`},
 	} {
 		t.Run(tc.user, func(t *testing.T) {

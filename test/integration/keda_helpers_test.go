@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -225,7 +224,7 @@ func (e *kedaEnv) promValue(t testing.TB, q string, lb time.Duration) (v float64
 	}
 	resp, err := http.PostForm("http://"+e.srv.Addrs().HTTP+"/api/v1/query", form)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var body struct {
 		Status string `json:"status"`
 		Error  string `json:"error"`
@@ -266,7 +265,7 @@ func skipUnsupported(t *testing.T, err error) {
 	msg := status.Convert(err).Message()
 	for _, marker := range []string{"unsupported PromQL", "unknown function"} {
 		if i := strings.Index(msg, marker); i >= 0 {
-			t.Skip(fmt.Sprintf("needs %s in pkg/query", strings.SplitN(msg[i:], ":", 2)[0]))
+			t.Skipf("needs %s in pkg/query", strings.SplitN(msg[i:], ":", 2)[0])
 		}
 	}
 }
@@ -277,7 +276,7 @@ func (e *kedaEnv) selfMetric(t testing.TB, name string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + e.srv.Addrs().HTTP + "/metrics")
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var buf bytes.Buffer
 	_, err = buf.ReadFrom(resp.Body)
 	require.NoError(t, err)

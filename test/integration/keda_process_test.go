@@ -49,7 +49,7 @@ func TestKEDABinarySIGTERMEndsStreamsWithOK(t *testing.T) {
 
 	conn, err := grpc.NewClient(m[2], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	client := externalscaler.NewExternalScalerClient(conn)
 	ref := soRef(md("sum(x)"))
 	_, err = client.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref})
@@ -81,12 +81,12 @@ func TestKEDABinarySIGTERMEndsStreamsWithOK(t *testing.T) {
 	for _, r := range streams {
 		select {
 		case err := <-r.end:
-			assert.ErrorIs(t, err, io.EOF, "ended with status OK")
+			require.ErrorIs(t, err, io.EOF, "ended with status OK")
 		case <-time.After(20 * time.Second):
 			t.Fatal("stream not ended by SIGTERM")
 		}
 	}
 	_, err = spec.Recv()
-	assert.ErrorIs(t, err, io.EOF, "StreamMetricSpec ends with OK too")
+	require.ErrorIs(t, err, io.EOF, "StreamMetricSpec ends with OK too")
 	require.NoError(t, cmd.Wait(), "exit 0 after SIGTERM")
 }

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -227,5 +226,4 @@ func TestKEDAStreamInvalidMetadataEndsAtOnce(t *testing.T) {
 		_, err = s.Recv()
 		assert.Equal(t, codes.InvalidArgument, status.Code(err))
 	}
-	var _ externalscaler.ExternalScalerClient = e.client
 }
