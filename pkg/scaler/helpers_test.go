@@ -37,11 +37,18 @@ func newEnv(t testing.TB, cfg Config) *env {
 // the receiver does.
 func (e *env) push(t testing.TB, name string, v float64, kv ...string) {
 	t.Helper()
+	e.append(t, name, v, kv...)
+	e.s.OnIngest([]uint32{e.st.MetricID(name)})
+}
+
+// append stores a sample without telling the scaler, so a test can land a
+// whole batch before one OnIngest, as the receiver does per request.
+func (e *env) append(t testing.TB, name string, v float64, kv ...string) {
+	t.Helper()
 	lset := labels.FromStrings(append([]string{labels.MetricName, name}, kv...)...)
 	ref, err := e.st.Create(lset.Hash(), lset)
 	require.NoError(t, err)
 	require.NoError(t, e.st.Append(ref, time.Now().UnixMilli(), v))
-	e.s.OnIngest([]uint32{e.st.MetricID(name)})
 }
 
 func ref(md map[string]string) *externalscaler.ScaledObjectRef {

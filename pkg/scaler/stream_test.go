@@ -243,9 +243,13 @@ func TestStreamSurvivesBudgetErrors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := newEnv(t, Config{MaxSamples: 50})
 		fs, cancel := e.open(t, sumX)
+		synctest.Wait() // the initial evaluation (empty: inactive) is done
+		// One request's worth of series, then one notification: every
+		// evaluation the stream makes sees all 100 series.
 		for i := range 100 {
-			e.push(t, "x", 9, "i", fmt.Sprint(i))
+			e.append(t, "x", 9, "i", fmt.Sprint(i))
 		}
+		e.s.OnIngest([]uint32{e.st.MetricID("x")})
 		synctest.Wait()
 		assert.Empty(t, fs.got(), "over budget: ResourceExhausted, no push, stream open")
 		_, err := e.s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(sumX)})
