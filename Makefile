@@ -18,7 +18,7 @@ LOAD_ARGS ?=
 FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzAPIQuery ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
 	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/internal/otlpwire:FuzzWalk
 
-.PHONY: all help build run demo test test-short test-memory conformance compat fuzz bench bench-baseline load \
+.PHONY: all help build run demo test gates test-short test-memory conformance compat fuzz bench bench-baseline load \
 	helm-lint helm-test e2e e2e-collector promtool promtool-test lint fmt vet tidy clean
 
 all: build
@@ -40,7 +40,13 @@ test: ## What CI runs: vet and every test with -race in the main module, test/co
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 15m ./...
 	cd test/helm && $(GO) vet ./... && $(GO) test -count=1 -timeout 15m ./...
+	$(MAKE) gates
 	$(MAKE) e2e
+
+gates: ## Performance gates without -race (which distorts timing and allocation counts): exact allocs, same-run ratios, heap bytes.
+	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork)$$' \
+		./pkg/receiver ./pkg/store ./pkg/query ./pkg/scaler
+	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' .
 
 test-short: ## The main module's tests with -short (skips the heavy ones).
 	$(GO) test -race -short -count=1 -timeout 10m $(PKGS)
