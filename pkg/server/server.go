@@ -48,6 +48,13 @@ type Settings struct {
 	Version string
 }
 
+// scalerKeepalive sets no MaxConnectionAge: its grace expiry would end
+// KEDA's open StreamIsActive streams with an error, and KEDA pools one
+// connection for every trigger (keda-contract.md §2). The scaler server sets
+// no MaxConcurrentStreams either, so grpc-go allows any number of streams
+// on that one connection.
+var scalerKeepalive = keepalive.ServerParameters{}
+
 // Addrs are the bound listener addresses (resolved when a port was 0).
 type Addrs struct {
 	OTLPGRPC string
@@ -130,9 +137,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		grpc.ForceServerCodecV2(receiver.Codec{}),
 	)
 	s.receiver.RegisterGRPC(s.otlpSrv)
-	// No MaxConnectionAge: its grace expiry would kill KEDA's open streams
-	// with an error (keda-contract.md §2).
-	kedaOpts := []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(keepalive.ServerParameters{})}
+	kedaOpts := []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(scalerKeepalive)}
 	if cfg.Server.TLSCertFile != "" {
 		tlsCfg, err := scalerTLS(cfg.Server)
 		if err != nil {

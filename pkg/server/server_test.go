@@ -137,3 +137,11 @@ func healthCheck(addr string) error {
 	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	return err
 }
+
+// Checklist item 45 of keda-contract.md: KEDA's single pooled connection
+// must never be aged out under its open streams.
+func TestScalerListenerNeverAgesConnections(t *testing.T) {
+	assert.Zero(t, scalerKeepalive.MaxConnectionAge, "no MaxConnectionAge (grpc-go's zero means infinite)")
+	assert.Zero(t, scalerKeepalive.MaxConnectionAgeGrace)
+	assert.Zero(t, scalerKeepalive.MaxConnectionIdle, "an idle KEDA connection is not closed either")
+}
