@@ -249,9 +249,6 @@ func appendFloat(b []byte, f float64) []byte {
 	return strconv.AppendFloat(b, f, format, -1, 64)
 }
 
-// formatFloat is appendFloat into a string.
-func formatFloat(f float64) string { return string(appendFloat(nil, f)) }
-
 // acquire takes an evaluation slot, or fails when ctx ends first.
 func (a *API) acquire(ctx context.Context) *apiError {
 	select {

@@ -113,7 +113,7 @@ func doAPI(t *testing.T, srv *httptest.Server, method, path string, params url.V
 	require.NoError(t, err)
 	resp, err := srv.Client().Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
@@ -587,7 +587,7 @@ func TestParseTimeAndDuration(t *testing.T) {
 	} {
 		got, err := parseTime(tc.in)
 		if !tc.ok {
-			assert.Error(t, err, tc.in)
+			require.Error(t, err, tc.in)
 			continue
 		}
 		require.NoError(t, err, tc.in)
@@ -608,7 +608,7 @@ func TestParseTimeAndDuration(t *testing.T) {
 	} {
 		got, err := parseDuration(tc.in)
 		if !tc.ok {
-			assert.Error(t, err, tc.in)
+			require.Error(t, err, tc.in)
 			continue
 		}
 		require.NoError(t, err, tc.in)

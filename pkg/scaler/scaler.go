@@ -283,7 +283,7 @@ func (s *Scaler) evaluate(ctx context.Context, t *trigger) (float64, error) {
 	s.m.evalSeconds.Observe(took.Seconds())
 	if err != nil {
 		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || isQueryBudget(err)) {
-			return 0, fmt.Errorf("ScaledObject %s/%s: %w (%v, took %s): narrow the query's selectors", t.namespace, t.name, ErrBudget, err, took)
+			return 0, fmt.Errorf("ScaledObject %s/%s: %w (%w, took %s): narrow the query's selectors", t.namespace, t.name, ErrBudget, err, took)
 		}
 		return 0, err
 	}
