@@ -28,6 +28,27 @@ type resolved struct {
 // when, as in KEDA triggers, one equality (the metric name) already
 // narrows the set to a few thousand series.
 func (s *Store) Select(dst []SeriesRef, ms ...*labels.Matcher) []SeriesRef {
+	// Matchers resolve strings to symbol IDs once; if the sweeper's freed
+	// IDs were handed to new strings meanwhile (symbols, contract point
+	// 4), an ID may name another string by the end, so retry. Reuse is
+	// rare (only after a sweep freed symbols), but a writer creating many
+	// new series could keep it going: the last attempt holds the
+	// interner's lock, which stops reuse, so Select always ends.
+	start := len(dst)
+	for range 2 {
+		e := s.syms.reuses.Load()
+		dst = s.selectOnce(dst, ms)
+		if s.syms.reuses.Load() == e {
+			return dst
+		}
+		dst = dst[:start]
+	}
+	s.syms.mu.Lock()
+	defer s.syms.mu.Unlock()
+	return s.selectOnce(dst, ms)
+}
+
+func (s *Store) selectOnce(dst []SeriesRef, ms []*labels.Matcher) []SeriesRef {
 	var buf [8]resolved
 	rs := buf[:0]
 	var driver []uint32
