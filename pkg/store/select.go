@@ -177,6 +177,21 @@ func (s *Store) matches(ref SeriesRef, rs []resolved) bool {
 // allocates only to grow dst.
 func (s *Store) LabelNames(dst []string) []string {
 	start := len(dst)
+	for range 2 { // retry on symbol reuse, as Select does
+		e := s.syms.reuses.Load()
+		dst = s.labelNamesOnce(dst)
+		if s.syms.reuses.Load() == e {
+			return dst
+		}
+		dst = dst[:start]
+	}
+	s.syms.mu.Lock()
+	defer s.syms.mu.Unlock()
+	return s.labelNamesOnce(dst)
+}
+
+func (s *Store) labelNamesOnce(dst []string) []string {
+	start := len(dst)
 	s.nameValues.Range(func(k, v any) bool {
 		if len(v.(*u32list).load()) > 0 {
 			dst = append(dst, s.syms.str(k.(uint32)))
@@ -191,6 +206,21 @@ func (s *Store) LabelNames(dst []string) []string {
 // series (metric names for __name__), sorted, and returns the extended
 // slice. It takes no lock; it allocates only to grow dst.
 func (s *Store) LabelValues(dst []string, name string) []string {
+	start := len(dst)
+	for range 2 { // retry on symbol reuse, as Select does
+		e := s.syms.reuses.Load()
+		dst = s.labelValuesOnce(dst, name)
+		if s.syms.reuses.Load() == e {
+			return dst
+		}
+		dst = dst[:start]
+	}
+	s.syms.mu.Lock()
+	defer s.syms.mu.Unlock()
+	return s.labelValuesOnce(dst, name)
+}
+
+func (s *Store) labelValuesOnce(dst []string, name string) []string {
 	id, ok := s.syms.id(name)
 	if !ok {
 		return dst

@@ -48,7 +48,9 @@ import (
 //     at the earliest one sweep later. Readers that must be exact detect
 //     that case: Labels re-checks that the series is still published
 //     after reading its strings (a live series pins its set, which pins
-//     its symbols), and Select compares reuses before and after.
+//     its symbols), and Select, LabelNames and LabelValues compare reuses
+//     before and after and retry (the last attempt under mu, which stops
+//     reuse, so they always end).
 //
 // Interned strings are cloned: the caller's strings are usually substrings
 // of one labels.Labels buffer that would otherwise stay alive.
@@ -104,7 +106,9 @@ func (s *symbols) intern(str string) uint32 {
 // pin interns str and marks it never to be freed.
 func (s *symbols) pin(str string) uint32 {
 	if id, ok := s.id(str); ok {
-		if s.tab.at(id).Load().pinned.Load() {
+		// Comparing the string guards against the (two sweeps late)
+		// case of id being freed and reused since the lookup.
+		if sym := s.tab.at(id).Load(); sym.s == str && sym.pinned.Load() {
 			return id // pinned is only ever set
 		}
 	}

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -94,8 +96,8 @@ func TestSymbolsReclaimedUnderChurn(t *testing.T) {
 		// Live: 3 metric names + the subscribed one + __name__, 4 label
 		// names, llama and the steady pod's 3 values = 13.
 		const live = 13
-		t.Logf("symbols after %d cycles: %d (%d B), peak %d; without reclamation: %d",
-			cycles, n, b, maxSyms, len(distinct)+2)
+		t.Logf("symbols after %d cycles: %d (%d B), peak after a sweep %d; without reclamation: %d; memory estimate %d B vs %d B after the first cycle",
+			cycles, n, b, maxSyms, len(distinct)+2, s.MemoryEstimate(), baseMem)
 		assert.Equal(t, live, n, "only the live series' symbols remain")
 		var liveBytes int64
 		for _, str := range []string{"__name__", "instance", "lora_name", "model_name", "pod", "llama",
@@ -226,6 +228,16 @@ func TestSymbolReuseConcurrent(t *testing.T) {
 							fail("Labels(%d) after Select = %v", ref, l)
 						}
 					}
+					for _, v := range s.LabelValues(nil, "pod") {
+						if !strings.HasPrefix(v, "p-") {
+							fail("LabelValues(pod) has %q", v)
+						}
+					}
+					for _, n := range s.LabelNames(nil) {
+						if !slices.Contains([]string{"__name__", "instance", "k", "pod"}, n) {
+							fail("LabelNames has %q", n)
+						}
+					}
 					dst = s.Select(dst[:0], steadyM)
 					if len(dst) != 1 || dst[0] != steady {
 						fail("Select(steady) = %v, want [%d]", dst, steady)
@@ -276,7 +288,7 @@ func TestSymbolQuarantine(t *testing.T) {
 	clk.ms.Store(1_000_000)
 	s := New(Config{Retention: time.Minute, Freshness: -1, SeriesTTL: 10 * time.Second}, Settings{Now: clk.now})
 	pairsOf := func(ref SeriesRef) []uint32 {
-		return slicesClone(s.sets.at(s.get(ref).setID).Load().pairs())
+		return slices.Clone(s.sets.at(s.get(ref).setID).Load().pairs())
 	}
 	create := func(h uint64, pod string) SeriesRef {
 		ref := mustCreate(t, s, h, "__name__", "gone_metric", "pod", pod)
@@ -311,5 +323,3 @@ func TestSymbolQuarantine(t *testing.T) {
 	assert.Equal(t, mid, s.MetricID("gone_metric"), "metric-name IDs survive their series")
 	assert.Equal(t, []SeriesRef{c}, s.Select(nil, labels.MustNewMatcher(labels.MatchRegexp, "pod", "pod-[ac]")))
 }
-
-func slicesClone(p []uint32) []uint32 { return append([]uint32(nil), p...) }
