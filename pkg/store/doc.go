@@ -26,5 +26,8 @@
 // All times are milliseconds taken from the samples or from the injected
 // clock in Settings, never from time.Now deep inside, so tests can load
 // historical data. A background sweeper (Start/Shutdown) deletes series
-// silent for longer than SeriesTTL.
+// silent for longer than SeriesTTL, and with them their label sets and the
+// label names and values no live set uses (metric names stay: their IDs
+// are handed out by MetricID). Freed refs, set IDs and symbol IDs are
+// reused only after the next sweep.
 package store

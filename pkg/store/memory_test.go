@@ -57,9 +57,8 @@ func measureMemory(tb testing.TB, n, slots int) memResult {
 	s.mu.Lock()
 	labelBytes := s.setBytes
 	s.mu.Unlock()
-	s.syms.mu.Lock()
-	labelBytes += s.syms.bytes
-	s.syms.mu.Unlock()
+	_, sb := s.syms.stats()
+	labelBytes += sb
 	r := memResult{
 		series: n, slots: slots, heap: int64(after.HeapAlloc) - int64(before.HeapAlloc),
 		ringBytes: s.m.ringBytes.Load(), labelBytes: labelBytes, estimate: s.MemoryEstimate(),

@@ -84,6 +84,10 @@ func newMetrics(s *Store, reg prometheus.Registerer) *metrics {
 			Help: "Samples appended to the store.",
 		}, func() float64 { return float64(m.samples.load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keda_otel_scaler_store_symbols",
+			Help: "Interned label names, label values and metric names in the store (freed ones excluded).",
+		}, func() float64 { n, _ := s.syms.stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keda_otel_scaler_store_memory_bytes",
 			Help: "Estimated bytes held by the store: rings, series headers, index, postings and interned labels.",
 		}, func() float64 { return float64(s.MemoryEstimate()) }),
@@ -103,8 +107,8 @@ func (m *metrics) reject(reason string) { m.rejected[reason].Inc() }
 // sample.
 func (s *Store) MemoryEstimate() int64 {
 	b := s.m.ringBytes.Load()
-	b += s.live.Load() * 48                                      // memSeries
-	b += int64(s.series.chunks()+s.sets.chunks()) * 8 * chunkLen // table chunks
+	b += s.live.Load() * 48                                                          // memSeries
+	b += int64(s.series.chunks()+s.sets.chunks()+s.syms.tab.chunks()) * 8 * chunkLen // table chunks
 	b += s.index.bytes()
 	s.postings.Range(func(_, v any) bool {
 		b += v.(*u32list).bytes() + 64
@@ -113,8 +117,7 @@ func (s *Store) MemoryEstimate() int64 {
 	s.mu.Lock()
 	b += s.setBytes
 	s.mu.Unlock()
-	s.syms.mu.Lock()
-	b += s.syms.bytes
-	s.syms.mu.Unlock()
+	_, sb := s.syms.stats() // freed symbols are already subtracted
+	b += sb
 	return b
 }

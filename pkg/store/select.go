@@ -28,6 +28,27 @@ type resolved struct {
 // when, as in KEDA triggers, one equality (the metric name) already
 // narrows the set to a few thousand series.
 func (s *Store) Select(dst []SeriesRef, ms ...*labels.Matcher) []SeriesRef {
+	// Matchers resolve strings to symbol IDs once; if the sweeper's freed
+	// IDs were handed to new strings meanwhile (symbols, contract point
+	// 4), an ID may name another string by the end, so retry. Reuse is
+	// rare (only after a sweep freed symbols), but a writer creating many
+	// new series could keep it going: the last attempt holds the
+	// interner's lock, which stops reuse, so Select always ends.
+	start := len(dst)
+	for range 2 {
+		e := s.syms.reuses.Load()
+		dst = s.selectOnce(dst, ms)
+		if s.syms.reuses.Load() == e {
+			return dst
+		}
+		dst = dst[:start]
+	}
+	s.syms.mu.Lock()
+	defer s.syms.mu.Unlock()
+	return s.selectOnce(dst, ms)
+}
+
+func (s *Store) selectOnce(dst []SeriesRef, ms []*labels.Matcher) []SeriesRef {
 	var buf [8]resolved
 	rs := buf[:0]
 	var driver []uint32
@@ -156,6 +177,21 @@ func (s *Store) matches(ref SeriesRef, rs []resolved) bool {
 // allocates only to grow dst.
 func (s *Store) LabelNames(dst []string) []string {
 	start := len(dst)
+	for range 2 { // retry on symbol reuse, as Select does
+		e := s.syms.reuses.Load()
+		dst = s.labelNamesOnce(dst)
+		if s.syms.reuses.Load() == e {
+			return dst
+		}
+		dst = dst[:start]
+	}
+	s.syms.mu.Lock()
+	defer s.syms.mu.Unlock()
+	return s.labelNamesOnce(dst)
+}
+
+func (s *Store) labelNamesOnce(dst []string) []string {
+	start := len(dst)
 	s.nameValues.Range(func(k, v any) bool {
 		if len(v.(*u32list).load()) > 0 {
 			dst = append(dst, s.syms.str(k.(uint32)))
@@ -170,6 +206,21 @@ func (s *Store) LabelNames(dst []string) []string {
 // series (metric names for __name__), sorted, and returns the extended
 // slice. It takes no lock; it allocates only to grow dst.
 func (s *Store) LabelValues(dst []string, name string) []string {
+	start := len(dst)
+	for range 2 { // retry on symbol reuse, as Select does
+		e := s.syms.reuses.Load()
+		dst = s.labelValuesOnce(dst, name)
+		if s.syms.reuses.Load() == e {
+			return dst
+		}
+		dst = dst[:start]
+	}
+	s.syms.mu.Lock()
+	defer s.syms.mu.Unlock()
+	return s.labelValuesOnce(dst, name)
+}
+
+func (s *Store) labelValuesOnce(dst []string, name string) []string {
 	id, ok := s.syms.id(name)
 	if !ok {
 		return dst

@@ -224,7 +224,7 @@ func New(cfg Config, set Settings) *Store {
 	}
 	s.nextRef.Store(1) // ref 0 is never used, so a zero ref is "none"
 	s.nextSet = 1
-	s.nameID = s.syms.intern(model.MetricNameLabel)
+	s.nameID = s.syms.pin(model.MetricNameLabel)
 	s.m = newMetrics(s, set.Registerer)
 	return s
 }
@@ -282,7 +282,7 @@ func (s *Store) Create(hash uint64, lset labels.Labels) (SeriesRef, error) {
 		s.m.reject(reasonSeriesLimit)
 		return 0, ErrSeriesLimit
 	}
-	mid := s.syms.intern(name)
+	mid := s.syms.pin(name)
 	if s.perMetric[mid] >= s.cfg.MaxSeriesPerMetric {
 		s.m.reject(reasonSeriesPerMetric)
 		return 0, ErrSeriesPerMetricLimit
@@ -354,6 +354,7 @@ func (s *Store) internSetLocked(lset labels.Labels) (uint32, *labelSet) {
 		return id, ls
 	}
 	ls := &labelSet{key: strings.Clone(pairsKey(p)), refs: 1}
+	s.syms.acquire(p)
 	s.setBytes += setCost(ls)
 	var id uint32
 	if n := len(s.freeSets); n > 0 {
@@ -385,9 +386,10 @@ func (s *Store) postingsAppendLocked(name, val uint32, ref SeriesRef) {
 }
 
 // MetricID returns the dense ID of a metric name, interning it. IDs are
-// stable for the life of the store; subscriptions use them to learn which
+// stable for the life of the store (metric-name symbols are pinned: the
+// sweeper never frees them, see symbols); subscriptions use them to learn which
 // metrics an append touched. It takes no lock for a known name.
-func (s *Store) MetricID(name string) uint32 { return s.syms.intern(name) }
+func (s *Store) MetricID(name string) uint32 { return s.syms.pin(name) }
 
 // SeriesMetricID returns the metric-name ID of a series.
 func (s *Store) SeriesMetricID(ref SeriesRef) (uint32, bool) {
@@ -459,6 +461,13 @@ func (s *Store) Labels(ref SeriesRef) labels.Labels {
 		b.Add(s.syms.str(p[i]), s.syms.str(p[i+1]))
 	}
 	b.Sort()
+	// The strings above are right only if ms was still published after
+	// they were read: a published series holds its set, which holds its
+	// symbols, and removal is final (a ref gets a new memSeries). If the
+	// sweeper removed ms meanwhile, its symbols may have been reused.
+	if s.get(ref) != ms {
+		return labels.EmptyLabels()
+	}
 	box := &labelsBox{l: b.Labels()}
 	if ms.lcache.CompareAndSwap(nil, box) {
 		return box.l

@@ -102,6 +102,7 @@ func (s *Store) Sweep() int {
 	s.quarantine = s.quarantine[:0]
 	s.freeSets = append(s.freeSets, s.quarSets...)
 	s.quarSets = s.quarSets[:0]
+	s.syms.rotate()
 	removed := 0
 	for _, ref := range cands {
 		ms := s.get(ref)
@@ -142,6 +143,9 @@ func (s *Store) removeLocked(ref SeriesRef, ms *memSeries) {
 				s.setBytes -= setCost(ls)
 				p.Store(nil)
 				s.quarSets = append(s.quarSets, ms.setID)
+				// After the set is unpublished: a symbol freed here
+				// is reused only after the next sweep.
+				s.syms.release(ls.pairs())
 			}
 		}
 	}

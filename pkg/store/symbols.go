@@ -3,35 +3,84 @@ package store
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 )
 
 // symbols interns label names and values (and metric names) to dense
-// uint32 IDs that are stable for the life of the store.
+// uint32 IDs, and reclaims the IDs of label names and values that no live
+// label set uses any more (pod churn brings new pod/instance values every
+// few minutes; without reclamation the table would grow for ever).
+//
+// Lifetime of an ID:
+//
+//   - Metric names, __name__ and every string passed to MetricID are
+//     pinned: never freed, so an ID that MetricID handed to the scaler's
+//     subscriptions never changes meaning. They are few (one per metric
+//     name, not per series); the per-metric series limit bounds the rest.
+//   - Every other symbol counts the published label sets whose key holds
+//     it (refs, once per occurrence). acquire adds a set's symbols when the
+//     set is created, release drops them when the sweeper unpublishes the
+//     set. A symbol whose count reaches zero is freed: removed from ids at
+//     once (so a new intern of the same string gets a fresh ID) and put in
+//     quarantine; its table slot keeps the old string.
+//   - The next sweep moves the quarantine to the free list, and intern
+//     hands free IDs out again, overwriting the slot. This is the same
+//     one-sweep delay that deleted series refs get (sweep.go).
 //
 // Concurrency contract:
 //
-//  1. Writers: intern, under mu (its own lock, so MetricID from the scaler
-//     does not wait for series creation).
+//  1. Writers: intern and pin under mu (its own lock, so MetricID from the
+//     scaler does not wait for series creation); acquire, release and
+//     rotate under Store.mu, which also takes mu for the parts it shares
+//     with intern (the map, the free lists, the byte count).
 //  2. Readers: id (lock-free through sync.Map, whose reads take no lock)
-//     and str (lock-free through the chunked table).
-//  3. Publication: intern writes the string into its table slot, then
-//     stores the ID in the map. Every other path to an ID (a label set, a
-//     series) is published after the intern call that made it.
-//  4. A reader holding an ID therefore always finds its string, which
-//     never changes.
+//     and str (lock-free through the chunked table of atomic pointers).
+//  3. Publication: intern stores the slot's *symbol, then stores the ID in
+//     the map. Every other path to an ID (a label set, a series) is
+//     published after the intern call that made it. A reused slot is
+//     preceded by reuses.Add(1).
+//  4. A reader holding the ID of a live label set always finds its string:
+//     the set holds a count on it. A reader holding an ID from a set that
+//     the sweeper unpublished finds the old string until the ID is reused,
+//     at the earliest one sweep later. Readers that must be exact detect
+//     that case: Labels re-checks that the series is still published
+//     after reading its strings (a live series pins its set, which pins
+//     its symbols), and Select, LabelNames and LabelValues compare reuses
+//     before and after and retry (the last attempt under mu, which stops
+//     reuse, so they always end).
 //
 // Interned strings are cloned: the caller's strings are usually substrings
 // of one labels.Labels buffer that would otherwise stay alive.
 type symbols struct {
-	mu    sync.Mutex
-	ids   sync.Map // string → uint32
-	tab   chunked[string]
-	next  uint32 // guarded by mu
-	bytes int64  // guarded by mu
+	reuses atomic.Uint64 // counts ID reuses; see contract point 4
+	ids    sync.Map      // string → uint32
+	tab    chunked[atomic.Pointer[symbol]]
+
+	mu    sync.Mutex // guards the fields below
+	next  uint32
+	live  int      // symbols in ids
+	free  []uint32 // freed IDs, reusable now
+	quar  []uint32 // IDs freed since the last rotate, reusable after it
+	bytes int64    // estimated bytes of the symbols in ids
 }
+
+// symbol is one table slot's content. s never changes; refs is guarded by
+// Store.mu; pinned is only ever set, under symbols.mu, and release reads
+// it under symbols.mu, so a symbol is either pinned or freed, never both.
+type symbol struct {
+	s      string
+	refs   int32
+	pinned atomic.Bool
+}
+
+// symCost estimates a symbol's bytes: the string, the *symbol (string
+// header, count and flag: 24 B, rounded to a 32 B size class) and the
+// sync.Map entry (about 64 B, as for the postings map). Table slots are
+// counted per chunk by MemoryEstimate.
+func symCost(str string) int64 { return int64(len(str)) + 32 + 64 }
 
 func (s *symbols) id(str string) (uint32, bool) {
 	v, ok := s.ids.Load(str)
@@ -41,27 +90,111 @@ func (s *symbols) id(str string) (uint32, bool) {
 	return v.(uint32), true
 }
 
+// intern returns str's ID, interning it unpinned with no count. Its only
+// caller, internSetLocked (under Store.mu), acquires the symbols of a new
+// set right after; nothing between can fail, so no unpinned symbol stays
+// in the table without a count.
 func (s *symbols) intern(str string) uint32 {
 	if id, ok := s.id(str); ok {
 		return id
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.internLocked(str)
+}
+
+// pin interns str and marks it never to be freed.
+func (s *symbols) pin(str string) uint32 {
+	if id, ok := s.id(str); ok {
+		// Comparing the string guards against the (two sweeps late)
+		// case of id being freed and reused since the lookup.
+		if sym := s.tab.at(id).Load(); sym.s == str && sym.pinned.Load() {
+			return id // pinned is only ever set
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := s.internLocked(str)
+	s.tab.at(id).Load().pinned.Store(true)
+	return id
+}
+
+func (s *symbols) internLocked(str string) uint32 {
 	if id, ok := s.id(str); ok {
 		return id
 	}
 	str = strings.Clone(str)
-	id := s.next
-	s.next++
-	*s.tab.ensure(id) = str
-	s.bytes += int64(len(str)) + 16 + 64 // string, table slot, map entry
+	var id uint32
+	if n := len(s.free); n > 0 {
+		id = s.free[n-1]
+		s.free = s.free[:n-1]
+		s.reuses.Add(1) // before the slot changes: see contract point 4
+	} else {
+		id = s.next
+		s.next++
+	}
+	s.tab.ensure(id).Store(&symbol{s: str})
+	s.bytes += symCost(str)
+	s.live++
 	s.ids.Store(str, id)
 	return id
 }
 
+// acquire counts one more use of each symbol in p. Under Store.mu.
+func (s *symbols) acquire(p []uint32) {
+	for _, id := range p {
+		s.tab.at(id).Load().refs++
+	}
+}
+
+// release drops one use of each symbol in p and frees those that reach
+// zero and are not pinned. Under Store.mu.
+func (s *symbols) release(p []uint32) {
+	locked := false
+	for _, id := range p {
+		sym := s.tab.at(id).Load()
+		if sym.refs--; sym.refs > 0 {
+			continue
+		}
+		if !locked {
+			s.mu.Lock()
+			locked = true
+		}
+		if sym.pinned.Load() {
+			continue
+		}
+		s.ids.Delete(sym.s)
+		s.bytes -= symCost(sym.s)
+		s.live--
+		s.quar = append(s.quar, id)
+	}
+	if locked {
+		s.mu.Unlock()
+	}
+}
+
+// rotate makes the IDs freed before the previous rotate reusable. The
+// sweeper calls it once per sweep, before freeing anything.
+func (s *symbols) rotate() {
+	s.mu.Lock()
+	s.free = append(s.free, s.quar...)
+	s.quar = s.quar[:0]
+	s.mu.Unlock()
+}
+
+// stats returns the number of symbols in the table and their estimated
+// bytes.
+func (s *symbols) stats() (n int, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live, s.bytes
+}
+
 func (s *symbols) str(id uint32) string {
 	if p := s.tab.at(id); p != nil {
-		return *p
+		if sym := p.Load(); sym != nil {
+			return sym.s
+		}
 	}
 	return ""
 }

@@ -16,9 +16,8 @@ import "sync/atomic"
 //  4. A reader loads the directory, then the chunk, then the element. It
 //     sees either an older directory (so an index beyond it reads as
 //     absent) or the new one; both point at the same chunks. Elements are
-//     either atomics (series, sets) or written once before the index that
-//     names them is published through an atomic (symbols), which orders the
-//     element's write before the reader's load.
+//     atomics (series, sets, symbols), so a slot that is reused after a
+//     sweep is rewritten without a data race.
 type chunked[T any] struct {
 	dir atomic.Pointer[[]*[chunkLen]T]
 }
