@@ -3,9 +3,13 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"math"
+	"strconv"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
@@ -234,4 +238,84 @@ func FuzzReadSnapshot(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, withSamples, n)
 	})
+}
+
+// TestWriteSnapshotWhileAppending: a snapshot taken while appends and
+// creates continue (run under -race) is intact and restores every series
+// that existed before it began.
+func TestWriteSnapshotWhileAppending(t *testing.T) {
+	var clk movingClock
+	clk.ms.Store(1_000_000)
+	s := New(Config{}, Settings{Now: clk.now})
+	const before = 200
+	for i := range before {
+		ref, err := s.Create(uint64(i+1), labels.FromStrings("__name__", "m", "i", strconv.Itoa(i)))
+		require.NoError(t, err)
+		require.NoError(t, s.Append(ref, 900_000, 1))
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			h := uint64(i%before + 1)
+			ref, _ := s.Lookup(h)
+			_ = s.Append(ref, 900_001+int64(i), float64(i))
+			if i < 1000 {
+				nref, err := s.Create(uint64(before+1+i), labels.FromStrings("__name__", "n", "i", strconv.Itoa(i)))
+				if err == nil {
+					_ = s.Append(nref, 950_000, 2)
+				}
+			}
+		}
+	})
+	var bufs [5]bytes.Buffer
+	for i := range bufs {
+		require.NoError(t, s.WriteSnapshot(&bufs[i]))
+	}
+	close(stop)
+	wg.Wait()
+	for i := range bufs {
+		dst := New(Config{}, Settings{Now: clk.now})
+		n, _, err := dst.ReadSnapshot(&bufs[i])
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, n, before)
+		for h := uint64(1); h <= before; h++ {
+			_, ok := dst.Lookup(h)
+			require.True(t, ok, "snapshot %d lost series %d", i, h)
+		}
+	}
+}
+
+// go test -run '^$' -bench 'Snapshot' -benchtime 200ms -count 1 ./pkg/store/
+func BenchmarkSnapshot(b *testing.B) {
+	for _, n := range []int{10_000} {
+		s, _, _ := appendFixture(b, n)
+		var buf bytes.Buffer
+		require.NoError(b, s.WriteSnapshot(&buf))
+		b.Run(fmt.Sprintf("op=write/series=%s", seriesName(n)), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var out bytes.Buffer
+				out.Grow(buf.Len())
+				if err := s.WriteSnapshot(&out); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(buf.Len())/float64(n), "bytes/series")
+		})
+		b.Run(fmt.Sprintf("op=read/series=%s", seriesName(n)), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				dst := New(Config{Retention: 5 * time.Minute, Freshness: -1, MaxSeries: n, MaxSeriesPerMetric: n}, Settings{Now: fixedClock(benchT0)})
+				if got, _, err := dst.ReadSnapshot(bytes.NewReader(buf.Bytes())); err != nil || got != n {
+					b.Fatalf("restored %d of %d: %v", got, n, err)
+				}
+			}
+		})
+	}
 }
