@@ -183,7 +183,7 @@ func TestReadSnapshotRejectsBadInput(t *testing.T) {
 
 			restored, newest, err := dst.ReadSnapshot(bytes.NewReader(tc.in))
 			require.ErrorIs(t, err, ErrBadSnapshot)
-			assert.ErrorContains(t, err, tc.want)
+			require.ErrorContains(t, err, tc.want)
 			assert.Zero(t, restored)
 			assert.Zero(t, newest)
 			assert.Equal(t, 1, dst.NumSeries(), "store unchanged")
