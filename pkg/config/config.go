@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -38,6 +39,10 @@ type Server struct {
 	// TLSClientCAFile, when set, makes the scaler listener require client
 	// certificates signed by this CA (KEDA's tlsClientCert/tlsClientKey).
 	TLSClientCAFile string
+	// StateDir, when set, is where the store's window is written on
+	// shutdown (store.snapshot) and read back on start, so a restart
+	// needs no warm-up. Default empty: off.
+	StateDir string
 }
 
 // Receiver configures OTLP ingestion.
@@ -144,6 +149,11 @@ func (c Config) Validate() error {
 	}
 	if c.Server.TLSClientCAFile != "" && c.Server.TLSCertFile == "" {
 		errs = append(errs, errors.New("--tls-client-ca-file needs --tls-cert-file and --tls-key-file"))
+	}
+	// Only the form is checked here; the directory may not exist until
+	// the volume is mounted, and Start reports access problems.
+	if strings.ContainsRune(c.Server.StateDir, 0) {
+		errs = append(errs, fmt.Errorf("--state-dir %q: not a path (contains NUL)", c.Server.StateDir))
 	}
 	if c.Server.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %v must be > 0", c.Server.ShutdownTimeout))

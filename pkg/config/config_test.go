@@ -119,3 +119,32 @@ func TestReceiverFlags(t *testing.T) {
 	assert.Contains(t, err.Error(), "--otlp-delta")
 	assert.Contains(t, err.Error(), "--max-metric-name-length")
 }
+
+func TestStateDir(t *testing.T) {
+	for _, tc := range []struct {
+		name, flagVal, env, want string
+		err                      bool
+	}{
+		{name: "default off"},
+		{name: "absolute", flagVal: "/var/lib/kos", want: "/var/lib/kos"},
+		{name: "relative", flagVal: "state", want: "state"},
+		{name: "env twin", env: "/data", want: "/data"},
+		{name: "nul", flagVal: "a\x00b", err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var args []string
+			if tc.flagVal != "" {
+				args = []string{"--state-dir", tc.flagVal}
+			}
+			c, err := Load("t", args, func(k string) string {
+				return map[string]string{"KOS_STATE_DIR": tc.env}[k]
+			}, &bytes.Buffer{})
+			if tc.err {
+				require.ErrorContains(t, err, "--state-dir")
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, c.Server.StateDir)
+		})
+	}
+}

@@ -32,6 +32,7 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Server.TLSCertFile, "tls-cert-file", c.Server.TLSCertFile, "PEM certificate `file` for TLS on the KEDA scaler listener (with --tls-key-file; empty: plaintext)")
 	fs.StringVar(&c.Server.TLSKeyFile, "tls-key-file", c.Server.TLSKeyFile, "PEM private key `file` for --tls-cert-file")
 	fs.StringVar(&c.Server.TLSClientCAFile, "tls-client-ca-file", c.Server.TLSClientCAFile, "PEM CA `file`: when set, the KEDA scaler listener requires client certificates signed by it")
+	fs.StringVar(&c.Server.StateDir, "state-dir", c.Server.StateDir, "`dir` where the store's window is written on shutdown and read on start, so a restart skips warm-up (empty: off)")
 	fs.Var((*durationValue)(&c.Server.ShutdownTimeout), "shutdown-timeout", "grace period for in-flight calls after SIGTERM (`duration`, e.g. 15s)")
 	fs.Var((*sizeValue)(&c.Receiver.MaxRecvSize), "otlp-max-recv-size", "largest OTLP request after decompression (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.StringVar(&c.Receiver.Delta, "otlp-delta", c.Receiver.Delta, "delta temporality policy: reject (as Prometheus) or ingest (each delta point stored as raw samples; query with sum_over_time) (`policy`)")

@@ -98,9 +98,10 @@ type Scaler struct {
 	subs    *subIndex
 	drainCh chan struct{}
 
-	mu        sync.Mutex // guards warmTimer and drained
+	mu        sync.Mutex // guards warmTimer, drained and warmEnded
 	warmTimer *time.Timer
 	drained   bool
+	warmEnded bool // EndWarmup was called: Start ends warm-up at once
 
 	draining   atomic.Bool
 	warmStart  atomic.Int64 // unix ns of the warm-up start
@@ -161,7 +162,7 @@ func (s *Scaler) Start() {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
 	}
-	if s.cfg.Warmup <= 0 {
+	if s.cfg.Warmup <= 0 || s.warmEnded {
 		s.warmIsDone.Store(true)
 		return
 	}
@@ -171,6 +172,25 @@ func (s *Scaler) Start() {
 		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
 		s.subs.markAll()
 	})
+}
+
+// EndWarmup ends warm-up now and makes later Start calls skip it: the
+// server calls it when the store was restored from --state-dir with
+// samples younger than the freshness window (keda-contract.md §8.2), so
+// the store already holds what a warm-up would have waited for. Open
+// streams evaluate their triggers.
+func (s *Scaler) EndWarmup() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.warmEnded = true
+	if s.warmTimer != nil {
+		s.warmTimer.Stop()
+		s.warmTimer = nil
+	}
+	if !s.warmIsDone.Swap(true) {
+		s.logger.Info("Warm-up skipped", "reason", "store_restored")
+	}
+	s.subs.markAll()
 }
 
 // Register registers the ExternalScaler service on s.

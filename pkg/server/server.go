@@ -199,12 +199,18 @@ func (s *Server) Start() error {
 		_ = s.kedaLis.Close()
 		return fmt.Errorf("listen http-addr %s: %w", s.cfg.Server.HTTPAddr, err)
 	}
+	// Restore before anything serves or sweeps, so the first KEDA call
+	// and the first push see the restored series.
+	freshRestore := s.restoreState()
 	// The store's TTL sweeper runs until Shutdown stops it.
 	if err := s.store.Start(context.Background()); err != nil {
 		_ = s.otlpLis.Close()
 		_ = s.kedaLis.Close()
 		_ = s.httpLis.Close()
 		return fmt.Errorf("start store: %w", err)
+	}
+	if freshRestore {
+		s.scaler.EndWarmup() // before serving: no call sees a warm-up
 	}
 	s.group = &errgroup.Group{}
 	// A shutdown that races the start makes Serve return ErrServerStopped;
@@ -278,6 +284,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		if err == nil && herr != nil && !errors.Is(herr, context.DeadlineExceeded) {
 			err = herr
+		}
+		// Every listener has stopped: no append races the snapshot. A
+		// server that never started must not replace a good snapshot
+		// with its empty store.
+		if s.group != nil {
+			if serr := s.saveState(); serr != nil {
+				s.logger.Error("Store snapshot not saved", "state_dir", s.cfg.Server.StateDir, "err", serr)
+				err = errors.Join(err, serr)
+			}
 		}
 		s.logger.Info("Stopped")
 	})
