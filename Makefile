@@ -35,8 +35,9 @@ run: ## Run the server on its defaults (OTLP :4317, KEDA :4318, HTTP :8080). ARG
 demo: ## The end-to-end demo (~1 min): simulated vLLM pods, OTLP push, KEDA/HPA loop; pictures in demo-out/. DEMO_ARGS="--profile ramp" etc.
 	$(GO) run ./cmd/keda-otel-scaler demo $(DEMO_ARGS)
 
-test: ## What CI runs: vet and every test with -race in the main module, test/compat (vs Prometheus's engine), test/helm (chart + examples) and test/e2e (a real collector; its first build takes ~8 min on 2 cores, then it is cached).
+test: ## What CI runs: vet, lint and every test with -race in the main module, test/compat (vs Prometheus's engine), test/helm (chart + examples) and test/e2e (a real collector; its first build takes ~8 min on 2 cores, then it is cached).
 	$(GO) vet $(PKGS)
+	$(MAKE) lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 15m ./...
 	cd test/helm && $(GO) vet ./... && $(GO) test -count=1 -timeout 15m ./...

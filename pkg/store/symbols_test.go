@@ -100,8 +100,10 @@ func TestSymbolsReclaimedUnderChurn(t *testing.T) {
 			cycles, n, b, maxSyms, len(distinct)+2, s.MemoryEstimate(), baseMem)
 		assert.Equal(t, live, n, "only the live series' symbols remain")
 		var liveBytes int64
-		for _, str := range []string{"__name__", "instance", "lora_name", "model_name", "pod", "llama",
-			"vllm:subscribed_but_never_sent", "10.1.-1:8000", "adapter--1", "vllm--1"} {
+		for _, str := range []string{
+			"__name__", "instance", "lora_name", "model_name", "pod", "llama",
+			"vllm:subscribed_but_never_sent", "10.1.-1:8000", "adapter--1", "vllm--1",
+		} {
 			liveBytes += symCost(str)
 		}
 		for _, m := range metrics {
