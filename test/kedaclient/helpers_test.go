@@ -51,7 +51,7 @@ type env struct {
 	srv    *server.Server
 	addrs  server.Addrs
 	http   *http.Client
-	lastNs atomic.Int64 // newest timestamp pushed, so every push is newer
+	lastMs atomic.Int64 // newest timestamp pushed (unix ms), so every push is newer
 }
 
 // startServer runs a real server on 127.0.0.1 ports with warm-up and push
@@ -80,16 +80,15 @@ func startServer(t *testing.T) *env {
 // every point was accepted.
 func (e *env) push(t *testing.T, name string, vals ...float64) {
 	t.Helper()
-	ts := time.Now().UnixNano()
-	for {
-		last := e.lastNs.Load()
-		if ts <= last {
-			ts = last + int64(time.Millisecond) // store times are in ms
-		}
-		if e.lastNs.CompareAndSwap(last, ts) {
-			break
-		}
+	// The store keeps milliseconds and evaluates at the real now: wait for
+	// a millisecond newer than the last push (bounded: at most ~1 ms), so
+	// every push is a new sample and none lies in the future.
+	for time.Now().UnixMilli() <= e.lastMs.Load() {
+		time.Sleep(100 * time.Microsecond)
 	}
+	ms := time.Now().UnixMilli()
+	e.lastMs.Store(ms)
+	ts := ms * int64(time.Millisecond)
 	md := pmetric.NewMetrics()
 	rm := md.ResourceMetrics().AppendEmpty()
 	rm.Resource().Attributes().PutStr("service.name", "kedaclient-test")
