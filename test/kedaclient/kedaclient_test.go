@@ -13,15 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// goleak is not used here: importing pkg/scalers starts package-level
-// goroutines in the cloud SDKs and client libraries it links (klog's flush
-// daemon, OpenCensus/OTel exporters and others) that no test can stop, so
-// a leak check would need a hand-kept ignore list for code we do not own.
-// What this package starts is still released: every KEDA scaler is Closed
-// (dropping KEDA's pooled gRPC connection), every Run context is cancelled
-// and Run's channel is required to close, and the open-streams gauge is
-// required to fall back to 0.
-
 // TestMetricSpec: the HPA metric spec KEDA 2.21 builds from our
 // GetMetricSpec is one External metric s<index>-<namespace>-<name> whose
 // target is targetValue at milli precision (the float field wins, so 0.5
