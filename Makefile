@@ -19,7 +19,7 @@ FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzAPIQuery ./pkg/scaler:Fuz
 	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/internal/otlpwire:FuzzWalk
 
 .PHONY: all help build run demo test gates test-short test-memory conformance compat fuzz bench bench-baseline load \
-	helm-lint helm-test e2e e2e-collector promtool promtool-test lint fmt vet tidy clean
+	helm-lint helm-test e2e e2e-collector promtool promtool-test keda-client-test lint fmt vet tidy clean
 
 all: build
 
@@ -99,6 +99,9 @@ promtool: $(PROMTOOL) ## Build promtool (version pinned in test/promtool/go.mod)
 
 promtool-test: $(PROMTOOL) ## Drive the HTTP query API with promtool (the first build of promtool takes minutes).
 	cd test/promtool && PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 ./...
+
+keda-client-test: ## KEDA's own external/external-push scalers (pkg/scalers v2.21) against our server (test/kedaclient; not in make test: its first build compiles every cloud SDK KEDA links, >10 min on 2 cores).
+	cd test/kedaclient && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...
 
 lint: ## golangci-lint, pinned in test/lint/go.mod.
 	$(LINT) run ./...
