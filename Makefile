@@ -114,7 +114,7 @@ vet: ## go vet.
 
 tidy: ## go mod tidy for every module.
 	$(GO) mod tidy
-	@for m in test/lint test/compat test/helm test/e2e test/e2e/otelcol test/promtool; do \
+	@for m in test/lint test/compat test/helm test/e2e test/e2e/otelcol test/promtool test/kedaclient; do \
 		echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; \
 	done
 
