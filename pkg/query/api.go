@@ -261,6 +261,39 @@ func (a *API) acquire(ctx context.Context) *apiError {
 
 func (a *API) release() { <-a.sem }
 
+// prepared is what query and query_range share before evaluating: the
+// limit, the request's timeout context, the compiled plan and an evaluation
+// slot. done releases the slot and the context.
+type prepared struct {
+	plan  *Plan
+	ctx   context.Context
+	limit int
+	done  func()
+}
+
+// prepare parses "limit" and "timeout", compiles the query and takes one of
+// the bounded evaluation slots.
+func (a *API) prepare(r *http.Request) (prepared, *apiError) {
+	limit, err := parseLimit(r.Form.Get("limit"))
+	if err != nil {
+		return prepared{}, invalidParam("limit", err)
+	}
+	ctx, cancel, aerr := queryContext(r)
+	if aerr != nil {
+		return prepared{}, aerr
+	}
+	plan, aerr := a.compileQuery(r)
+	if aerr != nil {
+		cancel()
+		return prepared{}, aerr
+	}
+	if aerr := a.acquire(ctx); aerr != nil {
+		cancel()
+		return prepared{}, aerr
+	}
+	return prepared{plan: plan, ctx: ctx, limit: limit, done: func() { a.release(); cancel() }}, nil
+}
+
 // queryContext applies the "timeout" parameter, capped by defaultAPITimeout.
 func queryContext(r *http.Request) (context.Context, context.CancelFunc, *apiError) {
 	timeout := defaultAPITimeout
@@ -307,23 +340,12 @@ func (a *API) query(r *http.Request) apiResult {
 		}
 		ts = t
 	}
-	limit, err := parseLimit(r.Form.Get("limit"))
-	if err != nil {
-		return apiResult{err: invalidParam("limit", err)}
-	}
-	ctx, cancel, aerr := queryContext(r)
+	ev, aerr := a.prepare(r)
 	if aerr != nil {
 		return apiResult{err: aerr}
 	}
-	defer cancel()
-	plan, aerr := a.compileQuery(r)
-	if aerr != nil {
-		return apiResult{err: aerr}
-	}
-	if aerr := a.acquire(ctx); aerr != nil {
-		return apiResult{err: aerr}
-	}
-	defer a.release()
+	defer ev.done()
+	plan, ctx, limit := ev.plan, ev.ctx, ev.limit
 	t := ts.UnixMilli()
 	res, err := plan.Eval(ctx, t)
 	if err != nil {
@@ -372,23 +394,12 @@ func (a *API) queryRange(r *http.Request) apiResult {
 	if end.Sub(start)/step > maxRangeSteps {
 		return apiResult{err: badData(errors.New("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"))}
 	}
-	limit, err := parseLimit(r.Form.Get("limit"))
-	if err != nil {
-		return apiResult{err: invalidParam("limit", err)}
-	}
-	ctx, cancel, aerr := queryContext(r)
+	ev, aerr := a.prepare(r)
 	if aerr != nil {
 		return apiResult{err: aerr}
 	}
-	defer cancel()
-	plan, aerr := a.compileQuery(r)
-	if aerr != nil {
-		return apiResult{err: aerr}
-	}
-	if aerr := a.acquire(ctx); aerr != nil {
-		return apiResult{err: aerr}
-	}
-	defer a.release()
+	defer ev.done()
+	plan, ctx, limit := ev.plan, ev.ctx, ev.limit
 
 	type series struct {
 		lset   labels.Labels

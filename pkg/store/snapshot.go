@@ -331,20 +331,14 @@ func (d *snapDecoder) uvarint() uint64 {
 	return v
 }
 
+// varint is uvarint with zig-zag decoding, as binary.Varint does.
 func (d *snapDecoder) varint() int64 {
-	if d.err != nil {
-		return 0
+	ux := d.uvarint()
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
 	}
-	v, n := binary.Varint(d.p)
-	if n <= 0 {
-		d.err = errSnapShort
-		if n < 0 {
-			d.err = errors.New("varint overflows 64 bits")
-		}
-		return 0
-	}
-	d.p = d.p[n:]
-	return v
+	return x
 }
 
 func (d *snapDecoder) u64() uint64 {
