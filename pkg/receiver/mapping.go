@@ -172,7 +172,8 @@ type batch struct {
 	cacheHits  int // over the current window of cacheWindow lookups
 	cacheLooks int
 	cacheOff   int // points left to process without the cache
-	curAttrs   []otlpwire.KeyValue
+	curPt      *otlpwire.Point
+	rawCtx     uint64 // context of raw attribute keys, per metric (rawKey)
 	built      bool   // b.lbls holds the current point's labels
 	base       uint64 // hash of the current point's labels and context
 	kbuf, ibuf []byte
@@ -398,6 +399,7 @@ func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
 		return false
 	}
 	b.kind, b.names, b.skip = k, e, false
+	b.rawCtx = b.rawContext()
 	return true
 }
 
@@ -477,7 +479,7 @@ func (b *batch) pointExample() string {
 	if !b.built {
 		// A cached point or an early rejection: render the labels now
 		// (left empty when the labels themselves are what is wrong).
-		b.built = b.pointLabels(b.curAttrs) == reasonNone
+		b.built = b.pointLabels(b.curPt.Attributes()) == reasonNone
 	}
 	s := b.names.names[variantMain]
 	if s == "" {
@@ -506,7 +508,7 @@ func (b *batch) pointExample() string {
 }
 
 func (b *batch) point(p *otlpwire.Point) reason {
-	b.curAttrs, b.built = p.Attrs, false
+	b.curPt, b.built = p, false
 	b.lbls = b.lbls[:0]
 	if p.Time == 0 {
 		return reasonMissingTimestamp
@@ -531,13 +533,17 @@ func (b *batch) point(p *otlpwire.Point) reason {
 	var key uint64
 	ok, useCache := false, b.useCache()
 	if useCache {
-		key = b.attrKey(p.Attrs)
+		if p.Raw {
+			key = b.rawKey(p.RawAttrs)
+		} else {
+			key = b.attrKey(p.Attrs)
+		}
 		if e, ok = b.pointCache[key]; ok {
 			b.cacheHits++
 		}
 	}
 	if !ok {
-		if e.reject = b.pointLabels(p.Attrs); e.reject == reasonNone {
+		if e.reject = b.pointLabels(p.Attributes()); e.reject == reasonNone {
 			b.built = true
 			// hbuf holds the labels; the identity adds resource and scope.
 			b.hbuf = append(b.hbuf, b.idSuffix[:]...)
@@ -697,7 +703,7 @@ func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool
 			return reasonNone
 		}
 		if !b.built {
-			b.pointLabels(b.curAttrs) // succeeds: it did when cached
+			b.pointLabels(b.curPt.Attributes()) // succeeds: it did when cached
 			b.built = true
 		}
 		var err error
@@ -821,6 +827,25 @@ func (b *batch) attrKey(attrs []otlpwire.KeyValue) uint64 {
 	b.kbuf = k
 	return xxhash.Sum64(k)
 }
+
+// rawContext hashes what rawKey's keys depend on besides the attribute
+// bytes: the resource, the scope and the metric kind (which fixes the
+// attribute field number and drops le or quantile). A leading 0xff keeps
+// its keys apart from attrKey's, whose first byte is a kind.
+func (b *batch) rawContext() uint64 {
+	k := append(b.kbuf[:0], 0xff, byte(b.kind))
+	k = binary.LittleEndian.AppendUint64(k, b.resHash)
+	k = binary.LittleEndian.AppendUint64(k, b.scopeHash)
+	b.kbuf = k
+	return xxhash.Sum64(k)
+}
+
+// rawKey is attrKey for a point that carries its encoded attributes
+// (otlpwire.Point.RawAttrs): byte-identical spans decode to identical
+// attributes, so their hash, combined with the context, keys pointCache
+// without decoding anything. XOR with the context is a bijection for a
+// fixed context, so two keys collide only when the 64-bit hashes do.
+func (b *batch) rawKey(raw []byte) uint64 { return xxhash.Sum64(raw) ^ b.rawCtx }
 
 // pointLabels fills b.lbls with the point's sorted label set without
 // __name__ (§8), and b.hbuf with the same labels flattened for hashing:

@@ -1,6 +1,7 @@
 package otlpwire
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -105,4 +106,29 @@ func FuzzWalk(f *testing.F) {
 		require.Equal(t, err1 == nil, err2 == nil)
 		require.Equal(t, c1, c2)
 	})
+}
+
+// TestPointReset checks that reset leaves a Point equal to a zero one
+// except for the capacity of its slices, so a field added later cannot
+// leak from one point into the next.
+func TestPointReset(t *testing.T) {
+	t.Parallel()
+	p := Point{
+		Attrs: []KeyValue{{Key: []byte("k")}}, RawAttrs: []byte("r"), Raw: true,
+		attrField: 7, pending: true, StartTime: 1, Time: 2, Flags: 3,
+		NumberKind: NumberInt, Double: 4, Int: 5, Count: 6, Sum: 7, HasSum: true,
+		BucketCounts: []uint64{1}, Bounds: []float64{1}, Quantiles: []Quantile{{1, 2}},
+	}
+	// Every field is set above: a new field must be added there too.
+	v := reflect.ValueOf(p)
+	for i := range v.NumField() {
+		require.False(t, v.Field(i).IsZero(), "field %s not set by the test", v.Type().Field(i).Name)
+	}
+	p.reset()
+	for _, n := range []int{len(p.Attrs), len(p.BucketCounts), len(p.Bounds), len(p.Quantiles)} {
+		require.Zero(t, n)
+	}
+	require.NotZero(t, cap(p.Attrs))
+	p.Attrs, p.BucketCounts, p.Bounds, p.Quantiles = nil, nil, nil, nil
+	require.Equal(t, Point{}, p)
 }
