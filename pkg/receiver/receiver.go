@@ -24,7 +24,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/otlptranslator"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	_ "google.golang.org/grpc/encoding/gzip" // collectors compress with gzip by default
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -55,10 +54,6 @@ type Config struct {
 	// MaxInFlightBytes caps the bytes of concurrently processed Exports.
 	// Default 4 × MaxRecvSize.
 	MaxInFlightBytes int64
-	// ReferenceDecoder decodes protobuf requests with pdata instead of the
-	// wire walker (same mapping and store). It is the same-run baseline of
-	// the load test and a diagnosis switch, not for production.
-	ReferenceDecoder bool
 }
 
 func (c Config) withDefaults() Config {
@@ -205,13 +200,6 @@ type result struct {
 
 // ingestProto walks an encoded ExportMetricsServiceRequest into the store.
 func (r *Receiver) ingestProto(buf []byte) (result, error) {
-	if r.cfg.ReferenceDecoder {
-		er := pmetricotlp.NewExportRequest()
-		if err := er.UnmarshalProto(buf); err != nil {
-			return result{}, err
-		}
-		return r.ingestPdata(er.Metrics()), nil
-	}
 	b := r.getBatch()
 	defer r.putBatch(b)
 	start := time.Now()
@@ -221,6 +209,17 @@ func (r *Receiver) ingestProto(buf []byte) (result, error) {
 		return result{}, err
 	}
 	return r.finish(b), nil
+}
+
+// IngestMetrics maps metrics decoded elsewhere into the store exactly as
+// an Export carrying them would, and returns what the OTLP partial success
+// reports: the rejected points and a message (zero and empty when every
+// point was accepted). It is for servers that decode with pdata
+// themselves, such as the load test's baseline; it does not count against
+// the in-flight bounds.
+func (r *Receiver) IngestMetrics(md pmetric.Metrics) (rejected int64, message string) {
+	res := r.ingestPdata(md)
+	return res.rejected, res.message
 }
 
 // ingestPdata maps decoded pdata metrics into the store.

@@ -1,16 +1,22 @@
 // Command load measures OTLP ingest end to end over gRPC loopback
 // (performance.md T2): data points stored per server CPU-second, for our
-// wire-walking receiver and, in the same run, for a baseline server that
-// decodes the same bytes with pdata (receiver.Config.ReferenceDecoder).
+// wire-walking server and, in the same run, for a baseline server that
+// decodes with pdata (test/load/baselineserver, a separate binary built the
+// way the Collector's OTLP receiver is) and appends through the same
+// mapping and store.
 //
-// The server and the load generator are separate processes (this binary
-// re-executed with the server and gen subcommands); the generator sends
-// pre-encoded 1000-point Exports for 100k series through a raw codec, so
-// its own cost is small. Everything listens on 127.0.0.1 only, and every
-// run is bounded by a request count and a duration.
+// Every server and the load generator are separate processes: this binary
+// re-executed with the server and gen subcommands, and the baseline
+// binary. Both servers start once and are warmed with one round over every
+// series; then rounds of measured phases alternate between them (ABBA
+// order), and the run reports each phase, the median per server and the
+// median of the per-round ratios. The generator sends pre-encoded
+// 1000-point Exports for 100k series through a raw codec, so its own cost
+// is small. Everything listens on 127.0.0.1 only, and every phase is
+// bounded by a request count and a duration.
 //
-//	go run ./test/load                      # make load
-//	go run ./test/load -series 100000 -streams 4 -duration 10s -max-requests 3000
+//	make load                               # builds the baseline, then runs this
+//	go run ./test/load -rounds 3 -series 100000 -streams 4 -duration 10s -max-requests 3000
 package main
 
 import (
@@ -25,10 +31,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,8 +43,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
-	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/synth"
+	"github.com/keda-otel-scaler/keda-otel-scaler/test/load/harness"
 )
 
 const exportMethod = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
@@ -61,11 +68,6 @@ func main() {
 
 // --- orchestrator ---
 
-type serverStats struct {
-	CPUSeconds float64 `json:"cpu_seconds"`
-	Accepted   float64 `json:"accepted"`
-}
-
 type genStats struct {
 	Requests int     `json:"requests"`
 	Points   int     `json:"points"`
@@ -73,112 +75,225 @@ type genStats struct {
 	Seconds  float64 `json:"seconds"`
 }
 
+type opts struct {
+	series, streams, maxReq int
+	duration                time.Duration
+}
+
 func runMain(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
-	series := fs.Int("series", 100_000, "distinct series (`count`)")
-	streams := fs.Int("streams", 4, "concurrent Export streams (`count`)")
-	duration := fs.Duration("duration", 10*time.Second, "measured phase per server, at most (`duration`)")
-	maxReq := fs.Int("max-requests", 3000, "measured phase per server, at most (`count` of 1000-point Exports)")
-	impls := fs.String("impls", "wire,pdata", "servers to measure, in order (`list`)")
+	var o opts
+	fs.IntVar(&o.series, "series", 100_000, "distinct series (`count`)")
+	fs.IntVar(&o.streams, "streams", 4, "concurrent Export streams (`count`)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "each measured phase, at most (`duration`)")
+	fs.IntVar(&o.maxReq, "max-requests", 3000, "each measured phase, at most (`count` of 1000-point Exports)")
+	rounds := fs.Int("rounds", 3, "measured phases per server, interleaved (`count`)")
+	profDir := fs.String("cpuprofile-dir", "", "servers write CPU profiles of their measured phases here, as wire.pprof and pdata.pprof (`dir`)")
+	baseline := fs.String("baseline", "", "pdata baseline server binary (`path`); empty builds ./test/load/baselineserver with go build")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *rounds < 1 || *rounds > 20 {
+		return fmt.Errorf("-rounds %d: want 1..20", *rounds)
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
 	}
-	results := map[string]float64{}
-	fmt.Printf("%-6s %12s %10s %14s %12s\n", "impl", "points", "server_cpu", "points/cpu_s", "points/s")
-	for _, impl := range strings.Split(*impls, ",") {
-		srv, gen, err := measure(self, impl, *series, *streams, *duration, *maxReq)
+	if *baseline == "" {
+		dir, err := os.MkdirTemp("", "kos-load-")
 		if err != nil {
-			return fmt.Errorf("impl %s: %w", impl, err)
+			return err
 		}
-		perCPU := srv.Accepted / srv.CPUSeconds
-		results[impl] = perCPU
-		fmt.Printf("%-6s %12.0f %9.2fs %14.0f %12.0f  (gen: %d requests, %d errors, %.1fs)\n",
-			impl, srv.Accepted, srv.CPUSeconds, perCPU, float64(gen.Points)/gen.Seconds, gen.Requests, gen.Errors, gen.Seconds)
+		defer func() { _ = os.RemoveAll(dir) }()
+		*baseline = filepath.Join(dir, "baselineserver")
+		build := exec.Command("go", "build", "-o", *baseline, "./test/load/baselineserver")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build the baseline server (run from the module root, or pass -baseline): %w", err)
+		}
 	}
-	if w, p := results["wire"], results["pdata"]; w > 0 && p > 0 {
-		fmt.Printf("wire/pdata points per server CPU-second: %.2f\n", w/p)
+	// Bounds the whole run: start-up and warm-up, then every phase.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(2**rounds)*(o.duration+time.Minute))
+	defer cancel()
+	servers := map[string]*server{}
+	for _, impl := range []string{"wire", "pdata"} {
+		sargs := []string{"-series", fmt.Sprint(o.series)}
+		if *profDir != "" {
+			sargs = append(sargs, "-cpuprofile", filepath.Join(*profDir, impl+".pprof"))
+		}
+		cmd := exec.CommandContext(ctx, self, append([]string{"server"}, sargs...)...)
+		if impl == "pdata" {
+			cmd = exec.CommandContext(ctx, *baseline, sargs...)
+		}
+		s, err := startServer(cmd)
+		if err != nil {
+			return fmt.Errorf("start %s server: %w", impl, err)
+		}
+		defer s.close()
+		servers[impl] = s
+		// Warm-up: one round over every series creates them all.
+		if _, err := runGen(ctx, self, s.addr, o, (o.series+999)/1000, 0, 2*time.Minute); err != nil {
+			return fmt.Errorf("warm %s server: %w", impl, err)
+		}
+	}
+	fmt.Printf("%-6s %5s %12s %10s %14s %12s\n", "impl", "round", "points", "server_cpu", "points/cpu_s", "points/s")
+	perCPU := map[string][]float64{}
+	var ratios []float64
+	for round := range *rounds {
+		order := []string{"wire", "pdata"}
+		if round%2 == 1 {
+			order = []string{"pdata", "wire"} // ABBA: drift in load hits both alike
+		}
+		got := map[string]float64{}
+		for _, impl := range order {
+			ss, gs, err := servers[impl].phase(ctx, self, o)
+			if err != nil {
+				return fmt.Errorf("impl %s round %d: %w", impl, round, err)
+			}
+			if gs.Errors > 0 || ss.Accepted < float64(gs.Points) {
+				return fmt.Errorf("impl %s round %d: %d errors, %.0f of %d points accepted", impl, round, gs.Errors, ss.Accepted, gs.Points)
+			}
+			v := ss.Accepted / ss.CPUSeconds
+			got[impl] = v
+			perCPU[impl] = append(perCPU[impl], v)
+			fmt.Printf("%-6s %5d %12.0f %9.2fs %14.0f %12.0f  (gen: %d requests, %.1fs)\n",
+				impl, round, ss.Accepted, ss.CPUSeconds, v, float64(gs.Points)/gs.Seconds, gs.Requests, gs.Seconds)
+		}
+		ratios = append(ratios, got["wire"]/got["pdata"])
+	}
+	fmt.Printf("median points per server CPU-second: wire %.0f, pdata %.0f; median per-round wire/pdata %.2f\n",
+		median(perCPU["wire"]), median(perCPU["pdata"]), median(ratios))
+	for _, impl := range []string{"wire", "pdata"} {
+		if err := servers[impl].quit(); err != nil {
+			return fmt.Errorf("stop %s server: %w", impl, err)
+		}
 	}
 	return nil
 }
 
-// measure starts a server, warms it with one round over every series,
-// then measures one bounded generator run.
-func measure(self, impl string, series, streams int, d time.Duration, maxReq int) (serverStats, genStats, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), d+2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, self, "server", "-impl", impl, "-series", fmt.Sprint(series))
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Sorted(slices.Values(v))
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// server is a running server process speaking the harness protocol.
+type server struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	out    *bufio.Scanner
+	addr   string
+	phases int
+}
+
+func startServer(cmd *exec.Cmd) (*server, error) {
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return serverStats{}, genStats{}, err
+		return nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return serverStats{}, genStats{}, err
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return serverStats{}, genStats{}, err
+		return nil, err
 	}
-	defer func() { _ = cmd.Wait() }()
-	defer func() { _ = stdin.Close() }()
-	out := bufio.NewScanner(stdout)
-	if !out.Scan() {
-		return serverStats{}, genStats{}, errors.New("server printed no address")
+	s := &server{cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
+	if !s.out.Scan() || !strings.HasPrefix(s.out.Text(), "addr ") {
+		s.close()
+		return nil, errors.New("server printed no address")
 	}
-	addr := strings.TrimPrefix(out.Text(), "addr ")
-	rounds := (series + 999) / 1000
-	warm := exec.CommandContext(ctx, self, "gen", "-addr", addr, "-series", fmt.Sprint(series),
-		"-streams", fmt.Sprint(streams), "-max-requests", fmt.Sprint(rounds), "-duration", "2m", "-round", "0")
-	warm.Stderr = os.Stderr
-	if _, err := warm.Output(); err != nil {
-		return serverStats{}, genStats{}, fmt.Errorf("warm-up: %w", err)
+	s.addr = strings.TrimPrefix(s.out.Text(), "addr ")
+	return s, nil
+}
+
+// command sends one protocol line and returns the answer line.
+func (s *server) command(c string) (string, error) {
+	if _, err := io.WriteString(s.stdin, c+"\n"); err != nil {
+		return "", err
 	}
-	if _, err := io.WriteString(stdin, "start\n"); err != nil {
-		return serverStats{}, genStats{}, err
+	if !s.out.Scan() {
+		return "", fmt.Errorf("no answer to %q", c)
 	}
-	if !out.Scan() || out.Text() != "started" {
-		return serverStats{}, genStats{}, errors.New("server did not start measuring")
+	return s.out.Text(), nil
+}
+
+// phase measures one bounded generator run against the server. Each phase
+// starts its sample times past every earlier phase's, so no sample is out
+// of order.
+func (s *server) phase(ctx context.Context, self string, o opts) (harness.Stats, genStats, error) {
+	if a, err := s.command("start"); err != nil || a != "started" {
+		return harness.Stats{}, genStats{}, fmt.Errorf("start measuring: %q %w", a, err)
 	}
-	gen := exec.CommandContext(ctx, self, "gen", "-addr", addr, "-series", fmt.Sprint(series),
-		"-streams", fmt.Sprint(streams), "-max-requests", fmt.Sprint(maxReq), "-duration", d.String(), "-round", "1")
-	gen.Stderr = os.Stderr
-	gout, err := gen.Output()
+	s.phases++
+	gs, err := runGen(ctx, self, s.addr, o, o.maxReq, 1+(s.phases-1)*(o.maxReq+1), o.duration)
 	if err != nil {
-		return serverStats{}, genStats{}, fmt.Errorf("generator: %w", err)
+		return harness.Stats{}, genStats{}, err
 	}
-	var gs genStats
-	if err := json.Unmarshal(gout, &gs); err != nil {
-		return serverStats{}, genStats{}, fmt.Errorf("generator output %q: %w", gout, err)
+	a, err := s.command("stop")
+	if err != nil {
+		return harness.Stats{}, genStats{}, err
 	}
-	if _, err := io.WriteString(stdin, "stop\n"); err != nil {
-		return serverStats{}, genStats{}, err
-	}
-	if !out.Scan() {
-		return serverStats{}, genStats{}, errors.New("server printed no stats")
-	}
-	var ss serverStats
-	if err := json.Unmarshal(out.Bytes(), &ss); err != nil {
-		return serverStats{}, genStats{}, fmt.Errorf("server output %q: %w", out.Text(), err)
+	var ss harness.Stats
+	if err := json.Unmarshal([]byte(a), &ss); err != nil {
+		return harness.Stats{}, genStats{}, fmt.Errorf("server output %q: %w", a, err)
 	}
 	return ss, gs, nil
 }
 
-// --- server ---
+func (s *server) quit() error {
+	_, _ = io.WriteString(s.stdin, "quit\n")
+	_ = s.stdin.Close()
+	return s.cmd.Wait()
+}
+
+// close ends the process if quit did not (error paths); Wait after Kill
+// reaps it.
+func (s *server) close() {
+	if s.cmd.ProcessState == nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	}
+}
+
+// runGen runs the generator process: at most maxReq Exports, for at most d,
+// with sample rounds starting at round0.
+func runGen(ctx context.Context, self, addr string, o opts, maxReq, round0 int, d time.Duration) (genStats, error) {
+	gen := exec.CommandContext(ctx, self, "gen", "-addr", addr, "-series", fmt.Sprint(o.series),
+		"-streams", fmt.Sprint(o.streams), "-max-requests", fmt.Sprint(maxReq), "-duration", d.String(),
+		"-round", fmt.Sprint(round0))
+	gen.Stderr = os.Stderr
+	out, err := gen.Output()
+	if err != nil {
+		return genStats{}, fmt.Errorf("generator: %w", err)
+	}
+	var gs genStats
+	if err := json.Unmarshal(out, &gs); err != nil {
+		return genStats{}, fmt.Errorf("generator output %q: %w", out, err)
+	}
+	return gs, nil
+}
+
+// --- server under test ---
 
 func serverMain(args []string) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
-	impl := fs.String("impl", "wire", "decoder: wire or pdata (`name`)")
 	series := fs.Int("series", 100_000, "expected series (`count`)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured phases to `file`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	st := store.New(store.Config{MaxSeries: 2 * *series, MaxSamplesPerSeries: 64}, store.Settings{})
-	r := receiver.New(st, receiver.Config{ReferenceDecoder: *impl == "pdata", MaxInFlight: 256}, receiver.Settings{Registerer: reg})
+	st, stopStore := harness.NewStore(*series)
+	defer stopStore()
+	r := receiver.New(st, receiver.Config{MaxInFlight: 256}, receiver.Settings{Registerer: reg})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -191,46 +306,7 @@ func serverMain(args []string) error {
 		srv.Stop()
 		wg.Wait()
 	}()
-	fmt.Printf("addr %s\n", lis.Addr())
-	in := bufio.NewScanner(os.Stdin)
-	var cpu0 time.Duration
-	var acc0 float64
-	for in.Scan() {
-		switch in.Text() {
-		case "start":
-			cpu0, acc0 = processCPU(), accepted(reg)
-			fmt.Println("started")
-		case "stop":
-			out, _ := json.Marshal(serverStats{
-				CPUSeconds: (processCPU() - cpu0).Seconds(),
-				Accepted:   accepted(reg) - acc0,
-			})
-			fmt.Println(string(out))
-			return nil
-		}
-	}
-	return errors.New("stdin closed before stop")
-}
-
-func accepted(g prometheus.Gatherer) float64 {
-	mfs, err := g.Gather()
-	if err != nil {
-		return 0
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "keda_otel_scaler_receiver_points_accepted_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return 0
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return harness.Serve(os.Stdin, os.Stdout, lis.Addr().String(), func() float64 { return harness.Accepted(reg) }, *cpuProfile)
 }
 
 // --- generator ---
