@@ -7,27 +7,33 @@ import (
 // hashIndex maps a series identity hash to its SeriesRef.
 //
 // It is 64 shards (chosen by the hash's top bits), each an open-addressing
-// table with linear probing over two parallel arrays, keys []uint64 and
-// refs []uint32: 12 B per slot, 16–32 B per series at the 0.375–0.75 load
-// factors it keeps, against 36 B for a map[uint64]uint32 that would also
-// need a lock for readers (performance.md §2).
+// table with linear probing over one array of 12-byte slots, three uint32
+// words each: the key's low half, its high half, and the ref. 16–32 B per
+// series at the 0.375–0.75 load factors it keeps, against 36 B for a
+// map[uint64]uint32 that would also need a lock for readers
+// (performance.md §2). Key and ref share a slot, so a lookup at 1M series
+// costs one cache miss instead of one in a key array and another in a ref
+// array.
 //
 // Concurrency contract:
 //
 //  1. Writers: insert, purge and rebuild run under Store.mu (series
 //     creation and the TTL sweep), so there is one writer at a time.
 //  2. Readers: Lookup, from any goroutine, without locks.
-//  3. Publication: insert stores the slot's ref, then its key; a key, once
-//     stored in a table, never changes. purge stores ref 0 (a tombstone)
-//     and keeps the key so probes continue past it. Growth and tombstone
-//     clean-up build a new table and publish it with one atomic pointer
-//     store.
-//  4. A reader that finds the key loads the ref: it sees the live ref, 0
-//     (removed: not found) or the ref of a re-created series with the same
-//     identity. A reader still probing a replaced table may miss a series
-//     created after the switch; Create then finds it under the lock, so a
-//     miss only costs the slow path. Key 0 marks an empty slot, so the
-//     identity hash 0 is stored as keyZero.
+//  3. Publication: insert stores the slot's ref, then the key's high half,
+//     then its low half; a key, once stored in a table, never changes.
+//     purge stores ref 0 (a tombstone) and keeps the key so probes
+//     continue past it. Growth and tombstone clean-up build a new table
+//     and publish it with one atomic pointer store.
+//  4. No stored key has a zero low half (fixKey), so a slot whose low
+//     half reads 0 is empty or not yet published, and a probe stops
+//     there: the key it looks for, if present, sits before it. A reader
+//     that reads a matching low half and then a matching high half has
+//     found a slot published at least up to its ref, so it sees the live
+//     ref, 0 (removed: not found) or the ref of a re-created series with
+//     the same identity. A reader still probing a replaced table may miss
+//     a series created after the switch; Create then finds it under the
+//     lock, so a miss only costs the slow path.
 type hashIndex struct {
 	shards [indexShards]indexShard
 }
@@ -35,6 +41,7 @@ type hashIndex struct {
 const (
 	indexShards = 64
 	keyZero     = 0x9e3779b97f4a7c15 // stands in for hash 0
+	slotWords   = 3                  // key low, key high, ref
 )
 
 type indexShard struct {
@@ -45,18 +52,47 @@ type indexShard struct {
 }
 
 type hashTable struct {
-	keys []uint64
-	refs []uint32
-	mask uint64
+	slots []uint32 // slotWords per slot
+	mask  uint64
 }
 
 func newHashTable(size int) *hashTable {
-	return &hashTable{keys: make([]uint64, size), refs: make([]uint32, size), mask: uint64(size - 1)}
+	return &hashTable{slots: make([]uint32, slotWords*size), mask: uint64(size - 1)}
 }
 
+func (t *hashTable) size() int { return len(t.slots) / slotWords }
+
+// key returns slot i's key (0: empty), read atomically half by half. For
+// writers, which see every slot complete.
+func (t *hashTable) key(i uint64) uint64 {
+	w := t.slots[slotWords*i : slotWords*i+slotWords : slotWords*i+slotWords]
+	return uint64(atomic.LoadUint32(&w[0])) | uint64(atomic.LoadUint32(&w[1]))<<32
+}
+
+func (t *hashTable) ref(i uint64) uint32 { return atomic.LoadUint32(&t.slots[slotWords*i+2]) }
+
+func (t *hashTable) setRef(i uint64, ref uint32) { atomic.StoreUint32(&t.slots[slotWords*i+2], ref) }
+
+// publish stores a new slot in the order readers rely on: ref, key high,
+// key low.
+func (t *hashTable) publish(i, k uint64, ref uint32) {
+	w := t.slots[slotWords*i : slotWords*i+slotWords : slotWords*i+slotWords]
+	atomic.StoreUint32(&w[2], ref)
+	atomic.StoreUint32(&w[1], uint32(k>>32))
+	atomic.StoreUint32(&w[0], uint32(k))
+}
+
+// fixKey maps an identity hash to its stored key, whose low half is never
+// 0: hash 0 becomes keyZero, and a hash with a zero low half gets its
+// lowest bit set. Two hashes then share a key only if they differ in that
+// bit alone and their low half is otherwise zero, a coincidence far rarer
+// than a collision of the 64-bit hashes themselves.
 func fixKey(h uint64) uint64 {
 	if h == 0 {
 		return keyZero
+	}
+	if uint32(h) == 0 {
+		return h | 1
 	}
 	return h
 }
@@ -70,11 +106,16 @@ func (x *hashIndex) lookup(h uint64) (SeriesRef, bool) {
 	if t == nil {
 		return 0, false
 	}
+	lo, hi := uint32(k), uint32(k>>32)
+	s := t.slots
 	for i := k & t.mask; ; i = (i + 1) & t.mask {
-		switch atomic.LoadUint64(&t.keys[i]) {
-		case k:
-			r := atomic.LoadUint32(&t.refs[i])
-			return SeriesRef(r), r != 0
+		w := s[slotWords*i : slotWords*i+slotWords : slotWords*i+slotWords]
+		switch atomic.LoadUint32(&w[0]) {
+		case lo:
+			if atomic.LoadUint32(&w[1]) == hi {
+				r := atomic.LoadUint32(&w[2])
+				return SeriesRef(r), r != 0
+			}
 		case 0:
 			return 0, false
 		}
@@ -87,18 +128,17 @@ func (x *hashIndex) insert(h uint64, ref SeriesRef) {
 	k := fixKey(h)
 	sh := x.shard(k)
 	t := sh.tab.Load()
-	if t == nil || 4*(sh.used+1) > 3*len(t.keys) {
+	if t == nil || 4*(sh.used+1) > 3*t.size() {
 		t = sh.rebuild(t, sh.live+1)
 	}
 	for i := k & t.mask; ; i = (i + 1) & t.mask {
-		switch atomic.LoadUint64(&t.keys[i]) {
+		switch t.key(i) {
 		case k: // tombstone of the same identity
-			atomic.StoreUint32(&t.refs[i], uint32(ref))
+			t.setRef(i, uint32(ref))
 			sh.live++
 			return
 		case 0:
-			atomic.StoreUint32(&t.refs[i], uint32(ref))
-			atomic.StoreUint64(&t.keys[i], k)
+			t.publish(i, k, uint32(ref))
 			sh.live++
 			sh.used++
 			return
@@ -116,9 +156,9 @@ func (x *hashIndex) purge(dead func(ref uint32) bool) {
 		if t == nil {
 			continue
 		}
-		for j, r := range t.refs {
-			if r != 0 && dead(r) {
-				atomic.StoreUint32(&t.refs[j], 0)
+		for j := range uint64(t.size()) {
+			if r := t.ref(j); r != 0 && dead(r) {
+				t.setRef(j, 0)
 				sh.live--
 			}
 		}
@@ -147,16 +187,16 @@ func (sh *indexShard) rebuild(old *hashTable, want int) *hashTable {
 	t := newHashTable(size)
 	n := 0
 	if old != nil {
-		for i, k := range old.keys {
-			r := old.refs[i]
+		for i := range uint64(old.size()) {
+			k, r := old.key(i), old.ref(i)
 			if k == 0 || r == 0 {
 				continue
 			}
 			j := k & t.mask
-			for t.keys[j] != 0 {
+			for t.key(j) != 0 {
 				j = (j + 1) & t.mask
 			}
-			t.keys[j], t.refs[j] = k, r
+			t.publish(j, k, r)
 			n++
 		}
 	}
@@ -170,7 +210,7 @@ func (x *hashIndex) bytes() int64 {
 	var b int64
 	for i := range x.shards {
 		if t := x.shards[i].tab.Load(); t != nil {
-			b += int64(12 * len(t.keys))
+			b += int64(4 * len(t.slots))
 		}
 	}
 	return b

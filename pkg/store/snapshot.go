@@ -49,7 +49,8 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 var ErrBadSnapshot = errors.New("bad store snapshot")
 
 // each calls fn for every live entry of the index: the identity hash as
-// stored (hash 0 is reported as keyZero, which fixKey maps to the same
+// stored (hash 0 is reported as keyZero and a hash with a zero low half
+// with its lowest bit set; fixKey maps both to the same
 // slot, so Create and Lookup treat both alike) and its ref. The caller
 // holds Store.mu so no rebuild or purge runs meanwhile.
 func (x *hashIndex) each(fn func(hash uint64, ref SeriesRef)) {
@@ -58,8 +59,8 @@ func (x *hashIndex) each(fn func(hash uint64, ref SeriesRef)) {
 		if t == nil {
 			continue
 		}
-		for j, k := range t.keys {
-			if r := t.refs[j]; k != 0 && r != 0 {
+		for j := range uint64(t.size()) {
+			if k, r := t.key(j), t.ref(j); k != 0 && r != 0 {
 				fn(k, SeriesRef(r))
 			}
 		}
