@@ -625,6 +625,11 @@ func keyValue(b []byte, kv *KeyValue, depth int) error {
 			return nil
 		}
 	}
+	return keyValueSlow(b, kv, depth)
+}
+
+// keyValueSlow is keyValue without the fast path.
+func keyValueSlow(b []byte, kv *KeyValue, depth int) error {
 	for pos := 0; pos < len(b); {
 		var (
 			num int32

@@ -132,3 +132,101 @@ func TestPointReset(t *testing.T) {
 	p.Attrs, p.BucketCounts, p.Bounds, p.Quantiles = nil, nil, nil, nil
 	require.Equal(t, Point{}, p)
 }
+
+// FuzzKeyValueFastPath checks that keyValue's fast path accepts and yields
+// exactly what the general decoder does.
+//
+// go test -run '^$' -fuzz '^FuzzKeyValueFastPath$' -fuzztime 30s ./pkg/internal/otlpwire
+func FuzzKeyValueFastPath(f *testing.F) {
+	str := func(k, v string) []byte {
+		av := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), v)
+		b := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), k)
+		return protowire.AppendBytes(protowire.AppendTag(b, 2, protowire.BytesType), av)
+	}
+	f.Add(str("pod", "pod-1"))
+	f.Add(str("", ""))
+	f.Add(append(str("a", "b"), str("c", "d")...))
+	f.Add(str("k", string(make([]byte, 200))))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast, slow KeyValue
+		errF := keyValue(b, &fast, 0)
+		errS := keyValueSlow(b, &slow, 0)
+		require.Equal(t, errS == nil, errF == nil, "fast %v, slow %v", errF, errS)
+		if errS == nil {
+			require.Equal(t, slow, fast)
+		}
+	})
+}
+
+// rawCollect records each point's raw attribute span and its lazily
+// decoded attributes.
+type rawCollect struct {
+	raws  []string
+	attrs [][]string
+}
+
+func (*rawCollect) Resource([]KeyValue)             {}
+func (*rawCollect) Scope(_, _ []byte, _ []KeyValue) {}
+func (*rawCollect) Metric(*Metric, int) bool        { return true }
+func (c *rawCollect) Point(p *Point) {
+	if !p.Raw {
+		panic("the walker must emit raw attribute spans")
+	}
+	c.raws = append(c.raws, string(p.RawAttrs))
+	var kvs []string
+	for _, kv := range p.Attributes() {
+		kvs = append(kvs, string(kv.Key)+"="+string(kv.Value.Str))
+	}
+	c.attrs = append(c.attrs, kvs)
+}
+
+// TestRawAttrs checks the span the walker emits: it holds every
+// attribute, also when other fields sit between attributes, and
+// Attributes decodes from it what is there.
+func TestRawAttrs(t *testing.T) {
+	t.Parallel()
+	attr := func(k, v string) []byte {
+		av := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), v)
+		kv := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), k)
+		kv = protowire.AppendBytes(protowire.AppendTag(kv, 2, protowire.BytesType), av)
+		return protowire.AppendBytes(protowire.AppendTag(nil, 7, protowire.BytesType), kv) // NumberDataPoint.attributes
+	}
+	ts := func(n uint64) []byte {
+		return protowire.AppendFixed64(protowire.AppendTag(nil, 3, protowire.Fixed64Type), n)
+	}
+	cat := func(parts ...[]byte) []byte {
+		var b []byte
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		return b
+	}
+	tests := []struct {
+		name  string
+		point []byte
+		raw   []byte
+		attrs []string
+	}{
+		{"none", ts(1), nil, nil},
+		{"leading", cat(attr("a", "1"), attr("b", "2"), ts(1)), cat(attr("a", "1"), attr("b", "2")), []string{"a=1", "b=2"}},
+		{"trailing", cat(ts(1), attr("a", "1")), attr("a", "1"), []string{"a=1"}},
+		{"interleaved", cat(attr("a", "1"), ts(7), attr("b", "2")), cat(attr("a", "1"), ts(7), attr("b", "2")), []string{"a=1", "b=2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			gauge := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), tt.point)
+			metric := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "m")
+			metric = protowire.AppendBytes(protowire.AppendTag(metric, 5, protowire.BytesType), gauge)
+			sm := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), metric)
+			rm := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), sm)
+			req := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), rm)
+			var w Walker
+			var c rawCollect
+			require.NoError(t, w.Walk(req, &c))
+			require.Len(t, c.raws, 1)
+			assert.Equal(t, string(tt.raw), c.raws[0])
+			assert.Equal(t, tt.attrs, c.attrs[0])
+		})
+	}
+}
