@@ -834,11 +834,10 @@ func (b *batch) attrKey(attrs []otlpwire.KeyValue) uint64 {
 // attribute field number and drops le or quantile). A leading 0xff keeps
 // its keys apart from attrKey's, whose first byte is a kind.
 func (b *batch) rawContext() uint64 {
-	k := append(b.kbuf[:0], 0xff, byte(b.kind))
-	k = binary.LittleEndian.AppendUint64(k, b.resHash)
-	k = binary.LittleEndian.AppendUint64(k, b.scopeHash)
-	b.kbuf = k
-	return xxhash.Sum64(k)
+	b.kbuf = append(b.kbuf[:0], 0xff, byte(b.kind))
+	b.kbuf = binary.LittleEndian.AppendUint64(b.kbuf, b.resHash)
+	b.kbuf = binary.LittleEndian.AppendUint64(b.kbuf, b.scopeHash)
+	return xxhash.Sum64(b.kbuf)
 }
 
 // rawKey is attrKey for a point that carries its encoded attributes
