@@ -15,7 +15,10 @@
 //
 // Walk makes two passes: the first validates the whole request and emits
 // nothing, the second emits. A request that fails to decode therefore
-// never reaches the store half-applied.
+// never reaches the store half-applied. The first pass keeps what it
+// decoded of number points (most of any request), so the second emits
+// those without decoding them again; attributes are not decoded in the
+// second pass at all unless the handler asks for them (Point.Attributes).
 package otlpwire
 
 import (
@@ -24,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -230,7 +234,33 @@ type Walker struct {
 	scopeAttrs []KeyValue
 	pt         Point
 	m          Metric
+
+	// recs are the number points the first pass decoded, in request
+	// order (at most maxRecs), so the second pass emits them without
+	// decoding them again; cursor is the second pass's position in recs.
+	recs   []pointRec
+	cursor int
 }
+
+// pointRec is a number point as the first pass decoded it. at identifies
+// the point: the address of its first payload byte (its encoded message
+// within the request, which outlives the walk), so the second pass, which
+// visits a subsequence of the first pass's points in the same order,
+// matches records by address and skips those it does not visit (data
+// replaced by a later oneof occurrence, or deprecated fields pdata
+// ignores). Attribute offsets are relative to the point's payload.
+type pointRec struct {
+	at               uintptr
+	startTime, time  uint64
+	value            uint64 // Double or Int bits, per kind
+	rawStart, rawEnd int32  // rawStart < 0: no attributes
+	flags            uint32
+	kind             NumberKind
+}
+
+// maxRecs bounds the first pass's records (48 B each), so a walker keeps
+// at most 3 MiB; points beyond it are decoded twice.
+const maxRecs = 1 << 16
 
 // Walk decodes buf, an encoded ExportMetricsServiceRequest, and hands its
 // content to h. It returns an error wrapping ErrMalformed, without calling
@@ -238,6 +268,7 @@ type Walker struct {
 func (w *Walker) Walk(buf []byte, h Handler) error {
 	w.h = nil
 	w.emit = false
+	w.recs, w.cursor = w.recs[:0], 0
 	if err := w.request(buf); err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
@@ -278,6 +309,9 @@ func (w *Walker) trim() {
 	}
 	if cap(w.scopeAttrs) > keep {
 		w.scopeAttrs = nil
+	}
+	if cap(w.recs) > keep {
+		w.recs = nil
 	}
 }
 
@@ -1124,8 +1158,10 @@ func (w *Walker) data(b []byte, t MetricType, m *Metric) error {
 			} else if s, e, err = consumeLen(b, p); err != nil {
 				return err
 			}
-			if err := w.point(b[s:e], t); err != nil {
-				return err
+			if !w.fromRecord(b[s:e], t) {
+				if err := w.point(b[s:e], t); err != nil {
+					return err
+				}
 			}
 			w.h.Point(&w.pt)
 			pos = e
@@ -1136,6 +1172,63 @@ func (w *Walker) data(b []byte, t MetricType, m *Metric) error {
 		}
 	}
 	return nil
+}
+
+// addr is the address of a point's first payload byte, its record key.
+// An empty payload still has a distinct address: its tag and length
+// bytes precede it, so no other point starts there.
+func addr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
+
+// record keeps the number point the first pass just decoded.
+func (w *Walker) record(b []byte, rawStart, rawEnd int) {
+	if len(w.recs) >= maxRecs || len(b) > math.MaxInt32 {
+		return
+	}
+	pt := &w.pt
+	r := pointRec{
+		at: addr(b), startTime: pt.StartTime, time: pt.Time, flags: pt.Flags, kind: pt.NumberKind,
+		rawStart: int32(rawStart), rawEnd: int32(rawEnd),
+	}
+	switch pt.NumberKind {
+	case NumberDouble:
+		r.value = math.Float64bits(pt.Double)
+	case NumberInt:
+		r.value = uint64(pt.Int)
+	}
+	w.recs = append(w.recs, r)
+}
+
+// fromRecord fills w.pt from the first pass's record of the point b, if
+// there is one.
+func (w *Walker) fromRecord(b []byte, t MetricType) bool {
+	if t != TypeGauge && t != TypeSum {
+		return false
+	}
+	a := addr(b)
+	for w.cursor < len(w.recs) && w.recs[w.cursor].at < a {
+		w.cursor++ // a point this pass does not visit
+	}
+	if w.cursor == len(w.recs) || w.recs[w.cursor].at != a {
+		return false
+	}
+	r := &w.recs[w.cursor]
+	w.cursor++
+	pt := &w.pt
+	pt.reset()
+	pt.StartTime, pt.Time, pt.Flags, pt.NumberKind = r.startTime, r.time, r.flags, r.kind
+	switch r.kind {
+	case NumberDouble:
+		pt.Double = math.Float64frombits(r.value)
+	case NumberInt:
+		pt.Int = int64(r.value)
+	}
+	pt.Raw, pt.attrField = true, pointLayout[t].attrs
+	if r.rawStart >= 0 {
+		pt.RawAttrs, pt.pending = b[r.rawStart:r.rawEnd], true
+	} else {
+		pt.RawAttrs = b[:0]
+	}
+	return true
 }
 
 // Field numbers of the point messages, by metric type.
@@ -1159,9 +1252,11 @@ func (w *Walker) point(b []byte, t MetricType) error {
 	if w.emit {
 		pt.reset()
 	} else {
-		// The first pass reads nothing back: only the repeated fields
-		// must start empty.
+		// The first pass reads back only what record keeps; the repeated
+		// fields must start empty.
 		pt.BucketCounts, pt.Bounds, pt.Quantiles = pt.BucketCounts[:0], pt.Bounds[:0], pt.Quantiles[:0]
+		pt.StartTime, pt.Time, pt.Flags = 0, 0, 0
+		pt.NumberKind, pt.Double, pt.Int = NumberNone, 0, 0
 	}
 	lay := pointLayout[t]
 	rawStart, rawEnd := -1, 0
@@ -1193,14 +1288,15 @@ func (w *Walker) point(b []byte, t MetricType) error {
 				if !w.emit { // validated by the first pass
 					err = exemplar(b[s:e])
 				}
-			case w.emit:
+			default:
 				if rawStart < 0 {
 					rawStart = pos
 				}
 				rawEnd = e
-			default:
-				var kv KeyValue
-				err = keyValue(b[s:e], &kv, 0)
+				if !w.emit {
+					var kv KeyValue
+					err = keyValue(b[s:e], &kv, 0)
+				}
 			}
 			if err != nil {
 				return err
@@ -1251,13 +1347,16 @@ func (w *Walker) point(b []byte, t MetricType) error {
 			}
 		}
 	}
-	if w.emit {
+	switch {
+	case w.emit:
 		pt.Raw, pt.attrField = true, lay.attrs
 		if rawStart >= 0 {
 			pt.RawAttrs, pt.pending = b[rawStart:rawEnd], true
 		} else {
 			pt.RawAttrs = b[:0]
 		}
+	case t == TypeGauge || t == TypeSum:
+		w.record(b, rawStart, rawEnd)
 	}
 	return nil
 }
