@@ -1,6 +1,8 @@
 package otlpwire
 
 import (
+	"fmt"
+	"math"
 	"reflect"
 	"testing"
 
@@ -229,4 +231,67 @@ func TestRawAttrs(t *testing.T) {
 			assert.Equal(t, tt.attrs, c.attrs[0])
 		})
 	}
+}
+
+// valueCollect records each emitted number point.
+type valueCollect struct{ got []string }
+
+func (*valueCollect) Resource([]KeyValue)             {}
+func (*valueCollect) Scope(_, _ []byte, _ []KeyValue) {}
+func (*valueCollect) Metric(*Metric, int) bool        { return true }
+func (c *valueCollect) Point(p *Point) {
+	s := fmt.Sprintf("t=%d kind=%d d=%g i=%d flags=%d", p.Time, p.NumberKind, p.Double, p.Int, p.Flags)
+	for _, kv := range p.Attributes() {
+		s += " " + string(kv.Key) + "=" + string(kv.Value.Str)
+	}
+	c.got = append(c.got, s)
+}
+
+// TestRecordsFollowEmission checks that the second pass pairs the first
+// pass's point records with the points it emits when it skips some: a
+// metric whose data oneof occurs twice emits only the last occurrence,
+// and deprecated instrumentation_library_metrics are ignored next to
+// scope_metrics (pdata's rules).
+func TestRecordsFollowEmission(t *testing.T) {
+	t.Parallel()
+	point := func(tm uint64, v float64, attr string) []byte {
+		av := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), attr)
+		kv := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "a")
+		kv = protowire.AppendBytes(protowire.AppendTag(kv, 2, protowire.BytesType), av)
+		dp := protowire.AppendBytes(protowire.AppendTag(nil, 7, protowire.BytesType), kv)
+		dp = protowire.AppendFixed64(protowire.AppendTag(dp, 3, protowire.Fixed64Type), tm)
+		return protowire.AppendFixed64(protowire.AppendTag(dp, 4, protowire.Fixed64Type), math.Float64bits(v))
+	}
+	data := func(pts ...[]byte) []byte {
+		var d []byte
+		for _, p := range pts {
+			d = protowire.AppendBytes(protowire.AppendTag(d, 1, protowire.BytesType), p)
+		}
+		return d
+	}
+	metric := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "m")
+	metric = protowire.AppendBytes(protowire.AppendTag(metric, 5, protowire.BytesType), data(point(1, 1, "x"), point(2, 2, "y"))) // gauge, replaced
+	metric = protowire.AppendBytes(protowire.AppendTag(metric, 7, protowire.BytesType), data(point(3, 3, "z")))                   // sum, kept
+	second := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "n")
+	second = protowire.AppendBytes(protowire.AppendTag(second, 5, protowire.BytesType), data(point(4, 4, "w")))
+	sm := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), metric)
+	ignored := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "old")
+	ignored = protowire.AppendBytes(protowire.AppendTag(ignored, 5, protowire.BytesType), data(point(9, 9, "ignored")))
+	legacy := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), ignored)
+	rm := protowire.AppendBytes(protowire.AppendTag(nil, 1000, protowire.BytesType), legacy) // ignored: scope_metrics present
+	rm = protowire.AppendBytes(protowire.AppendTag(rm, 2, protowire.BytesType), sm)
+	rm = protowire.AppendBytes(protowire.AppendTag(rm, 2, protowire.BytesType), protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), second))
+	req := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), rm)
+
+	var w Walker
+	var c valueCollect
+	require.NoError(t, w.Walk(req, &c))
+	assert.Equal(t, []string{
+		"t=3 kind=1 d=3 i=0 flags=0 a=z",
+		"t=4 kind=1 d=4 i=0 flags=0 a=w",
+	}, c.got)
+	// Five number points were validated and recorded; the second pass
+	// consumed the records up to the last one it emitted.
+	assert.Len(t, w.recs, 5)
+	assert.Equal(t, 5, w.cursor)
 }
