@@ -77,8 +77,9 @@ bench-baseline: ## Ours vs Prometheus's engine on the T6 queries, same data, sam
 	cd test/compat && $(GO) test -run '^$$' -bench '^BenchmarkInstant$$' -benchmem -cpu 2 -benchtime 300ms -count $(COUNT) . | tee ../../bench-baseline.txt
 	cd test/compat && $(GO) tool benchstat -col /engine ../../bench-baseline.txt
 
-load: ## Loopback OTLP load test: points per server CPU-second, wire vs pdata baseline (bounded).
-	$(GO) run ./test/load $(LOAD_ARGS)
+load: ## Loopback OTLP load test: points per server CPU-second, ours vs a pdata-codec baseline server, interleaved rounds (bounded).
+	$(GO) build -o bin/load-baseline ./test/load/baselineserver
+	$(GO) run ./test/load -baseline bin/load-baseline $(LOAD_ARGS)
 
 helm-lint: ## helm lint + helm template of deploy/helm (ci/*-values.yaml) checked by Go tests, examples/ checks, every server flag settable (test/helm).
 	cd test/helm && $(GO) vet ./... && $(GO) test -count=1 ./...
