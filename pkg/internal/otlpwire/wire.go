@@ -258,9 +258,13 @@ type pointRec struct {
 	kind             NumberKind
 }
 
-// maxRecs bounds the first pass's records (48 B each), so a walker keeps
-// at most 3 MiB; points beyond it are decoded twice.
-const maxRecs = 1 << 16
+// maxRecs bounds the first pass's records (48 B each) to 3 MiB during a
+// walk; points beyond it are decoded twice. Afterwards a walker keeps room
+// for keepRecs (192 KiB), enough for the usual 1000-point requests.
+const (
+	maxRecs  = 1 << 16
+	keepRecs = 1 << 12
+)
 
 // Walk decodes buf, an encoded ExportMetricsServiceRequest, and hands its
 // content to h. It returns an error wrapping ErrMalformed, without calling
@@ -310,7 +314,7 @@ func (w *Walker) trim() {
 	if cap(w.scopeAttrs) > keep {
 		w.scopeAttrs = nil
 	}
-	if cap(w.recs) > keep {
+	if cap(w.recs) > keepRecs {
 		w.recs = nil
 	}
 }
