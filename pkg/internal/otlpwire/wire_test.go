@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"regexp"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -294,4 +295,25 @@ func TestRecordsFollowEmission(t *testing.T) {
 	// consumed the records up to the last one it emitted.
 	assert.Len(t, w.recs, 5)
 	assert.Equal(t, 5, w.cursor)
+}
+
+// TestMoreThanMaxRecs checks a request with more number points than the
+// first pass keeps: the rest are decoded in the second pass, and every
+// point arrives whole.
+func TestMoreThanMaxRecs(t *testing.T) {
+	t.Parallel()
+	n := maxRecs + 100
+	p := synth.Config{Seed: 1, Series: n, PointsPerRequest: n}.Cover(42)[0]
+	var w Walker
+	var c valueCollect
+	require.NoError(t, w.Walk(p.Bytes, &c))
+	require.Len(t, c.got, n)
+	assert.Nil(t, w.recs, "a walker does not keep this many records")
+	// Time, a double value, and three attributes.
+	re := regexp.MustCompile(`^t=42 kind=1 d=\d+ i=0 flags=0 pod=pod-\d+ model_name=model-\d http.method=GET$`)
+	for i, g := range c.got {
+		if !re.MatchString(g) {
+			t.Fatalf("point %d: %s", i, g)
+		}
+	}
 }
