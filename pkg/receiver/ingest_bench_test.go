@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"math"
@@ -41,6 +42,10 @@ func newIngestBench(tb testing.TB, series int) *ingestBench {
 	// a ring from 2 slots up to its cap, so what is measured afterwards is
 	// decode, lookup and append into full rings, not ring growth.
 	st := store.New(store.Config{MaxSamplesPerSeries: 8, MaxSeries: series + 1}, store.Settings{Now: now})
+	// Started, as the server runs it: appends read the cached clock. The
+	// fixed clock keeps the sweeper from expiring anything.
+	require.NoError(tb, st.Start(context.Background()))
+	tb.Cleanup(func() { require.NoError(tb, st.Shutdown(context.Background())) })
 	r := New(st, Config{}, Settings{Now: now})
 	cfg := synth.Config{Seed: 1, Series: series}
 	start := uint64(benchNow.Add(-9 * time.Minute).UnixNano())
