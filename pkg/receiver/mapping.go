@@ -105,6 +105,11 @@ const (
 type nameEntry struct {
 	names  [numVariants]string
 	reject reason
+	// aliases holds, per variant, the metric ID of the legacy alias
+	// registered for it (legacy.go), reported to OnIngest with the stored
+	// name's ID; hasAlias says which are set.
+	aliases  [numVariants]uint32
+	hasAlias [numVariants]bool
 }
 
 // slabel is a label under construction. name and value alias the request,
@@ -175,6 +180,8 @@ type batch struct {
 	curAttrs   []otlpwire.KeyValue
 	built      bool   // b.lbls holds the current point's labels
 	base       uint64 // hash of the current point's labels and context
+	start      int64  // the point's start time in ms for cumulative series, else 0
+	staleRefs  []store.SeriesRef
 	kbuf, ibuf []byte
 
 	// Request results.
@@ -451,6 +458,7 @@ func (b *batch) metricNames(name, unit []byte, k kind, mt otlptranslator.MetricT
 		default:
 			e.names[variantMain] = n
 		}
+		b.registerAliases(e, name, k)
 	}
 	if len(b.nameCache) >= nameCacheSize {
 		clear(b.nameCache)
@@ -520,6 +528,13 @@ func (b *batch) point(p *otlpwire.Point) reason {
 	}
 	b.newestT = max(b.newestT, t)
 	stale := p.Flags&1 != 0 // NoRecordedValue
+	b.start = 0
+	if p.StartTime != 0 && !stale && b.kind != kindGauge {
+		// §9.3: recorded for cumulative series; one after T is ignored.
+		if st := int64(p.StartTime / 1e6); st <= t {
+			b.start = st
+		}
+	}
 	var v float64
 	if !stale {
 		if r := b.validate(p, &v); r != reasonNone {
@@ -577,6 +592,10 @@ func (b *batch) point(p *otlpwire.Point) reason {
 		return first
 	case kindSummary:
 		first := reasonNone
+		if stale {
+			// A flagged point lists no quantiles: end every one held.
+			first = b.staleFamily(t)
+		}
 		for _, q := range p.Quantiles {
 			qv := q.Value
 			if stale {
@@ -653,22 +672,23 @@ func (b *batch) histogram(p *otlpwire.Point, t int64, stale bool) reason {
 	staleV := math.Float64frombits(value.StaleNaN)
 	first := reasonNone
 	var cum uint64
-	if len(p.BucketCounts) > 0 || stale {
+	if stale {
+		// A flagged point carries no bounds: end every bucket held,
+		// +Inf included.
+		first = b.staleFamily(t)
+	} else if len(p.BucketCounts) > 0 {
 		for i, bd := range p.Bounds {
-			v := staleV
-			if !stale {
-				cum += p.BucketCounts[i]
-				v = float64(cum)
-			}
+			cum += p.BucketCounts[i]
 			b.key = labels.AppendOpenMetricsFloat(b.key[:0], bd)
-			first = firstReason(first, b.series(variantMain, b.key, t, v, stale))
+			first = firstReason(first, b.series(variantMain, b.key, t, float64(cum), false))
 		}
 	}
 	c, s := float64(p.Count), p.Sum
 	if stale {
 		c, s = staleV, staleV
+	} else {
+		first = firstReason(first, b.series(variantMain, infLE, t, c, false))
 	}
-	first = firstReason(first, b.series(variantMain, infLE, t, c, stale))
 	first = firstReason(first, b.series(variantCount, nil, t, c, stale))
 	if p.HasSum || stale {
 		first = firstReason(first, b.series(variantSum, nil, t, s, stale))
@@ -683,36 +703,66 @@ var infLE = []byte("+Inf")
 // creates a series.
 func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool) reason {
 	name := b.names.names[variant]
-	h := binary.LittleEndian.AppendUint64(b.ibuf[:0], b.base)
-	h = append(h, name...)
-	if extra != nil {
-		h = append(h, 0xfd)
-		h = append(h, extra...)
-	}
-	b.ibuf = h
-	id := xxhash.Sum64(h)
+	id := b.seriesID(variant, extra)
 	ref, ok := b.st.Lookup(id)
 	if !ok {
 		if stale {
 			return reasonNone
 		}
-		if !b.built {
-			b.pointLabels(b.curAttrs) // succeeds: it did when cached
-			b.built = true
-		}
+		b.ensureLabels()
+		lset := b.buildLabels(name, extra)
 		var err error
-		ref, err = b.st.Create(id, b.buildLabels(name, extra))
+		ref, err = b.st.Create(id, lset)
 		if err != nil {
 			return appendReason(err)
 		}
+		b.r.twins.check(b.r, b.st, ref, lset)
 	}
-	if err := b.st.Append(ref, t, v); err != nil {
+	return b.appendTo(variant, ref, t, v)
+}
+
+// seriesID is the identity hash of the series named by variant (plus le
+// or quantile when extra is set) with the current point's labels and
+// context.
+func (b *batch) seriesID(variant int, extra []byte) uint64 {
+	h := binary.LittleEndian.AppendUint64(b.ibuf[:0], b.base)
+	h = append(h, b.names.names[variant]...)
+	if extra != nil {
+		h = append(h, 0xfd)
+		h = append(h, extra...)
+	}
+	b.ibuf = h
+	return xxhash.Sum64(h)
+}
+
+// ensureLabels fills b.lbls for the current point if a cache hit skipped
+// it; it succeeds because it did when the entry was cached.
+func (b *batch) ensureLabels() {
+	if !b.built {
+		b.pointLabels(b.curAttrs)
+		b.built = true
+	}
+}
+
+// appendTo appends one sample to an existing series of variant and notes
+// the metric (and its legacy alias) as touched.
+func (b *batch) appendTo(variant int, ref store.SeriesRef, t int64, v float64) reason {
+	var err error
+	if st := b.start; st != 0 && (b.kind != kindSummary || variant != variantMain) {
+		err = b.st.AppendStart(ref, t, v, st) // quantiles are not cumulative
+	} else {
+		err = b.st.Append(ref, t, v)
+	}
+	if err != nil {
 		return appendReason(err)
 	}
 	if !b.touched[variant] {
 		b.touched[variant] = true
 		if mid, ok := b.st.SeriesMetricID(ref); ok && !slices.Contains(b.touchedIDs, mid) {
 			b.touchedIDs = append(b.touchedIDs, mid)
+		}
+		if a := b.names.aliases[variant]; b.names.hasAlias[variant] && !slices.Contains(b.touchedIDs, a) {
+			b.touchedIDs = append(b.touchedIDs, a)
 		}
 	}
 	return reasonNone

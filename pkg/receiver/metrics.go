@@ -14,6 +14,7 @@ type metrics struct {
 	expHist    prometheus.Counter
 	overloaded prometheus.Counter
 	lag        prometheus.Histogram
+	twins      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,6 +48,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "keda_otel_scaler_receiver_exponential_histogram_points_total",
 			Help: "Exponential histogram points; only their _count and _sum are stored.",
 		}),
+		twins: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keda_otel_scaler_receiver_series_identical_labels_total",
+			Help: "New series whose metric name and visible labels equal a live series': they differ only in resource or scope attributes that are not labels (otlp-contract.md §8.3).",
+		}),
 		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keda_otel_scaler_receiver_overloaded_total",
 			Help: "Exports refused with Unavailable because the in-flight bound was reached.",
@@ -65,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}
 	}
 	if reg != nil {
-		reg.MustRegister(m.accepted, rejected, m.requests, m.bytes, m.decode, m.nonFinite, m.expHist, m.overloaded, m.lag)
+		reg.MustRegister(m.accepted, rejected, m.requests, m.bytes, m.decode, m.nonFinite, m.expHist, m.overloaded, m.lag, m.twins)
 	}
 	return m
 }

@@ -120,6 +120,8 @@ type Receiver struct {
 	// not a sync.Pool: a pool is emptied by every GC, and each batch
 	// carries name caches whose rebuild would cost allocations.
 	batches chan *batch
+	// twins detects series that differ only in hidden identity (§8.3).
+	twins twinDetector
 }
 
 // New returns a receiver appending to st.
