@@ -301,11 +301,11 @@ func TestStartTimeResets(t *testing.T) {
 	}{
 		{90, 100, s1, 0, s1},
 		{75, 110, s1, 0, s1},
-		{60, 120, s2, 1, s2},        // changed start, rising value: counted
-		{45, 5, s3, 1, s3},          // value fell: a reset rate sees; not counted
-		{30, 15, tsNs(10), 1, s3},   // start after the point's time: ignored
-		{15, 25, 0, 1, s3},          // no start time: nothing recorded
-		{0, 35, s3, 1, s3},          // unchanged
+		{60, 120, s2, 1, s2},      // changed start, rising value: counted
+		{45, 5, s3, 1, s3},        // value fell: a reset rate sees; not counted
+		{30, 15, tsNs(10), 1, s3}, // start after the point's time: ignored
+		{15, 25, 0, 1, s3},        // no start time: nothing recorded
+		{0, 35, s3, 1, s3},        // unchanged
 	}
 	for i, s := range steps {
 		p := dpD(attrs("pod", "a"), tsNs(s.sec), s.v)
@@ -365,21 +365,27 @@ func TestIdenticalLabelsWarning(t *testing.T) {
 		twins bool
 	}{
 		{
-			name:  "pod_uid_not_promoted",
-			res:   func(pod string) []*commonpb.KeyValue { return attrs("service.instance.id", "localhost:8000", "k8s.pod.uid", pod) },
+			name: "pod_uid_not_promoted",
+			res: func(pod string) []*commonpb.KeyValue {
+				return attrs("service.instance.id", "localhost:8000", "k8s.pod.uid", pod)
+			},
 			twins: true,
 		},
 		{
 			// The point's own pod label wins over k8s.pod.name, so the
 			// resource's pod identity is hidden.
-			name:  "pod_name_shadowed_by_point_label",
-			res:   func(pod string) []*commonpb.KeyValue { return attrs("service.instance.id", "localhost:8000", "k8s.pod.name", pod) },
+			name: "pod_name_shadowed_by_point_label",
+			res: func(pod string) []*commonpb.KeyValue {
+				return attrs("service.instance.id", "localhost:8000", "k8s.pod.name", pod)
+			},
 			point: attrs("pod", "vllm"),
 			twins: true,
 		},
 		{
 			name: "pod_name_promoted",
-			res:  func(pod string) []*commonpb.KeyValue { return attrs("service.instance.id", "localhost:8000", "k8s.pod.name", pod) },
+			res: func(pod string) []*commonpb.KeyValue {
+				return attrs("service.instance.id", "localhost:8000", "k8s.pod.name", pod)
+			},
 		},
 	} {
 		t.Run("case="+tc.name, func(t *testing.T) {
