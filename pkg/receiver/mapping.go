@@ -186,6 +186,7 @@ type batch struct {
 
 	// Request results.
 	touchedIDs []uint32
+	aliasIDs   []uint32 // legacy-alias metric IDs of touchedIDs' names
 	accepted   int
 	rejected   [numReasons]int
 	examples   [numReasons]string
@@ -216,7 +217,7 @@ func (b *batch) reset(r *Receiver) {
 	now := r.now().UnixMilli()
 	b.maxT = now + futureLimitMs
 	b.minT = now - r.store.Retention().Milliseconds()
-	b.touchedIDs = b.touchedIDs[:0]
+	b.touchedIDs, b.aliasIDs = b.touchedIDs[:0], b.aliasIDs[:0]
 	b.accepted, b.nonFinite, b.expHist, b.total, b.newestT = 0, 0, 0, 0, 0
 	b.rejected = [numReasons]int{}
 	b.examples = [numReasons]string{}
@@ -702,8 +703,17 @@ var infLE = []byte("+Inf")
 // quantile when extra is set) and the point's labels. A stale marker never
 // creates a series.
 func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool) reason {
+	// The identity hash and the append are written out here rather than
+	// through seriesID and appendTo: this is the per-point path.
 	name := b.names.names[variant]
-	id := b.seriesID(variant, extra)
+	h := binary.LittleEndian.AppendUint64(b.ibuf[:0], b.base)
+	h = append(h, name...)
+	if extra != nil {
+		h = append(h, 0xfd)
+		h = append(h, extra...)
+	}
+	b.ibuf = h
+	id := xxhash.Sum64(h)
 	ref, ok := b.st.Lookup(id)
 	if !ok {
 		if stale {
@@ -718,7 +728,19 @@ func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool
 		}
 		b.r.twins.check(b.r, b.st, ref, lset)
 	}
-	return b.appendTo(variant, ref, t, v)
+	var err error
+	if b.start == 0 {
+		err = b.st.Append(ref, t, v)
+	} else {
+		err = b.appendStart(variant, ref, t, v)
+	}
+	if err != nil {
+		return appendReason(err)
+	}
+	if !b.touched[variant] {
+		b.touch(variant, ref)
+	}
+	return reasonNone
 }
 
 // seriesID is the identity hash of the series named by variant (plus le
@@ -745,27 +767,44 @@ func (b *batch) ensureLabels() {
 }
 
 // appendTo appends one sample to an existing series of variant and notes
-// the metric (and its legacy alias) as touched.
+// the metric as touched.
 func (b *batch) appendTo(variant int, ref store.SeriesRef, t int64, v float64) reason {
 	var err error
-	if st := b.start; st != 0 && (b.kind != kindSummary || variant != variantMain) {
-		err = b.st.AppendStart(ref, t, v, st) // quantiles are not cumulative
-	} else {
+	if b.start == 0 {
 		err = b.st.Append(ref, t, v)
+	} else {
+		err = b.appendStart(variant, ref, t, v)
 	}
 	if err != nil {
 		return appendReason(err)
 	}
 	if !b.touched[variant] {
-		b.touched[variant] = true
-		if mid, ok := b.st.SeriesMetricID(ref); ok && !slices.Contains(b.touchedIDs, mid) {
-			b.touchedIDs = append(b.touchedIDs, mid)
-		}
-		if a := b.names.aliases[variant]; b.names.hasAlias[variant] && !slices.Contains(b.touchedIDs, a) {
-			b.touchedIDs = append(b.touchedIDs, a)
-		}
+		b.touch(variant, ref)
 	}
 	return reasonNone
+}
+
+// appendStart appends with the point's start time (§9.3), except to
+// summary quantiles, which are not cumulative.
+func (b *batch) appendStart(variant int, ref store.SeriesRef, t int64, v float64) error {
+	if b.kind == kindSummary && variant == variantMain {
+		return b.st.Append(ref, t, v)
+	}
+	return b.st.AppendStart(ref, t, v, b.start)
+}
+
+// touch notes the metric of variant as touched by the request (OnIngest),
+// once per metric, and its legacy alias with it.
+func (b *batch) touch(variant int, ref store.SeriesRef) {
+	b.touched[variant] = true
+	if mid, ok := b.st.SeriesMetricID(ref); ok && !slices.Contains(b.touchedIDs, mid) {
+		b.touchedIDs = append(b.touchedIDs, mid)
+		if b.names.hasAlias[variant] {
+			// Kept apart so the scan above stays over stored names;
+			// finish reports both. Once per stored name and request.
+			b.aliasIDs = append(b.aliasIDs, b.names.aliases[variant])
+		}
+	}
 }
 
 // buildLabels builds the series' label set; called only for new series.

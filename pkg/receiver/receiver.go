@@ -272,6 +272,7 @@ func (r *Receiver) finish(b *batch) result {
 	}
 	r.logLimits(b)
 	if len(b.touchedIDs) > 0 && r.set.OnIngest != nil {
+		b.touchedIDs = append(b.touchedIDs, b.aliasIDs...)
 		r.set.OnIngest(b.touchedIDs)
 	}
 	if b.total == 0 {

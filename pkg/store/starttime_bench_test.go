@@ -1,0 +1,46 @@
+package store
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// BenchmarkAppendStart is BenchmarkAppend through AppendStart: start=none
+// passes no start time (Append's cost plus a compare), start=steady the
+// same start time every time, as a counter that carries its _created
+// time does (one table load and compare more per sample).
+//
+// go test -run '^$' -bench '^BenchmarkAppendStart$' -benchmem -cpu 1 -count 5 ./pkg/store
+func BenchmarkAppendStart(b *testing.B) {
+	const n = 10_000
+	for _, start := range []string{"none", "steady"} {
+		b.Run("series=10k/start="+start, func(b *testing.B) {
+			s, refs, t := appendFixture(b, n)
+			st := int64(0)
+			if start == "steady" {
+				st = benchT0 - 60_000
+				for _, ref := range refs {
+					if err := s.AppendStart(ref, t, 1, st); err != nil {
+						b.Fatal(err)
+					}
+				}
+				t += 15_000
+			}
+			perm := rand.New(rand.NewPCG(1, 2)).Perm(n)
+			before := s.m.samples.load()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if err := s.AppendStart(refs[perm[i]], t, 1, st); err != nil {
+					b.Fatal(err)
+				}
+				if i++; i == n {
+					i, t = 0, t+15_000
+				}
+			}
+			if got := s.m.samples.load() - before; got != uint64(b.N) {
+				b.Fatalf("store took %d samples, want %d", got, b.N)
+			}
+		})
+	}
+}
