@@ -1,6 +1,9 @@
 package store
 
 import (
+	"bytes"
+	"encoding/binary"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -97,4 +100,44 @@ func TestAppendStartConcurrent(t *testing.T) {
 		assert.Equal(t, 2+p, got)
 	}
 	assert.InDelta(t, phases, testutil.ToFloat64(s.m.startResets), 0, "one per change")
+}
+
+// TestStartTimeSnapshot: start times survive a snapshot (format version
+// 2), a live start time wins over the snapshot's, and version-1
+// snapshots, which have none, still load.
+func TestStartTimeSnapshot(t *testing.T) {
+	src := New(Config{}, Settings{Now: fixedClock(1_000_000)})
+	with := mustCreate(t, src, 1, "__name__", "c_total", "pod", "a")
+	require.NoError(t, src.AppendStart(with, 990_000, 5, 900_000))
+	without := mustCreate(t, src, 2, "__name__", "c_total", "pod", "b")
+	require.NoError(t, src.Append(without, 990_000, 5))
+	live := mustCreate(t, src, 3, "__name__", "c_total", "pod", "c")
+	require.NoError(t, src.AppendStart(live, 990_000, 5, 910_000))
+	var buf bytes.Buffer
+	require.NoError(t, src.WriteSnapshot(&buf))
+	assert.Equal(t, uint32(2), binary.LittleEndian.Uint32(buf.Bytes()[8:]))
+
+	dst := New(Config{}, Settings{Now: fixedClock(1_000_000)})
+	pushed := mustCreate(t, dst, 3, "__name__", "c_total", "pod", "c")
+	require.NoError(t, dst.AppendStart(pushed, 995_000, 6, 920_000))
+	restored, _, err := dst.ReadSnapshot(&buf)
+	require.NoError(t, err)
+	assert.Equal(t, 2, restored, "pod c gained no samples (its snapshot sample is older)")
+	for h, want := range map[uint64]int64{1: 900_000, 2: 0, 3: 920_000} {
+		ref, ok := dst.Lookup(h)
+		require.True(t, ok)
+		got, _ := dst.StartTime(ref)
+		assert.Equal(t, want, got, "hash %d", h)
+	}
+
+	v1 := sealSnapshot(1, append(rawSeries(7, []string{"__name__", "old_total"}, []int64{990_000, 995_000}), 0))
+	old := New(Config{}, Settings{Now: fixedClock(1_000_000)})
+	restored, _, err = old.ReadSnapshot(bytes.NewReader(v1))
+	require.NoError(t, err)
+	assert.Equal(t, 1, restored)
+	ref, ok := old.Lookup(7)
+	require.True(t, ok)
+	assert.Len(t, old.Range(nil, ref, 0, math.MaxInt64), 2)
+	_, ok = old.StartTime(ref)
+	assert.False(t, ok)
 }
