@@ -275,14 +275,14 @@ func TestStartTimeResets(t *testing.T) {
 	t.Parallel()
 	now := func() time.Time { return testNow }
 	reg := prometheus.NewRegistry()
-	st := store.New(store.Config{}, store.Settings{Now: now, Registerer: reg})
-	f := &fixture{st: st, r: New(st, Config{}, Settings{Now: now})}
+	st := store.New(store.Config{}, store.Settings{Now: now})
+	f := &fixture{st: st, r: New(st, Config{}, Settings{Now: now, Registerer: reg})}
 	plain := newFixture(t, Config{}, store.Config{}) // same points without start times
 	resets := func() float64 {
 		mfs, err := reg.Gather()
 		require.NoError(t, err)
 		for _, mf := range mfs {
-			if mf.GetName() == "keda_otel_scaler_store_counter_resets_total" {
+			if mf.GetName() == "keda_otel_scaler_receiver_counter_resets_total" {
 				for _, m := range mf.GetMetric() {
 					if m.GetLabel()[0].GetValue() == "start_time" {
 						return m.GetCounter().GetValue()

@@ -185,15 +185,16 @@ type batch struct {
 	kbuf, ibuf []byte
 
 	// Request results.
-	touchedIDs []uint32
-	aliasIDs   []uint32 // legacy-alias metric IDs of touchedIDs' names
-	accepted   int
-	rejected   [numReasons]int
-	examples   [numReasons]string
-	nonFinite  int
-	expHist    int
-	total      int
-	newestT    int64 // newest accepted-looking sample time, for the lag histogram
+	touchedIDs  []uint32
+	aliasIDs    []uint32 // legacy-alias metric IDs of touchedIDs' names
+	accepted    int
+	rejected    [numReasons]int
+	examples    [numReasons]string
+	nonFinite   int
+	startResets int // series whose start time changed with a rising value
+	expHist     int
+	total       int
+	newestT     int64 // newest accepted-looking sample time, for the lag histogram
 }
 
 // pointCacheSize bounds pointCache: about 40 B per entry, so 650 KB per
@@ -218,7 +219,7 @@ func (b *batch) reset(r *Receiver) {
 	b.maxT = now + futureLimitMs
 	b.minT = now - r.store.Retention().Milliseconds()
 	b.touchedIDs, b.aliasIDs = b.touchedIDs[:0], b.aliasIDs[:0]
-	b.accepted, b.nonFinite, b.expHist, b.total, b.newestT = 0, 0, 0, 0, 0
+	b.accepted, b.nonFinite, b.expHist, b.total, b.newestT, b.startResets = 0, 0, 0, 0, 0, 0
 	b.rejected = [numReasons]int{}
 	b.examples = [numReasons]string{}
 	b.skip = true
@@ -790,7 +791,11 @@ func (b *batch) appendStart(variant int, ref store.SeriesRef, t int64, v float64
 	if b.kind == kindSummary && variant == variantMain {
 		return b.st.Append(ref, t, v)
 	}
-	return b.st.AppendStart(ref, t, v, b.start)
+	reset, err := b.st.AppendStart(ref, t, v, b.start)
+	if reset {
+		b.startResets++
+	}
+	return err
 }
 
 // touch notes the metric of variant as touched by the request (OnIngest),

@@ -262,6 +262,9 @@ func (r *Receiver) finish(b *batch) result {
 	if b.expHist > 0 {
 		r.m.expHist.Add(float64(b.expHist))
 	}
+	if b.startResets > 0 {
+		r.m.startResets.Add(float64(b.startResets))
+	}
 	for i, n := range b.rejected {
 		if n > 0 {
 			r.m.rejected[i].Add(float64(n))

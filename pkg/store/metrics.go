@@ -30,9 +30,6 @@ type metrics struct {
 	created   prometheus.Counter
 	removed   prometheus.Counter
 	rejected  map[string]prometheus.Counter // fixed after newMetrics
-	// startResets counts start-time changes with a rising value
-	// (AppendStart); its family has a cause label for later causes.
-	startResets prometheus.Counter
 }
 
 // stripedCounter counts appends without making every writer share one
@@ -73,16 +70,11 @@ func newMetrics(s *Store, reg prometheus.Registerer) *metrics {
 	for _, r := range reasons {
 		m.rejected[r] = rej.WithLabelValues(r)
 	}
-	resets := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "keda_otel_scaler_store_counter_resets_total",
-		Help: "Counter resets seen on append, by cause; start_time: a series' OTLP start time changed while its value did not fall (rate is unaffected).",
-	}, []string{"cause"})
-	m.startResets = resets.WithLabelValues("start_time")
 	if reg == nil {
 		return m
 	}
 	for _, c := range []prometheus.Collector{
-		m.created, m.removed, rej, resets,
+		m.created, m.removed, rej,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keda_otel_scaler_store_series",
 			Help: "Live series in the store.",

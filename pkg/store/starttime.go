@@ -50,23 +50,24 @@ func (st *startTimes) clear(ref SeriesRef) {
 // AppendStart is Append for a sample that carries a start time (unix ms)
 // of the cumulative series it belongs to. With startMs <= 0, after t, or
 // with a stale marker it is exactly Append. Otherwise, once the sample is
-// stored, the series' start time becomes startMs; when that changes a
-// recorded start time while the value did not fall below the previous
-// sample, the store counts a start-time reset
-// (keda_otel_scaler_store_counter_resets_total{cause="start_time"}). A
-// falling value is a reset that rate and increase already see (a value
-// decrease); start times never change query results (promql-subset.md
-// keeps start-time semantics in its Later tier). It does not allocate
-// once the series' table chunk exists, and reads the previous sample only
-// when the start time changes.
-func (s *Store) AppendStart(ref SeriesRef, t int64, v float64, startMs int64) error {
+// stored, the series' start time becomes startMs, and AppendStart reports
+// a start-time reset when that changed a recorded start time while the
+// value did not fall below the previous sample (the receiver counts them
+// in keda_otel_scaler_receiver_counter_resets_total{cause="start_time"}).
+// A falling value is a reset that rate and increase already see; start
+// times never change query results (promql-subset.md keeps start-time
+// semantics in its Later tier). Of concurrent writers bringing the same
+// change, one reports it. It does not allocate once the series' table
+// chunk exists, and reads the previous sample only when the start time
+// changes.
+func (s *Store) AppendStart(ref SeriesRef, t int64, v float64, startMs int64) (reset bool, err error) {
 	if startMs <= 0 || startMs > t || value.IsStaleNaN(v) {
-		return s.Append(ref, t, v)
+		return false, s.Append(ref, t, v)
 	}
 	p := s.starts.slot(ref)
 	prev := p.Load()
 	if prev == startMs {
-		return s.Append(ref, t, v)
+		return false, s.Append(ref, t, v)
 	}
 	var last Sample
 	var hadLast bool
@@ -76,15 +77,12 @@ func (s *Store) AppendStart(ref SeriesRef, t int64, v float64, startMs int64) er
 		}
 	}
 	if err := s.Append(ref, t, v); err != nil {
-		return err
+		return false, err
 	}
 	if !p.CompareAndSwap(prev, startMs) || prev == 0 {
-		return nil
+		return false, nil
 	}
-	if hadLast && last.T < t && !value.IsStaleNaN(last.V) && v >= last.V {
-		s.m.startResets.Inc()
-	}
-	return nil
+	return hadLast && last.T < t && !value.IsStaleNaN(last.V) && v >= last.V, nil
 }
 
 // StartTime returns the series' recorded start time in unix ms, if any.

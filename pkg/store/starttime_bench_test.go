@@ -20,7 +20,7 @@ func BenchmarkAppendStart(b *testing.B) {
 			if start == "steady" {
 				st = benchT0 - 60_000
 				for _, ref := range refs {
-					if err := s.AppendStart(ref, t, 1, st); err != nil {
+					if _, err := s.AppendStart(ref, t, 1, st); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -31,7 +31,7 @@ func BenchmarkAppendStart(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				if err := s.AppendStart(refs[perm[i]], t, 1, st); err != nil {
+				if _, err := s.AppendStart(refs[perm[i]], t, 1, st); err != nil {
 					b.Fatal(err)
 				}
 				if i++; i == n {
