@@ -47,6 +47,17 @@ func fuzzSeeds(t testing.TB) [][]byte {
 				&metricspb.HistogramDataPoint{TimeUnixNano: tsNs(9), Flags: 1}),
 			summary, exp, &metricspb.Metric{Name: "empty"},
 		)),
+		// Legacy aliases, start times, and markers after real points of
+		// histograms and summaries (every bucket and quantile held ends).
+		req(rm(attrs("k8s.pod.uid", "u"),
+			counter("app.frontend/requests", &metricspb.NumberDataPoint{Attributes: attrs("r", "/"), StartTimeUnixNano: tsNs(60), TimeUnixNano: tsNs(10), Value: &metricspb.NumberDataPoint_AsInt{AsInt: 3}}),
+			hist("lat.ency", "s", cumulative, hdp(attrs("r", "/"), tsNs(10), []float64{0.5, 1}, []uint64{1, 2, 3}, ptr(1.5)),
+				&metricspb.HistogramDataPoint{Attributes: attrs("r", "/"), TimeUnixNano: tsNs(5), Flags: 1}),
+			&metricspb.Metric{Name: "sum.mary", Data: &metricspb.Metric_Summary{Summary: &metricspb.Summary{DataPoints: []*metricspb.SummaryDataPoint{
+				{TimeUnixNano: tsNs(10), StartTimeUnixNano: tsNs(20), Count: 2, Sum: 1, QuantileValues: []*metricspb.SummaryDataPoint_ValueAtQuantile{{Quantile: 0.5, Value: 0.2}}},
+				{TimeUnixNano: tsNs(5), Flags: 1},
+			}}}},
+		)),
 	}
 	var out [][]byte
 	for _, r := range reqs {

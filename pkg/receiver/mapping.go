@@ -106,6 +106,11 @@ const (
 type nameEntry struct {
 	names  [numVariants]string
 	reject reason
+	// aliases holds, per variant, the metric ID of the legacy alias
+	// registered for it (legacy.go), reported to OnIngest with the stored
+	// name's ID; hasAlias says which are set.
+	aliases  [numVariants]uint32
+	hasAlias [numVariants]bool
 }
 
 // slabel is a label under construction. name and value alias the request,
@@ -177,17 +182,21 @@ type batch struct {
 	rawCtx     uint64 // context of raw attribute keys, per metric (rawKey)
 	built      bool   // b.lbls holds the current point's labels
 	base       uint64 // hash of the current point's labels and context
+	start      int64  // the point's start time in ms for cumulative series, else 0
+	staleRefs  []store.SeriesRef
 	kbuf, ibuf []byte
 
 	// Request results.
-	touchedIDs []uint32
-	accepted   int
-	rejected   [numReasons]int
-	examples   [numReasons]string
-	nonFinite  int
-	expHist    int
-	total      int
-	newestT    int64 // newest accepted-looking sample time, for the lag histogram
+	touchedIDs  []uint32
+	aliasIDs    []uint32 // legacy-alias metric IDs of touchedIDs' names
+	accepted    int
+	rejected    [numReasons]int
+	examples    [numReasons]string
+	nonFinite   int
+	startResets int // series whose start time changed with a rising value
+	expHist     int
+	total       int
+	newestT     int64 // newest accepted-looking sample time, for the lag histogram
 }
 
 // pointCacheSize bounds pointCache: about 40 B per entry, so 650 KB per
@@ -211,8 +220,8 @@ func (b *batch) reset(r *Receiver) {
 	now := r.now().UnixMilli()
 	b.maxT = now + futureLimitMs
 	b.minT = now - r.store.Retention().Milliseconds()
-	b.touchedIDs = b.touchedIDs[:0]
-	b.accepted, b.nonFinite, b.expHist, b.total, b.newestT = 0, 0, 0, 0, 0
+	b.touchedIDs, b.aliasIDs = b.touchedIDs[:0], b.aliasIDs[:0]
+	b.accepted, b.nonFinite, b.expHist, b.total, b.newestT, b.startResets = 0, 0, 0, 0, 0, 0
 	b.rejected = [numReasons]int{}
 	b.examples = [numReasons]string{}
 	b.skip = true
@@ -454,6 +463,7 @@ func (b *batch) metricNames(name, unit []byte, k kind, mt otlptranslator.MetricT
 		default:
 			e.names[variantMain] = n
 		}
+		b.registerAliases(e, name, k)
 	}
 	if len(b.nameCache) >= nameCacheSize {
 		clear(b.nameCache)
@@ -523,6 +533,13 @@ func (b *batch) point(p *otlpwire.Point) reason {
 	}
 	b.newestT = max(b.newestT, t)
 	stale := p.Flags&1 != 0 // NoRecordedValue
+	b.start = 0
+	if p.StartTime != 0 && !stale && b.kind != kindGauge {
+		// §9.3: recorded for cumulative series; one after T is ignored.
+		if st := int64(p.StartTime / 1e6); st <= t {
+			b.start = st
+		}
+	}
 	var v float64
 	if !stale {
 		if r := b.validate(p, &v); r != reasonNone {
@@ -584,6 +601,10 @@ func (b *batch) point(p *otlpwire.Point) reason {
 		return first
 	case kindSummary:
 		first := reasonNone
+		if stale {
+			// A flagged point lists no quantiles: end every one held.
+			first = b.staleFamily(t)
+		}
 		for _, q := range p.Quantiles {
 			qv := q.Value
 			if stale {
@@ -660,22 +681,23 @@ func (b *batch) histogram(p *otlpwire.Point, t int64, stale bool) reason {
 	staleV := math.Float64frombits(value.StaleNaN)
 	first := reasonNone
 	var cum uint64
-	if len(p.BucketCounts) > 0 || stale {
+	if stale {
+		// A flagged point carries no bounds: end every bucket held,
+		// +Inf included.
+		first = b.staleFamily(t)
+	} else if len(p.BucketCounts) > 0 {
 		for i, bd := range p.Bounds {
-			v := staleV
-			if !stale {
-				cum += p.BucketCounts[i]
-				v = float64(cum)
-			}
+			cum += p.BucketCounts[i]
 			b.key = labels.AppendOpenMetricsFloat(b.key[:0], bd)
-			first = firstReason(first, b.series(variantMain, b.key, t, v, stale))
+			first = firstReason(first, b.series(variantMain, b.key, t, float64(cum), false))
 		}
 	}
 	c, s := float64(p.Count), p.Sum
 	if stale {
 		c, s = staleV, staleV
+	} else {
+		first = firstReason(first, b.series(variantMain, infLE, t, c, false))
 	}
-	first = firstReason(first, b.series(variantMain, infLE, t, c, stale))
 	first = firstReason(first, b.series(variantCount, nil, t, c, stale))
 	if p.HasSum || stale {
 		first = firstReason(first, b.series(variantSum, nil, t, s, stale))
@@ -689,6 +711,8 @@ var infLE = []byte("+Inf")
 // quantile when extra is set) and the point's labels. A stale marker never
 // creates a series.
 func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool) reason {
+	// The identity hash and the append are written out here rather than
+	// through seriesID and appendTo: this is the per-point path.
 	name := b.names.names[variant]
 	h := binary.LittleEndian.AppendUint64(b.ibuf[:0], b.base)
 	h = append(h, name...)
@@ -703,26 +727,96 @@ func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool
 		if stale {
 			return reasonNone
 		}
-		if !b.built {
-			b.pointLabels(b.curPt.Attributes()) // succeeds: it did when cached
-			b.built = true
-		}
+		b.ensureLabels()
+		lset := b.buildLabels(name, extra)
 		var err error
-		ref, err = b.st.Create(id, b.buildLabels(name, extra))
+		ref, err = b.st.Create(id, lset)
 		if err != nil {
 			return appendReason(err)
 		}
+		b.r.twins.check(b.r, b.st, ref, lset)
 	}
-	if err := b.st.Append(ref, t, v); err != nil {
+	var err error
+	if b.start == 0 {
+		err = b.st.Append(ref, t, v)
+	} else {
+		err = b.appendStart(variant, ref, t, v)
+	}
+	if err != nil {
 		return appendReason(err)
 	}
 	if !b.touched[variant] {
-		b.touched[variant] = true
-		if mid, ok := b.st.SeriesMetricID(ref); ok && !slices.Contains(b.touchedIDs, mid) {
-			b.touchedIDs = append(b.touchedIDs, mid)
-		}
+		b.touch(variant, ref)
 	}
 	return reasonNone
+}
+
+// seriesID is the identity hash of the series named by variant (plus le
+// or quantile when extra is set) with the current point's labels and
+// context.
+func (b *batch) seriesID(variant int, extra []byte) uint64 {
+	h := binary.LittleEndian.AppendUint64(b.ibuf[:0], b.base)
+	h = append(h, b.names.names[variant]...)
+	if extra != nil {
+		h = append(h, 0xfd)
+		h = append(h, extra...)
+	}
+	b.ibuf = h
+	return xxhash.Sum64(h)
+}
+
+// ensureLabels fills b.lbls for the current point if a cache hit skipped
+// it; it succeeds because it did when the entry was cached.
+func (b *batch) ensureLabels() {
+	if !b.built {
+		b.pointLabels(b.curPt.Attributes())
+		b.built = true
+	}
+}
+
+// appendTo appends one sample to an existing series of variant and notes
+// the metric as touched.
+func (b *batch) appendTo(variant int, ref store.SeriesRef, t int64, v float64) reason {
+	var err error
+	if b.start == 0 {
+		err = b.st.Append(ref, t, v)
+	} else {
+		err = b.appendStart(variant, ref, t, v)
+	}
+	if err != nil {
+		return appendReason(err)
+	}
+	if !b.touched[variant] {
+		b.touch(variant, ref)
+	}
+	return reasonNone
+}
+
+// appendStart appends with the point's start time (§9.3), except to
+// summary quantiles, which are not cumulative.
+func (b *batch) appendStart(variant int, ref store.SeriesRef, t int64, v float64) error {
+	if b.kind == kindSummary && variant == variantMain {
+		return b.st.Append(ref, t, v)
+	}
+	reset, err := b.st.AppendStart(ref, t, v, b.start)
+	if reset {
+		b.startResets++
+	}
+	return err
+}
+
+// touch notes the metric of variant as touched by the request (OnIngest),
+// once per metric, and its legacy alias with it.
+func (b *batch) touch(variant int, ref store.SeriesRef) {
+	b.touched[variant] = true
+	if mid, ok := b.st.SeriesMetricID(ref); ok && !slices.Contains(b.touchedIDs, mid) {
+		b.touchedIDs = append(b.touchedIDs, mid)
+		if b.names.hasAlias[variant] {
+			// Kept apart so the scan above stays over stored names;
+			// finish reports both. Once per stored name and request.
+			b.aliasIDs = append(b.aliasIDs, b.names.aliases[variant])
+		}
+	}
 }
 
 // buildLabels builds the series' label set; called only for new series.

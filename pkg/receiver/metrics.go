@@ -14,6 +14,9 @@ type metrics struct {
 	expHist    prometheus.Counter
 	overloaded prometheus.Counter
 	lag        prometheus.Histogram
+	twins      prometheus.Counter
+	// startResets is counter_resets_total{cause="start_time"}.
+	startResets prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,6 +50,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "keda_otel_scaler_receiver_exponential_histogram_points_total",
 			Help: "Exponential histogram points; only their _count and _sum are stored.",
 		}),
+		twins: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keda_otel_scaler_receiver_series_identical_labels_total",
+			Help: "New series whose metric name and visible labels equal a live series': they differ only in resource or scope attributes that are not labels (otlp-contract.md §8.3).",
+		}),
 		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keda_otel_scaler_receiver_overloaded_total",
 			Help: "Exports refused with Unavailable because the in-flight bound was reached.",
@@ -57,6 +64,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Help:    "Receiver clock minus the newest sample time of each request; large or negative values mean sender clock skew or delay.",
 		Buckets: []float64{-60, -5, 0, 1, 5, 15, 30, 60, 120, 300, 600},
 	})
+	resets := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keda_otel_scaler_receiver_counter_resets_total",
+		Help: "Cumulative series seen restarting, by cause; start_time: a series' OTLP start time changed while its value did not fall (rate and increase are unaffected: only a falling value is a reset to them).",
+	}, []string{"cause"})
+	m.startResets = resets.WithLabelValues("start_time")
 	for i := range m.rejected {
 		if reason(i) != reasonNone {
 			m.rejected[i] = rejected.WithLabelValues(reason(i).String())
@@ -65,7 +77,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}
 	}
 	if reg != nil {
-		reg.MustRegister(m.accepted, rejected, m.requests, m.bytes, m.decode, m.nonFinite, m.expHist, m.overloaded, m.lag)
+		reg.MustRegister(m.accepted, rejected, m.requests, m.bytes, m.decode, m.nonFinite, m.expHist, m.overloaded, m.lag, m.twins, resets)
 	}
 	return m
 }

@@ -115,6 +115,8 @@ type Receiver struct {
 	// not a sync.Pool: a pool is emptied by every GC, and each batch
 	// carries name caches whose rebuild would cost allocations.
 	batches chan *batch
+	// twins detects series that differ only in hidden identity (§8.3).
+	twins twinDetector
 }
 
 // New returns a receiver appending to st.
@@ -259,6 +261,9 @@ func (r *Receiver) finish(b *batch) result {
 	if b.expHist > 0 {
 		r.m.expHist.Add(float64(b.expHist))
 	}
+	if b.startResets > 0 {
+		r.m.startResets.Add(float64(b.startResets))
+	}
 	for i, n := range b.rejected {
 		if n > 0 {
 			r.m.rejected[i].Add(float64(n))
@@ -269,6 +274,7 @@ func (r *Receiver) finish(b *batch) result {
 	}
 	r.logLimits(b)
 	if len(b.touchedIDs) > 0 && r.set.OnIngest != nil {
+		b.touchedIDs = append(b.touchedIDs, b.aliasIDs...)
 		r.set.OnIngest(b.touchedIDs)
 	}
 	if b.total == 0 {

@@ -107,8 +107,8 @@ func (m *metrics) reject(reason string) { m.rejected[reason].Inc() }
 // sample.
 func (s *Store) MemoryEstimate() int64 {
 	b := s.m.ringBytes.Load()
-	b += s.live.Load() * 48                                                          // memSeries
-	b += int64(s.series.chunks()+s.sets.chunks()+s.syms.tab.chunks()) * 8 * chunkLen // table chunks
+	b += s.live.Load() * 48                                                                                // memSeries
+	b += int64(s.series.chunks()+s.sets.chunks()+s.syms.tab.chunks()+s.starts.tab.chunks()) * 8 * chunkLen // table chunks
 	b += s.index.bytes()
 	s.postings.Range(func(_, v any) bool {
 		b += v.(*u32list).bytes() + 64

@@ -27,7 +27,18 @@ type resolved struct {
 // interned label set, which is cheaper than intersecting postings lists
 // when, as in KEDA triggers, one equality (the metric name) already
 // narrows the set to a few thousand series.
+//
+// A selector whose metric name is a legacy alias with no series of its own
+// selects the series of the names it stands for (alias.go).
 func (s *Store) Select(dst []SeriesRef, ms ...*labels.Matcher) []SeriesRef {
+	if names, at := s.aliasTargets(ms); names != nil {
+		return s.selectAliased(dst, ms, names, at)
+	}
+	return s.selectDirect(dst, ms)
+}
+
+// selectDirect is Select for the matchers as written.
+func (s *Store) selectDirect(dst []SeriesRef, ms []*labels.Matcher) []SeriesRef {
 	// Matchers resolve strings to symbol IDs once; if the sweeper's freed
 	// IDs were handed to new strings meanwhile (symbols, contract point
 	// 4), an ID may name another string by the end, so retry. Reuse is

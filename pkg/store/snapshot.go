@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 )
 
-// Snapshot format, version 1 (all integers little-endian):
+// Snapshot format, version 2 (all integers little-endian):
 //
 //	header   magic "KOSSNAP\n" (8 bytes), version uint32
 //	payload  series records, then a 0 byte (uvarint 0) ending them
@@ -23,7 +23,8 @@ import (
 // A series record is: uvarint label count (>= 1, so 0 can end the
 // list); identity hash uint64; per label uvarint length + name bytes, uvarint
 // length + value bytes, names strictly ascending, __name__ among them;
-// uvarint sample count; per sample a varint time delta from the previous
+// uvarint start time in unix ms, 0 for none (version 2 only; version 1
+// records have no such field and are still read); uvarint sample count; per sample a varint time delta from the previous
 // sample (the first from 0), strictly increasing, and the value's IEEE 754
 // bits as uint64, so NaN payloads (StaleNaN) survive bit for bit.
 //
@@ -32,7 +33,7 @@ import (
 // whole payload's structure before touching the store, so a rejected
 // snapshot leaves the store unchanged.
 const (
-	snapshotVersion = 1
+	snapshotVersion = 2
 	snapHeaderLen   = 12
 	snapTrailerLen  = 12
 	// maxSnapshotSize bounds what ReadSnapshot reads into memory. The
@@ -109,6 +110,11 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 			buf = binary.AppendUvarint(buf, uint64(len(l.Value)))
 			buf = append(buf, l.Value...)
 		})
+		var start uint64
+		if st, ok := s.StartTime(e.ref); ok && st > 0 {
+			start = uint64(st)
+		}
+		buf = binary.AppendUvarint(buf, start)
 		buf = binary.AppendUvarint(buf, uint64(len(samples)))
 		var prev int64
 		for _, smp := range samples {
@@ -161,15 +167,15 @@ func (s *Store) ReadSnapshot(r io.Reader) (restored int, newest int64, err error
 	if err != nil {
 		return 0, 0, fmt.Errorf("read snapshot: %w", err)
 	}
-	payload, err := checkSnapshot(data)
+	payload, version, err := checkSnapshot(data)
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := decodeSnapshot(payload, nil); err != nil {
+	if err := decodeSnapshot(payload, version, nil); err != nil {
 		return 0, 0, err
 	}
 	minT := s.nowMs() - s.retentionMs
-	err = decodeSnapshot(payload, func(hash uint64, lset labels.Labels, samples []Sample) {
+	err = decodeSnapshot(payload, version, func(hash uint64, lset labels.Labels, start int64, samples []Sample) {
 		i, _ := slices.BinarySearchFunc(samples, minT, func(x Sample, t int64) int {
 			switch {
 			case x.T < t:
@@ -192,6 +198,10 @@ func (s *Store) ReadSnapshot(r io.Reader) (restored int, newest int64, err error
 		for _, smp := range samples {
 			_ = s.Append(ref, smp.T, smp.V) // rejections are counted by Append
 		}
+		if start > 0 {
+			// A live start time (the series was pushed since) wins.
+			s.starts.slot(ref).CompareAndSwap(0, start)
+		}
 		// Counts only series that gained samples: duplicates of samples a
 		// series already has are dropped silently by Append.
 		if after, ok := s.LastSampleTime(ref); ok && (!had || after > before) {
@@ -202,35 +212,37 @@ func (s *Store) ReadSnapshot(r io.Reader) (restored int, newest int64, err error
 	return restored, newest, err
 }
 
-// checkSnapshot verifies header, trailer and checksum and returns the payload.
-func checkSnapshot(data []byte) ([]byte, error) {
+// checkSnapshot verifies header, trailer and checksum and returns the
+// payload and the format version.
+func checkSnapshot(data []byte) ([]byte, uint32, error) {
 	if len(data) > maxSnapshotSize {
-		return nil, fmt.Errorf("%w: larger than %d bytes", ErrBadSnapshot, int64(maxSnapshotSize))
+		return nil, 0, fmt.Errorf("%w: larger than %d bytes", ErrBadSnapshot, int64(maxSnapshotSize))
 	}
 	if len(data) < snapHeaderLen+snapTrailerLen {
-		return nil, fmt.Errorf("%w: truncated (%d bytes)", ErrBadSnapshot, len(data))
+		return nil, 0, fmt.Errorf("%w: truncated (%d bytes)", ErrBadSnapshot, len(data))
 	}
 	if [8]byte(data[:8]) != snapshotMagic {
-		return nil, fmt.Errorf("%w: not a keda-otel-scaler store snapshot (bad magic)", ErrBadSnapshot)
+		return nil, 0, fmt.Errorf("%w: not a keda-otel-scaler store snapshot (bad magic)", ErrBadSnapshot)
 	}
-	if v := binary.LittleEndian.Uint32(data[8:]); v != snapshotVersion {
-		return nil, fmt.Errorf("%w: unsupported version %d (this build reads %d)", ErrBadSnapshot, v, snapshotVersion)
+	v := binary.LittleEndian.Uint32(data[8:])
+	if v < 1 || v > snapshotVersion {
+		return nil, 0, fmt.Errorf("%w: unsupported version %d (this build reads 1 to %d)", ErrBadSnapshot, v, snapshotVersion)
 	}
 	payload := data[snapHeaderLen : len(data)-snapTrailerLen]
 	tr := data[len(data)-snapTrailerLen:]
 	if n := binary.LittleEndian.Uint64(tr); n != uint64(len(payload)) {
-		return nil, fmt.Errorf("%w: truncated or padded (payload %d bytes, trailer says %d)", ErrBadSnapshot, len(payload), n)
+		return nil, 0, fmt.Errorf("%w: truncated or padded (payload %d bytes, trailer says %d)", ErrBadSnapshot, len(payload), n)
 	}
 	if want, got := binary.LittleEndian.Uint32(tr[8:]), crc32.Checksum(payload, castagnoli); want != got {
-		return nil, fmt.Errorf("%w: checksum mismatch (%08x, want %08x)", ErrBadSnapshot, got, want)
+		return nil, 0, fmt.Errorf("%w: checksum mismatch (%08x, want %08x)", ErrBadSnapshot, got, want)
 	}
-	return payload, nil
+	return payload, v, nil
 }
 
 // decodeSnapshot walks the payload. With apply nil it only validates and
 // allocates nothing per series; otherwise it calls apply per series (the
 // labels and samples are only valid during the call).
-func decodeSnapshot(p []byte, apply func(hash uint64, lset labels.Labels, samples []Sample)) error {
+func decodeSnapshot(p []byte, version uint32, apply func(hash uint64, lset labels.Labels, start int64, samples []Sample)) error {
 	d := snapDecoder{p: p}
 	var (
 		b       labels.ScratchBuilder
@@ -267,9 +279,16 @@ func decodeSnapshot(p []byte, apply func(hash uint64, lset labels.Labels, sample
 				b.Add(string(name), string(val))
 			}
 		}
+		var start uint64
+		if version >= 2 {
+			start = d.uvarint()
+		}
 		ns := d.uvarint()
 		if d.err != nil {
 			return d.fail(n)
+		}
+		if start > math.MaxInt64 {
+			return fmt.Errorf("%w: series %d: start time %d out of range", ErrBadSnapshot, n, start)
 		}
 		if !hasName {
 			return fmt.Errorf("%w: series %d has no metric name", ErrBadSnapshot, n)
@@ -295,7 +314,7 @@ func decodeSnapshot(p []byte, apply func(hash uint64, lset labels.Labels, sample
 			}
 		}
 		if apply != nil {
-			apply(hash, b.Labels(), samples)
+			apply(hash, b.Labels(), int64(start), samples)
 		}
 	}
 	if len(d.p) != 0 {

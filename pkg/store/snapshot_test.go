@@ -163,7 +163,7 @@ func TestReadSnapshotRejectsBadInput(t *testing.T) {
 		{"cut in the trailer", "truncated or padded", good[:len(good)-1]},
 		{"padded", "truncated or padded", append(bytes.Clone(good), 0)},
 		{"bad magic", "bad magic", flip(0)},
-		{"newer version", "unsupported version 2", sealSnapshot(2, end)},
+		{"newer version", "unsupported version 3", sealSnapshot(3, end)},
 		{"payload bit flip", "checksum mismatch", flip(snapHeaderLen + 3)},
 		{"checksum bit flip", "checksum mismatch", flip(len(good) - 1)},
 		{"no end marker", "unexpected end", sealSnapshot(1, rawSeries(1, []string{"__name__", "m"}, []int64{999_000}))},

@@ -180,6 +180,8 @@ type Store struct {
 	// sync.Map reads take no lock.
 	postings   sync.Map
 	nameValues sync.Map
+	aliases    aliasTable // legacy names (alias.go)
+	starts     startTimes // per-series start times (starttime.go)
 
 	mu         sync.Mutex // serialises series creation and deletion; guards the fields below
 	perMetric  map[uint32]int
@@ -296,6 +298,7 @@ func (s *Store) Create(hash uint64, lset labels.Labels) (SeriesRef, error) {
 	} else {
 		ref = SeriesRef(s.nextRef.Load())
 	}
+	s.starts.clear(ref) // before publication (starttime.go)
 	ms := &memSeries{metricID: mid, setID: setID}
 	s.series.ensure(uint32(ref)).Store(ms)
 	if uint32(ref) >= s.nextRef.Load() {

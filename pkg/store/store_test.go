@@ -405,6 +405,7 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 		f    func()
 	}{
 		{"append", func() { _ = s.Append(ref, ts, 1); ts += 15_000 }},
+		{"append_start", func() { _, _ = s.AppendStart(ref, ts, 1, 1_000); ts += 15_000 }},
 		{"append_duplicate", func() { _ = s.Append(ref, ts-15_000, 1) }},
 		{"append_out_of_order", func() { _ = s.Append(ref, ts-100_000, 2) }},
 		{"lookup", func() { _, _ = s.Lookup(7) }},

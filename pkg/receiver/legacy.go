@@ -1,0 +1,41 @@
+package receiver
+
+// Legacy aliases (otlp-contract.md §5): each metric is also indexed under
+// its raw OTLP name with "." and "/" turned into "_" (plus _count and _sum
+// for histogram-like types) when that differs from the stored name, for
+// triggers written against kedify/otel-add-on. The store resolves them in
+// Select (store.AddAlias); the receiver registers them when it first
+// translates a name and reports the alias's metric ID to OnIngest with the
+// stored name's, so push subscriptions of alias-named triggers fire.
+
+// legacyName returns the raw OTLP name with "." and "/" replaced by "_".
+func legacyName(raw []byte) string {
+	out := []byte(string(raw))
+	for i, c := range out {
+		if c == '.' || c == '/' {
+			out[i] = '_'
+		}
+	}
+	return string(out)
+}
+
+// registerAliases registers the legacy aliases of a freshly translated
+// name in the store and records their metric IDs in e. It runs on a name
+// cache miss only.
+func (b *batch) registerAliases(e *nameEntry, raw []byte, k kind) {
+	base := legacyName(raw)
+	switch k {
+	case kindHistogram, kindExpHistogram, kindSummary:
+		b.registerAlias(e, variantCount, base+"_count")
+		b.registerAlias(e, variantSum, base+"_sum")
+	default:
+		b.registerAlias(e, variantMain, base)
+	}
+}
+
+func (b *batch) registerAlias(e *nameEntry, variant int, alias string) {
+	if alias == e.names[variant] {
+		return
+	}
+	e.aliases[variant], e.hasAlias[variant] = b.st.AddAlias(alias, e.names[variant])
+}
