@@ -132,6 +132,7 @@ type batch struct {
 	st     *store.Store
 	walker otlpwire.Walker
 	pd     pdataScratch
+	stg    stage // points of the current metric whose append waits (stage.go)
 
 	minT, maxT int64
 
@@ -250,6 +251,7 @@ var k8sPromoted = [...]struct{ attr, label string }{
 
 // Resource implements otlpwire.Handler.
 func (b *batch) Resource(attrs []otlpwire.KeyValue) {
+	b.flush()
 	b.resArena = b.resArena[:0]
 	b.resLbls = b.resLbls[:0]
 	b.resBad = reasonNone
@@ -341,6 +343,7 @@ var (
 
 // Scope implements otlpwire.Handler.
 func (b *batch) Scope(name, version []byte, attrs []otlpwire.KeyValue) {
+	b.flush()
 	// Scope attributes are hashed with their own sorted copy; keep the
 	// resource's sorted attributes intact for promotion lookups.
 	b.scopeArena = b.scopeArena[:0]
@@ -363,7 +366,9 @@ func (b *batch) Scope(name, version []byte, attrs []otlpwire.KeyValue) {
 
 // Metric implements otlpwire.Handler.
 func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
+	b.flush()
 	b.skip = true
+	b.stg.mtype = m.Type
 	b.touched = [numVariants]bool{}
 	b.otlpName = m.Name
 	n := max(points, 1)
@@ -479,7 +484,20 @@ func (b *batch) Point(p *otlpwire.Point) {
 	if b.skip {
 		return
 	}
-	if r := b.point(p); r != reasonNone {
+	if len(b.stg.points) == stageSize {
+		b.flush()
+	}
+	r := b.point(p)
+	switch {
+	case r == reasonStaged:
+		return // counted when the stage is flushed
+	case r != reasonNone:
+		if len(b.stg.points) > 0 {
+			// Earlier points first, so rejections are recorded in
+			// request order; then this point's labels again.
+			b.flush()
+			b.curPt, b.built = p, false
+		}
 		b.reject(r, 1, b.pointExample)
 		return
 	}
@@ -583,6 +601,9 @@ func (b *batch) point(p *otlpwire.Point) reason {
 	case kindGauge, kindCounter:
 		if stale {
 			v = staleV
+		}
+		if p.Raw {
+			return b.stagePoint(p.RawAttrs, t, v, stale)
 		}
 		return b.series(variantMain, nil, t, v, stale)
 	case kindHistogram:

@@ -206,6 +206,8 @@ func (r *Receiver) ingestProto(buf []byte) (result, error) {
 	defer r.putBatch(b)
 	start := time.Now()
 	err := b.walker.Walk(buf, b)
+	b.flush() // the last metric's staged points; nothing is staged on error
+	b.unstage()
 	r.m.decode.WithLabelValues("protobuf").Observe(time.Since(start).Seconds())
 	if err != nil {
 		return result{}, err

@@ -169,6 +169,16 @@ func (p *Point) Attributes() []KeyValue {
 	return p.Attrs
 }
 
+// SetRawAttrs makes p a point of a metric of type t with no other fields
+// whose attributes are raw, an attribute span a Walker emitted as
+// Point.RawAttrs (valid as long as the request it aliases), decoded on the
+// first Attributes call. Handlers that keep a point's span past the
+// Handler call use it to see its attributes again.
+func (p *Point) SetRawAttrs(raw []byte, t MetricType) {
+	p.reset()
+	p.Raw, p.RawAttrs, p.attrField, p.pending = true, raw, pointLayout[t].attrs, len(raw) > 0
+}
+
 // reset zeroes every field and empties the slices, keeping their arrays.
 // Field by field, because assigning a whole Point literal clears the
 // struct through a slower typed path (measured: 15 % of a walk);

@@ -1,0 +1,87 @@
+package receiver
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+)
+
+// TestStagedAppendsMatchPointByPoint checks staged appends (stage.go)
+// against the pdata path, which appends point by point: the same stored
+// series and samples, and the same partial success (counts, and the first
+// example of every reason, so rejections are recorded in request order),
+// including points created, rejected and re-used inside one stage and
+// stages that fill up.
+func TestStagedAppendsMatchPointByPoint(t *testing.T) {
+	t.Parallel()
+	stale := func(dp *metricspb.NumberDataPoint) *metricspb.NumberDataPoint { dp.Flags = 1; return dp }
+	many := func(n int) []*metricspb.NumberDataPoint {
+		var dps []*metricspb.NumberDataPoint
+		for i := range n {
+			dps = append(dps, dpD(attrs("pod", "p"+string(rune('a'+i%26))+string(rune('a'+i/26))), tsNs(10), float64(i)))
+		}
+		return dps
+	}
+	tests := []struct {
+		name string
+		cfg  Config
+		scfg store.Config
+		req  []*metricspb.Metric
+	}{
+		{"mixed outcomes in one stage", Config{}, store.Config{}, []*metricspb.Metric{
+			gauge("g", "",
+				dpD(attrs("pod", "a"), tsNs(10), 1),
+				dpD(attrs("pod", "a"), tsNs(20), 2),        // out of order
+				dpD(attrs("pod", "b"), tsNs(10), 3),        // created in the stage
+				dpD(attrs("pod", "a"), tsNs(10), 1),        // duplicate, dropped silently
+				dpD(attrs("pod", "a"), tsNs(10), 9),        // duplicate timestamp
+				stale(dpD(attrs("pod", "c"), tsNs(10), 0)), // marker for an unknown series: dropped
+				dpD(attrs("pod", "d"), tsNs(-3600), 1),     // too far in the future: rejected before staging
+				dpD(attrs("pod", "e"), 0, 1),               // missing timestamp
+				dpD(attrs("pod", "b"), tsNs(5), 4),         // appended after its creation
+				stale(dpD(attrs("pod", "b"), tsNs(4), 0)),  // marker for a known series
+				dpD(attrs("pod", "f", "x.y", "1"), tsNs(9), math.NaN()),
+			),
+			counter("c", dpD(attrs("pod", "a"), tsNs(10), 1), dpD(attrs("pod", "a"), tsNs(11), 0)),
+		}},
+		{"series limit inside a stage", Config{}, store.Config{MaxSeries: 3}, []*metricspb.Metric{
+			gauge("g", "", many(6)...),
+			gauge("h", "", dpD(attrs("pod", "aa"), tsNs(10), 1)),
+		}},
+		{"stages that fill up", Config{}, store.Config{}, []*metricspb.Metric{
+			gauge("g", "", append(many(3*stageSize+5), many(2*stageSize)...)...), // the repeats are duplicates
+		}},
+		// The store's label limit is below the receiver's: the first point
+		// is refused when its staged append creates the series, the second
+		// at once by the receiver. The example must be the first one.
+		{"one reason staged and immediate", Config{MaxLabelsPerSeries: 3}, store.Config{MaxLabelsPerSeries: 2}, []*metricspb.Metric{
+			gauge("g", "",
+				dpD(attrs("pod", "a", "x", "1"), tsNs(10), 1),
+				dpD(attrs("pod", "b", "x", "1", "y", "2", "z", "3"), tsNs(10), 1),
+				dpD(attrs("pod", "c"), tsNs(10), 1),
+			),
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := mustMarshal(t, req(rm(nil, tt.req...)))
+			fw := newFixture(t, tt.cfg, tt.scfg)
+			resW, err := fw.r.ingestProto(b)
+			require.NoError(t, err)
+			er := pmetricotlp.NewExportRequest()
+			require.NoError(t, er.UnmarshalProto(b))
+			fp := newFixture(t, tt.cfg, tt.scfg)
+			resP := fp.r.ingestPdata(er.Metrics())
+			require.Equal(t, dump(fp.st), dump(fw.st), "stored series and samples")
+			require.Equal(t, resP, resW, "partial success")
+			require.InDelta(t, counterValue(t, fp.r.m.accepted), counterValue(t, fw.r.m.accepted), 0, "accepted points")
+			require.NotEmpty(t, dump(fw.st))
+		})
+	}
+}
