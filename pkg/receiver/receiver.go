@@ -242,6 +242,7 @@ func (r *Receiver) getBatch() *batch {
 		b = newBatch()
 	}
 	b.reset(r)
+	b.unstage()
 	return b
 }
 

@@ -93,10 +93,12 @@ func (b *batch) stagedCurrent(e *stagedPoint) {
 	b.curPt, b.built = &b.stg.pt, false
 }
 
-// unstage drops the stage's references into the request, which is about
-// to be released.
+// unstage empties the stage and drops its references into the request,
+// which is about to be released. getBatch calls it too: a request that
+// panicked may have left points staged.
 func (b *batch) unstage() {
 	clear(b.stg.points[:cap(b.stg.points)])
+	b.stg.points = b.stg.points[:0]
 	b.stg.pt.SetRawAttrs(nil, otlpwire.TypeGauge)
 }
 
