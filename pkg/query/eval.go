@@ -35,6 +35,18 @@ type evaluator struct {
 	maxSeries  int
 	samples    int64
 	sinceCheck int
+	// rd fixes the store's clock for the whole evaluation (read once, on
+	// first use, instead of once per series); rdOK tells it is set.
+	rd   store.Reader
+	rdOK bool
+}
+
+// reader returns the evaluation's store Reader. A plan reads one store.
+func (ev *evaluator) reader(st *store.Store) store.Reader {
+	if !ev.rdOK {
+		ev.rd, ev.rdOK = st.Reader(), true
+	}
+	return ev.rd
 }
 
 // ctxCheckEvery bounds the work between two context checks.
@@ -153,9 +165,13 @@ type seriesSet struct {
 	matchers []*labels.Matcher
 
 	gen uint64
-	// refs and lsets are the matched series, sorted by labels.
-	refs  []store.SeriesRef
-	lsets []labels.Labels
+	// refs and lsets are the matched series, sorted by labels; handles
+	// are their resolved series, re-resolved whenever the generation
+	// moves (store.Handle's invariant), so evaluation does no table
+	// lookup per series.
+	refs    []store.SeriesRef
+	lsets   []labels.Labels
+	handles []store.Handle
 	// sel and selLsets are the last Select result in the store's order
 	// and the labels each ref had then.
 	sel      []store.SeriesRef
@@ -174,6 +190,7 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 	// makes the next Eval select again rather than be missed.
 	s.scratch = s.store.Select(s.scratch[:0], s.matchers...)
 	if s.unchanged() {
+		s.resolve()
 		s.gen = g
 		return s.check(ev)
 	}
@@ -193,8 +210,19 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 		s.refs = append(s.refs, s.sel[j])
 		s.lsets = append(s.lsets, s.selLsets[j])
 	}
+	s.resolve()
 	s.gen = g
 	return s.check(ev)
+}
+
+// resolve re-resolves the handles of refs. A ref that was deleted and
+// re-created since the last selection names a new series, so this runs on
+// every generation change, not only when the match changed.
+func (s *seriesSet) resolve() {
+	s.handles = s.handles[:0]
+	for _, r := range s.refs {
+		s.handles = append(s.handles, s.store.Handle(r))
+	}
 }
 
 // unchanged reports whether scratch holds the same refs, with the same
@@ -242,8 +270,9 @@ func (n *selectorNode) stream(ev *evaluator, t int64, dst sink) error {
 		return err
 	}
 	ref := t - n.offset
-	for i, r := range n.set.refs {
-		s, ok := n.set.store.Latest(r, ref)
+	rd := ev.reader(n.set.store)
+	for i, h := range n.set.handles {
+		s, ok := rd.Latest(h, ref)
 		if !ok || s.T <= ref-n.lookback || value.IsStaleNaN(s.V) {
 			continue
 		}

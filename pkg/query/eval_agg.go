@@ -34,6 +34,7 @@ type aggNode struct {
 	qvals  [][]float64
 	heaps  []sampleHeap
 	keys   posCache[uint64]
+	sum    sumSink
 	t      int64 // evaluation time, for add
 	pos    int   // position of the next element given to add
 }
@@ -120,6 +121,9 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 	// one instead of materialising a vector (the append of a 40-byte
 	// element was a third of sum(x)'s time).
 	if sn, ok := n.child.(streamNode); ok && sn.canStream() {
+		if n.op == parser.SUM && !n.without && len(n.grouping) == 0 {
+			return n.sumStream(ev, t, sn)
+		}
 		if err := sn.stream(ev, t, n); err != nil {
 			return nil, err
 		}
@@ -133,6 +137,38 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 		}
 	}
 	n.finish(param)
+	return n.out, nil
+}
+
+// sumSink is sum without grouping: one Kahan accumulator, no labels.
+type sumSink struct {
+	f, c float64
+	n    int
+	drop bool
+}
+
+func (s *sumSink) add(x sample) {
+	if s.n == 0 {
+		s.f = x.f // the first element is taken as is, as upstream (-0 stays -0)
+	} else {
+		s.f, s.c = kahanInc(x.f, s.f, s.c)
+	}
+	s.n++
+	s.drop = s.drop || x.drop
+}
+
+// sumStream is sum(x) over a streaming child: the elements go to a
+// sumSink, skipping add's grouping and generic accumulator.
+func (n *aggNode) sumStream(ev *evaluator, t int64, sn streamNode) (vector, error) {
+	// A field, not a local: passed as a sink it would escape.
+	n.sum = sumSink{}
+	acc := &n.sum
+	if err := sn.stream(ev, t, acc); err != nil {
+		return nil, err
+	}
+	if acc.n > 0 {
+		n.out = append(n.out, sample{lset: labels.EmptyLabels(), t: t, f: acc.f + acc.c, drop: acc.drop})
+	}
 	return n.out, nil
 }
 

@@ -51,6 +51,7 @@ type rangeNode struct {
 	absent   labels.Labels
 
 	buf  []store.Sample
+	win  store.Window
 	vals []float64
 	out  vector
 }
@@ -88,22 +89,59 @@ func (n *rangeNode) stream(ev *evaluator, t int64, dst sink) error {
 	}
 	rangeEnd := t - n.offset
 	rangeStart := rangeEnd - n.rng
-	for i, r := range n.set.refs {
-		n.buf = n.set.store.Range(n.buf[:0], r, rangeStart, rangeEnd)
-		if err := ev.charge(len(n.buf)); err != nil {
+	rd := ev.reader(n.set.store)
+	for i, h := range n.set.handles {
+		f, ok, err := n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
+		if err != nil {
 			return err
 		}
-		pts := dropStale(n.buf)
-		if len(pts) == 0 {
-			continue
+		if ok {
+			dst.add(sample{lset: n.set.lsets[i], t: t, f: f, drop: n.dropName})
 		}
-		f, ok := n.apply(pts, t, rangeStart, rangeEnd, param)
-		if !ok {
-			continue
-		}
-		dst.add(sample{lset: n.set.lsets[i], t: t, f: f, drop: n.dropName})
 	}
 	return nil
+}
+
+// series evaluates the function over one series' window. rate, increase
+// and delta run fused over the store's window in place; the other
+// functions copy the window into a reused buffer first. Either way the
+// window is re-read when a writer changed the series meanwhile
+// (store.Window's read protocol).
+func (n *rangeNode) series(ev *evaluator, rd store.Reader, h store.Handle, t, rangeStart, rangeEnd int64, param float64) (float64, bool, error) {
+	win := &n.win
+	for {
+		rd.Window(win, h, rangeStart, rangeEnd)
+		var (
+			f  float64
+			ok bool
+		)
+		switch n.kind {
+		case fnRate:
+			f, ok = rateWindow(win, rangeStart, rangeEnd, n.rng, true, true)
+		case fnIncrease:
+			f, ok = rateWindow(win, rangeStart, rangeEnd, n.rng, true, false)
+		case fnDelta:
+			f, ok = rateWindow(win, rangeStart, rangeEnd, n.rng, false, false)
+		default:
+			n.buf = win.AppendTo(n.buf[:0])
+			if !win.Valid() {
+				continue
+			}
+			if err := ev.charge(win.Len()); err != nil {
+				return 0, false, err
+			}
+			pts := dropStale(n.buf)
+			if len(pts) == 0 {
+				return 0, false, nil
+			}
+			f, ok = n.apply(pts, t, rangeStart, rangeEnd, param)
+			return f, ok, nil
+		}
+		if !win.Valid() {
+			continue
+		}
+		return f, ok, ev.charge(win.Len())
+	}
 }
 
 // dropStale removes stale markers in place; without any (the common case)
@@ -238,9 +276,78 @@ func extrapolatedRate(pts []store.Sample, rangeStart, rangeEnd, rng int64, isCou
 			}
 		}
 	}
-	durationToStart := float64(first.T-rangeStart) / 1000
-	durationToEnd := float64(rangeEnd-last.T) / 1000
-	sampledInterval := float64(last.T-first.T) / 1000
+	return extrapolate(result, first.T, last.T, first.V, n, rangeStart, rangeEnd, rng, isCounter, isRate), true
+}
+
+// rateWindow is extrapolatedRate fused over a store window: one pass that
+// skips stale markers (Prometheus drops them when it builds the matrix)
+// and finds the first and last samples and the counter resets, without
+// materialising the samples. Resets are added in order, as upstream: the
+// first one inline, further ones (rare) by a second pass over the window,
+// so the sum rounds exactly as extrapolatedRate's.
+func rateWindow(win *store.Window, rangeStart, rangeEnd, rng int64, isCounter, isRate bool) (float64, bool) {
+	var (
+		firstT, lastT  int64
+		firstV, prev   float64
+		reset0         float64
+		cnt, resets, l = 0, 0, win.Len()
+	)
+	for i := range l {
+		t, v := win.At(i)
+		if value.IsStaleNaN(v) {
+			continue
+		}
+		switch {
+		case cnt == 0:
+			firstT, firstV = t, v
+		case v < prev:
+			if resets == 0 {
+				reset0 = prev
+			}
+			resets++
+		}
+		prev, lastT = v, t
+		cnt++
+	}
+	if cnt < 2 {
+		return 0, false
+	}
+	result := prev - firstV
+	if isCounter && resets > 0 {
+		if resets == 1 {
+			result += reset0
+		} else {
+			result = addResets(win, result)
+		}
+	}
+	return extrapolate(result, firstT, lastT, firstV, cnt, rangeStart, rangeEnd, rng, isCounter, isRate), true
+}
+
+// addResets adds to result, in order, the value before every counter reset
+// of the window's non-stale samples.
+func addResets(win *store.Window, result float64) float64 {
+	var prev float64
+	seen := false
+	for i := range win.Len() {
+		_, v := win.At(i)
+		if value.IsStaleNaN(v) {
+			continue
+		}
+		if seen && v < prev {
+			result += prev
+		}
+		prev, seen = v, true
+	}
+	return result
+}
+
+// extrapolate is the second half of Prometheus's extrapolatedRate: it
+// extends result, the increase between the first and the last of n >= 2
+// samples, to the range boundaries.
+func extrapolate(result float64, firstT, lastT int64, firstV float64, n int, rangeStart, rangeEnd, rng int64, isCounter, isRate bool) float64 {
+	durationToStart := float64(firstT-rangeStart) / 1000
+	durationToEnd := float64(rangeEnd-lastT) / 1000
+	sampledInterval := float64(lastT-firstT) / 1000
 	avgBetween := sampledInterval / float64(n-1)
 	threshold := avgBetween * 1.1
 	if durationToStart >= threshold {
@@ -248,8 +355,8 @@ func extrapolatedRate(pts []store.Sample, rangeStart, rangeEnd, rng int64, isCou
 	}
 	if isCounter {
 		durationToZero := durationToStart
-		if result > 0 && first.V >= 0 {
-			durationToZero = sampledInterval * (first.V / result)
+		if result > 0 && firstV >= 0 {
+			durationToZero = sampledInterval * (firstV / result)
 		}
 		if durationToZero < durationToStart {
 			durationToStart = durationToZero
@@ -265,7 +372,7 @@ func extrapolatedRate(pts []store.Sample, rangeStart, rangeEnd, rng int64, isCou
 	if isRate {
 		factor /= float64(rng) / 1000
 	}
-	return result * factor, true
+	return result * factor
 }
 
 // instantValue is irate/idelta: the last two samples only.
