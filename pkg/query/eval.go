@@ -281,6 +281,24 @@ func (n *selectorNode) stream(ev *evaluator, t int64, dst sink) error {
 	return nil
 }
 
+// sum is stream into a sumSink without the sink interface and the
+// per-element sample: sum(x)'s hot loop.
+func (n *selectorNode) sum(ev *evaluator, t int64, acc *sumSink) error {
+	if err := n.set.refresh(ev); err != nil {
+		return err
+	}
+	ref := t - n.offset
+	rd := ev.reader(n.set.store)
+	for _, h := range n.set.handles {
+		s, ok := rd.Latest(h, ref)
+		if !ok || s.T <= ref-n.lookback || value.IsStaleNaN(s.V) {
+			continue
+		}
+		acc.addValue(s.V, false)
+	}
+	return nil
+}
+
 // sink receives a node's elements one by one, in order.
 type sink interface{ add(s sample) }
 

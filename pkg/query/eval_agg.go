@@ -147,14 +147,16 @@ type sumSink struct {
 	drop bool
 }
 
-func (s *sumSink) add(x sample) {
+func (s *sumSink) add(x sample) { s.addValue(x.f, x.drop) }
+
+func (s *sumSink) addValue(f float64, drop bool) {
 	if s.n == 0 {
-		s.f = x.f // the first element is taken as is, as upstream (-0 stays -0)
+		s.f = f // the first element is taken as is, as upstream (-0 stays -0)
 	} else {
-		s.f, s.c = kahanInc(x.f, s.f, s.c)
+		s.f, s.c = kahanInc(f, s.f, s.c)
 	}
 	s.n++
-	s.drop = s.drop || x.drop
+	s.drop = s.drop || drop
 }
 
 // sumStream is sum(x) over a streaming child: the elements go to a
@@ -163,7 +165,16 @@ func (n *aggNode) sumStream(ev *evaluator, t int64, sn streamNode) (vector, erro
 	// A field, not a local: passed as a sink it would escape.
 	n.sum = sumSink{}
 	acc := &n.sum
-	if err := sn.stream(ev, t, acc); err != nil {
+	var err error
+	switch c := sn.(type) {
+	case *selectorNode:
+		err = c.sum(ev, t, acc)
+	case *rangeNode:
+		err = c.sum(ev, t, acc)
+	default:
+		err = sn.stream(ev, t, acc)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if acc.n > 0 {

@@ -3,6 +3,8 @@ package store
 import (
 	"math"
 	"sync/atomic"
+
+	"github.com/prometheus/prometheus/model/value"
 )
 
 // This file is the zero-copy read path used by the query evaluator: a
@@ -44,12 +46,57 @@ func (s *Store) Reader() Reader {
 	return Reader{oldest: s.nowMs() - s.retentionMs, freshMs: s.freshMs, retention: s.retentionMs}
 }
 
-// Latest is Store.Latest for a resolved series at the Reader's time.
+// Latest is Store.Latest for a resolved series at the Reader's time:
+// the newest sample with T <= maxt and T within the retention, or the
+// synthetic stale marker that ends it when maxt is past its freshness
+// window. It takes no lock and does not allocate.
 func (r Reader) Latest(h Handle, maxt int64) (Sample, bool) {
-	if h.ms == nil {
+	ms := h.ms
+	if ms == nil {
 		return Sample{}, false
 	}
-	return h.ms.latest(maxt, r.oldest, r.freshMs, r.retention)
+	for {
+		m, w := ms.snapshot()
+		head, n, c := unpackMeta(m)
+		if m&metaDead != 0 || n == 0 {
+			return Sample{}, false
+		}
+		base := int64(atomic.LoadUint64(&w[0]))
+		// The newest sample, or by binary search the newest at or
+		// before maxt (an offset query).
+		j := n - 1
+		s := wrap(head+j, c)
+		off := offAt(w, s)
+		if off > maxt-base {
+			j = searchAfter(w, head, c, 0, n-1, maxt-base) - 1
+			if j < 0 {
+				if ms.meta.Load() == m {
+					return Sample{}, false
+				}
+				continue
+			}
+			s = wrap(head+j, c)
+			off = offAt(w, s)
+		}
+		v := slotV(w, s)
+		f := r.freshMs
+		if f >= 0 && j > 0 {
+			f = max(f, 3*(off-offAt(w, wrap(head+j-1, c))))
+		}
+		if ms.meta.Load() != m {
+			continue
+		}
+		t := base + off
+		if t < r.oldest {
+			return Sample{}, false
+		}
+		if r.freshMs >= 0 && !value.IsStaleNaN(v) {
+			if end := t + min(f, r.retention); maxt >= end {
+				return Sample{T: end, V: math.Float64frombits(value.StaleNaN)}, true
+			}
+		}
+		return Sample{T: t, V: v}, true
+	}
 }
 
 // Range is Store.Range for a resolved series at the Reader's time: it

@@ -1,0 +1,136 @@
+package store
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// windowSamples reads a window with the full read protocol (retry until
+// Valid).
+func windowSamples(rd Reader, h Handle, mint, maxt int64) []Sample {
+	var win Window
+	for {
+		rd.Window(&win, h, mint, maxt)
+		out := win.AppendTo(nil)
+		if win.Valid() {
+			return out
+		}
+	}
+}
+
+// TestReadPathMatchesStore checks the zero-copy read path (Handle, Reader,
+// Window) against Store.Range and Store.Latest over rings in every shape
+// (not yet grown, wrapped, grown by rebuild, re-based, with stale markers
+// and irregular intervals), for every window bound around every sample.
+func TestReadPathMatchesStore(t *testing.T) {
+	const t0 = int64(1_700_000_000_000)
+	cases := []struct {
+		name      string
+		cfg       Config
+		times     []int64 // offsets from t0
+		staleAt   int     // index of a stale marker, -1 for none
+		now       int64   // offset of the clock from t0
+		extraMaxt []int64
+	}{
+		{name: "empty", cfg: Config{Retention: time.Hour}, staleAt: -1},
+		{name: "one sample", cfg: Config{Retention: time.Hour}, times: []int64{0}, staleAt: -1},
+		{name: "regular not wrapped", cfg: Config{Retention: time.Hour}, times: steps(0, 15_000, 21), staleAt: -1},
+		{name: "wrapped at the cap", cfg: Config{Retention: time.Hour, MaxSamplesPerSeries: 16}, times: steps(0, 15_000, 50), staleAt: -1},
+		{name: "wrapped with a stale marker", cfg: Config{Retention: time.Hour, MaxSamplesPerSeries: 16}, times: steps(0, 10_000, 40), staleAt: 35},
+		{name: "retention edge", cfg: Config{Retention: time.Minute}, times: steps(0, 7_000, 30), staleAt: -1, now: 29 * 7_000},
+		{name: "irregular", cfg: Config{Retention: time.Hour}, times: []int64{0, 1, 2, 1000, 1001, 50_000, 50_500, 51_000, 120_000, 120_001, 300_000}, staleAt: 4},
+		{name: "freshness on", cfg: Config{Retention: time.Hour, Freshness: 30 * time.Second}, times: steps(0, 15_000, 12), staleAt: -1, extraMaxt: []int64{200_000, 10_000_000}},
+		{name: "freshness off", cfg: Config{Retention: time.Hour, Freshness: -1}, times: steps(0, 15_000, 12), staleAt: -1, extraMaxt: []int64{200_000}},
+	}
+	for _, tc := range cases {
+		t.Run("case="+tc.name, func(t *testing.T) {
+			now := t0 + tc.now
+			if len(tc.times) > 0 && tc.now == 0 {
+				now = t0 + tc.times[len(tc.times)-1]
+			}
+			clk := &movingClock{}
+			clk.ms.Store(t0)
+			s := New(tc.cfg, Settings{Now: clk.now})
+			ref := mustCreate(t, s, 1, "__name__", "m")
+			for i, off := range tc.times {
+				clk.ms.Store(t0 + off)
+				v := float64(i) * 1.5
+				if i == tc.staleAt {
+					v = staleNaN
+				}
+				require.NoError(t, s.Append(ref, t0+off, v))
+			}
+			clk.ms.Store(now)
+			h := s.Handle(ref)
+			require.False(t, h.IsZero())
+			rd := s.Reader()
+			bounds := []int64{math.MinInt64 / 2, 0, t0 - 1, math.MaxInt64 / 2}
+			for _, off := range append(tc.times, tc.extraMaxt...) {
+				bounds = append(bounds, t0+off-1, t0+off, t0+off+1)
+			}
+			for _, mint := range bounds {
+				for _, maxt := range bounds {
+					want := s.Range(nil, ref, mint, maxt)
+					got := windowSamples(rd, h, mint, maxt)
+					if !sameSamples(want, got) {
+						t.Fatalf("window (%d, %d]: got %v, want %v", mint-t0, maxt-t0, got, want)
+					}
+				}
+				wantS, wantOK := s.Latest(ref, mint)
+				gotS, gotOK := rd.Latest(h, mint)
+				if wantOK != gotOK || !sameSamples([]Sample{wantS}, []Sample{gotS}) {
+					t.Fatalf("latest at %d: got %v %v, want %v %v", mint-t0, gotS, gotOK, wantS, wantOK)
+				}
+			}
+		})
+	}
+}
+
+func steps(from, step int64, n int) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = from + int64(i)*step
+	}
+	return out
+}
+
+func sameSamples(a, b []Sample) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].T != b[i].T || math.Float64bits(a[i].V) != math.Float64bits(b[i].V) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestHandleAfterDelete checks store.Handle's invariant: a handle to a
+// deleted series reads nothing, even after its ref names a new series.
+func TestHandleAfterDelete(t *testing.T) {
+	clk := &movingClock{}
+	clk.ms.Store(1_000_000)
+	s := New(Config{Retention: time.Minute, SeriesTTL: time.Minute, Freshness: -1}, Settings{Now: clk.now})
+	ref := mustCreate(t, s, 1, "__name__", "old")
+	require.NoError(t, s.Append(ref, 1_000_000, 1))
+	old := s.Handle(ref)
+	g := s.Generation()
+	clk.ms.Add(2 * time.Minute.Milliseconds())
+	s.Sweep() // deletes the series
+	s.Sweep() // the ref leaves quarantine
+	require.NotEqual(t, g, s.Generation(), "deletion moves the generation")
+	ref2 := mustCreate(t, s, 2, "__name__", "new")
+	require.NoError(t, s.Append(ref2, clk.ms.Load(), 2))
+	rd := s.Reader()
+	assert.Empty(t, windowSamples(rd, old, 0, math.MaxInt64), "stale handle reads nothing")
+	_, ok := rd.Latest(old, math.MaxInt64)
+	assert.False(t, ok)
+	assert.Len(t, windowSamples(rd, s.Handle(ref2), 0, math.MaxInt64), 1)
+	assert.True(t, s.Handle(SeriesRef(1<<30)).IsZero(), "unknown ref")
+	assert.Empty(t, windowSamples(rd, Handle{}, 0, math.MaxInt64))
+}
