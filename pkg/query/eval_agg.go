@@ -33,7 +33,13 @@ type aggNode struct {
 	lb     *labels.Builder
 	qvals  [][]float64
 	heaps  []sampleHeap
-	keys   posCache[uint64]
+	keys   posCache[aggKey]
+	// seqLen is how many leading positions of keys the last complete
+	// evaluation wrote; while every element so far matched them (inSeq),
+	// groups are being created in the same order as then, so an element's
+	// cached group index is valid without a map lookup.
+	seqLen, lastLen int
+	inSeq           bool
 	sum    sumSink
 	t      int64 // evaluation time, for add
 	pos    int   // position of the next element given to add
@@ -117,6 +123,7 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 	}
 	n.out, n.acc = n.out[:0], n.acc[:0]
 	n.t, n.pos = t, 0
+	n.seqLen, n.lastLen, n.inSeq = n.lastLen, 0, true
 	// A selector or range function child hands its elements over one by
 	// one instead of materialising a vector (the append of a 40-byte
 	// element was a third of sum(x)'s time).
@@ -137,6 +144,7 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 		}
 	}
 	n.finish(param)
+	n.lastLen = n.pos // the cache's group indices are complete and consistent
 	return n.out, nil
 }
 
@@ -183,6 +191,13 @@ func (n *aggNode) sumStream(ev *evaluator, t int64, sn streamNode) (vector, erro
 	return n.out, nil
 }
 
+// aggKey is what aggNode caches per input position: the grouping hash
+// and the group index the element had.
+type aggKey struct {
+	h  uint64
+	gi int
+}
+
 // add accumulates one input element; elements arrive in the child's order.
 func (n *aggNode) add(s sample) {
 	i := n.pos
@@ -197,12 +212,27 @@ func (n *aggNode) add(s sample) {
 	if single {
 		ok = len(n.out) > 0
 	} else {
-		var hit bool
-		if h, hit = n.keys.get(i, s.lset); !hit {
-			h = n.key(s.lset)
-			n.keys.put(i, s.lset, h)
+		k, hit := n.keys.get(i, s.lset)
+		switch {
+		case hit && n.inSeq && i < n.seqLen && k.gi <= len(n.out):
+			// Same element at the same position, after the same
+			// prefix: the last evaluation's group index holds (a new
+			// group when it is the next index).
+			h, gi, ok = k.h, k.gi, k.gi < len(n.out)
+		default:
+			n.inSeq = false
+			if !hit {
+				k.h = n.key(s.lset)
+			}
+			h = k.h
+			gi, ok = n.groups[h]
+			if !ok {
+				gi = len(n.out)
+			}
+			if !hit || k.gi != gi {
+				n.keys.put(i, s.lset, aggKey{h: h, gi: gi})
+			}
 		}
-		gi, ok = n.groups[h]
 	}
 	if !ok {
 		gi = len(n.out)
