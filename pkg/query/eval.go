@@ -34,7 +34,9 @@ type evaluator struct {
 	maxSamples int64
 	maxSeries  int
 	samples    int64
-	sinceCheck int
+	// checkAt is the sample count at which charge must look closer: the
+	// next context check (nextCtx) or one past the budget.
+	checkAt, nextCtx int64
 	// rd fixes the store's clock for the whole evaluation (read once, on
 	// first use, instead of once per series); rdOK tells it is set.
 	rd   store.Reader
@@ -53,18 +55,35 @@ func (ev *evaluator) reader(st *store.Store) store.Reader {
 const ctxCheckEvery = 4096
 
 // charge accounts n touched series or samples against the budget and
-// checks the context every ctxCheckEvery units.
+// checks the context every ctxCheckEvery units. The common case is one
+// compare, inlined.
 func (ev *evaluator) charge(n int) error {
 	ev.samples += int64(n)
+	if ev.samples >= ev.checkAt {
+		return ev.chargeSlow()
+	}
+	return nil
+}
+
+// chargeSlow runs when the samples reach checkAt: the budget is exceeded,
+// a context check is due, or this is the first charge (checkAt 0).
+func (ev *evaluator) chargeSlow() error {
 	if ev.samples > ev.maxSamples {
 		return fmt.Errorf("%w: more than %d series and samples in one evaluation", ErrBudgetExceeded, ev.maxSamples)
 	}
-	ev.sinceCheck += n
-	if ev.sinceCheck >= ctxCheckEvery {
-		ev.sinceCheck = 0
-		return ctxErr(ev.ctx)
+	if ev.nextCtx == 0 {
+		ev.nextCtx = ctxCheckEvery
 	}
-	return nil
+	var err error
+	if ev.samples >= ev.nextCtx {
+		ev.nextCtx = ev.samples + ctxCheckEvery
+		err = ctxErr(ev.ctx)
+	}
+	ev.checkAt = ev.nextCtx
+	if ev.maxSamples < ev.checkAt {
+		ev.checkAt = ev.maxSamples + 1
+	}
+	return err
 }
 
 // node is one operator of a compiled plan. Vector nodes implement eval and
@@ -289,13 +308,31 @@ func (n *selectorNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	}
 	ref := t - n.offset
 	rd := ev.reader(n.set.store)
+	// The sum stays in locals: sumSink.addValue, by hand (kahanInc is too
+	// big to inline).
+	sum, c, cnt := acc.f, acc.c, acc.n
 	for _, h := range n.set.handles {
 		s, ok := rd.Latest(h, ref)
 		if !ok || s.T <= ref-n.lookback || value.IsStaleNaN(s.V) {
 			continue
 		}
-		acc.addValue(s.V, false)
+		if f := s.V; cnt == 0 {
+			sum = f
+		} else {
+			ns := sum + f
+			switch {
+			case math.IsInf(ns, 0):
+				c = 0
+			case math.Abs(sum) >= math.Abs(f):
+				c += (sum - ns) + f
+			default:
+				c += (f - ns) + sum
+			}
+			sum = ns
+		}
+		cnt++
 	}
+	acc.f, acc.c, acc.n = sum, c, cnt
 	return nil
 }
 

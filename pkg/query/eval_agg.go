@@ -40,9 +40,9 @@ type aggNode struct {
 	// cached group index is valid without a map lookup.
 	seqLen, lastLen int
 	inSeq           bool
-	sum    sumSink
-	t      int64 // evaluation time, for add
-	pos    int   // position of the next element given to add
+	sum             sumSink
+	t               int64 // evaluation time, for add
+	pos             int   // position of the next element given to add
 }
 
 type aggAcc struct {

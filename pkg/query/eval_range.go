@@ -120,15 +120,35 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	rangeEnd := t - n.offset
 	rangeStart := rangeEnd - n.rng
 	rd := ev.reader(n.set.store)
+	// The sum stays in locals: sumSink.addValue, by hand (kahanInc is too
+	// big to inline).
+	sum, c, cnt := acc.f, acc.c, acc.n
 	for _, h := range n.set.handles {
 		f, ok, err := n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
 		if err != nil {
 			return err
 		}
-		if ok {
-			acc.addValue(f, n.dropName)
+		if !ok {
+			continue
 		}
+		if cnt == 0 {
+			sum = f
+		} else {
+			s := sum + f
+			switch {
+			case math.IsInf(s, 0):
+				c = 0
+			case math.Abs(sum) >= math.Abs(f):
+				c += (sum - s) + f
+			default:
+				c += (f - s) + sum
+			}
+			sum = s
+		}
+		cnt++
 	}
+	acc.f, acc.c, acc.drop = sum, c, acc.drop || cnt > acc.n && n.dropName
+	acc.n = cnt
 	return nil
 }
 
@@ -316,41 +336,20 @@ func extrapolatedRate(pts []store.Sample, rangeStart, rangeEnd, rng int64, isCou
 // first one inline, further ones (rare) by a second pass over the window,
 // so the sum rounds exactly as extrapolatedRate's.
 func rateWindow(win *store.Window, memo *rateMemo, rangeStart, rangeEnd, rng int64, isCounter, isRate bool) (float64, bool) {
-	var (
-		firstT, lastT  int64
-		firstV, prev   float64
-		reset0         float64
-		cnt, resets, l = 0, 0, win.Len()
-	)
-	for i := range l {
-		t, v := win.At(i)
-		if value.IsStaleNaN(v) {
-			continue
-		}
-		switch {
-		case cnt == 0:
-			firstT, firstV = t, v
-		case v < prev:
-			if resets == 0 {
-				reset0 = prev
-			}
-			resets++
-		}
-		prev, lastT = v, t
-		cnt++
-	}
-	if cnt < 2 {
+	sc := &memo.scan
+	win.Scan(sc)
+	if sc.N < 2 {
 		return 0, false
 	}
-	result := prev - firstV
-	if isCounter && resets > 0 {
-		if resets == 1 {
-			result += reset0
+	result := sc.LastV - sc.FirstV
+	if isCounter && sc.Drops > 0 {
+		if sc.Drops == 1 {
+			result += sc.FirstDrop
 		} else {
 			result = addResets(win, result)
 		}
 	}
-	return memo.extrapolate(result, firstT, lastT, firstV, cnt, rangeStart, rangeEnd, rng, isCounter, isRate), true
+	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true
 }
 
 // rateMemo memoizes the value-independent part of extrapolate for the last
@@ -362,6 +361,7 @@ func rateWindow(win *store.Window, memo *rateMemo, rangeStart, rangeEnd, rng int
 // is young. The arithmetic is the same on the same inputs, so results are
 // bit-identical to extrapolate's.
 type rateMemo struct {
+	scan                 store.Scan // scratch for rateWindow
 	ok                   bool
 	firstT, lastT        int64
 	n                    int

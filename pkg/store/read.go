@@ -217,3 +217,54 @@ func (w *Window) AppendTo(dst []Sample) []Sample {
 	}
 	return dst
 }
+
+// Scan summarises a window's samples other than stale markers, as
+// Window.Scan computes it in one pass.
+type Scan struct {
+	N             int // samples other than stale markers
+	FirstT, LastT int64
+	FirstV, LastV float64
+	// Drops counts the samples lower than the one before them (counter
+	// resets); FirstDrop is the value before the first drop.
+	Drops     int
+	FirstDrop float64
+}
+
+// Scan fills s with the summary of the window's non-stale samples, the
+// pass that rate, increase and delta need, with the ring's words in
+// registers instead of one At call per sample. Like At, the result is only
+// consistent if Valid returns true afterwards.
+func (w *Window) Scan(s *Scan) {
+	ww, base, c, j := w.w, w.base, w.c, w.j0
+	var (
+		cnt, drops          int
+		firstT, lastT       int64
+		firstV, prev, drop0 float64
+	)
+	for range w.n {
+		k := 3 * (j >> 1)
+		off := int64(uint32(atomic.LoadUint64(&ww[k+3]) >> (32 * uint(j&1))))
+		v := math.Float64frombits(atomic.LoadUint64(&ww[k+1+j&1]))
+		if j++; j == c {
+			j = 0
+		}
+		if value.IsStaleNaN(v) {
+			continue
+		}
+		switch {
+		case cnt == 0:
+			firstT, firstV = base+off, v
+		case v < prev:
+			if drops == 0 {
+				drop0 = prev
+			}
+			drops++
+		}
+		prev, lastT = v, base+off
+		cnt++
+	}
+	// Field by field: a composite literal is built on the stack and
+	// copied with 16-byte loads of 8-byte stores, a store-forwarding
+	// stall per call.
+	s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = cnt, firstT, lastT, firstV, prev, drops, drop0
+}
