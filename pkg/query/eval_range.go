@@ -153,45 +153,44 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 }
 
 // series evaluates the function over one series' window. rate, increase
-// and delta run fused over the store's window in place; the other
-// functions copy the window into a reused buffer first. Either way the
-// window is re-read when a writer changed the series meanwhile
-// (store.Window's read protocol).
+// and delta run fused over the store's ring in place (rateSeries); the
+// other functions copy the window into a reused buffer first, re-reading
+// it when a writer changed the series meanwhile (store.Window's read
+// protocol).
 func (n *rangeNode) series(ev *evaluator, rd store.Reader, h store.Handle, t, rangeStart, rangeEnd int64, param float64) (float64, bool, error) {
+	var (
+		f     float64
+		ok    bool
+		total int
+	)
+	switch n.kind {
+	case fnRate:
+		f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, true, true)
+		return f, ok, ev.charge(total)
+	case fnIncrease:
+		f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, true, false)
+		return f, ok, ev.charge(total)
+	case fnDelta:
+		f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, false, false)
+		return f, ok, ev.charge(total)
+	}
 	win := &n.win
 	for {
 		rd.Window(win, h, rangeStart, rangeEnd)
-		var (
-			f  float64
-			ok bool
-		)
-		switch n.kind {
-		case fnRate:
-			f, ok = rateWindow(win, &n.memo, rangeStart, rangeEnd, n.rng, true, true)
-		case fnIncrease:
-			f, ok = rateWindow(win, &n.memo, rangeStart, rangeEnd, n.rng, true, false)
-		case fnDelta:
-			f, ok = rateWindow(win, &n.memo, rangeStart, rangeEnd, n.rng, false, false)
-		default:
-			n.buf = win.AppendTo(n.buf[:0])
-			if !win.Valid() {
-				continue
-			}
-			if err := ev.charge(win.Len()); err != nil {
-				return 0, false, err
-			}
-			pts := dropStale(n.buf)
-			if len(pts) == 0 {
-				return 0, false, nil
-			}
-			f, ok = n.apply(pts, t, rangeStart, rangeEnd, param)
-			return f, ok, nil
+		n.buf = win.AppendTo(n.buf[:0])
+		if win.Valid() {
+			break
 		}
-		if !win.Valid() {
-			continue
-		}
-		return f, ok, ev.charge(win.Len())
 	}
+	if err := ev.charge(win.Len()); err != nil {
+		return 0, false, err
+	}
+	pts := dropStale(n.buf)
+	if len(pts) == 0 {
+		return 0, false, nil
+	}
+	f, ok = n.apply(pts, t, rangeStart, rangeEnd, param)
+	return f, ok, nil
 }
 
 // dropStale removes stale markers in place; without any (the common case)
@@ -350,6 +349,33 @@ func rateWindow(win *store.Window, memo *rateMemo, rangeStart, rangeEnd, rng int
 		}
 	}
 	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true
+}
+
+// rateSeries is rate, increase or delta of one series: one backward pass
+// over the ring (store.Reader.ScanRange) and the memoized extrapolation.
+// Only a counter with more than one reset in range, whose resets must be
+// added in order, takes rateWindow's path over a consistent Window. It
+// returns the samples in range (stale markers included) for the budget.
+func rateSeries(rd store.Reader, h store.Handle, win *store.Window, memo *rateMemo, rangeStart, rangeEnd, rng int64, isCounter, isRate bool) (float64, bool, int) {
+	sc := &memo.scan
+	total := rd.ScanRange(sc, h, rangeStart, rangeEnd)
+	if sc.N < 2 {
+		return 0, false, total
+	}
+	if isCounter && sc.Drops > 1 {
+		for {
+			rd.Window(win, h, rangeStart, rangeEnd)
+			f, ok := rateWindow(win, memo, rangeStart, rangeEnd, rng, isCounter, isRate)
+			if win.Valid() {
+				return f, ok, win.Len()
+			}
+		}
+	}
+	result := sc.LastV - sc.FirstV
+	if isCounter && sc.Drops == 1 {
+		result += sc.FirstDrop
+	}
+	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true, total
 }
 
 // rateMemo memoizes the value-independent part of extrapolate for the last

@@ -103,7 +103,7 @@ func TestRateWindowMatchesSlices(t *testing.T) {
 						name              string
 						isCounter, isRate bool
 					}{{"rate", true, true}, {"increase", true, false}, {"delta", false, false}} {
-						var memo rateMemo // shared across series, as in rangeNode
+						var memo, memo2 rateMemo // shared across series, as in rangeNode
 						var win store.Window
 						for i, h := range handles {
 							rangeStart := evalT - rng
@@ -112,8 +112,16 @@ func TestRateWindowMatchesSlices(t *testing.T) {
 							got, gotOK := rateWindow(&win, &memo, rangeStart, evalT, rng, kind.isCounter, kind.isRate)
 							require.True(t, win.Valid())
 							if gotOK != wantOK || math.Float64bits(got) != math.Float64bits(want) && !(math.IsNaN(got) && math.IsNaN(want)) {
-								t.Fatalf("%s over %s, range %d at %d: got %v %v (%x), want %v %v (%x)",
+								t.Fatalf("rateWindow: %s over %s, range %d at %d: got %v %v (%x), want %v %v (%x)",
 									kind.name, valueGens[i].name, rng, evalT-t0, got, gotOK, math.Float64bits(got), want, wantOK, math.Float64bits(want))
+							}
+							got, gotOK, total := rateSeries(rd, h, &win, &memo2, rangeStart, evalT, rng, kind.isCounter, kind.isRate)
+							if gotOK != wantOK || math.Float64bits(got) != math.Float64bits(want) && !(math.IsNaN(got) && math.IsNaN(want)) {
+								t.Fatalf("rateSeries: %s over %s, range %d at %d: got %v %v (%x), want %v %v (%x)",
+									kind.name, valueGens[i].name, rng, evalT-t0, got, gotOK, math.Float64bits(got), want, wantOK, math.Float64bits(want))
+							}
+							if n := len(st.Range(nil, refs[i], rangeStart, evalT)); total != n {
+								t.Fatalf("rateSeries: %s over %s: %d samples charged, want %d", kind.name, valueGens[i].name, total, n)
 							}
 						}
 					}

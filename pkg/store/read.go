@@ -268,3 +268,78 @@ func (w *Window) Scan(s *Scan) {
 	// stall per call.
 	s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = cnt, firstT, lastT, firstV, prev, drops, drop0
 }
+
+// ScanRange fills s with the Scan of h's samples with mint < T <= maxt
+// and returns how many samples that range holds, stale markers included.
+// It reads the ring once, newest first, and stops at the first sample at
+// or before mint, so it touches each sample of the range once (Window plus
+// Window.Scan touch them twice). It retries on a concurrent write, so s is
+// consistent. It takes no lock and does not allocate.
+func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
+	ms := h.ms
+	if ms == nil {
+		*s = Scan{}
+		return 0
+	}
+	mint = max(mint, r.oldest-1)
+	for {
+		m, w := ms.snapshot()
+		head, n, c := unpackMeta(m)
+		if m&metaDead != 0 || n == 0 {
+			*s = Scan{}
+			return 0
+		}
+		base := int64(atomic.LoadUint64(&w[0]))
+		lob, hib := mint-base, maxt-base
+		hi := n
+		if offAt(w, wrap(head+n-1, c)) > hib {
+			hi = searchAfter(w, head, c, 0, n-1, hib)
+		}
+		var (
+			total, cnt, drops          int
+			firstOff, lastOff          int64
+			firstV, lastV, next, drop0 float64
+		)
+		j := head + hi - 1 // the newest sample in range, if hi > 0
+		if j >= c {
+			j -= c
+		} else if j < 0 {
+			j += c
+		}
+		for range hi {
+			k := 3 * (j >> 1)
+			off := int64(uint32(atomic.LoadUint64(&w[k+3]) >> (32 * uint(j&1))))
+			if off <= lob {
+				break
+			}
+			v := math.Float64frombits(atomic.LoadUint64(&w[k+1+j&1]))
+			total++
+			if j--; j < 0 {
+				j = c - 1
+			}
+			if value.IsStaleNaN(v) {
+				continue
+			}
+			// Newest first: v is older than next, so a drop (a counter
+			// reset) is next < v, and the value before it is v. The
+			// last drop found is the oldest, FirstDrop.
+			if cnt == 0 {
+				lastOff, lastV = off, v
+			} else if next < v {
+				drops++
+				drop0 = v
+			}
+			next, firstOff, firstV = v, off, v
+			cnt++
+		}
+		if ms.meta.Load() != m {
+			continue
+		}
+		if cnt == 0 {
+			*s = Scan{}
+			return total
+		}
+		s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = cnt, base+firstOff, base+lastOff, firstV, lastV, drops, drop0
+		return total
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -58,7 +59,7 @@ func TestReadPathMatchesStore(t *testing.T) {
 			ref := mustCreate(t, s, 1, "__name__", "m")
 			for i, off := range tc.times {
 				clk.ms.Store(t0 + off)
-				v := float64(i) * 1.5
+				v := float64(i%7) * 1.5 // counter-like, with resets
 				if i == tc.staleAt {
 					v = staleNaN
 				}
@@ -79,6 +80,14 @@ func TestReadPathMatchesStore(t *testing.T) {
 					if !sameSamples(want, got) {
 						t.Fatalf("window (%d, %d]: got %v, want %v", mint-t0, maxt-t0, got, want)
 					}
+					var wantScan, gotScan Scan
+					var win Window
+					rd.Window(&win, h, mint, maxt)
+					win.Scan(&wantScan)
+					require.True(t, win.Valid())
+					if total := rd.ScanRange(&gotScan, h, mint, maxt); total != len(want) || !sameScan(gotScan, wantScan) || !sameScan(wantScan, scanOf(want)) {
+						t.Fatalf("scan (%d, %d]: ScanRange %+v (%d samples), Window.Scan %+v, want %+v (%d samples)", mint-t0, maxt-t0, gotScan, total, wantScan, scanOf(want), len(want))
+					}
 				}
 				wantS, wantOK := s.Latest(ref, mint)
 				gotS, gotOK := rd.Latest(h, mint)
@@ -88,6 +97,34 @@ func TestReadPathMatchesStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// scanOf is Scan computed the obvious way.
+func scanOf(smps []Sample) Scan {
+	var s Scan
+	var prev float64
+	for _, x := range smps {
+		if value.IsStaleNaN(x.V) {
+			continue
+		}
+		if s.N == 0 {
+			s.FirstT, s.FirstV = x.T, x.V
+		} else if x.V < prev {
+			if s.Drops == 0 {
+				s.FirstDrop = prev
+			}
+			s.Drops++
+		}
+		s.LastT, s.LastV, prev = x.T, x.V, x.V
+		s.N++
+	}
+	return s
+}
+
+func sameScan(a, b Scan) bool {
+	return a.N == b.N && a.FirstT == b.FirstT && a.LastT == b.LastT && a.Drops == b.Drops &&
+		math.Float64bits(a.FirstV) == math.Float64bits(b.FirstV) && math.Float64bits(a.LastV) == math.Float64bits(b.LastV) &&
+		math.Float64bits(a.FirstDrop) == math.Float64bits(b.FirstDrop)
 }
 
 func steps(from, step int64, n int) []int64 {

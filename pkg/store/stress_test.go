@@ -125,6 +125,11 @@ func TestStress(t *testing.T) {
 						fail("series %d: window order broken at %d: %v after %v", i, j, smp, wbuf[j-1])
 					}
 				}
+				var sc Scan
+				if rd.ScanRange(&sc, h, mint, math.MaxInt64) > 0 && sc.N > 0 &&
+					(sc.FirstV != stressValue(i, sc.FirstT) || sc.LastV != stressValue(i, sc.LastT) || sc.FirstT <= mint || sc.LastT < sc.FirstT || sc.Drops != 0) {
+					fail("series %d: scan %+v is not of samples written after %d", i, sc, mint)
+				}
 				if smp, ok := rd.Latest(h, math.MaxInt64); ok && smp.V != stressValue(i, smp.T) {
 					fail("series %d: reader latest %v is not one written", i, smp)
 				}
