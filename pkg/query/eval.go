@@ -196,14 +196,29 @@ type seriesSet struct {
 	sel      []store.SeriesRef
 	selLsets []labels.Labels
 	scratch  []store.SeriesRef
+	created  []store.SeriesRef
 	idx      []int
 	rebuilds int // how often the match changed, for tests
+	// incremental counts refreshes answered from the store's creation log
+	// (only new series checked), for tests.
+	incremental int
 }
 
 func (s *seriesSet) refresh(ev *evaluator) error {
 	g := s.store.Generation()
 	if g == s.gen {
 		return s.check(ev)
+	}
+	if s.gen != ^uint64(0) {
+		// Only series created since (no deletion, no log overflow):
+		// check just those (issue #5). Handles stay valid: no series was
+		// deleted.
+		var ok bool
+		if s.created, g, ok = s.store.CreatedSince(s.created[:0], s.gen); ok {
+			s.addCreated()
+			s.gen = g
+			return s.check(ev)
+		}
 	}
 	// Read the generation before selecting: a series created meanwhile
 	// makes the next Eval select again rather than be missed.
@@ -242,6 +257,28 @@ func (s *seriesSet) resolve() {
 	for _, r := range s.refs {
 		s.handles = append(s.handles, s.store.Handle(r))
 	}
+}
+
+// addCreated adds the series of created that match and are not in the
+// selection yet (a series created while the last Select ran may be in
+// both), keeping sel in ascending ref order and refs in label order.
+func (s *seriesSet) addCreated() {
+	s.scratch = s.store.Filter(s.scratch[:0], s.created, s.matchers...)
+	for _, r := range s.scratch {
+		i, found := slices.BinarySearch(s.sel, r)
+		if found {
+			continue
+		}
+		l := s.store.Labels(r)
+		s.sel = slices.Insert(s.sel, i, r)
+		s.selLsets = slices.Insert(s.selLsets, i, l)
+		j, _ := slices.BinarySearchFunc(s.lsets, l, labels.Compare)
+		s.refs = slices.Insert(s.refs, j, r)
+		s.lsets = slices.Insert(s.lsets, j, l)
+		s.handles = slices.Insert(s.handles, j, s.store.Handle(r))
+		s.rebuilds++
+	}
+	s.incremental++
 }
 
 // unchanged reports whether scratch holds the same refs, with the same

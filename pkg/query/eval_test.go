@@ -2,8 +2,11 @@ package query
 
 import (
 	"context"
+	"fmt"
 	"math"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -394,4 +397,75 @@ func TestDropStale(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPlanSelectsIncrementally: after series are only created, a plan
+// checks just the new ones (the store's creation log) and keeps its match
+// sorted by labels; after a deletion, or more creations than the log
+// holds, it selects again.
+func TestPlanSelectsIncrementally(t *testing.T) {
+	var now atomic.Int64
+	now.Store(100_000)
+	st := store.New(store.Config{Retention: time.Minute, SeriesTTL: time.Minute, Freshness: -1},
+		store.Settings{Now: func() time.Time { return time.UnixMilli(now.Load()) }})
+	var h uint64
+	add := func(v float64, kv ...string) store.SeriesRef {
+		h++
+		ref, err := st.Create(h, labels.FromStrings(kv...))
+		require.NoError(t, err)
+		require.NoError(t, st.Append(ref, now.Load(), v))
+		return ref
+	}
+	pods := map[string]store.SeriesRef{}
+	pods["b"] = add(1, "__name__", "x", "pod", "b")
+	pods["d"] = add(2, "__name__", "x", "pod", "d")
+	p, err := NewEngine(st).Query(`sum(x)`, Options{})
+	require.NoError(t, err)
+	set := p.root.(*aggNode).child.(*selectorNode).set
+	eval := func() float64 {
+		res, err := p.Eval(context.Background(), now.Load())
+		require.NoError(t, err)
+		require.Len(t, res.Vector, 1)
+		return res.Vector[0].F
+	}
+	sorted := func() {
+		require.Len(t, set.handles, len(set.refs))
+		assert.True(t, slices.IsSortedFunc(set.lsets, labels.Compare), "match sorted by labels: %v", set.lsets)
+		for i, r := range set.refs {
+			assert.Equal(t, st.Labels(r), set.lsets[i])
+		}
+	}
+	assert.InDelta(t, 3.0, eval(), 0)
+	assert.Zero(t, set.incremental)
+
+	add(10, "__name__", "y")
+	pods["c"] = add(4, "__name__", "x", "pod", "c")
+	pods["a"] = add(8, "__name__", "x", "pod", "a")
+	assert.InDelta(t, 15.0, eval(), 0)
+	assert.Equal(t, 1, set.incremental, "new series only: checked from the creation log")
+	assert.Equal(t, 3, set.rebuilds, "two matching series added")
+	sorted()
+
+	// A deletion: select again; the deleted series vanish.
+	now.Add(2 * time.Minute.Milliseconds())
+	for _, pod := range []string{"a", "c", "d"} {
+		require.NoError(t, st.Append(pods[pod], now.Load(), 1))
+	}
+	require.Positive(t, st.Sweep()) // x{pod="b"} and y are silent
+	assert.InDelta(t, 3.0, eval(), 0)
+	assert.Equal(t, 1, set.incremental, "a deletion forces a full select")
+	sorted()
+
+	// More creations than the log holds: select again, still right.
+	for i := range 1100 {
+		add(1, "__name__", "churn", "i", fmt.Sprint(i))
+	}
+	add(5, "__name__", "x", "pod", "e")
+	assert.InDelta(t, 8.0, eval(), 0)
+	assert.Equal(t, 1, set.incremental, "an overflowed log forces a full select")
+	sorted()
+	add(6, "__name__", "x", "pod", "0")
+	assert.InDelta(t, 14.0, eval(), 0)
+	assert.Equal(t, 2, set.incremental)
+	sorted()
 }

@@ -2,9 +2,11 @@ package store
 
 import (
 	"math"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -170,4 +172,58 @@ func TestHandleAfterDelete(t *testing.T) {
 	assert.Len(t, windowSamples(rd, s.Handle(ref2), 0, math.MaxInt64), 1)
 	assert.True(t, s.Handle(SeriesRef(1<<30)).IsZero(), "unknown ref")
 	assert.Empty(t, windowSamples(rd, Handle{}, 0, math.MaxInt64))
+}
+
+// TestCreatedSince covers the creation log: new refs in creation order,
+// unknown after a deletion or an overflow, and Filter over them.
+func TestCreatedSince(t *testing.T) {
+	clk := &movingClock{}
+	clk.ms.Store(1_000_000)
+	s := New(Config{Retention: time.Minute, SeriesTTL: time.Minute, Freshness: -1}, Settings{Now: clk.now})
+	old := mustCreate(t, s, 1, "__name__", "m", "pod", "a")
+	require.NoError(t, s.Append(old, clk.ms.Load(), 1))
+	g := s.Generation()
+
+	refs, cur, ok := s.CreatedSince(nil, g)
+	require.True(t, ok)
+	assert.Empty(t, refs)
+	assert.Equal(t, g, cur)
+
+	var want []SeriesRef
+	for i, kv := range [][]string{{"__name__", "m", "pod", "b"}, {"__name__", "other"}, {"__name__", "m", "pod", "c"}} {
+		ref := mustCreate(t, s, uint64(10+i), kv...)
+		want = append(want, ref)
+	}
+	mustCreate(t, s, 10, "__name__", "m", "pod", "b") // exists: no new generation
+	refs, cur, ok = s.CreatedSince(nil, g)
+	require.True(t, ok)
+	assert.Equal(t, want, refs)
+	assert.Equal(t, s.Generation(), cur)
+	m := labels.MustNewMatcher(labels.MatchEqual, "__name__", "m")
+	assert.Equal(t, []SeriesRef{want[0], want[2]}, s.Filter(nil, refs, m))
+	assert.Equal(t, []SeriesRef{want[2]}, s.Filter(nil, refs, m, labels.MustNewMatcher(labels.MatchRegexp, "pod", "c|d")))
+	assert.Empty(t, s.Filter(nil, refs, labels.MustNewMatcher(labels.MatchEqual, "__name__", "never_interned")))
+
+	// A deletion: the log cannot answer for generations before it.
+	g2 := s.Generation()
+	clk.ms.Add(2 * time.Minute.Milliseconds())
+	require.Positive(t, s.Sweep())
+	_, _, ok = s.CreatedSince(nil, g)
+	assert.False(t, ok, "deleted since")
+	_, _, ok = s.CreatedSince(nil, g2)
+	assert.False(t, ok, "deleted since")
+	g3 := s.Generation()
+	refs, _, ok = s.CreatedSince(nil, g3)
+	assert.True(t, ok)
+	assert.Empty(t, refs)
+
+	// Overflow: more creations than the log holds.
+	for i := range createLogSize + 1 {
+		mustCreate(t, s, uint64(1000+i), "__name__", "churn", "i", strconv.Itoa(i))
+	}
+	_, _, ok = s.CreatedSince(nil, g3)
+	assert.False(t, ok, "overflowed")
+	refs, _, ok = s.CreatedSince(nil, s.Generation()-createLogSize)
+	assert.True(t, ok, "exactly the log's size")
+	assert.Len(t, refs, createLogSize)
 }
