@@ -199,6 +199,9 @@ type seriesSet struct {
 	created  []store.SeriesRef
 	idx      []int
 	rebuilds int // how often the match changed, for tests
+	// version changes whenever refs and lsets change, so consumers can
+	// cache what they derive per series (aggNode's group indices).
+	version int
 	// incremental counts refreshes answered from the store's creation log
 	// (only new series checked), for tests.
 	incremental int
@@ -229,6 +232,7 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 		return s.check(ev)
 	}
 	s.rebuilds++
+	s.version++
 	s.sel = append(s.sel[:0], s.scratch...)
 	s.selLsets = s.selLsets[:0]
 	for _, r := range s.sel {
@@ -277,6 +281,7 @@ func (s *seriesSet) addCreated() {
 		s.lsets = slices.Insert(s.lsets, j, l)
 		s.handles = slices.Insert(s.handles, j, s.store.Handle(r))
 		s.rebuilds++
+		s.version++
 	}
 	s.incremental++
 }
@@ -370,6 +375,25 @@ func (n *selectorNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 		cnt++
 	}
 	acc.f, acc.c, acc.n = sum, c, cnt
+	return nil
+}
+
+// sumGroups is stream into agg's groupedSum: sum by/without's hot loop.
+func (n *selectorNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
+	if err := n.set.refresh(ev); err != nil {
+		return err
+	}
+	g := &agg.gsum
+	g.prepare(agg, n.set)
+	ref := t - n.offset
+	rd := ev.reader(n.set.store)
+	for i, h := range n.set.handles {
+		s, ok := rd.Latest(h, ref)
+		if !ok || s.T <= ref-n.lookback || value.IsStaleNaN(s.V) {
+			continue
+		}
+		g.add(i, s.V, false)
+	}
 	return nil
 }
 

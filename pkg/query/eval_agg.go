@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -41,6 +42,7 @@ type aggNode struct {
 	seqLen, lastLen int
 	inSeq           bool
 	sum             sumSink
+	gsum            groupedSum
 	t               int64 // evaluation time, for add
 	pos             int   // position of the next element given to add
 }
@@ -131,6 +133,20 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 		if n.op == parser.SUM && !n.without && len(n.grouping) == 0 {
 			return n.sumStream(ev, t, sn)
 		}
+		if n.op == parser.SUM {
+			switch c := sn.(type) {
+			case *selectorNode:
+				if err := c.sumGroups(ev, t, n); err != nil {
+					return nil, err
+				}
+				return n.gsum.result(n, t), nil
+			case *rangeNode:
+				if err := c.sumGroups(ev, t, n); err != nil {
+					return nil, err
+				}
+				return n.gsum.result(n, t), nil
+			}
+		}
 		if err := sn.stream(ev, t, n); err != nil {
 			return nil, err
 		}
@@ -165,6 +181,69 @@ func (s *sumSink) addValue(f float64, drop bool) {
 	}
 	s.n++
 	s.drop = s.drop || drop
+}
+
+// groupedSum is sum by/without over a selector or a range function: the
+// group of each series is computed when the series set changes (its
+// version), not per evaluation, so an element costs an indexed Kahan step
+// instead of a labels comparison, a hash or a map lookup.
+type groupedSum struct {
+	set     *seriesSet
+	version int
+	gi      []int32         // per series of set: its group
+	glabels []labels.Labels // per group: the output labels
+	acc     []sumSink
+	order   []int32 // groups in order of their first element this evaluation
+}
+
+// prepare readies g for one evaluation over set, which the caller has
+// just refreshed.
+func (g *groupedSum) prepare(n *aggNode, set *seriesSet) {
+	if g.set != set || g.version != set.version || len(g.gi) != len(set.lsets) {
+		g.set, g.version = set, set.version
+		if n.groups == nil {
+			n.groups = make(map[uint64]int)
+		}
+		clear(n.groups)
+		if len(n.lcache) > 2*len(g.glabels)+labelCacheSlack {
+			clear(n.lcache)
+		}
+		g.gi, g.glabels = g.gi[:0], g.glabels[:0]
+		for _, l := range set.lsets {
+			h := n.key(l)
+			gi, ok := n.groups[h]
+			if !ok {
+				gi = len(g.glabels)
+				n.groups[h] = gi
+				g.glabels = append(g.glabels, n.groupLabels(h, l))
+			}
+			g.gi = append(g.gi, int32(gi))
+		}
+	}
+	g.acc = slices.Grow(g.acc[:0], len(g.glabels))[:len(g.glabels)]
+	clear(g.acc)
+	g.order = g.order[:0]
+}
+
+// add adds the value of series i.
+func (g *groupedSum) add(i int, f float64, drop bool) {
+	gi := g.gi[i]
+	a := &g.acc[gi]
+	if a.n == 0 {
+		g.order = append(g.order, gi)
+	}
+	a.addValue(f, drop)
+}
+
+// result writes the groups to n.out in order of first appearance, as
+// aggNode.add would have.
+func (g *groupedSum) result(n *aggNode, t int64) vector {
+	n.out = n.out[:0]
+	for _, gi := range g.order {
+		a := &g.acc[gi]
+		n.out = append(n.out, sample{lset: g.glabels[gi], t: t, f: a.f + a.c, drop: a.drop})
+	}
+	return n.out
 }
 
 // sumStream is sum(x) over a streaming child: the elements go to a

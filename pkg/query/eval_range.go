@@ -152,6 +152,36 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	return nil
 }
 
+// sumGroups is stream into a groupedSum: sum by/without's hot loop.
+func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
+	if err := n.set.refresh(ev); err != nil {
+		return err
+	}
+	g := &agg.gsum
+	g.prepare(agg, n.set)
+	var param float64
+	if n.param != nil {
+		p, err := n.param.scalar(ev, t)
+		if err != nil {
+			return err
+		}
+		param = p
+	}
+	rangeEnd := t - n.offset
+	rangeStart := rangeEnd - n.rng
+	rd := ev.reader(n.set.store)
+	for i, h := range n.set.handles {
+		f, ok, err := n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
+		if err != nil {
+			return err
+		}
+		if ok {
+			g.add(i, f, n.dropName)
+		}
+	}
+	return nil
+}
+
 // series evaluates the function over one series' window. rate, increase
 // and delta run fused over the store's ring in place (rateSeries); the
 // other functions copy the window into a reused buffer first, re-reading
