@@ -123,8 +123,20 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	// The sum stays in locals: sumSink.addValue, by hand (kahanInc is too
 	// big to inline).
 	sum, c, cnt := acc.f, acc.c, acc.n
+	fused, isCounter, isRate := n.fused()
 	for _, h := range n.set.handles {
-		f, ok, err := n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
+		var (
+			f   float64
+			ok  bool
+			err error
+		)
+		if fused {
+			var total int
+			f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+			err = ev.charge(total)
+		} else {
+			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
+		}
 		if err != nil {
 			return err
 		}
@@ -170,8 +182,20 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 	rangeEnd := t - n.offset
 	rangeStart := rangeEnd - n.rng
 	rd := ev.reader(n.set.store)
+	fused, isCounter, isRate := n.fused()
 	for i, h := range n.set.handles {
-		f, ok, err := n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
+		var (
+			f   float64
+			ok  bool
+			err error
+		)
+		if fused {
+			var total int
+			f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+			err = ev.charge(total)
+		} else {
+			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
+		}
 		if err != nil {
 			return err
 		}
@@ -180,6 +204,20 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 		}
 	}
 	return nil
+}
+
+// fused reports whether the function is rate, increase or delta, which
+// rateSeries computes in one pass over the ring.
+func (n *rangeNode) fused() (ok, isCounter, isRate bool) {
+	switch n.kind {
+	case fnRate:
+		return true, true, true
+	case fnIncrease:
+		return true, true, false
+	case fnDelta:
+		return true, false, false
+	}
+	return false, false, false
 }
 
 // series evaluates the function over one series' window. rate, increase
@@ -404,6 +442,11 @@ func rateSeries(rd store.Reader, h store.Handle, win *store.Window, memo *rateMe
 	result := sc.LastV - sc.FirstV
 	if isCounter && sc.Drops == 1 {
 		result += sc.FirstDrop
+	}
+	// The memo's hit path, inlined (see rateMemo.extrapolate).
+	if m := memo; m.ok && m.firstT == sc.FirstT && m.lastT == sc.LastT && m.n == sc.N && m.rangeStart == rangeStart && m.rangeEnd == rangeEnd &&
+		(!isCounter || !(result > 0 && sc.FirstV >= 0) || sc.FirstV >= result && m.dtsWithinInterval) {
+		return result * m.factor, true, total
 	}
 	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true, total
 }
