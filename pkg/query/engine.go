@@ -16,11 +16,26 @@
 //
 // Each node owns its output buffer: the vector it returns is valid until
 // the node is evaluated again, and Plan.Eval's Result until the next Eval.
-// Selectors cache the series they matched and select again only when the
-// store's generation moves; group labels, join result labels, signatures
-// and parsed le bounds are cached by hash or by input position. So a warm
-// plan evaluates without allocating (TestEvalSteadyStateAllocs), which is
-// why a Plan must not be evaluated by two goroutines at once.
+// Selectors cache the series they matched, with their resolved store
+// handles; when the store's generation moves they check only the series
+// created since (the store's creation log), and select again only after a
+// deletion or when the log overflowed. Group labels, join result labels,
+// signatures and parsed le bounds are cached by hash or by input position.
+// So a warm plan evaluates without allocating (TestEvalSteadyStateAllocs),
+// which is why a Plan must not be evaluated by two goroutines at once.
+//
+// # Hot paths
+//
+// The trigger shapes of performance.md T6 avoid per-element overheads: the
+// clock is read once per Eval (store.Reader); rate, increase and delta run
+// in one backward pass over each ring in place (store.Reader.ScanRange)
+// with the value-independent half of the extrapolation memoized across
+// series sampled at the same times; sum over a selector or a range
+// function accumulates in registers without building elements; sum by and
+// sum without index each series' group once per series-set change. Every
+// fast path computes exactly what the general path does (bit for bit:
+// TestRateWindowMatchesSlices, TestGroupedSumMatchesGenericPath, and the
+// differential test in test/compat).
 //
 // __name__ is dropped the delayed way, as Prometheus does with
 // EnableDelayedNameRemoval (promql-subset.md §4.9): nodes mark elements,

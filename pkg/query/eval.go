@@ -34,25 +34,56 @@ type evaluator struct {
 	maxSamples int64
 	maxSeries  int
 	samples    int64
-	sinceCheck int
+	// checkAt is the sample count at which charge must look closer: the
+	// next context check (nextCtx) or one past the budget.
+	checkAt, nextCtx int64
+	// rd fixes the store's clock for the whole evaluation (read once, on
+	// first use, instead of once per series); rdOK tells it is set.
+	rd   store.Reader
+	rdOK bool
+}
+
+// reader returns the evaluation's store Reader. A plan reads one store.
+func (ev *evaluator) reader(st *store.Store) store.Reader {
+	if !ev.rdOK {
+		ev.rd, ev.rdOK = st.Reader(), true
+	}
+	return ev.rd
 }
 
 // ctxCheckEvery bounds the work between two context checks.
 const ctxCheckEvery = 4096
 
 // charge accounts n touched series or samples against the budget and
-// checks the context every ctxCheckEvery units.
+// checks the context every ctxCheckEvery units. The common case is one
+// compare, inlined.
 func (ev *evaluator) charge(n int) error {
 	ev.samples += int64(n)
+	if ev.samples >= ev.checkAt {
+		return ev.chargeSlow()
+	}
+	return nil
+}
+
+// chargeSlow runs when the samples reach checkAt: the budget is exceeded,
+// a context check is due, or this is the first charge (checkAt 0).
+func (ev *evaluator) chargeSlow() error {
 	if ev.samples > ev.maxSamples {
 		return fmt.Errorf("%w: more than %d series and samples in one evaluation", ErrBudgetExceeded, ev.maxSamples)
 	}
-	ev.sinceCheck += n
-	if ev.sinceCheck >= ctxCheckEvery {
-		ev.sinceCheck = 0
-		return ctxErr(ev.ctx)
+	if ev.nextCtx == 0 {
+		ev.nextCtx = ctxCheckEvery
 	}
-	return nil
+	var err error
+	if ev.samples >= ev.nextCtx {
+		ev.nextCtx = ev.samples + ctxCheckEvery
+		err = ctxErr(ev.ctx)
+	}
+	ev.checkAt = ev.nextCtx
+	if ev.maxSamples < ev.checkAt {
+		ev.checkAt = ev.maxSamples + 1
+	}
+	return err
 }
 
 // node is one operator of a compiled plan. Vector nodes implement eval and
@@ -153,16 +184,27 @@ type seriesSet struct {
 	matchers []*labels.Matcher
 
 	gen uint64
-	// refs and lsets are the matched series, sorted by labels.
-	refs  []store.SeriesRef
-	lsets []labels.Labels
+	// refs and lsets are the matched series, sorted by labels; handles
+	// are their resolved series, re-resolved whenever the generation
+	// moves (store.Handle's invariant), so evaluation does no table
+	// lookup per series.
+	refs    []store.SeriesRef
+	lsets   []labels.Labels
+	handles []store.Handle
 	// sel and selLsets are the last Select result in the store's order
 	// and the labels each ref had then.
 	sel      []store.SeriesRef
 	selLsets []labels.Labels
 	scratch  []store.SeriesRef
+	created  []store.SeriesRef
 	idx      []int
 	rebuilds int // how often the match changed, for tests
+	// version changes whenever refs and lsets change, so consumers can
+	// cache what they derive per series (aggNode's group indices).
+	version int
+	// incremental counts refreshes answered from the store's creation log
+	// (only new series checked), for tests.
+	incremental int
 }
 
 func (s *seriesSet) refresh(ev *evaluator) error {
@@ -170,14 +212,27 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 	if g == s.gen {
 		return s.check(ev)
 	}
+	if s.gen != ^uint64(0) {
+		// Only series created since (no deletion, no log overflow):
+		// check just those (issue #5). Handles stay valid: no series was
+		// deleted.
+		var ok bool
+		if s.created, g, ok = s.store.CreatedSince(s.created[:0], s.gen); ok {
+			s.addCreated()
+			s.gen = g
+			return s.check(ev)
+		}
+	}
 	// Read the generation before selecting: a series created meanwhile
 	// makes the next Eval select again rather than be missed.
 	s.scratch = s.store.Select(s.scratch[:0], s.matchers...)
 	if s.unchanged() {
+		s.resolve()
 		s.gen = g
 		return s.check(ev)
 	}
 	s.rebuilds++
+	s.version++
 	s.sel = append(s.sel[:0], s.scratch...)
 	s.selLsets = s.selLsets[:0]
 	for _, r := range s.sel {
@@ -193,8 +248,42 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 		s.refs = append(s.refs, s.sel[j])
 		s.lsets = append(s.lsets, s.selLsets[j])
 	}
+	s.resolve()
 	s.gen = g
 	return s.check(ev)
+}
+
+// resolve re-resolves the handles of refs. A ref that was deleted and
+// re-created since the last selection names a new series, so this runs on
+// every generation change, not only when the match changed.
+func (s *seriesSet) resolve() {
+	s.handles = s.handles[:0]
+	for _, r := range s.refs {
+		s.handles = append(s.handles, s.store.Handle(r))
+	}
+}
+
+// addCreated adds the series of created that match and are not in the
+// selection yet (a series created while the last Select ran may be in
+// both), keeping sel in ascending ref order and refs in label order.
+func (s *seriesSet) addCreated() {
+	s.scratch = s.store.Filter(s.scratch[:0], s.created, s.matchers...)
+	for _, r := range s.scratch {
+		i, found := slices.BinarySearch(s.sel, r)
+		if found {
+			continue
+		}
+		l := s.store.Labels(r)
+		s.sel = slices.Insert(s.sel, i, r)
+		s.selLsets = slices.Insert(s.selLsets, i, l)
+		j, _ := slices.BinarySearchFunc(s.lsets, l, labels.Compare)
+		s.refs = slices.Insert(s.refs, j, r)
+		s.lsets = slices.Insert(s.lsets, j, l)
+		s.handles = slices.Insert(s.handles, j, s.store.Handle(r))
+		s.rebuilds++
+		s.version++
+	}
+	s.incremental++
 }
 
 // unchanged reports whether scratch holds the same refs, with the same
@@ -242,12 +331,68 @@ func (n *selectorNode) stream(ev *evaluator, t int64, dst sink) error {
 		return err
 	}
 	ref := t - n.offset
-	for i, r := range n.set.refs {
-		s, ok := n.set.store.Latest(r, ref)
+	rd := ev.reader(n.set.store)
+	for i, h := range n.set.handles {
+		s, ok := rd.Latest(h, ref)
 		if !ok || s.T <= ref-n.lookback || value.IsStaleNaN(s.V) {
 			continue
 		}
 		dst.add(sample{lset: n.set.lsets[i], t: s.T, f: s.V})
+	}
+	return nil
+}
+
+// sum is stream into a sumSink without the sink interface and the
+// per-element sample: sum(x)'s hot loop.
+func (n *selectorNode) sum(ev *evaluator, t int64, acc *sumSink) error {
+	if err := n.set.refresh(ev); err != nil {
+		return err
+	}
+	ref := t - n.offset
+	rd := ev.reader(n.set.store)
+	// The sum stays in locals: sumSink.addValue, by hand (kahanInc is too
+	// big to inline).
+	sum, c, cnt := acc.f, acc.c, acc.n
+	for _, h := range n.set.handles {
+		s, ok := rd.Latest(h, ref)
+		if !ok || s.T <= ref-n.lookback || value.IsStaleNaN(s.V) {
+			continue
+		}
+		if f := s.V; cnt == 0 {
+			sum = f
+		} else {
+			ns := sum + f
+			switch {
+			case math.IsInf(ns, 0):
+				c = 0
+			case math.Abs(sum) >= math.Abs(f):
+				c += (sum - ns) + f
+			default:
+				c += (f - ns) + sum
+			}
+			sum = ns
+		}
+		cnt++
+	}
+	acc.f, acc.c, acc.n = sum, c, cnt
+	return nil
+}
+
+// sumGroups is stream into agg's groupedSum: sum by/without's hot loop.
+func (n *selectorNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
+	if err := n.set.refresh(ev); err != nil {
+		return err
+	}
+	g := &agg.gsum
+	g.prepare(agg, n.set)
+	ref := t - n.offset
+	rd := ev.reader(n.set.store)
+	for i, h := range n.set.handles {
+		s, ok := rd.Latest(h, ref)
+		if !ok || s.T <= ref-n.lookback || value.IsStaleNaN(s.V) {
+			continue
+		}
+		g.add(i, s.V, false)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -33,9 +34,17 @@ type aggNode struct {
 	lb     *labels.Builder
 	qvals  [][]float64
 	heaps  []sampleHeap
-	keys   posCache[uint64]
-	t      int64 // evaluation time, for add
-	pos    int   // position of the next element given to add
+	keys   posCache[aggKey]
+	// seqLen is how many leading positions of keys the last complete
+	// evaluation wrote; while every element so far matched them (inSeq),
+	// groups are being created in the same order as then, so an element's
+	// cached group index is valid without a map lookup.
+	seqLen, lastLen int
+	inSeq           bool
+	sum             sumSink
+	gsum            groupedSum
+	t               int64 // evaluation time, for add
+	pos             int   // position of the next element given to add
 }
 
 type aggAcc struct {
@@ -116,10 +125,28 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 	}
 	n.out, n.acc = n.out[:0], n.acc[:0]
 	n.t, n.pos = t, 0
+	n.seqLen, n.lastLen, n.inSeq = n.lastLen, 0, true
 	// A selector or range function child hands its elements over one by
 	// one instead of materialising a vector (the append of a 40-byte
 	// element was a third of sum(x)'s time).
 	if sn, ok := n.child.(streamNode); ok && sn.canStream() {
+		if n.op == parser.SUM && !n.without && len(n.grouping) == 0 {
+			return n.sumStream(ev, t, sn)
+		}
+		if n.op == parser.SUM {
+			switch c := sn.(type) {
+			case *selectorNode:
+				if err := c.sumGroups(ev, t, n); err != nil {
+					return nil, err
+				}
+				return n.gsum.result(n, t), nil
+			case *rangeNode:
+				if err := c.sumGroups(ev, t, n); err != nil {
+					return nil, err
+				}
+				return n.gsum.result(n, t), nil
+			}
+		}
 		if err := sn.stream(ev, t, n); err != nil {
 			return nil, err
 		}
@@ -133,7 +160,121 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 		}
 	}
 	n.finish(param)
+	n.lastLen = n.pos // the cache's group indices are complete and consistent
 	return n.out, nil
+}
+
+// sumSink is sum without grouping: one Kahan accumulator, no labels.
+type sumSink struct {
+	f, c float64
+	n    int
+	drop bool
+}
+
+func (s *sumSink) add(x sample) { s.addValue(x.f, x.drop) }
+
+func (s *sumSink) addValue(f float64, drop bool) {
+	if s.n == 0 {
+		s.f = f // the first element is taken as is, as upstream (-0 stays -0)
+	} else {
+		s.f, s.c = kahanInc(f, s.f, s.c)
+	}
+	s.n++
+	s.drop = s.drop || drop
+}
+
+// groupedSum is sum by/without over a selector or a range function: the
+// group of each series is computed when the series set changes (its
+// version), not per evaluation, so an element costs an indexed Kahan step
+// instead of a labels comparison, a hash or a map lookup.
+type groupedSum struct {
+	set     *seriesSet
+	version int
+	gi      []int32         // per series of set: its group
+	glabels []labels.Labels // per group: the output labels
+	acc     []sumSink
+	order   []int32 // groups in order of their first element this evaluation
+}
+
+// prepare readies g for one evaluation over set, which the caller has
+// just refreshed.
+func (g *groupedSum) prepare(n *aggNode, set *seriesSet) {
+	if g.set != set || g.version != set.version || len(g.gi) != len(set.lsets) {
+		g.set, g.version = set, set.version
+		if n.groups == nil {
+			n.groups = make(map[uint64]int)
+		}
+		clear(n.groups)
+		if len(n.lcache) > 2*len(g.glabels)+labelCacheSlack {
+			clear(n.lcache)
+		}
+		g.gi, g.glabels = g.gi[:0], g.glabels[:0]
+		for _, l := range set.lsets {
+			h := n.key(l)
+			gi, ok := n.groups[h]
+			if !ok {
+				gi = len(g.glabels)
+				n.groups[h] = gi
+				g.glabels = append(g.glabels, n.groupLabels(h, l))
+			}
+			g.gi = append(g.gi, int32(gi))
+		}
+	}
+	g.acc = slices.Grow(g.acc[:0], len(g.glabels))[:len(g.glabels)]
+	clear(g.acc)
+	g.order = g.order[:0]
+}
+
+// add adds the value of series i.
+func (g *groupedSum) add(i int, f float64, drop bool) {
+	gi := g.gi[i]
+	a := &g.acc[gi]
+	if a.n == 0 {
+		g.order = append(g.order, gi)
+	}
+	a.addValue(f, drop)
+}
+
+// result writes the groups to n.out in order of first appearance, as
+// aggNode.add would have.
+func (g *groupedSum) result(n *aggNode, t int64) vector {
+	n.out = n.out[:0]
+	for _, gi := range g.order {
+		a := &g.acc[gi]
+		n.out = append(n.out, sample{lset: g.glabels[gi], t: t, f: a.f + a.c, drop: a.drop})
+	}
+	return n.out
+}
+
+// sumStream is sum(x) over a streaming child: the elements go to a
+// sumSink, skipping add's grouping and generic accumulator.
+func (n *aggNode) sumStream(ev *evaluator, t int64, sn streamNode) (vector, error) {
+	// A field, not a local: passed as a sink it would escape.
+	n.sum = sumSink{}
+	acc := &n.sum
+	var err error
+	switch c := sn.(type) {
+	case *selectorNode:
+		err = c.sum(ev, t, acc)
+	case *rangeNode:
+		err = c.sum(ev, t, acc)
+	default:
+		err = sn.stream(ev, t, acc)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if acc.n > 0 {
+		n.out = append(n.out, sample{lset: labels.EmptyLabels(), t: t, f: acc.f + acc.c, drop: acc.drop})
+	}
+	return n.out, nil
+}
+
+// aggKey is what aggNode caches per input position: the grouping hash
+// and the group index the element had.
+type aggKey struct {
+	h  uint64
+	gi int
 }
 
 // add accumulates one input element; elements arrive in the child's order.
@@ -150,12 +291,27 @@ func (n *aggNode) add(s sample) {
 	if single {
 		ok = len(n.out) > 0
 	} else {
-		var hit bool
-		if h, hit = n.keys.get(i, s.lset); !hit {
-			h = n.key(s.lset)
-			n.keys.put(i, s.lset, h)
+		k, hit := n.keys.get(i, s.lset)
+		switch {
+		case hit && n.inSeq && i < n.seqLen && k.gi <= len(n.out):
+			// Same element at the same position, after the same
+			// prefix: the last evaluation's group index holds (a new
+			// group when it is the next index).
+			h, gi, ok = k.h, k.gi, k.gi < len(n.out)
+		default:
+			n.inSeq = false
+			if !hit {
+				k.h = n.key(s.lset)
+			}
+			h = k.h
+			gi, ok = n.groups[h]
+			if !ok {
+				gi = len(n.out)
+			}
+			if !hit || k.gi != gi {
+				n.keys.put(i, s.lset, aggKey{h: h, gi: gi})
+			}
 		}
-		gi, ok = n.groups[h]
 	}
 	if !ok {
 		gi = len(n.out)

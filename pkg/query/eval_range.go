@@ -51,6 +51,8 @@ type rangeNode struct {
 	absent   labels.Labels
 
 	buf  []store.Sample
+	win  store.Window
+	memo rateMemo
 	vals []float64
 	out  vector
 }
@@ -88,22 +90,175 @@ func (n *rangeNode) stream(ev *evaluator, t int64, dst sink) error {
 	}
 	rangeEnd := t - n.offset
 	rangeStart := rangeEnd - n.rng
-	for i, r := range n.set.refs {
-		n.buf = n.set.store.Range(n.buf[:0], r, rangeStart, rangeEnd)
-		if err := ev.charge(len(n.buf)); err != nil {
+	rd := ev.reader(n.set.store)
+	for i, h := range n.set.handles {
+		f, ok, err := n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
+		if err != nil {
 			return err
 		}
-		pts := dropStale(n.buf)
-		if len(pts) == 0 {
-			continue
+		if ok {
+			dst.add(sample{lset: n.set.lsets[i], t: t, f: f, drop: n.dropName})
 		}
-		f, ok := n.apply(pts, t, rangeStart, rangeEnd, param)
+	}
+	return nil
+}
+
+// sum is stream into a sumSink without the sink interface and the
+// per-element sample: sum(rate(x[r]))'s hot loop.
+func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
+	if err := n.set.refresh(ev); err != nil {
+		return err
+	}
+	var param float64
+	if n.param != nil {
+		p, err := n.param.scalar(ev, t)
+		if err != nil {
+			return err
+		}
+		param = p
+	}
+	rangeEnd := t - n.offset
+	rangeStart := rangeEnd - n.rng
+	rd := ev.reader(n.set.store)
+	// The sum stays in locals: sumSink.addValue, by hand (kahanInc is too
+	// big to inline).
+	sum, c, cnt := acc.f, acc.c, acc.n
+	fused, isCounter, isRate := n.fused()
+	for _, h := range n.set.handles {
+		var (
+			f   float64
+			ok  bool
+			err error
+		)
+		if fused {
+			var total int
+			f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+			err = ev.charge(total)
+		} else {
+			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
+		}
+		if err != nil {
+			return err
+		}
 		if !ok {
 			continue
 		}
-		dst.add(sample{lset: n.set.lsets[i], t: t, f: f, drop: n.dropName})
+		if cnt == 0 {
+			sum = f
+		} else {
+			s := sum + f
+			switch {
+			case math.IsInf(s, 0):
+				c = 0
+			case math.Abs(sum) >= math.Abs(f):
+				c += (sum - s) + f
+			default:
+				c += (f - s) + sum
+			}
+			sum = s
+		}
+		cnt++
+	}
+	acc.f, acc.c, acc.drop = sum, c, acc.drop || cnt > acc.n && n.dropName
+	acc.n = cnt
+	return nil
+}
+
+// sumGroups is stream into a groupedSum: sum by/without's hot loop.
+func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
+	if err := n.set.refresh(ev); err != nil {
+		return err
+	}
+	g := &agg.gsum
+	g.prepare(agg, n.set)
+	var param float64
+	if n.param != nil {
+		p, err := n.param.scalar(ev, t)
+		if err != nil {
+			return err
+		}
+		param = p
+	}
+	rangeEnd := t - n.offset
+	rangeStart := rangeEnd - n.rng
+	rd := ev.reader(n.set.store)
+	fused, isCounter, isRate := n.fused()
+	for i, h := range n.set.handles {
+		var (
+			f   float64
+			ok  bool
+			err error
+		)
+		if fused {
+			var total int
+			f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+			err = ev.charge(total)
+		} else {
+			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
+		}
+		if err != nil {
+			return err
+		}
+		if ok {
+			g.add(i, f, n.dropName)
+		}
 	}
 	return nil
+}
+
+// fused reports whether the function is rate, increase or delta, which
+// rateSeries computes in one pass over the ring.
+func (n *rangeNode) fused() (ok, isCounter, isRate bool) {
+	switch n.kind {
+	case fnRate:
+		return true, true, true
+	case fnIncrease:
+		return true, true, false
+	case fnDelta:
+		return true, false, false
+	}
+	return false, false, false
+}
+
+// series evaluates the function over one series' window. rate, increase
+// and delta run fused over the store's ring in place (rateSeries); the
+// other functions copy the window into a reused buffer first, re-reading
+// it when a writer changed the series meanwhile (store.Window's read
+// protocol).
+func (n *rangeNode) series(ev *evaluator, rd store.Reader, h store.Handle, t, rangeStart, rangeEnd int64, param float64) (float64, bool, error) {
+	var (
+		f     float64
+		ok    bool
+		total int
+	)
+	switch n.kind {
+	case fnRate:
+		f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, true, true)
+		return f, ok, ev.charge(total)
+	case fnIncrease:
+		f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, true, false)
+		return f, ok, ev.charge(total)
+	case fnDelta:
+		f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, false, false)
+		return f, ok, ev.charge(total)
+	}
+	win := &n.win
+	for {
+		rd.Window(win, h, rangeStart, rangeEnd)
+		n.buf = win.AppendTo(n.buf[:0])
+		if win.Valid() {
+			break
+		}
+	}
+	if err := ev.charge(win.Len()); err != nil {
+		return 0, false, err
+	}
+	pts := dropStale(n.buf)
+	if len(pts) == 0 {
+		return 0, false, nil
+	}
+	f, ok = n.apply(pts, t, rangeStart, rangeEnd, param)
+	return f, ok, nil
 }
 
 // dropStale removes stale markers in place; without any (the common case)
@@ -238,9 +393,152 @@ func extrapolatedRate(pts []store.Sample, rangeStart, rangeEnd, rng int64, isCou
 			}
 		}
 	}
-	durationToStart := float64(first.T-rangeStart) / 1000
-	durationToEnd := float64(rangeEnd-last.T) / 1000
-	sampledInterval := float64(last.T-first.T) / 1000
+	return extrapolate(result, first.T, last.T, first.V, n, rangeStart, rangeEnd, rng, isCounter, isRate), true
+}
+
+// rateWindow is extrapolatedRate fused over a store window: one pass that
+// skips stale markers (Prometheus drops them when it builds the matrix)
+// and finds the first and last samples and the counter resets, without
+// materialising the samples. Resets are added in order, as upstream: the
+// first one inline, further ones (rare) by a second pass over the window,
+// so the sum rounds exactly as extrapolatedRate's.
+func rateWindow(win *store.Window, memo *rateMemo, rangeStart, rangeEnd, rng int64, isCounter, isRate bool) (float64, bool) {
+	sc := &memo.scan
+	win.Scan(sc)
+	if sc.N < 2 {
+		return 0, false
+	}
+	result := sc.LastV - sc.FirstV
+	if isCounter && sc.Drops > 0 {
+		if sc.Drops == 1 {
+			result += sc.FirstDrop
+		} else {
+			result = addResets(win, result)
+		}
+	}
+	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true
+}
+
+// rateSeries is rate, increase or delta of one series: one backward pass
+// over the ring (store.Reader.ScanRange) and the memoized extrapolation.
+// Only a counter with more than one reset in range, whose resets must be
+// added in order, takes rateWindow's path over a consistent Window. It
+// returns the samples in range (stale markers included) for the budget.
+func rateSeries(rd store.Reader, h store.Handle, win *store.Window, memo *rateMemo, rangeStart, rangeEnd, rng int64, isCounter, isRate bool) (float64, bool, int) {
+	sc := &memo.scan
+	total := rd.ScanRange(sc, h, rangeStart, rangeEnd)
+	if sc.N < 2 {
+		return 0, false, total
+	}
+	if isCounter && sc.Drops > 1 {
+		for {
+			rd.Window(win, h, rangeStart, rangeEnd)
+			f, ok := rateWindow(win, memo, rangeStart, rangeEnd, rng, isCounter, isRate)
+			if win.Valid() {
+				return f, ok, win.Len()
+			}
+		}
+	}
+	result := sc.LastV - sc.FirstV
+	if isCounter && sc.Drops == 1 {
+		result += sc.FirstDrop
+	}
+	// The memo's hit path, inlined (see rateMemo.extrapolate).
+	if m := memo; m.ok && m.firstT == sc.FirstT && m.lastT == sc.LastT && m.n == sc.N && m.rangeStart == rangeStart && m.rangeEnd == rangeEnd &&
+		(!isCounter || !(result > 0 && sc.FirstV >= 0) || sc.FirstV >= result && m.dtsWithinInterval) {
+		return result * m.factor, true, total
+	}
+	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true, total
+}
+
+// rateMemo memoizes the value-independent part of extrapolate for the last
+// (first time, last time, sample count) seen, within one evaluation of one
+// node (fixed range bounds). Series sampled at the same times (every
+// bucket of a histogram, series scraped together) then skip extrapolate's
+// four chained divisions: the factor only depends on the values through
+// the counter's zero point, which moves the start only when the counter
+// is young. The arithmetic is the same on the same inputs, so results are
+// bit-identical to extrapolate's.
+type rateMemo struct {
+	scan                 store.Scan // scratch for rateWindow
+	ok                   bool
+	firstT, lastT        int64
+	n                    int
+	rangeStart, rangeEnd int64
+	dts, dte, si, factor float64
+	dtsWithinInterval    bool // dts <= si: a zero point at or past si cannot lower it
+}
+
+func (m *rateMemo) extrapolate(result float64, firstT, lastT int64, firstV float64, n int, rangeStart, rangeEnd, rng int64, isCounter, isRate bool) float64 {
+	if !m.ok || m.firstT != firstT || m.lastT != lastT || m.n != n || m.rangeStart != rangeStart || m.rangeEnd != rangeEnd {
+		// Upstream's order of operations, up to the zero point.
+		durationToStart := float64(firstT-rangeStart) / 1000
+		durationToEnd := float64(rangeEnd-lastT) / 1000
+		sampledInterval := float64(lastT-firstT) / 1000
+		avgBetween := sampledInterval / float64(n-1)
+		threshold := avgBetween * 1.1
+		if durationToStart >= threshold {
+			durationToStart = avgBetween / 2
+		}
+		if durationToEnd >= threshold {
+			durationToEnd = avgBetween / 2
+		}
+		*m = rateMemo{
+			ok: true, firstT: firstT, lastT: lastT, n: n, rangeStart: rangeStart, rangeEnd: rangeEnd,
+			dts: durationToStart, dte: durationToEnd, si: sampledInterval,
+			factor:            rateFactor(sampledInterval, durationToStart, durationToEnd, rng, isRate),
+			dtsWithinInterval: durationToStart <= sampledInterval,
+		}
+	}
+	// The zero point: upstream computes si·(firstV/result) whenever the
+	// counter went up from a non-negative value. When firstV >= result the
+	// ratio rounds to >= 1, so the zero point is >= si >= dts and cannot
+	// lower dts: skip the division.
+	if isCounter && result > 0 && firstV >= 0 && !(firstV >= result && m.dtsWithinInterval) {
+		if durationToZero := m.si * (firstV / result); durationToZero < m.dts {
+			return result * rateFactor(m.si, durationToZero, m.dte, rng, isRate)
+		}
+	}
+	return result * m.factor
+}
+
+// rateFactor is extrapolate's final factor.
+func rateFactor(sampledInterval, durationToStart, durationToEnd float64, rng int64, isRate bool) float64 {
+	factor := 1.0
+	if sampledInterval != 0 {
+		factor = (sampledInterval + durationToStart + durationToEnd) / sampledInterval
+	}
+	if isRate {
+		factor /= float64(rng) / 1000
+	}
+	return factor
+}
+
+// addResets adds to result, in order, the value before every counter reset
+// of the window's non-stale samples.
+func addResets(win *store.Window, result float64) float64 {
+	var prev float64
+	seen := false
+	for i := range win.Len() {
+		_, v := win.At(i)
+		if value.IsStaleNaN(v) {
+			continue
+		}
+		if seen && v < prev {
+			result += prev
+		}
+		prev, seen = v, true
+	}
+	return result
+}
+
+// extrapolate is the second half of Prometheus's extrapolatedRate: it
+// extends result, the increase between the first and the last of n >= 2
+// samples, to the range boundaries.
+func extrapolate(result float64, firstT, lastT int64, firstV float64, n int, rangeStart, rangeEnd, rng int64, isCounter, isRate bool) float64 {
+	durationToStart := float64(firstT-rangeStart) / 1000
+	durationToEnd := float64(rangeEnd-lastT) / 1000
+	sampledInterval := float64(lastT-firstT) / 1000
 	avgBetween := sampledInterval / float64(n-1)
 	threshold := avgBetween * 1.1
 	if durationToStart >= threshold {
@@ -248,8 +546,8 @@ func extrapolatedRate(pts []store.Sample, rangeStart, rangeEnd, rng int64, isCou
 	}
 	if isCounter {
 		durationToZero := durationToStart
-		if result > 0 && first.V >= 0 {
-			durationToZero = sampledInterval * (first.V / result)
+		if result > 0 && firstV >= 0 {
+			durationToZero = sampledInterval * (firstV / result)
 		}
 		if durationToZero < durationToStart {
 			durationToStart = durationToZero
@@ -265,7 +563,7 @@ func extrapolatedRate(pts []store.Sample, rangeStart, rangeEnd, rng int64, isCou
 	if isRate {
 		factor /= float64(rng) / 1000
 	}
-	return result * factor, true
+	return result * factor
 }
 
 // instantValue is irate/idelta: the last two samples only.

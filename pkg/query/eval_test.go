@@ -2,8 +2,11 @@ package query
 
 import (
 	"context"
+	"fmt"
 	"math"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -390,6 +393,124 @@ func TestDropStale(t *testing.T) {
 					assert.True(t, math.IsNaN(got[i].V) && !value.IsStaleNaN(got[i].V))
 				} else {
 					assert.InDelta(t, w, got[i].V, 0)
+				}
+			}
+		})
+	}
+}
+
+// TestPlanSelectsIncrementally: after series are only created, a plan
+// checks just the new ones (the store's creation log) and keeps its match
+// sorted by labels; after a deletion, or more creations than the log
+// holds, it selects again.
+func TestPlanSelectsIncrementally(t *testing.T) {
+	var now atomic.Int64
+	now.Store(100_000)
+	st := store.New(store.Config{Retention: time.Minute, SeriesTTL: time.Minute, Freshness: -1},
+		store.Settings{Now: func() time.Time { return time.UnixMilli(now.Load()) }})
+	var h uint64
+	add := func(v float64, kv ...string) store.SeriesRef {
+		h++
+		ref, err := st.Create(h, labels.FromStrings(kv...))
+		require.NoError(t, err)
+		require.NoError(t, st.Append(ref, now.Load(), v))
+		return ref
+	}
+	pods := map[string]store.SeriesRef{}
+	pods["b"] = add(1, "__name__", "x", "pod", "b")
+	pods["d"] = add(2, "__name__", "x", "pod", "d")
+	p, err := NewEngine(st).Query(`sum(x)`, Options{})
+	require.NoError(t, err)
+	set := p.root.(*aggNode).child.(*selectorNode).set
+	eval := func() float64 {
+		res, err := p.Eval(context.Background(), now.Load())
+		require.NoError(t, err)
+		require.Len(t, res.Vector, 1)
+		return res.Vector[0].F
+	}
+	sorted := func() {
+		require.Len(t, set.handles, len(set.refs))
+		assert.True(t, slices.IsSortedFunc(set.lsets, labels.Compare), "match sorted by labels: %v", set.lsets)
+		for i, r := range set.refs {
+			assert.Equal(t, st.Labels(r), set.lsets[i])
+		}
+	}
+	assert.InDelta(t, 3.0, eval(), 0)
+	assert.Zero(t, set.incremental)
+
+	add(10, "__name__", "y")
+	pods["c"] = add(4, "__name__", "x", "pod", "c")
+	pods["a"] = add(8, "__name__", "x", "pod", "a")
+	assert.InDelta(t, 15.0, eval(), 0)
+	assert.Equal(t, 1, set.incremental, "new series only: checked from the creation log")
+	assert.Equal(t, 3, set.rebuilds, "two matching series added")
+	sorted()
+
+	// A deletion: select again; the deleted series vanish.
+	now.Add(2 * time.Minute.Milliseconds())
+	for _, pod := range []string{"a", "c", "d"} {
+		require.NoError(t, st.Append(pods[pod], now.Load(), 1))
+	}
+	require.Positive(t, st.Sweep()) // x{pod="b"} and y are silent
+	assert.InDelta(t, 3.0, eval(), 0)
+	assert.Equal(t, 1, set.incremental, "a deletion forces a full select")
+	sorted()
+
+	// More creations than the log holds: select again, still right.
+	for i := range 1100 {
+		add(1, "__name__", "churn", "i", fmt.Sprint(i))
+	}
+	add(5, "__name__", "x", "pod", "e")
+	assert.InDelta(t, 8.0, eval(), 0)
+	assert.Equal(t, 1, set.incremental, "an overflowed log forces a full select")
+	sorted()
+	add(6, "__name__", "x", "pod", "0")
+	assert.InDelta(t, 14.0, eval(), 0)
+	assert.Equal(t, 2, set.incremental)
+	sorted()
+}
+
+// TestGroupedSumMatchesGenericPath: sum by/without over a selector or a
+// range function takes groupedSum's fast path; the same sum over "* 1"
+// (not streamable) takes aggNode.add's. Both must give the same elements,
+// values and order, including groups whose first series has no value.
+func TestGroupedSumMatchesGenericPath(t *testing.T) {
+	series := map[string][]point{}
+	for i := range 12 {
+		pod := fmt.Sprintf("p%d", i%4)
+		le := fmt.Sprint([]string{"0.1", "1", "+Inf"}[i%3])
+		n := 30
+		if i%5 == 0 {
+			n = 1 // too few samples for rate: absent from its group
+		}
+		series[fmt.Sprintf(`h_bucket{pod=%q,le=%q,i="%d"}`, pod, le, i)] = counter(0, 15, n, float64(i), float64(i%3+1))
+	}
+	st := storeWith(t, series)
+	for _, q := range []struct{ fast, generic string }{
+		{`sum by (pod) (rate(h_bucket[1m]))`, `sum by (pod) (rate(h_bucket[1m]) * 1)`},
+		{`sum by (le) (rate(h_bucket[1m]))`, `sum by (le) (rate(h_bucket[1m]) * 1)`},
+		{`sum without (i) (rate(h_bucket[1m]))`, `sum without (i) (rate(h_bucket[1m]) * 1)`},
+		{`sum without (i, pod) (increase(h_bucket[2m]))`, `sum without (i, pod) (increase(h_bucket[2m]) * 1)`},
+		{`sum by (pod) (h_bucket)`, `sum by (pod) (h_bucket * 1)`},
+		{`sum by (le, pod) (h_bucket)`, `sum by (le, pod) (h_bucket * 1)`},
+	} {
+		t.Run(q.fast, func(t *testing.T) {
+			fast, err := NewEngine(st).Query(q.fast, Options{})
+			require.NoError(t, err)
+			generic, err := NewEngine(st).Query(q.generic, Options{})
+			require.NoError(t, err)
+			for _, sec := range []float64{60, 200, 435} {
+				for range 2 { // cold, then warm caches
+					want, err := generic.Eval(context.Background(), int64(sec*1000))
+					require.NoError(t, err)
+					got, err := fast.Eval(context.Background(), int64(sec*1000))
+					require.NoError(t, err)
+					require.NotEmpty(t, want.Vector)
+					require.Len(t, got.Vector, len(want.Vector))
+					for i := range want.Vector {
+						assert.Equal(t, want.Vector[i].Labels.String(), got.Vector[i].Labels.String(), "element %d", i)
+						assert.Equal(t, math.Float64bits(want.Vector[i].F), math.Float64bits(got.Vector[i].F), "element %d", i)
+					}
 				}
 			}
 		})

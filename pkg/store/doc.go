@@ -23,6 +23,13 @@
 // is documented beside it. Series creation and deletion serialise on one
 // mutex; they happen once per series lifetime.
 //
+// Query evaluation reads through read.go: a Handle is a series resolved
+// once (valid until the generation moves), a Reader fixes the clock for a
+// batch of reads, a Window views a range of a ring in place, and
+// Reader.ScanRange summarises a range in one pass for rate-like functions,
+// all under the ring's seqlock protocol. CreatedSince (createlog.go) lets
+// a cached selection check only the series created since it was made.
+//
 // All times are milliseconds taken from the samples or from the injected
 // clock in Settings, never from time.Now deep inside, so tests can load
 // historical data. A background sweeper (Start/Shutdown) deletes series

@@ -120,6 +120,48 @@ func (s *Store) selectOnce(dst []SeriesRef, ms []*labels.Matcher) []SeriesRef {
 	return append(dst[:start], slices.Compact(dst[start:])...)
 }
 
+// Filter appends to dst the refs of cands that are live series matching
+// every matcher, in cands' order, and returns the extended slice: Select
+// restricted to given candidates, such as CreatedSince's. It takes no
+// lock.
+func (s *Store) Filter(dst, cands []SeriesRef, ms ...*labels.Matcher) []SeriesRef {
+	start := len(dst)
+	for range 2 { // retry on symbol reuse, as Select does
+		e := s.syms.reuses.Load()
+		dst = s.filterOnce(dst, cands, ms)
+		if s.syms.reuses.Load() == e {
+			return dst
+		}
+		dst = dst[:start]
+	}
+	s.syms.mu.Lock()
+	defer s.syms.mu.Unlock()
+	return s.filterOnce(dst, cands, ms)
+}
+
+func (s *Store) filterOnce(dst, cands []SeriesRef, ms []*labels.Matcher) []SeriesRef {
+	var buf [8]resolved
+	rs := buf[:0]
+	for _, m := range ms {
+		r := resolved{m: m}
+		r.name, r.nameOK = s.syms.id(m.Name)
+		if m.Type == labels.MatchEqual && m.Value != "" {
+			v, ok := s.syms.id(m.Value)
+			if !r.nameOK || !ok {
+				return dst // no series has this pair
+			}
+			r.val, r.eq = v, true
+		}
+		rs = append(rs, r)
+	}
+	for _, ref := range cands {
+		if s.matches(ref, rs) {
+			dst = append(dst, ref)
+		}
+	}
+	return dst
+}
+
 // unionCandidates appends to dst the postings of every value accepted by
 // the first matcher that rejects the empty value, and reports whether
 // there was such a matcher.

@@ -17,7 +17,9 @@ import (
 // Snapshot format, version 2 (all integers little-endian):
 //
 //	header   magic "KOSSNAP\n" (8 bytes), version uint32
-//	payload  series records, then a 0 byte (uvarint 0) ending them
+//	payload  series records, then a 0 byte (uvarint 0) ending them;
+//	         version 2: then the legacy aliases (uvarint count, per alias
+//	         uvarint length + alias bytes, uvarint length + stored name bytes)
 //	trailer  payload length uint64, CRC-32C of the payload uint32
 //
 // A series record is: uvarint label count (>= 1, so 0 can end the
@@ -126,7 +128,9 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 			return fmt.Errorf("write snapshot: %w", err)
 		}
 	}
-	if err := bw.WriteByte(0); err != nil {
+	buf = append(buf[:0], 0)
+	buf = s.appendAliases(buf)
+	if _, err := bw.Write(buf); err != nil {
 		return fmt.Errorf("write snapshot: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
@@ -160,7 +164,9 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // samples it does not have yet. It returns the number of series that
 // received samples and the newest sample time restored (0 if none).
 //
-// Any input that is not a complete, intact version-1 snapshot is rejected
+// Aliases (AddAlias) are registered again, within the table's bounds.
+//
+// Any input that is not a complete, intact snapshot is rejected
 // with an error wrapping ErrBadSnapshot before the store is touched.
 func (s *Store) ReadSnapshot(r io.Reader) (restored int, newest int64, err error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxSnapshotSize+1))
@@ -171,7 +177,7 @@ func (s *Store) ReadSnapshot(r io.Reader) (restored int, newest int64, err error
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := decodeSnapshot(payload, version, nil); err != nil {
+	if err := decodeSnapshot(payload, version, nil, nil); err != nil {
 		return 0, 0, err
 	}
 	minT := s.nowMs() - s.retentionMs
@@ -208,7 +214,7 @@ func (s *Store) ReadSnapshot(r io.Reader) (restored int, newest int64, err error
 			restored++
 			newest = max(newest, after)
 		}
-	})
+	}, func(alias, name string) { s.AddAlias(alias, name) })
 	return restored, newest, err
 }
 
@@ -242,7 +248,7 @@ func checkSnapshot(data []byte) ([]byte, uint32, error) {
 // decodeSnapshot walks the payload. With apply nil it only validates and
 // allocates nothing per series; otherwise it calls apply per series (the
 // labels and samples are only valid during the call).
-func decodeSnapshot(p []byte, version uint32, apply func(hash uint64, lset labels.Labels, start int64, samples []Sample)) error {
+func decodeSnapshot(p []byte, version uint32, apply func(hash uint64, lset labels.Labels, start int64, samples []Sample), applyAlias func(alias, name string)) error {
 	d := snapDecoder{p: p}
 	var (
 		b       labels.ScratchBuilder
@@ -317,8 +323,58 @@ func decodeSnapshot(p []byte, version uint32, apply func(hash uint64, lset label
 			apply(hash, b.Labels(), int64(start), samples)
 		}
 	}
+	if version >= 2 {
+		if err := d.aliases(applyAlias); err != nil {
+			return err
+		}
+	}
 	if len(d.p) != 0 {
 		return fmt.Errorf("%w: %d bytes after the end marker", ErrBadSnapshot, len(d.p))
+	}
+	return nil
+}
+
+// appendAliases appends the alias section: every (alias, stored name)
+// pair of the alias table.
+func (s *Store) appendAliases(buf []byte) []byte {
+	type pair struct{ alias, name string }
+	var pairs []pair
+	s.aliases.m.Range(func(k, v any) bool {
+		for _, n := range v.([]string) {
+			pairs = append(pairs, pair{k.(string), n})
+		}
+		return true
+	})
+	buf = binary.AppendUvarint(buf, uint64(len(pairs)))
+	for _, p := range pairs {
+		buf = binary.AppendUvarint(buf, uint64(len(p.alias)))
+		buf = append(buf, p.alias...)
+		buf = binary.AppendUvarint(buf, uint64(len(p.name)))
+		buf = append(buf, p.name...)
+	}
+	return buf
+}
+
+// aliases walks the alias section, calling apply (if not nil) per pair.
+func (d *snapDecoder) aliases(apply func(alias, name string)) error {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.p))/4 { // each pair takes at least 4 bytes
+		return fmt.Errorf("%w: %d aliases exceed the input", ErrBadSnapshot, n)
+	}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		alias, name := d.bytes(), d.bytes()
+		if d.err != nil {
+			break
+		}
+		if len(alias) == 0 || len(name) == 0 {
+			return fmt.Errorf("%w: alias %d has an empty name", ErrBadSnapshot, i)
+		}
+		if apply != nil {
+			apply(string(alias), string(name))
+		}
+	}
+	if d.err != nil {
+		return fmt.Errorf("%w: aliases: %w", ErrBadSnapshot, d.err)
 	}
 	return nil
 }

@@ -174,6 +174,10 @@ func TestReadSnapshotRejectsBadInput(t *testing.T) {
 		{"times not increasing", "not strictly increasing", sealSnapshot(1, append(rawSeries(1, []string{"__name__", "m"}, []int64{999_000, 999_000}), 0))},
 		{"huge label count", "exceed the input", sealSnapshot(1, append(binary.AppendUvarint(nil, 1<<40), make([]byte, 9)...))},
 		{"varint overflow", "overflows", sealSnapshot(1, bytes.Repeat([]byte{0xff}, 11))},
+		{"no alias section", "aliases", sealSnapshot(2, end)},
+		{"alias cut", "aliases", sealSnapshot(2, []byte{0, 1, 3, 'a', 'b'})},
+		{"empty alias", "empty name", sealSnapshot(2, []byte{0, 1, 0, 5, 'a', 'b', 'c', 'd', 'e'})},
+		{"huge alias count", "exceed the input", sealSnapshot(2, append([]byte{0}, binary.AppendUvarint(nil, 1<<40)...))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := New(Config{}, Settings{Now: fixedClock(1_000_000)})
@@ -208,8 +212,9 @@ func FuzzReadSnapshot(f *testing.F) {
 	// reaches the payload decoder past the checksum.
 	f.Add(buf.Bytes(), false)
 	f.Add(buf.Bytes()[snapHeaderLen:buf.Len()-snapTrailerLen], true)
-	f.Add([]byte{0}, true)
-	f.Add(append(rawSeries(1, []string{"__name__", "m"}, []int64{999_000, 999_500}), 0), true)
+	f.Add([]byte{0, 0}, true)
+	f.Add([]byte{0, 1, 1, 'a', 1, 'm'}, true)
+	f.Add(append(rawSeries(1, []string{"__name__", "m"}, []int64{999_000, 999_500}), 0, 0), true)
 	f.Add([]byte("KOSSNAP\n"), false)
 	f.Fuzz(func(t *testing.T, in []byte, seal bool) {
 		if seal {
@@ -318,4 +323,30 @@ func BenchmarkSnapshot(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestSnapshotKeepsAliases: legacy aliases survive a restart, so triggers
+// written with an alias answer before the next Export of their metric.
+func TestSnapshotKeepsAliases(t *testing.T) {
+	src := New(Config{}, Settings{Now: fixedClock(1_000_000)})
+	ref := mustCreate(t, src, 1, "__name__", "app_frontend_requests_total", "pod", "a")
+	require.NoError(t, src.Append(ref, 999_000, 3))
+	_, ok := src.AddAlias("app_frontend_requests", "app_frontend_requests_total")
+	require.True(t, ok)
+	_, ok = src.AddAlias("app_frontend_requests", "app_frontend_requests_ratio_total")
+	require.True(t, ok)
+	var buf bytes.Buffer
+	require.NoError(t, src.WriteSnapshot(&buf))
+
+	dst := New(Config{}, Settings{Now: fixedClock(1_000_000)})
+	restored, _, err := dst.ReadSnapshot(&buf)
+	require.NoError(t, err)
+	require.Equal(t, 1, restored)
+	alias := labels.MustNewMatcher(labels.MatchEqual, "__name__", "app_frontend_requests")
+	got := dst.Select(nil, alias)
+	require.Len(t, got, 1)
+	assert.Equal(t, "app_frontend_requests_total", dst.Labels(got[0]).Get("__name__"))
+	v, ok := dst.aliases.m.Load("app_frontend_requests")
+	require.True(t, ok)
+	assert.ElementsMatch(t, []string{"app_frontend_requests_total", "app_frontend_requests_ratio_total"}, v.([]string))
 }

@@ -169,6 +169,7 @@ type Store struct {
 	// it (tests) every call reads the injected clock.
 	clock   atomic.Int64
 	gen     atomic.Uint64
+	clog    createLog // refs by creation generation, for CreatedSince
 	live    atomic.Int64
 	nextRef atomic.Uint32 // refs below it may name a series
 	index   hashIndex
@@ -313,6 +314,7 @@ func (s *Store) Create(hash uint64, lset labels.Labels) (SeriesRef, error) {
 	s.index.insert(hash, ref)
 	s.perMetric[mid]++
 	s.live.Add(1)
+	s.clog.created(s.gen.Load()+1, ref) // before the generation moves (createLog)
 	s.gen.Add(1)
 	s.m.created.Inc()
 	return ref, nil

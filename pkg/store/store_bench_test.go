@@ -16,6 +16,7 @@ var (
 	sinkSample Sample
 	sinkRefs   []SeriesRef
 	sinkLabels labels.Labels
+	sinkN      int
 )
 
 const benchT0 = int64(1_700_000_000_000)
@@ -155,8 +156,9 @@ func BenchmarkSelect(b *testing.B) {
 }
 
 // BenchmarkRead covers the evaluator's per-series reads: a 5-minute Range
-// window (20 samples at 15 s), Latest, and cached Labels. All must be
-// allocation-free with a reused dst.
+// window (20 samples at 15 s), Latest, and cached Labels, and the
+// zero-copy read path (ScanRange, Window plus Scan, Reader.Latest) over 1-
+// and 5-minute windows. All must be allocation-free with a reused dst.
 //
 // go test -run '^$' -bench '^BenchmarkRead$' -benchmem -cpu 2 -benchtime 200ms ./pkg/store
 func BenchmarkRead(b *testing.B) {
@@ -185,6 +187,47 @@ func BenchmarkRead(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			sinkSample, _ = s.Latest(ref, maxt)
+		}
+		if sinkSample.T != maxt {
+			b.Fatalf("latest %v", sinkSample)
+		}
+	})
+	// The zero-copy path the evaluator uses: a resolved Handle, a Reader
+	// per batch, and one pass over the ring in place.
+	h, rd := s.Handle(ref), s.Reader()
+	for _, window := range []int64{60_000, 300_000} {
+		b.Run(fmt.Sprintf("op=scan_range/window=%dm", window/60_000), func(b *testing.B) {
+			var sc Scan
+			b.ReportAllocs()
+			for b.Loop() {
+				sinkN = rd.ScanRange(&sc, h, maxt-window, maxt)
+			}
+			if sinkN != int(window/15_000) || sc.N != sinkN {
+				b.Fatalf("scanned %d samples (%+v), want %d", sinkN, sc, window/15_000)
+			}
+		})
+		b.Run(fmt.Sprintf("op=window_scan/window=%dm", window/60_000), func(b *testing.B) {
+			var (
+				win Window
+				sc  Scan
+			)
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Window(&win, h, maxt-window, maxt)
+				win.Scan(&sc)
+				if !win.Valid() {
+					b.Fatal("concurrent write in a single-goroutine benchmark")
+				}
+			}
+			if sc.N != int(window/15_000) {
+				b.Fatalf("scanned %+v, want %d samples", sc, window/15_000)
+			}
+		})
+	}
+	b.Run("op=reader_latest", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			sinkSample, _ = rd.Latest(h, maxt)
 		}
 		if sinkSample.T != maxt {
 			b.Fatalf("latest %v", sinkSample)

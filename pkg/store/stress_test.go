@@ -52,6 +52,7 @@ func TestStress(t *testing.T) {
 		ooo      atomic.Int64
 		reads    atomic.Int64
 		failures atomic.Int64
+		retries  atomic.Int64 // window reads retried after a concurrent write
 		wg       sync.WaitGroup
 	)
 	fail := func(format string, args ...any) {
@@ -83,7 +84,10 @@ func TestStress(t *testing.T) {
 	}
 	for r := range nReaders {
 		wg.Go(func() {
-			var buf []Sample
+			var (
+				buf, wbuf []Sample
+				win       Window
+			)
 			for k := 0; running(); k++ {
 				i := (k*7 + r) % nSeries
 				buf = s.Range(buf[:0], refs[i], 0, math.MaxInt64)
@@ -97,6 +101,37 @@ func TestStress(t *testing.T) {
 				}
 				if smp, ok := s.Latest(refs[i], math.MaxInt64); ok && smp.V != stressValue(i, smp.T) {
 					fail("series %d: latest %v is not one written", i, smp)
+				}
+				// The zero-copy path: a window over the newest samples,
+				// read in place with the retry protocol, and Reader.Latest.
+				rd, h := s.Reader(), s.Handle(refs[i])
+				mint := int64(math.MinInt64 / 2)
+				if len(buf) > 0 {
+					mint = buf[len(buf)-1].T - int64(k%8)
+				}
+				for {
+					rd.Window(&win, h, mint, math.MaxInt64)
+					wbuf = win.AppendTo(wbuf[:0])
+					if win.Valid() {
+						break
+					}
+					retries.Add(1)
+				}
+				for j, smp := range wbuf {
+					if smp.V != stressValue(i, smp.T) || smp.T <= mint {
+						fail("series %d: window sample %v is not one written after %d", i, smp, mint)
+					}
+					if j > 0 && smp.T <= wbuf[j-1].T {
+						fail("series %d: window order broken at %d: %v after %v", i, j, smp, wbuf[j-1])
+					}
+				}
+				var sc Scan
+				if rd.ScanRange(&sc, h, mint, math.MaxInt64) > 0 && sc.N > 0 &&
+					(sc.FirstV != stressValue(i, sc.FirstT) || sc.LastV != stressValue(i, sc.LastT) || sc.FirstT <= mint || sc.LastT < sc.FirstT || sc.Drops != 0) {
+					fail("series %d: scan %+v is not of samples written after %d", i, sc, mint)
+				}
+				if smp, ok := rd.Latest(h, math.MaxInt64); ok && smp.V != stressValue(i, smp.T) {
+					fail("series %d: reader latest %v is not one written", i, smp)
 				}
 				if got := s.Labels(refs[i]).Get("i"); got != strconv.Itoa(i) {
 					fail("series %d: labels of %s", i, got)
@@ -134,7 +169,7 @@ func TestStress(t *testing.T) {
 	})
 	wg.Wait()
 	require.Zero(t, failures.Load())
-	t.Logf("written=%d out_of_order=%d reads=%d created=%d", written.Load(), ooo.Load(), reads.Load(), created.Load())
+	t.Logf("written=%d out_of_order=%d reads=%d created=%d window_retries=%d", written.Load(), ooo.Load(), reads.Load(), created.Load(), retries.Load())
 	assert.Positive(t, written.Load())
 	assert.Positive(t, reads.Load())
 	assert.Equal(t, uint64(written.Load()+created.Load()+nSeries), s.m.samples.load(), "every accepted append counted")

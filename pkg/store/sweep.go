@@ -121,6 +121,7 @@ func (s *Store) Sweep() int {
 	s.index.compact()
 	if removed > 0 {
 		s.live.Add(int64(-removed))
+		s.clog.lastDel.Store(s.gen.Load() + 1) // before the generation moves (createLog)
 		s.gen.Add(1)
 		s.m.removed.Add(float64(removed))
 	}

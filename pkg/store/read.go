@@ -1,0 +1,367 @@
+package store
+
+import (
+	"math"
+	"sync/atomic"
+
+	"github.com/prometheus/prometheus/model/value"
+)
+
+// This file is the zero-copy read path used by the query evaluator: a
+// Handle resolves a ref to its series once, a Reader fixes the clock for a
+// batch of reads, and a Window reads a series' samples in place, straight
+// from the seqlock-protected ring (see memSeries for the protocol).
+
+// Handle is a series resolved once, so repeated reads skip the series
+// table. The zero Handle names no series and reads as empty.
+//
+// Invariant: a Handle holds its series' *memSeries, and a memSeries is
+// never reused for another series: deletion marks it dead (every later
+// read sees nothing), and a reused ref gets a new memSeries. So a stale
+// Handle can only read empty, never another series' samples. Generation
+// changes on every delete, so holders re-resolve their Handles (Store.Handle)
+// whenever Generation moved, including when Select returns the same refs
+// (a ref deleted and re-created with the same labels is a new series).
+type Handle struct{ ms *memSeries }
+
+// Handle returns the handle of the series behind ref, or the zero Handle
+// when ref names no live series. It takes no lock and does not allocate.
+func (s *Store) Handle(ref SeriesRef) Handle { return Handle{ms: s.get(ref)} }
+
+// IsZero reports whether h names no series.
+func (h Handle) IsZero() bool { return h.ms == nil }
+
+// Reader fixes "now" (the retention edge) and the freshness settings for
+// a batch of reads, such as one query evaluation, so the clock is read
+// once per batch instead of once per series. A Reader is a value; it holds
+// no resources.
+type Reader struct {
+	oldest    int64 // samples with T < oldest are past the retention
+	freshMs   int64 // < 0: freshness disabled
+	retention int64
+}
+
+// Reader returns a Reader whose retention edge is the store's current time.
+func (s *Store) Reader() Reader {
+	return Reader{oldest: s.nowMs() - s.retentionMs, freshMs: s.freshMs, retention: s.retentionMs}
+}
+
+// Latest is Store.Latest for a resolved series at the Reader's time:
+// the newest sample with T <= maxt and T within the retention, or the
+// synthetic stale marker that ends it when maxt is past its freshness
+// window. It takes no lock and does not allocate.
+func (r Reader) Latest(h Handle, maxt int64) (Sample, bool) {
+	ms := h.ms
+	if ms == nil {
+		return Sample{}, false
+	}
+	for {
+		m, p, ok := ms.trySnapshot()
+		var w []uint64
+		if !ok {
+			m, w = ms.snapshot()
+		} else if p != nil {
+			w = ringView(p, int(m>>24&0xfff))
+		}
+		head, n, c := unpackMeta(m)
+		if m&metaDead != 0 || n == 0 {
+			return Sample{}, false
+		}
+		base := int64(atomic.LoadUint64(&w[0]))
+		// The newest sample, or by binary search the newest at or
+		// before maxt (an offset query).
+		j := n - 1
+		s := wrap(head+j, c)
+		off := offAt(w, s)
+		if off > maxt-base {
+			j = searchAfter(w, head, c, 0, n-1, maxt-base) - 1
+			if j < 0 {
+				if ms.meta.Load() == m {
+					return Sample{}, false
+				}
+				continue
+			}
+			s = wrap(head+j, c)
+			off = offAt(w, s)
+		}
+		v := slotV(w, s)
+		f := r.freshMs
+		if f >= 0 && j > 0 {
+			f = max(f, 3*(off-offAt(w, wrap(head+j-1, c))))
+		}
+		if ms.meta.Load() != m {
+			continue
+		}
+		t := base + off
+		if t < r.oldest {
+			return Sample{}, false
+		}
+		if r.freshMs >= 0 && !value.IsStaleNaN(v) {
+			if end := t + min(f, r.retention); maxt >= end {
+				return Sample{T: end, V: math.Float64frombits(value.StaleNaN)}, true
+			}
+		}
+		return Sample{T: t, V: v}, true
+	}
+}
+
+// trySnapshot is snapshot's common case, small enough to inline into the
+// read loops: meta (even), the ring pointer, meta again unchanged. When ok
+// is false a writer is inside; call snapshot. (snapshot itself does not
+// inline, and the call was a tenth of a rate's cost.)
+func (ms *memSeries) trySnapshot() (m uint64, p *uint64, ok bool) {
+	m = ms.meta.Load()
+	p = ms.ring.Load()
+	return m, p, m&seqOne == 0 && ms.meta.Load() == m
+}
+
+// Range is Store.Range for a resolved series at the Reader's time: it
+// appends the samples with mint < T <= maxt to dst, stale markers
+// included.
+func (r Reader) Range(dst []Sample, h Handle, mint, maxt int64) []Sample {
+	if h.ms == nil {
+		return dst
+	}
+	return h.ms.appendRange(dst, max(mint, r.oldest-1), maxt)
+}
+
+// Window is a zero-copy view of one series' samples with mint < T <= maxt
+// (stale markers included), read in place from the series' ring.
+//
+// Read protocol (the seqlock of memSeries, split so the caller can compute
+// while it reads): Reader.Window takes a consistent (meta, ring) snapshot
+// and locates the window; At reads slots of that ring with atomic loads;
+// Valid re-loads meta. Only when Valid returns true, after the last At, are
+// the values read consistent (each sample whole, in time order, exactly the
+// samples in the window at the snapshot). When it returns false a writer
+// overwrote slots meanwhile: the caller must discard everything it computed
+// from the window and call Reader.Window again. Until then At may return
+// mixed or garbage values but never reads out of bounds: the ring the
+// snapshot loaded matches its capacity and stays alive (GC) while the
+// Window does. A write is a handful of stores, so retries are rare.
+type Window struct {
+	ms   *memSeries
+	m    uint64   // meta at the snapshot
+	w    []uint64 // the ring at the snapshot
+	base int64
+	j0   int // slot of the window's first sample
+	c    int // ring capacity
+	n    int // samples in the window
+}
+
+// linearScan is how many samples Window steps back from the newest end
+// before switching to a binary search: a rate over a short range usually
+// covers only the last few samples.
+const linearScan = 8
+
+// Window sets win to the view of h's samples with mint < T <= maxt,
+// oldest first. Samples older than the retention are outside every
+// window. It fills win in place (a returned 72-byte struct would cost a
+// store-forwarding stall per series), takes no lock and does not allocate.
+func (r Reader) Window(win *Window, h Handle, mint, maxt int64) {
+	ms := h.ms
+	if ms == nil {
+		*win = Window{}
+		return
+	}
+	mint = max(mint, r.oldest-1)
+	m, w := ms.snapshot()
+	win.ms, win.m, win.n = ms, m, 0
+	head, n, c := unpackMeta(m)
+	if m&metaDead != 0 || n == 0 {
+		return
+	}
+	base := int64(atomic.LoadUint64(&w[0]))
+	// Bounds relative to base, so the search compares raw offsets.
+	lob, hib := mint-base, maxt-base
+	hi := n
+	if offAt(w, wrap(head+n-1, c)) > hib {
+		hi = searchAfter(w, head, c, 0, n-1, hib)
+	}
+	lo := hi
+	for steps := 0; lo > 0 && steps < linearScan; steps++ {
+		if offAt(w, wrap(head+lo-1, c)) <= lob {
+			break
+		}
+		lo--
+	}
+	if lo > 0 && hi-lo == linearScan {
+		lo = searchAfter(w, head, c, 0, lo, lob)
+	}
+	win.w, win.base, win.j0, win.c, win.n = w, base, wrap(head+lo, c), c, hi-lo
+}
+
+// searchAfter returns the first logical position in [lo, hi) whose offset
+// is greater than bound, or hi. Offsets ascend with the position.
+func searchAfter(w []uint64, head, c, lo, hi int, bound int64) int {
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if offAt(w, wrap(head+mid, c)) > bound {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
+// Len returns the number of samples in the window.
+func (w *Window) Len() int { return w.n }
+
+// At returns the window's i-th sample, 0 <= i < Len(), oldest first. See
+// Window for when the values may be trusted.
+func (w *Window) At(i int) (int64, float64) {
+	j := w.j0 + i
+	if j >= w.c {
+		j -= w.c
+	}
+	off := int64(uint32(atomic.LoadUint64(&w.w[3+3*(j>>1)]) >> (32 * uint(j&1))))
+	return w.base + off, math.Float64frombits(atomic.LoadUint64(&w.w[1+3*(j>>1)+j&1]))
+}
+
+// Valid reports whether no writer changed the series since the snapshot,
+// so every value At returned so far is consistent. The zero Window (no
+// series) is always valid.
+func (w *Window) Valid() bool { return w.ms == nil || w.ms.meta.Load() == w.m }
+
+// AppendTo appends the window's samples to dst. Like At, the result is
+// only consistent if Valid returns true afterwards.
+func (w *Window) AppendTo(dst []Sample) []Sample {
+	for i := range w.n {
+		t, v := w.At(i)
+		dst = append(dst, Sample{T: t, V: v})
+	}
+	return dst
+}
+
+// Scan summarises a window's samples other than stale markers, as
+// Window.Scan computes it in one pass.
+type Scan struct {
+	N             int // samples other than stale markers
+	FirstT, LastT int64
+	FirstV, LastV float64
+	// Drops counts the samples lower than the one before them (counter
+	// resets); FirstDrop is the value before the first drop.
+	Drops     int
+	FirstDrop float64
+}
+
+// Scan fills s with the summary of the window's non-stale samples, the
+// pass that rate, increase and delta need, with the ring's words in
+// registers instead of one At call per sample. Like At, the result is only
+// consistent if Valid returns true afterwards.
+func (w *Window) Scan(s *Scan) {
+	ww, base, c, j := w.w, w.base, w.c, w.j0
+	var (
+		cnt, drops          int
+		firstT, lastT       int64
+		firstV, prev, drop0 float64
+	)
+	for range w.n {
+		k := 3 * (j >> 1)
+		off := int64(uint32(atomic.LoadUint64(&ww[k+3]) >> (32 * uint(j&1))))
+		v := math.Float64frombits(atomic.LoadUint64(&ww[k+1+j&1]))
+		if j++; j == c {
+			j = 0
+		}
+		if value.IsStaleNaN(v) {
+			continue
+		}
+		switch {
+		case cnt == 0:
+			firstT, firstV = base+off, v
+		case v < prev:
+			if drops == 0 {
+				drop0 = prev
+			}
+			drops++
+		}
+		prev, lastT = v, base+off
+		cnt++
+	}
+	// Field by field: a composite literal is built on the stack and
+	// copied with 16-byte loads of 8-byte stores, a store-forwarding
+	// stall per call.
+	s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = cnt, firstT, lastT, firstV, prev, drops, drop0
+}
+
+// ScanRange fills s with the Scan of h's samples with mint < T <= maxt
+// and returns how many samples that range holds, stale markers included.
+// It reads the ring once, newest first, and stops at the first sample at
+// or before mint, so it touches each sample of the range once (Window plus
+// Window.Scan touch them twice). It retries on a concurrent write, so s is
+// consistent. It takes no lock and does not allocate.
+func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
+	ms := h.ms
+	if ms == nil {
+		*s = Scan{}
+		return 0
+	}
+	mint = max(mint, r.oldest-1)
+	for {
+		m, p, ok := ms.trySnapshot()
+		var w []uint64
+		if !ok {
+			m, w = ms.snapshot()
+		} else if p != nil {
+			w = ringView(p, int(m>>24&0xfff))
+		}
+		head, n, c := unpackMeta(m)
+		if m&metaDead != 0 || n == 0 {
+			*s = Scan{}
+			return 0
+		}
+		base := int64(atomic.LoadUint64(&w[0]))
+		lob, hib := mint-base, maxt-base
+		hi := n
+		if offAt(w, wrap(head+n-1, c)) > hib {
+			hi = searchAfter(w, head, c, 0, n-1, hib)
+		}
+		var (
+			total, cnt, drops          int
+			firstOff, lastOff          int64
+			firstV, lastV, next, drop0 float64
+		)
+		j := head + hi - 1 // the newest sample in range, if hi > 0
+		if j >= c {
+			j -= c
+		} else if j < 0 {
+			j += c
+		}
+		for range hi {
+			k := 3 * (j >> 1)
+			off := int64(uint32(atomic.LoadUint64(&w[k+3]) >> (32 * uint(j&1))))
+			if off <= lob {
+				break
+			}
+			v := math.Float64frombits(atomic.LoadUint64(&w[k+1+j&1]))
+			total++
+			if j--; j < 0 {
+				j = c - 1
+			}
+			if value.IsStaleNaN(v) {
+				continue
+			}
+			// Newest first: v is older than next, so a drop (a counter
+			// reset) is next < v, and the value before it is v. The
+			// last drop found is the oldest, FirstDrop.
+			if cnt == 0 {
+				lastOff, lastV = off, v
+			} else if next < v {
+				drops++
+				drop0 = v
+			}
+			next, firstOff, firstV = v, off, v
+			cnt++
+		}
+		if ms.meta.Load() != m {
+			continue
+		}
+		if cnt == 0 {
+			*s = Scan{}
+			return total
+		}
+		s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = cnt, base+firstOff, base+lastOff, firstV, lastV, drops, drop0
+		return total
+	}
+}
