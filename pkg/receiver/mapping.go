@@ -484,20 +484,14 @@ func (b *batch) Point(p *otlpwire.Point) {
 	if b.skip {
 		return
 	}
-	if len(b.stg.points) == stageSize {
-		b.flush()
-	}
 	r := b.point(p)
 	switch {
 	case r == reasonStaged:
 		return // counted when the stage is flushed
 	case r != reasonNone:
-		if len(b.stg.points) > 0 {
-			// Earlier points first, so rejections are recorded in
-			// request order; then this point's labels again.
-			b.flush()
-			b.curPt, b.built = p, false
-		}
+		// Earlier points first, so rejections are recorded in request
+		// order.
+		b.flushKeep(p)
 		b.reject(r, 1, b.pointExample)
 		return
 	}
@@ -603,10 +597,14 @@ func (b *batch) point(p *otlpwire.Point) reason {
 			v = staleV
 		}
 		if p.Raw {
-			return b.stagePoint(p.RawAttrs, t, v, stale)
+			return b.stagePoint(p, t, v, stale)
 		}
 		return b.series(variantMain, nil, t, v, stale)
 	case kindHistogram:
+		if p.Raw && !stale && b.stageHistogram(p, t) {
+			return reasonStaged
+		}
+		b.flushKeep(p) // appended at once: earlier samples first
 		return b.histogram(p, t, stale)
 	case kindExpHistogram:
 		b.expHist++

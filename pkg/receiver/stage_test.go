@@ -56,6 +56,22 @@ func TestStagedAppendsMatchPointByPoint(t *testing.T) {
 		{"stages that fill up", Config{}, store.Config{}, []*metricspb.Metric{
 			gauge("g", "", append(many(3*stageSize+5), many(2*stageSize)...)...), // the repeats are duplicates
 		}},
+		{"histograms", Config{}, store.Config{}, []*metricspb.Metric{
+			hist("h", "s", cumulative,
+				hdp(attrs("pod", "a"), tsNs(10), []float64{0.5, 1}, []uint64{1, 2, 3}, ptr(1.5)),
+				hdp(attrs("pod", "a"), tsNs(20), []float64{0.5, 1}, []uint64{1, 2, 3}, ptr(1.5)), // out of order
+				hdp(attrs("pod", "b"), tsNs(10), []float64{0.5, 1}, []uint64{1, 1, 1}, nil),
+				&metricspb.HistogramDataPoint{Attributes: attrs("pod", "a"), TimeUnixNano: tsNs(9), Flags: 1}, // marker: appended at once
+				hdp(attrs("pod", "a"), tsNs(8), []float64{0.5, 1}, []uint64{2, 2, 3}, ptr(2.5)),
+				hdp(attrs("pod", "c"), tsNs(10), bounds(40), make([]uint64, 41), nil),       // too many buckets to stage
+				hdp(attrs("pod", "b"), tsNs(10), []float64{0.5, 1}, []uint64{1, 1, 2}, nil), // duplicate timestamp
+				hdp(attrs("pod", "d"), tsNs(10), []float64{0.25, 0.5, 1}, []uint64{1, 1, 1, 1}, ptr(1.0)),
+			),
+			gauge("g", "", dpD(attrs("pod", "a"), tsNs(10), 1)),
+		}},
+		{"histogram stages that fill up", Config{}, store.Config{}, []*metricspb.Metric{
+			hist("h", "s", cumulative, manyHist(3*stageSize)...),
+		}},
 		// The store's label limit is below the receiver's: the first point
 		// is refused when its staged append creates the series, the second
 		// at once by the receiver. The example must be the first one.
@@ -84,4 +100,24 @@ func TestStagedAppendsMatchPointByPoint(t *testing.T) {
 			require.NotEmpty(t, dump(fw.st))
 		})
 	}
+}
+
+// bounds returns n increasing bucket bounds.
+func bounds(n int) []float64 {
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = float64(i + 1)
+	}
+	return out
+}
+
+// manyHist returns n histogram points of distinct series, some with more
+// buckets than others, so stages fill at different points.
+func manyHist(n int) []*metricspb.HistogramDataPoint {
+	var dps []*metricspb.HistogramDataPoint
+	for i := range n {
+		nb := 1 + i%12
+		dps = append(dps, hdp(attrs("pod", "p"+string(rune('a'+i%26))+string(rune('a'+i/26))), tsNs(10), bounds(nb), make([]uint64, nb+1), ptr(float64(i))))
+	}
+	return dps
 }
