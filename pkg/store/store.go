@@ -445,19 +445,19 @@ func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
 	}
 }
 
-// Prefetch reads what Append to ref reads first (the series header and the
-// base of its ring) and changes nothing. Called for a batch of series
-// before appending to each, it lets their cache misses overlap instead of
-// queueing one behind another: at 1M series ingest is bound by memory
-// latency (performance.md §2).
+// Prefetch reads what Append to ref reads (the series header, the base of
+// its ring and its newest slot) and changes nothing. Called for a batch of
+// series before appending to each, it lets their cache misses overlap
+// instead of queueing one behind another: at 1M series ingest is bound by
+// memory latency (performance.md §2).
 func (s *Store) Prefetch(ref SeriesRef) {
 	ms := s.get(ref)
 	if ms == nil {
 		return
 	}
-	_ = ms.meta.Load()
-	if p := ms.ring.Load(); p != nil {
-		_ = atomic.LoadUint64(p)
+	m, w := ms.snapshot() // a consistent (capacity, ring) pair, as readers take it
+	if head, n, c := unpackMeta(m); w != nil && n > 0 {
+		_ = slotT(w, wrap(head+n-1, c))
 	}
 }
 

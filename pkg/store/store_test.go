@@ -452,3 +452,38 @@ func TestIndexKeysWithZeroLowHalf(t *testing.T) {
 		assert.Equal(t, strconv.Itoa(i), s2.Labels(got).Get("i"))
 	}
 }
+
+// TestPrefetchWhileAppending runs Prefetch against series whose rings
+// grow, re-base and wrap under concurrent appends (run with -race): it
+// must never fault or block, and it changes nothing.
+func TestPrefetchWhileAppending(t *testing.T) {
+	t.Parallel()
+	s := New(Config{MaxSamplesPerSeries: 64}, Settings{})
+	var refs []SeriesRef
+	for i := range 16 {
+		ref, err := s.Create(uint64(i+1), labels.FromStrings("__name__", "m", "i", strconv.Itoa(i)))
+		require.NoError(t, err)
+		refs = append(refs, ref)
+	}
+	t0 := time.Now().UnixMilli() - 60_000
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for k := range 2000 {
+			for _, ref := range refs {
+				_ = s.Append(ref, t0+int64(k), float64(k))
+			}
+		}
+	})
+	for range 2000 {
+		for _, ref := range refs {
+			s.Prefetch(ref)
+		}
+		s.Prefetch(SeriesRef(1 << 20)) // unknown: nothing
+	}
+	wg.Wait()
+	for _, ref := range refs {
+		last, ok := s.LastSampleTime(ref)
+		require.True(t, ok)
+		assert.Equal(t, t0+1999, last)
+	}
+}
