@@ -287,10 +287,15 @@ func (w *Window) Scan(s *Scan) {
 
 // ScanRange fills s with the Scan of h's samples with mint < T <= maxt
 // and returns how many samples that range holds, stale markers included.
-// It reads the ring once, newest first, and stops at the first sample at
-// or before mint, so it touches each sample of the range once (Window plus
-// Window.Scan touch them twice). It retries on a concurrent write, so s is
-// consistent. It takes no lock and does not allocate.
+// It retries on a concurrent write, so s is consistent. It takes no lock
+// and does not allocate.
+//
+// It reads the range's offsets newest first, stopping at the first sample
+// at or before mint, then its values oldest first. The value loop is the
+// common case only: no stale marker and no drop (counter reset); a range
+// with either is summarised again by scanSlots. Each loop keeps a handful
+// of values live, so both run in registers: one loop doing everything
+// spilled and reloaded most of its state every sample.
 func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 	ms := h.ms
 	if ms == nil {
@@ -317,51 +322,67 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 		if offAt(w, wrap(head+n-1, c)) > hib {
 			hi = searchAfter(w, head, c, 0, n-1, hib)
 		}
-		var (
-			total, cnt, drops          int
-			firstOff, lastOff          int64
-			firstV, lastV, next, drop0 float64
-		)
-		j := head + hi - 1 // the newest sample in range, if hi > 0
+		// Offsets, newest first: j ends on the slot before the range's
+		// oldest sample, total is the samples in range. (A logical
+		// position p is slot wrap(head+p, c); hi <= n <= c.)
+		j := head + hi - 1
 		if j >= c {
 			j -= c
 		} else if j < 0 {
 			j += c
 		}
-		for range hi {
-			k := 3 * (j >> 1)
-			off := int64(uint32(atomic.LoadUint64(&w[k+3]) >> (32 * uint(j&1))))
-			if off <= lob {
-				break
-			}
-			v := math.Float64frombits(atomic.LoadUint64(&w[k+1+j&1]))
+		total := 0
+		for total < hi && offAt(w, j) > lob {
 			total++
 			if j--; j < 0 {
 				j = c - 1
 			}
-			if value.IsStaleNaN(v) {
+		}
+		if total == 0 {
+			if ms.meta.Load() != m {
 				continue
 			}
-			// Newest first: v is older than next, so a drop (a counter
-			// reset) is next < v, and the value before it is v. The
-			// last drop found is the oldest, FirstDrop.
-			if cnt == 0 {
-				lastOff, lastV = off, v
-			} else if next < v {
-				drops++
-				drop0 = v
+			*s = Scan{}
+			return 0
+		}
+		// Values, oldest first, while they are neither stale nor lower
+		// than the one before.
+		if j++; j == c {
+			j = 0
+		}
+		first := j
+		firstV := slotV(w, j)
+		lastV := firstV
+		k := 1
+		if !value.IsStaleNaN(firstV) {
+			for ; k < total; k++ {
+				if j++; j == c {
+					j = 0
+				}
+				v := slotV(w, j)
+				if v < lastV || value.IsStaleNaN(v) {
+					break
+				}
+				lastV = v
 			}
-			next, firstOff, firstV = v, off, v
-			cnt++
+		}
+		if k < total || value.IsStaleNaN(firstV) {
+			scanSlots(s, w, base, first, c, total)
+		} else {
+			s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = total, base+offAt(w, first), base+offAt(w, j), firstV, lastV, 0, 0
 		}
 		if ms.meta.Load() != m {
 			continue
 		}
-		if cnt == 0 {
-			*s = Scan{}
-			return total
-		}
-		s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = cnt, base+firstOff, base+lastOff, firstV, lastV, drops, drop0
 		return total
 	}
+}
+
+// scanSlots fills s with the Scan of the n samples from slot j of ring w
+// onwards, oldest first: Window.Scan's loop, for ScanRange's ranges with
+// stale markers or drops. Like At, the result is only consistent if the
+// caller's meta is unchanged afterwards.
+func scanSlots(s *Scan, w []uint64, base int64, j, c, n int) {
+	win := Window{w: w, base: base, j0: j, c: c, n: n}
+	win.Scan(s)
 }
