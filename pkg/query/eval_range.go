@@ -199,9 +199,31 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 		if err != nil {
 			return err
 		}
-		if ok {
-			g.add(i, f, n.dropName)
+		if !ok {
+			continue
 		}
+		// groupedSum.add and sumSink.addValue, by hand (kahanInc is too
+		// big to inline): the element's group, then its Kahan step.
+		gi := g.gi[i]
+		a := &g.acc[gi]
+		if a.n == 0 {
+			g.order = append(g.order, gi)
+			a.f = f
+		} else {
+			sum := a.f
+			s := sum + f
+			switch {
+			case math.IsInf(s, 0):
+				a.c = 0
+			case math.Abs(sum) >= math.Abs(f):
+				a.c += (sum - s) + f
+			default:
+				a.c += (f - s) + sum
+			}
+			a.f = s
+		}
+		a.n++
+		a.drop = a.drop || n.dropName
 	}
 	return nil
 }
