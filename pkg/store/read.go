@@ -244,6 +244,10 @@ type Scan struct {
 	// resets); FirstDrop is the value before the first drop.
 	Drops     int
 	FirstDrop float64
+
+	// span is the samples in the range ScanRange last summarised into
+	// this Scan: its guess for the next range's length (see ScanRange).
+	span int
 }
 
 // Scan fills s with the summary of the window's non-stale samples, the
@@ -322,35 +326,54 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 		if offAt(w, wrap(head+n-1, c)) > hib {
 			hi = searchAfter(w, head, c, 0, n-1, hib)
 		}
-		// Offsets, newest first: j ends on the slot before the range's
-		// oldest sample, total is the samples in range. (A logical
-		// position p is slot wrap(head+p, c); hi <= n <= c.)
-		j := head + hi - 1
-		if j >= c {
-			j -= c
-		} else if j < 0 {
-			j += c
-		}
-		total := 0
-		for total < hi && offAt(w, j) > lob {
-			total++
-			if j--; j < 0 {
-				j = c - 1
+		// The range's first sample, slot first, and its length total.
+		// The guess is the length of the last range scanned into s (a
+		// rate over series sampled together has the same length every
+		// series): it holds when its first sample is after mint and the
+		// sample before it, if any, is not; offsets ascend, so then the
+		// range is exactly those samples. Checking costs two offsets;
+		// the walk, one per sample. (Logical position p is slot
+		// wrap(head+p, c); hi <= n <= c.)
+		total, first := 0, 0
+		if g := s.span; g > 0 && g <= hi {
+			first = wrap(head+hi-g, c)
+			if offAt(w, first) > lob {
+				if g == hi {
+					total = g
+				} else if prev := first - 1; prev >= 0 && offAt(w, prev) <= lob || prev < 0 && offAt(w, c-1) <= lob {
+					total = g
+				}
 			}
 		}
 		if total == 0 {
-			if ms.meta.Load() != m {
-				continue
+			// Walk the offsets newest first; j ends on the slot before
+			// the range's first sample.
+			j := head + hi - 1
+			if j >= c {
+				j -= c
+			} else if j < 0 {
+				j += c
 			}
-			*s = Scan{}
-			return 0
+			for total < hi && offAt(w, j) > lob {
+				total++
+				if j--; j < 0 {
+					j = c - 1
+				}
+			}
+			if total == 0 {
+				if ms.meta.Load() != m {
+					continue
+				}
+				*s = Scan{}
+				return 0
+			}
+			if first = j + 1; first == c {
+				first = 0
+			}
 		}
 		// Values, oldest first, while they are neither stale nor lower
 		// than the one before.
-		if j++; j == c {
-			j = 0
-		}
-		first := j
+		j := first
 		firstV := slotV(w, j)
 		lastV := firstV
 		k := 1
@@ -371,6 +394,7 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 		} else {
 			s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = total, base+offAt(w, first), base+offAt(w, j), firstV, lastV, 0, 0
 		}
+		s.span = total
 		if ms.meta.Load() != m {
 			continue
 		}
