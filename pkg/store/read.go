@@ -373,26 +373,46 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 		}
 		// Values, oldest first, while they are neither stale nor lower
 		// than the one before.
-		j := first
-		firstV := slotV(w, j)
+		firstV := slotV(w, first)
 		lastV := firstV
-		k := 1
-		if !value.IsStaleNaN(firstV) {
-			for ; k < total; k++ {
+		last := first + total - 1 // the range's last slot, once wrapped
+		clean := !value.IsStaleNaN(firstV)
+		switch {
+		case !clean:
+		case last < c:
+			// Not wrapped: step through the words themselves. Slot
+			// 2i's value is word 1+3i, slot 2i+1's the next word, and
+			// slot 2i+2's two words on, past the pair's offsets.
+			vi, odd := 1+3*(first>>1)+first&1, first&1
+			for range total - 1 {
+				vi += 1 + odd
+				odd ^= 1
+				v := math.Float64frombits(atomic.LoadUint64(&w[vi]))
+				if v < lastV || value.IsStaleNaN(v) {
+					clean = false
+					break
+				}
+				lastV = v
+			}
+		default:
+			last -= c
+			j := first
+			for range total - 1 {
 				if j++; j == c {
 					j = 0
 				}
 				v := slotV(w, j)
 				if v < lastV || value.IsStaleNaN(v) {
+					clean = false
 					break
 				}
 				lastV = v
 			}
 		}
-		if k < total || value.IsStaleNaN(firstV) {
-			scanSlots(s, w, base, first, c, total)
+		if clean {
+			s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = total, base+offAt(w, first), base+offAt(w, last), firstV, lastV, 0, 0
 		} else {
-			s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = total, base+offAt(w, first), base+offAt(w, j), firstV, lastV, 0, 0
+			scanSlots(s, w, base, first, c, total)
 		}
 		s.span = total
 		if ms.meta.Load() != m {
@@ -410,3 +430,4 @@ func scanSlots(s *Scan, w []uint64, base int64, j, c, n int) {
 	win := Window{w: w, base: base, j0: j, c: c, n: n}
 	win.Scan(s)
 }
+
