@@ -131,9 +131,20 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 			err error
 		)
 		if fused {
-			var total int
-			f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
-			err = ev.charge(total)
+			// rateSeries, with its common case inline: the scan, then
+			// the memo's hit path.
+			if err = ev.charge(rd.ScanRange(&n.memo.scan, h, rangeStart, rangeEnd)); err != nil {
+				return err
+			}
+			sc := &n.memo.scan
+			if sc.N < 2 {
+				continue
+			}
+			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && n.memo.hit(sc, result, rangeStart, rangeEnd, isCounter) {
+				f, ok = result*n.memo.factor, true
+			} else {
+				f, ok = rateScanned(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+			}
 		} else {
 			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
 		}
@@ -190,9 +201,20 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 			err error
 		)
 		if fused {
-			var total int
-			f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
-			err = ev.charge(total)
+			// rateSeries, with its common case inline: the scan, then
+			// the memo's hit path.
+			if err = ev.charge(rd.ScanRange(&n.memo.scan, h, rangeStart, rangeEnd)); err != nil {
+				return err
+			}
+			sc := &n.memo.scan
+			if sc.N < 2 {
+				continue
+			}
+			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && n.memo.hit(sc, result, rangeStart, rangeEnd, isCounter) {
+				f, ok = result*n.memo.factor, true
+			} else {
+				f, ok = rateScanned(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+			}
 		} else {
 			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
 		}
@@ -465,12 +487,42 @@ func rateSeries(rd store.Reader, h store.Handle, win *store.Window, memo *rateMe
 	if isCounter && sc.Drops == 1 {
 		result += sc.FirstDrop
 	}
-	// The memo's hit path, inlined (see rateMemo.extrapolate).
-	if m := memo; m.ok && m.firstT == sc.FirstT && m.lastT == sc.LastT && m.n == sc.N && m.rangeStart == rangeStart && m.rangeEnd == rangeEnd &&
-		(!isCounter || !(result > 0 && sc.FirstV >= 0) || sc.FirstV >= result && m.dtsWithinInterval) {
-		return result * m.factor, true, total
+	if memo.hit(sc, result, rangeStart, rangeEnd, isCounter) {
+		return result * memo.factor, true, total
 	}
 	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true, total
+}
+
+// rateScanned is rateSeries after its scan (memo.scan, of at least two
+// samples) for the evaluator's loops, which take the common case inline
+// (no drop, a memo hit) and call this for the rest: several drops, whose
+// Window path re-reads the series, or a memo miss.
+func rateScanned(rd store.Reader, h store.Handle, win *store.Window, memo *rateMemo, rangeStart, rangeEnd, rng int64, isCounter, isRate bool) (float64, bool) {
+	sc := &memo.scan
+	if isCounter && sc.Drops > 1 {
+		for {
+			rd.Window(win, h, rangeStart, rangeEnd)
+			f, ok := rateWindow(win, memo, rangeStart, rangeEnd, rng, isCounter, isRate)
+			if win.Valid() {
+				return f, ok
+			}
+		}
+	}
+	result := sc.LastV - sc.FirstV
+	if isCounter && sc.Drops == 1 {
+		result += sc.FirstDrop
+	}
+	if memo.hit(sc, result, rangeStart, rangeEnd, isCounter) {
+		return result * memo.factor, true
+	}
+	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true
+}
+
+// hit reports whether the memo holds the factor for sc's range with
+// result, the increase: extrapolate's hit path, small enough to inline.
+func (m *rateMemo) hit(sc *store.Scan, result float64, rangeStart, rangeEnd int64, isCounter bool) bool {
+	return m.ok && m.firstT == sc.FirstT && m.lastT == sc.LastT && m.n == sc.N && m.rangeStart == rangeStart && m.rangeEnd == rangeEnd &&
+		(!isCounter || !(result > 0 && sc.FirstV >= 0) || sc.FirstV >= result && m.dtsWithinInterval)
 }
 
 // rateMemo memoizes the value-independent part of extrapolate for the last
