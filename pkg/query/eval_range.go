@@ -124,6 +124,7 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	// big to inline).
 	sum, c, cnt := acc.f, acc.c, acc.n
 	fused, isCounter, isRate := n.fused()
+	n.memo.forRange(rangeStart, rangeEnd)
 	for _, h := range n.set.handles {
 		var (
 			f   float64
@@ -140,7 +141,7 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 			if sc.N < 2 {
 				continue
 			}
-			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && n.memo.hit(sc, result, rangeStart, rangeEnd, isCounter) {
+			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && n.memo.hitInRange(sc, result, isCounter) {
 				f, ok = result*n.memo.factor, true
 			} else {
 				f, ok = rateScanned(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
@@ -194,6 +195,7 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 	rangeStart := rangeEnd - n.rng
 	rd := ev.reader(n.set.store)
 	fused, isCounter, isRate := n.fused()
+	n.memo.forRange(rangeStart, rangeEnd)
 	for i, h := range n.set.handles {
 		var (
 			f   float64
@@ -210,7 +212,7 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 			if sc.N < 2 {
 				continue
 			}
-			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && n.memo.hit(sc, result, rangeStart, rangeEnd, isCounter) {
+			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && n.memo.hitInRange(sc, result, isCounter) {
 				f, ok = result*n.memo.factor, true
 			} else {
 				f, ok = rateScanned(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
@@ -521,8 +523,24 @@ func rateScanned(rd store.Reader, h store.Handle, win *store.Window, memo *rateM
 // hit reports whether the memo holds the factor for sc's range with
 // result, the increase: extrapolate's hit path, small enough to inline.
 func (m *rateMemo) hit(sc *store.Scan, result float64, rangeStart, rangeEnd int64, isCounter bool) bool {
-	return m.ok && m.firstT == sc.FirstT && m.lastT == sc.LastT && m.n == sc.N && m.rangeStart == rangeStart && m.rangeEnd == rangeEnd &&
+	return m.rangeStart == rangeStart && m.rangeEnd == rangeEnd && m.hitInRange(sc, result, isCounter)
+}
+
+// hitInRange is hit for a memo known to be of the caller's range bounds
+// or not ok: see forRange.
+func (m *rateMemo) hitInRange(sc *store.Scan, result float64, isCounter bool) bool {
+	return m.ok && m.firstT == sc.FirstT && m.lastT == sc.LastT && m.n == sc.N &&
 		(!isCounter || !(result > 0 && sc.FirstV >= 0) || sc.FirstV >= result && m.dtsWithinInterval)
+}
+
+// forRange readies the memo for a loop over series with the same range
+// bounds, so the loop can use hitInRange: a memo of other bounds is
+// dropped. Within the loop every memo update (extrapolate) is for these
+// bounds, so ok then implies them.
+func (m *rateMemo) forRange(rangeStart, rangeEnd int64) {
+	if m.rangeStart != rangeStart || m.rangeEnd != rangeEnd {
+		m.ok = false
+	}
 }
 
 // rateMemo memoizes the value-independent part of extrapolate for the last
