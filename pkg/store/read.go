@@ -323,7 +323,8 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 		base := int64(atomic.LoadUint64(&w[0]))
 		lob, hib := mint-base, maxt-base
 		hi := n
-		if offAt(w, wrap(head+n-1, c)) > hib {
+		lastOff := offAt(w, wrap(head+n-1, c)) // the range's last, if hi == n
+		if lastOff > hib {
 			hi = searchAfter(w, head, c, 0, n-1, hib)
 		}
 		// The range's first sample, slot first, and its length total.
@@ -335,9 +336,10 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 		// the walk, one per sample. (Logical position p is slot
 		// wrap(head+p, c); hi <= n <= c.)
 		total, first := 0, 0
+		var firstOff int64
 		if g := s.span; g > 0 && g <= hi {
 			first = wrap(head+hi-g, c)
-			if offAt(w, first) > lob {
+			if firstOff = offAt(w, first); firstOff > lob {
 				if g == hi {
 					total = g
 				} else if prev := first - 1; prev >= 0 && offAt(w, prev) <= lob || prev < 0 && offAt(w, c-1) <= lob {
@@ -370,6 +372,7 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 			if first = j + 1; first == c {
 				first = 0
 			}
+			firstOff = offAt(w, first)
 		}
 		// Values, oldest first, while they are neither stale nor lower
 		// than the one before.
@@ -410,7 +413,10 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 			}
 		}
 		if clean {
-			s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = total, base+offAt(w, first), base+offAt(w, last), firstV, lastV, 0, 0
+			if hi < n {
+				lastOff = offAt(w, last)
+			}
+			s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = total, base+firstOff, base+lastOff, firstV, lastV, 0, 0
 		} else {
 			scanSlots(s, w, base, first, c, total)
 		}
