@@ -436,4 +436,3 @@ func scanSlots(s *Scan, w []uint64, base int64, j, c, n int) {
 	win := Window{w: w, base: base, j0: j, c: c, n: n}
 	win.Scan(s)
 }
-
