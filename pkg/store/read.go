@@ -387,7 +387,7 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 			// 2i's value is word 1+3i, slot 2i+1's the next word, and
 			// slot 2i+2's two words on, past the pair's offsets.
 			vi, odd := 1+3*(first>>1)+first&1, first&1
-			for range total - 1 {
+			for end := 1 + 3*(last>>1) + last&1; vi < end; {
 				vi += 1 + odd
 				odd ^= 1
 				v := math.Float64frombits(atomic.LoadUint64(&w[vi]))
