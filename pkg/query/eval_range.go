@@ -124,7 +124,8 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	// big to inline).
 	sum, c, cnt := acc.f, acc.c, acc.n
 	fused, isCounter, isRate := n.fused()
-	n.memo.forRange(rangeStart, rangeEnd)
+	memo, sc := &n.memo, &n.memo.scan
+	memo.forRange(rangeStart, rangeEnd)
 	for _, h := range n.set.handles {
 		var (
 			f   float64
@@ -134,17 +135,16 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 		if fused {
 			// rateSeries, with its common case inline: the scan, then
 			// the memo's hit path.
-			if err = ev.charge(rd.ScanRange(&n.memo.scan, h, rangeStart, rangeEnd)); err != nil {
+			if err = ev.charge(rd.ScanRange(sc, h, rangeStart, rangeEnd)); err != nil {
 				return err
 			}
-			sc := &n.memo.scan
 			if sc.N < 2 {
 				continue
 			}
-			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && n.memo.hitInRange(sc, result, isCounter) {
-				f, ok = result*n.memo.factor, true
+			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && memo.hitInRange(sc, result, isCounter) {
+				f, ok = result*memo.factor, true
 			} else {
-				f, ok = rateScanned(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+				f, ok = rateScanned(rd, h, &n.win, memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
 			}
 		} else {
 			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
@@ -195,7 +195,8 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 	rangeStart := rangeEnd - n.rng
 	rd := ev.reader(n.set.store)
 	fused, isCounter, isRate := n.fused()
-	n.memo.forRange(rangeStart, rangeEnd)
+	memo, sc := &n.memo, &n.memo.scan
+	memo.forRange(rangeStart, rangeEnd)
 	for i, h := range n.set.handles {
 		var (
 			f   float64
@@ -205,17 +206,16 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 		if fused {
 			// rateSeries, with its common case inline: the scan, then
 			// the memo's hit path.
-			if err = ev.charge(rd.ScanRange(&n.memo.scan, h, rangeStart, rangeEnd)); err != nil {
+			if err = ev.charge(rd.ScanRange(sc, h, rangeStart, rangeEnd)); err != nil {
 				return err
 			}
-			sc := &n.memo.scan
 			if sc.N < 2 {
 				continue
 			}
-			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && n.memo.hitInRange(sc, result, isCounter) {
-				f, ok = result*n.memo.factor, true
+			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && memo.hitInRange(sc, result, isCounter) {
+				f, ok = result*memo.factor, true
 			} else {
-				f, ok = rateScanned(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+				f, ok = rateScanned(rd, h, &n.win, memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
 			}
 		} else {
 			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
