@@ -128,32 +128,30 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	memo.forRange(rangeStart, rangeEnd)
 	for _, h := range n.set.handles {
 		var (
-			f   float64
-			ok  bool
-			err error
+			f  float64
+			ok bool
 		)
 		if fused {
 			// rateSeries, with its common case inline: the scan, then
 			// the memo's hit path.
-			if err = ev.charge(rd.ScanRange(sc, h, rangeStart, rangeEnd)); err != nil {
+			if err := ev.charge(rd.ScanRange(sc, h, rangeStart, rangeEnd)); err != nil {
 				return err
 			}
 			if sc.N < 2 {
 				continue
 			}
 			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && memo.hitInRange(sc, result, isCounter) {
-				f, ok = result*memo.factor, true
-			} else {
-				f, ok = rateScanned(rd, h, &n.win, memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+				f = result * memo.factor
+			} else if f, ok = rateScanned(rd, h, &n.win, memo, rangeStart, rangeEnd, n.rng, isCounter, isRate); !ok {
+				continue
 			}
 		} else {
-			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
-		}
-		if err != nil {
-			return err
-		}
-		if !ok {
-			continue
+			var err error
+			if f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param); err != nil {
+				return err
+			} else if !ok {
+				continue
+			}
 		}
 		if cnt == 0 {
 			sum = f
