@@ -195,34 +195,33 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 	fused, isCounter, isRate := n.fused()
 	memo, sc := &n.memo, &n.memo.scan
 	memo.forRange(rangeStart, rangeEnd)
+	dropName := n.dropName
 	for i, h := range n.set.handles {
 		var (
-			f   float64
-			ok  bool
-			err error
+			f  float64
+			ok bool
 		)
 		if fused {
 			// rateSeries, with its common case inline: the scan, then
 			// the memo's hit path.
-			if err = ev.charge(rd.ScanRange(sc, h, rangeStart, rangeEnd)); err != nil {
+			if err := ev.charge(rd.ScanRange(sc, h, rangeStart, rangeEnd)); err != nil {
 				return err
 			}
 			if sc.N < 2 {
 				continue
 			}
 			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && memo.hitInRange(sc, result, isCounter) {
-				f, ok = result*memo.factor, true
-			} else {
-				f, ok = rateScanned(rd, h, &n.win, memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+				f = result * memo.factor
+			} else if f, ok = rateScanned(rd, h, &n.win, memo, rangeStart, rangeEnd, n.rng, isCounter, isRate); !ok {
+				continue
 			}
 		} else {
-			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
-		}
-		if err != nil {
-			return err
-		}
-		if !ok {
-			continue
+			var err error
+			if f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param); err != nil {
+				return err
+			} else if !ok {
+				continue
+			}
 		}
 		// groupedSum.add and sumSink.addValue, by hand (kahanInc is too
 		// big to inline): the element's group, then its Kahan step.
@@ -245,7 +244,9 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 			a.f = s
 		}
 		a.n++
-		a.drop = a.drop || n.dropName
+		if dropName {
+			a.drop = true
+		}
 	}
 	return nil
 }
