@@ -464,8 +464,8 @@ func rateWindow(win *store.Window, memo *rateMemo, rangeStart, rangeEnd, rng int
 	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true
 }
 
-// rateSeries is rate, increase or delta of one series: one backward pass
-// over the ring (store.Reader.ScanRange) and the memoized extrapolation.
+// rateSeries is rate, increase or delta of one series: one scan of the
+// ring (store.Reader.ScanRange) and the memoized extrapolation.
 // Only a counter with more than one reset in range, whose resets must be
 // added in order, takes rateWindow's path over a consistent Window. It
 // returns the samples in range (stale markers included) for the budget.

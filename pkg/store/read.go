@@ -294,12 +294,16 @@ func (w *Window) Scan(s *Scan) {
 // It retries on a concurrent write, so s is consistent. It takes no lock
 // and does not allocate.
 //
-// It reads the range's offsets newest first, stopping at the first sample
-// at or before mint, then its values oldest first. The value loop is the
-// common case only: no stale marker and no drop (counter reset); a range
-// with either is summarised again by scanSlots. Each loop keeps a handful
-// of values live, so both run in registers: one loop doing everything
-// spilled and reloaded most of its state every sample.
+// s's previous content is a hint: ScanRange first tries the length of the
+// range last scanned into s (series sampled together have ranges of the
+// same length), which two offsets confirm or refute; only a refuted guess
+// walks the offsets newest first to the first sample at or before mint.
+// Any s gives the same result. It then reads the values oldest first. The
+// value loop is the common case only: no stale marker and no drop (counter
+// reset); a range with either is summarised again by scanSlots. Each loop
+// keeps few values live (Go spills a loop's state at every iteration once
+// registers run out, which made the former single loop twice as long in
+// instructions).
 func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 	ms := h.ms
 	if ms == nil {
