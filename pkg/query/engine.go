@@ -27,10 +27,12 @@
 // # Hot paths
 //
 // The trigger shapes of performance.md T6 avoid per-element overheads: the
-// clock is read once per Eval (store.Reader); rate, increase and delta run
-// in one backward pass over each ring in place (store.Reader.ScanRange)
-// with the value-independent half of the extrapolation memoized across
-// series sampled at the same times; sum over a selector or a range
+// clock is read once per Eval (store.Reader); rate, increase and delta
+// summarise each ring in place (store.Reader.ScanRange, which reuses the
+// previous series' range length as a checked guess), with the
+// value-independent half of the extrapolation memoized across series
+// sampled at the same times, and sum and sum by take that common case
+// inline, without a call per series; sum over a selector or a range
 // function accumulates in registers without building elements; sum by and
 // sum without index each series' group once per series-set change. Every
 // fast path computes exactly what the general path does (bit for bit:

@@ -124,24 +124,34 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	// big to inline).
 	sum, c, cnt := acc.f, acc.c, acc.n
 	fused, isCounter, isRate := n.fused()
+	memo, sc := &n.memo, &n.memo.scan
+	memo.forRange(rangeStart, rangeEnd)
 	for _, h := range n.set.handles {
 		var (
-			f   float64
-			ok  bool
-			err error
+			f  float64
+			ok bool
 		)
 		if fused {
-			var total int
-			f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
-			err = ev.charge(total)
+			// rateSeries, with its common case inline: the scan, then
+			// the memo's hit path.
+			if err := ev.charge(rd.ScanRange(sc, h, rangeStart, rangeEnd)); err != nil {
+				return err
+			}
+			if sc.N < 2 {
+				continue
+			}
+			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && memo.hitInRange(sc, result, isCounter) {
+				f = result * memo.factor
+			} else if f, ok = rateScanned(rd, h, &n.win, memo, rangeStart, rangeEnd, n.rng, isCounter, isRate); !ok {
+				continue
+			}
 		} else {
-			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
-		}
-		if err != nil {
-			return err
-		}
-		if !ok {
-			continue
+			var err error
+			if f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param); err != nil {
+				return err
+			} else if !ok {
+				continue
+			}
 		}
 		if cnt == 0 {
 			sum = f
@@ -183,24 +193,59 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 	rangeStart := rangeEnd - n.rng
 	rd := ev.reader(n.set.store)
 	fused, isCounter, isRate := n.fused()
+	memo, sc := &n.memo, &n.memo.scan
+	memo.forRange(rangeStart, rangeEnd)
+	dropName := n.dropName
 	for i, h := range n.set.handles {
 		var (
-			f   float64
-			ok  bool
-			err error
+			f  float64
+			ok bool
 		)
 		if fused {
-			var total int
-			f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, isCounter, isRate)
-			err = ev.charge(total)
+			// rateSeries, with its common case inline: the scan, then
+			// the memo's hit path.
+			if err := ev.charge(rd.ScanRange(sc, h, rangeStart, rangeEnd)); err != nil {
+				return err
+			}
+			if sc.N < 2 {
+				continue
+			}
+			if result := sc.LastV - sc.FirstV; (sc.Drops == 0 || !isCounter) && memo.hitInRange(sc, result, isCounter) {
+				f = result * memo.factor
+			} else if f, ok = rateScanned(rd, h, &n.win, memo, rangeStart, rangeEnd, n.rng, isCounter, isRate); !ok {
+				continue
+			}
 		} else {
-			f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
+			var err error
+			if f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param); err != nil {
+				return err
+			} else if !ok {
+				continue
+			}
 		}
-		if err != nil {
-			return err
+		// groupedSum.add and sumSink.addValue, by hand (kahanInc is too
+		// big to inline): the element's group, then its Kahan step.
+		gi := g.gi[i]
+		a := &g.acc[gi]
+		if a.n == 0 {
+			g.order = append(g.order, gi)
+			a.f = f
+		} else {
+			sum := a.f
+			s := sum + f
+			switch {
+			case math.IsInf(s, 0):
+				a.c = 0
+			case math.Abs(sum) >= math.Abs(f):
+				a.c += (sum - s) + f
+			default:
+				a.c += (f - s) + sum
+			}
+			a.f = s
 		}
-		if ok {
-			g.add(i, f, n.dropName)
+		a.n++
+		if dropName {
+			a.drop = true
 		}
 	}
 	return nil
@@ -419,8 +464,8 @@ func rateWindow(win *store.Window, memo *rateMemo, rangeStart, rangeEnd, rng int
 	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true
 }
 
-// rateSeries is rate, increase or delta of one series: one backward pass
-// over the ring (store.Reader.ScanRange) and the memoized extrapolation.
+// rateSeries is rate, increase or delta of one series: one scan of the
+// ring (store.Reader.ScanRange) and the memoized extrapolation.
 // Only a counter with more than one reset in range, whose resets must be
 // added in order, takes rateWindow's path over a consistent Window. It
 // returns the samples in range (stale markers included) for the budget.
@@ -443,12 +488,58 @@ func rateSeries(rd store.Reader, h store.Handle, win *store.Window, memo *rateMe
 	if isCounter && sc.Drops == 1 {
 		result += sc.FirstDrop
 	}
-	// The memo's hit path, inlined (see rateMemo.extrapolate).
-	if m := memo; m.ok && m.firstT == sc.FirstT && m.lastT == sc.LastT && m.n == sc.N && m.rangeStart == rangeStart && m.rangeEnd == rangeEnd &&
-		(!isCounter || !(result > 0 && sc.FirstV >= 0) || sc.FirstV >= result && m.dtsWithinInterval) {
-		return result * m.factor, true, total
+	if memo.hit(sc, result, rangeStart, rangeEnd, isCounter) {
+		return result * memo.factor, true, total
 	}
 	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true, total
+}
+
+// rateScanned is rateSeries after its scan (memo.scan, of at least two
+// samples) for the evaluator's loops, which take the common case inline
+// (no drop, a memo hit) and call this for the rest: several drops, whose
+// Window path re-reads the series, or a memo miss.
+func rateScanned(rd store.Reader, h store.Handle, win *store.Window, memo *rateMemo, rangeStart, rangeEnd, rng int64, isCounter, isRate bool) (float64, bool) {
+	sc := &memo.scan
+	if isCounter && sc.Drops > 1 {
+		for {
+			rd.Window(win, h, rangeStart, rangeEnd)
+			f, ok := rateWindow(win, memo, rangeStart, rangeEnd, rng, isCounter, isRate)
+			if win.Valid() {
+				return f, ok
+			}
+		}
+	}
+	result := sc.LastV - sc.FirstV
+	if isCounter && sc.Drops == 1 {
+		result += sc.FirstDrop
+	}
+	if memo.hit(sc, result, rangeStart, rangeEnd, isCounter) {
+		return result * memo.factor, true
+	}
+	return memo.extrapolate(result, sc.FirstT, sc.LastT, sc.FirstV, sc.N, rangeStart, rangeEnd, rng, isCounter, isRate), true
+}
+
+// hit reports whether the memo holds the factor for sc's range with
+// result, the increase: extrapolate's hit path, small enough to inline.
+func (m *rateMemo) hit(sc *store.Scan, result float64, rangeStart, rangeEnd int64, isCounter bool) bool {
+	return m.rangeStart == rangeStart && m.rangeEnd == rangeEnd && m.hitInRange(sc, result, isCounter)
+}
+
+// hitInRange is hit for a memo known to be of the caller's range bounds
+// or not ok: see forRange.
+func (m *rateMemo) hitInRange(sc *store.Scan, result float64, isCounter bool) bool {
+	return m.ok && m.firstT == sc.FirstT && m.lastT == sc.LastT && m.n == sc.N &&
+		(!isCounter || !(result > 0 && sc.FirstV >= 0) || sc.FirstV >= result && m.dtsWithinInterval)
+}
+
+// forRange readies the memo for a loop over series with the same range
+// bounds, so the loop can use hitInRange: a memo of other bounds is
+// dropped. Within the loop every memo update (extrapolate) is for these
+// bounds, so ok then implies them.
+func (m *rateMemo) forRange(rangeStart, rangeEnd int64) {
+	if m.rangeStart != rangeStart || m.rangeEnd != rangeEnd {
+		m.ok = false
+	}
 }
 
 // rateMemo memoizes the value-independent part of extrapolate for the last

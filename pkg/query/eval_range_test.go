@@ -1,6 +1,7 @@
 package query
 
 import (
+	"context"
 	"math"
 	"math/rand"
 	"testing"
@@ -137,4 +138,42 @@ func regularTimes(from, step int64, n int) []int64 {
 		out[i] = from + int64(i)*step
 	}
 	return out
+}
+
+// TestRateMemoAcrossEvalTimes evaluates one plan at times a few seconds
+// apart, where each series' range holds the same two samples but the
+// extrapolation differs, and checks each result against a plan that was
+// only evaluated at that time: the rate memo must not carry a factor
+// across range bounds (rateMemo.forRange).
+func TestRateMemoAcrossEvalTimes(t *testing.T) {
+	const t0 = int64(1_700_000_000_000)
+	st := store.New(store.Config{Retention: time.Hour, Freshness: -1}, store.Settings{Now: func() time.Time { return time.UnixMilli(t0 + 60_000) }})
+	for i, le := range []string{"0.1", "1", "+Inf"} {
+		ref, err := st.Create(uint64(i+1), labels.FromStrings("__name__", "m_bucket", "le", le))
+		require.NoError(t, err)
+		require.NoError(t, st.Append(ref, t0, float64(10*(i+1))))
+		require.NoError(t, st.Append(ref, t0+10_000, float64(20*(i+1))))
+	}
+	ctx := context.Background()
+	for _, expr := range []string{`sum(rate(m_bucket[1m]))`, `sum by (le) (increase(m_bucket[1m]))`} {
+		t.Run("expr="+expr, func(t *testing.T) {
+			plan, err := NewEngine(st).Query(expr, Options{})
+			require.NoError(t, err)
+			for _, dt := range []int64{15_000, 20_000, 25_000, 20_000, 40_000} {
+				got, err := plan.Eval(ctx, t0+dt)
+				require.NoError(t, err)
+				fresh, err := NewEngine(st).Query(expr, Options{})
+				require.NoError(t, err)
+				want, err := fresh.Eval(ctx, t0+dt)
+				require.NoError(t, err)
+				require.Len(t, got.Vector, len(want.Vector))
+				require.NotEmpty(t, want.Vector)
+				for j := range want.Vector {
+					if math.Float64bits(got.Vector[j].F) != math.Float64bits(want.Vector[j].F) {
+						t.Fatalf("at t0+%dms, element %d: reused plan %v, fresh plan %v", dt, j, got.Vector[j].F, want.Vector[j].F)
+					}
+				}
+			}
+		})
+	}
 }

@@ -26,9 +26,10 @@
 // Query evaluation reads through read.go: a Handle is a series resolved
 // once (valid until the generation moves), a Reader fixes the clock for a
 // batch of reads, a Window views a range of a ring in place, and
-// Reader.ScanRange summarises a range in one pass for rate-like functions,
-// all under the ring's seqlock protocol. CreatedSince (createlog.go) lets
-// a cached selection check only the series created since it was made.
+// Reader.ScanRange summarises a range for rate-like functions, reading
+// each sample once, all under the ring's seqlock protocol. CreatedSince
+// (createlog.go) lets a cached selection check only the series created
+// since it was made.
 //
 // All times are milliseconds taken from the samples or from the injected
 // clock in Settings, never from time.Now deep inside, so tests can load

@@ -244,6 +244,10 @@ type Scan struct {
 	// resets); FirstDrop is the value before the first drop.
 	Drops     int
 	FirstDrop float64
+
+	// span is the samples in the range ScanRange last summarised into
+	// this Scan: its guess for the next range's length (see ScanRange).
+	span int
 }
 
 // Scan fills s with the summary of the window's non-stale samples, the
@@ -287,10 +291,19 @@ func (w *Window) Scan(s *Scan) {
 
 // ScanRange fills s with the Scan of h's samples with mint < T <= maxt
 // and returns how many samples that range holds, stale markers included.
-// It reads the ring once, newest first, and stops at the first sample at
-// or before mint, so it touches each sample of the range once (Window plus
-// Window.Scan touch them twice). It retries on a concurrent write, so s is
-// consistent. It takes no lock and does not allocate.
+// It retries on a concurrent write, so s is consistent. It takes no lock
+// and does not allocate.
+//
+// s's previous content is a hint: ScanRange first tries the length of the
+// range last scanned into s (series sampled together have ranges of the
+// same length), which two offsets confirm or refute; only a refuted guess
+// walks the offsets newest first to the first sample at or before mint.
+// Any s gives the same result. It then reads the values oldest first. The
+// value loop is the common case only: no stale marker and no drop (counter
+// reset); a range with either is summarised again by scanSlots. Each loop
+// keeps few values live (Go spills a loop's state at every iteration once
+// registers run out, which made the former single loop twice as long in
+// instructions).
 func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 	ms := h.ms
 	if ms == nil {
@@ -314,54 +327,116 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 		base := int64(atomic.LoadUint64(&w[0]))
 		lob, hib := mint-base, maxt-base
 		hi := n
-		if offAt(w, wrap(head+n-1, c)) > hib {
+		lastOff := offAt(w, wrap(head+n-1, c)) // the range's last, if hi == n
+		if lastOff > hib {
 			hi = searchAfter(w, head, c, 0, n-1, hib)
 		}
-		var (
-			total, cnt, drops          int
-			firstOff, lastOff          int64
-			firstV, lastV, next, drop0 float64
-		)
-		j := head + hi - 1 // the newest sample in range, if hi > 0
-		if j >= c {
-			j -= c
-		} else if j < 0 {
-			j += c
+		// The range's first sample, slot first, and its length total.
+		// The guess is the length of the last range scanned into s (a
+		// rate over series sampled together has the same length every
+		// series): it holds when its first sample is after mint and the
+		// sample before it, if any, is not; offsets ascend, so then the
+		// range is exactly those samples. Checking costs two offsets;
+		// the walk, one per sample. (Logical position p is slot
+		// wrap(head+p, c); hi <= n <= c.)
+		total, first := 0, 0
+		var firstOff int64
+		if g := s.span; g > 0 && g <= hi {
+			first = wrap(head+hi-g, c)
+			if firstOff = offAt(w, first); firstOff > lob {
+				if g == hi {
+					total = g
+				} else if prev := first - 1; prev >= 0 && offAt(w, prev) <= lob || prev < 0 && offAt(w, c-1) <= lob {
+					total = g
+				}
+			}
 		}
-		for range hi {
-			k := 3 * (j >> 1)
-			off := int64(uint32(atomic.LoadUint64(&w[k+3]) >> (32 * uint(j&1))))
-			if off <= lob {
-				break
+		if total == 0 {
+			// Walk the offsets newest first; j ends on the slot before
+			// the range's first sample.
+			j := head + hi - 1
+			if j >= c {
+				j -= c
+			} else if j < 0 {
+				j += c
 			}
-			v := math.Float64frombits(atomic.LoadUint64(&w[k+1+j&1]))
-			total++
-			if j--; j < 0 {
-				j = c - 1
+			for total < hi && offAt(w, j) > lob {
+				total++
+				if j--; j < 0 {
+					j = c - 1
+				}
 			}
-			if value.IsStaleNaN(v) {
-				continue
+			if total == 0 {
+				if ms.meta.Load() != m {
+					continue
+				}
+				*s = Scan{}
+				return 0
 			}
-			// Newest first: v is older than next, so a drop (a counter
-			// reset) is next < v, and the value before it is v. The
-			// last drop found is the oldest, FirstDrop.
-			if cnt == 0 {
-				lastOff, lastV = off, v
-			} else if next < v {
-				drops++
-				drop0 = v
+			if first = j + 1; first == c {
+				first = 0
 			}
-			next, firstOff, firstV = v, off, v
-			cnt++
+			firstOff = offAt(w, first)
 		}
+		// Values, oldest first, while they are neither stale nor lower
+		// than the one before.
+		firstV := slotV(w, first)
+		lastV := firstV
+		last := first + total - 1 // the range's last slot, once wrapped
+		clean := !value.IsStaleNaN(firstV)
+		switch {
+		case !clean:
+		case last < c:
+			// Not wrapped: step through the words themselves. Slot
+			// 2i's value is word 1+3i, slot 2i+1's the next word, and
+			// slot 2i+2's two words on, past the pair's offsets.
+			vi, odd := 1+3*(first>>1)+first&1, first&1
+			for end := 1 + 3*(last>>1) + last&1; vi < end; {
+				vi += 1 + odd
+				odd ^= 1
+				v := math.Float64frombits(atomic.LoadUint64(&w[vi]))
+				if v < lastV || value.IsStaleNaN(v) {
+					clean = false
+					break
+				}
+				lastV = v
+			}
+		default:
+			last -= c
+			j := first
+			for range total - 1 {
+				if j++; j == c {
+					j = 0
+				}
+				v := slotV(w, j)
+				if v < lastV || value.IsStaleNaN(v) {
+					clean = false
+					break
+				}
+				lastV = v
+			}
+		}
+		if clean {
+			if hi < n {
+				lastOff = offAt(w, last)
+			}
+			s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = total, base+firstOff, base+lastOff, firstV, lastV, 0, 0
+		} else {
+			scanSlots(s, w, base, first, c, total)
+		}
+		s.span = total
 		if ms.meta.Load() != m {
 			continue
 		}
-		if cnt == 0 {
-			*s = Scan{}
-			return total
-		}
-		s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = cnt, base+firstOff, base+lastOff, firstV, lastV, drops, drop0
 		return total
 	}
+}
+
+// scanSlots fills s with the Scan of the n samples from slot j of ring w
+// onwards, oldest first: Window.Scan's loop, for ScanRange's ranges with
+// stale markers or drops. Like At, the result is only consistent if the
+// caller's meta is unchanged afterwards.
+func scanSlots(s *Scan, w []uint64, base int64, j, c, n int) {
+	win := Window{w: w, base: base, j0: j, c: c, n: n}
+	win.Scan(s)
 }

@@ -75,6 +75,7 @@ func TestReadPathMatchesStore(t *testing.T) {
 			for _, off := range append(tc.times, tc.extraMaxt...) {
 				bounds = append(bounds, t0+off-1, t0+off, t0+off+1)
 			}
+			var reused Scan
 			for _, mint := range bounds {
 				for _, maxt := range bounds {
 					want := s.Range(nil, ref, mint, maxt)
@@ -89,6 +90,11 @@ func TestReadPathMatchesStore(t *testing.T) {
 					require.True(t, win.Valid())
 					if total := rd.ScanRange(&gotScan, h, mint, maxt); total != len(want) || !sameScan(gotScan, wantScan) || !sameScan(wantScan, scanOf(want)) {
 						t.Fatalf("scan (%d, %d]: ScanRange %+v (%d samples), Window.Scan %+v, want %+v (%d samples)", mint-t0, maxt-t0, gotScan, total, wantScan, scanOf(want), len(want))
+					}
+					// Again into a Scan reused across all bounds: its last
+					// range's length is ScanRange's guess, right or wrong.
+					if total := rd.ScanRange(&reused, h, mint, maxt); total != len(want) || !sameScan(reused, wantScan) {
+						t.Fatalf("scan (%d, %d] after another range: ScanRange %+v (%d samples), want %+v (%d samples)", mint-t0, maxt-t0, reused, total, wantScan, len(want))
 					}
 				}
 				wantS, wantOK := s.Latest(ref, mint)

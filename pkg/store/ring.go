@@ -422,7 +422,14 @@ func (ms *memSeries) appendRange(dst []Sample, mint, maxt int64) []Sample {
 	}
 }
 
-// offAt returns slot i's offset from the ring's base.
+// offAt returns slot i's offset from the ring's base. The half is picked
+// by a conditional move, not a shift by 32·(i&1): a variable shift count
+// must sit in CX on amd64, and freeing CX made every read loop shuffle
+// and spill registers around it.
 func offAt(w []uint64, i int) int64 {
-	return int64(uint32(atomic.LoadUint64(&w[3+3*(i>>1)]) >> (32 * uint(i&1))))
+	x := atomic.LoadUint64(&w[3+3*(i>>1)])
+	if i&1 != 0 {
+		x >>= 32
+	}
+	return int64(uint32(x))
 }

@@ -87,6 +87,7 @@ func TestStress(t *testing.T) {
 			var (
 				buf, wbuf []Sample
 				win       Window
+				sc        Scan // reused: ScanRange guesses from the last range
 			)
 			for k := 0; running(); k++ {
 				i := (k*7 + r) % nSeries
@@ -125,7 +126,6 @@ func TestStress(t *testing.T) {
 						fail("series %d: window order broken at %d: %v after %v", i, j, smp, wbuf[j-1])
 					}
 				}
-				var sc Scan
 				if rd.ScanRange(&sc, h, mint, math.MaxInt64) > 0 && sc.N > 0 &&
 					(sc.FirstV != stressValue(i, sc.FirstT) || sc.LastV != stressValue(i, sc.LastT) || sc.FirstT <= mint || sc.LastT < sc.FirstT || sc.Drops != 0) {
 					fail("series %d: scan %+v is not of samples written after %d", i, sc, mint)
