@@ -461,6 +461,54 @@ func (s *Store) Prefetch(ref SeriesRef) {
 	}
 }
 
+// prefetchBatch is how many series PrefetchAll handles per group of passes
+// (its scratch arrays live on the stack).
+const prefetchBatch = 64
+
+// PrefetchAll is Prefetch for every ref in refs (ref 0 is skipped), and
+// touches the start-time slot and the ring slot the next append writes
+// too. It works in passes over up to prefetchBatch refs: first the series
+// pointers and start-time slots, then the series headers, then the rings.
+// Within a pass no load depends on another, so the CPU overlaps their
+// misses; one Prefetch per series would instead chain its three misses
+// (pointer table, header, ring) one after the other. Like Prefetch it
+// only reads, through the same atomics and the reader's snapshot (the
+// compiler keeps atomic loads whose results are unused).
+func (s *Store) PrefetchAll(refs []SeriesRef) {
+	var ms [prefetchBatch]*memSeries
+	for len(refs) > 0 {
+		n := min(len(refs), prefetchBatch)
+		for i, ref := range refs[:n] {
+			ms[i] = nil
+			if ref != 0 {
+				ms[i] = s.get(ref)
+				if p := s.starts.tab.at(uint32(ref)); p != nil {
+					_ = p.Load()
+				}
+			}
+		}
+		for _, m := range ms[:n] {
+			if m != nil {
+				_ = m.meta.Load()
+			}
+		}
+		for _, m := range ms[:n] {
+			if m == nil {
+				continue
+			}
+			meta, w := m.snapshot()
+			if head, k, c := unpackMeta(meta); w != nil && k > 0 {
+				next := head // full: the append overwrites the oldest slot
+				if k < c {
+					next = wrap(head+k, c)
+				}
+				_, _ = slotT(w, wrap(head+k-1, c)), offAt(w, next)
+			}
+		}
+		refs = refs[n:]
+	}
+}
+
 // Labels returns the series' labels, or an empty set for an unknown ref.
 // The result is shared and must not be modified. The first call per series
 // builds and caches the set; later calls do not allocate.

@@ -453,9 +453,11 @@ func TestIndexKeysWithZeroLowHalf(t *testing.T) {
 	}
 }
 
-// TestPrefetchWhileAppending runs Prefetch against series whose rings
-// grow, re-base and wrap under concurrent appends (run with -race): it
-// must never fault or block, and it changes nothing.
+// TestPrefetchWhileAppending runs Prefetch and PrefetchAll against series
+// whose rings grow, re-base and wrap and whose start times are recorded
+// under concurrent appends (run with -race): they must never fault or
+// block, and they change nothing. PrefetchAll gets more refs than one
+// group of passes holds, with 0 and unknown refs among them.
 func TestPrefetchWhileAppending(t *testing.T) {
 	t.Parallel()
 	s := New(Config{MaxSamplesPerSeries: 64}, Settings{})
@@ -469,16 +471,26 @@ func TestPrefetchWhileAppending(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for k := range 2000 {
-			for _, ref := range refs {
-				_ = s.Append(ref, t0+int64(k), float64(k))
+			for i, ref := range refs {
+				if i%2 == 0 {
+					_ = s.Append(ref, t0+int64(k), float64(k))
+				} else {
+					_, _ = s.AppendStart(ref, t0+int64(k), float64(k), t0-int64(k%3))
+				}
 			}
 		}
 	})
+	var all []SeriesRef
+	for len(all) < 2*prefetchBatch+5 {
+		all = append(all, refs...)
+		all = append(all, 0, SeriesRef(1<<20))
+	}
 	for range 2000 {
 		for _, ref := range refs {
 			s.Prefetch(ref)
 		}
 		s.Prefetch(SeriesRef(1 << 20)) // unknown: nothing
+		s.PrefetchAll(all)
 	}
 	wg.Wait()
 	for _, ref := range refs {
