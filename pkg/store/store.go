@@ -411,6 +411,20 @@ func (s *Store) SeriesMetricID(ref SeriesRef) (uint32, bool) {
 // takes no store-wide lock and does not allocate once the series' ring has
 // reached its size.
 func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
+	var n uint64
+	err := s.AppendCounted(ref, t, v, &n)
+	if n != 0 {
+		s.m.samples.add(uint32(ref))
+	}
+	return err
+}
+
+// AppendCounted is Append, except that a stored sample is counted by
+// adding 1 to *n instead of to the store's appended-samples counter
+// (keda_otel_scaler_store_samples_appended_total), which AddAppended
+// brings up to date later. A caller appending many samples in a row thus
+// saves an atomic add per sample.
+func (s *Store) AppendCounted(ref SeriesRef, t int64, v float64, n *uint64) error {
 	ms := s.get(ref)
 	if ms == nil {
 		s.m.reject(reasonUnknownSeries)
@@ -429,7 +443,7 @@ func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
 	}
 	switch res {
 	case appended, appendedGrew:
-		s.m.samples.add(uint32(ref))
+		*n++
 		return nil
 	case droppedDuplicate:
 		return nil
@@ -442,6 +456,14 @@ func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
 	default: // rejectedDead: deleted by the sweeper meanwhile
 		s.m.reject(reasonUnknownSeries)
 		return ErrUnknownSeries
+	}
+}
+
+// AddAppended adds n samples counted by AppendCounted or
+// AppendStartCounted to the store's appended-samples counter.
+func (s *Store) AddAppended(n uint64) {
+	if n != 0 {
+		s.m.samples.addN(n)
 	}
 }
 
