@@ -97,8 +97,19 @@ var metricsServiceDesc = grpc.ServiceDesc{
 	Metadata: "opentelemetry/proto/collector/metrics/v1/metrics_service.proto",
 }
 
+// ServerOptions are the options the OTLP gRPC server needs: the Codec and
+// the receive limit. The server (pkg/server) and the load test's server
+// (test/load) both build theirs from them, so the load test measures the
+// transport production runs.
+func (r *Receiver) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(Codec{}),
+		grpc.MaxRecvMsgSize(int(min(r.MaxRecvSize(), 1<<31-1))),
+	}
+}
+
 // RegisterGRPC registers MetricsService/Export on s. The server must be
-// created with grpc.ForceServerCodecV2(Codec{}).
+// created with grpc.ForceServerCodecV2(Codec{}) (ServerOptions).
 func (r *Receiver) RegisterGRPC(s *grpc.Server) {
 	s.RegisterService(&metricsServiceDesc, r)
 }

@@ -138,7 +138,7 @@ func (b *ingestBench) run(tb testing.TB, impl string) {
 //
 // go test -run '^$' -bench '^BenchmarkIngest$' -benchmem -benchtime 300ms -cpu 2 -count 6 ./pkg/receiver
 func BenchmarkIngest(b *testing.B) {
-	for _, series := range []int{10_000, 1_000_000} {
+	for _, series := range []int{10_000, 100_000, 1_000_000} {
 		for _, impl := range []string{"wire", "pdata", "goproto", "pdatadecode"} {
 			b.Run(fmt.Sprintf("impl=%s/series=%s/batch=1000", impl, seriesLabel(series)), func(b *testing.B) {
 				if series > 10_000 && testing.Short() {

@@ -195,9 +195,13 @@ type batch struct {
 	examples    [numReasons]string
 	nonFinite   int
 	startResets int // series whose start time changed with a rising value
-	expHist     int
-	total       int
-	newestT     int64 // newest accepted-looking sample time, for the lag histogram
+	// appended counts samples the store stored for this batch; they reach
+	// the store's counter once per request (finish), not with an atomic
+	// add per sample.
+	appended uint64
+	expHist  int
+	total    int
+	newestT  int64 // newest accepted-looking sample time, for the lag histogram
 }
 
 // pointCacheSize bounds pointCache: about 40 B per entry, so 650 KB per
@@ -217,6 +221,11 @@ func newBatch() *batch {
 }
 
 func (b *batch) reset(r *Receiver) {
+	if b.st != nil {
+		// Left by a request that panicked before finish.
+		b.st.AddAppended(b.appended)
+	}
+	b.appended = 0
 	b.r, b.st = r, r.store
 	now := r.now().UnixMilli()
 	b.maxT = now + futureLimitMs
@@ -757,7 +766,7 @@ func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool
 	}
 	var err error
 	if b.start == 0 {
-		err = b.st.Append(ref, t, v)
+		err = b.st.AppendCounted(ref, t, v, &b.appended)
 	} else {
 		err = b.appendStart(variant, ref, t, v)
 	}
@@ -798,7 +807,7 @@ func (b *batch) ensureLabels() {
 func (b *batch) appendTo(variant int, ref store.SeriesRef, t int64, v float64) reason {
 	var err error
 	if b.start == 0 {
-		err = b.st.Append(ref, t, v)
+		err = b.st.AppendCounted(ref, t, v, &b.appended)
 	} else {
 		err = b.appendStart(variant, ref, t, v)
 	}
@@ -815,9 +824,9 @@ func (b *batch) appendTo(variant int, ref store.SeriesRef, t int64, v float64) r
 // summary quantiles, which are not cumulative.
 func (b *batch) appendStart(variant int, ref store.SeriesRef, t int64, v float64) error {
 	if b.kind == kindSummary && variant == variantMain {
-		return b.st.Append(ref, t, v)
+		return b.st.AppendCounted(ref, t, v, &b.appended)
 	}
-	reset, err := b.st.AppendStart(ref, t, v, b.start)
+	reset, err := b.st.AppendStartCounted(ref, t, v, b.start, &b.appended)
 	if reset {
 		b.startResets++
 	}

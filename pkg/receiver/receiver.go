@@ -257,6 +257,8 @@ func (r *Receiver) putBatch(b *batch) {
 
 // finish publishes a request's counters and notifies subscribers.
 func (r *Receiver) finish(b *batch) result {
+	b.st.AddAppended(b.appended)
+	b.appended = 0
 	if b.accepted > 0 {
 		r.m.accepted.Add(float64(b.accepted))
 	}

@@ -58,6 +58,7 @@ type stage struct {
 	extra  []byte              // le values of staged buckets
 	mtype  otlpwire.MetricType // of the current metric, to decode raw
 	pt     otlpwire.Point      // a staged point's attributes, for labels and examples
+	refs   [stageSize]store.SeriesRef
 }
 
 // makeRoom flushes the stage if n more samples do not fit, keeping the
@@ -135,14 +136,12 @@ func (b *batch) flush() {
 	if len(sp) == 0 {
 		return
 	}
+	refs := b.stg.refs[:len(sp)]
 	for i := range sp {
 		sp[i].ref, sp[i].found = b.st.Lookup(sp[i].id)
+		refs[i] = sp[i].ref // 0 when not found
 	}
-	for i := range sp {
-		if sp[i].found {
-			b.st.Prefetch(sp[i].ref)
-		}
-	}
+	b.st.PrefetchAll(refs)
 	first := reasonNone
 	for i := range sp {
 		e := &sp[i]

@@ -3,7 +3,9 @@ package receiver
 import (
 	"math"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
@@ -87,13 +89,22 @@ func TestStagedAppendsMatchPointByPoint(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			b := mustMarshal(t, req(rm(nil, tt.req...)))
-			fw := newFixture(t, tt.cfg, tt.scfg)
+			fw, regW := countedFixture(t, tt.cfg, tt.scfg)
 			resW, err := fw.r.ingestProto(b)
 			require.NoError(t, err)
 			er := pmetricotlp.NewExportRequest()
 			require.NoError(t, er.UnmarshalProto(b))
-			fp := newFixture(t, tt.cfg, tt.scfg)
+			fp, regP := countedFixture(t, tt.cfg, tt.scfg)
 			resP := fp.r.ingestPdata(er.Metrics())
+			// Staged appends count stored samples per request
+			// (AppendCounted); the count must match point-by-point appends
+			// and what the store holds.
+			stored := 0
+			for _, ss := range dump(fw.st) {
+				stored += len(ss)
+			}
+			require.InDelta(t, float64(stored), storeSamples(t, regW), 0, "store samples appended")
+			require.InDelta(t, storeSamples(t, regP), storeSamples(t, regW), 0, "store samples appended")
 			require.Equal(t, dump(fp.st), dump(fw.st), "stored series and samples")
 			require.Equal(t, resP, resW, "partial success")
 			require.InDelta(t, counterValue(t, fp.r.m.accepted), counterValue(t, fw.r.m.accepted), 0, "accepted points")
@@ -120,4 +131,27 @@ func manyHist(n int) []*metricspb.HistogramDataPoint {
 		dps = append(dps, hdp(attrs("pod", "p"+string(rune('a'+i%26))+string(rune('a'+i/26))), tsNs(10), bounds(nb), make([]uint64, nb+1), ptr(float64(i))))
 	}
 	return dps
+}
+
+// countedFixture is newFixture with the store's metrics registered.
+func countedFixture(t testing.TB, cfg Config, scfg store.Config) (*fixture, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	now := func() time.Time { return testNow }
+	st := store.New(scfg, store.Settings{Now: now, Registerer: reg})
+	return &fixture{st: st, r: New(st, cfg, Settings{Now: now})}, reg
+}
+
+// storeSamples reads keda_otel_scaler_store_samples_appended_total.
+func storeSamples(t testing.TB, g prometheus.Gatherer) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "keda_otel_scaler_store_samples_appended_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("keda_otel_scaler_store_samples_appended_total not registered")
+	return 0
 }

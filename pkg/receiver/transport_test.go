@@ -179,7 +179,7 @@ func grpcServer(t *testing.T, r *Receiver) *grpc.ClientConn {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}), grpc.MaxRecvMsgSize(int(r.MaxRecvSize())))
+	srv := grpc.NewServer(r.ServerOptions()...)
 	r.RegisterGRPC(srv)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = srv.Serve(lis) })

@@ -131,11 +131,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 
 	// Collectors ping as often as every 10 s, also between calls.
 	kaPolicy := keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
-	s.otlpSrv = grpc.NewServer(
-		grpc.MaxRecvMsgSize(int(min(cfg.Receiver.MaxRecvSize, 1<<31-1))),
-		grpc.KeepaliveEnforcementPolicy(kaPolicy),
-		grpc.ForceServerCodecV2(receiver.Codec{}),
-	)
+	s.otlpSrv = grpc.NewServer(append(s.receiver.ServerOptions(), grpc.KeepaliveEnforcementPolicy(kaPolicy))...)
 	s.receiver.RegisterGRPC(s.otlpSrv)
 	kedaOpts := []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(scalerKeepalive)}
 	if cfg.Server.TLSCertFile != "" {

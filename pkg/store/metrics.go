@@ -43,6 +43,9 @@ type stripedCounter struct {
 
 func (c *stripedCounter) add(key uint32) { c.c[key&15].n.Add(1) }
 
+// addN adds n batched counts; batches are rare enough for one stripe.
+func (c *stripedCounter) addN(n uint64) { c.c[0].n.Add(n) }
+
 func (c *stripedCounter) load() uint64 {
 	var n uint64
 	for i := range c.c {

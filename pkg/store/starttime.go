@@ -61,13 +61,24 @@ func (st *startTimes) clear(ref SeriesRef) {
 // chunk exists, and reads the previous sample only when the start time
 // changes.
 func (s *Store) AppendStart(ref SeriesRef, t int64, v float64, startMs int64) (reset bool, err error) {
+	var n uint64
+	reset, err = s.AppendStartCounted(ref, t, v, startMs, &n)
+	if n != 0 {
+		s.m.samples.add(uint32(ref))
+	}
+	return reset, err
+}
+
+// AppendStartCounted is AppendStart counting a stored sample in *n, as
+// AppendCounted does.
+func (s *Store) AppendStartCounted(ref SeriesRef, t int64, v float64, startMs int64, n *uint64) (reset bool, err error) {
 	if startMs <= 0 || startMs > t || value.IsStaleNaN(v) {
-		return false, s.Append(ref, t, v)
+		return false, s.AppendCounted(ref, t, v, n)
 	}
 	p := s.starts.slot(ref)
 	prev := p.Load()
 	if prev == startMs {
-		return false, s.Append(ref, t, v)
+		return false, s.AppendCounted(ref, t, v, n)
 	}
 	var last Sample
 	var hadLast bool
@@ -76,7 +87,7 @@ func (s *Store) AppendStart(ref SeriesRef, t int64, v float64, startMs int64) (r
 			last, hadLast = ms.latest(t, t-s.retentionMs, -1, s.retentionMs)
 		}
 	}
-	if err := s.Append(ref, t, v); err != nil {
+	if err := s.AppendCounted(ref, t, v, n); err != nil {
 		return false, err
 	}
 	if !p.CompareAndSwap(prev, startMs) || prev == 0 {

@@ -411,6 +411,20 @@ func (s *Store) SeriesMetricID(ref SeriesRef) (uint32, bool) {
 // takes no store-wide lock and does not allocate once the series' ring has
 // reached its size.
 func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
+	var n uint64
+	err := s.AppendCounted(ref, t, v, &n)
+	if n != 0 {
+		s.m.samples.add(uint32(ref))
+	}
+	return err
+}
+
+// AppendCounted is Append, except that a stored sample is counted by
+// adding 1 to *n instead of to the store's appended-samples counter
+// (keda_otel_scaler_store_samples_appended_total), which AddAppended
+// brings up to date later. A caller appending many samples in a row thus
+// saves an atomic add per sample.
+func (s *Store) AppendCounted(ref SeriesRef, t int64, v float64, n *uint64) error {
 	ms := s.get(ref)
 	if ms == nil {
 		s.m.reject(reasonUnknownSeries)
@@ -429,7 +443,7 @@ func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
 	}
 	switch res {
 	case appended, appendedGrew:
-		s.m.samples.add(uint32(ref))
+		*n++
 		return nil
 	case droppedDuplicate:
 		return nil
@@ -442,6 +456,14 @@ func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
 	default: // rejectedDead: deleted by the sweeper meanwhile
 		s.m.reject(reasonUnknownSeries)
 		return ErrUnknownSeries
+	}
+}
+
+// AddAppended adds n samples counted by AppendCounted or
+// AppendStartCounted to the store's appended-samples counter.
+func (s *Store) AddAppended(n uint64) {
+	if n != 0 {
+		s.m.samples.addN(n)
 	}
 }
 
@@ -458,6 +480,54 @@ func (s *Store) Prefetch(ref SeriesRef) {
 	m, w := ms.snapshot() // a consistent (capacity, ring) pair, as readers take it
 	if head, n, c := unpackMeta(m); w != nil && n > 0 {
 		_ = slotT(w, wrap(head+n-1, c))
+	}
+}
+
+// prefetchBatch is how many series PrefetchAll handles per group of passes
+// (its scratch arrays live on the stack).
+const prefetchBatch = 64
+
+// PrefetchAll is Prefetch for every ref in refs (ref 0 is skipped), and
+// touches the start-time slot and the ring slot the next append writes
+// too. It works in passes over up to prefetchBatch refs: first the series
+// pointers and start-time slots, then the series headers, then the rings.
+// Within a pass no load depends on another, so the CPU overlaps their
+// misses; one Prefetch per series would instead chain its three misses
+// (pointer table, header, ring) one after the other. Like Prefetch it
+// only reads, through the same atomics and the reader's snapshot (the
+// compiler keeps atomic loads whose results are unused).
+func (s *Store) PrefetchAll(refs []SeriesRef) {
+	var ms [prefetchBatch]*memSeries
+	for len(refs) > 0 {
+		n := min(len(refs), prefetchBatch)
+		for i, ref := range refs[:n] {
+			ms[i] = nil
+			if ref != 0 {
+				ms[i] = s.get(ref)
+				if p := s.starts.tab.at(uint32(ref)); p != nil {
+					_ = p.Load()
+				}
+			}
+		}
+		for _, m := range ms[:n] {
+			if m != nil {
+				_ = m.meta.Load()
+			}
+		}
+		for _, m := range ms[:n] {
+			if m == nil {
+				continue
+			}
+			meta, w := m.snapshot()
+			if head, k, c := unpackMeta(meta); w != nil && k > 0 {
+				next := head // full: the append overwrites the oldest slot
+				if k < c {
+					next = wrap(head+k, c)
+				}
+				_, _ = slotT(w, wrap(head+k-1, c)), offAt(w, next)
+			}
+		}
+		refs = refs[n:]
 	}
 }
 

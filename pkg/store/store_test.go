@@ -453,9 +453,11 @@ func TestIndexKeysWithZeroLowHalf(t *testing.T) {
 	}
 }
 
-// TestPrefetchWhileAppending runs Prefetch against series whose rings
-// grow, re-base and wrap under concurrent appends (run with -race): it
-// must never fault or block, and it changes nothing.
+// TestPrefetchWhileAppending runs Prefetch and PrefetchAll against series
+// whose rings grow, re-base and wrap and whose start times are recorded
+// under concurrent appends (run with -race): they must never fault or
+// block, and they change nothing. PrefetchAll gets more refs than one
+// group of passes holds, with 0 and unknown refs among them.
 func TestPrefetchWhileAppending(t *testing.T) {
 	t.Parallel()
 	s := New(Config{MaxSamplesPerSeries: 64}, Settings{})
@@ -469,21 +471,77 @@ func TestPrefetchWhileAppending(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for k := range 2000 {
-			for _, ref := range refs {
-				_ = s.Append(ref, t0+int64(k), float64(k))
+			for i, ref := range refs {
+				if i%2 == 0 {
+					_ = s.Append(ref, t0+int64(k), float64(k))
+				} else {
+					_, _ = s.AppendStart(ref, t0+int64(k), float64(k), t0-int64(k%3))
+				}
 			}
 		}
 	})
+	var all []SeriesRef
+	for len(all) < 2*prefetchBatch+5 {
+		all = append(all, refs...)
+		all = append(all, 0, SeriesRef(1<<20))
+	}
 	for range 2000 {
 		for _, ref := range refs {
 			s.Prefetch(ref)
 		}
 		s.Prefetch(SeriesRef(1 << 20)) // unknown: nothing
+		s.PrefetchAll(all)
 	}
 	wg.Wait()
 	for _, ref := range refs {
 		last, ok := s.LastSampleTime(ref)
 		require.True(t, ok)
 		assert.Equal(t, t0+1999, last)
+	}
+}
+
+// TestAppendCounted checks that AppendCounted and AppendStartCounted count
+// exactly the samples they store in the caller's counter, leave the
+// store's counter alone until AddAppended, and otherwise behave as Append
+// and AppendStart.
+func TestAppendCounted(t *testing.T) {
+	t.Parallel()
+	now := time.Now().UnixMilli()
+	tests := []struct {
+		name    string
+		t       int64
+		v       float64
+		start   int64 // > 0: AppendStartCounted
+		wantErr error
+		wantN   uint64
+	}{
+		{"stored", now - 1000, 1, 0, nil, 1},
+		{"duplicate dropped", now - 2000, 1, 0, nil, 0},
+		{"duplicate timestamp", now - 2000, 2, 0, ErrDuplicateTimestamp, 0},
+		{"out of order", now - 3000, 1, 0, ErrOutOfOrder, 0},
+		{"too old", now - 3_600_000, 1, 0, ErrTooOld, 0},
+		{"with start time", now - 1000, 5, now - 60_000, nil, 1},
+		{"stale marker after", now - 1000, math.Float64frombits(value.StaleNaN), 0, nil, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := New(Config{}, Settings{})
+			ref, err := s.Create(1, labels.FromStrings("__name__", "m"))
+			require.NoError(t, err)
+			require.NoError(t, s.Append(ref, now-2000, 1))
+			require.Equal(t, uint64(1), s.m.samples.load())
+			var n uint64
+			if tt.start > 0 {
+				_, err = s.AppendStartCounted(ref, tt.t, tt.v, tt.start, &n)
+			} else {
+				err = s.AppendCounted(ref, tt.t, tt.v, &n)
+			}
+			require.ErrorIs(t, err, tt.wantErr)
+			require.Equal(t, tt.wantN, n)
+			require.Equal(t, uint64(1), s.m.samples.load(), "store counter untouched before AddAppended")
+			s.AddAppended(n)
+			require.Equal(t, 1+tt.wantN, s.m.samples.load())
+		})
 	}
 }

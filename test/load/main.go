@@ -298,7 +298,7 @@ func serverMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(grpc.ForceServerCodecV2(receiver.Codec{}), grpc.MaxRecvMsgSize(int(r.MaxRecvSize())))
+	srv := grpc.NewServer(r.ServerOptions()...) // as pkg/server builds it
 	r.RegisterGRPC(srv)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = srv.Serve(lis) })
