@@ -7,8 +7,9 @@
 //
 // Every server and the load generator are separate processes: this binary
 // re-executed with the server and gen subcommands, and the baseline
-// binary. Both servers start once and are warmed with one round over every
-// series; then rounds of measured phases alternate between them (ABBA
+// binary. Both servers start once and are warmed until every series'
+// window is full (harness.WindowSamples samples each: steady state, not the
+// one-time ring growth of a fresh store); then rounds of measured phases alternate between them (ABBA
 // order), and the run reports each phase, the median per server and the
 // median of the per-round ratios. The generator sends pre-encoded
 // 1000-point Exports for 100k series through a raw codec, so its own cost
@@ -132,8 +133,9 @@ func runMain(args []string) error {
 		}
 		defer s.close()
 		servers[impl] = s
-		// Warm-up: one round over every series creates them all.
-		if _, err := runGen(ctx, self, s.addr, o, (o.series+999)/1000, 0, 2*time.Minute); err != nil {
+		// Warm-up: WindowSamples rounds over every series create them all
+		// and fill their rings.
+		if _, err := runGen(ctx, self, s.addr, o, harness.WindowSamples*((o.series+999)/1000), 0, 2*time.Minute); err != nil {
 			return fmt.Errorf("warm %s server: %w", impl, err)
 		}
 	}
@@ -233,7 +235,7 @@ func (s *server) phase(ctx context.Context, self string, o opts) (harness.Stats,
 		return harness.Stats{}, genStats{}, fmt.Errorf("start measuring: %q %w", a, err)
 	}
 	s.phases++
-	gs, err := runGen(ctx, self, s.addr, o, o.maxReq, 1+(s.phases-1)*(o.maxReq+1), o.duration)
+	gs, err := runGen(ctx, self, s.addr, o, o.maxReq, harness.WindowSamples+1+(s.phases-1)*(o.maxReq+1), o.duration)
 	if err != nil {
 		return harness.Stats{}, genStats{}, err
 	}

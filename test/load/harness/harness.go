@@ -28,6 +28,12 @@ import (
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
+// WindowSamples is every load-test series' window (MaxSamplesPerSeries).
+// The run warms each server with that many samples per series, so the
+// measured phases see full rings, as in a scaler that has been running
+// for a while, rather than the one-time growth of new ones.
+const WindowSamples = 64
+
 // Stats is what a server reports for one measured phase.
 type Stats struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
@@ -36,10 +42,10 @@ type Stats struct {
 
 // NewStore returns the store every load-test server appends to, running
 // as in production (Start: the sweeper and the cached clock), with room
-// for twice the expected series and a 64-sample window. stop ends its
+// for twice the expected series and a WindowSamples window. stop ends its
 // background loop.
 func NewStore(series int) (st *store.Store, stop func()) {
-	st = store.New(store.Config{MaxSeries: 2 * series, MaxSamplesPerSeries: 64}, store.Settings{})
+	st = store.New(store.Config{MaxSeries: 2 * series, MaxSamplesPerSeries: WindowSamples}, store.Settings{})
 	_ = st.Start(context.Background()) // returns at once; never fails
 	return st, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
