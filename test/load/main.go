@@ -39,7 +39,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -286,29 +285,11 @@ func runGen(ctx context.Context, self, addr string, o opts, maxReq, round0 int, 
 // --- server under test ---
 
 func serverMain(args []string) error {
-	fs := flag.NewFlagSet("server", flag.ContinueOnError)
-	series := fs.Int("series", 100_000, "expected series (`count`)")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured phases to `file`")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	reg := prometheus.NewRegistry()
-	st, stopStore := harness.NewStore(*series)
-	defer stopStore()
-	r := receiver.New(st, receiver.Config{MaxInFlight: 256}, receiver.Settings{Registerer: reg})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srv := grpc.NewServer(r.ServerOptions()...) // as pkg/server builds it
-	r.RegisterGRPC(srv)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = srv.Serve(lis) })
-	defer func() {
-		srv.Stop()
-		wg.Wait()
-	}()
-	return harness.Serve(os.Stdin, os.Stdout, lis.Addr().String(), func() float64 { return harness.Accepted(reg) }, *cpuProfile)
+	return harness.RunServer("server", args, receiver.Config{MaxInFlight: 256}, func(r *receiver.Receiver) *grpc.Server {
+		srv := grpc.NewServer(r.ServerOptions()...) // as pkg/server builds it
+		r.RegisterGRPC(srv)
+		return srv
+	})
 }
 
 // --- generator ---

@@ -12,13 +12,9 @@ package main
 
 import (
 	"context"
-	"flag"
 	"log/slog"
-	"net"
 	"os"
-	"sync"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"google.golang.org/grpc"
 
@@ -35,29 +31,11 @@ func main() {
 }
 
 func run(args []string) error {
-	fs := flag.NewFlagSet("baselineserver", flag.ContinueOnError)
-	series := fs.Int("series", 100_000, "expected series (`count`)")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured phases to `file`")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	reg := prometheus.NewRegistry()
-	st, stopStore := harness.NewStore(*series)
-	defer stopStore()
-	r := receiver.New(st, receiver.Config{}, receiver.Settings{Registerer: reg})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(int(r.MaxRecvSize())))
-	pmetricotlp.RegisterGRPCServer(srv, &exporter{r: r})
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = srv.Serve(lis) })
-	defer func() {
-		srv.Stop()
-		wg.Wait()
-	}()
-	return harness.Serve(os.Stdin, os.Stdout, lis.Addr().String(), func() float64 { return harness.Accepted(reg) }, *cpuProfile)
+	return harness.RunServer("baselineserver", args, receiver.Config{MaxInFlight: 256}, func(r *receiver.Receiver) *grpc.Server {
+		srv := grpc.NewServer(grpc.MaxRecvMsgSize(int(r.MaxRecvSize())))
+		pmetricotlp.RegisterGRPCServer(srv, &exporter{r: r})
+		return srv
+	})
 }
 
 // exporter is the pdata MetricsService: the request arrives decoded by

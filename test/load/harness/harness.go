@@ -16,17 +16,51 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime/pprof"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
+
+// RunServer is the main of a load-test server: it parses the server flags
+// (args), appends to NewStore through a receiver, serves OTLP/gRPC on
+// 127.0.0.1 with the server newServer builds (the only part in which the
+// servers differ) and runs the protocol on stdin/stdout until "quit".
+func RunServer(name string, args []string, cfg receiver.Config, newServer func(*receiver.Receiver) *grpc.Server) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	series := fs.Int("series", 100_000, "expected series (`count`)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured phases to `file`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	st, stopStore := NewStore(*series)
+	defer stopStore()
+	r := receiver.New(st, cfg, receiver.Settings{Registerer: reg})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := newServer(r)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Serve(lis) })
+	defer func() {
+		srv.Stop()
+		wg.Wait()
+	}()
+	return Serve(os.Stdin, os.Stdout, lis.Addr().String(), func() float64 { return Accepted(reg) }, *cpuProfile)
+}
 
 // WindowSamples is every load-test series' window (MaxSamplesPerSeries).
 // The run warms each server with that many samples per series, so the
