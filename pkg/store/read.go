@@ -3,6 +3,7 @@ package store
 import (
 	"math"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/prometheus/prometheus/model/value"
 )
@@ -313,23 +314,27 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 	mint = max(mint, r.oldest-1)
 	for {
 		m, p, ok := ms.trySnapshot()
-		var w []uint64
 		if !ok {
-			m, w = ms.snapshot()
-		} else if p != nil {
-			w = ringView(p, int(m>>24&0xfff))
+			var w []uint64
+			if m, w = ms.snapshot(); w != nil {
+				p = &w[0]
+			}
 		}
 		head, n, c := unpackMeta(m)
 		if m&metaDead != 0 || n == 0 {
 			*s = Scan{}
 			return 0
 		}
-		base := int64(atomic.LoadUint64(&w[0]))
+		// From here every slot index is a position wrapped below c, so
+		// every word index is below ringWords(c), the length of the ring
+		// p points to (m and p are a consistent snapshot): the reads go
+		// through p unchecked (ringWord).
+		base := int64(ringWord(p, 0))
 		lob, hib := mint-base, maxt-base
 		hi := n
-		lastOff := offAt(w, wrap(head+n-1, c)) // the range's last, if hi == n
+		lastOff := offAtP(p, wrap(head+n-1, c)) // the range's last, if hi == n
 		if lastOff > hib {
-			hi = searchAfter(w, head, c, 0, n-1, hib)
+			hi = searchAfter(ringView(p, c), head, c, 0, n-1, hib)
 		}
 		// The range's first sample, slot first, and its length total.
 		// The guess is the length of the last range scanned into s (a
@@ -343,10 +348,10 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 		var firstOff int64
 		if g := s.span; g > 0 && g <= hi {
 			first = wrap(head+hi-g, c)
-			if firstOff = offAt(w, first); firstOff > lob {
+			if firstOff = offAtP(p, first); firstOff > lob {
 				if g == hi {
 					total = g
-				} else if prev := first - 1; prev >= 0 && offAt(w, prev) <= lob || prev < 0 && offAt(w, c-1) <= lob {
+				} else if prev := first - 1; offAtP(p, wrapDown(prev, c)) <= lob {
 					total = g
 				}
 			}
@@ -360,7 +365,7 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 			} else if j < 0 {
 				j += c
 			}
-			for total < hi && offAt(w, j) > lob {
+			for total < hi && offAtP(p, j) > lob {
 				total++
 				if j--; j < 0 {
 					j = c - 1
@@ -376,14 +381,17 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 			if first = j + 1; first == c {
 				first = 0
 			}
-			firstOff = offAt(w, first)
+			firstOff = offAtP(p, first)
 		}
-		// Values, oldest first, while they are neither stale nor lower
-		// than the one before.
-		firstV := slotV(w, first)
+		// Values, oldest first, while they are neither NaN nor lower
+		// than the one before: one compare, !(v >= lastV), catches both
+		// (lastV is never NaN). A NaN, stale marker or not, leaves the
+		// common case for scanSlots, which summarises any range exactly,
+		// so the result is the same either way.
+		firstV := slotVP(p, first)
 		lastV := firstV
 		last := first + total - 1 // the range's last slot, once wrapped
-		clean := !value.IsStaleNaN(firstV)
+		clean := !math.IsNaN(firstV)
 		switch {
 		case !clean:
 		case last < c:
@@ -394,8 +402,8 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 			for end := 1 + 3*(last>>1) + last&1; vi < end; {
 				vi += 1 + odd
 				odd ^= 1
-				v := math.Float64frombits(atomic.LoadUint64(&w[vi]))
-				if v < lastV || value.IsStaleNaN(v) {
+				v := math.Float64frombits(ringWord(p, vi))
+				if !(v >= lastV) {
 					clean = false
 					break
 				}
@@ -408,8 +416,8 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 				if j++; j == c {
 					j = 0
 				}
-				v := slotV(w, j)
-				if v < lastV || value.IsStaleNaN(v) {
+				v := slotVP(p, j)
+				if !(v >= lastV) {
 					clean = false
 					break
 				}
@@ -418,11 +426,11 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 		}
 		if clean {
 			if hi < n {
-				lastOff = offAt(w, last)
+				lastOff = offAtP(p, last)
 			}
 			s.N, s.FirstT, s.LastT, s.FirstV, s.LastV, s.Drops, s.FirstDrop = total, base+firstOff, base+lastOff, firstV, lastV, 0, 0
 		} else {
-			scanSlots(s, w, base, first, c, total)
+			scanSlots(s, ringView(p, c), base, first, c, total)
 		}
 		s.span = total
 		if ms.meta.Load() != m {
@@ -439,4 +447,36 @@ func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 func scanSlots(s *Scan, w []uint64, base int64, j, c, n int) {
 	win := Window{w: w, base: base, j0: j, c: c, n: n}
 	win.Scan(s)
+}
+
+// ringWord loads word k of the ring p points to without a bounds check:
+// the caller guarantees 0 <= k < ringWords(c) for the capacity c of the
+// snapshot that loaded p (ScanRange's indices come from that snapshot's
+// meta, never from the ring's contents, so torn values cannot move them).
+// The race detector's checkptr instrumentation checks that the address
+// stays inside p's allocation.
+func ringWord(p *uint64, k int) uint64 {
+	return atomic.LoadUint64((*uint64)(unsafe.Add(unsafe.Pointer(p), uintptr(k)*8)))
+}
+
+// offAtP is offAt through ringWord.
+func offAtP(p *uint64, i int) int64 {
+	x := ringWord(p, 3+3*(i>>1))
+	if i&1 != 0 {
+		x >>= 32
+	}
+	return int64(uint32(x))
+}
+
+// slotVP is slotV through ringWord.
+func slotVP(p *uint64, i int) float64 {
+	return math.Float64frombits(ringWord(p, 1+3*(i>>1)+i&1))
+}
+
+// wrapDown maps a slot -1 <= x < c onto the ring: -1 is the last slot.
+func wrapDown(x, c int) int {
+	if x < 0 {
+		return x + c
+	}
+	return x
 }
