@@ -2,6 +2,7 @@ package store
 
 import (
 	"math"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -36,6 +37,7 @@ func TestReadPathMatchesStore(t *testing.T) {
 		cfg       Config
 		times     []int64 // offsets from t0
 		staleAt   int     // index of a stale marker, -1 for none
+		nanAt     []int   // indices of ordinary NaN values
 		now       int64   // offset of the clock from t0
 		extraMaxt []int64
 	}{
@@ -47,6 +49,8 @@ func TestReadPathMatchesStore(t *testing.T) {
 		{name: "retention edge", cfg: Config{Retention: time.Minute}, times: steps(0, 7_000, 30), staleAt: -1, now: 29 * 7_000},
 		{name: "irregular", cfg: Config{Retention: time.Hour}, times: []int64{0, 1, 2, 1000, 1001, 50_000, 50_500, 51_000, 120_000, 120_001, 300_000}, staleAt: 4},
 		{name: "freshness on", cfg: Config{Retention: time.Hour, Freshness: 30 * time.Second}, times: steps(0, 15_000, 12), staleAt: -1, extraMaxt: []int64{200_000, 10_000_000}},
+		{name: "ordinary NaNs", cfg: Config{Retention: time.Hour}, times: steps(0, 15_000, 14), staleAt: 9, nanAt: []int{0, 4, 5, 12}},
+		{name: "ordinary NaNs wrapped", cfg: Config{Retention: time.Hour, MaxSamplesPerSeries: 16}, times: steps(0, 10_000, 40), staleAt: -1, nanAt: []int{17, 30, 39}},
 		{name: "freshness off", cfg: Config{Retention: time.Hour, Freshness: -1}, times: steps(0, 15_000, 12), staleAt: -1, extraMaxt: []int64{200_000}},
 	}
 	for _, tc := range cases {
@@ -64,6 +68,9 @@ func TestReadPathMatchesStore(t *testing.T) {
 				v := float64(i%7) * 1.5 // counter-like, with resets
 				if i == tc.staleAt {
 					v = staleNaN
+				}
+				if slices.Contains(tc.nanAt, i) {
+					v = math.NaN()
 				}
 				require.NoError(t, s.Append(ref, t0+off, v))
 			}
