@@ -300,11 +300,12 @@ func (w *Window) Scan(s *Scan) {
 // same length), which two offsets confirm or refute; only a refuted guess
 // walks the offsets newest first to the first sample at or before mint.
 // Any s gives the same result. It then reads the values oldest first. The
-// value loop is the common case only: no stale marker and no drop (counter
-// reset); a range with either is summarised again by scanSlots. Each loop
-// keeps few values live (Go spills a loop's state at every iteration once
-// registers run out, which made the former single loop twice as long in
-// instructions).
+// value loop is the common case only: no NaN (stale marker or not) and no
+// drop (counter reset); a range with either is summarised again by
+// scanSlots. Each loop keeps few values live (Go spills a loop's state at
+// every iteration once registers run out, which made the former single
+// loop twice as long in instructions). The ring is read through its
+// pointer, without bounds checks (ringWord).
 func (r Reader) ScanRange(s *Scan, h Handle, mint, maxt int64) int {
 	ms := h.ms
 	if ms == nil {
@@ -451,8 +452,10 @@ func scanSlots(s *Scan, w []uint64, base int64, j, c, n int) {
 
 // ringWord loads word k of the ring p points to without a bounds check:
 // the caller guarantees 0 <= k < ringWords(c) for the capacity c of the
-// snapshot that loaded p (ScanRange's indices come from that snapshot's
-// meta, never from the ring's contents, so torn values cannot move them).
+// snapshot that loaded p. ScanRange's slot indices are positions bounded
+// by that snapshot's meta (n <= c) and wrapped below c; the ring's
+// contents only choose among them, so torn values cannot push an index
+// out of range.
 // The race detector's checkptr instrumentation checks that the address
 // stays inside p's allocation.
 func ringWord(p *uint64, k int) uint64 {
