@@ -186,6 +186,7 @@ type batch struct {
 	start      int64  // the point's start time in ms for cumulative series, else 0
 	staleRefs  []store.SeriesRef
 	kbuf, ibuf []byte
+	ibufName   string // the name b.ibuf holds after its base (identity)
 
 	// Request results.
 	touchedIDs  []uint32
@@ -739,17 +740,10 @@ var infLE = []byte("+Inf")
 // quantile when extra is set) and the point's labels. A stale marker never
 // creates a series.
 func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool) reason {
-	// The identity hash and the append are written out here rather than
-	// through seriesID and appendTo: this is the per-point path.
+	// The append is written out here rather than through appendTo: this
+	// is the per-point path.
 	name := b.names.names[variant]
-	h := binary.LittleEndian.AppendUint64(b.ibuf[:0], b.base)
-	h = append(h, name...)
-	if extra != nil {
-		h = append(h, 0xfd)
-		h = append(h, extra...)
-	}
-	b.ibuf = h
-	id := xxhash.Sum64(h)
+	id := b.identity(name, extra)
 	ref, ok := b.st.Lookup(id)
 	if !ok {
 		if stale {
@@ -783,11 +777,29 @@ func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool
 // or quantile when extra is set) with the current point's labels and
 // context.
 func (b *batch) seriesID(variant int, extra []byte) uint64 {
+	return b.identity(b.names.names[variant], extra)
+}
+
+// identity hashes the current point's base (labels and context) with the
+// series name, plus 0xfd and extra when extra is set. Consecutive points
+// of one metric hash the same name, so when b.ibuf already holds it only
+// the base is rewritten; the bytes hashed, and so the identities the
+// store and its snapshots key on, are the same either way.
+func (b *batch) identity(name string, extra []byte) uint64 {
+	// Invariant: b.ibuf is the 8-byte base followed by b.ibufName, or
+	// b.ibufName is "" and b.ibuf is longer than 8 bytes (it holds an
+	// extra) or empty.
+	if extra == nil && len(b.ibuf) == 8+len(name) && b.ibufName == name {
+		binary.LittleEndian.PutUint64(b.ibuf, b.base)
+		return xxhash.Sum64(b.ibuf)
+	}
 	h := binary.LittleEndian.AppendUint64(b.ibuf[:0], b.base)
-	h = append(h, b.names.names[variant]...)
+	h = append(h, name...)
+	b.ibufName = name
 	if extra != nil {
 		h = append(h, 0xfd)
 		h = append(h, extra...)
+		b.ibufName = ""
 	}
 	b.ibuf = h
 	return xxhash.Sum64(h)

@@ -2,10 +2,12 @@ package receiver
 
 import (
 	"context"
+	"encoding/binary"
 	"math"
 	"strconv"
 	"testing"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/otlptranslator"
 	"github.com/prometheus/prometheus/model/labels"
@@ -368,5 +370,42 @@ func TestLabelNameMatchesOTLPTranslator(t *testing.T) {
 		if assert.True(t, ok, "%q", k) {
 			assert.Equal(t, want, string(got), "%q", k)
 		}
+	}
+}
+
+// TestIdentityReusesBuffer checks identity, which rewrites only the base
+// when its buffer already holds the name, against the hash of the bytes
+// spelled out, over a sequence that switches names, bases and extras (so
+// the buffer is reused, rebuilt and invalidated in every order).
+func TestIdentityReusesBuffer(t *testing.T) {
+	want := func(base uint64, name string, extra []byte) uint64 {
+		h := binary.LittleEndian.AppendUint64(nil, base)
+		h = append(h, name...)
+		if extra != nil {
+			h = append(append(h, 0xfd), extra...)
+		}
+		return xxhash.Sum64(h)
+	}
+	b := newBatch()
+	for i, c := range []struct {
+		base  uint64
+		name  string
+		extra []byte
+	}{
+		{1, "http_requests_total", nil},
+		{2, "http_requests_total", nil},
+		{2, "http_requests_total_count", nil},
+		{3, "latency_bucket", []byte("0.5")},
+		{3, "latency_bucket", []byte("+Inf")},
+		{4, "latency_bucket", nil},
+		{4, "", nil},
+		{5, "", []byte{}},
+		{5, "", nil},
+		{6, "abcdefgh", nil},
+		{6, "abcdefgi", nil},
+		{7, "abcdefgi", nil},
+	} {
+		b.base = c.base
+		require.Equal(t, want(c.base, c.name, c.extra), b.identity(c.name, c.extra), "step %d", i)
 	}
 }

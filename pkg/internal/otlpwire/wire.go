@@ -664,16 +664,44 @@ func keyValue(b []byte, kv *KeyValue, depth int) error {
 	// attribute. It accepts and yields exactly what the loop below does
 	// for these bytes: every caller passes a zero kv, so there is nothing
 	// to merge.
-	if n := len(b); n >= 6 && b[0] == 0x0a && b[1] < 0x80 {
-		i := 2 + int(b[1])
-		if i+4 <= n && b[i] == 0x12 && b[i+1] < 0x80 && i+2+int(b[i+1]) == n &&
-			b[i+2] == 0x0a && b[i+3] < 0x80 && i+4+int(b[i+3]) == n {
-			kv.Key = b[2:i]
-			kv.Value = AnyValue{Kind: KindStr, Str: b[i+4 : n]}
-			return nil
-		}
+	if i := strKeyValue(b); i > 0 {
+		kv.Key = b[2:i]
+		kv.Value = AnyValue{Kind: KindStr, Str: b[i+4:]}
+		return nil
 	}
 	return keyValueSlow(b, kv, depth)
+}
+
+// strKeyValue reports whether b has keyValue's fast-path shape (key, then
+// a value holding only a string, one-byte lengths) by returning the offset
+// of the value's tag, or 0 when it does not: then the key is b[2:i] and
+// the string b[i+4:].
+//
+// It is small enough to inline into the walker's attribute loop.
+func strKeyValue(b []byte) int {
+	n := len(b)
+	// Bytes 0 and 1: tag 0x0a, key length < 0x80.
+	if n < 6 || binary.LittleEndian.Uint16(b)&0x80ff != 0x000a {
+		return 0
+	}
+	if i := 2 + int(b[1]); i+4 <= n {
+		// Bytes i..i+3, little-endian: tag 0x12, length < 0x80, tag
+		// 0x0a, length < 0x80; the two lengths run exactly to the end.
+		x := binary.LittleEndian.Uint32(b[i:])
+		if x&0x80ff80ff == 0x000a0012 && int(x>>8&0xff) == n-i-2 && int(x>>24) == n-i-4 {
+			return i
+		}
+	}
+	return 0
+}
+
+// checkKeyValueSlow validates an attribute that lacks the fast-path shape
+// by decoding it in full. The first pass only validates: an attribute with
+// the fast-path shape (strKeyValue) is valid as it is, so it is neither
+// decoded nor stored (no stores, no write barriers).
+func checkKeyValueSlow(b []byte) error {
+	var kv KeyValue
+	return keyValueSlow(b, &kv, 0)
 }
 
 // keyValueSlow is keyValue without the fast path.
@@ -1308,8 +1336,9 @@ func (w *Walker) point(b []byte, t MetricType) error {
 				}
 				rawEnd = e
 				if !w.emit {
-					var kv KeyValue
-					err = keyValue(b[s:e], &kv, 0)
+					if strKeyValue(b[s:e]) == 0 {
+						err = checkKeyValueSlow(b[s:e])
+					}
 				}
 			}
 			if err != nil {

@@ -137,7 +137,8 @@ func TestPointReset(t *testing.T) {
 }
 
 // FuzzKeyValueFastPath checks that keyValue's fast path accepts and yields
-// exactly what the general decoder does.
+// exactly what the general decoder does, and that the first pass's check
+// (strKeyValue, else checkKeyValueSlow) accepts exactly what it does.
 //
 // go test -run '^$' -fuzz '^FuzzKeyValueFastPath$' -fuzztime 30s ./pkg/internal/otlpwire
 func FuzzKeyValueFastPath(f *testing.F) {
@@ -150,11 +151,23 @@ func FuzzKeyValueFastPath(f *testing.F) {
 	f.Add(str("", ""))
 	f.Add(append(str("a", "b"), str("c", "d")...))
 	f.Add(str("k", string(make([]byte, 200))))
+	// One-byte lengths at their limit, and just past it (two-byte varints).
+	f.Add(str("k", string(make([]byte, 0x7d))))
+	f.Add(str("k", string(make([]byte, 0x7e))))
+	f.Add(str("k", string(make([]byte, 0x80))))
+	f.Add(str(string(make([]byte, 0x7f)), "v"))
+	f.Add(str(string(make([]byte, 0x80)), "v"))
+	f.Add(append(str("a", "b"), 0))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var fast, slow KeyValue
 		errF := keyValue(b, &fast, 0)
 		errS := keyValueSlow(b, &slow, 0)
 		require.Equal(t, errS == nil, errF == nil, "fast %v, slow %v", errF, errS)
+		var errC error
+		if strKeyValue(b) == 0 {
+			errC = checkKeyValueSlow(b)
+		}
+		require.Equal(t, errS == nil, errC == nil, "check %v, slow %v", errC, errS)
 		if errS == nil {
 			require.Equal(t, slow, fast)
 		}
