@@ -740,8 +740,6 @@ var infLE = []byte("+Inf")
 // quantile when extra is set) and the point's labels. A stale marker never
 // creates a series.
 func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool) reason {
-	// The append is written out here rather than through appendTo: this
-	// is the per-point path.
 	name := b.names.names[variant]
 	id := b.identity(name, extra)
 	ref, ok := b.st.Lookup(id)
@@ -758,19 +756,7 @@ func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool
 		}
 		b.r.twins.check(b.r, b.st, ref, lset)
 	}
-	var err error
-	if b.start == 0 {
-		err = b.st.AppendCounted(ref, t, v, &b.appended)
-	} else {
-		err = b.appendStart(variant, ref, t, v)
-	}
-	if err != nil {
-		return appendReason(err)
-	}
-	if !b.touched[variant] {
-		b.touch(variant, ref)
-	}
-	return reasonNone
+	return b.appendTo(variant, ref, t, v)
 }
 
 // seriesID is the identity hash of the series named by variant (plus le

@@ -833,75 +833,46 @@ func anyValue(b []byte, v *AnyValue, depth int) error {
 }
 
 func arrayValue(b []byte, depth int) error {
-	for pos := 0; pos < len(b); {
-		var (
-			num int32
-			wt  protowire.Type
-			p   int
-			err error
-		)
-		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
-			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
-		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
-			return err
-		}
-		if num == 1 {
-			if wt != protowire.BytesType {
-				return wrongType("ArrayValue.values", wt)
-			}
-			var s, e int
-			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
-				s, e = p+1, p+1+int(b[p])
-			} else if s, e, err = consumeLen(b, p); err != nil {
-				return err
-			}
-			var v AnyValue
-			if err := anyValue(b[s:e], &v, depth); err != nil {
-				return err
-			}
-			pos = e
-			continue
-		}
-		if pos, err = skip(b, p, wt); err != nil {
-			return err
-		}
-	}
-	return nil
+	return repeatedValues(b, depth, "ArrayValue.values", func(m []byte, depth int) error {
+		var v AnyValue
+		return anyValue(m, &v, depth)
+	})
 }
 
 func kvList(b []byte, depth int) error {
+	return repeatedValues(b, depth, "KeyValueList.values", func(m []byte, depth int) error {
+		var kv KeyValue
+		return keyValue(m, &kv, depth)
+	})
+}
+
+// repeatedValues validates field 1 (a repeated message, named field in
+// errors) of a nested ArrayValue or KeyValueList with decode, skipping
+// unknown fields. Nested values are rare, so this path favours one loop
+// over inlined speed.
+func repeatedValues(b []byte, depth int, field string, decode func(m []byte, depth int) error) error {
 	for pos := 0; pos < len(b); {
-		var (
-			num int32
-			wt  protowire.Type
-			p   int
-			err error
-		)
-		if c := b[pos]; c < 0x80 && c >= 8 { // one-byte tag, inlined
-			num, wt, p = int32(c>>3), protowire.Type(c&7), pos+1
-		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
+		num, wt, p, err := consumeTag(b, pos)
+		if err != nil {
 			return err
 		}
-		if num == 1 {
-			if wt != protowire.BytesType {
-				return wrongType("KeyValueList.values", wt)
-			}
-			var s, e int
-			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) { // one-byte length, inlined
-				s, e = p+1, p+1+int(b[p])
-			} else if s, e, err = consumeLen(b, p); err != nil {
+		if num != 1 {
+			if pos, err = skip(b, p, wt); err != nil {
 				return err
 			}
-			var kv KeyValue
-			if err := keyValue(b[s:e], &kv, depth); err != nil {
-				return err
-			}
-			pos = e
 			continue
 		}
-		if pos, err = skip(b, p, wt); err != nil {
+		if wt != protowire.BytesType {
+			return wrongType(field, wt)
+		}
+		s, e, err := consumeLen(b, p)
+		if err != nil {
 			return err
 		}
+		if err := decode(b[s:e], depth); err != nil {
+			return err
+		}
+		pos = e
 	}
 	return nil
 }
