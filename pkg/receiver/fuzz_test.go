@@ -2,7 +2,6 @@ package receiver
 
 import (
 	"bytes"
-	"errors"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -80,8 +79,11 @@ func ingestBoth(t *testing.T, b []byte) {
 	errW := w.Validate(b)
 	er := pmetricotlp.NewExportRequest()
 	errP := er.UnmarshalProto(b)
-	if errors.Is(errW, otlpwire.ErrTooDeep) {
-		return // a documented limit pdata does not have
+	if errW == nil && errP != nil && w.ValuesTooDeep() > 0 {
+		// A documented difference: the walker does not validate bytes
+		// below otlpwire.MaxValueDepth, pdata (which has no limit) does.
+		// The values the walker cut reject their points instead.
+		return
 	}
 	if (errW == nil) != (errP == nil) {
 		t.Fatalf("decoders disagree: wire err=%v, pdata err=%v", errW, errP)
