@@ -144,7 +144,7 @@ type batch struct {
 	resDigest  xxhash.Digest
 	resHash    uint64
 	resBad     reason
-	scopeBad   reason // attribute_too_deep for every point of the scope
+	scopeBad   reason   // attribute_too_deep for every point of the scope
 	resLbls    []slabel // sorted by name; ki 1 = overwrite (job, instance)
 	resArena   []byte
 	resSorted  []otlpwire.KeyValue
