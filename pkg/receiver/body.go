@@ -171,7 +171,9 @@ var gzipReaders sync.Pool // *gzip.Reader
 // an error wrapping errCorrupt.
 func inflate(src []byte, limit int64, ch *charge) ([]byte, error) {
 	hint := int64(-1)
-	if len(src) >= 18 { // the smallest gzip member: 10-byte header, 8-byte trailer
+	// The smallest gzip member: a 10-byte header starting 1f 8b, an
+	// 8-byte trailer. Anything else fails in the reader below.
+	if len(src) >= 18 && src[0] == 0x1f && src[1] == 0x8b {
 		hint = int64(binary.LittleEndian.Uint32(src[len(src)-4:]))
 		if hint > limit {
 			return nil, errTooLarge

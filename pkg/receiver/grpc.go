@@ -330,7 +330,7 @@ func (r *Receiver) exportRaw(_ context.Context, in *exportMsg) (out *RawBytes, e
 	r.m.bytes.WithLabelValues("grpc", "protobuf").Add(float64(len(in.buf)))
 	res, err := r.ingestProto(in.buf) // nothing retains the request bytes past it
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "decode OTLP ExportMetricsServiceRequest: %v", err)
+		return nil, status.Error(codes.InvalidArgument, validMessage("decode OTLP ExportMetricsServiceRequest: "+err.Error()))
 	}
 	ob := RawBytes(encodeResponse(res))
 	return &ob, nil

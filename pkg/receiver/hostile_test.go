@@ -4,11 +4,19 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -16,8 +24,11 @@ import (
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
-	grpcgzip "google.golang.org/grpc/encoding/gzip"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	grpcgzip "google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -286,5 +297,249 @@ func TestJSONTreeBytes(t *testing.T) {
 	}
 }
 
-// keep proto imported for helpers in this file's later tests.
-var _ = proto.Size
+// bomb is a valid Export request of about size bytes (a long schema URL)
+// and its gzip form, a few KB: the shape of a decompression bomb that
+// also decodes.
+func bomb(t *testing.T, size int) (plain, zipped []byte) {
+	t.Helper()
+	plain = mustMarshal(t, sizedRequest(t, size))
+	return plain, gzipped(t, plain)
+}
+
+// passthroughGzip is a legacy client compressor that sends bytes that are
+// already gzip'd as they are, so a test's clients do not hold the
+// decompressed bombs they send.
+type passthroughGzip struct{}
+
+func (passthroughGzip) Do(w io.Writer, p []byte) error { _, err := w.Write(p); return err }
+func (passthroughGzip) Type() string                   { return "gzip" }
+
+// heapPeak samples the heap (live and unswept objects) until stop is
+// closed and returns the largest value seen.
+func heapPeak(stop <-chan struct{}) <-chan uint64 {
+	out := make(chan uint64, 1)
+	go func() {
+		s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		var peak uint64
+		for {
+			rtmetrics.Read(s)
+			peak = max(peak, s[0].Value.Uint64())
+			select {
+			case <-stop:
+				out <- peak
+				return
+			case <-time.After(50 * time.Microsecond):
+			}
+		}
+	}()
+	return out
+}
+
+// TestMemory is the regression test of issue #12 class 4: concurrent
+// gzip bombs (each a few KB inflating to just under the receive limit),
+// four times as many as the budget can hold, over gRPC and over HTTP,
+// raise the heap by less than a bound derived from the configured
+// in-flight byte budget: every byte of inflated output is charged before
+// it is allocated, and what does not fit is refused with Unavailable /
+// 503 (retried by exporters). Before, each inflated to the limit and was
+// copied again before the budget was checked: the peak grew with the
+// number of senders. Afterwards the budget is whole again and an honest
+// Export succeeds. Part of make gates (no -race).
+func TestMemory(t *testing.T) {
+	const (
+		limit  = 4 << 20
+		budget = 2 * limit
+		n      = 8 * budget / limit * 4 // senders: 32× the requests the budget holds
+	)
+	plain, zipped := bomb(t, limit-1024)
+	require.Less(t, len(zipped), 64<<10)
+	// The bound: what the budget holds, plus per sender its compressed
+	// body twice (the transport's and the decompressor's copy), the
+	// transports' buffers and goroutines, 64 KiB in all, with the GC's
+	// headroom (GOGC 50 while measuring) and 8 MiB of slack; without a
+	// budget the peak grows with n × limit.
+	const perSender = 64 << 10
+	bound := uint64(3*(budget+n*perSender)/2 + 8<<20)
+	require.Less(t, bound, uint64(n*limit)/2, "the bound separates bounded from unbounded")
+
+	run := func(t *testing.T, send func() (ok bool)) {
+		defer debug.SetGCPercent(debug.SetGCPercent(50))
+		runtime.GC()
+		base := heapPeak(closed())
+		baseline := <-base
+		stop := make(chan struct{})
+		peak := heapPeak(stop)
+		var wg sync.WaitGroup
+		var oks atomic.Int32
+		start := make(chan struct{})
+		for range n {
+			wg.Go(func() {
+				<-start
+				if send() {
+					oks.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(stop)
+		top := <-peak
+		growth := top - min(baseline, top)
+		t.Logf("%d senders of %d B gzip (%d B inflated): %d accepted, heap peak growth %d MiB, bound %d MiB",
+			n, len(zipped), len(plain), oks.Load(), growth>>20, bound>>20)
+		assert.Positive(t, oks.Load(), "some bombs fit in the budget and are served")
+		assert.LessOrEqual(t, growth, bound)
+	}
+
+	t.Run("grpc", func(t *testing.T) {
+		f := newFixture(t, Config{MaxRecvSize: limit, MaxInFlightBytes: budget}, store.Config{})
+		conn := grpcServer(t, f.r, grpc.WithCompressor(passthroughGzip{})) //nolint:staticcheck // sends pre-compressed bytes
+		run(t, func() bool {
+			in, out := RawBytes(zipped), RawBytes(nil)
+			err := conn.Invoke(t.Context(), exportMethod, &in, &out, grpc.ForceCodecV2(Codec{}))
+			if err != nil {
+				assert.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+				assert.NotNil(t, retryInfo(err))
+			}
+			return err == nil
+		})
+		assert.Zero(t, f.r.inflightBytes.Load(), "every charge returned")
+		in, out := RawBytes(gzipped(t, mustMarshal(t, req(rm(nil, gauge("after", "", dpD(nil, tsNs(10), 1))))))), RawBytes(nil)
+		require.NoError(t, conn.Invoke(t.Context(), exportMethod, &in, &out, grpc.ForceCodecV2(Codec{})))
+		assert.Contains(t, dump(f.st), ser("after"))
+	})
+	t.Run("http", func(t *testing.T) {
+		f := newFixture(t, Config{MaxRecvSize: limit, MaxInFlightBytes: budget}, store.Config{})
+		srv := httptest.NewServer(f.r)
+		t.Cleanup(srv.Close)
+		url := srv.URL + "/v1/metrics"
+		run(t, func() bool {
+			hr, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, bytes.NewReader(zipped))
+			require.NoError(t, err)
+			hr.Header.Set("Content-Type", "application/x-protobuf")
+			hr.Header.Set("Content-Encoding", "gzip")
+			resp, err := http.DefaultClient.Do(hr)
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+				assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+			}
+			return resp.StatusCode == http.StatusOK
+		})
+		assert.Zero(t, f.r.inflightBytes.Load(), "every charge returned")
+		resp, _ := post(t, url, "application/x-protobuf", "", mustMarshal(t, req(rm(nil, gauge("after", "", dpD(nil, tsNs(10), 1))))))
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+	})
+}
+
+func closed() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// firstRead calls entered once, on the first read of the body it wraps.
+type firstRead struct {
+	io.ReadCloser
+	once    sync.Once
+	entered func()
+}
+
+func (f *firstRead) Read(p []byte) (int, error) {
+	f.once.Do(f.entered)
+	return f.ReadCloser.Read(p)
+}
+
+// TestSlowSendersHoldNoSlot is the regression test of issue #12 class 3:
+// HTTP senders that send their headers and then trickle the body (here:
+// stop) hold their own connection only. With every sender's handler
+// reading its body, and more of them than in-flight slots, an OTLP
+// Export over gRPC and one over HTTP still succeed. Before, the slot was
+// taken before the body was read, so they answered Unavailable / 503
+// until the slow senders finished or timed out.
+func TestSlowSendersHoldNoSlot(t *testing.T) {
+	t.Parallel()
+	const slots, slow = 2, 8
+	f := newFixture(t, Config{MaxInFlight: slots}, store.Config{})
+	reading := make(chan struct{}, slow)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("X-Slow") != "" {
+			// Signalled once the handler waits for the body, or has
+			// answered without reading it.
+			fr := &firstRead{ReadCloser: req.Body, entered: func() { reading <- struct{}{} }}
+			defer fr.once.Do(fr.entered)
+			req.Body = fr
+		}
+		f.r.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	var conns []net.Conn
+	for range slow {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() }) // before srv.Close, which waits for the handlers
+		conns = append(conns, c)
+		_, err = fmt.Fprintf(c, "POST /v1/metrics HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\n\x0a")
+		require.NoError(t, err)
+	}
+	for range slow {
+		select { // every slow sender's handler waits for its body (or has answered)
+		case <-reading:
+		case <-time.After(time.Minute):
+			require.FailNow(t, "slow senders not served")
+		}
+	}
+	_, err := colmetricpb.NewMetricsServiceClient(grpcServer(t, f.r)).Export(t.Context(), req(rm(nil, gauge("grpc", "", dpD(nil, tsNs(10), 1)))))
+	require.NoError(t, err, "a gRPC Export while slow HTTP senders wait")
+	resp, out := post(t, srv.URL+"/v1/metrics", "application/x-protobuf", "", mustMarshal(t, req(rm(nil, gauge("http", "", dpD(nil, tsNs(10), 1))))))
+	require.Equal(t, http.StatusOK, resp.StatusCode, "an HTTP Export while slow HTTP senders wait: %s", out)
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	assert.Contains(t, dump(f.st), ser("grpc"))
+	assert.Contains(t, dump(f.st), ser("http"))
+}
+
+// TestHTTPErrorsHaveMessages is the regression test of issue #12 class 10
+// (the OTLP part): every 400 carries a message, in either encoding. The
+// class: decode errors that quote the request's bytes (pdata's JSON
+// errors show the bytes around the error) are not valid UTF-8 when the
+// request is not, and a google.rpc.Status whose message is not UTF-8
+// does not marshal, so the body, and the client's message, were empty.
+func TestHTTPErrorsHaveMessages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Config{}, store.Config{})
+	srv := httptest.NewServer(f.r)
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct{ name, ct, enc, body string }{
+		{"json_invalid_utf8_key", "application/json", "", "{\"resourceMetrics\":[{\"x\xff\xfe\":1,}]}"},
+		{"json_invalid_utf8_value", "application/json", "", "{\"resourceMetrics\":\xff}"},
+		{"json_invalid_utf8_int", "application/json", "", `{"resourceMetrics":[{"resource":{"attributes":[{"key":"k","value":{"intValue":"` + "\xff" + `"}}]}}]}`},
+		{"json_only_invalid_utf8", "application/json", "", "\xff\xfe"},
+		{"json_truncated", "application/json", "", `{"resourceMetrics":[{"scopeMetrics":[`},
+		{"json_deep_outside_values", "application/json", "", strings.Repeat("[", 100) + strings.Repeat("]", 100)},
+		{"json_empty", "application/json", "", ""},
+		{"pb_garbage", "application/x-protobuf", "", "\xff\xff\xff"},
+		{"pb_invalid_utf8_garbage", "application/x-protobuf", "", "\x0a\x03\xff\xfe\xfd\x00"},
+		{"corrupt_gzip", "application/json", "gzip", "\x1f\x8b\x08\x00\xff\xfe"},
+		{"unsupported_encoding", "application/json", "zstd", "x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, out := post(t, srv.URL+"/v1/metrics", tc.ct, tc.enc, []byte(tc.body))
+			if tc.name == "json_empty" && resp.StatusCode == http.StatusOK {
+				return // an empty body is the empty request
+			}
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(out))
+			var st spb.Status
+			if tc.ct == "application/json" {
+				require.NoError(t, protojson.Unmarshal(out, &st), "body %q", out)
+			} else {
+				require.NoError(t, proto.Unmarshal(out, &st), "body %q", out)
+			}
+			assert.NotEmpty(t, st.GetMessage())
+			assert.True(t, utf8.ValidString(st.GetMessage()))
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/code"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -175,9 +176,13 @@ func (r *Receiver) httpUnavailable(w http.ResponseWriter, ct string, err error) 
 }
 
 // httpError writes a google.rpc.Status body in the request's encoding.
+// The message is made valid UTF-8 first: decode errors quote the request's
+// bytes (pdata's JSON errors show the bytes around the error), and a proto
+// string that is not UTF-8 does not marshal, which used to leave the
+// body, and so the client's message, empty.
 func (r *Receiver) httpError(w http.ResponseWriter, ct string, httpCode int, c code.Code, msg string) {
 	r.m.requests.WithLabelValues("http", strconv.Itoa(httpCode)).Inc()
-	st := &spb.Status{Code: int32(c), Message: msg}
+	st := &spb.Status{Code: int32(c), Message: validMessage(msg)}
 	var out []byte
 	if ct == contentTypeProto {
 		out, _ = proto.Marshal(st)
@@ -188,4 +193,10 @@ func (r *Receiver) httpError(w http.ResponseWriter, ct string, httpCode int, c c
 	w.Header().Set("Content-Type", ct)
 	w.WriteHeader(httpCode)
 	_, _ = w.Write(out)
+}
+
+// validMessage makes an error message valid UTF-8 (a proto string) and at
+// most maxMessage bytes.
+func validMessage(msg string) string {
+	return truncateUTF8(strings.ToValidUTF8(msg, "\uFFFD"), maxMessage)
 }
