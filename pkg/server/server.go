@@ -121,6 +121,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		scaler.Settings{Logger: set.Logger, Registerer: set.Registry, Now: set.Now})
 	s.receiver = receiver.New(s.store, receiver.Config{
 		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
+		MaxInFlightBytes:          cfg.Receiver.MaxInFlightBytes,
 		IngestDelta:               cfg.Receiver.Delta == "ingest",
 		PromoteResourceAttributes: cfg.Receiver.PromoteResourceAttributes,
 		MaxLabelsPerSeries:        cfg.Receiver.MaxLabelsPerSeries,
@@ -168,8 +169,11 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	// ReadTimeout bounds a slow upload, which holds an OTLP in-flight slot.
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute}
+	// ReadHeaderTimeout, ReadTimeout and MaxHeaderBytes bound what a slow
+	// or oversized request holds: its connection and goroutine (an OTLP
+	// request takes its in-flight slot once its body is read), for at
+	// most a minute. Header blocks of 64 KiB are far above real ones.
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, MaxHeaderBytes: 64 << 10}
 	return s, nil
 }
 
