@@ -25,10 +25,8 @@ import (
 // complete and decompressed, so a slow sender holds its own connection
 // and the bytes it has sent, never a slot.
 
-var (
-	// errCorrupt wraps a decompression failure.
-	errCorrupt = errors.New("corrupt gzip body")
-)
+// errCorrupt wraps a decompression failure.
+var errCorrupt = errors.New("corrupt gzip body")
 
 // charge is the part of the in-flight byte budget one request holds.
 type charge struct {
@@ -88,18 +86,45 @@ func free(b []byte, ch *charge) {
 
 // readAll reads rd to EOF into a buffer from alloc, which the caller
 // returns with free. hint, when >= 0, is the expected size
-// (Content-Length, a gzip trailer's ISIZE): the buffer is sized to it and
-// grows only if the hint was wrong. More than limit bytes fail with
-// errTooLarge, an exhausted budget with errOverloaded; both free the
-// buffer first. Errors of rd are returned as they are.
-func readAll(rd io.Reader, limit, hint int64, ch *charge) ([]byte, error) {
-	size := int64(minBodyBuf)
-	if hint >= 0 {
-		size = hint
-	}
-	buf, err := alloc(min(size, limit+1), ch)
-	if err != nil {
-		return nil, err
+// (Content-Length, a gzip trailer's ISIZE, a gRPC message's length): the
+// buffer never grows past it unless the hint was wrong. eager sizes the
+// buffer to the hint at once, for sources already in memory; otherwise
+// (a network body) nothing is allocated before the first byte arrives
+// and the buffer doubles as bytes arrive, so a sender holds at most twice
+// what it has sent plus 4 KiB, whatever length it claims. More than limit
+// bytes fail with errTooLarge, an exhausted budget with errOverloaded;
+// both free the buffer first. Errors of rd are returned as they are.
+func readAll(rd io.Reader, limit, hint int64, eager bool, ch *charge) ([]byte, error) {
+	const firstBuf = 4 << 10
+	var (
+		buf []byte
+		err error
+	)
+	if eager {
+		size := int64(minBodyBuf)
+		if hint >= 0 {
+			size = hint
+		}
+		if buf, err = alloc(min(size, limit+1), ch); err != nil {
+			return nil, err
+		}
+	} else {
+		var one [1]byte
+		n, err := readSome(rd, one[:])
+		if n == 0 {
+			if errors.Is(err, io.EOF) {
+				return alloc(0, ch)
+			}
+			return nil, err
+		}
+		size := int64(firstBuf)
+		if hint > 0 {
+			size = min(size, hint)
+		}
+		if buf, err = alloc(min(size, limit+1), ch); err != nil {
+			return nil, err
+		}
+		buf = append(buf, one[0])
 	}
 	for {
 		if len(buf) == cap(buf) {
@@ -112,13 +137,17 @@ func readAll(rd io.Reader, limit, hint int64, ch *charge) ([]byte, error) {
 			var one [1]byte
 			n, err := readSome(rd, one[:])
 			if n == 0 {
-				if err == io.EOF {
+				if errors.Is(err, io.EOF) {
 					return buf, nil
 				}
 				free(buf, ch)
 				return nil, err
 			}
-			nb, err := alloc(min(max(2*int64(cap(buf)), minBodyBuf), limit+1), ch)
+			next := max(2*int64(cap(buf)), firstBuf)
+			if hint > int64(len(buf)) {
+				next = min(next, hint)
+			}
+			nb, err := alloc(min(next, limit+1), ch)
 			if err != nil {
 				free(buf, ch)
 				return nil, err
@@ -130,7 +159,7 @@ func readAll(rd io.Reader, limit, hint int64, ch *charge) ([]byte, error) {
 		}
 		n, err := rd.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			if int64(len(buf)) > limit {
 				free(buf, ch)
 				return nil, errTooLarge
@@ -194,7 +223,7 @@ func inflate(src []byte, limit int64, ch *charge) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", errCorrupt, err)
 	}
 	defer gzipReaders.Put(zr)
-	out, err := readAll(zr, limit, hint, ch)
+	out, err := readAll(zr, limit, hint, true, ch)
 	switch {
 	case err == nil, errors.Is(err, errTooLarge), errors.Is(err, errOverloaded):
 		return out, err

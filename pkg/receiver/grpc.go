@@ -203,7 +203,7 @@ func (d *grpcGzip) Do(rd io.Reader) ([]byte, error) {
 	}
 	// The compressed message in one piece (grpc-go's is in frames), for
 	// inflate's size hint; gRPC bounds it by MaxRecvSize already.
-	src, err := readAll(rd, gzipLimit(limit), hint, &ch)
+	src, err := readAll(rd, gzipLimit(limit), hint, true, &ch)
 	if err == nil {
 		var out []byte
 		out, err = inflate(src, limit, &ch)

@@ -454,9 +454,10 @@ func (f *firstRead) Read(p []byte) (int, error) {
 
 // TestSlowSendersHoldNoSlot is the regression test of issue #12 class 3:
 // HTTP senders that send their headers and then trickle the body (here:
-// stop) hold their own connection only. With every sender's handler
-// reading its body, and more of them than in-flight slots, an OTLP
-// Export over gRPC and one over HTTP still succeed. Before, the slot was
+// stop after one byte of a claimed 60 MiB) hold their own connection
+// only: no in-flight slot and only a few KiB of the byte budget. With
+// every sender's handler reading its body, and more of them than
+// in-flight slots, an OTLP Export over gRPC and one over HTTP succeed. Before, the slot was
 // taken before the body was read, so they answered Unavailable / 503
 // until the slow senders finished or timed out.
 func TestSlowSendersHoldNoSlot(t *testing.T) {
@@ -481,7 +482,7 @@ func TestSlowSendersHoldNoSlot(t *testing.T) {
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() }) // before srv.Close, which waits for the handlers
 		conns = append(conns, c)
-		_, err = fmt.Fprintf(c, "POST /v1/metrics HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\n\x0a")
+		_, err = fmt.Fprintf(c, "POST /v1/metrics HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\nContent-Type: application/x-protobuf\r\nContent-Length: %d\r\n\r\n\x0a", 60<<20)
 		require.NoError(t, err)
 	}
 	for range slow {
@@ -491,6 +492,9 @@ func TestSlowSendersHoldNoSlot(t *testing.T) {
 			require.FailNow(t, "slow senders not served")
 		}
 	}
+	// Each claims 60 MiB and has sent one byte: it holds a few KiB of the
+	// byte budget, not what it claims.
+	assert.LessOrEqual(t, f.r.inflightBytes.Load(), int64(slow*(8<<10)))
 	_, err := colmetricpb.NewMetricsServiceClient(grpcServer(t, f.r)).Export(t.Context(), req(rm(nil, gauge("grpc", "", dpD(nil, tsNs(10), 1)))))
 	require.NoError(t, err, "a gRPC Export while slow HTTP senders wait")
 	resp, out := post(t, srv.URL+"/v1/metrics", "application/x-protobuf", "", mustMarshal(t, req(rm(nil, gauge("http", "", dpD(nil, tsNs(10), 1))))))

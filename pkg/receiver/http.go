@@ -145,9 +145,10 @@ func encodeResponseJSON(res result) []byte {
 }
 
 // readBody reads a request body (gzip-compressed when gz) into a buffer
-// from alloc, decompressed. The compressed body is read in full before it
-// is inflated, so a slow sender holds only what it has sent, and the
-// inflated buffer is sized from the gzip trailer.
+// from alloc, decompressed. The body is read as it arrives (a slow sender
+// holds about what it has sent, whatever Content-Length it claims) and in
+// full before it is inflated, fast, into a buffer sized from the gzip
+// trailer.
 func (r *Receiver) readBody(body io.Reader, contentLength int64, gz bool, ch *charge) ([]byte, error) {
 	limit := r.cfg.MaxRecvSize
 	rawLimit := limit
@@ -157,7 +158,7 @@ func (r *Receiver) readBody(body io.Reader, contentLength int64, gz bool, ch *ch
 	if contentLength > rawLimit {
 		return nil, errTooLarge
 	}
-	raw, err := readAll(body, rawLimit, contentLength, ch)
+	raw, err := readAll(body, rawLimit, contentLength, false, ch)
 	if err != nil || !gz {
 		return raw, err
 	}

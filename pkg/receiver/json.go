@@ -86,7 +86,9 @@ func scanJSON(b []byte) (jsonScan, error) {
 			}
 			key := b[i+1 : j]
 			i = j
-			for j++; j < len(b) && (b[j] == ' ' || b[j] == '\t' || b[j] == '\n' || b[j] == '\r'); j++ {
+			j++
+			for j < len(b) && (b[j] == ' ' || b[j] == '\t' || b[j] == '\n' || b[j] == '\r') {
+				j++
 			}
 			afterValue = false
 			if j < len(b) && b[j] == ':' {

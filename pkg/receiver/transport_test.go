@@ -183,8 +183,11 @@ func grpcServer(t *testing.T, r *Receiver, opts ...grpc.DialOption) *grpc.Client
 	r.RegisterGRPC(srv)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = srv.Serve(lis) })
-	conn, err := grpc.NewClient(lis.Addr().String(), append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(1 << 30))}, opts...)...)
+	opts = append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(1 << 30)),
+	}, opts...)
+	conn, err := grpc.NewClient(lis.Addr().String(), opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = conn.Close()
