@@ -39,6 +39,9 @@ const (
 var tooDeepJSON = strings.Repeat(`{"arrayValue":{"values":[`, otlpwire.MaxValueDepth+1) + "{}" +
 	strings.Repeat("]}}", otlpwire.MaxValueDepth+1)
 
+// tooDeepContainers counts the objects and arrays of tooDeepJSON.
+var tooDeepContainers = int64(strings.Count(tooDeepJSON, "{") + strings.Count(tooDeepJSON, "["))
+
 // errJSONStructure wraps the scan's errors.
 var errJSONStructure = errors.New("malformed JSON")
 
@@ -65,10 +68,11 @@ func scanJSON(b []byte) (jsonScan, error) {
 	var (
 		sc          jsonScan
 		depth       int
-		anchor      int  // depth of the attribute value being scanned; 0: none
-		anchorStart int  // its opening brace
-		cut         bool // it nests deeper than jsonValueCut
-		afterValue  bool // the last token was the key "value" and its colon
+		anchor      int      // depth of the attribute value being scanned; 0: none
+		anchorStart int      // its opening brace
+		cut         bool     // it nests deeper than jsonValueCut
+		afterValue  bool     // the last token was the key "value" and its colon
+		atAnchor    jsonScan // the counts when the value opened
 	)
 	for i := 0; i < len(b); i++ {
 		switch c := b[i]; c {
@@ -104,7 +108,7 @@ func scanJSON(b []byte) (jsonScan, error) {
 			case anchor != 0:
 				cut = cut || depth-anchor >= jsonValueCut
 			case c == '{' && afterValue:
-				anchor, anchorStart = depth, i
+				anchor, anchorStart, atAnchor = depth, i, sc
 			case depth > jsonStructDepth:
 				return jsonScan{}, fmt.Errorf("%w: nested deeper than %d levels outside an attribute value at byte %d", errJSONStructure, jsonStructDepth, i)
 			}
@@ -122,6 +126,8 @@ func scanJSON(b []byte) (jsonScan, error) {
 					for k := anchorStart + n; k <= i; k++ {
 						b[k] = ' '
 					}
+					// What pdata will see of the value is the replacement.
+					sc.containers, sc.commas = atAnchor.containers+tooDeepContainers, atAnchor.commas
 					sc.replaced++
 				}
 				anchor, cut = 0, false
