@@ -141,7 +141,7 @@ func TestPrometheusRule(t *testing.T) {
 	for _, r := range pr.Spec.Groups[0].Rules {
 		alerts = append(alerts, r.Alert)
 		_, err := model.ParseDuration(r.For)
-		assert.NoError(t, err, "alert %s: for %q", r.Alert, r.For)
+		require.NoError(t, err, "alert %s: for %q", r.Alert, r.For)
 		assert.Contains(t, []string{"critical", "warning"}, r.Labels["severity"], r.Alert)
 		assert.Equal(t, "ml-platform", r.Labels["team"], "ruleLabels reach %s", r.Alert)
 		assert.NotEmpty(t, r.Annotations["summary"], r.Alert)
