@@ -162,13 +162,13 @@ func countTokens(q string) int {
 const DefaultMaxSamples = 50_000_000
 
 // DefaultMaxLabelBytes is the per-evaluation label budget when neither
-// Options.MaxLabelBytes nor the engine's default sets one: 16 MiB of label
-// sets created by label_replace and label_join. A label_replace over 10,000
-// series with 500-byte label sets creates 5 MB; a query whose labels grow
+// Options.MaxLabelBytes nor the engine's default sets one: 8 MiB of label
+// sets created by label_replace and label_join. A label_replace over 20,000
+// series with 400-byte label sets creates 8 MB; a query whose labels grow
 // with each nested call (each level multiplying a value) fails here, after
 // a few MiB of allocation, instead of growing until Prometheus's label
 // encoder panics at a 16 MiB value (MaxLabelValueBytes).
-const DefaultMaxLabelBytes = 16 << 20
+const DefaultMaxLabelBytes = 8 << 20
 
 // MaxLabelValueBytes is the longest label value an evaluation may create,
 // whatever the budget: Prometheus's label encoding (stringlabels) panics

@@ -61,7 +61,7 @@ type Config struct {
 	EvalBudget time.Duration
 	// MaxLabelBytes bounds the bytes of label sets one evaluation creates
 	// (label_replace, label_join); over it, ResourceExhausted. Zero means
-	// query.DefaultMaxLabelBytes (16 MiB).
+	// query.DefaultMaxLabelBytes (8 MiB).
 	MaxLabelBytes int64
 	// MaxStreams bounds the open StreamIsActive and StreamMetricSpec
 	// streams together; one more is refused with ResourceExhausted (KEDA
