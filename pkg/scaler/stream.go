@@ -51,30 +51,37 @@ func (f *feed) mark() {
 	}
 }
 
-// Mailbox states.
+// A mailbox holds one uint64: the feed's edge count shifted left by two,
+// and the state in the low bits. The edge count lets a stream that missed
+// an inactive state (overwritten before it looked) still see that an
+// inactive-to-active edge happened since its last look.
 const (
-	stateNone uint32 = iota
-	stateInactive
-	stateActive
+	stateNone     = 0 // nothing posted yet
+	stateInactive = 1
+	stateActive   = 2
+	stateMask     = 3
 )
 
 // subscription is one open StreamIsActive stream's mailbox. The feed
-// stores the latest state, then makes a non-blocking send on notify
-// (capacity 1); the stream, woken by notify, loads state and so sees that
-// state or a newer one. Any number of posts before the stream looks
-// coalesce into the latest.
+// stores the latest word, then, when the word carries a new edge or the
+// stream asked for the next evaluation (want), makes a non-blocking send
+// on notify (capacity 1); the stream, woken by notify, loads the word and
+// so sees that post or a newer one. Any number of posts before the stream
+// looks coalesce into the latest. A post without a new edge wakes no one
+// else: the edge count already tells a stream what it missed, so 2,000
+// streams on a trigger cost 2,000 wake-ups per edge, not per evaluation.
 type subscription struct {
 	f      *feed
-	state  atomic.Uint32
+	word   atomic.Uint64
+	want   atomic.Bool // wake on the next post whatever it says (open, hold-off expiry)
 	notify chan struct{}
 }
 
-func (sub *subscription) post(active bool) {
-	st := stateInactive
-	if active {
-		st = stateActive
+func (sub *subscription) post(word uint64, edge bool) {
+	sub.word.Store(word)
+	if !edge && !sub.want.Swap(false) {
+		return
 	}
-	sub.state.Store(st)
 	select {
 	case sub.notify <- struct{}{}:
 	default: // a wake-up is pending; it will load the state just stored
@@ -119,6 +126,7 @@ func (x *subIndex) add(s *Scaler, t *trigger) *subscription {
 		go f.run()
 	}
 	sub := &subscription{f: f, notify: make(chan struct{}, 1)}
+	sub.want.Store(true) // the initial state, active or not
 	f.subs[sub] = struct{}{}
 	f.mark()
 	return sub
@@ -171,12 +179,12 @@ func (x *subIndex) markAll() {
 	}
 }
 
-// posts delivers one evaluation's result to every stream of f.
-func (x *subIndex) post(f *feed, active bool) {
+// post delivers one evaluation's result to every stream of f.
+func (x *subIndex) post(f *feed, word uint64, edge bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	for sub := range f.subs {
-		sub.post(active)
+		sub.post(word, edge)
 	}
 }
 
@@ -184,7 +192,11 @@ func (x *subIndex) post(f *feed, active bool) {
 // leaves or the scaler drains.
 func (f *feed) run() {
 	defer close(f.done)
-	var lastLog time.Time
+	var (
+		lastLog time.Time
+		active  bool   // the feed's last evaluated state
+		edges   uint64 // inactive-to-active edges the feed has seen
+	)
 	for {
 		select {
 		case <-f.ctx.Done():
@@ -208,7 +220,17 @@ func (f *feed) run() {
 			}
 			continue
 		}
-		f.s.subs.post(f, v > f.t.activation)
+		now := v > f.t.activation
+		word, edge := uint64(stateInactive), false
+		if now {
+			if !active {
+				edges++
+				edge = true
+			}
+			word = stateActive
+		}
+		active = now
+		f.s.subs.post(f, edges<<2|word, edge)
 	}
 }
 
@@ -278,6 +300,7 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 	holdoff := s.cfg.PushHoldoff
 	var (
 		active   bool      // last known state; starts inactive
+		seen     uint64    // the feed's edge count at the last look
 		sentAt   time.Time // when the last true was sent; zero before the first
 		pending  bool      // an edge waits for the hold-off to expire
 		holdT    *time.Timer
@@ -301,17 +324,22 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 			// Decide on a fresh evaluation, as the state may have changed
 			// with time alone (staleness, windows).
 			holdC, expiring = nil, true
+			sub.want.Store(true)
 			sub.f.mark()
 			continue
 		case <-sub.notify:
 		}
-		st := sub.state.Load()
-		if st == stateNone {
+		word := sub.word.Load()
+		if word&stateMask == stateNone {
 			continue
 		}
-		now := st == stateActive
+		now := word&stateMask == stateActive
+		// An edge the feed saw while this stream was not looking (its
+		// inactive state overwritten by the next post) is still an edge.
+		missed := word>>2 != seen
+		seen = word >> 2
 		switch {
-		case now && (!active || pending):
+		case now && (!active || missed || pending):
 			if wait := holdoff - time.Since(sentAt); sentAt.IsZero() || holdoff <= 0 || wait <= 0 {
 				if err := stream.Send(&externalscaler.IsActiveResponse{Result: true}); err != nil {
 					s.logger.Warn("Stream send failed", "namespace", t.namespace, "scaled_object", t.name, "err", err)
