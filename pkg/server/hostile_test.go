@@ -40,8 +40,8 @@ type panicScaler struct {
 	armed map[string]*atomic.Bool
 }
 
-func newPanicScaler(real externalscaler.ExternalScalerServer) *panicScaler {
-	p := &panicScaler{ExternalScalerServer: real, armed: map[string]*atomic.Bool{}}
+func newPanicScaler(inner externalscaler.ExternalScalerServer) *panicScaler {
+	p := &panicScaler{ExternalScalerServer: inner, armed: map[string]*atomic.Bool{}}
 	for _, m := range []string{"GetMetricSpec", "GetMetrics", "IsActive", "StreamIsActive", "StreamMetricSpec"} {
 		p.armed[m] = &atomic.Bool{}
 	}
@@ -124,8 +124,8 @@ func startHostile(t *testing.T, mod func(*config.Config)) *hostileEnv {
 	}
 	e := &hostileEnv{reg: prometheus.NewRegistry()}
 	set := Settings{Registry: e.reg}
-	set.wrapScaler = func(real externalscaler.ExternalScalerServer) externalscaler.ExternalScalerServer {
-		e.ps = newPanicScaler(real)
+	set.wrapScaler = func(inner externalscaler.ExternalScalerServer) externalscaler.ExternalScalerServer {
+		e.ps = newPanicScaler(inner)
 		return e.ps
 	}
 	set.register = func(otlp *grpc.Server, mux *http.ServeMux) {
