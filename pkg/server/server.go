@@ -1,7 +1,9 @@
 // Package server wires the stages into one process: the store, the query
 // engine, the KEDA scaler, the OTLP receiver and the HTTP endpoints, with
-// the three listeners of interfaces.md, health and reflection on both gRPC
-// servers, and a graceful shutdown that ends KEDA streams with status OK.
+// the three listeners of interfaces.md, health and reflection
+// (--grpc-reflection) on both gRPC servers, a panic boundary on every
+// handler (recover.go), and a graceful shutdown that ends KEDA streams with
+// status OK.
 package server
 
 import (
