@@ -46,6 +46,7 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*durationValue)(&c.Server.ReloadInterval), "reload-interval", "how often certificate, key, client-CA and bearer-token files are checked for changes; 0 reads them once at start (`duration`)")
 	fs.StringVar(&c.Receiver.BearerTokenFile, "otlp-bearer-token-file", c.Receiver.BearerTokenFile, "`file` of accepted bearer tokens, one a line: OTLP Exports on gRPC and HTTP must carry one (empty: no authentication; reloaded on change)")
 	fs.StringVar(&c.Server.StateDir, "state-dir", c.Server.StateDir, "`dir` where the store's window is written on shutdown and read on start, so a restart skips warm-up (empty: off)")
+	fs.BoolVar(&c.Server.GRPCReflection, "grpc-reflection", c.Server.GRPCReflection, "serve gRPC server reflection on the OTLP and KEDA listeners; --grpc-reflection=false turns it off (health is always served) (`bool`)")
 	fs.Var((*durationValue)(&c.Server.ShutdownTimeout), "shutdown-timeout", "grace period for in-flight calls after SIGTERM (`duration`, e.g. 15s)")
 	fs.Var((*sizeValue)(&c.Receiver.MaxRecvSize), "otlp-max-recv-size", "largest OTLP request after decompression (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.StringVar(&c.Receiver.Delta, "otlp-delta", c.Receiver.Delta, "delta temporality policy: reject (as Prometheus) or ingest (each delta point stored as raw samples; query with sum_over_time) (`policy`)")
@@ -62,6 +63,8 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.Warmup), "warmup", "after start, GetMetrics and IsActive answer Unavailable for this long; 0 disables (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.PushHoldoff), "push-holdoff", "at most one true per StreamIsActive stream per this period; 0 disables (`duration`)")
+	fs.IntVar(&c.Scaler.MaxStreams, "max-streams", c.Scaler.MaxStreams, "open StreamIsActive and StreamMetricSpec streams together; more are refused with ResourceExhausted (`count`)")
+	fs.Var((*sizeValue)(&c.Query.MaxLabelBytes), "query-max-label-bytes", "label bytes one query evaluation may create with label_replace/label_join; over it the evaluation fails (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json (`format`)")
 	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn or error (`level`)")
 	return fs

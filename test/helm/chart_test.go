@@ -356,6 +356,9 @@ var configEnv = []struct {
 	{"maxMetricNameLength", 512, "KOS_MAX_METRIC_NAME_LENGTH", "512"},
 	{"seriesTTL", "5m", "KOS_SERIES_TTL", "5m"},
 	{"reloadInterval", "2s", "KOS_RELOAD_INTERVAL", "2s"},
+	{"maxStreams", 20000, "KOS_MAX_STREAMS", "20000"},
+	{"queryMaxLabelBytes", "16MiB", "KOS_QUERY_MAX_LABEL_BYTES", "16MiB"},
+	{"grpcReflection", false, "KOS_GRPC_REFLECTION", "false"},
 }
 
 func container(t *testing.T, o objects) corev1.Container {

@@ -79,6 +79,9 @@ mapped to their flag names; empty values are left to the server's default.
   "maxMetricNameLength" "max-metric-name-length"
   "seriesTTL" "series-ttl"
   "reloadInterval" "reload-interval"
+  "maxStreams" "max-streams"
+  "queryMaxLabelBytes" "query-max-label-bytes"
+  "grpcReflection" "grpc-reflection"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
