@@ -182,7 +182,7 @@ func TestCollectorBearerTokenTLS(t *testing.T) {
 	}, 60*time.Second, 200*time.Millisecond, "scaler log:\n%s", srv.tail(20))
 	for _, c := range cols {
 		if !c.stored {
-			assert.Equal(t, `{"status":"success","data":[]}`, strings.TrimSpace(series(c.name)), "%s: nothing stored", c.name)
+			assert.JSONEq(t, `{"status":"success","data":[]}`, series(c.name), "%s: nothing stored", c.name)
 		}
 	}
 	assert.Positive(t, authCount("grpc", "accepted"))

@@ -159,7 +159,7 @@ func TestTapHandle(t *testing.T) {
 	} {
 		_, err := h(context.Background(), &tap.Info{FullMethodName: tc.method, Header: tc.md})
 		if tc.ok {
-			assert.NoError(t, err, "%s %v", tc.method, tc.md)
+			require.NoError(t, err, "%s %v", tc.method, tc.md)
 			continue
 		}
 		assert.Equal(t, codes.Unauthenticated, status.Code(err))

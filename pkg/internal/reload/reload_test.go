@@ -69,7 +69,7 @@ func TestWatcher(t *testing.T) {
 	}
 	assert.Equal(t, "v2", r.current, "an unusable file keeps the previous value")
 	require.Len(t, r.results, 2)
-	assert.Error(t, r.results[1], "counted once, not once per poll")
+	require.Error(t, r.results[1], "counted once, not once per poll")
 
 	require.NoError(t, os.Remove(f))
 	for range 3 {
@@ -125,7 +125,7 @@ func TestWatcherPolls(t *testing.T) {
 	assert.Equal(t, "v2", cur) // read after Stop: the goroutine has exited
 }
 
-func TestStopWithoutStart(t *testing.T) {
+func TestStopWithoutStart(*testing.T) {
 	w := New(time.Second, nil)
 	w.Stop()
 	w.Start() // after Stop: no goroutine
