@@ -29,7 +29,7 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Server.OTLPGRPCAddr, "otlp-grpc-addr", c.Server.OTLPGRPCAddr, "OTLP/gRPC metrics receiver `host:port` (port 0 picks a free port)")
 	fs.StringVar(&c.Server.ScalerAddr, "scaler-addr", c.Server.ScalerAddr, "KEDA external scaler gRPC `host:port`")
 	fs.StringVar(&c.Server.HTTPAddr, "http-addr", c.Server.HTTPAddr, "HTTP `host:port`: OTLP/HTTP /v1/metrics, query API, /metrics, /healthz, /readyz")
-	fs.StringVar(&c.Server.TLSCertFile, "tls-cert-file", c.Server.TLSCertFile, "PEM certificate `file` for TLS on the KEDA scaler listener (with --tls-key-file; empty: plaintext)")
+	fs.StringVar(&c.Server.TLSCertFile, "tls-cert-file", c.Server.TLSCertFile, "PEM certificate `file` for TLS on the KEDA scaler listener (with --tls-key-file; empty: plaintext; reloaded on change)")
 	fs.StringVar(&c.Server.TLSKeyFile, "tls-key-file", c.Server.TLSKeyFile, "PEM private key `file` for --tls-cert-file")
 	fs.StringVar(&c.Server.TLSClientCAFile, "tls-client-ca-file", c.Server.TLSClientCAFile, "PEM CA `file`: when set, the KEDA scaler listener requires client certificates signed by it")
 	for _, l := range []struct {
