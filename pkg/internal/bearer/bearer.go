@@ -107,7 +107,8 @@ func (t *Tokens) check(authz string) string {
 	if len(tok) > MaxTokenLength {
 		return OutcomeInvalid
 	}
-	d := sha256.Sum256([]byte(tok))
+	var buf [MaxTokenLength]byte // a []byte(tok) conversion would allocate
+	d := sha256.Sum256(buf[:copy(buf[:], tok)])
 	match := 0
 	if p := t.digests.Load(); p != nil {
 		for i := range *p {
@@ -135,6 +136,8 @@ func token(authz string) (string, bool) {
 type Auth struct {
 	tokens Tokens
 	total  *prometheus.CounterVec
+	// counts holds total's children, resolved once: [transport][outcome].
+	counts map[string]map[string]prometheus.Counter
 	// reload counters for the token file
 	reloads, reloadErrors prometheus.Counter
 }
@@ -156,9 +159,11 @@ func New(w *reload.Watcher, file string, reg prometheus.Registerer) (*Auth, erro
 			Help: "Changed bearer-token files that could not be used (the previous tokens stay in force).",
 		}),
 	}
+	a.counts = map[string]map[string]prometheus.Counter{}
 	for _, tr := range []string{"grpc", "http"} {
+		a.counts[tr] = map[string]prometheus.Counter{}
 		for _, o := range []string{OutcomeAccepted, OutcomeMissing, OutcomeInvalid} {
-			a.total.WithLabelValues(tr, o)
+			a.counts[tr][o] = a.total.WithLabelValues(tr, o)
 		}
 	}
 	if reg != nil {
@@ -199,11 +204,11 @@ func (a *Auth) TapHandle(method string) tap.ServerInHandle {
 		if v := info.Header.Get("authorization"); len(v) == 1 {
 			authz = v[0]
 		} else if len(v) > 1 {
-			a.total.WithLabelValues("grpc", OutcomeInvalid).Inc()
+			a.counts["grpc"][OutcomeInvalid].Inc()
 			return ctx, refused
 		}
 		o := a.tokens.check(authz)
-		a.total.WithLabelValues("grpc", o).Inc()
+		a.counts["grpc"][o].Inc()
 		if o != OutcomeAccepted {
 			return ctx, refused
 		}
@@ -228,7 +233,7 @@ func (a *Auth) HTTP(next http.Handler) http.Handler {
 			a.refuseHTTP(w, r, o)
 			return
 		}
-		a.total.WithLabelValues("http", o).Inc()
+		a.counts["http"][o].Inc()
 		next.ServeHTTP(w, r)
 	})
 }
@@ -236,7 +241,7 @@ func (a *Auth) HTTP(next http.Handler) http.Handler {
 // refuseHTTP answers 401 with the google.rpc.Status body OTLP/HTTP
 // prescribes for errors, in the request's encoding (protobuf or JSON).
 func (a *Auth) refuseHTTP(w http.ResponseWriter, r *http.Request, outcome string) {
-	a.total.WithLabelValues("http", outcome).Inc()
+	a.counts["http"][outcome].Inc()
 	st := &spb.Status{Code: int32(code.Code_UNAUTHENTICATED), Message: refusal}
 	ct := "application/json"
 	var body []byte

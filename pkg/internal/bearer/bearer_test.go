@@ -3,6 +3,7 @@ package bearer
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -84,6 +85,17 @@ func TestCheck(t *testing.T) {
 }
 
 func newAuth(t *testing.T, tokens string) (*Auth, *prometheus.Registry) {
+	t.Helper()
+	return newAuthTB(t, tokens)
+}
+
+func benchAuth(tb testing.TB, tokens string) *Auth {
+	tb.Helper()
+	a, _ := newAuthTB(tb, tokens)
+	return a
+}
+
+func newAuthTB(t testing.TB, tokens string) (*Auth, *prometheus.Registry) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "tokens")
 	require.NoError(t, os.WriteFile(f, []byte(tokens), 0o600))
@@ -233,4 +245,20 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("%q accepted without the bearer scheme", authz)
 		}
 	})
+}
+
+// TestCheckAllocs: the check allocates nothing, accepted or refused (an
+// allocation gate: it runs on every authenticated Export).
+func TestCheckAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts under -race are not the program's; make gates runs this")
+	}
+	a := benchAuth(t, tokensFile(4))
+	h := a.TapHandle("/m")
+	for _, authz := range []string{fmt.Sprintf("Bearer token-%032d", 3), "Bearer wrong", ""} {
+		info := &tap.Info{FullMethodName: "/m", Header: metadata.Pairs("authorization", authz)}
+		if n := testing.AllocsPerRun(100, func() { _, _ = h(context.Background(), info) }); n != 0 {
+			t.Errorf("%q: %v allocations per check", authz, n)
+		}
+	}
 }
