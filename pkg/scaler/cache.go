@@ -1,31 +1,31 @@
 package scaler
 
 import (
-	"maps"
+	"errors"
+	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
-
-	"github.com/cespare/xxhash/v2"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 )
 
 // trigger is the compiled form of one trigger's metadata.
 //
-// Fields above mu are immutable after newTrigger and need no lock.
+// Fields above the cache links are immutable after newTrigger and need no
+// lock.
 type trigger struct {
 	namespace, name string
-	md              map[string]string // a private copy; the cache compares it on lookup
-	hash            uint64
+	key             triggerKey // the cache key: cloned values of the keys the scaler reads
 	metricName      string
 	spec
 	rewritten string // the evaluated query when lowering changed it
 	metricIDs []uint32
 	anyMetric bool
+	cost      int64 // estimated bytes held (triggerCost); what the cache's byte bound counts
 
-	lastUsed atomic.Int64 // unix ns of the last lookup; drives expiry
+	// Cache links, guarded by triggerCache.mu.
+	prev, next *trigger // the LRU list of unheld triggers
+	holds      int      // open StreamIsActive streams using the trigger
+	lastUsed   int64    // unix ns of the last lookup; drives expiry
 
 	mu   sync.Mutex // serialises plan evaluation; a plan is single-goroutine
 	plan *query.Plan
@@ -39,121 +39,323 @@ func (t *trigger) queryText() string {
 	return t.query
 }
 
-// metadataHash hashes a ScaledObjectRef without allocating: entries are
-// hashed one by one and combined with addition, which does not depend on
-// the map's iteration order. Collisions are resolved by comparing the
-// metadata itself.
-func metadataHash(ns, name string, md map[string]string) uint64 {
-	h := xxhash.Sum64String(ns)*31 + xxhash.Sum64String(name)
-	for k, v := range md {
-		hk := xxhash.Sum64String(k)
-		h += (hk*0x9E3779B97F4A7C15 ^ xxhash.Sum64String(v)) * 0xBF58476D1CE4E5B9
+// metaKeys are the trigger metadata keys the scaler reads (interfaces.md),
+// each also read with the FromEnv suffix. They alone decide what a
+// trigger computes: KEDA's own keys (scalerAddress, caCert, ...) and unknown
+// keys are ignored (keda-contract.md §3), so they are neither compared nor
+// kept. Keying on the whole map let one unused 3.5 MB key be held for the
+// trigger TTL by every cached trigger that carried it.
+var metaKeys = [...]string{
+	"metricQuery", "query", "targetValue", "threshold", "activationThreshold", "activationTargetValue",
+	"operationOverTime", "window", "lookbackDelta", "clampMin", "clampMax", "ignoreNullValues", "valueIfEmpty",
+}
+
+// numSlots is the number of values a key holds: each of metaKeys with and
+// without FromEnv.
+const numSlots = 2 * len(metaKeys)
+
+// slotOf maps a metadata key to its slot in triggerKey.vals: metaKeys[i]
+// is slot 2i, its FromEnv form 2i+1. The first four slots are the query.
+var slotOf = func() map[string]int {
+	m := make(map[string]int, numSlots)
+	for i, k := range metaKeys {
+		m[k], m[k+"FromEnv"] = 2*i, 2*i+1
 	}
-	return h
+	return m
+}()
+
+// Size limits of what a trigger keeps. Longer values are rejected with
+// InvalidArgument (limitErrors) before anything is parsed or kept.
+const (
+	// maxRefNameLength bounds a ScaledObject's name and namespace:
+	// Kubernetes names are at most 253 bytes (DNS subdomain).
+	maxRefNameLength = 253
+	// maxValueLength bounds every non-query value: numbers, durations,
+	// booleans and operation names are a few bytes.
+	maxValueLength = 256
+	// maxQueryValueLength bounds metricQuery and query: the engine parses
+	// no longer query.
+	maxQueryValueLength = query.MaxQueryLength
+)
+
+func slotLimit(slot int) int {
+	if slot < 4 {
+		return maxQueryValueLength
+	}
+	return maxValueLength
 }
 
-// triggerCache holds compiled triggers keyed by their metadata. It is
-// bounded by max entries; entries unused for ttl are dropped lazily,
-// whenever a new trigger is added, so no goroutine is needed.
-type triggerCache struct {
-	ttl   int64 // ns
-	max   int
-	gauge prometheus.Gauge
-
-	mu sync.RWMutex // guards m and n
-	m  map[uint64][]*trigger
-	n  int
+// triggerKey identifies a compiled trigger: the ScaledObject and the
+// values of the keys the scaler reads. An empty value counts as absent
+// (keda-contract.md §3), so a slot needs no presence flag. It is a
+// comparable value: the cache's map hashes it with the runtime's seeded
+// hash, so crafted metadata cannot force collisions.
+type triggerKey struct {
+	ns, name string
+	vals     [numSlots]string
 }
 
-func newTriggerCache(ttl time.Duration, maxEntries int, gauge prometheus.Gauge) *triggerCache {
-	return &triggerCache{ttl: ttl.Nanoseconds(), max: maxEntries, gauge: gauge, m: map[uint64][]*trigger{}}
+// fill sets k from a ScaledObjectRef without copying or allocating: k
+// refers to the request's strings until clone. It reports false when a
+// name or value is over its limit; limitErrors then says which.
+func (k *triggerKey) fill(ns, name string, md map[string]string) bool {
+	if len(ns) > maxRefNameLength || len(name) > maxRefNameLength {
+		return false
+	}
+	k.ns, k.name = ns, name
+	for key, v := range md {
+		slot, ok := slotOf[key]
+		if !ok {
+			continue
+		}
+		if len(v) > slotLimit(slot) {
+			return false
+		}
+		k.vals[slot] = v
+	}
+	return true
 }
 
-// get returns the cached trigger for the metadata, or nil. It does not
-// allocate.
-func (c *triggerCache) get(h uint64, ns, name string, md map[string]string, now int64) *trigger {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	for _, t := range c.m[h] {
-		if t.namespace == ns && t.name == name && maps.Equal(t.md, md) {
-			t.lastUsed.Store(now)
-			return t
+// clone returns k with private copies of its strings, so a cached trigger
+// holds no part of the request it came from.
+func (k *triggerKey) clone() triggerKey {
+	c := triggerKey{ns: strings.Clone(k.ns), name: strings.Clone(k.name)}
+	for i, v := range k.vals {
+		c.vals[i] = strings.Clone(v)
+	}
+	return c
+}
+
+// metadata returns the key's values as a metadata map, for parseSpec.
+func (k *triggerKey) metadata() map[string]string {
+	md := make(map[string]string, 4)
+	for i, v := range k.vals {
+		if v == "" {
+			continue
+		}
+		name := metaKeys[i/2]
+		if i%2 == 1 {
+			name += "FromEnv"
+		}
+		md[name] = v
+	}
+	return md
+}
+
+// bytes is the size of the key's strings.
+func (k *triggerKey) bytes() int {
+	n := len(k.ns) + len(k.name)
+	for _, v := range k.vals {
+		n += len(v)
+	}
+	return n
+}
+
+// limitErrors reports every name or value of a ScaledObjectRef that is
+// over its limit, each matching ErrBadMetadata. The value is clipped in
+// the message.
+func limitErrors(ns, name string, md map[string]string) error {
+	var errs []error
+	for _, f := range []struct{ what, v string }{{"namespace", ns}, {"name", name}} {
+		if len(f.v) > maxRefNameLength {
+			errs = append(errs, &metadataError{
+				namespace: clip(ns), name: clip(name), key: "ScaledObject " + f.what, value: clip(f.v),
+				problem: "is " + itoa(len(f.v)) + " bytes, longer than the " + itoa(maxRefNameLength) + " a Kubernetes name may have",
+			})
 		}
 	}
-	return nil
+	for key, v := range md {
+		if slot, ok := slotOf[key]; ok && len(v) > slotLimit(slot) {
+			errs = append(errs, &metadataError{
+				namespace: clip(ns), name: clip(name), key: key, value: clip(v),
+				problem: "is " + itoa(len(v)) + " bytes, longer than the " + itoa(slotLimit(slot)) + " this key may have",
+			})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ErrTriggerCacheFull means a new trigger does not fit in the compiled-
+// trigger cache because open StreamIsActive streams hold everything in it;
+// mapped to ResourceExhausted.
+var ErrTriggerCacheFull = errors.New("compiled-trigger cache is full of triggers held by open StreamIsActive streams")
+
+// triggerCache holds compiled triggers by key, bounded in entries and in
+// estimated bytes. Unheld triggers sit in a doubly linked list, most
+// recently used first: a hit moves its trigger to the front, eviction
+// takes from the back, and expiry pops from the back while the last
+// trigger is older than the TTL, so every operation touches a constant
+// number of entries (amortised for expiry: each trigger is popped once).
+// Triggers held by streams leave the list, so they are neither evicted nor
+// expired, but stay in the map and in both bounds; when nothing unheld
+// can make room, add fails with ErrTriggerCacheFull. Expiry runs on every
+// lookup (one trigger at most) and insert (all expired), so it needs no
+// goroutine.
+type triggerCache struct {
+	ttl        int64 // ns
+	maxEntries int
+	maxBytes   int64
+	m          *metrics
+
+	mu         sync.Mutex // guards everything below and the triggers' cache links
+	byKey      map[triggerKey]*trigger
+	head, tail *trigger // the LRU list; head is the most recently used
+	n          int      // triggers in byKey
+	bytes      int64    // their cost
+	heldN      int      // triggers with holds > 0
+	heldBytes  int64    // their cost
+	// work counts the list and map entries add, get and unhold visited
+	// beyond the one they look up: tests assert it stays constant per
+	// operation.
+	work uint64
+}
+
+func newTriggerCache(ttl int64, maxEntries int, maxBytes int64, m *metrics) *triggerCache {
+	return &triggerCache{ttl: ttl, maxEntries: maxEntries, maxBytes: maxBytes, m: m, byKey: map[triggerKey]*trigger{}}
+}
+
+// get returns the cached trigger for k, or nil, and counts a hold on it
+// when hold is set. expired is a trigger that get removed because it was
+// unused for the TTL; the caller releases it. It does not allocate.
+func (c *triggerCache) get(k *triggerKey, now int64, hold bool) (t, expired *trigger) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t = c.byKey[*k]
+	if t != nil {
+		c.useLocked(t, now, hold)
+	}
+	if b := c.tail; b != nil && now-b.lastUsed > c.ttl {
+		c.work++
+		c.removeLocked(b)
+		c.m.evicted[evictExpired].Inc()
+		expired = b
+	}
+	return t, expired
 }
 
 // add inserts t unless an equal trigger won a race, and returns the cached
-// one; inserted reports whether t itself was added.
-func (c *triggerCache) add(t *trigger, now int64) (_ *trigger, inserted bool) {
+// one; inserted reports whether t itself was added. With hold, the
+// returned trigger is held. evicted are the triggers removed to make room
+// (or expired); the caller releases them. err is ErrTriggerCacheFull when
+// held triggers leave no room for t; t is then not inserted.
+func (c *triggerCache) add(t *trigger, now int64, hold bool) (got *trigger, inserted bool, evicted []*trigger, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, o := range c.m[t.hash] {
-		if o.namespace == t.namespace && o.name == t.name && maps.Equal(o.md, t.md) {
-			o.lastUsed.Store(now)
-			return o, false
-		}
+	if o := c.byKey[t.key]; o != nil {
+		c.useLocked(o, now, hold)
+		return o, false, nil, nil
 	}
-	c.expireLocked(now)
-	if c.n >= c.max {
-		c.evictOldestLocked()
+	for b := c.tail; b != nil && now-b.lastUsed > c.ttl; b = c.tail {
+		c.work++
+		c.removeLocked(b)
+		c.m.evicted[evictExpired].Inc()
+		evicted = append(evicted, b)
 	}
-	t.lastUsed.Store(now)
-	c.m[t.hash] = append(c.m[t.hash], t)
+	if c.heldN+1 > c.maxEntries || c.heldBytes+t.cost > c.maxBytes {
+		return nil, false, evicted, ErrTriggerCacheFull
+	}
+	for c.n+1 > c.maxEntries || c.bytes+t.cost > c.maxBytes {
+		b := c.tail // not nil: the held triggers alone leave room for t
+		c.work++
+		c.removeLocked(b)
+		c.m.evicted[evictLRU].Inc()
+		evicted = append(evicted, b)
+	}
+	t.lastUsed = now
+	c.byKey[t.key] = t
 	c.n++
-	c.gauge.Set(float64(c.n))
-	return t, true
+	c.bytes += t.cost
+	if hold {
+		t.holds = 1
+		c.heldN++
+		c.heldBytes += t.cost
+	} else {
+		c.pushFrontLocked(t)
+	}
+	c.gaugesLocked()
+	return t, true, evicted, nil
 }
 
-func (c *triggerCache) expireLocked(now int64) {
-	for h, ts := range c.m {
-		kept := ts[:0]
-		for _, t := range ts {
-			if now-t.lastUsed.Load() <= c.ttl {
-				kept = append(kept, t)
-			} else {
-				c.n--
-			}
-		}
-		clear(ts[len(kept):])
-		if len(kept) == 0 {
-			delete(c.m, h)
-		} else {
-			c.m[h] = kept
-		}
-	}
-}
-
-func (c *triggerCache) evictOldestLocked() {
-	var oldest *trigger
-	for _, ts := range c.m {
-		for _, t := range ts {
-			if oldest == nil || t.lastUsed.Load() < oldest.lastUsed.Load() {
-				oldest = t
-			}
-		}
-	}
-	if oldest == nil {
+// unhold drops a hold taken by get or add; the last one puts t back in
+// the LRU list as just used.
+func (c *triggerCache) unhold(t *trigger, now int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.holds--; t.holds > 0 {
 		return
 	}
-	ts := c.m[oldest.hash]
-	for i, t := range ts {
-		if t == oldest {
-			ts = append(ts[:i], ts[i+1:]...)
-			break
+	c.heldN--
+	c.heldBytes -= t.cost
+	t.lastUsed = now
+	c.pushFrontLocked(t)
+}
+
+// useLocked records a lookup of t: it moves t to the front, or takes a
+// hold, which takes t out of the list.
+func (c *triggerCache) useLocked(t *trigger, now int64, hold bool) {
+	t.lastUsed = now
+	switch {
+	case hold:
+		if t.holds == 0 {
+			c.unlinkLocked(t)
+			c.heldN++
+			c.heldBytes += t.cost
 		}
+		t.holds++
+	case t.holds == 0 && c.head != t:
+		c.unlinkLocked(t)
+		c.pushFrontLocked(t)
 	}
-	if len(ts) == 0 {
-		delete(c.m, oldest.hash)
-	} else {
-		c.m[oldest.hash] = ts
-	}
+}
+
+// removeLocked drops an unheld trigger from the cache.
+func (c *triggerCache) removeLocked(t *trigger) {
+	c.unlinkLocked(t)
+	delete(c.byKey, t.key)
 	c.n--
+	c.bytes -= t.cost
+	c.gaugesLocked()
+}
+
+func (c *triggerCache) pushFrontLocked(t *trigger) {
+	t.prev, t.next = nil, c.head
+	if c.head != nil {
+		c.head.prev = t
+	} else {
+		c.tail = t
+	}
+	c.head = t
+}
+
+func (c *triggerCache) unlinkLocked(t *trigger) {
+	if t.prev != nil {
+		t.prev.next = t.next
+	} else if c.head == t {
+		c.head = t.next
+	}
+	if t.next != nil {
+		t.next.prev = t.prev
+	} else if c.tail == t {
+		c.tail = t.prev
+	}
+	t.prev, t.next = nil, nil
+}
+
+func (c *triggerCache) gaugesLocked() {
+	c.m.triggers.Set(float64(c.n))
+	c.m.triggerBytes.Set(float64(c.bytes))
 }
 
 // len returns the number of cached triggers.
 func (c *triggerCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.n
+}
+
+// stats returns the cached triggers' estimated bytes and the work counter.
+func (c *triggerCache) stats() (bytes int64, work uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes, c.work
 }

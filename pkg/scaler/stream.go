@@ -109,10 +109,11 @@ const evalErrLogEvery = time.Minute
 // §7.2). It never sends false, honours the push hold-off, pushes nothing
 // during warm-up, and ends with an error only for invalid metadata.
 func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.IsActiveResponse]) error {
-	t, err := s.compile(ref)
+	t, err := s.hold(ref) // the subscription uses t's metric IDs: keep them
 	if err != nil {
 		return s.toStatus(methodStreamIsActive, err)
 	}
+	defer s.unhold(t)
 	if s.draining.Load() {
 		s.m.rpc(methodStreamIsActive, codes.OK)
 		return nil
