@@ -9,13 +9,15 @@ import (
 
 // Defaults of the compiled-trigger cache's byte bounds (Config).
 const (
-	// DefaultMaxTriggerBytes bounds one compiled trigger. The largest
-	// query the engine parses (16 KiB, 2,048 tokens) costs at most about
-	// 600 KiB without regular expressions (TestTriggerCostBoundsHeap);
-	// real triggers cost 3–6 KiB.
-	DefaultMaxTriggerBytes = 1 << 20
+	// DefaultMaxTriggerBytes bounds one compiled trigger. Every query
+	// the engine parses (at most 16 KiB and 2,048 tokens) fits unless its
+	// regular expressions compile large: the largest regex-free shapes
+	// are estimated at 1.8 MB (about 1.2 MB measured), real triggers at
+	// 3.5–5 KB (2.7–3.5 KB measured; TestTriggerCostBoundsHeap).
+	DefaultMaxTriggerBytes = 2 << 20
 	// DefaultTriggerCacheBytes bounds the whole cache: 10,000 real
-	// triggers fit, and at least 64 of the largest.
+	// triggers (the default MaxTriggers) fit, and at least 32 of the
+	// largest.
 	DefaultTriggerCacheBytes = 64 << 20
 )
 

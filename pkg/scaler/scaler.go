@@ -69,7 +69,7 @@ type Config struct {
 	MaxTriggers int
 	// MaxTriggerBytes bounds one compiled trigger's estimated bytes
 	// (triggerCost: kept metadata, query texts, plan, interned names);
-	// a larger one is refused with InvalidArgument. Default 1 MiB.
+	// a larger one is refused with InvalidArgument. Default 2 MiB.
 	MaxTriggerBytes int64
 	// TriggerCacheBytes bounds the estimated bytes of all cached
 	// triggers, held ones included; least recently used ones are evicted

@@ -176,7 +176,7 @@ func (s *symbols) release(p []uint32) {
 		if sym.pinned.Load() || sym.ext > 0 {
 			continue
 		}
-		s.freeLocked(id, sym)
+		s.freeLocked(id, sym, false)
 	}
 	if locked {
 		s.mu.Unlock()
@@ -206,16 +206,29 @@ func (s *symbols) unhold(ids []uint32) {
 		if sym.ext--; sym.ext > 0 || sym.refs > 0 || sym.pinned.Load() {
 			continue
 		}
-		s.freeLocked(id, sym)
+		s.freeLocked(id, sym, true)
 	}
 }
 
+// freedSymbol is the content of a slot whose string was dropped. It is
+// never modified: a freed ID is in no label set and held by no trigger.
+var freedSymbol = &symbol{}
+
 // freeLocked removes sym from the map and quarantines its ID. Under mu.
-func (s *symbols) freeLocked(id uint32, sym *symbol) {
+// With drop, the slot forgets the string at once instead of when the ID is
+// reused: the names unhold frees come from clients' queries, each up to
+// 16 KiB, at a rate no sweep bounds, and until the next sweep every freed
+// ID waits in quarantine while new names take new slots. Readers see a
+// drop as a reuse (reuses moves first, contract point 4).
+func (s *symbols) freeLocked(id uint32, sym *symbol, drop bool) {
 	s.ids.Delete(sym.s)
 	s.bytes -= symCost(sym.s)
 	s.live--
 	s.quar = append(s.quar, id)
+	if drop {
+		s.reuses.Add(1)
+		s.tab.at(id).Store(freedSymbol)
+	}
 }
 
 // rotate makes the IDs freed before the previous rotate reusable. The
