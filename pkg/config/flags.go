@@ -49,6 +49,10 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.Warmup), "warmup", "after start, GetMetrics and IsActive answer Unavailable for this long; 0 disables (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.PushHoldoff), "push-holdoff", "at most one true per StreamIsActive stream per this period; 0 disables (`duration`)")
+	fs.Var((*durationValue)(&c.Scaler.TriggerTTL), "trigger-ttl", "a compiled trigger unused this long is dropped from the cache (`duration`)")
+	fs.IntVar(&c.Scaler.MaxTriggers, "max-triggers", c.Scaler.MaxTriggers, "compiled triggers cached at most; the least recently used is evicted (`count`)")
+	fs.Var((*sizeValue)(&c.Scaler.MaxTriggerBytes), "max-trigger-bytes", "largest estimated memory of one compiled trigger; larger triggers are refused with InvalidArgument (`bytes`; suffixes KiB, MiB, GiB)")
+	fs.Var((*sizeValue)(&c.Scaler.TriggerCacheBytes), "trigger-cache-bytes", "estimated memory of all cached triggers at most; the least recently used are evicted (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json (`format`)")
 	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn or error (`level`)")
 	return fs

@@ -114,9 +114,13 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	}, store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
 	s.engine = query.NewEngine(s.store)
 	s.scaler = scaler.New(s.engine, s.store, scaler.Config{
-		DefaultWindow: cfg.Scaler.DefaultWindow,
-		Warmup:        cfg.Scaler.Warmup,
-		PushHoldoff:   cfg.Scaler.PushHoldoff,
+		DefaultWindow:     cfg.Scaler.DefaultWindow,
+		Warmup:            cfg.Scaler.Warmup,
+		PushHoldoff:       cfg.Scaler.PushHoldoff,
+		TriggerTTL:        cfg.Scaler.TriggerTTL,
+		MaxTriggers:       cfg.Scaler.MaxTriggers,
+		MaxTriggerBytes:   cfg.Scaler.MaxTriggerBytes,
+		TriggerCacheBytes: cfg.Scaler.TriggerCacheBytes,
 	},
 		scaler.Settings{Logger: set.Logger, Registerer: set.Registry, Now: set.Now})
 	s.receiver = receiver.New(s.store, receiver.Config{

@@ -351,6 +351,10 @@ var configEnv = []struct {
 	{"maxLabelValueLength", "2048", "KOS_MAX_LABEL_VALUE_LENGTH", "2048"},
 	{"maxMetricNameLength", 512, "KOS_MAX_METRIC_NAME_LENGTH", "512"},
 	{"seriesTTL", "5m", "KOS_SERIES_TTL", "5m"},
+	{"triggerTTL", "15m", "KOS_TRIGGER_TTL", "15m"},
+	{"maxTriggers", 2000, "KOS_MAX_TRIGGERS", "2000"},
+	{"maxTriggerBytes", "1MiB", "KOS_MAX_TRIGGER_BYTES", "1MiB"},
+	{"triggerCacheBytes", "33554432", "KOS_TRIGGER_CACHE_BYTES", "33554432"},
 }
 
 func container(t *testing.T, o objects) corev1.Container {

@@ -78,6 +78,10 @@ mapped to their flag names; empty values are left to the server's default.
   "maxLabelValueLength" "max-label-value-length"
   "maxMetricNameLength" "max-metric-name-length"
   "seriesTTL" "series-ttl"
+  "triggerTTL" "trigger-ttl"
+  "maxTriggers" "max-triggers"
+  "maxTriggerBytes" "max-trigger-bytes"
+  "triggerCacheBytes" "trigger-cache-bytes"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
