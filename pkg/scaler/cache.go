@@ -2,6 +2,8 @@ package scaler
 
 import (
 	"errors"
+	"hash/maphash"
+	"math/bits"
 	"strings"
 	"sync"
 
@@ -15,6 +17,7 @@ import (
 type trigger struct {
 	namespace, name string
 	key             triggerKey // the cache key: cloned values of the keys the scaler reads
+	hash            uint64     // key's hash under the cache's seed
 	metricName      string
 	spec
 	rewritten string // the evaluated query when lowering changed it
@@ -23,6 +26,7 @@ type trigger struct {
 	cost      int64 // estimated bytes held (triggerCost); what the cache's byte bound counts
 
 	// Cache links, guarded by triggerCache.mu.
+	hnext      *trigger // the next trigger with the same hash
 	prev, next *trigger // the LRU list of unheld triggers
 	holds      int      // open StreamIsActive streams using the trigger
 	lastUsed   int64    // unix ns of the last lookup; drives expiry
@@ -54,15 +58,67 @@ var metaKeys = [...]string{
 // without FromEnv.
 const numSlots = 2 * len(metaKeys)
 
-// slotOf maps a metadata key to its slot in triggerKey.vals: metaKeys[i]
-// is slot 2i, its FromEnv form 2i+1. The first four slots are the query.
-var slotOf = func() map[string]int {
-	m := make(map[string]int, numSlots)
-	for i, k := range metaKeys {
-		m[k], m[k+"FromEnv"] = 2*i, 2*i+1
+// slotOf returns a metadata key's slot in triggerKey.vals, or -1 for a key
+// the scaler does not read: metaKeys[i] is slot 2i, its FromEnv form
+// 2i+1 (TestSlotOf checks the table). The first four slots are the query.
+// A switch, because it runs for every key of every call.
+func slotOf(key string) int {
+	switch key {
+	case "metricQuery":
+		return 0
+	case "metricQueryFromEnv":
+		return 1
+	case "query":
+		return 2
+	case "queryFromEnv":
+		return 3
+	case "targetValue":
+		return 4
+	case "targetValueFromEnv":
+		return 5
+	case "threshold":
+		return 6
+	case "thresholdFromEnv":
+		return 7
+	case "activationThreshold":
+		return 8
+	case "activationThresholdFromEnv":
+		return 9
+	case "activationTargetValue":
+		return 10
+	case "activationTargetValueFromEnv":
+		return 11
+	case "operationOverTime":
+		return 12
+	case "operationOverTimeFromEnv":
+		return 13
+	case "window":
+		return 14
+	case "windowFromEnv":
+		return 15
+	case "lookbackDelta":
+		return 16
+	case "lookbackDeltaFromEnv":
+		return 17
+	case "clampMin":
+		return 18
+	case "clampMinFromEnv":
+		return 19
+	case "clampMax":
+		return 20
+	case "clampMaxFromEnv":
+		return 21
+	case "ignoreNullValues":
+		return 22
+	case "ignoreNullValuesFromEnv":
+		return 23
+	case "valueIfEmpty":
+		return 24
+	case "valueIfEmptyFromEnv":
+		return 25
 	}
-	return m
-}()
+	return -1
+}
 
 // Size limits of what a trigger keeps. Longer values are rejected with
 // InvalidArgument (limitErrors) before anything is parsed or kept.
@@ -86,32 +142,68 @@ func slotLimit(slot int) int {
 }
 
 // triggerKey identifies a compiled trigger: the ScaledObject and the
-// values of the keys the scaler reads. An empty value counts as absent
-// (keda-contract.md §3), so a slot needs no presence flag. It is a
-// comparable value: the cache's map hashes it with the runtime's seeded
-// hash, so crafted metadata cannot force collisions.
+// non-empty values of the keys the scaler reads (an empty value counts as
+// absent, keda-contract.md §3).
 type triggerKey struct {
 	ns, name string
+	set      uint32 // bit i: vals[i] is not empty
 	vals     [numSlots]string
 }
 
-// fill sets k from a ScaledObjectRef without copying or allocating: k
-// refers to the request's strings until clone. It reports false when a
-// name or value is over its limit; limitErrors then says which.
-func (k *triggerKey) fill(ns, name string, md map[string]string) bool {
+// fill sets k from a ScaledObjectRef and returns its hash under seed,
+// without copying or allocating: k refers to the request's strings until
+// clone. ok is false when a name or value is over its limit; limitErrors
+// then says which. The hash is seeded per cache, so crafted metadata
+// cannot force collisions; entries are combined by addition because map
+// iteration order is random.
+func (k *triggerKey) fill(seed maphash.Seed, ns, name string, md map[string]string) (h uint64, ok bool) {
 	if len(ns) > maxRefNameLength || len(name) > maxRefNameLength {
-		return false
+		return 0, false
 	}
 	k.ns, k.name = ns, name
+	h = refHash(seed, ns, name)
 	for key, v := range md {
-		slot, ok := slotOf[key]
-		if !ok {
+		slot := slotOf(key)
+		if slot < 0 || v == "" {
 			continue
 		}
 		if len(v) > slotLimit(slot) {
-			return false
+			return 0, false
 		}
 		k.vals[slot] = v
+		k.set |= 1 << slot
+		h += slotHash(seed, slot, v)
+	}
+	return h, true
+}
+
+// hash returns the hash fill returned for k.
+func (k *triggerKey) hash(seed maphash.Seed) uint64 {
+	h := refHash(seed, k.ns, k.name)
+	for m := k.set; m != 0; m &= m - 1 {
+		i := bits.TrailingZeros32(m)
+		h += slotHash(seed, i, k.vals[i])
+	}
+	return h
+}
+
+func refHash(seed maphash.Seed, ns, name string) uint64 {
+	return maphash.String(seed, ns)*0x9E3779B97F4A7C15 ^ maphash.String(seed, name)
+}
+
+func slotHash(seed maphash.Seed, slot int, v string) uint64 {
+	return (maphash.String(seed, v) ^ uint64(slot+1)*0x9E3779B97F4A7C15) * 0xBF58476D1CE4E5B9
+}
+
+// equal reports whether k and o name the same trigger.
+func (k *triggerKey) equal(o *triggerKey) bool {
+	if k.set != o.set || k.ns != o.ns || k.name != o.name {
+		return false
+	}
+	for m := k.set; m != 0; m &= m - 1 {
+		if i := bits.TrailingZeros32(m); k.vals[i] != o.vals[i] {
+			return false
+		}
 	}
 	return true
 }
@@ -119,7 +211,7 @@ func (k *triggerKey) fill(ns, name string, md map[string]string) bool {
 // clone returns k with private copies of its strings, so a cached trigger
 // holds no part of the request it came from.
 func (k *triggerKey) clone() triggerKey {
-	c := triggerKey{ns: strings.Clone(k.ns), name: strings.Clone(k.name)}
+	c := triggerKey{ns: strings.Clone(k.ns), name: strings.Clone(k.name), set: k.set}
 	for i, v := range k.vals {
 		c.vals[i] = strings.Clone(v)
 	}
@@ -128,7 +220,7 @@ func (k *triggerKey) clone() triggerKey {
 
 // metadata returns the key's values as a metadata map, for parseSpec.
 func (k *triggerKey) metadata() map[string]string {
-	md := make(map[string]string, 4)
+	md := make(map[string]string, bits.OnesCount32(k.set))
 	for i, v := range k.vals {
 		if v == "" {
 			continue
@@ -165,7 +257,7 @@ func limitErrors(ns, name string, md map[string]string) error {
 		}
 	}
 	for key, v := range md {
-		if slot, ok := slotOf[key]; ok && len(v) > slotLimit(slot) {
+		if slot := slotOf(key); slot >= 0 && len(v) > slotLimit(slot) {
 			errs = append(errs, &metadataError{
 				namespace: clip(ns), name: clip(name), key: key, value: clip(v),
 				problem: "is " + itoa(len(v)) + " bytes, longer than the " + itoa(slotLimit(slot)) + " this key may have",
@@ -197,8 +289,10 @@ type triggerCache struct {
 	maxBytes   int64
 	m          *metrics
 
+	seed maphash.Seed // of the key hashes; random per cache
+
 	mu         sync.Mutex // guards everything below and the triggers' cache links
-	byKey      map[triggerKey]*trigger
+	byHash     map[uint64]*trigger // chained through hnext
 	head, tail *trigger // the LRU list; head is the most recently used
 	n          int      // triggers in byKey
 	bytes      int64    // their cost
@@ -211,16 +305,27 @@ type triggerCache struct {
 }
 
 func newTriggerCache(ttl int64, maxEntries int, maxBytes int64, m *metrics) *triggerCache {
-	return &triggerCache{ttl: ttl, maxEntries: maxEntries, maxBytes: maxBytes, m: m, byKey: map[triggerKey]*trigger{}}
+	return &triggerCache{ttl: ttl, maxEntries: maxEntries, maxBytes: maxBytes, m: m, seed: maphash.MakeSeed(), byHash: map[uint64]*trigger{}}
+}
+
+// findLocked returns the trigger with key k and hash h, or nil.
+func (c *triggerCache) findLocked(k *triggerKey, h uint64) *trigger {
+	for t := c.byHash[h]; t != nil; t = t.hnext {
+		if t.key.equal(k) {
+			return t
+		}
+		c.work++ // a collision
+	}
+	return nil
 }
 
 // get returns the cached trigger for k, or nil, and counts a hold on it
 // when hold is set. expired is a trigger that get removed because it was
 // unused for the TTL; the caller releases it. It does not allocate.
-func (c *triggerCache) get(k *triggerKey, now int64, hold bool) (t, expired *trigger) {
+func (c *triggerCache) get(k *triggerKey, h uint64, now int64, hold bool) (t, expired *trigger) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t = c.byKey[*k]
+	t = c.findLocked(k, h)
 	if t != nil {
 		c.useLocked(t, now, hold)
 	}
@@ -239,9 +344,10 @@ func (c *triggerCache) get(k *triggerKey, now int64, hold bool) (t, expired *tri
 // (or expired); the caller releases them. err is ErrTriggerCacheFull when
 // held triggers leave no room for t; t is then not inserted.
 func (c *triggerCache) add(t *trigger, now int64, hold bool) (got *trigger, inserted bool, evicted []*trigger, err error) {
+	t.hash = t.key.hash(c.seed)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if o := c.byKey[t.key]; o != nil {
+	if o := c.findLocked(&t.key, t.hash); o != nil {
 		c.useLocked(o, now, hold)
 		return o, false, nil, nil
 	}
@@ -262,7 +368,8 @@ func (c *triggerCache) add(t *trigger, now int64, hold bool) (got *trigger, inse
 		evicted = append(evicted, b)
 	}
 	t.lastUsed = now
-	c.byKey[t.key] = t
+	t.hnext = c.byHash[t.hash]
+	c.byHash[t.hash] = t
 	c.n++
 	c.bytes += t.cost
 	if hold {
@@ -311,7 +418,19 @@ func (c *triggerCache) useLocked(t *trigger, now int64, hold bool) {
 // removeLocked drops an unheld trigger from the cache.
 func (c *triggerCache) removeLocked(t *trigger) {
 	c.unlinkLocked(t)
-	delete(c.byKey, t.key)
+	if p := c.byHash[t.hash]; p == t {
+		if t.hnext == nil {
+			delete(c.byHash, t.hash)
+		} else {
+			c.byHash[t.hash] = t.hnext
+		}
+	} else {
+		for ; p.hnext != t; p = p.hnext {
+			c.work++
+		}
+		p.hnext = t.hnext
+	}
+	t.hnext = nil
 	c.n--
 	c.bytes -= t.cost
 	c.gaugesLocked()

@@ -3,6 +3,7 @@ package scaler
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"strings"
 	"testing"
@@ -233,10 +234,11 @@ func TestStreamHoldsTrigger(t *testing.T) {
 	}, 5*time.Second, time.Millisecond)
 	heldTrigger := func() *trigger {
 		var k triggerKey
-		require.True(t, k.fill("ns", "so", held))
+		h, ok := k.fill(e.s.cache.seed, "ns", "so", held)
+		require.True(t, ok)
 		e.s.cache.mu.Lock()
 		defer e.s.cache.mu.Unlock()
-		return e.s.cache.byKey[k]
+		return e.s.cache.findLocked(&k, h)
 	}
 	ids := heldTrigger().metricIDs
 	require.Len(t, ids, 2)
@@ -358,7 +360,7 @@ func TestTriggerCacheInsertConstantWork(t *testing.T) {
 		for i := range inserts {
 			now++
 			k := mk(size + inserts - 1 - i%min(size, inserts)).key // one of the cached
-			got, expired := c.get(&k, now, false)
+			got, expired := c.get(&k, k.hash(c.seed), now, false)
 			require.NotNil(t, got)
 			require.Nil(t, expired)
 		}
@@ -384,4 +386,24 @@ func TestTriggerCacheInsertConstantWork(t *testing.T) {
 	_, w1 := c.stats()
 	assert.Equal(t, uint64(10_000), w1-w0, "one visit per expired trigger")
 	assert.Equal(t, 1, c.len())
+}
+
+// TestSlotOf: the switch in slotOf matches metaKeys, and the hash fill
+// computes is the key's hash.
+func TestSlotOf(t *testing.T) {
+	for i, k := range metaKeys {
+		assert.Equal(t, 2*i, slotOf(k), k)
+		assert.Equal(t, 2*i+1, slotOf(k+"FromEnv"), k)
+	}
+	assert.Equal(t, -1, slotOf("scalerAddress"))
+	assert.Less(t, slotOf("query"), 4, "the query slots come first")
+	seed := maphash.MakeSeed()
+	var k triggerKey
+	h, ok := k.fill(seed, "ns", "so", map[string]string{"metricQuery": "sum(x)", "targetValue": "4", "windowFromEnv": "1m", "unknown": "u", "threshold": ""})
+	require.True(t, ok)
+	assert.Equal(t, k.hash(seed), h)
+	c := k.clone()
+	assert.Equal(t, h, c.hash(seed))
+	assert.True(t, c.equal(&k))
+	assert.Equal(t, map[string]string{"metricQuery": "sum(x)", "targetValue": "4", "windowFromEnv": "1m"}, c.metadata())
 }

@@ -247,11 +247,12 @@ func (s *Scaler) unhold(t *trigger) { s.cache.unhold(t, s.now().UnixNano()) }
 func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (*trigger, error) {
 	ns, name, md := ref.GetNamespace(), ref.GetName(), ref.GetScalerMetadata()
 	var k triggerKey
-	if !k.fill(ns, name, md) {
+	h, ok := k.fill(s.cache.seed, ns, name, md)
+	if !ok {
 		return nil, limitErrors(ns, name, md)
 	}
 	now := s.now().UnixNano()
-	t, expired := s.cache.get(&k, now, hold)
+	t, expired := s.cache.get(&k, h, now, hold)
 	if expired != nil {
 		s.release(expired)
 	}

@@ -163,8 +163,10 @@ func cachedQueries(s *Scaler) []string {
 	s.cache.mu.Lock()
 	defer s.cache.mu.Unlock()
 	var qs []string
-	for k := range s.cache.byKey {
-		qs = append(qs, k.vals[slotOf["metricQuery"]])
+	for _, t := range s.cache.byHash {
+		for ; t != nil; t = t.hnext {
+			qs = append(qs, t.key.vals[slotOf("metricQuery")])
+		}
 	}
 	slices.Sort(qs)
 	return qs
