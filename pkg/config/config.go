@@ -150,7 +150,7 @@ func Default() Config {
 			MaxTriggerBytes:   2 << 20,
 			TriggerCacheBytes: 64 << 20,
 		},
-		Log:    Log{Format: "text", Level: "info"},
+		Log: Log{Format: "text", Level: "info"},
 	}
 }
 

@@ -291,13 +291,13 @@ type triggerCache struct {
 
 	seed maphash.Seed // of the key hashes; random per cache
 
-	mu         sync.Mutex // guards everything below and the triggers' cache links
+	mu         sync.Mutex          // guards everything below and the triggers' cache links
 	byHash     map[uint64]*trigger // chained through hnext
-	head, tail *trigger // the LRU list; head is the most recently used
-	n          int      // triggers in byKey
-	bytes      int64    // their cost
-	heldN      int      // triggers with holds > 0
-	heldBytes  int64    // their cost
+	head, tail *trigger            // the LRU list; head is the most recently used
+	n          int                 // triggers in byHash
+	bytes      int64               // their cost
+	heldN      int                 // triggers with holds > 0
+	heldBytes  int64               // their cost
 	// work counts the list and map entries add, get and unhold visited
 	// beyond the one they look up: tests assert it stays constant per
 	// operation.
