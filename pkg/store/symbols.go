@@ -34,7 +34,9 @@ import (
 //     set is created, release drops them when the sweeper unpublishes the
 //     set. A symbol whose count and holds reach zero is freed: removed
 //     from ids at once (so a new intern of the same string gets a fresh
-//     ID) and put in quarantine; its table slot keeps the old string.
+//     ID) and put in quarantine; its table slot keeps the old string,
+//     except when unhold frees it: then the slot drops the string at once
+//     (freeLocked says why), which readers see as a reuse.
 //   - The next sweep moves the quarantine to the free list, and intern
 //     hands free IDs out again, overwriting the slot. This is the same
 //     one-sweep delay that deleted series refs get (sweep.go).
@@ -51,12 +53,13 @@ import (
 //     and str (lock-free through the chunked table of atomic pointers).
 //  3. Publication: intern stores the slot's *symbol, then stores the ID in
 //     the map. Every other path to an ID (a label set, a series) is
-//     published after the intern call that made it. A reused slot is
-//     preceded by reuses.Add(1).
+//     published after the intern call that made it. A reused or dropped
+//     slot is preceded by reuses.Add(1).
 //  4. A reader holding the ID of a live label set always finds its string:
 //     the set holds a count on it. A reader holding an ID from a set that
 //     the sweeper unpublished finds the old string until the ID is reused,
-//     at the earliest one sweep later. Readers that must be exact detect
+//     at the earliest one sweep later (or, if a trigger held the string
+//     last, until unhold drops it). Readers that must be exact detect
 //     that case: Labels re-checks that the series is still published
 //     after reading its strings (a live series pins its set, which pins
 //     its symbols), and Select, LabelNames and LabelValues compare reuses
