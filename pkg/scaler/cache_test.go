@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -406,4 +407,68 @@ func TestSlotOf(t *testing.T) {
 	assert.Equal(t, h, c.hash(seed))
 	assert.True(t, c.equal(&k))
 	assert.Equal(t, map[string]string{"metricQuery": "sum(x)", "targetValue": "4", "windowFromEnv": "1m"}, c.metadata())
+}
+
+// TestTriggerCacheConcurrent races lookups, inserts, evictions and
+// StreamIsActive holds over a small cache whose triggers share a metric
+// name: every cached trigger's names stay interned under the IDs it holds,
+// and once every trigger expired the store holds none of their names (no
+// hold leaked, none released twice).
+func TestTriggerCacheConcurrent(t *testing.T) {
+	e := newMemEnv(t, Config{MaxTriggers: 8, TriggerTTL: time.Minute})
+	syms0 := e.symbols(t)
+	md := func(i int) map[string]string {
+		return map[string]string{"metricQuery": fmt.Sprintf("sum(m%d) or sum(shared)", i%20), "targetValue": "1"}
+	}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 300 {
+				r := &externalscaler.ScaledObjectRef{Namespace: "ns", Name: "so", ScalerMetadata: md(w*7 + i)}
+				if _, err := e.s.GetMetricSpec(context.Background(), r); err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = e.s.GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{ScaledObjectRef: r})
+			}
+		})
+	}
+	for w := range 2 {
+		wg.Go(func() {
+			for i := range 40 {
+				ctx, cancel := context.WithCancel(context.Background())
+				fs := &fakeStream{ctx: ctx}
+				done := make(chan error, 1)
+				go func() { done <- e.s.StreamIsActive(&externalscaler.ScaledObjectRef{Namespace: "ns", Name: "so", ScalerMetadata: md(w*3 + i)}, fs) }()
+				time.Sleep(time.Millisecond)
+				cancel()
+				if err := <-done; err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	e.s.cache.mu.Lock()
+	var cached []*trigger
+	for _, tr := range e.s.cache.byHash {
+		for ; tr != nil; tr = tr.hnext {
+			cached = append(cached, tr)
+		}
+	}
+	require.Zero(t, e.s.cache.heldN, "every stream released its trigger")
+	e.s.cache.mu.Unlock()
+	require.NotEmpty(t, cached)
+	for _, tr := range cached {
+		names, _ := tr.plan.MetricNames()
+		for j, n := range names {
+			id := e.st.AcquireMetricID(n)
+			assert.Equal(t, tr.metricIDs[j], id, "%s keeps its ID while its trigger is cached", n)
+			e.st.ReleaseMetricIDs([]uint32{id})
+		}
+	}
+	e.now = e.now.Add(2 * time.Minute)
+	e.spec(t, "ns", "fresh", map[string]string{"metricQuery": "sum(fresh)", "targetValue": "1"})
+	assert.Equal(t, 1, e.s.cache.len())
+	assert.Equal(t, syms0+1, e.symbols(t), "only fresh's name is left")
 }
