@@ -123,9 +123,11 @@ func slotOf(key string) int {
 // Size limits of what a trigger keeps. Longer values are rejected with
 // InvalidArgument (limitErrors) before anything is parsed or kept.
 const (
-	// maxRefNameLength bounds a ScaledObject's name and namespace:
-	// Kubernetes names are at most 253 bytes (DNS subdomain).
-	maxRefNameLength = 253
+	// maxRefNameLength bounds a ScaledObject's name and namespace.
+	// Kubernetes names are at most 253 bytes, but longer ones must still
+	// get a shortened metric name (keda-contract.md §4), so the bound is
+	// only against waste.
+	maxRefNameLength = 1024
 	// maxValueLength bounds every non-query value: numbers, durations,
 	// booleans and operation names are a few bytes.
 	maxValueLength = 256
@@ -252,7 +254,7 @@ func limitErrors(ns, name string, md map[string]string) error {
 		if len(f.v) > maxRefNameLength {
 			errs = append(errs, &metadataError{
 				namespace: clip(ns), name: clip(name), key: "ScaledObject " + f.what, value: clip(f.v),
-				problem: "is " + itoa(len(f.v)) + " bytes, longer than the " + itoa(maxRefNameLength) + " a Kubernetes name may have",
+				problem: "is " + itoa(len(f.v)) + " bytes, longer than the " + itoa(maxRefNameLength) + " accepted (Kubernetes names have at most 253)",
 			})
 		}
 	}

@@ -299,8 +299,8 @@ func TestMetadataLimits(t *testing.T) {
 		md       map[string]string
 		wantText string
 	}{
-		{"long name", "ns", long(254), map[string]string{"metricQuery": "sum(x)", "targetValue": "1"}, "ScaledObject name"},
-		{"long namespace", long(254), "so", map[string]string{"metricQuery": "sum(x)", "targetValue": "1"}, "ScaledObject namespace"},
+		{"long name", "ns", long(maxRefNameLength + 1), map[string]string{"metricQuery": "sum(x)", "targetValue": "1"}, "ScaledObject name"},
+		{"long namespace", long(maxRefNameLength + 1), "so", map[string]string{"metricQuery": "sum(x)", "targetValue": "1"}, "ScaledObject namespace"},
 		{"long query", "ns", "so", map[string]string{"metricQuery": "sum(" + long(query.MaxQueryLength) + ")", "targetValue": "1"}, "metricQuery"},
 		{"long alias", "ns", "so", map[string]string{"metricQuery": "sum(x)", "query": long(query.MaxQueryLength + 1), "targetValue": "1"}, "query"},
 		{"long target", "ns", "so", map[string]string{"metricQuery": "sum(x)", "targetValue": "1" + strings.Repeat("0", maxValueLength)}, "targetValue"},
