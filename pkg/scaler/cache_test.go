@@ -439,7 +439,8 @@ func TestTriggerCacheConcurrent(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				fs := &fakeStream{ctx: ctx}
 				done := make(chan error, 1)
-				go func() { done <- e.s.StreamIsActive(&externalscaler.ScaledObjectRef{Namespace: "ns", Name: "so", ScalerMetadata: md(w*3 + i)}, fs) }()
+				r := &externalscaler.ScaledObjectRef{Namespace: "ns", Name: "so", ScalerMetadata: md(w*3 + i)}
+				go func() { done <- e.s.StreamIsActive(r, fs) }()
 				time.Sleep(time.Millisecond)
 				cancel()
 				if err := <-done; err != nil {
