@@ -19,6 +19,7 @@ type Config struct {
 	Receiver Receiver
 	Store    Store
 	Scaler   Scaler
+	Query    Query
 	Log      Log
 }
 
@@ -43,6 +44,11 @@ type Server struct {
 	// shutdown (store.snapshot) and read back on start, so a restart
 	// needs no warm-up. Default empty: off.
 	StateDir string
+	// GRPCReflection serves gRPC server reflection on the OTLP and KEDA
+	// listeners (interfaces.md: both serve health and reflection). Turning
+	// it off hides the service list from grpcurl-style discovery; health
+	// stays. Default true.
+	GRPCReflection bool
 }
 
 // Receiver configures OTLP ingestion.
@@ -108,7 +114,27 @@ type Scaler struct {
 	// trigger, held ones included, in bytes; least recently used
 	// triggers are evicted to stay under it. Default 64 MiB.
 	TriggerCacheBytes int64
+	// MaxStreams caps open StreamIsActive and StreamMetricSpec streams
+	// together; one more is refused with ResourceExhausted and KEDA retries.
+	// KEDA opens both for each external-push trigger. It also sets the KEDA
+	// listener's per-connection concurrent-stream limit (MaxStreams + 1,024
+	// for calls in flight): KEDA pools one connection for every trigger.
+	// Default 10,000.
+	MaxStreams int
 }
+
+// Query configures query evaluation (KEDA triggers and /api/v1/*).
+type Query struct {
+	// MaxLabelBytes caps the bytes of label sets one evaluation may create
+	// with label_replace and label_join; over it the evaluation fails
+	// (ResourceExhausted for KEDA, 422 for the HTTP API) before the memory
+	// is taken. Default 8 MiB.
+	MaxLabelBytes int64
+}
+
+// MaxStreamsLimit is the largest --max-streams: the per-connection stream
+// limit derived from it must fit gRPC's uint32 with room to spare.
+const MaxStreamsLimit = 1 << 24
 
 // Log configures logging.
 type Log struct {
@@ -126,6 +152,7 @@ func Default() Config {
 			ScalerAddr:      ":4318",
 			HTTPAddr:        ":8080",
 			ShutdownTimeout: 15 * time.Second,
+			GRPCReflection:  true,
 		},
 		Receiver: Receiver{
 			MaxRecvSize:         64 << 20,
@@ -145,12 +172,14 @@ func Default() Config {
 			DefaultWindow:     2 * time.Minute,
 			Warmup:            30 * time.Second,
 			PushHoldoff:       5 * time.Second,
+			MaxStreams:        10_000,
 			TriggerTTL:        10 * time.Minute,
 			MaxTriggers:       10_000,
 			MaxTriggerBytes:   2 << 20,
 			TriggerCacheBytes: 64 << 20,
 		},
-		Log: Log{Format: "text", Level: "info"},
+		Query: Query{MaxLabelBytes: 8 << 20},
+		Log:   Log{Format: "text", Level: "info"},
 	}
 }
 
@@ -239,6 +268,12 @@ func (c Config) Validate() error {
 	}
 	if c.Scaler.TriggerCacheBytes < c.Scaler.MaxTriggerBytes {
 		errs = append(errs, fmt.Errorf("--trigger-cache-bytes %d must be >= --max-trigger-bytes %d", c.Scaler.TriggerCacheBytes, c.Scaler.MaxTriggerBytes))
+	}
+	if c.Scaler.MaxStreams <= 0 || c.Scaler.MaxStreams > MaxStreamsLimit {
+		errs = append(errs, fmt.Errorf("--max-streams %d must be > 0 and <= %d", c.Scaler.MaxStreams, MaxStreamsLimit))
+	}
+	if c.Query.MaxLabelBytes < 1<<10 {
+		errs = append(errs, fmt.Errorf("--query-max-label-bytes %d must be >= 1KiB (a label set of a few labels)", c.Query.MaxLabelBytes))
 	}
 	switch c.Log.Format {
 	case "text", "json":

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,6 +64,7 @@ type fakeStream struct {
 	grpc.ServerStream
 	ctx   context.Context
 	block chan struct{}
+	calls atomic.Int32 // Send calls, including one still blocked
 
 	mu   sync.Mutex
 	sent []bool
@@ -71,6 +73,7 @@ type fakeStream struct {
 func (f *fakeStream) Context() context.Context { return f.ctx }
 
 func (f *fakeStream) Send(m *externalscaler.IsActiveResponse) error {
+	f.calls.Add(1)
 	if f.block != nil {
 		select {
 		case <-f.block:

@@ -355,6 +355,9 @@ var configEnv = []struct {
 	{"maxTriggers", 2000, "KOS_MAX_TRIGGERS", "2000"},
 	{"maxTriggerBytes", "1MiB", "KOS_MAX_TRIGGER_BYTES", "1MiB"},
 	{"triggerCacheBytes", "33554432", "KOS_TRIGGER_CACHE_BYTES", "33554432"},
+	{"maxStreams", 20000, "KOS_MAX_STREAMS", "20000"},
+	{"queryMaxLabelBytes", "16MiB", "KOS_QUERY_MAX_LABEL_BYTES", "16MiB"},
+	{"grpcReflection", false, "KOS_GRPC_REFLECTION", "false"},
 }
 
 func container(t *testing.T, o objects) corev1.Container {
