@@ -196,7 +196,9 @@ func (*grpcGzip) Type() string { return "gzip" }
 // Do implements grpc.Decompressor.
 func (d *grpcGzip) Do(rd io.Reader) ([]byte, error) {
 	ch := charge{r: d.r}
-	limit := d.r.cfg.MaxRecvSize
+	// grpc-go's own limit (ServerOptions): an output past it would be
+	// refused before serverCodec takes it, and its charge lost.
+	limit := min(d.r.cfg.MaxRecvSize, 1<<31-1)
 	hint := int64(-1)
 	if rr, ok := rd.(interface{ Remaining() int }); ok {
 		hint = int64(rr.Remaining())

@@ -7,8 +7,15 @@
 // appended straight into the store: a point of a series that already
 // exists costs no allocation. Repeated attribute sets are recognised by
 // their encoded bytes (no decoding), and the number points of a metric are
-// appended in small groups whose cache misses overlap (stage.go). JSON requests are decoded by pdata and fed to
-// the same mapper, which is also how tests use pdata as the reference.
+// appended in small groups whose cache misses overlap (stage.go). JSON
+// requests are scanned first so that no value nests past a fixed depth
+// (json.go), then decoded by pdata and fed to the same mapper, which is
+// also how tests use pdata as the reference.
+//
+// Hostile input costs bounded memory and time: bodies are charged to an
+// in-flight byte budget as they are read and inflated, and a request
+// takes one of a bounded number of slots only once its body is complete
+// (body.go); attribute values nested too deep reject their point.
 //
 // A bad point never affects its neighbours: rejected points are counted by
 // reason and reported through OTLP partial success; only undecodable bytes
