@@ -15,7 +15,7 @@ DEMO_ARGS ?=
 LOAD_ARGS ?=
 
 # Every fuzz target of the main module, as "package:Target".
-FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzAPIQuery ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
+FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/promapi:FuzzAPIQuery ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
 	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/internal/otlpwire:FuzzWalk
 
 .PHONY: all help build run demo test gates test-short test-memory conformance compat fuzz bench bench-baseline load \

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
@@ -155,7 +156,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/metrics", s.receiver)
-	query.NewAPI(s.engine, set.Now).Register(mux)
+	promapi.New(s.engine, s.store, promapi.Settings{Now: set.Now}).Register(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)

@@ -1,4 +1,9 @@
-package query
+// Package promapi serves the read side of Prometheus's HTTP API (instant
+// and range queries, series, label names and values, build info) over the
+// query engine and the store, so curl, promtool and Grafana can read what
+// the scaler sees. It is built only on pkg/query's and pkg/store's public
+// API; pkg/server mounts it on the HTTP listener.
+package promapi
 
 import (
 	"bytes"
@@ -19,6 +24,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -56,7 +62,7 @@ const statusClientClosedRequest = 499
 // queries, series, label names and values, build info) over the engine and
 // its store, so curl, promtool and Grafana can read what the scaler sees.
 type API struct {
-	engine *Engine
+	engine *query.Engine
 	store  *store.Store
 	now    func() time.Time
 	// parser parses match[] selectors; it accepts every function since it
@@ -68,15 +74,21 @@ type API struct {
 	maxRangePoints int
 }
 
-// NewAPI returns the HTTP API; now is the clock for queries without a time
-// (nil means time.Now).
-func NewAPI(e *Engine, now func() time.Time) *API {
+// Settings carries what the server or a test provides.
+type Settings struct {
+	// Now is the clock for queries without a time; nil means time.Now.
+	Now func() time.Time
+}
+
+// New returns the HTTP API over e, which must read st.
+func New(e *query.Engine, st *store.Store, set Settings) *API {
+	now := set.Now
 	if now == nil {
 		now = time.Now
 	}
 	return &API{
 		engine: e,
-		store:  e.store,
+		store:  st,
 		now:    now,
 		parser: parser.NewParser(parser.Options{}),
 		sem:    make(chan struct{}, maxConcurrentAPIQueries),
@@ -265,7 +277,7 @@ func (a *API) release() { <-a.sem }
 // limit, the request's timeout context, the compiled plan and an evaluation
 // slot. done releases the slot and the context.
 type prepared struct {
-	plan  *Plan
+	plan  *query.Plan
 	ctx   context.Context
 	limit int
 	done  func()
@@ -312,8 +324,8 @@ func queryContext(r *http.Request) (context.Context, context.CancelFunc, *apiErr
 }
 
 // compileQuery reads "query" and "lookback_delta" and compiles a plan.
-func (a *API) compileQuery(r *http.Request) (*Plan, *apiError) {
-	opts := Options{}
+func (a *API) compileQuery(r *http.Request) (*query.Plan, *apiError) {
+	opts := query.Options{}
 	if s := r.Form.Get("lookback_delta"); s != "" {
 		d, err := parseDuration(s)
 		if err != nil {

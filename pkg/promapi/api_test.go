@@ -1,4 +1,4 @@
-package query
+package promapi
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -49,7 +50,7 @@ func newAPITestServer(t testing.TB, series []apiSeries) *httptest.Server {
 		}
 	}
 	mux := http.NewServeMux()
-	NewAPI(NewEngine(st), func() time.Time { return time.UnixMilli(100_000) }).Register(mux)
+	New(query.NewEngine(st), st, Settings{Now: func() time.Time { return time.UnixMilli(100_000) }}).Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
@@ -329,7 +330,7 @@ func TestAPIRangePointLimit(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, st.Append(ref, 1000, 1))
 	}
-	api := NewAPI(NewEngine(st), nil)
+	api := New(query.NewEngine(st), st, Settings{})
 	api.maxRangePoints = 10
 	mux := http.NewServeMux()
 	api.Register(mux)
@@ -536,7 +537,7 @@ func TestAPIExecErrorClassification(t *testing.T) {
 func TestAPICanceledRequest(t *testing.T) {
 	st := store.New(store.Config{}, store.Settings{})
 	mux := http.NewServeMux()
-	NewAPI(NewEngine(st), nil).Register(mux)
+	New(query.NewEngine(st), st, Settings{}).Register(mux)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/api/v1/query?query=x", nil)
