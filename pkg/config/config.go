@@ -19,6 +19,7 @@ type Config struct {
 	Receiver Receiver
 	Store    Store
 	Scaler   Scaler
+	Query    Query
 	Log      Log
 }
 
@@ -96,6 +97,21 @@ type Scaler struct {
 	PushHoldoff time.Duration
 }
 
+// Query bounds the Prometheus HTTP query API (/api/v1/*). Its memory is at
+// most MaxConcurrency × MaxSamples × 16 B plus the plans being evaluated.
+type Query struct {
+	// MaxConcurrency is how many API requests that read the store are
+	// evaluated and written at once; others wait for a slot. Default 4.
+	MaxConcurrency int
+	// MaxSamples caps the samples (16 B each) one API answer holds: range
+	// query points, vector elements, raw samples, listed series. Larger
+	// answers fail with 422. Default 5,000,000 (80 MB).
+	MaxSamples int
+	// Timeout bounds an API request's wait for a slot and its evaluation,
+	// and separately the writing of its answer to a slow client. Default 2m.
+	Timeout time.Duration
+}
+
 // Log configures logging.
 type Log struct {
 	// Format is "text" or "json". Default "text".
@@ -128,6 +144,7 @@ func Default() Config {
 			MaxSeriesPerMetric: 200_000,
 		},
 		Scaler: Scaler{DefaultWindow: 2 * time.Minute, Warmup: 30 * time.Second, PushHoldoff: 5 * time.Second},
+		Query:  Query{MaxConcurrency: 4, MaxSamples: 5_000_000, Timeout: 2 * time.Minute},
 		Log:    Log{Format: "text", Level: "info"},
 	}
 }
@@ -205,6 +222,15 @@ func (c Config) Validate() error {
 	}
 	if c.Scaler.PushHoldoff < 0 {
 		errs = append(errs, fmt.Errorf("--push-holdoff %v must be >= 0", c.Scaler.PushHoldoff))
+	}
+	if c.Query.MaxConcurrency <= 0 {
+		errs = append(errs, fmt.Errorf("--query-max-concurrency %d must be > 0", c.Query.MaxConcurrency))
+	}
+	if c.Query.MaxSamples <= 0 {
+		errs = append(errs, fmt.Errorf("--query-max-samples %d must be > 0", c.Query.MaxSamples))
+	}
+	if c.Query.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--query-timeout %v must be > 0", c.Query.Timeout))
 	}
 	switch c.Log.Format {
 	case "text", "json":

@@ -49,6 +49,9 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.Warmup), "warmup", "after start, GetMetrics and IsActive answer Unavailable for this long; 0 disables (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.PushHoldoff), "push-holdoff", "at most one true per StreamIsActive stream per this period; 0 disables (`duration`)")
+	fs.IntVar(&c.Query.MaxConcurrency, "query-max-concurrency", c.Query.MaxConcurrency, "query API requests evaluated and written at once; others wait (`count`)")
+	fs.IntVar(&c.Query.MaxSamples, "query-max-samples", c.Query.MaxSamples, "samples (16 B each) one query API answer may hold; larger answers fail with 422 (`count`)")
+	fs.Var((*durationValue)(&c.Query.Timeout), "query-timeout", "query API limit on waiting plus evaluating, and separately on writing the answer (`duration`)")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json (`format`)")
 	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn or error (`level`)")
 	return fs

@@ -133,7 +133,7 @@ func TestLegacyAlias(t *testing.T) {
 
 	// The query API lists stored names only.
 	mux := http.NewServeMux()
-	promapi.New(query.NewEngine(st), st, promapi.Settings{Now: now}).Register(mux)
+	promapi.New(query.NewEngine(st), st, promapi.Config{}, promapi.Settings{Now: now}).Register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	var names struct{ Data []string }

@@ -156,7 +156,11 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/metrics", s.receiver)
-	promapi.New(s.engine, s.store, promapi.Settings{Now: set.Now}).Register(mux)
+	promapi.New(s.engine, s.store, promapi.Config{
+		MaxConcurrency: cfg.Query.MaxConcurrency,
+		MaxSamples:     cfg.Query.MaxSamples,
+		Timeout:        cfg.Query.Timeout,
+	}, promapi.Settings{Now: set.Now}).Register(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -170,7 +174,14 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	// ReadTimeout bounds a slow upload, which holds an OTLP in-flight slot.
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute}
+	// WriteTimeout outlasts the query API's own deadlines (evaluation,
+	// then writing; it sets both per request): the server re-arms it for
+	// every request, so a keep-alive connection never inherits a deadline
+	// the API set for its previous answer.
+	s.httpSrv = &http.Server{
+		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		WriteTimeout: time.Minute + 2*cfg.Query.Timeout,
+	}
 	return s, nil
 }
 

@@ -56,7 +56,7 @@ func TestAPIMatchesPrometheusJSON(t *testing.T) {
 			t.Fatal(err)
 		}
 		mux := http.NewServeMux()
-		promapi.New(c.ours.engine, c.ours.store, promapi.Settings{}).Register(mux)
+		promapi.New(c.ours.engine, c.ours.store, promapi.Config{}, promapi.Settings{}).Register(mux)
 		srv := httptest.NewServer(mux)
 		for _, q := range corpus {
 			for _, ts := range c.evalTimes(3, 5*time.Minute) {
@@ -170,7 +170,7 @@ func TestAPIRangeMatchesPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	promapi.New(c.ours.engine, c.ours.store, promapi.Settings{}).Register(mux)
+	promapi.New(c.ours.engine, c.ours.store, promapi.Config{}, promapi.Settings{}).Register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	points := 0
@@ -255,7 +255,7 @@ func compareRangeAnswer(want promql.Matrix, body []byte) (int, error) {
 func TestAPIFloatFormatMatchesPrometheus(t *testing.T) {
 	st := newEmptyOurs(&dataset{end: baseTime})
 	mux := http.NewServeMux()
-	promapi.New(st.engine, st.store, promapi.Settings{}).Register(mux)
+	promapi.New(st.engine, st.store, promapi.Config{}, promapi.Settings{}).Register(mux)
 	for _, f := range []float64{
 		0, -0.0, 1, -1, 0.1, 1e-6, 9.99e-7, 1e-7, 123456.789, 1e20, 1e21, 1.5e300, -2.5e-300, 5e-324,
 		1 << 53, 1<<53 + 1, 0.30000000000000004, 1.7976931348623157e308,
