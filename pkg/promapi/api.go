@@ -236,8 +236,9 @@ func (a *API) handle(fn func(*http.Request) result, methods ...string) http.Hand
 // writeSuccess streams {"status":"success","data":…,"warnings":[…]}. The
 // write has a deadline of Config.Timeout, so a client that stops reading
 // gives its slot back; where the ResponseWriter cannot take a deadline
-// (tests' recorders), writing cannot block anyway. The server's own
-// WriteTimeout resets the connection's deadline for its next request.
+// (tests' recorders), writing cannot block anyway. net/http clears the
+// deadline once the response is finished, so a keep-alive connection does
+// not carry it into its next request.
 func (a *API) writeSuccess(w http.ResponseWriter, res result) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Now().Add(a.cfg.Timeout))
@@ -252,10 +253,6 @@ func (a *API) writeSuccess(w http.ResponseWriter, res result) {
 	}
 	j.raw("}\n")
 	j.flush()
-	if j.err == nil {
-		// Push the tail out while the deadline holds.
-		_ = rc.Flush()
-	}
 }
 
 func writeAPIError(w http.ResponseWriter, e *apiError) {

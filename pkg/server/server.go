@@ -174,14 +174,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	// ReadTimeout bounds a slow upload, which holds an OTLP in-flight slot.
-	// WriteTimeout outlasts the query API's own deadlines (evaluation,
-	// then writing; it sets both per request): the server re-arms it for
-	// every request, so a keep-alive connection never inherits a deadline
-	// the API set for its previous answer.
-	s.httpSrv = &http.Server{
-		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
-		WriteTimeout: time.Minute + 2*cfg.Query.Timeout,
-	}
+	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute}
 	return s, nil
 }
 

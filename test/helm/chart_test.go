@@ -351,6 +351,9 @@ var configEnv = []struct {
 	{"maxLabelValueLength", "2048", "KOS_MAX_LABEL_VALUE_LENGTH", "2048"},
 	{"maxMetricNameLength", 512, "KOS_MAX_METRIC_NAME_LENGTH", "512"},
 	{"seriesTTL", "5m", "KOS_SERIES_TTL", "5m"},
+	{"queryMaxConcurrency", 2, "KOS_QUERY_MAX_CONCURRENCY", "2"},
+	{"queryMaxSamples", "1000000", "KOS_QUERY_MAX_SAMPLES", "1000000"},
+	{"queryTimeout", "30s", "KOS_QUERY_TIMEOUT", "30s"},
 }
 
 func container(t *testing.T, o objects) corev1.Container {

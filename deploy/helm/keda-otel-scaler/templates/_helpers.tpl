@@ -78,6 +78,9 @@ mapped to their flag names; empty values are left to the server's default.
   "maxLabelValueLength" "max-label-value-length"
   "maxMetricNameLength" "max-metric-name-length"
   "seriesTTL" "series-ttl"
+  "queryMaxConcurrency" "query-max-concurrency"
+  "queryMaxSamples" "query-max-samples"
+  "queryTimeout" "query-timeout"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
