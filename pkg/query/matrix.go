@@ -38,8 +38,15 @@ func (e *Engine) CompileMatrix(expr parser.Expr, opts Options) (*MatrixPlan, err
 	if opts.LookbackDelta <= 0 {
 		opts.LookbackDelta = DefaultLookbackDelta
 	}
+	// The engine's defaults (SetDefaults), then the package's, as Compile.
+	if opts.MaxSamples <= 0 {
+		opts.MaxSamples = e.defaults.MaxSamples
+	}
 	if opts.MaxSamples <= 0 {
 		opts.MaxSamples = DefaultMaxSamples
+	}
+	if opts.MaxSeries <= 0 {
+		opts.MaxSeries = e.defaults.MaxSeries
 	}
 	root := expr
 	for {
