@@ -622,25 +622,27 @@ func runEval(ev *confEval, plan *Plan, cerr error) error {
 	}
 	got := map[uint64]*series{}
 	err := cerr
-	for ts, step := ev.from, 0; err == nil && ts <= ev.to; ts, step = ts+ev.step, step+1 {
-		var res Result
-		res, err = plan.Eval(ctx, ts)
-		if err != nil {
-			break
+	if err == nil {
+		// A range eval is one Prometheus range query: @ start()/end() and
+		// step invariance depend on it, so it is not a loop of Evals.
+		step := ev.step
+		if step <= 0 {
+			step = 1
 		}
-		if res.Scalar {
-			res.Vector = []Sample{{Labels: labels.EmptyLabels(), F: res.Value}}
-		}
-		for _, s := range res.Vector {
-			h := s.Labels.Hash()
-			if got[h] == nil {
-				got[h] = &series{lset: s.Labels}
+		err = plan.EvalRange(ctx, ev.from, ev.to, step, func(ts int64, res Result) error {
+			k := int((ts - ev.from) / step)
+			if res.Scalar {
+				res.Vector = []Sample{{Labels: labels.EmptyLabels(), F: res.Value}}
 			}
-			got[h].pts = append(got[h].pts, point{step, s.F})
-		}
-		if ev.step <= 0 {
-			break
-		}
+			for _, s := range res.Vector {
+				h := s.Labels.Hash()
+				if got[h] == nil {
+					got[h] = &series{lset: s.Labels.Copy()}
+				}
+				got[h].pts = append(got[h].pts, point{k, s.F})
+			}
+			return nil
+		})
 	}
 	if ev.fail {
 		return checkFailure(ev, err)

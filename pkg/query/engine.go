@@ -159,10 +159,16 @@ func countTokens(q string) int {
 // zero: Prometheus's default --query.max-samples.
 const DefaultMaxSamples = 50_000_000
 
-// supportedFunctions lists the PromQL functions the compiler implements
-// (promql-subset.md §2, Must and Should tiers). The parser is restricted to
-// them, so any other call fails at parse time with the parser's own
-// `unknown function with name "…"` message and position.
+// DefaultSubqueryStep is the resolution of a subquery that sets none
+// (`x[5m:]`): Prometheus's default global evaluation interval, which is
+// what its engine uses unless the server's configuration changes it.
+const DefaultSubqueryStep = time.Minute
+
+// supportedFunctions lists the PromQL functions the compiler implements.
+// The parser is restricted to them, so any other call fails at parse time
+// with the parser's own `unknown function with name "…"` message and
+// position. docs/promql-functions.md lists every function of Prometheus
+// v0.316.0 with its status here.
 var supportedFunctions = map[string]bool{
 	// Must.
 	"rate": true, "irate": true, "increase": true,
@@ -180,6 +186,18 @@ var supportedFunctions = map[string]bool{
 	"first_over_time": true, "present_over_time": true, "absent_over_time": true,
 	"sqrt": true, "exp": true, "ln": true, "log2": true, "log10": true, "sgn": true,
 	"timestamp": true, "sort": true, "sort_desc": true,
+	// Trigonometric and date functions.
+	"acos": true, "acosh": true, "asin": true, "asinh": true, "atan": true, "atanh": true,
+	"cos": true, "cosh": true, "sin": true, "sinh": true, "tan": true, "tanh": true,
+	"deg": true, "rad": true, "pi": true,
+	"days_in_month": true, "day_of_month": true, "day_of_week": true, "day_of_year": true,
+	"hour": true, "minute": true, "month": true, "year": true,
+	// Experimental (parser.Options.EnableExperimentalFunctions).
+	"sort_by_label": true, "sort_by_label_desc": true,
+	"mad_over_time": true, "ts_of_first_over_time": true, "ts_of_last_over_time": true,
+	"ts_of_max_over_time": true, "ts_of_min_over_time": true,
+	"double_exponential_smoothing": true, "integral": true,
+	"start": true, "end": true, "range": true, "step": true, "min_of": true, "max_of": true,
 }
 
 // Engine compiles and evaluates queries over one store. It is safe for
@@ -195,11 +213,14 @@ type Engine struct {
 	exactNumericLabels bool
 }
 
-// NewEngine returns an engine reading from st. Its parser has Prometheus's
-// server defaults (no experimental functions, no unquoted UTF-8 names) and
-// knows only the functions the compiler implements.
+// NewEngine returns an engine reading from st. Its parser accepts
+// Prometheus's experimental functions and aggregations (limitk,
+// limit_ratio, sort_by_label, …: what Prometheus enables with
+// --enable-feature=promql-experimental-functions), otherwise has the
+// server defaults (no unquoted UTF-8 names, no fill modifiers), and knows
+// only the functions the compiler implements.
 func NewEngine(st *store.Store) *Engine {
-	return newEngine(st, parser.Options{})
+	return newEngine(st, parser.Options{EnableExperimentalFunctions: true})
 }
 
 func newEngine(st *store.Store, opts parser.Options) *Engine {
@@ -271,6 +292,9 @@ type Options struct {
 	// returns an error matching ErrBudgetExceeded instead of touching them
 	// all. Zero means no cap beyond MaxSamples.
 	MaxSeries int
+	// SubqueryStep is the resolution of a subquery written without one
+	// (`x[5m:]`). Zero means DefaultSubqueryStep, Prometheus's default.
+	SubqueryStep time.Duration
 }
 
 // Compile turns a parsed expression into a plan. The expression is not kept
@@ -282,7 +306,16 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if opts.MaxSamples <= 0 {
 		opts.MaxSamples = DefaultMaxSamples
 	}
-	c := compiler{store: e.store, lookback: opts.LookbackDelta.Milliseconds(), normalize: !e.exactNumericLabels}
+	if opts.SubqueryStep <= 0 {
+		opts.SubqueryStep = DefaultSubqueryStep
+	}
+	c := compiler{
+		store: e.store, lookback: opts.LookbackDelta.Milliseconds(), normalize: !e.exactNumericLabels,
+		subqStep: opts.SubqueryStep.Milliseconds(), wrap: map[parser.Expr]bool{},
+	}
+	if _, wrapRoot := stepInvariance(expr, c.wrap); wrapRoot {
+		c.wrap[expr] = true
+	}
 	root, err := c.compile(expr)
 	if err != nil {
 		return nil, err
@@ -291,7 +324,11 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if w := time.Duration(c.window) * time.Millisecond; w > e.store.Retention() {
 		warnings = append(warnings, fmt.Sprintf("query reads %v back (range or lookback plus offset) but the store keeps %v; older samples are missing", w, e.store.Retention()))
 	}
+	if c.fixedAt {
+		warnings = append(warnings, fmt.Sprintf("query reads at a fixed time (@ <timestamp>); once that time is older than the store's retention (%v) its selectors are empty", e.store.Retention()))
+	}
 	return &Plan{
+		timing:     c.timing,
 		warnings:   warnings,
 		root:       root,
 		text:       expr.String(),
@@ -323,10 +360,14 @@ type Plan struct {
 	maxSamples int64
 	maxSeries  int
 	warnings   []string
+	// timing lists the nodes whose behaviour depends on the query's time
+	// frame, in evaluation order (see eval_subquery.go).
+	timing []timingItem
 
-	ev  evaluator
-	out []Sample
-	dup map[uint64]struct{}
+	ev    evaluator
+	scope uint64 // counts the queries evaluated, see evaluator.scope
+	out   []Sample
+	dup   map[uint64]struct{}
 }
 
 // String returns the canonical text of the compiled expression.
@@ -380,13 +421,75 @@ func ctxErr(ctx context.Context) error {
 // that have the same labels once __name__ is dropped.
 const errSameLabelset = "vector cannot contain metrics with the same labelset"
 
-// Eval evaluates the plan at t, in unix milliseconds. It honours ctx
-// cancellation and the plan's sample budget.
+// Eval evaluates the plan at t, in unix milliseconds, as an instant
+// query: @ start() and @ end() are t. It honours ctx cancellation and the
+// plan's sample budget.
 func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
 	if err := ctxErr(ctx); err != nil {
 		return Result{}, err
 	}
-	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries}
+	// Prometheus runs an instant query as one step with interval 1 ms.
+	p.beginQuery(t, t, 1)
+	return p.evalStep(ctx, t)
+}
+
+// MaxRangeSteps bounds (end-start)/step of one EvalRange: Prometheus's
+// HTTP API limit of 11,000 points per series.
+const MaxRangeSteps = 11_000
+
+// ErrTooManySteps means an EvalRange's (end-start)/step exceeds
+// MaxRangeSteps.
+var ErrTooManySteps = errors.New("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
+
+// EvalRange evaluates the plan as a Prometheus range query: at start,
+// start+step, …, up to end (unix milliseconds), calling fn with each
+// step's result, which is valid until fn returns. @ start() and @ end()
+// are start and end; step-invariant parts (an @ selector, and what
+// Prometheus's PreprocessExpr wraps) are evaluated once, at start, and
+// subqueries evaluate each of their steps once for the whole range, as
+// Prometheus does. Each step gets the plan's sample budget. fn's error
+// stops the evaluation and is returned.
+func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, fn func(t int64, r Result) error) error {
+	if step <= 0 || end < start {
+		return fmt.Errorf("invalid range: start %d, end %d, step %d", start, end, step)
+	}
+	if (end-start)/step > MaxRangeSteps {
+		return ErrTooManySteps
+	}
+	p.beginQuery(start, end, step)
+	for t := start; t <= end; t += step {
+		if err := ctxErr(ctx); err != nil {
+			return err
+		}
+		res, err := p.evalStep(ctx, t)
+		if err != nil {
+			return err
+		}
+		if err := fn(t, res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// beginQuery starts a query over [start, end] with interval: per-query
+// caches (step-invariant results, subquery matrices) are invalidated by a
+// new scope, and the time-frame-dependent values are computed.
+func (p *Plan) beginQuery(start, end, interval int64) {
+	p.scope++
+	p.ev = evaluator{start: start, end: end, interval: interval, scope: p.scope}
+	if len(p.timing) > 0 {
+		p.prepareScope(&p.ev)
+	}
+}
+
+// evalStep evaluates one step of the current query at t.
+func (p *Plan) evalStep(ctx context.Context, t int64) (Result, error) {
+	// A fresh budget and store clock per step; the query's frame stays.
+	p.ev = evaluator{
+		ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries,
+		start: p.ev.start, end: p.ev.end, interval: p.ev.interval, scope: p.ev.scope,
+	}
 	if p.root.valueType() == parser.ValueTypeScalar {
 		v, err := p.root.scalar(&p.ev, t)
 		if err != nil {

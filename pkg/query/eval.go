@@ -28,12 +28,21 @@ type sample struct {
 
 type vector []sample
 
-// evaluator carries the per-Eval state: context and budget.
+// evaluator carries the per-Eval state: context, budget and the query's
+// time frame.
 type evaluator struct {
 	ctx        context.Context
 	maxSamples int64
 	maxSeries  int
 	samples    int64
+	// start and end are the query's first and last step (equal for an
+	// instant query) and interval its step (1 ms for an instant query, as
+	// in Prometheus's engine): @ start()/end() and subquery alignment
+	// depend on them. scope identifies the query: per-query caches
+	// (step-invariant results, subquery matrices) hold while it is the
+	// same.
+	start, end, interval int64
+	scope                uint64
 	// checkAt is the sample count at which charge must look closer: the
 	// next context check (nextCtx) or one past the budget.
 	checkAt, nextCtx int64
@@ -314,8 +323,18 @@ type selectorNode struct {
 	vectorNode
 	set      *seriesSet
 	offset   int64
+	at       *atMod // nil without @
 	lookback int64
 	out      vector
+}
+
+// ref is the selector's reference time at step t: t-offset, or what the
+// @ modifier fixed for the query.
+func (n *selectorNode) ref(t int64) int64 {
+	if n.at != nil {
+		return n.at.refAt(t)
+	}
+	return t - n.offset
 }
 
 func (n *selectorNode) eval(ev *evaluator, t int64) (vector, error) {
@@ -330,7 +349,7 @@ func (n *selectorNode) stream(ev *evaluator, t int64, dst sink) error {
 	if err := n.set.refresh(ev); err != nil {
 		return err
 	}
-	ref := t - n.offset
+	ref := n.ref(t)
 	rd := ev.reader(n.set.store)
 	for i, h := range n.set.handles {
 		s, ok := rd.Latest(h, ref)
@@ -348,7 +367,7 @@ func (n *selectorNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	if err := n.set.refresh(ev); err != nil {
 		return err
 	}
-	ref := t - n.offset
+	ref := n.ref(t)
 	rd := ev.reader(n.set.store)
 	// The sum stays in locals: sumSink.addValue, by hand (kahanInc is too
 	// big to inline).
@@ -385,7 +404,7 @@ func (n *selectorNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 	}
 	g := &agg.gsum
 	g.prepare(agg, n.set)
-	ref := t - n.offset
+	ref := n.ref(t)
 	rd := ev.reader(n.set.store)
 	for i, h := range n.set.handles {
 		s, ok := rd.Latest(h, ref)

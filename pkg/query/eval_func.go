@@ -8,8 +8,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/facette/natsort"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
@@ -27,6 +29,20 @@ const (
 	mathLog10
 	mathSgn
 	mathRound
+	mathAcos
+	mathAcosh
+	mathAsin
+	mathAsinh
+	mathAtan
+	mathAtanh
+	mathCos
+	mathCosh
+	mathSin
+	mathSinh
+	mathTan
+	mathTanh
+	mathDeg
+	mathRad
 )
 
 // mathNode applies an element-wise function; the result drops __name__.
@@ -80,9 +96,176 @@ func (n *mathNode) eval(ev *evaluator, t int64) (vector, error) {
 			}
 		case mathRound:
 			f = math.Floor(f*toNearestInverse+0.5) / toNearestInverse
+		case mathAcos:
+			f = math.Acos(f)
+		case mathAcosh:
+			f = math.Acosh(f)
+		case mathAsin:
+			f = math.Asin(f)
+		case mathAsinh:
+			f = math.Asinh(f)
+		case mathAtan:
+			f = math.Atan(f)
+		case mathAtanh:
+			f = math.Atanh(f)
+		case mathCos:
+			f = math.Cos(f)
+		case mathCosh:
+			f = math.Cosh(f)
+		case mathSin:
+			f = math.Sin(f)
+		case mathSinh:
+			f = math.Sinh(f)
+		case mathTan:
+			f = math.Tan(f)
+		case mathTanh:
+			f = math.Tanh(f)
+		case mathDeg:
+			f *= 180 / math.Pi
+		case mathRad:
+			f *= math.Pi / 180
 		}
 		n.out = append(n.out, sample{lset: s.lset, t: t, f: f, drop: true})
 	}
+	return n.out, nil
+}
+
+type dateKind uint8
+
+const (
+	dateDaysInMonth dateKind = iota
+	dateDayOfMonth
+	dateDayOfWeek
+	dateDayOfYear
+	dateHour
+	dateMinute
+	dateMonth
+	dateYear
+)
+
+// dateNode is a date function (dateWrapper): of each element's value as
+// unix seconds (the result drops __name__), or without an argument of the
+// evaluation time (one element, no labels).
+type dateNode struct {
+	vectorNode
+	kind  dateKind
+	child node // nil: vector(time())
+	out   vector
+}
+
+func (n *dateNode) eval(ev *evaluator, t int64) (vector, error) {
+	n.out = n.out[:0]
+	if n.child == nil {
+		n.out = append(n.out, sample{lset: labels.EmptyLabels(), t: t, f: n.kind.of(time.Unix(t/1000, 0).UTC())})
+		return n.out, nil
+	}
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range in {
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: n.kind.of(time.Unix(int64(s.f), 0).UTC()), drop: true})
+	}
+	return n.out, nil
+}
+
+func (k dateKind) of(t time.Time) float64 {
+	switch k {
+	case dateDaysInMonth:
+		return float64(32 - time.Date(t.Year(), t.Month(), 32, 0, 0, 0, 0, time.UTC).Day())
+	case dateDayOfMonth:
+		return float64(t.Day())
+	case dateDayOfWeek:
+		return float64(t.Weekday())
+	case dateDayOfYear:
+		return float64(t.YearDay())
+	case dateHour:
+		return float64(t.Hour())
+	case dateMinute:
+		return float64(t.Minute())
+	case dateMonth:
+		return float64(t.Month())
+	}
+	return float64(t.Year())
+}
+
+// frameNode is start(), end(), range() or step(): the query's time frame,
+// which upstream folds into a number before evaluating (in seconds; step()
+// is 0 for an instant query).
+type frameNode struct {
+	scalarNode
+	fn string
+}
+
+func (n *frameNode) scalar(ev *evaluator, _ int64) (float64, error) {
+	switch n.fn {
+	case "start":
+		return float64(ev.start) / 1000, nil
+	case "end":
+		return float64(ev.end) / 1000, nil
+	case "range":
+		return float64(ev.end-ev.start) / 1000, nil
+	}
+	if ev.start == ev.end {
+		return 0, nil
+	}
+	return float64(ev.interval) / 1000, nil
+}
+
+// minMaxNode is min_of(a, b) and max_of(a, b) over scalars.
+type minMaxNode struct {
+	scalarNode
+	max  bool
+	a, b node
+}
+
+func (n *minMaxNode) scalar(ev *evaluator, t int64) (float64, error) {
+	a, err := n.a.scalar(ev, t)
+	if err != nil {
+		return 0, err
+	}
+	b, err := n.b.scalar(ev, t)
+	if err != nil {
+		return 0, err
+	}
+	if n.max {
+		return math.Max(a, b), nil
+	}
+	return math.Min(a, b), nil
+}
+
+// sortByLabelNode is sort_by_label and sort_by_label_desc: by the given
+// labels in natural order, then by the whole label set (funcSortByLabel).
+type sortByLabelNode struct {
+	vectorNode
+	child  node
+	labels []string
+	desc   bool
+	out    vector
+}
+
+func (n *sortByLabelNode) eval(ev *evaluator, t int64) (vector, error) {
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	n.out = append(n.out[:0], in...)
+	slices.SortFunc(n.out, func(a, b sample) int {
+		for _, l := range n.labels {
+			lv1, lv2 := a.lset.Get(l), b.lset.Get(l)
+			if lv1 == lv2 {
+				continue
+			}
+			if natsort.Compare(lv1, lv2) != n.desc {
+				return -1
+			}
+			return +1
+		}
+		if n.desc {
+			return -labels.Compare(a.lset, b.lset)
+		}
+		return labels.Compare(a.lset, b.lset)
+	})
 	return n.out, nil
 }
 
