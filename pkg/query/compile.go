@@ -510,7 +510,18 @@ func (c *compiler) call(e *parser.Call) (node, error) {
 		if err != nil {
 			return nil, err
 		}
-		_, direct := e.Args[0].(*parser.VectorSelector)
+		// Upstream special-cases a selector argument (parentheses removed
+		// by PreprocessExpr, which skips aggregation parameters): the
+		// samples' own times, and with @ the sample at the @ time itself,
+		// the offset ignored (rangeEvalTimestampFunctionOverVectorSelector).
+		arg := e.Args[0]
+		if !c.unprocessed {
+			arg = unparen(arg)
+		}
+		_, direct := arg.(*parser.VectorSelector)
+		if sn, ok := child.(*selectorNode); ok && direct && sn.at != nil {
+			sn.at.atOnly = true
+		}
 		return &timestampNode{child: child, sampleTime: direct}, nil
 	case "label_replace":
 		return c.labelReplace(e)

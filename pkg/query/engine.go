@@ -54,6 +54,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -364,10 +365,11 @@ type Plan struct {
 	// frame, in evaluation order (see eval_subquery.go).
 	timing []timingItem
 
-	ev    evaluator
-	scope uint64 // counts the queries evaluated, see evaluator.scope
-	out   []Sample
-	dup   map[uint64]struct{}
+	ev        evaluator
+	scope     uint64 // counts the queries evaluated, see evaluator.scope
+	out       []Sample
+	dup       map[uint64]struct{}
+	scalarOut vector
 }
 
 // String returns the canonical text of the compiled expression.
@@ -441,35 +443,129 @@ const MaxRangeSteps = 11_000
 // MaxRangeSteps.
 var ErrTooManySteps = errors.New("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
 
+// ErrTooManyPoints means a range query's result would hold more points
+// than the caller allows.
+var ErrTooManyPoints = errors.New("query result has too many points")
+
+// Point is one step of a range query's series.
+type Point struct {
+	T int64 // unix ms
+	F float64
+}
+
+// RangeSeries is one series of a range query's result. Its labels are the
+// caller's (copied out of the plan).
+type RangeSeries struct {
+	Labels labels.Labels
+	Points []Point
+}
+
 // EvalRange evaluates the plan as a Prometheus range query: at start,
-// start+step, …, up to end (unix milliseconds), calling fn with each
-// step's result, which is valid until fn returns. @ start() and @ end()
-// are start and end; step-invariant parts (an @ selector, and what
+// start+step, …, up to end (unix milliseconds), and returns the series,
+// sorted by labels, each with its points in time order. @ start() and @
+// end() are start and end; step-invariant parts (an @ selector, and what
 // Prometheus's PreprocessExpr wraps) are evaluated once, at start, and
 // subqueries evaluate each of their steps once for the whole range, as
-// Prometheus does. Each step gets the plan's sample budget. fn's error
-// stops the evaluation and is returned.
-func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, fn func(t int64, r Result) error) error {
+// Prometheus does. Each step gets the plan's sample budget; the result
+// may hold at most maxPoints points (0: no limit), past which it fails
+// with ErrTooManyPoints.
+//
+// As in Prometheus's range evaluation, whether a series loses __name__ is
+// decided once per output series (by its first step, or for an
+// aggregation by its last), not per step.
+func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints int) ([]RangeSeries, error) {
 	if step <= 0 || end < start {
-		return fmt.Errorf("invalid range: start %d, end %d, step %d", start, end, step)
+		return nil, fmt.Errorf("invalid range: start %d, end %d, step %d", start, end, step)
 	}
 	if (end-start)/step > MaxRangeSteps {
-		return ErrTooManySteps
+		return nil, ErrTooManySteps
 	}
 	p.beginQuery(start, end, step)
+	type series struct {
+		lset labels.Labels // full labels, copied
+		drop bool
+		pts  []Point
+	}
+	var (
+		all    []*series
+		byHash = map[uint64]*series{}
+		points int
+	)
+	dropLast := p.rootDropLast()
 	for t := start; t <= end; t += step {
 		if err := ctxErr(ctx); err != nil {
-			return err
+			return nil, err
 		}
-		res, err := p.evalStep(ctx, t)
+		vec, scalar, err := p.evalRaw(ctx, t)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if err := fn(t, res); err != nil {
-			return err
+		if p.root.valueType() == parser.ValueTypeScalar {
+			vec = append(p.scalarOut[:0], sample{lset: labels.EmptyLabels(), f: scalar})
+			p.scalarOut = vec
+		}
+		if points += len(vec); maxPoints > 0 && points > maxPoints {
+			return nil, ErrTooManyPoints
+		}
+		for _, e := range vec {
+			h := e.lset.Hash()
+			s, ok := byHash[h]
+			if !ok {
+				s = &series{lset: e.lset.Copy(), drop: e.drop}
+				byHash[h] = s
+				all = append(all, s)
+			} else if len(s.pts) > 0 && s.pts[len(s.pts)-1].T == t {
+				return nil, errors.New(errSameLabelset)
+			}
+			if dropLast {
+				s.drop = e.drop
+			}
+			s.pts = append(s.pts, Point{T: t, F: e.f})
 		}
 	}
-	return nil
+	// Prometheus's cleanupMetricLabels and mergeSeriesWithSameLabelset:
+	// series that meet once their metadata labels are dropped merge,
+	// unless they share a step.
+	out := make([]RangeSeries, 0, len(all))
+	merged := make(map[uint64]int, len(all))
+	for _, s := range all {
+		l := s.lset
+		if s.drop {
+			l = dropMetadata(l)
+		}
+		h := l.Hash()
+		i, ok := merged[h]
+		if !ok {
+			merged[h] = len(out)
+			out = append(out, RangeSeries{Labels: l, Points: s.pts})
+			continue
+		}
+		m := &out[i]
+		m.Points = append(m.Points, s.pts...)
+		slices.SortFunc(m.Points, func(a, b Point) int { return cmpInt(a.T, b.T) })
+		for k := 1; k < len(m.Points); k++ {
+			if m.Points[k].T == m.Points[k-1].T {
+				return nil, errors.New(errSameLabelset)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b RangeSeries) int { return labels.Compare(a.Labels, b.Labels) })
+	return out, nil
+}
+
+// rootDropLast tells how Prometheus's range evaluation of the root decides
+// a series' __name__ dropping: by the last step for an aggregation (its
+// result series take each step's group mark), else by the first.
+func (p *Plan) rootDropLast() bool {
+	a, ok := p.root.(*aggNode)
+	if !ok {
+		return false
+	}
+	switch a.op {
+	case parser.TOPK, parser.BOTTOMK, parser.LIMITK, parser.LIMIT_RATIO, parser.COUNT_VALUES:
+		return false
+	}
+	return true
 }
 
 // beginQuery starts a query over [start, end] with interval: per-query
@@ -485,21 +581,12 @@ func (p *Plan) beginQuery(start, end, interval int64) {
 
 // evalStep evaluates one step of the current query at t.
 func (p *Plan) evalStep(ctx context.Context, t int64) (Result, error) {
-	// A fresh budget and store clock per step; the query's frame stays.
-	p.ev = evaluator{
-		ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries,
-		start: p.ev.start, end: p.ev.end, interval: p.ev.interval, scope: p.ev.scope,
-	}
-	if p.root.valueType() == parser.ValueTypeScalar {
-		v, err := p.root.scalar(&p.ev, t)
-		if err != nil {
-			return Result{}, err
-		}
-		return Result{Scalar: true, Value: v}, nil
-	}
-	vec, err := p.root.eval(&p.ev, t)
+	vec, v, err := p.evalRaw(ctx, t)
 	if err != nil {
 		return Result{}, err
+	}
+	if p.root.valueType() == parser.ValueTypeScalar {
+		return Result{Scalar: true, Value: v}, nil
 	}
 	// Delayed __name__ dropping (promql-subset.md §4.9): elements marked
 	// "drop" lose their metadata labels only now, and a collision that
@@ -526,4 +613,20 @@ func (p *Plan) evalStep(ctx context.Context, t int64) (Result, error) {
 		}
 	}
 	return Result{Vector: p.out}, nil
+}
+
+// evalRaw evaluates the root at t within the current query: a vector
+// root's elements (labels not yet cleaned up) or a scalar root's value.
+func (p *Plan) evalRaw(ctx context.Context, t int64) (vector, float64, error) {
+	// A fresh budget and store clock per step; the query's frame stays.
+	p.ev = evaluator{
+		ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries,
+		start: p.ev.start, end: p.ev.end, interval: p.ev.interval, scope: p.ev.scope,
+	}
+	if p.root.valueType() == parser.ValueTypeScalar {
+		v, err := p.root.scalar(&p.ev, t)
+		return nil, v, err
+	}
+	vec, err := p.root.eval(&p.ev, t)
+	return vec, 0, err
 }

@@ -66,6 +66,9 @@ type atMod struct {
 	// Prometheus neither preprocesses nor wraps: it is evaluated at every
 	// step with the offset fixed for the query, so it reads at t-off.
 	perStep bool
+	// atOnly is set for timestamp(sel @ t offset o), which upstream reads
+	// at t itself, ignoring the offset.
+	atOnly bool
 
 	// Per query (prepareScope).
 	at  int64 // the resolved timestamp
@@ -75,6 +78,9 @@ type atMod struct {
 
 // refAt is the reference time (window end) at step t.
 func (a *atMod) refAt(t int64) int64 {
+	if a.atOnly {
+		return a.at
+	}
 	if a.perStep {
 		return t - a.off
 	}
@@ -433,9 +439,6 @@ func (n *subqFnNode) eval(ev *evaluator, t int64) (vector, error) {
 		}
 		return n.out, nil
 	}
-	if err := n.k.checkParams(param, param2); err != nil {
-		return nil, err
-	}
 	fLo, eLo := fHi-s.rng, eHi-s.rng
 	for i := range s.series {
 		sr := &s.series[i]
@@ -449,6 +452,9 @@ func (n *subqFnNode) eval(ev *evaluator, t int64) (vector, error) {
 		if n.k.kind == fnAbsentOverTime {
 			n.out = n.out[:0]
 			return n.out, nil
+		}
+		if err := n.k.checkParams(param, param2); err != nil {
+			return nil, err
 		}
 		if f, ok := n.k.apply(pts, t, eLo, eHi, param, param2); ok {
 			n.out = append(n.out, sample{lset: sr.lset, t: t, f: f, drop: n.k.dropName || sr.drop})

@@ -46,17 +46,25 @@ type disagreement struct {
 	prom     outcome
 	ours     outcome
 	data     string
+	// rng describes a range query (t is its start); empty for an instant
+	// query.
+	rng string
 }
 
 func (d disagreement) String() string {
-	return fmt.Sprintf("[%s] %s\n    at t=%d (%s) lookback=%s\n    prometheus: %s\n    ours:       %s\n    data:\n%s",
-		d.source, d.query, d.t, time.UnixMilli(d.t).UTC().Format("15:04:05.000"), d.lookback, d.prom, d.ours, d.data)
+	at := fmt.Sprintf("at t=%d (%s)", d.t, time.UnixMilli(d.t).UTC().Format("15:04:05.000"))
+	if d.rng != "" {
+		at = "range query " + d.rng
+	}
+	return fmt.Sprintf("[%s] %s\n    %s lookback=%s\n    prometheus: %s\n    ours:       %s\n    data:\n%s",
+		d.source, d.query, at, d.lookback, d.prom, d.ours, d.data)
 }
 
 // stats accumulates the results of a run.
 type stats struct {
 	queries       int            // distinct queries compared (not declined)
 	evaluations   int            // (query, time) pairs compared
+	ranges        int            // range queries compared (each also counted in evaluations)
 	agreedValues  int            // evaluations where both answered equal values
 	agreedErrors  int            // evaluations where both failed
 	agreedEmpty   int            // of agreedValues: both returned an empty vector
@@ -75,8 +83,8 @@ func newStats() *stats {
 
 func (s *stats) summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "compared %d queries (%s) in %d evaluations: %d agreed on values (%d non-empty vectors, %d scalars, %d empty), %d agreed on an error, %d disagreements; largest relative difference %.3g",
-		s.queries, formatCounts(s.bySource), s.evaluations, s.agreedValues, s.agreedValues-s.agreedEmpty-s.agreedScalar, s.agreedScalar, s.agreedEmpty,
+	fmt.Fprintf(&b, "compared %d queries (%s) in %d evaluations (%d of them range queries): %d agreed on values (%d non-empty vectors, %d scalars, %d empty), %d agreed on an error, %d disagreements; largest relative difference %.3g",
+		s.queries, formatCounts(s.bySource), s.evaluations, s.ranges, s.agreedValues, s.agreedValues-s.agreedEmpty-s.agreedScalar, s.agreedScalar, s.agreedEmpty,
 		s.agreedErrors, len(s.disagreements), s.maxRelDiff)
 	if s.maxRelQuery != "" {
 		fmt.Fprintf(&b, " (%s)", s.maxRelQuery)
@@ -293,36 +301,100 @@ func (c *diffCase) run(ctx context.Context, st *stats, source, q string) {
 		}
 		compileErr = errors.New(declined)
 	}
+	orderDependent, subqOrder := limitkOrder(q)
+	if subqOrder {
+		st.declined["nondeterministic: limitk over map-ordered input"]++
+		st.declinedTotal++
+		return
+	}
 	for _, t := range times {
 		prom := evalProm(ctx, c.prom, c.store, q, t, lookback)
 		our := outcome{err: compileErr}
 		if compileErr == nil {
 			our = c.ours.eval(ctx, plan, t)
 		}
-		st.evaluations++
-		ok, rd := compare(prom, our)
-		switch {
-		case !ok:
-			st.disagreements = append(st.disagreements, disagreement{
-				source: source, query: q, t: t, lookback: lookback, prom: prom, ours: our, data: c.dump(q, t, lookback),
-			})
-		case prom.err != nil:
-			st.agreedErrors++
-		default:
-			st.agreedValues++
-			switch {
-			case prom.scalar:
-				st.agreedScalar++
-			case len(prom.vector) == 0:
-				st.agreedEmpty++
-			}
-			if rd > st.maxRelDiff {
-				st.maxRelDiff, st.maxRelQuery = rd, q
-			}
+		c.record(st, disagreement{source: source, query: q, t: t, lookback: lookback, prom: prom, ours: our})
+	}
+	// One in three queries also runs as a range query (the HTTP API's
+	// query_range): @ start()/end(), step-invariant parts and subqueries
+	// evaluated over a whole range.
+	if c.rnd.Intn(3) == 0 && !orderDependent {
+		step := []int64{7_000, 15_000, 30_000, 60_000, 61_000}[c.rnd.Intn(5)]
+		start := times[0] - int64(c.rnd.Intn(3))*step/2
+		end := start + int64(c.rnd.Intn(8))*step + int64(c.rnd.Intn(2))*step/3
+		prom := evalPromRange(ctx, c.prom, c.store, q, start, end, step, lookback)
+		our := outcome{err: compileErr}
+		if compileErr == nil {
+			our = c.ours.evalRange(ctx, plan, start, end, step)
 		}
+		st.ranges++
+		c.record(st, disagreement{
+			source: source, query: q, t: start, lookback: lookback, prom: prom, ours: our,
+			rng: fmt.Sprintf("from %d to %d step %dms", start, end, step),
+		})
 	}
 	st.queries++
 	st.bySource[source]++
+}
+
+// limitkOrder reports whether q has limitk, which keeps the first k
+// elements in its input's order, and whether that order is Prometheus's
+// map order: limitk over or inside a subquery, or over count_values, whose
+// results Prometheus assembles from maps, and (any limitk) in a range
+// query, where every intermediate matrix is. Those answers are not
+// reproducible, not even by Prometheus itself.
+func limitkOrder(q string) (any, unordered bool) {
+	expr, err := parser.NewParser(parser.Options{EnableExperimentalFunctions: true}).ParseExpr(q)
+	if err != nil {
+		return false, false
+	}
+	parser.Inspect(expr, func(n parser.Node, path []parser.Node) error {
+		a, ok := n.(*parser.AggregateExpr)
+		if !ok || a.Op != parser.LIMITK {
+			return nil
+		}
+		any = true
+		for _, p := range path {
+			if _, ok := p.(*parser.SubqueryExpr); ok {
+				unordered = true
+			}
+		}
+		parser.Inspect(a.Expr, func(m parser.Node, _ []parser.Node) error {
+			switch m := m.(type) {
+			case *parser.SubqueryExpr:
+				unordered = true
+			case *parser.AggregateExpr:
+				unordered = unordered || m.Op == parser.COUNT_VALUES
+			}
+			return nil
+		})
+		return nil
+	})
+	return any, unordered
+}
+
+// record compares one evaluation and adds it to st.
+func (c *diffCase) record(st *stats, d disagreement) {
+	st.evaluations++
+	ok, rd := compare(d.prom, d.ours)
+	switch {
+	case !ok:
+		d.data = c.dump(d.query, d.t, d.lookback)
+		st.disagreements = append(st.disagreements, d)
+	case d.prom.err != nil:
+		st.agreedErrors++
+	default:
+		st.agreedValues++
+		switch {
+		case d.prom.scalar:
+			st.agreedScalar++
+		case len(d.prom.vector) == 0:
+			st.agreedEmpty++
+		}
+		if rd > st.maxRelDiff {
+			st.maxRelDiff, st.maxRelQuery = rd, d.query
+		}
+	}
 }
 
 // dump prints the samples of the series q selects around t, to make a
@@ -388,7 +460,7 @@ func runDifferential(t testing.TB, seed int64, target, maxCases int) *stats {
 			t.Fatalf("seed %d: load case %d: %v", seed, i, err)
 		}
 		smith := newSmith(c.rnd, c.data, i%2 == 1)
-		gen := &triggerGen{rnd: c.rnd}
+		gen := newTriggerGen(c.rnd, c.data)
 		for _, q := range corpus {
 			c.run(ctx, st, srcCorpus, q)
 		}
@@ -465,7 +537,7 @@ func TestDifferentialGrowingStore(t *testing.T) {
 		if err := o.load(d, func(i int, s sample) bool { return i%2 == 0 && s.T <= mid }); err != nil {
 			t.Fatal(err)
 		}
-		gen := &triggerGen{rnd: rnd}
+		gen := newTriggerGen(rnd, d)
 		queries := slices.Clone(corpus)
 		for range 150 {
 			queries = append(queries, gen.next())
@@ -595,7 +667,7 @@ func FuzzDifferential(f *testing.F) {
 			t.Fatal(err)
 		}
 		st := newStats()
-		gen := &triggerGen{rnd: c.rnd}
+		gen := newTriggerGen(c.rnd, c.data)
 		ctx := context.Background()
 		for range 20 {
 			c.run(ctx, st, srcTrigger, gen.next())
@@ -611,7 +683,7 @@ func FuzzDifferentialQuery(f *testing.F) {
 	for i, q := range corpus {
 		f.Add(int64(i), q)
 	}
-	gen := &triggerGen{rnd: rand.New(rand.NewSource(1))}
+	gen := newTriggerGen(rand.New(rand.NewSource(1)), &dataset{start: baseTime, end: baseTime + 10*60_000})
 	for i := range 40 {
 		f.Add(int64(i), gen.next())
 	}
