@@ -72,13 +72,16 @@ type stats struct {
 	declined      map[string]int // queries declined by our engine, by reason
 	declinedTotal int
 	bySource      map[string]int // compared queries by source
+	// byConstruct counts compared queries by the constructs of issue #16
+	// they use, and nonEmpty those of them with a non-empty agreed answer.
+	byConstruct, nonEmpty map[string]int
 	disagreements []disagreement
 	maxRelDiff    float64
 	maxRelQuery   string
 }
 
 func newStats() *stats {
-	return &stats{declined: map[string]int{}, bySource: map[string]int{}}
+	return &stats{declined: map[string]int{}, bySource: map[string]int{}, byConstruct: map[string]int{}, nonEmpty: map[string]int{}}
 }
 
 func (s *stats) summary() string {
@@ -89,8 +92,62 @@ func (s *stats) summary() string {
 	if s.maxRelQuery != "" {
 		fmt.Fprintf(&b, " (%s)", s.maxRelQuery)
 	}
+	fmt.Fprintf(&b, "\nby construct (compared / with a non-empty agreed answer):")
+	for _, k := range sortedKeysInt(s.byConstruct) {
+		fmt.Fprintf(&b, " %s %d/%d;", k, s.byConstruct[k], s.nonEmpty[k])
+	}
 	fmt.Fprintf(&b, "\ndeclined (skipped) %d queries: %s", s.declinedTotal, formatCounts(s.declined))
 	return b.String()
+}
+
+func sortedKeysInt(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// constructs lists the constructs of issue #16 that q uses.
+func constructs(q string) []string {
+	expr, err := parser.NewParser(parser.Options{EnableExperimentalFunctions: true}).ParseExpr(q)
+	if err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	parser.Inspect(expr, func(n parser.Node, path []parser.Node) error {
+		switch n := n.(type) {
+		case *parser.SubqueryExpr:
+			seen["subquery"] = true
+			for _, p := range path {
+				if _, ok := p.(*parser.SubqueryExpr); ok {
+					seen["nested subquery"] = true
+				}
+			}
+			if n.Timestamp != nil || n.StartOrEnd != 0 {
+				seen["@"] = true
+			}
+		case *parser.VectorSelector:
+			if n.Timestamp != nil {
+				seen["@ <timestamp>"] = true
+			}
+			if n.StartOrEnd != 0 {
+				seen["@ start()/end()"] = true
+			}
+		case *parser.AggregateExpr:
+			switch n.Op {
+			case parser.COUNT_VALUES, parser.LIMITK, parser.LIMIT_RATIO:
+				seen[n.Op.String()] = true
+			}
+		}
+		return nil
+	})
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	return out
 }
 
 func formatCounts(m map[string]int) string {
@@ -301,6 +358,7 @@ func (c *diffCase) run(ctx context.Context, st *stats, source, q string) {
 		}
 		compileErr = errors.New(declined)
 	}
+	nonEmpty := false
 	orderDependent, subqOrder := limitkOrder(q)
 	if subqOrder {
 		st.declined["nondeterministic: limitk over map-ordered input"]++
@@ -313,12 +371,14 @@ func (c *diffCase) run(ctx context.Context, st *stats, source, q string) {
 		if compileErr == nil {
 			our = c.ours.eval(ctx, plan, t)
 		}
-		c.record(st, disagreement{source: source, query: q, t: t, lookback: lookback, prom: prom, ours: our})
+		if c.record(st, disagreement{source: source, query: q, t: t, lookback: lookback, prom: prom, ours: our}) {
+			nonEmpty = true
+		}
 	}
 	// One in three queries also runs as a range query (the HTTP API's
 	// query_range): @ start()/end(), step-invariant parts and subqueries
 	// evaluated over a whole range.
-	if c.rnd.Intn(3) == 0 && !orderDependent {
+	if c.rnd.Intn(3) == 0 && !orderDependent && !orBelowRoot(q) {
 		step := []int64{7_000, 15_000, 30_000, 60_000, 61_000}[c.rnd.Intn(5)]
 		start := times[0] - int64(c.rnd.Intn(3))*step/2
 		end := start + int64(c.rnd.Intn(8))*step + int64(c.rnd.Intn(2))*step/3
@@ -328,13 +388,19 @@ func (c *diffCase) run(ctx context.Context, st *stats, source, q string) {
 			our = c.ours.evalRange(ctx, plan, start, end, step)
 		}
 		st.ranges++
-		c.record(st, disagreement{
+		_ = c.record(st, disagreement{
 			source: source, query: q, t: start, lookback: lookback, prom: prom, ours: our,
 			rng: fmt.Sprintf("from %d to %d step %dms", start, end, step),
 		})
 	}
 	st.queries++
 	st.bySource[source]++
+	for _, k := range constructs(q) {
+		st.byConstruct[k]++
+		if nonEmpty {
+			st.nonEmpty[k]++
+		}
+	}
 }
 
 // limitkOrder reports whether q has limitk, which keeps the first k
@@ -373,8 +439,35 @@ func limitkOrder(q string) (any, unordered bool) {
 	return any, unordered
 }
 
-// record compares one evaluation and adds it to st.
-func (c *diffCase) record(st *stats, d disagreement) {
+// orBelowRoot reports an `or` below the root of q. Prometheus's range
+// evaluation decides __name__ dropping once per intermediate series (by
+// its first step, an aggregation's by its last), so an `or` that joins a
+// series with the same series marked for dropping (x or rate(x[1m])) can
+// feed a parent one mark for all steps; we decide per step below the root
+// (docs/promql-functions.md, range queries). Such range queries are not
+// compared; their instant queries are.
+func orBelowRoot(q string) bool {
+	expr, err := parser.NewParser(parser.Options{EnableExperimentalFunctions: true}).ParseExpr(q)
+	if err != nil {
+		return false
+	}
+	found := false
+	parser.Inspect(expr, func(n parser.Node, path []parser.Node) error {
+		if b, ok := n.(*parser.BinaryExpr); ok && b.Op == parser.LOR {
+			for _, p := range path {
+				if _, paren := p.(*parser.ParenExpr); !paren {
+					found = true
+				}
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+// record compares one evaluation and adds it to st; it reports an
+// agreement on a non-empty answer.
+func (c *diffCase) record(st *stats, d disagreement) bool {
 	st.evaluations++
 	ok, rd := compare(d.prom, d.ours)
 	switch {
@@ -394,7 +487,9 @@ func (c *diffCase) record(st *stats, d disagreement) {
 		if rd > st.maxRelDiff {
 			st.maxRelDiff, st.maxRelQuery = rd, d.query
 		}
+		return d.prom.scalar || len(d.prom.vector) > 0
 	}
+	return false
 }
 
 // dump prints the samples of the series q selects around t, to make a
@@ -735,4 +830,73 @@ func TestReplay(t *testing.T) {
 	if ok, _ := compare(prom, our); !ok {
 		t.Error("the engines disagree")
 	}
+}
+
+// TestDifferentialStepAlignment compares subqueries and @ at evaluation
+// times on multiples of the subquery steps, where Prometheus's child
+// evaluators start exactly at their parent's start and its @ offsets are
+// not re-based (setOffsetForAtModifier), with negative and positive
+// offsets, nesting and step-invariant parts, as instant and range queries.
+func TestDifferentialStepAlignment(t *testing.T) {
+	ctx := context.Background()
+	ng := newPromEngine()
+	st := newStats()
+	for seed := int64(200); seed < 203; seed++ {
+		c, err := newDiffCase(seed, ng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mid := (c.data.start + c.data.end) / 2
+		at := fmt.Sprintf("%.3f", float64(mid-mid%60_000)/1000)
+		qs := []string{
+			`max_over_time((vllm:num_requests_waiting @ ` + at + `)[30s:1m] offset -10s)`,
+			`max_over_time((vllm:num_requests_waiting @ ` + at + `)[50s:1m] offset -10s)`,
+			`sum_over_time((vllm:num_requests_waiting @ ` + at + ` offset 20s)[1m:1m] offset -30s)`,
+			`sum_over_time(max_over_time((vllm:num_requests_waiting @ ` + at + `)[30s:30s] offset -20s)[1m:1m])`,
+			`sum_over_time(max_over_time((vllm:num_requests_waiting @ ` + at + `)[30s:30s])[1m:1m] offset -20s)`,
+			`sum_over_time(sum_over_time(vllm:num_requests_waiting[30s:15s] @ ` + at + `)[1m:30s] offset -15s)`,
+			`sum_over_time(sum_over_time(vllm:num_requests_waiting[30s:15s] @ start())[1m:30s] offset -15s)`,
+			`sum_over_time(rate(vllm:prompt_tokens_total[1m] @ end())[2m:1m] offset -30s)`,
+			`max_over_time(topk(scalar(sum(vllm:num_requests_running)), vllm:num_requests_waiting @ ` + at + `)[2m:30s])`,
+			`max_over_time(quantile(time() / 1e10, vllm:num_requests_waiting @ end())[2m:30s])`,
+			`last_over_time(((vllm:num_requests_waiting > 5) or -vllm:num_requests_waiting)[2m:15s])`,
+			`(vllm:num_requests_waiting > 5) or -vllm:num_requests_waiting`,
+			`count_over_time(vector(time())[2m:30s] @ end())`,
+			`timestamp(vllm:num_requests_waiting @ ` + at + ` offset 1m)`,
+			`timestamp((vllm:num_requests_waiting @ end()))`,
+			`predict_linear(vllm:num_requests_waiting[2m] @ ` + at + `, time() / 1e9)`,
+			`rate(vllm:prompt_tokens_total[2m] @ ` + at + `) * on (pod) group_left vllm:num_requests_waiting`,
+			`topk(scalar(rate(vllm:prompt_tokens_total{pod="p0"}[1m] @ ` + at + `)), vllm:num_requests_waiting)`,
+		}
+		for _, q := range qs {
+			plan, declined, err := c.ours.compile(q, 5*time.Minute)
+			if declined != "" {
+				t.Errorf("%s: declined: %s", q, declined)
+				continue
+			}
+			for _, step := range []int64{15_000, 30_000, 60_000} {
+				for k := int64(-2); k <= 2; k++ {
+					ts := mid - mid%60_000 + k*step
+					prom := evalProm(ctx, ng, c.store, q, ts, 5*time.Minute)
+					our := outcome{err: err}
+					if err == nil {
+						our = c.ours.eval(ctx, plan, ts)
+					}
+					c.record(st, disagreement{source: "aligned", query: q, t: ts, lookback: 5 * time.Minute, prom: prom, ours: our})
+					end := ts + 4*step
+					prom = evalPromRange(ctx, ng, c.store, q, ts, end, step, 5*time.Minute)
+					our = outcome{err: err}
+					if err == nil {
+						our = c.ours.evalRange(ctx, plan, ts, end, step)
+					}
+					c.record(st, disagreement{source: "aligned", query: q, t: ts, lookback: 5 * time.Minute, prom: prom, ours: our,
+						rng: fmt.Sprintf("from %d to %d step %dms", ts, end, step)})
+				}
+			}
+			st.queries++
+		}
+	}
+	t.Logf("aligned: %d queries, %d evaluations, %d agreed on values (%d empty), %d agreed on an error, %d disagreements",
+		st.queries, st.evaluations, st.agreedValues, st.agreedEmpty, st.agreedErrors, len(st.disagreements))
+	reportDisagreements(t, 200, st)
 }
