@@ -235,6 +235,13 @@ func (c *compiler) subquery(e *parser.SubqueryExpr) (*subqueryNode, error) {
 		return nil, err
 	}
 	s.child = child
+	if a, ok := child.(*aggNode); ok && a.op == parser.SUM && !a.without && len(a.grouping) == 0 {
+		if r, ok := a.child.(*rangeNode); ok && r.at == nil {
+			if fused, _, _ := r.fused(); fused {
+				s.fused = r
+			}
+		}
+	}
 	// Prometheus's range evaluation marks a series for __name__ dropping
 	// from its first point, an aggregation's from its last.
 	if a, ok := unparen(e.Expr).(*parser.AggregateExpr); ok {

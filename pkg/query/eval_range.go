@@ -65,6 +65,114 @@ type rangeNode struct {
 	memo rateMemo
 	vals []float64
 	out  vector
+	// stepMemos and drops are sumSteps' scratch: a memo per step, and the
+	// running count of counter resets of a series' samples.
+	stepMemos []rateMemo
+	drops     []int32
+}
+
+// sumSteps is sum(f(sel[r])) for rate, increase or delta, without @, at
+// the nsteps steps t0, t0+step, …: each series' samples over the steps'
+// union are read once and every step's window slides over them, where
+// evaluating sum at each step would search and scan the ring once per
+// step. acc[k] receives step k's sum. The results are bit-identical to
+// the per-step evaluation's (rangeNode.sum): the same samples per window,
+// the same order of operations (resets added in order, one rate memo per
+// step, series summed in the same order).
+func (n *rangeNode) sumSteps(ev *evaluator, t0, step int64, nsteps int, acc []sumSink) error {
+	if err := n.set.refresh(ev); err != nil {
+		return err
+	}
+	_, isCounter, isRate := n.fused()
+	if cap(n.stepMemos) < nsteps {
+		n.stepMemos = make([]rateMemo, nsteps)
+	}
+	memos := n.stepMemos[:nsteps]
+	rd := ev.reader(n.set.store)
+	first := t0 - n.offset - n.rng // the union window (first, last]
+	last := t0 + int64(nsteps-1)*step - n.offset
+	win := &n.win
+	for _, h := range n.set.handles {
+		for {
+			rd.Window(win, h, first, last)
+			n.buf = win.AppendTo(n.buf[:0])
+			if win.Valid() {
+				break
+			}
+		}
+		if err := ev.charge(win.Len()); err != nil {
+			return err
+		}
+		pts := dropStale(n.buf)
+		if len(pts) < 2 {
+			continue
+		}
+		// drops[i]: resets among pts[1..i].
+		n.drops = slices.Grow(n.drops[:0], len(pts))[:len(pts)]
+		n.drops[0] = 0
+		for i := 1; i < len(pts); i++ {
+			n.drops[i] = n.drops[i-1]
+			if pts[i].V < pts[i-1].V {
+				n.drops[i]++
+			}
+		}
+		a, b := 0, 0
+		for k := range nsteps {
+			rangeEnd := t0 + int64(k)*step - n.offset
+			rangeStart := rangeEnd - n.rng
+			for a < len(pts) && pts[a].T <= rangeStart {
+				a++
+			}
+			for b < len(pts) && pts[b].T <= rangeEnd {
+				b++
+			}
+			cnt := b - a
+			if cnt < 2 {
+				continue
+			}
+			firstS, lastS := pts[a], pts[b-1]
+			result := lastS.V - firstS.V
+			if isCounter && n.drops[b-1] != n.drops[a] {
+				for i := a + 1; i < b; i++ {
+					if pts[i].V < pts[i-1].V {
+						result += pts[i-1].V
+					}
+				}
+			}
+			var f float64
+			if m := &memos[k]; m.ok && m.firstT == firstS.T && m.lastT == lastS.T && m.n == cnt &&
+				m.rangeStart == rangeStart && m.rangeEnd == rangeEnd &&
+				(!isCounter || !(result > 0 && firstS.V >= 0) || firstS.V >= result && m.dtsWithinInterval) {
+				f = result * m.factor // extrapolate's hit path, inline
+			} else {
+				f = m.extrapolate(result, firstS.T, lastS.T, firstS.V, cnt, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+			}
+			// sumSink.addValue, by hand (kahanInc is too big to inline).
+			sk := &acc[k]
+			if sk.n == 0 {
+				sk.f = f
+			} else {
+				sum := sk.f
+				t := sum + f
+				switch {
+				case math.IsInf(t, 0):
+					sk.c = 0
+				case math.Abs(sum) >= math.Abs(f):
+					sk.c += (sum - t) + f
+				default:
+					sk.c += (f - t) + sum
+				}
+				sk.f = t
+			}
+			sk.n++
+		}
+	}
+	if n.dropName {
+		for k := range acc[:nsteps] {
+			acc[k].drop = acc[k].drop || acc[k].n > 0
+		}
+	}
+	return nil
 }
 
 func (n *rangeNode) eval(ev *evaluator, t int64) (vector, error) {

@@ -256,6 +256,12 @@ type subqueryNode struct {
 	// first and last are the step times the matrix holds (first > last:
 	// none).
 	first, last int64
+	// fused is the range function of a child sum(rate|increase|delta(…)),
+	// which evaluates all new steps in one pass (rangeNode.sumSteps);
+	// accs and one are its scratch.
+	fused *rangeNode
+	accs  []sumSink
+	one   vector
 }
 
 type subqSeries struct {
@@ -297,6 +303,13 @@ func (s *subqueryNode) window(ev *evaluator, lo, hi int64) (empty bool, err erro
 		s.trim(math.MaxInt64) // nothing held is in the new window
 	}
 	s.first, s.last = first, last
+	if s.fused != nil && k < steps {
+		if err := s.evalFused(ev, first+k*s.step, int(steps-k)); err != nil {
+			s.first, s.last = 1, 0
+			return false, err
+		}
+		return false, nil
+	}
 	// Counted, so that a step overflowing int64 cannot loop.
 	for ; k < steps; k++ {
 		if err := s.evalStep(ev, first+k*s.step); err != nil {
@@ -305,6 +318,31 @@ func (s *subqueryNode) window(ev *evaluator, lo, hi int64) (empty bool, err erro
 		}
 	}
 	return false, nil
+}
+
+// evalFused evaluates a sum(rate(…)) child at nsteps steps from t0 in one
+// pass and adds each step's element, as evalStep would.
+func (s *subqueryNode) evalFused(ev *evaluator, t0 int64, nsteps int) error {
+	if err := ev.charge(nsteps); err != nil {
+		return err
+	}
+	s.accs = slices.Grow(s.accs[:0], nsteps)[:nsteps]
+	clear(s.accs)
+	if err := s.fused.sumSteps(ev, t0, s.step, nsteps, s.accs); err != nil {
+		return err
+	}
+	for k := range nsteps {
+		a := &s.accs[k]
+		in := s.one[:0]
+		if a.n > 0 {
+			in = append(in, sample{lset: labels.EmptyLabels(), t: t0 + int64(k)*s.step, f: a.f + a.c, drop: a.drop})
+		}
+		s.one = in
+		if err := s.add(ev, t0+int64(k)*s.step, in); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *subqueryNode) reset() {
@@ -337,8 +375,7 @@ func (s *subqueryNode) trim(first int64) {
 	}
 }
 
-// evalStep evaluates the child at ts and adds its elements to the matrix,
-// charging every point to the budget.
+// evalStep evaluates the child at ts and adds its elements to the matrix.
 func (s *subqueryNode) evalStep(ev *evaluator, ts int64) error {
 	if err := ev.charge(1); err != nil {
 		return err
@@ -347,6 +384,12 @@ func (s *subqueryNode) evalStep(ev *evaluator, ts int64) error {
 	if err != nil {
 		return err
 	}
+	return s.add(ev, ts, in)
+}
+
+// add adds the child's elements at ts to the matrix, charging every point
+// to the budget.
+func (s *subqueryNode) add(ev *evaluator, ts int64, in vector) error {
 	if err := ev.charge(len(in)); err != nil {
 		return err
 	}

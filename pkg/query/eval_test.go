@@ -21,7 +21,7 @@ import (
 // TestEvalSteadyStateAllocs gates the hot trigger shapes on zero
 // allocations per evaluation once the plan's caches are warm.
 func TestEvalSteadyStateAllocs(t *testing.T) {
-	for _, name := range []string{"sum", "sum_rate", "hq_sum_rate"} {
+	for _, name := range []string{"sum", "sum_rate", "hq_sum_rate", "subq_max_sum_rate"} {
 		t.Run("expr="+name, func(t *testing.T) {
 			plan, ts := evalFixture(t, name, 200)
 			ctx := context.Background()
@@ -331,6 +331,9 @@ func TestPlanMetadata(t *testing.T) {
 		{`rate(x[10m] offset 1m) / y`, []string{"x", "y"}, false, 11 * time.Minute},
 		{`{"vllm:a", pod="p"} + {__name__=~"b.*"}`, []string{"vllm:a"}, true, 5 * time.Minute},
 		{`vector(1)`, nil, false, 0},
+		// A subquery reads its range and offset back, plus its inside's.
+		{`max_over_time(rate(x[1m])[5m:30s] offset 1m)`, []string{"x"}, false, 7 * time.Minute},
+		{`max_over_time(max_over_time(y[2m:10s])[5m:1m])`, []string{"y"}, false, 12 * time.Minute},
 	} {
 		t.Run(tc.q, func(t *testing.T) {
 			p, err := e.Query(tc.q, Options{})

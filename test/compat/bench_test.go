@@ -26,6 +26,8 @@ var benchExprs = []struct {
 	{"sum", `sum(bench_gauge)`},
 	{"sum_rate", `sum(rate(bench_requests_total[1m]))`},
 	{"hq_sum_rate", `histogram_quantile(0.9, sum by (le) (rate(bench_latency_seconds_bucket[1m])))`},
+	// A spike-smoothing trigger (issue #16): sum(rate) at 20 subquery steps.
+	{"subq_max_sum_rate", `max_over_time(sum(rate(bench_requests_total[1m]))[5m:15s])`},
 }
 
 // benchDataset is the T6 data: 21 samples at 15 s per series (a 5-minute
