@@ -506,6 +506,22 @@ func (c *compiler) call(e *parser.Call) (node, error) {
 			return nil, err
 		}
 		return &hqNode{q: args[0], child: args[1]}, nil
+	case "histogram_fraction":
+		args, err := c.scalarArgs(e.Args)
+		if err != nil {
+			return nil, err
+		}
+		return &hqNode{fraction: true, lo: args[0], hi: args[1], child: args[2]}, nil
+	case "histogram_quantiles":
+		child, err := c.compile(e.Args[0])
+		if err != nil {
+			return nil, err
+		}
+		n := &hqNode{quantiles: true, child: child, qlabel: stringArg(e.Args[1])}
+		if n.qs, err = c.scalarArgs(e.Args[2:]); err != nil {
+			return nil, err
+		}
+		return n, nil
 	case "sort", "sort_desc":
 		child, err := c.compile(e.Args[0])
 		if err != nil {

@@ -197,7 +197,9 @@ var supportedFunctions = map[string]bool{
 	"sort_by_label": true, "sort_by_label_desc": true,
 	"mad_over_time": true, "ts_of_first_over_time": true, "ts_of_last_over_time": true,
 	"ts_of_max_over_time": true, "ts_of_min_over_time": true,
-	"double_exponential_smoothing": true, "integral": true,
+	"double_exponential_smoothing": true, "integral": true, "histogram_quantiles": true,
+	// Classic buckets only (native histograms: docs/promql-functions.md).
+	"histogram_fraction": true,
 	"start": true, "end": true, "range": true, "step": true, "min_of": true, "max_of": true,
 }
 

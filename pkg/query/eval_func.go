@@ -458,6 +458,16 @@ type bucket struct {
 type hqNode struct {
 	vectorNode
 	q, child node
+	// fraction is set for histogram_fraction(lo, hi, v), quantiles for
+	// histogram_quantiles(v, "label", q…) (qs, qlabel); both over classic
+	// buckets only.
+	fraction  bool
+	lo, hi    node
+	quantiles bool
+	qs        []node
+	qlabel    string
+	qvals     []float64
+	qlsets    map[hqOut]labels.Labels
 
 	buf    []byte
 	groups map[uint64]int
@@ -480,10 +490,29 @@ type hqGroup struct {
 	buckets []bucket
 }
 
+// hqOut keys histogram_quantiles' output labels: the group and q.
+type hqOut struct {
+	h uint64
+	q uint64
+}
+
 func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
-	q, err := n.q.scalar(ev, t)
-	if err != nil {
-		return nil, err
+	var q, lo, hi float64
+	var err error
+	switch {
+	case n.fraction:
+		if lo, err = n.lo.scalar(ev, t); err != nil {
+			return nil, err
+		}
+		if hi, err = n.hi.scalar(ev, t); err != nil {
+			return nil, err
+		}
+	case n.quantiles:
+		// Upstream evaluates the vector argument first.
+	default:
+		if q, err = n.q.scalar(ev, t); err != nil {
+			return nil, err
+		}
 	}
 	in, err := n.child.eval(ev, t)
 	if err != nil {
@@ -528,11 +557,148 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 		n.grp[gi].buckets = append(n.grp[gi].buckets, bucket{upper: upper, count: s.f})
 	}
 	n.out = n.out[:0]
-	for gi := range ng {
-		g := &n.grp[gi]
-		n.out = append(n.out, sample{lset: g.lset, t: t, f: bucketQuantile(q, g.buckets), drop: true})
+	switch {
+	case n.fraction:
+		for gi := range ng {
+			g := &n.grp[gi]
+			n.out = append(n.out, sample{lset: g.lset, t: t, f: bucketFraction(lo, hi, g.buckets), drop: true})
+		}
+	case n.quantiles:
+		n.qvals = n.qvals[:0]
+		for _, qn := range n.qs {
+			v, err := qn.scalar(ev, t)
+			if err != nil {
+				return nil, err
+			}
+			n.qvals = append(n.qvals, v)
+		}
+		if n.qlsets == nil || len(n.qlsets) > 2*ng*len(n.qs)+labelCacheSlack {
+			n.qlsets = make(map[hqOut]labels.Labels)
+		}
+		// Upstream's order: each quantile over every group, the buckets
+		// sorted and coalesced in place by the first (bucketQuantile
+		// leaves the tail of a coalesced slice as it was, as upstream's
+		// coalesceBuckets does).
+		for _, qv := range n.qvals {
+			for gi := range ng {
+				g := &n.grp[gi]
+				n.out = append(n.out, sample{lset: n.quantileLabels(g, qv), t: t, f: bucketQuantile(qv, g.buckets), drop: true})
+			}
+		}
+	default:
+		for gi := range ng {
+			g := &n.grp[gi]
+			n.out = append(n.out, sample{lset: g.lset, t: t, f: bucketQuantile(q, g.buckets), drop: true})
+		}
 	}
 	return n.out, nil
+}
+
+// quantileLabels is a group's labels with the quantile label set to q in
+// OpenMetrics form (getOrCreateLblsWithQuantile), cached.
+func (n *hqNode) quantileLabels(g *hqGroup, q float64) labels.Labels {
+	k := hqOut{h: g.lset.Hash(), q: math.Float64bits(q)}
+	if l, ok := n.qlsets[k]; ok {
+		return l
+	}
+	if n.lb == nil {
+		n.lb = labels.NewBuilder(labels.EmptyLabels())
+	}
+	n.lb.Reset(g.lset)
+	n.lb.Set(n.qlabel, labels.FormatOpenMetricsFloat(q))
+	l := n.lb.Labels()
+	n.qlsets[k] = l
+	return l
+}
+
+// bucketFraction is Prometheus's BucketFraction: the estimated share of
+// observations in [lower, upper], interpolating linearly in buckets. It
+// sorts and coalesces buckets in place.
+func bucketFraction(lower, upper float64, buckets []bucket) float64 {
+	if len(buckets) == 0 {
+		return math.NaN()
+	}
+	slices.SortFunc(buckets, func(a, b bucket) int {
+		switch {
+		case a.upper < b.upper:
+			return -1
+		case a.upper > b.upper:
+			return +1
+		}
+		return 0
+	})
+	if !math.IsInf(buckets[len(buckets)-1].upper, +1) {
+		return math.NaN()
+	}
+	last, k := buckets[0], 0
+	for _, b := range buckets[1:] {
+		if b.upper == last.upper {
+			last.count += b.count
+		} else {
+			buckets[k] = last
+			last = b
+			k++
+		}
+	}
+	buckets[k] = last
+	buckets = buckets[:k+1]
+	count := buckets[len(buckets)-1].count
+	if count == 0 || math.IsNaN(lower) || math.IsNaN(upper) {
+		return math.NaN()
+	}
+	if lower >= upper {
+		return 0
+	}
+	var (
+		rank, lowerRank, upperRank float64
+		lowerSet, upperSet         bool
+	)
+	lowerBound := 0.0
+	if buckets[0].upper <= 0 {
+		lowerBound = math.Inf(-1)
+	}
+	for i, b := range buckets {
+		if i > 0 {
+			lowerBound = buckets[i-1].upper
+		}
+		upperBound := b.upper
+		interpolateLinearly := func(v float64) float64 {
+			if lowerBound == math.Inf(-1) {
+				return b.count
+			}
+			return rank + (b.count-rank)*(v-lowerBound)/(upperBound-lowerBound)
+		}
+		if !lowerSet && lowerBound >= lower {
+			lowerRank = rank
+			lowerSet = true
+		}
+		if !upperSet && lowerBound >= upper {
+			upperRank = rank
+			upperSet = true
+		}
+		if lowerSet && upperSet {
+			break
+		}
+		if !lowerSet && lowerBound < lower && upperBound > lower {
+			lowerRank = interpolateLinearly(lower)
+			lowerSet = true
+		}
+		if !upperSet && lowerBound < upper && upperBound > upper {
+			upperRank = interpolateLinearly(upper)
+			upperSet = true
+		}
+		if lowerSet && upperSet {
+			break
+		}
+		rank = b.count
+	}
+	if !lowerSet || lowerRank > count {
+		lowerRank = count
+	}
+	if !upperSet || upperRank > count {
+		upperRank = count
+	}
+	return (upperRank - lowerRank) / count
 }
 
 func (n *hqNode) groupLabels(h uint64, l labels.Labels) labels.Labels {

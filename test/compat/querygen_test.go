@@ -33,6 +33,8 @@ var subsetFunctions = []string{
 	"sort_by_label", "sort_by_label_desc", "mad_over_time", "ts_of_first_over_time", "ts_of_last_over_time",
 	"ts_of_max_over_time", "ts_of_min_over_time", "double_exponential_smoothing", "integral",
 	"min_of", "max_of", "start", "end", "range", "step",
+	// Over classic buckets.
+	"histogram_fraction", "histogram_quantiles",
 }
 
 // subsetAggrs leaves out topk and bottomk, whose ties make them
@@ -51,7 +53,7 @@ var subsetBinops = []parser.ItemType{
 
 // smithSkips are functions promqlsmith cannot write: it leaves integral's
 // optional second argument nil. The trigger generator writes them.
-var smithSkips = map[string]bool{"integral": true}
+var smithSkips = map[string]bool{"integral": true, "histogram_quantiles": true}
 
 func subsetFunctionDefs() []*parser.Function {
 	var out []*parser.Function
@@ -242,6 +244,13 @@ func (g *triggerGen) histogramQuantile() string {
 	}
 	if g.rnd.Intn(8) == 0 {
 		inner = g.pick([]string{"odd_bucket", `sum by (le) (odd_bucket)`, `rate(odd_bucket[2m])`, `odd_bucket{pod="p1"}`})
+	}
+	switch g.rnd.Intn(6) {
+	case 0:
+		return fmt.Sprintf("histogram_fraction(%s, %s, %s)", g.pick([]string{"0", "-Inf", "0.1", "0.25", "NaN"}),
+			g.pick([]string{"0.5", "1", "+Inf", "2.5", "0.1"}), inner)
+	case 1:
+		return fmt.Sprintf("histogram_quantiles(%s, %q, %s, %s)", inner, g.pick([]string{"q", "quantile", "pod"}), g.quantile(), g.quantile())
 	}
 	return fmt.Sprintf("histogram_quantile(%s, %s)", g.quantile(), inner)
 }
