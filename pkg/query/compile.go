@@ -219,7 +219,10 @@ func (c *compiler) subquery(e *parser.SubqueryExpr) (*subqueryNode, error) {
 		return nil, unsupported(e, "subquery duration expression", "duration expressions are not implemented")
 	}
 	s := &subqueryNode{rng: e.Range.Milliseconds(), step: e.Step.Milliseconds(), offset: e.OriginalOffset.Milliseconds()}
-	if s.step <= 0 {
+	switch {
+	case e.Step != 0 && s.step <= 0:
+		return nil, unsupported(e, "subquery resolution", "the step must be at least 1ms")
+	case s.step <= 0:
 		s.step = c.subqStep
 	}
 	s.at = c.atModifier(e.Timestamp, e.StartOrEnd, s.offset)

@@ -296,7 +296,8 @@ type Options struct {
 	// all. Zero means no cap beyond MaxSamples.
 	MaxSeries int
 	// SubqueryStep is the resolution of a subquery written without one
-	// (`x[5m:]`). Zero means DefaultSubqueryStep, Prometheus's default.
+	// (`x[5m:]`). Below 1ms (zero included) means DefaultSubqueryStep,
+	// Prometheus's default.
 	SubqueryStep time.Duration
 }
 
@@ -309,7 +310,7 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if opts.MaxSamples <= 0 {
 		opts.MaxSamples = DefaultMaxSamples
 	}
-	if opts.SubqueryStep <= 0 {
+	if opts.SubqueryStep < time.Millisecond {
 		opts.SubqueryStep = DefaultSubqueryStep
 	}
 	c := compiler{

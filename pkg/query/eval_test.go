@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -261,6 +262,12 @@ func TestBadInput(t *testing.T) {
 		{"at modifier", `x @ 100`, func(t *testing.T, err error) { require.NoError(t, err) }},
 		{"huge subquery resolution", `max_over_time(x[1000d:1ms])`, func(t *testing.T, err error) { require.NoError(t, err) }},
 		{"anchored selector", `rate(x[5m] anchored)`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
+		{"sub-millisecond subquery step", `max_over_time(x[5m:0.0001])`, func(t *testing.T, err error) {
+			var pe *ParseError
+			if !errors.As(err, &pe) {
+				require.ErrorIs(t, err, ErrUnsupported)
+			}
+		}},
 		{"string result", `"vllm:x"`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
 		{"matrix result", `x[5m]`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
 		{"100 KB query", long, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrQueryTooLong) }},
