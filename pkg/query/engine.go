@@ -488,6 +488,7 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 		lset labels.Labels // full labels, copied
 		drop bool
 		pts  []Point
+		next *series // the next series with the same labels' hash
 	}
 	var (
 		all    []*series
@@ -511,14 +512,22 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 			return nil, ErrTooManyPoints
 		}
 		for _, e := range vec {
+			// Elements with the same labels in one step (hidden twins,
+			// otlp-contract.md §8.3) go to a chain of series, the k-th to
+			// the k-th; the final check below tells them from a clash.
 			h := e.lset.Hash()
-			s, ok := byHash[h]
-			if !ok {
+			s, prev := byHash[h], (*series)(nil)
+			for s != nil && len(s.pts) > 0 && s.pts[len(s.pts)-1].T == t {
+				s, prev = s.next, s
+			}
+			if s == nil {
 				s = &series{lset: e.lset.Copy(), drop: e.drop}
-				byHash[h] = s
 				all = append(all, s)
-			} else if len(s.pts) > 0 && s.pts[len(s.pts)-1].T == t {
-				return nil, errors.New(errSameLabelset)
+				if prev == nil {
+					byHash[h] = s
+				} else {
+					prev.next = s
+				}
 			}
 			if dropLast {
 				s.drop = e.drop
@@ -528,9 +537,11 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 	}
 	// Prometheus's cleanupMetricLabels and mergeSeriesWithSameLabelset:
 	// series that meet once their metadata labels are dropped merge,
-	// unless they share a step.
+	// unless they share a step. Series that had the same labels before
+	// (hidden twins) stay apart.
 	out := make([]RangeSeries, 0, len(all))
 	merged := make(map[uint64]int, len(all))
+	full := make([]labels.Labels, 0, len(all)) // out[i]'s labels before dropping
 	for _, s := range all {
 		l := s.lset
 		if s.drop {
@@ -538,9 +549,12 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 		}
 		h := l.Hash()
 		i, ok := merged[h]
-		if !ok {
-			merged[h] = len(out)
+		if !ok || labels.Equal(full[i], s.lset) {
+			if !ok {
+				merged[h] = len(out)
+			}
 			out = append(out, RangeSeries{Labels: l, Points: s.pts})
+			full = append(full, s.lset)
 			continue
 		}
 		m := &out[i]
@@ -552,7 +566,8 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b RangeSeries) int { return labels.Compare(a.Labels, b.Labels) })
+	// Stable: hidden twins keep the order they first appeared in.
+	slices.SortStableFunc(out, func(a, b RangeSeries) int { return labels.Compare(a.Labels, b.Labels) })
 	return out, nil
 }
 

@@ -1,7 +1,6 @@
 package query
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -267,7 +266,10 @@ type subqueryNode struct {
 type subqSeries struct {
 	lset  labels.Labels
 	drop  bool
-	lastT int64 // the newest point's time, for the duplicate check
+	lastT int64 // the newest point's time: a second element at it goes on
+	// head and next chain the series with the same labels' hash (hidden
+	// twins): the first of them, and the next or -1.
+	head, next int32
 	pts   []store.Sample
 }
 
@@ -393,9 +395,10 @@ func (s *subqueryNode) add(ev *evaluator, ts int64, in vector) error {
 	if err := ev.charge(len(in)); err != nil {
 		return err
 	}
-	// A child evaluator of more than one step rejects two elements with
-	// the same labels in one step; a single-step one keeps both.
-	single := s.cs == s.ce
+	// Two elements with the same labels in one step (hidden twins,
+	// otlp-contract.md §8.3, which the store keeps apart by attributes
+	// that are not labels) go to two series: the k-th to the k-th series
+	// of its labels' chain. Prometheus's storage never holds such a pair.
 	for i, e := range in {
 		k, hit := s.keys.get(i, e.lset)
 		if !hit || k.gen != s.gen || int(k.idx) >= len(s.series) {
@@ -405,17 +408,32 @@ func (s *subqueryNode) add(ev *evaluator, ts int64, in vector) error {
 			}
 			hit = false
 		}
-		if k.idx < 0 || single && s.series[k.idx].lastT == ts {
-			k.idx = s.newSeries(k.h, e, ts)
+		if k.idx >= 0 {
+			// Within a chain of twins, the k-th element of the step
+			// takes the k-th series: start from the chain's head.
+			if sr := &s.series[k.idx]; sr.head != k.idx || sr.next >= 0 {
+				k.idx, hit = sr.head, false
+			}
+		}
+		for k.idx >= 0 && s.series[k.idx].lastT == ts {
+			next := s.series[k.idx].next
+			if next < 0 {
+				next = s.newSeries(e, ts)
+				s.series[k.idx].next = next
+				s.series[next].head = s.series[k.idx].head
+			}
+			k.idx, hit = next, false
+		}
+		if k.idx < 0 {
+			k.idx = s.newSeries(e, ts)
+			s.series[k.idx].head = k.idx
+			s.byHash[k.h] = k.idx
 			hit = false
 		}
 		if !hit {
 			s.keys.put(i, e.lset, k)
 		}
 		sr := &s.series[k.idx]
-		if sr.lastT == ts {
-			return errors.New(errSameLabelset)
-		}
 		sr.lastT = ts
 		if s.dropLast {
 			sr.drop = e.drop
@@ -431,9 +449,8 @@ func (s *subqueryNode) add(ev *evaluator, ts int64, in vector) error {
 
 // newSeries adds a series first seen in e at ts, reusing a slot (and its
 // points' capacity) of an earlier query when there is one.
-func (s *subqueryNode) newSeries(h uint64, e sample, ts int64) int32 {
+func (s *subqueryNode) newSeries(e sample, ts int64) int32 {
 	idx := int32(len(s.series))
-	s.byHash[h] = idx
 	if len(s.series) < cap(s.series) {
 		s.series = s.series[:len(s.series)+1]
 		s.series[idx].pts = s.series[idx].pts[:0]
@@ -441,7 +458,7 @@ func (s *subqueryNode) newSeries(h uint64, e sample, ts int64) int32 {
 		s.series = append(s.series, subqSeries{})
 	}
 	sr := &s.series[idx]
-	sr.lset, sr.drop, sr.lastT = e.lset, e.drop, ts-1
+	sr.lset, sr.drop, sr.lastT, sr.next = e.lset, e.drop, ts-1, -1
 	return idx
 }
 

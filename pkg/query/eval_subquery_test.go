@@ -413,3 +413,45 @@ func TestNewAggregations(t *testing.T) {
 		}
 	}
 }
+
+// TestSubqueryKeepsTwinsApart: hidden twins (two series with the same
+// labels, kept apart by attributes that are not labels) are two series of
+// a subquery's matrix and of a range query's result, not a clash.
+func TestSubqueryKeepsTwinsApart(t *testing.T) {
+	st := store.New(store.Config{Retention: time.Hour, Freshness: -1}, store.Settings{Now: func() time.Time { return time.UnixMilli(0) }})
+	lset := labels.FromStrings("__name__", "x", "pod", "a")
+	for i, v := range []float64{1, 10} {
+		ref, err := st.Create(uint64(i+1), lset)
+		require.NoError(t, err)
+		for ts := int64(0); ts <= 300_000; ts += 10_000 {
+			require.NoError(t, st.Append(ref, ts, v))
+		}
+	}
+	e := NewEngine(st)
+	for q, want := range map[string]float64{
+		`sum(max_over_time(x[1m:10s]))`:                11,
+		`count(count_over_time(x[1m:10s]))`:            2,
+		`sum(max_over_time(sum by (pod) (x)[1m:10s]))`: 11,
+	} {
+		p, err := e.Query(q, Options{})
+		require.NoError(t, err)
+		res, err := p.Eval(context.Background(), 300_000)
+		require.NoError(t, err, q)
+		require.Len(t, res.Vector, 1, q)
+		assert.InDelta(t, want, res.Vector[0].F, 1e-9, q)
+		mat, err := p.EvalRange(context.Background(), 200_000, 300_000, 50_000, 0)
+		require.NoError(t, err, q)
+		require.Len(t, mat, 1, q)
+		for _, pt := range mat[0].Points {
+			assert.InDelta(t, want, pt.F, 1e-9, q)
+		}
+	}
+	p, err := e.Query(`x`, Options{})
+	require.NoError(t, err)
+	mat, err := p.EvalRange(context.Background(), 200_000, 300_000, 50_000, 0)
+	require.NoError(t, err)
+	require.Len(t, mat, 2, "two series with the same labels")
+	assert.Equal(t, mat[0].Labels, mat[1].Labels)
+	assert.Len(t, mat[0].Points, 3)
+	assert.Len(t, mat[1].Points, 3)
+}
