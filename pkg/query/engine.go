@@ -198,9 +198,9 @@ var supportedFunctions = map[string]bool{
 	"mad_over_time": true, "ts_of_first_over_time": true, "ts_of_last_over_time": true,
 	"ts_of_max_over_time": true, "ts_of_min_over_time": true,
 	"double_exponential_smoothing": true, "integral": true, "histogram_quantiles": true,
-	// Classic buckets only (native histograms: docs/promql-functions.md).
-	"histogram_fraction": true,
 	"start": true, "end": true, "range": true, "step": true, "min_of": true, "max_of": true,
+	// Over classic buckets only (native histograms: docs/promql-functions.md).
+	"histogram_fraction": true,
 }
 
 // Engine compiles and evaluates queries over one store. It is safe for
@@ -505,8 +505,8 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 			return nil, err
 		}
 		if p.root.valueType() == parser.ValueTypeScalar {
-			vec = append(p.scalarOut[:0], sample{lset: labels.EmptyLabels(), f: scalar})
-			p.scalarOut = vec
+			p.scalarOut = append(p.scalarOut[:0], sample{lset: labels.EmptyLabels(), f: scalar})
+			vec = p.scalarOut
 		}
 		if points += len(vec); maxPoints > 0 && points > maxPoints {
 			return nil, ErrTooManyPoints

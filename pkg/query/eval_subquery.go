@@ -270,7 +270,7 @@ type subqSeries struct {
 	// head and next chain the series with the same labels' hash (hidden
 	// twins): the first of them, and the next or -1.
 	head, next int32
-	pts   []store.Sample
+	pts        []store.Sample
 }
 
 type subqKey struct {
@@ -372,7 +372,8 @@ func (s *subqueryNode) trim(first int64) {
 			k++
 		}
 		if k > 0 {
-			s.series[i].pts = append(pts[:0], pts[k:]...)
+			n := copy(pts, pts[k:])
+			s.series[i].pts = pts[:n]
 		}
 	}
 }

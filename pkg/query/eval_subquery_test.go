@@ -197,10 +197,10 @@ func randomStore(t *testing.T, seed uint64, pods int) *store.Store {
 	for p := range pods {
 		pod := fmt.Sprintf("p%d", p)
 		add(labels.FromStrings("__name__", "c", "pod", pod), func(_ int, prev float64) float64 {
-			switch r := rnd.IntN(40); {
-			case r == 0:
+			switch rnd.IntN(40) {
+			case 0:
 				return float64(rnd.IntN(5)) // reset
-			case r == 1:
+			case 1:
 				return math.Float64frombits(value.StaleNaN)
 			}
 			return prev + float64(rnd.IntN(20))

@@ -75,9 +75,9 @@ type stats struct {
 	// byConstruct counts compared queries by the constructs of issue #16
 	// they use, and nonEmpty those of them with a non-empty agreed answer.
 	byConstruct, nonEmpty map[string]int
-	disagreements []disagreement
-	maxRelDiff    float64
-	maxRelQuery   string
+	disagreements         []disagreement
+	maxRelDiff            float64
+	maxRelQuery           string
 }
 
 func newStats() *stats {
@@ -409,7 +409,7 @@ func (c *diffCase) run(ctx context.Context, st *stats, source, q string) {
 // results Prometheus assembles from maps, and (any limitk) in a range
 // query, where every intermediate matrix is. Those answers are not
 // reproducible, not even by Prometheus itself.
-func limitkOrder(q string) (any, unordered bool) {
+func limitkOrder(q string) (has, unordered bool) {
 	expr, err := parser.NewParser(parser.Options{EnableExperimentalFunctions: true}).ParseExpr(q)
 	if err != nil {
 		return false, false
@@ -419,7 +419,7 @@ func limitkOrder(q string) (any, unordered bool) {
 		if !ok || a.Op != parser.LIMITK {
 			return nil
 		}
-		any = true
+		has = true
 		for _, p := range path {
 			if _, ok := p.(*parser.SubqueryExpr); ok {
 				unordered = true
@@ -436,7 +436,7 @@ func limitkOrder(q string) (any, unordered bool) {
 		})
 		return nil
 	})
-	return any, unordered
+	return has, unordered
 }
 
 // orBelowRoot reports an `or` below the root of q. Prometheus's range
@@ -889,8 +889,10 @@ func TestDifferentialStepAlignment(t *testing.T) {
 					if err == nil {
 						our = c.ours.evalRange(ctx, plan, ts, end, step)
 					}
-					c.record(st, disagreement{source: "aligned", query: q, t: ts, lookback: 5 * time.Minute, prom: prom, ours: our,
-						rng: fmt.Sprintf("from %d to %d step %dms", ts, end, step)})
+					c.record(st, disagreement{
+						source: "aligned", query: q, t: ts, lookback: 5 * time.Minute, prom: prom, ours: our,
+						rng: fmt.Sprintf("from %d to %d step %dms", ts, end, step),
+					})
 				}
 			}
 			st.queries++
