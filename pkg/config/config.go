@@ -19,6 +19,7 @@ type Config struct {
 	Receiver Receiver
 	Store    Store
 	Scaler   Scaler
+	Query    Query
 	Log      Log
 }
 
@@ -43,6 +44,11 @@ type Server struct {
 	// shutdown (store.snapshot) and read back on start, so a restart
 	// needs no warm-up. Default empty: off.
 	StateDir string
+	// GRPCReflection serves gRPC server reflection on the OTLP and KEDA
+	// listeners (interfaces.md: both serve health and reflection). Turning
+	// it off hides the service list from grpcurl-style discovery; health
+	// stays. Default true.
+	GRPCReflection bool
 }
 
 // Receiver configures OTLP ingestion.
@@ -94,7 +100,27 @@ type Scaler struct {
 	// StreamIsActive stream (keda-contract.md §7.2). Zero disables it.
 	// Default 5s.
 	PushHoldoff time.Duration
+	// MaxStreams caps open StreamIsActive and StreamMetricSpec streams
+	// together; one more is refused with ResourceExhausted and KEDA retries.
+	// KEDA opens both for each external-push trigger. It also sets the KEDA
+	// listener's per-connection concurrent-stream limit (MaxStreams + 1,024
+	// for calls in flight): KEDA pools one connection for every trigger.
+	// Default 10,000.
+	MaxStreams int
 }
+
+// Query configures query evaluation (KEDA triggers and /api/v1/*).
+type Query struct {
+	// MaxLabelBytes caps the bytes of label sets one evaluation may create
+	// with label_replace and label_join; over it the evaluation fails
+	// (ResourceExhausted for KEDA, 422 for the HTTP API) before the memory
+	// is taken. Default 8 MiB.
+	MaxLabelBytes int64
+}
+
+// MaxStreamsLimit is the largest --max-streams: the per-connection stream
+// limit derived from it must fit gRPC's uint32 with room to spare.
+const MaxStreamsLimit = 1 << 24
 
 // Log configures logging.
 type Log struct {
@@ -112,6 +138,7 @@ func Default() Config {
 			ScalerAddr:      ":4318",
 			HTTPAddr:        ":8080",
 			ShutdownTimeout: 15 * time.Second,
+			GRPCReflection:  true,
 		},
 		Receiver: Receiver{
 			MaxRecvSize:         64 << 20,
@@ -127,7 +154,8 @@ func Default() Config {
 			MaxSeries:          1_000_000,
 			MaxSeriesPerMetric: 200_000,
 		},
-		Scaler: Scaler{DefaultWindow: 2 * time.Minute, Warmup: 30 * time.Second, PushHoldoff: 5 * time.Second},
+		Scaler: Scaler{DefaultWindow: 2 * time.Minute, Warmup: 30 * time.Second, PushHoldoff: 5 * time.Second, MaxStreams: 10_000},
+		Query:  Query{MaxLabelBytes: 8 << 20},
 		Log:    Log{Format: "text", Level: "info"},
 	}
 }
@@ -205,6 +233,12 @@ func (c Config) Validate() error {
 	}
 	if c.Scaler.PushHoldoff < 0 {
 		errs = append(errs, fmt.Errorf("--push-holdoff %v must be >= 0", c.Scaler.PushHoldoff))
+	}
+	if c.Scaler.MaxStreams <= 0 || c.Scaler.MaxStreams > MaxStreamsLimit {
+		errs = append(errs, fmt.Errorf("--max-streams %d must be > 0 and <= %d", c.Scaler.MaxStreams, MaxStreamsLimit))
+	}
+	if c.Query.MaxLabelBytes < 1<<10 {
+		errs = append(errs, fmt.Errorf("--query-max-label-bytes %d must be >= 1KiB (a label set of a few labels)", c.Query.MaxLabelBytes))
 	}
 	switch c.Log.Format {
 	case "text", "json":

@@ -33,6 +33,7 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Server.TLSKeyFile, "tls-key-file", c.Server.TLSKeyFile, "PEM private key `file` for --tls-cert-file")
 	fs.StringVar(&c.Server.TLSClientCAFile, "tls-client-ca-file", c.Server.TLSClientCAFile, "PEM CA `file`: when set, the KEDA scaler listener requires client certificates signed by it")
 	fs.StringVar(&c.Server.StateDir, "state-dir", c.Server.StateDir, "`dir` where the store's window is written on shutdown and read on start, so a restart skips warm-up (empty: off)")
+	fs.BoolVar(&c.Server.GRPCReflection, "grpc-reflection", c.Server.GRPCReflection, "serve gRPC server reflection on the OTLP and KEDA listeners; --grpc-reflection=false turns it off (health is always served) (`bool`)")
 	fs.Var((*durationValue)(&c.Server.ShutdownTimeout), "shutdown-timeout", "grace period for in-flight calls after SIGTERM (`duration`, e.g. 15s)")
 	fs.Var((*sizeValue)(&c.Receiver.MaxRecvSize), "otlp-max-recv-size", "largest OTLP request after decompression (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.StringVar(&c.Receiver.Delta, "otlp-delta", c.Receiver.Delta, "delta temporality policy: reject (as Prometheus) or ingest (each delta point stored as raw samples; query with sum_over_time) (`policy`)")
@@ -49,6 +50,8 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.Warmup), "warmup", "after start, GetMetrics and IsActive answer Unavailable for this long; 0 disables (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.PushHoldoff), "push-holdoff", "at most one true per StreamIsActive stream per this period; 0 disables (`duration`)")
+	fs.IntVar(&c.Scaler.MaxStreams, "max-streams", c.Scaler.MaxStreams, "open StreamIsActive and StreamMetricSpec streams together; more are refused with ResourceExhausted (`count`)")
+	fs.Var((*sizeValue)(&c.Query.MaxLabelBytes), "query-max-label-bytes", "label bytes one query evaluation may create with label_replace, label_join, count_values or histogram_quantiles; over it the evaluation fails (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json (`format`)")
 	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn or error (`level`)")
 	return fs

@@ -98,7 +98,9 @@ func (e *ParseError) Error() string { return fmt.Sprintf("parse %q: %v", e.Query
 func (e *ParseError) Unwrap() error { return e.Err }
 
 // ErrBudgetExceeded means an evaluation touched more series and samples
-// than Options.MaxSamples allows. The scaler maps it to ResourceExhausted.
+// than Options.MaxSamples allows, or created more label bytes than
+// Options.MaxLabelBytes allows. The scaler maps it to ResourceExhausted,
+// the HTTP API to Prometheus's execution error (422).
 var ErrBudgetExceeded = errors.New("query budget exceeded")
 
 // MaxQueryLength bounds the text of a query. Prometheus's parser and
@@ -160,6 +162,20 @@ func countTokens(q string) int {
 // zero: Prometheus's default --query.max-samples.
 const DefaultMaxSamples = 50_000_000
 
+// DefaultMaxLabelBytes is the per-evaluation label budget when neither
+// Options.MaxLabelBytes nor the engine's default sets one: 8 MiB of label
+// sets created by label_replace and label_join. A label_replace over 20,000
+// series with 400-byte label sets creates 8 MB; a query whose labels grow
+// with each nested call (each level multiplying a value) fails here, after
+// a few MiB of allocation, instead of growing until Prometheus's label
+// encoder panics at a 16 MiB value (MaxLabelValueBytes).
+const DefaultMaxLabelBytes = 8 << 20
+
+// MaxLabelValueBytes is the longest label value an evaluation may create,
+// whatever the budget: Prometheus's label encoding (stringlabels) panics
+// on longer strings. A longer value fails with ErrBudgetExceeded.
+const MaxLabelValueBytes = 1 << 24
+
 // DefaultSubqueryStep is the resolution of a subquery that sets none
 // (`x[5m:]`): Prometheus's default global evaluation interval, which is
 // what its engine uses unless the server's configuration changes it.
@@ -210,6 +226,8 @@ type Engine struct {
 	// full has every function; it only explains why parser failed.
 	full  parser.Parser
 	store *store.Store
+	// defaults fill the zero fields of a plan's Options (SetDefaults).
+	defaults Options
 	// exactNumericLabels disables the le/quantile matcher normalisation.
 	// Only the upstream conformance runner sets it: it loads Prometheus's
 	// test data verbatim, without the receiver's ingest normalisation.
@@ -242,6 +260,15 @@ func newEngine(st *store.Store, opts parser.Options) *Engine {
 		full:   full,
 		store:  st,
 	}
+}
+
+// SetDefaults sets the budgets a plan gets when its Options leave them zero
+// (MaxSamples, MaxSeries, MaxLabelBytes), so every caller of Compile and
+// Query, the HTTP API included, is bounded by the operator's settings. It
+// must be called before the engine is shared; zero fields keep the
+// package defaults.
+func (e *Engine) SetDefaults(o Options) {
+	e.defaults = Options{MaxSamples: o.MaxSamples, MaxSeries: o.MaxSeries, MaxLabelBytes: o.MaxLabelBytes}
 }
 
 // Parse parses q with the engine's restricted parser. Callers may rewrite the
@@ -299,6 +326,15 @@ type Options struct {
 	// (`x[5m:]`). Below 1ms (zero included) means DefaultSubqueryStep,
 	// Prometheus's default.
 	SubqueryStep time.Duration
+	// MaxLabelBytes caps the bytes of label sets one evaluation may create
+	// (label_replace and label_join: every label set they build counts its
+	// encoded size, and a replacement is checked at its upper bound before
+	// it is expanded; count_values and histogram_quantiles: every label
+	// set with their added label). Past it, Eval returns an error matching
+	// ErrBudgetExceeded. Other operators only build subsets or merges of
+	// label sets they were given, so they cannot grow labels. Zero means
+	// the engine's default (SetDefaults), then DefaultMaxLabelBytes.
+	MaxLabelBytes int64
 }
 
 // Compile turns a parsed expression into a plan. The expression is not kept
@@ -308,7 +344,19 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 		opts.LookbackDelta = DefaultLookbackDelta
 	}
 	if opts.MaxSamples <= 0 {
+		opts.MaxSamples = e.defaults.MaxSamples
+	}
+	if opts.MaxSamples <= 0 {
 		opts.MaxSamples = DefaultMaxSamples
+	}
+	if opts.MaxSeries <= 0 {
+		opts.MaxSeries = e.defaults.MaxSeries
+	}
+	if opts.MaxLabelBytes <= 0 {
+		opts.MaxLabelBytes = e.defaults.MaxLabelBytes
+	}
+	if opts.MaxLabelBytes <= 0 {
+		opts.MaxLabelBytes = DefaultMaxLabelBytes
 	}
 	if opts.SubqueryStep < time.Millisecond {
 		opts.SubqueryStep = DefaultSubqueryStep
@@ -341,6 +389,7 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 		window:     time.Duration(c.window) * time.Millisecond,
 		maxSamples: int64(opts.MaxSamples),
 		maxSeries:  opts.MaxSeries,
+		maxLabels:  opts.MaxLabelBytes,
 	}, nil
 }
 
@@ -363,6 +412,7 @@ type Plan struct {
 	window     time.Duration
 	maxSamples int64
 	maxSeries  int
+	maxLabels  int64
 	warnings   []string
 	// timing lists the nodes whose behaviour depends on the query's time
 	// frame, in evaluation order (see eval_subquery.go).
@@ -428,7 +478,7 @@ const errSameLabelset = "vector cannot contain metrics with the same labelset"
 
 // Eval evaluates the plan at t, in unix milliseconds, as an instant
 // query: @ start() and @ end() are t. It honours ctx cancellation and the
-// plan's sample budget.
+// plan's sample and label budgets.
 func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
 	if err := ctxErr(ctx); err != nil {
 		return Result{}, err
@@ -638,7 +688,7 @@ func (p *Plan) evalStep(ctx context.Context, t int64) (Result, error) {
 func (p *Plan) evalRaw(ctx context.Context, t int64) (vector, float64, error) {
 	// A fresh budget and store clock per step; the query's frame stays.
 	p.ev = evaluator{
-		ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries,
+		ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries, maxLabels: p.maxLabels,
 		start: p.ev.start, end: p.ev.end, interval: p.ev.interval, scope: p.ev.scope,
 	}
 	if p.root.valueType() == parser.ValueTypeScalar {

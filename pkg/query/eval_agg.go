@@ -126,7 +126,7 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 		if err != nil {
 			return nil, err
 		}
-		return n.countValues(in, t)
+		return n.countValues(ev, in, t)
 	}
 	if n.groups == nil {
 		n.groups = make(map[uint64]int)
@@ -528,9 +528,9 @@ func ratioSampled(r float64, l labels.Labels) bool {
 
 // countValues is count_values (aggregationCountValues): per group of the
 // input with the value label set to the value (strconv 'f', -1), the
-// number of elements. It builds each element's labels, as upstream does;
-// output labels are cached by group.
-func (n *aggNode) countValues(in vector, t int64) (vector, error) {
+// number of elements. It builds each element's labels, as upstream does,
+// charging them to the label budget; output labels are cached by group.
+func (n *aggNode) countValues(ev *evaluator, in vector, t int64) (vector, error) {
 	if !model.UTF8Validation.IsValidLabelName(n.valueLabel) {
 		return nil, fmt.Errorf("invalid label name %q", n.valueLabel)
 	}
@@ -546,8 +546,12 @@ func (n *aggNode) countValues(in vector, t int64) (vector, error) {
 	}
 	n.out = n.out[:0]
 	for _, s := range in {
+		v := strconv.FormatFloat(s.f, 'f', -1, 64)
+		if err := ev.chargeLabelSet(s.lset, n.valueLabel, int64(len(v))); err != nil {
+			return nil, err
+		}
 		n.lb.Reset(s.lset)
-		n.lb.Set(n.valueLabel, strconv.FormatFloat(s.f, 'f', -1, 64))
+		n.lb.Set(n.valueLabel, v)
 		metric := n.lb.Labels()
 		h := n.key(metric)
 		if gi, ok := n.groups[h]; ok {

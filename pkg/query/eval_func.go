@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/facette/natsort"
@@ -416,8 +418,14 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 	for _, s := range in {
 		if n.join {
 			n.vals = n.vals[:0]
+			size := int64(len(n.sep)) * int64(max(len(n.srcs)-1, 0))
 			for _, src := range n.srcs {
-				n.vals = append(n.vals, s.lset.Get(src))
+				v := s.lset.Get(src)
+				size += int64(len(v))
+				n.vals = append(n.vals, v)
+			}
+			if err := ev.chargeLabelSet(s.lset, n.dst, size); err != nil {
+				return nil, err
 			}
 			n.lb.Reset(s.lset)
 			n.lb.Set(n.dst, strings.Join(n.vals, n.sep))
@@ -426,7 +434,12 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 		} else {
 			srcVal := s.lset.Get(n.src)
 			if idx := n.re.FindStringSubmatchIndex(srcVal); idx != nil {
-				res := n.re.ExpandString(nil, n.repl, srcVal, idx)
+				// Charged at its exact size before anything is built.
+				size := expandedLen(n.re, n.repl, idx)
+				if err := ev.chargeLabelSet(s.lset, n.dst, int64(size)); err != nil {
+					return nil, err
+				}
+				res := n.re.ExpandString(make([]byte, 0, size), n.repl, srcVal, idx)
 				n.lb.Reset(s.lset)
 				n.lb.Set(n.dst, string(res))
 				s.lset = n.lb.Labels()
@@ -445,6 +458,95 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 		n.dup[h] = struct{}{}
 	}
 	return n.out, nil
+}
+
+// expandedLen is len(re.ExpandString(nil, template, src, match)) without
+// building it: the template walk of regexp's expand, summing lengths. It
+// lets label_replace charge a replacement to the label budget before
+// allocating it.
+func expandedLen(re *regexp.Regexp, template string, match []int) int {
+	n := 0
+	group := func(i int) int {
+		if 2*i+1 < len(match) && match[2*i] >= 0 {
+			return match[2*i+1] - match[2*i]
+		}
+		return -1
+	}
+	for template != "" {
+		before, after, ok := strings.Cut(template, "$")
+		if !ok {
+			break
+		}
+		n += len(before)
+		template = after
+		if template != "" && template[0] == '$' {
+			n++ // $$ is $
+			template = template[1:]
+			continue
+		}
+		name, num, rest, ok := extractRef(template)
+		if !ok {
+			n++ // malformed: the $ is kept as text
+			continue
+		}
+		template = rest
+		if num >= 0 {
+			n += max(group(num), 0)
+			continue
+		}
+		for i, sub := range re.SubexpNames() {
+			if sub == name {
+				if l := group(i); l >= 0 {
+					n += l
+					break
+				}
+			}
+		}
+	}
+	return n + len(template)
+}
+
+// extractRef is regexp's extract: a $name, ${name} or $number reference at
+// the start of str (after the $).
+func extractRef(str string) (name string, num int, rest string, ok bool) {
+	if str == "" {
+		return "", 0, "", false
+	}
+	brace := false
+	if str[0] == '{' {
+		brace = true
+		str = str[1:]
+	}
+	i := 0
+	for i < len(str) {
+		r, size := utf8.DecodeRuneInString(str[i:])
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '_' {
+			break
+		}
+		i += size
+	}
+	if i == 0 {
+		return "", 0, "", false
+	}
+	name = str[:i]
+	if brace {
+		if i >= len(str) || str[i] != '}' {
+			return "", 0, "", false
+		}
+		i++
+	}
+	num = 0
+	for j := 0; j < len(name); j++ {
+		if name[j] < '0' || '9' < name[j] || num >= 1e8 {
+			num = -1
+			break
+		}
+		num = num*10 + int(name[j]) - '0'
+	}
+	if name[0] == '0' && len(name) > 1 {
+		num = -1
+	}
+	return name, num, str[i:], true
 }
 
 type bucket struct {
@@ -582,7 +684,11 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 		for _, qv := range n.qvals {
 			for gi := range ng {
 				g := &n.grp[gi]
-				n.out = append(n.out, sample{lset: n.quantileLabels(g, qv), t: t, f: bucketQuantile(qv, g.buckets), drop: true})
+				l, err := n.quantileLabels(ev, g, qv)
+				if err != nil {
+					return nil, err
+				}
+				n.out = append(n.out, sample{lset: l, t: t, f: bucketQuantile(qv, g.buckets), drop: true})
 			}
 		}
 	default:
@@ -595,20 +701,25 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 }
 
 // quantileLabels is a group's labels with the quantile label set to q in
-// OpenMetrics form (getOrCreateLblsWithQuantile), cached.
-func (n *hqNode) quantileLabels(g *hqGroup, q float64) labels.Labels {
+// OpenMetrics form (getOrCreateLblsWithQuantile), cached; a new label set
+// is charged to the label budget.
+func (n *hqNode) quantileLabels(ev *evaluator, g *hqGroup, q float64) (labels.Labels, error) {
 	k := hqOut{h: g.lset.Hash(), q: math.Float64bits(q)}
 	if l, ok := n.qlsets[k]; ok {
-		return l
+		return l, nil
+	}
+	v := labels.FormatOpenMetricsFloat(q)
+	if err := ev.chargeLabelSet(g.lset, n.qlabel, int64(len(v))); err != nil {
+		return labels.EmptyLabels(), err
 	}
 	if n.lb == nil {
 		n.lb = labels.NewBuilder(labels.EmptyLabels())
 	}
 	n.lb.Reset(g.lset)
-	n.lb.Set(n.qlabel, labels.FormatOpenMetricsFloat(q))
+	n.lb.Set(n.qlabel, v)
 	l := n.lb.Labels()
 	n.qlsets[k] = l
-	return l
+	return l, nil
 }
 
 // bucketFraction is Prometheus's BucketFraction: the estimated share of

@@ -396,6 +396,18 @@ func TestNewAggregations(t *testing.T) {
 			assert.Equal(t, tc.want, vecMap(res))
 		})
 	}
+	// count_values and histogram_quantiles build label sets: they are
+	// charged to the label budget.
+	for _, q := range []string{`count_values("v", x)`, `histogram_quantiles(x, "q", 0.5, 0.9)`} {
+		p, err := NewEngine(st).Query(q, Options{MaxLabelBytes: 20})
+		require.NoError(t, err)
+		_, err = p.Eval(context.Background(), 10_000)
+		if q == `count_values("v", x)` {
+			require.ErrorIs(t, err, ErrBudgetExceeded, q)
+		} else {
+			require.NoError(t, err, "x has no le label: no group, no label set built")
+		}
+	}
 	// limit_ratio(r) and limit_ratio(r-1) split the series by their label
 	// hash: every series is in exactly one of them (upstream's sampler).
 	for _, r := range []float64{0.1, 0.3, 0.5, 0.9} {
@@ -454,4 +466,20 @@ func TestSubqueryKeepsTwinsApart(t *testing.T) {
 	assert.Equal(t, mat[0].Labels, mat[1].Labels)
 	assert.Len(t, mat[0].Points, 3)
 	assert.Len(t, mat[1].Points, 3)
+}
+
+// TestHistogramQuantilesLabelBudget: histogram_quantiles charges the label
+// sets it builds.
+func TestHistogramQuantilesLabelBudget(t *testing.T) {
+	st := storeWith(t, map[string][]point{
+		`h_bucket{le="1"}`:    {{10, 1}},
+		`h_bucket{le="+Inf"}`: {{10, 2}},
+	})
+	p, err := NewEngine(st).Query(`histogram_quantiles(h_bucket, "q", 0.5, 0.9)`, Options{MaxLabelBytes: 20})
+	require.NoError(t, err)
+	_, err = p.Eval(context.Background(), 10_000)
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+	res, err := evalAt(t, st, `histogram_quantiles(h_bucket, "q", 0.5, 0.9)`, 10, Options{})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]float64{`{q="0.5"}`: 1, `{q="0.9"}`: 1}, vecMap(res))
 }

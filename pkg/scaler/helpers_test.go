@@ -3,6 +3,7 @@ package scaler
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,6 +63,7 @@ type fakeStream struct {
 	grpc.ServerStream
 	ctx   context.Context
 	block chan struct{}
+	calls atomic.Int32 // Send calls, including one still blocked
 
 	mu   sync.Mutex
 	sent []bool
@@ -70,6 +72,7 @@ type fakeStream struct {
 func (f *fakeStream) Context() context.Context { return f.ctx }
 
 func (f *fakeStream) Send(m *externalscaler.IsActiveResponse) error {
+	f.calls.Add(1)
 	if f.block != nil {
 		select {
 		case <-f.block:

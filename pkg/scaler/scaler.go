@@ -40,6 +40,10 @@ var (
 	ErrWarmingUp = errors.New("warming up")
 	// ErrBudget means an evaluation exceeded its time budget.
 	ErrBudget = errors.New("evaluation exceeded its budget")
+	// ErrTooManyStreams means Config.MaxStreams streams are already open.
+	ErrTooManyStreams = errors.New("too many open streams")
+	// ErrEvalPanic means an evaluation panicked; it was recovered.
+	ErrEvalPanic = errors.New("evaluation panicked")
 )
 
 // Config configures the scaler.
@@ -55,6 +59,15 @@ type Config struct {
 	// EvalBudget bounds the time of one evaluation; the engine checks it
 	// while evaluating. Default 1s.
 	EvalBudget time.Duration
+	// MaxLabelBytes bounds the bytes of label sets one evaluation creates
+	// (label_replace, label_join); over it, ResourceExhausted. Zero means
+	// query.DefaultMaxLabelBytes (8 MiB).
+	MaxLabelBytes int64
+	// MaxStreams bounds the open StreamIsActive and StreamMetricSpec
+	// streams together; one more is refused with ResourceExhausted (KEDA
+	// retries). Default 10,000: KEDA opens both for each external-push
+	// trigger, so 5,000 such triggers.
+	MaxStreams int
 	// MaxSamples bounds the series and samples one evaluation touches
 	// (keda-contract.md §8.1: over it, ResourceExhausted). Default 500,000:
 	// a KServe histogram_quantile over 1,000 pods × 11 buckets × 21 samples
@@ -79,6 +92,11 @@ type Settings struct {
 	// OnPush is a test hook: when set, it is called on the stream's
 	// goroutine right after a true message's Send returned.
 	OnPush func()
+	// OnPanic is told about a panic the scaler recovered on a goroutine no
+	// RPC boundary covers (a trigger's shared push evaluation), with the
+	// method it served and the stack; the server logs and counts it. Nil
+	// logs it at Error.
+	OnPanic func(method string, recovered any, stack []byte)
 }
 
 // Scaler implements externalscaler.ExternalScalerServer.
@@ -92,20 +110,25 @@ type Scaler struct {
 	store   *store.Store
 	now     func() time.Time
 	onPush  func()
+	onPanic func(method string, recovered any, stack []byte)
 	logger  *slog.Logger
 	m       *metrics
 	cache   *triggerCache
 	subs    *subIndex
 	drainCh chan struct{}
+	// evalHook, when set (by tests, before any call), runs inside every
+	// evaluation with the trigger's lock held, e.g. to inject a panic.
+	evalHook func(*trigger)
 
 	mu        sync.Mutex // guards warmTimer, drained and warmEnded
 	warmTimer *time.Timer
 	drained   bool
 	warmEnded bool // EndWarmup was called: Start ends warm-up at once
 
-	draining   atomic.Bool
-	warmStart  atomic.Int64 // unix ns of the warm-up start
-	warmIsDone atomic.Bool
+	draining    atomic.Bool
+	openStreams atomic.Int64 // StreamIsActive and StreamMetricSpec streams, against cfg.MaxStreams
+	warmStart   atomic.Int64 // unix ns of the warm-up start
+	warmIsDone  atomic.Bool
 }
 
 // New returns a scaler evaluating with engine over st. Warm-up starts now;
@@ -126,6 +149,9 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 	if cfg.MaxTriggers <= 0 {
 		cfg.MaxTriggers = 10_000
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 10_000
+	}
 	if set.Logger == nil {
 		set.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -138,10 +164,16 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		store:   st,
 		now:     set.Now,
 		onPush:  set.OnPush,
+		onPanic: set.OnPanic,
 		logger:  set.Logger.With("component", "scaler"),
 		m:       newMetrics(set.Registerer),
 		subs:    newSubIndex(),
 		drainCh: make(chan struct{}),
+	}
+	if s.onPanic == nil {
+		s.onPanic = func(method string, p any, stack []byte) {
+			s.logger.Error("Panic recovered", "method", method, "panic", fmt.Sprint(p), "stack", string(stack))
+		}
 	}
 	s.cache = newTriggerCache(cfg.TriggerTTL, cfg.MaxTriggers, s.m.triggers)
 	s.Start()
@@ -252,7 +284,7 @@ func (s *Scaler) newTrigger(ns, name string, md map[string]string) (*trigger, er
 	lw, lerr := lower(s.engine.Parse, sp.query, sp.op, sp.window)
 	var plan *query.Plan
 	if lerr == nil {
-		plan, lerr = s.engine.Compile(lw.expr, query.Options{LookbackDelta: sp.lookback, MaxSamples: s.cfg.MaxSamples})
+		plan, lerr = s.engine.Compile(lw.expr, query.Options{LookbackDelta: sp.lookback, MaxSamples: s.cfg.MaxSamples, MaxLabelBytes: s.cfg.MaxLabelBytes})
 	}
 	if lerr != nil {
 		_, from, _, _ := lookup(md, "metricQuery", "query")
@@ -290,15 +322,7 @@ func cloneMap(m map[string]string) map[string]string {
 // KEDA can use (never negative, NaN or infinite).
 func (s *Scaler) evaluate(ctx context.Context, t *trigger) (float64, error) {
 	start := time.Now()
-	bctx, cancel := context.WithTimeout(ctx, s.cfg.EvalBudget)
-	t.mu.Lock()
-	res, err := t.plan.Eval(bctx, s.now().UnixMilli())
-	var v float64
-	if err == nil {
-		v, err = t.reduce(res)
-	}
-	t.mu.Unlock()
-	cancel()
+	v, err := s.evalLocked(ctx, t)
 	took := time.Since(start)
 	s.m.evalSeconds.Observe(took.Seconds())
 	if err != nil {
@@ -313,6 +337,24 @@ func (s *Scaler) evaluate(ctx context.Context, t *trigger) (float64, error) {
 		return 0, fmt.Errorf("ScaledObject %s/%s: %w (took %s of %s): narrow the query's selectors", t.namespace, t.name, ErrBudget, took, s.cfg.EvalBudget)
 	}
 	return v, nil
+}
+
+// evalLocked evaluates t's plan under its lock. The unlock is deferred so a
+// panic inside the evaluation (recovered by the RPC's boundary or the
+// feed's) never leaves the trigger locked for the next caller.
+func (s *Scaler) evalLocked(ctx context.Context, t *trigger) (float64, error) {
+	bctx, cancel := context.WithTimeout(ctx, s.cfg.EvalBudget)
+	defer cancel()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.evalHook != nil {
+		s.evalHook(t)
+	}
+	res, err := t.plan.Eval(bctx, s.now().UnixMilli())
+	if err != nil {
+		return 0, err
+	}
+	return t.reduce(res)
 }
 
 // reduce turns a query result into the one value of keda-contract.md §5,
@@ -431,6 +473,10 @@ func (s *Scaler) StreamMetricSpec(ref *externalscaler.ScaledObjectRef, stream gr
 	if err != nil {
 		return s.toStatus(methodStreamMetricSpec, err)
 	}
+	if err := s.acquireStream(); err != nil {
+		return s.toStatus(methodStreamMetricSpec, err)
+	}
+	defer s.releaseStream()
 	if err := stream.Send(t.specResponse()); err != nil {
 		s.m.rpc(methodStreamMetricSpec, codes.OK)
 		return nil
@@ -468,7 +514,7 @@ func (s *Scaler) toStatus(method string, err error) error {
 		c = codes.NotFound
 	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite):
 		c = codes.FailedPrecondition
-	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded):
+	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded), errors.Is(err, ErrTooManyStreams):
 		c = codes.ResourceExhausted
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		st := status.FromContextError(err)

@@ -351,6 +351,9 @@ var configEnv = []struct {
 	{"maxLabelValueLength", "2048", "KOS_MAX_LABEL_VALUE_LENGTH", "2048"},
 	{"maxMetricNameLength", 512, "KOS_MAX_METRIC_NAME_LENGTH", "512"},
 	{"seriesTTL", "5m", "KOS_SERIES_TTL", "5m"},
+	{"maxStreams", 20000, "KOS_MAX_STREAMS", "20000"},
+	{"queryMaxLabelBytes", "16MiB", "KOS_QUERY_MAX_LABEL_BYTES", "16MiB"},
+	{"grpcReflection", false, "KOS_GRPC_REFLECTION", "false"},
 }
 
 func container(t *testing.T, o objects) corev1.Container {

@@ -78,6 +78,9 @@ mapped to their flag names; empty values are left to the server's default.
   "maxLabelValueLength" "max-label-value-length"
   "maxMetricNameLength" "max-metric-name-length"
   "seriesTTL" "series-ttl"
+  "maxStreams" "max-streams"
+  "queryMaxLabelBytes" "query-max-label-bytes"
+  "grpcReflection" "grpc-reflection"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
