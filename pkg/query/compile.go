@@ -524,6 +524,7 @@ func (c *compiler) call(e *parser.Call) (node, error) {
 		if n.qs, err = c.scalarArgs(e.Args[2:]); err != nil {
 			return nil, err
 		}
+		c.timing = append(c.timing, timingItem{hq: n, parent: c.parent(), frozen: c.frozen})
 		return n, nil
 	case "sort", "sort_desc":
 		child, err := c.compile(e.Args[0])

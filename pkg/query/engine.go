@@ -568,6 +568,9 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 			h := e.lset.Hash()
 			s, prev := byHash[h], (*series)(nil)
 			for s != nil && len(s.pts) > 0 && s.pts[len(s.pts)-1].T == t {
+				if p.ev.dupLabels {
+					return nil, errors.New(errSameLabelset)
+				}
 				s, prev = s.next, s
 			}
 			if s == nil {

@@ -43,6 +43,10 @@ type evaluator struct {
 	// same.
 	start, end, interval int64
 	scope                uint64
+	// dupLabels is set when a node produced two elements with the same
+	// labels that are not hidden twins (histogram_quantiles with a
+	// repeated q): they may not share a step of a range query's result.
+	dupLabels bool
 	// labels counts the bytes of label sets created so far (chargeLabels);
 	// maxLabels is its budget.
 	labels, maxLabels int64

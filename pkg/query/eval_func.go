@@ -570,6 +570,12 @@ type hqNode struct {
 	qlabel    string
 	qvals     []float64
 	qlsets    map[hqOut]labels.Labels
+	// rangeMode is set (per query) when its evaluator runs more than one
+	// step: Prometheus's range evaluation then rejects two output
+	// elements with the same labels in one step, which a repeated q or a
+	// quantile label that overwrites a grouping label produces.
+	rangeMode bool
+	dups      map[uint64]struct{}
 
 	buf    []byte
 	groups map[uint64]int
@@ -689,6 +695,25 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 					return nil, err
 				}
 				n.out = append(n.out, sample{lset: l, t: t, f: bucketQuantile(qv, g.buckets), drop: true})
+			}
+		}
+		if len(n.out) > 1 {
+			if n.dups == nil {
+				n.dups = make(map[uint64]struct{}, len(n.out))
+			}
+			clear(n.dups)
+			for _, e := range n.out {
+				h := e.lset.Hash()
+				if _, dup := n.dups[h]; dup {
+					if n.rangeMode {
+						return nil, errors.New(errSameLabelset)
+					}
+					// A single step keeps them; they clash if they reach
+					// the result (EvalRange, Plan.Eval's final check).
+					ev.dupLabels = true
+					break
+				}
+				n.dups[h] = struct{}{}
 			}
 		}
 	default:

@@ -46,6 +46,7 @@ type timingItem struct {
 	sub *subqueryNode
 	at  *atMod // a selector's or range selector's @ (a subquery's is sub.at)
 	inv *invNode
+	hq  *hqNode // histogram_quantiles, which needs to know its evaluator's mode
 	// parent is the index of the innermost enclosing subquery's item, or
 	// -1 at the top of the query.
 	parent int
@@ -145,6 +146,8 @@ func (p *Plan) prepareScope(ev *evaluator) {
 			p.resolveAt(ev, it.at, pStart)
 		case it.inv != nil:
 			it.inv.r = pStart
+		case it.hq != nil:
+			it.hq.rangeMode = pStart != pEnd
 		}
 	}
 }

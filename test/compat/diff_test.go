@@ -365,6 +365,13 @@ func (c *diffCase) run(ctx context.Context, st *stats, source, q string) {
 		st.declinedTotal++
 		return
 	}
+	noisyInRange, noisyInSubquery := orderSensitive(q)
+	if noisyInSubquery {
+		st.declined["nondeterministic: order-sensitive rounding in a subquery"]++
+		st.declinedTotal++
+		return
+	}
+	orderDependent = orderDependent || noisyInRange
 	for _, t := range times {
 		prom := evalProm(ctx, c.prom, c.store, q, t, lookback)
 		our := outcome{err: compileErr}
@@ -437,6 +444,48 @@ func limitkOrder(q string) (has, unordered bool) {
 		return nil
 	})
 	return has, unordered
+}
+
+// orderSensitive reports whether q's answer depends on the order of an
+// aggregation's input beyond the comparison's tolerance: stddev and
+// stdvar (Welford's running mean; a variance that cancels to about 0
+// comes out as 0 or 1e-16 depending on the order), and count_values over
+// any aggregation (its labels spell the values to the last bit). In a
+// range query (and in a subquery, which Prometheus evaluates as one)
+// Prometheus feeds aggregations in map order, so these answers are not
+// reproducible, not even by Prometheus. inRange: anywhere in q;
+// inSubquery: inside a subquery, which matters for instant queries too.
+func orderSensitive(q string) (inRange, inSubquery bool) {
+	expr, err := parser.NewParser(parser.Options{EnableExperimentalFunctions: true}).ParseExpr(q)
+	if err != nil {
+		return false, false
+	}
+	parser.Inspect(expr, func(n parser.Node, path []parser.Node) error {
+		a, ok := n.(*parser.AggregateExpr)
+		if !ok {
+			return nil
+		}
+		sensitive := a.Op == parser.STDDEV || a.Op == parser.STDVAR
+		if a.Op == parser.COUNT_VALUES {
+			parser.Inspect(a.Expr, func(m parser.Node, _ []parser.Node) error {
+				if _, ok := m.(*parser.AggregateExpr); ok {
+					sensitive = true
+				}
+				return nil
+			})
+		}
+		if !sensitive {
+			return nil
+		}
+		inRange = true
+		for _, p := range path {
+			if _, ok := p.(*parser.SubqueryExpr); ok {
+				inSubquery = true
+			}
+		}
+		return nil
+	})
+	return inRange, inSubquery
 }
 
 // orBelowRoot reports an `or` below the root of q. Prometheus's range
