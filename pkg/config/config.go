@@ -154,13 +154,25 @@ type Scaler struct {
 	MaxStreams int
 }
 
-// Query configures query evaluation (KEDA triggers and /api/v1/*).
+// Query configures query evaluation (KEDA triggers and /api/v1/*) and
+// bounds the Prometheus HTTP query API: its memory is at most
+// MaxConcurrency × MaxSamples × 16 B plus the plans being evaluated.
 type Query struct {
 	// MaxLabelBytes caps the bytes of label sets one evaluation may create
 	// with label_replace and label_join; over it the evaluation fails
 	// (ResourceExhausted for KEDA, 422 for the HTTP API) before the memory
 	// is taken. Default 8 MiB.
 	MaxLabelBytes int64
+	// MaxConcurrency is how many API requests that read the store are
+	// evaluated and written at once; others wait for a slot. Default 4.
+	MaxConcurrency int
+	// MaxSamples caps the samples (16 B each) one API answer holds: range
+	// query points, vector elements, raw samples, listed series. Larger
+	// answers fail with 422. Default 5,000,000 (80 MB).
+	MaxSamples int
+	// Timeout bounds an API request's wait for a slot and its evaluation,
+	// and separately the writing of its answer to a slow client. Default 2m.
+	Timeout time.Duration
 }
 
 // MaxStreamsLimit is the largest --max-streams: the per-connection stream
@@ -210,7 +222,7 @@ func Default() Config {
 			MaxTriggerBytes:   2 << 20,
 			TriggerCacheBytes: 64 << 20,
 		},
-		Query: Query{MaxLabelBytes: 8 << 20},
+		Query: Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 4, MaxSamples: 5_000_000, Timeout: 2 * time.Minute},
 		Log:   Log{Format: "text", Level: "info"},
 	}
 }
@@ -316,6 +328,15 @@ func (c Config) Validate() error {
 	}
 	if c.Query.MaxLabelBytes < 1<<10 {
 		errs = append(errs, fmt.Errorf("--query-max-label-bytes %d must be >= 1KiB (a label set of a few labels)", c.Query.MaxLabelBytes))
+	}
+	if c.Query.MaxConcurrency <= 0 {
+		errs = append(errs, fmt.Errorf("--query-max-concurrency %d must be > 0", c.Query.MaxConcurrency))
+	}
+	if c.Query.MaxSamples <= 0 {
+		errs = append(errs, fmt.Errorf("--query-max-samples %d must be > 0", c.Query.MaxSamples))
+	}
+	if c.Query.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--query-timeout %v must be > 0", c.Query.Timeout))
 	}
 	switch c.Log.Format {
 	case "text", "json":

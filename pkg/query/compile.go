@@ -54,8 +54,9 @@ type compiler struct {
 	unprocessed bool
 	// extra is the range plus offset of the enclosing subqueries, ms, for
 	// the window.
-	extra   int64
-	fixedAt bool // a fixed @ timestamp appears
+	extra int64
+	// held is the plan's bound on the points its subqueries hold.
+	held *heldPoints
 }
 
 func (c *compiler) parent() int {
@@ -208,7 +209,6 @@ func (c *compiler) atModifier(ts *int64, startOrEnd parser.ItemType, offset int6
 	a := &atMod{startOrEnd: startOrEnd, orig: offset, chain: slices.Clone(c.subqs)}
 	if ts != nil {
 		a.ts, a.startOrEnd = *ts, 0
-		c.fixedAt = true
 	}
 	return a
 }
@@ -218,7 +218,7 @@ func (c *compiler) subquery(e *parser.SubqueryExpr) (*subqueryNode, error) {
 	if e.RangeExpr != nil || e.StepExpr != nil || e.OriginalOffsetExpr != nil {
 		return nil, unsupported(e, "subquery duration expression", "duration expressions are not implemented")
 	}
-	s := &subqueryNode{rng: e.Range.Milliseconds(), step: e.Step.Milliseconds(), offset: e.OriginalOffset.Milliseconds()}
+	s := &subqueryNode{rng: e.Range.Milliseconds(), step: e.Step.Milliseconds(), offset: e.OriginalOffset.Milliseconds(), held: c.held}
 	switch {
 	case e.Step != 0 && s.step <= 0:
 		return nil, unsupported(e, "subquery resolution", "the step must be at least 1ms")

@@ -632,7 +632,7 @@ func runEval(ev *confEval, plan *Plan, cerr error) error {
 			step = 1
 		}
 		var mat []RangeSeries
-		mat, err = plan.EvalRange(ctx, ev.from, ev.to, step, 0)
+		mat, err = plan.EvalRange(ctx, ev.from, ev.to, step, nil)
 		for _, s := range mat {
 			se := &series{lset: s.Labels}
 			for _, pt := range s.Points {

@@ -326,6 +326,11 @@ type Options struct {
 	// (`x[5m:]`). Below 1ms (zero included) means DefaultSubqueryStep,
 	// Prometheus's default.
 	SubqueryStep time.Duration
+	// MaxSubqueryPoints caps the points (16 B each) the plan's subqueries
+	// hold at once, so a plan's memory is bounded whatever the sample
+	// budget lets one step read; past it, Eval returns an error matching
+	// ErrBudgetExceeded. Zero means MaxSamples.
+	MaxSubqueryPoints int
 	// MaxLabelBytes caps the bytes of label sets one evaluation may create
 	// (label_replace and label_join: every label set they build counts its
 	// encoded size, and a replacement is checked at its upper bound before
@@ -361,9 +366,13 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if opts.SubqueryStep < time.Millisecond {
 		opts.SubqueryStep = DefaultSubqueryStep
 	}
+	if opts.MaxSubqueryPoints <= 0 {
+		opts.MaxSubqueryPoints = opts.MaxSamples
+	}
 	c := compiler{
 		store: e.store, lookback: opts.LookbackDelta.Milliseconds(), normalize: !e.exactNumericLabels,
 		subqStep: opts.SubqueryStep.Milliseconds(), wrap: map[parser.Expr]bool{},
+		held: &heldPoints{max: int64(opts.MaxSubqueryPoints)},
 	}
 	if _, wrapRoot := stepInvariance(expr, c.wrap); wrapRoot {
 		c.wrap[expr] = true
@@ -375,9 +384,6 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	var warnings []string
 	if w := time.Duration(c.window) * time.Millisecond; w > e.store.Retention() {
 		warnings = append(warnings, fmt.Sprintf("query reads %v back (range or lookback plus offset) but the store keeps %v; older samples are missing", w, e.store.Retention()))
-	}
-	if c.fixedAt {
-		warnings = append(warnings, fmt.Sprintf("query reads at a fixed time (@ <timestamp>); once that time is older than the store's retention (%v) its selectors are empty", e.store.Retention()))
 	}
 	return &Plan{
 		timing:     c.timing,
@@ -418,10 +424,12 @@ type Plan struct {
 	// frame, in evaluation order (see eval_subquery.go).
 	timing []timingItem
 
-	ev        evaluator
-	scope     uint64 // counts the queries evaluated, see evaluator.scope
-	out       []Sample
-	dup       map[uint64]struct{}
+	ev    evaluator
+	scope uint64 // counts the queries evaluated, see evaluator.scope
+	out   []Sample
+	// dup maps an output label set's hash to the index of the element
+	// that has it, for the final same-labelset check.
+	dup       map[uint64]int
 	scalarOut vector
 }
 
@@ -496,46 +504,57 @@ const MaxRangeSteps = 11_000
 // MaxRangeSteps.
 var ErrTooManySteps = errors.New("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
 
-// ErrTooManyPoints means a range query's result would hold more points
-// than the caller allows.
-var ErrTooManyPoints = errors.New("query result has too many points")
-
 // Point is one step of a range query's series.
 type Point struct {
 	T int64 // unix ms
 	F float64
 }
 
-// RangeSeries is one series of a range query's result. Its labels are the
-// caller's (copied out of the plan).
+// RangeSeries is one series of a range query's result. Its labels are
+// immutable (the store's or the plan's) and may be kept.
 type RangeSeries struct {
 	Labels labels.Labels
 	Points []Point
 }
 
+// RangeSeriesCost is what EvalRange charges for a new series, in the
+// units of its charge function (16 B, a point): the series' bookkeeping.
+const RangeSeriesCost = 8
+
 // EvalRange evaluates the plan as a Prometheus range query: at start,
-// start+step, …, up to end (unix milliseconds), and returns the series,
-// sorted by labels, each with its points in time order. @ start() and @
-// end() are start and end; step-invariant parts (an @ selector, and what
-// Prometheus's PreprocessExpr wraps) are evaluated once, at start, and
-// subqueries evaluate each of their steps once for the whole range, as
-// Prometheus does. Each step gets the plan's sample budget; the result
-// may hold at most maxPoints points (0: no limit), past which it fails
-// with ErrTooManyPoints.
+// start+step, …, up to end (unix milliseconds; step >= 1), and returns the
+// series, sorted by labels (hidden twins in creation order), each with its
+// points in time order. @ start() and @ end() are start and end;
+// step-invariant parts (an @ selector, and what Prometheus's
+// PreprocessExpr wraps) are evaluated once, at start, and subqueries
+// evaluate each of their steps once for the whole range, as Prometheus
+// does. Each step gets the plan's sample and label budgets.
+//
+// charge, when not nil, is told the memory the result is about to take, in
+// units of 16 B (one point), before it is allocated: RangeSeriesCost per
+// new series and every growth of a series' points (by a quarter, so spare
+// capacity is charged too). Its error stops the evaluation and is
+// returned, so the caller bounds the result's memory.
 //
 // As in Prometheus's range evaluation, whether a series loses __name__ is
 // decided once per output series (by its first step, or for an
 // aggregation by its last), not per step.
-func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints int) ([]RangeSeries, error) {
+func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge func(units int) error) ([]RangeSeries, error) {
 	if step <= 0 || end < start {
 		return nil, fmt.Errorf("invalid range: start %d, end %d, step %d", start, end, step)
 	}
-	if (end-start)/step > MaxRangeSteps {
+	// end >= start, so the span fits a uint64 even where it overflows an
+	// int64; the grid's last time is at most end.
+	steps := (uint64(end) - uint64(start)) / uint64(step)
+	if steps > MaxRangeSteps {
 		return nil, ErrTooManySteps
+	}
+	if charge == nil {
+		charge = func(int) error { return nil }
 	}
 	p.beginQuery(start, end, step)
 	type series struct {
-		lset labels.Labels // full labels, copied
+		lset labels.Labels // full labels
 		drop bool
 		pts  []Point
 		next *series // the next series with the same labels' hash
@@ -543,10 +562,22 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 	var (
 		all    []*series
 		byHash = map[uint64]*series{}
-		points int
 	)
+	grow := func(pts []Point, n int) ([]Point, error) {
+		if len(pts)+n <= cap(pts) {
+			return pts, nil
+		}
+		extra := max(cap(pts)/4+4, len(pts)+n-cap(pts))
+		if err := charge(extra); err != nil {
+			return nil, err
+		}
+		np := make([]Point, len(pts), cap(pts)+extra)
+		copy(np, pts)
+		return np, nil
+	}
 	dropLast := p.rootDropLast()
-	for t := start; t <= end; t += step {
+	for k := range steps + 1 {
+		t := int64(uint64(start) + k*uint64(step))
 		if err := ctxErr(ctx); err != nil {
 			return nil, err
 		}
@@ -557,9 +588,6 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 		if p.root.valueType() == parser.ValueTypeScalar {
 			p.scalarOut = append(p.scalarOut[:0], sample{lset: labels.EmptyLabels(), f: scalar})
 			vec = p.scalarOut
-		}
-		if points += len(vec); maxPoints > 0 && points > maxPoints {
-			return nil, ErrTooManyPoints
 		}
 		for _, e := range vec {
 			// Elements with the same labels in one step (hidden twins,
@@ -574,7 +602,10 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 				s, prev = s.next, s
 			}
 			if s == nil {
-				s = &series{lset: e.lset.Copy(), drop: e.drop}
+				if err := charge(RangeSeriesCost); err != nil {
+					return nil, err
+				}
+				s = &series{lset: e.lset, drop: e.drop}
 				all = append(all, s)
 				if prev == nil {
 					byHash[h] = s
@@ -584,6 +615,9 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 			}
 			if dropLast {
 				s.drop = e.drop
+			}
+			if s.pts, err = grow(s.pts, 1); err != nil {
+				return nil, err
 			}
 			s.pts = append(s.pts, Point{T: t, F: e.f})
 		}
@@ -611,6 +645,10 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, maxPoints 
 			continue
 		}
 		m := &out[i]
+		var err error
+		if m.Points, err = grow(m.Points, len(s.pts)); err != nil {
+			return nil, err
+		}
 		m.Points = append(m.Points, s.pts...)
 		slices.SortFunc(m.Points, func(a, b Point) int { return cmpInt(a.T, b.T) })
 		for k := 1; k < len(m.Points); k++ {
@@ -672,15 +710,15 @@ func (p *Plan) evalStep(ctx context.Context, t int64) (Result, error) {
 	}
 	if len(p.out) > 1 {
 		if p.dup == nil {
-			p.dup = make(map[uint64]struct{}, len(p.out))
+			p.dup = make(map[uint64]int, len(p.out))
 		}
 		clear(p.dup)
-		for _, s := range p.out {
+		for i, s := range p.out {
 			h := s.Labels.Hash()
-			if _, ok := p.dup[h]; ok {
+			if j, ok := p.dup[h]; ok && (p.ev.dupLabels || !twins(vec[i].lset, vec[j].lset)) {
 				return Result{}, errors.New(errSameLabelset)
 			}
-			p.dup[h] = struct{}{}
+			p.dup[h] = i
 		}
 	}
 	return Result{Vector: p.out}, nil
@@ -701,3 +739,14 @@ func (p *Plan) evalRaw(ctx context.Context, t int64) (vector, float64, error) {
 	vec, err := p.root.eval(&p.ev, t)
 	return vec, 0, err
 }
+
+// twins reports whether two elements that ended with the same labels
+// already had the same labels before __name__ was dropped: then they are
+// hidden twins, series the store keeps apart by resource attributes that
+// are not labels (otlp-contract.md §8.3), and both are answered. Prometheus
+// never sees such a pair (its storage would hold one series), so every
+// collision it reports is one where the labels differed before: dropping
+// __name__ made x{a="1"} and y{a="1"} equal, or label_replace rewrote two
+// different series alike. Those stay errors. Only a collision pays for the
+// comparison.
+func twins(a, b labels.Labels) bool { return labels.Equal(a, b) }

@@ -264,7 +264,15 @@ type subqueryNode struct {
 	fused *rangeNode
 	accs  []sumSink
 	one   vector
+	// held counts the points all subqueries of the plan hold, against the
+	// plan's bound (Options.MaxSubqueryPoints).
+	held *heldPoints
 }
+
+// heldPoints bounds the memory of a plan's subquery matrices: the points
+// they hold at once (16 B each), whatever the sample budget allows a step
+// to read.
+type heldPoints struct{ n, max int64 }
 
 type subqSeries struct {
 	lset  labels.Labels
@@ -351,6 +359,10 @@ func (s *subqueryNode) evalFused(ev *evaluator, t0 int64, nsteps int) error {
 }
 
 func (s *subqueryNode) reset() {
+	for i := range s.series {
+		s.held.n -= int64(len(s.series[i].pts))
+		s.series[i].pts = s.series[i].pts[:0]
+	}
 	s.series = s.series[:0]
 	if s.byHash == nil {
 		s.byHash = make(map[uint64]int32)
@@ -364,6 +376,7 @@ func (s *subqueryNode) reset() {
 func (s *subqueryNode) trim(first int64) {
 	if first == math.MaxInt64 {
 		for i := range s.series {
+			s.held.n -= int64(len(s.series[i].pts))
 			s.series[i].pts = s.series[i].pts[:0]
 		}
 		return
@@ -377,6 +390,7 @@ func (s *subqueryNode) trim(first int64) {
 		if k > 0 {
 			n := copy(pts, pts[k:])
 			s.series[i].pts = pts[:n]
+			s.held.n -= int64(k)
 		}
 	}
 }
@@ -445,6 +459,10 @@ func (s *subqueryNode) add(ev *evaluator, ts int64, in vector) error {
 		// Prometheus's matrixIterSlice skips stale markers; a computed
 		// value can carry that payload only by negating a negative one.
 		if !value.IsStaleNaN(e.f) {
+			if s.held.n >= s.held.max {
+				return fmt.Errorf("%w: subqueries would hold more than %d points at once", ErrBudgetExceeded, s.held.max)
+			}
+			s.held.n++
 			sr.pts = append(sr.pts, store.Sample{T: ts, V: e.f})
 		}
 	}

@@ -115,7 +115,7 @@ func TestAtModifier(t *testing.T) {
 		t.Run("range "+tc.q, func(t *testing.T) {
 			p, err := e.Query(tc.q, Options{})
 			require.NoError(t, err)
-			mat, err := p.EvalRange(context.Background(), 500_000, 600_000, 20_000, 0)
+			mat, err := p.EvalRange(context.Background(), 500_000, 600_000, 20_000, nil)
 			require.NoError(t, err)
 			require.Len(t, mat, 1)
 			require.Len(t, mat[0].Points, 6)
@@ -144,7 +144,7 @@ func TestEvalRangeMatchesEval(t *testing.T) {
 		t.Run(q, func(t *testing.T) {
 			p, err := e.Query(q, Options{})
 			require.NoError(t, err)
-			mat, err := p.EvalRange(context.Background(), 600_000, 900_000, 25_000, 0)
+			mat, err := p.EvalRange(context.Background(), 600_000, 900_000, 25_000, nil)
 			require.NoError(t, err)
 			got := map[string]float64{}
 			for _, s := range mat {
@@ -248,9 +248,9 @@ func TestSubqueryFusedMatchesPerStep(t *testing.T) {
 			}
 			require.NotZero(t, nonEmpty, q)
 			// And as range queries, where the matrix slides.
-			ma, err := fused.EvalRange(context.Background(), 300_000, 1_200_000, 13_000, 0)
+			ma, err := fused.EvalRange(context.Background(), 300_000, 1_200_000, 13_000, nil)
 			require.NoError(t, err)
-			mb, err := perStep.EvalRange(context.Background(), 300_000, 1_200_000, 13_000, 0)
+			mb, err := perStep.EvalRange(context.Background(), 300_000, 1_200_000, 13_000, nil)
 			require.NoError(t, err)
 			require.Len(t, ma, len(mb), q)
 			for i := range ma {
@@ -288,6 +288,26 @@ func TestSubqueryBudget(t *testing.T) {
 	res, err := p.Eval(context.Background(), 1_000_000)
 	require.NoError(t, err)
 	assert.Len(t, res.Vector, 20)
+
+	// The points held at once have their own bound (the HTTP API sets it
+	// to its answer budget), and what is held is given back: after many
+	// evaluations, and after a failed one, the count is what one window
+	// holds.
+	p, err = e.Query(`max_over_time(g[5m:1s]) + max_over_time(g[1m:1s])`, Options{MaxSubqueryPoints: 5_000})
+	require.NoError(t, err)
+	_, err = p.Eval(context.Background(), 1_000_000)
+	require.ErrorIs(t, err, ErrBudgetExceeded)
+	p, err = e.Query(`max_over_time(g[5m:1s]) + max_over_time(g[1m:1s])`, Options{MaxSubqueryPoints: 7_200})
+	require.NoError(t, err)
+	held := findSubqueries(p)[0].held
+	for ts := int64(600_000); ts < 1_000_000; ts += 7_000 {
+		_, err := p.Eval(context.Background(), ts)
+		require.NoError(t, err)
+		assert.LessOrEqual(t, held.n, int64(7_200))
+	}
+	_, err = p.EvalRange(context.Background(), 600_000, 1_000_000, 10_000, nil)
+	require.NoError(t, err)
+	assert.Equal(t, int64(20*300+20*60), held.n, "one window of each subquery")
 }
 
 // TestSubqueryWarmAllocsMovingTime: a subquery trigger evaluated at
@@ -338,7 +358,7 @@ func TestStepInvariantEvaluatedOnce(t *testing.T) {
 	e := NewEngine(st)
 	p, err := e.Query(`sum(rate(c[5m] @ 900))`, Options{})
 	require.NoError(t, err)
-	mat, err := p.EvalRange(context.Background(), 600_000, 1_100_000, 10_000, 0)
+	mat, err := p.EvalRange(context.Background(), 600_000, 1_100_000, 10_000, nil)
 	require.NoError(t, err)
 	require.Len(t, mat, 1)
 	require.Len(t, mat[0].Points, 51)
@@ -451,7 +471,7 @@ func TestSubqueryKeepsTwinsApart(t *testing.T) {
 		require.NoError(t, err, q)
 		require.Len(t, res.Vector, 1, q)
 		assert.InDelta(t, want, res.Vector[0].F, 1e-9, q)
-		mat, err := p.EvalRange(context.Background(), 200_000, 300_000, 50_000, 0)
+		mat, err := p.EvalRange(context.Background(), 200_000, 300_000, 50_000, nil)
 		require.NoError(t, err, q)
 		require.Len(t, mat, 1, q)
 		for _, pt := range mat[0].Points {
@@ -460,7 +480,7 @@ func TestSubqueryKeepsTwinsApart(t *testing.T) {
 	}
 	p, err := e.Query(`x`, Options{})
 	require.NoError(t, err)
-	mat, err := p.EvalRange(context.Background(), 200_000, 300_000, 50_000, 0)
+	mat, err := p.EvalRange(context.Background(), 200_000, 300_000, 50_000, nil)
 	require.NoError(t, err)
 	require.Len(t, mat, 2, "two series with the same labels")
 	assert.Equal(t, mat[0].Labels, mat[1].Labels)

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
@@ -195,7 +196,11 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/metrics", sec.ingest(s.receiver))
-	query.NewAPI(s.engine, set.Now).Register(mux)
+	promapi.New(s.engine, s.store, promapi.Config{
+		MaxConcurrency: cfg.Query.MaxConcurrency,
+		MaxSamples:     cfg.Query.MaxSamples,
+		Timeout:        cfg.Query.Timeout,
+	}, promapi.Settings{Now: set.Now}).Register(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)

@@ -276,7 +276,7 @@ func (o *ours) compile(q string, lookback time.Duration) (plan *query.Plan, decl
 // the HTTP API's query_range), every step's elements keyed by series and
 // step, a scalar as the series {}.
 func (o *ours) evalRange(ctx context.Context, plan *query.Plan, start, end, step int64) outcome {
-	mat, err := plan.EvalRange(ctx, start, end, step, 0)
+	mat, err := plan.EvalRange(ctx, start, end, step, nil)
 	if err != nil {
 		return outcome{err: err}
 	}

@@ -363,6 +363,9 @@ var configEnv = []struct {
 	{"maxStreams", 20000, "KOS_MAX_STREAMS", "20000"},
 	{"queryMaxLabelBytes", "16MiB", "KOS_QUERY_MAX_LABEL_BYTES", "16MiB"},
 	{"grpcReflection", false, "KOS_GRPC_REFLECTION", "false"},
+	{"queryMaxConcurrency", 2, "KOS_QUERY_MAX_CONCURRENCY", "2"},
+	{"queryMaxSamples", "1000000", "KOS_QUERY_MAX_SAMPLES", "1000000"},
+	{"queryTimeout", "30s", "KOS_QUERY_TIMEOUT", "30s"},
 }
 
 func container(t *testing.T, o objects) corev1.Container {

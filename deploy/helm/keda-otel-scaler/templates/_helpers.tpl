@@ -86,6 +86,9 @@ mapped to their flag names; empty values are left to the server's default.
   "maxStreams" "max-streams"
   "queryMaxLabelBytes" "query-max-label-bytes"
   "grpcReflection" "grpc-reflection"
+  "queryMaxConcurrency" "query-max-concurrency"
+  "queryMaxSamples" "query-max-samples"
+  "queryTimeout" "query-timeout"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
