@@ -493,7 +493,18 @@ func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
 	}
 	// Prometheus runs an instant query as one step with interval 1 ms.
 	p.beginQuery(t, t, 1)
+	defer p.endQuery()
 	return p.evalStep(ctx, t)
+}
+
+// endQuery releases what the query's subqueries hold beyond what a warm
+// plan keeps.
+func (p *Plan) endQuery() {
+	for _, it := range p.timing {
+		if it.sub != nil {
+			it.sub.release()
+		}
+	}
 }
 
 // MaxRangeSteps bounds (end-start)/step of one EvalRange: Prometheus's
@@ -553,6 +564,7 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge fun
 		charge = func(int) error { return nil }
 	}
 	p.beginQuery(start, end, step)
+	defer p.endQuery()
 	type series struct {
 		lset labels.Labels // full labels
 		drop bool

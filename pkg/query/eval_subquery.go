@@ -274,6 +274,31 @@ type subqueryNode struct {
 // to read.
 type heldPoints struct{ n, max int64 }
 
+// subqueryRetainPoints is the point capacity (16 B each) a subquery keeps
+// between queries, so that a warm plan evaluates without allocating. A
+// larger matrix is released when its query ends: a cached trigger or plan
+// does not hold a large subquery's memory while it is idle.
+const subqueryRetainPoints = 4096
+
+// release frees the matrix's buffers if they exceed subqueryRetainPoints;
+// the next query starts afresh (its scope differs).
+func (s *subqueryNode) release() {
+	c := 0
+	all := s.series[:cap(s.series)] // slots of earlier queries keep capacity too
+	for i := range all {
+		c += cap(all[i].pts)
+	}
+	if c <= subqueryRetainPoints {
+		return
+	}
+	for i := range s.series {
+		s.held.n -= int64(len(s.series[i].pts))
+	}
+	s.series, s.byHash, s.keys = nil, nil, posCache[subqKey]{}
+	s.scope = 0
+	s.first, s.last = 1, 0
+}
+
 type subqSeries struct {
 	lset  labels.Labels
 	drop  bool
