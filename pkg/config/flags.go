@@ -69,7 +69,7 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*sizeValue)(&c.Scaler.MaxTriggerBytes), "max-trigger-bytes", "largest estimated memory of one compiled trigger; larger triggers are refused with InvalidArgument (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.Var((*sizeValue)(&c.Scaler.TriggerCacheBytes), "trigger-cache-bytes", "estimated memory of all cached triggers at most; the least recently used are evicted (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.IntVar(&c.Scaler.MaxStreams, "max-streams", c.Scaler.MaxStreams, "open StreamIsActive and StreamMetricSpec streams together; more are refused with ResourceExhausted (`count`)")
-	fs.Var((*sizeValue)(&c.Query.MaxLabelBytes), "query-max-label-bytes", "label bytes one query evaluation may create with label_replace/label_join; over it the evaluation fails (`bytes`; suffixes KiB, MiB, GiB)")
+	fs.Var((*sizeValue)(&c.Query.MaxLabelBytes), "query-max-label-bytes", "label bytes one query evaluation may create with label_replace, label_join, count_values or histogram_quantiles; over it the evaluation fails (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.IntVar(&c.Query.MaxConcurrency, "query-max-concurrency", c.Query.MaxConcurrency, "query API requests evaluated and written at once; others wait (`count`)")
 	fs.IntVar(&c.Query.MaxSamples, "query-max-samples", c.Query.MaxSamples, "samples (16 B each) one query API answer may hold; larger answers fail with 422 (`count`)")
 	fs.Var((*durationValue)(&c.Query.Timeout), "query-timeout", "query API limit on waiting plus evaluating, and separately on writing the answer (`duration`)")
