@@ -26,6 +26,7 @@ type trigger struct {
 	anyMetric bool
 
 	lastUsed atomic.Int64 // unix ns of the last lookup; drives expiry
+	stats    *triggerStats // what the status endpoint shows (stats.go); set before the trigger is cached
 
 	mu   sync.Mutex // serialises plan evaluation; a plan is single-goroutine
 	plan *query.Plan
@@ -156,4 +157,16 @@ func (c *triggerCache) len() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.n
+}
+
+// each calls fn for every cached trigger under the read lock; fn must not
+// block or call back into the cache. For the status endpoint: read-only.
+func (c *triggerCache) each(fn func(*trigger)) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, ts := range c.m {
+		for _, t := range ts {
+			fn(t)
+		}
+	}
 }
