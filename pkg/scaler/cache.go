@@ -25,8 +25,11 @@ type trigger struct {
 	metricIDs []uint32
 	anyMetric bool
 
+	// stats is what the status endpoint shows (stats.go); set before the
+	// trigger is cached.
+	stats *triggerStats
+
 	lastUsed atomic.Int64 // unix ns of the last lookup; drives expiry
-	stats    *triggerStats // what the status endpoint shows (stats.go); set before the trigger is cached
 
 	mu   sync.Mutex // serialises plan evaluation; a plan is single-goroutine
 	plan *query.Plan

@@ -115,12 +115,12 @@ type Scaler struct {
 	m       *metrics
 	cache   *triggerCache
 	subs    *subIndex
-	// rejected keeps the last triggers that failed to compile (stats.go).
-	rejected *rejectedTriggers
 	drainCh chan struct{}
 	// evalHook, when set (by tests, before any call), runs inside every
 	// evaluation with the trigger's lock held, e.g. to inject a panic.
 	evalHook func(*trigger)
+	// rejected keeps the last triggers that failed to compile (stats.go).
+	rejected *rejectedTriggers
 
 	mu        sync.Mutex // guards warmTimer, drained and warmEnded
 	warmTimer *time.Timer
