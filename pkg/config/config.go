@@ -100,6 +100,20 @@ type Scaler struct {
 	// StreamIsActive stream (keda-contract.md §7.2). Zero disables it.
 	// Default 5s.
 	PushHoldoff time.Duration
+	// TriggerTTL is how long a compiled trigger stays cached unused.
+	// Default 10m.
+	TriggerTTL time.Duration
+	// MaxTriggers bounds the compiled-trigger cache in entries. Default
+	// 10,000.
+	MaxTriggers int
+	// MaxTriggerBytes bounds one compiled trigger's estimated memory
+	// (kept metadata, query texts, plan, interned metric names), in bytes;
+	// a trigger over it is refused with InvalidArgument. Default 2 MiB.
+	MaxTriggerBytes int64
+	// TriggerCacheBytes bounds the estimated memory of every cached
+	// trigger, held ones included, in bytes; least recently used
+	// triggers are evicted to stay under it. Default 64 MiB.
+	TriggerCacheBytes int64
 	// MaxStreams caps open StreamIsActive and StreamMetricSpec streams
 	// together; one more is refused with ResourceExhausted and KEDA retries.
 	// KEDA opens both for each external-push trigger. It also sets the KEDA
@@ -154,9 +168,18 @@ func Default() Config {
 			MaxSeries:          1_000_000,
 			MaxSeriesPerMetric: 200_000,
 		},
-		Scaler: Scaler{DefaultWindow: 2 * time.Minute, Warmup: 30 * time.Second, PushHoldoff: 5 * time.Second, MaxStreams: 10_000},
-		Query:  Query{MaxLabelBytes: 8 << 20},
-		Log:    Log{Format: "text", Level: "info"},
+		Scaler: Scaler{
+			DefaultWindow:     2 * time.Minute,
+			Warmup:            30 * time.Second,
+			PushHoldoff:       5 * time.Second,
+			MaxStreams:        10_000,
+			TriggerTTL:        10 * time.Minute,
+			MaxTriggers:       10_000,
+			MaxTriggerBytes:   2 << 20,
+			TriggerCacheBytes: 64 << 20,
+		},
+		Query: Query{MaxLabelBytes: 8 << 20},
+		Log:   Log{Format: "text", Level: "info"},
 	}
 }
 
@@ -233,6 +256,18 @@ func (c Config) Validate() error {
 	}
 	if c.Scaler.PushHoldoff < 0 {
 		errs = append(errs, fmt.Errorf("--push-holdoff %v must be >= 0", c.Scaler.PushHoldoff))
+	}
+	if c.Scaler.TriggerTTL <= 0 {
+		errs = append(errs, fmt.Errorf("--trigger-ttl %v must be > 0", c.Scaler.TriggerTTL))
+	}
+	if c.Scaler.MaxTriggers <= 0 {
+		errs = append(errs, fmt.Errorf("--max-triggers %d must be > 0", c.Scaler.MaxTriggers))
+	}
+	if c.Scaler.MaxTriggerBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--max-trigger-bytes %d must be > 0", c.Scaler.MaxTriggerBytes))
+	}
+	if c.Scaler.TriggerCacheBytes < c.Scaler.MaxTriggerBytes {
+		errs = append(errs, fmt.Errorf("--trigger-cache-bytes %d must be >= --max-trigger-bytes %d", c.Scaler.TriggerCacheBytes, c.Scaler.MaxTriggerBytes))
 	}
 	if c.Scaler.MaxStreams <= 0 || c.Scaler.MaxStreams > MaxStreamsLimit {
 		errs = append(errs, fmt.Errorf("--max-streams %d must be > 0 and <= %d", c.Scaler.MaxStreams, MaxStreamsLimit))

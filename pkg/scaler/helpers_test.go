@@ -2,6 +2,7 @@ package scaler
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -107,4 +108,13 @@ func (e *env) open(t testing.TB, md map[string]string) (fs *fakeStream, cancel f
 	}
 	t.Cleanup(func() { _ = cancel() })
 	return fs, cancel
+}
+
+// heapLive returns the bytes of live heap objects after a full collection.
+func heapLive() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
 }

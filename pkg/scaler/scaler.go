@@ -77,8 +77,17 @@ type Config struct {
 	// TriggerTTL is how long an unused compiled trigger stays cached.
 	// Default 10m.
 	TriggerTTL time.Duration
-	// MaxTriggers bounds the compiled-trigger cache. Default 10,000.
+	// MaxTriggers bounds the compiled-trigger cache in entries. Default
+	// 10,000.
 	MaxTriggers int
+	// MaxTriggerBytes bounds one compiled trigger's estimated bytes
+	// (triggerCost: kept metadata, query texts, plan, interned names);
+	// a larger one is refused with InvalidArgument. Default 2 MiB.
+	MaxTriggerBytes int64
+	// TriggerCacheBytes bounds the estimated bytes of all cached
+	// triggers, held ones included; least recently used ones are evicted
+	// to stay under it. Raised to MaxTriggerBytes if lower. Default 64 MiB.
+	TriggerCacheBytes int64
 }
 
 // Settings carries what the developer provides.
@@ -151,6 +160,13 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 	if cfg.MaxTriggers <= 0 {
 		cfg.MaxTriggers = 10_000
 	}
+	if cfg.MaxTriggerBytes <= 0 {
+		cfg.MaxTriggerBytes = DefaultMaxTriggerBytes
+	}
+	if cfg.TriggerCacheBytes <= 0 {
+		cfg.TriggerCacheBytes = DefaultTriggerCacheBytes
+	}
+	cfg.TriggerCacheBytes = max(cfg.TriggerCacheBytes, cfg.MaxTriggerBytes)
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = 10_000
 	}
@@ -179,7 +195,7 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 			s.logger.Error("Panic recovered", "method", method, "panic", fmt.Sprint(p), "stack", string(stack))
 		}
 	}
-	s.cache = newTriggerCache(cfg.TriggerTTL, cfg.MaxTriggers, s.m.triggers)
+	s.cache = newTriggerCache(cfg.TriggerTTL.Nanoseconds(), cfg.MaxTriggers, cfg.TriggerCacheBytes, s.m)
 	s.Start()
 	return s
 }
@@ -248,40 +264,83 @@ func (s *Scaler) warmingUp() error {
 		ErrWarmingUp, elapsed.Truncate(time.Second), s.cfg.Warmup)
 }
 
-// compile returns the cached trigger for ref, compiling it on a miss.
+// compile returns the cached trigger for ref, compiling it on a miss. A
+// hit does not allocate.
 func (s *Scaler) compile(ref *externalscaler.ScaledObjectRef) (*trigger, error) {
+	return s.lookupTrigger(ref, false)
+}
+
+// hold is compile for a caller that keeps the trigger for a while (a
+// StreamIsActive stream, whose subscription uses the trigger's metric
+// IDs): the trigger stays cached, and its names interned, until unhold.
+func (s *Scaler) hold(ref *externalscaler.ScaledObjectRef) (*trigger, error) {
+	return s.lookupTrigger(ref, true)
+}
+
+// unhold releases a trigger returned by hold.
+func (s *Scaler) unhold(t *trigger) { s.cache.unhold(t, s.now().UnixNano()) }
+
+func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (*trigger, error) {
 	ns, name, md := ref.GetNamespace(), ref.GetName(), ref.GetScalerMetadata()
-	h := metadataHash(ns, name, md)
+	var k triggerKey
+	h, ok := k.fill(s.cache.seed, ns, name, md)
+	if !ok {
+		return nil, limitErrors(ns, name, md)
+	}
 	now := s.now().UnixNano()
-	if t := s.cache.get(h, ns, name, md, now); t != nil {
+	t, expired := s.cache.get(&k, h, now, hold)
+	if expired != nil {
+		s.release(expired)
+	}
+	if t != nil {
 		return t, nil
 	}
-	t, err := s.newTrigger(ns, name, md)
+	nt, warnings, err := s.newTrigger(k.clone())
 	if err != nil {
 		return nil, err
 	}
-	t.hash = h
-	t.stats = newTriggerStats(md, now/int64(time.Millisecond))
-	t, inserted := s.cache.add(t, now)
-	if inserted {
-		for _, w := range t.warnings {
-			//nolint:sloglint // w.msg is one of the constant messages recorded where the warning arose.
-			s.logger.Warn(w.msg, append([]any{"namespace", ns, "scaled_object", name}, w.args...)...)
+	nt.stats = newTriggerStats(md, now/int64(time.Millisecond))
+	nt.cost += nt.stats.cost()
+	t, inserted, evicted, err := s.cache.add(nt, now, hold)
+	for _, e := range evicted {
+		s.release(e)
+	}
+	if !inserted {
+		s.release(nt) // an equal trigger won a race, or nt did not fit
+		if err != nil {
+			return nil, err
 		}
-		if t.rewritten != "" {
-			s.logger.Info("Trigger query rewritten", "namespace", ns, "scaled_object", name, "evaluated", t.rewritten)
-		}
+		return t, nil
+	}
+	for _, w := range warnings {
+		//nolint:sloglint // w.msg is one of the constant messages recorded where the warning arose.
+		s.logger.Warn(w.msg, append([]any{"namespace", ns, "scaled_object", name}, w.args...)...)
+	}
+	if t.rewritten != "" {
+		s.logger.Info("Trigger query rewritten", "namespace", ns, "scaled_object", name, "evaluated", t.rewritten)
 	}
 	return t, nil
 }
 
-// newTrigger validates md and compiles its query. It parses and touches the
-// store (interning metric names); it runs only on a cache miss.
-func (s *Scaler) newTrigger(ns, name string, md map[string]string) (*trigger, error) {
+// release frees what a trigger that left the cache (or never entered it)
+// held in the store: the metric names its query reads, which the store
+// frees unless series or other triggers use them.
+func (s *Scaler) release(t *trigger) { s.store.ReleaseMetricIDs(t.metricIDs) }
+
+// newTrigger validates the key's metadata and compiles its query. It parses
+// and holds the query's metric names in the store (AcquireMetricID; the
+// caller releases them through release); it runs only on a cache miss.
+// Everything the trigger keeps comes from k, whose strings are private
+// copies. The warnings are logged once, by the caller, if the trigger is
+// cached.
+func (s *Scaler) newTrigger(k triggerKey) (*trigger, []warning, error) {
+	ns, name, md := k.ns, k.name, k.metadata()
 	sp, err := parseSpec(ns, name, md, s.cfg.DefaultWindow, s.store.Retention())
 	if err != nil && sp.query == "" {
-		return nil, err
+		return nil, nil, err
 	}
+	warnings := sp.warnings
+	sp.warnings = nil // logged once; not kept
 	var errs []error
 	if err != nil {
 		errs = append(errs, err)
@@ -291,17 +350,17 @@ func (s *Scaler) newTrigger(ns, name string, md map[string]string) (*trigger, er
 	if lerr == nil {
 		plan, lerr = s.engine.Compile(lw.expr, query.Options{LookbackDelta: sp.lookback, MaxSamples: s.cfg.MaxSamples, MaxLabelBytes: s.cfg.MaxLabelBytes})
 	}
+	_, from, _, _ := lookup(md, "metricQuery", "query")
 	if lerr != nil {
-		_, from, _, _ := lookup(md, "metricQuery", "query")
 		errs = append(errs, &metadataError{namespace: ns, name: name, key: from, value: sp.query, problem: lerr.Error()})
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, nil, errors.Join(errs...)
 	}
 	t := &trigger{
 		namespace:  ns,
 		name:       name,
-		md:         cloneMap(md),
+		key:        k,
 		metricName: metricName(ns, name),
 		spec:       sp,
 		rewritten:  lw.rewritten,
@@ -309,18 +368,17 @@ func (s *Scaler) newTrigger(ns, name string, md map[string]string) (*trigger, er
 	}
 	names, all := plan.MetricNames()
 	t.anyMetric = all
+	t.cost = triggerCost(t, lw.expr, names)
+	if t.cost > s.cfg.MaxTriggerBytes {
+		return nil, nil, &metadataError{namespace: ns, name: name, key: from, value: clip(sp.query), problem: fmt.Sprintf(
+			"compiles to about %d bytes, more than --max-trigger-bytes %d: use fewer selectors, shorter names and simpler regular expressions, or raise the flag",
+			t.cost, s.cfg.MaxTriggerBytes)}
+	}
+	t.metricIDs = make([]uint32, 0, len(names))
 	for _, n := range names {
-		t.metricIDs = append(t.metricIDs, s.store.MetricID(n))
+		t.metricIDs = append(t.metricIDs, s.store.AcquireMetricID(n))
 	}
-	return t, nil
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return t, warnings, nil
 }
 
 // evaluate runs the trigger's query now and reduces it to one value that
@@ -539,7 +597,7 @@ func codeOf(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite):
 		return codes.FailedPrecondition
-	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded), errors.Is(err, ErrTooManyStreams):
+	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded), errors.Is(err, ErrTooManyStreams), errors.Is(err, ErrTriggerCacheFull):
 		return codes.ResourceExhausted
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled

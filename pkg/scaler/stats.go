@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode"
+	"unsafe"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"google.golang.org/grpc/codes"
@@ -611,4 +612,15 @@ func (r *rejectedTriggers) list(nowMs, ttlMs int64) []TriggerStatus {
 		})
 	}
 	return out
+}
+
+// cost is the estimated bytes a trigger's stats hold at most, counted in
+// the trigger's cost (the cache's byte bound): the struct, the shown
+// metadata, and room for the last error and the requested metric name.
+func (st *triggerStats) cost() int64 {
+	n := int64(unsafe.Sizeof(*st)) + int64(cap(st.metadata))*int64(unsafe.Sizeof(MetadataEntry{}))
+	for _, e := range st.metadata {
+		n += int64(len(e.Key) + len(e.Value))
+	}
+	return n + int64(unsafe.Sizeof(errorRecord{})) + maxErrorMessage + 2*maxShownKey + 16
 }

@@ -281,10 +281,11 @@ func (s *Scaler) releaseStream() { s.openStreams.Add(-1) }
 // during warm-up, and ends with an error only for invalid metadata or when
 // Config.MaxStreams streams are already open (ResourceExhausted).
 func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.IsActiveResponse]) error {
-	t, err := s.compile(ref)
+	t, err := s.hold(ref) // the subscription uses t's metric IDs: keep them
 	if err != nil {
 		return s.fail(methodStreamIsActive, nil, ref, err)
 	}
+	defer s.unhold(t)
 	if s.draining.Load() {
 		s.m.rpc(methodStreamIsActive, codes.OK)
 		return nil

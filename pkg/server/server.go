@@ -140,11 +140,15 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	boundary := newPanicBoundary(s.logger, set.Registry)
 	s.boundary = boundary
 	s.scaler = scaler.New(s.engine, s.store, scaler.Config{
-		DefaultWindow: cfg.Scaler.DefaultWindow,
-		Warmup:        cfg.Scaler.Warmup,
-		PushHoldoff:   cfg.Scaler.PushHoldoff,
-		MaxStreams:    cfg.Scaler.MaxStreams,
-		MaxLabelBytes: cfg.Query.MaxLabelBytes,
+		DefaultWindow:     cfg.Scaler.DefaultWindow,
+		Warmup:            cfg.Scaler.Warmup,
+		PushHoldoff:       cfg.Scaler.PushHoldoff,
+		MaxStreams:        cfg.Scaler.MaxStreams,
+		MaxLabelBytes:     cfg.Query.MaxLabelBytes,
+		TriggerTTL:        cfg.Scaler.TriggerTTL,
+		MaxTriggers:       cfg.Scaler.MaxTriggers,
+		MaxTriggerBytes:   cfg.Scaler.MaxTriggerBytes,
+		TriggerCacheBytes: cfg.Scaler.TriggerCacheBytes,
 	}, scaler.Settings{
 		Logger: set.Logger, Registerer: set.Registry, Now: set.Now,
 		OnPanic: func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
