@@ -334,9 +334,11 @@ type HistoryPoint struct {
 }
 
 // history returns the buckets of the last histBuckets×histBucketMs before
-// nowMs that hold an evaluation, oldest first, and the evaluations in the
-// last perMinuteBuckets complete buckets.
-func (st *triggerStats) history(nowMs int64) (pts []HistoryPoint, lastMinute uint64) {
+// nowMs that hold an evaluation, oldest first, and the evaluations per
+// minute over the current bucket and the perMinuteBuckets before it (60 to
+// 80 s).
+func (st *triggerStats) history(nowMs int64) (pts []HistoryPoint, perMinute float64) {
+	var recent uint64
 	cur := uint64(nowMs / histBucketMs)
 	for back := uint64(histBuckets - 1); ; back-- {
 		if back <= cur {
@@ -352,9 +354,9 @@ func (st *triggerStats) history(nowMs int64) (pts []HistoryPoint, lastMinute uin
 				}
 				pts = append(pts, p)
 			}
-			if back >= 1 && back <= perMinuteBuckets {
+			if back <= perMinuteBuckets {
 				if c := st.count[e%histBuckets].Load(); c>>32 == e {
-					lastMinute += c & math.MaxUint32
+					recent += c & math.MaxUint32
 				}
 			}
 		}
@@ -362,7 +364,8 @@ func (st *triggerStats) history(nowMs int64) (pts []HistoryPoint, lastMinute uin
 			break
 		}
 	}
-	return pts, lastMinute
+	span := nowMs - (int64(cur)-perMinuteBuckets)*histBucketMs
+	return pts, math.Round(float64(recent)*600_000/float64(span)) / 10
 }
 
 // TriggerStatus is what the status endpoint shows about one trigger
@@ -404,7 +407,7 @@ type TriggerStatus struct {
 	// may be older than Last.
 	LastError            *TriggerError  `json:"lastError,omitempty"`
 	Evaluations          uint64         `json:"evaluations"`
-	EvaluationsPerMinute uint64         `json:"evaluationsPerMinute"`
+	EvaluationsPerMinute float64        `json:"evaluationsPerMinute"`
 	Errors               uint64         `json:"errors"`
 	OpenStreams          int64          `json:"openStreams"`
 	Pushes               uint64         `json:"pushes"`

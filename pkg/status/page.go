@@ -171,22 +171,7 @@ func (h *Handler) pageData(r *http.Request, p params) pageData {
 
 func makeRow(now time.Time, t Trigger) triggerRow {
 	row := triggerRow{Trigger: t, Target: num(t.Target), Activ: num(t.Activation), Created: ago(now, t.Created)}
-	switch {
-	case !t.Compiled:
-		row.State, row.StateText = "invalid", "invalid"
-	case t.LastError != nil && (t.Last == nil || t.LastError.Time.After(t.Last.Time)):
-		if t.LastError.WarmingUp {
-			row.State, row.StateText = "warming", "warming up"
-		} else {
-			row.State, row.StateText = "error", t.LastError.Code
-		}
-	case t.Last == nil:
-		row.State, row.StateText = "idle", "not evaluated"
-	case t.Last.Active:
-		row.State, row.StateText = "active", "active"
-	default:
-		row.State, row.StateText = "inactive", "inactive"
-	}
+	row.State, row.StateText = stateOf(t)
 	if t.Last != nil {
 		row.Value, row.ValueAgo = num(t.Last.Value), ago(now, t.Last.Time)
 	}
@@ -219,6 +204,27 @@ func makeRow(now time.Time, t Trigger) triggerRow {
 		row.SeriesTop = row.SeriesTop[:min(len(row.SeriesTop), 3)]
 	}
 	return row
+}
+
+// stateOf is a trigger's state for the table: invalid (did not compile),
+// error or warming (the newest answer was an error), idle (never
+// evaluated), active or inactive (the last value against the activation
+// threshold); text is the state as shown.
+func stateOf(t Trigger) (state, text string) {
+	switch {
+	case !t.Compiled:
+		return "invalid", "invalid"
+	case t.LastError != nil && (t.Last == nil || t.LastError.Time.After(t.Last.Time)):
+		if t.LastError.WarmingUp {
+			return "warming", "warming up"
+		}
+		return "error", t.LastError.Code
+	case t.Last == nil:
+		return "idle", "not evaluated"
+	case t.Last.Active:
+		return "active", "active"
+	}
+	return "inactive", "inactive"
 }
 
 // Sparkline geometry: the history's window maps to sparkW, values to
