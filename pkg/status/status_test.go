@@ -207,7 +207,7 @@ func TestRateSampler(t *testing.T) {
 	for i := range 2 * rateSamples {
 		r.observe(t0.Add(time.Duration(i)*rateEvery), uint64(i)*500)
 	}
-	now := t0.Add(time.Duration(2*rateSamples)*rateEvery)
+	now := t0.Add(time.Duration(2*rateSamples) * rateEvery)
 	ps, span := r.perSecond(now, uint64(2*rateSamples)*500)
 	assert.Equal(t, time.Duration(rateSamples)*rateEvery, span)
 	assert.InDelta(t, 100, ps, 1e-9)

@@ -43,7 +43,7 @@ func (e *kedaEnv) triggers(t *testing.T, query string) (kosstatus.TriggersData, 
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
 	var env struct {
-		Status string                  `json:"status"`
+		Status string                 `json:"status"`
 		Data   kosstatus.TriggersData `json:"data"`
 	}
 	require.NoError(t, json.Unmarshal(body, &env), string(body))
