@@ -65,10 +65,7 @@ func WriteTable(w io.Writer, d TriggersData, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	_, _ = fmt.Fprintln(tw, "NAMESPACE/NAME\tTYPE\tSTATE\tVALUE\tEVALUATED\tTARGET/ACT\tEVALS/MIN\tSTREAMS\tPUSHES\tLAST PUSH\tSERIES\tQUERY\tLAST ERROR")
 	for _, t := range d.Triggers {
-		state, text := stateOf(t)
-		if state == "error" {
-			text = "error"
-		}
+		_, text := stateOf(t)
 		value, evaluated := "-", "-"
 		if t.Last != nil {
 			value, evaluated = num(t.Last.Value), ago(now, t.Last.Time)

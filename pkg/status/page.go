@@ -53,7 +53,8 @@ type triggerRow struct {
 	PushAgo          string
 	Spark            sparkline
 	SeriesText       string
-	SeriesTop        []SeriesSample
+	SeriesTop        []shortSample
+	ErrorShort       string
 	Selectors        []SelectorSeries
 	SeriesSkipped    string
 	Target, Activ    string
@@ -177,6 +178,7 @@ func makeRow(now time.Time, t Trigger) triggerRow {
 	}
 	if t.LastError != nil {
 		row.ErrorAgo = ago(now, t.LastError.Time)
+		row.ErrorShort = oneLine(t.LastError.Message, 120)
 	}
 	if t.LastPush != nil {
 		row.PushAgo = ago(now, *t.LastPush)
@@ -186,12 +188,16 @@ func makeRow(now time.Time, t Trigger) triggerRow {
 		row.SeriesSkipped = t.Series.Skipped
 		row.Selectors = t.Series.Selectors
 		n, atLeast := 0, false
+		var top []SeriesSample
 		for _, s := range t.Series.Selectors {
 			n += s.Count
 			atLeast = atLeast || s.AtLeast
-			if len(s.Top) > len(row.SeriesTop) {
-				row.SeriesTop = s.Top
+			if len(s.Top) > len(top) {
+				top = s.Top
 			}
+		}
+		for _, s := range top[:min(len(top), 3)] {
+			row.SeriesTop = append(row.SeriesTop, shortSample{Short: shortLabels(s.Labels), Value: num(float64(s.Value))})
 		}
 		switch {
 		case t.Series.Skipped != "":
@@ -201,9 +207,29 @@ func makeRow(now time.Time, t Trigger) triggerRow {
 		default:
 			row.SeriesText = strconv.Itoa(n)
 		}
-		row.SeriesTop = row.SeriesTop[:min(len(row.SeriesTop), 3)]
 	}
 	return row
+}
+
+// shortSample is a top series as the table cell shows it.
+type shortSample struct {
+	Short, Value string
+}
+
+// shortLabels drops the metric name and job from a label set's text, the
+// same for every series of a selector, and clips it: the details show the
+// whole set.
+func shortLabels(s string) string {
+	s = strings.TrimPrefix(s, "{")
+	s = strings.TrimSuffix(s, "}")
+	var keep []string
+	for _, p := range strings.Split(s, ", ") {
+		if strings.HasPrefix(p, "__name__=") || strings.HasPrefix(p, "job=") {
+			continue
+		}
+		keep = append(keep, p)
+	}
+	return oneLine("{"+strings.Join(keep, ", ")+"}", 60)
 }
 
 // stateOf is a trigger's state for the table: invalid (did not compile),
@@ -218,7 +244,7 @@ func stateOf(t Trigger) (state, text string) {
 		if t.LastError.WarmingUp {
 			return "warming", "warming up"
 		}
-		return "error", t.LastError.Code
+		return "error", "error"
 	case t.Last == nil:
 		return "idle", "not evaluated"
 	case t.Last.Active:
