@@ -71,7 +71,7 @@ var (
 	secretInfixes  = []string{"token", "password", "passwd", "secret", "bearer", "credential", "apikey", "privatekey", "auth"}
 	secretSuffixes = []string{"key", "cert", "pem", "pwd"}
 	// pemLike catches a secret under an innocent key name.
-	pemLike = regexp.MustCompile(`-----BEGIN [A-Z ]+-----|^(?i:bearer|basic) [A-Za-z0-9+/=._~-]{8,}$`)
+	pemLike = regexp.MustCompile(`-----BEGIN|PRIVATE KEY|^(?i:bearer|basic) [A-Za-z0-9+/=._~-]{8,}$`)
 )
 
 // SecretKey reports whether a metadata key or flag name may hold a secret:

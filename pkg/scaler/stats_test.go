@@ -312,3 +312,29 @@ func TestTriggerStatsHotPathAllocs(t *testing.T) {
 	_, v, _ := st.lastEval(&sync.Mutex{})
 	assert.False(t, math.IsNaN(v))
 }
+
+// FuzzShowMetadata: whatever the keys and values, a secret key's value is
+// never shown, a PEM block never is, and the shown metadata stays within
+// its bounds.
+func FuzzShowMetadata(f *testing.F) {
+	f.Add("tlsClientKey", "-----BEGIN PRIVATE KEY-----\nMIIE", "metricQuery", "sum(x)")
+	f.Add("caCert", "abc", "scalerAddress", "a:1")
+	f.Add("X_API-Token", "t", "innocent", "-----BEGIN CERTIFICATE-----")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		got := ShowMetadata(map[string]string{k1: v1, k2: v2})
+		total := 0
+		for _, e := range got {
+			total += len(e.Key) + len(e.Value)
+			if e.Key == "…" {
+				continue
+			}
+			require.LessOrEqual(t, len(e.Key), maxShownKey)
+			require.LessOrEqual(t, len(e.Value), maxShownQuery)
+			if SecretKey(e.Key) {
+				require.Equal(t, Redacted, e.Value)
+			}
+			require.NotContains(t, e.Value, "-----BEGIN ")
+		}
+		require.LessOrEqual(t, total, maxShownBytes+64)
+	})
+}
