@@ -174,3 +174,17 @@ func TestStateDir(t *testing.T) {
 		})
 	}
 }
+
+func TestQueryFlags(t *testing.T) {
+	env := map[string]string{"KOS_QUERY_MAX_SAMPLES": "1000000"}
+	c, err := Load("t", []string{"--query-max-concurrency", "2", "--query-timeout", "30s"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 2, MaxSamples: 1_000_000, Timeout: 30 * time.Second}, c.Query)
+	assert.Equal(t, Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 4, MaxSamples: 5_000_000, Timeout: 2 * time.Minute}, Default().Query)
+
+	_, err = Load("t", []string{"--query-max-concurrency", "0", "--query-max-samples", "-1", "--query-timeout", "0"}, func(string) string { return "" }, &bytes.Buffer{})
+	require.Error(t, err)
+	for _, want := range []string{"--query-max-concurrency", "--query-max-samples", "--query-timeout"} {
+		assert.Contains(t, err.Error(), want)
+	}
+}

@@ -375,7 +375,9 @@ type Plan struct {
 
 	ev  evaluator
 	out []Sample
-	dup map[uint64]struct{}
+	// dup maps an output label set's hash to the index of the element
+	// that has it, for the final same-labelset check.
+	dup map[uint64]int
 }
 
 // String returns the canonical text of the compiled expression.
@@ -460,16 +462,27 @@ func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
 	}
 	if len(p.out) > 1 {
 		if p.dup == nil {
-			p.dup = make(map[uint64]struct{}, len(p.out))
+			p.dup = make(map[uint64]int, len(p.out))
 		}
 		clear(p.dup)
-		for _, s := range p.out {
+		for i, s := range p.out {
 			h := s.Labels.Hash()
-			if _, ok := p.dup[h]; ok {
+			if j, ok := p.dup[h]; ok && !twins(vec[i].lset, vec[j].lset) {
 				return Result{}, errors.New(errSameLabelset)
 			}
-			p.dup[h] = struct{}{}
+			p.dup[h] = i
 		}
 	}
 	return Result{Vector: p.out}, nil
 }
+
+// twins reports whether two elements that ended with the same labels
+// already had the same labels before __name__ was dropped: then they are
+// hidden twins, series the store keeps apart by resource attributes that
+// are not labels (otlp-contract.md §8.3), and both are answered. Prometheus
+// never sees such a pair (its storage would hold one series), so every
+// collision it reports is one where the labels differed before: dropping
+// __name__ made x{a="1"} and y{a="1"} equal, or label_replace rewrote two
+// different series alike. Those stay errors. Only a collision pays for the
+// comparison.
+func twins(a, b labels.Labels) bool { return labels.Equal(a, b) }

@@ -1,11 +1,13 @@
 package query
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"sort"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
@@ -206,7 +208,8 @@ func (n *scalarFnNode) scalar(ev *evaluator, t int64) (float64, error) {
 // the same refs with the same labels (the common case: a series of another
 // metric came or went) it keeps everything as is, without sorting or
 // allocating. Refs are kept sorted by labels, the order Prometheus's storage
-// returns series in, so tie-breaking (sort, topk) matches.
+// returns series in, so tie-breaking (sort, topk) matches; hidden twins
+// (equal labels) are ordered by ref (compareSeries).
 type seriesSet struct {
 	store    *store.Store
 	matchers []*labels.Matcher
@@ -270,7 +273,7 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 	for i := range s.sel {
 		s.idx = append(s.idx, i)
 	}
-	slices.SortFunc(s.idx, func(a, b int) int { return labels.Compare(s.selLsets[a], s.selLsets[b]) })
+	slices.SortFunc(s.idx, func(a, b int) int { return compareSeries(s.selLsets[a], s.selLsets[b], s.sel[a], s.sel[b]) })
 	s.refs, s.lsets = s.refs[:0], s.lsets[:0]
 	for _, j := range s.idx {
 		s.refs = append(s.refs, s.sel[j])
@@ -279,6 +282,16 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 	s.resolve()
 	s.gen = g
 	return s.check(ev)
+}
+
+// compareSeries orders series by labels and hidden twins (equal labels,
+// see twins) by ref, so twins keep one order from one evaluation to the
+// next and a range query can tell them apart step by step.
+func compareSeries(a, b labels.Labels, ra, rb store.SeriesRef) int {
+	if c := labels.Compare(a, b); c != 0 {
+		return c
+	}
+	return cmp.Compare(ra, rb)
 }
 
 // resolve re-resolves the handles of refs. A ref that was deleted and
@@ -304,7 +317,7 @@ func (s *seriesSet) addCreated() {
 		l := s.store.Labels(r)
 		s.sel = slices.Insert(s.sel, i, r)
 		s.selLsets = slices.Insert(s.selLsets, i, l)
-		j, _ := slices.BinarySearchFunc(s.lsets, l, labels.Compare)
+		j := sort.Search(len(s.lsets), func(k int) bool { return compareSeries(s.lsets[k], l, s.refs[k], r) > 0 })
 		s.refs = slices.Insert(s.refs, j, r)
 		s.lsets = slices.Insert(s.lsets, j, l)
 		s.handles = slices.Insert(s.handles, j, s.store.Handle(r))

@@ -218,7 +218,7 @@ type labelNode struct {
 
 	lb   *labels.Builder
 	vals []string
-	dup  map[uint64]struct{}
+	dup  map[uint64]int // output hash → index, see twins
 	out  vector
 }
 
@@ -229,7 +229,7 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 	}
 	if n.lb == nil {
 		n.lb = labels.NewBuilder(labels.EmptyLabels())
-		n.dup = make(map[uint64]struct{})
+		n.dup = make(map[uint64]int)
 	}
 	n.out = n.out[:0]
 	for _, s := range in {
@@ -265,14 +265,16 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 		}
 		n.out = append(n.out, s)
 	}
-	// mergeSeriesWithSameLabelset: two elements with one labelset collide.
+	// mergeSeriesWithSameLabelset: two elements with one labelset collide,
+	// unless they were hidden twins before the rewrite (see twins; n.out[i]
+	// comes from in[i]).
 	clear(n.dup)
-	for _, s := range n.out {
+	for i, s := range n.out {
 		h := s.lset.Hash()
-		if _, ok := n.dup[h]; ok {
+		if j, ok := n.dup[h]; ok && !twins(in[i].lset, in[j].lset) {
 			return nil, errors.New(errSameLabelset)
 		}
-		n.dup[h] = struct{}{}
+		n.dup[h] = i
 	}
 	return n.out, nil
 }
