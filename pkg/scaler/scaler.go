@@ -490,7 +490,6 @@ func (s *Scaler) value(ctx context.Context, ref *externalscaler.ScaledObjectRef)
 	if err != nil {
 		return nil, 0, err
 	}
-	t.stats.pollMs.Store(s.now().UnixMilli())
 	if err := s.warmingUp(); err != nil {
 		return t, 0, err
 	}

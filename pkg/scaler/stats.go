@@ -246,7 +246,6 @@ type triggerStats struct {
 	errors   atomic.Uint64
 	lastErr  atomic.Pointer[errorRecord]
 	specMs   atomic.Int64 // last GetMetricSpec or StreamMetricSpec, unix ms
-	pollMs   atomic.Int64 // last GetMetrics or IsActive, unix ms
 	kedaName atomic.Pointer[string]
 
 	streams    atomic.Int64 // open StreamIsActive streams
@@ -400,7 +399,6 @@ type TriggerStatus struct {
 	Activation        float64       `json:"activationThreshold"`
 	Created           time.Time     `json:"created"`
 	LastSpec          *time.Time    `json:"lastMetricSpec,omitempty"`
-	LastPoll          *time.Time    `json:"lastPoll,omitempty"`
 	// Last is the last successful evaluation (nil before one).
 	Last *Evaluation `json:"last,omitempty"`
 	// LastError is the last answer that was an error (nil before one); it
@@ -490,7 +488,7 @@ func (t *trigger) status(nowMs int64) TriggerStatus {
 	}
 	ts.Metadata = st.metadata
 	ts.Created = time.UnixMilli(st.createdMs)
-	ts.LastSpec, ts.LastPoll = msTime(st.specMs.Load()), msTime(st.pollMs.Load())
+	ts.LastSpec = msTime(st.specMs.Load())
 	if p := st.kedaName.Load(); p != nil {
 		ts.RequestedMetricName = *p
 		if m := kedaIndex.FindStringSubmatch(*p); m != nil {

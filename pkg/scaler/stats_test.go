@@ -301,7 +301,6 @@ func TestTriggerStatsHotPathAllocs(t *testing.T) {
 	for name, f := range map[string]func(){
 		"evaluated":    func() { ms += 15_000; st.evaluated(ms, 3, true, true) },
 		"failed_eval":  func() { ms += 15_000; st.evaluated(ms, 0, false, false) },
-		"poll":         func() { st.pollMs.Store(ms) },
 		"keda_name":    func() { st.noteKEDAName("s0-ns-so") },
 		"push":         func() { st.pushes.Add(1); st.lastPushMs.Store(ms) },
 		"edge":         func() { st.edges.Add(1); st.lastEdgeMs.Store(ms) },
