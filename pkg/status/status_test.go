@@ -42,8 +42,10 @@ func newFixture(t *testing.T) *fixture {
 	f.sc = scaler.New(e, f.st, scaler.Config{}, scaler.Settings{Now: clock})
 	t.Cleanup(f.sc.Drain)
 	rcv := receiver.New(f.st, receiver.Config{}, receiver.Settings{Now: clock})
-	f.h = New(Sources{Scaler: f.sc, Receiver: rcv, Store: f.st, Engine: e, Now: clock, Version: "v-test",
-		Flags: []Flag{{"http-addr", ":8080"}, {"otlp-bearer-token", "tok"}, {"tls-key-file", "/etc/tls/key.pem"}}})
+	f.h = New(Sources{
+		Scaler: f.sc, Receiver: rcv, Store: f.st, Engine: e, Now: clock, Version: "v-test",
+		Flags: []Flag{{"http-addr", ":8080"}, {"otlp-bearer-token", "tok"}, {"tls-key-file", "/etc/tls/key.pem"}},
+	})
 	f.mux = http.NewServeMux()
 	f.h.Register(f.mux)
 	return f

@@ -84,6 +84,7 @@ func TestTriggerStatusAfterKEDATraffic(t *testing.T) {
 	require.Equal(t, codes.Unavailable, status.Code(err), "warm-up")
 
 	d, body := e.triggers(t, "")
+	assert.NotContains(t, body, "SECRET", "no secret during warm-up either")
 	tr := findStatus(t, d, "sum(queue_depth)")
 	require.NotNil(t, tr.LastError)
 	assert.True(t, tr.LastError.WarmingUp)
