@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,20 +71,48 @@ type message struct {
 // DevTools endpoint, which Chromium writes to DevToolsActivePort.
 func startBrowser(t *testing.T) *browser {
 	t.Helper()
-	profile := t.TempDir()
+	// A fresh profile, removed once every Chromium process has exited
+	// (its helpers keep writing to it for a moment after the browser).
+	profile, err := os.MkdirTemp("", "kos-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i := 0; ; i++ {
+			err := os.RemoveAll(profile)
+			if err == nil || i == 50 {
+				if err != nil {
+					t.Errorf("remove the Chromium profile: %v", err)
+				}
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	args := append(append([]string{}, chromiumFlags...), "--user-data-dir="+profile, "about:blank")
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, chromiumPath(t), args...)
 	cmd.Stdout, cmd.Stderr = nil, nil
+	// Chromium and its helpers in their own process group, which the
+	// cleanup ends as a whole: only the processes this test started.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("start chromium: %v", err)
 	}
+	pgid := cmd.Process.Pid
 	waited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(waited) }()
 	t.Cleanup(func() {
 		cancel()
 		<-waited
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+				return
+			}
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
 	})
 	var wsURL string
 	deadline := time.Now().Add(30 * time.Second)
