@@ -49,6 +49,7 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&c.Server.GRPCReflection, "grpc-reflection", c.Server.GRPCReflection, "serve gRPC server reflection on the OTLP and KEDA listeners; --grpc-reflection=false turns it off (health is always served) (`bool`)")
 	fs.Var((*durationValue)(&c.Server.ShutdownTimeout), "shutdown-timeout", "grace period for in-flight calls after SIGTERM (`duration`, e.g. 15s)")
 	fs.Var((*sizeValue)(&c.Receiver.MaxRecvSize), "otlp-max-recv-size", "largest OTLP request after decompression (`bytes`; suffixes KiB, MiB, GiB)")
+	fs.Var((*sizeValue)(&c.Receiver.MaxInFlightBytes), "otlp-max-inflight-bytes", "memory OTLP requests may hold at once (bodies, decompressed bytes, JSON trees); beyond it Export answers Unavailable/503, which exporters retry (`bytes`; suffixes KiB, MiB, GiB; 0 = 2 × --otlp-max-recv-size)")
 	fs.StringVar(&c.Receiver.Delta, "otlp-delta", c.Receiver.Delta, "delta temporality policy: reject (as Prometheus) or ingest (each delta point stored as raw samples; query with sum_over_time) (`policy`)")
 	fs.Var((*listValue)(&c.Receiver.PromoteResourceAttributes), "otlp-promote-resource-attributes", "resource attributes also added as labels when the point has none of that name, e.g. k8s.node.name (comma-separated `list`)")
 	fs.IntVar(&c.Receiver.MaxLabelsPerSeries, "max-labels-per-series", c.Receiver.MaxLabelsPerSeries, "labels per series after promotion; points with more are rejected (`count`)")

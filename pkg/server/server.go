@@ -157,6 +157,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	})
 	s.receiver = receiver.New(s.store, receiver.Config{
 		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
+		MaxInFlightBytes:          cfg.Receiver.MaxInFlightBytes,
 		IngestDelta:               cfg.Receiver.Delta == "ingest",
 		PromoteResourceAttributes: cfg.Receiver.PromoteResourceAttributes,
 		MaxLabelsPerSeries:        cfg.Receiver.MaxLabelsPerSeries,
@@ -222,8 +223,14 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	if set.register != nil {
 		set.register(s.otlpSrv, mux)
 	}
-	// ReadTimeout bounds a slow upload, which holds an OTLP in-flight slot.
-	s.httpSrv = &http.Server{Handler: boundary.http(readOnly(mux)), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, TLSConfig: sec.httpTLS()}
+	// ReadHeaderTimeout, ReadTimeout and MaxHeaderBytes bound what a slow
+	// or oversized request holds: its connection and goroutine (an OTLP
+	// request takes its in-flight slot once its body is read), for at
+	// most a minute. Header blocks of 64 KiB are far above real ones.
+	s.httpSrv = &http.Server{
+		Handler: boundary.http(readOnly(mux)), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		MaxHeaderBytes: 64 << 10, TLSConfig: sec.httpTLS(),
+	}
 	return s, nil
 }
 
