@@ -137,6 +137,8 @@ type Receiver struct {
 	batches chan *batch
 	// twins detects series that differ only in hidden identity (§8.3).
 	twins twinDetector
+	// rejections keeps the last rejection examples (rejections.go).
+	rejections rejectionLog
 }
 
 // New returns a receiver appending to st.
@@ -281,6 +283,7 @@ func (r *Receiver) finish(b *batch) result {
 	for i, n := range b.rejected {
 		if n > 0 {
 			r.m.rejected[i].Add(float64(n))
+			r.rejections.record(r.now(), reason(i), n, b.examples[i])
 		}
 	}
 	if b.newestT > 0 {

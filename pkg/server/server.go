@@ -33,6 +33,7 @@ import (
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/status"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -91,6 +92,9 @@ type Server struct {
 	scaler   *scaler.Scaler
 	receiver *receiver.Receiver
 	boundary *panicBoundary
+	status   *status.Handler
+	// stopStatus ends the status page's rate sampler (Start to Shutdown).
+	stopStatus context.CancelFunc
 
 	otlpSrv, kedaSrv       *grpc.Server
 	otlpHealth, kedaHealth *health.Server
@@ -214,6 +218,8 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	s.status = newStatus(s, cfg)
+	s.status.Register(mux)
 	if set.register != nil {
 		set.register(s.otlpSrv, mux)
 	}
@@ -274,6 +280,9 @@ func (s *Server) Start() error {
 			return nil
 		}
 	}
+	sctx, stop := context.WithCancel(context.Background())
+	s.stopStatus = stop
+	s.group.Go(func() error { s.status.Run(sctx); return nil })
 	s.group.Go(serve(s.otlpSrv, s.otlpLis))
 	s.group.Go(serve(s.kedaSrv, s.kedaLis))
 	s.sec.watcher.Start()
@@ -333,6 +342,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		wg.Wait()
 		s.sec.watcher.Stop()
+		if s.stopStatus != nil {
+			s.stopStatus()
+		}
 		if s.group != nil {
 			err = s.group.Wait()
 		}
@@ -371,4 +383,17 @@ func Run(ctx context.Context, cfg config.Config, set Settings) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	return s.Shutdown(sctx)
+}
+
+// newStatus builds the status routes (GET /api/v1/triggers, /status, /)
+// over the server's components.
+func newStatus(s *Server, cfg config.Config) *status.Handler {
+	var flags []status.Flag
+	for _, f := range config.Flags(cfg) {
+		flags = append(flags, status.Flag{Name: f.Name, Value: f.Value})
+	}
+	return status.New(status.Sources{
+		Scaler: s.scaler, Receiver: s.receiver, Store: s.store, Engine: s.engine,
+		Now: s.set.Now, Version: s.set.Version, Flags: flags,
+	})
 }
