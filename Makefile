@@ -20,7 +20,7 @@ FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzLabelGrowth ./pkg/promapi
 	./pkg/scaler:FuzzShowMetadata ./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk \
 	./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck
 
-.PHONY: all help build run demo test gates test-short test-memory conformance compat fuzz bench bench-baseline load status-screenshot \
+.PHONY: all help build run demo test check-tidy gates test-short test-memory conformance compat fuzz bench bench-baseline load status-screenshot \
 	helm-lint helm-test e2e browser-test e2e-collector promtool promtool-test keda-client-test lint fmt vet tidy clean
 
 all: build
@@ -38,6 +38,7 @@ demo: ## The end-to-end demo (~1 min): simulated vLLM pods, OTLP push, KEDA/HPA 
 	$(GO) run ./cmd/keda-otel-scaler demo $(DEMO_ARGS)
 
 test: ## What CI runs: vet, lint and every test with -race in the main module, test/compat (vs Prometheus's engine), test/helm (chart + examples), test/browser (headless Chromium on the status page) and test/e2e (a real collector; its first build takes ~8 min on 2 cores, then it is cached).
+	$(MAKE) check-tidy
 	$(GO) vet $(PKGS)
 	$(MAKE) lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
@@ -124,11 +125,14 @@ fmt: ## Format the code.
 vet: ## go vet.
 	$(GO) vet $(PKGS)
 
+# Every Go module of the repository (the main one and those under test/).
+MODULES = $(sort $(dir $(shell git ls-files '*go.mod' 2>/dev/null)))
+
 tidy: ## go mod tidy for every module.
-	$(GO) mod tidy
-	@for m in test/lint test/compat test/helm test/e2e test/e2e/otelcol test/promtool test/kedaclient test/browser; do \
-		echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; \
-	done
+	@for m in $(MODULES); do echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; done
+
+check-tidy: ## Fail when any module's go.mod/go.sum is not tidy (a new dependency of the main module reaches every test module through its replace).
+	@for m in $(MODULES); do (cd $$m && $(GO) mod tidy -diff >/dev/null) || { echo "module $$m is not tidy: run make tidy"; exit 1; }; done
 
 clean: ## Remove build outputs.
 	rm -rf bin bench.txt bench-baseline.txt conformance.txt demo-out
