@@ -16,7 +16,7 @@ LOAD_ARGS ?=
 
 # Every fuzz target of the main module, as "package:Target".
 FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzAPIQuery ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
-	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/internal/otlpwire:FuzzWalk
+	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/internal/otlpwire:FuzzWalk ./pkg/store:FuzzReadSnapshot
 
 .PHONY: all help build run demo test gates test-short test-memory conformance compat fuzz bench bench-baseline load \
 	helm-lint helm-test e2e e2e-collector promtool promtool-test keda-client-test lint fmt vet tidy clean
