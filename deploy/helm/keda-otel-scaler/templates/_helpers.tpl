@@ -78,6 +78,9 @@ mapped to their flag names; empty values are left to the server's default.
   "maxLabelValueLength" "max-label-value-length"
   "maxMetricNameLength" "max-metric-name-length"
   "seriesTTL" "series-ttl"
+  "maxSamplesPerSeries" "max-samples-per-series"
+  "maxSampleMemory" "max-sample-memory"
+  "checkpointInterval" "checkpoint-interval"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
