@@ -427,8 +427,9 @@ func (s *Store) SeriesMetricID(ref SeriesRef) (uint32, bool) {
 
 // Append adds a sample to a series. A sample equal in time and value to the
 // newest one is dropped silently (retried batches); a stale marker at or
-// before the newest sample, or older than the retention, is ignored. It
-// takes no store-wide lock and does not allocate once the series' ring has
+// before the newest sample, or older than the retention, is ignored. A
+// series at its sample bound is thinned (ring.go), never refused. It takes
+// no store-wide lock and does not allocate once the series' ring has
 // reached its size.
 func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
 	var n uint64
