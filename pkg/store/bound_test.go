@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -94,7 +95,7 @@ func TestThinningKeepsTheWindowCovered(t *testing.T) {
 				byT[smp.T] = smp.V
 			}
 			for _, k := range kept {
-				require.Equal(t, byT[k.T], k.V, "kept sample at %d", k.T)
+				require.Equal(t, math.Float64bits(byT[k.T]), math.Float64bits(k.V), "kept sample at %d", k.T)
 			}
 			var span []Sample
 			for _, smp := range all {
@@ -102,7 +103,7 @@ func TestThinningKeepsTheWindowCovered(t *testing.T) {
 					span = append(span, smp)
 				}
 			}
-			assert.Equal(t, increase(span), increase(kept), "increase over the kept samples is exact")
+			assert.InDelta(t, increase(span), increase(kept), 0, "increase over the kept samples is exact")
 			assert.Positive(t, s.m.thinnedCap.load(), "thinning is counted under max_samples_per_series")
 			assert.Zero(t, s.m.thinnedMem.load())
 			assert.Equal(t, tc.capN, s.ringCap(ref), "the ring never outgrows its bound")
@@ -249,16 +250,17 @@ func cpuNow(tb testing.TB) time.Duration {
 // TestBurstCPU (issue #12 class 9, in make gates): appending a burst of
 // closely spaced samples to new series costs no more process CPU per
 // point (garbage collection included) than the same samples 5 s apart:
-// the ratio of the medians of interleaved rounds, measured in the same
-// run, stays within 1.25. A burst used to allocate every ring at its cap
-// at once, 9× the bytes.
+// the ratio of the medians of interleaved rounds (alternating which goes
+// first), measured in the same run, stays within 1.4; the two do the same
+// work, so on a quiet machine it is about 1. A burst used to allocate
+// every ring at its cap at once, 9× the bytes and 1.9× the CPU.
 func TestBurstCPU(t *testing.T) {
 	if raceEnabled || testing.Short() {
 		t.Skip("CPU ratio: without -race and -short (make gates)")
 	}
 	const (
-		n      = 10_000
-		rounds = 7
+		n      = 20_000
+		rounds = 9
 	)
 	run := func(spacing int64) time.Duration {
 		s, refs := burstFixture(t, n)
@@ -277,24 +279,23 @@ func TestBurstCPU(t *testing.T) {
 		return d
 	}
 	var burst, spaced []time.Duration
-	for range rounds {
-		burst = append(burst, run(1))
-		spaced = append(spaced, run(5000))
+	for i := range rounds {
+		if i%2 == 0 {
+			burst = append(burst, run(1))
+			spaced = append(spaced, run(5000))
+		} else {
+			spaced = append(spaced, run(5000))
+			burst = append(burst, run(1))
+		}
 	}
 	mb, ms := median(burst), median(spaced)
 	t.Logf("CPU per point: burst %.0f ns, spaced %.0f ns (medians of %d rounds of %d points)",
 		float64(mb)/(n*20), float64(ms)/(n*20), rounds, n*20)
-	assert.LessOrEqual(t, float64(mb), 1.25*float64(ms), "burst CPU / spaced CPU")
+	assert.LessOrEqual(t, float64(mb), 1.4*float64(ms), "burst CPU / spaced CPU")
 }
 
 func median(ds []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
 	return s[len(s)/2]
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -169,7 +170,7 @@ func TestBinaryCheckpointSurvivesSIGKILL(t *testing.T) {
 	for _, s := range acked {
 		v, ok := b.instant(t, fmt.Sprintf(`ckpt_gauge{series=%q}`, s.series), s.t)
 		require.True(t, ok, "series %s at %d restored", s.series, s.t)
-		require.Equal(t, s.v, v, "series %s at %d: exact value", s.series, s.t)
+		require.Equal(t, math.Float64bits(s.v), math.Float64bits(v), "series %s at %d: exact value (%v, want %v)", s.series, s.t, v, s.v)
 	}
 	require.NoError(t, b.cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, b.cmd.Wait(), "exit 0 after SIGTERM")
