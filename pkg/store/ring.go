@@ -316,6 +316,43 @@ func (ms *memSeries) append(t int64, v float64, l *ringLimits) (res appendResult
 			return rejectedDuplicate, 0, false
 		}
 	}
+	// The common case, kept small so the compiler keeps it in registers
+	// (measured: the general path below cost 36 more instructions per
+	// append when it was the only path): a ring that is not thinned, has
+	// a free slot or an expired oldest sample, and needs no re-base.
+	if w != nil {
+		base := int64(atomic.LoadUint64(&w[0]))
+		if uint64(t-base) <= math.MaxUint32 {
+			switch {
+			case m&metaThinned != 0:
+				// A thinned ring's common case: the sample replaces the
+				// newest one (appendSlow for the rest).
+				if gap := l.thinGap(c); t-lt < gap && mergeable(w, head, n, c, t, v, gap) {
+					setSlot(w, wrap(head+n-1, c), uint32(t-base), v)
+					ms.publish(m, head, n, c, m&(metaDead|metaThinned))
+					return appended, 1, c >= l.maxCap
+				}
+			case n < c:
+				setSlot(w, wrap(head+n, c), uint32(t-base), v)
+				ms.publish(m, head, n+1, c, m&metaDead)
+				return appended, 0, false
+			case offAt(w, head) < t-l.retention-base:
+				setSlot(w, head, uint32(t-base), v)
+				ms.publish(m, wrap(head+1, c), n, c, m&metaDead)
+				return appended, 0, false
+			}
+		}
+	}
+	return ms.appendSlow(m, w, t, v, lt, l)
+}
+
+// appendSlow is append's general path, for the cases its common path
+// leaves: a first sample, a thinned ring, a full ring whose oldest sample
+// is still within the retention (grow or thin), and a re-base. The caller
+// holds the write lock (m) and has checked the sample's order against the
+// newest one, lt.
+func (ms *memSeries) appendSlow(m uint64, w []uint64, t int64, v float64, lt int64, l *ringLimits) (res appendResult, thinned int, atCap bool) {
+	head, n, c := unpackMeta(m)
 	res = appended
 	flags := m & metaThinned
 	merge := false
