@@ -15,7 +15,7 @@ DEMO_ARGS ?=
 LOAD_ARGS ?=
 
 # Every fuzz target of the main module, as "package:Target".
-FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzAPIQuery ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
+FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzLabelGrowth ./pkg/query:FuzzAPIQuery ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
 	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/internal/otlpwire:FuzzWalk ./pkg/store:FuzzReadSnapshot
 
 .PHONY: all help build run demo test gates test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load \
@@ -45,8 +45,8 @@ test: ## What CI runs: vet, lint and every test with -race in the main module, t
 	$(MAKE) e2e
 
 gates: ## Performance gates without -race (which distorts timing and allocation counts): exact allocs, same-run ratios, heap bytes.
-	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork)$$' \
-		./pkg/receiver ./pkg/store ./pkg/query ./pkg/scaler
+	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork)$$' \
+		./pkg/receiver ./pkg/store ./pkg/query ./pkg/scaler ./pkg/server
 	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' .
 
 test-short: ## The main module's tests with -short (skips the heavy ones).

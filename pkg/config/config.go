@@ -19,6 +19,7 @@ type Config struct {
 	Receiver Receiver
 	Store    Store
 	Scaler   Scaler
+	Query    Query
 	Log      Log
 }
 
@@ -48,6 +49,11 @@ type Server struct {
 	// is also written while running, so a crash or SIGKILL loses at most
 	// this much. 0 writes only on shutdown. Default 1m.
 	CheckpointInterval time.Duration
+	// GRPCReflection serves gRPC server reflection on the OTLP and KEDA
+	// listeners (interfaces.md: both serve health and reflection). Turning
+	// it off hides the service list from grpcurl-style discovery; health
+	// stays. Default true.
+	GRPCReflection bool
 }
 
 // Receiver configures OTLP ingestion.
@@ -109,7 +115,41 @@ type Scaler struct {
 	// StreamIsActive stream (keda-contract.md §7.2). Zero disables it.
 	// Default 5s.
 	PushHoldoff time.Duration
+	// TriggerTTL is how long a compiled trigger stays cached unused.
+	// Default 10m.
+	TriggerTTL time.Duration
+	// MaxTriggers bounds the compiled-trigger cache in entries. Default
+	// 10,000.
+	MaxTriggers int
+	// MaxTriggerBytes bounds one compiled trigger's estimated memory
+	// (kept metadata, query texts, plan, interned metric names), in bytes;
+	// a trigger over it is refused with InvalidArgument. Default 2 MiB.
+	MaxTriggerBytes int64
+	// TriggerCacheBytes bounds the estimated memory of every cached
+	// trigger, held ones included, in bytes; least recently used
+	// triggers are evicted to stay under it. Default 64 MiB.
+	TriggerCacheBytes int64
+	// MaxStreams caps open StreamIsActive and StreamMetricSpec streams
+	// together; one more is refused with ResourceExhausted and KEDA retries.
+	// KEDA opens both for each external-push trigger. It also sets the KEDA
+	// listener's per-connection concurrent-stream limit (MaxStreams + 1,024
+	// for calls in flight): KEDA pools one connection for every trigger.
+	// Default 10,000.
+	MaxStreams int
 }
+
+// Query configures query evaluation (KEDA triggers and /api/v1/*).
+type Query struct {
+	// MaxLabelBytes caps the bytes of label sets one evaluation may create
+	// with label_replace and label_join; over it the evaluation fails
+	// (ResourceExhausted for KEDA, 422 for the HTTP API) before the memory
+	// is taken. Default 8 MiB.
+	MaxLabelBytes int64
+}
+
+// MaxStreamsLimit is the largest --max-streams: the per-connection stream
+// limit derived from it must fit gRPC's uint32 with room to spare.
+const MaxStreamsLimit = 1 << 24
 
 // Log configures logging.
 type Log struct {
@@ -128,6 +168,7 @@ func Default() Config {
 			HTTPAddr:           ":8080",
 			ShutdownTimeout:    15 * time.Second,
 			CheckpointInterval: time.Minute,
+			GRPCReflection:     true,
 		},
 		Receiver: Receiver{
 			MaxRecvSize:         64 << 20,
@@ -145,8 +186,18 @@ func Default() Config {
 			MaxSamplesPerSeries: 1024,
 			MaxSampleMemory:     512 << 20,
 		},
-		Scaler: Scaler{DefaultWindow: 2 * time.Minute, Warmup: 30 * time.Second, PushHoldoff: 5 * time.Second},
-		Log:    Log{Format: "text", Level: "info"},
+		Scaler: Scaler{
+			DefaultWindow:     2 * time.Minute,
+			Warmup:            30 * time.Second,
+			PushHoldoff:       5 * time.Second,
+			MaxStreams:        10_000,
+			TriggerTTL:        10 * time.Minute,
+			MaxTriggers:       10_000,
+			MaxTriggerBytes:   2 << 20,
+			TriggerCacheBytes: 64 << 20,
+		},
+		Query: Query{MaxLabelBytes: 8 << 20},
+		Log:   Log{Format: "text", Level: "info"},
 	}
 }
 
@@ -232,6 +283,24 @@ func (c Config) Validate() error {
 	}
 	if c.Scaler.PushHoldoff < 0 {
 		errs = append(errs, fmt.Errorf("--push-holdoff %v must be >= 0", c.Scaler.PushHoldoff))
+	}
+	if c.Scaler.TriggerTTL <= 0 {
+		errs = append(errs, fmt.Errorf("--trigger-ttl %v must be > 0", c.Scaler.TriggerTTL))
+	}
+	if c.Scaler.MaxTriggers <= 0 {
+		errs = append(errs, fmt.Errorf("--max-triggers %d must be > 0", c.Scaler.MaxTriggers))
+	}
+	if c.Scaler.MaxTriggerBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--max-trigger-bytes %d must be > 0", c.Scaler.MaxTriggerBytes))
+	}
+	if c.Scaler.TriggerCacheBytes < c.Scaler.MaxTriggerBytes {
+		errs = append(errs, fmt.Errorf("--trigger-cache-bytes %d must be >= --max-trigger-bytes %d", c.Scaler.TriggerCacheBytes, c.Scaler.MaxTriggerBytes))
+	}
+	if c.Scaler.MaxStreams <= 0 || c.Scaler.MaxStreams > MaxStreamsLimit {
+		errs = append(errs, fmt.Errorf("--max-streams %d must be > 0 and <= %d", c.Scaler.MaxStreams, MaxStreamsLimit))
+	}
+	if c.Query.MaxLabelBytes < 1<<10 {
+		errs = append(errs, fmt.Errorf("--query-max-label-bytes %d must be >= 1KiB (a label set of a few labels)", c.Query.MaxLabelBytes))
 	}
 	switch c.Log.Format {
 	case "text", "json":

@@ -120,6 +120,32 @@ func TestReceiverFlags(t *testing.T) {
 	assert.Contains(t, err.Error(), "--max-metric-name-length")
 }
 
+func TestTriggerCacheFlags(t *testing.T) {
+	c, err := Load("t", nil, func(string) string { return "" }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, 10*time.Minute, c.Scaler.TriggerTTL)
+	assert.Equal(t, 10_000, c.Scaler.MaxTriggers)
+	assert.Equal(t, int64(2<<20), c.Scaler.MaxTriggerBytes)
+	assert.Equal(t, int64(64<<20), c.Scaler.TriggerCacheBytes)
+
+	env := map[string]string{"KOS_TRIGGER_CACHE_BYTES": "16MiB", "KOS_TRIGGER_TTL": "5m"}
+	c, err = Load("t", []string{"--max-trigger-bytes", "512KiB", "--max-triggers", "500"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, 5*time.Minute, c.Scaler.TriggerTTL)
+	assert.Equal(t, 500, c.Scaler.MaxTriggers)
+	assert.Equal(t, int64(512<<10), c.Scaler.MaxTriggerBytes)
+	assert.Equal(t, int64(16<<20), c.Scaler.TriggerCacheBytes)
+
+	_, err = Load("t", []string{"--trigger-ttl", "0", "--max-triggers", "0", "--max-trigger-bytes", "4MiB", "--trigger-cache-bytes", "1MiB"},
+		func(string) string { return "" }, &bytes.Buffer{})
+	require.Error(t, err)
+	for _, want := range []string{"--trigger-ttl", "--max-triggers", "--trigger-cache-bytes 1048576 must be >= --max-trigger-bytes 4194304"} {
+		assert.Contains(t, err.Error(), want)
+	}
+	_, err = Load("t", []string{"--max-trigger-bytes", "0"}, func(string) string { return "" }, &bytes.Buffer{})
+	assert.ErrorContains(t, err, "--max-trigger-bytes 0 must be > 0")
+}
+
 func TestStateDir(t *testing.T) {
 	for _, tc := range []struct {
 		name, flagVal, env, want string

@@ -34,6 +34,9 @@ type evaluator struct {
 	maxSamples int64
 	maxSeries  int
 	samples    int64
+	// labels counts the bytes of label sets created so far (chargeLabels);
+	// maxLabels is its budget.
+	labels, maxLabels int64
 	// checkAt is the sample count at which charge must look closer: the
 	// next context check (nextCtx) or one past the budget.
 	checkAt, nextCtx int64
@@ -84,6 +87,31 @@ func (ev *evaluator) chargeSlow() error {
 		ev.checkAt = ev.maxSamples + 1
 	}
 	return err
+}
+
+// chargeLabels accounts n bytes of label sets about to be created. It runs
+// before the allocation, so a query whose labels grow fails once the
+// budget is spent instead of after the memory is taken.
+func (ev *evaluator) chargeLabels(n int64) error {
+	ev.labels += n
+	if ev.labels > ev.maxLabels {
+		return ev.labelBudgetError()
+	}
+	return nil
+}
+
+// chargeLabelSet accounts the label set that setting dst to a value of
+// valueLen bytes on base creates: at most base's encoded size plus the new
+// name and value and their length prefixes.
+func (ev *evaluator) chargeLabelSet(base labels.Labels, dst string, valueLen int64) error {
+	if valueLen > MaxLabelValueBytes {
+		return fmt.Errorf("%w: label_replace/label_join would create a %d-byte value of label %q, longer than %d bytes", ErrBudgetExceeded, valueLen, dst, MaxLabelValueBytes)
+	}
+	return ev.chargeLabels(int64(base.ByteSize()) + int64(len(dst)) + valueLen + 8)
+}
+
+func (ev *evaluator) labelBudgetError() error {
+	return fmt.Errorf("%w: label_replace/label_join would create more than %d bytes of labels in one evaluation", ErrBudgetExceeded, ev.maxLabels)
 }
 
 // node is one operator of a compiled plan. Vector nodes implement eval and

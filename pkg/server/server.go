@@ -1,7 +1,9 @@
 // Package server wires the stages into one process: the store, the query
 // engine, the KEDA scaler, the OTLP receiver and the HTTP endpoints, with
-// the three listeners of interfaces.md, health and reflection on both gRPC
-// servers, and a graceful shutdown that ends KEDA streams with status OK.
+// the three listeners of interfaces.md, health and reflection
+// (--grpc-reflection) on both gRPC servers, a panic boundary on every
+// handler (recover.go), and a graceful shutdown that ends KEDA streams with
+// status OK.
 package server
 
 import (
@@ -18,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -46,14 +49,32 @@ type Settings struct {
 	Now func() time.Time
 	// Version is reported in the startup log.
 	Version string
+
+	// Test seams, set only by this package's tests: wrapScaler wraps the
+	// ExternalScaler implementation registered on the KEDA listener, and
+	// register adds services or routes to the OTLP server and the mux
+	// before the mux is wrapped, so the panic boundary is proven on the
+	// servers New builds.
+	wrapScaler func(externalscaler.ExternalScalerServer) externalscaler.ExternalScalerServer
+	register   func(otlp *grpc.Server, mux *http.ServeMux)
 }
 
 // scalerKeepalive sets no MaxConnectionAge: its grace expiry would end
 // KEDA's open StreamIsActive streams with an error, and KEDA pools one
-// connection for every trigger (keda-contract.md §2). The scaler server sets
-// no MaxConcurrentStreams either, so grpc-go allows any number of streams
-// on that one connection.
-var scalerKeepalive = keepalive.ServerParameters{}
+// connection for every trigger (keda-contract.md §2). Time and Timeout
+// detect dead clients (issue #12 class 7): after a minute without a frame
+// from the client the server pings, and a client that has not answered
+// within 20 s is disconnected, which ends its streams and frees what gRPC
+// buffered for them. KEDA answers pings (every gRPC client does) and sends
+// none itself (its dial options set no keepalive), so the enforcement
+// policy never strikes it.
+var scalerKeepalive = keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}
+
+// streamHeadroom is how many calls in flight one KEDA connection may have
+// beside --max-streams open streams (grpc.MaxConcurrentStreams). KEDA
+// pools one connection for every trigger, so the per-connection limit must
+// hold all of them.
+const streamHeadroom = 1024
 
 // Addrs are the bound listener addresses (resolved when a port was 0).
 type Addrs struct {
@@ -73,6 +94,7 @@ type Server struct {
 	engine   *query.Engine
 	scaler   *scaler.Scaler
 	receiver *receiver.Receiver
+	boundary *panicBoundary
 
 	otlpSrv, kedaSrv       *grpc.Server
 	otlpHealth, kedaHealth *health.Server
@@ -118,12 +140,24 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	}, store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
 	s.state = newStateDir(cfg.Server.StateDir, cfg.Server.CheckpointInterval, s.store, s.logger, set.Now, set.Registry)
 	s.engine = query.NewEngine(s.store)
+	// Every plan, the HTTP API's included, gets the label budget.
+	s.engine.SetDefaults(query.Options{MaxLabelBytes: cfg.Query.MaxLabelBytes})
+	boundary := newPanicBoundary(s.logger, set.Registry)
+	s.boundary = boundary
 	s.scaler = scaler.New(s.engine, s.store, scaler.Config{
-		DefaultWindow: cfg.Scaler.DefaultWindow,
-		Warmup:        cfg.Scaler.Warmup,
-		PushHoldoff:   cfg.Scaler.PushHoldoff,
-	},
-		scaler.Settings{Logger: set.Logger, Registerer: set.Registry, Now: set.Now})
+		DefaultWindow:     cfg.Scaler.DefaultWindow,
+		Warmup:            cfg.Scaler.Warmup,
+		PushHoldoff:       cfg.Scaler.PushHoldoff,
+		MaxStreams:        cfg.Scaler.MaxStreams,
+		MaxLabelBytes:     cfg.Query.MaxLabelBytes,
+		TriggerTTL:        cfg.Scaler.TriggerTTL,
+		MaxTriggers:       cfg.Scaler.MaxTriggers,
+		MaxTriggerBytes:   cfg.Scaler.MaxTriggerBytes,
+		TriggerCacheBytes: cfg.Scaler.TriggerCacheBytes,
+	}, scaler.Settings{
+		Logger: set.Logger, Registerer: set.Registry, Now: set.Now,
+		OnPanic: func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
+	})
 	s.receiver = receiver.New(s.store, receiver.Config{
 		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
 		IngestDelta:               cfg.Receiver.Delta == "ingest",
@@ -136,9 +170,13 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 
 	// Collectors ping as often as every 10 s, also between calls.
 	kaPolicy := keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
-	s.otlpSrv = grpc.NewServer(append(s.receiver.ServerOptions(), grpc.KeepaliveEnforcementPolicy(kaPolicy))...)
+	otlpOpts := append(s.receiver.ServerOptions(), grpc.KeepaliveEnforcementPolicy(kaPolicy))
+	s.otlpSrv = grpc.NewServer(append(otlpOpts, boundary.serverOptions(listenerOTLP)...)...)
 	s.receiver.RegisterGRPC(s.otlpSrv)
-	kedaOpts := []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(scalerKeepalive)}
+	kedaOpts := append([]grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(scalerKeepalive),
+		grpc.MaxConcurrentStreams(uint32(cfg.Scaler.MaxStreams) + streamHeadroom), //nolint:gosec // Validate bounds MaxStreams to 1<<24
+	}, boundary.serverOptions(listenerScaler)...)
 	if cfg.Server.TLSCertFile != "" {
 		tlsCfg, err := scalerTLS(cfg.Server)
 		if err != nil {
@@ -147,14 +185,20 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		kedaOpts = append(kedaOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 	}
 	s.kedaSrv = grpc.NewServer(kedaOpts...)
-	s.scaler.Register(s.kedaSrv)
+	var impl externalscaler.ExternalScalerServer = s.scaler
+	if set.wrapScaler != nil {
+		impl = set.wrapScaler(impl)
+	}
+	externalscaler.RegisterExternalScalerServer(s.kedaSrv, impl)
 	s.otlpHealth, s.kedaHealth = health.NewServer(), health.NewServer()
 	for _, p := range []struct {
 		srv *grpc.Server
 		h   *health.Server
 	}{{s.otlpSrv, s.otlpHealth}, {s.kedaSrv, s.kedaHealth}} {
 		healthpb.RegisterHealthServer(p.srv, p.h)
-		reflection.Register(p.srv)
+		if cfg.Server.GRPCReflection {
+			reflection.Register(p.srv)
+		}
 		p.h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	}
 
@@ -173,8 +217,11 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	if set.register != nil {
+		set.register(s.otlpSrv, mux)
+	}
 	// ReadTimeout bounds a slow upload, which holds an OTLP in-flight slot.
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute}
+	s.httpSrv = &http.Server{Handler: boundary.http(mux), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute}
 	return s, nil
 }
 

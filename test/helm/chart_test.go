@@ -177,8 +177,8 @@ func TestTemplateValuesFiles(t *testing.T) {
 		"default-values.yaml": {"Deployment/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler"},
 		"all-optional-values.yaml": {
 			"Deployment/keda-otel-scaler", "NetworkPolicy/keda-otel-scaler",
-			"PodDisruptionBudget/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler",
-			"ServiceMonitor/keda-otel-scaler",
+			"PodDisruptionBudget/keda-otel-scaler", "PrometheusRule/keda-otel-scaler", "Service/keda-otel-scaler",
+			"ServiceAccount/keda-otel-scaler", "ServiceMonitor/keda-otel-scaler",
 		},
 		"tls-values.yaml": {"Deployment/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler"},
 		"headless-values.yaml": {
@@ -191,7 +191,7 @@ func TestTemplateValuesFiles(t *testing.T) {
 			o := mustRender(t, readValues(t, f))
 			assert.Equal(t, want[f], o.kinds())
 			// Every namespaced object lands in the release namespace, except a
-			// ServiceMonitor explicitly placed elsewhere.
+			// ServiceMonitor or PrometheusRule explicitly placed elsewhere.
 			for k, raw := range o {
 				var m struct {
 					Metadata struct {
@@ -200,7 +200,7 @@ func TestTemplateValuesFiles(t *testing.T) {
 					} `json:"metadata"`
 				}
 				require.NoError(t, yaml.Unmarshal(raw, &m))
-				if k != "ServiceMonitor/keda-otel-scaler" {
+				if k != "ServiceMonitor/keda-otel-scaler" && k != "PrometheusRule/keda-otel-scaler" {
 					assert.Equal(t, namespace, m.Metadata.Namespace, k)
 				}
 				assert.Equal(t, "keda-otel-scaler", m.Metadata.Labels["app.kubernetes.io/name"], k)
@@ -354,6 +354,13 @@ var configEnv = []struct {
 	{"maxSamplesPerSeries", 256, "KOS_MAX_SAMPLES_PER_SERIES", "256"},
 	{"maxSampleMemory", "1GiB", "KOS_MAX_SAMPLE_MEMORY", "1GiB"},
 	{"checkpointInterval", "30s", "KOS_CHECKPOINT_INTERVAL", "30s"},
+	{"triggerTTL", "15m", "KOS_TRIGGER_TTL", "15m"},
+	{"maxTriggers", 2000, "KOS_MAX_TRIGGERS", "2000"},
+	{"maxTriggerBytes", "1MiB", "KOS_MAX_TRIGGER_BYTES", "1MiB"},
+	{"triggerCacheBytes", "33554432", "KOS_TRIGGER_CACHE_BYTES", "33554432"},
+	{"maxStreams", 20000, "KOS_MAX_STREAMS", "20000"},
+	{"queryMaxLabelBytes", "16MiB", "KOS_QUERY_MAX_LABEL_BYTES", "16MiB"},
+	{"grpcReflection", false, "KOS_GRPC_REFLECTION", "false"},
 }
 
 func container(t *testing.T, o objects) corev1.Container {
@@ -674,6 +681,9 @@ func TestSchemaRejects(t *testing.T) {
 		{"port out of range", set("service.scalerPort", 70000), "scalerPort"},
 		{"bad strategy", set("strategy.type", "BlueGreen"), "type"},
 		{"relative state dir", set("stateDir.path", "state"), "path"},
+		{"selector with braces", set("prometheusRule.selector", `{job="x"}`), "selector"},
+		{"series ratio above 1", set("prometheusRule.seriesLimitRatio", 1.5), "seriesLimitRatio"},
+		{"typo in prometheusRule", set("prometheusRule.enable", true), "enable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := render(t, tc.vals)

@@ -81,6 +81,13 @@ mapped to their flag names; empty values are left to the server's default.
   "maxSamplesPerSeries" "max-samples-per-series"
   "maxSampleMemory" "max-sample-memory"
   "checkpointInterval" "checkpoint-interval"
+  "triggerTTL" "trigger-ttl"
+  "maxTriggers" "max-triggers"
+  "maxTriggerBytes" "max-trigger-bytes"
+  "triggerCacheBytes" "trigger-cache-bytes"
+  "maxStreams" "max-streams"
+  "queryMaxLabelBytes" "query-max-label-bytes"
+  "grpcReflection" "grpc-reflection"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
