@@ -348,7 +348,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// replace a good checkpoint with its empty store.
 		s.state.stopLoop()
 		if s.group != nil && s.state.enabled() {
-			if serr := s.state.save(ctx, true); serr != nil {
+			switch serr := s.state.save(ctx, true); {
+			case serr == nil:
+			case ctx.Err() != nil:
+				// Out of grace: the last periodic checkpoint stays, at
+				// most --checkpoint-interval old.
+				s.logger.Warn("Store checkpoint abandoned at the shutdown deadline; the previous one stays", "state_dir", s.cfg.Server.StateDir, "err", serr)
+			default:
 				s.logger.Error("Store checkpoint not saved at shutdown; the previous one stays", "state_dir", s.cfg.Server.StateDir, "err", serr)
 				err = errors.Join(err, serr)
 			}

@@ -290,3 +290,38 @@ func TestStateDirStaleSnapshotWarmsUp(t *testing.T) {
 }
 
 func mustLabels(kv ...string) labels.Labels { return labels.FromStrings(kv...) }
+
+// TestStateDirShutdownDeadlineKeepsCheckpoint: a shutdown out of grace
+// abandons its checkpoint without reporting it as a failure; the last periodic
+// checkpoint stays intact and restorable, and no temporary file remains.
+func TestStateDirShutdownDeadlineKeepsCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	cfg := loopbackConfig()
+	cfg.Server.StateDir = dir
+	cfg.Server.CheckpointInterval = 100 * time.Millisecond
+	s, err := New(cfg, Settings{})
+	require.NoError(t, err)
+	require.NoError(t, s.Start())
+	pushGauge(t, s, 3)
+	ok := s.state.checkpoints.WithLabelValues(checkpointOK)
+	first := testutil.ToFloat64(ok)
+	for deadline := time.Now().Add(10 * time.Second); testutil.ToFloat64(ok) < first+2 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.GreaterOrEqual(t, testutil.ToFloat64(ok), first+2)
+
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil { // the store's sweeper may report the deadline
+		assert.NotContains(t, err.Error(), "checkpoint", "an abandoned checkpoint is not a failure")
+	}
+	f, err := os.Open(filepath.Join(dir, snapshotFile))
+	require.NoError(t, err)
+	defer func() { _ = f.Close() }()
+	n, _, err := store.New(store.Config{}, store.Settings{}).ReadSnapshot(f)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "the periodic checkpoint stays")
+	tmps, err := filepath.Glob(filepath.Join(dir, tmpPattern))
+	require.NoError(t, err)
+	assert.Empty(t, tmps)
+}
