@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bufio"
 	"flag"
 	"os"
 	"path/filepath"
@@ -57,9 +56,7 @@ func TestCheckpointFigures(t *testing.T) {
 			c0, w0 := cpuNow(t), time.Now()
 			f, err := os.CreateTemp(dir, "store.snapshot.tmp-*")
 			require.NoError(t, err)
-			bw := bufio.NewWriterSize(f, 1<<20)
-			require.NoError(t, s.WriteSnapshot(bw))
-			require.NoError(t, bw.Flush())
+			require.NoError(t, s.WriteSnapshot(f))
 			require.NoError(t, f.Sync())
 			require.NoError(t, f.Close())
 			require.NoError(t, os.Rename(f.Name(), path))
