@@ -447,6 +447,30 @@ func (ms *memSeries) appendSlow(m uint64, w []uint64, t int64, v float64, lt int
 	return res, thinned, atCap
 }
 
+// presize gives a series that has no ring yet one for n samples, base t0,
+// within l's bounds (the budget reserved as growth reserves it); it does
+// nothing to a series with a ring, or when the budget is spent (growth
+// then takes over). A restore knows how many samples it will append, and
+// growing through 2, 8, 32 ... slots cost it half its append time.
+func (ms *memSeries) presize(n int, t0 int64, l *ringLimits) {
+	m := ms.lock()
+	if m&metaDead != 0 || ms.ring.Load() != nil {
+		ms.unlock(m)
+		return
+	}
+	want := min(max(n, ringCapFor(initialRingWs)), l.maxCap)
+	bound := allocBound(want)
+	if !l.reserve(bound) {
+		ms.unlock(m)
+		return
+	}
+	nw, nc, nb := newRing(want, l.maxCap)
+	l.used.Add(nb - bound)
+	atomic.StoreUint64(&nw[0], uint64(t0))
+	ms.ring.Store(&nw[0])
+	ms.publish(m, 0, 0, nc, m&metaDead)
+}
+
 // mergeable reports whether the sample (t, v) may replace the newest one
 // of a thinned ring instead of being added: the newest is less than gap
 // after the one before it would then be, so replacing it keeps every two

@@ -299,6 +299,9 @@ func (s *Store) readSnapshotAt(r io.ReaderAt, size int64, window int) (restored 
 			return
 		}
 		before, had := s.LastSampleTime(ref)
+		if ms := s.get(ref); ms != nil && !had {
+			ms.presize(len(samples), samples[0].T, &s.rl)
+		}
 		for _, smp := range samples {
 			_ = s.Append(ref, smp.T, smp.V) // rejections are counted by Append
 		}

@@ -462,3 +462,48 @@ func TestWriteSnapshotLeavesLabelsUncached(t *testing.T) {
 	require.Equal(t, 1, n)
 	assert.Equal(t, lset, dst.Labels(mustLookup(t, dst, 5)))
 }
+
+// TestRestorePresizesRings: a restore gives each new series a ring for its
+// samples at once, counted against MaxSampleMemory like growth; with the
+// budget spent, rings grow (and thin) as usual instead.
+func TestRestorePresizesRings(t *testing.T) {
+	src := New(Config{Freshness: -1}, Settings{Now: fixedClock(1_000_000)})
+	for h := uint64(1); h <= 20; h++ {
+		ref := mustCreate(t, src, h, "__name__", "m", "i", strconv.Itoa(int(h)))
+		for k := range int64(41) {
+			require.NoError(t, src.Append(ref, 400_000+k*15_000, float64(k)))
+		}
+	}
+	var buf bytes.Buffer
+	require.NoError(t, src.WriteSnapshot(&buf))
+
+	dst := New(Config{Freshness: -1}, Settings{Now: fixedClock(1_000_000)})
+	n, _, err := dst.ReadSnapshot(bytes.NewReader(buf.Bytes()))
+	require.NoError(t, err)
+	require.Equal(t, 20, n)
+	assert.Equal(t, 42, dst.ringCap(mustLookup(t, dst, 7)), "one ring of 41 samples' size class")
+	assert.Equal(t, 20*ringBytes(42), dst.rl.used.Load(), "only the presized rings are counted")
+
+	const budget = 2000 // room for a few rings of 41
+	small := New(Config{Freshness: -1, MaxSampleMemory: budget}, Settings{Now: fixedClock(1_000_000)})
+	n, _, err = small.ReadSnapshot(bytes.NewReader(buf.Bytes()))
+	require.NoError(t, err)
+	require.Equal(t, 20, n)
+	assert.LessOrEqual(t, small.rl.used.Load(), int64(budget+20*48))
+	thinnedRings := 0
+	for h := uint64(1); h <= 20; h++ {
+		ref := mustLookup(t, small, h)
+		got := small.Range(nil, ref, 0, math.MaxInt64)
+		require.NotEmpty(t, got)
+		if small.ringCap(ref) == 2 {
+			// A first ring the spent budget keeps from growing holds the
+			// last two samples (README: Resource bounds).
+			assert.Equal(t, []Sample{{985_000, 39}, {1_000_000, 40}}, got)
+			continue
+		}
+		thinnedRings++
+		assert.Equal(t, int64(400_000), got[0].T, "thinned, not truncated: the oldest sample stays")
+	}
+	assert.Positive(t, thinnedRings)
+	assert.Positive(t, small.m.thinnedMem.load())
+}
