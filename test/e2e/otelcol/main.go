@@ -1,6 +1,8 @@
 // Command otelcol-e2e is a minimal OpenTelemetry Collector distribution for
-// the end-to-end test: the prometheus receiver, the transform and filter
-// processors and the otlp exporter, all from one collector release
+// the end-to-end test: the prometheus and otlp receivers, the transform,
+// filter, batch and memory_limiter processors and the otlp exporter (the
+// last four with the otlp receiver are what the chart's HA fan-out and shard
+// router layers use), all from one collector release
 // (contrib v0.161.0, core v0.161.0 / v1.67.0). It lives in its own module so
 // the collector's large dependency graph never touches the scaler's go.mod or
 // the e2e test module.
@@ -26,19 +28,23 @@ import (
 	"go.opentelemetry.io/collector/exporter/otlpexporter"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/collector/processor/batchprocessor"
+	"go.opentelemetry.io/collector/processor/memorylimiterprocessor"
 	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/otlpreceiver"
 	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 )
 
 func components() (otelcol.Factories, error) {
 	var err error
 	f := otelcol.Factories{Telemetry: otelconftelemetry.NewFactory()}
-	f.Receivers, err = otelcol.MakeFactoryMap[receiver.Factory](prometheusreceiver.NewFactory())
+	f.Receivers, err = otelcol.MakeFactoryMap[receiver.Factory](prometheusreceiver.NewFactory(), otlpreceiver.NewFactory())
 	if err != nil {
 		return f, fmt.Errorf("receivers: %w", err)
 	}
 	f.Processors, err = otelcol.MakeFactoryMap[processor.Factory](
-		transformprocessor.NewFactory(), filterprocessor.NewFactory())
+		transformprocessor.NewFactory(), filterprocessor.NewFactory(),
+		batchprocessor.NewFactory(), memorylimiterprocessor.NewFactory())
 	if err != nil {
 		return f, fmt.Errorf("processors: %w", err)
 	}
