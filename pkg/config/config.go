@@ -100,6 +100,12 @@ type Scaler struct {
 	// StreamIsActive stream (keda-contract.md §7.2). Zero disables it.
 	// Default 5s.
 	PushHoldoff time.Duration
+	// ReadyAfterFresh starts the Warmup clock at the first stored sample
+	// no older than Store.Freshness instead of at start; until then the
+	// scaler is warming up, and /readyz answers 503 for the whole warm-up
+	// (keda-contract.md §8.2). For HA replicas fed by a fan-out layer, so
+	// a replica never answers KEDA from an empty store. Default false.
+	ReadyAfterFresh bool
 	// TriggerTTL is how long a compiled trigger stays cached unused.
 	// Default 10m.
 	TriggerTTL time.Duration

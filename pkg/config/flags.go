@@ -49,6 +49,7 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*durationValue)(&c.Store.SeriesTTL), "series-ttl", "delete a series after this long without a sample (`duration`; 0 = --retention)")
 	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.Warmup), "warmup", "after start, GetMetrics and IsActive answer Unavailable for this long; 0 disables (`duration`)")
+	fs.BoolVar(&c.Scaler.ReadyAfterFresh, "ready-after-fresh", c.Scaler.ReadyAfterFresh, "start the --warmup clock at the first stored sample no older than --freshness instead of at start; /readyz is 503 until warm-up ends (for HA replicas behind a fan-out) (`bool`)")
 	fs.Var((*durationValue)(&c.Scaler.PushHoldoff), "push-holdoff", "at most one true per StreamIsActive stream per this period; 0 disables (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.TriggerTTL), "trigger-ttl", "a compiled trigger unused this long is dropped from the cache (`duration`)")
 	fs.IntVar(&c.Scaler.MaxTriggers, "max-triggers", c.Scaler.MaxTriggers, "compiled triggers cached at most; the least recently used is evicted (`count`)")

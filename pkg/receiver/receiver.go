@@ -95,6 +95,10 @@ type Settings struct {
 	OnIngest func(metricIDs []uint32)
 	// Now is the clock for timestamp checks; nil means time.Now.
 	Now func() time.Time
+	// OnStored, when set, is called after every request that stored at
+	// least one sample, with the newest sample time in unix ms (readiness
+	// after fresh data, pkg/scaler/ready.go). It must not block.
+	OnStored func(newestMs int64)
 }
 
 // Receiver is the OTLP metrics receiver. It is safe for concurrent use.
@@ -258,6 +262,9 @@ func (r *Receiver) putBatch(b *batch) {
 // finish publishes a request's counters and notifies subscribers.
 func (r *Receiver) finish(b *batch) result {
 	b.st.AddAppended(b.appended)
+	if b.appended > 0 && b.newestT > 0 && r.set.OnStored != nil {
+		r.set.OnStored(b.newestT)
+	}
 	b.appended = 0
 	if b.accepted > 0 {
 		r.m.accepted.Add(float64(b.accepted))

@@ -56,6 +56,13 @@ type Config struct {
 	// PushHoldoff is the least time between two true messages on one
 	// stream. Zero disables it.
 	PushHoldoff time.Duration
+	// ReadyAfterFresh makes the warm-up clock start at the first fresh
+	// sample (SawSample) instead of at Start: until one is stored the
+	// scaler stays warming up however long that takes (ready.go).
+	ReadyAfterFresh bool
+	// FreshWindow is how old a sample may be and still count as fresh for
+	// ReadyAfterFresh (the store's --freshness). Default 30s.
+	FreshWindow time.Duration
 	// EvalBudget bounds the time of one evaluation; the engine checks it
 	// while evaluating. Default 1s.
 	EvalBudget time.Duration
@@ -106,6 +113,11 @@ type Settings struct {
 	// method it served and the stack; the server logs and counts it. Nil
 	// logs it at Error.
 	OnPanic func(method string, recovered any, stack []byte)
+	// OnWarm, when set, is called each time warm-up ends (possibly more
+	// than once, from any goroutine; it must not block): the server turns
+	// KEDA's health and, with ReadyAfterFresh, /readyz on. It may run
+	// during New.
+	OnWarm func()
 }
 
 // Scaler implements externalscaler.ExternalScalerServer.
@@ -138,6 +150,8 @@ type Scaler struct {
 	openStreams atomic.Int64 // StreamIsActive and StreamMetricSpec streams, against cfg.MaxStreams
 	warmStart   atomic.Int64 // unix ns of the warm-up start
 	warmIsDone  atomic.Bool
+	awaitFresh  atomic.Bool // ReadyAfterFresh: the warm-up clock waits for a fresh sample (ready.go)
+	onWarm      func()
 }
 
 // New returns a scaler evaluating with engine over st. Warm-up starts now;
@@ -185,6 +199,10 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		m:       newMetrics(set.Registerer),
 		subs:    newSubIndex(),
 		drainCh: make(chan struct{}),
+		onWarm:  set.OnWarm,
+	}
+	if cfg.FreshWindow <= 0 {
+		s.cfg.FreshWindow = 30 * time.Second
 	}
 	if s.onPanic == nil {
 		s.onPanic = func(method string, p any, stack []byte) {
@@ -210,15 +228,35 @@ func (s *Scaler) Start() {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
 	}
-	if s.cfg.Warmup <= 0 || s.warmEnded {
+	if s.warmEnded || (s.cfg.Warmup <= 0 && !s.cfg.ReadyAfterFresh) {
+		s.awaitFresh.Store(false)
 		s.warmIsDone.Store(true)
+		s.notifyWarm()
 		return
 	}
 	s.warmIsDone.Store(false)
+	if s.cfg.ReadyAfterFresh {
+		s.awaitFresh.Store(true) // SawSample starts the clock
+		return
+	}
+	s.startWarmClockLocked()
+}
+
+// startWarmClockLocked runs warm-up for cfg.Warmup from now; s.mu is held.
+func (s *Scaler) startWarmClockLocked() {
+	s.warmStart.Store(s.now().UnixNano())
+	if s.cfg.Warmup <= 0 {
+		s.warmIsDone.Store(true)
+		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
+		s.subs.markAll()
+		s.notifyWarm()
+		return
+	}
 	s.warmTimer = time.AfterFunc(s.cfg.Warmup, func() {
 		s.warmIsDone.Store(true)
 		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
 		s.subs.markAll()
+		s.notifyWarm()
 	})
 }
 
@@ -231,6 +269,7 @@ func (s *Scaler) EndWarmup() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.warmEnded = true
+	s.awaitFresh.Store(false)
 	if s.warmTimer != nil {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
@@ -239,6 +278,7 @@ func (s *Scaler) EndWarmup() {
 		s.logger.Info("Warm-up skipped", "reason", "store_restored")
 	}
 	s.subs.markAll()
+	s.notifyWarm()
 }
 
 // Register registers the ExternalScaler service on s.
@@ -250,6 +290,9 @@ func (s *Scaler) Register(srv *grpc.Server) {
 func (s *Scaler) warmingUp() error {
 	if s.warmIsDone.Load() {
 		return nil
+	}
+	if s.awaitFresh.Load() {
+		return fmt.Errorf("%w: no fresh sample stored yet (--ready-after-fresh); KEDA keeps the current replicas meanwhile", ErrWarmingUp)
 	}
 	elapsed := time.Duration(s.now().UnixNano() - s.warmStart.Load())
 	if elapsed >= s.cfg.Warmup {

@@ -102,6 +102,9 @@ type Server struct {
 	httpLis                net.Listener
 
 	ready    atomic.Bool
+	readyMu  sync.Mutex // guards serving and stopping, and orders health changes (applyReady)
+	serving  bool
+	stopping bool
 	stopOnce sync.Once
 	group    *errgroup.Group
 }
@@ -143,6 +146,8 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		DefaultWindow:     cfg.Scaler.DefaultWindow,
 		Warmup:            cfg.Scaler.Warmup,
 		PushHoldoff:       cfg.Scaler.PushHoldoff,
+		ReadyAfterFresh:   cfg.Scaler.ReadyAfterFresh,
+		FreshWindow:       cfg.Store.Freshness,
 		MaxStreams:        cfg.Scaler.MaxStreams,
 		MaxLabelBytes:     cfg.Query.MaxLabelBytes,
 		TriggerTTL:        cfg.Scaler.TriggerTTL,
@@ -152,6 +157,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	}, scaler.Settings{
 		Logger: set.Logger, Registerer: set.Registry, Now: set.Now,
 		OnPanic: func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
+		OnWarm:  s.applyReady,
 	})
 	s.receiver = receiver.New(s.store, receiver.Config{
 		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
@@ -161,7 +167,10 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		MaxLabelNameLength:        cfg.Receiver.MaxLabelNameLength,
 		MaxLabelValueLength:       cfg.Receiver.MaxLabelValueLength,
 		MaxMetricNameLength:       cfg.Receiver.MaxMetricNameLength,
-	}, receiver.Settings{Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now})
+	}, receiver.Settings{
+		Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now,
+		OnStored: s.scaler.SawSample,
+	})
 
 	// Collectors ping as often as every 10 s, also between calls.
 	kaPolicy := keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
@@ -275,13 +284,39 @@ func (s *Server) Start() error {
 		return nil
 	})
 	s.otlpHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.kedaHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.ready.Store(true)
-	// Warm-up counts from the moment the OTLP listener serves (keda-contract.md §8.2).
+	s.readyMu.Lock()
+	s.serving = true
+	s.readyMu.Unlock()
+	s.applyReady()
+	// Warm-up counts from the moment the OTLP listener serves, or with
+	// --ready-after-fresh from the first fresh sample (keda-contract.md §8.2).
 	s.scaler.Start()
+	s.applyReady()
 	a := s.Addrs()
 	s.logger.Info("Serving", "version", s.set.Version, "otlp_grpc_addr", a.OTLPGRPC, "scaler_addr", a.Scaler, "http_addr", a.HTTP)
 	return nil
+}
+
+// applyReady publishes readiness once the listeners serve
+// (keda-contract.md §8.2): the KEDA listener's health is SERVING only
+// after warm-up (GetMetrics and IsActive would answer Unavailable before),
+// the OTLP listener's from the start (it must receive to warm up); /readyz
+// turns 200 when the listeners serve, or with --ready-after-fresh only
+// after warm-up, so an HA replica joins the Service KEDA asks only with
+// fresh data. The scaler calls it when warm-up ends.
+func (s *Server) applyReady() {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if !s.serving || s.stopping {
+		return
+	}
+	warm := s.scaler.Warm()
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if warm {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.kedaHealth.SetServingStatus("", st)
+	s.ready.Store(warm || !s.cfg.Scaler.ReadyAfterFresh)
 }
 
 // Addrs returns the bound addresses; valid after Start.
@@ -296,7 +331,10 @@ func (s *Server) Addrs() Addrs {
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
+		s.readyMu.Lock()
+		s.stopping = true
 		s.ready.Store(false)
+		s.readyMu.Unlock()
 		s.otlpHealth.Shutdown()
 		s.kedaHealth.Shutdown()
 		s.receiver.Drain()
