@@ -451,6 +451,7 @@ var chartHandled = map[string]string{
 	"tls-cert-file":      "tls",
 	"tls-key-file":       "tls",
 	"tls-client-ca-file": "tls",
+	"ready-after-fresh":  "ha.readyAfterFresh",
 }
 
 // TestEveryServerFlagSettable builds the server, lists its flags from --help
