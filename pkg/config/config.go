@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +71,16 @@ type Receiver struct {
 	MaxLabelValueLength int
 	// MaxMetricNameLength caps an OTLP metric name in bytes. Default 1 KiB.
 	MaxMetricNameLength int
+	// MetricAllowList, when set, is a regular expression (RE2, matched
+	// against whole names): only metric families with a name that matches
+	// (a stored name such as x_bucket, the OTLP name or its legacy alias)
+	// are stored. Default empty: every family.
+	MetricAllowList string
+	// LazyIngest stores only the metric families that a cached trigger or,
+	// for --trigger-ttl after it asked, an HTTP API query reads
+	// (pkg/interest). A trigger asking for a family not stored before
+	// answers Unavailable for --warmup. Default false.
+	LazyIngest bool
 }
 
 // Store configures the in-memory series store.
@@ -217,6 +228,11 @@ func (c Config) Validate() error {
 	}
 	if c.Receiver.MaxRecvSize <= 0 {
 		errs = append(errs, fmt.Errorf("--otlp-max-recv-size %d must be > 0", c.Receiver.MaxRecvSize))
+	}
+	if c.Receiver.MetricAllowList != "" {
+		if _, err := regexp.Compile("^(?:" + c.Receiver.MetricAllowList + ")$"); err != nil {
+			errs = append(errs, fmt.Errorf("--metric-allow-list %q: %w", c.Receiver.MetricAllowList, err))
+		}
 	}
 	switch c.Receiver.Delta {
 	case "reject", "ingest":

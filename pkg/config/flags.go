@@ -42,6 +42,8 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.Receiver.MaxLabelNameLength, "max-label-name-length", c.Receiver.MaxLabelNameLength, "longest label name; longer points are rejected, never truncated (`bytes`)")
 	fs.IntVar(&c.Receiver.MaxLabelValueLength, "max-label-value-length", c.Receiver.MaxLabelValueLength, "longest label value; longer points are rejected, never truncated (`bytes`)")
 	fs.IntVar(&c.Receiver.MaxMetricNameLength, "max-metric-name-length", c.Receiver.MaxMetricNameLength, "longest OTLP metric name; longer metrics are rejected (`bytes`)")
+	fs.StringVar(&c.Receiver.MetricAllowList, "metric-allow-list", c.Receiver.MetricAllowList, "store only metric families with a name matching this RE2 `regex` (whole name: stored name, OTLP name or legacy alias; empty: all)")
+	fs.BoolVar(&c.Receiver.LazyIngest, "lazy-ingest", c.Receiver.LazyIngest, "store only metric families a cached trigger or a recent API query reads; a trigger asking for a new family answers Unavailable for --warmup (`bool`)")
 	fs.Var((*durationValue)(&c.Store.Retention), "retention", "how long samples are kept in memory (`duration`)")
 	fs.Var((*durationValue)(&c.Store.Freshness), "freshness", "floor of the per-series freshness window: a silent series stops counting this long after its last sample (`duration`)")
 	fs.IntVar(&c.Store.MaxSeries, "max-series", c.Store.MaxSeries, "maximum active series; new series beyond it are rejected (`count`)")

@@ -111,6 +111,8 @@ type nameEntry struct {
 	// name's ID; hasAlias says which are set.
 	aliases  [numVariants]uint32
 	hasAlias [numVariants]bool
+	// admit caches the ingest filter's decision for the family (admit.go).
+	admit admitCache
 }
 
 // slabel is a label under construction. name and value alias the request,
@@ -200,6 +202,7 @@ type batch struct {
 	// the store's counter once per request (finish), not with an atomic
 	// add per sample.
 	appended uint64
+	filtered filteredCounts // points the ingest filter did not store (admit.go)
 	expHist  int
 	total    int
 	newestT  int64 // newest accepted-looking sample time, for the lag histogram
@@ -421,6 +424,9 @@ func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
 	}
 	if b.resBad != reasonNone {
 		b.reject(b.resBad, points, b.metricExample)
+		return false
+	}
+	if b.r.filter != nil && !b.admit(e, m.Name, k, points) {
 		return false
 	}
 	b.kind, b.names, b.skip = k, e, false

@@ -29,6 +29,7 @@ import (
 	_ "google.golang.org/grpc/encoding/gzip" // collectors compress with gzip by default
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -56,6 +57,9 @@ type Config struct {
 	// MaxInFlightBytes caps the bytes of concurrently processed Exports.
 	// Default 4 × MaxRecvSize.
 	MaxInFlightBytes int64
+	// Filter, when set, decides which metric families are stored
+	// (--metric-allow-list, --lazy-ingest; admit.go). Nil stores all.
+	Filter *interest.Filter
 }
 
 func (c Config) withDefaults() Config {
@@ -111,6 +115,8 @@ type Receiver struct {
 	logger        *slog.Logger
 	m             *metrics
 	promotedNames []string
+	filter        *interest.Filter
+	fm            *filterMetrics
 	slots         chan struct{} // in-flight Exports; a send acquires
 	testHook      func()        // called with a slot held; tests only
 
@@ -142,6 +148,10 @@ func New(st *store.Store, cfg Config, set Settings) *Receiver {
 		logger: set.Logger.With("component", "receiver"),
 		m:      newMetrics(set.Registerer),
 		slots:  make(chan struct{}, cfg.MaxInFlight),
+		filter: cfg.Filter,
+	}
+	if r.filter != nil {
+		r.fm = newFilterMetrics(set.Registerer)
 	}
 	namer := otlptranslator.LabelNamer{UnderscoreLabelSanitization: true, PreserveMultipleUnderscores: true} //nolint:staticcheck // Prometheus's default label_name_underscore_sanitization (otlp-contract.md §8.1)
 	for _, a := range cfg.PromoteResourceAttributes {
@@ -269,6 +279,7 @@ func (r *Receiver) finish(b *batch) result {
 	if b.accepted > 0 {
 		r.m.accepted.Add(float64(b.accepted))
 	}
+	r.flushFiltered(b)
 	if b.nonFinite > 0 {
 		r.m.nonFinite.Add(float64(b.nonFinite))
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
@@ -118,6 +119,9 @@ type Settings struct {
 	// KEDA's health and, with ReadyAfterFresh, /readyz on. It may run
 	// during New.
 	OnWarm func()
+	// Interest, when set, is the lazy-ingest registry (--lazy-ingest):
+	// every cached trigger holds the metric names it reads (lazy.go).
+	Interest *interest.Registry
 }
 
 // Scaler implements externalscaler.ExternalScalerServer.
@@ -152,6 +156,7 @@ type Scaler struct {
 	warmIsDone  atomic.Bool
 	awaitFresh  atomic.Bool // ReadyAfterFresh: the warm-up clock waits for a fresh sample (ready.go)
 	onWarm      func()
+	interest    *interest.Registry
 }
 
 // New returns a scaler evaluating with engine over st. Warm-up starts now;
@@ -189,17 +194,18 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		set.Now = time.Now
 	}
 	s := &Scaler{
-		cfg:     cfg,
-		engine:  engine,
-		store:   st,
-		now:     set.Now,
-		onPush:  set.OnPush,
-		onPanic: set.OnPanic,
-		logger:  set.Logger.With("component", "scaler"),
-		m:       newMetrics(set.Registerer),
-		subs:    newSubIndex(),
-		drainCh: make(chan struct{}),
-		onWarm:  set.OnWarm,
+		cfg:      cfg,
+		engine:   engine,
+		store:    st,
+		now:      set.Now,
+		onPush:   set.OnPush,
+		onPanic:  set.OnPanic,
+		logger:   set.Logger.With("component", "scaler"),
+		m:        newMetrics(set.Registerer),
+		subs:     newSubIndex(),
+		drainCh:  make(chan struct{}),
+		onWarm:   set.OnWarm,
+		interest: set.Interest,
 	}
 	if cfg.FreshWindow <= 0 {
 		s.cfg.FreshWindow = 30 * time.Second
@@ -362,7 +368,10 @@ func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (
 // release frees what a trigger that left the cache (or never entered it)
 // held in the store: the metric names its query reads, which the store
 // frees unless series or other triggers use them.
-func (s *Scaler) release(t *trigger) { s.store.ReleaseMetricIDs(t.metricIDs) }
+func (s *Scaler) release(t *trigger) {
+	s.store.ReleaseMetricIDs(t.metricIDs)
+	t.interest.Release()
+}
 
 // newTrigger validates the key's metadata and compiles its query. It parses
 // and holds the query's metric names in the store (AcquireMetricID; the
@@ -414,6 +423,10 @@ func (s *Scaler) newTrigger(k triggerKey) (*trigger, []warning, error) {
 	t.metricIDs = make([]uint32, 0, len(names))
 	for _, n := range names {
 		t.metricIDs = append(t.metricIDs, s.store.AcquireMetricID(n))
+	}
+	if err := s.holdInterest(t, lw.expr); err != nil {
+		s.store.ReleaseMetricIDs(t.metricIDs)
+		return nil, nil, err
 	}
 	return t, warnings, nil
 }
@@ -522,6 +535,9 @@ func (s *Scaler) value(ctx context.Context, ref *externalscaler.ScaledObjectRef)
 		return nil, 0, err
 	}
 	if err := s.warmingUp(); err != nil {
+		return nil, 0, err
+	}
+	if err := s.lazyWarming(t); err != nil {
 		return nil, 0, err
 	}
 	if s.draining.Load() {

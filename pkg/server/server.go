@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
@@ -94,6 +95,7 @@ type Server struct {
 	scaler   *scaler.Scaler
 	receiver *receiver.Receiver
 	boundary *panicBoundary
+	lazy     *interest.Registry // --lazy-ingest; nil when off
 
 	otlpSrv, kedaSrv       *grpc.Server
 	otlpHealth, kedaHealth *health.Server
@@ -142,6 +144,10 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	s.engine.SetDefaults(query.Options{MaxLabelBytes: cfg.Query.MaxLabelBytes})
 	boundary := newPanicBoundary(s.logger, set.Registry)
 	s.boundary = boundary
+	filter, err := s.newIngestFilter()
+	if err != nil {
+		return nil, err
+	}
 	s.scaler = scaler.New(s.engine, s.store, scaler.Config{
 		DefaultWindow:     cfg.Scaler.DefaultWindow,
 		Warmup:            cfg.Scaler.Warmup,
@@ -156,8 +162,9 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		TriggerCacheBytes: cfg.Scaler.TriggerCacheBytes,
 	}, scaler.Settings{
 		Logger: set.Logger, Registerer: set.Registry, Now: set.Now,
-		OnPanic: func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
-		OnWarm:  s.applyReady,
+		OnPanic:  func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
+		OnWarm:   s.applyReady,
+		Interest: s.lazy,
 	})
 	s.receiver = receiver.New(s.store, receiver.Config{
 		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
@@ -167,6 +174,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		MaxLabelNameLength:        cfg.Receiver.MaxLabelNameLength,
 		MaxLabelValueLength:       cfg.Receiver.MaxLabelValueLength,
 		MaxMetricNameLength:       cfg.Receiver.MaxMetricNameLength,
+		Filter:                    filter,
 	}, receiver.Settings{
 		Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now,
 		OnStored: s.scaler.SawSample,
@@ -208,7 +216,9 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/metrics", s.receiver)
-	query.NewAPI(s.engine, set.Now).Register(mux)
+	apiMux := http.NewServeMux()
+	query.NewAPI(s.engine, set.Now).Register(apiMux)
+	mux.Handle("/api/", s.asking(apiMux))
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
