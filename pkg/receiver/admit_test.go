@@ -96,8 +96,8 @@ func TestIngestFilter(t *testing.T) {
 		ingest(t, r, fleet)
 		got := storedNames(st)
 		assert.Equal(t, map[string]int{
-			"vllm:num_requests_running":                all["vllm:num_requests_running"],
-			"vllm:num_requests_waiting":                all["vllm:num_requests_waiting"],
+			"vllm:num_requests_running":               all["vllm:num_requests_running"],
+			"vllm:num_requests_waiting":               all["vllm:num_requests_waiting"],
 			"vllm:time_to_first_token_seconds_bucket": all["vllm:time_to_first_token_seconds_bucket"],
 			"vllm:time_to_first_token_seconds_count":  all["vllm:time_to_first_token_seconds_count"],
 			"vllm:time_to_first_token_seconds_sum":    all["vllm:time_to_first_token_seconds_sum"],
@@ -123,7 +123,7 @@ func TestIngestFilter(t *testing.T) {
 		ingest(t, r, fleet)
 		got := storedNames(st)
 		assert.Equal(t, map[string]int{
-			"vllm:num_requests_waiting":   all["vllm:num_requests_waiting"],
+			"vllm:num_requests_waiting":  all["vllm:num_requests_waiting"],
 			"vllm:request_success_total": all["vllm:request_success_total"],
 		}, got)
 
