@@ -384,6 +384,8 @@ var configEnv = []struct {
 	{"maxStreams", 20000, "KOS_MAX_STREAMS", "20000"},
 	{"queryMaxLabelBytes", "16MiB", "KOS_QUERY_MAX_LABEL_BYTES", "16MiB"},
 	{"grpcReflection", false, "KOS_GRPC_REFLECTION", "false"},
+	{"metricAllowList", "vllm:num_requests_.*", "KOS_METRIC_ALLOW_LIST", "vllm:num_requests_.*"},
+	{"lazyIngest", true, "KOS_LAZY_INGEST", "true"},
 }
 
 func container(t *testing.T, o objects) corev1.Container {
@@ -730,7 +732,7 @@ func TestReadmeDocumentsEveryValue(t *testing.T) {
 func leafPaths(prefix string, m map[string]any) []string {
 	freeForm := map[string]bool{
 		"podSecurityContext": true, "securityContext": true, "resources": true, "readinessProbe": true,
-		"livenessProbe": true, "stateDir.volume": true, "strategy": true,
+		"livenessProbe": true, "stateDir.volume": true, "strategy": true, "collector.resources": true,
 	}
 	var out []string
 	for k, v := range m {

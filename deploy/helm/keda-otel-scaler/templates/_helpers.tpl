@@ -85,6 +85,8 @@ mapped to their flag names; empty values are left to the server's default.
   "maxStreams" "max-streams"
   "queryMaxLabelBytes" "query-max-label-bytes"
   "grpcReflection" "grpc-reflection"
+  "metricAllowList" "metric-allow-list"
+  "lazyIngest" "lazy-ingest"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
