@@ -35,12 +35,24 @@ type Server struct {
 	// ShutdownTimeout bounds graceful shutdown after SIGTERM. Default 15s.
 	ShutdownTimeout time.Duration
 	// TLSCertFile and TLSKeyFile, when both set, make the KEDA scaler
-	// listener serve TLS (1.2 or newer). The OTLP listeners stay plaintext:
-	// KServe's collector sidecars export with tls.insecure. Default off.
+	// listener serve TLS (1.2 or newer). They are not a default for the
+	// other listeners: turning TLS on for KEDA must not switch collectors
+	// that export with tls.insecure (KServe's sidecars) or the kubelet's
+	// HTTP probes to TLS behind their back. Default off.
 	TLSCertFile, TLSKeyFile string
 	// TLSClientCAFile, when set, makes the scaler listener require client
 	// certificates signed by this CA (KEDA's tlsClientCert/tlsClientKey).
 	TLSClientCAFile string
+	// OTLPTLS is TLS on the OTLP/gRPC listener. Default off (plaintext).
+	OTLPTLS TLSFiles
+	// HTTPTLS is TLS on the HTTP listener (OTLP/HTTP, query API, /metrics,
+	// health). Default off (plaintext).
+	HTTPTLS TLSFiles
+	// ReloadInterval is how often certificate, key, client-CA and
+	// bearer-token files are checked for changes; a change is applied to
+	// new connections and requests without a restart. 0 reads them once at
+	// start. Default 5s.
+	ReloadInterval time.Duration
 	// StateDir, when set, is where the store's window is written on
 	// shutdown (store.snapshot) and read back on start, so a restart
 	// needs no warm-up. Default empty: off.
@@ -52,11 +64,33 @@ type Server struct {
 	GRPCReflection bool
 }
 
+// TLSFiles are one listener's TLS material: with CertFile and KeyFile set
+// it serves TLS 1.2 or newer; with ClientCAFile also set it requires client
+// certificates that chain to that CA (mutual TLS). Paths to PEM files.
+type TLSFiles struct {
+	CertFile, KeyFile, ClientCAFile string
+}
+
+// Enabled reports whether the listener serves TLS.
+func (t TLSFiles) Enabled() bool { return t.CertFile != "" }
+
+// minReloadInterval bounds how often the files are stat'ed.
+const minReloadInterval = 100 * time.Millisecond
+
 // Receiver configures OTLP ingestion.
 type Receiver struct {
 	// MaxRecvSize is the largest accepted request after decompression, in
-	// bytes. Default 64 MiB.
+	// bytes. Default 64 MiB: what the OTLP specification recommends for
+	// receivers and as senders' own cap, so no conforming exporter is
+	// refused for size (413 / ResourceExhausted are not retried).
 	MaxRecvSize int64
+	// MaxInFlightBytes bounds the memory OTLP requests hold at once, in
+	// bytes: bodies as they are read, decompressed bytes as they are
+	// produced, JSON object trees. A request that does not fit is refused
+	// with Unavailable / 503, which exporters retry. 0 means
+	// 2 × MaxRecvSize (128 MiB by default); otherwise at least
+	// MaxRecvSize. Default 0.
+	MaxInFlightBytes int64
 	// Delta is the delta-temporality policy: "reject" (default, as
 	// Prometheus) or "ingest" (each delta point stored as raw samples).
 	Delta string
@@ -81,6 +115,12 @@ type Receiver struct {
 	// (pkg/interest). A trigger asking for a family not stored before
 	// answers Unavailable for --warmup. Default false.
 	LazyIngest bool
+	// BearerTokenFile, when set, names a file of accepted bearer tokens
+	// (one a line; blank lines ignored): OTLP Exports on both transports
+	// must carry one (`authorization: Bearer <token>`) or are refused with
+	// Unauthenticated / 401. Reloaded every Server.ReloadInterval.
+	// Default empty: no authentication.
+	BearerTokenFile string
 }
 
 // Store configures the in-memory series store.
@@ -140,13 +180,25 @@ type Scaler struct {
 	MaxStreams int
 }
 
-// Query configures query evaluation (KEDA triggers and /api/v1/*).
+// Query configures query evaluation (KEDA triggers and /api/v1/*) and
+// bounds the Prometheus HTTP query API: its memory is at most
+// MaxConcurrency × MaxSamples × 16 B plus the plans being evaluated.
 type Query struct {
 	// MaxLabelBytes caps the bytes of label sets one evaluation may create
 	// with label_replace and label_join; over it the evaluation fails
 	// (ResourceExhausted for KEDA, 422 for the HTTP API) before the memory
 	// is taken. Default 8 MiB.
 	MaxLabelBytes int64
+	// MaxConcurrency is how many API requests that read the store are
+	// evaluated and written at once; others wait for a slot. Default 4.
+	MaxConcurrency int
+	// MaxSamples caps the samples (16 B each) one API answer holds: range
+	// query points, vector elements, raw samples, listed series. Larger
+	// answers fail with 422. Default 5,000,000 (80 MB).
+	MaxSamples int
+	// Timeout bounds an API request's wait for a slot and its evaluation,
+	// and separately the writing of its answer to a slow client. Default 2m.
+	Timeout time.Duration
 }
 
 // MaxStreamsLimit is the largest --max-streams: the per-connection stream
@@ -169,6 +221,7 @@ func Default() Config {
 			ScalerAddr:      ":4318",
 			HTTPAddr:        ":8080",
 			ShutdownTimeout: 15 * time.Second,
+			ReloadInterval:  5 * time.Second,
 			GRPCReflection:  true,
 		},
 		Receiver: Receiver{
@@ -195,7 +248,7 @@ func Default() Config {
 			MaxTriggerBytes:   2 << 20,
 			TriggerCacheBytes: 64 << 20,
 		},
-		Query: Query{MaxLabelBytes: 8 << 20},
+		Query: Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 4, MaxSamples: 5_000_000, Timeout: 2 * time.Minute},
 		Log:   Log{Format: "text", Level: "info"},
 	}
 }
@@ -212,11 +265,21 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--%s %q: %w", a.flag, a.addr, err))
 		}
 	}
-	if (c.Server.TLSCertFile == "") != (c.Server.TLSKeyFile == "") {
-		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file must be set together"))
+	for _, t := range []struct {
+		prefix string
+		files  TLSFiles
+	}{
+		{"tls", TLSFiles{c.Server.TLSCertFile, c.Server.TLSKeyFile, c.Server.TLSClientCAFile}},
+		{"otlp-tls", c.Server.OTLPTLS},
+		{"http-tls", c.Server.HTTPTLS},
+	} {
+		errs = append(errs, t.files.validate(t.prefix)...)
 	}
-	if c.Server.TLSClientCAFile != "" && c.Server.TLSCertFile == "" {
-		errs = append(errs, errors.New("--tls-client-ca-file needs --tls-cert-file and --tls-key-file"))
+	if strings.ContainsRune(c.Receiver.BearerTokenFile, 0) {
+		errs = append(errs, fmt.Errorf("--otlp-bearer-token-file %q: not a path (contains NUL)", c.Receiver.BearerTokenFile))
+	}
+	if c.Server.ReloadInterval < 0 || (c.Server.ReloadInterval > 0 && c.Server.ReloadInterval < minReloadInterval) {
+		errs = append(errs, fmt.Errorf("--reload-interval %v must be 0 (off) or >= %v", c.Server.ReloadInterval, minReloadInterval))
 	}
 	// Only the form is checked here; the directory may not exist until
 	// the volume is mounted, and Start reports access problems.
@@ -233,6 +296,10 @@ func (c Config) Validate() error {
 		if _, err := regexp.Compile("^(?:" + c.Receiver.MetricAllowList + ")$"); err != nil {
 			errs = append(errs, fmt.Errorf("--metric-allow-list %q: %w", c.Receiver.MetricAllowList, err))
 		}
+	}
+	if b := c.Receiver.MaxInFlightBytes; b < 0 || (b > 0 && b < c.Receiver.MaxRecvSize) {
+		errs = append(errs, fmt.Errorf("--otlp-max-inflight-bytes %d must be 0 (2 × --otlp-max-recv-size) or >= --otlp-max-recv-size %d",
+			b, c.Receiver.MaxRecvSize))
 	}
 	switch c.Receiver.Delta {
 	case "reject", "ingest":
@@ -297,6 +364,15 @@ func (c Config) Validate() error {
 	if c.Query.MaxLabelBytes < 1<<10 {
 		errs = append(errs, fmt.Errorf("--query-max-label-bytes %d must be >= 1KiB (a label set of a few labels)", c.Query.MaxLabelBytes))
 	}
+	if c.Query.MaxConcurrency <= 0 {
+		errs = append(errs, fmt.Errorf("--query-max-concurrency %d must be > 0", c.Query.MaxConcurrency))
+	}
+	if c.Query.MaxSamples <= 0 {
+		errs = append(errs, fmt.Errorf("--query-max-samples %d must be > 0", c.Query.MaxSamples))
+	}
+	if c.Query.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--query-timeout %v must be > 0", c.Query.Timeout))
+	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
@@ -308,6 +384,23 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--log-level %q: must be debug, info, warn or error", c.Log.Level))
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks one listener's TLS flags, named --<prefix>-cert-file etc.
+func (t TLSFiles) validate(prefix string) []error {
+	var errs []error
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		errs = append(errs, fmt.Errorf("--%[1]s-cert-file and --%[1]s-key-file must be set together", prefix))
+	}
+	if t.ClientCAFile != "" && t.CertFile == "" {
+		errs = append(errs, fmt.Errorf("--%[1]s-client-ca-file needs --%[1]s-cert-file and --%[1]s-key-file", prefix))
+	}
+	for _, f := range []struct{ flag, path string }{{"cert-file", t.CertFile}, {"key-file", t.KeyFile}, {"client-ca-file", t.ClientCAFile}} {
+		if strings.ContainsRune(f.path, 0) {
+			errs = append(errs, fmt.Errorf("--%s-%s %q: not a path (contains NUL)", prefix, f.flag, f.path))
+		}
+	}
+	return errs
 }
 
 func validateAddr(addr string) error {

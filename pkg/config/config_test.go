@@ -120,6 +120,35 @@ func TestReceiverFlags(t *testing.T) {
 	assert.Contains(t, err.Error(), "--max-metric-name-length")
 }
 
+func TestInFlightBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  string
+		want int64
+		err  bool
+	}{
+		{name: "default: 2 x recv size, resolved by the receiver", want: 0},
+		{name: "flag", args: []string{"--otlp-max-inflight-bytes", "512MiB"}, want: 512 << 20},
+		{name: "env twin", env: "256MiB", want: 256 << 20},
+		{name: "equal to the recv size", args: []string{"--otlp-max-recv-size", "16MiB", "--otlp-max-inflight-bytes", "16MiB"}, want: 16 << 20},
+		{name: "below the recv size", args: []string{"--otlp-max-inflight-bytes", "1MiB"}, err: true},
+		{name: "negative", args: []string{"--otlp-max-inflight-bytes", "-1"}, err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load("t", tc.args, func(k string) string {
+				return map[string]string{"KOS_OTLP_MAX_INFLIGHT_BYTES": tc.env}[k]
+			}, &bytes.Buffer{})
+			if tc.err {
+				require.ErrorContains(t, err, "otlp-max-inflight-bytes")
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, c.Receiver.MaxInFlightBytes)
+		})
+	}
+}
+
 func TestTriggerCacheFlags(t *testing.T) {
 	c, err := Load("t", nil, func(string) string { return "" }, &bytes.Buffer{})
 	require.NoError(t, err)
@@ -172,5 +201,19 @@ func TestStateDir(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, c.Server.StateDir)
 		})
+	}
+}
+
+func TestQueryFlags(t *testing.T) {
+	env := map[string]string{"KOS_QUERY_MAX_SAMPLES": "1000000"}
+	c, err := Load("t", []string{"--query-max-concurrency", "2", "--query-timeout", "30s"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 2, MaxSamples: 1_000_000, Timeout: 30 * time.Second}, c.Query)
+	assert.Equal(t, Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 4, MaxSamples: 5_000_000, Timeout: 2 * time.Minute}, Default().Query)
+
+	_, err = Load("t", []string{"--query-max-concurrency", "0", "--query-max-samples", "-1", "--query-timeout", "0"}, func(string) string { return "" }, &bytes.Buffer{})
+	require.Error(t, err)
+	for _, want := range []string{"--query-max-concurrency", "--query-max-samples", "--query-timeout"} {
+		assert.Contains(t, err.Error(), want)
 	}
 }

@@ -20,22 +20,22 @@ func (s *Server) newIngestFilter() (*interest.Filter, error) {
 }
 
 // asking wraps the query API so that, with --lazy-ingest, the metric names
-// a query or query_range reads are asked for before it is evaluated: the
-// families are stored from the next Export on (the first answer may be
-// empty). The query text is parsed with the engine's limits; a text that
-// does not parse asks for nothing and the API reports the error.
+// a query or query_range read are asked for once it has answered: the
+// families are stored from the next Export on (that first answer may be
+// empty). The API has parsed the form by then; the query text is parsed
+// again with the engine's limits, and a text that does not parse asks for
+// nothing (the API reported the error).
 func (s *Server) asking(h http.Handler) http.Handler {
 	if s.lazy == nil {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/api/v1/query" || r.URL.Path == "/api/v1/query_range" {
-			if err := r.ParseForm(); err == nil {
-				if expr, err := s.engine.Parse(r.Form.Get("query")); err == nil {
-					s.lazy.Ask(interest.FromExpr(expr))
-				}
-			}
-		}
 		h.ServeHTTP(w, r)
+		if r.Form == nil || (r.URL.Path != "/api/v1/query" && r.URL.Path != "/api/v1/query_range") {
+			return
+		}
+		if expr, err := s.engine.Parse(r.Form.Get("query")); err == nil {
+			s.lazy.Ask(interest.FromExpr(expr))
+		}
 	})
 }

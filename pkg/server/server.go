@@ -8,14 +8,11 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -34,6 +30,7 @@ import (
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
@@ -102,6 +99,7 @@ type Server struct {
 	httpSrv                *http.Server
 	otlpLis, kedaLis       net.Listener
 	httpLis                net.Listener
+	sec                    *security
 
 	ready    atomic.Bool
 	readyMu  sync.Mutex // guards serving and stopping, and orders health changes (applyReady)
@@ -168,6 +166,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	})
 	s.receiver = receiver.New(s.store, receiver.Config{
 		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
+		MaxInFlightBytes:          cfg.Receiver.MaxInFlightBytes,
 		IngestDelta:               cfg.Receiver.Delta == "ingest",
 		PromoteResourceAttributes: cfg.Receiver.PromoteResourceAttributes,
 		MaxLabelsPerSeries:        cfg.Receiver.MaxLabelsPerSeries,
@@ -180,23 +179,22 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		OnStored: s.scaler.SawSample,
 	})
 
+	// TLS and bearer tokens (tls.go); their files are reloaded from Start to Shutdown.
+	sec, err := newSecurity(cfg, set.Logger, set.Registry)
+	if err != nil {
+		return nil, err
+	}
+	s.sec = sec
 	// Collectors ping as often as every 10 s, also between calls.
 	kaPolicy := keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
 	otlpOpts := append(s.receiver.ServerOptions(), grpc.KeepaliveEnforcementPolicy(kaPolicy))
-	s.otlpSrv = grpc.NewServer(append(otlpOpts, boundary.serverOptions(listenerOTLP)...)...)
+	s.otlpSrv = grpc.NewServer(append(append(otlpOpts, boundary.serverOptions(listenerOTLP)...), sec.otlpOptions()...)...)
 	s.receiver.RegisterGRPC(s.otlpSrv)
 	kedaOpts := append([]grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(scalerKeepalive),
 		grpc.MaxConcurrentStreams(uint32(cfg.Scaler.MaxStreams) + streamHeadroom), //nolint:gosec // Validate bounds MaxStreams to 1<<24
 	}, boundary.serverOptions(listenerScaler)...)
-	if cfg.Server.TLSCertFile != "" {
-		tlsCfg, err := scalerTLS(cfg.Server)
-		if err != nil {
-			return nil, err
-		}
-		kedaOpts = append(kedaOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
-	}
-	s.kedaSrv = grpc.NewServer(kedaOpts...)
+	s.kedaSrv = grpc.NewServer(append(kedaOpts, sec.kedaOptions()...)...)
 	var impl externalscaler.ExternalScalerServer = s.scaler
 	if set.wrapScaler != nil {
 		impl = set.wrapScaler(impl)
@@ -215,9 +213,13 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/metrics", s.receiver)
+	mux.Handle("/v1/metrics", sec.ingest(s.receiver))
 	apiMux := http.NewServeMux()
-	query.NewAPI(s.engine, set.Now).Register(apiMux)
+	promapi.New(s.engine, s.store, promapi.Config{
+		MaxConcurrency: cfg.Query.MaxConcurrency,
+		MaxSamples:     cfg.Query.MaxSamples,
+		Timeout:        cfg.Query.Timeout,
+	}, promapi.Settings{Now: set.Now}).Register(apiMux)
 	mux.Handle("/api/", s.asking(apiMux))
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -234,8 +236,14 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	if set.register != nil {
 		set.register(s.otlpSrv, mux)
 	}
-	// ReadTimeout bounds a slow upload, which holds an OTLP in-flight slot.
-	s.httpSrv = &http.Server{Handler: boundary.http(mux), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute}
+	// ReadHeaderTimeout, ReadTimeout and MaxHeaderBytes bound what a slow
+	// or oversized request holds: its connection and goroutine (an OTLP
+	// request takes its in-flight slot once its body is read), for at
+	// most a minute. Header blocks of 64 KiB are far above real ones.
+	s.httpSrv = &http.Server{
+		Handler: boundary.http(readOnly(mux)), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		MaxHeaderBytes: 64 << 10, TLSConfig: sec.httpTLS(),
+	}
 	return s, nil
 }
 
@@ -287,8 +295,13 @@ func (s *Server) Start() error {
 	}
 	s.group.Go(serve(s.otlpSrv, s.otlpLis))
 	s.group.Go(serve(s.kedaSrv, s.kedaLis))
+	s.sec.watcher.Start()
 	s.group.Go(func() error {
-		if err := s.httpSrv.Serve(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
+		serveHTTP := s.httpSrv.Serve
+		if s.httpSrv.TLSConfig != nil {
+			serveHTTP = func(l net.Listener) error { return s.httpSrv.ServeTLS(l, "", "") }
+		}
+		if err := serveHTTP(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -367,6 +380,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			_ = s.httpSrv.Close()
 		}
 		wg.Wait()
+		s.sec.watcher.Stop()
 		if s.group != nil {
 			err = s.group.Wait()
 		}
@@ -405,26 +419,4 @@ func Run(ctx context.Context, cfg config.Config, set Settings) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	return s.Shutdown(sctx)
-}
-
-// scalerTLS builds the KEDA listener's TLS settings. KEDA checks the
-// certificate against the host of scalerAddress and needs TLS 1.2 or newer.
-func scalerTLS(c config.Server) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("load --tls-cert-file %s and --tls-key-file %s: %w", c.TLSCertFile, c.TLSKeyFile, err)
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-	if c.TLSClientCAFile != "" {
-		pem, err := os.ReadFile(c.TLSClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read --tls-client-ca-file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--tls-client-ca-file %s: no PEM certificate found", c.TLSClientCAFile)
-		}
-		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return tc, nil
 }

@@ -1,8 +1,10 @@
 // Command otelcol-e2e is a minimal OpenTelemetry Collector distribution for
 // the end-to-end test: the prometheus and otlp receivers, the transform,
-// filter, batch and memory_limiter processors and the otlp exporter (the
-// last four with the otlp receiver are what the chart's HA fan-out and shard
-// router layers use), all from one collector release
+// filter, batch and memory_limiter processors, the otlp and otlphttp
+// exporters and the bearertokenauth extension (docs/otlp-contract.md §2:
+// authenticated ingest; the otlp receiver, batch and memory_limiter are what
+// the chart's HA fan-out and shard router layers use), all from one
+// collector release
 // (contrib v0.161.0, core v0.161.0 / v1.67.0). It lives in its own module so
 // the collector's large dependency graph never touches the scaler's go.mod or
 // the e2e test module.
@@ -16,6 +18,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/bearertokenauthextension"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/filterprocessor"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/transformprocessor"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver"
@@ -26,6 +29,8 @@ import (
 	"go.opentelemetry.io/collector/confmap/provider/yamlprovider"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/otlpexporter"
+	"go.opentelemetry.io/collector/exporter/otlphttpexporter"
+	"go.opentelemetry.io/collector/extension"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/processor/batchprocessor"
@@ -48,9 +53,13 @@ func components() (otelcol.Factories, error) {
 	if err != nil {
 		return f, fmt.Errorf("processors: %w", err)
 	}
-	f.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](otlpexporter.NewFactory())
+	f.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](otlpexporter.NewFactory(), otlphttpexporter.NewFactory())
 	if err != nil {
 		return f, fmt.Errorf("exporters: %w", err)
+	}
+	f.Extensions, err = otelcol.MakeFactoryMap[extension.Factory](bearertokenauthextension.NewFactory())
+	if err != nil {
+		return f, fmt.Errorf("extensions: %w", err)
 	}
 	return f, nil
 }

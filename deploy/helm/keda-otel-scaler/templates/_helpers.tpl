@@ -64,6 +64,7 @@ mapped to their flag names; empty values are left to the server's default.
   "logFormat" "log-format"
   "shutdownTimeout" "shutdown-timeout"
   "otlpMaxRecvSize" "otlp-max-recv-size"
+  "otlpMaxInflightBytes" "otlp-max-inflight-bytes"
   "retention" "retention"
   "freshness" "freshness"
   "defaultWindow" "default-window"
@@ -78,6 +79,7 @@ mapped to their flag names; empty values are left to the server's default.
   "maxLabelValueLength" "max-label-value-length"
   "maxMetricNameLength" "max-metric-name-length"
   "seriesTTL" "series-ttl"
+  "reloadInterval" "reload-interval"
   "triggerTTL" "trigger-ttl"
   "maxTriggers" "max-triggers"
   "maxTriggerBytes" "max-trigger-bytes"
@@ -87,6 +89,9 @@ mapped to their flag names; empty values are left to the server's default.
   "grpcReflection" "grpc-reflection"
   "metricAllowList" "metric-allow-list"
   "lazyIngest" "lazy-ingest"
+  "queryMaxConcurrency" "query-max-concurrency"
+  "queryMaxSamples" "query-max-samples"
+  "queryTimeout" "query-timeout"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
@@ -97,4 +102,24 @@ mapped to their flag names; empty values are left to the server's default.
   value: {{ toString $v | quote }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+A probe of the HTTP port as the HTTP listener serves it: HTTPS when
+tls.http is enabled (the kubelet does not verify the certificate), and a TCP
+check when tls.http.caKey requires client certificates, which the kubelet
+cannot present. Probes that are not httpGet are left alone.
+*/}}
+{{- define "kos.probe" -}}
+{{- $p := deepCopy .probe }}
+{{- if and .tls.enabled (hasKey $p "httpGet") }}
+{{- if .tls.caKey }}
+{{- $port := $p.httpGet.port }}
+{{- $_ := unset $p "httpGet" }}
+{{- $_ := set $p "tcpSocket" (dict "port" $port) }}
+{{- else }}
+{{- $_ := set $p.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- end }}
+{{- toYaml $p }}
 {{- end }}
