@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
@@ -56,6 +57,13 @@ type Config struct {
 	// PushHoldoff is the least time between two true messages on one
 	// stream. Zero disables it.
 	PushHoldoff time.Duration
+	// ReadyAfterFresh makes the warm-up clock start at the first fresh
+	// sample (SawSample) instead of at Start: until one is stored the
+	// scaler stays warming up however long that takes (ready.go).
+	ReadyAfterFresh bool
+	// FreshWindow is how old a sample may be and still count as fresh for
+	// ReadyAfterFresh (the store's --freshness). Default 30s.
+	FreshWindow time.Duration
 	// EvalBudget bounds the time of one evaluation; the engine checks it
 	// while evaluating. Default 1s.
 	EvalBudget time.Duration
@@ -106,6 +114,14 @@ type Settings struct {
 	// method it served and the stack; the server logs and counts it. Nil
 	// logs it at Error.
 	OnPanic func(method string, recovered any, stack []byte)
+	// OnWarm, when set, is called each time warm-up ends (possibly more
+	// than once, from any goroutine; it must not block): the server turns
+	// KEDA's health and, with ReadyAfterFresh, /readyz on. It may run
+	// during New.
+	OnWarm func()
+	// Interest, when set, is the lazy-ingest registry (--lazy-ingest):
+	// every cached trigger holds the metric names it reads (lazy.go).
+	Interest *interest.Registry
 }
 
 // Scaler implements externalscaler.ExternalScalerServer.
@@ -140,6 +156,9 @@ type Scaler struct {
 	openStreams atomic.Int64 // StreamIsActive and StreamMetricSpec streams, against cfg.MaxStreams
 	warmStart   atomic.Int64 // unix ns of the warm-up start
 	warmIsDone  atomic.Bool
+	awaitFresh  atomic.Bool // ReadyAfterFresh: the warm-up clock waits for a fresh sample (ready.go)
+	onWarm      func()
+	interest    *interest.Registry
 }
 
 // New returns a scaler evaluating with engine over st. Warm-up starts now;
@@ -177,18 +196,23 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		set.Now = time.Now
 	}
 	s := &Scaler{
-		cfg:     cfg,
-		engine:  engine,
-		store:   st,
-		now:     set.Now,
-		onPush:  set.OnPush,
-		onPanic: set.OnPanic,
-		logger:  set.Logger.With("component", "scaler"),
-		m:       newMetrics(set.Registerer),
-		subs:    newSubIndex(),
-		drainCh: make(chan struct{}),
+		cfg:      cfg,
+		engine:   engine,
+		store:    st,
+		now:      set.Now,
+		onPush:   set.OnPush,
+		onPanic:  set.OnPanic,
+		logger:   set.Logger.With("component", "scaler"),
+		m:        newMetrics(set.Registerer),
+		subs:     newSubIndex(),
+		drainCh:  make(chan struct{}),
+		onWarm:   set.OnWarm,
+		interest: set.Interest,
 
 		rejected: newRejectedTriggers(),
+	}
+	if cfg.FreshWindow <= 0 {
+		s.cfg.FreshWindow = 30 * time.Second
 	}
 	if s.onPanic == nil {
 		s.onPanic = func(method string, p any, stack []byte) {
@@ -214,15 +238,35 @@ func (s *Scaler) Start() {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
 	}
-	if s.cfg.Warmup <= 0 || s.warmEnded {
+	if s.warmEnded || (s.cfg.Warmup <= 0 && !s.cfg.ReadyAfterFresh) {
+		s.awaitFresh.Store(false)
 		s.warmIsDone.Store(true)
+		s.notifyWarm()
 		return
 	}
 	s.warmIsDone.Store(false)
+	if s.cfg.ReadyAfterFresh {
+		s.awaitFresh.Store(true) // SawSample starts the clock
+		return
+	}
+	s.startWarmClockLocked()
+}
+
+// startWarmClockLocked runs warm-up for cfg.Warmup from now; s.mu is held.
+func (s *Scaler) startWarmClockLocked() {
+	s.warmStart.Store(s.now().UnixNano())
+	if s.cfg.Warmup <= 0 {
+		s.warmIsDone.Store(true)
+		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
+		s.subs.markAll()
+		s.notifyWarm()
+		return
+	}
 	s.warmTimer = time.AfterFunc(s.cfg.Warmup, func() {
 		s.warmIsDone.Store(true)
 		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
 		s.subs.markAll()
+		s.notifyWarm()
 	})
 }
 
@@ -235,6 +279,7 @@ func (s *Scaler) EndWarmup() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.warmEnded = true
+	s.awaitFresh.Store(false)
 	if s.warmTimer != nil {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
@@ -243,6 +288,7 @@ func (s *Scaler) EndWarmup() {
 		s.logger.Info("Warm-up skipped", "reason", "store_restored")
 	}
 	s.subs.markAll()
+	s.notifyWarm()
 }
 
 // Register registers the ExternalScaler service on s.
@@ -254,6 +300,9 @@ func (s *Scaler) Register(srv *grpc.Server) {
 func (s *Scaler) warmingUp() error {
 	if s.warmIsDone.Load() {
 		return nil
+	}
+	if s.awaitFresh.Load() {
+		return fmt.Errorf("%w: no fresh sample stored yet (--ready-after-fresh); KEDA keeps the current replicas meanwhile", ErrWarmingUp)
 	}
 	elapsed := time.Duration(s.now().UnixNano() - s.warmStart.Load())
 	if elapsed >= s.cfg.Warmup {
@@ -325,7 +374,10 @@ func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (
 // release frees what a trigger that left the cache (or never entered it)
 // held in the store: the metric names its query reads, which the store
 // frees unless series or other triggers use them.
-func (s *Scaler) release(t *trigger) { s.store.ReleaseMetricIDs(t.metricIDs) }
+func (s *Scaler) release(t *trigger) {
+	s.store.ReleaseMetricIDs(t.metricIDs)
+	t.interest.Release()
+}
 
 // newTrigger validates the key's metadata and compiles its query. It parses
 // and holds the query's metric names in the store (AcquireMetricID; the
@@ -377,6 +429,10 @@ func (s *Scaler) newTrigger(k triggerKey) (*trigger, []warning, error) {
 	t.metricIDs = make([]uint32, 0, len(names))
 	for _, n := range names {
 		t.metricIDs = append(t.metricIDs, s.store.AcquireMetricID(n))
+	}
+	if err := s.holdInterest(t, lw.expr); err != nil {
+		s.store.ReleaseMetricIDs(t.metricIDs)
+		return nil, nil, err
 	}
 	return t, warnings, nil
 }
@@ -491,6 +547,9 @@ func (s *Scaler) value(ctx context.Context, ref *externalscaler.ScaledObjectRef)
 		return nil, 0, err
 	}
 	if err := s.warmingUp(); err != nil {
+		return t, 0, err
+	}
+	if err := s.lazyWarming(t); err != nil {
 		return t, 0, err
 	}
 	if s.draining.Load() {
