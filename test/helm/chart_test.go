@@ -829,7 +829,7 @@ func TestReadmeDocumentsEveryValue(t *testing.T) {
 func leafPaths(prefix string, m map[string]any) []string {
 	freeForm := map[string]bool{
 		"podSecurityContext": true, "securityContext": true, "resources": true, "readinessProbe": true,
-		"livenessProbe": true, "stateDir.volume": true, "strategy": true, "collector.resources": true,
+		"livenessProbe": true, "stateDir.volume": true, "stateDir.volumeClaimTemplate": true, "stateDir.claimRetentionPolicy": true, "strategy": true, "collector.resources": true,
 	}
 	var out []string
 	for k, v := range m {

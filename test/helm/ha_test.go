@@ -251,3 +251,85 @@ func TestSingleReplicaUnchanged(t *testing.T) {
 	assert.Equal(t, appsv1.RecreateDeploymentStrategyType, d.Spec.Strategy.Type)
 	assert.Empty(t, d.Spec.Template.Annotations)
 }
+
+// TestHAStateDirClaimPerReplica: with stateDir.volumeClaimTemplate the HA
+// StatefulSet gets a volumeClaimTemplate "state", so each replica mounts
+// its own claim (state-keda-otel-scaler-<i>) at the state dir instead of a
+// pod volume; the retention policy passes through; combinations that would
+// share one claim between replicas, or need a StatefulSet without HA, fail
+// at render.
+func TestHAStateDirClaimPerReplica(t *testing.T) {
+	claim := map[string]any{
+		"accessModes":      []any{"ReadWriteOnce"},
+		"storageClassName": "fast",
+		"resources":        map[string]any{"requests": map[string]any{"storage": "2Gi"}},
+	}
+	vals := readValues(t, "ha-values.yaml")
+	vals["stateDir"] = map[string]any{
+		"enabled": true, "volumeClaimTemplate": claim,
+		"claimRetentionPolicy": map[string]any{"whenDeleted": "Delete", "whenScaled": "Retain"},
+	}
+	o := mustRender(t, vals)
+	var ss appsv1.StatefulSet
+	o.decode(t, "StatefulSet/keda-otel-scaler", &ss)
+	require.Len(t, ss.Spec.VolumeClaimTemplates, 1)
+	pvc := ss.Spec.VolumeClaimTemplates[0]
+	assert.Equal(t, "state", pvc.Name)
+	assert.Equal(t, ss.Spec.Selector.MatchLabels, pvc.Labels)
+	assert.Equal(t, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, pvc.Spec.AccessModes)
+	require.NotNil(t, pvc.Spec.StorageClassName)
+	assert.Equal(t, "fast", *pvc.Spec.StorageClassName)
+	assert.Equal(t, "2Gi", pvc.Spec.Resources.Requests.Storage().String())
+	require.NotNil(t, ss.Spec.PersistentVolumeClaimRetentionPolicy)
+	assert.Equal(t, appsv1.DeletePersistentVolumeClaimRetentionPolicyType, ss.Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted)
+	assert.Equal(t, appsv1.RetainPersistentVolumeClaimRetentionPolicyType, ss.Spec.PersistentVolumeClaimRetentionPolicy.WhenScaled)
+
+	pod := ss.Spec.Template.Spec
+	for _, v := range pod.Volumes {
+		assert.NotEqual(t, "state", v.Name, "the claim template provides the volume; a pod volume of the same name would shadow it")
+	}
+	sc := pod.Containers[0]
+	assert.Equal(t, "/var/lib/keda-otel-scaler", envMap(sc)["KOS_STATE_DIR"])
+	var mounted bool
+	for _, m := range sc.VolumeMounts {
+		if m.Name == "state" {
+			mounted = true
+			assert.Equal(t, "/var/lib/keda-otel-scaler", m.MountPath)
+			assert.False(t, m.ReadOnly)
+		}
+	}
+	assert.True(t, mounted, "the scaler mounts its claim")
+
+	t.Run("without a claim template HA keeps the pod volume", func(t *testing.T) {
+		vals := readValues(t, "ha-values.yaml")
+		vals["stateDir"] = map[string]any{"enabled": true}
+		var ss appsv1.StatefulSet
+		mustRender(t, vals).decode(t, "StatefulSet/keda-otel-scaler", &ss)
+		assert.Empty(t, ss.Spec.VolumeClaimTemplates)
+		assert.Nil(t, ss.Spec.PersistentVolumeClaimRetentionPolicy)
+	})
+
+	shared := map[string]any{"persistentVolumeClaim": map[string]any{"claimName": "x"}}
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"claim template without HA", set("stateDir.enabled", true, "stateDir.volumeClaimTemplate", claim), "need ha.enabled"},
+		{"retention policy without HA", set("stateDir.enabled", true, "stateDir.claimRetentionPolicy", map[string]any{"whenDeleted": "Delete"}), "need ha.enabled"},
+		{"claim template without stateDir", set("ha.enabled", true, "stateDir.volumeClaimTemplate", claim), "needs stateDir.enabled"},
+		{"claim template and volume", set("ha.enabled", true, "stateDir.enabled", true, "stateDir.volumeClaimTemplate", claim, "stateDir.volume", map[string]any{"emptyDir": map[string]any{}}), "exclude each other"},
+		{"one claim shared by the replicas", set("ha.enabled", true, "stateDir.enabled", true, "stateDir.volume", shared), "volumeClaimTemplate"},
+		{"bad retention policy", set("ha.enabled", true, "stateDir.enabled", true, "stateDir.volumeClaimTemplate", claim, "stateDir.claimRetentionPolicy", map[string]any{"whenDeleted": "Remove"}), "whenDeleted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := render(t, tc.vals)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	t.Run("a single replica may still use one claim", func(t *testing.T) {
+		_, err := render(t, set("stateDir.enabled", true, "stateDir.volume", shared))
+		require.NoError(t, err)
+	})
+}
