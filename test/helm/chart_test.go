@@ -37,7 +37,7 @@ const (
 )
 
 // valuesFiles are the CI values files rendered by every generic check.
-var valuesFiles = []string{"default-values.yaml", "all-optional-values.yaml", "tls-values.yaml", "tls-all-values.yaml", "ha-values.yaml", "router-values.yaml"}
+var valuesFiles = []string{"default-values.yaml", "all-optional-values.yaml", "tls-values.yaml", "tls-all-values.yaml", "ha-values.yaml", "ha-tls-values.yaml", "router-values.yaml"}
 
 func loadChart(t *testing.T) *chart.Chart {
 	t.Helper()
@@ -186,6 +186,10 @@ func TestTemplateValuesFiles(t *testing.T) {
 			"ServiceMonitor/keda-otel-scaler",
 		},
 		"ha-values.yaml": {
+			"ConfigMap/keda-otel-scaler-collector", "PodDisruptionBudget/keda-otel-scaler", "Service/keda-otel-scaler",
+			"Service/keda-otel-scaler-headless", "ServiceAccount/keda-otel-scaler", "StatefulSet/keda-otel-scaler",
+		},
+		"ha-tls-values.yaml": {
 			"ConfigMap/keda-otel-scaler-collector", "PodDisruptionBudget/keda-otel-scaler", "Service/keda-otel-scaler",
 			"Service/keda-otel-scaler-headless", "ServiceAccount/keda-otel-scaler", "StatefulSet/keda-otel-scaler",
 		},
