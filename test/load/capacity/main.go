@@ -1,0 +1,914 @@
+// Command capacity is the capacity sweep of one replica (README "Scaling
+// out", docs/performance.md §6): the real binary (cmd/keda-otel-scaler,
+// default flags) under a load generator in a separate process, one step
+// per series count, each step a fresh server.
+//
+// A step with S series pushed every -interval:
+//
+//  1. fill: S series × -window samples, back-dated so they span the
+//     retention, sent as fast as the server takes them (the steady-state
+//     memory of a replica that has run for a while, without waiting 10
+//     minutes);
+//  2. measure: the same series pushed in real time, one sample each per
+//     -interval (S / interval data points per second), for -duration, while
+//     a KEDA client calls GetMetrics on a 1k-series trigger
+//     (sum(rate(m[1m]))) every 50 ms and a push probe flips a
+//     StreamIsActive trigger with an Export every 200 ms and times the
+//     Export call to the stream's Recv.
+//
+// Measured per step: points per server CPU-second in a burst after the
+// paced phase (user + system CPU of the server process from /proc, not
+// wall time: the machine is shared), the cores the paced push rate takes
+// (server CPU-seconds per second, probes and GC included), peak and final
+// RSS (VmHWM, VmRSS) and the store's memory gauge once every window is
+// full, rejected points and failed Exports, GetMetrics client latency
+// and the server's mean evaluation time, push latency.
+//
+// A step meets the targets (docs/performance.md §6) when every point of
+// every phase is accepted (no failed Export, no rejected point, every
+// series stored), the paced push rate takes at most -cpu-budget cores,
+// peak RSS is within -memory-limit, every GetMetrics is answered and every
+// flip pushed, and the GetMetrics and push medians under the load are at
+// most maxLatencyRatio times their medians on the same server with no
+// ingest, measured just before (a same-run ratio: the absolute latency
+// targets T7b and T8 hold on a quiet machine only, and the figures are
+// printed beside them). Everything listens on 127.0.0.1; every phase is
+// bounded by a count and a duration.
+//
+//	make capacity                                  # builds the binary, default steps
+//	go run ./test/load/capacity -bin bin/keda-otel-scaler -steps 10000,100000 -duration 20s
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/synth"
+)
+
+const exportMethod = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+
+// seriesPerMetric: every synth metric has this many series, so metric 0 is
+// the 1k-series trigger at every step.
+const seriesPerMetric = 1000
+
+// burstPoints is about how many points each step's burst phase sends.
+const burstPoints = 3_000_000
+
+// idleWindow is how long the probes run with no ingest before each paced
+// phase: their same-run latency baseline.
+const idleWindow = 5 * time.Second
+
+// maxLatencyRatio: under the paced load, GetMetrics and push medians may be
+// at most this many times their idle medians on the same server, same run.
+const maxLatencyRatio = 2
+
+func main() {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "gen" {
+		err = genMain(os.Args[2:])
+	} else {
+		err = runMain(os.Args[1:])
+	}
+	if err != nil {
+		logger.Error("Capacity sweep failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+type opts struct {
+	bin                string
+	steps              []int
+	interval, duration time.Duration
+	window, streams    int
+	cpuBudget          float64
+	memoryLimit        int64
+	extraArgs          []string
+}
+
+func runMain(args []string) error {
+	fs := flag.NewFlagSet("capacity", flag.ContinueOnError)
+	var o opts
+	steps := fs.String("steps", "10000,100000,300000,1000000", "series counts, one step each (`list`, multiples of 1000)")
+	fs.StringVar(&o.bin, "bin", "bin/keda-otel-scaler", "the scaler binary (`path`; make build)")
+	fs.DurationVar(&o.interval, "interval", 5*time.Second, "each series' push interval (`duration`; KServe's sidecars scrape every 5s)")
+	fs.DurationVar(&o.duration, "duration", 30*time.Second, "the measured phase of each step (`duration`)")
+	fs.IntVar(&o.window, "window", 0, "samples per series in the fill (`count`; 0: 10m retention / interval)")
+	fs.IntVar(&o.streams, "streams", 4, "concurrent Export streams of the generator (`count`)")
+	fs.Float64Var(&o.cpuBudget, "cpu-budget", 1, "cores ingest may need at the step's push rate (`cores`)")
+	fs.Int64Var(&o.memoryLimit, "memory-limit", 2<<30, "peak RSS allowed (`bytes`; the chart's resources.limits.memory)")
+	extra := fs.String("server-args", "", "extra scaler flags, space-separated (`flags`)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, s := range strings.Split(*steps, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < seriesPerMetric || n%seriesPerMetric != 0 || n > 5_000_000 {
+			return fmt.Errorf("-steps %q: want multiples of %d up to 5000000", *steps, seriesPerMetric)
+		}
+		o.steps = append(o.steps, n)
+	}
+	if o.interval < 100*time.Millisecond || o.duration < 5*time.Second || o.duration > 10*time.Minute {
+		return errors.New("-interval ≥ 100ms and 5s ≤ -duration ≤ 10m")
+	}
+	if o.window == 0 {
+		o.window = int(10 * time.Minute / o.interval)
+	}
+	o.extraArgs = strings.Fields(*extra)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("capacity sweep: %s, push interval %s, fill %d samples/series, measured %s per step, %d cores, load average %s\n",
+		o.bin, o.interval, o.window, o.duration, numCPU(), loadavg())
+	var results []stepResult
+	for _, s := range o.steps {
+		r, err := runStep(self, o, s)
+		if err != nil {
+			return fmt.Errorf("step %d series: %w", s, err)
+		}
+		results = append(results, r)
+		r.print()
+	}
+	fmt.Println()
+	fmt.Printf("%9s %8s %10s %6s %9s %9s %9s %15s %15s %4s\n", "series", "dp/s", "dp/cpu_s", "cores", "rss_peak", "rss_end", "store_mem", "getm_p50(idle)", "push_p50(idle)", "ok")
+	largest := 0
+	for _, r := range results {
+		ok := r.failures() == nil
+		fmt.Printf("%9d %8.0f %10.0f %6.3f %8.0fM %8.0fM %8.0fM %6.0f(%4.0f)µs %6.0f(%4.0f)µs %4v\n", r.series, r.rate, r.dpPerCPU, r.cores,
+			mib(r.rssPeak), mib(r.rssEnd), mib(int64(r.storeMem)), us(r.getP50), us(r.idleGetP50), us(r.pushP50), us(r.idlePushP50), ok)
+		if ok && r.series > largest {
+			largest = r.series
+		}
+	}
+	for _, r := range results {
+		if f := r.failures(); f != nil {
+			fmt.Printf("step %d series misses: %s\n", r.series, strings.Join(f, "; "))
+		}
+	}
+	fmt.Printf("largest step meeting the targets: %d series at %s (load average now %s)\n", largest, o.interval, loadavg())
+	return nil
+}
+
+type stepResult struct {
+	series, window       int
+	rate                 float64
+	fillPoints           int
+	fillCPU, fillWall    float64
+	points               int
+	cpu, wall            float64
+	burstPoints          int
+	burstCPU             float64
+	dpPerCPU, cores      float64
+	cpuBudget            float64
+	memoryLimit          int64
+	rssPeak, rssEnd      int64
+	storeMem             float64
+	accepted, rejected   float64
+	genErrors            int
+	genErrorSample       string
+	genLag               time.Duration
+	getCalls, getErrors  int
+	getP50, getP99       time.Duration
+	idleGetP50           time.Duration
+	idlePushP50          time.Duration
+	evalMean             float64
+	pushes, pushMissed   int
+	pushP50, pushP99     time.Duration
+	seriesStored, expect float64
+}
+
+func (r stepResult) failures() []string {
+	var f []string
+	if r.genErrors > 0 {
+		f = append(f, fmt.Sprintf("%d failed Exports (%s)", r.genErrors, r.genErrorSample))
+	}
+	if sent := r.fillPoints + r.points + r.burstPoints; r.rejected > 0 || r.accepted < float64(sent) {
+		f = append(f, fmt.Sprintf("%.0f of %d points accepted, %.0f rejected", r.accepted, sent, r.rejected))
+	}
+	if r.seriesStored != r.expect {
+		f = append(f, fmt.Sprintf("%.0f series stored, want %.0f", r.seriesStored, r.expect))
+	}
+	if r.cores > r.cpuBudget {
+		f = append(f, fmt.Sprintf("the push rate takes %.2f cores > %.2f", r.cores, r.cpuBudget))
+	}
+	if r.getErrors > 0 || r.getCalls == 0 {
+		f = append(f, fmt.Sprintf("%d of %d GetMetrics failed", r.getErrors, r.getCalls))
+	}
+	if r.getP50 > maxLatencyRatio*r.idleGetP50 {
+		f = append(f, fmt.Sprintf("GetMetrics p50 %s > %d× its idle p50 %s", r.getP50, maxLatencyRatio, r.idleGetP50))
+	}
+	if r.pushMissed > 0 || r.pushes == 0 {
+		f = append(f, fmt.Sprintf("%d of %d flips not pushed", r.pushMissed, r.pushes))
+	}
+	if r.pushP50 > maxLatencyRatio*r.idlePushP50 {
+		f = append(f, fmt.Sprintf("push p50 %s > %d× its idle p50 %s", r.pushP50, maxLatencyRatio, r.idlePushP50))
+	}
+	if r.rssPeak > r.memoryLimit {
+		f = append(f, fmt.Sprintf("peak RSS %.0f MiB > %.0f MiB", mib(r.rssPeak), mib(r.memoryLimit)))
+	}
+	return f
+}
+
+func (r stepResult) print() {
+	fmt.Printf("step %d series: fill %d points in %.1fs wall, %.1f server CPU-s (%.0f dp/cpu_s, series creation and ring growth included)\n",
+		r.series, r.fillPoints, r.fillWall, r.fillCPU, float64(r.fillPoints)/r.fillCPU)
+	fmt.Printf("  paced: %d points at %.0f dp/s in %.1fs wall, %.2f server CPU-s = %.3f cores (probes and GC included); generator %s behind schedule at the end\n",
+		r.points, r.rate, r.wall, r.cpu, r.cores, r.genLag.Round(time.Millisecond))
+	fmt.Printf("  burst: %d points, %.2f server CPU-s: %.0f dp/cpu_s steady state\n", r.burstPoints, r.burstCPU, r.dpPerCPU)
+	fmt.Printf("  memory: RSS peak %.0f MiB, end %.0f MiB, store gauge %.0f MiB (%.0f B/series); %.0f series stored\n",
+		mib(r.rssPeak), mib(r.rssEnd), mib(int64(r.storeMem)), r.storeMem/float64(r.series), r.seriesStored)
+	fmt.Printf("  GetMetrics (1k series, sum(rate)): %d calls, %d failed; paced phase client p50 %s p99 %s (idle p50 %s), server evaluation mean %.1f µs\n",
+		r.getCalls, r.getErrors, r.getP50, r.getP99, r.idleGetP50, r.evalMean*1e6)
+	fmt.Printf("  push: %d flips, %d not pushed within 5s; paced phase Export→Recv p50 %s p99 %s (idle p50 %s); rejected points %.0f, failed Exports %d\n",
+		r.pushes, r.pushMissed, r.pushP50, r.pushP99, r.idlePushP50, r.rejected, r.genErrors)
+}
+
+func runStep(self string, o opts, series int) (stepResult, error) {
+	r := stepResult{series: series, window: o.window, rate: float64(series) / o.interval.Seconds(), cpuBudget: o.cpuBudget, memoryLimit: o.memoryLimit}
+	// Bounds the whole step: start, fill (about a minute per 10M points
+	// at worst here), the idle and paced phases, the burst, shutdown.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute+time.Duration(series*o.window/10_000_000+1)*2*time.Minute+o.duration)
+	defer cancel()
+	srv, err := startScaler(ctx, o.bin, append([]string{"--push-holdoff=0", "--warmup=0"}, o.extraArgs...))
+	if err != nil {
+		return r, err
+	}
+	defer srv.stop()
+	addErr := func(gs genStats) {
+		r.genErrors += gs.Errors
+		if gs.ErrorSample != "" {
+			r.genErrorSample = gs.ErrorSample
+		}
+	}
+
+	// Fill: back-dated rounds spanning the retention, as fast as possible.
+	t0 := time.Now().Add(-time.Duration(o.window) * o.interval)
+	cpu0, start := srv.cpu(), time.Now()
+	gs, err := runGen(ctx, self, srv.otlp, series, o.streams, o.window, t0, o.interval, false, time.Until(deadline(ctx)))
+	if err != nil {
+		return r, fmt.Errorf("fill: %w", err)
+	}
+	r.fillPoints, r.fillCPU, r.fillWall = gs.Points, (srv.cpu() - cpu0).Seconds(), time.Since(start).Seconds()
+	addErr(gs)
+
+	// Probes: a second to compile and warm their triggers, then an idle
+	// window (no ingest: the same-run baseline of their latency), then the
+	// paced phase.
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var get getProbe
+	var push pushProbe
+	defer func() {
+		stopProbes()
+		wg.Wait()
+	}()
+	trigger := fmt.Sprintf(`sum(rate({__name__=%q}[1m]))`, srv.triggerMetric)
+	wg.Go(func() { get.run(probeCtx, srv.keda, trigger) })
+	wg.Go(func() { push.run(probeCtx, srv.keda, srv.otlp) })
+	time.Sleep(time.Second)
+	get.take()
+	push.take()
+	time.Sleep(idleWindow)
+	idleGet, idleGetErrs := get.take()
+	idlePush, idlePushMissed := push.take()
+	r.idleGetP50, r.idlePushP50 = quantile(idleGet, 0.5), quantile(idlePush, 0.5)
+
+	m0, err := srv.metrics()
+	if err != nil {
+		return r, err
+	}
+	cpu0, start = srv.cpu(), time.Now()
+	rounds := int(o.duration / o.interval)
+	gs, err = runGen(ctx, self, srv.otlp, series, o.streams, rounds, time.Now(), o.interval, true, o.duration+o.interval)
+	if err != nil {
+		return r, fmt.Errorf("paced: %w", err)
+	}
+	// The last round is sent at (rounds-1) × interval: wait out its
+	// interval, so the phase holds rounds intervals of load and probes.
+	time.Sleep(time.Until(start.Add(time.Duration(rounds) * o.interval)))
+	r.cpu, r.wall = (srv.cpu() - cpu0).Seconds(), time.Since(start).Seconds()
+	m1, err := srv.metrics()
+	if err != nil {
+		return r, err
+	}
+	lat, getErrs := get.take()
+	plat, missed := push.take()
+	stopProbes()
+	wg.Wait()
+	r.points, r.genLag = gs.Points, time.Duration(gs.LagSeconds*float64(time.Second))
+	addErr(gs)
+	// Cores the step's push rate takes, probes, garbage collection and
+	// background work included: CPU-seconds per second of the paced phase
+	// (its length is set by the pace; a server that fell behind shows as
+	// generator lag and a longer phase).
+	r.cores = r.cpu / r.wall
+	r.getCalls, r.getErrors = len(lat)+getErrs+len(idleGet)+idleGetErrs, getErrs+idleGetErrs
+	r.getP50, r.getP99 = quantile(lat, 0.5), quantile(lat, 0.99)
+	r.pushes, r.pushMissed = len(plat)+missed+len(idlePush)+idlePushMissed, missed+idlePushMissed
+	r.pushP50, r.pushP99 = quantile(plat, 0.5), quantile(plat, 0.99)
+	if d := m1.evalCount - m0.evalCount; d > 0 {
+		r.evalMean = (m1.evalSum - m0.evalSum) / d
+	}
+	// Memory now: every series with a full window, steady state.
+	r.rssPeak, r.rssEnd = srv.rss()
+	r.storeMem, r.seriesStored = m1.storeMem, m1.series
+	r.expect = float64(series + 1) // the push probe's series
+
+	// Burst: rounds as fast as the server takes them, no probes, stamped
+	// 1 ms apart after the paced phase: ingest per CPU-second at this
+	// series count with full windows, as make load measures it. Dense
+	// samples grow small rings, so memory was read before.
+	burstRounds := max(3, (burstPoints+series-1)/series)
+	cpu0 = srv.cpu()
+	bs, err := runGen(ctx, self, srv.otlp, series, o.streams, burstRounds, time.Now().Add(time.Millisecond), time.Millisecond, false, 5*time.Minute)
+	if err != nil {
+		return r, fmt.Errorf("burst: %w", err)
+	}
+	r.burstPoints, r.burstCPU = bs.Points, (srv.cpu() - cpu0).Seconds()
+	r.dpPerCPU = float64(bs.Points) / r.burstCPU
+	addErr(bs)
+	m2, err := srv.metrics()
+	if err != nil {
+		return r, err
+	}
+	// Accepted minus the push probe's own points (a few per second).
+	var probePoints float64
+	if pp := m2.accepted - float64(r.fillPoints+r.points+r.burstPoints); pp > 0 && pp < 1000 {
+		probePoints = pp
+	}
+	r.accepted, r.rejected = m2.accepted-probePoints, m2.rejected
+	return r, nil
+}
+
+func deadline(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// --- the server under test ---
+
+type scaler struct {
+	cmd                  *exec.Cmd
+	otlp, keda, http     string
+	triggerMetric        string
+	stderrDone           chan struct{}
+	stopOnce             sync.Once
+	httpClient           *http.Client
+	lastLogLines         []string
+	lastLogMu            sync.Mutex
+	procStat, procStatus string
+}
+
+// startScaler runs the binary on loopback ports with its defaults plus
+// args and waits for its "Serving" log line.
+func startScaler(ctx context.Context, bin string, args []string) (*scaler, error) {
+	cmd := exec.CommandContext(ctx, bin, append([]string{
+		"--otlp-grpc-addr=127.0.0.1:0", "--scaler-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--log-format=json",
+	}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s (make build): %w", bin, err)
+	}
+	s := &scaler{cmd: cmd, stderrDone: make(chan struct{}), httpClient: &http.Client{Timeout: 10 * time.Second},
+		procStat: fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid), procStatus: fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)}
+	serving := make(chan struct{})
+	go func() {
+		defer close(s.stderrDone)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		var once sync.Once
+		for sc.Scan() {
+			var line struct {
+				Msg   string `json:"msg"`
+				Level string `json:"level"`
+				OTLP  string `json:"otlp_grpc_addr"`
+				KEDA  string `json:"scaler_addr"`
+				HTTP  string `json:"http_addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				continue
+			}
+			if line.Msg == "Serving" && line.HTTP != "" {
+				once.Do(func() {
+					s.otlp, s.keda, s.http = line.OTLP, line.KEDA, line.HTTP
+					close(serving)
+				})
+			}
+			if line.Level == "WARN" || line.Level == "ERROR" {
+				s.lastLogMu.Lock()
+				if len(s.lastLogLines) < 20 {
+					s.lastLogLines = append(s.lastLogLines, sc.Text())
+				}
+				s.lastLogMu.Unlock()
+			}
+		}
+	}()
+	select {
+	case <-serving:
+	case <-s.stderrDone:
+		s.stop()
+		return nil, errors.New("scaler exited before serving")
+	case <-time.After(30 * time.Second):
+		s.stop()
+		return nil, errors.New("scaler did not log its addresses within 30s")
+	}
+	s.triggerMetric = synthStoredName(0)
+	return s, nil
+}
+
+// synthStoredName is the name the receiver stores synth metric m under: a
+// monotonic cumulative sum without unit, so Prometheus's OTLP naming
+// turns dots into underscores and appends _total.
+func synthStoredName(m int) string {
+	return strings.ReplaceAll(synth.MetricName(m), ".", "_") + "_total"
+}
+
+func (s *scaler) stop() {
+	s.stopOnce.Do(func() {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-done
+		}
+		s.lastLogMu.Lock()
+		for _, l := range s.lastLogLines {
+			fmt.Fprintln(os.Stderr, "scaler:", l)
+		}
+		s.lastLogMu.Unlock()
+	})
+}
+
+// cpu is the server process's user + system CPU time so far.
+func (s *scaler) cpu() time.Duration {
+	b, err := os.ReadFile(s.procStat)
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// fields 14 and 15 (1-based) of the whole line, in clock ticks.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, 100 on every Linux this runs on.
+const clockTicks = 100
+
+// rss returns the server's peak (VmHWM) and current (VmRSS) resident set.
+func (s *scaler) rss() (peak, now int64) {
+	b, err := os.ReadFile(s.procStatus)
+	if err != nil {
+		return 0, 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmHWM:":
+			peak = kb << 10
+		case "VmRSS:":
+			now = kb << 10
+		}
+	}
+	return peak, now
+}
+
+type selfMetrics struct {
+	accepted, rejected, storeMem, series, evalSum, evalCount float64
+}
+
+// metrics reads the counters the sweep needs from /metrics.
+func (s *scaler) metrics() (selfMetrics, error) {
+	resp, err := s.httpClient.Get("http://" + s.http + "/metrics")
+	if err != nil {
+		return selfMetrics{}, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var m selfMetrics
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		name, val, ok := cutMetric(l)
+		if !ok {
+			continue
+		}
+		switch {
+		case name == "keda_otel_scaler_receiver_points_accepted_total":
+			m.accepted += val
+		case strings.HasPrefix(name, "keda_otel_scaler_receiver_points_rejected_total"):
+			m.rejected += val
+		case name == "keda_otel_scaler_store_memory_bytes":
+			m.storeMem = val
+		case name == "keda_otel_scaler_store_series":
+			m.series = val
+		case strings.HasPrefix(name, "keda_otel_scaler_scaler_evaluation_seconds_sum"):
+			m.evalSum += val
+		case strings.HasPrefix(name, "keda_otel_scaler_scaler_evaluation_seconds_count"):
+			m.evalCount += val
+		}
+	}
+	return m, sc.Err()
+}
+
+// cutMetric splits an exposition line into its name (with labels) and value.
+func cutMetric(l string) (string, float64, bool) {
+	i := strings.LastIndexByte(l, ' ')
+	if i < 0 {
+		return "", 0, false
+	}
+	v, err := strconv.ParseFloat(l[i+1:], 64)
+	if err != nil {
+		return "", 0, false
+	}
+	return l[:i], v, true
+}
+
+// --- probes ---
+
+func dial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+// getProbe calls GetMetrics on the 1k-series trigger every 50 ms.
+type getProbe struct {
+	mu     sync.Mutex
+	lat    []time.Duration
+	errors int
+}
+
+// take returns what was recorded since the last take and starts anew.
+func (p *getProbe) take() ([]time.Duration, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	lat, errs := p.lat, p.errors
+	p.lat, p.errors = nil, 0
+	return lat, errs
+}
+
+func (p *getProbe) record(d time.Duration, failed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if failed {
+		p.errors++
+	} else {
+		p.lat = append(p.lat, d)
+	}
+}
+
+func (p *getProbe) run(ctx context.Context, addr, query string) {
+	conn, err := dial(addr)
+	if err != nil {
+		p.record(0, true)
+		return
+	}
+	defer func() { _ = conn.Close() }()
+	c := externalscaler.NewExternalScalerClient(conn)
+	ref := &externalscaler.ScaledObjectRef{Name: "capacity", Namespace: "sweep", ScalerMetadata: map[string]string{"metricQuery": query, "targetValue": "1"}}
+	spec, err := c.GetMetricSpec(ctx, ref)
+	if err != nil || len(spec.GetMetricSpecs()) == 0 {
+		p.record(0, true)
+		return
+	}
+	req := &externalscaler.GetMetricsRequest{ScaledObjectRef: ref, MetricName: spec.GetMetricSpecs()[0].GetMetricName()}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		t0 := time.Now()
+		_, err := c.GetMetrics(cctx, req)
+		d := time.Since(t0)
+		cancel()
+		switch {
+		case err == nil:
+			p.record(d, false)
+		case ctx.Err() == nil:
+			p.record(0, true)
+		}
+	}
+}
+
+// pushProbe holds a StreamIsActive stream on sum(capacity_push_probe) and
+// every 200 ms exports 1 (timing the Export call until the stream's true
+// arrives), then 0.
+type pushProbe struct {
+	mu     sync.Mutex
+	lat    []time.Duration
+	missed int
+}
+
+// take returns what was recorded since the last take and starts anew.
+func (p *pushProbe) take() ([]time.Duration, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	lat, missed := p.lat, p.missed
+	p.lat, p.missed = nil, 0
+	return lat, missed
+}
+
+func (p *pushProbe) record(d time.Duration, missed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if missed {
+		p.missed++
+	} else {
+		p.lat = append(p.lat, d)
+	}
+}
+
+func (p *pushProbe) run(ctx context.Context, kedaAddr, otlpAddr string) {
+	kc, err := dial(kedaAddr)
+	if err != nil {
+		p.record(0, true)
+		return
+	}
+	defer func() { _ = kc.Close() }()
+	oc, err := dial(otlpAddr)
+	if err != nil {
+		p.record(0, true)
+		return
+	}
+	defer func() { _ = oc.Close() }()
+	ref := &externalscaler.ScaledObjectRef{Name: "push", Namespace: "sweep", ScalerMetadata: map[string]string{"metricQuery": "sum(capacity_push_probe)", "targetValue": "1"}}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := externalscaler.NewExternalScalerClient(kc).StreamIsActive(sctx, ref)
+	if err != nil {
+		p.record(0, true)
+		return
+	}
+	trues := make(chan struct{}, 64)
+	var recvWG sync.WaitGroup
+	defer recvWG.Wait()
+	defer cancel()
+	recvWG.Go(func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			if m.GetResult() {
+				select {
+				case trues <- struct{}{}:
+				default:
+				}
+			}
+		}
+	})
+	client := pmetricotlp.NewGRPCClient(oc)
+	send := func(v float64) error {
+		md := pmetric.NewMetrics()
+		m := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+		m.SetName("capacity_push_probe")
+		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+		dp.SetTimestamp(pcommon.NewTimestampFromTime(time.Now()))
+		dp.SetDoubleValue(v)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := client.Export(cctx, pmetricotlp.NewExportRequestFromMetrics(md))
+		return err
+	}
+	if send(0) != nil {
+		p.record(0, true)
+		return
+	}
+	for ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		for len(trues) > 0 {
+			<-trues // a true of the stream's opening, or a late one
+		}
+		t0 := time.Now()
+		if err := send(1); err != nil {
+			if ctx.Err() == nil {
+				p.record(0, true)
+			}
+			return
+		}
+		select {
+		case <-trues:
+			p.record(time.Since(t0), false)
+		case <-time.After(5 * time.Second):
+			p.record(0, true)
+		case <-ctx.Done():
+			return
+		}
+		time.Sleep(time.Millisecond) // a distinct timestamp for the 0
+		if send(0) != nil && ctx.Err() == nil {
+			p.record(0, true)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// --- the load generator (a separate process) ---
+
+type genStats struct {
+	Requests    int     `json:"requests"`
+	Points      int     `json:"points"`
+	Errors      int     `json:"errors"`
+	ErrorSample string  `json:"error_sample,omitempty"`
+	Seconds     float64 `json:"seconds"`
+	LagSeconds  float64 `json:"lag_seconds"`
+}
+
+// runGen runs the generator: rounds rounds over every series, round r
+// stamped t0 + r*step; paced, round r starts no earlier than r*step after
+// the start.
+func runGen(ctx context.Context, self, addr string, series, streams, rounds int, t0 time.Time, step time.Duration, paced bool, d time.Duration) (genStats, error) {
+	gen := exec.CommandContext(ctx, self, "gen", "-addr", addr, "-series", strconv.Itoa(series), "-streams", strconv.Itoa(streams),
+		"-rounds", strconv.Itoa(rounds), "-t0", strconv.FormatInt(t0.UnixNano(), 10), "-step", step.String(),
+		"-paced="+strconv.FormatBool(paced), "-duration", d.String())
+	gen.Stderr = os.Stderr
+	out, err := gen.Output()
+	if err != nil {
+		return genStats{}, fmt.Errorf("generator: %w", err)
+	}
+	var gs genStats
+	if err := json.Unmarshal(out, &gs); err != nil {
+		return genStats{}, fmt.Errorf("generator output %q: %w", out, err)
+	}
+	return gs, nil
+}
+
+func genMain(args []string) error {
+	fs := flag.NewFlagSet("gen", flag.ContinueOnError)
+	addr := fs.String("addr", "", "server `host:port` (loopback)")
+	series := fs.Int("series", 10_000, "distinct series (`count`)")
+	streams := fs.Int("streams", 4, "concurrent Export streams (`count`)")
+	rounds := fs.Int("rounds", 1, "samples per series (`count`)")
+	t0 := fs.Int64("t0", 0, "time of round 0 (`unix nanoseconds`)")
+	step := fs.Duration("step", 5*time.Second, "time between rounds (`duration`)")
+	paced := fs.Bool("paced", false, "send round r no earlier than r*step after the start")
+	duration := fs.Duration("duration", time.Minute, "stop after this long (`duration`)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	host, _, err := net.SplitHostPort(*addr)
+	if err != nil || (host != "127.0.0.1" && host != "::1" && host != "localhost") {
+		return fmt.Errorf("refusing non-loopback address %q", *addr)
+	}
+	conn, err := dial(*addr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close() }()
+	payloads := synth.Config{Seed: 1, Series: *series, Metrics: *series / seriesPerMetric}.Cover(uint64(*t0))
+	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	defer cancel()
+	var sent, points, errs atomic.Int64
+	var sampleOnce sync.Once
+	var sample string
+	var lagNs atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for k := range *streams {
+		wg.Go(func() {
+			// Stream k owns payloads k, k+streams, ...: each series is sent
+			// by one stream, so its samples arrive in order.
+			var out receiver.RawBytes
+			for round := range *rounds {
+				if *paced {
+					due := start.Add(time.Duration(round) * *step)
+					if w := time.Until(due); w > 0 {
+						select {
+						case <-time.After(w):
+						case <-ctx.Done():
+							return
+						}
+					}
+				}
+				for i := k; i < len(payloads); i += *streams {
+					if ctx.Err() != nil {
+						return
+					}
+					p := &payloads[i]
+					p.SetTime(uint64(*t0) + uint64(round)*uint64(*step))
+					in := receiver.RawBytes(p.Bytes)
+					sent.Add(1)
+					if err := conn.Invoke(ctx, exportMethod, &in, &out, grpc.ForceCodecV2(receiver.Codec{})); err != nil {
+						if ctx.Err() == nil {
+							errs.Add(1)
+							sampleOnce.Do(func() { sample = err.Error() })
+						}
+						continue
+					}
+					points.Add(int64(p.Points))
+				}
+				if *paced {
+					// How far behind schedule this round finished.
+					if l := time.Since(start.Add(time.Duration(round+1) * *step)); l > 0 {
+						lagNs.Store(max(lagNs.Load(), int64(l)))
+					} else {
+						lagNs.Store(0)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	gs := genStats{
+		Requests: int(sent.Load()), Points: int(points.Load()), Errors: int(errs.Load()), ErrorSample: sample,
+		Seconds: time.Since(start).Seconds(), LagSeconds: time.Duration(lagNs.Load()).Seconds(),
+	}
+	if ctx.Err() != nil && gs.Points < *series**rounds {
+		// Not every round was sent within -duration: the server did not
+		// keep up (or the machine did not let the generator run).
+		gs.Errors++
+		gs.ErrorSample = cmpOr(gs.ErrorSample, fmt.Sprintf("%d of %d points sent within %s", gs.Points, *series**rounds, *duration))
+	}
+	b, _ := json.Marshal(gs)
+	_, err = fmt.Println(string(b))
+	return err
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// --- helpers ---
+
+func quantile(v []time.Duration, q float64) time.Duration {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+func mib(b int64) float64        { return float64(b) / (1 << 20) }
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+
+func numCPU() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "processor\t:")
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
