@@ -13,6 +13,7 @@ TOOLS_DIR ?= $(CURDIR)/.cache/tools
 PROMTOOL  ?= $(TOOLS_DIR)/promtool
 DEMO_ARGS ?=
 LOAD_ARGS ?=
+CAPACITY_ARGS ?=
 CHROMIUM  ?= /usr/bin/chromium
 
 # Every fuzz target of the main module, as "package:Target".
@@ -83,6 +84,9 @@ bench: ## Every benchmark of the main module, -cpu 2, into bench.txt.
 bench-baseline: ## Ours vs Prometheus's engine on the T6 queries, same data, same run, into bench-baseline.txt.
 	cd test/compat && $(GO) test -run '^$$' -bench '^BenchmarkInstant$$' -benchmem -cpu 2 -benchtime 300ms -count $(COUNT) . | tee ../../bench-baseline.txt
 	cd test/compat && $(GO) tool benchstat -col /engine ../../bench-baseline.txt
+
+capacity: build ## Capacity sweep of one replica (README "Scaling out"): the real binary at 10k-1M series pushed every 5 s, a separate generator process; CPU per point, RSS, latency under load (about 10 min; not in make test). CAPACITY_ARGS="-steps 10000,100000" etc.
+	$(GO) run ./test/load/capacity -bin $(BIN) $(CAPACITY_ARGS)
 
 load: ## Loopback OTLP load test: points per server CPU-second, ours vs a pdata-codec baseline server, interleaved rounds (bounded).
 	$(GO) build -o bin/load-baseline ./test/load/baselineserver
