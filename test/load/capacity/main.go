@@ -118,7 +118,7 @@ func runMain(args []string) error {
 	fs.StringVar(&o.bin, "bin", "bin/keda-otel-scaler", "the scaler binary (`path`; make build)")
 	fs.DurationVar(&o.interval, "interval", 5*time.Second, "each series' push interval (`duration`; KServe's sidecars scrape every 5s)")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "the measured phase of each step (`duration`)")
-	fs.IntVar(&o.window, "window", 0, "samples per series in the fill (`count`; 0: 10m retention / interval)")
+	fs.IntVar(&o.window, "window", 0, "samples per series in the fill (`count`; 0: 10m retention / interval − 1)")
 	fs.IntVar(&o.streams, "streams", 4, "concurrent Export streams of the generator (`count`)")
 	fs.Float64Var(&o.cpuBudget, "cpu-budget", 1, "cores ingest may need at the step's push rate (`cores`)")
 	fs.Int64Var(&o.memoryLimit, "memory-limit", 2<<30, "peak RSS allowed (`bytes`; the chart's resources.limits.memory)")
@@ -137,7 +137,9 @@ func runMain(args []string) error {
 		return errors.New("-interval ≥ 100ms and 5s ≤ -duration ≤ 10m")
 	}
 	if o.window == 0 {
-		o.window = int(10 * time.Minute / o.interval)
+		// One interval short of the retention, so the oldest sample is
+		// still inside it when it arrives.
+		o.window = int(10*time.Minute/o.interval) - 1
 	}
 	o.extraArgs = strings.Fields(*extra)
 	self, err := os.Executable()
@@ -190,6 +192,7 @@ type stepResult struct {
 	rssPeak, rssEnd      int64
 	storeMem             float64
 	accepted, rejected   float64
+	rejectedBy           map[string]float64
 	genErrors            int
 	genErrorSample       string
 	genLag               time.Duration
@@ -209,7 +212,7 @@ func (r stepResult) failures() []string {
 		f = append(f, fmt.Sprintf("%d failed Exports (%s)", r.genErrors, r.genErrorSample))
 	}
 	if sent := r.fillPoints + r.points + r.burstPoints; r.rejected > 0 || r.accepted < float64(sent) {
-		f = append(f, fmt.Sprintf("%.0f of %d points accepted, %.0f rejected", r.accepted, sent, r.rejected))
+		f = append(f, fmt.Sprintf("%.0f of %d points accepted, %.0f rejected %v", r.accepted, sent, r.rejected, r.rejectedBy))
 	}
 	if r.seriesStored != r.expect {
 		f = append(f, fmt.Sprintf("%.0f series stored, want %.0f", r.seriesStored, r.expect))
@@ -362,7 +365,7 @@ func runStep(self string, o opts, series int) (stepResult, error) {
 	if pp := m2.accepted - float64(r.fillPoints+r.points+r.burstPoints); pp > 0 && pp < 1000 {
 		probePoints = pp
 	}
-	r.accepted, r.rejected = m2.accepted-probePoints, m2.rejected
+	r.accepted, r.rejected, r.rejectedBy = m2.accepted-probePoints, m2.rejected, m2.rejectedBy
 	return r, nil
 }
 
@@ -391,7 +394,8 @@ func startScaler(ctx context.Context, bin string, args []string) (*scaler, error
 	cmd := exec.CommandContext(ctx, bin, append([]string{
 		"--otlp-grpc-addr=127.0.0.1:0", "--scaler-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--log-format=json",
 	}, args...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, and killed with the sweep if the sweep dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -517,6 +521,7 @@ func (s *scaler) rss() (peak, now int64) {
 
 type selfMetrics struct {
 	accepted, rejected, storeMem, series, evalSum, evalCount float64
+	rejectedBy                                               map[string]float64
 }
 
 // metrics reads the counters the sweep needs from /metrics.
@@ -526,7 +531,7 @@ func (s *scaler) metrics() (selfMetrics, error) {
 		return selfMetrics{}, err
 	}
 	defer func() { _ = resp.Body.Close() }()
-	var m selfMetrics
+	m := selfMetrics{rejectedBy: map[string]float64{}}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -543,6 +548,9 @@ func (s *scaler) metrics() (selfMetrics, error) {
 			m.accepted += val
 		case strings.HasPrefix(name, "keda_otel_scaler_receiver_points_rejected_total"):
 			m.rejected += val
+			if val > 0 {
+				m.rejectedBy[name] = val
+			}
 		case name == "keda_otel_scaler_store_memory_bytes":
 			m.storeMem = val
 		case name == "keda_otel_scaler_store_series":
@@ -770,6 +778,7 @@ func runGen(ctx context.Context, self, addr string, series, streams, rounds int,
 		"-rounds", strconv.Itoa(rounds), "-t0", strconv.FormatInt(t0.UnixNano(), 10), "-step", step.String(),
 		"-paced="+strconv.FormatBool(paced), "-duration", d.String())
 	gen.Stderr = os.Stderr
+	gen.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with the sweep
 	out, err := gen.Output()
 	if err != nil {
 		return genStats{}, fmt.Errorf("generator: %w", err)
