@@ -49,6 +49,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"slices"
@@ -76,6 +77,9 @@ const exportMethod = "/opentelemetry.proto.collector.metrics.v1.MetricsService/E
 // the 1k-series trigger at every step.
 const seriesPerMetric = 1000
 
+// defaultMaxSeries is the server's --max-series default.
+const defaultMaxSeries = 1_000_000
+
 // burstPoints is about how many points each step's burst phase sends.
 const burstPoints = 3_000_000
 
@@ -101,9 +105,16 @@ func main() {
 	}
 }
 
+// step is one server run: series pushed every interval, window samples
+// each in the fill.
+type step struct {
+	series, window int
+	interval       time.Duration
+}
+
 type opts struct {
 	bin                string
-	steps              []int
+	steps              []step
 	interval, duration time.Duration
 	window, streams    int
 	cpuBudget          float64
@@ -114,9 +125,9 @@ type opts struct {
 func runMain(args []string) error {
 	fs := flag.NewFlagSet("capacity", flag.ContinueOnError)
 	var o opts
-	steps := fs.String("steps", "10000,100000,300000,1000000", "series counts, one step each (`list`, multiples of 1000)")
+	steps := fs.String("steps", "10000,100000,300000,1000000,100000@1s,300000@1s", "series counts, one step each, optionally @push interval (`list`, multiples of 1000)")
 	fs.StringVar(&o.bin, "bin", "bin/keda-otel-scaler", "the scaler binary (`path`; make build)")
-	fs.DurationVar(&o.interval, "interval", 5*time.Second, "each series' push interval (`duration`; KServe's sidecars scrape every 5s)")
+	fs.DurationVar(&o.interval, "interval", 5*time.Second, "each series' push interval where a step names none (`duration`; KServe's sidecars scrape every 5s)")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "the measured phase of each step (`duration`)")
 	fs.IntVar(&o.window, "window", 0, "samples per series in the fill (`count`; 0: 10m retention / interval − 1)")
 	fs.IntVar(&o.streams, "streams", 4, "concurrent Export streams of the generator (`count`)")
@@ -126,59 +137,67 @@ func runMain(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	for _, s := range strings.Split(*steps, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < seriesPerMetric || n%seriesPerMetric != 0 || n > 5_000_000 {
-			return fmt.Errorf("-steps %q: want multiples of %d up to 5000000", *steps, seriesPerMetric)
-		}
-		o.steps = append(o.steps, n)
-	}
 	if o.interval < 100*time.Millisecond || o.duration < 5*time.Second || o.duration > 10*time.Minute {
 		return errors.New("-interval ≥ 100ms and 5s ≤ -duration ≤ 10m")
 	}
-	if o.window == 0 {
-		// One interval short of the retention, so the oldest sample is
-		// still inside it when it arrives.
-		o.window = int(10*time.Minute/o.interval) - 1
+	for _, s := range strings.Split(*steps, ",") {
+		st := step{interval: o.interval}
+		num, iv, hasIv := strings.Cut(strings.TrimSpace(s), "@")
+		n, err := strconv.Atoi(num)
+		if err != nil || n < seriesPerMetric || n%seriesPerMetric != 0 || n > 5_000_000 {
+			return fmt.Errorf("-steps %q: want multiples of %d up to 5000000, each optionally @interval", *steps, seriesPerMetric)
+		}
+		if hasIv {
+			if st.interval, err = time.ParseDuration(iv); err != nil || st.interval < 100*time.Millisecond || st.interval > time.Minute {
+				return fmt.Errorf("-steps %q: interval %q: want 100ms to 1m", *steps, iv)
+			}
+		}
+		st.series, st.window = n, o.window
+		if st.window == 0 {
+			// One interval short of the retention, so the oldest sample
+			// is still inside it when it arrives.
+			st.window = int(10*time.Minute/st.interval) - 1
+		}
+		o.steps = append(o.steps, st)
 	}
 	o.extraArgs = strings.Fields(*extra)
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	fmt.Printf("capacity sweep: %s, push interval %s, fill %d samples/series, measured %s per step, %d cores, load average %s\n",
-		o.bin, o.interval, o.window, o.duration, numCPU(), loadavg())
+	fmt.Printf("capacity sweep: %s, measured %s per step, %d cores, load average %s\n", o.bin, o.duration, numCPU(), loadavg())
 	var results []stepResult
-	for _, s := range o.steps {
-		r, err := runStep(self, o, s)
+	for _, st := range o.steps {
+		r, err := runStep(self, o, st)
 		if err != nil {
-			return fmt.Errorf("step %d series: %w", s, err)
+			return fmt.Errorf("step %d series @%s: %w", st.series, st.interval, err)
 		}
 		results = append(results, r)
 		r.print()
 	}
 	fmt.Println()
-	fmt.Printf("%9s %8s %10s %6s %9s %9s %9s %15s %15s %4s\n", "series", "dp/s", "dp/cpu_s", "cores", "rss_peak", "rss_end", "store_mem", "getm_p50(idle)", "push_p50(idle)", "ok")
-	largest := 0
+	fmt.Printf("%9s %5s %8s %10s %6s %9s %9s %9s %15s %15s %4s\n", "series", "every", "dp/s", "dp/cpu_s", "cores", "rss_peak", "rss_end", "store_mem", "getm_p50(idle)", "push_p50(idle)", "ok")
+	var largest stepResult
 	for _, r := range results {
 		ok := r.failures() == nil
-		fmt.Printf("%9d %8.0f %10.0f %6.3f %8.0fM %8.0fM %8.0fM %6.0f(%4.0f)µs %6.0f(%4.0f)µs %4v\n", r.series, r.rate, r.dpPerCPU, r.cores,
+		fmt.Printf("%9d %5s %8.0f %10.0f %6.3f %8.0fM %8.0fM %8.0fM %6.0f(%4.0f)µs %6.0f(%4.0f)µs %4v\n", r.series, r.interval, r.rate, r.dpPerCPU, r.cores,
 			mib(r.rssPeak), mib(r.rssEnd), mib(int64(r.storeMem)), us(r.getP50), us(r.idleGetP50), us(r.pushP50), us(r.idlePushP50), ok)
-		if ok && r.series > largest {
-			largest = r.series
+		if ok && r.rate > largest.rate {
+			largest = r
 		}
 	}
 	for _, r := range results {
 		if f := r.failures(); f != nil {
-			fmt.Printf("step %d series misses: %s\n", r.series, strings.Join(f, "; "))
+			fmt.Printf("step %d series @%s misses: %s\n", r.series, r.interval, strings.Join(f, "; "))
 		}
 	}
-	fmt.Printf("largest step meeting the targets: %d series at %s (load average now %s)\n", largest, o.interval, loadavg())
+	fmt.Printf("largest push rate meeting the targets: %d series every %s (%.0f dp/s); load average now %s\n", largest.series, largest.interval, largest.rate, loadavg())
 	return nil
 }
 
 type stepResult struct {
 	series, window       int
+	interval             time.Duration
 	rate                 float64
 	fillPoints           int
 	fillCPU, fillWall    float64
@@ -239,8 +258,8 @@ func (r stepResult) failures() []string {
 }
 
 func (r stepResult) print() {
-	fmt.Printf("step %d series: fill %d points in %.1fs wall, %.1f server CPU-s (%.0f dp/cpu_s, series creation and ring growth included)\n",
-		r.series, r.fillPoints, r.fillWall, r.fillCPU, float64(r.fillPoints)/r.fillCPU)
+	fmt.Printf("step %d series every %s: fill %d points in %.1fs wall, %.1f server CPU-s (%.0f dp/cpu_s, series creation and ring growth included)\n",
+		r.series, r.interval, r.fillPoints, r.fillWall, r.fillCPU, float64(r.fillPoints)/r.fillCPU)
 	fmt.Printf("  paced: %d points at %.0f dp/s in %.1fs wall, %.2f server CPU-s = %.3f cores (probes and GC included); generator %s behind schedule at the end\n",
 		r.points, r.rate, r.wall, r.cpu, r.cores, r.genLag.Round(time.Millisecond))
 	fmt.Printf("  burst: %d points, %.2f server CPU-s: %.0f dp/cpu_s steady state\n", r.burstPoints, r.burstCPU, r.dpPerCPU)
@@ -252,13 +271,20 @@ func (r stepResult) print() {
 		r.pushes, r.pushMissed, r.pushP50, r.pushP99, r.idlePushP50, r.rejected, r.genErrors)
 }
 
-func runStep(self string, o opts, series int) (stepResult, error) {
-	r := stepResult{series: series, window: o.window, rate: float64(series) / o.interval.Seconds(), cpuBudget: o.cpuBudget, memoryLimit: o.memoryLimit}
+func runStep(self string, o opts, st step) (stepResult, error) {
+	series := st.series
+	o.interval, o.window = st.interval, st.window
+	r := stepResult{series: series, window: o.window, interval: o.interval, rate: float64(series) / o.interval.Seconds(), cpuBudget: o.cpuBudget, memoryLimit: o.memoryLimit}
 	// Bounds the whole step: start, fill (about a minute per 10M points
 	// at worst here), the idle and paced phases, the burst, shutdown.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute+time.Duration(series*o.window/10_000_000+1)*2*time.Minute+o.duration)
 	defer cancel()
-	srv, err := startScaler(ctx, o.bin, append([]string{"--push-holdoff=0", "--warmup=0"}, o.extraArgs...))
+	args := []string{"--push-holdoff=0", "--warmup=0"}
+	if series+1 > defaultMaxSeries {
+		// Room for the push probe's series beside the load's.
+		args = append(args, fmt.Sprintf("--max-series=%d", series+seriesPerMetric))
+	}
+	srv, err := startScaler(ctx, o.bin, append(args, o.extraArgs...))
 	if err != nil {
 		return r, err
 	}
@@ -271,9 +297,8 @@ func runStep(self string, o opts, series int) (stepResult, error) {
 	}
 
 	// Fill: back-dated rounds spanning the retention, as fast as possible.
-	t0 := time.Now().Add(-time.Duration(o.window) * o.interval)
 	cpu0, start := srv.cpu(), time.Now()
-	gs, err := runGen(ctx, self, srv.otlp, series, o.streams, o.window, t0, o.interval, false, time.Until(deadline(ctx)))
+	gs, err := runGen(ctx, self, srv.otlp, series, o.streams, o.window, -time.Duration(o.window)*o.interval, o.interval, false, time.Until(deadline(ctx)))
 	if err != nil {
 		return r, fmt.Errorf("fill: %w", err)
 	}
@@ -291,6 +316,10 @@ func runStep(self string, o opts, series int) (stepResult, error) {
 		stopProbes()
 		wg.Wait()
 	}()
+	// The trigger really reads seriesPerMetric series.
+	if n, err := srv.count(srv.triggerMetric); err != nil || n != seriesPerMetric {
+		return r, fmt.Errorf("trigger metric %s has %d series, want %d (%v)", srv.triggerMetric, n, seriesPerMetric, err)
+	}
 	trigger := fmt.Sprintf(`sum(rate({__name__=%q}[1m]))`, srv.triggerMetric)
 	wg.Go(func() { get.run(probeCtx, srv.keda, trigger) })
 	wg.Go(func() { push.run(probeCtx, srv.keda, srv.otlp) })
@@ -308,7 +337,7 @@ func runStep(self string, o opts, series int) (stepResult, error) {
 	}
 	cpu0, start = srv.cpu(), time.Now()
 	rounds := int(o.duration / o.interval)
-	gs, err = runGen(ctx, self, srv.otlp, series, o.streams, rounds, time.Now(), o.interval, true, o.duration+o.interval)
+	gs, err = runGen(ctx, self, srv.otlp, series, o.streams, rounds, 0, o.interval, true, o.duration+o.interval)
 	if err != nil {
 		return r, fmt.Errorf("paced: %w", err)
 	}
@@ -349,7 +378,7 @@ func runStep(self string, o opts, series int) (stepResult, error) {
 	// samples grow small rings, so memory was read before.
 	burstRounds := max(3, (burstPoints+series-1)/series)
 	cpu0 = srv.cpu()
-	bs, err := runGen(ctx, self, srv.otlp, series, o.streams, burstRounds, time.Now().Add(time.Millisecond), time.Millisecond, false, 5*time.Minute)
+	bs, err := runGen(ctx, self, srv.otlp, series, o.streams, burstRounds, time.Millisecond, time.Millisecond, false, 5*time.Minute)
 	if err != nil {
 		return r, fmt.Errorf("burst: %w", err)
 	}
@@ -517,6 +546,32 @@ func (s *scaler) rss() (peak, now int64) {
 		}
 	}
 	return peak, now
+}
+
+// count returns how many series named name the server holds, through its
+// query API.
+func (s *scaler) count(name string) (int, error) {
+	resp, err := s.httpClient.Get("http://" + s.http + "/api/v1/query?query=" + url.QueryEscape(fmt.Sprintf(`count({__name__=%q})`, name)))
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var body struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return 0, err
+	}
+	if len(body.Data.Result) != 1 {
+		return 0, nil
+	}
+	v, _ := body.Data.Result[0].Value[1].(string)
+	n, err := strconv.Atoi(v)
+	return n, err
 }
 
 type selfMetrics struct {
@@ -771,11 +826,12 @@ type genStats struct {
 }
 
 // runGen runs the generator: rounds rounds over every series, round r
-// stamped t0 + r*step; paced, round r starts no earlier than r*step after
-// the start.
-func runGen(ctx context.Context, self, addr string, series, streams, rounds int, t0 time.Time, step time.Duration, paced bool, d time.Duration) (genStats, error) {
+// stamped t0 + r*step, where t0 is offset from the time the generator has
+// built its payloads (so a slow start does not age the samples); paced,
+// round r starts no earlier than r*step after that.
+func runGen(ctx context.Context, self, addr string, series, streams, rounds int, offset, step time.Duration, paced bool, d time.Duration) (genStats, error) {
 	gen := exec.CommandContext(ctx, self, "gen", "-addr", addr, "-series", strconv.Itoa(series), "-streams", strconv.Itoa(streams),
-		"-rounds", strconv.Itoa(rounds), "-t0", strconv.FormatInt(t0.UnixNano(), 10), "-step", step.String(),
+		"-rounds", strconv.Itoa(rounds), "-t0-offset", offset.String(), "-step", step.String(),
 		"-paced="+strconv.FormatBool(paced), "-duration", d.String())
 	gen.Stderr = os.Stderr
 	gen.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with the sweep
@@ -796,7 +852,7 @@ func genMain(args []string) error {
 	series := fs.Int("series", 10_000, "distinct series (`count`)")
 	streams := fs.Int("streams", 4, "concurrent Export streams (`count`)")
 	rounds := fs.Int("rounds", 1, "samples per series (`count`)")
-	t0 := fs.Int64("t0", 0, "time of round 0 (`unix nanoseconds`)")
+	offset := fs.Duration("t0-offset", 0, "time of round 0 relative to the start, once the payloads are built (`duration`)")
 	step := fs.Duration("step", 5*time.Second, "time between rounds (`duration`)")
 	paced := fs.Bool("paced", false, "send round r no earlier than r*step after the start")
 	duration := fs.Duration("duration", time.Minute, "stop after this long (`duration`)")
@@ -812,9 +868,10 @@ func genMain(args []string) error {
 		return err
 	}
 	defer func() { _ = conn.Close() }()
-	payloads := synth.Config{Seed: 1, Series: *series, Metrics: *series / seriesPerMetric}.Cover(uint64(*t0))
+	payloads := synth.Config{Seed: 1, Series: *series, Metrics: *series / seriesPerMetric}.Cover(0)
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
+	t0 := uint64(time.Now().Add(*offset).UnixNano())
 	var sent, points, errs atomic.Int64
 	var sampleOnce sync.Once
 	var sample string
@@ -842,7 +899,7 @@ func genMain(args []string) error {
 						return
 					}
 					p := &payloads[i]
-					p.SetTime(uint64(*t0) + uint64(round)*uint64(*step))
+					p.SetTime(t0 + uint64(round)*uint64(*step))
 					in := receiver.RawBytes(p.Bytes)
 					sent.Add(1)
 					if err := conn.Invoke(ctx, exportMethod, &in, &out, grpc.ForceCodecV2(receiver.Codec{})); err != nil {
