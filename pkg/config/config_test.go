@@ -89,14 +89,26 @@ func TestParseDuration(t *testing.T) {
 func TestParseSize(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want int64
-	}{{"1024", 1024}, {"64MiB", 64 << 20}, {"1GiB", 1 << 30}, {"512KiB", 512 << 10}} {
+		want int64 // -1: refused
+	}{
+		{"1024", 1024}, {"64MiB", 64 << 20}, {"1GiB", 1 << 30}, {"512KiB", 512 << 10}, {"0", 0}, {"0MiB", 0},
+		{"999999999999999999", 999_999_999_999_999_999}, {"999999999999999KiB", 999_999_999_999_999 << 10},
+		{"999999999999MiB", 999_999_999_999 << 20}, {"999999999GiB", 999_999_999 << 30},
+		// One digit more than each suffix allows.
+		{"1000000000000000000", -1}, {"1000000000000000KiB", -1}, {"1000000000000MiB", -1}, {"1000000000GiB", -1},
+		// Signs, spaces, leading zeros, fractions, other units and cases.
+		{"+5", -1}, {"-1", -1}, {"-0", -1}, {" 5", -1}, {"5 ", -1}, {"5 MiB", -1}, {"064MiB", -1}, {"00", -1},
+		{"1.5MiB", -1}, {"5B", -1}, {"5TiB", -1}, {"5MB", -1}, {"5mib", -1}, {"MiB", -1}, {"", -1}, {"lots", -1}, {"5KiBKiB", -1},
+	} {
 		got, err := ParseSize(tc.in)
-		require.NoError(t, err)
-		assert.Equal(t, tc.want, got)
+		if tc.want < 0 {
+			assert.Error(t, err, "%q", tc.in)
+			continue
+		}
+		if assert.NoError(t, err, "%q", tc.in) {
+			assert.Equal(t, tc.want, got, "%q", tc.in)
+		}
 	}
-	_, err := ParseSize("lots")
-	require.Error(t, err)
 }
 
 func TestEnvName(t *testing.T) {
