@@ -229,3 +229,22 @@ func TestQueryFlags(t *testing.T) {
 		assert.Contains(t, err.Error(), want)
 	}
 }
+
+// TestMaxConnections: each listener's connection cap has a flag and an env
+// twin, and must be between 1 and MaxConnectionsLimit: 0 would read as
+// "unbounded", which the caps exist to rule out.
+func TestMaxConnections(t *testing.T) {
+	env := map[string]string{"KOS_SCALER_MAX_CONNECTIONS": "16"}
+	c, err := Load("t", []string{"--otlp-max-connections", "4096"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, 4096, c.Server.OTLPMaxConnections)
+	assert.Equal(t, 16, c.Server.ScalerMaxConnections)
+	assert.Equal(t, 1024, c.Server.HTTPMaxConnections, "default kept")
+
+	_, err = Load("t", []string{"--otlp-max-connections", "0", "--scaler-max-connections", "-1", "--http-max-connections", "2000000"},
+		func(string) string { return "" }, &bytes.Buffer{})
+	require.Error(t, err)
+	for _, want := range []string{"--otlp-max-connections 0", "--scaler-max-connections -1", "--http-max-connections 2000000"} {
+		assert.Contains(t, err.Error(), want)
+	}
+}
