@@ -128,6 +128,9 @@ type Scaler struct {
 	// evalHook, when set (by tests, before any call), runs inside every
 	// evaluation with the trigger's lock held, e.g. to inject a panic.
 	evalHook func(*trigger)
+	// backlogOf finds a stream's unwritten-push backlog (backlog.go);
+	// tests replace it before any call.
+	backlogOf func(context.Context) backlog
 
 	mu        sync.Mutex // guards warmTimer, drained and warmEnded
 	warmTimer *time.Timer
@@ -185,6 +188,8 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		m:       newMetrics(set.Registerer),
 		subs:    newSubIndex(),
 		drainCh: make(chan struct{}),
+
+		backlogOf: streamBacklog,
 	}
 	if s.onPanic == nil {
 		s.onPanic = func(method string, p any, stack []byte) {
