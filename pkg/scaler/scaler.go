@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
@@ -56,6 +57,13 @@ type Config struct {
 	// PushHoldoff is the least time between two true messages on one
 	// stream. Zero disables it.
 	PushHoldoff time.Duration
+	// ReadyAfterFresh makes the warm-up clock start at the first fresh
+	// sample (SawSample) instead of at Start: until one is stored the
+	// scaler stays warming up however long that takes (ready.go).
+	ReadyAfterFresh bool
+	// FreshWindow is how old a sample may be and still count as fresh for
+	// ReadyAfterFresh (the store's --freshness). Default 30s.
+	FreshWindow time.Duration
 	// EvalBudget bounds the time of one evaluation; the engine checks it
 	// while evaluating. Default 1s.
 	EvalBudget time.Duration
@@ -106,6 +114,14 @@ type Settings struct {
 	// method it served and the stack; the server logs and counts it. Nil
 	// logs it at Error.
 	OnPanic func(method string, recovered any, stack []byte)
+	// OnWarm, when set, is called each time warm-up ends (possibly more
+	// than once, from any goroutine; it must not block): the server turns
+	// KEDA's health and, with ReadyAfterFresh, /readyz on. It may run
+	// during New.
+	OnWarm func()
+	// Interest, when set, is the lazy-ingest registry (--lazy-ingest):
+	// every cached trigger holds the metric names it reads (lazy.go).
+	Interest *interest.Registry
 }
 
 // Scaler implements externalscaler.ExternalScalerServer.
@@ -131,6 +147,8 @@ type Scaler struct {
 	// backlogOf finds a stream's unwritten-push backlog (backlog.go);
 	// tests replace it before any call.
 	backlogOf func(context.Context) backlog
+	// rejected keeps the last triggers that failed to compile (stats.go).
+	rejected *rejectedTriggers
 
 	mu        sync.Mutex // guards warmTimer, drained and warmEnded
 	warmTimer *time.Timer
@@ -141,6 +159,9 @@ type Scaler struct {
 	openStreams atomic.Int64 // StreamIsActive and StreamMetricSpec streams, against cfg.MaxStreams
 	warmStart   atomic.Int64 // unix ns of the warm-up start
 	warmIsDone  atomic.Bool
+	awaitFresh  atomic.Bool // ReadyAfterFresh: the warm-up clock waits for a fresh sample (ready.go)
+	onWarm      func()
+	interest    *interest.Registry
 }
 
 // New returns a scaler evaluating with engine over st. Warm-up starts now;
@@ -178,18 +199,24 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		set.Now = time.Now
 	}
 	s := &Scaler{
-		cfg:     cfg,
-		engine:  engine,
-		store:   st,
-		now:     set.Now,
-		onPush:  set.OnPush,
-		onPanic: set.OnPanic,
-		logger:  set.Logger.With("component", "scaler"),
-		m:       newMetrics(set.Registerer),
-		subs:    newSubIndex(),
-		drainCh: make(chan struct{}),
+		cfg:      cfg,
+		engine:   engine,
+		store:    st,
+		now:      set.Now,
+		onPush:   set.OnPush,
+		onPanic:  set.OnPanic,
+		logger:   set.Logger.With("component", "scaler"),
+		m:        newMetrics(set.Registerer),
+		subs:     newSubIndex(),
+		drainCh:  make(chan struct{}),
+		onWarm:   set.OnWarm,
+		interest: set.Interest,
 
+		rejected:  newRejectedTriggers(),
 		backlogOf: streamBacklog,
+	}
+	if cfg.FreshWindow <= 0 {
+		s.cfg.FreshWindow = 30 * time.Second
 	}
 	if s.onPanic == nil {
 		s.onPanic = func(method string, p any, stack []byte) {
@@ -215,15 +242,35 @@ func (s *Scaler) Start() {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
 	}
-	if s.cfg.Warmup <= 0 || s.warmEnded {
+	if s.warmEnded || (s.cfg.Warmup <= 0 && !s.cfg.ReadyAfterFresh) {
+		s.awaitFresh.Store(false)
 		s.warmIsDone.Store(true)
+		s.notifyWarm()
 		return
 	}
 	s.warmIsDone.Store(false)
+	if s.cfg.ReadyAfterFresh {
+		s.awaitFresh.Store(true) // SawSample starts the clock
+		return
+	}
+	s.startWarmClockLocked()
+}
+
+// startWarmClockLocked runs warm-up for cfg.Warmup from now; s.mu is held.
+func (s *Scaler) startWarmClockLocked() {
+	s.warmStart.Store(s.now().UnixNano())
+	if s.cfg.Warmup <= 0 {
+		s.warmIsDone.Store(true)
+		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
+		s.subs.markAll()
+		s.notifyWarm()
+		return
+	}
 	s.warmTimer = time.AfterFunc(s.cfg.Warmup, func() {
 		s.warmIsDone.Store(true)
 		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
 		s.subs.markAll()
+		s.notifyWarm()
 	})
 }
 
@@ -236,6 +283,7 @@ func (s *Scaler) EndWarmup() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.warmEnded = true
+	s.awaitFresh.Store(false)
 	if s.warmTimer != nil {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
@@ -244,6 +292,7 @@ func (s *Scaler) EndWarmup() {
 		s.logger.Info("Warm-up skipped", "reason", "store_restored")
 	}
 	s.subs.markAll()
+	s.notifyWarm()
 }
 
 // Register registers the ExternalScaler service on s.
@@ -255,6 +304,9 @@ func (s *Scaler) Register(srv *grpc.Server) {
 func (s *Scaler) warmingUp() error {
 	if s.warmIsDone.Load() {
 		return nil
+	}
+	if s.awaitFresh.Load() {
+		return fmt.Errorf("%w: no fresh sample stored yet (--ready-after-fresh); KEDA keeps the current replicas meanwhile", ErrWarmingUp)
 	}
 	elapsed := time.Duration(s.now().UnixNano() - s.warmStart.Load())
 	if elapsed >= s.cfg.Warmup {
@@ -300,6 +352,8 @@ func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (
 	if err != nil {
 		return nil, err
 	}
+	nt.stats = newTriggerStats(md, now/int64(time.Millisecond))
+	nt.cost += nt.stats.cost()
 	t, inserted, evicted, err := s.cache.add(nt, now, hold)
 	for _, e := range evicted {
 		s.release(e)
@@ -324,7 +378,10 @@ func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (
 // release frees what a trigger that left the cache (or never entered it)
 // held in the store: the metric names its query reads, which the store
 // frees unless series or other triggers use them.
-func (s *Scaler) release(t *trigger) { s.store.ReleaseMetricIDs(t.metricIDs) }
+func (s *Scaler) release(t *trigger) {
+	s.store.ReleaseMetricIDs(t.metricIDs)
+	t.interest.Release()
+}
 
 // newTrigger validates the key's metadata and compiles its query. It parses
 // and holds the query's metric names in the store (AcquireMetricID; the
@@ -377,6 +434,10 @@ func (s *Scaler) newTrigger(k triggerKey) (*trigger, []warning, error) {
 	for _, n := range names {
 		t.metricIDs = append(t.metricIDs, s.store.AcquireMetricID(n))
 	}
+	if err := s.holdInterest(t, lw.expr); err != nil {
+		s.store.ReleaseMetricIDs(t.metricIDs)
+		return nil, nil, err
+	}
 	return t, warnings, nil
 }
 
@@ -412,11 +473,14 @@ func (s *Scaler) evalLocked(ctx context.Context, t *trigger) (float64, error) {
 	if s.evalHook != nil {
 		s.evalHook(t)
 	}
-	res, err := t.plan.Eval(bctx, s.now().UnixMilli())
-	if err != nil {
-		return 0, err
+	ts := s.now().UnixMilli()
+	res, err := t.plan.Eval(bctx, ts)
+	var v float64
+	if err == nil {
+		v, err = t.reduce(res)
 	}
-	return t.reduce(res)
+	t.stats.evaluated(ts, v, v > t.activation, err == nil)
+	return v, err
 }
 
 // reduce turns a query result into the one value of keda-contract.md §5,
@@ -463,8 +527,9 @@ func (t *trigger) reduce(res query.Result) (float64, error) {
 func (s *Scaler) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.GetMetricSpecResponse, error) {
 	t, err := s.compile(ref)
 	if err != nil {
-		return nil, s.toStatus(methodGetMetricSpec, err)
+		return nil, s.fail(methodGetMetricSpec, nil, ref, err)
 	}
+	t.stats.specMs.Store(s.now().UnixMilli())
 	s.m.ok[methodGetMetricSpec].Inc()
 	return t.specResponse(), nil
 }
@@ -477,17 +542,22 @@ func (t *trigger) specResponse() *externalscaler.GetMetricSpecResponse {
 	}}}
 }
 
-// value runs the pipeline GetMetrics and IsActive share.
+// value runs the pipeline GetMetrics and IsActive share. The trigger is
+// returned with an error too once it compiled, so the error is recorded on
+// it.
 func (s *Scaler) value(ctx context.Context, ref *externalscaler.ScaledObjectRef) (*trigger, float64, error) {
 	t, err := s.compile(ref)
 	if err != nil {
 		return nil, 0, err
 	}
 	if err := s.warmingUp(); err != nil {
-		return nil, 0, err
+		return t, 0, err
+	}
+	if err := s.lazyWarming(t); err != nil {
+		return t, 0, err
 	}
 	if s.draining.Load() {
-		return nil, 0, ErrDraining
+		return t, 0, ErrDraining
 	}
 	v, err := s.evaluate(ctx, t)
 	return t, v, err
@@ -497,9 +567,10 @@ func (s *Scaler) value(ctx context.Context, ref *externalscaler.ScaledObjectRef)
 func (s *Scaler) GetMetrics(ctx context.Context, req *externalscaler.GetMetricsRequest) (*externalscaler.GetMetricsResponse, error) {
 	t, v, err := s.value(ctx, req.GetScaledObjectRef())
 	if err != nil {
-		return nil, s.toStatus(methodGetMetrics, err)
+		return nil, s.fail(methodGetMetrics, t, req.GetScaledObjectRef(), err)
 	}
 	name := req.GetMetricName()
+	t.stats.noteKEDAName(name)
 	switch {
 	case name == "":
 		name = t.metricName
@@ -521,7 +592,7 @@ func (s *Scaler) GetMetrics(ctx context.Context, req *externalscaler.GetMetricsR
 func (s *Scaler) IsActive(ctx context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
 	t, v, err := s.value(ctx, ref)
 	if err != nil {
-		return nil, s.toStatus(methodIsActive, err)
+		return nil, s.fail(methodIsActive, t, ref, err)
 	}
 	s.m.ok[methodIsActive].Inc()
 	return &externalscaler.IsActiveResponse{Result: v > t.activation}, nil
@@ -533,12 +604,13 @@ func (s *Scaler) IsActive(ctx context.Context, ref *externalscaler.ScaledObjectR
 func (s *Scaler) StreamMetricSpec(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.GetMetricSpecResponse]) error {
 	t, err := s.compile(ref)
 	if err != nil {
-		return s.toStatus(methodStreamMetricSpec, err)
+		return s.fail(methodStreamMetricSpec, nil, ref, err)
 	}
 	if err := s.acquireStream(); err != nil {
-		return s.toStatus(methodStreamMetricSpec, err)
+		return s.fail(methodStreamMetricSpec, t, ref, err)
 	}
 	defer s.releaseStream()
+	t.stats.specMs.Store(s.now().UnixMilli())
 	if err := stream.Send(t.specResponse()); err != nil {
 		s.m.rpc(methodStreamMetricSpec, codes.OK)
 		return nil
@@ -566,25 +638,33 @@ func isQueryBudget(err error) bool { return errors.Is(err, query.ErrBudgetExceed
 
 // toStatus maps pipeline errors to gRPC codes, once, at the boundary.
 func (s *Scaler) toStatus(method string, err error) error {
-	var c codes.Code
-	switch {
-	case errors.Is(err, ErrBadMetadata), errors.Is(err, query.ErrUnsupported):
-		c = codes.InvalidArgument
-	case errors.Is(err, ErrWarmingUp), errors.Is(err, ErrDraining):
-		c = codes.Unavailable
-	case errors.Is(err, ErrEmptyResult):
-		c = codes.NotFound
-	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite):
-		c = codes.FailedPrecondition
-	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded), errors.Is(err, ErrTooManyStreams), errors.Is(err, ErrTriggerCacheFull):
-		c = codes.ResourceExhausted
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	c := codeOf(err)
+	if c == codes.Canceled || c == codes.DeadlineExceeded {
 		st := status.FromContextError(err)
 		s.m.rpc(method, st.Code())
 		return st.Err()
-	default:
-		c = codes.Internal
 	}
 	s.m.rpc(method, c)
 	return status.Error(c, err.Error())
+}
+
+// codeOf is the gRPC code of a pipeline error.
+func codeOf(err error) codes.Code {
+	switch {
+	case errors.Is(err, ErrBadMetadata), errors.Is(err, query.ErrUnsupported):
+		return codes.InvalidArgument
+	case errors.Is(err, ErrWarmingUp), errors.Is(err, ErrDraining):
+		return codes.Unavailable
+	case errors.Is(err, ErrEmptyResult):
+		return codes.NotFound
+	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite):
+		return codes.FailedPrecondition
+	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded), errors.Is(err, ErrTooManyStreams), errors.Is(err, ErrTriggerCacheFull):
+		return codes.ResourceExhausted
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	}
+	return codes.Internal
 }
