@@ -50,7 +50,7 @@ func TestStreamBacklogDefersPush(t *testing.T) {
 		d := deferred()
 		assert.True(t, d >= 1 && d <= 5, "each edge deferred (or coalesced into a pending one): %v", d)
 
-		time.Sleep(3 * backlogWaitMax) // the last edge's deferral has lapsed
+		time.Sleep(3 * backlogWaitLongest) // the last edge's deferral has lapsed
 		synctest.Wait()
 		e.push(t, "x", 9) // active, and stays active
 		synctest.Wait()
@@ -60,7 +60,7 @@ func TestStreamBacklogDefersPush(t *testing.T) {
 		assert.InDelta(t, d+1, deferred(), 0, "one deferred push, however many times the stream looked")
 
 		atomic.StoreInt32(quota, 100) // the client took it
-		time.Sleep(2 * backlogWaitMax)
+		time.Sleep(2 * backlogWaitLongest)
 		synctest.Wait()
 		assert.Equal(t, []bool{true, true}, fs.got(), "the deferred push is sent once the client took the previous one")
 		assert.InDelta(t, d+1, deferred(), 0)

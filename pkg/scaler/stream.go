@@ -264,12 +264,12 @@ func (s *Scaler) OnIngest(metricIDs []uint32) {
 const evalErrLogEvery = time.Minute
 
 // A push deferred because the client has not taken the previous one
-// (backlog.go) is looked at again after backlogWaitMin, then after twice
-// as long each time, up to backlogWaitMax: a reading client gets it within
+// (backlog.go) is looked at again after backlogWaitFirst, then after twice
+// as long each time, up to backlogWaitLongest: a reading client gets it within
 // milliseconds, a stalled one costs a timer wake-up a second.
 const (
-	backlogWaitMin = 5 * time.Millisecond
-	backlogWaitMax = time.Second
+	backlogWaitFirst   = 5 * time.Millisecond
+	backlogWaitLongest = time.Second
 )
 
 // acquireStream counts one more open stream against Config.MaxStreams;
@@ -379,7 +379,7 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 					}
 					pending, deferred = true, true
 					if backC == nil {
-						backWait = min(max(2*backWait, backlogWaitMin), backlogWaitMax)
+						backWait = min(max(2*backWait, backlogWaitFirst), backlogWaitLongest)
 						if backT == nil {
 							backT = time.NewTimer(backWait)
 						} else {

@@ -117,8 +117,12 @@ func (r *rawH2) call(t *testing.T, id uint32, path string, msg []byte) {
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range [][2]string{
-		{":method", "POST"}, {":scheme", "http"}, {":path", path}, {":authority", "127.0.0.1"},
-		{"content-type", "application/grpc"}, {"te", "trailers"},
+		{":method", "POST"},
+		{":scheme", "http"},
+		{":path", path},
+		{":authority", "127.0.0.1"},
+		{"content-type", "application/grpc"},
+		{"te", "trailers"},
 	} {
 		require.NoError(t, enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]}))
 	}
