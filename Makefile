@@ -49,7 +49,7 @@ test: ## What CI runs: vet, lint and every test with -race in the main module, t
 	$(MAKE) e2e
 
 gates: ## Performance gates without -race (which distorts timing and allocation counts): exact allocs, same-run ratios, heap bytes.
-	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestIdleConnectionsBoundedPerListener|TestStalledStreamBacklogBounded|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
+	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestIdleConnectionsBoundedPerListener|TestStalledStreamBacklogBounded|TestMetricNamesFreedWithTheirSeries|TestMetricNameChurnReturnsToBaseline|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
 		./pkg/receiver ./pkg/store ./pkg/query ./pkg/scaler ./pkg/server ./pkg/internal/bearer ./pkg/promapi
 	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' .
 
