@@ -164,6 +164,9 @@ func (c Config) withDefaults() Config {
 	if c.EvalBudget <= 0 {
 		c.EvalBudget = time.Second
 	}
+	if c.MaxLabelBytes <= 0 {
+		c.MaxLabelBytes = query.DefaultMaxLabelBytes
+	}
 	if c.MaxSamples <= 0 {
 		c.MaxSamples = 500_000
 	}
