@@ -151,8 +151,10 @@ func TestExplainAgreesWithScaler(t *testing.T) {
 
 	for _, tc := range tab.Cases {
 		t.Run(tc.Name, func(t *testing.T) {
-			args := []string{"explain", "--scaler", "", "--server", "", "--namespace", "ns", "--name", "so",
-				"--default-window", window.String(), "--retention", retention.String()}
+			args := []string{
+				"explain", "--scaler", "", "--server", "", "--namespace", "ns", "--name", "so",
+				"--default-window", window.String(), "--retention", retention.String(),
+			}
 			keys := make([]string, 0, len(tc.Metadata))
 			for k := range tc.Metadata {
 				keys = append(keys, k)

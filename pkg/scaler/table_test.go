@@ -226,7 +226,8 @@ func TestDescribeRewrites(t *testing.T) {
 		{"bare", map[string]string{"metricQuery": "x"}, []string{"a bare selector is summed"}},
 		{"legacy", map[string]string{"metricQuery": "sum(x{a=b})"}, []string{`parsed as sum(x{a="b"})`}},
 		{
-			"kserve with operation", map[string]string{"metricQuery": `sum(x{namespace="ns", deployment="d"})`, "operationOverTime": "avg", "window": "30s"},
+			"kserve with operation",
+			map[string]string{"metricQuery": `sum(x{namespace="ns", deployment="d"})`, "operationOverTime": "avg", "window": "30s"},
 			[]string{`KServe's sum(<query>{namespace="ns", deployment="d"}) wrapper was unwrapped`, "operationOverTime avg: every instant selector s not already inside a range function became avg_over_time(s[30s])"},
 		},
 	} {
