@@ -37,6 +37,7 @@ func (c Config) StoreConfig() store.Config {
 func (c Config) ReceiverConfig() receiver.Config {
 	return receiver.Config{
 		MaxRecvSize:               c.Receiver.MaxRecvSize,
+		MaxInFlightBytes:          c.Receiver.MaxInFlightBytes,
 		IngestDelta:               c.Receiver.Delta == "ingest",
 		PromoteResourceAttributes: c.Receiver.PromoteResourceAttributes,
 		MaxLabelsPerSeries:        c.Receiver.MaxLabelsPerSeries,

@@ -85,8 +85,17 @@ const minReloadInterval = 100 * time.Millisecond
 // Receiver configures OTLP ingestion.
 type Receiver struct {
 	// MaxRecvSize is the largest accepted request after decompression, in
-	// bytes. Default 64 MiB.
+	// bytes. Default 64 MiB: what the OTLP specification recommends for
+	// receivers and as senders' own cap, so no conforming exporter is
+	// refused for size (413 / ResourceExhausted are not retried).
 	MaxRecvSize int64
+	// MaxInFlightBytes bounds the memory OTLP requests hold at once, in
+	// bytes: bodies as they are read, decompressed bytes as they are
+	// produced, JSON object trees. A request that does not fit is refused
+	// with Unavailable / 503, which exporters retry. 0 means
+	// 2 × MaxRecvSize (128 MiB by default); otherwise at least
+	// MaxRecvSize. Default 0.
+	MaxInFlightBytes int64
 	// Delta is the delta-temporality policy: "reject" (default, as
 	// Prometheus) or "ingest" (each delta point stored as raw samples).
 	Delta string
@@ -276,6 +285,10 @@ func (c Config) Validate() error {
 	}
 	if c.Receiver.MaxRecvSize <= 0 {
 		errs = append(errs, fmt.Errorf("--otlp-max-recv-size %d must be > 0", c.Receiver.MaxRecvSize))
+	}
+	if b := c.Receiver.MaxInFlightBytes; b < 0 || (b > 0 && b < c.Receiver.MaxRecvSize) {
+		errs = append(errs, fmt.Errorf("--otlp-max-inflight-bytes %d must be 0 (2 × --otlp-max-recv-size) or >= --otlp-max-recv-size %d",
+			b, c.Receiver.MaxRecvSize))
 	}
 	switch c.Receiver.Delta {
 	case "reject", "ingest":

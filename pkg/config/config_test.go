@@ -120,6 +120,35 @@ func TestReceiverFlags(t *testing.T) {
 	assert.Contains(t, err.Error(), "--max-metric-name-length")
 }
 
+func TestInFlightBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  string
+		want int64
+		err  bool
+	}{
+		{name: "default: 2 x recv size, resolved by the receiver", want: 0},
+		{name: "flag", args: []string{"--otlp-max-inflight-bytes", "512MiB"}, want: 512 << 20},
+		{name: "env twin", env: "256MiB", want: 256 << 20},
+		{name: "equal to the recv size", args: []string{"--otlp-max-recv-size", "16MiB", "--otlp-max-inflight-bytes", "16MiB"}, want: 16 << 20},
+		{name: "below the recv size", args: []string{"--otlp-max-inflight-bytes", "1MiB"}, err: true},
+		{name: "negative", args: []string{"--otlp-max-inflight-bytes", "-1"}, err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load("t", tc.args, func(k string) string {
+				return map[string]string{"KOS_OTLP_MAX_INFLIGHT_BYTES": tc.env}[k]
+			}, &bytes.Buffer{})
+			if tc.err {
+				require.ErrorContains(t, err, "otlp-max-inflight-bytes")
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, c.Receiver.MaxInFlightBytes)
+		})
+	}
+}
+
 func TestTriggerCacheFlags(t *testing.T) {
 	c, err := Load("t", nil, func(string) string { return "" }, &bytes.Buffer{})
 	require.NoError(t, err)

@@ -33,6 +33,7 @@ import (
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/status"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -91,6 +92,9 @@ type Server struct {
 	scaler   *scaler.Scaler
 	receiver *receiver.Receiver
 	boundary *panicBoundary
+	status   *status.Handler
+	// stopStatus ends the status page's rate sampler (Start to Shutdown).
+	stopStatus context.CancelFunc
 
 	otlpSrv, kedaSrv       *grpc.Server
 	otlpHealth, kedaHealth *health.Server
@@ -120,46 +124,17 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		set.Now = time.Now
 	}
 	s := &Server{cfg: cfg, set: set, logger: set.Logger.With("component", "server")}
-	s.store = store.New(store.Config{
-		Retention:          cfg.Store.Retention,
-		Freshness:          cfg.Store.Freshness,
-		SeriesTTL:          cfg.Store.SeriesTTL,
-		MaxSeries:          cfg.Store.MaxSeries,
-		MaxSeriesPerMetric: cfg.Store.MaxSeriesPerMetric,
-		// The receiver checks these per point first; the store enforces
-		// the same limits for every other writer.
-		MaxLabelsPerSeries:  cfg.Receiver.MaxLabelsPerSeries,
-		MaxLabelNameLength:  cfg.Receiver.MaxLabelNameLength,
-		MaxLabelValueLength: cfg.Receiver.MaxLabelValueLength,
-	}, store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
+	s.store = store.New(cfg.StoreConfig(), store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
 	s.engine = query.NewEngine(s.store)
 	// Every plan, the HTTP API's included, gets the label budget.
-	s.engine.SetDefaults(query.Options{MaxLabelBytes: cfg.Query.MaxLabelBytes})
+	s.engine.SetDefaults(cfg.QueryOptions())
 	boundary := newPanicBoundary(s.logger, set.Registry)
 	s.boundary = boundary
-	s.scaler = scaler.New(s.engine, s.store, scaler.Config{
-		DefaultWindow:     cfg.Scaler.DefaultWindow,
-		Warmup:            cfg.Scaler.Warmup,
-		PushHoldoff:       cfg.Scaler.PushHoldoff,
-		MaxStreams:        cfg.Scaler.MaxStreams,
-		MaxLabelBytes:     cfg.Query.MaxLabelBytes,
-		TriggerTTL:        cfg.Scaler.TriggerTTL,
-		MaxTriggers:       cfg.Scaler.MaxTriggers,
-		MaxTriggerBytes:   cfg.Scaler.MaxTriggerBytes,
-		TriggerCacheBytes: cfg.Scaler.TriggerCacheBytes,
-	}, scaler.Settings{
+	s.scaler = scaler.New(s.engine, s.store, cfg.ScalerConfig(), scaler.Settings{
 		Logger: set.Logger, Registerer: set.Registry, Now: set.Now,
 		OnPanic: func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
 	})
-	s.receiver = receiver.New(s.store, receiver.Config{
-		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
-		IngestDelta:               cfg.Receiver.Delta == "ingest",
-		PromoteResourceAttributes: cfg.Receiver.PromoteResourceAttributes,
-		MaxLabelsPerSeries:        cfg.Receiver.MaxLabelsPerSeries,
-		MaxLabelNameLength:        cfg.Receiver.MaxLabelNameLength,
-		MaxLabelValueLength:       cfg.Receiver.MaxLabelValueLength,
-		MaxMetricNameLength:       cfg.Receiver.MaxMetricNameLength,
-	}, receiver.Settings{Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now})
+	s.receiver = receiver.New(s.store, cfg.ReceiverConfig(), receiver.Settings{Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now})
 
 	// TLS and bearer tokens (tls.go); their files are reloaded from Start to Shutdown.
 	sec, err := newSecurity(cfg, set.Logger, set.Registry)
@@ -196,11 +171,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/metrics", sec.ingest(s.receiver))
-	promapi.New(s.engine, s.store, promapi.Config{
-		MaxConcurrency: cfg.Query.MaxConcurrency,
-		MaxSamples:     cfg.Query.MaxSamples,
-		Timeout:        cfg.Query.Timeout,
-	}, promapi.Settings{Now: set.Now}).Register(mux)
+	promapi.New(s.engine, s.store, cfg.PromAPIConfig(), promapi.Settings{Now: set.Now}).Register(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -213,11 +184,19 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	s.status = newStatus(s, cfg)
+	s.status.Register(mux)
 	if set.register != nil {
 		set.register(s.otlpSrv, mux)
 	}
-	// ReadTimeout bounds a slow upload, which holds an OTLP in-flight slot.
-	s.httpSrv = &http.Server{Handler: boundary.http(readOnly(mux)), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, TLSConfig: sec.httpTLS()}
+	// ReadHeaderTimeout, ReadTimeout and MaxHeaderBytes bound what a slow
+	// or oversized request holds: its connection and goroutine (an OTLP
+	// request takes its in-flight slot once its body is read), for at
+	// most a minute. Header blocks of 64 KiB are far above real ones.
+	s.httpSrv = &http.Server{
+		Handler: boundary.http(readOnly(mux)), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		MaxHeaderBytes: 64 << 10, TLSConfig: sec.httpTLS(),
+	}
 	return s, nil
 }
 
@@ -267,6 +246,9 @@ func (s *Server) Start() error {
 			return nil
 		}
 	}
+	sctx, stop := context.WithCancel(context.Background())
+	s.stopStatus = stop
+	s.group.Go(func() error { s.status.Run(sctx); return nil })
 	s.group.Go(serve(s.otlpSrv, s.otlpLis))
 	s.group.Go(serve(s.kedaSrv, s.kedaLis))
 	s.sec.watcher.Start()
@@ -326,6 +308,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		wg.Wait()
 		s.sec.watcher.Stop()
+		if s.stopStatus != nil {
+			s.stopStatus()
+		}
 		if s.group != nil {
 			err = s.group.Wait()
 		}
@@ -364,4 +349,17 @@ func Run(ctx context.Context, cfg config.Config, set Settings) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	return s.Shutdown(sctx)
+}
+
+// newStatus builds the status routes (GET /api/v1/triggers, /status, /)
+// over the server's components.
+func newStatus(s *Server, cfg config.Config) *status.Handler {
+	var flags []status.Flag
+	for _, f := range config.Flags(cfg) {
+		flags = append(flags, status.Flag{Name: f.Name, Value: f.Value})
+	}
+	return status.New(status.Sources{
+		Scaler: s.scaler, Receiver: s.receiver, Store: s.store, Engine: s.engine,
+		Now: s.set.Now, Version: s.set.Version, Flags: flags,
+	})
 }

@@ -341,6 +341,7 @@ var configEnv = []struct {
 	{"logFormat", "text", "KOS_LOG_FORMAT", "text"},
 	{"shutdownTimeout", "20s", "KOS_SHUTDOWN_TIMEOUT", "20s"},
 	{"otlpMaxRecvSize", "32MiB", "KOS_OTLP_MAX_RECV_SIZE", "32MiB"},
+	{"otlpMaxInflightBytes", "96MiB", "KOS_OTLP_MAX_INFLIGHT_BYTES", "96MiB"},
 	{"retention", "15m", "KOS_RETENTION", "15m"},
 	{"freshness", "20s", "KOS_FRESHNESS", "20s"},
 	{"defaultWindow", "1m", "KOS_DEFAULT_WINDOW", "1m"},

@@ -64,6 +64,7 @@ mapped to their flag names; empty values are left to the server's default.
   "logFormat" "log-format"
   "shutdownTimeout" "shutdown-timeout"
   "otlpMaxRecvSize" "otlp-max-recv-size"
+  "otlpMaxInflightBytes" "otlp-max-inflight-bytes"
   "retention" "retention"
   "freshness" "freshness"
   "defaultWindow" "default-window"
