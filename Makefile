@@ -18,9 +18,9 @@ CHROMIUM  ?= /usr/bin/chromium
 # Every fuzz target of the main module, as "package:Target".
 FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzLabelGrowth ./pkg/promapi:FuzzAPIQuery ./pkg/promapi:FuzzAppendString ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
 	./pkg/scaler:FuzzShowMetadata ./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk \
-	./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck
+	./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck ./pkg/store:FuzzReadSnapshot
 
-.PHONY: all help build run demo test gates test-short test-memory conformance compat fuzz bench bench-baseline load status-screenshot \
+.PHONY: all help build run demo test check-tidy gates test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load status-screenshot \
 	helm-lint helm-test e2e browser-test e2e-collector promtool promtool-test keda-client-test lint fmt vet tidy clean
 
 all: build
@@ -38,6 +38,7 @@ demo: ## The end-to-end demo (~1 min): simulated vLLM pods, OTLP push, KEDA/HPA 
 	$(GO) run ./cmd/keda-otel-scaler demo $(DEMO_ARGS)
 
 test: ## What CI runs: vet, lint and every test with -race in the main module, test/compat (vs Prometheus's engine), test/helm (chart + examples), test/browser (headless Chromium on the status page) and test/e2e (a real collector; its first build takes ~8 min on 2 cores, then it is cached).
+	$(MAKE) check-tidy
 	$(GO) vet $(PKGS)
 	$(MAKE) lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
@@ -48,15 +49,18 @@ test: ## What CI runs: vet, lint and every test with -race in the main module, t
 	$(MAKE) e2e
 
 gates: ## Performance gates without -race (which distorts timing and allocation counts): exact allocs, same-run ratios, heap bytes.
-	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
+	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
 		./pkg/receiver ./pkg/store ./pkg/query ./pkg/scaler ./pkg/server ./pkg/internal/bearer ./pkg/promapi
 	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' .
 
 test-short: ## The main module's tests with -short (skips the heavy ones).
 	$(GO) test -race -short -count=1 -timeout 10m $(PKGS)
 
-test-memory: ## Store heap gates without -race: 100k and 1M series (performance.md T3-T5).
-	$(GO) test -count=1 -timeout 20m -run '^TestMemory' -v ./pkg/store
+test-memory: ## Store heap gates without -race: 100k and 1M series (performance.md T3-T5), bursts and the sample-memory budget.
+	$(GO) test -count=1 -timeout 20m -run '^(TestMemory.*|TestSampleMemoryBudget|TestBurstCPU)$$' -v ./pkg/store
+
+checkpoint-figures: ## Checkpoint write/restore time, CPU and size at 100k and 1M series (the README's figures; minutes, ~2 GB of RAM).
+	$(GO) test -count=1 -timeout 30m -run '^TestCheckpointFigures$$' -v ./pkg/store -checkpoint-figures
 
 conformance: ## Upstream promqltest corpus runner: per-file summary, failures, floor check.
 	@$(GO) test -count=1 -run '^TestUpstreamConformance$$' -v ./pkg/query > conformance.txt; rc=$$?; \
@@ -124,11 +128,14 @@ fmt: ## Format the code.
 vet: ## go vet.
 	$(GO) vet $(PKGS)
 
+# Every Go module of the repository (the main one and those under test/).
+MODULES = $(sort $(dir $(shell git ls-files '*go.mod' 2>/dev/null)))
+
 tidy: ## go mod tidy for every module.
-	$(GO) mod tidy
-	@for m in test/lint test/compat test/helm test/e2e test/e2e/otelcol test/promtool test/kedaclient test/browser; do \
-		echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; \
-	done
+	@for m in $(MODULES); do echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; done
+
+check-tidy: ## Fail when any module's go.mod/go.sum is not tidy (a new dependency of the main module reaches every test module through its replace).
+	@for m in $(MODULES); do (cd $$m && $(GO) mod tidy -diff >/dev/null) || { echo "module $$m is not tidy: run make tidy"; exit 1; }; done
 
 clean: ## Remove build outputs.
 	rm -rf bin bench.txt bench-baseline.txt conformance.txt demo-out

@@ -21,11 +21,14 @@ import (
 // every writer (the receiver checks them per point first).
 func (c Config) StoreConfig() store.Config {
 	return store.Config{
-		Retention:           c.Store.Retention,
-		Freshness:           c.Store.Freshness,
-		SeriesTTL:           c.Store.SeriesTTL,
-		MaxSeries:           c.Store.MaxSeries,
-		MaxSeriesPerMetric:  c.Store.MaxSeriesPerMetric,
+		Retention:          c.Store.Retention,
+		Freshness:          c.Store.Freshness,
+		SeriesTTL:          c.Store.SeriesTTL,
+		MaxSeries:          c.Store.MaxSeries,
+		MaxSeriesPerMetric: c.Store.MaxSeriesPerMetric,
+		// Sample memory bounds (issue #12 class 9; README "Resource bounds").
+		MaxSamplesPerSeries: c.Store.MaxSamplesPerSeries,
+		MaxSampleMemory:     c.Store.MaxSampleMemory,
 		MaxLabelsPerSeries:  c.Receiver.MaxLabelsPerSeries,
 		MaxLabelNameLength:  c.Receiver.MaxLabelNameLength,
 		MaxLabelValueLength: c.Receiver.MaxLabelValueLength,

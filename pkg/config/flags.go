@@ -45,7 +45,8 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	}
 	fs.Var((*durationValue)(&c.Server.ReloadInterval), "reload-interval", "how often certificate, key, client-CA and bearer-token files are checked for changes; 0 reads them once at start (`duration`)")
 	fs.StringVar(&c.Receiver.BearerTokenFile, "otlp-bearer-token-file", c.Receiver.BearerTokenFile, "`file` of accepted bearer tokens, one a line: OTLP Exports on gRPC and HTTP must carry one (empty: no authentication; reloaded on change)")
-	fs.StringVar(&c.Server.StateDir, "state-dir", c.Server.StateDir, "`dir` where the store's window is written on shutdown and read on start, so a restart skips warm-up (empty: off)")
+	fs.StringVar(&c.Server.StateDir, "state-dir", c.Server.StateDir, "`dir` where the store's window is written on shutdown and every --checkpoint-interval and read on start, so a restart skips warm-up; must be writable (empty: off)")
+	fs.Var((*durationValue)(&c.Server.CheckpointInterval), "checkpoint-interval", "with --state-dir, also write the store's window this often, so a crash loses at most this much; 0 writes only on shutdown (`duration`)")
 	fs.BoolVar(&c.Server.GRPCReflection, "grpc-reflection", c.Server.GRPCReflection, "serve gRPC server reflection on the OTLP and KEDA listeners; --grpc-reflection=false turns it off (health is always served) (`bool`)")
 	fs.Var((*durationValue)(&c.Server.ShutdownTimeout), "shutdown-timeout", "grace period for in-flight calls after SIGTERM (`duration`, e.g. 15s)")
 	fs.Var((*sizeValue)(&c.Receiver.MaxRecvSize), "otlp-max-recv-size", "largest OTLP request after decompression (`bytes`; suffixes KiB, MiB, GiB)")
@@ -60,6 +61,8 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*durationValue)(&c.Store.Freshness), "freshness", "floor of the per-series freshness window: a silent series stops counting this long after its last sample (`duration`)")
 	fs.IntVar(&c.Store.MaxSeries, "max-series", c.Store.MaxSeries, "maximum active series; new series beyond it are rejected (`count`)")
 	fs.IntVar(&c.Store.MaxSeriesPerMetric, "max-series-per-metric", c.Store.MaxSeriesPerMetric, "maximum active series per metric name; new series beyond it are rejected (`count`)")
+	fs.IntVar(&c.Store.MaxSamplesPerSeries, "max-samples-per-series", c.Store.MaxSamplesPerSeries, "most samples one series keeps (12 B each); a faster sender is thinned so its window still covers --retention, with samples retention/(this-1) to twice that apart; 4 to 4095 (`count`)")
+	fs.Var((*sizeValue)(&c.Store.MaxSampleMemory), "max-sample-memory", "memory for all series' samples together; rings that would grow beyond it are thinned instead (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.Var((*durationValue)(&c.Store.SeriesTTL), "series-ttl", "delete a series after this long without a sample (`duration`; 0 = --retention)")
 	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.Warmup), "warmup", "after start, GetMetrics and IsActive answer Unavailable for this long; 0 disables (`duration`)")

@@ -88,6 +88,7 @@ type Server struct {
 	logger *slog.Logger
 
 	store    *store.Store
+	state    *stateDir
 	engine   *query.Engine
 	scaler   *scaler.Scaler
 	receiver *receiver.Receiver
@@ -125,6 +126,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, set: set, logger: set.Logger.With("component", "server")}
 	s.store = store.New(cfg.StoreConfig(), store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
+	s.state = newStateDir(cfg.Server.StateDir, cfg.Server.CheckpointInterval, s.store, s.logger, set.Now, set.Registry)
 	s.engine = query.NewEngine(s.store)
 	// Every plan, the HTTP API's included, gets the label budget.
 	s.engine.SetDefaults(cfg.QueryOptions())
@@ -210,6 +212,13 @@ func (s *Server) Engine() *query.Engine { return s.engine }
 // here, before readiness turns on.
 func (s *Server) Start() error {
 	var err error
+	// An unusable --state-dir stops the start before anything listens
+	// (statedir.go).
+	if s.state.enabled() {
+		if err := s.state.prepare(); err != nil {
+			return err
+		}
+	}
 	if s.otlpLis, err = net.Listen("tcp", s.cfg.Server.OTLPGRPCAddr); err != nil {
 		return fmt.Errorf("listen otlp-grpc-addr %s: %w", s.cfg.Server.OTLPGRPCAddr, err)
 	}
@@ -224,7 +233,7 @@ func (s *Server) Start() error {
 	}
 	// Restore before anything serves or sweeps, so the first KEDA call
 	// and the first push see the restored series.
-	freshRestore := s.restoreState()
+	freshRestore := s.state.enabled() && s.state.restore(s.cfg.Store.Freshness)
 	// The store's TTL sweeper runs until Shutdown stops it.
 	if err := s.store.Start(context.Background()); err != nil {
 		_ = s.otlpLis.Close()
@@ -234,6 +243,9 @@ func (s *Server) Start() error {
 	}
 	if freshRestore {
 		s.scaler.EndWarmup() // before serving: no call sees a warm-up
+	}
+	if s.state.enabled() {
+		s.state.startLoop() // periodic checkpoints until Shutdown
 	}
 	s.group = &errgroup.Group{}
 	// A shutdown that races the start makes Serve return ErrServerStopped;
@@ -320,12 +332,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if err == nil && herr != nil && !errors.Is(herr, context.DeadlineExceeded) {
 			err = herr
 		}
-		// Every listener has stopped: no append races the snapshot. A
-		// server that never started must not replace a good snapshot
-		// with its empty store.
-		if s.group != nil {
-			if serr := s.saveState(); serr != nil {
-				s.logger.Error("Store snapshot not saved", "state_dir", s.cfg.Server.StateDir, "err", serr)
+		// Every listener has stopped: the last checkpoint holds every
+		// acknowledged sample. A server that never started must not
+		// replace a good checkpoint with its empty store.
+		s.state.stopLoop()
+		if s.group != nil && s.state.enabled() {
+			switch serr := s.state.save(ctx, true); {
+			case serr == nil:
+			case ctx.Err() != nil:
+				// Out of grace: the last periodic checkpoint stays, at
+				// most --checkpoint-interval old.
+				s.logger.Warn("Store checkpoint abandoned at the shutdown deadline; the previous one stays", "state_dir", s.cfg.Server.StateDir, "err", serr)
+			default:
+				s.logger.Error("Store checkpoint not saved at shutdown; the previous one stays", "state_dir", s.cfg.Server.StateDir, "err", serr)
 				err = errors.Join(err, serr)
 			}
 		}
