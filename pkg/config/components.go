@@ -36,7 +36,9 @@ func (c Config) StoreConfig() store.Config {
 }
 
 // ReceiverConfig is the OTLP receiver's configuration. BearerTokenFile is
-// not part of it: pkg/server wraps both transports with the token check.
+// not part of it: pkg/server wraps both transports with the token check;
+// nor is Filter, which pkg/server builds from --metric-allow-list and
+// --lazy-ingest.
 func (c Config) ReceiverConfig() receiver.Config {
 	return receiver.Config{
 		MaxRecvSize:               c.Receiver.MaxRecvSize,
@@ -51,12 +53,16 @@ func (c Config) ReceiverConfig() receiver.Config {
 }
 
 // ScalerConfig is the KEDA scaler's configuration: the Scaler section,
-// and the Query section's label budget for trigger evaluations.
+// the Query section's label budget for trigger evaluations, and
+// --freshness, which decides what counts as a fresh sample for
+// --ready-after-fresh.
 func (c Config) ScalerConfig() scaler.Config {
 	return scaler.Config{
 		DefaultWindow:     c.Scaler.DefaultWindow,
 		Warmup:            c.Scaler.Warmup,
 		PushHoldoff:       c.Scaler.PushHoldoff,
+		ReadyAfterFresh:   c.Scaler.ReadyAfterFresh,
+		FreshWindow:       c.Store.Freshness,
 		MaxStreams:        c.Scaler.MaxStreams,
 		MaxLabelBytes:     c.Query.MaxLabelBytes,
 		TriggerTTL:        c.Scaler.TriggerTTL,

@@ -106,9 +106,13 @@ func TestComponentConfigsCarryEveryField(t *testing.T) {
 		}
 	}
 	c.Receiver.Delta = "ingest"
-	// Not a component field: pkg/server wraps both OTLP transports with the
-	// token check (tls.go).
-	notCarried := map[string]bool{"Receiver.BearerTokenFile": true, "Receiver.Delta": true}
+	// Not component fields: pkg/server wraps both OTLP transports with the
+	// token check (tls.go) and builds the receiver's Filter from the allow
+	// list and --lazy-ingest (lazy.go); Delta is checked below.
+	notCarried := map[string]bool{
+		"Receiver.BearerTokenFile": true, "Receiver.MetricAllowList": true, "Receiver.LazyIngest": true,
+		"Receiver.Delta": true,
+	}
 	assert.True(t, c.ReceiverConfig().IngestDelta, "Receiver.Delta ingest")
 	for _, s := range []struct {
 		name  string

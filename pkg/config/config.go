@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -115,6 +116,16 @@ type Receiver struct {
 	MaxLabelValueLength int
 	// MaxMetricNameLength caps an OTLP metric name in bytes. Default 1 KiB.
 	MaxMetricNameLength int
+	// MetricAllowList, when set, is a regular expression (RE2, matched
+	// against whole names): only metric families with a name that matches
+	// (a stored name such as x_bucket, the OTLP name or its legacy alias)
+	// are stored. Default empty: every family.
+	MetricAllowList string
+	// LazyIngest stores only the metric families that a cached trigger or,
+	// for --trigger-ttl after it asked, an HTTP API query reads
+	// (pkg/interest). A trigger asking for a family not stored before
+	// answers Unavailable for --warmup. Default false.
+	LazyIngest bool
 	// BearerTokenFile, when set, names a file of accepted bearer tokens
 	// (one a line; blank lines ignored): OTLP Exports on both transports
 	// must carry one (`authorization: Bearer <token>`) or are refused with
@@ -161,6 +172,12 @@ type Scaler struct {
 	// StreamIsActive stream (keda-contract.md §7.2). Zero disables it.
 	// Default 5s.
 	PushHoldoff time.Duration
+	// ReadyAfterFresh starts the Warmup clock at the first stored sample
+	// no older than Store.Freshness instead of at start; until then the
+	// scaler is warming up, and /readyz answers 503 for the whole warm-up
+	// (keda-contract.md §8.2). For HA replicas fed by a fan-out layer, so
+	// a replica never answers KEDA from an empty store. Default false.
+	ReadyAfterFresh bool
 	// TriggerTTL is how long a compiled trigger stays cached unused.
 	// Default 10m.
 	TriggerTTL time.Duration
@@ -306,6 +323,11 @@ func (c Config) Validate() error {
 	}
 	if c.Receiver.MaxRecvSize <= 0 {
 		errs = append(errs, fmt.Errorf("--otlp-max-recv-size %d must be > 0", c.Receiver.MaxRecvSize))
+	}
+	if c.Receiver.MetricAllowList != "" {
+		if _, err := regexp.Compile("^(?:" + c.Receiver.MetricAllowList + ")$"); err != nil {
+			errs = append(errs, fmt.Errorf("--metric-allow-list %q: %w", c.Receiver.MetricAllowList, err))
+		}
 	}
 	if b := c.Receiver.MaxInFlightBytes; b < 0 || (b > 0 && b < c.Receiver.MaxRecvSize) {
 		errs = append(errs, fmt.Errorf("--otlp-max-inflight-bytes %d must be 0 (2 × --otlp-max-recv-size) or >= --otlp-max-recv-size %d",

@@ -36,6 +36,7 @@ import (
 	_ "google.golang.org/grpc/encoding/gzip" // collectors compress with gzip by default
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -66,6 +67,9 @@ type Config struct {
 	// as they are read, their decompressed form, decompressor state and
 	// JSON object trees (body.go). Default 2 × MaxRecvSize.
 	MaxInFlightBytes int64
+	// Filter, when set, decides which metric families are stored
+	// (--metric-allow-list, --lazy-ingest; admit.go). Nil stores all.
+	Filter *interest.Filter
 }
 
 // DefaultMaxRecvSize is the default receive limit: 64 MiB, what the OTLP
@@ -119,6 +123,10 @@ type Settings struct {
 	OnIngest func(metricIDs []uint32)
 	// Now is the clock for timestamp checks; nil means time.Now.
 	Now func() time.Time
+	// OnStored, when set, is called after every request that stored at
+	// least one sample, with the newest sample time in unix ms (readiness
+	// after fresh data, pkg/scaler/ready.go). It must not block.
+	OnStored func(newestMs int64)
 }
 
 // Receiver is the OTLP metrics receiver. It is safe for concurrent use.
@@ -131,6 +139,8 @@ type Receiver struct {
 	logger        *slog.Logger
 	m             *metrics
 	promotedNames []string
+	filter        *interest.Filter
+	fm            *filterMetrics
 	slots         chan struct{} // in-flight Exports; a send acquires
 	testHook      func()        // called with a slot held; tests only
 	gz            *grpcGzip     // the OTLP gRPC server's decompressor
@@ -165,6 +175,10 @@ func New(st *store.Store, cfg Config, set Settings) *Receiver {
 		logger: set.Logger.With("component", "receiver"),
 		m:      newMetrics(set.Registerer),
 		slots:  make(chan struct{}, cfg.MaxInFlight),
+		filter: cfg.Filter,
+	}
+	if r.filter != nil {
+		r.fm = newFilterMetrics(set.Registerer)
 	}
 	namer := otlptranslator.LabelNamer{UnderscoreLabelSanitization: true, PreserveMultipleUnderscores: true} //nolint:staticcheck // Prometheus's default label_name_underscore_sanitization (otlp-contract.md §8.1)
 	for _, a := range cfg.PromoteResourceAttributes {
@@ -274,10 +288,14 @@ func (r *Receiver) putBatch(b *batch) {
 // finish publishes a request's counters and notifies subscribers.
 func (r *Receiver) finish(b *batch) result {
 	b.st.AddAppended(b.appended)
+	if b.appended > 0 && b.newestT > 0 && r.set.OnStored != nil {
+		r.set.OnStored(b.newestT)
+	}
 	b.appended = 0
 	if b.accepted > 0 {
 		r.m.accepted.Add(float64(b.accepted))
 	}
+	r.flushFiltered(b)
 	if b.nonFinite > 0 {
 		r.m.nonFinite.Add(float64(b.nonFinite))
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
@@ -56,6 +57,13 @@ type Config struct {
 	// PushHoldoff is the least time between two true messages on one
 	// stream. Zero disables it; DefaultConfig has 5s.
 	PushHoldoff time.Duration
+	// ReadyAfterFresh makes the warm-up clock start at the first fresh
+	// sample (SawSample) instead of at Start: until one is stored the
+	// scaler stays warming up however long that takes (ready.go).
+	ReadyAfterFresh bool
+	// FreshWindow is how old a sample may be and still count as fresh for
+	// ReadyAfterFresh (the store's --freshness). Default 30s.
+	FreshWindow time.Duration
 	// EvalBudget bounds the time of one evaluation; the engine checks it
 	// while evaluating. Default 1s.
 	EvalBudget time.Duration
@@ -106,6 +114,14 @@ type Settings struct {
 	// method it served and the stack; the server logs and counts it. Nil
 	// logs it at Error.
 	OnPanic func(method string, recovered any, stack []byte)
+	// OnWarm, when set, is called each time warm-up ends (possibly more
+	// than once, from any goroutine; it must not block): the server turns
+	// KEDA's health and, with ReadyAfterFresh, /readyz on. It may run
+	// during New.
+	OnWarm func()
+	// Interest, when set, is the lazy-ingest registry (--lazy-ingest):
+	// every cached trigger holds the metric names it reads (lazy.go).
+	Interest *interest.Registry
 }
 
 // Scaler implements externalscaler.ExternalScalerServer.
@@ -142,6 +158,9 @@ type Scaler struct {
 	openStreams atomic.Int64 // StreamIsActive and StreamMetricSpec streams, against cfg.MaxStreams
 	warmStart   atomic.Int64 // unix ns of the warm-up start
 	warmIsDone  atomic.Bool
+	awaitFresh  atomic.Bool // ReadyAfterFresh: the warm-up clock waits for a fresh sample (ready.go)
+	onWarm      func()
+	interest    *interest.Registry
 }
 
 // Defaults of the features that a zero Config field turns off.
@@ -162,6 +181,9 @@ func DefaultConfig() Config {
 func (c Config) withDefaults() Config {
 	if c.DefaultWindow <= 0 {
 		c.DefaultWindow = 2 * time.Minute
+	}
+	if c.FreshWindow <= 0 {
+		c.FreshWindow = 30 * time.Second
 	}
 	if c.EvalBudget <= 0 {
 		c.EvalBudget = time.Second
@@ -213,6 +235,8 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		subs:      newSubIndex(),
 		drainCh:   make(chan struct{}),
 		warnLimit: &logLimiter{burst: warnBurst, every: int64(warnEvery)},
+		onWarm:    set.OnWarm,
+		interest:  set.Interest,
 
 		rejected: newRejectedTriggers(),
 	}
@@ -240,15 +264,35 @@ func (s *Scaler) Start() {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
 	}
-	if s.cfg.Warmup <= 0 || s.warmEnded {
+	if s.warmEnded || (s.cfg.Warmup <= 0 && !s.cfg.ReadyAfterFresh) {
+		s.awaitFresh.Store(false)
 		s.warmIsDone.Store(true)
+		s.notifyWarm()
 		return
 	}
 	s.warmIsDone.Store(false)
+	if s.cfg.ReadyAfterFresh {
+		s.awaitFresh.Store(true) // SawSample starts the clock
+		return
+	}
+	s.startWarmClockLocked()
+}
+
+// startWarmClockLocked runs warm-up for cfg.Warmup from now; s.mu is held.
+func (s *Scaler) startWarmClockLocked() {
+	s.warmStart.Store(s.now().UnixNano())
+	if s.cfg.Warmup <= 0 {
+		s.warmIsDone.Store(true)
+		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
+		s.subs.markAll()
+		s.notifyWarm()
+		return
+	}
 	s.warmTimer = time.AfterFunc(s.cfg.Warmup, func() {
 		s.warmIsDone.Store(true)
 		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
 		s.subs.markAll()
+		s.notifyWarm()
 	})
 }
 
@@ -261,6 +305,7 @@ func (s *Scaler) EndWarmup() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.warmEnded = true
+	s.awaitFresh.Store(false)
 	if s.warmTimer != nil {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
@@ -269,6 +314,7 @@ func (s *Scaler) EndWarmup() {
 		s.logger.Info("Warm-up skipped", "reason", "store_restored")
 	}
 	s.subs.markAll()
+	s.notifyWarm()
 }
 
 // Register registers the ExternalScaler service on s.
@@ -280,6 +326,9 @@ func (s *Scaler) Register(srv *grpc.Server) {
 func (s *Scaler) warmingUp() error {
 	if s.warmIsDone.Load() {
 		return nil
+	}
+	if s.awaitFresh.Load() {
+		return fmt.Errorf("%w: no fresh sample stored yet (--ready-after-fresh); KEDA keeps the current replicas meanwhile", ErrWarmingUp)
 	}
 	elapsed := time.Duration(s.now().UnixNano() - s.warmStart.Load())
 	if elapsed >= s.cfg.Warmup {
@@ -356,7 +405,10 @@ func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (
 // release frees what a trigger that left the cache (or never entered it)
 // held in the store: the metric names its query reads, which the store
 // frees unless series or other triggers use them.
-func (s *Scaler) release(t *trigger) { s.store.ReleaseMetricIDs(t.metricIDs) }
+func (s *Scaler) release(t *trigger) {
+	s.store.ReleaseMetricIDs(t.metricIDs)
+	t.interest.Release()
+}
 
 // newTrigger validates the key's metadata and compiles its query
 // (compileTrigger, the path Describe shares), then holds the query's
@@ -365,7 +417,7 @@ func (s *Scaler) release(t *trigger) { s.store.ReleaseMetricIDs(t.metricIDs) }
 // keeps comes from k, whose strings are private copies. The warnings are
 // logged once, by the caller, if the trigger is cached.
 func (s *Scaler) newTrigger(k triggerKey) (*trigger, []warning, error) {
-	t, _, err := compileTrigger(s.engine, s.store.Retention(), s.cfg, k)
+	t, lw, err := compileTrigger(s.engine, s.store.Retention(), s.cfg, k)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -375,6 +427,10 @@ func (s *Scaler) newTrigger(k triggerKey) (*trigger, []warning, error) {
 	t.metricIDs = make([]uint32, 0, len(names))
 	for _, n := range names {
 		t.metricIDs = append(t.metricIDs, s.store.AcquireMetricID(n))
+	}
+	if err := s.holdInterest(t, lw.expr); err != nil {
+		s.store.ReleaseMetricIDs(t.metricIDs)
+		return nil, nil, err
 	}
 	return t, warnings, nil
 }
@@ -489,6 +545,9 @@ func (s *Scaler) value(ctx context.Context, ref *externalscaler.ScaledObjectRef)
 		return nil, 0, err
 	}
 	if err := s.warmingUp(); err != nil {
+		return t, 0, err
+	}
+	if err := s.lazyWarming(t); err != nil {
 		return t, 0, err
 	}
 	if s.draining.Load() {

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
@@ -96,6 +97,7 @@ type Server struct {
 	status   *status.Handler
 	// stopStatus ends the status page's rate sampler (Start to Shutdown).
 	stopStatus context.CancelFunc
+	lazy       *interest.Registry // --lazy-ingest; nil when off
 
 	otlpSrv, kedaSrv       *grpc.Server
 	otlpHealth, kedaHealth *health.Server
@@ -105,6 +107,9 @@ type Server struct {
 	sec                    *security
 
 	ready    atomic.Bool
+	readyMu  sync.Mutex // guards serving and stopping, and orders health changes (applyReady)
+	serving  bool
+	stopping bool
 	stopOnce sync.Once
 	group    *errgroup.Group
 }
@@ -132,11 +137,22 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	s.engine.SetDefaults(cfg.QueryOptions())
 	boundary := newPanicBoundary(s.logger, set.Registry)
 	s.boundary = boundary
+	filter, err := s.newIngestFilter()
+	if err != nil {
+		return nil, err
+	}
 	s.scaler = scaler.New(s.engine, s.store, cfg.ScalerConfig(), scaler.Settings{
 		Logger: set.Logger, Registerer: set.Registry, Now: set.Now,
-		OnPanic: func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
+		OnPanic:  func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
+		OnWarm:   s.applyReady,
+		Interest: s.lazy,
 	})
-	s.receiver = receiver.New(s.store, cfg.ReceiverConfig(), receiver.Settings{Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now})
+	rcfg := cfg.ReceiverConfig()
+	rcfg.Filter = filter // built from --metric-allow-list and --lazy-ingest (lazy.go)
+	s.receiver = receiver.New(s.store, rcfg, receiver.Settings{
+		Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now,
+		OnStored: s.scaler.SawSample,
+	})
 
 	// TLS and bearer tokens (tls.go); their files are reloaded from Start to Shutdown.
 	sec, err := newSecurity(cfg, set.Logger, set.Registry)
@@ -173,7 +189,9 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/metrics", sec.ingest(s.receiver))
-	promapi.New(s.engine, s.store, cfg.PromAPIConfig(), promapi.Settings{Now: set.Now}).Register(mux)
+	apiMux := http.NewServeMux()
+	promapi.New(s.engine, s.store, cfg.PromAPIConfig(), promapi.Settings{Now: set.Now}).Register(apiMux)
+	mux.Handle("/api/", s.asking(apiMux))
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -275,13 +293,39 @@ func (s *Server) Start() error {
 		return nil
 	})
 	s.otlpHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.kedaHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.ready.Store(true)
-	// Warm-up counts from the moment the OTLP listener serves (keda-contract.md §8.2).
+	s.readyMu.Lock()
+	s.serving = true
+	s.readyMu.Unlock()
+	s.applyReady()
+	// Warm-up counts from the moment the OTLP listener serves, or with
+	// --ready-after-fresh from the first fresh sample (keda-contract.md §8.2).
 	s.scaler.Start()
+	s.applyReady()
 	a := s.Addrs()
 	s.logger.Info("Serving", "version", s.set.Version, "otlp_grpc_addr", a.OTLPGRPC, "scaler_addr", a.Scaler, "http_addr", a.HTTP)
 	return nil
+}
+
+// applyReady publishes readiness once the listeners serve
+// (keda-contract.md §8.2): the KEDA listener's health is SERVING only
+// after warm-up (GetMetrics and IsActive would answer Unavailable before),
+// the OTLP listener's from the start (it must receive to warm up); /readyz
+// turns 200 when the listeners serve, or with --ready-after-fresh only
+// after warm-up, so an HA replica joins the Service KEDA asks only with
+// fresh data. The scaler calls it when warm-up ends.
+func (s *Server) applyReady() {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if !s.serving || s.stopping {
+		return
+	}
+	warm := s.scaler.Warm()
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if warm {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.kedaHealth.SetServingStatus("", st)
+	s.ready.Store(warm || !s.cfg.Scaler.ReadyAfterFresh)
 }
 
 // Addrs returns the bound addresses; valid after Start.
@@ -296,7 +340,10 @@ func (s *Server) Addrs() Addrs {
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
+		s.readyMu.Lock()
+		s.stopping = true
 		s.ready.Store(false)
+		s.readyMu.Unlock()
 		s.otlpHealth.Shutdown()
 		s.kedaHealth.Shutdown()
 		s.receiver.Drain()
