@@ -19,7 +19,7 @@ FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzAPIQuery ./pkg/scaler:Fuz
 	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/internal/otlpwire:FuzzWalk
 
 .PHONY: all help build run demo test gates test-short test-memory conformance compat fuzz bench bench-baseline load \
-	helm-lint helm-test e2e e2e-collector promtool promtool-test keda-client-test lint fmt vet tidy clean
+	helm-lint helm-test e2e e2e-collector e2e-k8s promtool promtool-test keda-client-test lint fmt vet tidy clean
 
 all: build
 
@@ -93,6 +93,9 @@ e2e-collector: ## Build (or reuse) the e2e OpenTelemetry Collector in test/e2e/.
 e2e: ## End to end: real OpenTelemetry Collectors scrape fake vLLM pods and push to the real scaler; KEDA's client asks.
 	cd test/e2e && $(GO) vet ./... && $(GO) test -count=1 -v -timeout 45m ./...
 
+e2e-k8s: ## Real Kubernetes (test/k8s): etcd, kube-apiserver, kube-controller-manager, KEDA's operator and adapter scale Deployments from the scaler's answers; the chart passes server-side dry-run. Not in make test: the first build compiles Kubernetes and KEDA (~45 CPU-minutes, cached in test/k8s/.cache).
+	cd test/k8s && $(GO) vet ./... && $(GO) test -count=1 -v -timeout 90m ./...
+
 $(PROMTOOL): test/promtool/go.mod test/promtool/go.sum
 	cd test/promtool && $(GO) build -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
 
@@ -115,7 +118,7 @@ vet: ## go vet.
 
 tidy: ## go mod tidy for every module.
 	$(GO) mod tidy
-	@for m in test/lint test/compat test/helm test/e2e test/e2e/otelcol test/promtool test/kedaclient; do \
+	@for m in test/lint test/compat test/helm test/e2e test/e2e/otelcol test/promtool test/kedaclient test/k8s test/k8s/kube test/k8s/keda; do \
 		echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; \
 	done
 
