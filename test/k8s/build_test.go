@@ -52,7 +52,7 @@ type toolset struct {
 
 // buildLog reports build steps and their durations on the test's stderr.
 func buildLog(w io.Writer, format string, args ...any) {
-	fmt.Fprintf(w, "k8s: "+format+"\n", args...)
+	_, _ = fmt.Fprintf(w, "k8s: "+format+"\n", args...)
 }
 
 // sourceKey hashes the named files (relative to dir), the linker flags and
@@ -60,14 +60,14 @@ func buildLog(w io.Writer, format string, args ...any) {
 // flags and Go.
 func sourceKey(dir, ldflags string, files ...string) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "ldflags %q\n", ldflags)
+	_, _ = fmt.Fprintf(h, "ldflags %q\n", ldflags)
 	sort.Strings(files)
 	for _, f := range files {
 		b, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			return "", fmt.Errorf("hash %s: %w", f, err)
 		}
-		fmt.Fprintf(h, "%s %d\n", f, len(b))
+		_, _ = fmt.Fprintf(h, "%s %d\n", f, len(b))
 		h.Write(b)
 	}
 	h.Write([]byte(runtime.Version() + runtime.GOOS + runtime.GOARCH))
@@ -119,7 +119,7 @@ func cachedBuild(ctx context.Context, logw io.Writer, cacheDir, name, moduleDir,
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 	buildLog(logw, "building %s into %s (first run: this compiles it from the Go module proxy; see test/k8s/README.md)", name, out)
 	start := time.Now()
 	cmd := goCmd(ctx, moduleDir, append([]string{"build", "-trimpath", "-ldflags", ldflags, "-o", tmp + string(os.PathSeparator)}, pkgs...)...)

@@ -76,9 +76,10 @@ func TestChartServerSideDryRun(t *testing.T) {
 			objs := renderChart(t, filepath.Base(vf))
 			require.NotEmpty(t, objs)
 			for _, o := range objs {
-				err := c.serverDryRun(ctx, o, kedaNamespace)
-				assert.NoError(t, err, "%s %s/%s rejected by the API server", o.GetKind(), o.GetNamespace(), o.GetName())
 				kinds[o.GetKind()] = true
+				t.Run(o.GetKind()+"/"+o.GetName(), func(t *testing.T) {
+					require.NoError(t, c.serverDryRun(ctx, o, kedaNamespace), "rejected by the API server")
+				})
 			}
 		})
 	}
@@ -149,7 +150,9 @@ func TestExamplesServerSideDryRun(t *testing.T) {
 			if ns := o.GetNamespace(); ns != "" {
 				require.NoError(t, c.createNamespace(ctx, ns))
 			}
-			assert.NoError(t, c.serverDryRun(ctx, o, "default"), "%s: %s %s", f, o.GetKind(), o.GetName())
+			t.Run(filepath.Base(f)+"/"+o.GetKind()+"/"+o.GetName(), func(t *testing.T) {
+				require.NoError(t, c.serverDryRun(ctx, o, "default"))
+			})
 			sent++
 		}
 	}

@@ -98,7 +98,7 @@ func waitFor(ctx context.Context, p *proc, what string, timeout time.Duration, c
 	var last error
 	for {
 		if p != nil && p.exited() {
-			return fmt.Errorf("%s exited while waiting for %s: %v\n%s", p.name, what, p.waitErr, p.tail(30))
+			return fmt.Errorf("%s exited while waiting for %s (%w)\n%s", p.name, what, p.waitErr, p.tail(30))
 		}
 		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 		last = check(cctx)
@@ -112,7 +112,7 @@ func waitFor(ctx context.Context, p *proc, what string, timeout time.Duration, c
 			if p != nil {
 				tail = "\n" + p.tail(30)
 			}
-			return fmt.Errorf("%s not ready within %s: %v%s", what, timeout, last, tail)
+			return fmt.Errorf("%s not ready within %s: %w%s", what, timeout, last, tail)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -127,7 +127,7 @@ func httpGetOK(ctx context.Context, client *http.Client, url string) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
@@ -146,7 +146,7 @@ func startCluster(ctx context.Context, ts *toolset, logw io.Writer) (_ *cluster,
 	c := &cluster{dir: dir, tools: ts, logw: logw, started: map[string]time.Duration{}}
 	defer func() {
 		if err != nil {
-			c.stop(false)
+			c.stop(true)
 		}
 	}()
 	begin := time.Now()
@@ -383,7 +383,7 @@ func (c *cluster) stop(keepLogs bool) {
 		c.procs[i].Stop(10 * time.Second)
 	}
 	if keepLogs {
-		fmt.Fprintf(c.logw, "k8s: control-plane logs kept in %s\n", c.dir)
+		_, _ = fmt.Fprintf(c.logw, "k8s: control-plane logs kept in %s\n", c.dir)
 		return
 	}
 	_ = os.RemoveAll(c.dir)

@@ -27,10 +27,9 @@ type podRunner struct {
 	fixture  []string
 	logDir   string
 
-	mu    sync.Mutex
-	pods  map[string]*runnerPod
-	load  float64
-	start chan struct{} // closed on each new pod (waitPods)
+	mu   sync.Mutex
+	pods map[string]*runnerPod
+	load float64
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -46,7 +45,7 @@ func startPodRunner(t *testing.T, c *cluster, ns, deploy, cfgPath, otlpAddr stri
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &podRunner{
 		t: t, c: c, ns: ns, dep: deploy, cfgPath: cfgPath, otlpAddr: otlpAddr, fixture: fixture, logDir: t.TempDir(),
-		pods: map[string]*runnerPod{}, start: make(chan struct{}), cancel: cancel, done: make(chan struct{}),
+		pods: map[string]*runnerPod{}, cancel: cancel, done: make(chan struct{}),
 	}
 	go r.run(ctx)
 	t.Cleanup(r.Stop)
@@ -120,8 +119,6 @@ func (r *podRunner) observe(p *corev1.Pod, deleted bool) {
 	}
 	r.pods[p.Name] = &runnerPod{fakePod: fp, created: p.CreationTimestamp.Time}
 	r.applyLoadLocked()
-	close(r.start)
-	r.start = make(chan struct{})
 }
 
 func (r *podRunner) remove(name string) {
@@ -188,11 +185,4 @@ func (r *podRunner) waitPods(t *testing.T, n int, timeout time.Duration) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// count is the number of fake pods running.
-func (r *podRunner) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.pods)
 }

@@ -43,7 +43,7 @@ func parentMain() int {
 	defer cancel()
 	ts, err := buildTools(ctx, os.Stderr)
 	if ts != nil && ts.TmpDir != "" {
-		defer os.RemoveAll(ts.TmpDir)
+		defer func() { _ = os.RemoveAll(ts.TmpDir) }()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "k8s: build:", err)

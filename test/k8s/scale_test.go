@@ -147,7 +147,7 @@ func scalerMetric(t *testing.T, httpAddr, name string, labels ...string) float64
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var sum float64
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 8<<20))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -288,8 +288,11 @@ func TestScalePrometheusPath(t *testing.T) {
 	var podName string
 	require.NoError(t, waitFor(context.Background(), nil, "the predictor's pod", 60*time.Second, func(ctx context.Context) error {
 		l, err := c.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + predictor})
-		if err != nil || len(l.Items) != 1 {
-			return fmt.Errorf("pods: %v (err %v)", len(l.Items), err)
+		if err != nil {
+			return err
+		}
+		if len(l.Items) != 1 {
+			return fmt.Errorf("%d pods", len(l.Items))
 		}
 		podName = l.Items[0].Name
 		return nil
