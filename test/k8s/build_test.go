@@ -98,10 +98,11 @@ func cachedBuild(ctx context.Context, logw io.Writer, cacheDir, name, moduleDir,
 	if err != nil {
 		return "", err
 	}
-	out, err := filepath.Abs(filepath.Join(cacheDir, name+"-"+key))
-	if err != nil {
+	// Absolute: go build runs in moduleDir.
+	if cacheDir, err = filepath.Abs(cacheDir); err != nil {
 		return "", err
 	}
+	out := filepath.Join(cacheDir, name+"-"+key)
 	complete := true
 	for _, b := range bins {
 		if _, err := os.Stat(filepath.Join(out, b)); err != nil {

@@ -229,6 +229,12 @@ func startCluster(ctx context.Context, ts *toolset, logw io.Writer) (_ *cluster,
 	if c.cfg, err = clientcmd.BuildConfigFromFlags("", c.kubeconfig); err != nil {
 		return c, err
 	}
+	// The test's own clients hold the admin pair in memory: with file paths
+	// client-go starts a certificate-reloading goroutine that never stops.
+	if err := rest.LoadTLSFiles(c.cfg); err != nil {
+		return c, err
+	}
+	c.cfg.CertFile, c.cfg.KeyFile, c.cfg.CAFile = "", "", ""
 	c.cfg.QPS, c.cfg.Burst = 100, 200
 	if c.kube, err = kubernetes.NewForConfig(c.cfg); err != nil {
 		return c, err
@@ -280,7 +286,7 @@ func startCluster(ctx context.Context, ts *toolset, logw io.Writer) (_ *cluster,
 
 	// KEDA's operator. Outside a cluster it needs the namespace it would run
 	// in; its gRPC metrics service (for the adapter) uses the KEDA pair.
-	kedaEnv := baseEnv("KUBECONFIG="+c.kubeconfig, "POD_NAMESPACE="+kedaNamespace, "KEDA_CLUSTER_OBJECT_NAMESPACE="+kedaNamespace)
+	kedaEnv := baseEnv("KUBECONFIG="+c.kubeconfig, "WATCH_NAMESPACE=", "POD_NAMESPACE="+kedaNamespace, "KEDA_CLUSTER_OBJECT_NAMESPACE="+kedaNamespace)
 	op, err := c.start("keda-operator", ts.Operator, []string{
 		"--leader-elect=false",
 		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(opMetrics),

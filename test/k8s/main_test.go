@@ -63,8 +63,8 @@ func parentMain() int {
 }
 
 func childMain(m *testing.M) int {
-	if err := loopbackOnly(); err != nil {
-		fmt.Fprintln(os.Stderr, "k8s: network namespace:", err)
+	if err := isolate(); err != nil {
+		fmt.Fprintln(os.Stderr, "k8s: namespaces:", err)
 		return 1
 	}
 	var ts toolset
@@ -74,9 +74,12 @@ func childMain(m *testing.M) int {
 	}
 	tools = &ts
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	theCluster, clusterErr = startCluster(ctx, &ts, os.Stderr)
+	c, err := startCluster(ctx, &ts, os.Stderr)
 	cancel()
-	if clusterErr == nil {
+	if err != nil {
+		clusterErr = err
+	} else {
+		theCluster = c
 		names := make([]string, 0, len(theCluster.started))
 		for n := range theCluster.started {
 			names = append(names, n)

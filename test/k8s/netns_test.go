@@ -21,7 +21,8 @@ const (
 
 // runIsolated re-runs this test binary, with the same arguments, as PID 1 of
 // a new PID namespace inside a new network namespace that has only a
-// loopback interface. Every process the tests start (etcd, the API server,
+// loopback interface (and a mount namespace, for that PID namespace's own
+// /proc: collectors read their own process through it). Every process the tests start (etcd, the API server,
 // KEDA, collectors, the scaler) is its descendant, so:
 //   - nothing they listen on is reachable from outside the namespace (KEDA's
 //     adapter binds its metrics port on all interfaces, hard-coded);
@@ -40,7 +41,7 @@ func runIsolated(toolsJSON []byte) (int, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), envInNetns+"=1", envTools+"="+string(toolsJSON))
 	attr := &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWPID,
+		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS,
 		Pdeathsig:  syscall.SIGKILL,
 	}
 	if os.Geteuid() != 0 {
@@ -64,9 +65,20 @@ func runIsolated(toolsJSON []byte) (int, error) {
 	return 0, err
 }
 
-// loopbackOnly brings the namespace's loopback interface up and checks that
-// it is the only interface: the isolation runIsolated promises.
-func loopbackOnly() error {
+// isolate runs first in the child: it mounts /proc for the new PID
+// namespace (privately, the host's mounts are untouched), brings the network
+// namespace's loopback interface up and checks that it is the only
+// interface: the isolation runIsolated promises.
+func isolate() error {
+	if os.Getpid() != 1 {
+		return fmt.Errorf("not PID 1 of a new PID namespace (pid %d)", os.Getpid())
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("socket: %w", err)

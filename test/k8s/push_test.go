@@ -178,6 +178,8 @@ spec:
 	up := tl.waitSpec(t, 1, scenarioTimeout)
 	pushes := scalerMetric(t, addrs.HTTP, "keda_otel_scaler_scaler_pushes_total") - pushesBefore
 	assert.GreaterOrEqual(t, pushes, 1.0, "the scaler pushed true on the stream")
+	// The HPA takes over at 1 replica with the scaler's value: 1 waiting.
+	waitHPA(t, c, tl, ns, deploy, 1, "1")
 
 	// The request is served: nothing waits; after the cooldown KEDA's next
 	// poll finds the trigger inactive and scales to 0.

@@ -3,9 +3,11 @@ package k8s
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -171,6 +173,44 @@ func scalerMetric(t *testing.T, httpAddr, name string, labels ...string) float64
 	return sum
 }
 
+// waitQueryAPI asks the scaler's Prometheus HTTP API the way KEDA's
+// prometheus scaler does (GET /api/v1/query with time=now, RFC 3339) every
+// 100 ms until the single series' value is want, and returns when.
+func waitQueryAPI(t *testing.T, httpAddr, query string, want float64) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		u := "http://" + httpAddr + "/api/v1/query?query=" + url.QueryEscape(query) + "&time=" + time.Now().UTC().Format(time.RFC3339)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			var r struct {
+				Data struct {
+					Result []struct {
+						Value []any `json:"value"`
+					} `json:"result"`
+				} `json:"data"`
+			}
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			_ = resp.Body.Close()
+			last = string(b)
+			if json.Unmarshal(b, &r) == nil && len(r.Data.Result) == 1 && len(r.Data.Result[0].Value) == 2 {
+				if v, ok := r.Data.Result[0].Value[1].(string); ok && v == strconv.FormatFloat(want, 'f', -1, 64) {
+					cancel()
+					return time.Now()
+				}
+			}
+		}
+		cancel()
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("query API: %s did not answer %v within 30s; last answer %s", query, want, last)
+	return time.Time{}
+}
+
 // setupScenario creates the namespace and the predictor Deployment and starts
 // the scenario's own scaler (one per scenario: they run in parallel and the
 // Prometheus path's bare selector must see only its own pods).
@@ -328,6 +368,8 @@ spec:
 	waitHPA(t, c, tl, ns, predictor, 1, "0")
 	loadAt := tl.note("load: 6 running requests")
 	pod.vllm.Set(6)
+	answered := waitQueryAPI(t, addrs.HTTP, "vllm:num_requests_running", 6)
+	tl.add(answered, "query API answers 6 (as KEDA asks: time=now in RFC 3339)", -1)
 	up := tl.waitSpec(t, 3, scenarioTimeout)
 	waitHPA(t, c, tl, ns, predictor, 3, "2") // 6 over 3 replicas: on target
 	idleAt := tl.note("load removed")
@@ -337,8 +379,8 @@ spec:
 	tl.Stop()
 
 	tl.print()
-	report("prometheus: 6 running requests -> 3 replicas %.1fs after the load changed; load removed -> 1 replica after %.1fs",
-		up.Sub(loadAt).Seconds(), down.Sub(idleAt).Seconds())
+	report("prometheus: 6 running requests -> 3 replicas %.1fs after the load changed (the query API answered 6 after %.1fs); load removed -> 1 replica after %.1fs",
+		up.Sub(loadAt).Seconds(), answered.Sub(loadAt).Seconds(), down.Sub(idleAt).Seconds())
 	assert.Equal(t, []int32{1, 3, 1}, tl.replicaSequence(), "replica sequence")
 	assertScalerClean(t, scaler)
 }

@@ -14,6 +14,9 @@ func depVersion(t *testing.T, bin, mod string) string {
 	t.Helper()
 	bi, err := buildinfo.ReadFile(bin)
 	require.NoError(t, err, bin)
+	if bi.Main.Path == mod { // a command built from a dependency module
+		return bi.Main.Version
+	}
 	for _, d := range bi.Deps {
 		if d.Path == mod {
 			if d.Replace != nil {
