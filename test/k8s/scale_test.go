@@ -365,6 +365,8 @@ spec:
         threshold: "2.000000"
 `, predictor, ns, addrs.HTTP, scaleDownWindow))
 
+	// Idle, and the pod's series is there: KEDA's query returns one element.
+	waitQueryAPI(t, addrs.HTTP, "vllm:num_requests_running", 0)
 	waitHPA(t, c, tl, ns, predictor, 1, "0")
 	loadAt := tl.note("load: 6 running requests")
 	pod.vllm.Set(6)
