@@ -87,6 +87,13 @@ func TestQueryCommand(t *testing.T) {
 			[]string{`{job="vllm", model_name="qwen", pod="qwen-a"} => 3`, `pod="qwen-b"} => 4`},
 		},
 		{"scalar", []string{"query", "42", "--server", srv}, 0, []string{"scalar => 42"}},
+		{
+			"range selector: raw samples",
+			[]string{"query", `vllm:num_requests_waiting{pod="qwen-a"}[5m]`, "--server", srv},
+			0,
+			[]string{`vllm:num_requests_waiting{job="vllm", model_name="qwen", pod="qwen-a"} =>` + "\n  3 @ "},
+		},
+		{"range selector, no samples", []string{"query", "nothing_here[1m]", "--server", srv}, 0, []string{"(empty matrix"}},
 		{"no match", []string{"query", "nothing_here", "--server", srv}, 0, []string{"(empty vector"}},
 		{
 			"time in the past sees nothing",

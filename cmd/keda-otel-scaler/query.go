@@ -113,6 +113,13 @@ type vectorSample struct {
 	Value  [2]any            `json:"value"`
 }
 
+// matrixSeries is one series of a matrix answer (a range selector such as
+// x[1m] at the top of the query).
+type matrixSeries struct {
+	Metric map[string]string `json:"metric"`
+	Values [][2]any          `json:"values"`
+}
+
 func instantQuery(ctx context.Context, server, expr, at, lookback string) (*apiResult, []byte, error) {
 	form := url.Values{"query": {expr}}
 	if at != "" {
@@ -147,7 +154,8 @@ func instantQuery(ctx context.Context, server, expr, at, lookback string) (*apiR
 }
 
 // printResult prints a vector as "series => value @ time", one per line
-// sorted by series, and a scalar as "scalar => value @ time".
+// sorted by series, a scalar as "scalar => value @ time", and a matrix as
+// "series =>" followed by one "  value @ time" line per sample.
 func printResult(w *printer, res *apiResult) {
 	for _, warn := range res.Warnings {
 		w.printf("warning: %s\n", warn)
@@ -175,6 +183,23 @@ func printResult(w *printer, res *apiResult) {
 		sort.Strings(lines)
 		for _, l := range lines {
 			w.println(l)
+		}
+	case "matrix":
+		var mat []matrixSeries
+		if err := json.Unmarshal(res.Data.Result, &mat); err != nil {
+			w.printf("%s\n", res.Data.Result)
+			return
+		}
+		if len(mat) == 0 {
+			w.println("(empty matrix: no series has samples in the range)")
+			return
+		}
+		// The server sends series sorted by labels.
+		for _, s := range mat {
+			w.printf("%s =>\n", seriesString(s.Metric))
+			for _, v := range s.Values {
+				w.printf("  %v @ %s\n", v[1], formatTS(v[0]))
+			}
 		}
 	default:
 		w.printf("%s: %s\n", res.Data.ResultType, res.Data.Result)

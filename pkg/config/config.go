@@ -19,6 +19,7 @@ type Config struct {
 	Receiver Receiver
 	Store    Store
 	Scaler   Scaler
+	Query    Query
 	Log      Log
 }
 
@@ -33,17 +34,47 @@ type Server struct {
 	// ShutdownTimeout bounds graceful shutdown after SIGTERM. Default 15s.
 	ShutdownTimeout time.Duration
 	// TLSCertFile and TLSKeyFile, when both set, make the KEDA scaler
-	// listener serve TLS (1.2 or newer). The OTLP listeners stay plaintext:
-	// KServe's collector sidecars export with tls.insecure. Default off.
+	// listener serve TLS (1.2 or newer). They are not a default for the
+	// other listeners: turning TLS on for KEDA must not switch collectors
+	// that export with tls.insecure (KServe's sidecars) or the kubelet's
+	// HTTP probes to TLS behind their back. Default off.
 	TLSCertFile, TLSKeyFile string
 	// TLSClientCAFile, when set, makes the scaler listener require client
 	// certificates signed by this CA (KEDA's tlsClientCert/tlsClientKey).
 	TLSClientCAFile string
+	// OTLPTLS is TLS on the OTLP/gRPC listener. Default off (plaintext).
+	OTLPTLS TLSFiles
+	// HTTPTLS is TLS on the HTTP listener (OTLP/HTTP, query API, /metrics,
+	// health). Default off (plaintext).
+	HTTPTLS TLSFiles
+	// ReloadInterval is how often certificate, key, client-CA and
+	// bearer-token files are checked for changes; a change is applied to
+	// new connections and requests without a restart. 0 reads them once at
+	// start. Default 5s.
+	ReloadInterval time.Duration
 	// StateDir, when set, is where the store's window is written on
 	// shutdown (store.snapshot) and read back on start, so a restart
 	// needs no warm-up. Default empty: off.
 	StateDir string
+	// GRPCReflection serves gRPC server reflection on the OTLP and KEDA
+	// listeners (interfaces.md: both serve health and reflection). Turning
+	// it off hides the service list from grpcurl-style discovery; health
+	// stays. Default true.
+	GRPCReflection bool
 }
+
+// TLSFiles are one listener's TLS material: with CertFile and KeyFile set
+// it serves TLS 1.2 or newer; with ClientCAFile also set it requires client
+// certificates that chain to that CA (mutual TLS). Paths to PEM files.
+type TLSFiles struct {
+	CertFile, KeyFile, ClientCAFile string
+}
+
+// Enabled reports whether the listener serves TLS.
+func (t TLSFiles) Enabled() bool { return t.CertFile != "" }
+
+// minReloadInterval bounds how often the files are stat'ed.
+const minReloadInterval = 100 * time.Millisecond
 
 // Receiver configures OTLP ingestion.
 type Receiver struct {
@@ -64,6 +95,12 @@ type Receiver struct {
 	MaxLabelValueLength int
 	// MaxMetricNameLength caps an OTLP metric name in bytes. Default 1 KiB.
 	MaxMetricNameLength int
+	// BearerTokenFile, when set, names a file of accepted bearer tokens
+	// (one a line; blank lines ignored): OTLP Exports on both transports
+	// must carry one (`authorization: Bearer <token>`) or are refused with
+	// Unauthenticated / 401. Reloaded every Server.ReloadInterval.
+	// Default empty: no authentication.
+	BearerTokenFile string
 }
 
 // Store configures the in-memory series store.
@@ -94,7 +131,53 @@ type Scaler struct {
 	// StreamIsActive stream (keda-contract.md §7.2). Zero disables it.
 	// Default 5s.
 	PushHoldoff time.Duration
+	// TriggerTTL is how long a compiled trigger stays cached unused.
+	// Default 10m.
+	TriggerTTL time.Duration
+	// MaxTriggers bounds the compiled-trigger cache in entries. Default
+	// 10,000.
+	MaxTriggers int
+	// MaxTriggerBytes bounds one compiled trigger's estimated memory
+	// (kept metadata, query texts, plan, interned metric names), in bytes;
+	// a trigger over it is refused with InvalidArgument. Default 2 MiB.
+	MaxTriggerBytes int64
+	// TriggerCacheBytes bounds the estimated memory of every cached
+	// trigger, held ones included, in bytes; least recently used
+	// triggers are evicted to stay under it. Default 64 MiB.
+	TriggerCacheBytes int64
+	// MaxStreams caps open StreamIsActive and StreamMetricSpec streams
+	// together; one more is refused with ResourceExhausted and KEDA retries.
+	// KEDA opens both for each external-push trigger. It also sets the KEDA
+	// listener's per-connection concurrent-stream limit (MaxStreams + 1,024
+	// for calls in flight): KEDA pools one connection for every trigger.
+	// Default 10,000.
+	MaxStreams int
 }
+
+// Query configures query evaluation (KEDA triggers and /api/v1/*) and
+// bounds the Prometheus HTTP query API: its memory is at most
+// MaxConcurrency × MaxSamples × 16 B plus the plans being evaluated.
+type Query struct {
+	// MaxLabelBytes caps the bytes of label sets one evaluation may create
+	// with label_replace and label_join; over it the evaluation fails
+	// (ResourceExhausted for KEDA, 422 for the HTTP API) before the memory
+	// is taken. Default 8 MiB.
+	MaxLabelBytes int64
+	// MaxConcurrency is how many API requests that read the store are
+	// evaluated and written at once; others wait for a slot. Default 4.
+	MaxConcurrency int
+	// MaxSamples caps the samples (16 B each) one API answer holds: range
+	// query points, vector elements, raw samples, listed series. Larger
+	// answers fail with 422. Default 5,000,000 (80 MB).
+	MaxSamples int
+	// Timeout bounds an API request's wait for a slot and its evaluation,
+	// and separately the writing of its answer to a slow client. Default 2m.
+	Timeout time.Duration
+}
+
+// MaxStreamsLimit is the largest --max-streams: the per-connection stream
+// limit derived from it must fit gRPC's uint32 with room to spare.
+const MaxStreamsLimit = 1 << 24
 
 // Log configures logging.
 type Log struct {
@@ -112,6 +195,8 @@ func Default() Config {
 			ScalerAddr:      ":4318",
 			HTTPAddr:        ":8080",
 			ShutdownTimeout: 15 * time.Second,
+			ReloadInterval:  5 * time.Second,
+			GRPCReflection:  true,
 		},
 		Receiver: Receiver{
 			MaxRecvSize:         64 << 20,
@@ -127,8 +212,18 @@ func Default() Config {
 			MaxSeries:          1_000_000,
 			MaxSeriesPerMetric: 200_000,
 		},
-		Scaler: Scaler{DefaultWindow: 2 * time.Minute, Warmup: 30 * time.Second, PushHoldoff: 5 * time.Second},
-		Log:    Log{Format: "text", Level: "info"},
+		Scaler: Scaler{
+			DefaultWindow:     2 * time.Minute,
+			Warmup:            30 * time.Second,
+			PushHoldoff:       5 * time.Second,
+			MaxStreams:        10_000,
+			TriggerTTL:        10 * time.Minute,
+			MaxTriggers:       10_000,
+			MaxTriggerBytes:   2 << 20,
+			TriggerCacheBytes: 64 << 20,
+		},
+		Query: Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 4, MaxSamples: 5_000_000, Timeout: 2 * time.Minute},
+		Log:   Log{Format: "text", Level: "info"},
 	}
 }
 
@@ -144,11 +239,21 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--%s %q: %w", a.flag, a.addr, err))
 		}
 	}
-	if (c.Server.TLSCertFile == "") != (c.Server.TLSKeyFile == "") {
-		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file must be set together"))
+	for _, t := range []struct {
+		prefix string
+		files  TLSFiles
+	}{
+		{"tls", TLSFiles{c.Server.TLSCertFile, c.Server.TLSKeyFile, c.Server.TLSClientCAFile}},
+		{"otlp-tls", c.Server.OTLPTLS},
+		{"http-tls", c.Server.HTTPTLS},
+	} {
+		errs = append(errs, t.files.validate(t.prefix)...)
 	}
-	if c.Server.TLSClientCAFile != "" && c.Server.TLSCertFile == "" {
-		errs = append(errs, errors.New("--tls-client-ca-file needs --tls-cert-file and --tls-key-file"))
+	if strings.ContainsRune(c.Receiver.BearerTokenFile, 0) {
+		errs = append(errs, fmt.Errorf("--otlp-bearer-token-file %q: not a path (contains NUL)", c.Receiver.BearerTokenFile))
+	}
+	if c.Server.ReloadInterval < 0 || (c.Server.ReloadInterval > 0 && c.Server.ReloadInterval < minReloadInterval) {
+		errs = append(errs, fmt.Errorf("--reload-interval %v must be 0 (off) or >= %v", c.Server.ReloadInterval, minReloadInterval))
 	}
 	// Only the form is checked here; the directory may not exist until
 	// the volume is mounted, and Start reports access problems.
@@ -206,6 +311,33 @@ func (c Config) Validate() error {
 	if c.Scaler.PushHoldoff < 0 {
 		errs = append(errs, fmt.Errorf("--push-holdoff %v must be >= 0", c.Scaler.PushHoldoff))
 	}
+	if c.Scaler.TriggerTTL <= 0 {
+		errs = append(errs, fmt.Errorf("--trigger-ttl %v must be > 0", c.Scaler.TriggerTTL))
+	}
+	if c.Scaler.MaxTriggers <= 0 {
+		errs = append(errs, fmt.Errorf("--max-triggers %d must be > 0", c.Scaler.MaxTriggers))
+	}
+	if c.Scaler.MaxTriggerBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--max-trigger-bytes %d must be > 0", c.Scaler.MaxTriggerBytes))
+	}
+	if c.Scaler.TriggerCacheBytes < c.Scaler.MaxTriggerBytes {
+		errs = append(errs, fmt.Errorf("--trigger-cache-bytes %d must be >= --max-trigger-bytes %d", c.Scaler.TriggerCacheBytes, c.Scaler.MaxTriggerBytes))
+	}
+	if c.Scaler.MaxStreams <= 0 || c.Scaler.MaxStreams > MaxStreamsLimit {
+		errs = append(errs, fmt.Errorf("--max-streams %d must be > 0 and <= %d", c.Scaler.MaxStreams, MaxStreamsLimit))
+	}
+	if c.Query.MaxLabelBytes < 1<<10 {
+		errs = append(errs, fmt.Errorf("--query-max-label-bytes %d must be >= 1KiB (a label set of a few labels)", c.Query.MaxLabelBytes))
+	}
+	if c.Query.MaxConcurrency <= 0 {
+		errs = append(errs, fmt.Errorf("--query-max-concurrency %d must be > 0", c.Query.MaxConcurrency))
+	}
+	if c.Query.MaxSamples <= 0 {
+		errs = append(errs, fmt.Errorf("--query-max-samples %d must be > 0", c.Query.MaxSamples))
+	}
+	if c.Query.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--query-timeout %v must be > 0", c.Query.Timeout))
+	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
@@ -217,6 +349,23 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--log-level %q: must be debug, info, warn or error", c.Log.Level))
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks one listener's TLS flags, named --<prefix>-cert-file etc.
+func (t TLSFiles) validate(prefix string) []error {
+	var errs []error
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		errs = append(errs, fmt.Errorf("--%[1]s-cert-file and --%[1]s-key-file must be set together", prefix))
+	}
+	if t.ClientCAFile != "" && t.CertFile == "" {
+		errs = append(errs, fmt.Errorf("--%[1]s-client-ca-file needs --%[1]s-cert-file and --%[1]s-key-file", prefix))
+	}
+	for _, f := range []struct{ flag, path string }{{"cert-file", t.CertFile}, {"key-file", t.KeyFile}, {"client-ca-file", t.ClientCAFile}} {
+		if strings.ContainsRune(f.path, 0) {
+			errs = append(errs, fmt.Errorf("--%s-%s %q: not a path (contains NUL)", prefix, f.flag, f.path))
+		}
+	}
+	return errs
 }
 
 func validateAddr(addr string) error {

@@ -120,6 +120,32 @@ func TestReceiverFlags(t *testing.T) {
 	assert.Contains(t, err.Error(), "--max-metric-name-length")
 }
 
+func TestTriggerCacheFlags(t *testing.T) {
+	c, err := Load("t", nil, func(string) string { return "" }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, 10*time.Minute, c.Scaler.TriggerTTL)
+	assert.Equal(t, 10_000, c.Scaler.MaxTriggers)
+	assert.Equal(t, int64(2<<20), c.Scaler.MaxTriggerBytes)
+	assert.Equal(t, int64(64<<20), c.Scaler.TriggerCacheBytes)
+
+	env := map[string]string{"KOS_TRIGGER_CACHE_BYTES": "16MiB", "KOS_TRIGGER_TTL": "5m"}
+	c, err = Load("t", []string{"--max-trigger-bytes", "512KiB", "--max-triggers", "500"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, 5*time.Minute, c.Scaler.TriggerTTL)
+	assert.Equal(t, 500, c.Scaler.MaxTriggers)
+	assert.Equal(t, int64(512<<10), c.Scaler.MaxTriggerBytes)
+	assert.Equal(t, int64(16<<20), c.Scaler.TriggerCacheBytes)
+
+	_, err = Load("t", []string{"--trigger-ttl", "0", "--max-triggers", "0", "--max-trigger-bytes", "4MiB", "--trigger-cache-bytes", "1MiB"},
+		func(string) string { return "" }, &bytes.Buffer{})
+	require.Error(t, err)
+	for _, want := range []string{"--trigger-ttl", "--max-triggers", "--trigger-cache-bytes 1048576 must be >= --max-trigger-bytes 4194304"} {
+		assert.Contains(t, err.Error(), want)
+	}
+	_, err = Load("t", []string{"--max-trigger-bytes", "0"}, func(string) string { return "" }, &bytes.Buffer{})
+	assert.ErrorContains(t, err, "--max-trigger-bytes 0 must be > 0")
+}
+
 func TestStateDir(t *testing.T) {
 	for _, tc := range []struct {
 		name, flagVal, env, want string
@@ -146,5 +172,19 @@ func TestStateDir(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, c.Server.StateDir)
 		})
+	}
+}
+
+func TestQueryFlags(t *testing.T) {
+	env := map[string]string{"KOS_QUERY_MAX_SAMPLES": "1000000"}
+	c, err := Load("t", []string{"--query-max-concurrency", "2", "--query-timeout", "30s"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 2, MaxSamples: 1_000_000, Timeout: 30 * time.Second}, c.Query)
+	assert.Equal(t, Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 4, MaxSamples: 5_000_000, Timeout: 2 * time.Minute}, Default().Query)
+
+	_, err = Load("t", []string{"--query-max-concurrency", "0", "--query-max-samples", "-1", "--query-timeout", "0"}, func(string) string { return "" }, &bytes.Buffer{})
+	require.Error(t, err)
+	for _, want := range []string{"--query-max-concurrency", "--query-max-samples", "--query-timeout"} {
+		assert.Contains(t, err.Error(), want)
 	}
 }

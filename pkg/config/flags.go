@@ -29,10 +29,24 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Server.OTLPGRPCAddr, "otlp-grpc-addr", c.Server.OTLPGRPCAddr, "OTLP/gRPC metrics receiver `host:port` (port 0 picks a free port)")
 	fs.StringVar(&c.Server.ScalerAddr, "scaler-addr", c.Server.ScalerAddr, "KEDA external scaler gRPC `host:port`")
 	fs.StringVar(&c.Server.HTTPAddr, "http-addr", c.Server.HTTPAddr, "HTTP `host:port`: OTLP/HTTP /v1/metrics, query API, /metrics, /healthz, /readyz")
-	fs.StringVar(&c.Server.TLSCertFile, "tls-cert-file", c.Server.TLSCertFile, "PEM certificate `file` for TLS on the KEDA scaler listener (with --tls-key-file; empty: plaintext)")
+	fs.StringVar(&c.Server.TLSCertFile, "tls-cert-file", c.Server.TLSCertFile, "PEM certificate `file` for TLS on the KEDA scaler listener (with --tls-key-file; empty: plaintext; reloaded on change)")
 	fs.StringVar(&c.Server.TLSKeyFile, "tls-key-file", c.Server.TLSKeyFile, "PEM private key `file` for --tls-cert-file")
 	fs.StringVar(&c.Server.TLSClientCAFile, "tls-client-ca-file", c.Server.TLSClientCAFile, "PEM CA `file`: when set, the KEDA scaler listener requires client certificates signed by it")
+	for _, l := range []struct {
+		prefix, what string
+		files        *TLSFiles
+	}{
+		{"otlp-tls", "the OTLP/gRPC listener", &c.Server.OTLPTLS},
+		{"http-tls", "the HTTP listener (OTLP/HTTP, query API, /metrics, health)", &c.Server.HTTPTLS},
+	} {
+		fs.StringVar(&l.files.CertFile, l.prefix+"-cert-file", l.files.CertFile, "PEM certificate `file` for TLS on "+l.what+" (with --"+l.prefix+"-key-file; empty: plaintext; reloaded on change)")
+		fs.StringVar(&l.files.KeyFile, l.prefix+"-key-file", l.files.KeyFile, "PEM private key `file` for --"+l.prefix+"-cert-file")
+		fs.StringVar(&l.files.ClientCAFile, l.prefix+"-client-ca-file", l.files.ClientCAFile, "PEM CA `file`: when set, "+l.what+" requires client certificates signed by it (mutual TLS)")
+	}
+	fs.Var((*durationValue)(&c.Server.ReloadInterval), "reload-interval", "how often certificate, key, client-CA and bearer-token files are checked for changes; 0 reads them once at start (`duration`)")
+	fs.StringVar(&c.Receiver.BearerTokenFile, "otlp-bearer-token-file", c.Receiver.BearerTokenFile, "`file` of accepted bearer tokens, one a line: OTLP Exports on gRPC and HTTP must carry one (empty: no authentication; reloaded on change)")
 	fs.StringVar(&c.Server.StateDir, "state-dir", c.Server.StateDir, "`dir` where the store's window is written on shutdown and read on start, so a restart skips warm-up (empty: off)")
+	fs.BoolVar(&c.Server.GRPCReflection, "grpc-reflection", c.Server.GRPCReflection, "serve gRPC server reflection on the OTLP and KEDA listeners; --grpc-reflection=false turns it off (health is always served) (`bool`)")
 	fs.Var((*durationValue)(&c.Server.ShutdownTimeout), "shutdown-timeout", "grace period for in-flight calls after SIGTERM (`duration`, e.g. 15s)")
 	fs.Var((*sizeValue)(&c.Receiver.MaxRecvSize), "otlp-max-recv-size", "largest OTLP request after decompression (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.StringVar(&c.Receiver.Delta, "otlp-delta", c.Receiver.Delta, "delta temporality policy: reject (as Prometheus) or ingest (each delta point stored as raw samples; query with sum_over_time) (`policy`)")
@@ -49,6 +63,15 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.Warmup), "warmup", "after start, GetMetrics and IsActive answer Unavailable for this long; 0 disables (`duration`)")
 	fs.Var((*durationValue)(&c.Scaler.PushHoldoff), "push-holdoff", "at most one true per StreamIsActive stream per this period; 0 disables (`duration`)")
+	fs.Var((*durationValue)(&c.Scaler.TriggerTTL), "trigger-ttl", "a compiled trigger unused this long is dropped from the cache (`duration`)")
+	fs.IntVar(&c.Scaler.MaxTriggers, "max-triggers", c.Scaler.MaxTriggers, "compiled triggers cached at most; the least recently used is evicted (`count`)")
+	fs.Var((*sizeValue)(&c.Scaler.MaxTriggerBytes), "max-trigger-bytes", "largest estimated memory of one compiled trigger; larger triggers are refused with InvalidArgument (`bytes`; suffixes KiB, MiB, GiB)")
+	fs.Var((*sizeValue)(&c.Scaler.TriggerCacheBytes), "trigger-cache-bytes", "estimated memory of all cached triggers at most; the least recently used are evicted (`bytes`; suffixes KiB, MiB, GiB)")
+	fs.IntVar(&c.Scaler.MaxStreams, "max-streams", c.Scaler.MaxStreams, "open StreamIsActive and StreamMetricSpec streams together; more are refused with ResourceExhausted (`count`)")
+	fs.Var((*sizeValue)(&c.Query.MaxLabelBytes), "query-max-label-bytes", "label bytes one query evaluation may create with label_replace/label_join; over it the evaluation fails (`bytes`; suffixes KiB, MiB, GiB)")
+	fs.IntVar(&c.Query.MaxConcurrency, "query-max-concurrency", c.Query.MaxConcurrency, "query API requests evaluated and written at once; others wait (`count`)")
+	fs.IntVar(&c.Query.MaxSamples, "query-max-samples", c.Query.MaxSamples, "samples (16 B each) one query API answer may hold; larger answers fail with 422 (`count`)")
+	fs.Var((*durationValue)(&c.Query.Timeout), "query-timeout", "query API limit on waiting plus evaluating, and separately on writing the answer (`duration`)")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: text or json (`format`)")
 	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn or error (`level`)")
 	return fs

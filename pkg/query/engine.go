@@ -97,7 +97,9 @@ func (e *ParseError) Error() string { return fmt.Sprintf("parse %q: %v", e.Query
 func (e *ParseError) Unwrap() error { return e.Err }
 
 // ErrBudgetExceeded means an evaluation touched more series and samples
-// than Options.MaxSamples allows. The scaler maps it to ResourceExhausted.
+// than Options.MaxSamples allows, or created more label bytes than
+// Options.MaxLabelBytes allows. The scaler maps it to ResourceExhausted,
+// the HTTP API to Prometheus's execution error (422).
 var ErrBudgetExceeded = errors.New("query budget exceeded")
 
 // MaxQueryLength bounds the text of a query. Prometheus's parser and
@@ -159,6 +161,20 @@ func countTokens(q string) int {
 // zero: Prometheus's default --query.max-samples.
 const DefaultMaxSamples = 50_000_000
 
+// DefaultMaxLabelBytes is the per-evaluation label budget when neither
+// Options.MaxLabelBytes nor the engine's default sets one: 8 MiB of label
+// sets created by label_replace and label_join. A label_replace over 20,000
+// series with 400-byte label sets creates 8 MB; a query whose labels grow
+// with each nested call (each level multiplying a value) fails here, after
+// a few MiB of allocation, instead of growing until Prometheus's label
+// encoder panics at a 16 MiB value (MaxLabelValueBytes).
+const DefaultMaxLabelBytes = 8 << 20
+
+// MaxLabelValueBytes is the longest label value an evaluation may create,
+// whatever the budget: Prometheus's label encoding (stringlabels) panics
+// on longer strings. A longer value fails with ErrBudgetExceeded.
+const MaxLabelValueBytes = 1 << 24
+
 // supportedFunctions lists the PromQL functions the compiler implements
 // (promql-subset.md §2, Must and Should tiers). The parser is restricted to
 // them, so any other call fails at parse time with the parser's own
@@ -189,6 +205,8 @@ type Engine struct {
 	// full has every function; it only explains why parser failed.
 	full  parser.Parser
 	store *store.Store
+	// defaults fill the zero fields of a plan's Options (SetDefaults).
+	defaults Options
 	// exactNumericLabels disables the le/quantile matcher normalisation.
 	// Only the upstream conformance runner sets it: it loads Prometheus's
 	// test data verbatim, without the receiver's ingest normalisation.
@@ -218,6 +236,15 @@ func newEngine(st *store.Store, opts parser.Options) *Engine {
 		full:   full,
 		store:  st,
 	}
+}
+
+// SetDefaults sets the budgets a plan gets when its Options leave them zero
+// (MaxSamples, MaxSeries, MaxLabelBytes), so every caller of Compile and
+// Query, the HTTP API included, is bounded by the operator's settings. It
+// must be called before the engine is shared; zero fields keep the
+// package defaults.
+func (e *Engine) SetDefaults(o Options) {
+	e.defaults = Options{MaxSamples: o.MaxSamples, MaxSeries: o.MaxSeries, MaxLabelBytes: o.MaxLabelBytes}
 }
 
 // Parse parses q with the engine's restricted parser. Callers may rewrite the
@@ -271,6 +298,14 @@ type Options struct {
 	// returns an error matching ErrBudgetExceeded instead of touching them
 	// all. Zero means no cap beyond MaxSamples.
 	MaxSeries int
+	// MaxLabelBytes caps the bytes of label sets one evaluation may create
+	// (label_replace and label_join: every label set they build counts its
+	// encoded size, and a replacement is checked at its upper bound before
+	// it is expanded). Past it, Eval returns an error matching
+	// ErrBudgetExceeded. Other operators only build subsets or merges of
+	// label sets they were given, so they cannot grow labels. Zero means
+	// the engine's default (SetDefaults), then DefaultMaxLabelBytes.
+	MaxLabelBytes int64
 }
 
 // Compile turns a parsed expression into a plan. The expression is not kept
@@ -280,7 +315,19 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 		opts.LookbackDelta = DefaultLookbackDelta
 	}
 	if opts.MaxSamples <= 0 {
+		opts.MaxSamples = e.defaults.MaxSamples
+	}
+	if opts.MaxSamples <= 0 {
 		opts.MaxSamples = DefaultMaxSamples
+	}
+	if opts.MaxSeries <= 0 {
+		opts.MaxSeries = e.defaults.MaxSeries
+	}
+	if opts.MaxLabelBytes <= 0 {
+		opts.MaxLabelBytes = e.defaults.MaxLabelBytes
+	}
+	if opts.MaxLabelBytes <= 0 {
+		opts.MaxLabelBytes = DefaultMaxLabelBytes
 	}
 	c := compiler{store: e.store, lookback: opts.LookbackDelta.Milliseconds(), normalize: !e.exactNumericLabels}
 	root, err := c.compile(expr)
@@ -300,6 +347,7 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 		window:     time.Duration(c.window) * time.Millisecond,
 		maxSamples: int64(opts.MaxSamples),
 		maxSeries:  opts.MaxSeries,
+		maxLabels:  opts.MaxLabelBytes,
 	}, nil
 }
 
@@ -322,11 +370,14 @@ type Plan struct {
 	window     time.Duration
 	maxSamples int64
 	maxSeries  int
+	maxLabels  int64
 	warnings   []string
 
 	ev  evaluator
 	out []Sample
-	dup map[uint64]struct{}
+	// dup maps an output label set's hash to the index of the element
+	// that has it, for the final same-labelset check.
+	dup map[uint64]int
 }
 
 // String returns the canonical text of the compiled expression.
@@ -381,12 +432,12 @@ func ctxErr(ctx context.Context) error {
 const errSameLabelset = "vector cannot contain metrics with the same labelset"
 
 // Eval evaluates the plan at t, in unix milliseconds. It honours ctx
-// cancellation and the plan's sample budget.
+// cancellation and the plan's sample and label budgets.
 func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
 	if err := ctxErr(ctx); err != nil {
 		return Result{}, err
 	}
-	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries}
+	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries, maxLabels: p.maxLabels}
 	if p.root.valueType() == parser.ValueTypeScalar {
 		v, err := p.root.scalar(&p.ev, t)
 		if err != nil {
@@ -411,16 +462,27 @@ func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
 	}
 	if len(p.out) > 1 {
 		if p.dup == nil {
-			p.dup = make(map[uint64]struct{}, len(p.out))
+			p.dup = make(map[uint64]int, len(p.out))
 		}
 		clear(p.dup)
-		for _, s := range p.out {
+		for i, s := range p.out {
 			h := s.Labels.Hash()
-			if _, ok := p.dup[h]; ok {
+			if j, ok := p.dup[h]; ok && !twins(vec[i].lset, vec[j].lset) {
 				return Result{}, errors.New(errSameLabelset)
 			}
-			p.dup[h] = struct{}{}
+			p.dup[h] = i
 		}
 	}
 	return Result{Vector: p.out}, nil
 }
+
+// twins reports whether two elements that ended with the same labels
+// already had the same labels before __name__ was dropped: then they are
+// hidden twins, series the store keeps apart by resource attributes that
+// are not labels (otlp-contract.md §8.3), and both are answered. Prometheus
+// never sees such a pair (its storage would hold one series), so every
+// collision it reports is one where the labels differed before: dropping
+// __name__ made x{a="1"} and y{a="1"} equal, or label_replace rewrote two
+// different series alike. Those stay errors. Only a collision pays for the
+// comparison.
+func twins(a, b labels.Labels) bool { return labels.Equal(a, b) }

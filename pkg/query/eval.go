@@ -1,11 +1,13 @@
 package query
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"sort"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
@@ -34,6 +36,9 @@ type evaluator struct {
 	maxSamples int64
 	maxSeries  int
 	samples    int64
+	// labels counts the bytes of label sets created so far (chargeLabels);
+	// maxLabels is its budget.
+	labels, maxLabels int64
 	// checkAt is the sample count at which charge must look closer: the
 	// next context check (nextCtx) or one past the budget.
 	checkAt, nextCtx int64
@@ -84,6 +89,31 @@ func (ev *evaluator) chargeSlow() error {
 		ev.checkAt = ev.maxSamples + 1
 	}
 	return err
+}
+
+// chargeLabels accounts n bytes of label sets about to be created. It runs
+// before the allocation, so a query whose labels grow fails once the
+// budget is spent instead of after the memory is taken.
+func (ev *evaluator) chargeLabels(n int64) error {
+	ev.labels += n
+	if ev.labels > ev.maxLabels {
+		return ev.labelBudgetError()
+	}
+	return nil
+}
+
+// chargeLabelSet accounts the label set that setting dst to a value of
+// valueLen bytes on base creates: at most base's encoded size plus the new
+// name and value and their length prefixes.
+func (ev *evaluator) chargeLabelSet(base labels.Labels, dst string, valueLen int64) error {
+	if valueLen > MaxLabelValueBytes {
+		return fmt.Errorf("%w: label_replace/label_join would create a %d-byte value of label %q, longer than %d bytes", ErrBudgetExceeded, valueLen, dst, MaxLabelValueBytes)
+	}
+	return ev.chargeLabels(int64(base.ByteSize()) + int64(len(dst)) + valueLen + 8)
+}
+
+func (ev *evaluator) labelBudgetError() error {
+	return fmt.Errorf("%w: label_replace/label_join would create more than %d bytes of labels in one evaluation", ErrBudgetExceeded, ev.maxLabels)
 }
 
 // node is one operator of a compiled plan. Vector nodes implement eval and
@@ -178,7 +208,8 @@ func (n *scalarFnNode) scalar(ev *evaluator, t int64) (float64, error) {
 // the same refs with the same labels (the common case: a series of another
 // metric came or went) it keeps everything as is, without sorting or
 // allocating. Refs are kept sorted by labels, the order Prometheus's storage
-// returns series in, so tie-breaking (sort, topk) matches.
+// returns series in, so tie-breaking (sort, topk) matches; hidden twins
+// (equal labels) are ordered by ref (compareSeries).
 type seriesSet struct {
 	store    *store.Store
 	matchers []*labels.Matcher
@@ -242,7 +273,7 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 	for i := range s.sel {
 		s.idx = append(s.idx, i)
 	}
-	slices.SortFunc(s.idx, func(a, b int) int { return labels.Compare(s.selLsets[a], s.selLsets[b]) })
+	slices.SortFunc(s.idx, func(a, b int) int { return compareSeries(s.selLsets[a], s.selLsets[b], s.sel[a], s.sel[b]) })
 	s.refs, s.lsets = s.refs[:0], s.lsets[:0]
 	for _, j := range s.idx {
 		s.refs = append(s.refs, s.sel[j])
@@ -251,6 +282,16 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 	s.resolve()
 	s.gen = g
 	return s.check(ev)
+}
+
+// compareSeries orders series by labels and hidden twins (equal labels,
+// see twins) by ref, so twins keep one order from one evaluation to the
+// next and a range query can tell them apart step by step.
+func compareSeries(a, b labels.Labels, ra, rb store.SeriesRef) int {
+	if c := labels.Compare(a, b); c != 0 {
+		return c
+	}
+	return cmp.Compare(ra, rb)
 }
 
 // resolve re-resolves the handles of refs. A ref that was deleted and
@@ -276,7 +317,7 @@ func (s *seriesSet) addCreated() {
 		l := s.store.Labels(r)
 		s.sel = slices.Insert(s.sel, i, r)
 		s.selLsets = slices.Insert(s.selLsets, i, l)
-		j, _ := slices.BinarySearchFunc(s.lsets, l, labels.Compare)
+		j := sort.Search(len(s.lsets), func(k int) bool { return compareSeries(s.lsets[k], l, s.refs[k], r) > 0 })
 		s.refs = slices.Insert(s.refs, j, r)
 		s.lsets = slices.Insert(s.lsets, j, l)
 		s.handles = slices.Insert(s.handles, j, s.store.Handle(r))

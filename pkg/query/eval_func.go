@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
@@ -216,7 +218,7 @@ type labelNode struct {
 
 	lb   *labels.Builder
 	vals []string
-	dup  map[uint64]struct{}
+	dup  map[uint64]int // output hash → index, see twins
 	out  vector
 }
 
@@ -227,14 +229,20 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 	}
 	if n.lb == nil {
 		n.lb = labels.NewBuilder(labels.EmptyLabels())
-		n.dup = make(map[uint64]struct{})
+		n.dup = make(map[uint64]int)
 	}
 	n.out = n.out[:0]
 	for _, s := range in {
 		if n.join {
 			n.vals = n.vals[:0]
+			size := int64(len(n.sep)) * int64(max(len(n.srcs)-1, 0))
 			for _, src := range n.srcs {
-				n.vals = append(n.vals, s.lset.Get(src))
+				v := s.lset.Get(src)
+				size += int64(len(v))
+				n.vals = append(n.vals, v)
+			}
+			if err := ev.chargeLabelSet(s.lset, n.dst, size); err != nil {
+				return nil, err
 			}
 			n.lb.Reset(s.lset)
 			n.lb.Set(n.dst, strings.Join(n.vals, n.sep))
@@ -243,7 +251,12 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 		} else {
 			srcVal := s.lset.Get(n.src)
 			if idx := n.re.FindStringSubmatchIndex(srcVal); idx != nil {
-				res := n.re.ExpandString(nil, n.repl, srcVal, idx)
+				// Charged at its exact size before anything is built.
+				size := expandedLen(n.re, n.repl, idx)
+				if err := ev.chargeLabelSet(s.lset, n.dst, int64(size)); err != nil {
+					return nil, err
+				}
+				res := n.re.ExpandString(make([]byte, 0, size), n.repl, srcVal, idx)
 				n.lb.Reset(s.lset)
 				n.lb.Set(n.dst, string(res))
 				s.lset = n.lb.Labels()
@@ -252,16 +265,107 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 		}
 		n.out = append(n.out, s)
 	}
-	// mergeSeriesWithSameLabelset: two elements with one labelset collide.
+	// mergeSeriesWithSameLabelset: two elements with one labelset collide,
+	// unless they were hidden twins before the rewrite (see twins; n.out[i]
+	// comes from in[i]).
 	clear(n.dup)
-	for _, s := range n.out {
+	for i, s := range n.out {
 		h := s.lset.Hash()
-		if _, ok := n.dup[h]; ok {
+		if j, ok := n.dup[h]; ok && !twins(in[i].lset, in[j].lset) {
 			return nil, errors.New(errSameLabelset)
 		}
-		n.dup[h] = struct{}{}
+		n.dup[h] = i
 	}
 	return n.out, nil
+}
+
+// expandedLen is len(re.ExpandString(nil, template, src, match)) without
+// building it: the template walk of regexp's expand, summing lengths. It
+// lets label_replace charge a replacement to the label budget before
+// allocating it.
+func expandedLen(re *regexp.Regexp, template string, match []int) int {
+	n := 0
+	group := func(i int) int {
+		if 2*i+1 < len(match) && match[2*i] >= 0 {
+			return match[2*i+1] - match[2*i]
+		}
+		return -1
+	}
+	for template != "" {
+		before, after, ok := strings.Cut(template, "$")
+		if !ok {
+			break
+		}
+		n += len(before)
+		template = after
+		if template != "" && template[0] == '$' {
+			n++ // $$ is $
+			template = template[1:]
+			continue
+		}
+		name, num, rest, ok := extractRef(template)
+		if !ok {
+			n++ // malformed: the $ is kept as text
+			continue
+		}
+		template = rest
+		if num >= 0 {
+			n += max(group(num), 0)
+			continue
+		}
+		for i, sub := range re.SubexpNames() {
+			if sub == name {
+				if l := group(i); l >= 0 {
+					n += l
+					break
+				}
+			}
+		}
+	}
+	return n + len(template)
+}
+
+// extractRef is regexp's extract: a $name, ${name} or $number reference at
+// the start of str (after the $).
+func extractRef(str string) (name string, num int, rest string, ok bool) {
+	if str == "" {
+		return "", 0, "", false
+	}
+	brace := false
+	if str[0] == '{' {
+		brace = true
+		str = str[1:]
+	}
+	i := 0
+	for i < len(str) {
+		r, size := utf8.DecodeRuneInString(str[i:])
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '_' {
+			break
+		}
+		i += size
+	}
+	if i == 0 {
+		return "", 0, "", false
+	}
+	name = str[:i]
+	if brace {
+		if i >= len(str) || str[i] != '}' {
+			return "", 0, "", false
+		}
+		i++
+	}
+	num = 0
+	for j := 0; j < len(name); j++ {
+		if name[j] < '0' || '9' < name[j] || num >= 1e8 {
+			num = -1
+			break
+		}
+		num = num*10 + int(name[j]) - '0'
+	}
+	if name[0] == '0' && len(name) > 1 {
+		num = -1
+	}
+	return name, num, str[i:], true
 }
 
 type bucket struct {

@@ -26,6 +26,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
@@ -132,7 +133,7 @@ func TestLegacyAlias(t *testing.T) {
 
 	// The query API lists stored names only.
 	mux := http.NewServeMux()
-	query.NewAPI(query.NewEngine(st), now).Register(mux)
+	promapi.New(query.NewEngine(st), st, promapi.Config{}, promapi.Settings{Now: now}).Register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	var names struct{ Data []string }

@@ -86,15 +86,26 @@ var metricsServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*any)(nil),
 	Methods: []grpc.MethodDesc{{
 		MethodName: "Export",
-		Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 			var in RawBytes
 			if err := dec(&in); err != nil {
 				return nil, err
 			}
-			return srv.(*Receiver).exportRaw(ctx, in)
+			if interceptor == nil {
+				return srv.(*Receiver).exportRaw(ctx, in)
+			}
+			// The server's interceptors (pkg/server's panic boundary) run
+			// around Export as around any generated handler.
+			return interceptor(ctx, &in, exportInfo(srv), func(ctx context.Context, req any) (any, error) {
+				return srv.(*Receiver).exportRaw(ctx, *req.(*RawBytes))
+			})
 		},
 	}},
 	Metadata: "opentelemetry/proto/collector/metrics/v1/metrics_service.proto",
+}
+
+func exportInfo(srv any) *grpc.UnaryServerInfo {
+	return &grpc.UnaryServerInfo{Server: srv, FullMethod: exportMethod}
 }
 
 // ServerOptions are the options the OTLP gRPC server needs: the Codec and

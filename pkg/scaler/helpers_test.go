@@ -2,7 +2,9 @@ package scaler
 
 import (
 	"context"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,6 +64,7 @@ type fakeStream struct {
 	grpc.ServerStream
 	ctx   context.Context
 	block chan struct{}
+	calls atomic.Int32 // Send calls, including one still blocked
 
 	mu   sync.Mutex
 	sent []bool
@@ -70,6 +73,7 @@ type fakeStream struct {
 func (f *fakeStream) Context() context.Context { return f.ctx }
 
 func (f *fakeStream) Send(m *externalscaler.IsActiveResponse) error {
+	f.calls.Add(1)
 	if f.block != nil {
 		select {
 		case <-f.block:
@@ -104,4 +108,13 @@ func (e *env) open(t testing.TB, md map[string]string) (fs *fakeStream, cancel f
 	}
 	t.Cleanup(func() { _ = cancel() })
 	return fs, cancel
+}
+
+// heapLive returns the bytes of live heap objects after a full collection.
+func heapLive() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
 }

@@ -25,6 +25,19 @@ func (e *metadataError) Error() string {
 
 func (e *metadataError) Is(target error) bool { return target == ErrBadMetadata }
 
+// clipLength is how much of an over-long value an error message shows.
+const clipLength = 128
+
+// clip shortens v for an error message.
+func clip(v string) string {
+	if len(v) <= clipLength {
+		return v
+	}
+	return v[:clipLength] + "…"
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
 // lookup returns the first present, non-empty value of key, keyFromEnv,
 // alias, aliasFromEnv (trimmed) and the metadata key it came from. conflict
 // is set when the value came from key's side and alias's side holds a

@@ -14,6 +14,13 @@ const (
 	methodStreamMetricSpec = "StreamMetricSpec"
 )
 
+// Reasons a compiled trigger leaves the cache, the values of the reason
+// label.
+const (
+	evictExpired = "expired" // unused for the trigger TTL
+	evictLRU     = "lru"     // least recently used, to make room
+)
+
 type metrics struct {
 	rpcs        *prometheus.CounterVec
 	ok          map[string]prometheus.Counter // resolved once: the hot path does no label lookup
@@ -21,6 +28,9 @@ type metrics struct {
 	streams     prometheus.Gauge
 	pushes      prometheus.Counter
 	triggers    prometheus.Gauge
+	// triggerBytes and evicted watch the compiled-trigger cache's bounds.
+	triggerBytes prometheus.Gauge
+	evicted      map[string]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -46,13 +56,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "keda_otel_scaler_scaler_triggers_cached",
 			Help: "Compiled triggers in the cache.",
 		}),
+		triggerBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keda_otel_scaler_scaler_trigger_cache_bytes",
+			Help: "Estimated bytes held by the compiled triggers in the cache (bounded by --trigger-cache-bytes).",
+		}),
+	}
+	evicted := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keda_otel_scaler_scaler_triggers_evicted_total",
+		Help: "Compiled triggers removed from the cache: expired (unused for --trigger-ttl) or lru (to make room).",
+	}, []string{"reason"})
+	m.evicted = map[string]prometheus.Counter{}
+	for _, r := range []string{evictExpired, evictLRU} {
+		m.evicted[r] = evicted.WithLabelValues(r)
 	}
 	m.ok = map[string]prometheus.Counter{}
 	for _, meth := range []string{methodGetMetricSpec, methodGetMetrics, methodIsActive, methodStreamIsActive, methodStreamMetricSpec} {
 		m.ok[meth] = m.rpcs.WithLabelValues(meth, codes.OK.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.rpcs, m.evalSeconds, m.streams, m.pushes, m.triggers)
+		reg.MustRegister(m.rpcs, m.evalSeconds, m.streams, m.pushes, m.triggers, m.triggerBytes, evicted)
 	}
 	return m
 }

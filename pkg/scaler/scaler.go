@@ -40,6 +40,10 @@ var (
 	ErrWarmingUp = errors.New("warming up")
 	// ErrBudget means an evaluation exceeded its time budget.
 	ErrBudget = errors.New("evaluation exceeded its budget")
+	// ErrTooManyStreams means Config.MaxStreams streams are already open.
+	ErrTooManyStreams = errors.New("too many open streams")
+	// ErrEvalPanic means an evaluation panicked; it was recovered.
+	ErrEvalPanic = errors.New("evaluation panicked")
 )
 
 // Config configures the scaler.
@@ -55,6 +59,15 @@ type Config struct {
 	// EvalBudget bounds the time of one evaluation; the engine checks it
 	// while evaluating. Default 1s.
 	EvalBudget time.Duration
+	// MaxLabelBytes bounds the bytes of label sets one evaluation creates
+	// (label_replace, label_join); over it, ResourceExhausted. Zero means
+	// query.DefaultMaxLabelBytes (8 MiB).
+	MaxLabelBytes int64
+	// MaxStreams bounds the open StreamIsActive and StreamMetricSpec
+	// streams together; one more is refused with ResourceExhausted (KEDA
+	// retries). Default 10,000: KEDA opens both for each external-push
+	// trigger, so 5,000 such triggers.
+	MaxStreams int
 	// MaxSamples bounds the series and samples one evaluation touches
 	// (keda-contract.md §8.1: over it, ResourceExhausted). Default 500,000:
 	// a KServe histogram_quantile over 1,000 pods × 11 buckets × 21 samples
@@ -64,8 +77,17 @@ type Config struct {
 	// TriggerTTL is how long an unused compiled trigger stays cached.
 	// Default 10m.
 	TriggerTTL time.Duration
-	// MaxTriggers bounds the compiled-trigger cache. Default 10,000.
+	// MaxTriggers bounds the compiled-trigger cache in entries. Default
+	// 10,000.
 	MaxTriggers int
+	// MaxTriggerBytes bounds one compiled trigger's estimated bytes
+	// (triggerCost: kept metadata, query texts, plan, interned names);
+	// a larger one is refused with InvalidArgument. Default 2 MiB.
+	MaxTriggerBytes int64
+	// TriggerCacheBytes bounds the estimated bytes of all cached
+	// triggers, held ones included; least recently used ones are evicted
+	// to stay under it. Raised to MaxTriggerBytes if lower. Default 64 MiB.
+	TriggerCacheBytes int64
 }
 
 // Settings carries what the developer provides.
@@ -79,6 +101,11 @@ type Settings struct {
 	// OnPush is a test hook: when set, it is called on the stream's
 	// goroutine right after a true message's Send returned.
 	OnPush func()
+	// OnPanic is told about a panic the scaler recovered on a goroutine no
+	// RPC boundary covers (a trigger's shared push evaluation), with the
+	// method it served and the stack; the server logs and counts it. Nil
+	// logs it at Error.
+	OnPanic func(method string, recovered any, stack []byte)
 }
 
 // Scaler implements externalscaler.ExternalScalerServer.
@@ -92,20 +119,25 @@ type Scaler struct {
 	store   *store.Store
 	now     func() time.Time
 	onPush  func()
+	onPanic func(method string, recovered any, stack []byte)
 	logger  *slog.Logger
 	m       *metrics
 	cache   *triggerCache
 	subs    *subIndex
 	drainCh chan struct{}
+	// evalHook, when set (by tests, before any call), runs inside every
+	// evaluation with the trigger's lock held, e.g. to inject a panic.
+	evalHook func(*trigger)
 
 	mu        sync.Mutex // guards warmTimer, drained and warmEnded
 	warmTimer *time.Timer
 	drained   bool
 	warmEnded bool // EndWarmup was called: Start ends warm-up at once
 
-	draining   atomic.Bool
-	warmStart  atomic.Int64 // unix ns of the warm-up start
-	warmIsDone atomic.Bool
+	draining    atomic.Bool
+	openStreams atomic.Int64 // StreamIsActive and StreamMetricSpec streams, against cfg.MaxStreams
+	warmStart   atomic.Int64 // unix ns of the warm-up start
+	warmIsDone  atomic.Bool
 }
 
 // New returns a scaler evaluating with engine over st. Warm-up starts now;
@@ -126,6 +158,16 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 	if cfg.MaxTriggers <= 0 {
 		cfg.MaxTriggers = 10_000
 	}
+	if cfg.MaxTriggerBytes <= 0 {
+		cfg.MaxTriggerBytes = DefaultMaxTriggerBytes
+	}
+	if cfg.TriggerCacheBytes <= 0 {
+		cfg.TriggerCacheBytes = DefaultTriggerCacheBytes
+	}
+	cfg.TriggerCacheBytes = max(cfg.TriggerCacheBytes, cfg.MaxTriggerBytes)
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 10_000
+	}
 	if set.Logger == nil {
 		set.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -138,12 +180,18 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		store:   st,
 		now:     set.Now,
 		onPush:  set.OnPush,
+		onPanic: set.OnPanic,
 		logger:  set.Logger.With("component", "scaler"),
 		m:       newMetrics(set.Registerer),
 		subs:    newSubIndex(),
 		drainCh: make(chan struct{}),
 	}
-	s.cache = newTriggerCache(cfg.TriggerTTL, cfg.MaxTriggers, s.m.triggers)
+	if s.onPanic == nil {
+		s.onPanic = func(method string, p any, stack []byte) {
+			s.logger.Error("Panic recovered", "method", method, "panic", fmt.Sprint(p), "stack", string(stack))
+		}
+	}
+	s.cache = newTriggerCache(cfg.TriggerTTL.Nanoseconds(), cfg.MaxTriggers, cfg.TriggerCacheBytes, s.m)
 	s.Start()
 	return s
 }
@@ -212,39 +260,81 @@ func (s *Scaler) warmingUp() error {
 		ErrWarmingUp, elapsed.Truncate(time.Second), s.cfg.Warmup)
 }
 
-// compile returns the cached trigger for ref, compiling it on a miss.
+// compile returns the cached trigger for ref, compiling it on a miss. A
+// hit does not allocate.
 func (s *Scaler) compile(ref *externalscaler.ScaledObjectRef) (*trigger, error) {
+	return s.lookupTrigger(ref, false)
+}
+
+// hold is compile for a caller that keeps the trigger for a while (a
+// StreamIsActive stream, whose subscription uses the trigger's metric
+// IDs): the trigger stays cached, and its names interned, until unhold.
+func (s *Scaler) hold(ref *externalscaler.ScaledObjectRef) (*trigger, error) {
+	return s.lookupTrigger(ref, true)
+}
+
+// unhold releases a trigger returned by hold.
+func (s *Scaler) unhold(t *trigger) { s.cache.unhold(t, s.now().UnixNano()) }
+
+func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (*trigger, error) {
 	ns, name, md := ref.GetNamespace(), ref.GetName(), ref.GetScalerMetadata()
-	h := metadataHash(ns, name, md)
+	var k triggerKey
+	h, ok := k.fill(s.cache.seed, ns, name, md)
+	if !ok {
+		return nil, limitErrors(ns, name, md)
+	}
 	now := s.now().UnixNano()
-	if t := s.cache.get(h, ns, name, md, now); t != nil {
+	t, expired := s.cache.get(&k, h, now, hold)
+	if expired != nil {
+		s.release(expired)
+	}
+	if t != nil {
 		return t, nil
 	}
-	t, err := s.newTrigger(ns, name, md)
+	nt, warnings, err := s.newTrigger(k.clone())
 	if err != nil {
 		return nil, err
 	}
-	t.hash = h
-	t, inserted := s.cache.add(t, now)
-	if inserted {
-		for _, w := range t.warnings {
-			//nolint:sloglint // w.msg is one of the constant messages recorded where the warning arose.
-			s.logger.Warn(w.msg, append([]any{"namespace", ns, "scaled_object", name}, w.args...)...)
+	t, inserted, evicted, err := s.cache.add(nt, now, hold)
+	for _, e := range evicted {
+		s.release(e)
+	}
+	if !inserted {
+		s.release(nt) // an equal trigger won a race, or nt did not fit
+		if err != nil {
+			return nil, err
 		}
-		if t.rewritten != "" {
-			s.logger.Info("Trigger query rewritten", "namespace", ns, "scaled_object", name, "evaluated", t.rewritten)
-		}
+		return t, nil
+	}
+	for _, w := range warnings {
+		//nolint:sloglint // w.msg is one of the constant messages recorded where the warning arose.
+		s.logger.Warn(w.msg, append([]any{"namespace", ns, "scaled_object", name}, w.args...)...)
+	}
+	if t.rewritten != "" {
+		s.logger.Info("Trigger query rewritten", "namespace", ns, "scaled_object", name, "evaluated", t.rewritten)
 	}
 	return t, nil
 }
 
-// newTrigger validates md and compiles its query. It parses and touches the
-// store (interning metric names); it runs only on a cache miss.
-func (s *Scaler) newTrigger(ns, name string, md map[string]string) (*trigger, error) {
+// release frees what a trigger that left the cache (or never entered it)
+// held in the store: the metric names its query reads, which the store
+// frees unless series or other triggers use them.
+func (s *Scaler) release(t *trigger) { s.store.ReleaseMetricIDs(t.metricIDs) }
+
+// newTrigger validates the key's metadata and compiles its query. It parses
+// and holds the query's metric names in the store (AcquireMetricID; the
+// caller releases them through release); it runs only on a cache miss.
+// Everything the trigger keeps comes from k, whose strings are private
+// copies. The warnings are logged once, by the caller, if the trigger is
+// cached.
+func (s *Scaler) newTrigger(k triggerKey) (*trigger, []warning, error) {
+	ns, name, md := k.ns, k.name, k.metadata()
 	sp, err := parseSpec(ns, name, md, s.cfg.DefaultWindow, s.store.Retention())
 	if err != nil && sp.query == "" {
-		return nil, err
+		return nil, nil, err
 	}
+	warnings := sp.warnings
+	sp.warnings = nil // logged once; not kept
 	var errs []error
 	if err != nil {
 		errs = append(errs, err)
@@ -252,19 +342,19 @@ func (s *Scaler) newTrigger(ns, name string, md map[string]string) (*trigger, er
 	lw, lerr := lower(s.engine.Parse, sp.query, sp.op, sp.window)
 	var plan *query.Plan
 	if lerr == nil {
-		plan, lerr = s.engine.Compile(lw.expr, query.Options{LookbackDelta: sp.lookback, MaxSamples: s.cfg.MaxSamples})
+		plan, lerr = s.engine.Compile(lw.expr, query.Options{LookbackDelta: sp.lookback, MaxSamples: s.cfg.MaxSamples, MaxLabelBytes: s.cfg.MaxLabelBytes})
 	}
+	_, from, _, _ := lookup(md, "metricQuery", "query")
 	if lerr != nil {
-		_, from, _, _ := lookup(md, "metricQuery", "query")
 		errs = append(errs, &metadataError{namespace: ns, name: name, key: from, value: sp.query, problem: lerr.Error()})
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, nil, errors.Join(errs...)
 	}
 	t := &trigger{
 		namespace:  ns,
 		name:       name,
-		md:         cloneMap(md),
+		key:        k,
 		metricName: metricName(ns, name),
 		spec:       sp,
 		rewritten:  lw.rewritten,
@@ -272,33 +362,24 @@ func (s *Scaler) newTrigger(ns, name string, md map[string]string) (*trigger, er
 	}
 	names, all := plan.MetricNames()
 	t.anyMetric = all
+	t.cost = triggerCost(t, lw.expr, names)
+	if t.cost > s.cfg.MaxTriggerBytes {
+		return nil, nil, &metadataError{namespace: ns, name: name, key: from, value: clip(sp.query), problem: fmt.Sprintf(
+			"compiles to about %d bytes, more than --max-trigger-bytes %d: use fewer selectors, shorter names and simpler regular expressions, or raise the flag",
+			t.cost, s.cfg.MaxTriggerBytes)}
+	}
+	t.metricIDs = make([]uint32, 0, len(names))
 	for _, n := range names {
-		t.metricIDs = append(t.metricIDs, s.store.MetricID(n))
+		t.metricIDs = append(t.metricIDs, s.store.AcquireMetricID(n))
 	}
-	return t, nil
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return t, warnings, nil
 }
 
 // evaluate runs the trigger's query now and reduces it to one value that
 // KEDA can use (never negative, NaN or infinite).
 func (s *Scaler) evaluate(ctx context.Context, t *trigger) (float64, error) {
 	start := time.Now()
-	bctx, cancel := context.WithTimeout(ctx, s.cfg.EvalBudget)
-	t.mu.Lock()
-	res, err := t.plan.Eval(bctx, s.now().UnixMilli())
-	var v float64
-	if err == nil {
-		v, err = t.reduce(res)
-	}
-	t.mu.Unlock()
-	cancel()
+	v, err := s.evalLocked(ctx, t)
 	took := time.Since(start)
 	s.m.evalSeconds.Observe(took.Seconds())
 	if err != nil {
@@ -313,6 +394,24 @@ func (s *Scaler) evaluate(ctx context.Context, t *trigger) (float64, error) {
 		return 0, fmt.Errorf("ScaledObject %s/%s: %w (took %s of %s): narrow the query's selectors", t.namespace, t.name, ErrBudget, took, s.cfg.EvalBudget)
 	}
 	return v, nil
+}
+
+// evalLocked evaluates t's plan under its lock. The unlock is deferred so a
+// panic inside the evaluation (recovered by the RPC's boundary or the
+// feed's) never leaves the trigger locked for the next caller.
+func (s *Scaler) evalLocked(ctx context.Context, t *trigger) (float64, error) {
+	bctx, cancel := context.WithTimeout(ctx, s.cfg.EvalBudget)
+	defer cancel()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.evalHook != nil {
+		s.evalHook(t)
+	}
+	res, err := t.plan.Eval(bctx, s.now().UnixMilli())
+	if err != nil {
+		return 0, err
+	}
+	return t.reduce(res)
 }
 
 // reduce turns a query result into the one value of keda-contract.md §5,
@@ -431,6 +530,10 @@ func (s *Scaler) StreamMetricSpec(ref *externalscaler.ScaledObjectRef, stream gr
 	if err != nil {
 		return s.toStatus(methodStreamMetricSpec, err)
 	}
+	if err := s.acquireStream(); err != nil {
+		return s.toStatus(methodStreamMetricSpec, err)
+	}
+	defer s.releaseStream()
 	if err := stream.Send(t.specResponse()); err != nil {
 		s.m.rpc(methodStreamMetricSpec, codes.OK)
 		return nil
@@ -468,7 +571,7 @@ func (s *Scaler) toStatus(method string, err error) error {
 		c = codes.NotFound
 	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite):
 		c = codes.FailedPrecondition
-	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded):
+	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded), errors.Is(err, ErrTooManyStreams), errors.Is(err, ErrTriggerCacheFull):
 		c = codes.ResourceExhausted
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		st := status.FromContextError(err)

@@ -1,7 +1,11 @@
 package scaler
 
 import (
+	"context"
+	"fmt"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
@@ -9,73 +13,160 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// subscription is one open StreamIsActive stream. Its dirty channel has
-// capacity 1: OnIngest marks it without blocking (drain-then-send is not
-// needed because a pending mark already means "evaluate"), and any number
-// of marks before the stream evaluates coalesce into one evaluation.
-type subscription struct {
-	t     *trigger
-	dirty chan struct{}
+// Push fan-out (issue #12 class 7). Every open StreamIsActive stream of one
+// compiled trigger shares a feed: OnIngest marks the feed, the feed's
+// goroutine evaluates the trigger once and posts the result to each
+// stream's mailbox, and each stream's own goroutine decides on its edge and
+// hold-off and calls Send. So:
+//   - one evaluation per change for all streams of a trigger, not one per
+//     stream (2,000 streams on one trigger no longer serialise 2,000
+//     evaluations on its lock);
+//   - a mailbox holds one value, the latest (latest wins): a stream whose
+//     client stopped reading is blocked in Send on its own goroutine while
+//     newer states overwrite its mailbox, so nothing queues in the scaler
+//     and neither the feed nor any other stream waits for it. What gRPC
+//     itself buffers for such a stream is bounded by its per-stream write
+//     quota (64 KiB of messages) and the number of streams by
+//     Config.MaxStreams.
+
+// feed is the shared evaluation of one trigger for its open streams.
+//
+// Fields above subs are immutable after newFeed. subs is guarded by the
+// subIndex's mutex.
+type feed struct {
+	s      *Scaler
+	t      *trigger
+	dirty  chan struct{} // capacity 1: marks coalesce into one evaluation
+	ctx    context.Context
+	cancel context.CancelFunc // called when the last stream leaves
+	done   chan struct{}      // closed when run has returned
+
+	subs map[*subscription]struct{}
 }
 
-func (sub *subscription) mark() {
+func (f *feed) mark() {
 	select {
-	case sub.dirty <- struct{}{}:
+	case f.dirty <- struct{}{}:
 	default: // already marked; the pending evaluation will see the new data
 	}
 }
 
-// subIndex finds the subscriptions an ingested metric affects, so OnIngest
-// costs O(touched metrics + affected subscriptions), not O(open streams).
+// A mailbox holds one uint64: the feed's edge count shifted left by two,
+// and the state in the low bits. The edge count lets a stream that missed
+// an inactive state (overwritten before it looked) still see that an
+// inactive-to-active edge happened since its last look.
+const (
+	stateNone     = 0 // nothing posted yet
+	stateInactive = 1
+	stateActive   = 2
+	stateMask     = 3
+)
+
+// subscription is one open StreamIsActive stream's mailbox. The feed
+// stores the latest word, then, when the word carries a new edge or the
+// stream asked for the next evaluation (want), makes a non-blocking send
+// on notify (capacity 1); the stream, woken by notify, loads the word and
+// so sees that post or a newer one. Any number of posts before the stream
+// looks coalesce into the latest. A post without a new edge wakes no one
+// else: the edge count already tells a stream what it missed, so 2,000
+// streams on a trigger cost 2,000 wake-ups per edge, not per evaluation.
+type subscription struct {
+	f      *feed
+	word   atomic.Uint64
+	want   atomic.Bool // wake on the next post whatever it says (open, hold-off expiry)
+	notify chan struct{}
+}
+
+func (sub *subscription) post(word uint64, edge bool) {
+	sub.word.Store(word)
+	if !edge && !sub.want.Swap(false) {
+		return
+	}
+	select {
+	case sub.notify <- struct{}{}:
+	default: // a wake-up is pending; it will load the state just stored
+	}
+}
+
+// subIndex finds the feeds an ingested metric affects, so OnIngest costs
+// O(touched metrics + affected triggers), not O(open streams).
 type subIndex struct {
-	mu       sync.RWMutex // guards the maps; OnIngest holds it shared
-	byMetric map[uint32]map[*subscription]struct{}
-	any      map[*subscription]struct{} // triggers whose selectors have no fixed metric name
+	mu       sync.RWMutex // guards the maps and every feed's subs; OnIngest and posts hold it shared
+	feeds    map[*trigger]*feed
+	byMetric map[uint32]map[*feed]struct{}
+	any      map[*feed]struct{} // triggers whose selectors have no fixed metric name
 }
 
 func newSubIndex() *subIndex {
-	return &subIndex{byMetric: map[uint32]map[*subscription]struct{}{}, any: map[*subscription]struct{}{}}
+	return &subIndex{feeds: map[*trigger]*feed{}, byMetric: map[uint32]map[*feed]struct{}{}, any: map[*feed]struct{}{}}
 }
 
-func (x *subIndex) add(sub *subscription) {
+// add subscribes a new stream to t's feed, starting the feed (and its
+// goroutine, owned by the index until the last stream leaves) when t has
+// none, and marks the feed so the new stream learns the current state.
+func (x *subIndex) add(s *Scaler, t *trigger) *subscription {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if sub.t.anyMetric {
-		x.any[sub] = struct{}{}
-	}
-	for _, id := range sub.t.metricIDs {
-		set := x.byMetric[id]
-		if set == nil {
-			set = map[*subscription]struct{}{}
-			x.byMetric[id] = set
+	f := x.feeds[t]
+	if f == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		f = &feed{s: s, t: t, dirty: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{}), subs: map[*subscription]struct{}{}}
+		x.feeds[t] = f
+		if t.anyMetric {
+			x.any[f] = struct{}{}
 		}
-		set[sub] = struct{}{}
+		for _, id := range t.metricIDs {
+			set := x.byMetric[id]
+			if set == nil {
+				set = map[*feed]struct{}{}
+				x.byMetric[id] = set
+			}
+			set[f] = struct{}{}
+		}
+		go f.run()
 	}
+	sub := &subscription{f: f, notify: make(chan struct{}, 1)}
+	sub.want.Store(true) // the initial state, active or not
+	f.subs[sub] = struct{}{}
+	f.mark()
+	return sub
 }
 
+// remove unsubscribes sub; the last stream of a feed stops it and waits for
+// its goroutine (at most one evaluation, bounded by Config.EvalBudget).
 func (x *subIndex) remove(sub *subscription) {
+	f := sub.f
 	x.mu.Lock()
-	defer x.mu.Unlock()
-	delete(x.any, sub)
-	for _, id := range sub.t.metricIDs {
-		if set := x.byMetric[id]; set != nil {
-			delete(set, sub)
-			if len(set) == 0 {
-				delete(x.byMetric, id)
+	delete(f.subs, sub)
+	last := len(f.subs) == 0
+	if last {
+		delete(x.feeds, f.t)
+		delete(x.any, f)
+		for _, id := range f.t.metricIDs {
+			if set := x.byMetric[id]; set != nil {
+				delete(set, f)
+				if len(set) == 0 {
+					delete(x.byMetric, id)
+				}
 			}
 		}
+	}
+	x.mu.Unlock()
+	if last {
+		f.cancel()
+		<-f.done
 	}
 }
 
 func (x *subIndex) mark(metricIDs []uint32) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	for sub := range x.any {
-		sub.mark()
+	for f := range x.any {
+		f.mark()
 	}
 	for _, id := range metricIDs {
-		for sub := range x.byMetric[id] {
-			sub.mark()
+		for f := range x.byMetric[id] {
+			f.mark()
 		}
 	}
 }
@@ -83,42 +174,123 @@ func (x *subIndex) mark(metricIDs []uint32) {
 func (x *subIndex) markAll() {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	for sub := range x.any {
-		sub.mark()
-	}
-	for _, set := range x.byMetric {
-		for sub := range set {
-			sub.mark()
-		}
+	for _, f := range x.feeds {
+		f.mark()
 	}
 }
 
-// OnIngest is the receiver's hook: it marks every subscription whose query
-// reads one of the touched metrics. It never blocks on a stream: marking is
-// a non-blocking send, and the shared lock is only ever held exclusively
+// post delivers one evaluation's result to every stream of f.
+func (x *subIndex) post(f *feed, word uint64, edge bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for sub := range f.subs {
+		sub.post(word, edge)
+	}
+}
+
+// run evaluates the feed's trigger once per mark until the last stream
+// leaves or the scaler drains.
+func (f *feed) run() {
+	defer close(f.done)
+	var (
+		lastLog time.Time
+		active  bool   // the feed's last evaluated state
+		edges   uint64 // inactive-to-active edges the feed has seen
+	)
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-f.s.drainCh:
+			return
+		case <-f.dirty:
+		}
+		if f.s.warmingUp() != nil {
+			// No change during warm-up; the warm-up timer marks every
+			// feed when it ends.
+			continue
+		}
+		v, err := f.evaluate()
+		if err != nil {
+			// Transient: keep every stream's state and the streams
+			// (keda-contract.md §7.3).
+			if now := time.Now(); now.Sub(lastLog) >= evalErrLogEvery {
+				lastLog = now
+				f.s.logger.Warn("Stream evaluation failed", "namespace", f.t.namespace, "scaled_object", f.t.name, "err", err)
+			}
+			continue
+		}
+		now := v > f.t.activation
+		word, edge := uint64(stateInactive), false
+		if now {
+			if !active {
+				edges++
+				edge = true
+			}
+			word = stateActive
+		}
+		active = now
+		f.s.subs.post(f, edges<<2|word, edge)
+	}
+}
+
+// evaluate is Scaler.evaluate behind a panic boundary: the feed's goroutine
+// serves no RPC, so no gRPC interceptor covers it. A panic is reported to
+// Settings.OnPanic and is one failed evaluation; evaluate's deferred
+// unlock has released the trigger.
+func (f *feed) evaluate() (v float64, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			f.s.onPanic(methodStreamIsActive, p, debug.Stack())
+			v, err = 0, fmt.Errorf("ScaledObject %s/%s: %w: %v", f.t.namespace, f.t.name, ErrEvalPanic, p)
+		}
+	}()
+	return f.s.evaluate(f.ctx, f.t)
+}
+
+// OnIngest is the receiver's hook: it marks every feed whose query reads
+// one of the touched metrics. It never blocks on a stream: marking is a
+// non-blocking send, and the shared lock is only ever held exclusively
 // for a map insert or delete when a stream opens or closes.
 func (s *Scaler) OnIngest(metricIDs []uint32) {
 	s.subs.mark(metricIDs)
 }
 
-// evalErrLogEvery rate-limits the per-stream evaluation-error log.
+// evalErrLogEvery rate-limits the per-trigger evaluation-error log.
 const evalErrLogEvery = time.Minute
+
+// acquireStream counts one more open stream against Config.MaxStreams;
+// release gives it back.
+func (s *Scaler) acquireStream() error {
+	if n := s.openStreams.Add(1); n > int64(s.cfg.MaxStreams) {
+		s.openStreams.Add(-1)
+		return fmt.Errorf("%w: %d StreamIsActive and StreamMetricSpec streams are open, the most --max-streams allows; KEDA retries", ErrTooManyStreams, s.cfg.MaxStreams)
+	}
+	return nil
+}
+
+func (s *Scaler) releaseStream() { s.openStreams.Add(-1) }
 
 // StreamIsActive pushes true on every inactive-to-active edge of the
 // trigger, and at once on open if it is already active (keda-contract.md
 // §7.2). It never sends false, honours the push hold-off, pushes nothing
-// during warm-up, and ends with an error only for invalid metadata.
+// during warm-up, and ends with an error only for invalid metadata or when
+// Config.MaxStreams streams are already open (ResourceExhausted).
 func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.IsActiveResponse]) error {
-	t, err := s.compile(ref)
+	t, err := s.hold(ref) // the subscription uses t's metric IDs: keep them
 	if err != nil {
 		return s.toStatus(methodStreamIsActive, err)
 	}
+	defer s.unhold(t)
 	if s.draining.Load() {
 		s.m.rpc(methodStreamIsActive, codes.OK)
 		return nil
 	}
-	sub := &subscription{t: t, dirty: make(chan struct{}, 1)}
-	s.subs.add(sub)
+	if err := s.acquireStream(); err != nil {
+		return s.toStatus(methodStreamIsActive, err)
+	}
+	defer s.releaseStream()
+	sub := s.subs.add(s, t)
 	s.m.streams.Inc()
 	defer func() {
 		s.subs.remove(sub)
@@ -129,21 +301,19 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 	holdoff := s.cfg.PushHoldoff
 	var (
 		active   bool      // last known state; starts inactive
+		seen     uint64    // the feed's edge count at the last look
 		sentAt   time.Time // when the last true was sent; zero before the first
 		pending  bool      // an edge waits for the hold-off to expire
 		holdT    *time.Timer
 		holdC    <-chan time.Time
-		lastLog  time.Time
-		expiring bool
+		expiring bool // the hold-off expired; the next state decides the pending edge
 	)
 	defer func() {
 		if holdT != nil {
 			holdT.Stop()
 		}
 	}()
-	sub.mark() // evaluate the initial state at once
 	for {
-		expiring = false
 		select {
 		case <-ctx.Done():
 			s.m.rpc(methodStreamIsActive, codes.Canceled)
@@ -151,27 +321,26 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 		case <-s.drainCh:
 			s.m.rpc(methodStreamIsActive, codes.OK)
 			return nil
-		case <-sub.dirty:
 		case <-holdC:
+			// Decide on a fresh evaluation, as the state may have changed
+			// with time alone (staleness, windows).
 			holdC, expiring = nil, true
+			sub.want.Store(true)
+			sub.f.mark()
+			continue
+		case <-sub.notify:
 		}
-		if s.warmingUp() != nil {
-			// No change during warm-up; the warm-up timer marks every
-			// subscription when it ends.
+		word := sub.word.Load()
+		if word&stateMask == stateNone {
 			continue
 		}
-		v, err := s.evaluate(ctx, t)
-		if err != nil {
-			// Transient: keep the state and the stream (keda-contract.md §7.3).
-			if now := time.Now(); now.Sub(lastLog) >= evalErrLogEvery {
-				lastLog = now
-				s.logger.Warn("Stream evaluation failed", "namespace", t.namespace, "scaled_object", t.name, "err", err)
-			}
-			continue
-		}
-		now := v > t.activation
+		now := word&stateMask == stateActive
+		// An edge the feed saw while this stream was not looking (its
+		// inactive state overwritten by the next post) is still an edge.
+		missed := word>>2 != seen
+		seen = word >> 2
 		switch {
-		case now && (!active || pending):
+		case now && (!active || missed || pending):
 			if wait := holdoff - time.Since(sentAt); sentAt.IsZero() || holdoff <= 0 || wait <= 0 {
 				if err := stream.Send(&externalscaler.IsActiveResponse{Result: true}); err != nil {
 					s.logger.Warn("Stream send failed", "namespace", t.namespace, "scaled_object", t.name, "err", err)
@@ -195,7 +364,7 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 		case !now && expiring:
 			pending = false // the deferred edge lapsed: inactive at expiry
 		}
-		active = now
+		active, expiring = now, false
 	}
 }
 

@@ -3,11 +3,14 @@ package scaler
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -151,39 +154,60 @@ func TestGetMetricSpecCachedDoesNoWork(t *testing.T) {
 	assert.LessOrEqual(t, allocs, 3.0, "response, slice and spec only")
 	assert.Equal(t, gen, e.st.Generation())
 	assert.Equal(t, 1, e.s.cache.len())
+	// The lookup GetMetrics and IsActive share allocates nothing.
+	assert.Zero(t, testing.AllocsPerRun(100, func() { _, _ = e.s.compile(r) }), "cached trigger lookup")
 }
 
+// cachedQueries lists the metricQuery of every cached trigger, sorted.
+func cachedQueries(s *Scaler) []string {
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	var qs []string
+	for _, t := range s.cache.byHash {
+		for ; t != nil; t = t.hnext {
+			qs = append(qs, t.key.vals[slotOf("metricQuery")])
+		}
+	}
+	slices.Sort(qs)
+	return qs
+}
+
+// TestTriggerCacheExpiryAndBound: the cache evicts exactly the least
+// recently used trigger when full and drops exactly the triggers unused
+// for the TTL; no call fails meanwhile.
 func TestTriggerCacheExpiryAndBound(t *testing.T) {
 	now := time.Unix(1000, 0)
 	st := newEnv(t, Config{}).st
-	s := New(query.NewEngine(st), st, Config{TriggerTTL: time.Minute, MaxTriggers: 3}, Settings{Now: func() time.Time { return now }})
-	md := func(i int) *externalscaler.ScaledObjectRef {
-		return ref(map[string]string{"metricQuery": fmt.Sprintf("sum(x%d)", i), "targetValue": "1"})
-	}
-	for i := range 3 {
-		_, err := s.GetMetricSpec(context.Background(), md(i))
+	reg := prometheus.NewRegistry()
+	s := New(query.NewEngine(st), st, Config{TriggerTTL: time.Minute, MaxTriggers: 3}, Settings{Registerer: reg, Now: func() time.Time { return now }})
+	defer s.Drain()
+	spec := func(i int) {
+		t.Helper()
+		_, err := s.GetMetricSpec(context.Background(), ref(map[string]string{"metricQuery": fmt.Sprintf("sum(x%d)", i), "targetValue": "1"}))
 		require.NoError(t, err)
 	}
-	assert.Equal(t, 3, s.cache.len())
+	evicted := func(reason string) float64 {
+		return testutil.ToFloat64(s.m.evicted[reason])
+	}
+	for i := range 3 {
+		spec(i)
+	}
+	assert.Equal(t, []string{"sum(x0)", "sum(x1)", "sum(x2)"}, cachedQueries(s))
 	now = now.Add(30 * time.Second)
-	_, _ = s.GetMetricSpec(context.Background(), md(0)) // keeps trigger 0 in use
-	_, _ = s.GetMetricSpec(context.Background(), md(3)) // full: evicts the least recently used
-	assert.Equal(t, 3, s.cache.len(), "bounded")
+	spec(0) // keeps trigger 0 in use: 1 is now the least recently used
+	spec(3) // full: evicts 1
+	assert.Equal(t, []string{"sum(x0)", "sum(x2)", "sum(x3)"}, cachedQueries(s), "the least recently used one is evicted")
+	assert.InDelta(t, 1, evicted(evictLRU), 0)
 	now = now.Add(45 * time.Second)
-	_, _ = s.GetMetricSpec(context.Background(), md(4)) // 1 and 2 expired, 0 and 3 not
-	assert.Equal(t, 3, s.cache.len())
+	spec(4) // 2 was last used 75 s ago: expired; 0 and 3 45 s ago: kept
+	assert.Equal(t, []string{"sum(x0)", "sum(x3)", "sum(x4)"}, cachedQueries(s), "only the trigger unused for the TTL expires")
+	assert.InDelta(t, 1, evicted(evictLRU), 0, "room came from expiry")
+	assert.InDelta(t, 1, evicted(evictExpired), 0)
 	now = now.Add(2 * time.Minute)
-	_, _ = s.GetMetricSpec(context.Background(), md(5))
-	assert.Equal(t, 1, s.cache.len(), "unused entries expire")
-	s.Drain()
-}
-
-func TestMetadataHashOrderIndependent(t *testing.T) {
-	a := map[string]string{"a": "1", "b": "2", "c": "3"}
-	b := map[string]string{"c": "3", "b": "2", "a": "1"}
-	assert.Equal(t, metadataHash("ns", "so", a), metadataHash("ns", "so", b))
-	assert.NotEqual(t, metadataHash("ns", "so", a), metadataHash("ns", "so2", a))
-	assert.NotEqual(t, metadataHash("ns", "so", a), metadataHash("ns", "so", map[string]string{"a": "2", "b": "1", "c": "3"}))
+	spec(5)
+	assert.Equal(t, []string{"sum(x5)"}, cachedQueries(s), "unused entries expire")
+	assert.InDelta(t, 4, evicted(evictExpired), 0)
+	assert.InDelta(t, 1, testutil.ToFloat64(s.m.triggers), 0)
 }
 
 // TestBudgetIsResourceExhausted is checklist item 43 at unit scale: a

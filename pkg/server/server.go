@@ -1,35 +1,35 @@
 // Package server wires the stages into one process: the store, the query
 // engine, the KEDA scaler, the OTLP receiver and the HTTP endpoints, with
-// the three listeners of interfaces.md, health and reflection on both gRPC
-// servers, and a graceful shutdown that ends KEDA streams with status OK.
+// the three listeners of interfaces.md, health and reflection
+// (--grpc-reflection) on both gRPC servers, a panic boundary on every
+// handler (recover.go), and a graceful shutdown that ends KEDA streams with
+// status OK.
 package server
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
@@ -46,14 +46,32 @@ type Settings struct {
 	Now func() time.Time
 	// Version is reported in the startup log.
 	Version string
+
+	// Test seams, set only by this package's tests: wrapScaler wraps the
+	// ExternalScaler implementation registered on the KEDA listener, and
+	// register adds services or routes to the OTLP server and the mux
+	// before the mux is wrapped, so the panic boundary is proven on the
+	// servers New builds.
+	wrapScaler func(externalscaler.ExternalScalerServer) externalscaler.ExternalScalerServer
+	register   func(otlp *grpc.Server, mux *http.ServeMux)
 }
 
 // scalerKeepalive sets no MaxConnectionAge: its grace expiry would end
 // KEDA's open StreamIsActive streams with an error, and KEDA pools one
-// connection for every trigger (keda-contract.md §2). The scaler server sets
-// no MaxConcurrentStreams either, so grpc-go allows any number of streams
-// on that one connection.
-var scalerKeepalive = keepalive.ServerParameters{}
+// connection for every trigger (keda-contract.md §2). Time and Timeout
+// detect dead clients (issue #12 class 7): after a minute without a frame
+// from the client the server pings, and a client that has not answered
+// within 20 s is disconnected, which ends its streams and frees what gRPC
+// buffered for them. KEDA answers pings (every gRPC client does) and sends
+// none itself (its dial options set no keepalive), so the enforcement
+// policy never strikes it.
+var scalerKeepalive = keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}
+
+// streamHeadroom is how many calls in flight one KEDA connection may have
+// beside --max-streams open streams (grpc.MaxConcurrentStreams). KEDA
+// pools one connection for every trigger, so the per-connection limit must
+// hold all of them.
+const streamHeadroom = 1024
 
 // Addrs are the bound listener addresses (resolved when a port was 0).
 type Addrs struct {
@@ -72,12 +90,14 @@ type Server struct {
 	engine   *query.Engine
 	scaler   *scaler.Scaler
 	receiver *receiver.Receiver
+	boundary *panicBoundary
 
 	otlpSrv, kedaSrv       *grpc.Server
 	otlpHealth, kedaHealth *health.Server
 	httpSrv                *http.Server
 	otlpLis, kedaLis       net.Listener
 	httpLis                net.Listener
+	sec                    *security
 
 	ready    atomic.Bool
 	stopOnce sync.Once
@@ -113,12 +133,24 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		MaxLabelValueLength: cfg.Receiver.MaxLabelValueLength,
 	}, store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
 	s.engine = query.NewEngine(s.store)
+	// Every plan, the HTTP API's included, gets the label budget.
+	s.engine.SetDefaults(query.Options{MaxLabelBytes: cfg.Query.MaxLabelBytes})
+	boundary := newPanicBoundary(s.logger, set.Registry)
+	s.boundary = boundary
 	s.scaler = scaler.New(s.engine, s.store, scaler.Config{
-		DefaultWindow: cfg.Scaler.DefaultWindow,
-		Warmup:        cfg.Scaler.Warmup,
-		PushHoldoff:   cfg.Scaler.PushHoldoff,
-	},
-		scaler.Settings{Logger: set.Logger, Registerer: set.Registry, Now: set.Now})
+		DefaultWindow:     cfg.Scaler.DefaultWindow,
+		Warmup:            cfg.Scaler.Warmup,
+		PushHoldoff:       cfg.Scaler.PushHoldoff,
+		MaxStreams:        cfg.Scaler.MaxStreams,
+		MaxLabelBytes:     cfg.Query.MaxLabelBytes,
+		TriggerTTL:        cfg.Scaler.TriggerTTL,
+		MaxTriggers:       cfg.Scaler.MaxTriggers,
+		MaxTriggerBytes:   cfg.Scaler.MaxTriggerBytes,
+		TriggerCacheBytes: cfg.Scaler.TriggerCacheBytes,
+	}, scaler.Settings{
+		Logger: set.Logger, Registerer: set.Registry, Now: set.Now,
+		OnPanic: func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
+	})
 	s.receiver = receiver.New(s.store, receiver.Config{
 		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
 		IngestDelta:               cfg.Receiver.Delta == "ingest",
@@ -129,33 +161,46 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		MaxMetricNameLength:       cfg.Receiver.MaxMetricNameLength,
 	}, receiver.Settings{Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now})
 
+	// TLS and bearer tokens (tls.go); their files are reloaded from Start to Shutdown.
+	sec, err := newSecurity(cfg, set.Logger, set.Registry)
+	if err != nil {
+		return nil, err
+	}
+	s.sec = sec
 	// Collectors ping as often as every 10 s, also between calls.
 	kaPolicy := keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
-	s.otlpSrv = grpc.NewServer(append(s.receiver.ServerOptions(), grpc.KeepaliveEnforcementPolicy(kaPolicy))...)
+	otlpOpts := append(s.receiver.ServerOptions(), grpc.KeepaliveEnforcementPolicy(kaPolicy))
+	s.otlpSrv = grpc.NewServer(append(append(otlpOpts, boundary.serverOptions(listenerOTLP)...), sec.otlpOptions()...)...)
 	s.receiver.RegisterGRPC(s.otlpSrv)
-	kedaOpts := []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(scalerKeepalive)}
-	if cfg.Server.TLSCertFile != "" {
-		tlsCfg, err := scalerTLS(cfg.Server)
-		if err != nil {
-			return nil, err
-		}
-		kedaOpts = append(kedaOpts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	kedaOpts := append([]grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(scalerKeepalive),
+		grpc.MaxConcurrentStreams(uint32(cfg.Scaler.MaxStreams) + streamHeadroom), //nolint:gosec // Validate bounds MaxStreams to 1<<24
+	}, boundary.serverOptions(listenerScaler)...)
+	s.kedaSrv = grpc.NewServer(append(kedaOpts, sec.kedaOptions()...)...)
+	var impl externalscaler.ExternalScalerServer = s.scaler
+	if set.wrapScaler != nil {
+		impl = set.wrapScaler(impl)
 	}
-	s.kedaSrv = grpc.NewServer(kedaOpts...)
-	s.scaler.Register(s.kedaSrv)
+	externalscaler.RegisterExternalScalerServer(s.kedaSrv, impl)
 	s.otlpHealth, s.kedaHealth = health.NewServer(), health.NewServer()
 	for _, p := range []struct {
 		srv *grpc.Server
 		h   *health.Server
 	}{{s.otlpSrv, s.otlpHealth}, {s.kedaSrv, s.kedaHealth}} {
 		healthpb.RegisterHealthServer(p.srv, p.h)
-		reflection.Register(p.srv)
+		if cfg.Server.GRPCReflection {
+			reflection.Register(p.srv)
+		}
 		p.h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/metrics", s.receiver)
-	query.NewAPI(s.engine, set.Now).Register(mux)
+	mux.Handle("/v1/metrics", sec.ingest(s.receiver))
+	promapi.New(s.engine, s.store, promapi.Config{
+		MaxConcurrency: cfg.Query.MaxConcurrency,
+		MaxSamples:     cfg.Query.MaxSamples,
+		Timeout:        cfg.Query.Timeout,
+	}, promapi.Settings{Now: set.Now}).Register(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -168,8 +213,11 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	if set.register != nil {
+		set.register(s.otlpSrv, mux)
+	}
 	// ReadTimeout bounds a slow upload, which holds an OTLP in-flight slot.
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute}
+	s.httpSrv = &http.Server{Handler: boundary.http(readOnly(mux)), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, TLSConfig: sec.httpTLS()}
 	return s, nil
 }
 
@@ -221,8 +269,13 @@ func (s *Server) Start() error {
 	}
 	s.group.Go(serve(s.otlpSrv, s.otlpLis))
 	s.group.Go(serve(s.kedaSrv, s.kedaLis))
+	s.sec.watcher.Start()
 	s.group.Go(func() error {
-		if err := s.httpSrv.Serve(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
+		serveHTTP := s.httpSrv.Serve
+		if s.httpSrv.TLSConfig != nil {
+			serveHTTP = func(l net.Listener) error { return s.httpSrv.ServeTLS(l, "", "") }
+		}
+		if err := serveHTTP(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -272,6 +325,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			_ = s.httpSrv.Close()
 		}
 		wg.Wait()
+		s.sec.watcher.Stop()
 		if s.group != nil {
 			err = s.group.Wait()
 		}
@@ -310,26 +364,4 @@ func Run(ctx context.Context, cfg config.Config, set Settings) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	return s.Shutdown(sctx)
-}
-
-// scalerTLS builds the KEDA listener's TLS settings. KEDA checks the
-// certificate against the host of scalerAddress and needs TLS 1.2 or newer.
-func scalerTLS(c config.Server) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("load --tls-cert-file %s and --tls-key-file %s: %w", c.TLSCertFile, c.TLSKeyFile, err)
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-	if c.TLSClientCAFile != "" {
-		pem, err := os.ReadFile(c.TLSClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read --tls-client-ca-file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--tls-client-ca-file %s: no PEM certificate found", c.TLSClientCAFile)
-		}
-		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return tc, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,12 @@ import (
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(envStalledAddr) != "" {
+		os.Exit(stalledClientMain()) // a child process: see openStalled
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func loopbackConfig() config.Config {
 	cfg := config.Default()

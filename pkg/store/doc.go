@@ -35,7 +35,9 @@
 // clock in Settings, never from time.Now deep inside, so tests can load
 // historical data. A background sweeper (Start/Shutdown) deletes series
 // silent for longer than SeriesTTL, and with them their label sets and the
-// label names and values no live set uses (metric names stay: their IDs
-// are handed out by MetricID). Freed refs, set IDs and symbol IDs are
-// reused only after the next sweep.
+// label names and values no live set uses (the metric names of series
+// stay: their IDs are handed out to subscriptions; names that only a
+// compiled trigger holds, through AcquireMetricID, are freed when it
+// releases them). Freed refs, set IDs and symbol IDs are reused only after
+// the next sweep.
 package store

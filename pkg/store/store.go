@@ -390,11 +390,35 @@ func (s *Store) postingsAppendLocked(name, val uint32, ref SeriesRef) {
 	v.(*u32list).append(uint32(ref))
 }
 
-// MetricID returns the dense ID of a metric name, interning it. IDs are
-// stable for the life of the store (metric-name symbols are pinned: the
-// sweeper never frees them, see symbols); subscriptions use them to learn which
-// metrics an append touched. It takes no lock for a known name.
+// MetricID returns the dense ID of a metric name, interning it and pinning
+// it for the life of the store (the sweeper never frees it, see symbols).
+// The receiver reports such IDs (a series' metric name, a legacy alias) to
+// subscriptions to say which metrics an append touched. It takes no lock
+// for a known pinned name. Code that needs an ID only for a while uses
+// AcquireMetricID.
 func (s *Store) MetricID(name string) uint32 { return s.syms.pin(name) }
+
+// AcquireMetricID returns the metric-name ID that MetricID and
+// SeriesMetricID give name, and holds it until a matching
+// ReleaseMetricIDs: while held, the ID keeps naming name. The scaler holds
+// the names a compiled trigger's query reads, so its push subscriptions
+// match the IDs the receiver reports, and releases them when the trigger
+// leaves its cache; a name that no series, alias or other hold keeps is
+// then freed (its ID is reused no earlier than the next sweep). Every call
+// must be matched by one release.
+func (s *Store) AcquireMetricID(name string) uint32 { return s.syms.hold(name) }
+
+// ReleaseMetricIDs drops one hold, taken by AcquireMetricID, on each ID in
+// ids (an ID held twice appears twice). It takes the store's creation lock:
+// call it on a cold path.
+func (s *Store) ReleaseMetricIDs(ids []uint32) {
+	if len(ids) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.syms.unhold(ids)
+}
 
 // SeriesMetricID returns the metric-name ID of a series.
 func (s *Store) SeriesMetricID(ref SeriesRef) (uint32, bool) {

@@ -16,36 +16,50 @@ import (
 //
 // Lifetime of an ID:
 //
-//   - Metric names, __name__ and every string passed to MetricID are
-//     pinned: never freed, so an ID that MetricID handed to the scaler's
-//     subscriptions never changes meaning. They are few (one per metric
-//     name, not per series); the per-metric series limit bounds the rest.
+//   - The metric names of stored series, __name__ and every string
+//     passed to MetricID (legacy aliases) are pinned: never freed, so an
+//     ID that the receiver reports to the scaler's subscriptions never
+//     changes meaning. They are few (one per metric name, not per
+//     series); the per-metric series limit bounds the rest.
+//   - Names that only a compiled trigger's query mentions are held, not
+//     pinned: AcquireMetricID counts one hold (ext) per trigger, and
+//     ReleaseMetricIDs drops it when the scaler evicts the trigger. A
+//     trigger is evicted only while no StreamIsActive stream holds it, so
+//     the IDs in live subscriptions stay valid; once nothing holds a name
+//     it is freed like a label value (below). Without this, every
+//     distinct name a client ever put in a query stayed for the life of
+//     the process.
 //   - Every other symbol counts the published label sets whose key holds
 //     it (refs, once per occurrence). acquire adds a set's symbols when the
 //     set is created, release drops them when the sweeper unpublishes the
-//     set. A symbol whose count reaches zero is freed: removed from ids at
-//     once (so a new intern of the same string gets a fresh ID) and put in
-//     quarantine; its table slot keeps the old string.
+//     set. A symbol whose count and holds reach zero is freed: removed
+//     from ids at once (so a new intern of the same string gets a fresh
+//     ID) and put in quarantine; its table slot keeps the old string,
+//     except when unhold frees it: then the slot drops the string at once
+//     (freeLocked says why), which readers see as a reuse.
 //   - The next sweep moves the quarantine to the free list, and intern
 //     hands free IDs out again, overwriting the slot. This is the same
 //     one-sweep delay that deleted series refs get (sweep.go).
 //
 // Concurrency contract:
 //
-//  1. Writers: intern and pin under mu (its own lock, so MetricID from the
-//     scaler does not wait for series creation); acquire, release and
-//     rotate under Store.mu, which also takes mu for the parts it shares
-//     with intern (the map, the free lists, the byte count).
+//  1. Writers: intern, pin and hold under mu (its own lock, so MetricID
+//     and AcquireMetricID do not wait for series creation); acquire,
+//     release, unhold and rotate under Store.mu, which also takes mu for
+//     the parts it shares with intern (the map, the free lists, the byte
+//     count, ext). Freeing needs both refs (Store.mu) and ext (mu) at
+//     zero, so whichever of release and unhold drops the last use frees.
 //  2. Readers: id (lock-free through sync.Map, whose reads take no lock)
 //     and str (lock-free through the chunked table of atomic pointers).
 //  3. Publication: intern stores the slot's *symbol, then stores the ID in
 //     the map. Every other path to an ID (a label set, a series) is
-//     published after the intern call that made it. A reused slot is
-//     preceded by reuses.Add(1).
+//     published after the intern call that made it. A reused or dropped
+//     slot is preceded by reuses.Add(1).
 //  4. A reader holding the ID of a live label set always finds its string:
 //     the set holds a count on it. A reader holding an ID from a set that
 //     the sweeper unpublished finds the old string until the ID is reused,
-//     at the earliest one sweep later. Readers that must be exact detect
+//     at the earliest one sweep later (or, if a trigger held the string
+//     last, until unhold drops it). Readers that must be exact detect
 //     that case: Labels re-checks that the series is still published
 //     after reading its strings (a live series pins its set, which pins
 //     its symbols), and Select, LabelNames and LabelValues compare reuses
@@ -68,16 +82,18 @@ type symbols struct {
 }
 
 // symbol is one table slot's content. s never changes; refs is guarded by
-// Store.mu; pinned is only ever set, under symbols.mu, and release reads
-// it under symbols.mu, so a symbol is either pinned or freed, never both.
+// Store.mu; ext (holds by compiled triggers) by symbols.mu; pinned is only
+// ever set, under symbols.mu, and release reads it under symbols.mu, so a
+// symbol is either pinned or freed, never both.
 type symbol struct {
 	s      string
 	refs   int32
+	ext    int32
 	pinned atomic.Bool
 }
 
 // symCost estimates a symbol's bytes: the string, the *symbol (string
-// header, count and flag: 24 B, rounded to a 32 B size class) and the
+// header, counts and flag: 28 B, rounded to a 32 B size class) and the
 // sync.Map entry (about 64 B, as for the postings map). Table slots are
 // counted per chunk by MemoryEstimate.
 func symCost(str string) int64 { return int64(len(str)) + 32 + 64 }
@@ -160,16 +176,61 @@ func (s *symbols) release(p []uint32) {
 			s.mu.Lock()
 			locked = true
 		}
-		if sym.pinned.Load() {
+		if sym.pinned.Load() || sym.ext > 0 {
 			continue
 		}
-		s.ids.Delete(sym.s)
-		s.bytes -= symCost(sym.s)
-		s.live--
-		s.quar = append(s.quar, id)
+		s.freeLocked(id, sym, false)
 	}
 	if locked {
 		s.mu.Unlock()
+	}
+}
+
+// hold interns str and counts one hold on it; see Store.AcquireMetricID.
+func (s *symbols) hold(str string) uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := s.internLocked(str)
+	s.tab.at(id).Load().ext++
+	return id
+}
+
+// unhold drops one hold of each symbol in ids and frees those that no
+// label set uses (refs), no trigger holds and no pin keeps. Under
+// Store.mu, so refs is stable while it is read.
+func (s *symbols) unhold(ids []uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		sym := s.tab.at(id).Load()
+		if sym.ext <= 0 { // a caller bug; never free what another holder counts on
+			continue
+		}
+		if sym.ext--; sym.ext > 0 || sym.refs > 0 || sym.pinned.Load() {
+			continue
+		}
+		s.freeLocked(id, sym, true)
+	}
+}
+
+// freedSymbol is the content of a slot whose string was dropped. It is
+// never modified: a freed ID is in no label set and held by no trigger.
+var freedSymbol = &symbol{}
+
+// freeLocked removes sym from the map and quarantines its ID. Under mu.
+// With drop, the slot forgets the string at once instead of when the ID is
+// reused: the names unhold frees come from clients' queries, each up to
+// 16 KiB, at a rate no sweep bounds, and until the next sweep every freed
+// ID waits in quarantine while new names take new slots. Readers see a
+// drop as a reuse (reuses moves first, contract point 4).
+func (s *symbols) freeLocked(id uint32, sym *symbol, drop bool) {
+	s.ids.Delete(sym.s)
+	s.bytes -= symCost(sym.s)
+	s.live--
+	s.quar = append(s.quar, id)
+	if drop {
+		s.reuses.Add(1)
+		s.tab.at(id).Store(freedSymbol)
 	}
 }
 

@@ -325,3 +325,111 @@ func TestSymbolQuarantine(t *testing.T) {
 	assert.Equal(t, mid, s.MetricID("gone_metric"), "metric-name IDs survive their series")
 	assert.Equal(t, []SeriesRef{c}, s.Select(nil, labels.MustNewMatcher(labels.MatchRegexp, "pod", "pod-[ac]")))
 }
+
+// TestHeldMetricNames: AcquireMetricID holds a name (what the scaler does
+// for the names a compiled trigger's query reads) and ReleaseMetricIDs
+// frees it once nothing else keeps it: no other hold, no series (pinned
+// name), no label set (refs). While held, the ID keeps naming the string,
+// and a series created meanwhile gets the same ID. A name freed by its
+// last release drops its string at once, and its ID is reused only after
+// the next sweep.
+func TestHeldMetricNames(t *testing.T) {
+	clk := &movingClock{}
+	clk.ms.Store(1_000_000)
+	s := New(Config{Retention: time.Minute, Freshness: -1, SeriesTTL: 10 * time.Second}, Settings{Now: clk.now})
+	live := func() int { n, _ := s.syms.stats(); return n }
+	base := live() // __name__
+
+	// Held twice, released twice: freed on the second release only.
+	a := s.AcquireMetricID("trigger_only")
+	require.Equal(t, a, s.AcquireMetricID("trigger_only"))
+	assert.Equal(t, base+1, live())
+	s.ReleaseMetricIDs([]uint32{a})
+	id, ok := s.syms.id("trigger_only")
+	require.True(t, ok, "one hold remains")
+	assert.Equal(t, a, id)
+	s.ReleaseMetricIDs([]uint32{a})
+	_, ok = s.syms.id("trigger_only")
+	assert.False(t, ok, "the last release frees it")
+	assert.Equal(t, base, live())
+	assert.Empty(t, s.syms.str(a), "its string is dropped at once")
+	b := s.AcquireMetricID("other")
+	assert.NotEqual(t, a, b, "a freed ID waits for the next sweep")
+	s.Sweep()
+	c := s.AcquireMetricID("third")
+	assert.Equal(t, a, c, "and is reused after it")
+	s.ReleaseMetricIDs([]uint32{b, c})
+	assert.Equal(t, base, live())
+
+	// A held name that a series starts to use gets pinned with the same
+	// ID, and survives the release.
+	h := s.AcquireMetricID("stored_later")
+	ref := mustCreate(t, s, 1, "__name__", "stored_later", "pod", "p")
+	mid, _ := s.SeriesMetricID(ref)
+	assert.Equal(t, h, mid, "the series reports the ID the trigger holds")
+	s.ReleaseMetricIDs([]uint32{h})
+	assert.Equal(t, "stored_later", s.syms.str(h))
+	assert.Equal(t, h, s.MetricID("stored_later"))
+
+	// A name that is also a live label value stays until both the hold and
+	// the label set are gone, in either order.
+	v := s.AcquireMetricID("p") // "p" is the pod label value above
+	s.ReleaseMetricIDs([]uint32{v})
+	assert.Equal(t, "p", s.syms.str(v), "the label set still uses it")
+	_, ok = s.syms.id("p")
+	assert.True(t, ok)
+	v = s.AcquireMetricID("p")
+	require.NoError(t, s.Append(ref, clk.ms.Load(), 1))
+	clk.ms.Add(11_000)
+	require.Equal(t, 1, s.Sweep(), "the series goes, and with it the set")
+	_, ok = s.syms.id("p")
+	assert.True(t, ok, "the hold keeps the name after its label set went")
+	s.ReleaseMetricIDs([]uint32{v})
+	_, ok = s.syms.id("p")
+	assert.False(t, ok, "freed by the release")
+	assert.Equal(t, h, s.MetricID("stored_later"), "a series' metric name outlives its series")
+}
+
+// TestHeldMetricNamesConcurrent races holds and releases against series
+// creation and sweeps over the same strings (as label values and metric
+// names): counts never go negative, nothing held or used is freed, and
+// once everything is released only pinned names and live sets remain.
+func TestHeldMetricNamesConcurrent(t *testing.T) {
+	clk := &movingClock{}
+	clk.ms.Store(1_000_000)
+	s := New(Config{Retention: time.Minute, Freshness: -1, SeriesTTL: 10 * time.Second}, Settings{Now: clk.now})
+	names := []string{"n0", "n1", "n2", "n3"}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 300 {
+				name := names[(w+i)%len(names)]
+				id := s.AcquireMetricID(name)
+				if got := s.syms.str(id); got != name {
+					t.Errorf("held ID %d reads %q, want %q", id, got, name)
+				}
+				s.ReleaseMetricIDs([]uint32{id})
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range 300 {
+			ref, err := s.Create(uint64(i), labels.FromStrings("__name__", "m", "v", names[i%len(names)], "i", strconv.Itoa(i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_ = s.Append(ref, clk.ms.Load(), 1)
+			if i%50 == 0 {
+				clk.ms.Add(11_000)
+				s.Sweep()
+			}
+		}
+	})
+	wg.Wait()
+	clk.ms.Add(11_000)
+	s.Sweep()
+	s.Sweep()
+	n, _ := s.syms.stats()
+	assert.Equal(t, 2, n, "__name__ and m: every hold was released and every set swept")
+}

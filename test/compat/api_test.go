@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/util/jsonutil"
 
-	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
 )
 
 // promJSONFloat and promJSONTime format a value and a timestamp with the
@@ -56,7 +56,7 @@ func TestAPIMatchesPrometheusJSON(t *testing.T) {
 			t.Fatal(err)
 		}
 		mux := http.NewServeMux()
-		query.NewAPI(c.ours.engine, nil).Register(mux)
+		promapi.New(c.ours.engine, c.ours.store, promapi.Config{}, promapi.Settings{}).Register(mux)
 		srv := httptest.NewServer(mux)
 		for _, q := range corpus {
 			for _, ts := range c.evalTimes(3, 5*time.Minute) {
@@ -170,7 +170,7 @@ func TestAPIRangeMatchesPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	query.NewAPI(c.ours.engine, nil).Register(mux)
+	promapi.New(c.ours.engine, c.ours.store, promapi.Config{}, promapi.Settings{}).Register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	points := 0
@@ -255,7 +255,7 @@ func compareRangeAnswer(want promql.Matrix, body []byte) (int, error) {
 func TestAPIFloatFormatMatchesPrometheus(t *testing.T) {
 	st := newEmptyOurs(&dataset{end: baseTime})
 	mux := http.NewServeMux()
-	query.NewAPI(st.engine, nil).Register(mux)
+	promapi.New(st.engine, st.store, promapi.Config{}, promapi.Settings{}).Register(mux)
 	for _, f := range []float64{
 		0, -0.0, 1, -1, 0.1, 1e-6, 9.99e-7, 1e-7, 123456.789, 1e20, 1e21, 1.5e300, -2.5e-300, 5e-324,
 		1 << 53, 1<<53 + 1, 0.30000000000000004, 1.7976931348623157e308,
@@ -271,5 +271,76 @@ func TestAPIFloatFormatMatchesPrometheus(t *testing.T) {
 				t.Errorf("%s @%d: %v (body %s)", q, ts, err, rec.Body.String())
 			}
 		}
+	}
+}
+
+// TestAPIRangeSelectorMatchesPrometheus asks our /api/v1/query for range
+// selectors at the top of the query (issue #12 class 10) and compares the
+// matrix of raw samples with Prometheus's engine: same result type, series,
+// timestamp text and value text, stale markers and all.
+func TestAPIRangeSelectorMatchesPrometheus(t *testing.T) {
+	ctx := context.Background()
+	ng := newPromEngine()
+	checked := 0
+	for _, seed := range []int64{6, 7} {
+		c, err := newDiffCase(seed, ng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mux := http.NewServeMux()
+		promapi.New(c.ours.engine, c.ours.store, promapi.Config{}, promapi.Settings{}).Register(mux)
+		srv := httptest.NewServer(mux)
+		for _, q := range []string{
+			`vllm:num_requests_waiting[1m]`,
+			`vllm:num_requests_waiting{pod="p0"}[2m] offset 30s`,
+			`(http_requests_total{code=~"2.."}[45s])`,
+			`{__name__=~"vllm:num_requests_.*"}[30s]`,
+			`vllm:time_to_first_token_seconds_bucket{le="1.0"}[1m]`, // as stored: {le="1"} also matches it here, on purpose
+		} {
+			for _, ts := range c.evalTimes(3, time.Minute) {
+				qry, err := ng.NewInstantQuery(ctx, c.store, promql.NewPrometheusQueryOpts(false, 5*time.Minute, nil), q, time.UnixMilli(ts))
+				if err != nil {
+					t.Fatal(err)
+				}
+				res := qry.Exec(ctx)
+				if res.Err != nil {
+					t.Fatalf("%s: %v", q, res.Err)
+				}
+				want := res.Value.(promql.Matrix)
+				resp, err := srv.Client().Get(srv.URL + "/api/v1/query?" + url.Values{"query": {q}, "time": {promJSONTime(ts)}}.Encode())
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				if _, err := compareRangeAnswer(want, body); err != nil {
+					t.Errorf("%s @%d: %v\n  body: %.500s", q, ts, err, body)
+				}
+				checked++
+				qry.Close()
+			}
+		}
+		srv.Close()
+	}
+	t.Logf("compared %d range-selector answers", checked)
+
+	// query_range refuses a range vector with Prometheus's own message.
+	c, err := newDiffCase(6, ng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, perr := ng.NewRangeQuery(ctx, c.store, nil, `vllm:num_requests_waiting[1m]`, time.UnixMilli(0), time.UnixMilli(60_000), time.Second)
+	if perr == nil {
+		t.Fatal("Prometheus accepts a range vector in a range query")
+	}
+	mux := http.NewServeMux()
+	promapi.New(c.ours.engine, c.ours.store, promapi.Config{}, promapi.Settings{}).Register(mux)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/query_range?"+url.Values{
+		"query": {`vllm:num_requests_waiting[1m]`}, "start": {"0"}, "end": {"60"}, "step": {"1"},
+	}.Encode(), nil))
+	want := fmt.Sprintf(`{"status":"error","errorType":"bad_data","error":%q}`, `invalid parameter "query": `+perr.Error())
+	if rec.Code != http.StatusBadRequest || strings.TrimSpace(rec.Body.String()) != want {
+		t.Errorf("query_range of a range vector: %d %s, want 400 %s", rec.Code, rec.Body.String(), want)
 	}
 }

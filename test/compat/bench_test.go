@@ -256,7 +256,7 @@ func BenchmarkInstant(b *testing.B) {
 }
 
 // minSpeedup is the same-run ratio TestSpeedRatio enforces: Prometheus's
-// time per query over ours. performance.md targets ≥ 35–85× (T6a–c); the
+// time per query over ours. performance.md targets ≥ 35× (T6a–c); the
 // gate leaves margin for a noisy shared machine.
 const minSpeedup = 10.0
 

@@ -415,8 +415,10 @@ func TestExampleCollectorConfigsValidate(t *testing.T) {
 	}
 	require.NoError(t, yaml.Unmarshal(raw, &cr))
 	for name, path := range map[string]string{
-		"collector-config.yaml": sidecarConfig(t, ""),
-		"otel-sidecar.yaml":     runnableConfig(t, cr.Spec.Config, ""),
+		"collector-config.yaml":              sidecarConfig(t, ""),
+		"otel-sidecar.yaml":                  runnableConfig(t, cr.Spec.Config, ""),
+		"tls/collector-exporters.yaml":       tlsCollectorConfig(t, "otlp"),
+		"tls/collector-exporters.yaml, http": tlsCollectorConfig(t, "otlphttp"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -450,7 +452,7 @@ func TestBuildCollector(t *testing.T) {
 	colBin, _ := tools(t)
 	out, err := exec.Command(colBin, "components").CombinedOutput()
 	require.NoError(t, err, string(out))
-	for _, c := range []string{"prometheus", "transform", "filter", "otlp"} {
+	for _, c := range []string{"prometheus", "transform", "filter", "otlp", "otlp_http", "bearertokenauth"} {
 		assert.Contains(t, string(out), "name: "+c, "collector has the %s component", c)
 	}
 }

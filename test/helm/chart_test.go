@@ -37,7 +37,7 @@ const (
 )
 
 // valuesFiles are the CI values files rendered by every generic check.
-var valuesFiles = []string{"default-values.yaml", "all-optional-values.yaml", "tls-values.yaml", "headless-values.yaml"}
+var valuesFiles = []string{"default-values.yaml", "all-optional-values.yaml", "tls-values.yaml", "tls-all-values.yaml", "headless-values.yaml"}
 
 func loadChart(t *testing.T) *chart.Chart {
 	t.Helper()
@@ -177,10 +177,14 @@ func TestTemplateValuesFiles(t *testing.T) {
 		"default-values.yaml": {"Deployment/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler"},
 		"all-optional-values.yaml": {
 			"Deployment/keda-otel-scaler", "NetworkPolicy/keda-otel-scaler",
-			"PodDisruptionBudget/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler",
-			"ServiceMonitor/keda-otel-scaler",
+			"PodDisruptionBudget/keda-otel-scaler", "PrometheusRule/keda-otel-scaler", "Service/keda-otel-scaler",
+			"ServiceAccount/keda-otel-scaler", "ServiceMonitor/keda-otel-scaler",
 		},
 		"tls-values.yaml": {"Deployment/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler"},
+		"tls-all-values.yaml": {
+			"Deployment/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler",
+			"ServiceMonitor/keda-otel-scaler",
+		},
 		"headless-values.yaml": {
 			"Deployment/keda-otel-scaler", "PodDisruptionBudget/keda-otel-scaler",
 			"Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler",
@@ -191,7 +195,7 @@ func TestTemplateValuesFiles(t *testing.T) {
 			o := mustRender(t, readValues(t, f))
 			assert.Equal(t, want[f], o.kinds())
 			// Every namespaced object lands in the release namespace, except a
-			// ServiceMonitor explicitly placed elsewhere.
+			// ServiceMonitor or PrometheusRule explicitly placed elsewhere.
 			for k, raw := range o {
 				var m struct {
 					Metadata struct {
@@ -200,7 +204,7 @@ func TestTemplateValuesFiles(t *testing.T) {
 					} `json:"metadata"`
 				}
 				require.NoError(t, yaml.Unmarshal(raw, &m))
-				if k != "ServiceMonitor/keda-otel-scaler" {
+				if k != "ServiceMonitor/keda-otel-scaler" && k != "PrometheusRule/keda-otel-scaler" {
 					assert.Equal(t, namespace, m.Metadata.Namespace, k)
 				}
 				assert.Equal(t, "keda-otel-scaler", m.Metadata.Labels["app.kubernetes.io/name"], k)
@@ -351,6 +355,17 @@ var configEnv = []struct {
 	{"maxLabelValueLength", "2048", "KOS_MAX_LABEL_VALUE_LENGTH", "2048"},
 	{"maxMetricNameLength", 512, "KOS_MAX_METRIC_NAME_LENGTH", "512"},
 	{"seriesTTL", "5m", "KOS_SERIES_TTL", "5m"},
+	{"reloadInterval", "2s", "KOS_RELOAD_INTERVAL", "2s"},
+	{"triggerTTL", "15m", "KOS_TRIGGER_TTL", "15m"},
+	{"maxTriggers", 2000, "KOS_MAX_TRIGGERS", "2000"},
+	{"maxTriggerBytes", "1MiB", "KOS_MAX_TRIGGER_BYTES", "1MiB"},
+	{"triggerCacheBytes", "33554432", "KOS_TRIGGER_CACHE_BYTES", "33554432"},
+	{"maxStreams", 20000, "KOS_MAX_STREAMS", "20000"},
+	{"queryMaxLabelBytes", "16MiB", "KOS_QUERY_MAX_LABEL_BYTES", "16MiB"},
+	{"grpcReflection", false, "KOS_GRPC_REFLECTION", "false"},
+	{"queryMaxConcurrency", 2, "KOS_QUERY_MAX_CONCURRENCY", "2"},
+	{"queryMaxSamples", "1000000", "KOS_QUERY_MAX_SAMPLES", "1000000"},
+	{"queryTimeout", "30s", "KOS_QUERY_TIMEOUT", "30s"},
 }
 
 func container(t *testing.T, o objects) corev1.Container {
@@ -418,6 +433,14 @@ var chartHandled = map[string]string{
 	"tls-cert-file":      "tls",
 	"tls-key-file":       "tls",
 	"tls-client-ca-file": "tls",
+
+	"otlp-tls-cert-file":      "tls.otlp",
+	"otlp-tls-key-file":       "tls.otlp",
+	"otlp-tls-client-ca-file": "tls.otlp",
+	"http-tls-cert-file":      "tls.http",
+	"http-tls-key-file":       "tls.http",
+	"http-tls-client-ca-file": "tls.http",
+	"otlp-bearer-token-file":  "otlpAuth",
 }
 
 // TestEveryServerFlagSettable builds the server, lists its flags from --help
@@ -486,6 +509,83 @@ func TestTLS(t *testing.T) {
 	t.Run("enabled without secret fails", func(t *testing.T) {
 		_, err := render(t, set("tls.enabled", true))
 		require.ErrorContains(t, err, "tls.secretName")
+	})
+}
+
+// TestTLSAllListeners renders TLS with client certificates on every
+// listener and bearer tokens on ingest: each listener's Secret is mounted
+// read-only as a whole volume (no subPath, so rotations reach the pod),
+// every chart-handled flag's env twin points into its mount, and the
+// probes and the ServiceMonitor follow the HTTP listener's TLS.
+func TestTLSAllListeners(t *testing.T) {
+	o := mustRender(t, readValues(t, "tls-all-values.yaml"))
+	var d appsv1.Deployment
+	o.decode(t, "Deployment/keda-otel-scaler", &d)
+	pod := d.Spec.Template.Spec
+	c := pod.Containers[0]
+	mounts := map[string]corev1.VolumeMount{}
+	for _, m := range c.VolumeMounts {
+		assert.True(t, m.ReadOnly, m.Name)
+		assert.Empty(t, m.SubPath, "%s: a subPath mount never sees a rotated Secret", m.Name)
+		mounts[m.Name] = m
+	}
+	secrets := map[string]string{}
+	for _, v := range pod.Volumes {
+		require.NotNil(t, v.Secret, v.Name)
+		secrets[v.Name] = v.Secret.SecretName
+	}
+	assert.Equal(t, map[string]string{
+		"tls": "keda-otel-scaler-tls", "tls-otlp": "keda-otel-scaler-tls", "tls-http": "keda-otel-scaler-tls",
+		"otlp-auth": "keda-otel-scaler-otlp-tokens",
+	}, secrets)
+	env := envMap(c)
+	for flag, value := range chartHandled {
+		if !strings.HasPrefix(value, "tls") && value != "otlpAuth" {
+			continue
+		}
+		envName := "KOS_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+		assert.Contains(t, env, envName, flag)
+	}
+	assert.Equal(t, "/etc/keda-otel-scaler/tls-otlp/tls.crt", env["KOS_OTLP_TLS_CERT_FILE"])
+	assert.Equal(t, "/etc/keda-otel-scaler/tls-otlp/ca.crt", env["KOS_OTLP_TLS_CLIENT_CA_FILE"])
+	assert.Equal(t, "/etc/keda-otel-scaler/tls-http/tls.key", env["KOS_HTTP_TLS_KEY_FILE"])
+	assert.Equal(t, "/etc/keda-otel-scaler/otlp-auth/tokens", env["KOS_OTLP_BEARER_TOKEN_FILE"])
+	assert.Equal(t, "2s", env["KOS_RELOAD_INTERVAL"])
+	// The kubelet presents no client certificate: with mutual TLS on HTTP
+	// the probes check the port instead.
+	for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+		require.NotNil(t, p)
+		assert.Nil(t, p.HTTPGet)
+		require.NotNil(t, p.TCPSocket)
+		assert.Equal(t, "http", p.TCPSocket.Port.String())
+	}
+	sm := string(o["ServiceMonitor/keda-otel-scaler"])
+	assert.Contains(t, sm, "scheme: https")
+	assert.Contains(t, sm, "keySecret:")
+
+	t.Run("HTTPS probes without client certificates", func(t *testing.T) {
+		c := container(t, mustRender(t, set("tls.http.enabled", true, "tls.http.secretName", "s")))
+		for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+			require.NotNil(t, p.HTTPGet)
+			assert.Equal(t, corev1.URISchemeHTTPS, p.HTTPGet.Scheme)
+		}
+		assert.NotContains(t, envMap(c), "KOS_HTTP_TLS_CLIENT_CA_FILE")
+		assert.NotContains(t, envMap(c), "KOS_TLS_CERT_FILE", "the KEDA listener stays as configured")
+	})
+	t.Run("plaintext by default", func(t *testing.T) {
+		c := container(t, mustRender(t, map[string]any{}))
+		assert.NotEqual(t, corev1.URISchemeHTTPS, c.ReadinessProbe.HTTPGet.Scheme)
+		assert.NotContains(t, string(mustRender(t, set("serviceMonitor.enabled", true))["ServiceMonitor/keda-otel-scaler"]), "https")
+		for k := range envMap(c) {
+			assert.NotContains(t, k, "TLS")
+			assert.NotContains(t, k, "BEARER")
+		}
+	})
+	t.Run("listener without a secret fails", func(t *testing.T) {
+		_, err := render(t, set("tls.otlp.enabled", true))
+		require.ErrorContains(t, err, "tls.otlp.secretName")
+		_, err = render(t, set("otlpAuth.enabled", true))
+		require.ErrorContains(t, err, "otlpAuth.secretName")
 	})
 }
 
@@ -671,6 +771,9 @@ func TestSchemaRejects(t *testing.T) {
 		{"port out of range", set("service.scalerPort", 70000), "scalerPort"},
 		{"bad strategy", set("strategy.type", "BlueGreen"), "type"},
 		{"relative state dir", set("stateDir.path", "state"), "path"},
+		{"selector with braces", set("prometheusRule.selector", `{job="x"}`), "selector"},
+		{"series ratio above 1", set("prometheusRule.seriesLimitRatio", 1.5), "seriesLimitRatio"},
+		{"typo in prometheusRule", set("prometheusRule.enable", true), "enable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := render(t, tc.vals)

@@ -251,6 +251,10 @@ func TestExamplesParse(t *testing.T) {
 				strict(t, mustRead(t, f), &c)
 				kinds["collector-config"]++
 				return
+			case "collector-exporters.yaml":
+				checkTLSCollector(t, mustRead(t, f))
+				kinds["collector-exporters"]++
+				return
 			case "kserve-configmap-patch.yaml":
 				var p struct {
 					Data map[string]string `json:"data"`
@@ -276,6 +280,8 @@ func TestExamplesParse(t *testing.T) {
 					into = &inferenceService{}
 				case "opentelemetry.io/v1beta1/OpenTelemetryCollector":
 					into = &otelCollectorCR{}
+				case "cert-manager.io/v1/Certificate", "cert-manager.io/v1/Issuer":
+					into = &certManagerObject{}
 				default:
 					t.Fatalf("%s: unexpected %s %s", f, apiVersion, kind)
 				}
@@ -286,6 +292,7 @@ func TestExamplesParse(t *testing.T) {
 	for _, k := range []string{
 		"Deployment", "Service", "ScaledObject", "TriggerAuthentication", "InferenceService",
 		"OpenTelemetryCollector", "collector-config", "configmap-patch",
+		"Certificate", "Issuer", "collector-exporters",
 	} {
 		assert.NotZerof(t, kinds[k], "no example of %s", k)
 	}
@@ -574,6 +581,7 @@ func TestExamplesMatchChartDefaults(t *testing.T) {
 	}
 	assert.Equal(t, scalerAddress, host+":"+itoa(ports["keda"]))
 	assert.Equal(t, otlpEndpoint, host+":"+itoa(ports["otlp-grpc"]))
+	httpEndpoint := host + ":" + itoa(ports["http"])
 	// No example points anywhere else.
 	addrRE := regexp.MustCompile(`keda-otel-scaler[a-z0-9.-]*:[0-9]+`)
 	require.NoError(t, filepath.WalkDir(examplesDir, func(p string, d os.DirEntry, err error) error {
@@ -581,10 +589,102 @@ func TestExamplesMatchChartDefaults(t *testing.T) {
 			return err
 		}
 		for _, a := range addrRE.FindAllString(string(mustRead(t, p)), -1) {
-			assert.Contains(t, []string{scalerAddress, otlpEndpoint}, a, p)
+			assert.Contains(t, []string{scalerAddress, otlpEndpoint, httpEndpoint}, a, p)
 		}
 		return nil
 	}))
 }
 
 func itoa(i int32) string { return strconv.Itoa(int(i)) }
+
+// certManagerObject is the part of cert-manager's Issuer and Certificate
+// the TLS example uses.
+type certManagerObject struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		SelfSigned *struct{} `json:"selfSigned,omitempty"`
+		CA         *struct {
+			SecretName string `json:"secretName"`
+		} `json:"ca,omitempty"`
+		IsCA        bool     `json:"isCA,omitempty"`
+		CommonName  string   `json:"commonName,omitempty"`
+		SecretName  string   `json:"secretName,omitempty"`
+		Duration    string   `json:"duration,omitempty"`
+		RenewBefore string   `json:"renewBefore,omitempty"`
+		DNSNames    []string `json:"dnsNames,omitempty"`
+		Usages      []string `json:"usages,omitempty"`
+		PrivateKey  *struct {
+			Algorithm      string `json:"algorithm"`
+			Size           int    `json:"size"`
+			RotationPolicy string `json:"rotationPolicy,omitempty"`
+		} `json:"privateKey,omitempty"`
+		IssuerRef *struct {
+			Name string `json:"name"`
+			Kind string `json:"kind"`
+		} `json:"issuerRef,omitempty"`
+	} `json:"spec"`
+}
+
+// tlsExporter is an otlp or otlphttp exporter with TLS and bearer auth.
+type tlsExporter struct {
+	Endpoint string `json:"endpoint"`
+	TLS      struct {
+		CAFile         string `json:"ca_file"`
+		CertFile       string `json:"cert_file"`
+		KeyFile        string `json:"key_file"`
+		ReloadInterval string `json:"reload_interval"`
+	} `json:"tls"`
+	Auth struct {
+		Authenticator string `json:"authenticator"`
+	} `json:"auth"`
+}
+
+// checkTLSCollector decodes examples/tls/collector-exporters.yaml strictly:
+// the pipeline of collector-config.yaml, both exporters verifying the
+// scaler's certificate, presenting a client certificate and sending the
+// bearertokenauth token, and the extension enabled.
+func checkTLSCollector(t *testing.T, raw []byte) {
+	t.Helper()
+	var c struct {
+		Extensions struct {
+			BearerTokenAuth struct {
+				Filename string `json:"filename"`
+			} `json:"bearertokenauth"`
+		} `json:"extensions"`
+		Receivers  map[string]any `json:"receivers"`
+		Processors map[string]any `json:"processors"`
+		Exporters  struct {
+			OTLP     tlsExporter `json:"otlp"`
+			OTLPHTTP tlsExporter `json:"otlphttp"`
+		} `json:"exporters"`
+		Service struct {
+			Extensions []string `json:"extensions"`
+			Pipelines  map[string]struct {
+				Receivers  []string `json:"receivers"`
+				Processors []string `json:"processors"`
+				Exporters  []string `json:"exporters"`
+			} `json:"pipelines"`
+		} `json:"service"`
+	}
+	strict(t, raw, &c)
+	var plain collectorConfig
+	strict(t, mustRead(t, filepath.Join(examplesDir, "collector", "collector-config.yaml")), &plain)
+	pb, err := yaml.Marshal(map[string]any{"receivers": c.Receivers, "processors": c.Processors})
+	require.NoError(t, err)
+	var same collectorConfig
+	strict(t, pb, &same)
+	assert.Equal(t, plain.Receivers, same.Receivers, "the scrape of collector-config.yaml")
+	assert.Equal(t, plain.Processors, same.Processors, "the processors of collector-config.yaml")
+	assert.Equal(t, "${env:KEDA_OTEL_SCALER_ENDPOINT:-"+otlpEndpoint+"}", c.Exporters.OTLP.Endpoint)
+	assert.Equal(t, "${env:KEDA_OTEL_SCALER_HTTP_ENDPOINT:-https://keda-otel-scaler.keda.svc:8080}", c.Exporters.OTLPHTTP.Endpoint)
+	for _, e := range []tlsExporter{c.Exporters.OTLP, c.Exporters.OTLPHTTP} {
+		assert.NotEmpty(t, e.TLS.CAFile)
+		assert.NotEmpty(t, e.TLS.CertFile)
+		assert.NotEmpty(t, e.TLS.KeyFile)
+		assert.Equal(t, "bearertokenauth", e.Auth.Authenticator)
+	}
+	assert.NotEmpty(t, c.Extensions.BearerTokenAuth.Filename)
+	assert.Equal(t, []string{"bearertokenauth"}, c.Service.Extensions)
+	assert.Equal(t, []string{"otlp"}, c.Service.Pipelines["metrics"].Exporters)
+}

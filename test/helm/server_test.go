@@ -62,7 +62,9 @@ var httpAddrRE = regexp.MustCompile(`http_addr[=":]+\s*"?(127\.0\.0\.1:[0-9]+)`)
 
 // TestRenderedConfigStartsServer runs the real server with the env and args
 // the chart renders (listeners moved to 127.0.0.1:0), so a value the server
-// cannot parse fails here rather than in a cluster.
+// cannot parse fails here rather than in a cluster. When the values enable
+// the PrometheusRule, it also checks that every metric the alerts query is
+// on the server's /metrics.
 func TestRenderedConfigStartsServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the server")
@@ -70,7 +72,8 @@ func TestRenderedConfigStartsServer(t *testing.T) {
 	bin := buildServer(t)
 	for _, f := range []string{"default-values.yaml", "all-optional-values.yaml"} {
 		t.Run("values="+f, func(t *testing.T) {
-			c := container(t, mustRender(t, readValues(t, f)))
+			o := mustRender(t, readValues(t, f))
+			c := container(t, o)
 			env := []string{"PATH=" + os.Getenv("PATH")}
 			for _, e := range c.Env {
 				if e.ValueFrom != nil {
@@ -136,6 +139,21 @@ func TestRenderedConfigStartsServer(t *testing.T) {
 			require.NoError(t, err)
 			_ = resp.Body.Close()
 			assert.Equal(t, http.StatusOK, resp.StatusCode)
+
+			if _, ok := o["PrometheusRule/keda-otel-scaler"]; ok {
+				// Every metric the chart's alerts query is one the server
+				// exposes, under that name.
+				resp, err := http.Get("http://" + addr + "/metrics")
+				require.NoError(t, err)
+				body, err := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				require.NoError(t, err)
+				names := ruleMetricNames(t, o)
+				require.NotEmpty(t, names)
+				for _, name := range names {
+					assert.Contains(t, string(body), "\n# TYPE "+name+" ", "the alerts query %s, which /metrics does not expose", name)
+				}
+			}
 
 			require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 			err = cmd.Wait()

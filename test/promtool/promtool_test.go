@@ -127,3 +127,40 @@ func TestPromtoolQueryInstantAtTime(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	assert.NotContains(t, string(out), "=> 7", "the time parameter reaches the server")
 }
+
+// TestPromtoolSeriesRangeAndMatrix: promtool's series, labels and range
+// commands, and a range selector in an instant query, which answers a
+// matrix of raw samples (issue #12 class 10).
+func TestPromtoolSeriesRangeAndMatrix(t *testing.T) {
+	bin := promtoolPath(t)
+	url := startServer(t)
+	now := time.Now()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"series, open range", []string{"query", "series", "--match=vllm:num_requests_waiting", url}, []string{
+			`{__name__="vllm:num_requests_waiting", job="vllm", model_name="qwen", pod="qwen-a"}`,
+			`{__name__="vllm:num_requests_waiting", job="vllm", model_name="qwen", pod="qwen-b"}`,
+		}},
+		{"labels, open range", []string{"query", "labels", url, "pod"}, []string{"qwen-a", "qwen-b"}},
+		{"range", []string{
+			"query", "range", "--start=" + now.Add(-30*time.Second).UTC().Format(time.RFC3339), "--end=" + now.Add(30*time.Second).UTC().Format(time.RFC3339),
+			"--step=15s", url, `sum(vllm:num_requests_waiting)`,
+		}, []string{"{} =>\n7 @["}},
+		{"range selector", []string{"query", "instant", url, `vllm:num_requests_waiting{pod="qwen-b"}[5m]`}, []string{
+			`vllm:num_requests_waiting{job="vllm", model_name="qwen", pod="qwen-b"} =>`, "4 @[",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, bin, tc.args...).CombinedOutput()
+			require.NoError(t, err, "promtool %v: %s", tc.args, out)
+			for _, w := range tc.want {
+				assert.Contains(t, string(out), w)
+			}
+		})
+	}
+}

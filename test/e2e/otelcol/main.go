@@ -1,6 +1,8 @@
 // Command otelcol-e2e is a minimal OpenTelemetry Collector distribution for
 // the end-to-end test: the prometheus receiver, the transform and filter
-// processors and the otlp exporter, all from one collector release
+// processors, the otlp and otlphttp exporters and the bearertokenauth
+// extension (docs/otlp-contract.md §2: authenticated ingest), all from one
+// collector release
 // (contrib v0.161.0, core v0.161.0 / v1.67.0). It lives in its own module so
 // the collector's large dependency graph never touches the scaler's go.mod or
 // the e2e test module.
@@ -14,6 +16,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/bearertokenauthextension"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/filterprocessor"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/transformprocessor"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/receiver/prometheusreceiver"
@@ -24,6 +27,8 @@ import (
 	"go.opentelemetry.io/collector/confmap/provider/yamlprovider"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/exporter/otlpexporter"
+	"go.opentelemetry.io/collector/exporter/otlphttpexporter"
+	"go.opentelemetry.io/collector/extension"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/receiver"
@@ -42,9 +47,13 @@ func components() (otelcol.Factories, error) {
 	if err != nil {
 		return f, fmt.Errorf("processors: %w", err)
 	}
-	f.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](otlpexporter.NewFactory())
+	f.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](otlpexporter.NewFactory(), otlphttpexporter.NewFactory())
 	if err != nil {
 		return f, fmt.Errorf("exporters: %w", err)
+	}
+	f.Extensions, err = otelcol.MakeFactoryMap[extension.Factory](bearertokenauthextension.NewFactory())
+	if err != nil {
+		return f, fmt.Errorf("extensions: %w", err)
 	}
 	return f, nil
 }

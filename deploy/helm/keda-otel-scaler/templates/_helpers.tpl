@@ -78,6 +78,17 @@ mapped to their flag names; empty values are left to the server's default.
   "maxLabelValueLength" "max-label-value-length"
   "maxMetricNameLength" "max-metric-name-length"
   "seriesTTL" "series-ttl"
+  "reloadInterval" "reload-interval"
+  "triggerTTL" "trigger-ttl"
+  "maxTriggers" "max-triggers"
+  "maxTriggerBytes" "max-trigger-bytes"
+  "triggerCacheBytes" "trigger-cache-bytes"
+  "maxStreams" "max-streams"
+  "queryMaxLabelBytes" "query-max-label-bytes"
+  "grpcReflection" "grpc-reflection"
+  "queryMaxConcurrency" "query-max-concurrency"
+  "queryMaxSamples" "query-max-samples"
+  "queryTimeout" "query-timeout"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
@@ -88,4 +99,24 @@ mapped to their flag names; empty values are left to the server's default.
   value: {{ toString $v | quote }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+A probe of the HTTP port as the HTTP listener serves it: HTTPS when
+tls.http is enabled (the kubelet does not verify the certificate), and a TCP
+check when tls.http.caKey requires client certificates, which the kubelet
+cannot present. Probes that are not httpGet are left alone.
+*/}}
+{{- define "kos.probe" -}}
+{{- $p := deepCopy .probe }}
+{{- if and .tls.enabled (hasKey $p "httpGet") }}
+{{- if .tls.caKey }}
+{{- $port := $p.httpGet.port }}
+{{- $_ := unset $p "httpGet" }}
+{{- $_ := set $p "tcpSocket" (dict "port" $port) }}
+{{- else }}
+{{- $_ := set $p.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- end }}
+{{- toYaml $p }}
 {{- end }}

@@ -1,4 +1,4 @@
-package query
+package promapi
 
 import (
 	"context"
@@ -15,12 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -34,8 +34,17 @@ type apiSeries struct {
 }
 
 // newAPITestServer loads series into a real store and serves the API over
-// it. The API's clock (queries without time) reads 100 s.
+// it with the default Config. The API's clock (queries without time) reads
+// 100 s.
 func newAPITestServer(t testing.TB, series []apiSeries) *httptest.Server {
+	t.Helper()
+	srv, _ := newAPITestServerConfig(t, series, Config{})
+	return srv
+}
+
+// newAPITestServerConfig is newAPITestServer with a Config; it also returns
+// the API.
+func newAPITestServerConfig(t testing.TB, series []apiSeries, cfg Config) (*httptest.Server, *API) {
 	t.Helper()
 	st := store.New(store.Config{Retention: time.Hour, Freshness: -1}, store.Settings{Now: func() time.Time { return apiStoreNow }})
 	p := parser.NewParser(parser.Options{})
@@ -49,10 +58,36 @@ func newAPITestServer(t testing.TB, series []apiSeries) *httptest.Server {
 		}
 	}
 	mux := http.NewServeMux()
-	NewAPI(NewEngine(st), func() time.Time { return time.UnixMilli(100_000) }).Register(mux)
+	api := New(query.NewEngine(st), st, cfg, Settings{Now: func() time.Time { return time.UnixMilli(100_000) }})
+	api.Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, api
+}
+
+// apiResponse is the envelope of every answer, for decoding.
+type apiResponse struct {
+	Status    string          `json:"status"`
+	Data      json.RawMessage `json:"data"`
+	ErrorType string          `json:"errorType"`
+	Error     string          `json:"error"`
+	Warnings  []string        `json:"warnings"`
+}
+
+type vectorElem struct {
+	Metric map[string]string `json:"metric"`
+	Value  apiPoint          `json:"value"`
+}
+
+type matrixElem struct {
+	Metric map[string]string `json:"metric"`
+	Values []apiPoint        `json:"values"`
+}
+
+// apiPoint decodes a [seconds, "value"] pair.
+type apiPoint struct {
+	T int64 // unix ms
+	F float64
 }
 
 var apiTestData = []apiSeries{
@@ -322,26 +357,51 @@ func TestAPIQueryRange(t *testing.T) {
 	})
 }
 
-func TestAPIRangePointLimit(t *testing.T) {
-	st := store.New(store.Config{Retention: time.Hour, Freshness: -1}, store.Settings{Now: func() time.Time { return apiStoreNow }})
+// TestAPISampleBudget: every answer that holds samples is refused with
+// Prometheus's 422 once it would hold more than Config.MaxSamples, and
+// answered within it.
+func TestAPISampleBudget(t *testing.T) {
+	var data []apiSeries
 	for i := range 3 {
-		ref, err := st.Create(uint64(i+1), labels.FromStrings(labels.MetricName, "x", "pod", fmt.Sprint(i)))
-		require.NoError(t, err)
-		require.NoError(t, st.Append(ref, 1000, 1))
+		var samples []store.Sample
+		for k := range 40 {
+			samples = append(samples, store.Sample{T: int64(k+1) * 1000, V: float64(k)})
+		}
+		data = append(data, apiSeries{fmt.Sprintf(`x{pod="%d"}`, i), samples})
 	}
-	api := NewAPI(NewEngine(st), nil)
-	api.maxRangePoints = 10
-	mux := http.NewServeMux()
-	api.Register(mux)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-	// 3 series × 3 steps fit; 3 × 4 do not.
-	code, body := doAPI(t, srv, "", "/api/v1/query_range", url.Values{"query": {"x"}, "start": {"1"}, "end": {"3"}, "step": {"1"}})
-	assert.Equal(t, 200, code, body)
-	code, body = doAPI(t, srv, "", "/api/v1/query_range", url.Values{"query": {"x"}, "start": {"1"}, "end": {"4"}, "step": {"1"}})
-	assert.Equal(t, 422, code, body)
-	assert.Contains(t, body, `"errorType":"execution"`)
-	assert.Contains(t, body, "too many samples")
+	srv, _ := newAPITestServerConfig(t, data, Config{MaxSamples: 100})
+	for _, tc := range []struct {
+		name, path string
+		params     url.Values
+		ok         bool
+	}{
+		{"range query, 3 series × 3 steps", "/api/v1/query_range", url.Values{"query": {"x"}, "start": {"1"}, "end": {"3"}, "step": {"1"}}, true},
+		{"range query, 3 series × 40 steps", "/api/v1/query_range", url.Values{"query": {"x"}, "start": {"1"}, "end": {"40"}, "step": {"1"}}, false},
+		{"range query, scalar × 40 steps", "/api/v1/query_range", url.Values{"query": {"1"}, "start": {"1"}, "end": {"40"}, "step": {"1"}}, true},
+		{"range query, scalar × 200 steps", "/api/v1/query_range", url.Values{"query": {"1"}, "start": {"1"}, "end": {"200"}, "step": {"1"}}, false},
+		{"range selector, 3 × 10 samples", "/api/v1/query", url.Values{"query": {"x[10s]"}, "time": {"40"}}, true},
+		{"range selector, 3 × 40 samples", "/api/v1/query", url.Values{"query": {"x[1m]"}, "time": {"40"}}, false},
+		{"vector", "/api/v1/query", url.Values{"query": {"x"}, "time": {"40"}}, true},
+		{"series", "/api/v1/series", url.Values{"match[]": {"x"}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := doAPI(t, srv, "", tc.path, tc.params)
+			if tc.ok {
+				assert.Equal(t, 200, code, body)
+				return
+			}
+			assert.Equal(t, 422, code, body)
+			assert.Contains(t, body, `"errorType":"execution"`)
+			assert.Contains(t, body, "query processing would load too many samples")
+		})
+	}
+	srv, _ = newAPITestServerConfig(t, data, Config{MaxSamples: 2})
+	for _, target := range []string{"/api/v1/query?query=x&time=40", "/api/v1/series?match[]=x", "/api/v1/label/pod/values"} {
+		resp, err := srv.Client().Get(srv.URL + target)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		assert.Equal(t, 422, resp.StatusCode, target)
+	}
 }
 
 func TestAPIMaxStepsIsAllowed(t *testing.T) {
@@ -536,7 +596,7 @@ func TestAPIExecErrorClassification(t *testing.T) {
 func TestAPICanceledRequest(t *testing.T) {
 	st := store.New(store.Config{}, store.Settings{})
 	mux := http.NewServeMux()
-	NewAPI(NewEngine(st), nil).Register(mux)
+	New(query.NewEngine(st), st, Config{}, Settings{}).Register(mux)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/api/v1/query?query=x", nil)
@@ -562,9 +622,7 @@ func TestPointJSON(t *testing.T) {
 		{apiPoint{T: 0, F: math.NaN()}, `[0,"NaN"]`},
 		{apiPoint{T: 0, F: math.Inf(-1)}, `[0,"-Inf"]`},
 	} {
-		b, err := json.Marshal(tc.p)
-		require.NoError(t, err)
-		assert.Equal(t, tc.want, string(b))
+		assert.Equal(t, tc.want, string(appendPoint(nil, tc.p.T, tc.p.F)))
 	}
 }
 
@@ -616,33 +674,66 @@ func TestParseTimeAndDuration(t *testing.T) {
 	}
 }
 
-// FuzzAPIQuery feeds arbitrary query, time and lookback strings to the
-// query endpoints: every answer is well-formed JSON with a status matching
-// the HTTP code, and nothing panics.
+// FuzzAPIQuery feeds arbitrary query, time, range and lookback strings to
+// the query endpoints: every answer is well-formed JSON with a status
+// matching the HTTP code, a range query never answers more than 11,001
+// points per series (issue #12 class 6: far-apart times once slipped past
+// that check), and nothing panics.
 func FuzzAPIQuery(f *testing.F) {
-	f.Add(`sum(x)`, "25", "5m", "10")
-	f.Add(`x{pod=~"a|b"}`, "1970-01-01T00:00:25Z", "", "1")
-	f.Add(`sum(`, "1e300", "-1", "0")
-	f.Add(`{"my.metric"}`, "-5", "NaN", "0.001")
+	f.Add(`sum(x)`, "25", "35", "5m", "10")
+	f.Add(`x{pod=~"a|b"}`, "1970-01-01T00:00:25Z", "1970-01-01T00:01:25Z", "", "1")
+	f.Add(`sum(`, "1e300", "1e301", "-1", "0")
+	f.Add(`{"my.metric"}`, "-5", "5", "NaN", "0.001")
+	f.Add(`x[1m]`, "30", "60", "1m", "15s")
+	f.Add(`vector(1)`, "-9e14", "9e14", "", "1e6")
+	f.Add(`vector(1)`, minTimeFormatted, maxTimeFormatted, "", "1e9")
+	f.Add(`time()`, "0", maxTimeFormatted, "", "1e12")
+	f.Add(`x offset -1h`, "9e15", "9e15", "1h", "1")
 	srv := newAPITestServer(f, apiTestData)
 	mux := srv.Config.Handler
-	f.Fuzz(func(t *testing.T, q, ts, lookback, step string) {
+	f.Fuzz(func(t *testing.T, q, start, end, lookback, step string) {
 		for _, target := range []string{
-			"/api/v1/query?" + url.Values{"query": {q}, "time": {ts}, "lookback_delta": {lookback}}.Encode(),
-			"/api/v1/query_range?" + url.Values{"query": {q}, "start": {ts}, "end": {ts}, "step": {step}}.Encode(),
-			"/api/v1/series?" + url.Values{"match[]": {q}, "start": {ts}}.Encode(),
+			"/api/v1/query?" + url.Values{"query": {q}, "time": {start}, "lookback_delta": {lookback}, "timeout": {"1s"}}.Encode(),
+			"/api/v1/query_range?" + url.Values{"query": {q}, "start": {start}, "end": {end}, "step": {step}, "timeout": {"1s"}}.Encode(),
+			"/api/v1/series?" + url.Values{"match[]": {q}, "start": {start}, "end": {end}}.Encode(),
 		} {
 			rec := httptest.NewRecorder()
 			mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
 			var r apiResponse
 			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &r), rec.Body.String())
-			if rec.Code == http.StatusOK {
-				assert.Equal(t, "success", r.Status)
-			} else {
+			if rec.Code != http.StatusOK {
 				assert.Equal(t, "error", r.Status)
 				assert.NotEmpty(t, r.ErrorType)
+				continue
+			}
+			assert.Equal(t, "success", r.Status)
+			var d struct {
+				ResultType string            `json:"resultType"`
+				Result     []json.RawMessage `json:"result"`
+			}
+			if strings.HasPrefix(target, "/api/v1/query_range") {
+				require.NoError(t, json.Unmarshal(r.Data, &d))
+				assert.Equal(t, "matrix", d.ResultType)
+				for _, raw := range d.Result {
+					var m matrixElem
+					require.NoError(t, json.Unmarshal(raw, &m))
+					assert.LessOrEqual(t, len(m.Values), maxRangeSteps+1)
+				}
 			}
 		}
+	})
+}
+
+// FuzzAppendString: the streaming encoder writes strings byte for byte as
+// encoding/json does (which the API used before it streamed).
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "plain", `q"u\o`, "<a&b>", "\x00\x1f\t\n\r\b\f", "\xff\xfe", "\u2028\u2029", "é✓𝄞"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		require.NoError(t, err)
+		assert.Equal(t, string(want), string(appendString(nil, s)))
 	})
 }
 
@@ -683,4 +774,222 @@ func TestAPIConcurrentRequests(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// TestAPIRangeStepCountDoesNotSaturate is issue #12 class 6's second
+// half: start and end so far apart that time.Time.Sub saturates must still
+// be refused by the step-count check instead of evaluating billions of
+// steps. The timeout only bounds the test when the check is slipped past.
+func TestAPIRangeStepCountDoesNotSaturate(t *testing.T) {
+	srv := newAPITestServer(t, apiTestData)
+	const tooMany = "exceeded maximum resolution of 11,000 points per timeseries"
+	for _, tc := range []struct {
+		name             string
+		start, end, step string
+	}{
+		{"float seconds 57 million years apart", "-9e14", "9e14", "1e6"},
+		{"Prometheus's MinTime and MaxTime", "-292273086-05-16T16:47:06Z", "292277025-08-18T07:12:54.999999999Z", "1e9"},
+		{"MaxTime end, huge step", "0", "292277025-08-18T07:12:54.999999999Z", "1e8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := doAPI(t, srv, "", "/api/v1/query_range", url.Values{
+				"query": {`vector(1)`}, "start": {tc.start}, "end": {tc.end}, "step": {tc.step}, "timeout": {"2s"},
+			})
+			assert.Equal(t, http.StatusBadRequest, code, body)
+			assert.Contains(t, body, tooMany)
+		})
+	}
+}
+
+// TestAPIRangeVectorQuery is issue #12 class 10's second half: a range
+// selector at the top of an instant query answers Prometheus's matrix of
+// raw samples in (t−offset−range, t−offset], stale markers dropped, and a
+// range query refuses it with Prometheus's error.
+func TestAPIRangeVectorQuery(t *testing.T) {
+	srv := newAPITestServer(t, apiTestData)
+	runAPICases(t, srv, []apiCase{
+		{
+			name: "raw samples, left-open window", path: "/api/v1/query",
+			params:   url.Values{"query": {`x[20s]`}, "time": {"30"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"matrix","result":[
+				{"metric":{"__name__":"x","job":"j1","pod":"a"},"values":[[20,"2"]]},
+				{"metric":{"__name__":"x","job":"j1","pod":"b"},"values":[[20,"4"]]},
+				{"metric":{"__name__":"x","job":"j2","pod":"c"},"values":[[20,"8"]]}]}}`,
+		},
+		{
+			name: "closed end, parentheses, offset, POST", method: http.MethodPost, path: "/api/v1/query",
+			params:   url.Values{"query": {`(x{job="j1"}[15s] offset 5s)`}, "time": {"25"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"matrix","result":[
+				{"metric":{"__name__":"x","job":"j1","pod":"a"},"values":[[10,"1"],[20,"2"]]},
+				{"metric":{"__name__":"x","job":"j1","pod":"b"},"values":[[20,"4"]]}]}}`,
+		},
+		{
+			name: "series without samples in the window are left out", path: "/api/v1/query",
+			params:   url.Values{"query": {`{__name__=~"x|y"}[5s]`}, "time": {"60"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"matrix","result":[
+				{"metric":{"__name__":"y","le":"0.5","pod":"a"},"values":[[60,"+Inf"]]}]}}`,
+		},
+		{
+			name: "limit truncates series", path: "/api/v1/query",
+			params:   url.Values{"query": {`x[1m]`}, "time": {"30"}, "limit": {"1"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"matrix","result":[
+				{"metric":{"__name__":"x","job":"j1","pod":"a"},"values":[[10,"1"],[20,"2"]]}]},"warnings":["results truncated due to limit"]}`,
+		},
+		{
+			name: "range query refuses a range vector", path: "/api/v1/query_range",
+			params:   url.Values{"query": {`x[1m]`}, "start": {"0"}, "end": {"60"}, "step": {"10"}},
+			wantCode: 400, wantType: "bad_data",
+			wantErr: `invalid parameter "query": invalid expression type "range vector" for range query, must be Scalar or instant Vector`,
+		},
+		{
+			name: "subquery stays unsupported", path: "/api/v1/query",
+			params:   url.Values{"query": {`x[1m:10s]`}, "time": {"30"}},
+			wantCode: 400, wantType: "bad_data", wantErr: "unsupported PromQL subquery",
+		},
+	})
+}
+
+// twinData holds two series with the same visible labels that the receiver
+// kept apart by hidden resource attributes (otlp-contract.md §8.3: two
+// sidecars both reporting instance="localhost:8000", no pod label).
+var twinData = []apiSeries{
+	{`w{instance="localhost:8000",job="vllm"}`, []store.Sample{{T: 10_000, V: 1}, {T: 20_000, V: 2}, {T: 30_000, V: 3}}},
+	{`w{instance="localhost:8000",job="vllm"}`, []store.Sample{{T: 10_000, V: 10}, {T: 20_000, V: 20}, {T: 30_000, V: 30}}},
+	{`w{instance="other:8000",job="vllm"}`, []store.Sample{{T: 10_000, V: 100}}},
+	{`v{instance="localhost:8000",job="vllm"}`, []store.Sample{{T: 10_000, V: 5}, {T: 20_000, V: 6}}},
+}
+
+// TestAPIHiddenTwinSeries is issue #12 class 10's first half: series that
+// differ only in hidden resource attributes are each answered, with the
+// same labels, by a plain selector and by functions that keep labels
+// (instead of "vector cannot contain metrics with the same labelset");
+// aggregations count both; a range query keeps them apart step by step;
+// /api/v1/series lists both. Collisions PromQL itself creates stay errors.
+func TestAPIHiddenTwinSeries(t *testing.T) {
+	srv := newAPITestServer(t, twinData)
+	twin := `"metric":{"__name__":"w","instance":"localhost:8000","job":"vllm"}`
+	runAPICases(t, srv, []apiCase{
+		{
+			name: "plain selector answers both twins", path: "/api/v1/query",
+			params:   url.Values{"query": {`w{instance="localhost:8000"}`}, "time": {"25"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"vector","result":[
+				{` + twin + `,"value":[25,"2"]},{` + twin + `,"value":[25,"20"]}]}}`,
+		},
+		{
+			name: "a function that drops the name keeps both", path: "/api/v1/query",
+			params:   url.Values{"query": {`rate(w{instance="localhost:8000"}[30s])`}, "time": {"30"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"vector","result":[
+				{"metric":{"instance":"localhost:8000","job":"vllm"},"value":[30,"0.1"]},
+				{"metric":{"instance":"localhost:8000","job":"vllm"},"value":[30,"1"]}]}}`,
+		},
+		{
+			name: "label_replace keeps both", path: "/api/v1/query",
+			params:   url.Values{"query": {`label_replace(w{instance="localhost:8000"}, "port", "$1", "instance", ".*:(.*)")`}, "time": {"25"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"vector","result":[
+				{"metric":{"__name__":"w","instance":"localhost:8000","job":"vllm","port":"8000"},"value":[25,"2"]},
+				{"metric":{"__name__":"w","instance":"localhost:8000","job":"vllm","port":"8000"},"value":[25,"20"]}]}}`,
+		},
+		{
+			name: "aggregations count both", path: "/api/v1/query",
+			params:   url.Values{"query": {`sum by (instance) (w)`}, "time": {"25"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"vector","result":[
+				{"metric":{"instance":"localhost:8000"},"value":[25,"22"]},
+				{"metric":{"instance":"other:8000"},"value":[25,"100"]}]}}`,
+		},
+		{
+			name: "a collision dropping the name creates is still an error", path: "/api/v1/query",
+			params:   url.Values{"query": {`rate({__name__=~"v|w",instance="localhost:8000"}[1m])`}, "time": {"30"}},
+			wantCode: 422, wantType: "execution", wantErr: "vector cannot contain metrics with the same labelset",
+		},
+		{
+			name: "one-to-one matching cannot pick a twin", path: "/api/v1/query",
+			params:   url.Values{"query": {`w / on (instance) v`}, "time": {"25"}},
+			wantCode: 422, wantType: "execution", wantErr: "many-to-one matching must be explicit",
+		},
+		{
+			name: "range query keeps the twins apart", path: "/api/v1/query_range",
+			params:   url.Values{"query": {`w{instance="localhost:8000"}`}, "start": {"10"}, "end": {"30"}, "step": {"10"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"matrix","result":[
+				{` + twin + `,"values":[[10,"1"],[20,"2"],[30,"3"]]},
+				{` + twin + `,"values":[[10,"10"],[20,"20"],[30,"30"]]}]}}`,
+		},
+		{
+			name: "series lists both", path: "/api/v1/series",
+			params:   url.Values{"match[]": {`w{instance="localhost:8000"}`}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":[
+				{"__name__":"w","instance":"localhost:8000","job":"vllm"},
+				{"__name__":"w","instance":"localhost:8000","job":"vllm"}]}`,
+		},
+	})
+}
+
+// TestRangeGrid checks the step-count limit at its edges and the grid near
+// the ends of time, where start + k·step would overflow an int64 if
+// computed step by step.
+func TestRangeGrid(t *testing.T) {
+	at := func(s string) time.Time {
+		tm, err := parseTime(s)
+		require.NoError(t, err, s)
+		return tm
+	}
+	const maxStep = 9e9 * time.Second // about the largest Duration
+	for _, tc := range []struct {
+		name       string
+		start, end string
+		step       time.Duration
+		wantN      int // 0: refused
+	}{
+		{"11,000 steps", "0", "11000", time.Second, 11001},
+		{"11,001 steps", "0", "11001", time.Second, 0},
+		{"one point", "5", "5", time.Minute, 1},
+		{"sub-millisecond step runs every millisecond", "0", "0.005", 500 * time.Microsecond, 6},
+		{"1.9 ms step, 11,000 points but 20,900 on the 1 ms grid", "0", "20.9", 1900 * time.Microsecond, 0},
+		{"up to MaxTime", "9.2e15", maxTimeFormatted, maxStep, 2590},
+		{"from MinTime", minTimeFormatted, "-9.2e15", maxStep, 2590},
+		{"MinTime to MaxTime", minTimeFormatted, maxTimeFormatted, maxStep, 0},
+		{"0 to MaxTime", "0", maxTimeFormatted, maxStep, 0},
+		{"Sub saturates", "-9e14", "9e14", 1e6 * time.Second, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := newRangeGrid(at(tc.start), at(tc.end), tc.step)
+			if tc.wantN == 0 {
+				require.ErrorIs(t, err, errTooManySteps)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantN, g.n)
+			first, last := at(tc.start).UnixMilli(), g.at(g.n-1)
+			assert.Equal(t, first, g.at(0))
+			assert.Equal(t, first+int64(g.n-1)*max(tc.step.Milliseconds(), 1), last)
+			assert.LessOrEqual(t, last, at(tc.end).UnixMilli())
+		})
+	}
+}
+
+// TestAPIRangeQueryAtTheEndOfTime: a range query whose next step would
+// overflow an int64 of milliseconds ends at its last step.
+func TestAPIRangeQueryAtTheEndOfTime(t *testing.T) {
+	srv := newAPITestServer(t, apiTestData)
+	code, body := doAPI(t, srv, "", "/api/v1/query_range", url.Values{"query": {`time()`}, "start": {"9.2e15"}, "end": {maxTimeFormatted}, "step": {"9e9"}})
+	require.Equal(t, 200, code, "%.300s", body)
+	var r struct {
+		Data struct {
+			Result []matrixElem `json:"result"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &r))
+	require.Len(t, r.Data.Result, 1)
+	v := r.Data.Result[0].Values
+	require.Equal(t, 2590, len(v)) //nolint:testifylint // Len would print every point
+	assert.Equal(t, int64(9_223_301_000_000_000_000), v[len(v)-1].T)
 }

@@ -1,0 +1,6 @@
+//go:build race
+
+package bearer
+
+// raceEnabled is true under -race, which allocates on its own.
+const raceEnabled = true

@@ -1,0 +1,403 @@
+package promapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+)
+
+// queryContext applies the "timeout" parameter, capped by Config.Timeout.
+func (a *API) queryContext(r *http.Request) (context.Context, context.CancelFunc, *apiError) {
+	timeout := a.cfg.Timeout
+	if s := r.Form.Get("timeout"); s != "" {
+		d, err := parseDuration(s)
+		if err != nil {
+			return nil, nil, invalidParam("timeout", err)
+		}
+		if d <= 0 {
+			return nil, nil, invalidParam("timeout", fmt.Errorf("timeout must be positive, got %s", d))
+		}
+		timeout = min(timeout, d)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	return ctx, cancel, nil
+}
+
+// parseQuery reads "query" and "lookback_delta": the parsed expression and
+// the options to compile it with.
+func (a *API) parseQuery(r *http.Request) (parser.Expr, query.Options, *apiError) {
+	var opts query.Options
+	if s := r.Form.Get("lookback_delta"); s != "" {
+		d, err := parseDuration(s)
+		if err != nil {
+			return nil, opts, badData(fmt.Errorf("error parsing lookback delta duration: %w", err))
+		}
+		if d < 0 {
+			return nil, opts, badData(fmt.Errorf("error parsing lookback delta duration: negative duration %s", d))
+		}
+		opts.LookbackDelta = d
+	}
+	expr, err := a.engine.Parse(r.Form.Get("query"))
+	if err != nil {
+		return nil, opts, invalidParam("query", err)
+	}
+	return expr, opts, nil
+}
+
+// prepared is what query and query_range share before evaluating: the
+// limit and the request's timeout context, with a slot taken. done gives
+// both back.
+type prepared struct {
+	ctx   context.Context
+	limit int
+	done  func()
+}
+
+// prepare parses "limit" and "timeout" and waits for a slot. compile runs
+// before the wait, so a bad query never queues.
+func (a *API) prepare(r *http.Request, compile func() *apiError) (prepared, *apiError) {
+	limit, err := parseLimit(r.Form.Get("limit"))
+	if err != nil {
+		return prepared{}, invalidParam("limit", err)
+	}
+	ctx, cancel, aerr := a.queryContext(r)
+	if aerr != nil {
+		return prepared{}, aerr
+	}
+	if aerr := compile(); aerr != nil {
+		cancel()
+		return prepared{}, aerr
+	}
+	release, aerr := a.acquire(ctx)
+	if aerr != nil {
+		cancel()
+		return prepared{}, aerr
+	}
+	return prepared{ctx: ctx, limit: limit, done: func() { release(); cancel() }}, nil
+}
+
+func (a *API) query(r *http.Request) result {
+	ts := a.now()
+	if s := r.Form.Get("time"); s != "" {
+		t, err := parseTime(s)
+		if err != nil {
+			return errResult(invalidParam("time", err))
+		}
+		ts = t
+	}
+	expr, opts, aerr := a.parseQuery(r)
+	if aerr != nil {
+		return errResult(aerr)
+	}
+	var (
+		plan *query.Plan
+		mat  *query.MatrixPlan
+	)
+	ev, aerr := a.prepare(r, func() *apiError {
+		var err error
+		if expr.Type() == parser.ValueTypeMatrix {
+			mat, err = a.engine.CompileMatrix(expr, opts)
+		} else {
+			plan, err = a.engine.Compile(expr, opts)
+		}
+		if err != nil {
+			return invalidParam("query", err)
+		}
+		return nil
+	})
+	if aerr != nil {
+		return errResult(aerr)
+	}
+	t := ts.UnixMilli()
+	var res result
+	if mat != nil {
+		res = a.rangeSelector(ev, mat, t)
+	} else {
+		res = a.instant(ev, plan, t)
+	}
+	res.release = ev.done
+	return res
+}
+
+// instant evaluates a scalar or vector query. The plan is this request's
+// own, so its result stays valid until written.
+func (a *API) instant(ev prepared, plan *query.Plan, t int64) result {
+	res, err := plan.Eval(ev.ctx, t)
+	if err != nil {
+		return errResult(execError(err))
+	}
+	// Compile-time warnings (a window longer than the store keeps) go out
+	// as Prometheus's "warnings", so Grafana shows them.
+	warnings := slices.Clone(plan.Warnings())
+	if res.Scalar {
+		return result{warnings: warnings, data: func(j *jsonWriter) {
+			j.raw(`{"resultType":"scalar","result":`)
+			j.point(t, res.Value)
+			j.char('}')
+		}}
+	}
+	vec := res.Vector
+	if aerr := a.newBudget().charge(len(vec)); aerr != nil {
+		return errResult(aerr)
+	}
+	if ev.limit > 0 && len(vec) > ev.limit {
+		vec = vec[:ev.limit]
+		warnings = append(warnings, "results truncated due to limit")
+	}
+	return result{warnings: warnings, data: func(j *jsonWriter) {
+		j.raw(`{"resultType":"vector","result":[`)
+		for i, s := range vec {
+			if j.err != nil {
+				return
+			}
+			if i > 0 {
+				j.char(',')
+			}
+			j.raw(`{"metric":`)
+			j.labelSet(s.Labels)
+			j.raw(`,"value":`)
+			j.point(t, s.F)
+			j.char('}')
+		}
+		j.raw("]}")
+	}}
+}
+
+// rangeSelector answers a range vector at the root (x[5m]) as Prometheus
+// does: a matrix of each series' raw samples in the window.
+func (a *API) rangeSelector(ev prepared, mat *query.MatrixPlan, t int64) result {
+	m := a.newMatrix()
+	err := mat.Eval(ev.ctx, t, func(lset labels.Labels, samples []store.Sample) error {
+		se, aerr := m.newSeries(lset, len(samples))
+		if aerr != nil {
+			return aerr
+		}
+		for _, s := range samples {
+			se.points = append(se.points, point{T: s.T, F: s.V})
+		}
+		return nil
+	})
+	if err != nil {
+		if aerr, ok := errors.AsType[*apiError](err); ok {
+			return errResult(aerr)
+		}
+		return errResult(execError(err))
+	}
+	// Series come in label order already (hidden twins by creation).
+	return m.result(ev.limit, slices.Clone(mat.Warnings()))
+}
+
+// queryRange answers a range query by evaluating the instant plan at every
+// step, as Prometheus's range evaluation does for the functions we support:
+// every step is an independent instant evaluation at start + k·step.
+func (a *API) queryRange(r *http.Request) result {
+	start, err := parseTime(r.Form.Get("start"))
+	if err != nil {
+		return errResult(invalidParam("start", err))
+	}
+	end, err := parseTime(r.Form.Get("end"))
+	if err != nil {
+		return errResult(invalidParam("end", err))
+	}
+	if end.Before(start) {
+		return errResult(invalidParam("end", errors.New("end timestamp must not be before start time")))
+	}
+	step, err := parseDuration(r.Form.Get("step"))
+	if err != nil {
+		return errResult(invalidParam("step", err))
+	}
+	if step <= 0 {
+		return errResult(invalidParam("step", errors.New("zero or negative query resolution step widths are not accepted. Try a positive integer")))
+	}
+	grid, err := newRangeGrid(start, end, step)
+	if err != nil {
+		return errResult(badData(err))
+	}
+	expr, opts, aerr := a.parseQuery(r)
+	if aerr != nil {
+		return errResult(aerr)
+	}
+	if typ := expr.Type(); typ != parser.ValueTypeVector && typ != parser.ValueTypeScalar {
+		return errResult(invalidParam("query", fmt.Errorf("invalid expression type %q for range query, must be Scalar or instant Vector", parser.DocumentedType(typ))))
+	}
+	var plan *query.Plan
+	ev, aerr := a.prepare(r, func() *apiError {
+		var err error
+		if plan, err = a.engine.Compile(expr, opts); err != nil {
+			return invalidParam("query", err)
+		}
+		return nil
+	})
+	if aerr != nil {
+		return errResult(aerr)
+	}
+	res := a.evalRange(ev, plan, grid)
+	res.release = ev.done
+	return res
+}
+
+func (a *API) evalRange(ev prepared, plan *query.Plan, grid rangeGrid) result {
+	m := a.newMatrix()
+	var scalar *series
+	for k := range grid.n {
+		t := grid.at(k)
+		res, err := plan.Eval(ev.ctx, t)
+		if err != nil {
+			return errResult(execError(err))
+		}
+		if res.Scalar {
+			if scalar == nil {
+				var aerr *apiError
+				if scalar, aerr = m.newSeries(labels.EmptyLabels(), 0); aerr != nil {
+					return errResult(aerr)
+				}
+			}
+			if aerr := m.add(scalar, t, res.Value); aerr != nil {
+				return errResult(aerr)
+			}
+			continue
+		}
+		for _, s := range res.Vector {
+			se, aerr := m.seriesAt(s.Labels, k)
+			if aerr != nil {
+				return errResult(aerr)
+			}
+			if aerr := m.add(se, t, s.F); aerr != nil {
+				return errResult(aerr)
+			}
+		}
+	}
+	// Stable: hidden twins keep the order they first appeared in.
+	slices.SortStableFunc(m.series, func(x, y *series) int { return labels.Compare(x.lset, y.lset) })
+	return m.result(ev.limit, slices.Clone(plan.Warnings()))
+}
+
+// point is a range-query point: unix ms and value, SampleBytes in memory.
+type point struct {
+	T int64
+	F float64
+}
+
+// series is one series of a matrix answer.
+type series struct {
+	lset   labels.Labels
+	points []point
+	// next chains the series whose labels hash alike: a hash collision or
+	// a hidden twin.
+	next *series
+	// step is the last step that added a point: a twin's second element
+	// in one step goes to the next series with its labels.
+	step int
+}
+
+// seriesCost is the budget a new series costs for its bookkeeping (the
+// struct, its slot in the list and in the hash map: about 100 B).
+const seriesCost = 8
+
+// matrix assembles a matrix answer within a budget. Its point slices grow
+// by a quarter (not append's doubling) and every growth is charged, so
+// SampleBytes × the budget bounds the points held, spare capacity included.
+type matrix struct {
+	b      *budget
+	series []*series
+	byHash map[uint64]*series
+}
+
+func (a *API) newMatrix() *matrix {
+	return &matrix{b: a.newBudget(), byHash: map[uint64]*series{}}
+}
+
+// newSeries adds a series with room for n points. The labels are kept as
+// they are: label sets are immutable, whether the store's or the plan's.
+func (m *matrix) newSeries(lset labels.Labels, n int) (*series, *apiError) {
+	if aerr := m.b.charge(seriesCost + n); aerr != nil {
+		return nil, aerr
+	}
+	se := &series{lset: lset, points: make([]point, 0, n), step: -1}
+	m.series = append(m.series, se)
+	return se, nil
+}
+
+// seriesAt returns the series of an element of step k: the first series
+// with these labels that has no point at k yet, so hidden twins (equal
+// labels, see query's twins) stay apart in creation order.
+func (m *matrix) seriesAt(lset labels.Labels, k int) (*series, *apiError) {
+	h := lset.Hash()
+	var last *series
+	for se := m.byHash[h]; se != nil; se = se.next {
+		if se.step != k && labels.Equal(se.lset, lset) {
+			se.step = k
+			return se, nil
+		}
+		last = se
+	}
+	se, aerr := m.newSeries(lset, 0)
+	if aerr != nil {
+		return nil, aerr
+	}
+	se.step = k
+	if last == nil {
+		m.byHash[h] = se
+	} else {
+		last.next = se
+	}
+	return se, nil
+}
+
+// add appends a point, growing the series' slice by a quarter when full.
+func (m *matrix) add(se *series, t int64, f float64) *apiError {
+	if len(se.points) == cap(se.points) {
+		grow := cap(se.points)/4 + 4
+		if aerr := m.b.charge(grow); aerr != nil {
+			return aerr
+		}
+		np := make([]point, len(se.points), cap(se.points)+grow)
+		copy(np, se.points)
+		se.points = np
+	}
+	se.points = append(se.points, point{T: t, F: f})
+	return nil
+}
+
+// result applies the limit and returns the writer of the matrix. Each
+// series' points are dropped once written, so memory falls as the answer
+// goes out.
+func (m *matrix) result(limit int, warnings []string) result {
+	all := m.series
+	if limit > 0 && len(all) > limit {
+		all = all[:limit]
+		warnings = append(warnings, "results truncated due to limit")
+	}
+	m.series, m.byHash = nil, nil
+	return result{warnings: warnings, data: func(j *jsonWriter) {
+		j.raw(`{"resultType":"matrix","result":[`)
+		for i, se := range all {
+			if j.err != nil {
+				return
+			}
+			if i > 0 {
+				j.char(',')
+			}
+			j.raw(`{"metric":`)
+			j.labelSet(se.lset)
+			j.raw(`,"values":[`)
+			for k, p := range se.points {
+				if k > 0 {
+					j.char(',')
+				}
+				j.point(p.T, p.F)
+			}
+			j.raw("]}")
+			all[i] = nil
+		}
+		j.raw("]}")
+	}}
+}
