@@ -59,12 +59,15 @@ func renderChart(t *testing.T, valuesFile string) []*unstructured.Unstructured {
 // its CI values files (defaults, every option on, TLS, headless HA), to the
 // real API server as a server-side dry-run with strict field validation: the
 // API's own schema, defaulting and admission accept them. The
-// ServiceMonitor is checked against prometheus-operator's CRD.
+// ServiceMonitor and PrometheusRule are checked against prometheus-operator's
+// CRDs.
 func TestChartServerSideDryRun(t *testing.T) {
 	c := needCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), chartTimeout)
 	defer cancel()
-	require.NoError(t, c.applyCRDs(ctx, tools.PromOperatorCRDs, "servicemonitors"))
+	for _, crd := range []string{"servicemonitors", "prometheusrules"} {
+		require.NoError(t, c.applyCRDs(ctx, tools.PromOperatorCRDs, crd))
+	}
 	require.NoError(t, c.createNamespace(ctx, "monitoring")) // all-optional's ServiceMonitor namespace
 
 	valuesFiles, err := filepath.Glob(filepath.Join(chartDir, "ci", "*-values.yaml"))
@@ -84,7 +87,7 @@ func TestChartServerSideDryRun(t *testing.T) {
 		})
 	}
 	// Every template the chart has was sent at least once.
-	for _, k := range []string{"Deployment", "Service", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor"} {
+	for _, k := range []string{"Deployment", "Service", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"} {
 		assert.True(t, kinds[k], "no values file rendered a %s", k)
 	}
 }
