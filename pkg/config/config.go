@@ -53,9 +53,14 @@ type Server struct {
 	// start. Default 5s.
 	ReloadInterval time.Duration
 	// StateDir, when set, is where the store's window is written on
-	// shutdown (store.snapshot) and read back on start, so a restart
-	// needs no warm-up. Default empty: off.
+	// shutdown and every CheckpointInterval (store.snapshot) and read back
+	// on start, so a restart needs no warm-up. It must be writable at
+	// start. Default empty: off.
 	StateDir string
+	// CheckpointInterval is how often, with StateDir, the store's window
+	// is also written while running, so a crash or SIGKILL loses at most
+	// this much. 0 writes only on shutdown. Default 1m.
+	CheckpointInterval time.Duration
 	// GRPCReflection serves gRPC server reflection on the OTLP and KEDA
 	// listeners (interfaces.md: both serve health and reflection). Turning
 	// it off hides the service list from grpcurl-style discovery; health
@@ -79,8 +84,17 @@ const minReloadInterval = 100 * time.Millisecond
 // Receiver configures OTLP ingestion.
 type Receiver struct {
 	// MaxRecvSize is the largest accepted request after decompression, in
-	// bytes. Default 64 MiB.
+	// bytes. Default 64 MiB: what the OTLP specification recommends for
+	// receivers and as senders' own cap, so no conforming exporter is
+	// refused for size (413 / ResourceExhausted are not retried).
 	MaxRecvSize int64
+	// MaxInFlightBytes bounds the memory OTLP requests hold at once, in
+	// bytes: bodies as they are read, decompressed bytes as they are
+	// produced, JSON object trees. A request that does not fit is refused
+	// with Unavailable / 503, which exporters retry. 0 means
+	// 2 × MaxRecvSize (128 MiB by default); otherwise at least
+	// MaxRecvSize. Default 0.
+	MaxInFlightBytes int64
 	// Delta is the delta-temporality policy: "reject" (default, as
 	// Prometheus) or "ingest" (each delta point stored as raw samples).
 	Delta string
@@ -117,6 +131,16 @@ type Store struct {
 	// SeriesTTL is how long a series may go without a sample before it is
 	// deleted (pods that die send no staleness marker). 0 means Retention.
 	SeriesTTL time.Duration
+	// MaxSamplesPerSeries caps one series' ring of samples (12 B each). A
+	// series pushed more often than MaxSamplesPerSeries times per
+	// Retention is thinned: its window keeps covering the retention with
+	// samples Retention/(MaxSamplesPerSeries−1) to twice that apart.
+	// From 4 to 4095; default 1024.
+	MaxSamplesPerSeries int
+	// MaxSampleMemory caps the bytes of all series' samples together;
+	// rings that would grow beyond it are thinned instead. Every series'
+	// first two samples (48 B) are always granted. Default 512 MiB.
+	MaxSampleMemory int64
 }
 
 // Scaler configures the KEDA external scaler.
@@ -191,12 +215,13 @@ type Log struct {
 func Default() Config {
 	return Config{
 		Server: Server{
-			OTLPGRPCAddr:    ":4317",
-			ScalerAddr:      ":4318",
-			HTTPAddr:        ":8080",
-			ShutdownTimeout: 15 * time.Second,
-			ReloadInterval:  5 * time.Second,
-			GRPCReflection:  true,
+			OTLPGRPCAddr:       ":4317",
+			ScalerAddr:         ":4318",
+			HTTPAddr:           ":8080",
+			ShutdownTimeout:    15 * time.Second,
+			CheckpointInterval: time.Minute,
+			ReloadInterval:     5 * time.Second,
+			GRPCReflection:     true,
 		},
 		Receiver: Receiver{
 			MaxRecvSize:         64 << 20,
@@ -207,10 +232,12 @@ func Default() Config {
 			MaxMetricNameLength: 1 << 10,
 		},
 		Store: Store{
-			Retention:          10 * time.Minute,
-			Freshness:          30 * time.Second,
-			MaxSeries:          1_000_000,
-			MaxSeriesPerMetric: 200_000,
+			Retention:           10 * time.Minute,
+			Freshness:           30 * time.Second,
+			MaxSeries:           1_000_000,
+			MaxSeriesPerMetric:  200_000,
+			MaxSamplesPerSeries: 1024,
+			MaxSampleMemory:     512 << 20,
 		},
 		Scaler: Scaler{
 			DefaultWindow:     2 * time.Minute,
@@ -260,11 +287,18 @@ func (c Config) Validate() error {
 	if strings.ContainsRune(c.Server.StateDir, 0) {
 		errs = append(errs, fmt.Errorf("--state-dir %q: not a path (contains NUL)", c.Server.StateDir))
 	}
+	if c.Server.CheckpointInterval != 0 && c.Server.CheckpointInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--checkpoint-interval %v must be 0 (only on shutdown) or >= 100ms", c.Server.CheckpointInterval))
+	}
 	if c.Server.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %v must be > 0", c.Server.ShutdownTimeout))
 	}
 	if c.Receiver.MaxRecvSize <= 0 {
 		errs = append(errs, fmt.Errorf("--otlp-max-recv-size %d must be > 0", c.Receiver.MaxRecvSize))
+	}
+	if b := c.Receiver.MaxInFlightBytes; b < 0 || (b > 0 && b < c.Receiver.MaxRecvSize) {
+		errs = append(errs, fmt.Errorf("--otlp-max-inflight-bytes %d must be 0 (2 × --otlp-max-recv-size) or >= --otlp-max-recv-size %d",
+			b, c.Receiver.MaxRecvSize))
 	}
 	switch c.Receiver.Delta {
 	case "reject", "ingest":
@@ -298,6 +332,12 @@ func (c Config) Validate() error {
 	}
 	if c.Store.Retention > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("--retention %v must be <= 24h (the store keeps a short window in memory)", c.Store.Retention))
+	}
+	if c.Store.MaxSamplesPerSeries < 4 || c.Store.MaxSamplesPerSeries > 4095 {
+		errs = append(errs, fmt.Errorf("--max-samples-per-series %d must be from 4 to 4095", c.Store.MaxSamplesPerSeries))
+	}
+	if c.Store.MaxSampleMemory <= 0 {
+		errs = append(errs, fmt.Errorf("--max-sample-memory %d must be > 0", c.Store.MaxSampleMemory))
 	}
 	if c.Store.SeriesTTL < 0 {
 		errs = append(errs, fmt.Errorf("--series-ttl %v must be >= 0", c.Store.SeriesTTL))

@@ -120,6 +120,35 @@ func TestReceiverFlags(t *testing.T) {
 	assert.Contains(t, err.Error(), "--max-metric-name-length")
 }
 
+func TestInFlightBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  string
+		want int64
+		err  bool
+	}{
+		{name: "default: 2 x recv size, resolved by the receiver", want: 0},
+		{name: "flag", args: []string{"--otlp-max-inflight-bytes", "512MiB"}, want: 512 << 20},
+		{name: "env twin", env: "256MiB", want: 256 << 20},
+		{name: "equal to the recv size", args: []string{"--otlp-max-recv-size", "16MiB", "--otlp-max-inflight-bytes", "16MiB"}, want: 16 << 20},
+		{name: "below the recv size", args: []string{"--otlp-max-inflight-bytes", "1MiB"}, err: true},
+		{name: "negative", args: []string{"--otlp-max-inflight-bytes", "-1"}, err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load("t", tc.args, func(k string) string {
+				return map[string]string{"KOS_OTLP_MAX_INFLIGHT_BYTES": tc.env}[k]
+			}, &bytes.Buffer{})
+			if tc.err {
+				require.ErrorContains(t, err, "otlp-max-inflight-bytes")
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, c.Receiver.MaxInFlightBytes)
+		})
+	}
+}
+
 func TestTriggerCacheFlags(t *testing.T) {
 	c, err := Load("t", nil, func(string) string { return "" }, &bytes.Buffer{})
 	require.NoError(t, err)
@@ -171,6 +200,46 @@ func TestStateDir(t *testing.T) {
 			}
 			require.NoError(t, err)
 			assert.Equal(t, tc.want, c.Server.StateDir)
+		})
+	}
+}
+
+func TestSampleBoundsAndCheckpointFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(t *testing.T, c Config)
+		wantErr string
+	}{
+		{name: "defaults", check: func(t *testing.T, c Config) {
+			assert.Equal(t, 1024, c.Store.MaxSamplesPerSeries)
+			assert.Equal(t, int64(512<<20), c.Store.MaxSampleMemory)
+			assert.Equal(t, time.Minute, c.Server.CheckpointInterval)
+		}},
+		{name: "flags", args: []string{"--max-samples-per-series", "64", "--max-sample-memory", "1GiB", "--checkpoint-interval", "30s"}, check: func(t *testing.T, c Config) {
+			assert.Equal(t, 64, c.Store.MaxSamplesPerSeries)
+			assert.Equal(t, int64(1<<30), c.Store.MaxSampleMemory)
+			assert.Equal(t, 30*time.Second, c.Server.CheckpointInterval)
+		}},
+		{name: "env twins", env: map[string]string{"KOS_MAX_SAMPLES_PER_SERIES": "4095", "KOS_MAX_SAMPLE_MEMORY": "64MiB", "KOS_CHECKPOINT_INTERVAL": "0"}, check: func(t *testing.T, c Config) {
+			assert.Equal(t, 4095, c.Store.MaxSamplesPerSeries)
+			assert.Equal(t, int64(64<<20), c.Store.MaxSampleMemory)
+			assert.Zero(t, c.Server.CheckpointInterval, "0: only on shutdown")
+		}},
+		{name: "cap too small", args: []string{"--max-samples-per-series", "3"}, wantErr: "--max-samples-per-series"},
+		{name: "cap too large", args: []string{"--max-samples-per-series", "4096"}, wantErr: "--max-samples-per-series"},
+		{name: "no sample memory", args: []string{"--max-sample-memory", "0"}, wantErr: "--max-sample-memory"},
+		{name: "checkpoint too often", args: []string{"--checkpoint-interval", "10ms"}, wantErr: "--checkpoint-interval"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load("t", tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			tc.check(t, c)
 		})
 	}
 }

@@ -239,7 +239,7 @@ func TestAPIQuery(t *testing.T) {
 			wantCode: 400, wantType: "bad_data", wantErr: `invalid parameter "query"`,
 		},
 		{
-			name: "unsupported construct", path: "/api/v1/query", params: url.Values{"query": {`x @ 100`}},
+			name: "unsupported construct", path: "/api/v1/query", params: url.Values{"query": {`histogram_count(x)`}},
 			wantCode: 400, wantType: "bad_data", wantErr: "unsupported PromQL",
 		},
 		{
@@ -351,7 +351,7 @@ func TestAPIQueryRange(t *testing.T) {
 		},
 		{
 			name: "unsupported", path: "/api/v1/query_range",
-			params:   url.Values{"query": {`x @ 5`}, "start": {"0"}, "end": {"5"}, "step": {"1"}},
+			params:   url.Values{"query": {`histogram_count(x)`}, "start": {"0"}, "end": {"5"}, "step": {"1"}},
 			wantCode: 400, wantType: "bad_data", wantErr: "unsupported PromQL",
 		},
 	})
@@ -992,4 +992,39 @@ func TestAPIRangeQueryAtTheEndOfTime(t *testing.T) {
 	v := r.Data.Result[0].Values
 	require.Equal(t, 2590, len(v)) //nolint:testifylint // Len would print every point
 	assert.Equal(t, int64(9_223_301_000_000_000_000), v[len(v)-1].T)
+}
+
+// TestAPIRangeQueryAtAndSubqueries: a range query runs as one
+// Prometheus range query (query.Plan.EvalRange): @ start() and @ end() are
+// the request's bounds at every step (end() is the requested end, not the
+// grid's last step), and a subquery's steps align to absolute time.
+func TestAPIRangeQueryAtAndSubqueries(t *testing.T) {
+	var samples []store.Sample
+	for ts := int64(0); ts <= 100_000; ts += 10_000 {
+		samples = append(samples, store.Sample{T: ts, V: float64(ts / 1000)})
+	}
+	srv := newAPITestServer(t, []apiSeries{{`x{job="a"}`, samples}})
+	runAPICases(t, srv, []apiCase{
+		{
+			name: "@ start() and @ end() are the range's bounds", path: "/api/v1/query_range",
+			params:   url.Values{"query": {`x @ end() - x @ start()`}, "start": {"20"}, "end": {"75"}, "step": {"20"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"matrix","result":[
+				{"metric":{"job":"a"},"values":[[20,"50"],[40,"50"],[60,"50"]]}]}}`,
+		},
+		{
+			name: "a subquery per step", path: "/api/v1/query_range",
+			params:   url.Values{"query": {`sum_over_time(x[30s:10s])`}, "start": {"30"}, "end": {"50"}, "step": {"10"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"matrix","result":[
+				{"metric":{"job":"a"},"values":[[30,"60"],[40,"90"],[50,"120"]]}]}}`,
+		},
+		{
+			name: "an @ subquery is the same window at every step", path: "/api/v1/query_range",
+			params:   url.Values{"query": {`sum_over_time(x[30s:10s] @ 50)`}, "start": {"30"}, "end": {"50"}, "step": {"10"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"matrix","result":[
+				{"metric":{"job":"a"},"values":[[30,"120"],[40,"120"],[50,"120"]]}]}}`,
+		},
+	})
 }

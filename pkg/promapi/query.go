@@ -45,6 +45,9 @@ func (a *API) parseQuery(r *http.Request) (parser.Expr, query.Options, *apiError
 		}
 		opts.LookbackDelta = d
 	}
+	// A plan's subqueries hold their points while they are read: the
+	// answer's bound bounds them too (16 B × MaxSamples per request).
+	opts.MaxSubqueryPoints = a.cfg.MaxSamples
 	expr, err := a.engine.Parse(r.Form.Get("query"))
 	if err != nil {
 		return nil, opts, invalidParam("query", err)
@@ -195,9 +198,10 @@ func (a *API) rangeSelector(ev prepared, mat *query.MatrixPlan, t int64) result 
 	return m.result(ev.limit, slices.Clone(mat.Warnings()))
 }
 
-// queryRange answers a range query by evaluating the instant plan at every
-// step, as Prometheus's range evaluation does for the functions we support:
-// every step is an independent instant evaluation at start + k·step.
+// queryRange answers a range query with the plan's range evaluation
+// (query.Plan.EvalRange): @ start()/end() are the range's bounds,
+// step-invariant parts and subqueries are evaluated once for the range,
+// and __name__ is dropped per series, as in Prometheus's range evaluation.
 func (a *API) queryRange(r *http.Request) result {
 	start, err := parseTime(r.Form.Get("start"))
 	if err != nil {
@@ -239,45 +243,63 @@ func (a *API) queryRange(r *http.Request) result {
 	if aerr != nil {
 		return errResult(aerr)
 	}
-	res := a.evalRange(ev, plan, grid)
+	res := a.evalRange(ev, plan, start.UnixMilli(), end.UnixMilli(), grid)
 	res.release = ev.done
 	return res
 }
 
-func (a *API) evalRange(ev prepared, plan *query.Plan, grid rangeGrid) result {
-	m := a.newMatrix()
-	var scalar *series
-	for k := range grid.n {
-		t := grid.at(k)
-		res, err := plan.Eval(ev.ctx, t)
-		if err != nil {
-			return errResult(execError(err))
+// evalRange evaluates plan over the grid's steps from start to end (the
+// request's bounds, ms: @ end() is end, not the grid's last step). The
+// matrix is assembled by the plan within the answer's budget: every series
+// and every growth of its points is charged before it is allocated.
+func (a *API) evalRange(ev prepared, plan *query.Plan, start, end int64, grid rangeGrid) result {
+	b := a.newBudget()
+	mat, err := plan.EvalRange(ev.ctx, start, end, grid.step, func(n int) error {
+		if aerr := b.charge(n); aerr != nil {
+			return aerr
 		}
-		if res.Scalar {
-			if scalar == nil {
-				var aerr *apiError
-				if scalar, aerr = m.newSeries(labels.EmptyLabels(), 0); aerr != nil {
-					return errResult(aerr)
-				}
-			}
-			if aerr := m.add(scalar, t, res.Value); aerr != nil {
-				return errResult(aerr)
-			}
-			continue
+		return nil
+	})
+	if err != nil {
+		if aerr, ok := errors.AsType[*apiError](err); ok {
+			return errResult(aerr)
 		}
-		for _, s := range res.Vector {
-			se, aerr := m.seriesAt(s.Labels, k)
-			if aerr != nil {
-				return errResult(aerr)
-			}
-			if aerr := m.add(se, t, s.F); aerr != nil {
-				return errResult(aerr)
-			}
-		}
+		return errResult(execError(err))
 	}
-	// Stable: hidden twins keep the order they first appeared in.
-	slices.SortStableFunc(m.series, func(x, y *series) int { return labels.Compare(x.lset, y.lset) })
-	return m.result(ev.limit, slices.Clone(plan.Warnings()))
+	return rangeResult(mat, ev.limit, slices.Clone(plan.Warnings()))
+}
+
+// rangeResult applies the limit and returns the writer of a range query's
+// matrix. Each series' points are dropped once written, so memory falls as
+// the answer goes out.
+func rangeResult(all []query.RangeSeries, limit int, warnings []string) result {
+	if limit > 0 && len(all) > limit {
+		all = all[:limit]
+		warnings = append(warnings, "results truncated due to limit")
+	}
+	return result{warnings: warnings, data: func(j *jsonWriter) {
+		j.raw(`{"resultType":"matrix","result":[`)
+		for i, se := range all {
+			if j.err != nil {
+				return
+			}
+			if i > 0 {
+				j.char(',')
+			}
+			j.raw(`{"metric":`)
+			j.labelSet(se.Labels)
+			j.raw(`,"values":[`)
+			for k, p := range se.Points {
+				if k > 0 {
+					j.char(',')
+				}
+				j.point(p.T, p.F)
+			}
+			j.raw("]}")
+			all[i].Points = nil
+		}
+		j.raw("]}")
+	}}
 }
 
 // point is a range-query point: unix ms and value, SampleBytes in memory.
@@ -290,29 +312,23 @@ type point struct {
 type series struct {
 	lset   labels.Labels
 	points []point
-	// next chains the series whose labels hash alike: a hash collision or
-	// a hidden twin.
-	next *series
-	// step is the last step that added a point: a twin's second element
-	// in one step goes to the next series with its labels.
-	step int
 }
 
 // seriesCost is the budget a new series costs for its bookkeeping (the
-// struct, its slot in the list and in the hash map: about 100 B).
-const seriesCost = 8
+// struct, its slot in the list: about 100 B), as query.RangeSeriesCost.
+const seriesCost = query.RangeSeriesCost
 
-// matrix assembles a matrix answer within a budget. Its point slices grow
-// by a quarter (not append's doubling) and every growth is charged, so
-// SampleBytes × the budget bounds the points held, spare capacity included.
+// matrix assembles a range selector's matrix answer within a budget: every
+// series with its points is charged before it is allocated, so
+// SampleBytes × the budget bounds the points held. (A range query's
+// matrix is assembled by query.Plan.EvalRange under the same budget.)
 type matrix struct {
 	b      *budget
 	series []*series
-	byHash map[uint64]*series
 }
 
 func (a *API) newMatrix() *matrix {
-	return &matrix{b: a.newBudget(), byHash: map[uint64]*series{}}
+	return &matrix{b: a.newBudget()}
 }
 
 // newSeries adds a series with room for n points. The labels are kept as
@@ -321,50 +337,9 @@ func (m *matrix) newSeries(lset labels.Labels, n int) (*series, *apiError) {
 	if aerr := m.b.charge(seriesCost + n); aerr != nil {
 		return nil, aerr
 	}
-	se := &series{lset: lset, points: make([]point, 0, n), step: -1}
+	se := &series{lset: lset, points: make([]point, 0, n)}
 	m.series = append(m.series, se)
 	return se, nil
-}
-
-// seriesAt returns the series of an element of step k: the first series
-// with these labels that has no point at k yet, so hidden twins (equal
-// labels, see query's twins) stay apart in creation order.
-func (m *matrix) seriesAt(lset labels.Labels, k int) (*series, *apiError) {
-	h := lset.Hash()
-	var last *series
-	for se := m.byHash[h]; se != nil; se = se.next {
-		if se.step != k && labels.Equal(se.lset, lset) {
-			se.step = k
-			return se, nil
-		}
-		last = se
-	}
-	se, aerr := m.newSeries(lset, 0)
-	if aerr != nil {
-		return nil, aerr
-	}
-	se.step = k
-	if last == nil {
-		m.byHash[h] = se
-	} else {
-		last.next = se
-	}
-	return se, nil
-}
-
-// add appends a point, growing the series' slice by a quarter when full.
-func (m *matrix) add(se *series, t int64, f float64) *apiError {
-	if len(se.points) == cap(se.points) {
-		grow := cap(se.points)/4 + 4
-		if aerr := m.b.charge(grow); aerr != nil {
-			return aerr
-		}
-		np := make([]point, len(se.points), cap(se.points)+grow)
-		copy(np, se.points)
-		se.points = np
-	}
-	se.points = append(se.points, point{T: t, F: f})
-	return nil
 }
 
 // result applies the limit and returns the writer of the matrix. Each
@@ -376,7 +351,7 @@ func (m *matrix) result(limit int, warnings []string) result {
 		all = all[:limit]
 		warnings = append(warnings, "results truncated due to limit")
 	}
-	m.series, m.byHash = nil, nil
+	m.series = nil
 	return result{warnings: warnings, data: func(j *jsonWriter) {
 		j.raw(`{"resultType":"matrix","result":[`)
 		for i, se := range all {

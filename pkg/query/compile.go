@@ -2,6 +2,7 @@ package query
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -35,13 +36,63 @@ type compiler struct {
 	names     []string
 	anyName   bool
 	window    int64 // ms, see Plan.Window
+	subqStep  int64 // ms, the resolution of a subquery that sets none
+
+	// wrap holds the subexpressions Prometheus's PreprocessExpr wraps in
+	// a StepInvariantExpr (stepInvariance).
+	wrap   map[parser.Expr]bool
+	timing []timingItem
+	// subqs are the timing items of the subqueries enclosing the node
+	// being compiled, outermost first.
+	subqs []int
+	// frozen is set inside a step-invariant node below the innermost
+	// enclosing subquery (or the top).
+	frozen bool
+	// unprocessed is set inside an aggregation's parameter, which
+	// Prometheus's PreprocessExpr does not visit: @ start()/end() there
+	// resolve to nothing and nothing is wrapped.
+	unprocessed bool
+	// extra is the range plus offset of the enclosing subqueries, ms, for
+	// the window.
+	extra int64
+	// held is the plan's bound on the points its subqueries hold.
+	held *heldPoints
+}
+
+func (c *compiler) parent() int {
+	if len(c.subqs) == 0 {
+		return -1
+	}
+	return c.subqs[len(c.subqs)-1]
 }
 
 func unsupported(expr parser.Node, construct, reason string) error {
 	return &UnsupportedError{Pos: expr.PositionRange(), Construct: construct, Reason: reason}
 }
 
+// compile compiles expr, wrapped in a step-invariant node where
+// Prometheus wraps it.
 func (c *compiler) compile(expr parser.Expr) (node, error) {
+	if !c.wrap[expr] || c.unprocessed {
+		return c.compileNode(expr)
+	}
+	inv := &invNode{}
+	c.timing = append(c.timing, timingItem{inv: inv, parent: c.parent(), frozen: c.frozen})
+	frozen := c.frozen
+	c.frozen = true
+	child, err := c.compileNode(expr)
+	c.frozen = frozen
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := child.(*numNode); ok {
+		return child, nil
+	}
+	inv.child = child
+	return inv, nil
+}
+
+func (c *compiler) compileNode(expr parser.Expr) (node, error) {
 	switch e := expr.(type) {
 	case *parser.ParenExpr:
 		return c.compile(e.Expr)
@@ -52,15 +103,15 @@ func (c *compiler) compile(expr parser.Expr) (node, error) {
 	case *parser.StringLiteral:
 		return nil, unsupported(e, "string literal", "a string is only accepted as a function argument")
 	case *parser.VectorSelector:
-		set, offset, err := c.selector(e, c.lookback)
+		set, offset, at, err := c.selector(e, c.lookback, false)
 		if err != nil {
 			return nil, err
 		}
-		return &selectorNode{set: set, offset: offset, lookback: c.lookback}, nil
+		return &selectorNode{set: set, offset: offset, at: at, lookback: c.lookback}, nil
 	case *parser.MatrixSelector:
 		return nil, unsupported(e, "range vector result", "a range vector is only accepted as the argument of a range function")
 	case *parser.SubqueryExpr:
-		return nil, unsupported(e, "subquery", "subqueries are not implemented")
+		return nil, unsupported(e, "range vector result", "a subquery is only accepted as the argument of a range function")
 	case *parser.UnaryExpr:
 		child, err := c.compile(e.Expr)
 		if err != nil {
@@ -104,20 +155,27 @@ func nodeName(expr parser.Node) string {
 }
 
 // selector compiles the matchers of a vector selector into a cached series
-// set, and returns its offset in ms. window is the lookback or the range.
-func (c *compiler) selector(e *parser.VectorSelector, window int64) (*seriesSet, int64, error) {
+// set, and returns its offset in ms and its @ modifier. window is the
+// lookback or the range; inMatrix tells a range selector's.
+func (c *compiler) selector(e *parser.VectorSelector, window int64, inMatrix bool) (*seriesSet, int64, *atMod, error) {
 	switch {
-	case e.Timestamp != nil || e.StartOrEnd != 0:
-		return nil, 0, unsupported(e, "@ modifier", "the @ modifier is not implemented")
 	case e.Anchored:
-		return nil, 0, unsupported(e, "anchored modifier", "anchored selectors are not implemented")
+		return nil, 0, nil, unsupported(e, "anchored modifier", "anchored selectors are not implemented")
 	case e.Smoothed:
-		return nil, 0, unsupported(e, "smoothed modifier", "smoothed selectors are not implemented")
+		return nil, 0, nil, unsupported(e, "smoothed modifier", "smoothed selectors are not implemented")
 	case e.OriginalOffsetExpr != nil:
-		return nil, 0, unsupported(e, "offset duration expression", "duration expressions are not implemented")
+		return nil, 0, nil, unsupported(e, "offset duration expression", "duration expressions are not implemented")
 	}
 	offset := e.OriginalOffset.Milliseconds()
-	c.window = max(c.window, window+offset)
+	at := c.atModifier(e.Timestamp, e.StartOrEnd, offset)
+	if at != nil {
+		// Prometheus neither wraps nor preprocesses a selector in an
+		// aggregation parameter: it reads at each step minus the offset
+		// fixed for the query. A range selector is fetched once anyway.
+		at.perStep = c.unprocessed && !inMatrix
+		c.timing = append(c.timing, timingItem{at: at, parent: c.parent(), frozen: c.frozen})
+	}
+	c.window = max(c.window, window+offset+c.extra)
 	ms := make([]*labels.Matcher, 0, len(e.LabelMatchers))
 	named := false
 	for _, m := range e.LabelMatchers {
@@ -135,7 +193,68 @@ func (c *compiler) selector(e *parser.VectorSelector, window int64) (*seriesSet,
 	if !named {
 		c.anyName = true
 	}
-	return &seriesSet{store: c.store, matchers: ms, gen: ^uint64(0)}, offset, nil
+	return &seriesSet{store: c.store, matchers: ms, gen: ^uint64(0)}, offset, at, nil
+}
+
+// atModifier returns the @ modifier of a selector or subquery, or nil.
+// In an aggregation parameter Prometheus never resolves start()/end(),
+// which then have no effect.
+func (c *compiler) atModifier(ts *int64, startOrEnd parser.ItemType, offset int64) *atMod {
+	if c.unprocessed {
+		startOrEnd = 0
+	}
+	if ts == nil && startOrEnd != parser.START && startOrEnd != parser.END {
+		return nil
+	}
+	a := &atMod{startOrEnd: startOrEnd, orig: offset, chain: slices.Clone(c.subqs)}
+	if ts != nil {
+		a.ts, a.startOrEnd = *ts, 0
+	}
+	return a
+}
+
+// subquery compiles expr[range:step] offset o @ ts.
+func (c *compiler) subquery(e *parser.SubqueryExpr) (*subqueryNode, error) {
+	if e.RangeExpr != nil || e.StepExpr != nil || e.OriginalOffsetExpr != nil {
+		return nil, unsupported(e, "subquery duration expression", "duration expressions are not implemented")
+	}
+	s := &subqueryNode{rng: e.Range.Milliseconds(), step: e.Step.Milliseconds(), offset: e.OriginalOffset.Milliseconds(), held: c.held}
+	switch {
+	case e.Step != 0 && s.step <= 0:
+		return nil, unsupported(e, "subquery resolution", "the step must be at least 1ms")
+	case s.step <= 0:
+		s.step = c.subqStep
+	}
+	s.at = c.atModifier(e.Timestamp, e.StartOrEnd, s.offset)
+	idx := len(c.timing)
+	c.timing = append(c.timing, timingItem{sub: s, parent: c.parent(), frozen: c.frozen})
+	c.subqs = append(c.subqs, idx)
+	frozen, extra := c.frozen, c.extra
+	c.frozen, c.extra = false, c.extra+s.rng+s.offset
+	child, err := c.compile(e.Expr)
+	c.subqs = c.subqs[:len(c.subqs)-1]
+	c.frozen, c.extra = frozen, extra
+	if err != nil {
+		return nil, err
+	}
+	s.child = child
+	if a, ok := child.(*aggNode); ok && a.op == parser.SUM && !a.without && len(a.grouping) == 0 {
+		if r, ok := a.child.(*rangeNode); ok && r.at == nil {
+			if fused, _, _ := r.fused(); fused {
+				s.fused = r
+			}
+		}
+	}
+	// Prometheus's range evaluation marks a series for __name__ dropping
+	// from its first point, an aggregation's from its last.
+	if a, ok := unparen(e.Expr).(*parser.AggregateExpr); ok {
+		switch a.Op {
+		case parser.TOPK, parser.BOTTOMK, parser.LIMITK, parser.LIMIT_RATIO, parser.COUNT_VALUES:
+		default:
+			s.dropLast = !c.wrap[e.Expr] && !c.wrap[unparen(e.Expr)]
+		}
+	}
+	return s, nil
 }
 
 // normalizeNumericMatcher rewrites an = or != matcher on le or quantile
@@ -211,29 +330,40 @@ func (c *compiler) binary(e *parser.BinaryExpr) (node, error) {
 func (c *compiler) aggregate(e *parser.AggregateExpr) (node, error) {
 	switch e.Op {
 	case parser.SUM, parser.AVG, parser.MIN, parser.MAX, parser.COUNT, parser.GROUP,
-		parser.STDDEV, parser.STDVAR, parser.QUANTILE, parser.TOPK, parser.BOTTOMK:
+		parser.STDDEV, parser.STDVAR, parser.QUANTILE, parser.TOPK, parser.BOTTOMK,
+		parser.LIMITK, parser.LIMIT_RATIO, parser.COUNT_VALUES:
 	default:
 		return nil, unsupported(e, "aggregation "+e.Op.String(), "")
 	}
-	var param node
-	if e.Param != nil {
+	n := &aggNode{op: e.Op, without: e.Without}
+	if e.Op == parser.COUNT_VALUES {
+		n.valueLabel = stringArg(e.Param)
+	} else if e.Param != nil {
+		// Prometheus does not preprocess the parameter (no @ start()/end()
+		// resolution, no step-invariant wrapping inside it).
+		unprocessed := c.unprocessed
+		c.unprocessed = true
 		p, err := c.compile(e.Param)
+		c.unprocessed = unprocessed
 		if err != nil {
 			return nil, err
 		}
-		param = p
+		n.param = p
 	}
 	child, err := c.compile(e.Expr)
 	if err != nil {
 		return nil, err
 	}
+	n.child = child
 	g := slices.Clone(e.Grouping)
 	if e.Without {
 		g = append(g, metadataLabels...)
+	} else if e.Op == parser.COUNT_VALUES {
+		g = append(g, n.valueLabel)
 	}
 	slices.Sort(g)
-	g = slices.Compact(g)
-	return &aggNode{op: e.Op, child: child, param: param, without: e.Without, grouping: g}, nil
+	n.grouping = slices.Compact(g)
+	return n, nil
 }
 
 // rangeFuncs maps each range-vector function to its kernel.
@@ -248,12 +378,25 @@ var rangeFuncs = map[string]rangeKind{
 	"quantile_over_time": fnQuantileOverTime,
 	"stddev_over_time":   fnStddevOverTime, "stdvar_over_time": fnStdvarOverTime,
 	"present_over_time": fnPresentOverTime, "absent_over_time": fnAbsentOverTime,
+	"mad_over_time": fnMadOverTime, "ts_of_first_over_time": fnTsOfFirstOverTime,
+	"ts_of_last_over_time": fnTsOfLastOverTime, "ts_of_max_over_time": fnTsOfMaxOverTime,
+	"ts_of_min_over_time": fnTsOfMinOverTime, "double_exponential_smoothing": fnDoubleExpSmoothing,
+	"integral": fnIntegral,
 }
 
 // mathFuncs are the element-wise functions without parameters.
 var mathFuncs = map[string]mathKind{
 	"abs": mathAbs, "ceil": mathCeil, "floor": mathFloor, "sqrt": mathSqrt,
 	"exp": mathExp, "ln": mathLn, "log2": mathLog2, "log10": mathLog10, "sgn": mathSgn,
+	"acos": mathAcos, "acosh": mathAcosh, "asin": mathAsin, "asinh": mathAsinh, "atan": mathAtan, "atanh": mathAtanh,
+	"cos": mathCos, "cosh": mathCosh, "sin": mathSin, "sinh": mathSinh, "tan": mathTan, "tanh": mathTanh,
+	"deg": mathDeg, "rad": mathRad,
+}
+
+// dateFuncs are the date functions of a timestamp vector (or of time()).
+var dateFuncs = map[string]dateKind{
+	"days_in_month": dateDaysInMonth, "day_of_month": dateDayOfMonth, "day_of_week": dateDayOfWeek,
+	"day_of_year": dateDayOfYear, "hour": dateHour, "minute": dateMinute, "month": dateMonth, "year": dateYear,
 }
 
 func (c *compiler) scalarArgs(args parser.Expressions) ([]node, error) {
@@ -283,9 +426,40 @@ func (c *compiler) call(e *parser.Call) (node, error) {
 		}
 		return &mathNode{kind: kind, child: child}, nil
 	}
+	if kind, ok := dateFuncs[name]; ok {
+		n := &dateNode{kind: kind}
+		if len(e.Args) > 0 {
+			child, err := c.compile(e.Args[0])
+			if err != nil {
+				return nil, err
+			}
+			n.child = child
+		}
+		return n, nil
+	}
 	switch name {
 	case "time":
 		return &timeNode{}, nil
+	case "pi":
+		return &numNode{v: math.Pi}, nil
+	case "start", "end", "range", "step":
+		return &frameNode{fn: name}, nil
+	case "min_of", "max_of":
+		args, err := c.scalarArgs(e.Args)
+		if err != nil {
+			return nil, err
+		}
+		return &minMaxNode{max: name == "max_of", a: args[0], b: args[1]}, nil
+	case "sort_by_label", "sort_by_label_desc":
+		child, err := c.compile(e.Args[0])
+		if err != nil {
+			return nil, err
+		}
+		n := &sortByLabelNode{child: child, desc: name == "sort_by_label_desc"}
+		for _, a := range e.Args[1:] {
+			n.labels = append(n.labels, stringArg(a))
+		}
+		return n, nil
 	case "vector":
 		arg, err := c.compile(e.Args[0])
 		if err != nil {
@@ -335,6 +509,23 @@ func (c *compiler) call(e *parser.Call) (node, error) {
 			return nil, err
 		}
 		return &hqNode{q: args[0], child: args[1]}, nil
+	case "histogram_fraction":
+		args, err := c.scalarArgs(e.Args)
+		if err != nil {
+			return nil, err
+		}
+		return &hqNode{fraction: true, lo: args[0], hi: args[1], child: args[2]}, nil
+	case "histogram_quantiles":
+		child, err := c.compile(e.Args[0])
+		if err != nil {
+			return nil, err
+		}
+		n := &hqNode{quantiles: true, child: child, qlabel: stringArg(e.Args[1])}
+		if n.qs, err = c.scalarArgs(e.Args[2:]); err != nil {
+			return nil, err
+		}
+		c.timing = append(c.timing, timingItem{hq: n, parent: c.parent(), frozen: c.frozen})
+		return n, nil
 	case "sort", "sort_desc":
 		child, err := c.compile(e.Args[0])
 		if err != nil {
@@ -346,7 +537,18 @@ func (c *compiler) call(e *parser.Call) (node, error) {
 		if err != nil {
 			return nil, err
 		}
-		_, direct := e.Args[0].(*parser.VectorSelector)
+		// Upstream special-cases a selector argument (parentheses removed
+		// by PreprocessExpr, which skips aggregation parameters): the
+		// samples' own times, and with @ the sample at the @ time itself,
+		// the offset ignored (rangeEvalTimestampFunctionOverVectorSelector).
+		arg := e.Args[0]
+		if !c.unprocessed {
+			arg = unparen(arg)
+		}
+		_, direct := arg.(*parser.VectorSelector)
+		if sn, ok := child.(*selectorNode); ok && direct && sn.at != nil {
+			sn.at.atOnly = true
+		}
 		return &timestampNode{child: child, sampleTime: direct}, nil
 	case "label_replace":
 		return c.labelReplace(e)
@@ -358,7 +560,11 @@ func (c *compiler) call(e *parser.Call) (node, error) {
 
 func (c *compiler) rangeCall(e *parser.Call, kind rangeKind) (node, error) {
 	n := &rangeNode{kind: kind, dropName: kind != fnLastOverTime && kind != fnFirstOverTime}
-	var msel *parser.MatrixSelector
+	var (
+		msel *parser.MatrixSelector
+		subq *parser.SubqueryExpr
+	)
+	var params []node
 	for _, a := range e.Args {
 		for {
 			p, ok := a.(*parser.ParenExpr)
@@ -371,20 +577,34 @@ func (c *compiler) rangeCall(e *parser.Call, kind rangeKind) (node, error) {
 		case *parser.MatrixSelector:
 			msel = a
 		case *parser.SubqueryExpr:
-			return nil, unsupported(a, "subquery", "subqueries are not implemented")
+			subq = a
 		default:
 			if a.Type() == parser.ValueTypeMatrix {
-				return nil, unsupported(a, nodeName(a), "the range argument must be a range selector")
+				return nil, unsupported(a, nodeName(a), "the range argument must be a range selector or a subquery")
 			}
 			p, err := c.compile(a)
 			if err != nil {
 				return nil, err
 			}
-			n.param = p
+			params = append(params, p)
 		}
 	}
+	if len(params) > 0 {
+		n.param = params[0]
+	}
+	if len(params) > 1 {
+		n.param2 = params[1]
+	}
+	if subq != nil {
+		sub, err := c.subquery(subq)
+		if err != nil {
+			return nil, err
+		}
+		n.rng = sub.rng
+		return &subqFnNode{k: *n, sub: sub}, nil
+	}
 	if msel == nil {
-		return nil, unsupported(e, "function "+e.Func.Name, "the range argument must be a range selector")
+		return nil, unsupported(e, "function "+e.Func.Name, "the range argument must be a range selector or a subquery")
 	}
 	if msel.RangeExpr != nil {
 		return nil, unsupported(msel, "range duration expression", "duration expressions are not implemented")
@@ -394,11 +614,11 @@ func (c *compiler) rangeCall(e *parser.Call, kind rangeKind) (node, error) {
 		return nil, unsupported(msel, "range selector", "")
 	}
 	n.rng = msel.Range.Milliseconds()
-	set, offset, err := c.selector(vs, n.rng)
+	set, offset, at, err := c.selector(vs, n.rng, true)
 	if err != nil {
 		return nil, err
 	}
-	n.set, n.offset = set, offset
+	n.set, n.offset, n.at = set, offset, at
 	if kind == fnAbsentOverTime {
 		n.absent = absentLabels(msel)
 	}

@@ -333,13 +333,12 @@ func parseNumber(s string) (float64, error) {
 	return f, err
 }
 
-// shouldTierFuncs are the functions of the Should tier (promql-subset.md §2).
-var shouldTierFuncs = map[string]bool{
-	"label_replace": true, "label_join": true, "delta": true, "idelta": true, "deriv": true,
-	"predict_linear": true, "changes": true, "resets": true, "quantile_over_time": true,
-	"stddev_over_time": true, "stdvar_over_time": true, "first_over_time": true,
-	"present_over_time": true, "absent_over_time": true, "sqrt": true, "exp": true, "ln": true,
-	"log2": true, "log10": true, "sgn": true, "timestamp": true, "sort": true, "sort_desc": true,
+// mustTierFuncs are the functions of the Must tier (promql-subset.md §2).
+var mustTierFuncs = map[string]bool{
+	"rate": true, "irate": true, "increase": true, "avg_over_time": true, "min_over_time": true,
+	"max_over_time": true, "sum_over_time": true, "count_over_time": true, "last_over_time": true,
+	"histogram_quantile": true, "vector": true, "scalar": true, "clamp": true, "clamp_min": true,
+	"clamp_max": true, "abs": true, "ceil": true, "floor": true, "round": true, "absent": true, "time": true,
 }
 
 // isMustTier reports whether expr uses only Must-tier constructs, for the
@@ -353,12 +352,15 @@ func isMustTier(expr string) bool {
 	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
 		switch n := n.(type) {
 		case *parser.Call:
-			must = must && !shouldTierFuncs[n.Func.Name]
+			must = must && mustTierFuncs[n.Func.Name]
 		case *parser.VectorSelector:
-			must = must && n.OriginalOffset == 0
+			must = must && n.OriginalOffset == 0 && n.Timestamp == nil && n.StartOrEnd == 0
+		case *parser.SubqueryExpr:
+			must = false
 		case *parser.AggregateExpr:
 			switch n.Op {
-			case parser.TOPK, parser.BOTTOMK, parser.QUANTILE, parser.GROUP, parser.STDDEV, parser.STDVAR:
+			case parser.SUM, parser.AVG, parser.MIN, parser.MAX, parser.COUNT:
+			default:
 				must = false
 			}
 		case *parser.BinaryExpr:
@@ -622,24 +624,21 @@ func runEval(ev *confEval, plan *Plan, cerr error) error {
 	}
 	got := map[uint64]*series{}
 	err := cerr
-	for ts, step := ev.from, 0; err == nil && ts <= ev.to; ts, step = ts+ev.step, step+1 {
-		var res Result
-		res, err = plan.Eval(ctx, ts)
-		if err != nil {
-			break
+	if err == nil {
+		// A range eval is one Prometheus range query: @ start()/end() and
+		// step invariance depend on it, so it is not a loop of Evals.
+		step := ev.step
+		if step <= 0 {
+			step = 1
 		}
-		if res.Scalar {
-			res.Vector = []Sample{{Labels: labels.EmptyLabels(), F: res.Value}}
-		}
-		for _, s := range res.Vector {
-			h := s.Labels.Hash()
-			if got[h] == nil {
-				got[h] = &series{lset: s.Labels}
+		var mat []RangeSeries
+		mat, err = plan.EvalRange(ctx, ev.from, ev.to, step, nil)
+		for _, s := range mat {
+			se := &series{lset: s.Labels}
+			for _, pt := range s.Points {
+				se.pts = append(se.pts, point{int((pt.T - ev.from) / step), pt.F})
 			}
-			got[h].pts = append(got[h].pts, point{step, s.F})
-		}
-		if ev.step <= 0 {
-			break
+			got[s.Labels.Hash()] = se
 		}
 	}
 	if ev.fail {

@@ -54,6 +54,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -175,10 +176,16 @@ const DefaultMaxLabelBytes = 8 << 20
 // on longer strings. A longer value fails with ErrBudgetExceeded.
 const MaxLabelValueBytes = 1 << 24
 
-// supportedFunctions lists the PromQL functions the compiler implements
-// (promql-subset.md §2, Must and Should tiers). The parser is restricted to
-// them, so any other call fails at parse time with the parser's own
-// `unknown function with name "…"` message and position.
+// DefaultSubqueryStep is the resolution of a subquery that sets none
+// (`x[5m:]`): Prometheus's default global evaluation interval, which is
+// what its engine uses unless the server's configuration changes it.
+const DefaultSubqueryStep = time.Minute
+
+// supportedFunctions lists the PromQL functions the compiler implements.
+// The parser is restricted to them, so any other call fails at parse time
+// with the parser's own `unknown function with name "…"` message and
+// position. docs/promql-functions.md lists every function of Prometheus
+// v0.316.0 with its status here.
 var supportedFunctions = map[string]bool{
 	// Must.
 	"rate": true, "irate": true, "increase": true,
@@ -196,6 +203,20 @@ var supportedFunctions = map[string]bool{
 	"first_over_time": true, "present_over_time": true, "absent_over_time": true,
 	"sqrt": true, "exp": true, "ln": true, "log2": true, "log10": true, "sgn": true,
 	"timestamp": true, "sort": true, "sort_desc": true,
+	// Trigonometric and date functions.
+	"acos": true, "acosh": true, "asin": true, "asinh": true, "atan": true, "atanh": true,
+	"cos": true, "cosh": true, "sin": true, "sinh": true, "tan": true, "tanh": true,
+	"deg": true, "rad": true, "pi": true,
+	"days_in_month": true, "day_of_month": true, "day_of_week": true, "day_of_year": true,
+	"hour": true, "minute": true, "month": true, "year": true,
+	// Experimental (parser.Options.EnableExperimentalFunctions).
+	"sort_by_label": true, "sort_by_label_desc": true,
+	"mad_over_time": true, "ts_of_first_over_time": true, "ts_of_last_over_time": true,
+	"ts_of_max_over_time": true, "ts_of_min_over_time": true,
+	"double_exponential_smoothing": true, "integral": true, "histogram_quantiles": true,
+	"start": true, "end": true, "range": true, "step": true, "min_of": true, "max_of": true,
+	// Over classic buckets only (native histograms: docs/promql-functions.md).
+	"histogram_fraction": true,
 }
 
 // Engine compiles and evaluates queries over one store. It is safe for
@@ -213,11 +234,14 @@ type Engine struct {
 	exactNumericLabels bool
 }
 
-// NewEngine returns an engine reading from st. Its parser has Prometheus's
-// server defaults (no experimental functions, no unquoted UTF-8 names) and
-// knows only the functions the compiler implements.
+// NewEngine returns an engine reading from st. Its parser accepts
+// Prometheus's experimental functions and aggregations (limitk,
+// limit_ratio, sort_by_label, …: what Prometheus enables with
+// --enable-feature=promql-experimental-functions), otherwise has the
+// server defaults (no unquoted UTF-8 names, no fill modifiers), and knows
+// only the functions the compiler implements.
 func NewEngine(st *store.Store) *Engine {
-	return newEngine(st, parser.Options{})
+	return newEngine(st, parser.Options{EnableExperimentalFunctions: true})
 }
 
 func newEngine(st *store.Store, opts parser.Options) *Engine {
@@ -298,10 +322,20 @@ type Options struct {
 	// returns an error matching ErrBudgetExceeded instead of touching them
 	// all. Zero means no cap beyond MaxSamples.
 	MaxSeries int
+	// SubqueryStep is the resolution of a subquery written without one
+	// (`x[5m:]`). Below 1ms (zero included) means DefaultSubqueryStep,
+	// Prometheus's default.
+	SubqueryStep time.Duration
+	// MaxSubqueryPoints caps the points (16 B each) the plan's subqueries
+	// hold at once, so a plan's memory is bounded whatever the sample
+	// budget lets one step read; past it, Eval returns an error matching
+	// ErrBudgetExceeded. Zero means MaxSamples.
+	MaxSubqueryPoints int
 	// MaxLabelBytes caps the bytes of label sets one evaluation may create
 	// (label_replace and label_join: every label set they build counts its
 	// encoded size, and a replacement is checked at its upper bound before
-	// it is expanded). Past it, Eval returns an error matching
+	// it is expanded; count_values and histogram_quantiles: every label
+	// set with their added label). Past it, Eval returns an error matching
 	// ErrBudgetExceeded. Other operators only build subsets or merges of
 	// label sets they were given, so they cannot grow labels. Zero means
 	// the engine's default (SetDefaults), then DefaultMaxLabelBytes.
@@ -329,7 +363,20 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if opts.MaxLabelBytes <= 0 {
 		opts.MaxLabelBytes = DefaultMaxLabelBytes
 	}
-	c := compiler{store: e.store, lookback: opts.LookbackDelta.Milliseconds(), normalize: !e.exactNumericLabels}
+	if opts.SubqueryStep < time.Millisecond {
+		opts.SubqueryStep = DefaultSubqueryStep
+	}
+	if opts.MaxSubqueryPoints <= 0 {
+		opts.MaxSubqueryPoints = opts.MaxSamples
+	}
+	c := compiler{
+		store: e.store, lookback: opts.LookbackDelta.Milliseconds(), normalize: !e.exactNumericLabels,
+		subqStep: opts.SubqueryStep.Milliseconds(), wrap: map[parser.Expr]bool{},
+		held: &heldPoints{max: int64(opts.MaxSubqueryPoints)},
+	}
+	if _, wrapRoot := stepInvariance(expr, c.wrap); wrapRoot {
+		c.wrap[expr] = true
+	}
 	root, err := c.compile(expr)
 	if err != nil {
 		return nil, err
@@ -339,6 +386,7 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 		warnings = append(warnings, fmt.Sprintf("query reads %v back (range or lookback plus offset) but the store keeps %v; older samples are missing", w, e.store.Retention()))
 	}
 	return &Plan{
+		timing:     c.timing,
 		warnings:   warnings,
 		root:       root,
 		text:       expr.String(),
@@ -372,12 +420,17 @@ type Plan struct {
 	maxSeries  int
 	maxLabels  int64
 	warnings   []string
+	// timing lists the nodes whose behaviour depends on the query's time
+	// frame, in evaluation order (see eval_subquery.go).
+	timing []timingItem
 
-	ev  evaluator
-	out []Sample
+	ev    evaluator
+	scope uint64 // counts the queries evaluated, see evaluator.scope
+	out   []Sample
 	// dup maps an output label set's hash to the index of the element
 	// that has it, for the final same-labelset check.
-	dup map[uint64]int
+	dup       map[uint64]int
+	scalarOut vector
 }
 
 // String returns the canonical text of the compiled expression.
@@ -431,23 +484,230 @@ func ctxErr(ctx context.Context) error {
 // that have the same labels once __name__ is dropped.
 const errSameLabelset = "vector cannot contain metrics with the same labelset"
 
-// Eval evaluates the plan at t, in unix milliseconds. It honours ctx
-// cancellation and the plan's sample and label budgets.
+// Eval evaluates the plan at t, in unix milliseconds, as an instant
+// query: @ start() and @ end() are t. It honours ctx cancellation and the
+// plan's sample and label budgets.
 func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
 	if err := ctxErr(ctx); err != nil {
 		return Result{}, err
 	}
-	p.ev = evaluator{ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries, maxLabels: p.maxLabels}
-	if p.root.valueType() == parser.ValueTypeScalar {
-		v, err := p.root.scalar(&p.ev, t)
-		if err != nil {
-			return Result{}, err
+	// Prometheus runs an instant query as one step with interval 1 ms.
+	p.beginQuery(t, t, 1)
+	defer p.endQuery()
+	return p.evalStep(ctx, t)
+}
+
+// endQuery releases what the query's subqueries hold beyond what a warm
+// plan keeps.
+func (p *Plan) endQuery() {
+	for _, it := range p.timing {
+		if it.sub != nil {
+			it.sub.release()
 		}
-		return Result{Scalar: true, Value: v}, nil
 	}
-	vec, err := p.root.eval(&p.ev, t)
+}
+
+// MaxRangeSteps bounds (end-start)/step of one EvalRange: Prometheus's
+// HTTP API limit of 11,000 points per series.
+const MaxRangeSteps = 11_000
+
+// ErrTooManySteps means an EvalRange's (end-start)/step exceeds
+// MaxRangeSteps.
+var ErrTooManySteps = errors.New("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
+
+// Point is one step of a range query's series.
+type Point struct {
+	T int64 // unix ms
+	F float64
+}
+
+// RangeSeries is one series of a range query's result. Its labels are
+// immutable (the store's or the plan's) and may be kept.
+type RangeSeries struct {
+	Labels labels.Labels
+	Points []Point
+}
+
+// RangeSeriesCost is what EvalRange charges for a new series, in the
+// units of its charge function (16 B, a point): the series' bookkeeping.
+const RangeSeriesCost = 8
+
+// EvalRange evaluates the plan as a Prometheus range query: at start,
+// start+step, …, up to end (unix milliseconds; step >= 1), and returns the
+// series, sorted by labels (hidden twins in creation order), each with its
+// points in time order. @ start() and @ end() are start and end;
+// step-invariant parts (an @ selector, and what Prometheus's
+// PreprocessExpr wraps) are evaluated once, at start, and subqueries
+// evaluate each of their steps once for the whole range, as Prometheus
+// does. Each step gets the plan's sample and label budgets.
+//
+// charge, when not nil, is told the memory the result is about to take, in
+// units of 16 B (one point), before it is allocated: RangeSeriesCost per
+// new series and every growth of a series' points (by a quarter, so spare
+// capacity is charged too). Its error stops the evaluation and is
+// returned, so the caller bounds the result's memory.
+//
+// As in Prometheus's range evaluation, whether a series loses __name__ is
+// decided once per output series (by its first step, or for an
+// aggregation by its last), not per step.
+func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge func(units int) error) ([]RangeSeries, error) {
+	if step <= 0 || end < start {
+		return nil, fmt.Errorf("invalid range: start %d, end %d, step %d", start, end, step)
+	}
+	// end >= start, so the span fits a uint64 even where it overflows an
+	// int64; the grid's last time is at most end.
+	steps := (uint64(end) - uint64(start)) / uint64(step)
+	if steps > MaxRangeSteps {
+		return nil, ErrTooManySteps
+	}
+	if charge == nil {
+		charge = func(int) error { return nil }
+	}
+	p.beginQuery(start, end, step)
+	defer p.endQuery()
+	type series struct {
+		lset labels.Labels // full labels
+		drop bool
+		pts  []Point
+		next *series // the next series with the same labels' hash
+	}
+	var (
+		all    []*series
+		byHash = map[uint64]*series{}
+	)
+	grow := func(pts []Point, n int) ([]Point, error) {
+		if len(pts)+n <= cap(pts) {
+			return pts, nil
+		}
+		extra := max(cap(pts)/4+4, len(pts)+n-cap(pts))
+		if err := charge(extra); err != nil {
+			return nil, err
+		}
+		np := make([]Point, len(pts), cap(pts)+extra)
+		copy(np, pts)
+		return np, nil
+	}
+	dropLast := p.rootDropLast()
+	for k := range steps + 1 {
+		t := int64(uint64(start) + k*uint64(step))
+		if err := ctxErr(ctx); err != nil {
+			return nil, err
+		}
+		vec, scalar, err := p.evalRaw(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		if p.root.valueType() == parser.ValueTypeScalar {
+			p.scalarOut = append(p.scalarOut[:0], sample{lset: labels.EmptyLabels(), f: scalar})
+			vec = p.scalarOut
+		}
+		for _, e := range vec {
+			// Elements with the same labels in one step (hidden twins,
+			// otlp-contract.md §8.3) go to a chain of series, the k-th to
+			// the k-th; the final check below tells them from a clash.
+			h := e.lset.Hash()
+			s, prev := byHash[h], (*series)(nil)
+			for s != nil && len(s.pts) > 0 && s.pts[len(s.pts)-1].T == t {
+				if p.ev.dupLabels {
+					return nil, errors.New(errSameLabelset)
+				}
+				s, prev = s.next, s
+			}
+			if s == nil {
+				if err := charge(RangeSeriesCost); err != nil {
+					return nil, err
+				}
+				s = &series{lset: e.lset, drop: e.drop}
+				all = append(all, s)
+				if prev == nil {
+					byHash[h] = s
+				} else {
+					prev.next = s
+				}
+			}
+			if dropLast {
+				s.drop = e.drop
+			}
+			if s.pts, err = grow(s.pts, 1); err != nil {
+				return nil, err
+			}
+			s.pts = append(s.pts, Point{T: t, F: e.f})
+		}
+	}
+	// Prometheus's cleanupMetricLabels and mergeSeriesWithSameLabelset:
+	// series that meet once their metadata labels are dropped merge,
+	// unless they share a step. Series that had the same labels before
+	// (hidden twins) stay apart.
+	out := make([]RangeSeries, 0, len(all))
+	merged := make(map[uint64]int, len(all))
+	full := make([]labels.Labels, 0, len(all)) // out[i]'s labels before dropping
+	for _, s := range all {
+		l := s.lset
+		if s.drop {
+			l = dropMetadata(l)
+		}
+		h := l.Hash()
+		i, ok := merged[h]
+		if !ok || labels.Equal(full[i], s.lset) {
+			if !ok {
+				merged[h] = len(out)
+			}
+			out = append(out, RangeSeries{Labels: l, Points: s.pts})
+			full = append(full, s.lset)
+			continue
+		}
+		m := &out[i]
+		var err error
+		if m.Points, err = grow(m.Points, len(s.pts)); err != nil {
+			return nil, err
+		}
+		m.Points = append(m.Points, s.pts...)
+		slices.SortFunc(m.Points, func(a, b Point) int { return cmpInt(a.T, b.T) })
+		for k := 1; k < len(m.Points); k++ {
+			if m.Points[k].T == m.Points[k-1].T {
+				return nil, errors.New(errSameLabelset)
+			}
+		}
+	}
+	// Stable: hidden twins keep the order they first appeared in.
+	slices.SortStableFunc(out, func(a, b RangeSeries) int { return labels.Compare(a.Labels, b.Labels) })
+	return out, nil
+}
+
+// rootDropLast tells how Prometheus's range evaluation of the root decides
+// a series' __name__ dropping: by the last step for an aggregation (its
+// result series take each step's group mark), else by the first.
+func (p *Plan) rootDropLast() bool {
+	a, ok := p.root.(*aggNode)
+	if !ok {
+		return false
+	}
+	switch a.op {
+	case parser.TOPK, parser.BOTTOMK, parser.LIMITK, parser.LIMIT_RATIO, parser.COUNT_VALUES:
+		return false
+	}
+	return true
+}
+
+// beginQuery starts a query over [start, end] with interval: per-query
+// caches (step-invariant results, subquery matrices) are invalidated by a
+// new scope, and the time-frame-dependent values are computed.
+func (p *Plan) beginQuery(start, end, interval int64) {
+	p.scope++
+	p.ev = evaluator{start: start, end: end, interval: interval, scope: p.scope}
+	if len(p.timing) > 0 {
+		p.prepareScope(&p.ev)
+	}
+}
+
+// evalStep evaluates one step of the current query at t.
+func (p *Plan) evalStep(ctx context.Context, t int64) (Result, error) {
+	vec, v, err := p.evalRaw(ctx, t)
 	if err != nil {
 		return Result{}, err
+	}
+	if p.root.valueType() == parser.ValueTypeScalar {
+		return Result{Scalar: true, Value: v}, nil
 	}
 	// Delayed __name__ dropping (promql-subset.md §4.9): elements marked
 	// "drop" lose their metadata labels only now, and a collision that
@@ -467,13 +727,29 @@ func (p *Plan) Eval(ctx context.Context, t int64) (Result, error) {
 		clear(p.dup)
 		for i, s := range p.out {
 			h := s.Labels.Hash()
-			if j, ok := p.dup[h]; ok && !twins(vec[i].lset, vec[j].lset) {
+			if j, ok := p.dup[h]; ok && (p.ev.dupLabels || !twins(vec[i].lset, vec[j].lset)) {
 				return Result{}, errors.New(errSameLabelset)
 			}
 			p.dup[h] = i
 		}
 	}
 	return Result{Vector: p.out}, nil
+}
+
+// evalRaw evaluates the root at t within the current query: a vector
+// root's elements (labels not yet cleaned up) or a scalar root's value.
+func (p *Plan) evalRaw(ctx context.Context, t int64) (vector, float64, error) {
+	// A fresh budget and store clock per step; the query's frame stays.
+	p.ev = evaluator{
+		ctx: ctx, maxSamples: p.maxSamples, maxSeries: p.maxSeries, maxLabels: p.maxLabels,
+		start: p.ev.start, end: p.ev.end, interval: p.ev.interval, scope: p.ev.scope,
+	}
+	if p.root.valueType() == parser.ValueTypeScalar {
+		v, err := p.root.scalar(&p.ev, t)
+		return nil, v, err
+	}
+	vec, err := p.root.eval(&p.ev, t)
+	return vec, 0, err
 }
 
 // twins reports whether two elements that ended with the same labels

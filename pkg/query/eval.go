@@ -30,12 +30,25 @@ type sample struct {
 
 type vector []sample
 
-// evaluator carries the per-Eval state: context and budget.
+// evaluator carries the per-Eval state: context, budget and the query's
+// time frame.
 type evaluator struct {
 	ctx        context.Context
 	maxSamples int64
 	maxSeries  int
 	samples    int64
+	// start and end are the query's first and last step (equal for an
+	// instant query) and interval its step (1 ms for an instant query, as
+	// in Prometheus's engine): @ start()/end() and subquery alignment
+	// depend on them. scope identifies the query: per-query caches
+	// (step-invariant results, subquery matrices) hold while it is the
+	// same.
+	start, end, interval int64
+	scope                uint64
+	// dupLabels is set when a node produced two elements with the same
+	// labels that are not hidden twins (histogram_quantiles with a
+	// repeated q): they may not share a step of a range query's result.
+	dupLabels bool
 	// labels counts the bytes of label sets created so far (chargeLabels);
 	// maxLabels is its budget.
 	labels, maxLabels int64
@@ -107,13 +120,13 @@ func (ev *evaluator) chargeLabels(n int64) error {
 // name and value and their length prefixes.
 func (ev *evaluator) chargeLabelSet(base labels.Labels, dst string, valueLen int64) error {
 	if valueLen > MaxLabelValueBytes {
-		return fmt.Errorf("%w: label_replace/label_join would create a %d-byte value of label %q, longer than %d bytes", ErrBudgetExceeded, valueLen, dst, MaxLabelValueBytes)
+		return fmt.Errorf("%w: the query would create a %d-byte value of label %q, longer than %d bytes", ErrBudgetExceeded, valueLen, dst, MaxLabelValueBytes)
 	}
 	return ev.chargeLabels(int64(base.ByteSize()) + int64(len(dst)) + valueLen + 8)
 }
 
 func (ev *evaluator) labelBudgetError() error {
-	return fmt.Errorf("%w: label_replace/label_join would create more than %d bytes of labels in one evaluation", ErrBudgetExceeded, ev.maxLabels)
+	return fmt.Errorf("%w: the query would create more than %d bytes of labels in one evaluation (label_replace, label_join, count_values, histogram_quantiles)", ErrBudgetExceeded, ev.maxLabels)
 }
 
 // node is one operator of a compiled plan. Vector nodes implement eval and
@@ -355,8 +368,18 @@ type selectorNode struct {
 	vectorNode
 	set      *seriesSet
 	offset   int64
+	at       *atMod // nil without @
 	lookback int64
 	out      vector
+}
+
+// ref is the selector's reference time at step t: t-offset, or what the
+// @ modifier fixed for the query.
+func (n *selectorNode) ref(t int64) int64 {
+	if n.at != nil {
+		return n.at.refAt(t)
+	}
+	return t - n.offset
 }
 
 func (n *selectorNode) eval(ev *evaluator, t int64) (vector, error) {
@@ -371,7 +394,7 @@ func (n *selectorNode) stream(ev *evaluator, t int64, dst sink) error {
 	if err := n.set.refresh(ev); err != nil {
 		return err
 	}
-	ref := t - n.offset
+	ref := n.ref(t)
 	rd := ev.reader(n.set.store)
 	for i, h := range n.set.handles {
 		s, ok := rd.Latest(h, ref)
@@ -389,7 +412,7 @@ func (n *selectorNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	if err := n.set.refresh(ev); err != nil {
 		return err
 	}
-	ref := t - n.offset
+	ref := n.ref(t)
 	rd := ev.reader(n.set.store)
 	// The sum stays in locals: sumSink.addValue, by hand (kahanInc is too
 	// big to inline).
@@ -426,7 +449,7 @@ func (n *selectorNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 	}
 	g := &agg.gsum
 	g.prepare(agg, n.set)
-	ref := t - n.offset
+	ref := n.ref(t)
 	rd := ev.reader(n.set.store)
 	for i, h := range n.set.handles {
 		s, ok := rd.Latest(h, ref)

@@ -7,13 +7,16 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 )
 
 // aggNode implements sum, avg, min, max, count, group, stddev, stdvar,
-// quantile, topk and bottomk with by/without (§4.6).
+// quantile, topk, bottomk, limitk, limit_ratio and count_values with
+// by/without (§4.6).
 //
 // Groups are found by hashing the grouping labels into a reused map; the
 // output labels of a group are cached by that hash across evaluations, so
@@ -24,7 +27,9 @@ type aggNode struct {
 	child    node
 	param    node
 	without  bool
-	grouping []string // sorted; for without, includes the metadata labels
+	grouping []string // sorted; for without, includes the metadata labels; for count_values by, the value label
+	// valueLabel is count_values' label.
+	valueLabel string
 
 	buf    []byte
 	groups map[uint64]int
@@ -109,12 +114,19 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 		}
 		param = p
 	}
-	if n.op == parser.TOPK || n.op == parser.BOTTOMK {
+	switch n.op {
+	case parser.TOPK, parser.BOTTOMK, parser.LIMITK, parser.LIMIT_RATIO:
 		in, err := n.child.eval(ev, t)
 		if err != nil {
 			return nil, err
 		}
 		return n.evalK(in, param, t)
+	case parser.COUNT_VALUES:
+		in, err := n.child.eval(ev, t)
+		if err != nil {
+			return nil, err
+		}
+		return n.countValues(ev, in, t)
 	}
 	if n.groups == nil {
 		n.groups = make(map[uint64]int)
@@ -410,20 +422,32 @@ func (n *aggNode) finish(param float64) {
 // maxInt64 is the largest float64 below 2^63, Prometheus's bound for k.
 const maxInt64 = 9223372036854774784
 
-// evalK is topk/bottomk with Prometheus's heap selection, so ties resolve
-// the same way; the result of each group is sorted, groups in order of
-// first appearance.
+// evalK is topk, bottomk, limitk and limit_ratio with Prometheus's heap
+// operations (aggregationK), so ties resolve and elements come out in the
+// same order: topk and bottomk sorted, limitk and limit_ratio in heap
+// order; groups in order of first appearance.
 func (n *aggNode) evalK(in vector, param float64, t int64) (vector, error) {
 	n.out = n.out[:0]
-	switch {
-	case param < 1:
-		return n.out, nil
-	case math.IsNaN(param):
-		return nil, errors.New("Parameter value is NaN") //nolint:staticcheck // Prometheus's exact message
-
-	case param >= maxInt64:
-		return nil, fmt.Errorf("Scalar value %v overflows int64", param) //nolint:staticcheck // Prometheus's exact message
-	case len(in) == 0:
+	var ratio float64
+	if n.op == parser.LIMIT_RATIO {
+		switch {
+		case param == 0:
+			return n.out, nil
+		case math.IsNaN(param):
+			return nil, errors.New("Ratio value is NaN") //nolint:staticcheck // Prometheus's exact message
+		}
+		ratio = max(-1, min(1, param))
+	} else {
+		switch {
+		case param < 1:
+			return n.out, nil
+		case math.IsNaN(param):
+			return nil, errors.New("Parameter value is NaN") //nolint:staticcheck // Prometheus's exact message
+		case param >= maxInt64:
+			return nil, fmt.Errorf("Scalar value %v overflows int64", param) //nolint:staticcheck // Prometheus's exact message
+		}
+	}
+	if len(in) == 0 {
 		return n.out, nil
 	}
 	k := min(int(param), len(in))
@@ -446,7 +470,8 @@ func (n *aggNode) evalK(in vector, param float64, t int64) (vector, error) {
 		}
 		hp := &n.heaps[gi]
 		s.t = t
-		if n.op == parser.TOPK {
+		switch n.op {
+		case parser.TOPK:
 			switch {
 			case len(*hp) < k:
 				heap.Push(hp, s)
@@ -456,29 +481,85 @@ func (n *aggNode) evalK(in vector, param float64, t int64) (vector, error) {
 					heap.Fix(hp, 0)
 				}
 			}
-			continue
-		}
-		rh := (*reverseSampleHeap)(hp)
-		switch {
-		case len(*hp) < k:
-			heap.Push(rh, s)
-		case (*hp)[0].f > s.f || (math.IsNaN((*hp)[0].f) && !math.IsNaN(s.f)):
-			(*hp)[0] = s
-			if k > 1 {
-				heap.Fix(rh, 0)
+		case parser.BOTTOMK:
+			rh := (*reverseSampleHeap)(hp)
+			switch {
+			case len(*hp) < k:
+				heap.Push(rh, s)
+			case (*hp)[0].f > s.f || (math.IsNaN((*hp)[0].f) && !math.IsNaN(s.f)):
+				(*hp)[0] = s
+				if k > 1 {
+					heap.Fix(rh, 0)
+				}
+			}
+		case parser.LIMITK:
+			if len(*hp) < k {
+				heap.Push(hp, s)
+			}
+		case parser.LIMIT_RATIO:
+			if ratioSampled(ratio, s.lset) {
+				heap.Push(hp, s)
 			}
 		}
 	}
 	for gi := range ng {
 		hp := n.heaps[gi]
-		if n.op == parser.TOPK {
-			if len(hp) > 1 {
+		if len(hp) > 1 {
+			switch n.op {
+			case parser.TOPK:
 				sort.Sort(sort.Reverse(hp))
+			case parser.BOTTOMK:
+				sort.Sort(sort.Reverse((*reverseSampleHeap)(&hp)))
 			}
-		} else if len(hp) > 1 {
-			sort.Sort(sort.Reverse((*reverseSampleHeap)(&hp)))
 		}
 		n.out = append(n.out, hp...)
+	}
+	return n.out, nil
+}
+
+// ratioSampled is Prometheus's HashRatioSampler: a series is in
+// limit_ratio(r, …) when its label hash, as a fraction of the uint64
+// range, is below r (r >= 0), or at least 1+r (r < 0). The labels still
+// hold __name__ (delayed dropping), as upstream's do.
+func ratioSampled(r float64, l labels.Labels) bool {
+	offset := float64(l.Hash()) / float64(math.MaxUint64)
+	return (r >= 0 && offset < r) || (r < 0 && offset >= 1.0+r)
+}
+
+// countValues is count_values (aggregationCountValues): per group of the
+// input with the value label set to the value (strconv 'f', -1), the
+// number of elements. It builds each element's labels, as upstream does,
+// charging them to the label budget; output labels are cached by group.
+func (n *aggNode) countValues(ev *evaluator, in vector, t int64) (vector, error) {
+	if !model.UTF8Validation.IsValidLabelName(n.valueLabel) {
+		return nil, fmt.Errorf("invalid label name %q", n.valueLabel)
+	}
+	if n.groups == nil {
+		n.groups = make(map[uint64]int)
+	}
+	clear(n.groups)
+	if len(n.lcache) > 2*len(n.out)+labelCacheSlack {
+		clear(n.lcache)
+	}
+	if n.lb == nil {
+		n.lb = labels.NewBuilder(labels.EmptyLabels())
+	}
+	n.out = n.out[:0]
+	for _, s := range in {
+		v := strconv.FormatFloat(s.f, 'f', -1, 64)
+		if err := ev.chargeLabelSet(s.lset, n.valueLabel, int64(len(v))); err != nil {
+			return nil, err
+		}
+		n.lb.Reset(s.lset)
+		n.lb.Set(n.valueLabel, v)
+		metric := n.lb.Labels()
+		h := n.key(metric)
+		if gi, ok := n.groups[h]; ok {
+			n.out[gi].f++
+			continue
+		}
+		n.groups[h] = len(n.out)
+		n.out = append(n.out, sample{lset: n.groupLabels(h, metric), t: t, f: 1})
 	}
 	return n.out, nil
 }

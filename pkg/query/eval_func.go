@@ -8,10 +8,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/facette/natsort"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
@@ -29,6 +31,20 @@ const (
 	mathLog10
 	mathSgn
 	mathRound
+	mathAcos
+	mathAcosh
+	mathAsin
+	mathAsinh
+	mathAtan
+	mathAtanh
+	mathCos
+	mathCosh
+	mathSin
+	mathSinh
+	mathTan
+	mathTanh
+	mathDeg
+	mathRad
 )
 
 // mathNode applies an element-wise function; the result drops __name__.
@@ -82,9 +98,176 @@ func (n *mathNode) eval(ev *evaluator, t int64) (vector, error) {
 			}
 		case mathRound:
 			f = math.Floor(f*toNearestInverse+0.5) / toNearestInverse
+		case mathAcos:
+			f = math.Acos(f)
+		case mathAcosh:
+			f = math.Acosh(f)
+		case mathAsin:
+			f = math.Asin(f)
+		case mathAsinh:
+			f = math.Asinh(f)
+		case mathAtan:
+			f = math.Atan(f)
+		case mathAtanh:
+			f = math.Atanh(f)
+		case mathCos:
+			f = math.Cos(f)
+		case mathCosh:
+			f = math.Cosh(f)
+		case mathSin:
+			f = math.Sin(f)
+		case mathSinh:
+			f = math.Sinh(f)
+		case mathTan:
+			f = math.Tan(f)
+		case mathTanh:
+			f = math.Tanh(f)
+		case mathDeg:
+			f *= 180 / math.Pi
+		case mathRad:
+			f *= math.Pi / 180
 		}
 		n.out = append(n.out, sample{lset: s.lset, t: t, f: f, drop: true})
 	}
+	return n.out, nil
+}
+
+type dateKind uint8
+
+const (
+	dateDaysInMonth dateKind = iota
+	dateDayOfMonth
+	dateDayOfWeek
+	dateDayOfYear
+	dateHour
+	dateMinute
+	dateMonth
+	dateYear
+)
+
+// dateNode is a date function (dateWrapper): of each element's value as
+// unix seconds (the result drops __name__), or without an argument of the
+// evaluation time (one element, no labels).
+type dateNode struct {
+	vectorNode
+	kind  dateKind
+	child node // nil: vector(time())
+	out   vector
+}
+
+func (n *dateNode) eval(ev *evaluator, t int64) (vector, error) {
+	n.out = n.out[:0]
+	if n.child == nil {
+		n.out = append(n.out, sample{lset: labels.EmptyLabels(), t: t, f: n.kind.of(time.Unix(t/1000, 0).UTC())})
+		return n.out, nil
+	}
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range in {
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: n.kind.of(time.Unix(int64(s.f), 0).UTC()), drop: true})
+	}
+	return n.out, nil
+}
+
+func (k dateKind) of(t time.Time) float64 {
+	switch k {
+	case dateDaysInMonth:
+		return float64(32 - time.Date(t.Year(), t.Month(), 32, 0, 0, 0, 0, time.UTC).Day())
+	case dateDayOfMonth:
+		return float64(t.Day())
+	case dateDayOfWeek:
+		return float64(t.Weekday())
+	case dateDayOfYear:
+		return float64(t.YearDay())
+	case dateHour:
+		return float64(t.Hour())
+	case dateMinute:
+		return float64(t.Minute())
+	case dateMonth:
+		return float64(t.Month())
+	}
+	return float64(t.Year())
+}
+
+// frameNode is start(), end(), range() or step(): the query's time frame,
+// which upstream folds into a number before evaluating (in seconds; step()
+// is 0 for an instant query).
+type frameNode struct {
+	scalarNode
+	fn string
+}
+
+func (n *frameNode) scalar(ev *evaluator, _ int64) (float64, error) {
+	switch n.fn {
+	case "start":
+		return float64(ev.start) / 1000, nil
+	case "end":
+		return float64(ev.end) / 1000, nil
+	case "range":
+		return float64(ev.end-ev.start) / 1000, nil
+	}
+	if ev.start == ev.end {
+		return 0, nil
+	}
+	return float64(ev.interval) / 1000, nil
+}
+
+// minMaxNode is min_of(a, b) and max_of(a, b) over scalars.
+type minMaxNode struct {
+	scalarNode
+	max  bool
+	a, b node
+}
+
+func (n *minMaxNode) scalar(ev *evaluator, t int64) (float64, error) {
+	a, err := n.a.scalar(ev, t)
+	if err != nil {
+		return 0, err
+	}
+	b, err := n.b.scalar(ev, t)
+	if err != nil {
+		return 0, err
+	}
+	if n.max {
+		return math.Max(a, b), nil
+	}
+	return math.Min(a, b), nil
+}
+
+// sortByLabelNode is sort_by_label and sort_by_label_desc: by the given
+// labels in natural order, then by the whole label set (funcSortByLabel).
+type sortByLabelNode struct {
+	vectorNode
+	child  node
+	labels []string
+	desc   bool
+	out    vector
+}
+
+func (n *sortByLabelNode) eval(ev *evaluator, t int64) (vector, error) {
+	in, err := n.child.eval(ev, t)
+	if err != nil {
+		return nil, err
+	}
+	n.out = append(n.out[:0], in...)
+	slices.SortFunc(n.out, func(a, b sample) int {
+		for _, l := range n.labels {
+			lv1, lv2 := a.lset.Get(l), b.lset.Get(l)
+			if lv1 == lv2 {
+				continue
+			}
+			if natsort.Compare(lv1, lv2) != n.desc {
+				return -1
+			}
+			return +1
+		}
+		if n.desc {
+			return -labels.Compare(a.lset, b.lset)
+		}
+		return labels.Compare(a.lset, b.lset)
+	})
 	return n.out, nil
 }
 
@@ -379,6 +562,22 @@ type bucket struct {
 type hqNode struct {
 	vectorNode
 	q, child node
+	// fraction is set for histogram_fraction(lo, hi, v), quantiles for
+	// histogram_quantiles(v, "label", q…) (qs, qlabel); both over classic
+	// buckets only.
+	fraction  bool
+	lo, hi    node
+	quantiles bool
+	qs        []node
+	qlabel    string
+	qvals     []float64
+	qlsets    map[hqOut]labels.Labels
+	// rangeMode is set (per query) when its evaluator runs more than one
+	// step: Prometheus's range evaluation then rejects two output
+	// elements with the same labels in one step, which a repeated q or a
+	// quantile label that overwrites a grouping label produces.
+	rangeMode bool
+	dups      map[uint64]struct{}
 
 	buf    []byte
 	groups map[uint64]int
@@ -401,10 +600,29 @@ type hqGroup struct {
 	buckets []bucket
 }
 
+// hqOut keys histogram_quantiles' output labels: the group and q.
+type hqOut struct {
+	h uint64
+	q uint64
+}
+
 func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
-	q, err := n.q.scalar(ev, t)
-	if err != nil {
-		return nil, err
+	var q, lo, hi float64
+	var err error
+	switch {
+	case n.fraction:
+		if lo, err = n.lo.scalar(ev, t); err != nil {
+			return nil, err
+		}
+		if hi, err = n.hi.scalar(ev, t); err != nil {
+			return nil, err
+		}
+	case n.quantiles:
+		// Upstream evaluates the vector argument first.
+	default:
+		if q, err = n.q.scalar(ev, t); err != nil {
+			return nil, err
+		}
 	}
 	in, err := n.child.eval(ev, t)
 	if err != nil {
@@ -449,11 +667,176 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 		n.grp[gi].buckets = append(n.grp[gi].buckets, bucket{upper: upper, count: s.f})
 	}
 	n.out = n.out[:0]
-	for gi := range ng {
-		g := &n.grp[gi]
-		n.out = append(n.out, sample{lset: g.lset, t: t, f: bucketQuantile(q, g.buckets), drop: true})
+	switch {
+	case n.fraction:
+		for gi := range ng {
+			g := &n.grp[gi]
+			n.out = append(n.out, sample{lset: g.lset, t: t, f: bucketFraction(lo, hi, g.buckets), drop: true})
+		}
+	case n.quantiles:
+		n.qvals = n.qvals[:0]
+		for _, qn := range n.qs {
+			v, err := qn.scalar(ev, t)
+			if err != nil {
+				return nil, err
+			}
+			n.qvals = append(n.qvals, v)
+		}
+		if n.qlsets == nil || len(n.qlsets) > 2*ng*len(n.qs)+labelCacheSlack {
+			n.qlsets = make(map[hqOut]labels.Labels)
+		}
+		// Upstream's order: each quantile over every group, the buckets
+		// sorted and coalesced in place by the first (bucketQuantile
+		// leaves the tail of a coalesced slice as it was, as upstream's
+		// coalesceBuckets does).
+		for _, qv := range n.qvals {
+			for gi := range ng {
+				g := &n.grp[gi]
+				l, err := n.quantileLabels(ev, g, qv)
+				if err != nil {
+					return nil, err
+				}
+				n.out = append(n.out, sample{lset: l, t: t, f: bucketQuantile(qv, g.buckets), drop: true})
+			}
+		}
+		if len(n.out) > 1 {
+			if n.dups == nil {
+				n.dups = make(map[uint64]struct{}, len(n.out))
+			}
+			clear(n.dups)
+			for _, e := range n.out {
+				h := e.lset.Hash()
+				if _, dup := n.dups[h]; dup {
+					if n.rangeMode {
+						return nil, errors.New(errSameLabelset)
+					}
+					// A single step keeps them; they clash if they reach
+					// the result (EvalRange, Plan.Eval's final check).
+					ev.dupLabels = true
+					break
+				}
+				n.dups[h] = struct{}{}
+			}
+		}
+	default:
+		for gi := range ng {
+			g := &n.grp[gi]
+			n.out = append(n.out, sample{lset: g.lset, t: t, f: bucketQuantile(q, g.buckets), drop: true})
+		}
 	}
 	return n.out, nil
+}
+
+// quantileLabels is a group's labels with the quantile label set to q in
+// OpenMetrics form (getOrCreateLblsWithQuantile), cached; a new label set
+// is charged to the label budget.
+func (n *hqNode) quantileLabels(ev *evaluator, g *hqGroup, q float64) (labels.Labels, error) {
+	k := hqOut{h: g.lset.Hash(), q: math.Float64bits(q)}
+	if l, ok := n.qlsets[k]; ok {
+		return l, nil
+	}
+	v := labels.FormatOpenMetricsFloat(q)
+	if err := ev.chargeLabelSet(g.lset, n.qlabel, int64(len(v))); err != nil {
+		return labels.EmptyLabels(), err
+	}
+	if n.lb == nil {
+		n.lb = labels.NewBuilder(labels.EmptyLabels())
+	}
+	n.lb.Reset(g.lset)
+	n.lb.Set(n.qlabel, v)
+	l := n.lb.Labels()
+	n.qlsets[k] = l
+	return l, nil
+}
+
+// bucketFraction is Prometheus's BucketFraction: the estimated share of
+// observations in [lower, upper], interpolating linearly in buckets. It
+// sorts and coalesces buckets in place.
+func bucketFraction(lower, upper float64, buckets []bucket) float64 {
+	if len(buckets) == 0 {
+		return math.NaN()
+	}
+	slices.SortFunc(buckets, func(a, b bucket) int {
+		switch {
+		case a.upper < b.upper:
+			return -1
+		case a.upper > b.upper:
+			return +1
+		}
+		return 0
+	})
+	if !math.IsInf(buckets[len(buckets)-1].upper, +1) {
+		return math.NaN()
+	}
+	last, k := buckets[0], 0
+	for _, b := range buckets[1:] {
+		if b.upper == last.upper {
+			last.count += b.count
+		} else {
+			buckets[k] = last
+			last = b
+			k++
+		}
+	}
+	buckets[k] = last
+	buckets = buckets[:k+1]
+	count := buckets[len(buckets)-1].count
+	if count == 0 || math.IsNaN(lower) || math.IsNaN(upper) {
+		return math.NaN()
+	}
+	if lower >= upper {
+		return 0
+	}
+	var (
+		rank, lowerRank, upperRank float64
+		lowerSet, upperSet         bool
+	)
+	lowerBound := 0.0
+	if buckets[0].upper <= 0 {
+		lowerBound = math.Inf(-1)
+	}
+	for i, b := range buckets {
+		if i > 0 {
+			lowerBound = buckets[i-1].upper
+		}
+		upperBound := b.upper
+		interpolateLinearly := func(v float64) float64 {
+			if lowerBound == math.Inf(-1) {
+				return b.count
+			}
+			return rank + (b.count-rank)*(v-lowerBound)/(upperBound-lowerBound)
+		}
+		if !lowerSet && lowerBound >= lower {
+			lowerRank = rank
+			lowerSet = true
+		}
+		if !upperSet && lowerBound >= upper {
+			upperRank = rank
+			upperSet = true
+		}
+		if lowerSet && upperSet {
+			break
+		}
+		if !lowerSet && lowerBound < lower && upperBound > lower {
+			lowerRank = interpolateLinearly(lower)
+			lowerSet = true
+		}
+		if !upperSet && lowerBound < upper && upperBound > upper {
+			upperRank = interpolateLinearly(upper)
+			upperSet = true
+		}
+		if lowerSet && upperSet {
+			break
+		}
+		rank = b.count
+	}
+	if !lowerSet || lowerRank > count {
+		lowerRank = count
+	}
+	if !upperSet || upperRank > count {
+		upperRank = count
+	}
+	return (upperRank - lowerRank) / count
 }
 
 func (n *hqNode) groupLabels(h uint64, l labels.Labels) labels.Labels {

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"fmt"
 	"math"
 	"slices"
 
@@ -34,6 +35,13 @@ const (
 	fnStdvarOverTime
 	fnPresentOverTime
 	fnAbsentOverTime
+	fnMadOverTime
+	fnTsOfFirstOverTime
+	fnTsOfLastOverTime
+	fnTsOfMaxOverTime
+	fnTsOfMinOverTime
+	fnDoubleExpSmoothing
+	fnIntegral
 )
 
 // rangeNode is a range-vector function over one range selector. For each
@@ -46,7 +54,9 @@ type rangeNode struct {
 	set      *seriesSet
 	rng      int64
 	offset   int64
-	param    node // quantile_over_time's q, predict_linear's t
+	param    node // quantile_over_time's q, predict_linear's t, integral's strategy, the smoothing factor
+	param2   node // double_exponential_smoothing's trend factor
+	at       *atMod
 	dropName bool
 	absent   labels.Labels
 
@@ -55,6 +65,114 @@ type rangeNode struct {
 	memo rateMemo
 	vals []float64
 	out  vector
+	// stepMemos and drops are sumSteps' scratch: a memo per step, and the
+	// running count of counter resets of a series' samples.
+	stepMemos []rateMemo
+	drops     []int32
+}
+
+// sumSteps is sum(f(sel[r])) for rate, increase or delta, without @, at
+// the nsteps steps t0, t0+step, …: each series' samples over the steps'
+// union are read once and every step's window slides over them, where
+// evaluating sum at each step would search and scan the ring once per
+// step. acc[k] receives step k's sum. The results are bit-identical to
+// the per-step evaluation's (rangeNode.sum): the same samples per window,
+// the same order of operations (resets added in order, one rate memo per
+// step, series summed in the same order).
+func (n *rangeNode) sumSteps(ev *evaluator, t0, step int64, nsteps int, acc []sumSink) error {
+	if err := n.set.refresh(ev); err != nil {
+		return err
+	}
+	_, isCounter, isRate := n.fused()
+	if cap(n.stepMemos) < nsteps {
+		n.stepMemos = make([]rateMemo, nsteps)
+	}
+	memos := n.stepMemos[:nsteps]
+	rd := ev.reader(n.set.store)
+	first := t0 - n.offset - n.rng // the union window (first, last]
+	last := t0 + int64(nsteps-1)*step - n.offset
+	win := &n.win
+	for _, h := range n.set.handles {
+		for {
+			rd.Window(win, h, first, last)
+			n.buf = win.AppendTo(n.buf[:0])
+			if win.Valid() {
+				break
+			}
+		}
+		if err := ev.charge(win.Len()); err != nil {
+			return err
+		}
+		pts := dropStale(n.buf)
+		if len(pts) < 2 {
+			continue
+		}
+		// drops[i]: resets among pts[1..i].
+		n.drops = slices.Grow(n.drops[:0], len(pts))[:len(pts)]
+		n.drops[0] = 0
+		for i := 1; i < len(pts); i++ {
+			n.drops[i] = n.drops[i-1]
+			if pts[i].V < pts[i-1].V {
+				n.drops[i]++
+			}
+		}
+		a, b := 0, 0
+		for k := range nsteps {
+			rangeEnd := t0 + int64(k)*step - n.offset
+			rangeStart := rangeEnd - n.rng
+			for a < len(pts) && pts[a].T <= rangeStart {
+				a++
+			}
+			for b < len(pts) && pts[b].T <= rangeEnd {
+				b++
+			}
+			cnt := b - a
+			if cnt < 2 {
+				continue
+			}
+			firstS, lastS := pts[a], pts[b-1]
+			result := lastS.V - firstS.V
+			if isCounter && n.drops[b-1] != n.drops[a] {
+				for i := a + 1; i < b; i++ {
+					if pts[i].V < pts[i-1].V {
+						result += pts[i-1].V
+					}
+				}
+			}
+			var f float64
+			if m := &memos[k]; m.ok && m.firstT == firstS.T && m.lastT == lastS.T && m.n == cnt &&
+				m.rangeStart == rangeStart && m.rangeEnd == rangeEnd &&
+				(!isCounter || !(result > 0 && firstS.V >= 0) || firstS.V >= result && m.dtsWithinInterval) {
+				f = result * m.factor // extrapolate's hit path, inline
+			} else {
+				f = m.extrapolate(result, firstS.T, lastS.T, firstS.V, cnt, rangeStart, rangeEnd, n.rng, isCounter, isRate)
+			}
+			// sumSink.addValue, by hand (kahanInc is too big to inline).
+			sk := &acc[k]
+			if sk.n == 0 {
+				sk.f = f
+			} else {
+				sum := sk.f
+				t := sum + f
+				switch {
+				case math.IsInf(t, 0):
+					sk.c = 0
+				case math.Abs(sum) >= math.Abs(f):
+					sk.c += (sum - t) + f
+				default:
+					sk.c += (f - t) + sum
+				}
+				sk.f = t
+			}
+			sk.n++
+		}
+	}
+	if n.dropName {
+		for k := range acc[:nsteps] {
+			acc[k].drop = acc[k].drop || acc[k].n > 0
+		}
+	}
+	return nil
 }
 
 func (n *rangeNode) eval(ev *evaluator, t int64) (vector, error) {
@@ -76,23 +194,61 @@ func (n *rangeNode) eval(ev *evaluator, t int64) (vector, error) {
 // series at once.
 func (n *rangeNode) canStream() bool { return n.kind != fnAbsentOverTime }
 
+// params evaluates the scalar arguments at t.
+func (n *rangeNode) params(ev *evaluator, t int64) (p1, p2 float64, err error) {
+	if n.param != nil {
+		if p1, err = n.param.scalar(ev, t); err != nil {
+			return 0, 0, err
+		}
+	}
+	if n.param2 != nil {
+		if p2, err = n.param2.scalar(ev, t); err != nil {
+			return 0, 0, err
+		}
+	}
+	return p1, p2, nil
+}
+
+// checkParams is double_exponential_smoothing's argument check, which
+// upstream runs for each series that has samples in range.
+func (n *rangeNode) checkParams(sf, tf float64) error {
+	if n.kind != fnDoubleExpSmoothing {
+		return nil
+	}
+	if sf <= 0 || sf >= 1 {
+		return fmt.Errorf("invalid smoothing factor. Expected: 0 < sf < 1, got: %f", sf)
+	}
+	if tf <= 0 || tf >= 1 {
+		return fmt.Errorf("invalid trend factor. Expected: 0 < tf < 1, got: %f", tf)
+	}
+	return nil
+}
+
+// bounds are the window read from the store, (fStart, fEnd], and the one
+// rate and its kin extrapolate to, (eStart, eEnd], at step t. They differ
+// only for a range selector with @ evaluated at a step other than its
+// evaluator's start (upstream fetches the window once, at the start, but
+// extrapolates from each step's time).
+func (n *rangeNode) bounds(t int64) (fStart, fEnd, eStart, eEnd int64) {
+	fEnd, eEnd = t-n.offset, t-n.offset
+	if n.at != nil {
+		fEnd, eEnd = n.at.refAt(t), t-n.at.off
+	}
+	return fEnd - n.rng, fEnd, eEnd - n.rng, eEnd
+}
+
 func (n *rangeNode) stream(ev *evaluator, t int64, dst sink) error {
 	if err := n.set.refresh(ev); err != nil {
 		return err
 	}
-	var param float64
-	if n.param != nil {
-		p, err := n.param.scalar(ev, t)
-		if err != nil {
-			return err
-		}
-		param = p
+	param, param2, err := n.params(ev, t)
+	if err != nil {
+		return err
 	}
-	rangeEnd := t - n.offset
-	rangeStart := rangeEnd - n.rng
+	fStart, fEnd, eStart, eEnd := n.bounds(t)
 	rd := ev.reader(n.set.store)
 	for i, h := range n.set.handles {
-		f, ok, err := n.series(ev, rd, h, t, rangeStart, rangeEnd, param)
+		f, ok, err := n.series(ev, rd, h, t, fStart, fEnd, eStart, eEnd, param, param2)
 		if err != nil {
 			return err
 		}
@@ -109,21 +265,17 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	if err := n.set.refresh(ev); err != nil {
 		return err
 	}
-	var param float64
-	if n.param != nil {
-		p, err := n.param.scalar(ev, t)
-		if err != nil {
-			return err
-		}
-		param = p
+	param, param2, err := n.params(ev, t)
+	if err != nil {
+		return err
 	}
-	rangeEnd := t - n.offset
-	rangeStart := rangeEnd - n.rng
+	rangeStart, rangeEnd, eStart, eEnd := n.bounds(t)
 	rd := ev.reader(n.set.store)
 	// The sum stays in locals: sumSink.addValue, by hand (kahanInc is too
 	// big to inline).
 	sum, c, cnt := acc.f, acc.c, acc.n
 	fused, isCounter, isRate := n.fused()
+	fused = fused && rangeEnd == eEnd
 	memo, sc := &n.memo, &n.memo.scan
 	memo.forRange(rangeStart, rangeEnd)
 	for _, h := range n.set.handles {
@@ -147,7 +299,7 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 			}
 		} else {
 			var err error
-			if f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param); err != nil {
+			if f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, eStart, eEnd, param, param2); err != nil {
 				return err
 			} else if !ok {
 				continue
@@ -181,18 +333,14 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 	}
 	g := &agg.gsum
 	g.prepare(agg, n.set)
-	var param float64
-	if n.param != nil {
-		p, err := n.param.scalar(ev, t)
-		if err != nil {
-			return err
-		}
-		param = p
+	param, param2, err := n.params(ev, t)
+	if err != nil {
+		return err
 	}
-	rangeEnd := t - n.offset
-	rangeStart := rangeEnd - n.rng
+	rangeStart, rangeEnd, eStart, eEnd := n.bounds(t)
 	rd := ev.reader(n.set.store)
 	fused, isCounter, isRate := n.fused()
+	fused = fused && rangeEnd == eEnd
 	memo, sc := &n.memo, &n.memo.scan
 	memo.forRange(rangeStart, rangeEnd)
 	dropName := n.dropName
@@ -217,7 +365,7 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 			}
 		} else {
 			var err error
-			if f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, param); err != nil {
+			if f, ok, err = n.series(ev, rd, h, t, rangeStart, rangeEnd, eStart, eEnd, param, param2); err != nil {
 				return err
 			} else if !ok {
 				continue
@@ -265,31 +413,34 @@ func (n *rangeNode) fused() (ok, isCounter, isRate bool) {
 	return false, false, false
 }
 
-// series evaluates the function over one series' window. rate, increase
-// and delta run fused over the store's ring in place (rateSeries); the
-// other functions copy the window into a reused buffer first, re-reading
-// it when a writer changed the series meanwhile (store.Window's read
-// protocol).
-func (n *rangeNode) series(ev *evaluator, rd store.Reader, h store.Handle, t, rangeStart, rangeEnd int64, param float64) (float64, bool, error) {
+// series evaluates the function over one series' window (fStart, fEnd],
+// extrapolating (rate, increase, delta) over (eStart, eEnd]. rate,
+// increase and delta run fused over the store's ring in place
+// (rateSeries) when the two windows are one; the other functions copy the
+// window into a reused buffer first, re-reading it when a writer changed
+// the series meanwhile (store.Window's read protocol).
+func (n *rangeNode) series(ev *evaluator, rd store.Reader, h store.Handle, t, fStart, fEnd, eStart, eEnd int64, param, param2 float64) (float64, bool, error) {
 	var (
 		f     float64
 		ok    bool
 		total int
 	)
-	switch n.kind {
-	case fnRate:
-		f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, true, true)
-		return f, ok, ev.charge(total)
-	case fnIncrease:
-		f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, true, false)
-		return f, ok, ev.charge(total)
-	case fnDelta:
-		f, ok, total = rateSeries(rd, h, &n.win, &n.memo, rangeStart, rangeEnd, n.rng, false, false)
-		return f, ok, ev.charge(total)
+	if fEnd == eEnd {
+		switch n.kind {
+		case fnRate:
+			f, ok, total = rateSeries(rd, h, &n.win, &n.memo, fStart, fEnd, n.rng, true, true)
+			return f, ok, ev.charge(total)
+		case fnIncrease:
+			f, ok, total = rateSeries(rd, h, &n.win, &n.memo, fStart, fEnd, n.rng, true, false)
+			return f, ok, ev.charge(total)
+		case fnDelta:
+			f, ok, total = rateSeries(rd, h, &n.win, &n.memo, fStart, fEnd, n.rng, false, false)
+			return f, ok, ev.charge(total)
+		}
 	}
 	win := &n.win
 	for {
-		rd.Window(win, h, rangeStart, rangeEnd)
+		rd.Window(win, h, fStart, fEnd)
 		n.buf = win.AppendTo(n.buf[:0])
 		if win.Valid() {
 			break
@@ -302,7 +453,10 @@ func (n *rangeNode) series(ev *evaluator, rd store.Reader, h store.Handle, t, ra
 	if len(pts) == 0 {
 		return 0, false, nil
 	}
-	f, ok = n.apply(pts, t, rangeStart, rangeEnd, param)
+	if err := n.checkParams(param, param2); err != nil {
+		return 0, false, err
+	}
+	f, ok = n.apply(pts, t, eStart, eEnd, param, param2)
 	return f, ok, nil
 }
 
@@ -323,7 +477,7 @@ func dropStale(buf []store.Sample) []store.Sample {
 	return buf
 }
 
-func (n *rangeNode) apply(pts []store.Sample, t, rangeStart, rangeEnd int64, param float64) (float64, bool) {
+func (n *rangeNode) apply(pts []store.Sample, t, rangeStart, rangeEnd int64, param, param2 float64) (float64, bool) {
 	switch n.kind {
 	case fnRate:
 		return extrapolatedRate(pts, rangeStart, rangeEnd, n.rng, true, true)
@@ -418,8 +572,129 @@ func (n *rangeNode) apply(pts []store.Sample, t, rangeStart, rangeEnd int64, par
 		return variance, true
 	case fnPresentOverTime, fnAbsentOverTime:
 		return 1, true
+	case fnMadOverTime:
+		return madOverTime(pts, &n.vals), true
+	case fnTsOfFirstOverTime:
+		return float64(pts[0].T) / 1000, true
+	case fnTsOfLastOverTime:
+		return float64(pts[len(pts)-1].T) / 1000, true
+	case fnTsOfMaxOverTime, fnTsOfMinOverTime:
+		m, ts := pts[0].V, pts[0].T
+		for _, p := range pts {
+			if n.kind == fnTsOfMaxOverTime && (p.V >= m || math.IsNaN(m)) ||
+				n.kind == fnTsOfMinOverTime && (p.V <= m || math.IsNaN(m)) {
+				m, ts = p.V, p.T
+			}
+		}
+		return float64(ts) / 1000, true
+	case fnDoubleExpSmoothing:
+		return doubleExponentialSmoothing(pts, param, param2)
+	case fnIntegral:
+		return integral(pts, n.param != nil, param), true
 	}
 	return 0, false
+}
+
+// madOverTime is the median absolute deviation (funcMadOverTime): NaN when
+// any value is NaN.
+func madOverTime(pts []store.Sample, vals *[]float64) float64 {
+	*vals = (*vals)[:0]
+	for _, p := range pts {
+		if math.IsNaN(p.V) {
+			return math.NaN()
+		}
+		*vals = append(*vals, p.V)
+	}
+	median := quantile(0.5, *vals)
+	for i, v := range *vals {
+		(*vals)[i] = math.Abs(v - median)
+	}
+	return quantile(0.5, *vals)
+}
+
+// doubleExponentialSmoothing is funcDoubleExponentialSmoothing for a
+// checked smoothing factor sf and trend factor tf.
+func doubleExponentialSmoothing(pts []store.Sample, sf, tf float64) (float64, bool) {
+	l := len(pts)
+	if l < 2 {
+		return 0, false
+	}
+	var s0, s1, b float64
+	s1 = pts[0].V
+	b = pts[1].V - pts[0].V
+	var x, y float64
+	for i := 1; i < l; i++ {
+		x = sf * pts[i].V
+		b = calcTrendValue(i-1, tf, s0, s1, b)
+		y = (1 - sf) * (s1 + b)
+		s0, s1 = s1, x+y
+	}
+	return s1, true
+}
+
+// calcTrendValue is upstream's trend step of double_exponential_smoothing.
+func calcTrendValue(i int, tf, s0, s1, b float64) float64 {
+	if i == 0 {
+		return b
+	}
+	x := tf * (s1 - s0)
+	y := (1 - tf) * b
+	return x + y
+}
+
+// Integral strategies (funcIntegral).
+const (
+	integralLeftPoint = iota
+	integralRightPoint
+	integralTrapezoidal
+)
+
+// integral is funcIntegral: a Kahan-summed quadrature with NaN as zero;
+// an invalid strategy falls back to the trapezoidal rule (upstream warns).
+func integral(pts []store.Sample, hasStrategy bool, strategyArg float64) float64 {
+	strategy := integralTrapezoidal
+	if hasStrategy && !math.IsNaN(strategyArg) && !math.IsInf(strategyArg, 0) && math.Trunc(strategyArg) == strategyArg &&
+		strategyArg >= integralLeftPoint && strategyArg <= integralTrapezoidal {
+		strategy = int(strategyArg)
+	}
+	nanAsZero := func(v float64) float64 {
+		if math.IsNaN(v) {
+			return 0
+		}
+		return v
+	}
+	var sum, c float64
+	var prev store.Sample
+	for i, f := range pts {
+		var value, cValue float64
+		currVal := nanAsZero(f.V)
+		prevVal := nanAsZero(prev.V)
+		switch strategy {
+		case integralLeftPoint:
+			value = prevVal
+		case integralRightPoint:
+			value = currVal
+		case integralTrapezoidal:
+			if prevVal != 0 || currVal != 0 {
+				value, cValue = kahanInc(currVal, prevVal, 0)
+				if math.IsInf(value, 0) && !math.IsInf(currVal, 0) && !math.IsInf(prevVal, 0) {
+					value, cValue = kahanInc(currVal/2, prevVal/2, 0)
+				} else {
+					value /= 2
+					cValue /= 2
+				}
+			}
+		}
+		if i > 0 && (value != 0 || cValue != 0) {
+			deltaT := float64(f.T-prev.T) / 1000
+			sum, c = kahanInc(value*deltaT, sum, c+cValue*deltaT)
+		}
+		prev = f
+	}
+	if math.IsInf(sum, 0) {
+		return sum
+	}
+	return sum + c
 }
 
 // extrapolatedRate is Prometheus's rate/increase/delta (§4.3) for float

@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -21,7 +22,7 @@ import (
 // TestEvalSteadyStateAllocs gates the hot trigger shapes on zero
 // allocations per evaluation once the plan's caches are warm.
 func TestEvalSteadyStateAllocs(t *testing.T) {
-	for _, name := range []string{"sum", "sum_rate", "hq_sum_rate"} {
+	for _, name := range []string{"sum", "sum_rate", "hq_sum_rate", "subq_max_sum_rate"} {
 		t.Run("expr="+name, func(t *testing.T) {
 			plan, ts := evalFixture(t, name, 200)
 			ctx := context.Background()
@@ -243,17 +244,30 @@ func TestBadInput(t *testing.T) {
 			var pe *ParseError
 			require.ErrorAs(t, err, &pe)
 		}},
-		{"unsupported function", `sum(x) + sort_by_label(x, "pod")`, func(t *testing.T, err error) {
+		{"unsupported function", `sum(x) + histogram_count(x)`, func(t *testing.T, err error) {
 			var ue *UnsupportedError
 			require.ErrorAs(t, err, &ue)
-			assert.Equal(t, "function sort_by_label", ue.Construct)
+			assert.Equal(t, "function histogram_count", ue.Construct)
 			assert.Equal(t, 9, int(ue.Pos.Start))
 		}},
-		{"experimental function", `double_exponential_smoothing(x[5m], 0.5, 0.5)`, func(t *testing.T, err error) {
-			require.ErrorIs(t, err, ErrUnsupported)
+		{"unsupported experimental function", `info(x)`, func(t *testing.T, err error) {
+			var ue *UnsupportedError
+			require.ErrorAs(t, err, &ue)
+			assert.Equal(t, "function info", ue.Construct)
 		}},
-		{"subquery", `max_over_time(x[5m:1m])`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
-		{"at modifier", `x @ 100`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
+		{"experimental function", `double_exponential_smoothing(x[5m], 0.5, 0.5)`, func(t *testing.T, err error) { require.NoError(t, err) }},
+		{"experimental aggregation", `limitk(1, x) or limit_ratio(0.5, x)`, func(t *testing.T, err error) { require.NoError(t, err) }},
+		{"subquery", `max_over_time(x[5m:1m])`, func(t *testing.T, err error) { require.NoError(t, err) }},
+		{"subquery result", `x[5m:1m]`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
+		{"at modifier", `x @ 100`, func(t *testing.T, err error) { require.NoError(t, err) }},
+		{"huge subquery resolution", `max_over_time(x[1000d:1ms])`, func(t *testing.T, err error) { require.NoError(t, err) }},
+		{"anchored selector", `rate(x[5m] anchored)`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
+		{"sub-millisecond subquery step", `max_over_time(x[5m:0.0001])`, func(t *testing.T, err error) {
+			var pe *ParseError
+			if !errors.As(err, &pe) {
+				require.ErrorIs(t, err, ErrUnsupported)
+			}
+		}},
 		{"string result", `"vllm:x"`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
 		{"matrix result", `x[5m]`, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrUnsupported) }},
 		{"100 KB query", long, func(t *testing.T, err error) { require.ErrorIs(t, err, ErrQueryTooLong) }},
@@ -269,10 +283,15 @@ func TestBadInput(t *testing.T) {
 		{"pathological regex", `x{pod=~"(a*)*b(a|aa)*(a+)+$` + strings.Repeat("a?", 500) + `"}`, func(_ *testing.T, _ error) {}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := e.Query(tc.q, Options{})
+			p, err := e.Query(tc.q, Options{MaxSamples: 1_000_000})
 			tc.check(t, err)
 			if err == nil {
 				_, err = p.Eval(context.Background(), 20_000)
+				if tc.name == "huge subquery resolution" {
+					// 86.4e9 steps: refused before any is evaluated.
+					require.ErrorIs(t, err, ErrBudgetExceeded)
+					return
+				}
 				require.NoError(t, err)
 			}
 		})
@@ -319,6 +338,9 @@ func TestPlanMetadata(t *testing.T) {
 		{`rate(x[10m] offset 1m) / y`, []string{"x", "y"}, false, 11 * time.Minute},
 		{`{"vllm:a", pod="p"} + {__name__=~"b.*"}`, []string{"vllm:a"}, true, 5 * time.Minute},
 		{`vector(1)`, nil, false, 0},
+		// A subquery reads its range and offset back, plus its inside's.
+		{`max_over_time(rate(x[1m])[5m:30s] offset 1m)`, []string{"x"}, false, 7 * time.Minute},
+		{`max_over_time(max_over_time(y[2m:10s])[5m:1m])`, []string{"y"}, false, 12 * time.Minute},
 	} {
 		t.Run(tc.q, func(t *testing.T) {
 			p, err := e.Query(tc.q, Options{})

@@ -17,6 +17,9 @@ var fixtureExprs = map[string]string{
 	"sum":         `sum(vllm:num_requests_waiting)`,
 	"sum_rate":    `sum(rate(vllm:request_success_total[1m]))`,
 	"hq_sum_rate": `histogram_quantile(0.9, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[1m])))`,
+	// A spike-smoothing trigger (issue #16): 20 steps of sum(rate) per
+	// evaluation.
+	"subq_max_sum_rate": `max_over_time(sum(rate(vllm:request_success_total[1m]))[5m:15s])`,
 }
 
 // fixtureStart is the fixture's first sample time; samples come every 15 s
@@ -49,7 +52,7 @@ func evalFixture(tb testing.TB, name string, n int) (*Plan, int64) {
 			add(labels.FromStrings("__name__", "vllm:num_requests_waiting", "model_name", "m", "pod", fmt.Sprintf("pod-%d", p)),
 				func(i int) float64 { return float64((p + i) % 7) })
 		}
-	case "sum_rate":
+	case "sum_rate", "subq_max_sum_rate":
 		for p := range n {
 			add(labels.FromStrings("__name__", "vllm:request_success_total", "model_name", "m", "pod", fmt.Sprintf("pod-%d", p)),
 				func(i int) float64 { return float64(i * (p%5 + 1)) })

@@ -21,10 +21,14 @@ import (
 type MatrixPlan struct {
 	set         *seriesSet
 	rng, offset int64 // ms
-	maxSamples  int64
-	maxSeries   int
-	text        string
-	warnings    []string
+	// at is the selector's @ modifier, or nil: at the root, Prometheus
+	// reads (t'−offset−range, t'−offset] for @ t' (start() and end() are
+	// the instant query's time).
+	at         *atMod
+	maxSamples int64
+	maxSeries  int
+	text       string
+	warnings   []string
 
 	ev  evaluator
 	win store.Window
@@ -64,7 +68,7 @@ func (e *Engine) CompileMatrix(expr parser.Expr, opts Options) (*MatrixPlan, err
 	switch {
 	case !ok:
 		if sq, isSub := root.(*parser.SubqueryExpr); isSub {
-			return nil, unsupported(sq, "subquery", "subqueries are not implemented")
+			return nil, unsupported(sq, "subquery result", "a subquery is only accepted as the argument of a range function, not as the query's result")
 		}
 		return nil, unsupported(root, nodeName(root), "only a range selector answers a range vector")
 	case ms.RangeExpr != nil:
@@ -76,7 +80,7 @@ func (e *Engine) CompileMatrix(expr parser.Expr, opts Options) (*MatrixPlan, err
 	}
 	c := compiler{store: e.store, lookback: opts.LookbackDelta.Milliseconds(), normalize: !e.exactNumericLabels}
 	rng := ms.Range.Milliseconds()
-	set, offset, err := c.selector(vs, rng)
+	set, offset, at, err := c.selector(vs, rng, true)
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +92,7 @@ func (e *Engine) CompileMatrix(expr parser.Expr, opts Options) (*MatrixPlan, err
 		set:        set,
 		rng:        rng,
 		offset:     offset,
+		at:         at,
 		maxSamples: int64(opts.MaxSamples),
 		maxSeries:  opts.MaxSeries,
 		text:       expr.String(),
@@ -118,6 +123,12 @@ func (p *MatrixPlan) Eval(ctx context.Context, t int64, fn func(lset labels.Labe
 		return err
 	}
 	rangeEnd := t - p.offset
+	if p.at != nil {
+		rangeEnd = p.at.ts - p.offset
+		if p.at.startOrEnd != 0 {
+			rangeEnd = t - p.offset
+		}
+	}
 	rangeStart := rangeEnd - p.rng
 	rd := ev.reader(p.set.store)
 	for i, h := range p.set.handles {

@@ -2,10 +2,10 @@ package receiver
 
 import (
 	"bytes"
-	"errors"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -13,6 +13,9 @@ import (
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/internal/otlpwire"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
@@ -59,7 +62,32 @@ func fuzzSeeds(t testing.TB) [][]byte {
 			}}}},
 		)),
 	}
+	// Attribute values at and past otlpwire.MaxValueDepth: in points, in a
+	// resource, in a scope, arrays and maps, and a too-deep array that a
+	// later field of the same value replaces.
+	deep := func(n int, asMap bool) *commonpb.KeyValue { return kv("d", nested(n, "x", asMap)) }
+	deepScope := rm(nil, gauge("ds", "", dpD(nil, tsNs(10), 1)))
+	deepScope.ScopeMetrics[0].Scope.Attributes = []*commonpb.KeyValue{deep(otlpwire.MaxValueDepth+1, true)}
+	replaced := deep(otlpwire.MaxValueDepth+1, false)
+	replacedBy := anyv("later")
+	reqs = append(reqs, req(
+		rm(nil, gauge("dp", "", dpD([]*commonpb.KeyValue{deep(otlpwire.MaxValueDepth, false)}, tsNs(10), 1),
+			dpD([]*commonpb.KeyValue{deep(otlpwire.MaxValueDepth+1, false)}, tsNs(10), 2),
+			dpD([]*commonpb.KeyValue{deep(otlpwire.MaxValueDepth+1, true)}, tsNs(9), 3),
+			dpD(attrs("ok", "1"), tsNs(10), 4))),
+		rm([]*commonpb.KeyValue{deep(otlpwire.MaxValueDepth+1, false)}, gauge("dr", "", dpD(nil, tsNs(10), 1))),
+		deepScope,
+	))
 	var out [][]byte
+	// A too-deep value followed by a string in the same AnyValue: the
+	// string wins, in pdata and in the walker.
+	{
+		b := mustMarshal(t, replaced.Value)
+		b = append(b, mustMarshal(t, replacedBy)...)
+		var v commonpb.AnyValue
+		require.NoError(t, proto.Unmarshal(b, &v))
+		out = append(out, mustMarshal(t, req(rm(nil, gauge("dl", "", dpD([]*commonpb.KeyValue{{Key: "d", Value: &v}}, tsNs(10), 1))))))
+	}
 	for _, r := range reqs {
 		out = append(out, mustMarshal(t, r))
 	}
@@ -80,8 +108,11 @@ func ingestBoth(t *testing.T, b []byte) {
 	errW := w.Validate(b)
 	er := pmetricotlp.NewExportRequest()
 	errP := er.UnmarshalProto(b)
-	if errors.Is(errW, otlpwire.ErrTooDeep) {
-		return // a documented limit pdata does not have
+	if errW == nil && errP != nil && w.ValuesTooDeep() > 0 {
+		// A documented difference: the walker does not validate bytes
+		// below otlpwire.MaxValueDepth, pdata (which has no limit) does.
+		// The values the walker cut reject their points instead.
+		return
 	}
 	if (errW == nil) != (errP == nil) {
 		t.Fatalf("decoders disagree: wire err=%v, pdata err=%v", errW, errP)
@@ -125,7 +156,10 @@ func TestWalkVsPdataSeeds(t *testing.T) {
 }
 
 // FuzzHTTP feeds arbitrary bodies to POST /v1/metrics as protobuf and as
-// JSON: never a panic and never a status outside the contract.
+// JSON (including attribute values nested past every limit): never a
+// panic, never a status outside the contract, every 400 with a message
+// (a google.rpc.Status in the request's encoding) and every 200 with a
+// response that decodes; the in-flight byte budget is whole afterwards.
 //
 // go test -run '^$' -fuzz '^FuzzHTTP$' -fuzztime 30s ./pkg/receiver
 func FuzzHTTP(f *testing.F) {
@@ -133,6 +167,12 @@ func FuzzHTTP(f *testing.F) {
 		f.Add(s, false)
 	}
 	f.Add([]byte(`{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[{"timeUnixNano":"1","asDouble":"NaN"}]}}]}]}]}`), true)
+	for _, levels := range []int{otlpwire.MaxValueDepth, otlpwire.MaxValueDepth + 1, jsonValueCut} {
+		f.Add(deepJSONBody(levels), true)
+	}
+	f.Add([]byte(`{"resourceMetrics":[{"resource":{"attributes":[{"key":"k","value":{"kvlistValue":{"values":[{"key":"a","value":`+
+		strings.Repeat(`{"kvlistValue":{"values":[{"key":"a","value":`, 80)+`{}`+strings.Repeat(`}]}}`, 80)+`}]}}}]}}]}`), true)
+	f.Add([]byte("{\"resourceMetrics\":[{\"x\xff\":1,}]}"), true)
 	fx := newFixture(f, Config{}, store.Config{})
 	f.Fuzz(func(t *testing.T, body []byte, asJSON bool) {
 		ct := "application/x-protobuf"
@@ -143,8 +183,84 @@ func FuzzHTTP(f *testing.F) {
 		hr.Header.Set("Content-Type", ct)
 		rec := httptest.NewRecorder()
 		fx.r.ServeHTTP(rec, hr)
-		if rec.Code != http.StatusOK && rec.Code != http.StatusBadRequest {
+		switch rec.Code {
+		case http.StatusOK:
+			var resp colmetricpb.ExportMetricsServiceResponse
+			if asJSON {
+				require.NoError(t, protojson.Unmarshal(rec.Body.Bytes(), &resp))
+			} else {
+				require.NoError(t, proto.Unmarshal(rec.Body.Bytes(), &resp))
+			}
+		case http.StatusBadRequest:
+			var st spb.Status
+			if asJSON {
+				require.NoError(t, protojson.Unmarshal(rec.Body.Bytes(), &st), "body %q", rec.Body.Bytes())
+			} else {
+				require.NoError(t, proto.Unmarshal(rec.Body.Bytes(), &st), "body %q", rec.Body.Bytes())
+			}
+			require.NotEmpty(t, st.GetMessage())
+		default:
 			t.Fatalf("status %d: %s", rec.Code, rec.Body.String())
 		}
+		require.Zero(t, fx.r.inflightBytes.Load(), "every charge returned")
 	})
+}
+
+// FuzzScanJSON checks scanJSON on arbitrary bodies: it never panics and
+// rewrites only in place; a body it leaves alone is unchanged; what it
+// returns nests at most jsonStructDepth levels outside attribute values
+// and jsonValueCut inside them, so pdata's recursion is bounded; scanning
+// again changes nothing; and it never makes a body pdata accepts
+// undecodable, nor changes how a body without a replaced value decodes.
+//
+// go test -run '^$' -fuzz '^FuzzScanJSON$' -fuzztime 30s ./pkg/receiver
+func FuzzScanJSON(f *testing.F) {
+	for _, levels := range []int{1, otlpwire.MaxValueDepth + 1, jsonValueCut - 1, jsonValueCut, 3000} {
+		f.Add(deepJSONBody(levels))
+	}
+	f.Add([]byte(`{"a":[{"value":{"b":` + strings.Repeat("[", 1100) + strings.Repeat("]", 1100) + `}},"\"value\":{["]}`))
+	f.Add([]byte(`{"value" : {"value":{"value":{}}}, "x": "\\"}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		b := append([]byte(nil), in...)
+		sc, err := scanJSON(b)
+		require.Len(t, b, len(in))
+		if err != nil {
+			return
+		}
+		if sc.replaced == 0 {
+			require.Equal(t, string(in), string(b))
+		}
+		again := append([]byte(nil), b...)
+		sc2, err := scanJSON(again)
+		require.NoError(t, err)
+		require.Zero(t, sc2.replaced)
+		require.Equal(t, string(b), string(again))
+		require.LessOrEqual(t, maxJSONDepth(b), jsonStructDepth+jsonValueCut)
+		orig := pmetricotlp.NewExportRequest()
+		if orig.UnmarshalJSON(in) != nil {
+			return
+		}
+		scanned := pmetricotlp.NewExportRequest()
+		require.NoError(t, scanned.UnmarshalJSON(b), "the scan broke a body pdata accepts")
+	})
+}
+
+// maxJSONDepth is the deepest bracket nesting of b outside strings.
+func maxJSONDepth(b []byte) int {
+	depth, deepest, inStr := 0, 0, false
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case inStr && c == '\\':
+			i++
+		case c == '"':
+			inStr = !inStr
+		case inStr:
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }

@@ -1,7 +1,6 @@
 package receiver
 
 import (
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +8,8 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 
-	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -26,7 +25,10 @@ const (
 var errTooLarge = errors.New("request body exceeds the receive limit")
 
 // ServeHTTP implements OTLP/HTTP POST /v1/metrics: protobuf or JSON bodies,
-// plain or gzip, answered in the request's encoding.
+// plain or gzip, answered in the request's encoding. The body is read,
+// decompressed and charged to the in-flight byte budget (body.go) before
+// an in-flight slot is taken, so a slow sender never holds a slot; the
+// server's read timeouts bound how long it holds its connection.
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -45,54 +47,68 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			r.httpError(w, ct, http.StatusInternalServerError, code.Code_INTERNAL, "internal error while ingesting")
 		}
 	}()
-	if err := r.acquire(); err != nil {
-		r.httpUnavailable(w, ct, err)
-		return
-	}
-	var n int64
-	defer func() { r.release(n) }()
-	var body io.Reader = req.Body
+	gz := false
 	switch enc := req.Header.Get("Content-Encoding"); enc {
 	case "", "identity":
 	case "gzip":
-		gz, err := gzip.NewReader(req.Body)
-		if err != nil {
-			r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, "corrupt gzip body: "+err.Error())
-			return
-		}
-		defer func() { _ = gz.Close() }()
-		body = gz
+		gz = true
 	default:
 		r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, fmt.Sprintf("unsupported Content-Encoding %q: use gzip or none", enc))
 		return
 	}
-	data, err := readLimited(body, r.cfg.MaxRecvSize)
-	if err != nil {
-		if errors.Is(err, errTooLarge) {
-			r.httpError(w, ct, http.StatusRequestEntityTooLarge, code.Code_RESOURCE_EXHAUSTED,
-				fmt.Sprintf("request exceeds the receive limit of %d bytes after decompression", r.cfg.MaxRecvSize))
-			return
-		}
-		r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, "read body: "+err.Error())
+	if r.draining.Load() {
+		r.httpUnavailable(w, ct, errDraining)
 		return
 	}
-	if err := r.addBytes(int64(len(data))); err != nil {
+	// The body is read and decompressed before a slot is taken, every
+	// byte charged to the in-flight budget before it is allocated.
+	ch := charge{r: r}
+	defer ch.release()
+	data, err := r.readBody(req.Body, req.ContentLength, gz, &ch)
+	if err != nil {
+		switch {
+		case errors.Is(err, errTooLarge):
+			r.httpError(w, ct, http.StatusRequestEntityTooLarge, code.Code_RESOURCE_EXHAUSTED,
+				fmt.Sprintf("request exceeds the receive limit of %d bytes after decompression", r.cfg.MaxRecvSize))
+		case errors.Is(err, errOverloaded):
+			r.httpUnavailable(w, ct, err)
+		case errors.Is(err, errCorrupt):
+			r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, err.Error())
+		default:
+			r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, "read body: "+err.Error())
+		}
+		return
+	}
+	defer free(data, &ch)
+	n := int64(len(data))
+	if ct == contentTypeJSON {
+		// Bound pdata's recursion (json.go), then charge its object tree
+		// before it is built.
+		sc, err := scanJSON(data)
+		if err != nil {
+			r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, "decode OTLP metrics JSON: "+err.Error())
+			return
+		}
+		if err := ch.add(sc.treeBytes(n)); err != nil {
+			r.httpUnavailable(w, ct, err)
+			return
+		}
+	}
+	if err := r.acquire(); err != nil {
 		r.httpUnavailable(w, ct, err)
 		return
 	}
-	n = int64(len(data))
+	defer r.releaseSlot()
 	if r.testHook != nil {
 		r.testHook()
 	}
 	var res result
 	if ct == contentTypeJSON {
 		r.m.bytes.WithLabelValues("http", "json").Add(float64(n))
-		er := pmetricotlp.NewExportRequest()
-		if err := er.UnmarshalJSON(data); err != nil {
+		if res, err = r.ingestJSON(data); err != nil {
 			r.httpError(w, ct, http.StatusBadRequest, code.Code_INVALID_ARGUMENT, "decode OTLP metrics JSON: "+err.Error())
 			return
 		}
-		res = r.ingestPdata(er.Metrics())
 	} else {
 		r.m.bytes.WithLabelValues("http", "protobuf").Add(float64(n))
 		if res, err = r.ingestProto(data); err != nil {
@@ -128,17 +144,27 @@ func encodeResponseJSON(res result) []byte {
 	return out
 }
 
-// readLimited reads at most limit bytes, failing with errTooLarge beyond,
-// so a small gzip bomb cannot expand past the limit.
-func readLimited(r io.Reader, limit int64) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
+// readBody reads a request body (gzip-compressed when gz) into a buffer
+// from alloc, decompressed. The body is read as it arrives (a slow sender
+// holds about what it has sent, whatever Content-Length it claims) and in
+// full before it is inflated, fast, into a buffer sized from the gzip
+// trailer.
+func (r *Receiver) readBody(body io.Reader, contentLength int64, gz bool, ch *charge) ([]byte, error) {
+	limit := r.cfg.MaxRecvSize
+	rawLimit := limit
+	if gz {
+		rawLimit = gzipLimit(limit)
 	}
-	if int64(len(data)) > limit {
+	if contentLength > rawLimit {
 		return nil, errTooLarge
 	}
-	return data, nil
+	raw, err := readAll(body, rawLimit, contentLength, false, ch)
+	if err != nil || !gz {
+		return raw, err
+	}
+	data, err := inflate(raw, limit, ch)
+	free(raw, ch)
+	return data, err
 }
 
 func (r *Receiver) httpUnavailable(w http.ResponseWriter, ct string, err error) {
@@ -151,9 +177,13 @@ func (r *Receiver) httpUnavailable(w http.ResponseWriter, ct string, err error) 
 }
 
 // httpError writes a google.rpc.Status body in the request's encoding.
+// The message is made valid UTF-8 first: decode errors quote the request's
+// bytes (pdata's JSON errors show the bytes around the error), and a proto
+// string that is not UTF-8 does not marshal, which used to leave the
+// body, and so the client's message, empty.
 func (r *Receiver) httpError(w http.ResponseWriter, ct string, httpCode int, c code.Code, msg string) {
 	r.m.requests.WithLabelValues("http", strconv.Itoa(httpCode)).Inc()
-	st := &spb.Status{Code: int32(c), Message: msg}
+	st := &spb.Status{Code: int32(c), Message: validMessage(msg)}
 	var out []byte
 	if ct == contentTypeProto {
 		out, _ = proto.Marshal(st)
@@ -164,4 +194,10 @@ func (r *Receiver) httpError(w http.ResponseWriter, ct string, httpCode int, c c
 	w.Header().Set("Content-Type", ct)
 	w.WriteHeader(httpCode)
 	_, _ = w.Write(out)
+}
+
+// validMessage makes an error message valid UTF-8 (a proto string) and at
+// most maxMessage bytes.
+func validMessage(msg string) string {
+	return truncateUTF8(strings.ToValidUTF8(msg, "\uFFFD"), maxMessage)
 }

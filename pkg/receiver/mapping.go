@@ -49,6 +49,7 @@ const (
 	reasonLabelValueTooLong
 	reasonSeriesLimit
 	reasonSeriesPerMetricLimit
+	reasonAttributeTooDeep
 	numReasons
 )
 
@@ -74,6 +75,9 @@ var reasonNames = [numReasons]string{
 	reasonLabelValueTooLong:    "label_value_too_long",
 	reasonSeriesLimit:          "series_limit",
 	reasonSeriesPerMetricLimit: "series_per_metric_limit",
+	// An attribute value (of the point, its scope or its resource) nests
+	// arrays or maps deeper than otlpwire.MaxValueDepth.
+	reasonAttributeTooDeep: "attribute_too_deep",
 }
 
 func (r reason) String() string { return reasonNames[r] }
@@ -140,6 +144,7 @@ type batch struct {
 	resDigest  xxhash.Digest
 	resHash    uint64
 	resBad     reason
+	scopeBad   reason   // attribute_too_deep for every point of the scope
 	resLbls    []slabel // sorted by name; ki 1 = overwrite (job, instance)
 	resArena   []byte
 	resSorted  []otlpwire.KeyValue
@@ -298,6 +303,20 @@ func (b *batch) Resource(attrs []otlpwire.KeyValue) {
 			b.resBad = reasonInvalidUTF8
 		}
 	}
+	if tooDeep(attrs) {
+		b.resBad = reasonAttributeTooDeep
+	}
+}
+
+// tooDeep reports whether an attribute value nests deeper than
+// otlpwire.MaxValueDepth.
+func tooDeep(attrs []otlpwire.KeyValue) bool {
+	for i := range attrs {
+		if attrs[i].Value.Kind == otlpwire.KindTooDeep {
+			return true
+		}
+	}
+	return false
 }
 
 // addResLabel inserts l into the sorted b.resLbls; the first label of a
@@ -357,6 +376,10 @@ func (b *batch) Scope(name, version []byte, attrs []otlpwire.KeyValue) {
 	// Scope attributes are hashed with their own sorted copy; keep the
 	// resource's sorted attributes intact for promotion lookups.
 	b.scopeArena = b.scopeArena[:0]
+	b.scopeBad = reasonNone
+	if tooDeep(attrs) {
+		b.scopeBad = reasonAttributeTooDeep
+	}
 	var ah uint64
 	b.scopeSort, ah = b.hashAttrs(attrs, b.scopeSort, &b.scopeArena)
 	d := &b.digest
@@ -421,6 +444,10 @@ func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
 	}
 	if b.resBad != reasonNone {
 		b.reject(b.resBad, points, b.metricExample)
+		return false
+	}
+	if b.scopeBad != reasonNone {
+		b.reject(b.scopeBad, points, b.metricExample)
 		return false
 	}
 	b.kind, b.names, b.skip = k, e, false
@@ -986,6 +1013,9 @@ func (b *batch) pointLabels(attrs []otlpwire.KeyValue) reason {
 	al := b.attrLbls[:0]
 	for i := range attrs {
 		kv := &attrs[i]
+		if kv.Value.Kind == otlpwire.KindTooDeep {
+			return reasonAttributeTooDeep
+		}
 		if !utf8.Valid(kv.Key) {
 			return reasonInvalidUTF8
 		}

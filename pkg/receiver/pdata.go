@@ -150,10 +150,43 @@ func pdataValue(v pcommon.Value) otlpwire.AnyValue {
 	case pcommon.ValueTypeBytes:
 		return otlpwire.AnyValue{Kind: otlpwire.KindBytes, Str: v.Bytes().AsRaw()}
 	case pcommon.ValueTypeMap, pcommon.ValueTypeSlice:
+		if valueTooDeep(v, 0) {
+			return otlpwire.AnyValue{Kind: otlpwire.KindTooDeep}
+		}
 		return otlpwire.AnyValue{Kind: otlpwire.KindPreformatted, Str: []byte(v.AsString())}
 	default:
 		return otlpwire.AnyValue{Kind: otlpwire.KindEmpty}
 	}
+}
+
+// valueTooDeep applies otlpwire's nesting rule to a pdata value at depth
+// (0 for an attribute's own value): a non-empty array or map whose
+// elements would sit deeper than otlpwire.MaxValueDepth is too deep. It
+// recurses at most MaxValueDepth+1 levels whatever v holds.
+func valueTooDeep(v pcommon.Value, depth int) bool {
+	switch v.Type() {
+	case pcommon.ValueTypeSlice:
+		s := v.Slice()
+		if s.Len() > 0 && depth+1 > otlpwire.MaxValueDepth {
+			return true
+		}
+		for i := range s.Len() {
+			if valueTooDeep(s.At(i), depth+1) {
+				return true
+			}
+		}
+	case pcommon.ValueTypeMap:
+		m := v.Map()
+		if m.Len() > 0 && depth+1 > otlpwire.MaxValueDepth {
+			return true
+		}
+		for _, e := range m.All() {
+			if valueTooDeep(e, depth+1) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // strBytes views a string as bytes without copying; the mapper never

@@ -7,8 +7,15 @@
 // appended straight into the store: a point of a series that already
 // exists costs no allocation. Repeated attribute sets are recognised by
 // their encoded bytes (no decoding), and the number points of a metric are
-// appended in small groups whose cache misses overlap (stage.go). JSON requests are decoded by pdata and fed to
-// the same mapper, which is also how tests use pdata as the reference.
+// appended in small groups whose cache misses overlap (stage.go). JSON
+// requests are scanned first so that no value nests past a fixed depth
+// (json.go), then decoded by pdata and fed to the same mapper, which is
+// also how tests use pdata as the reference.
+//
+// Hostile input costs bounded memory and time: bodies are charged to an
+// in-flight byte budget as they are read and inflated, and a request
+// takes one of a bounded number of slots only once its body is complete
+// (body.go); attribute values nested too deep reject their point.
 //
 // A bad point never affects its neighbours: rejected points are counted by
 // reason and reported through OTLP partial success; only undecodable bytes
@@ -35,7 +42,7 @@ import (
 // Config configures the receiver. Zero fields take their defaults.
 type Config struct {
 	// MaxRecvSize is the largest accepted request after decompression, in
-	// bytes. Default 64 MiB.
+	// bytes. Default DefaultMaxRecvSize.
 	MaxRecvSize int64
 	// IngestDelta stores delta-temporality points as raw samples instead of
 	// rejecting them (--otlp-delta=ingest).
@@ -51,16 +58,26 @@ type Config struct {
 	MaxLabelValueLength int
 	// MaxMetricNameLength caps an OTLP metric name in bytes. Default 1 KiB.
 	MaxMetricNameLength int
-	// MaxInFlight caps concurrently processed Exports. Default 64.
+	// MaxInFlight caps concurrently processed Exports (decoded and
+	// appended; a request takes its slot once its body is complete).
+	// Default 64.
 	MaxInFlight int
-	// MaxInFlightBytes caps the bytes of concurrently processed Exports.
-	// Default 4 × MaxRecvSize.
+	// MaxInFlightBytes caps the memory that requests hold at once: bodies
+	// as they are read, their decompressed form, decompressor state and
+	// JSON object trees (body.go). Default 2 × MaxRecvSize.
 	MaxInFlightBytes int64
 }
 
+// DefaultMaxRecvSize is the default receive limit: 64 MiB, what the OTLP
+// specification recommends as the receiver's limit and as the senders'
+// own cap (opentelemetry-proto docs/specification.md), so no conforming
+// exporter is refused for size, which it would not retry (data loss).
+// Memory is bounded by MaxInFlightBytes, not by this limit.
+const DefaultMaxRecvSize = 64 << 20
+
 func (c Config) withDefaults() Config {
 	if c.MaxRecvSize <= 0 {
-		c.MaxRecvSize = 64 << 20
+		c.MaxRecvSize = DefaultMaxRecvSize
 	}
 	if c.MaxLabelsPerSeries <= 0 {
 		c.MaxLabelsPerSeries = 64
@@ -78,7 +95,7 @@ func (c Config) withDefaults() Config {
 		c.MaxInFlight = 64
 	}
 	if c.MaxInFlightBytes <= 0 {
-		c.MaxInFlightBytes = 4 * c.MaxRecvSize
+		c.MaxInFlightBytes = 2 * c.MaxRecvSize
 	}
 	return c
 }
@@ -109,6 +126,7 @@ type Receiver struct {
 	promotedNames []string
 	slots         chan struct{} // in-flight Exports; a send acquires
 	testHook      func()        // called with a slot held; tests only
+	gz            *grpcGzip     // the OTLP gRPC server's decompressor
 
 	draining      atomic.Bool
 	limitLogged   [numReasons]atomic.Int64 // unix seconds of the last limit warning
@@ -119,6 +137,8 @@ type Receiver struct {
 	batches chan *batch
 	// twins detects series that differ only in hidden identity (§8.3).
 	twins twinDetector
+	// rejections keeps the last rejection examples (rejections.go).
+	rejections rejectionLog
 }
 
 // New returns a receiver appending to st.
@@ -148,6 +168,7 @@ func New(st *store.Store, cfg Config, set Settings) *Receiver {
 		r.promotedNames = append(r.promotedNames, n)
 	}
 	r.batches = make(chan *batch, cfg.MaxInFlight)
+	r.gz = &grpcGzip{r: r, held: make(map[*byte]charge)}
 	return r
 }
 
@@ -162,12 +183,13 @@ func (r *Receiver) Drain() { r.draining.Store(true) }
 // errOverloaded and errDraining make the transports answer Unavailable
 // with a retry hint.
 var (
-	errOverloaded = errors.New("too many concurrent exports; retry later")
+	errOverloaded = errors.New("too many concurrent exports or bytes in flight; retry later")
 	errDraining   = errors.New("server is shutting down; retry against another replica")
 )
 
 // acquire takes an in-flight slot, or fails at once: queueing without
-// bound is what the bound prevents.
+// bound is what the bound prevents. The request's body must be complete:
+// a slot is never held while waiting for a sender.
 func (r *Receiver) acquire() error {
 	if r.draining.Load() {
 		return errDraining
@@ -181,20 +203,7 @@ func (r *Receiver) acquire() error {
 	}
 }
 
-// addBytes accounts n in-flight bytes, failing when over the bound.
-func (r *Receiver) addBytes(n int64) error {
-	if r.inflightBytes.Add(n) > r.cfg.MaxInFlightBytes && n < r.inflightBytes.Load() {
-		r.inflightBytes.Add(-n)
-		r.m.overloaded.Inc()
-		return errOverloaded
-	}
-	return nil
-}
-
-func (r *Receiver) release(n int64) {
-	r.inflightBytes.Add(-n)
-	<-r.slots
-}
+func (r *Receiver) releaseSlot() { <-r.slots }
 
 // result is the outcome of one request.
 type result struct {
@@ -274,6 +283,7 @@ func (r *Receiver) finish(b *batch) result {
 	for i, n := range b.rejected {
 		if n > 0 {
 			r.m.rejected[i].Add(float64(n))
+			r.rejections.record(r.now(), reason(i), n, b.examples[i])
 		}
 	}
 	if b.newestT > 0 {

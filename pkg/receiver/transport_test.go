@@ -175,7 +175,7 @@ func TestHTTP(t *testing.T) {
 func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
 
 // grpcServer serves r on 127.0.0.1:0 the way pkg/server does.
-func grpcServer(t *testing.T, r *Receiver) *grpc.ClientConn {
+func grpcServer(t *testing.T, r *Receiver, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -183,8 +183,11 @@ func grpcServer(t *testing.T, r *Receiver) *grpc.ClientConn {
 	r.RegisterGRPC(srv)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = srv.Serve(lis) })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(1<<30)))
+	opts = append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(1 << 30)),
+	}, opts...)
+	conn, err := grpc.NewClient(lis.Addr().String(), opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = conn.Close()

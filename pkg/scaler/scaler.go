@@ -128,6 +128,8 @@ type Scaler struct {
 	// evalHook, when set (by tests, before any call), runs inside every
 	// evaluation with the trigger's lock held, e.g. to inject a panic.
 	evalHook func(*trigger)
+	// rejected keeps the last triggers that failed to compile (stats.go).
+	rejected *rejectedTriggers
 
 	mu        sync.Mutex // guards warmTimer, drained and warmEnded
 	warmTimer *time.Timer
@@ -185,6 +187,8 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		m:       newMetrics(set.Registerer),
 		subs:    newSubIndex(),
 		drainCh: make(chan struct{}),
+
+		rejected: newRejectedTriggers(),
 	}
 	if s.onPanic == nil {
 		s.onPanic = func(method string, p any, stack []byte) {
@@ -295,6 +299,8 @@ func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (
 	if err != nil {
 		return nil, err
 	}
+	nt.stats = newTriggerStats(md, now/int64(time.Millisecond))
+	nt.cost += nt.stats.cost()
 	t, inserted, evicted, err := s.cache.add(nt, now, hold)
 	for _, e := range evicted {
 		s.release(e)
@@ -407,11 +413,14 @@ func (s *Scaler) evalLocked(ctx context.Context, t *trigger) (float64, error) {
 	if s.evalHook != nil {
 		s.evalHook(t)
 	}
-	res, err := t.plan.Eval(bctx, s.now().UnixMilli())
-	if err != nil {
-		return 0, err
+	ts := s.now().UnixMilli()
+	res, err := t.plan.Eval(bctx, ts)
+	var v float64
+	if err == nil {
+		v, err = t.reduce(res)
 	}
-	return t.reduce(res)
+	t.stats.evaluated(ts, v, v > t.activation, err == nil)
+	return v, err
 }
 
 // reduce turns a query result into the one value of keda-contract.md §5,
@@ -458,8 +467,9 @@ func (t *trigger) reduce(res query.Result) (float64, error) {
 func (s *Scaler) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.GetMetricSpecResponse, error) {
 	t, err := s.compile(ref)
 	if err != nil {
-		return nil, s.toStatus(methodGetMetricSpec, err)
+		return nil, s.fail(methodGetMetricSpec, nil, ref, err)
 	}
+	t.stats.specMs.Store(s.now().UnixMilli())
 	s.m.ok[methodGetMetricSpec].Inc()
 	return t.specResponse(), nil
 }
@@ -472,17 +482,19 @@ func (t *trigger) specResponse() *externalscaler.GetMetricSpecResponse {
 	}}}
 }
 
-// value runs the pipeline GetMetrics and IsActive share.
+// value runs the pipeline GetMetrics and IsActive share. The trigger is
+// returned with an error too once it compiled, so the error is recorded on
+// it.
 func (s *Scaler) value(ctx context.Context, ref *externalscaler.ScaledObjectRef) (*trigger, float64, error) {
 	t, err := s.compile(ref)
 	if err != nil {
 		return nil, 0, err
 	}
 	if err := s.warmingUp(); err != nil {
-		return nil, 0, err
+		return t, 0, err
 	}
 	if s.draining.Load() {
-		return nil, 0, ErrDraining
+		return t, 0, ErrDraining
 	}
 	v, err := s.evaluate(ctx, t)
 	return t, v, err
@@ -492,9 +504,10 @@ func (s *Scaler) value(ctx context.Context, ref *externalscaler.ScaledObjectRef)
 func (s *Scaler) GetMetrics(ctx context.Context, req *externalscaler.GetMetricsRequest) (*externalscaler.GetMetricsResponse, error) {
 	t, v, err := s.value(ctx, req.GetScaledObjectRef())
 	if err != nil {
-		return nil, s.toStatus(methodGetMetrics, err)
+		return nil, s.fail(methodGetMetrics, t, req.GetScaledObjectRef(), err)
 	}
 	name := req.GetMetricName()
+	t.stats.noteKEDAName(name)
 	switch {
 	case name == "":
 		name = t.metricName
@@ -516,7 +529,7 @@ func (s *Scaler) GetMetrics(ctx context.Context, req *externalscaler.GetMetricsR
 func (s *Scaler) IsActive(ctx context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
 	t, v, err := s.value(ctx, ref)
 	if err != nil {
-		return nil, s.toStatus(methodIsActive, err)
+		return nil, s.fail(methodIsActive, t, ref, err)
 	}
 	s.m.ok[methodIsActive].Inc()
 	return &externalscaler.IsActiveResponse{Result: v > t.activation}, nil
@@ -528,12 +541,13 @@ func (s *Scaler) IsActive(ctx context.Context, ref *externalscaler.ScaledObjectR
 func (s *Scaler) StreamMetricSpec(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.GetMetricSpecResponse]) error {
 	t, err := s.compile(ref)
 	if err != nil {
-		return s.toStatus(methodStreamMetricSpec, err)
+		return s.fail(methodStreamMetricSpec, nil, ref, err)
 	}
 	if err := s.acquireStream(); err != nil {
-		return s.toStatus(methodStreamMetricSpec, err)
+		return s.fail(methodStreamMetricSpec, t, ref, err)
 	}
 	defer s.releaseStream()
+	t.stats.specMs.Store(s.now().UnixMilli())
 	if err := stream.Send(t.specResponse()); err != nil {
 		s.m.rpc(methodStreamMetricSpec, codes.OK)
 		return nil
@@ -561,25 +575,33 @@ func isQueryBudget(err error) bool { return errors.Is(err, query.ErrBudgetExceed
 
 // toStatus maps pipeline errors to gRPC codes, once, at the boundary.
 func (s *Scaler) toStatus(method string, err error) error {
-	var c codes.Code
-	switch {
-	case errors.Is(err, ErrBadMetadata), errors.Is(err, query.ErrUnsupported):
-		c = codes.InvalidArgument
-	case errors.Is(err, ErrWarmingUp), errors.Is(err, ErrDraining):
-		c = codes.Unavailable
-	case errors.Is(err, ErrEmptyResult):
-		c = codes.NotFound
-	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite):
-		c = codes.FailedPrecondition
-	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded), errors.Is(err, ErrTooManyStreams), errors.Is(err, ErrTriggerCacheFull):
-		c = codes.ResourceExhausted
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	c := codeOf(err)
+	if c == codes.Canceled || c == codes.DeadlineExceeded {
 		st := status.FromContextError(err)
 		s.m.rpc(method, st.Code())
 		return st.Err()
-	default:
-		c = codes.Internal
 	}
 	s.m.rpc(method, c)
 	return status.Error(c, err.Error())
+}
+
+// codeOf is the gRPC code of a pipeline error.
+func codeOf(err error) codes.Code {
+	switch {
+	case errors.Is(err, ErrBadMetadata), errors.Is(err, query.ErrUnsupported):
+		return codes.InvalidArgument
+	case errors.Is(err, ErrWarmingUp), errors.Is(err, ErrDraining):
+		return codes.Unavailable
+	case errors.Is(err, ErrEmptyResult):
+		return codes.NotFound
+	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite):
+		return codes.FailedPrecondition
+	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded), errors.Is(err, ErrTooManyStreams), errors.Is(err, ErrTriggerCacheFull):
+		return codes.ResourceExhausted
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	}
+	return codes.Internal
 }

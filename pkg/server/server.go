@@ -33,6 +33,7 @@ import (
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/status"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -87,10 +88,14 @@ type Server struct {
 	logger *slog.Logger
 
 	store    *store.Store
+	state    *stateDir
 	engine   *query.Engine
 	scaler   *scaler.Scaler
 	receiver *receiver.Receiver
 	boundary *panicBoundary
+	status   *status.Handler
+	// stopStatus ends the status page's rate sampler (Start to Shutdown).
+	stopStatus context.CancelFunc
 
 	otlpSrv, kedaSrv       *grpc.Server
 	otlpHealth, kedaHealth *health.Server
@@ -126,12 +131,16 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		SeriesTTL:          cfg.Store.SeriesTTL,
 		MaxSeries:          cfg.Store.MaxSeries,
 		MaxSeriesPerMetric: cfg.Store.MaxSeriesPerMetric,
+		// Sample memory bounds (issue #12 class 9; README "Resource bounds").
+		MaxSamplesPerSeries: cfg.Store.MaxSamplesPerSeries,
+		MaxSampleMemory:     cfg.Store.MaxSampleMemory,
 		// The receiver checks these per point first; the store enforces
 		// the same limits for every other writer.
 		MaxLabelsPerSeries:  cfg.Receiver.MaxLabelsPerSeries,
 		MaxLabelNameLength:  cfg.Receiver.MaxLabelNameLength,
 		MaxLabelValueLength: cfg.Receiver.MaxLabelValueLength,
 	}, store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
+	s.state = newStateDir(cfg.Server.StateDir, cfg.Server.CheckpointInterval, s.store, s.logger, set.Now, set.Registry)
 	s.engine = query.NewEngine(s.store)
 	// Every plan, the HTTP API's included, gets the label budget.
 	s.engine.SetDefaults(query.Options{MaxLabelBytes: cfg.Query.MaxLabelBytes})
@@ -153,6 +162,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	})
 	s.receiver = receiver.New(s.store, receiver.Config{
 		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
+		MaxInFlightBytes:          cfg.Receiver.MaxInFlightBytes,
 		IngestDelta:               cfg.Receiver.Delta == "ingest",
 		PromoteResourceAttributes: cfg.Receiver.PromoteResourceAttributes,
 		MaxLabelsPerSeries:        cfg.Receiver.MaxLabelsPerSeries,
@@ -213,11 +223,19 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	s.status = newStatus(s, cfg)
+	s.status.Register(mux)
 	if set.register != nil {
 		set.register(s.otlpSrv, mux)
 	}
-	// ReadTimeout bounds a slow upload, which holds an OTLP in-flight slot.
-	s.httpSrv = &http.Server{Handler: boundary.http(readOnly(mux)), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, TLSConfig: sec.httpTLS()}
+	// ReadHeaderTimeout, ReadTimeout and MaxHeaderBytes bound what a slow
+	// or oversized request holds: its connection and goroutine (an OTLP
+	// request takes its in-flight slot once its body is read), for at
+	// most a minute. Header blocks of 64 KiB are far above real ones.
+	s.httpSrv = &http.Server{
+		Handler: boundary.http(readOnly(mux)), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+		MaxHeaderBytes: 64 << 10, TLSConfig: sec.httpTLS(),
+	}
 	return s, nil
 }
 
@@ -231,6 +249,13 @@ func (s *Server) Engine() *query.Engine { return s.engine }
 // here, before readiness turns on.
 func (s *Server) Start() error {
 	var err error
+	// An unusable --state-dir stops the start before anything listens
+	// (statedir.go).
+	if s.state.enabled() {
+		if err := s.state.prepare(); err != nil {
+			return err
+		}
+	}
 	if s.otlpLis, err = net.Listen("tcp", s.cfg.Server.OTLPGRPCAddr); err != nil {
 		return fmt.Errorf("listen otlp-grpc-addr %s: %w", s.cfg.Server.OTLPGRPCAddr, err)
 	}
@@ -245,7 +270,7 @@ func (s *Server) Start() error {
 	}
 	// Restore before anything serves or sweeps, so the first KEDA call
 	// and the first push see the restored series.
-	freshRestore := s.restoreState()
+	freshRestore := s.state.enabled() && s.state.restore(s.cfg.Store.Freshness)
 	// The store's TTL sweeper runs until Shutdown stops it.
 	if err := s.store.Start(context.Background()); err != nil {
 		_ = s.otlpLis.Close()
@@ -255,6 +280,9 @@ func (s *Server) Start() error {
 	}
 	if freshRestore {
 		s.scaler.EndWarmup() // before serving: no call sees a warm-up
+	}
+	if s.state.enabled() {
+		s.state.startLoop() // periodic checkpoints until Shutdown
 	}
 	s.group = &errgroup.Group{}
 	// A shutdown that races the start makes Serve return ErrServerStopped;
@@ -267,6 +295,9 @@ func (s *Server) Start() error {
 			return nil
 		}
 	}
+	sctx, stop := context.WithCancel(context.Background())
+	s.stopStatus = stop
+	s.group.Go(func() error { s.status.Run(sctx); return nil })
 	s.group.Go(serve(s.otlpSrv, s.otlpLis))
 	s.group.Go(serve(s.kedaSrv, s.kedaLis))
 	s.sec.watcher.Start()
@@ -326,6 +357,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		wg.Wait()
 		s.sec.watcher.Stop()
+		if s.stopStatus != nil {
+			s.stopStatus()
+		}
 		if s.group != nil {
 			err = s.group.Wait()
 		}
@@ -335,12 +369,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if err == nil && herr != nil && !errors.Is(herr, context.DeadlineExceeded) {
 			err = herr
 		}
-		// Every listener has stopped: no append races the snapshot. A
-		// server that never started must not replace a good snapshot
-		// with its empty store.
-		if s.group != nil {
-			if serr := s.saveState(); serr != nil {
-				s.logger.Error("Store snapshot not saved", "state_dir", s.cfg.Server.StateDir, "err", serr)
+		// Every listener has stopped: the last checkpoint holds every
+		// acknowledged sample. A server that never started must not
+		// replace a good checkpoint with its empty store.
+		s.state.stopLoop()
+		if s.group != nil && s.state.enabled() {
+			switch serr := s.state.save(ctx, true); {
+			case serr == nil:
+			case ctx.Err() != nil:
+				// Out of grace: the last periodic checkpoint stays, at
+				// most --checkpoint-interval old.
+				s.logger.Warn("Store checkpoint abandoned at the shutdown deadline; the previous one stays", "state_dir", s.cfg.Server.StateDir, "err", serr)
+			default:
+				s.logger.Error("Store checkpoint not saved at shutdown; the previous one stays", "state_dir", s.cfg.Server.StateDir, "err", serr)
 				err = errors.Join(err, serr)
 			}
 		}
@@ -364,4 +405,17 @@ func Run(ctx context.Context, cfg config.Config, set Settings) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	return s.Shutdown(sctx)
+}
+
+// newStatus builds the status routes (GET /api/v1/triggers, /status, /)
+// over the server's components.
+func newStatus(s *Server, cfg config.Config) *status.Handler {
+	var flags []status.Flag
+	for _, f := range config.Flags(cfg) {
+		flags = append(flags, status.Flag{Name: f.Name, Value: f.Value})
+	}
+	return status.New(status.Sources{
+		Scaler: s.scaler, Receiver: s.receiver, Store: s.store, Engine: s.engine,
+		Now: s.set.Now, Version: s.set.Version, Flags: flags,
+	})
 }

@@ -22,10 +22,17 @@ import (
 var benchExprs = []struct {
 	name string
 	q    string
+	// minSpeedup overrides the gate's minSpeedup for this query.
+	minSpeedup float64
 }{
-	{"sum", `sum(bench_gauge)`},
-	{"sum_rate", `sum(rate(bench_requests_total[1m]))`},
-	{"hq_sum_rate", `histogram_quantile(0.9, sum by (le) (rate(bench_latency_seconds_bucket[1m])))`},
+	{"sum", `sum(bench_gauge)`, 0},
+	{"sum_rate", `sum(rate(bench_requests_total[1m]))`, 0},
+	{"hq_sum_rate", `histogram_quantile(0.9, sum by (le) (rate(bench_latency_seconds_bucket[1m])))`, 0},
+	// A spike-smoothing trigger (issue #16): sum(rate) at 20 subquery
+	// steps. Prometheus evaluates the inside as one range query over each
+	// series once, and so do we (rangeNode.sumSteps), so the ratio is that
+	// of the kernels, not of per-query overheads: a lower gate.
+	{"subq_max_sum_rate", `max_over_time(sum(rate(bench_requests_total[1m]))[5m:15s])`, 5},
 }
 
 // benchDataset is the T6 data: 21 samples at 15 s per series (a 5-minute
@@ -304,14 +311,18 @@ func TestSpeedRatio(t *testing.T) {
 			slices.Sort(headRatios)
 			slices.Sort(wallRatios)
 			median := ratios[len(ratios)/2]
+			want := minSpeedup
+			if x.minSpeedup > 0 {
+				want = x.minSpeedup
+			}
 			t.Logf("%s: ours %.0f cpu-ns/op (%d ns/op wall) %d allocs/op; prometheus %.0f cpu-ns/op (%d ns/op wall) %d allocs/op; "+
 				"prometheus over a TSDB head %.0f cpu-ns/op %d allocs/op; "+
 				"cpu ratios %.1f (median %.1fx), head cpu ratios %.1f (median %.1fx), wall ratios %.1f",
 				x.name, perOp(ours), ours.NsPerOp(), ours.AllocsPerOp(), perOp(prom), prom.NsPerOp(), prom.AllocsPerOp(),
 				perOp(head), head.AllocsPerOp(),
 				ratios, median, headRatios, headRatios[len(headRatios)/2], wallRatios)
-			if median < minSpeedup {
-				t.Errorf("%s: ours is only %.1fx faster than Prometheus's engine (median of %d rounds), want ≥ %.0fx", x.name, median, rounds, minSpeedup)
+			if median < want {
+				t.Errorf("%s: ours is only %.1fx faster than Prometheus's engine (median of %d rounds), want ≥ %.0fx", x.name, median, rounds, want)
 			}
 		})
 	}

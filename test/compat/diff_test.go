@@ -46,17 +46,25 @@ type disagreement struct {
 	prom     outcome
 	ours     outcome
 	data     string
+	// rng describes a range query (t is its start); empty for an instant
+	// query.
+	rng string
 }
 
 func (d disagreement) String() string {
-	return fmt.Sprintf("[%s] %s\n    at t=%d (%s) lookback=%s\n    prometheus: %s\n    ours:       %s\n    data:\n%s",
-		d.source, d.query, d.t, time.UnixMilli(d.t).UTC().Format("15:04:05.000"), d.lookback, d.prom, d.ours, d.data)
+	at := fmt.Sprintf("at t=%d (%s)", d.t, time.UnixMilli(d.t).UTC().Format("15:04:05.000"))
+	if d.rng != "" {
+		at = "range query " + d.rng
+	}
+	return fmt.Sprintf("[%s] %s\n    %s lookback=%s\n    prometheus: %s\n    ours:       %s\n    data:\n%s",
+		d.source, d.query, at, d.lookback, d.prom, d.ours, d.data)
 }
 
 // stats accumulates the results of a run.
 type stats struct {
 	queries       int            // distinct queries compared (not declined)
 	evaluations   int            // (query, time) pairs compared
+	ranges        int            // range queries compared (each also counted in evaluations)
 	agreedValues  int            // evaluations where both answered equal values
 	agreedErrors  int            // evaluations where both failed
 	agreedEmpty   int            // of agreedValues: both returned an empty vector
@@ -64,25 +72,82 @@ type stats struct {
 	declined      map[string]int // queries declined by our engine, by reason
 	declinedTotal int
 	bySource      map[string]int // compared queries by source
-	disagreements []disagreement
-	maxRelDiff    float64
-	maxRelQuery   string
+	// byConstruct counts compared queries by the constructs of issue #16
+	// they use, and nonEmpty those of them with a non-empty agreed answer.
+	byConstruct, nonEmpty map[string]int
+	disagreements         []disagreement
+	maxRelDiff            float64
+	maxRelQuery           string
 }
 
 func newStats() *stats {
-	return &stats{declined: map[string]int{}, bySource: map[string]int{}}
+	return &stats{declined: map[string]int{}, bySource: map[string]int{}, byConstruct: map[string]int{}, nonEmpty: map[string]int{}}
 }
 
 func (s *stats) summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "compared %d queries (%s) in %d evaluations: %d agreed on values (%d non-empty vectors, %d scalars, %d empty), %d agreed on an error, %d disagreements; largest relative difference %.3g",
-		s.queries, formatCounts(s.bySource), s.evaluations, s.agreedValues, s.agreedValues-s.agreedEmpty-s.agreedScalar, s.agreedScalar, s.agreedEmpty,
+	fmt.Fprintf(&b, "compared %d queries (%s) in %d evaluations (%d of them range queries): %d agreed on values (%d non-empty vectors, %d scalars, %d empty), %d agreed on an error, %d disagreements; largest relative difference %.3g",
+		s.queries, formatCounts(s.bySource), s.evaluations, s.ranges, s.agreedValues, s.agreedValues-s.agreedEmpty-s.agreedScalar, s.agreedScalar, s.agreedEmpty,
 		s.agreedErrors, len(s.disagreements), s.maxRelDiff)
 	if s.maxRelQuery != "" {
 		fmt.Fprintf(&b, " (%s)", s.maxRelQuery)
 	}
+	fmt.Fprintf(&b, "\nby construct (compared / with a non-empty agreed answer):")
+	for _, k := range sortedKeysInt(s.byConstruct) {
+		fmt.Fprintf(&b, " %s %d/%d;", k, s.byConstruct[k], s.nonEmpty[k])
+	}
 	fmt.Fprintf(&b, "\ndeclined (skipped) %d queries: %s", s.declinedTotal, formatCounts(s.declined))
 	return b.String()
+}
+
+func sortedKeysInt(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// constructs lists the constructs of issue #16 that q uses.
+func constructs(q string) []string {
+	expr, err := parser.NewParser(parser.Options{EnableExperimentalFunctions: true}).ParseExpr(q)
+	if err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	parser.Inspect(expr, func(n parser.Node, path []parser.Node) error {
+		switch n := n.(type) {
+		case *parser.SubqueryExpr:
+			seen["subquery"] = true
+			for _, p := range path {
+				if _, ok := p.(*parser.SubqueryExpr); ok {
+					seen["nested subquery"] = true
+				}
+			}
+			if n.Timestamp != nil || n.StartOrEnd != 0 {
+				seen["@"] = true
+			}
+		case *parser.VectorSelector:
+			if n.Timestamp != nil {
+				seen["@ <timestamp>"] = true
+			}
+			if n.StartOrEnd != 0 {
+				seen["@ start()/end()"] = true
+			}
+		case *parser.AggregateExpr:
+			switch n.Op {
+			case parser.COUNT_VALUES, parser.LIMITK, parser.LIMIT_RATIO:
+				seen[n.Op.String()] = true
+			}
+		}
+		return nil
+	})
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	return out
 }
 
 func formatCounts(m map[string]int) string {
@@ -293,36 +358,187 @@ func (c *diffCase) run(ctx context.Context, st *stats, source, q string) {
 		}
 		compileErr = errors.New(declined)
 	}
+	nonEmpty := false
+	orderDependent, subqOrder := limitkOrder(q)
+	if subqOrder {
+		st.declined["nondeterministic: limitk over map-ordered input"]++
+		st.declinedTotal++
+		return
+	}
+	noisyInRange, noisyInSubquery := orderSensitive(q)
+	if noisyInSubquery {
+		st.declined["nondeterministic: order-sensitive rounding in a subquery"]++
+		st.declinedTotal++
+		return
+	}
+	orderDependent = orderDependent || noisyInRange
 	for _, t := range times {
 		prom := evalProm(ctx, c.prom, c.store, q, t, lookback)
 		our := outcome{err: compileErr}
 		if compileErr == nil {
 			our = c.ours.eval(ctx, plan, t)
 		}
-		st.evaluations++
-		ok, rd := compare(prom, our)
-		switch {
-		case !ok:
-			st.disagreements = append(st.disagreements, disagreement{
-				source: source, query: q, t: t, lookback: lookback, prom: prom, ours: our, data: c.dump(q, t, lookback),
-			})
-		case prom.err != nil:
-			st.agreedErrors++
-		default:
-			st.agreedValues++
-			switch {
-			case prom.scalar:
-				st.agreedScalar++
-			case len(prom.vector) == 0:
-				st.agreedEmpty++
-			}
-			if rd > st.maxRelDiff {
-				st.maxRelDiff, st.maxRelQuery = rd, q
-			}
+		if c.record(st, disagreement{source: source, query: q, t: t, lookback: lookback, prom: prom, ours: our}) {
+			nonEmpty = true
 		}
+	}
+	// One in three queries also runs as a range query (the HTTP API's
+	// query_range): @ start()/end(), step-invariant parts and subqueries
+	// evaluated over a whole range.
+	if c.rnd.Intn(3) == 0 && !orderDependent && !orBelowRoot(q) {
+		step := []int64{7_000, 15_000, 30_000, 60_000, 61_000}[c.rnd.Intn(5)]
+		start := times[0] - int64(c.rnd.Intn(3))*step/2
+		end := start + int64(c.rnd.Intn(8))*step + int64(c.rnd.Intn(2))*step/3
+		prom := evalPromRange(ctx, c.prom, c.store, q, start, end, step, lookback)
+		our := outcome{err: compileErr}
+		if compileErr == nil {
+			our = c.ours.evalRange(ctx, plan, start, end, step)
+		}
+		st.ranges++
+		_ = c.record(st, disagreement{
+			source: source, query: q, t: start, lookback: lookback, prom: prom, ours: our,
+			rng: fmt.Sprintf("from %d to %d step %dms", start, end, step),
+		})
 	}
 	st.queries++
 	st.bySource[source]++
+	for _, k := range constructs(q) {
+		st.byConstruct[k]++
+		if nonEmpty {
+			st.nonEmpty[k]++
+		}
+	}
+}
+
+// limitkOrder reports whether q has limitk, which keeps the first k
+// elements in its input's order, and whether that order is Prometheus's
+// map order: limitk over or inside a subquery, or over count_values, whose
+// results Prometheus assembles from maps, and (any limitk) in a range
+// query, where every intermediate matrix is. Those answers are not
+// reproducible, not even by Prometheus itself.
+func limitkOrder(q string) (has, unordered bool) {
+	expr, err := parser.NewParser(parser.Options{EnableExperimentalFunctions: true}).ParseExpr(q)
+	if err != nil {
+		return false, false
+	}
+	parser.Inspect(expr, func(n parser.Node, path []parser.Node) error {
+		a, ok := n.(*parser.AggregateExpr)
+		if !ok || a.Op != parser.LIMITK {
+			return nil
+		}
+		has = true
+		for _, p := range path {
+			if _, ok := p.(*parser.SubqueryExpr); ok {
+				unordered = true
+			}
+		}
+		parser.Inspect(a.Expr, func(m parser.Node, _ []parser.Node) error {
+			switch m := m.(type) {
+			case *parser.SubqueryExpr:
+				unordered = true
+			case *parser.AggregateExpr:
+				unordered = unordered || m.Op == parser.COUNT_VALUES
+			}
+			return nil
+		})
+		return nil
+	})
+	return has, unordered
+}
+
+// orderSensitive reports whether q's answer depends on the order of an
+// aggregation's input beyond the comparison's tolerance: stddev and
+// stdvar (Welford's running mean; a variance that cancels to about 0
+// comes out as 0 or 1e-16 depending on the order), and count_values over
+// any aggregation (its labels spell the values to the last bit). In a
+// range query (and in a subquery, which Prometheus evaluates as one)
+// Prometheus feeds aggregations in map order, so these answers are not
+// reproducible, not even by Prometheus. inRange: anywhere in q;
+// inSubquery: inside a subquery, which matters for instant queries too.
+func orderSensitive(q string) (inRange, inSubquery bool) {
+	expr, err := parser.NewParser(parser.Options{EnableExperimentalFunctions: true}).ParseExpr(q)
+	if err != nil {
+		return false, false
+	}
+	parser.Inspect(expr, func(n parser.Node, path []parser.Node) error {
+		a, ok := n.(*parser.AggregateExpr)
+		if !ok {
+			return nil
+		}
+		sensitive := a.Op == parser.STDDEV || a.Op == parser.STDVAR
+		if a.Op == parser.COUNT_VALUES {
+			parser.Inspect(a.Expr, func(m parser.Node, _ []parser.Node) error {
+				if _, ok := m.(*parser.AggregateExpr); ok {
+					sensitive = true
+				}
+				return nil
+			})
+		}
+		if !sensitive {
+			return nil
+		}
+		inRange = true
+		for _, p := range path {
+			if _, ok := p.(*parser.SubqueryExpr); ok {
+				inSubquery = true
+			}
+		}
+		return nil
+	})
+	return inRange, inSubquery
+}
+
+// orBelowRoot reports an `or` below the root of q. Prometheus's range
+// evaluation decides __name__ dropping once per intermediate series (by
+// its first step, an aggregation's by its last), so an `or` that joins a
+// series with the same series marked for dropping (x or rate(x[1m])) can
+// feed a parent one mark for all steps; we decide per step below the root
+// (docs/promql-functions.md, range queries). Such range queries are not
+// compared; their instant queries are.
+func orBelowRoot(q string) bool {
+	expr, err := parser.NewParser(parser.Options{EnableExperimentalFunctions: true}).ParseExpr(q)
+	if err != nil {
+		return false
+	}
+	found := false
+	parser.Inspect(expr, func(n parser.Node, path []parser.Node) error {
+		if b, ok := n.(*parser.BinaryExpr); ok && b.Op == parser.LOR {
+			for _, p := range path {
+				if _, paren := p.(*parser.ParenExpr); !paren {
+					found = true
+				}
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+// record compares one evaluation and adds it to st; it reports an
+// agreement on a non-empty answer.
+func (c *diffCase) record(st *stats, d disagreement) bool {
+	st.evaluations++
+	ok, rd := compare(d.prom, d.ours)
+	switch {
+	case !ok:
+		d.data = c.dump(d.query, d.t, d.lookback)
+		st.disagreements = append(st.disagreements, d)
+	case d.prom.err != nil:
+		st.agreedErrors++
+	default:
+		st.agreedValues++
+		switch {
+		case d.prom.scalar:
+			st.agreedScalar++
+		case len(d.prom.vector) == 0:
+			st.agreedEmpty++
+		}
+		if rd > st.maxRelDiff {
+			st.maxRelDiff, st.maxRelQuery = rd, d.query
+		}
+		return d.prom.scalar || len(d.prom.vector) > 0
+	}
+	return false
 }
 
 // dump prints the samples of the series q selects around t, to make a
@@ -388,7 +604,7 @@ func runDifferential(t testing.TB, seed int64, target, maxCases int) *stats {
 			t.Fatalf("seed %d: load case %d: %v", seed, i, err)
 		}
 		smith := newSmith(c.rnd, c.data, i%2 == 1)
-		gen := &triggerGen{rnd: c.rnd}
+		gen := newTriggerGen(c.rnd, c.data)
 		for _, q := range corpus {
 			c.run(ctx, st, srcCorpus, q)
 		}
@@ -465,7 +681,7 @@ func TestDifferentialGrowingStore(t *testing.T) {
 		if err := o.load(d, func(i int, s sample) bool { return i%2 == 0 && s.T <= mid }); err != nil {
 			t.Fatal(err)
 		}
-		gen := &triggerGen{rnd: rnd}
+		gen := newTriggerGen(rnd, d)
 		queries := slices.Clone(corpus)
 		for range 150 {
 			queries = append(queries, gen.next())
@@ -595,7 +811,7 @@ func FuzzDifferential(f *testing.F) {
 			t.Fatal(err)
 		}
 		st := newStats()
-		gen := &triggerGen{rnd: c.rnd}
+		gen := newTriggerGen(c.rnd, c.data)
 		ctx := context.Background()
 		for range 20 {
 			c.run(ctx, st, srcTrigger, gen.next())
@@ -611,7 +827,7 @@ func FuzzDifferentialQuery(f *testing.F) {
 	for i, q := range corpus {
 		f.Add(int64(i), q)
 	}
-	gen := &triggerGen{rnd: rand.New(rand.NewSource(1))}
+	gen := newTriggerGen(rand.New(rand.NewSource(1)), &dataset{start: baseTime, end: baseTime + 10*60_000})
 	for i := range 40 {
 		f.Add(int64(i), gen.next())
 	}
@@ -663,4 +879,75 @@ func TestReplay(t *testing.T) {
 	if ok, _ := compare(prom, our); !ok {
 		t.Error("the engines disagree")
 	}
+}
+
+// TestDifferentialStepAlignment compares subqueries and @ at evaluation
+// times on multiples of the subquery steps, where Prometheus's child
+// evaluators start exactly at their parent's start and its @ offsets are
+// not re-based (setOffsetForAtModifier), with negative and positive
+// offsets, nesting and step-invariant parts, as instant and range queries.
+func TestDifferentialStepAlignment(t *testing.T) {
+	ctx := context.Background()
+	ng := newPromEngine()
+	st := newStats()
+	for seed := int64(200); seed < 203; seed++ {
+		c, err := newDiffCase(seed, ng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mid := (c.data.start + c.data.end) / 2
+		at := fmt.Sprintf("%.3f", float64(mid-mid%60_000)/1000)
+		qs := []string{
+			`max_over_time((vllm:num_requests_waiting @ ` + at + `)[30s:1m] offset -10s)`,
+			`max_over_time((vllm:num_requests_waiting @ ` + at + `)[50s:1m] offset -10s)`,
+			`sum_over_time((vllm:num_requests_waiting @ ` + at + ` offset 20s)[1m:1m] offset -30s)`,
+			`sum_over_time(max_over_time((vllm:num_requests_waiting @ ` + at + `)[30s:30s] offset -20s)[1m:1m])`,
+			`sum_over_time(max_over_time((vllm:num_requests_waiting @ ` + at + `)[30s:30s])[1m:1m] offset -20s)`,
+			`sum_over_time(sum_over_time(vllm:num_requests_waiting[30s:15s] @ ` + at + `)[1m:30s] offset -15s)`,
+			`sum_over_time(sum_over_time(vllm:num_requests_waiting[30s:15s] @ start())[1m:30s] offset -15s)`,
+			`sum_over_time(rate(vllm:prompt_tokens_total[1m] @ end())[2m:1m] offset -30s)`,
+			`max_over_time(topk(scalar(sum(vllm:num_requests_running)), vllm:num_requests_waiting @ ` + at + `)[2m:30s])`,
+			`max_over_time(quantile(time() / 1e10, vllm:num_requests_waiting @ end())[2m:30s])`,
+			`last_over_time(((vllm:num_requests_waiting > 5) or -vllm:num_requests_waiting)[2m:15s])`,
+			`(vllm:num_requests_waiting > 5) or -vllm:num_requests_waiting`,
+			`count_over_time(vector(time())[2m:30s] @ end())`,
+			`timestamp(vllm:num_requests_waiting @ ` + at + ` offset 1m)`,
+			`timestamp((vllm:num_requests_waiting @ end()))`,
+			`predict_linear(vllm:num_requests_waiting[2m] @ ` + at + `, time() / 1e9)`,
+			`rate(vllm:prompt_tokens_total[2m] @ ` + at + `) * on (pod) group_left vllm:num_requests_waiting`,
+			`topk(scalar(rate(vllm:prompt_tokens_total{pod="p0"}[1m] @ ` + at + `)), vllm:num_requests_waiting)`,
+		}
+		for _, q := range qs {
+			plan, declined, err := c.ours.compile(q, 5*time.Minute)
+			if declined != "" {
+				t.Errorf("%s: declined: %s", q, declined)
+				continue
+			}
+			for _, step := range []int64{15_000, 30_000, 60_000} {
+				for k := int64(-2); k <= 2; k++ {
+					ts := mid - mid%60_000 + k*step
+					prom := evalProm(ctx, ng, c.store, q, ts, 5*time.Minute)
+					our := outcome{err: err}
+					if err == nil {
+						our = c.ours.eval(ctx, plan, ts)
+					}
+					c.record(st, disagreement{source: "aligned", query: q, t: ts, lookback: 5 * time.Minute, prom: prom, ours: our})
+					end := ts + 4*step
+					prom = evalPromRange(ctx, ng, c.store, q, ts, end, step, 5*time.Minute)
+					our = outcome{err: err}
+					if err == nil {
+						our = c.ours.evalRange(ctx, plan, ts, end, step)
+					}
+					c.record(st, disagreement{
+						source: "aligned", query: q, t: ts, lookback: 5 * time.Minute, prom: prom, ours: our,
+						rng: fmt.Sprintf("from %d to %d step %dms", ts, end, step),
+					})
+				}
+			}
+			st.queries++
+		}
+	}
+	t.Logf("aligned: %d queries, %d evaluations, %d agreed on values (%d empty), %d agreed on an error, %d disagreements",
+		st.queries, st.evaluations, st.agreedValues, st.agreedEmpty, st.agreedErrors, len(st.disagreements))
+	reportDisagreements(t, 200, st)
 }

@@ -94,7 +94,10 @@ next:
 }
 
 // newPromEngine returns the reference engine with the options the
-// conformance plan fixes (promql-subset.md §6.2).
+// conformance plan fixes (promql-subset.md §6.2), the @ modifier on (as in
+// every Prometheus server since 2.33) and subqueries without a step at
+// Prometheus's default global evaluation interval, 1m (our
+// query.DefaultSubqueryStep).
 func newPromEngine() *promql.Engine {
 	return promql.NewEngine(promql.EngineOpts{
 		MaxSamples:               50_000_000,
@@ -102,6 +105,8 @@ func newPromEngine() *promql.Engine {
 		LookbackDelta:            5 * time.Minute,
 		EnableDelayedNameRemoval: true,
 		EnableNegativeOffset:     true,
+		EnableAtModifier:         true,
+		NoStepSubqueryIntervalFn: func(int64) int64 { return query.DefaultSubqueryStep.Milliseconds() },
 		Parser:                   parser.NewParser(parser.Options{EnableExperimentalFunctions: true}),
 	})
 }
@@ -163,6 +168,42 @@ func evalProm(ctx context.Context, ng *promql.Engine, qb storage.Queryable, q st
 		return outcome{err: fmt.Errorf("unexpected result type %s", res.Value.Type())}
 	}
 }
+
+// evalPromRange runs q as a range query on the reference engine, keyed
+// like evalOursRange.
+func evalPromRange(ctx context.Context, ng *promql.Engine, qb storage.Queryable, q string, start, end, step int64, lookback time.Duration) outcome {
+	qry, err := ng.NewRangeQuery(ctx, qb, promql.NewPrometheusQueryOpts(false, lookback, nil), q,
+		time.UnixMilli(start), time.UnixMilli(end), time.Duration(step)*time.Millisecond)
+	if err != nil {
+		return outcome{err: err}
+	}
+	defer qry.Close()
+	res := qry.Exec(ctx)
+	if res.Err != nil {
+		return outcome{err: res.Err}
+	}
+	mat, ok := res.Value.(promql.Matrix)
+	if !ok {
+		return outcome{err: fmt.Errorf("unexpected range result type %s", res.Value.Type())}
+	}
+	o := outcome{vector: map[string]float64{}}
+	for _, s := range mat {
+		if len(s.Histograms) > 0 {
+			return outcome{err: errors.New("native histogram in result")}
+		}
+		for _, p := range s.Floats {
+			k := rangeKey(s.Metric.String(), p.T)
+			if _, ok := o.vector[k]; ok {
+				o.dups++
+			}
+			o.vector[k] = p.F
+		}
+	}
+	return o
+}
+
+// rangeKey names one point of a range result: the series and the step.
+func rangeKey(lset string, t int64) string { return fmt.Sprintf("%s @%d", lset, t) }
 
 // ours is our store and engine loaded with one dataset.
 type ours struct {
@@ -229,6 +270,27 @@ func (o *ours) compile(q string, lookback time.Duration) (plan *query.Plan, decl
 		return nil, "", err
 	}
 	return plan, "", nil
+}
+
+// evalRange evaluates a compiled plan as a range query (Plan.EvalRange,
+// the HTTP API's query_range), every step's elements keyed by series and
+// step, a scalar as the series {}.
+func (o *ours) evalRange(ctx context.Context, plan *query.Plan, start, end, step int64) outcome {
+	mat, err := plan.EvalRange(ctx, start, end, step, nil)
+	if err != nil {
+		return outcome{err: err}
+	}
+	out := outcome{vector: map[string]float64{}}
+	for _, s := range mat {
+		for _, p := range s.Points {
+			k := rangeKey(s.Labels.String(), p.T)
+			if _, ok := out.vector[k]; ok {
+				out.dups++
+			}
+			out.vector[k] = p.F
+		}
+	}
+	return out
 }
 
 // eval evaluates a compiled plan at t.

@@ -25,13 +25,24 @@ var subsetFunctions = []string{
 	"quantile_over_time", "stddev_over_time", "stdvar_over_time", "first_over_time", "present_over_time", "absent_over_time",
 	"label_replace", "label_join",
 	"sqrt", "exp", "ln", "log2", "log10", "sgn", "timestamp", "sort", "sort_desc",
+	// Trigonometric and date functions.
+	"acos", "acosh", "asin", "asinh", "atan", "atanh", "cos", "cosh", "sin", "sinh", "tan", "tanh",
+	"deg", "rad", "pi",
+	"days_in_month", "day_of_month", "day_of_week", "day_of_year", "hour", "minute", "month", "year",
+	// Experimental.
+	"sort_by_label", "sort_by_label_desc", "mad_over_time", "ts_of_first_over_time", "ts_of_last_over_time",
+	"ts_of_max_over_time", "ts_of_min_over_time", "double_exponential_smoothing", "integral",
+	"min_of", "max_of", "start", "end", "range", "step",
+	// Over classic buckets.
+	"histogram_fraction", "histogram_quantiles",
 }
 
-// subsetAggrs leaves out topk, bottomk (ties make them nondeterministic),
-// count_values, limitk and limit_ratio (Later tier).
+// subsetAggrs leaves out topk and bottomk, whose ties make them
+// nondeterministic.
 var subsetAggrs = []parser.ItemType{
 	parser.SUM, parser.AVG, parser.MIN, parser.MAX, parser.COUNT,
 	parser.GROUP, parser.STDDEV, parser.STDVAR, parser.QUANTILE,
+	parser.COUNT_VALUES, parser.LIMITK, parser.LIMIT_RATIO,
 }
 
 var subsetBinops = []parser.ItemType{
@@ -40,18 +51,24 @@ var subsetBinops = []parser.ItemType{
 	parser.LAND, parser.LOR, parser.LUNLESS,
 }
 
+// smithSkips are functions promqlsmith cannot write: it leaves integral's
+// optional second argument nil. The trigger generator writes them.
+var smithSkips = map[string]bool{"integral": true, "histogram_quantiles": true}
+
 func subsetFunctionDefs() []*parser.Function {
 	var out []*parser.Function
 	for _, name := range subsetFunctions {
-		if f, ok := parser.Functions[name]; ok {
+		if f, ok := parser.Functions[name]; ok && !smithSkips[name] {
 			out = append(out, f)
 		}
 	}
 	return out
 }
 
-// newSmith returns promqlsmith restricted to the subset: no subqueries and
-// no @ (Later tier); offset (Should tier, negative included) when asked.
+// newSmith returns promqlsmith restricted to the subset, with subqueries
+// (always [1h:1m] there) and @ (start(), end(), or a timestamp drawn from
+// [0, the data's end), so mostly before the data: the trigger generator
+// writes @ inside the data); offset (negative included) when asked.
 func newSmith(rnd *rand.Rand, d *dataset, offset bool) *promqlsmith.PromQLSmith {
 	lsets := make([]labels.Labels, len(d.series))
 	for i, s := range d.series {
@@ -64,9 +81,11 @@ func newSmith(rnd *rand.Rand, d *dataset, offset bool) *promqlsmith.PromQLSmith 
 		promqlsmith.WithEnabledExprs([]promqlsmith.ExprType{
 			promqlsmith.VectorSelector, promqlsmith.MatrixSelector, promqlsmith.BinaryExpr,
 			promqlsmith.AggregateExpr, promqlsmith.CallExpr, promqlsmith.NumberLiteral, promqlsmith.UnaryExpr,
+			promqlsmith.SubQueryExpr,
 		}),
 		promqlsmith.WithEnableOffset(offset),
-		promqlsmith.WithEnableAtModifier(false),
+		promqlsmith.WithEnableAtModifier(true),
+		promqlsmith.WithAtModifierMaxTimestamp(d.end),
 		promqlsmith.WithEnableVectorMatching(true),
 		promqlsmith.WithMaxDepth(4),
 	)
@@ -87,7 +106,12 @@ func smithQuery(s *promqlsmith.PromQLSmith) string {
 // edges that change scaling numbers: range boundaries, resets, idle
 // histograms, empty results, name collisions, vector matching.
 type triggerGen struct {
-	rnd *rand.Rand
+	rnd        *rand.Rand
+	start, end int64 // the data's time span, for @ timestamps
+}
+
+func newTriggerGen(rnd *rand.Rand, d *dataset) *triggerGen {
+	return &triggerGen{rnd: rnd, start: d.start, end: d.end}
 }
 
 var (
@@ -221,6 +245,13 @@ func (g *triggerGen) histogramQuantile() string {
 	if g.rnd.Intn(8) == 0 {
 		inner = g.pick([]string{"odd_bucket", `sum by (le) (odd_bucket)`, `rate(odd_bucket[2m])`, `odd_bucket{pod="p1"}`})
 	}
+	switch g.rnd.Intn(6) {
+	case 0:
+		return fmt.Sprintf("histogram_fraction(%s, %s, %s)", g.pick([]string{"0", "-Inf", "0.1", "0.25", "NaN"}),
+			g.pick([]string{"0.5", "1", "+Inf", "2.5", "0.1"}), inner)
+	case 1:
+		return fmt.Sprintf("histogram_quantiles(%s, %q, %s, %s)", inner, g.pick([]string{"q", "quantile", "pod"}), g.quantile(), g.quantile())
+	}
 	return fmt.Sprintf("histogram_quantile(%s, %s)", g.quantile(), inner)
 }
 
@@ -238,6 +269,14 @@ func (g *triggerGen) match() string {
 
 // next returns one trigger-shaped query.
 func (g *triggerGen) next() string {
+	switch n := g.rnd.Intn(34); {
+	case n >= 22 && n < 28:
+		return g.subquery()
+	case n >= 28 && n < 31:
+		return g.atQuery()
+	case n >= 31:
+		return g.newAggr()
+	}
 	switch g.rnd.Intn(22) {
 	case 0, 1:
 		return g.agg(g.sel(g.pick(gauges)))
@@ -292,6 +331,132 @@ func (g *triggerGen) next() string {
 	}
 }
 
+// at writes an @ modifier: start(), end(), or a timestamp in (or just
+// outside) the data, sometimes on a sample's millisecond.
+func (g *triggerGen) at() string {
+	switch g.rnd.Intn(5) {
+	case 0:
+		return " @ start()"
+	case 1:
+		return " @ end()"
+	}
+	span := g.end - g.start
+	ts := g.start - span/10 + g.rnd.Int63n(span+span/5)
+	if g.rnd.Intn(3) == 0 {
+		ts -= ts % 15_000 // a round time
+	}
+	return fmt.Sprintf(" @ %.3f", float64(ts)/1000)
+}
+
+// subqRange writes a subquery's [range:step] with sometimes an offset and
+// an @; steps that divide the range, that do not, the default, and a step
+// longer than the range.
+func (g *triggerGen) subqRange() string {
+	r := g.pick([]string{"1m", "2m", "5m", "90s", "10m", "45s", "30s"})
+	step := g.pick([]string{"15s", "10s", "30s", "1m", "", "7s", "20s", "2m"})
+	s := "[" + r + ":" + step + "]"
+	if g.rnd.Intn(5) == 0 {
+		s += " offset " + g.pick([]string{"30s", "1m", "-30s", "7s", "-1m"})
+	}
+	if g.rnd.Intn(5) == 0 {
+		s += g.at()
+	}
+	return s
+}
+
+// inner writes the inside of a subquery: trigger shapes over a window.
+func (g *triggerGen) inner() string {
+	switch g.rnd.Intn(7) {
+	case 0:
+		return g.sel(g.pick(gauges))
+	case 1:
+		return g.agg(g.counterFn(g.pick(counters)))
+	case 2:
+		return fmt.Sprintf("sum(%s)", g.counterFn(g.pick(counters)))
+	case 3:
+		return g.agg(g.sel(g.pick(gauges)))
+	case 4:
+		return g.histogramQuantile()
+	case 5:
+		// A nested subquery.
+		return fmt.Sprintf("%s(%s%s)", g.pick([]string{"max_over_time", "avg_over_time", "rate", "sum_over_time"}), g.inner(), g.subqRange())
+	default:
+		return g.vec()
+	}
+}
+
+// subquery writes a range function over a subquery, the way triggers
+// smooth a spike: max_over_time(sum(rate(x[1m]))[5m:15s]).
+func (g *triggerGen) subquery() string {
+	fn := g.pick([]string{
+		"max_over_time", "max_over_time", "avg_over_time", "min_over_time", "sum_over_time", "count_over_time",
+		"last_over_time", "first_over_time", "rate", "increase", "delta", "deriv", "irate", "idelta", "changes", "resets",
+		"stddev_over_time", "present_over_time", "absent_over_time", "quantile_over_time", "predict_linear",
+		"mad_over_time", "ts_of_max_over_time", "ts_of_last_over_time", "integral", "double_exponential_smoothing",
+	})
+	arg := "(" + g.inner() + ")" + g.subqRange()
+	if g.rnd.Intn(2) == 0 {
+		arg = g.inner() + g.subqRange()
+		if strings.ContainsAny(arg[:strings.LastIndex(arg, "[")], " ") && !strings.HasSuffix(strings.TrimSpace(arg[:strings.LastIndex(arg, "[")]), ")") {
+			arg = "(" + g.inner() + ")" + g.subqRange()
+		}
+	}
+	var q string
+	switch fn {
+	case "quantile_over_time":
+		q = fmt.Sprintf("%s(%s, %s)", fn, g.quantile(), arg)
+	case "predict_linear":
+		q = fmt.Sprintf("%s(%s, %s)", fn, arg, g.pick([]string{"0", "60", "-30"}))
+	case "double_exponential_smoothing":
+		q = fmt.Sprintf("%s(%s, %s, %s)", fn, arg, g.pick([]string{"0.5", "0.1", "0.9", "1"}), g.pick([]string{"0.5", "0.3", "0"}))
+	default:
+		q = fmt.Sprintf("%s(%s)", fn, arg)
+	}
+	switch g.rnd.Intn(4) {
+	case 0:
+		q = g.agg(q)
+	case 1:
+		q = fmt.Sprintf("%s > bool %s", q, g.pick([]string{"0", "1", "5"}))
+	}
+	return q
+}
+
+// atQuery writes selectors, range selectors and aggregations with @.
+func (g *triggerGen) atQuery() string {
+	gauge, counter := g.pick(gauges), g.pick(counters)
+	switch g.rnd.Intn(8) {
+	case 0:
+		return g.sel(gauge) + g.at()
+	case 1:
+		return fmt.Sprintf("sum(rate(%s[%s]%s))", counter, g.pick(ranges), g.at())
+	case 2:
+		return fmt.Sprintf("%s%s - %s", g.sel(gauge), g.at(), g.sel(gauge))
+	case 3:
+		return fmt.Sprintf("%s(%s[%s]%s)", g.pick([]string{"max_over_time", "avg_over_time", "last_over_time", "count_over_time"}), gauge, g.pick(ranges), g.at())
+	case 4:
+		return fmt.Sprintf("timestamp(%s%s)", gauge, g.at())
+	case 5:
+		return fmt.Sprintf("predict_linear(%s[%s]%s, %s)", gauge, g.pick(ranges), g.at(), g.pick([]string{"60", "time() / 1e9"}))
+	case 6:
+		return fmt.Sprintf("topk(scalar(sum(%s)), %s%s) or vector(0)", gauge, gauge, g.at())
+	default:
+		return g.agg(g.sel(gauge) + g.at())
+	}
+}
+
+// newAggr writes count_values, limitk and limit_ratio.
+func (g *triggerGen) newAggr() string {
+	switch g.rnd.Intn(6) {
+	case 0, 1:
+		return fmt.Sprintf("count_values%s (%q, %s)", g.grouping(), g.pick([]string{"value", "v", "pod", "__name__", ""}),
+			g.pick([]string{g.sel(g.pick(gauges)), "round(" + g.vec() + ")", g.vec()}))
+	case 2, 3:
+		return fmt.Sprintf("limitk%s (%s, %s)", g.grouping(), g.pick([]string{"1", "2", "0", "-1", "100", "NaN", "scalar(vllm:num_requests_waiting)"}), g.vec())
+	default:
+		return fmt.Sprintf("limit_ratio%s (%s, %s)", g.grouping(), g.pick([]string{"0.5", "0.3", "-0.5", "1", "0", "1.5", "-2", "NaN"}), g.vec())
+	}
+}
+
 // corpus are real autoscaling queries (promql-subset.md §2: vLLM, KServe,
 // llm-d and KEDA examples), over the dataset's metric names.
 var corpus = []string{
@@ -331,4 +496,14 @@ var corpus = []string{
 	`sum(vllm:num_requests_waiting and on (pod) label_replace(vllm:num_requests_running, "pod", "$1", "pod", "(.*)"))`,
 	`sum(rate(vllm:prompt_tokens_total[5m] offset 1m))`,
 	`time() - max(timestamp(vllm:num_requests_waiting))`,
+	// Smoothing with subqueries (issue #16).
+	`max_over_time(sum(rate(vllm:prompt_tokens_total[1m]))[5m:15s])`,
+	`avg_over_time(sum(vllm:num_requests_waiting)[2m:15s])`,
+	`max_over_time(sum by (model_name) (vllm:num_requests_waiting)[5m:])`,
+	`quantile_over_time(0.9, histogram_quantile(0.9, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[1m])))[5m:30s])`,
+	`sum(vllm:num_requests_waiting) - sum(vllm:num_requests_waiting offset 1m)`,
+	`sum(vllm:num_requests_waiting @ end())`,
+	`count_values("queue", vllm:num_requests_waiting)`,
+	`limitk(2, vllm:num_requests_waiting)`,
+	`limit_ratio(0.5, vllm:num_requests_running)`,
 }

@@ -341,6 +341,7 @@ var configEnv = []struct {
 	{"logFormat", "text", "KOS_LOG_FORMAT", "text"},
 	{"shutdownTimeout", "20s", "KOS_SHUTDOWN_TIMEOUT", "20s"},
 	{"otlpMaxRecvSize", "32MiB", "KOS_OTLP_MAX_RECV_SIZE", "32MiB"},
+	{"otlpMaxInflightBytes", "96MiB", "KOS_OTLP_MAX_INFLIGHT_BYTES", "96MiB"},
 	{"retention", "15m", "KOS_RETENTION", "15m"},
 	{"freshness", "20s", "KOS_FRESHNESS", "20s"},
 	{"defaultWindow", "1m", "KOS_DEFAULT_WINDOW", "1m"},
@@ -355,6 +356,9 @@ var configEnv = []struct {
 	{"maxLabelValueLength", "2048", "KOS_MAX_LABEL_VALUE_LENGTH", "2048"},
 	{"maxMetricNameLength", 512, "KOS_MAX_METRIC_NAME_LENGTH", "512"},
 	{"seriesTTL", "5m", "KOS_SERIES_TTL", "5m"},
+	{"maxSamplesPerSeries", 256, "KOS_MAX_SAMPLES_PER_SERIES", "256"},
+	{"maxSampleMemory", "1GiB", "KOS_MAX_SAMPLE_MEMORY", "1GiB"},
+	{"checkpointInterval", "30s", "KOS_CHECKPOINT_INTERVAL", "30s"},
 	{"reloadInterval", "2s", "KOS_RELOAD_INTERVAL", "2s"},
 	{"triggerTTL", "15m", "KOS_TRIGGER_TTL", "15m"},
 	{"maxTriggers", 2000, "KOS_MAX_TRIGGERS", "2000"},
@@ -711,7 +715,7 @@ func TestStateDirDefaultVolume(t *testing.T) {
 	v := d.Spec.Template.Spec.Volumes[0]
 	assert.Equal(t, "state", v.Name)
 	require.NotNil(t, v.EmptyDir)
-	assert.Equal(t, "1Gi", v.EmptyDir.SizeLimit.String())
+	assert.Equal(t, "2Gi", v.EmptyDir.SizeLimit.String())
 	c := d.Spec.Template.Spec.Containers[0]
 	assert.Equal(t, "/var/lib/keda-otel-scaler", envMap(c)["KOS_STATE_DIR"])
 	require.Len(t, c.VolumeMounts, 1)

@@ -32,19 +32,18 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Errors returned for undecodable input. Every decode error wraps
-// ErrMalformed.
-var (
-	// ErrMalformed matches every decode error.
-	ErrMalformed = errors.New("malformed OTLP protobuf")
-	// ErrTooDeep limits AnyValue nesting so hostile input cannot exhaust the
-	// stack (a Go stack overflow is fatal, not a recoverable panic).
-	ErrTooDeep = errors.New("attribute value nested too deeply")
-)
+// ErrMalformed matches every decode error.
+var ErrMalformed = errors.New("malformed OTLP protobuf")
 
 // MaxValueDepth is the deepest AnyValue nesting (arrays and maps inside
-// attribute values) the walker accepts. pdata has no limit; nothing real
-// comes close to this one.
+// attribute values) the walker decodes: a value holding an AnyValue
+// nested deeper than this (the attribute's own value is at depth 0) is
+// reported as KindTooDeep, and the bytes below the limit are neither
+// decoded nor validated. That bounds the walk's stack and time whatever
+// the input (a Go stack overflow is fatal, not a recoverable panic), and
+// it costs the request nothing else: the handler decides what a too-deep
+// value means (the receiver rejects the point that carries it). pdata has
+// no limit; nothing real comes close to this one.
 const MaxValueDepth = 64
 
 // ValueKind is the type of an attribute value, as pcommon.ValueType.
@@ -63,6 +62,9 @@ const (
 	// KindPreformatted carries a value already rendered as text in Str (the
 	// pdata adapter uses it for arrays and maps).
 	KindPreformatted
+	// KindTooDeep is an array or map value that nests AnyValues deeper
+	// than MaxValueDepth; it carries nothing else.
+	KindTooDeep
 )
 
 // AnyValue is a view of an attribute value. Str holds the string, bytes,
@@ -211,7 +213,7 @@ func decodeAttrs(b []byte, field int32, attrs []KeyValue) []KeyValue {
 			return attrs
 		}
 		attrs = append(attrs, KeyValue{})
-		if keyValue(b[s:e], &attrs[len(attrs)-1], 0) != nil {
+		if keyValue(b[s:e], &attrs[len(attrs)-1], 0, nil) != nil {
 			return attrs
 		}
 		pos = e
@@ -250,6 +252,10 @@ type Walker struct {
 	// decoding them again; cursor is the second pass's position in recs.
 	recs   []pointRec
 	cursor int
+
+	// deep counts the values of the last walk's first pass that were cut
+	// at MaxValueDepth (ValuesTooDeep).
+	deep int
 }
 
 // pointRec is a number point as the first pass decoded it. at identifies
@@ -283,6 +289,7 @@ func (w *Walker) Walk(buf []byte, h Handler) error {
 	w.h = nil
 	w.emit = false
 	w.recs, w.cursor = w.recs[:0], 0
+	w.deep = 0
 	if err := w.request(buf); err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
@@ -301,6 +308,12 @@ func (w *Walker) Walk(buf []byte, h Handler) error {
 
 // Validate reports whether buf decodes, without emitting anything.
 func (w *Walker) Validate(buf []byte) error { return w.Walk(buf, nil) }
+
+// ValuesTooDeep returns how many AnyValues the last Walk or Validate
+// found below MaxValueDepth, wherever they were (resource, scope, point,
+// exemplar or metadata attributes, including values a later oneof field
+// replaced): their bytes were not validated.
+func (w *Walker) ValuesTooDeep() int { return w.deep }
 
 // trim drops scratch that a single huge request grew, so a pooled Walker
 // does not pin it.
@@ -516,7 +529,7 @@ func (w *Walker) resourceMetrics(b []byte) error {
 			}
 			switch num {
 			case 1:
-				if w.resAttrs, err = resource(b[s:e], w.resAttrs); err != nil {
+				if w.resAttrs, err = resource(b[s:e], w.resAttrs, w.cuts()); err != nil {
 					return err
 				}
 			case 2:
@@ -578,7 +591,7 @@ func (w *Walker) resourceMetrics(b []byte) error {
 	return nil
 }
 
-func resource(b []byte, attrs []KeyValue) ([]KeyValue, error) {
+func resource(b []byte, attrs []KeyValue, cuts *int) ([]KeyValue, error) {
 	for pos := 0; pos < len(b); {
 		var (
 			num int32
@@ -604,7 +617,7 @@ func resource(b []byte, attrs []KeyValue) ([]KeyValue, error) {
 			}
 			if num == 1 {
 				attrs = append(attrs, KeyValue{})
-				if err := keyValue(b[s:e], &attrs[len(attrs)-1], 0); err != nil {
+				if err := keyValue(b[s:e], &attrs[len(attrs)-1], 0, cuts); err != nil {
 					return attrs, err
 				}
 			} else if err := entityRef(b[s:e]); err != nil {
@@ -658,7 +671,7 @@ func entityRef(b []byte) error {
 
 // keyValue decodes a KeyValue into kv, merging into what kv already holds
 // (a repeated value field merges, as in pdata).
-func keyValue(b []byte, kv *KeyValue, depth int) error {
+func keyValue(b []byte, kv *KeyValue, depth int, cuts *int) error {
 	// Fast path: key, then a value holding only a string, with one-byte
 	// lengths: the shape SDKs and collectors write for nearly every
 	// attribute. It accepts and yields exactly what the loop below does
@@ -669,7 +682,7 @@ func keyValue(b []byte, kv *KeyValue, depth int) error {
 		kv.Value = AnyValue{Kind: KindStr, Str: b[i+4:]}
 		return nil
 	}
-	return keyValueSlow(b, kv, depth)
+	return keyValueSlow(b, kv, depth, cuts)
 }
 
 // strKeyValue reports whether b has keyValue's fast-path shape (key, then
@@ -699,13 +712,22 @@ func strKeyValue(b []byte) int {
 // by decoding it in full. The first pass only validates: an attribute with
 // the fast-path shape (strKeyValue) is valid as it is, so it is neither
 // decoded nor stored (no stores, no write barriers).
-func checkKeyValueSlow(b []byte) error {
+func (w *Walker) checkKeyValueSlow(b []byte) error {
 	var kv KeyValue
-	return keyValueSlow(b, &kv, 0)
+	return keyValueSlow(b, &kv, 0, &w.deep)
+}
+
+// cuts is where the current pass counts values cut at MaxValueDepth: the
+// first pass counts, the second decodes the same bytes again.
+func (w *Walker) cuts() *int {
+	if w.emit {
+		return nil
+	}
+	return &w.deep
 }
 
 // keyValueSlow is keyValue without the fast path.
-func keyValueSlow(b []byte, kv *KeyValue, depth int) error {
+func keyValueSlow(b []byte, kv *KeyValue, depth int, cuts *int) error {
 	for pos := 0; pos < len(b); {
 		var (
 			num int32
@@ -731,7 +753,7 @@ func keyValueSlow(b []byte, kv *KeyValue, depth int) error {
 			}
 			if num == 1 {
 				kv.Key = b[s:e]
-			} else if err := anyValue(b[s:e], &kv.Value, depth); err != nil {
+			} else if err := anyValue(b[s:e], &kv.Value, depth, cuts); err != nil {
 				return err
 			}
 			pos = e
@@ -751,9 +773,19 @@ func keyValueSlow(b []byte, kv *KeyValue, depth int) error {
 	return nil
 }
 
-func anyValue(b []byte, v *AnyValue, depth int) error {
+// anyValue decodes an AnyValue at depth (0 for an attribute's own value)
+// into v, merging as pdata does: every oneof field replaces v, so a
+// too-deep array followed by a string is the string, as in pdata. Values
+// below MaxValueDepth are counted in *cuts when cuts is not nil.
+func anyValue(b []byte, v *AnyValue, depth int, cuts *int) error {
 	if depth > MaxValueDepth {
-		return ErrTooDeep
+		// Not decoded, not validated: the bytes are bounds-checked by
+		// the enclosing length and nothing below is looked at.
+		*v = AnyValue{Kind: KindTooDeep}
+		if cuts != nil {
+			*cuts++
+		}
+		return nil
 	}
 	for pos := 0; pos < len(b); {
 		var (
@@ -782,16 +814,19 @@ func anyValue(b []byte, v *AnyValue, depth int) error {
 			switch num {
 			case 1:
 				*v = AnyValue{Kind: KindStr, Str: sub}
-			case 5:
-				if err := arrayValue(sub, depth+1); err != nil {
+			case 5, 6:
+				check, kind := arrayValue, KindArray
+				if num == 6 {
+					check, kind = kvList, KindMap
+				}
+				deep, err := check(sub, depth+1, cuts)
+				if err != nil {
 					return err
 				}
-				*v = AnyValue{Kind: KindArray, Str: sub}
-			case 6:
-				if err := kvList(sub, depth+1); err != nil {
-					return err
+				if deep {
+					kind, sub = KindTooDeep, nil
 				}
-				*v = AnyValue{Kind: KindMap, Str: sub}
+				*v = AnyValue{Kind: kind, Str: sub}
 			case 7:
 				*v = AnyValue{Kind: KindBytes, Str: sub}
 			}
@@ -832,49 +867,67 @@ func anyValue(b []byte, v *AnyValue, depth int) error {
 	return nil
 }
 
-func arrayValue(b []byte, depth int) error {
-	return repeatedValues(b, depth, "ArrayValue.values", func(m []byte, depth int) error {
+// arrayValue validates an ArrayValue whose elements are at depth and
+// reports whether one of them is too deep.
+func arrayValue(b []byte, depth int, cuts *int) (bool, error) {
+	return repeatedValues(b, "ArrayValue.values", func(m []byte) (bool, error) {
 		var v AnyValue
-		return anyValue(m, &v, depth)
+		err := anyValue(m, &v, depth, cuts)
+		return v.Kind == KindTooDeep, err
 	})
 }
 
-func kvList(b []byte, depth int) error {
-	return repeatedValues(b, depth, "KeyValueList.values", func(m []byte, depth int) error {
+// kvList validates a KeyValueList whose values are at depth and reports
+// whether one of them is too deep: every entry is, below MaxValueDepth.
+func kvList(b []byte, depth int, cuts *int) (bool, error) {
+	return repeatedValues(b, "KeyValueList.values", func(m []byte) (bool, error) {
+		if depth > MaxValueDepth {
+			// The entry's value is below the limit whether or not it
+			// is present (pdata gives every entry a value).
+			if cuts != nil {
+				*cuts++
+			}
+			return true, nil
+		}
 		var kv KeyValue
-		return keyValue(m, &kv, depth)
+		err := keyValue(m, &kv, depth, cuts)
+		return kv.Value.Kind == KindTooDeep, err
 	})
 }
 
 // repeatedValues validates field 1 (a repeated message, named field in
 // errors) of a nested ArrayValue or KeyValueList with decode, skipping
-// unknown fields. Nested values are rare, so this path favours one loop
-// over inlined speed.
-func repeatedValues(b []byte, depth int, field string, decode func(m []byte, depth int) error) error {
+// unknown fields, and reports whether decode found an element too deep.
+// Every element is validated either way, as pdata would. Nested values
+// are rare, so this path favours one loop over inlined speed.
+func repeatedValues(b []byte, field string, decode func(m []byte) (bool, error)) (bool, error) {
+	deep := false
 	for pos := 0; pos < len(b); {
 		num, wt, p, err := consumeTag(b, pos)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if num != 1 {
 			if pos, err = skip(b, p, wt); err != nil {
-				return err
+				return false, err
 			}
 			continue
 		}
 		if wt != protowire.BytesType {
-			return wrongType(field, wt)
+			return false, wrongType(field, wt)
 		}
 		s, e, err := consumeLen(b, p)
 		if err != nil {
-			return err
+			return false, err
 		}
-		if err := decode(b[s:e], depth); err != nil {
-			return err
+		d, err := decode(b[s:e])
+		if err != nil {
+			return false, err
 		}
+		deep = deep || d
 		pos = e
 	}
-	return nil
+	return deep, nil
 }
 
 func (w *Walker) scopeMetrics(b []byte) error {
@@ -990,7 +1043,7 @@ func (w *Walker) scope(b, name, version []byte) ([]byte, []byte, error) {
 				version = b[s:e]
 			case 3:
 				w.scopeAttrs = append(w.scopeAttrs, KeyValue{})
-				if err := keyValue(b[s:e], &w.scopeAttrs[len(w.scopeAttrs)-1], 0); err != nil {
+				if err := keyValue(b[s:e], &w.scopeAttrs[len(w.scopeAttrs)-1], 0, w.cuts()); err != nil {
 					return nil, nil, err
 				}
 			}
@@ -1057,7 +1110,7 @@ func (w *Walker) metric(b []byte) error {
 				}
 			case 12:
 				var kv KeyValue
-				if err := keyValue(sub, &kv, 0); err != nil {
+				if err := keyValue(sub, &kv, 0, w.cuts()); err != nil {
 					return err
 				}
 			}
@@ -1299,7 +1352,7 @@ func (w *Walker) point(b []byte, t MetricType) error {
 			switch {
 			case num != lay.attrs:
 				if !w.emit { // validated by the first pass
-					err = exemplar(b[s:e])
+					err = w.exemplar(b[s:e])
 				}
 			default:
 				if rawStart < 0 {
@@ -1308,7 +1361,7 @@ func (w *Walker) point(b []byte, t MetricType) error {
 				rawEnd = e
 				if !w.emit {
 					if strKeyValue(b[s:e]) == 0 {
-						err = checkKeyValueSlow(b[s:e])
+						err = w.checkKeyValueSlow(b[s:e])
 					}
 				}
 			}
@@ -1605,7 +1658,7 @@ func summaryField(b []byte, p int, num int32, wt protowire.Type, pt *Point, qs *
 	return false, p, nil
 }
 
-func exemplar(b []byte) error {
+func (w *Walker) exemplar(b []byte) error {
 	for pos := 0; pos < len(b); {
 		var (
 			num int32
@@ -1632,7 +1685,7 @@ func exemplar(b []byte) error {
 			switch {
 			case num == 7:
 				var kv KeyValue
-				if err := keyValue(b[s:e], &kv, 0); err != nil {
+				if err := keyValue(b[s:e], &kv, 0, w.cuts()); err != nil {
 					return err
 				}
 			case num == 5 && e-s != 0 && e-s != 16, num == 4 && e-s != 0 && e-s != 8:

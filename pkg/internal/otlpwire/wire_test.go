@@ -49,47 +49,135 @@ func TestWalkSynth(t *testing.T) {
 	}
 }
 
+// nestedValue returns an AnyValue whose leaf string sits under n arrays,
+// so the leaf is at depth n (the attribute's own value is at depth 0). It
+// is written outside in, in linear time, from lengths computed inside out.
+func nestedValue(n int, leaf []byte) []byte {
+	// lens[i]: length of the AnyValue i levels above the leaf; arr[i]: of
+	// the ArrayValue it holds.
+	lens, arrs := make([]int, n+1), make([]int, n+1)
+	lens[0] = protowire.SizeTag(1) + protowire.SizeBytes(len(leaf))
+	for i := 1; i <= n; i++ {
+		arrs[i] = protowire.SizeTag(1) + protowire.SizeBytes(lens[i-1])
+		lens[i] = protowire.SizeTag(5) + protowire.SizeBytes(arrs[i])
+	}
+	out := make([]byte, 0, lens[n])
+	for i := n; i >= 1; i-- {
+		out = protowire.AppendTag(out, 5, protowire.BytesType) // AnyValue.array_value
+		out = protowire.AppendVarint(out, uint64(arrs[i]))
+		out = protowire.AppendTag(out, 1, protowire.BytesType) // ArrayValue.values
+		out = protowire.AppendVarint(out, uint64(lens[i-1]))
+	}
+	out = protowire.AppendTag(out, 1, protowire.BytesType)
+	return protowire.AppendBytes(out, leaf) // AnyValue{string_value}
+}
+
+// resourceWith returns a request whose only resource has one attribute
+// "k" holding the encoded AnyValue v, and one gauge with one point whose
+// attribute "p" holds v too.
+func resourceWith(v []byte) []byte {
+	kv := protowire.AppendTag(nil, 1, protowire.BytesType)
+	kv = protowire.AppendString(kv, "k")
+	kv = protowire.AppendTag(kv, 2, protowire.BytesType)
+	kv = protowire.AppendBytes(kv, v)
+	res := protowire.AppendTag(nil, 1, protowire.BytesType) // Resource.attributes
+	res = protowire.AppendBytes(res, kv)
+	dp := protowire.AppendTag(nil, 7, protowire.BytesType) // NumberDataPoint.attributes
+	dp = protowire.AppendBytes(dp, kv)
+	dp = protowire.AppendTag(dp, 3, protowire.Fixed64Type) // time_unix_nano
+	dp = protowire.AppendFixed64(dp, 42)
+	gauge := protowire.AppendTag(nil, 1, protowire.BytesType) // Gauge.data_points
+	gauge = protowire.AppendBytes(gauge, dp)
+	m := protowire.AppendTag(nil, 1, protowire.BytesType) // Metric.name
+	m = protowire.AppendString(m, "g")
+	m = protowire.AppendTag(m, 5, protowire.BytesType) // Metric.gauge
+	m = protowire.AppendBytes(m, gauge)
+	sm := protowire.AppendTag(nil, 2, protowire.BytesType) // ScopeMetrics.metrics
+	sm = protowire.AppendBytes(sm, m)
+	rm := protowire.AppendTag(nil, 1, protowire.BytesType) // ResourceMetrics.resource
+	rm = protowire.AppendBytes(rm, res)
+	rm = protowire.AppendTag(rm, 2, protowire.BytesType) // ResourceMetrics.scope_metrics
+	rm = protowire.AppendBytes(rm, sm)
+	out := protowire.AppendTag(nil, 1, protowire.BytesType)
+	return protowire.AppendBytes(out, rm)
+}
+
 // TestWalkErrors checks that malformed input fails before anything is
-// emitted, and that hostile nesting is bounded.
+// emitted.
 func TestWalkErrors(t *testing.T) {
 	t.Parallel()
-	nested := protowire.AppendTag(nil, 1, protowire.BytesType)
-	nested = protowire.AppendString(nested, "leaf") // AnyValue{string_value}
-	for range MaxValueDepth + 2 {
-		arr := protowire.AppendTag(nil, 1, protowire.BytesType) // ArrayValue.values
-		arr = protowire.AppendBytes(arr, nested)
-		nested = protowire.AppendTag(nil, 5, protowire.BytesType) // AnyValue.array_value
-		nested = protowire.AppendBytes(nested, arr)
-	}
-	kv := protowire.AppendTag(nil, 2, protowire.BytesType)
-	kv = protowire.AppendBytes(kv, nested)
-	res := protowire.AppendTag(nil, 1, protowire.BytesType)
-	res = protowire.AppendBytes(res, kv)
-	rm := protowire.AppendTag(nil, 1, protowire.BytesType)
-	rm = protowire.AppendBytes(rm, res)
-	deep := protowire.AppendTag(nil, 1, protowire.BytesType)
-	deep = protowire.AppendBytes(deep, rm)
-
 	valid := synth.Config{Seed: 1, Series: 10, PointsPerRequest: 10, Metrics: 2}.Cover(42)[0].Bytes
 	for _, tc := range []struct {
 		name string
 		in   []byte
-		want error
 	}{
-		{"truncated", valid[:len(valid)-1], ErrMalformed},
-		{"field_zero", []byte{0x00}, ErrMalformed},
-		{"wrong_wire_type", []byte{0x08, 0x01}, ErrMalformed},
-		{"overlong_length", []byte{0x0a, 0x7f}, ErrMalformed},
-		{"end_group", []byte{0x0c}, ErrMalformed},
-		{"too_deep", deep, ErrTooDeep},
+		{"truncated", valid[:len(valid)-1]},
+		{"field_zero", []byte{0x00}},
+		{"wrong_wire_type", []byte{0x08, 0x01}},
+		{"overlong_length", []byte{0x0a, 0x7f}},
+		{"end_group", []byte{0x0c}},
+		{"malformed_value_above_the_limit", resourceWith(nestedValue(MaxValueDepth, []byte{0xff}))[:40]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var w Walker
 			var c collect
 			err := w.Walk(tc.in, &c)
-			require.Error(t, err)
-			require.ErrorIs(t, err, tc.want)
+			require.ErrorIs(t, err, ErrMalformed)
 			assert.Zero(t, c.resources+c.points, "nothing emitted")
+		})
+	}
+}
+
+// attrCollect records the kinds of the resource's and the points'
+// attribute values.
+type attrCollect struct{ res, pts []ValueKind }
+
+func (c *attrCollect) Resource(attrs []KeyValue) {
+	for _, a := range attrs {
+		c.res = append(c.res, a.Value.Kind)
+	}
+}
+func (*attrCollect) Scope(_, _ []byte, _ []KeyValue) {}
+func (*attrCollect) Metric(*Metric, int) bool        { return true }
+func (c *attrCollect) Point(p *Point) {
+	for _, a := range p.Attributes() {
+		c.pts = append(c.pts, a.Value.Kind)
+	}
+}
+
+// TestValueTooDeep checks the nesting limit: a value nested to
+// MaxValueDepth decodes; one level deeper it is KindTooDeep, in the
+// resource and in points alike, the request still decodes and every
+// point is emitted, and nothing below the cut is looked at (bounded
+// stack, time and allocations even a million levels down).
+func TestValueTooDeep(t *testing.T) {
+	garbage := []byte{0x00, 0xff} // field 0: malformed if decoded
+	arrayThen := func(v []byte, tail []byte) []byte { return append(append([]byte{}, v...), tail...) }
+	str := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "s")
+	for _, tc := range []struct {
+		name  string
+		value []byte
+		want  ValueKind
+		deep  int
+	}{
+		{"at_limit", nestedValue(MaxValueDepth, []byte("x")), KindArray, 0},
+		{"one_deeper", nestedValue(MaxValueDepth+1, []byte("x")), KindTooDeep, 2},
+		{"garbage_below_the_cut", nestedValue(MaxValueDepth+1, garbage), KindTooDeep, 2},
+		{"a_later_string_wins", arrayThen(nestedValue(MaxValueDepth+1, []byte("x")), str), KindStr, 2},
+		{"million_levels", nestedValue(1_000_000, []byte("x")), KindTooDeep, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := resourceWith(tc.value)
+			var w Walker
+			var c attrCollect
+			allocs := testing.AllocsPerRun(3, func() {
+				c = attrCollect{}
+				require.NoError(t, w.Walk(in, &c))
+			})
+			assert.Equal(t, []ValueKind{tc.want}, c.res)
+			assert.Equal(t, []ValueKind{tc.want}, c.pts)
+			assert.Equal(t, tc.deep, w.ValuesTooDeep(), "values cut (resource and point, first pass)")
+			assert.LessOrEqual(t, allocs, 8.0, "nothing below the cut is decoded")
 		})
 	}
 }
@@ -160,12 +248,13 @@ func FuzzKeyValueFastPath(f *testing.F) {
 	f.Add(append(str("a", "b"), 0))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var fast, slow KeyValue
-		errF := keyValue(b, &fast, 0)
-		errS := keyValueSlow(b, &slow, 0)
+		errF := keyValue(b, &fast, 0, nil)
+		errS := keyValueSlow(b, &slow, 0, nil)
 		require.Equal(t, errS == nil, errF == nil, "fast %v, slow %v", errF, errS)
 		var errC error
 		if strKeyValue(b) == 0 {
-			errC = checkKeyValueSlow(b)
+			var w Walker
+			errC = w.checkKeyValueSlow(b)
 		}
 		require.Equal(t, errS == nil, errC == nil, "check %v, slow %v", errC, errS)
 		if errS == nil {
