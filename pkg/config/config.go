@@ -12,6 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
 // Config is everything an operator can set. It is passed by value.
@@ -252,8 +258,12 @@ type Log struct {
 	Level string
 }
 
-// Default returns the configuration used when nothing is set.
+// Default returns the configuration used when nothing is set. The
+// components' settings come from their own DefaultConfig, the one place
+// each default is written (TestDefaultsAreTheComponents); the listeners,
+// the delta policy and logging are this package's.
 func Default() Config {
+	rd, sd, cd, ad := receiver.DefaultConfig(), store.DefaultConfig(), scaler.DefaultConfig(), promapi.DefaultConfig()
 	return Config{
 		Server: Server{
 			OTLPGRPCAddr:       ":4317",
@@ -269,32 +279,33 @@ func Default() Config {
 			HTTPMaxConnections:   1024,
 		},
 		Receiver: Receiver{
-			MaxRecvSize:         64 << 20,
+			MaxRecvSize:         rd.MaxRecvSize,
 			Delta:               "reject",
-			MaxLabelsPerSeries:  64,
-			MaxLabelNameLength:  1 << 10,
-			MaxLabelValueLength: 4 << 10,
-			MaxMetricNameLength: 1 << 10,
+			MaxLabelsPerSeries:  rd.MaxLabelsPerSeries,
+			MaxLabelNameLength:  rd.MaxLabelNameLength,
+			MaxLabelValueLength: rd.MaxLabelValueLength,
+			MaxMetricNameLength: rd.MaxMetricNameLength,
 		},
 		Store: Store{
-			Retention:           10 * time.Minute,
-			Freshness:           30 * time.Second,
-			MaxSeries:           1_000_000,
-			MaxSeriesPerMetric:  200_000,
-			MaxSamplesPerSeries: 1024,
-			MaxSampleMemory:     512 << 20,
+			Retention:           sd.Retention,
+			Freshness:           sd.Freshness,
+			MaxSeries:           sd.MaxSeries,
+			MaxSeriesPerMetric:  sd.MaxSeriesPerMetric,
+			MaxSamplesPerSeries: sd.MaxSamplesPerSeries,
+			MaxSampleMemory:     sd.MaxSampleMemory,
+			// SeriesTTL stays 0: it follows --retention.
 		},
 		Scaler: Scaler{
-			DefaultWindow:     2 * time.Minute,
-			Warmup:            30 * time.Second,
-			PushHoldoff:       5 * time.Second,
-			MaxStreams:        10_000,
-			TriggerTTL:        10 * time.Minute,
-			MaxTriggers:       10_000,
-			MaxTriggerBytes:   2 << 20,
-			TriggerCacheBytes: 64 << 20,
+			DefaultWindow:     cd.DefaultWindow,
+			Warmup:            cd.Warmup,
+			PushHoldoff:       cd.PushHoldoff,
+			MaxStreams:        cd.MaxStreams,
+			TriggerTTL:        cd.TriggerTTL,
+			MaxTriggers:       cd.MaxTriggers,
+			MaxTriggerBytes:   cd.MaxTriggerBytes,
+			TriggerCacheBytes: cd.TriggerCacheBytes,
 		},
-		Query: Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 4, MaxSamples: 5_000_000, Timeout: 2 * time.Minute},
+		Query: Query{MaxLabelBytes: query.DefaultMaxLabelBytes, MaxConcurrency: ad.MaxConcurrency, MaxSamples: ad.MaxSamples, Timeout: ad.Timeout},
 		Log:   Log{Format: "text", Level: "info"},
 	}
 }

@@ -161,60 +161,26 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		set.Now = time.Now
 	}
 	s := &Server{cfg: cfg, set: set, logger: set.Logger.With("component", "server")}
-	s.store = store.New(store.Config{
-		Retention:          cfg.Store.Retention,
-		Freshness:          cfg.Store.Freshness,
-		SeriesTTL:          cfg.Store.SeriesTTL,
-		MaxSeries:          cfg.Store.MaxSeries,
-		MaxSeriesPerMetric: cfg.Store.MaxSeriesPerMetric,
-		// Sample memory bounds (issue #12 class 9; README "Resource bounds").
-		MaxSamplesPerSeries: cfg.Store.MaxSamplesPerSeries,
-		MaxSampleMemory:     cfg.Store.MaxSampleMemory,
-		// The receiver checks these per point first; the store enforces
-		// the same limits for every other writer.
-		MaxLabelsPerSeries:  cfg.Receiver.MaxLabelsPerSeries,
-		MaxLabelNameLength:  cfg.Receiver.MaxLabelNameLength,
-		MaxLabelValueLength: cfg.Receiver.MaxLabelValueLength,
-	}, store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
+	s.store = store.New(cfg.StoreConfig(), store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
 	s.state = newStateDir(cfg.Server.StateDir, cfg.Server.CheckpointInterval, s.store, s.logger, set.Now, set.Registry)
 	s.engine = query.NewEngine(s.store)
 	// Every plan, the HTTP API's included, gets the label budget.
-	s.engine.SetDefaults(query.Options{MaxLabelBytes: cfg.Query.MaxLabelBytes})
+	s.engine.SetDefaults(cfg.QueryOptions())
 	boundary := newPanicBoundary(s.logger, set.Registry)
 	s.boundary = boundary
 	filter, err := s.newIngestFilter()
 	if err != nil {
 		return nil, err
 	}
-	s.scaler = scaler.New(s.engine, s.store, scaler.Config{
-		DefaultWindow:     cfg.Scaler.DefaultWindow,
-		Warmup:            cfg.Scaler.Warmup,
-		PushHoldoff:       cfg.Scaler.PushHoldoff,
-		ReadyAfterFresh:   cfg.Scaler.ReadyAfterFresh,
-		FreshWindow:       cfg.Store.Freshness,
-		MaxStreams:        cfg.Scaler.MaxStreams,
-		MaxLabelBytes:     cfg.Query.MaxLabelBytes,
-		TriggerTTL:        cfg.Scaler.TriggerTTL,
-		MaxTriggers:       cfg.Scaler.MaxTriggers,
-		MaxTriggerBytes:   cfg.Scaler.MaxTriggerBytes,
-		TriggerCacheBytes: cfg.Scaler.TriggerCacheBytes,
-	}, scaler.Settings{
+	s.scaler = scaler.New(s.engine, s.store, cfg.ScalerConfig(), scaler.Settings{
 		Logger: set.Logger, Registerer: set.Registry, Now: set.Now,
 		OnPanic:  func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
 		OnWarm:   s.applyReady,
 		Interest: s.lazy,
 	})
-	s.receiver = receiver.New(s.store, receiver.Config{
-		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
-		MaxInFlightBytes:          cfg.Receiver.MaxInFlightBytes,
-		IngestDelta:               cfg.Receiver.Delta == "ingest",
-		PromoteResourceAttributes: cfg.Receiver.PromoteResourceAttributes,
-		MaxLabelsPerSeries:        cfg.Receiver.MaxLabelsPerSeries,
-		MaxLabelNameLength:        cfg.Receiver.MaxLabelNameLength,
-		MaxLabelValueLength:       cfg.Receiver.MaxLabelValueLength,
-		MaxMetricNameLength:       cfg.Receiver.MaxMetricNameLength,
-		Filter:                    filter,
-	}, receiver.Settings{
+	rcfg := cfg.ReceiverConfig()
+	rcfg.Filter = filter // built from --metric-allow-list and --lazy-ingest (lazy.go)
+	s.receiver = receiver.New(s.store, rcfg, receiver.Settings{
 		Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now,
 		OnStored: s.scaler.SawSample,
 	})
@@ -265,11 +231,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/metrics", sec.ingest(s.receiver))
 	apiMux := http.NewServeMux()
-	promapi.New(s.engine, s.store, promapi.Config{
-		MaxConcurrency: cfg.Query.MaxConcurrency,
-		MaxSamples:     cfg.Query.MaxSamples,
-		Timeout:        cfg.Query.Timeout,
-	}, promapi.Settings{Now: set.Now}).Register(apiMux)
+	promapi.New(s.engine, s.store, cfg.PromAPIConfig(), promapi.Settings{Now: set.Now}).Register(apiMux)
 	mux.Handle("/api/", s.asking(apiMux))
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
