@@ -18,11 +18,11 @@ CHROMIUM  ?= /usr/bin/chromium
 
 # Every fuzz target of the main module, as "package:Target".
 FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzLabelGrowth ./pkg/promapi:FuzzAPIQuery ./pkg/promapi:FuzzAppendString ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
-	./pkg/scaler:FuzzShowMetadata ./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk \
+	./pkg/scaler:FuzzShowMetadata ./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk ./pkg/internal/otlpwire:FuzzKeyValueFastPath \
 	./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck ./pkg/store:FuzzReadSnapshot
 
 .PHONY: all help build run demo test check-tidy gates test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load capacity status-screenshot \
-	helm-lint helm-test e2e browser-test e2e-collector promtool promtool-test keda-client-test lint fmt vet tidy clean
+	helm-lint helm-test e2e browser-test e2e-collector e2e-k8s promtool promtool-test keda-client-test lint fmt vet tidy clean
 
 all: build
 
@@ -50,7 +50,7 @@ test: ## What CI runs: vet, lint and every test with -race in the main module, t
 	$(MAKE) e2e
 
 gates: ## Performance gates without -race (which distorts timing and allocation counts): exact allocs, same-run ratios, heap bytes.
-	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
+	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestIdleConnectionsBoundedPerListener|TestStalledStreamBacklogBounded|TestMetricNamesFreedWithTheirSeries|TestMetricNameChurnReturnsToBaseline|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
 		./pkg/receiver ./pkg/store ./pkg/query ./pkg/scaler ./pkg/server ./pkg/internal/bearer ./pkg/promapi
 	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' .
 
@@ -103,6 +103,9 @@ e2e-collector: ## Build (or reuse) the e2e OpenTelemetry Collector in test/e2e/.
 
 e2e: ## End to end: real OpenTelemetry Collectors scrape fake vLLM pods and push to the real scaler; KEDA's client asks.
 	cd test/e2e && $(GO) vet ./... && $(GO) test -count=1 -v -timeout 45m ./...
+
+e2e-k8s: ## Real Kubernetes (test/k8s): etcd, kube-apiserver, kube-controller-manager, KEDA's operator and adapter scale Deployments from the scaler's answers; the chart passes server-side dry-run. Not in make test: the first build compiles Kubernetes and KEDA (~45 CPU-minutes, cached in test/k8s/.cache).
+	cd test/k8s && $(GO) vet ./... && $(GO) test -count=1 -v -timeout 90m ./...
 
 $(PROMTOOL): test/promtool/go.mod test/promtool/go.sum
 	cd test/promtool && $(GO) build -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool

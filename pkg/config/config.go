@@ -12,6 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
 // Config is everything an operator can set. It is passed by value.
@@ -67,6 +73,26 @@ type Server struct {
 	// it off hides the service list from grpcurl-style discovery; health
 	// stays. Default true.
 	GRPCReflection bool
+	// OTLPMaxConnections caps the TCP connections open at once on the
+	// OTLP/gRPC listener; one more is closed as soon as it is accepted and
+	// counted (keda_otel_scaler_connections_rejected_total). An idle one
+	// costs the server about 47 KiB, 55 KiB with TLS (README, Resource
+	// bounds), so the default holds at most about 94 MiB. A collector keeps
+	// one connection per otlp exporter (a few at most): 2,048 admits a
+	// sidecar collector on every pod of a large vLLM fleet. Default 2048.
+	OTLPMaxConnections int
+	// ScalerMaxConnections caps the TCP connections open at once on the
+	// KEDA listener, as OTLPMaxConnections (about 43 KiB each idle, 55 KiB
+	// with TLS). KEDA pools one connection per operator for every trigger
+	// (one per distinct TLS settings), so a few KEDA installations and a
+	// grpcurl fit many times over. Default 64.
+	ScalerMaxConnections int
+	// HTTPMaxConnections caps the TCP connections open at once on the HTTP
+	// listener, as OTLPMaxConnections (about 14 KiB each idle, 24 KiB with
+	// TLS): OTLP/HTTP senders (a Collector's otlphttp exporter opens up to
+	// one per sending consumer, 10 by default), Prometheus, Grafana and the
+	// kubelet's probes share it. Default 1024.
+	HTTPMaxConnections int
 }
 
 // TLSFiles are one listener's TLS material: with CertFile and KeyFile set
@@ -216,6 +242,10 @@ type Query struct {
 	Timeout time.Duration
 }
 
+// MaxConnectionsLimit is the largest --*-max-connections: far above any
+// process's file-descriptor limit, so a typo cannot read as "unbounded".
+const MaxConnectionsLimit = 1 << 20
+
 // MaxStreamsLimit is the largest --max-streams: the per-connection stream
 // limit derived from it must fit gRPC's uint32 with room to spare.
 const MaxStreamsLimit = 1 << 24
@@ -228,8 +258,12 @@ type Log struct {
 	Level string
 }
 
-// Default returns the configuration used when nothing is set.
+// Default returns the configuration used when nothing is set. The
+// components' settings come from their own DefaultConfig, the one place
+// each default is written (TestDefaultsAreTheComponents); the listeners,
+// the delta policy and logging are this package's.
 func Default() Config {
+	rd, sd, cd, ad := receiver.DefaultConfig(), store.DefaultConfig(), scaler.DefaultConfig(), promapi.DefaultConfig()
 	return Config{
 		Server: Server{
 			OTLPGRPCAddr:       ":4317",
@@ -239,34 +273,39 @@ func Default() Config {
 			CheckpointInterval: time.Minute,
 			ReloadInterval:     5 * time.Second,
 			GRPCReflection:     true,
+
+			OTLPMaxConnections:   2048,
+			ScalerMaxConnections: 64,
+			HTTPMaxConnections:   1024,
 		},
 		Receiver: Receiver{
-			MaxRecvSize:         64 << 20,
+			MaxRecvSize:         rd.MaxRecvSize,
 			Delta:               "reject",
-			MaxLabelsPerSeries:  64,
-			MaxLabelNameLength:  1 << 10,
-			MaxLabelValueLength: 4 << 10,
-			MaxMetricNameLength: 1 << 10,
+			MaxLabelsPerSeries:  rd.MaxLabelsPerSeries,
+			MaxLabelNameLength:  rd.MaxLabelNameLength,
+			MaxLabelValueLength: rd.MaxLabelValueLength,
+			MaxMetricNameLength: rd.MaxMetricNameLength,
 		},
 		Store: Store{
-			Retention:           10 * time.Minute,
-			Freshness:           30 * time.Second,
-			MaxSeries:           1_000_000,
-			MaxSeriesPerMetric:  200_000,
-			MaxSamplesPerSeries: 1024,
-			MaxSampleMemory:     512 << 20,
+			Retention:           sd.Retention,
+			Freshness:           sd.Freshness,
+			MaxSeries:           sd.MaxSeries,
+			MaxSeriesPerMetric:  sd.MaxSeriesPerMetric,
+			MaxSamplesPerSeries: sd.MaxSamplesPerSeries,
+			MaxSampleMemory:     sd.MaxSampleMemory,
+			// SeriesTTL stays 0: it follows --retention.
 		},
 		Scaler: Scaler{
-			DefaultWindow:     2 * time.Minute,
-			Warmup:            30 * time.Second,
-			PushHoldoff:       5 * time.Second,
-			MaxStreams:        10_000,
-			TriggerTTL:        10 * time.Minute,
-			MaxTriggers:       10_000,
-			MaxTriggerBytes:   2 << 20,
-			TriggerCacheBytes: 64 << 20,
+			DefaultWindow:     cd.DefaultWindow,
+			Warmup:            cd.Warmup,
+			PushHoldoff:       cd.PushHoldoff,
+			MaxStreams:        cd.MaxStreams,
+			TriggerTTL:        cd.TriggerTTL,
+			MaxTriggers:       cd.MaxTriggers,
+			MaxTriggerBytes:   cd.MaxTriggerBytes,
+			TriggerCacheBytes: cd.TriggerCacheBytes,
 		},
-		Query: Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 4, MaxSamples: 5_000_000, Timeout: 2 * time.Minute},
+		Query: Query{MaxLabelBytes: query.DefaultMaxLabelBytes, MaxConcurrency: ad.MaxConcurrency, MaxSamples: ad.MaxSamples, Timeout: ad.Timeout},
 		Log:   Log{Format: "text", Level: "info"},
 	}
 }
@@ -303,6 +342,18 @@ func (c Config) Validate() error {
 	// the volume is mounted, and Start reports access problems.
 	if strings.ContainsRune(c.Server.StateDir, 0) {
 		errs = append(errs, fmt.Errorf("--state-dir %q: not a path (contains NUL)", c.Server.StateDir))
+	}
+	for _, l := range []struct {
+		flag string
+		v    int
+	}{
+		{"otlp-max-connections", c.Server.OTLPMaxConnections},
+		{"scaler-max-connections", c.Server.ScalerMaxConnections},
+		{"http-max-connections", c.Server.HTTPMaxConnections},
+	} {
+		if l.v <= 0 || l.v > MaxConnectionsLimit {
+			errs = append(errs, fmt.Errorf("--%s %d must be > 0 and <= %d", l.flag, l.v, MaxConnectionsLimit))
+		}
 	}
 	if c.Server.CheckpointInterval != 0 && c.Server.CheckpointInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--checkpoint-interval %v must be 0 (only on shutdown) or >= 100ms", c.Server.CheckpointInterval))

@@ -84,13 +84,13 @@ func (c Config) withDefaults() Config {
 		c.MaxRecvSize = DefaultMaxRecvSize
 	}
 	if c.MaxLabelsPerSeries <= 0 {
-		c.MaxLabelsPerSeries = 64
+		c.MaxLabelsPerSeries = store.DefaultMaxLabelsPerSeries
 	}
 	if c.MaxLabelNameLength <= 0 {
-		c.MaxLabelNameLength = 1 << 10
+		c.MaxLabelNameLength = store.DefaultMaxLabelNameLength
 	}
 	if c.MaxLabelValueLength <= 0 {
-		c.MaxLabelValueLength = 4 << 10
+		c.MaxLabelValueLength = store.DefaultMaxLabelValueLength
 	}
 	if c.MaxMetricNameLength <= 0 {
 		c.MaxMetricNameLength = 1 << 10
@@ -103,6 +103,13 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// DefaultConfig returns the receiver's defaults, the one place they are
+// written (the label limits are the store's, which enforces them for every
+// writer): New fills every zero field from them, and pkg/config's flags
+// start from them. MaxInFlightBytes holds the value derived from the
+// default MaxRecvSize.
+func DefaultConfig() Config { return Config{}.withDefaults() }
 
 // Settings carries what the developer provides.
 type Settings struct {

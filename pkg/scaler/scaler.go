@@ -52,10 +52,10 @@ type Config struct {
 	// DefaultWindow is the trigger window when metadata sets none. Default 2m.
 	DefaultWindow time.Duration
 	// Warmup is how long after Start GetMetrics and IsActive answer
-	// Unavailable. Zero disables it.
+	// Unavailable. Zero disables it; DefaultConfig has 30s.
 	Warmup time.Duration
 	// PushHoldoff is the least time between two true messages on one
-	// stream. Zero disables it.
+	// stream. Zero disables it; DefaultConfig has 5s.
 	PushHoldoff time.Duration
 	// ReadyAfterFresh makes the warm-up clock start at the first fresh
 	// sample (SawSample) instead of at Start: until one is stored the
@@ -140,10 +140,15 @@ type Scaler struct {
 	m       *metrics
 	cache   *triggerCache
 	subs    *subIndex
-	drainCh chan struct{}
+	// warnLimit bounds the trigger warnings logged (logLimiter).
+	warnLimit *logLimiter
+	drainCh   chan struct{}
 	// evalHook, when set (by tests, before any call), runs inside every
 	// evaluation with the trigger's lock held, e.g. to inject a panic.
 	evalHook func(*trigger)
+	// backlogOf finds a stream's unwritten-push backlog (backlog.go);
+	// tests replace it before any call.
+	backlogOf func(context.Context) backlog
 	// rejected keeps the last triggers that failed to compile (stats.go).
 	rejected *rejectedTriggers
 
@@ -161,34 +166,60 @@ type Scaler struct {
 	interest    *interest.Registry
 }
 
+// Defaults of the features that a zero Config field turns off.
+const (
+	defaultWarmup      = 30 * time.Second
+	defaultPushHoldoff = 5 * time.Second
+)
+
+// DefaultConfig returns the scaler's defaults, the one place they are
+// written: New fills a zero field from them, except Warmup and
+// PushHoldoff, where zero turns the feature off, and pkg/config's flags
+// start from them.
+func DefaultConfig() Config {
+	return Config{Warmup: defaultWarmup, PushHoldoff: defaultPushHoldoff}.withDefaults()
+}
+
+// withDefaults fills the zero fields that have a default.
+func (c Config) withDefaults() Config {
+	if c.DefaultWindow <= 0 {
+		c.DefaultWindow = 2 * time.Minute
+	}
+	if c.FreshWindow <= 0 {
+		c.FreshWindow = 30 * time.Second
+	}
+	if c.EvalBudget <= 0 {
+		c.EvalBudget = time.Second
+	}
+	if c.MaxLabelBytes <= 0 {
+		c.MaxLabelBytes = query.DefaultMaxLabelBytes
+	}
+	if c.MaxSamples <= 0 {
+		c.MaxSamples = 500_000
+	}
+	if c.TriggerTTL <= 0 {
+		c.TriggerTTL = 10 * time.Minute
+	}
+	if c.MaxTriggers <= 0 {
+		c.MaxTriggers = 10_000
+	}
+	if c.MaxTriggerBytes <= 0 {
+		c.MaxTriggerBytes = DefaultMaxTriggerBytes
+	}
+	if c.TriggerCacheBytes <= 0 {
+		c.TriggerCacheBytes = DefaultTriggerCacheBytes
+	}
+	c.TriggerCacheBytes = max(c.TriggerCacheBytes, c.MaxTriggerBytes)
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = 10_000
+	}
+	return c
+}
+
 // New returns a scaler evaluating with engine over st. Warm-up starts now;
 // Start restarts it when the listeners begin serving.
 func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scaler {
-	if cfg.DefaultWindow <= 0 {
-		cfg.DefaultWindow = 2 * time.Minute
-	}
-	if cfg.EvalBudget <= 0 {
-		cfg.EvalBudget = time.Second
-	}
-	if cfg.MaxSamples <= 0 {
-		cfg.MaxSamples = 500_000
-	}
-	if cfg.TriggerTTL <= 0 {
-		cfg.TriggerTTL = 10 * time.Minute
-	}
-	if cfg.MaxTriggers <= 0 {
-		cfg.MaxTriggers = 10_000
-	}
-	if cfg.MaxTriggerBytes <= 0 {
-		cfg.MaxTriggerBytes = DefaultMaxTriggerBytes
-	}
-	if cfg.TriggerCacheBytes <= 0 {
-		cfg.TriggerCacheBytes = DefaultTriggerCacheBytes
-	}
-	cfg.TriggerCacheBytes = max(cfg.TriggerCacheBytes, cfg.MaxTriggerBytes)
-	if cfg.MaxStreams <= 0 {
-		cfg.MaxStreams = 10_000
-	}
+	cfg = cfg.withDefaults()
 	if set.Logger == nil {
 		set.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -196,23 +227,22 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		set.Now = time.Now
 	}
 	s := &Scaler{
-		cfg:      cfg,
-		engine:   engine,
-		store:    st,
-		now:      set.Now,
-		onPush:   set.OnPush,
-		onPanic:  set.OnPanic,
-		logger:   set.Logger.With("component", "scaler"),
-		m:        newMetrics(set.Registerer),
-		subs:     newSubIndex(),
-		drainCh:  make(chan struct{}),
-		onWarm:   set.OnWarm,
-		interest: set.Interest,
+		cfg:       cfg,
+		engine:    engine,
+		store:     st,
+		now:       set.Now,
+		onPush:    set.OnPush,
+		onPanic:   set.OnPanic,
+		logger:    set.Logger.With("component", "scaler"),
+		m:         newMetrics(set.Registerer),
+		subs:      newSubIndex(),
+		drainCh:   make(chan struct{}),
+		warnLimit: &logLimiter{burst: warnBurst, every: int64(warnEvery)},
+		onWarm:    set.OnWarm,
+		interest:  set.Interest,
 
-		rejected: newRejectedTriggers(),
-	}
-	if cfg.FreshWindow <= 0 {
-		s.cfg.FreshWindow = 30 * time.Second
+		rejected:  newRejectedTriggers(),
+		backlogOf: streamBacklog,
 	}
 	if s.onPanic == nil {
 		s.onPanic = func(method string, p any, stack []byte) {
@@ -362,6 +392,11 @@ func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (
 		return t, nil
 	}
 	for _, w := range warnings {
+		s.m.triggerWarnings.Inc()
+		if !s.warnLimit.allow(now) {
+			s.m.triggerWarningsUnlogged.Inc()
+			continue
+		}
 		//nolint:sloglint // w.msg is one of the constant messages recorded where the warning arose.
 		s.logger.Warn(w.msg, append([]any{"namespace", ns, "scaled_object", name}, w.args...)...)
 	}
@@ -379,53 +414,20 @@ func (s *Scaler) release(t *trigger) {
 	t.interest.Release()
 }
 
-// newTrigger validates the key's metadata and compiles its query. It parses
-// and holds the query's metric names in the store (AcquireMetricID; the
-// caller releases them through release); it runs only on a cache miss.
-// Everything the trigger keeps comes from k, whose strings are private
-// copies. The warnings are logged once, by the caller, if the trigger is
-// cached.
+// newTrigger validates the key's metadata and compiles its query
+// (compileTrigger, the path Describe shares), then holds the query's
+// metric names in the store (AcquireMetricID; the caller releases them
+// through release); it runs only on a cache miss. Everything the trigger
+// keeps comes from k, whose strings are private copies. The warnings are
+// logged once, by the caller, if the trigger is cached.
 func (s *Scaler) newTrigger(k triggerKey) (*trigger, []warning, error) {
-	ns, name, md := k.ns, k.name, k.metadata()
-	sp, err := parseSpec(ns, name, md, s.cfg.DefaultWindow, s.store.Retention())
-	if err != nil && sp.query == "" {
+	t, lw, err := compileTrigger(s.engine, s.store.Retention(), s.cfg, k)
+	if err != nil {
 		return nil, nil, err
 	}
-	warnings := sp.warnings
-	sp.warnings = nil // logged once; not kept
-	var errs []error
-	if err != nil {
-		errs = append(errs, err)
-	}
-	lw, lerr := lower(s.engine.Parse, sp.query, sp.op, sp.window)
-	var plan *query.Plan
-	if lerr == nil {
-		plan, lerr = s.engine.Compile(lw.expr, query.Options{LookbackDelta: sp.lookback, MaxSamples: s.cfg.MaxSamples, MaxLabelBytes: s.cfg.MaxLabelBytes})
-	}
-	_, from, _, _ := lookup(md, "metricQuery", "query")
-	if lerr != nil {
-		errs = append(errs, &metadataError{namespace: ns, name: name, key: from, value: sp.query, problem: lerr.Error()})
-	}
-	if len(errs) > 0 {
-		return nil, nil, errors.Join(errs...)
-	}
-	t := &trigger{
-		namespace:  ns,
-		name:       name,
-		key:        k,
-		metricName: metricName(ns, name),
-		spec:       sp,
-		rewritten:  lw.rewritten,
-		plan:       plan,
-	}
-	names, all := plan.MetricNames()
-	t.anyMetric = all
-	t.cost = triggerCost(t, lw.expr, names)
-	if t.cost > s.cfg.MaxTriggerBytes {
-		return nil, nil, &metadataError{namespace: ns, name: name, key: from, value: clip(sp.query), problem: fmt.Sprintf(
-			"compiles to about %d bytes, more than --max-trigger-bytes %d: use fewer selectors, shorter names and simpler regular expressions, or raise the flag",
-			t.cost, s.cfg.MaxTriggerBytes)}
-	}
+	warnings := t.warnings
+	t.warnings = nil // logged once; not kept
+	names, _ := t.plan.MetricNames()
 	t.metricIDs = make([]uint32, 0, len(names))
 	for _, n := range names {
 		t.metricIDs = append(t.metricIDs, s.store.AcquireMetricID(n))
