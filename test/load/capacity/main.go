@@ -204,6 +204,7 @@ type stepResult struct {
 	points               int
 	cpu, wall            float64
 	burstPoints          int
+	refreshPoints        int
 	burstCPU             float64
 	dpPerCPU, cores      float64
 	cpuBudget            float64
@@ -230,7 +231,7 @@ func (r stepResult) failures() []string {
 	if r.genErrors > 0 {
 		f = append(f, fmt.Sprintf("%d failed Exports (%s)", r.genErrors, r.genErrorSample))
 	}
-	if sent := r.fillPoints + r.points + r.burstPoints; r.rejected > 0 || r.accepted < float64(sent) {
+	if sent := r.fillPoints + r.refreshPoints + r.points + r.burstPoints; r.rejected > 0 || r.accepted < float64(sent) {
 		f = append(f, fmt.Sprintf("%.0f of %d points accepted, %.0f rejected %v", r.accepted, sent, r.rejected, r.rejectedBy))
 	}
 	if r.seriesStored != r.expect {
@@ -304,6 +305,16 @@ func runStep(self string, o opts, st step) (stepResult, error) {
 	}
 	r.fillPoints, r.fillCPU, r.fillWall = gs.Points, (srv.cpu() - cpu0).Seconds(), time.Since(start).Seconds()
 	addErr(gs)
+
+	// One round stamped now: the fill's newest samples are as old as the
+	// fill took, and a series silent for --freshness (30s) no longer
+	// counts.
+	rs, err := runGen(ctx, self, srv.otlp, series, o.streams, 1, 0, o.interval, false, 5*time.Minute)
+	if err != nil {
+		return r, fmt.Errorf("refresh: %w", err)
+	}
+	r.refreshPoints = rs.Points
+	addErr(rs)
 
 	// Probes: a second to compile and warm their triggers, then an idle
 	// window (no ingest: the same-run baseline of their latency), then the
@@ -391,7 +402,7 @@ func runStep(self string, o opts, st step) (stepResult, error) {
 	}
 	// Accepted minus the push probe's own points (a few per second).
 	var probePoints float64
-	if pp := m2.accepted - float64(r.fillPoints+r.points+r.burstPoints); pp > 0 && pp < 1000 {
+	if pp := m2.accepted - float64(r.fillPoints+r.refreshPoints+r.points+r.burstPoints); pp > 0 && pp < 1000 {
 		probePoints = pp
 	}
 	r.accepted, r.rejected, r.rejectedBy = m2.accepted-probePoints, m2.rejected, m2.rejectedBy
@@ -557,7 +568,9 @@ func (s *scaler) count(name string) (int, error) {
 	}
 	defer func() { _ = resp.Body.Close() }()
 	var body struct {
-		Data struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
 			Result []struct {
 				Value [2]any `json:"value"`
 			} `json:"result"`
@@ -565,6 +578,9 @@ func (s *scaler) count(name string) (int, error) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		return 0, err
+	}
+	if body.Status != "success" {
+		return 0, fmt.Errorf("query API: %s %q", resp.Status, body.Error)
 	}
 	if len(body.Data.Result) != 1 {
 		return 0, nil
