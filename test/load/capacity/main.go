@@ -99,10 +99,22 @@ func main() {
 	} else {
 		err = runMain(os.Args[1:])
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		logger.Error("Capacity sweep failed", "err", err)
 		os.Exit(1)
 	}
+}
+
+// fillWindow is how many samples per series the fill sends: enough to
+// span the retention less 30 s (so the oldest sample is still inside it
+// when it arrives, however long the generator takes to start), but no
+// more than twice what the server's default --max-sample-memory (512 MiB)
+// holds at 12 B a sample: past that every ring is thinned in place and the
+// store's memory no longer changes, so more samples only lengthen the fill.
+func fillWindow(series int, interval time.Duration) int {
+	span := int((10*time.Minute - 30*time.Second) / interval)
+	budget := 2 * (512 << 20) / (12 * series)
+	return max(2, min(span, budget))
 }
 
 // step is one server run: series pushed every interval, window samples
@@ -125,13 +137,13 @@ type opts struct {
 func runMain(args []string) error {
 	fs := flag.NewFlagSet("capacity", flag.ContinueOnError)
 	var o opts
-	steps := fs.String("steps", "10000,100000,300000,1000000,100000@1s,300000@1s", "series counts, one step each, optionally @push interval (`list`, multiples of 1000)")
+	steps := fs.String("steps", "10000,100000,300000,1000000,100000@1s,300000@1s,1000000@1s", "series counts, one step each, optionally @push interval (`list`, multiples of 1000)")
 	fs.StringVar(&o.bin, "bin", "bin/keda-otel-scaler", "the scaler binary (`path`; make build)")
 	fs.DurationVar(&o.interval, "interval", 5*time.Second, "each series' push interval where a step names none (`duration`; KServe's sidecars scrape every 5s)")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "the measured phase of each step (`duration`)")
-	fs.IntVar(&o.window, "window", 0, "samples per series in the fill (`count`; 0: 10m retention / interval − 1)")
+	fs.IntVar(&o.window, "window", 0, "samples per series in the fill (`count`; 0: the retention less 30s, at most twice what 512 MiB of samples holds)")
 	fs.IntVar(&o.streams, "streams", 4, "concurrent Export streams of the generator (`count`)")
-	fs.Float64Var(&o.cpuBudget, "cpu-budget", 1, "cores ingest may need at the step's push rate (`cores`)")
+	fs.Float64Var(&o.cpuBudget, "cpu-budget", 1, "cores the step's paced push rate may take, probes and GC included (`cores`)")
 	fs.Int64Var(&o.memoryLimit, "memory-limit", 2<<30, "peak RSS allowed (`bytes`; the chart's resources.limits.memory)")
 	extra := fs.String("server-args", "", "extra scaler flags, space-separated (`flags`)")
 	if err := fs.Parse(args); err != nil {
@@ -154,9 +166,7 @@ func runMain(args []string) error {
 		}
 		st.series, st.window = n, o.window
 		if st.window == 0 {
-			// One interval short of the retention, so the oldest sample
-			// is still inside it when it arrives.
-			st.window = int(10*time.Minute/st.interval) - 1
+			st.window = fillWindow(n, st.interval)
 		}
 		o.steps = append(o.steps, st)
 	}
@@ -248,6 +258,9 @@ func (r stepResult) failures() []string {
 	}
 	if r.pushMissed > 0 || r.pushes == 0 {
 		f = append(f, fmt.Sprintf("%d of %d flips not pushed", r.pushMissed, r.pushes))
+	}
+	if r.genLag > r.interval {
+		f = append(f, fmt.Sprintf("the generator fell %s behind the pace (server or machine)", r.genLag.Round(time.Millisecond)))
 	}
 	if r.pushP50 > maxLatencyRatio*r.idlePushP50 {
 		f = append(f, fmt.Sprintf("push p50 %s > %d× its idle p50 %s", r.pushP50, maxLatencyRatio, r.idlePushP50))
