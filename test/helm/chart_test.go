@@ -348,6 +348,7 @@ func TestDefaultRelease(t *testing.T) {
 	// The listeners are pinned to the container ports; otherwise only the
 	// chart's explicit defaults (log level/format) are set.
 	assert.Equal(t, map[string]string{
+		"GOMEMLIMIT":         "1740MiB", // 85 % of the 2Gi limit
 		"KOS_OTLP_GRPC_ADDR": ":4317",
 		"KOS_SCALER_ADDR":    ":4318",
 		"KOS_HTTP_ADDR":      ":8080",
@@ -429,7 +430,7 @@ func TestConfigEnv(t *testing.T) {
 		}
 		vals["otlpPromoteResourceAttributes"] = []any{}
 		env := envMap(container(t, mustRender(t, map[string]any{"config": vals})))
-		assert.Equal(t, []string{"KOS_HTTP_ADDR", "KOS_OTLP_GRPC_ADDR", "KOS_SCALER_ADDR"}, slices.Sorted(mapKeys(env)))
+		assert.Equal(t, []string{"GOMEMLIMIT", "KOS_HTTP_ADDR", "KOS_OTLP_GRPC_ADDR", "KOS_SCALER_ADDR"}, slices.Sorted(mapKeys(env)))
 	})
 	t.Run("extraArgs env envFrom", func(t *testing.T) {
 		c := container(t, mustRender(t, set(
@@ -852,4 +853,62 @@ func leafPaths(prefix string, m map[string]any) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestGoMemLimit: the scaler gets GOMEMLIMIT at goMemLimitPercent of its
+// memory limit (the capacity sweep's RSS doubled past the live heap
+// without it), an explicit goMemLimit, or none ("off", no limit, or the
+// user's own in env, which is then the only one).
+func TestGoMemLimit(t *testing.T) {
+	lim := func(mem string) map[string]any {
+		return map[string]any{"limits": map[string]any{"memory": mem}, "requests": map[string]any{"cpu": "100m"}}
+	}
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string // "" = no GOMEMLIMIT
+	}{
+		{"default", nil, "1740MiB"},
+		{"1Gi", set("resources", lim("1Gi")), "870MiB"},
+		{"1500Mi", set("resources", lim("1500Mi")), "1275MiB"},
+		{"decimal 2G", set("resources", lim("2G")), "1621MiB"},
+		{"percent", set("goMemLimitPercent", 50), "1024MiB"},
+		{"explicit", set("goMemLimit", "1GiB"), "1GiB"},
+		{"off", set("goMemLimit", "off"), ""},
+		{"no memory limit", set("resources", map[string]any{"limits": nil}), ""},
+		{"HA pods too", set("ha.enabled", true), "1740MiB"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod, _ := mustRender(t, tc.vals).workload(t)
+			env, ok := envMap(pod.Spec.Containers[0])["GOMEMLIMIT"]
+			assert.Equal(t, tc.want != "", ok)
+			assert.Equal(t, tc.want, env)
+		})
+	}
+	t.Run("the user's env wins alone", func(t *testing.T) {
+		c := container(t, mustRender(t, set("env", []any{map[string]any{"name": "GOMEMLIMIT", "value": "900MiB"}})))
+		var n int
+		for _, e := range c.Env {
+			if e.Name == "GOMEMLIMIT" {
+				n++
+				assert.Equal(t, "900MiB", e.Value)
+			}
+		}
+		assert.Equal(t, 1, n)
+	})
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"fractional limit", set("resources", lim("1.5Gi")), "set goMemLimit"},
+		{"bad goMemLimit", set("goMemLimit", "lots"), "goMemLimit"},
+		{"percent above 100", set("goMemLimitPercent", 120), "goMemLimitPercent"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := render(t, tc.vals)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
 }

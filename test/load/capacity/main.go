@@ -132,6 +132,7 @@ type opts struct {
 	cpuBudget          float64
 	memoryLimit        int64
 	extraArgs          []string
+	goMemLimit         string
 }
 
 func runMain(args []string) error {
@@ -146,6 +147,7 @@ func runMain(args []string) error {
 	fs.Float64Var(&o.cpuBudget, "cpu-budget", 1, "cores the step's paced push rate may take, probes and GC included (`cores`)")
 	fs.Int64Var(&o.memoryLimit, "memory-limit", 2<<30, "peak RSS allowed (`bytes`; the chart's resources.limits.memory)")
 	extra := fs.String("server-args", "", "extra scaler flags, space-separated (`flags`)")
+	fs.StringVar(&o.goMemLimit, "gomemlimit", "1740MiB", "GOMEMLIMIT of the server (`size`; the chart's default, 85 % of its 2Gi limit; \"\" inherits)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -175,7 +177,7 @@ func runMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("capacity sweep: %s, measured %s per step, %d cores, load average %s\n", o.bin, o.duration, numCPU(), loadavg())
+	fmt.Printf("capacity sweep: %s (GOMEMLIMIT %q), measured %s per step, %d cores, load average %s\n", o.bin, o.goMemLimit, o.duration, numCPU(), loadavg())
 	var results []stepResult
 	for _, st := range o.steps {
 		r, err := runStep(self, o, st)
@@ -298,7 +300,7 @@ func runStep(self string, o opts, st step) (stepResult, error) {
 		// Room for the push probe's series beside the load's.
 		args = append(args, fmt.Sprintf("--max-series=%d", series+seriesPerMetric))
 	}
-	srv, err := startScaler(ctx, o.bin, append(args, o.extraArgs...))
+	srv, err := startScaler(ctx, o.bin, append(args, o.extraArgs...), o.goMemLimit)
 	if err != nil {
 		return r, err
 	}
@@ -443,10 +445,13 @@ type scaler struct {
 
 // startScaler runs the binary on loopback ports with its defaults plus
 // args and waits for its "Serving" log line.
-func startScaler(ctx context.Context, bin string, args []string) (*scaler, error) {
+func startScaler(ctx context.Context, bin string, args []string, goMemLimit string) (*scaler, error) {
 	cmd := exec.CommandContext(ctx, bin, append([]string{
 		"--otlp-grpc-addr=127.0.0.1:0", "--scaler-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0", "--log-format=json",
 	}, args...)...)
+	if goMemLimit != "" {
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+goMemLimit)
+	}
 	// Its own process group, and killed with the sweep if the sweep dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
