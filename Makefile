@@ -7,6 +7,10 @@ BIN       ?= bin/keda-otel-scaler
 BENCH     ?= .
 COUNT     ?= 6
 FUZZ_TIME ?= 30s
+# Each minimisation of a new fuzz input stops after this long. Go's default
+# (60 s) lets its quadratic minimiser hold a worker for a minute on one
+# long input while the run reports 0 execs/s.
+FUZZ_MINIMIZE_TIME ?= 5s
 PKGS      ?= ./...
 LINT       = $(GO) tool -modfile=test/lint/go.mod golangci-lint
 TOOLS_DIR ?= $(CURDIR)/.cache/tools
@@ -17,6 +21,7 @@ LOAD_ARGS ?=
 # Every fuzz target of the main module, as "package:Target".
 FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzLabelGrowth ./pkg/promapi:FuzzAPIQuery ./pkg/promapi:FuzzAppendString ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
 	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk \
+	./pkg/internal/otlpwire:FuzzKeyValueFastPath ./pkg/store:FuzzReadSnapshot \
 	./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck
 
 .PHONY: all help build run demo test gates test-short test-memory conformance compat fuzz bench bench-baseline load \
@@ -64,12 +69,12 @@ compat: ## Differential test and fuzz seeds against Prometheus's engine (test/co
 	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 20m ./...
 	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' -v .
 
-fuzz: ## Each fuzz target for FUZZ_TIME (default 30s), then test/compat's differential fuzzers.
+fuzz: ## Each fuzz target for FUZZ_TIME (default 30s; minimisations FUZZ_MINIMIZE_TIME, 5s), then test/compat's differential fuzzers.
 	@set -e; for t in $(FUZZ_TARGETS); do \
-		echo "fuzz $$t"; $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZ_TIME) "$${t%%:*}"; \
+		echo "fuzz $$t"; $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE_TIME) "$${t%%:*}"; \
 	done
-	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZ_TIME) .
-	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferentialQuery$$' -fuzztime $(FUZZ_TIME) .
+	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE_TIME) .
+	cd test/compat && $(GO) test -run '^$$' -fuzz '^FuzzDifferentialQuery$$' -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE_TIME) .
 
 bench: ## Every benchmark of the main module, -cpu 2, into bench.txt.
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -cpu 2 -count $(COUNT) $(PKGS) | tee bench.txt

@@ -689,6 +689,10 @@ func FuzzAPIQuery(f *testing.F) {
 	f.Add(`vector(1)`, minTimeFormatted, maxTimeFormatted, "", "1e9")
 	f.Add(`time()`, "0", maxTimeFormatted, "", "1e12")
 	f.Add(`x offset -1h`, "9e15", "9e15", "1h", "1")
+	// The query length and token limits, which only kilobyte inputs
+	// reach, in the baseline coverage (limitSeeds in pkg/query).
+	f.Add(strings.Repeat("x ", query.MaxQueryTokens)+"x", "25", "35", "5m", "10")
+	f.Add(strings.Repeat(" ", query.MaxQueryLength)+"x", "25", "35", "5m", "10")
 	srv := newAPITestServer(f, apiTestData)
 	mux := srv.Config.Handler
 	f.Fuzz(func(t *testing.T, q, start, end, lookback, step string) {
