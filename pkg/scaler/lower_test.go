@@ -93,7 +93,7 @@ func TestLower(t *testing.T) {
 func TestLowerErrors(t *testing.T) {
 	for _, tc := range []struct{ q, want string }{
 		{`sum(x`, "1:6"}, // the parser's position
-		{`sum(sum(x{namespace="ns", deployment="d"})`, `"sum(x"`}, // KServe: <q> quoted
+		{`sum(sum(x{namespace="ns", deployment="d"})`, "1:10"}, // KServe: the position in the whole query
 		{`sum(x{a="b"}[5m]`, "parse error"},
 	} {
 		_, err := lower(fullParse, tc.q, opLastOne, time.Minute)

@@ -346,7 +346,7 @@ func (s *Scaler) newTrigger(k triggerKey) (*trigger, []warning, error) {
 	}
 	_, from, _, _ := lookup(md, "metricQuery", "query")
 	if lerr != nil {
-		errs = append(errs, &metadataError{namespace: ns, name: name, key: from, value: sp.query, problem: lerr.Error()})
+		errs = append(errs, &metadataError{namespace: ns, name: name, key: from, value: sp.query, problem: parseProblem(lerr)})
 	}
 	if len(errs) > 0 {
 		return nil, nil, errors.Join(errs...)
@@ -364,7 +364,7 @@ func (s *Scaler) newTrigger(k triggerKey) (*trigger, []warning, error) {
 	t.anyMetric = all
 	t.cost = triggerCost(t, lw.expr, names)
 	if t.cost > s.cfg.MaxTriggerBytes {
-		return nil, nil, &metadataError{namespace: ns, name: name, key: from, value: clip(sp.query), problem: fmt.Sprintf(
+		return nil, nil, &metadataError{namespace: ns, name: name, key: from, value: sp.query, problem: fmt.Sprintf(
 			"compiles to about %d bytes, more than --max-trigger-bytes %d: use fewer selectors, shorter names and simpler regular expressions, or raise the flag",
 			t.cost, s.cfg.MaxTriggerBytes)}
 	}
