@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -237,6 +238,15 @@ func TestAPIQuery(t *testing.T) {
 		{
 			name: "100 KB query", method: http.MethodPost, path: "/api/v1/query", params: url.Values{"query": {strings.Repeat("sum(", 25_000)}},
 			wantCode: 400, wantType: "bad_data", wantErr: `invalid parameter "query"`,
+		},
+		{
+			name: "regular expression too complex", path: "/api/v1/query", params: url.Values{"query": {`x{pod=~".{0,1000}.{0,1000}"}`}},
+			wantCode: 400, wantType: "bad_data", wantErr: `invalid parameter "query": parse "x{pod=~\".{0,1000}.{0,1000}\"}": regular expression too complex`,
+		},
+		{
+			name: "match[] regular expressions too complex together", path: "/api/v1/series",
+			params:   url.Values{"match[]": slices.Repeat([]string{`{pod=~"[a-z]{1000}"}`}, 5)},
+			wantCode: 400, wantType: "bad_data", wantErr: `invalid parameter "match[]": regular expression too complex`,
 		},
 		{
 			name: "unsupported construct", path: "/api/v1/query", params: url.Values{"query": {`histogram_count(x)`}},

@@ -305,6 +305,10 @@ func (e *Engine) Parse(q string) (parser.Expr, error) {
 	if countTokens(q) > MaxQueryTokens {
 		return nil, &ParseError{Query: q, Err: ErrQueryTooComplex}
 	}
+	// Before the parser compiles the matchers' regular expressions.
+	if err := checkMatcherRegexes(q, &regexBudget{}); err != nil {
+		return nil, &ParseError{Query: q, Err: err}
+	}
 	expr, err := e.parser.ParseExpr(q)
 	if err != nil {
 		if ue := e.unsupportedFunction(q); ue != nil {
