@@ -51,6 +51,7 @@ func TestRegexBudget(t *testing.T) {
 		{"one large repetition", `x{pod=~".{0,1000}.{0,1000}"}`, true, false},
 		{"negated", `x{pod!~"(?:.?){1000}"}`, true, false},
 		{"quoted name", `{"x", "pod"=~"(?:.?){1000}"}`, true, false},
+		{"comment before the pattern", "x{pod=~ # the parser skips it\n \"(?:.?){1000}\"}", true, false},
 		{"largest accepted", `x{pod=~"` + big + `"}`, true, true},
 		{"four largest", sel(4), true, true},
 		{"five largest add up", sel(5), true, false},
