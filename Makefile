@@ -17,15 +17,15 @@ TOOLS_DIR ?= $(CURDIR)/.cache/tools
 PROMTOOL  ?= $(TOOLS_DIR)/promtool
 DEMO_ARGS ?=
 LOAD_ARGS ?=
+CHROMIUM  ?= /usr/bin/chromium
 
 # Every fuzz target of the main module, as "package:Target".
 FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzLabelGrowth ./pkg/promapi:FuzzAPIQuery ./pkg/promapi:FuzzAppendString ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
-	./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk \
-	./pkg/internal/otlpwire:FuzzKeyValueFastPath ./pkg/store:FuzzReadSnapshot \
-	./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck
+	./pkg/scaler:FuzzShowMetadata ./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk \
+	./pkg/internal/otlpwire:FuzzKeyValueFastPath ./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck ./pkg/store:FuzzReadSnapshot
 
-.PHONY: all help build run demo test gates test-short test-memory conformance compat fuzz bench bench-baseline load \
-	helm-lint helm-test e2e e2e-collector promtool promtool-test keda-client-test lint fmt vet tidy clean
+.PHONY: all help build run demo test check-tidy gates test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load status-screenshot \
+	helm-lint helm-test e2e browser-test e2e-collector e2e-k8s promtool promtool-test keda-client-test lint fmt vet tidy clean
 
 all: build
 
@@ -41,25 +41,30 @@ run: ## Run the server on its defaults (OTLP :4317, KEDA :4318, HTTP :8080). ARG
 demo: ## The end-to-end demo (~1 min): simulated vLLM pods, OTLP push, KEDA/HPA loop; pictures in demo-out/. DEMO_ARGS="--profile ramp" etc.
 	$(GO) run ./cmd/keda-otel-scaler demo $(DEMO_ARGS)
 
-test: ## What CI runs: vet, lint and every test with -race in the main module, test/compat (vs Prometheus's engine), test/helm (chart + examples) and test/e2e (a real collector; its first build takes ~8 min on 2 cores, then it is cached).
+test: ## What CI runs: vet, lint and every test with -race in the main module, test/compat (vs Prometheus's engine), test/helm (chart + examples), test/browser (headless Chromium on the status page) and test/e2e (a real collector; its first build takes ~8 min on 2 cores, then it is cached).
+	$(MAKE) check-tidy
 	$(GO) vet $(PKGS)
 	$(MAKE) lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 15m ./...
 	cd test/helm && $(GO) vet ./... && $(GO) test -count=1 -timeout 15m ./...
 	$(MAKE) gates
+	$(MAKE) browser-test
 	$(MAKE) e2e
 
 gates: ## Performance gates without -race (which distorts timing and allocation counts): exact allocs, same-run ratios, heap bytes.
-	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded)$$' \
+	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
 		./pkg/receiver ./pkg/store ./pkg/query ./pkg/scaler ./pkg/server ./pkg/internal/bearer ./pkg/promapi
 	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' .
 
 test-short: ## The main module's tests with -short (skips the heavy ones).
 	$(GO) test -race -short -count=1 -timeout 10m $(PKGS)
 
-test-memory: ## Store heap gates without -race: 100k and 1M series (performance.md T3-T5).
-	$(GO) test -count=1 -timeout 20m -run '^TestMemory' -v ./pkg/store
+test-memory: ## Store heap gates without -race: 100k and 1M series (performance.md T3-T5), bursts and the sample-memory budget.
+	$(GO) test -count=1 -timeout 20m -run '^(TestMemory.*|TestSampleMemoryBudget|TestBurstCPU)$$' -v ./pkg/store
+
+checkpoint-figures: ## Checkpoint write/restore time, CPU and size at 100k and 1M series (the README's figures; minutes, ~2 GB of RAM).
+	$(GO) test -count=1 -timeout 30m -run '^TestCheckpointFigures$$' -v ./pkg/store -checkpoint-figures
 
 conformance: ## Upstream promqltest corpus runner: per-file summary, failures, floor check.
 	@$(GO) test -count=1 -run '^TestUpstreamConformance$$' -v ./pkg/query > conformance.txt; rc=$$?; \
@@ -99,6 +104,9 @@ e2e-collector: ## Build (or reuse) the e2e OpenTelemetry Collector in test/e2e/.
 e2e: ## End to end: real OpenTelemetry Collectors scrape fake vLLM pods and push to the real scaler; KEDA's client asks.
 	cd test/e2e && $(GO) vet ./... && $(GO) test -count=1 -v -timeout 45m ./...
 
+e2e-k8s: ## Real Kubernetes (test/k8s): etcd, kube-apiserver, kube-controller-manager, KEDA's operator and adapter scale Deployments from the scaler's answers; the chart passes server-side dry-run. Not in make test: the first build compiles Kubernetes and KEDA (~45 CPU-minutes, cached in test/k8s/.cache).
+	cd test/k8s && $(GO) vet ./... && $(GO) test -count=1 -v -timeout 90m ./...
+
 $(PROMTOOL): test/promtool/go.mod test/promtool/go.sum
 	cd test/promtool && $(GO) build -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
 
@@ -106,6 +114,14 @@ promtool: $(PROMTOOL) ## Build promtool (version pinned in test/promtool/go.mod)
 
 promtool-test: $(PROMTOOL) ## Drive the HTTP query API with promtool (the first build of promtool takes minutes).
 	cd test/promtool && PROMTOOL=$(PROMTOOL) $(GO) test -race -count=1 ./...
+
+browser-test: ## Headless Chromium loads the status page of a server with live triggers (test/browser, ~10 s); installs Debian's chromium first when $(CHROMIUM) is missing. Screenshots: test/browser/out/_artifacts/.
+	@test -x $(CHROMIUM) || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+	mkdir -p test/browser/out
+	cd test/browser && $(GO) vet ./... && CHROMIUM=$(CHROMIUM) $(GO) test -count=1 -timeout 5m -artifacts -outputdir $(CURDIR)/test/browser/out ./...
+
+status-screenshot: browser-test ## Refresh docs/img/status-page.png from the browser test's wide screenshot.
+	cd test/browser && STATUS_SCREENSHOT=$(CURDIR)/docs/img/status-page.png CHROMIUM=$(CHROMIUM) $(GO) test -count=1 -run 'TestStatusPageInChromium/wide' ./...
 
 keda-client-test: ## KEDA's own external/external-push scalers (pkg/scalers v2.21) against our server (test/kedaclient; not in make test: its first build compiles every cloud SDK KEDA links, >10 min on 2 cores).
 	cd test/kedaclient && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 30m ./...
@@ -119,11 +135,14 @@ fmt: ## Format the code.
 vet: ## go vet.
 	$(GO) vet $(PKGS)
 
+# Every Go module of the repository (the main one and those under test/).
+MODULES = $(sort $(dir $(shell git ls-files '*go.mod' 2>/dev/null)))
+
 tidy: ## go mod tidy for every module.
-	$(GO) mod tidy
-	@for m in test/lint test/compat test/helm test/e2e test/e2e/otelcol test/promtool test/kedaclient; do \
-		echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; \
-	done
+	@for m in $(MODULES); do echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; done
+
+check-tidy: ## Fail when any module's go.mod/go.sum is not tidy (a new dependency of the main module reaches every test module through its replace).
+	@for m in $(MODULES); do (cd $$m && $(GO) mod tidy -diff >/dev/null) || { echo "module $$m is not tidy: run make tidy"; exit 1; }; done
 
 clean: ## Remove build outputs.
 	rm -rf bin bench.txt bench-baseline.txt conformance.txt demo-out

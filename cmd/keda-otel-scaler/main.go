@@ -37,6 +37,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			return runQuery(args[1:], stdout, stderr)
 		case "explain":
 			return runExplain(args[1:], stdout, stderr)
+		case "status":
+			return runStatus(args[1:], stdout, stderr)
 		}
 	}
 	cfg, err := config.Load("keda-otel-scaler", args, getenv, stderr)

@@ -8,9 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
 // Config is everything an operator can set. It is passed by value.
@@ -53,9 +60,14 @@ type Server struct {
 	// start. Default 5s.
 	ReloadInterval time.Duration
 	// StateDir, when set, is where the store's window is written on
-	// shutdown (store.snapshot) and read back on start, so a restart
-	// needs no warm-up. Default empty: off.
+	// shutdown and every CheckpointInterval (store.snapshot) and read back
+	// on start, so a restart needs no warm-up. It must be writable at
+	// start. Default empty: off.
 	StateDir string
+	// CheckpointInterval is how often, with StateDir, the store's window
+	// is also written while running, so a crash or SIGKILL loses at most
+	// this much. 0 writes only on shutdown. Default 1m.
+	CheckpointInterval time.Duration
 	// GRPCReflection serves gRPC server reflection on the OTLP and KEDA
 	// listeners (interfaces.md: both serve health and reflection). Turning
 	// it off hides the service list from grpcurl-style discovery; health
@@ -104,6 +116,16 @@ type Receiver struct {
 	MaxLabelValueLength int
 	// MaxMetricNameLength caps an OTLP metric name in bytes. Default 1 KiB.
 	MaxMetricNameLength int
+	// MetricAllowList, when set, is a regular expression (RE2, matched
+	// against whole names): only metric families with a name that matches
+	// (a stored name such as x_bucket, the OTLP name or its legacy alias)
+	// are stored. Default empty: every family.
+	MetricAllowList string
+	// LazyIngest stores only the metric families that a cached trigger or,
+	// for --trigger-ttl after it asked, an HTTP API query reads
+	// (pkg/interest). A trigger asking for a family not stored before
+	// answers Unavailable for --warmup. Default false.
+	LazyIngest bool
 	// BearerTokenFile, when set, names a file of accepted bearer tokens
 	// (one a line; blank lines ignored): OTLP Exports on both transports
 	// must carry one (`authorization: Bearer <token>`) or are refused with
@@ -126,6 +148,16 @@ type Store struct {
 	// SeriesTTL is how long a series may go without a sample before it is
 	// deleted (pods that die send no staleness marker). 0 means Retention.
 	SeriesTTL time.Duration
+	// MaxSamplesPerSeries caps one series' ring of samples (12 B each). A
+	// series pushed more often than MaxSamplesPerSeries times per
+	// Retention is thinned: its window keeps covering the retention with
+	// samples Retention/(MaxSamplesPerSeries−1) to twice that apart.
+	// From 4 to 4095; default 1024.
+	MaxSamplesPerSeries int
+	// MaxSampleMemory caps the bytes of all series' samples together;
+	// rings that would grow beyond it are thinned instead. Every series'
+	// first two samples (48 B) are always granted. Default 512 MiB.
+	MaxSampleMemory int64
 }
 
 // Scaler configures the KEDA external scaler.
@@ -140,6 +172,12 @@ type Scaler struct {
 	// StreamIsActive stream (keda-contract.md §7.2). Zero disables it.
 	// Default 5s.
 	PushHoldoff time.Duration
+	// ReadyAfterFresh starts the Warmup clock at the first stored sample
+	// no older than Store.Freshness instead of at start; until then the
+	// scaler is warming up, and /readyz answers 503 for the whole warm-up
+	// (keda-contract.md §8.2). For HA replicas fed by a fan-out layer, so
+	// a replica never answers KEDA from an empty store. Default false.
+	ReadyAfterFresh bool
 	// TriggerTTL is how long a compiled trigger stays cached unused.
 	// Default 10m.
 	TriggerTTL time.Duration
@@ -196,42 +234,50 @@ type Log struct {
 	Level string
 }
 
-// Default returns the configuration used when nothing is set.
+// Default returns the configuration used when nothing is set. The
+// components' settings come from their own DefaultConfig, the one place
+// each default is written (TestDefaultsAreTheComponents); the listeners,
+// the delta policy and logging are this package's.
 func Default() Config {
+	rd, sd, cd, ad := receiver.DefaultConfig(), store.DefaultConfig(), scaler.DefaultConfig(), promapi.DefaultConfig()
 	return Config{
 		Server: Server{
-			OTLPGRPCAddr:    ":4317",
-			ScalerAddr:      ":4318",
-			HTTPAddr:        ":8080",
-			ShutdownTimeout: 15 * time.Second,
-			ReloadInterval:  5 * time.Second,
-			GRPCReflection:  true,
+			OTLPGRPCAddr:       ":4317",
+			ScalerAddr:         ":4318",
+			HTTPAddr:           ":8080",
+			ShutdownTimeout:    15 * time.Second,
+			CheckpointInterval: time.Minute,
+			ReloadInterval:     5 * time.Second,
+			GRPCReflection:     true,
 		},
 		Receiver: Receiver{
-			MaxRecvSize:         64 << 20,
+			MaxRecvSize:         rd.MaxRecvSize,
 			Delta:               "reject",
-			MaxLabelsPerSeries:  64,
-			MaxLabelNameLength:  1 << 10,
-			MaxLabelValueLength: 4 << 10,
-			MaxMetricNameLength: 1 << 10,
+			MaxLabelsPerSeries:  rd.MaxLabelsPerSeries,
+			MaxLabelNameLength:  rd.MaxLabelNameLength,
+			MaxLabelValueLength: rd.MaxLabelValueLength,
+			MaxMetricNameLength: rd.MaxMetricNameLength,
 		},
 		Store: Store{
-			Retention:          10 * time.Minute,
-			Freshness:          30 * time.Second,
-			MaxSeries:          1_000_000,
-			MaxSeriesPerMetric: 200_000,
+			Retention:           sd.Retention,
+			Freshness:           sd.Freshness,
+			MaxSeries:           sd.MaxSeries,
+			MaxSeriesPerMetric:  sd.MaxSeriesPerMetric,
+			MaxSamplesPerSeries: sd.MaxSamplesPerSeries,
+			MaxSampleMemory:     sd.MaxSampleMemory,
+			// SeriesTTL stays 0: it follows --retention.
 		},
 		Scaler: Scaler{
-			DefaultWindow:     2 * time.Minute,
-			Warmup:            30 * time.Second,
-			PushHoldoff:       5 * time.Second,
-			MaxStreams:        10_000,
-			TriggerTTL:        10 * time.Minute,
-			MaxTriggers:       10_000,
-			MaxTriggerBytes:   2 << 20,
-			TriggerCacheBytes: 64 << 20,
+			DefaultWindow:     cd.DefaultWindow,
+			Warmup:            cd.Warmup,
+			PushHoldoff:       cd.PushHoldoff,
+			MaxStreams:        cd.MaxStreams,
+			TriggerTTL:        cd.TriggerTTL,
+			MaxTriggers:       cd.MaxTriggers,
+			MaxTriggerBytes:   cd.MaxTriggerBytes,
+			TriggerCacheBytes: cd.TriggerCacheBytes,
 		},
-		Query: Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 4, MaxSamples: 5_000_000, Timeout: 2 * time.Minute},
+		Query: Query{MaxLabelBytes: query.DefaultMaxLabelBytes, MaxConcurrency: ad.MaxConcurrency, MaxSamples: ad.MaxSamples, Timeout: ad.Timeout},
 		Log:   Log{Format: "text", Level: "info"},
 	}
 }
@@ -269,11 +315,19 @@ func (c Config) Validate() error {
 	if strings.ContainsRune(c.Server.StateDir, 0) {
 		errs = append(errs, fmt.Errorf("--state-dir %q: not a path (contains NUL)", c.Server.StateDir))
 	}
+	if c.Server.CheckpointInterval != 0 && c.Server.CheckpointInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--checkpoint-interval %v must be 0 (only on shutdown) or >= 100ms", c.Server.CheckpointInterval))
+	}
 	if c.Server.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %v must be > 0", c.Server.ShutdownTimeout))
 	}
 	if c.Receiver.MaxRecvSize <= 0 {
 		errs = append(errs, fmt.Errorf("--otlp-max-recv-size %d must be > 0", c.Receiver.MaxRecvSize))
+	}
+	if c.Receiver.MetricAllowList != "" {
+		if _, err := regexp.Compile("^(?:" + c.Receiver.MetricAllowList + ")$"); err != nil {
+			errs = append(errs, fmt.Errorf("--metric-allow-list %q: %w", c.Receiver.MetricAllowList, err))
+		}
 	}
 	if b := c.Receiver.MaxInFlightBytes; b < 0 || (b > 0 && b < c.Receiver.MaxRecvSize) {
 		errs = append(errs, fmt.Errorf("--otlp-max-inflight-bytes %d must be 0 (2 × --otlp-max-recv-size) or >= --otlp-max-recv-size %d",
@@ -311,6 +365,12 @@ func (c Config) Validate() error {
 	}
 	if c.Store.Retention > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("--retention %v must be <= 24h (the store keeps a short window in memory)", c.Store.Retention))
+	}
+	if c.Store.MaxSamplesPerSeries < 4 || c.Store.MaxSamplesPerSeries > 4095 {
+		errs = append(errs, fmt.Errorf("--max-samples-per-series %d must be from 4 to 4095", c.Store.MaxSamplesPerSeries))
+	}
+	if c.Store.MaxSampleMemory <= 0 {
+		errs = append(errs, fmt.Errorf("--max-sample-memory %d must be > 0", c.Store.MaxSampleMemory))
 	}
 	if c.Store.SeriesTTL < 0 {
 		errs = append(errs, fmt.Errorf("--series-ttl %v must be >= 0", c.Store.SeriesTTL))

@@ -204,6 +204,46 @@ func TestStateDir(t *testing.T) {
 	}
 }
 
+func TestSampleBoundsAndCheckpointFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(t *testing.T, c Config)
+		wantErr string
+	}{
+		{name: "defaults", check: func(t *testing.T, c Config) {
+			assert.Equal(t, 1024, c.Store.MaxSamplesPerSeries)
+			assert.Equal(t, int64(512<<20), c.Store.MaxSampleMemory)
+			assert.Equal(t, time.Minute, c.Server.CheckpointInterval)
+		}},
+		{name: "flags", args: []string{"--max-samples-per-series", "64", "--max-sample-memory", "1GiB", "--checkpoint-interval", "30s"}, check: func(t *testing.T, c Config) {
+			assert.Equal(t, 64, c.Store.MaxSamplesPerSeries)
+			assert.Equal(t, int64(1<<30), c.Store.MaxSampleMemory)
+			assert.Equal(t, 30*time.Second, c.Server.CheckpointInterval)
+		}},
+		{name: "env twins", env: map[string]string{"KOS_MAX_SAMPLES_PER_SERIES": "4095", "KOS_MAX_SAMPLE_MEMORY": "64MiB", "KOS_CHECKPOINT_INTERVAL": "0"}, check: func(t *testing.T, c Config) {
+			assert.Equal(t, 4095, c.Store.MaxSamplesPerSeries)
+			assert.Equal(t, int64(64<<20), c.Store.MaxSampleMemory)
+			assert.Zero(t, c.Server.CheckpointInterval, "0: only on shutdown")
+		}},
+		{name: "cap too small", args: []string{"--max-samples-per-series", "3"}, wantErr: "--max-samples-per-series"},
+		{name: "cap too large", args: []string{"--max-samples-per-series", "4096"}, wantErr: "--max-samples-per-series"},
+		{name: "no sample memory", args: []string{"--max-sample-memory", "0"}, wantErr: "--max-sample-memory"},
+		{name: "checkpoint too often", args: []string{"--checkpoint-interval", "10ms"}, wantErr: "--checkpoint-interval"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load("t", tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			tc.check(t, c)
+		})
+	}
+}
+
 func TestQueryFlags(t *testing.T) {
 	env := map[string]string{"KOS_QUERY_MAX_SAMPLES": "1000000"}
 	c, err := Load("t", []string{"--query-max-concurrency", "2", "--query-timeout", "30s"}, func(k string) string { return env[k] }, &bytes.Buffer{})

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 )
 
@@ -24,6 +25,15 @@ type trigger struct {
 	metricIDs []uint32
 	anyMetric bool
 	cost      int64 // estimated bytes held (triggerCost); what the cache's byte bound counts
+	// interest holds the trigger's metric names in the lazy registry
+	// (--lazy-ingest; nil when off); lazyReadyAt is when the families it
+	// reads have been stored for --warmup (unix ns, lazy.go).
+	interest    *interest.Handle
+	lazyReadyAt int64
+
+	// stats is what the status endpoint shows (stats.go); set before the
+	// trigger is cached.
+	stats *triggerStats
 
 	// Cache links, guarded by triggerCache.mu.
 	hnext      *trigger // the next trigger with the same hash
@@ -479,4 +489,17 @@ func (c *triggerCache) stats() (bytes int64, work uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.bytes, c.work
+}
+
+// each calls fn for every cached trigger, held ones included, under the
+// cache's lock; fn must not block or call back into the cache. It changes
+// nothing (no LRU move, no expiry): for the status endpoint.
+func (c *triggerCache) each(fn func(*trigger)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.byHash {
+		for ; t != nil; t = t.hnext {
+			fn(t)
+		}
+	}
 }

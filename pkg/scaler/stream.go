@@ -11,6 +11,7 @@ import (
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Push fan-out (issue #12 class 7). Every open StreamIsActive stream of one
@@ -205,7 +206,7 @@ func (f *feed) run() {
 			return
 		case <-f.dirty:
 		}
-		if f.s.warmingUp() != nil {
+		if f.s.warmingUp() != nil || f.s.lazyWarming(f.t) != nil {
 			// No change during warm-up; the warm-up timer marks every
 			// feed when it ends.
 			continue
@@ -214,6 +215,7 @@ func (f *feed) run() {
 		if err != nil {
 			// Transient: keep every stream's state and the streams
 			// (keda-contract.md §7.3).
+			f.t.stats.failed(f.s.now().UnixMilli(), methodStreamIsActive, status.Error(codeOf(err), err.Error()))
 			if now := time.Now(); now.Sub(lastLog) >= evalErrLogEvery {
 				lastLog = now
 				f.s.logger.Warn("Stream evaluation failed", "namespace", f.t.namespace, "scaled_object", f.t.name, "err", err)
@@ -226,6 +228,8 @@ func (f *feed) run() {
 			if !active {
 				edges++
 				edge = true
+				f.t.stats.edges.Add(1)
+				f.t.stats.lastEdgeMs.Store(f.s.now().UnixMilli())
 			}
 			word = stateActive
 		}
@@ -279,7 +283,7 @@ func (s *Scaler) releaseStream() { s.openStreams.Add(-1) }
 func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.IsActiveResponse]) error {
 	t, err := s.hold(ref) // the subscription uses t's metric IDs: keep them
 	if err != nil {
-		return s.toStatus(methodStreamIsActive, err)
+		return s.fail(methodStreamIsActive, nil, ref, err)
 	}
 	defer s.unhold(t)
 	if s.draining.Load() {
@@ -287,14 +291,17 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 		return nil
 	}
 	if err := s.acquireStream(); err != nil {
-		return s.toStatus(methodStreamIsActive, err)
+		return s.fail(methodStreamIsActive, t, ref, err)
 	}
 	defer s.releaseStream()
 	sub := s.subs.add(s, t)
 	s.m.streams.Inc()
+	t.stats.streamed.Store(true)
+	t.stats.streams.Add(1)
 	defer func() {
 		s.subs.remove(sub)
 		s.m.streams.Dec()
+		t.stats.streams.Add(-1)
 	}()
 
 	ctx := stream.Context()
@@ -351,6 +358,8 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 					s.onPush()
 				}
 				s.m.pushes.Inc()
+				t.stats.pushes.Add(1)
+				t.stats.lastPushMs.Store(s.now().UnixMilli())
 				sentAt, pending = time.Now(), false
 			} else if !pending {
 				pending = true

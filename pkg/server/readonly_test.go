@@ -29,15 +29,16 @@ var candidatePaths = []string{
 	"/api/v1/status/tsdb", "/api/v1/status/tsdb/blocks", "/api/v1/status/walreplay",
 	"/api/v1/read", "/api/v1/write", "/api/v1/otlp/v1/metrics",
 	"/api/v1/admin/tsdb/delete_series", "/api/v1/admin/tsdb/clean_tombstones", "/api/v1/admin/tsdb/snapshot",
+	"/api/v1/triggers", "/status", "/status/",
 	"/api/v2/status", "/federate", "/-/reload", "/-/quit", "/-/healthy", "/-/ready",
 	"/debug/pprof/", "/debug/pprof/heap", "/debug/vars",
 }
 
 // wantRoutes are the paths that exist (docs/interfaces.md, HTTP endpoints).
 var wantRoutes = []string{
-	"/api/v1/label/__name__/values", "/api/v1/label/job/values", "/api/v1/labels", "/api/v1/metadata",
-	"/api/v1/query", "/api/v1/query_range", "/api/v1/series", "/api/v1/status/buildinfo",
-	"/healthz", "/metrics", "/readyz", "/v1/metrics",
+	"/", "/api/v1/label/__name__/values", "/api/v1/label/job/values", "/api/v1/labels", "/api/v1/metadata",
+	"/api/v1/query", "/api/v1/query_range", "/api/v1/series", "/api/v1/status/buildinfo", "/api/v1/triggers",
+	"/healthz", "/metrics", "/readyz", "/status", "/v1/metrics",
 }
 
 var allMethods = []string{

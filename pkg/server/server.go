@@ -29,10 +29,12 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/status"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -87,10 +89,15 @@ type Server struct {
 	logger *slog.Logger
 
 	store    *store.Store
+	state    *stateDir
 	engine   *query.Engine
 	scaler   *scaler.Scaler
 	receiver *receiver.Receiver
 	boundary *panicBoundary
+	status   *status.Handler
+	// stopStatus ends the status page's rate sampler (Start to Shutdown).
+	stopStatus context.CancelFunc
+	lazy       *interest.Registry // --lazy-ingest; nil when off
 
 	otlpSrv, kedaSrv       *grpc.Server
 	otlpHealth, kedaHealth *health.Server
@@ -100,6 +107,9 @@ type Server struct {
 	sec                    *security
 
 	ready    atomic.Bool
+	readyMu  sync.Mutex // guards serving and stopping, and orders health changes (applyReady)
+	serving  bool
+	stopping bool
 	stopOnce sync.Once
 	group    *errgroup.Group
 }
@@ -120,47 +130,29 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		set.Now = time.Now
 	}
 	s := &Server{cfg: cfg, set: set, logger: set.Logger.With("component", "server")}
-	s.store = store.New(store.Config{
-		Retention:          cfg.Store.Retention,
-		Freshness:          cfg.Store.Freshness,
-		SeriesTTL:          cfg.Store.SeriesTTL,
-		MaxSeries:          cfg.Store.MaxSeries,
-		MaxSeriesPerMetric: cfg.Store.MaxSeriesPerMetric,
-		// The receiver checks these per point first; the store enforces
-		// the same limits for every other writer.
-		MaxLabelsPerSeries:  cfg.Receiver.MaxLabelsPerSeries,
-		MaxLabelNameLength:  cfg.Receiver.MaxLabelNameLength,
-		MaxLabelValueLength: cfg.Receiver.MaxLabelValueLength,
-	}, store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
+	s.store = store.New(cfg.StoreConfig(), store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
+	s.state = newStateDir(cfg.Server.StateDir, cfg.Server.CheckpointInterval, s.store, s.logger, set.Now, set.Registry)
 	s.engine = query.NewEngine(s.store)
 	// Every plan, the HTTP API's included, gets the label budget.
-	s.engine.SetDefaults(query.Options{MaxLabelBytes: cfg.Query.MaxLabelBytes})
+	s.engine.SetDefaults(cfg.QueryOptions())
 	boundary := newPanicBoundary(s.logger, set.Registry)
 	s.boundary = boundary
-	s.scaler = scaler.New(s.engine, s.store, scaler.Config{
-		DefaultWindow:     cfg.Scaler.DefaultWindow,
-		Warmup:            cfg.Scaler.Warmup,
-		PushHoldoff:       cfg.Scaler.PushHoldoff,
-		MaxStreams:        cfg.Scaler.MaxStreams,
-		MaxLabelBytes:     cfg.Query.MaxLabelBytes,
-		TriggerTTL:        cfg.Scaler.TriggerTTL,
-		MaxTriggers:       cfg.Scaler.MaxTriggers,
-		MaxTriggerBytes:   cfg.Scaler.MaxTriggerBytes,
-		TriggerCacheBytes: cfg.Scaler.TriggerCacheBytes,
-	}, scaler.Settings{
+	filter, err := s.newIngestFilter()
+	if err != nil {
+		return nil, err
+	}
+	s.scaler = scaler.New(s.engine, s.store, cfg.ScalerConfig(), scaler.Settings{
 		Logger: set.Logger, Registerer: set.Registry, Now: set.Now,
-		OnPanic: func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
+		OnPanic:  func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
+		OnWarm:   s.applyReady,
+		Interest: s.lazy,
 	})
-	s.receiver = receiver.New(s.store, receiver.Config{
-		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
-		MaxInFlightBytes:          cfg.Receiver.MaxInFlightBytes,
-		IngestDelta:               cfg.Receiver.Delta == "ingest",
-		PromoteResourceAttributes: cfg.Receiver.PromoteResourceAttributes,
-		MaxLabelsPerSeries:        cfg.Receiver.MaxLabelsPerSeries,
-		MaxLabelNameLength:        cfg.Receiver.MaxLabelNameLength,
-		MaxLabelValueLength:       cfg.Receiver.MaxLabelValueLength,
-		MaxMetricNameLength:       cfg.Receiver.MaxMetricNameLength,
-	}, receiver.Settings{Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now})
+	rcfg := cfg.ReceiverConfig()
+	rcfg.Filter = filter // built from --metric-allow-list and --lazy-ingest (lazy.go)
+	s.receiver = receiver.New(s.store, rcfg, receiver.Settings{
+		Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now,
+		OnStored: s.scaler.SawSample,
+	})
 
 	// TLS and bearer tokens (tls.go); their files are reloaded from Start to Shutdown.
 	sec, err := newSecurity(cfg, set.Logger, set.Registry)
@@ -197,11 +189,9 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/metrics", sec.ingest(s.receiver))
-	promapi.New(s.engine, s.store, promapi.Config{
-		MaxConcurrency: cfg.Query.MaxConcurrency,
-		MaxSamples:     cfg.Query.MaxSamples,
-		Timeout:        cfg.Query.Timeout,
-	}, promapi.Settings{Now: set.Now}).Register(mux)
+	apiMux := http.NewServeMux()
+	promapi.New(s.engine, s.store, cfg.PromAPIConfig(), promapi.Settings{Now: set.Now}).Register(apiMux)
+	mux.Handle("/api/", s.asking(apiMux))
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -214,6 +204,8 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	s.status = newStatus(s, cfg)
+	s.status.Register(mux)
 	if set.register != nil {
 		set.register(s.otlpSrv, mux)
 	}
@@ -238,6 +230,13 @@ func (s *Server) Engine() *query.Engine { return s.engine }
 // here, before readiness turns on.
 func (s *Server) Start() error {
 	var err error
+	// An unusable --state-dir stops the start before anything listens
+	// (statedir.go).
+	if s.state.enabled() {
+		if err := s.state.prepare(); err != nil {
+			return err
+		}
+	}
 	if s.otlpLis, err = net.Listen("tcp", s.cfg.Server.OTLPGRPCAddr); err != nil {
 		return fmt.Errorf("listen otlp-grpc-addr %s: %w", s.cfg.Server.OTLPGRPCAddr, err)
 	}
@@ -252,7 +251,7 @@ func (s *Server) Start() error {
 	}
 	// Restore before anything serves or sweeps, so the first KEDA call
 	// and the first push see the restored series.
-	freshRestore := s.restoreState()
+	freshRestore := s.state.enabled() && s.state.restore(s.cfg.Store.Freshness)
 	// The store's TTL sweeper runs until Shutdown stops it.
 	if err := s.store.Start(context.Background()); err != nil {
 		_ = s.otlpLis.Close()
@@ -262,6 +261,9 @@ func (s *Server) Start() error {
 	}
 	if freshRestore {
 		s.scaler.EndWarmup() // before serving: no call sees a warm-up
+	}
+	if s.state.enabled() {
+		s.state.startLoop() // periodic checkpoints until Shutdown
 	}
 	s.group = &errgroup.Group{}
 	// A shutdown that races the start makes Serve return ErrServerStopped;
@@ -274,6 +276,9 @@ func (s *Server) Start() error {
 			return nil
 		}
 	}
+	sctx, stop := context.WithCancel(context.Background())
+	s.stopStatus = stop
+	s.group.Go(func() error { s.status.Run(sctx); return nil })
 	s.group.Go(serve(s.otlpSrv, s.otlpLis))
 	s.group.Go(serve(s.kedaSrv, s.kedaLis))
 	s.sec.watcher.Start()
@@ -288,13 +293,39 @@ func (s *Server) Start() error {
 		return nil
 	})
 	s.otlpHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.kedaHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.ready.Store(true)
-	// Warm-up counts from the moment the OTLP listener serves (keda-contract.md §8.2).
+	s.readyMu.Lock()
+	s.serving = true
+	s.readyMu.Unlock()
+	s.applyReady()
+	// Warm-up counts from the moment the OTLP listener serves, or with
+	// --ready-after-fresh from the first fresh sample (keda-contract.md §8.2).
 	s.scaler.Start()
+	s.applyReady()
 	a := s.Addrs()
 	s.logger.Info("Serving", "version", s.set.Version, "otlp_grpc_addr", a.OTLPGRPC, "scaler_addr", a.Scaler, "http_addr", a.HTTP)
 	return nil
+}
+
+// applyReady publishes readiness once the listeners serve
+// (keda-contract.md §8.2): the KEDA listener's health is SERVING only
+// after warm-up (GetMetrics and IsActive would answer Unavailable before),
+// the OTLP listener's from the start (it must receive to warm up); /readyz
+// turns 200 when the listeners serve, or with --ready-after-fresh only
+// after warm-up, so an HA replica joins the Service KEDA asks only with
+// fresh data. The scaler calls it when warm-up ends.
+func (s *Server) applyReady() {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if !s.serving || s.stopping {
+		return
+	}
+	warm := s.scaler.Warm()
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if warm {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.kedaHealth.SetServingStatus("", st)
+	s.ready.Store(warm || !s.cfg.Scaler.ReadyAfterFresh)
 }
 
 // Addrs returns the bound addresses; valid after Start.
@@ -309,7 +340,10 @@ func (s *Server) Addrs() Addrs {
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
+		s.readyMu.Lock()
+		s.stopping = true
 		s.ready.Store(false)
+		s.readyMu.Unlock()
 		s.otlpHealth.Shutdown()
 		s.kedaHealth.Shutdown()
 		s.receiver.Drain()
@@ -333,6 +367,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		wg.Wait()
 		s.sec.watcher.Stop()
+		if s.stopStatus != nil {
+			s.stopStatus()
+		}
 		if s.group != nil {
 			err = s.group.Wait()
 		}
@@ -342,12 +379,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if err == nil && herr != nil && !errors.Is(herr, context.DeadlineExceeded) {
 			err = herr
 		}
-		// Every listener has stopped: no append races the snapshot. A
-		// server that never started must not replace a good snapshot
-		// with its empty store.
-		if s.group != nil {
-			if serr := s.saveState(); serr != nil {
-				s.logger.Error("Store snapshot not saved", "state_dir", s.cfg.Server.StateDir, "err", serr)
+		// Every listener has stopped: the last checkpoint holds every
+		// acknowledged sample. A server that never started must not
+		// replace a good checkpoint with its empty store.
+		s.state.stopLoop()
+		if s.group != nil && s.state.enabled() {
+			switch serr := s.state.save(ctx, true); {
+			case serr == nil:
+			case ctx.Err() != nil:
+				// Out of grace: the last periodic checkpoint stays, at
+				// most --checkpoint-interval old.
+				s.logger.Warn("Store checkpoint abandoned at the shutdown deadline; the previous one stays", "state_dir", s.cfg.Server.StateDir, "err", serr)
+			default:
+				s.logger.Error("Store checkpoint not saved at shutdown; the previous one stays", "state_dir", s.cfg.Server.StateDir, "err", serr)
 				err = errors.Join(err, serr)
 			}
 		}
@@ -371,4 +415,17 @@ func Run(ctx context.Context, cfg config.Config, set Settings) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Server.ShutdownTimeout)
 	defer cancel()
 	return s.Shutdown(sctx)
+}
+
+// newStatus builds the status routes (GET /api/v1/triggers, /status, /)
+// over the server's components.
+func newStatus(s *Server, cfg config.Config) *status.Handler {
+	var flags []status.Flag
+	for _, f := range config.Flags(cfg) {
+		flags = append(flags, status.Flag{Name: f.Name, Value: f.Value})
+	}
+	return status.New(status.Sources{
+		Scaler: s.scaler, Receiver: s.receiver, Store: s.store, Engine: s.engine,
+		Now: s.set.Now, Version: s.set.Version, Flags: flags,
+	})
 }

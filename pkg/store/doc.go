@@ -16,6 +16,14 @@
 // TestMemory measures about 430 B per series all-in at 100k and 1M series
 // of realistic vLLM label sets (budget 450) and 10.7 B per extra sample.
 //
+// Sample memory is bounded by configuration: a ring holds at most
+// MaxSamplesPerSeries samples, all rings together at most MaxSampleMemory
+// bytes (ringLimits in ring.go). A ring that has reached its bound while
+// its oldest sample is still within the retention is thinned rather than
+// truncated, so it keeps covering the retention at a coarser resolution
+// and range functions never see a window silently shorter than asked
+// (ring.go; counted in keda_otel_scaler_store_samples_thinned_total).
+//
 // Nothing on the read path takes a lock: appends serialise per series on a
 // seqlock, lookups probe a sharded open-addressing table, and the series
 // table, postings and symbols are append-only or copy-on-write structures
@@ -29,7 +37,8 @@
 // Reader.ScanRange summarises a range for rate-like functions, reading
 // each sample once, all under the ring's seqlock protocol. CreatedSince
 // (createlog.go) lets a cached selection check only the series created
-// since it was made.
+// since it was made. WriteSnapshot is a reader too: checkpoints take no
+// lock and never block an append.
 //
 // All times are milliseconds taken from the samples or from the injected
 // clock in Settings, never from time.Now deep inside, so tests can load

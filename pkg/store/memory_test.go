@@ -61,7 +61,7 @@ func measureMemory(tb testing.TB, n, slots int) memResult {
 	labelBytes += sb
 	r := memResult{
 		series: n, slots: slots, heap: int64(after.HeapAlloc) - int64(before.HeapAlloc),
-		ringBytes: s.m.ringBytes.Load(), labelBytes: labelBytes, estimate: s.MemoryEstimate(),
+		ringBytes: s.rl.used.Load(), labelBytes: labelBytes, estimate: s.MemoryEstimate(),
 	}
 	runtime.KeepAlive(s)
 	return r

@@ -2,6 +2,7 @@ package store
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -24,12 +25,21 @@ var reasons = []string{
 	reasonLabelValueTooLong, reasonOutOfOrder, reasonDuplicate, reasonTooOld, reasonUnknownSeries,
 }
 
+// Bounds that thin a ring, the values of the thinned-samples metric's
+// bound label.
+const (
+	boundSamplesPerSeries = "max_samples_per_series"
+	boundSampleMemory     = "max_sample_memory"
+)
+
 type metrics struct {
-	samples   stripedCounter
-	ringBytes atomic.Int64
-	created   prometheus.Counter
-	removed   prometheus.Counter
-	rejected  map[string]prometheus.Counter // fixed after newMetrics
+	samples stripedCounter
+	// Samples removed from rings while still within the retention, by
+	// the bound that stopped the ring (ring.go: thin, mergeable).
+	thinnedCap, thinnedMem stripedCounter
+	created                prometheus.Counter
+	removed                prometheus.Counter
+	rejected               map[string]prometheus.Counter // fixed after newMetrics
 }
 
 // stripedCounter counts appends without making every writer share one
@@ -42,6 +52,9 @@ type stripedCounter struct {
 }
 
 func (c *stripedCounter) add(key uint32) { c.c[key&15].n.Add(1) }
+
+// addAt adds n to key's stripe.
+func (c *stripedCounter) addAt(key uint32, n uint64) { c.c[key&15].n.Add(n) }
 
 // addN adds n batched counts; batches are rare enough for one stripe.
 func (c *stripedCounter) addN(n uint64) { c.c[0].n.Add(n) }
@@ -90,6 +103,24 @@ func newMetrics(s *Store, reg prometheus.Registerer) *metrics {
 			Name: "keda_otel_scaler_store_symbols",
 			Help: "Interned label names, label values and metric names in the store (freed ones excluded).",
 		}, func() float64 { n, _ := s.syms.stats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "keda_otel_scaler_store_samples_thinned_total",
+			Help:        thinnedHelp,
+			ConstLabels: prometheus.Labels{"bound": boundSamplesPerSeries},
+		}, func() float64 { return float64(m.thinnedCap.load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "keda_otel_scaler_store_samples_thinned_total",
+			Help:        thinnedHelp,
+			ConstLabels: prometheus.Labels{"bound": boundSampleMemory},
+		}, func() float64 { return float64(m.thinnedMem.load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keda_otel_scaler_store_sample_memory_bytes",
+			Help: "Bytes of every series' ring of samples (allocation sizes), bounded by --max-sample-memory.",
+		}, func() float64 { return float64(s.rl.used.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keda_otel_scaler_store_sample_memory_limit_bytes",
+			Help: "--max-sample-memory: rings that would grow beyond it are thinned instead.",
+		}, func() float64 { return float64(s.rl.budget) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keda_otel_scaler_store_memory_bytes",
 			Help: "Estimated bytes held by the store: rings, series headers, index, postings and interned labels.",
@@ -104,12 +135,47 @@ func newMetrics(s *Store, reg prometheus.Registerer) *metrics {
 
 func (m *metrics) reject(reason string) { m.rejected[reason].Inc() }
 
+// thinned counts n samples a ring of ref dropped within the retention.
+func (m *metrics) thinned(ref SeriesRef, n int, atCap bool) {
+	if atCap {
+		m.thinnedCap.addAt(uint32(ref), uint64(n))
+	} else {
+		m.thinnedMem.addAt(uint32(ref), uint64(n))
+	}
+}
+
+const thinnedHelp = "Samples removed from a series' ring while still within the retention, so that the ring keeps covering the retention at a coarser resolution, by the bound the ring reached: max_samples_per_series (--max-samples-per-series) or max_sample_memory (--max-sample-memory)."
+
+// thinLogEvery is the least time between two "Series thinned" logs.
+const thinLogEvery = int64(10_000) // ms
+
+// noteThinned logs, at most once per thinLogEvery store-wide, that a
+// series' ring was thinned, with what its window still covers. The
+// counters say how often.
+func (s *Store) noteThinned(ms *memSeries, atCap bool) {
+	now := s.nowMs()
+	next := s.thinLogNext.Load()
+	if now < next || !s.thinLogNext.CompareAndSwap(next, now+thinLogEvery) {
+		return
+	}
+	_, _, c := unpackMeta(ms.meta.Load())
+	bound := boundSampleMemory
+	if atCap {
+		bound = boundSamplesPerSeries
+	}
+	gap := time.Duration(s.rl.thinGap(max(c, minRingCap))) * time.Millisecond
+	s.logger.Warn("Series thinned to fit its bound; its window still covers the retention at a coarser resolution",
+		"metric", s.syms.str(ms.metricID), "bound", bound, "ring_samples", c, "window", s.cfg.Retention,
+		"sample_interval_min", gap/2, "sample_interval_max", gap,
+		"sample_memory_bytes", s.rl.used.Load(), "max_sample_memory_bytes", s.rl.budget)
+}
+
 // MemoryEstimate returns the store's estimated memory in bytes: rings,
 // series headers and table slots, the hash index, postings and interned
 // symbols. It walks the postings, so call it at scrape rate, not per
 // sample.
 func (s *Store) MemoryEstimate() int64 {
-	b := s.m.ringBytes.Load()
+	b := s.rl.used.Load()
 	b += s.live.Load() * 48                                                                                // memSeries
 	b += int64(s.series.chunks()+s.sets.chunks()+s.syms.tab.chunks()+s.starts.tab.chunks()) * 8 * chunkLen // table chunks
 	b += s.index.bytes()

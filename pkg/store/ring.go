@@ -21,10 +21,19 @@ import (
 // and a ring costs 8 B more for its base. A uint32 offset spans 49 days;
 // Config.Validate keeps the retention far below that, and the writer
 // re-bases the ring (a new allocation) before an offset would overflow.
-// Capacity is not fixed up front: it grows from 2 slots to
-// retention/observed interval + 1, rounded up to fill the Go size class
-// (the extra slots are free), capped by MaxSamplesPerSeries. An int64 time
-// per slot, as in []struct{t int64; v float64}, would cost 16 B per slot.
+// An int64 time per slot, as in []struct{t int64; v float64}, would cost
+// 16 B per slot.
+//
+// Sizing (ringLimits): a ring starts with 2 slots and, when it is full and
+// its oldest sample is still within the retention, grows towards
+// retention/observed interval + 1 slots, at most 4× per step (so a burst
+// of closely spaced samples costs what the same samples spaced out cost:
+// the interval seen over a few samples says little), rounded up to fill
+// the Go size class, capped by MaxSamplesPerSeries and by the store's
+// MaxSampleMemory. A ring that needs to grow and may not is thinned
+// instead of truncated (thin, mergeNewest): it keeps covering the whole
+// retention at a coarser resolution, so a range query over any window
+// within the retention still sees samples from the window's start.
 //
 // Concurrency contract (a seqlock whose sequence lives in the meta word,
 // which doubles as the writers' spin lock):
@@ -34,13 +43,14 @@ import (
 //     while meta's sequence is odd: it enters with CompareAndSwap(even,
 //     odd), so writers of one series are serialised without any shared
 //     lock, and writers of different series touch disjoint memory.
-//  2. Readers: any query goroutine, with no lock and no write to shared
-//     memory, so readers never block a writer.
+//  2. Readers: any query goroutine and the checkpoint writer, with no lock
+//     and no write to shared memory, so readers never block a writer.
 //  3. Publication order: the writer makes the sequence odd, stores the slot
 //     words and, on growth, the ring pointer, then stores meta once with
 //     the new head, count and capacity and the sequence made even again. A
 //     rejected append restores the old meta: nothing changed, so readers
-//     that saw it stay valid.
+//     that saw it stay valid. Thinning rewrites slots of the same ring in
+//     place under the same protocol.
 //  4. What a reader may observe: it loads meta (retrying while the
 //     sequence is odd), loads the ring pointer, and re-loads meta before
 //     indexing, so meta's capacity always matches the ring it indexes (an
@@ -51,10 +61,11 @@ import (
 //     writer: a write is a handful of stores (31–34 ns measured), so
 //     retries are rare, and readers yield after a few spins.
 //
-// The sequence has 26 bits, and every completed write also changes head
-// or count, so a reader could only be fooled by exactly 2^25 writes to one
-// series (one every 15 s in production) landing while it copies a few
-// slots. Keeping it in meta saves a word per series (1M series).
+// The sequence has 25 bits and every completed write advances it, so a
+// reader could only be fooled by exactly 2^24 writes to one series (4.6
+// hours of a sender pushing every millisecond, one every 15 s in
+// production) landing while it copies a few slots. Keeping it in meta
+// saves a word per series (1M series).
 //
 // Every shared word is accessed through sync/atomic so the race detector
 // sees the protocol; Go atomics are sequentially consistent, which is
@@ -67,7 +78,7 @@ type memSeries struct {
 	metricID uint32 // symbol ID of __name__
 	setID    uint32 // interned label set without __name__
 
-	meta atomic.Uint64          // head | n<<12 | cap<<24 | seq<<36 | emptySeen<<62 | dead<<63
+	meta atomic.Uint64          // head | n<<12 | cap<<24 | seq<<36 | thinned<<61 | emptySeen<<62 | dead<<63
 	ring atomic.Pointer[uint64] // &words[0]; length derived from meta's capacity
 
 	// lcache is the labels.Labels built on the first Labels call, so the
@@ -79,12 +90,22 @@ type memSeries struct {
 const (
 	metaDead      = uint64(1) << 63
 	metaEmptySeen = uint64(1) << 62 // a sweep found the series empty
-	metaFlags     = metaDead | metaEmptySeen
-	seqShift      = 36
-	seqOne        = uint64(1) << seqShift // the odd bit: a writer is inside
-	seqMask       = uint64(1)<<26 - 1
-	maxRingCap    = 1<<12 - 1
+	// metaThinned: the ring reached its bound while its oldest sample was
+	// still within the retention, so it keeps at most one sample per
+	// thinGap (mergeNewest) until the sender slows down.
+	metaThinned = uint64(1) << 61
+	metaFlags   = metaDead | metaEmptySeen | metaThinned
+	seqShift    = 36
+	seqOne      = uint64(1) << seqShift // the odd bit: a writer is inside
+	seqMask     = uint64(1)<<25 - 1
+	maxRingCap  = 1<<12 - 1
+	// minRingCap is the smallest MaxSamplesPerSeries: thinning a ring
+	// needs room for its oldest sample, one per bucket and its newest.
+	minRingCap    = 4
 	initialRingWs = 6 // 48 B size class: base + 2 slots (one pair)
+	// maxGrowth bounds one growth step: a ring grows to at most this many
+	// times its capacity, whatever interval its samples suggest.
+	maxGrowth = 4
 )
 
 func packMeta(head, n, c int) uint64 {
@@ -105,15 +126,73 @@ func ringCapFor(w int) int { return 2 * ((w - 1) / 3) }
 // their two offsets, so a sample's value and time share a cache line (at
 // 1M series every append and read is a cache miss per line touched).
 
+// ringAllocBytes[c] is the size of the allocation behind a ring of
+// capacity c: 8 × ringWords(c) rounded up to its Go size class. newRing
+// records it (the same for every ring of capacity c, see newRing), so the
+// memory accounting counts what the allocator really hands out, and a
+// ring being freed is subtracted with the same figure.
+var ringAllocBytes [maxRingCap + 1]atomic.Int32
+
 // newRing allocates a ring for at least c slots and returns it with the
-// capacity the allocation's size class actually holds (at most maxCap).
-func newRing(c, maxCap int) ([]uint64, int) {
+// capacity the allocation's size class actually holds (at most maxCap)
+// and the allocation's size in bytes. That capacity always lands in the
+// same size class as c itself (c <= got <= what the class holds), so the
+// size depends on the returned capacity alone.
+func newRing(c, maxCap int) ([]uint64, int, int64) {
 	// append to nil rounds the allocation up to its size class without a
 	// temporary; the spare words become slots instead of padding.
 	w := append([]uint64(nil), make([]uint64, ringWords(c))...)
 	w = w[:cap(w)]
 	got := min(ringCapFor(len(w)), maxCap)
-	return w[:ringWords(got)], got
+	bytes := int64(8 * len(w))
+	ringAllocBytes[got].Store(int32(bytes))
+	return w[:ringWords(got)], got, bytes
+}
+
+// ringBytes returns the allocation size of a ring of capacity c that
+// newRing made.
+func ringBytes(c int) int64 { return int64(ringAllocBytes[c].Load()) }
+
+// allocBound is an upper bound of the allocation newRing makes for c
+// slots: Go rounds a small object up by at most 1/8 (its size classes'
+// designed tail waste) and a large one up to whole 8 KiB pages. The
+// budget reserves it before allocating and returns the excess after.
+func allocBound(c int) int64 {
+	b := int64(8 * ringWords(c))
+	if b <= 32<<10 {
+		return b + b/8 + 16
+	}
+	return b + 8<<10
+}
+
+// ringLimits bounds every ring of a store: how far back samples are
+// needed, how many slots one ring may have, and how many bytes all rings
+// together may hold. used is shared by every writer that grows or frees a
+// ring (rare events: a ring reaches its size after a few growths), so it
+// sits on its own cache line, away from what appends read.
+type ringLimits struct {
+	retention int64 // ms
+	maxCap    int
+	budget    int64 // bytes; Config.MaxSampleMemory
+	_         [40]byte
+	used      atomic.Int64 // bytes of every live ring's allocation
+	_         [56]byte
+}
+
+// reserve takes n bytes from the budget, or reports that they do not fit.
+func (l *ringLimits) reserve(n int64) bool {
+	if l.used.Add(n) > l.budget {
+		l.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+// thinGap is the time two kept samples of a thinned ring of capacity c
+// may be apart at most (mergeNewest keeps them at least half of it
+// apart), so that c of them span the retention: 2 × retention / (c − 1).
+func (l *ringLimits) thinGap(c int) int64 {
+	return 2 * l.retention / int64(c-1)
 }
 
 // wrap maps a logical position 0 <= x < 2c onto a slot; a compare is
@@ -194,109 +273,285 @@ type appendResult uint8
 const (
 	appended appendResult = iota
 	appendedGrew
+	appendedThinned // stored after thinning the ring (thin)
 	droppedDuplicate
 	rejectedOutOfOrder
 	rejectedDuplicate
 	rejectedDead
 )
 
-// append adds (t, v). retention bounds growth: when the ring is full and
-// its oldest sample is still within retention of t, the ring grows instead
-// of overwriting. grownBytes reports the ring bytes added, for the memory
-// estimate.
-func (ms *memSeries) append(t int64, v float64, retention int64, maxCap int) (res appendResult, grownBytes int64) {
+// append adds (t, v). When the ring is full and its oldest sample is still
+// within the retention of t, the ring grows (within l's bounds) instead of
+// overwriting it; when it may not grow, it is thinned. thinned reports how
+// many samples still within the retention the append removed (merged or
+// thinned away), and atCap whether the per-series bound, rather than the
+// memory budget, stopped the ring.
+func (ms *memSeries) append(t int64, v float64, l *ringLimits) (res appendResult, thinned int, atCap bool) {
 	m := ms.lock()
 	if m&metaDead != 0 {
 		ms.unlock(m)
-		return rejectedDead, 0
+		return rejectedDead, 0, false
 	}
 	head, n, c := unpackMeta(m)
 	var w []uint64
 	if p := ms.ring.Load(); p != nil {
 		w = ringView(p, c)
 	}
+	var lt int64
 	if n > 0 {
 		last := wrap(head+n-1, c)
-		lt := slotT(w, last)
+		lt = slotT(w, last)
 		switch {
 		case value.IsStaleNaN(v) && t <= lt:
 			ms.unlock(m)
-			return droppedDuplicate, 0
+			return droppedDuplicate, 0, false
 		case t < lt:
 			ms.unlock(m)
-			return rejectedOutOfOrder, 0
+			return rejectedOutOfOrder, 0, false
 		case t == lt:
 			ms.unlock(m)
 			if math.Float64bits(v) == math.Float64bits(slotV(w, last)) {
-				return droppedDuplicate, 0
+				return droppedDuplicate, 0, false
 			}
-			return rejectedDuplicate, 0
+			return rejectedDuplicate, 0, false
 		}
 	}
+	// The common case, kept small so the compiler keeps it in registers
+	// (measured: the general path below cost 36 more instructions per
+	// append when it was the only path): a ring that is not thinned, has
+	// a free slot or an expired oldest sample, and needs no re-base.
+	if w != nil {
+		base := int64(atomic.LoadUint64(&w[0]))
+		if uint64(t-base) <= math.MaxUint32 {
+			switch {
+			case m&metaThinned != 0:
+				// A thinned ring's common case: the sample replaces the
+				// newest one (appendSlow for the rest).
+				if gap := l.thinGap(c); t-lt < gap && mergeable(w, head, n, c, t, v, gap) {
+					setSlot(w, wrap(head+n-1, c), uint32(t-base), v)
+					ms.publish(m, head, n, c, m&(metaDead|metaThinned))
+					return appended, 1, c >= l.maxCap
+				}
+			case n < c:
+				setSlot(w, wrap(head+n, c), uint32(t-base), v)
+				ms.publish(m, head, n+1, c, m&metaDead)
+				return appended, 0, false
+			case offAt(w, head) < t-l.retention-base:
+				setSlot(w, head, uint32(t-base), v)
+				ms.publish(m, wrap(head+1, c), n, c, m&metaDead)
+				return appended, 0, false
+			}
+		}
+	}
+	return ms.appendSlow(m, w, t, v, lt, l)
+}
+
+// appendSlow is append's general path, for the cases its common path
+// leaves: a first sample, a thinned ring, a full ring whose oldest sample
+// is still within the retention (grow or thin), and a re-base. The caller
+// holds the write lock (m) and has checked the sample's order against the
+// newest one, lt.
+func (ms *memSeries) appendSlow(m uint64, w []uint64, t int64, v float64, lt int64, l *ringLimits) (res appendResult, thinned int, atCap bool) {
+	head, n, c := unpackMeta(m)
 	res = appended
+	flags := m & metaThinned
+	merge := false
 	switch {
 	case w == nil:
-		nw, nc := newRing(ringCapFor(initialRingWs), maxCap)
+		// Always granted, budget or not: a series' first ring is part of
+		// its fixed cost, which MaxSeries bounds.
+		nw, nc, nb := newRing(ringCapFor(initialRingWs), l.maxCap)
+		l.used.Add(nb)
 		atomic.StoreUint64(&nw[0], uint64(t))
 		w, c, head, n = nw, nc, 0, 0
-		grownBytes = int64(8 * len(nw))
 		ms.ring.Store(&nw[0])
 		res = appendedGrew
-	case n == c && c < maxCap && slotT(w, head) >= t-retention:
-		// Full, and the oldest sample is still needed: size the ring to
-		// the retention at the observed interval.
-		iv := max((t-slotT(w, head))/int64(n), 1)
-		want := min(max(int(retention/iv)+1, c+1+c/8), maxCap)
-		oldLen := len(w)
-		w, c, head = ms.rebuild(w, c, head, n, want, maxCap, slotT(w, head))
-		grownBytes = int64(8 * (len(w) - oldLen))
-		res = appendedGrew
+	case flags != 0 && t-lt >= l.thinGap(c):
+		// The sender slowed down to at least the gap: stop merging.
+		flags = 0
+	case flags != 0 && mergeable(w, head, n, c, t, v, l.thinGap(c)):
+		merge = true
+	}
+	truncate := false // overwrite a sample still within the retention
+	// Full, and the oldest sample is still needed: grow, or thin. (When
+	// the ring is full, head is the slot the append overwrites: its line
+	// is loaded anyway.)
+	var oldest int64
+	full := !merge && n == c
+	if full {
+		oldest = slotT(w, head)
+	}
+	if full && oldest >= t-l.retention {
+		grew := false
+		if c < l.maxCap {
+			// Size the ring to the retention at the observed interval,
+			// growing at least by an eighth and at most maxGrowth-fold.
+			iv := max((t-oldest)/int64(n), 1)
+			want := min(max(int(l.retention/iv)+1, c+1+c/8), maxGrowth*c, l.maxCap)
+			if bound := allocBound(want); l.reserve(bound) {
+				old := ringBytes(c)
+				var nb int64
+				w, c, head, nb = ms.rebuildFrom(w, c, head, n, 0, want, l.maxCap, oldest)
+				l.used.Add(nb - bound - old)
+				grew, flags, res = true, 0, appendedGrew
+			}
+		}
+		if !grew {
+			atCap = c >= l.maxCap
+			if c >= minRingCap {
+				k := thin(w, head, n, c)
+				thinned, n = n-k, k
+				flags, res = metaThinned, appendedThinned
+			} else {
+				// A first, 2-slot ring that may not grow (the budget is
+				// spent) overwrites its oldest sample below: it covers
+				// its last two samples.
+				truncate = true
+			}
+		}
 	}
 	if uint64(t-int64(atomic.LoadUint64(&w[0]))) > math.MaxUint32 {
 		// Offsets would overflow: re-base on the oldest sample still
 		// within retention of t (Validate keeps retention < 2^31 ms).
 		keep := 0
-		for keep < n && slotT(w, wrap(head+keep, c)) < t-retention {
+		for keep < n && slotT(w, wrap(head+keep, c)) < t-l.retention {
 			keep++
 		}
-		base := t - retention
+		base := t - l.retention
 		if keep < n {
 			base = slotT(w, wrap(head+keep, c))
 		}
-		oldLen := len(w)
-		w, c, head = ms.rebuildFrom(w, c, head, n, keep, c, maxCap, base)
-		grownBytes += int64(8 * (len(w) - oldLen))
+		if keep == n {
+			merge = false // nothing left to merge into: store t as a new sample
+		}
+		w, c, head, _ = ms.rebuildFrom(w, c, head, n, keep, c, l.maxCap, base)
 		n -= keep
 	}
 	off := uint32(t - int64(atomic.LoadUint64(&w[0])))
-	if n < c {
+	switch {
+	case merge:
+		setSlot(w, wrap(head+n-1, c), off, v)
+		thinned++
+		atCap = c >= l.maxCap
+	case n < c:
 		setSlot(w, wrap(head+n, c), off, v)
 		n++
-	} else {
+	default:
+		if truncate {
+			thinned = 1
+		}
 		setSlot(w, head, off, v)
 		head = wrap(head+1, c)
 	}
-	ms.publish(m, head, n, c, m&metaDead) // clears metaEmptySeen
-	return res, grownBytes
+	ms.publish(m, head, n, c, m&metaDead|flags) // clears metaEmptySeen
+	return res, thinned, atCap
 }
 
-// rebuild copies all n samples into a new ring of at least want slots.
-func (ms *memSeries) rebuild(w []uint64, c, head, n, want, maxCap int, base int64) ([]uint64, int, int) {
-	return ms.rebuildFrom(w, c, head, n, 0, want, maxCap, base)
+// presize gives a series that has no ring yet one for n samples, base t0,
+// within l's bounds (the budget reserved as growth reserves it); it does
+// nothing to a series with a ring, or when the budget is spent (growth
+// then takes over). A restore knows how many samples it will append, and
+// growing through 2, 8, 32 ... slots cost it half its append time.
+func (ms *memSeries) presize(n int, t0 int64, l *ringLimits) {
+	m := ms.lock()
+	if m&metaDead != 0 || ms.ring.Load() != nil {
+		ms.unlock(m)
+		return
+	}
+	want := min(max(n, ringCapFor(initialRingWs)), l.maxCap)
+	bound := allocBound(want)
+	if !l.reserve(bound) {
+		ms.unlock(m)
+		return
+	}
+	nw, nc, nb := newRing(want, l.maxCap)
+	l.used.Add(nb - bound)
+	atomic.StoreUint64(&nw[0], uint64(t0))
+	ms.ring.Store(&nw[0])
+	ms.publish(m, 0, 0, nc, m&metaDead)
+}
+
+// mergeable reports whether the sample (t, v) may replace the newest one
+// of a thinned ring instead of being added: the newest is less than gap
+// after the one before it would then be, so replacing it keeps every two
+// neighbours among the kept samples at least gap/2 apart (a newest
+// sample is replaced until the next one would be gap after its
+// predecessor). It never merges away a stale marker, a NaN, or either
+// side of a drop (a counter reset): rate's reset correction needs the
+// value before the drop and the one after it, so increase over the kept
+// samples equals increase over all of them.
+func mergeable(w []uint64, head, n, c int, t int64, v float64, gap int64) bool {
+	if n < 2 {
+		return false
+	}
+	last, prev := wrap(head+n-1, c), wrap(head+n-2, c)
+	if t-slotT(w, prev) >= gap {
+		return false
+	}
+	lv, pv := slotV(w, last), slotV(w, prev)
+	// Each compare is false when either side is NaN, stale marker or not.
+	return v >= lv && lv >= pv
+}
+
+// thin rewrites the n (== c) samples of a full ring in place so that at
+// most about half remain, spread over the same time span, and returns how
+// many remain (at the same head, oldest first). The span from the oldest
+// to the newest sample is cut into c/2 equal buckets and the first sample
+// of each is kept, with the oldest and the newest sample, stale markers,
+// and both sides of every drop (counter reset, see mergeable) when that
+// still frees a quarter of the ring; otherwise buckets, oldest and newest
+// alone. Writes go to positions at or before the one being read, so the
+// compaction needs no scratch space. The caller holds the series' write
+// lock; readers see the change through the sequence (memSeries).
+func thin(w []uint64, head, n, c int) int {
+	t0 := slotT(w, head)
+	width := (slotT(w, wrap(head+n-1, c))-t0)/int64(c/2) + 1
+	keepAll := thinPass(w, head, n, c, t0, width, true, false) <= c-c/4
+	return thinPass(w, head, n, c, t0, width, keepAll, true)
+}
+
+// thinPass selects samples as thin describes (with the drop and stale
+// marker rule when special is set), moves them when write is set, and
+// returns how many it selected.
+func thinPass(w []uint64, head, n, c int, t0, width int64, special, write bool) int {
+	k := 0
+	lastBucket := int64(-1)
+	prevV := math.NaN()
+	for i := range n {
+		j := wrap(head+i, c)
+		t, v := slotT(w, j), slotV(w, j)
+		b := (t - t0) / width
+		keep := i == 0 || i == n-1 || b > lastBucket
+		if special && !keep {
+			keep = value.IsStaleNaN(v) || v < prevV || (i+1 < n && slotV(w, wrap(j+1, c)) < v)
+		}
+		prevV = v
+		if !keep {
+			continue
+		}
+		if write && k != i {
+			setSlot(w, wrap(head+k, c), uint32(t-int64(atomic.LoadUint64(&w[0]))), v)
+		}
+		lastBucket = max(lastBucket, b)
+		k++
+	}
+	return k
 }
 
 // rebuildFrom copies samples skip..n-1 into a new ring of at least want
 // slots with the given base and publishes it (the caller holds the lock
-// and publishes meta). It returns the new ring, its capacity and head 0.
-func (ms *memSeries) rebuildFrom(w []uint64, c, head, n, skip, want, maxCap int, base int64) ([]uint64, int, int) {
-	nw, nc := newRing(want, maxCap)
+// and publishes meta). It returns the new ring, its capacity, head 0 and
+// the new allocation's size; the old ring's bytes are the caller's to
+// subtract (the store counts them, see ringLimits).
+func (ms *memSeries) rebuildFrom(w []uint64, c, head, n, skip, want, maxCap int, base int64) ([]uint64, int, int, int64) {
+	nw, nc, nb := newRing(want, maxCap)
 	nw[0] = uint64(base)
 	for i := skip; i < n; i++ {
 		j := wrap(head+i, c)
 		setSlot(nw, i-skip, uint32(slotT(w, j)-base), slotV(w, j))
 	}
 	ms.ring.Store(&nw[0])
-	return nw, nc, 0
+	return nw, nc, 0, nb
 }
 
 // markDead makes every later read and append of ms see nothing, if ms is

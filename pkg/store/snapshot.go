@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -31,60 +32,83 @@ import (
 // bits as uint64, so NaN payloads (StaleNaN) survive bit for bit.
 //
 // The checksum sits in a trailer so the writer streams; the reader must
-// therefore read the whole file before it trusts any of it. It checks the
-// whole payload's structure before touching the store, so a rejected
-// snapshot leaves the store unchanged.
+// therefore read the whole payload before it trusts any of it. It reads it
+// twice, streaming, with a window of a few hundred KiB: once to check the
+// checksum and the whole structure, then to apply it, so a rejected
+// snapshot leaves the store unchanged and a restore never holds the file
+// in memory (1M series make a file of hundreds of MB).
 const (
 	snapshotVersion = 2
 	snapHeaderLen   = 12
 	snapTrailerLen  = 12
-	// maxSnapshotSize bounds what ReadSnapshot reads into memory. The
-	// defaults (1M series × 1024 samples × 9 B) stay well below it.
+	// maxSnapshotSize bounds what ReadSnapshot (not ReadSnapshotAt,
+	// which streams) reads into memory.
 	maxSnapshotSize = 16 << 30
+	// maxSnapString bounds one label name or value in a snapshot, and so
+	// the decoder's window (labels are limited to KiBs when stored).
+	maxSnapString = 16 << 20
+	// snapWindow is the decoder's window (tests shrink it to cross window
+	// boundaries everywhere).
+	snapWindow = 256 << 10
 )
 
 var snapshotMagic = [8]byte{'K', 'O', 'S', 'S', 'N', 'A', 'P', '\n'}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// ErrBadSnapshot is wrapped by every ReadSnapshot error about the input
-// itself (as opposed to an I/O error of the reader).
-var ErrBadSnapshot = errors.New("bad store snapshot")
+// Snapshot errors. Every ReadSnapshot error about the input itself (as
+// opposed to an I/O error of the reader) wraps ErrBadSnapshot; a
+// truncated input and one of an unknown format version also wrap
+// ErrSnapshotTruncated and ErrSnapshotVersion, so callers can tell the
+// three apart.
+var (
+	// ErrBadSnapshot means the input is not an intact snapshot.
+	ErrBadSnapshot = errors.New("bad store snapshot")
+	// ErrSnapshotTruncated means the input is shorter (or longer) than
+	// its trailer says, or too short to have one.
+	ErrSnapshotTruncated = errors.New("truncated")
+	// ErrSnapshotVersion means the input has a format version this build
+	// does not read (a newer build wrote it).
+	ErrSnapshotVersion = errors.New("unsupported version")
+)
 
-// each calls fn for every live entry of the index: the identity hash as
-// stored (hash 0 is reported as keyZero and a hash with a zero low half
-// with its lowest bit set; fixKey maps both to the same
-// slot, so Create and Lookup treat both alike) and its ref. The caller
-// holds Store.mu so no rebuild or purge runs meanwhile.
-func (x *hashIndex) each(fn func(hash uint64, ref SeriesRef)) {
+// eachEntry calls fn for every live entry of the index: the identity hash
+// as stored (hash 0 is reported as keyZero and a hash with a zero low half
+// with its lowest bit set; fixKey maps both to the same slot, so Create
+// and Lookup treat both alike) and its ref. It takes no lock, as Lookup:
+// a slot's low key half is published last (hashIndex), so a non-zero one
+// comes with its high half and ref. Entries inserted or removed during the
+// walk may or may not be reported; a table replaced during the walk is
+// walked to its end (its keys stay valid).
+func (x *hashIndex) eachEntry(fn func(hash uint64, ref SeriesRef) error) error {
 	for i := range x.shards {
 		t := x.shards[i].tab.Load()
 		if t == nil {
 			continue
 		}
 		for j := range uint64(t.size()) {
-			if k, r := t.key(j), t.ref(j); k != 0 && r != 0 {
-				fn(k, SeriesRef(r))
+			if k := t.key(j); k != 0 {
+				if r := t.ref(j); r != 0 {
+					if err := fn(k, SeriesRef(r)); err != nil {
+						return err
+					}
+				}
 			}
 		}
 	}
+	return nil
 }
 
 // WriteSnapshot writes every live series with samples in the retention
-// window (identity hash, labels, samples with stale markers) to w in the
-// format above. Appends may continue meanwhile; the snapshot then holds
-// each series as it was when it was read. The server calls it after the
-// listeners have stopped.
+// window (identity hash, labels, start time, samples with stale markers)
+// to w in the format above. It is a reader like any query: it takes no
+// lock and never blocks an append, a series creation or a query; the
+// snapshot holds each series as it was when it was read, and a series
+// created or deleted meanwhile may or may not be in it. It does not cache
+// labels (Labels would keep every series' labels built for the life of the
+// series). A write error of w is returned at once, so a w that fails
+// when a context ends cancels the snapshot.
 func (s *Store) WriteSnapshot(w io.Writer) error {
-	type entry struct {
-		hash uint64
-		ref  SeriesRef
-	}
-	var entries []entry
-	s.mu.Lock()
-	s.index.each(func(h uint64, ref SeriesRef) { entries = append(entries, entry{h, ref}) })
-	s.mu.Unlock()
-
 	var hdr [snapHeaderLen]byte
 	copy(hdr[:], snapshotMagic[:])
 	binary.LittleEndian.PutUint32(hdr[8:], snapshotVersion)
@@ -97,24 +121,39 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 	var (
 		buf     []byte
 		samples []Sample
+		names   []snapLabel
 	)
-	for _, e := range entries {
-		lset := s.Labels(e.ref)
-		samples = s.Range(samples[:0], e.ref, math.MinInt64, math.MaxInt64)
-		if lset.IsEmpty() || len(samples) == 0 {
-			continue // deleted meanwhile, or nothing left to restore
+	err := s.index.eachEntry(func(hash uint64, ref SeriesRef) error {
+		ms := s.get(ref)
+		if ms == nil {
+			return nil
 		}
-		buf = binary.AppendUvarint(buf[:0], uint64(lset.Len()))
-		buf = binary.LittleEndian.AppendUint64(buf, e.hash)
-		lset.Range(func(l labels.Label) {
-			buf = binary.AppendUvarint(buf, uint64(len(l.Name)))
-			buf = append(buf, l.Name...)
-			buf = binary.AppendUvarint(buf, uint64(len(l.Value)))
-			buf = append(buf, l.Value...)
-		})
+		var ok bool
+		if names, ok = s.snapshotLabels(names[:0], ms); !ok {
+			return nil
+		}
+		mint := s.nowMs() - s.retentionMs - 1
+		samples = ms.appendRange(samples[:0], mint, math.MaxInt64)
 		var start uint64
-		if st, ok := s.StartTime(e.ref); ok && st > 0 {
+		if st, ok := s.StartTime(ref); ok && st > 0 {
 			start = uint64(st)
+		}
+		// The labels were read from ms's set and symbols: they are ms's
+		// only if ms was still published at ref afterwards, and the
+		// entry is the series' only if the index still maps hash to ref.
+		if len(samples) == 0 || s.get(ref) != ms {
+			return nil
+		}
+		if r, ok := s.index.lookup(hash); !ok || r != ref {
+			return nil
+		}
+		buf = binary.AppendUvarint(buf[:0], uint64(len(names)))
+		buf = binary.LittleEndian.AppendUint64(buf, hash)
+		for _, l := range names {
+			buf = binary.AppendUvarint(buf, uint64(len(l.name)))
+			buf = append(buf, l.name...)
+			buf = binary.AppendUvarint(buf, uint64(len(l.value)))
+			buf = append(buf, l.value...)
 		}
 		buf = binary.AppendUvarint(buf, start)
 		buf = binary.AppendUvarint(buf, uint64(len(samples)))
@@ -127,6 +166,10 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 		if _, err := bw.Write(buf); err != nil {
 			return fmt.Errorf("write snapshot: %w", err)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	buf = append(buf[:0], 0)
 	buf = s.appendAliases(buf)
@@ -145,6 +188,32 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 	return nil
 }
 
+type snapLabel struct{ name, value string }
+
+// snapshotLabels appends ms's labels, sorted by name with __name__ among
+// them, to dst without building or caching a labels.Labels. The strings
+// are ms's only if ms is still published afterwards (see Labels); the
+// caller checks. ok is false when ms's set is gone.
+func (s *Store) snapshotLabels(dst []snapLabel, ms *memSeries) ([]snapLabel, bool) {
+	ls := s.sets.at(ms.setID).Load()
+	if ls == nil {
+		return dst, false
+	}
+	name := snapLabel{model.MetricNameLabel, s.syms.str(ms.metricID)}
+	placed := false
+	for p, i := ls.pairs(), 0; i < len(p); i += 2 {
+		l := snapLabel{s.syms.str(p[i]), s.syms.str(p[i+1])}
+		if !placed && l.name > name.name {
+			dst, placed = append(dst, name), true
+		}
+		dst = append(dst, l)
+	}
+	if !placed {
+		dst = append(dst, name)
+	}
+	return dst, true
+}
+
 type countWriter struct {
 	w io.Writer
 	n int64
@@ -156,32 +225,61 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// ReadSnapshot restores the series of a snapshot written by WriteSnapshot
-// through the normal Create and Append paths: samples older than the
-// retention are dropped (a series left without any is skipped), the
-// series limits apply (a refused series counts as a rejection and the
-// rest still load), and a series whose hash already exists receives the
-// samples it does not have yet. It returns the number of series that
-// received samples and the newest sample time restored (0 if none).
-//
-// Aliases (AddAlias) are registered again, within the table's bounds.
-//
-// Any input that is not a complete, intact snapshot is rejected
-// with an error wrapping ErrBadSnapshot before the store is touched.
+// ReadSnapshot is ReadSnapshotAt for a stream: it reads r whole into
+// memory first (at most 16 GiB).
 func (s *Store) ReadSnapshot(r io.Reader) (restored int, newest int64, err error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxSnapshotSize+1))
 	if err != nil {
 		return 0, 0, fmt.Errorf("read snapshot: %w", err)
 	}
-	payload, version, err := checkSnapshot(data)
+	if len(data) > maxSnapshotSize {
+		return 0, 0, fmt.Errorf("%w: larger than %d bytes", ErrBadSnapshot, int64(maxSnapshotSize))
+	}
+	return s.ReadSnapshotAt(bytes.NewReader(data), int64(len(data)))
+}
+
+// ReadSnapshotAt restores the series of a snapshot of size bytes written
+// by WriteSnapshot through the normal Create and Append paths: samples
+// older than the retention are dropped (a series left without any is
+// skipped), the series limits apply (a refused series counts as a
+// rejection and the rest still load), and a series whose hash already
+// exists receives the samples it does not have yet. It returns the number
+// of series that received samples and the newest sample time restored (0
+// if none).
+//
+// Aliases (AddAlias) are registered again, within the table's bounds.
+//
+// Any input that is not a complete, intact snapshot is rejected with an
+// error wrapping ErrBadSnapshot (and ErrSnapshotTruncated or
+// ErrSnapshotVersion where they apply) before the store is touched. It
+// reads r twice, streaming (see the format), and holds a window of at
+// most snapWindow bytes (or one label, if longer) at a time.
+func (s *Store) ReadSnapshotAt(r io.ReaderAt, size int64) (restored int, newest int64, err error) {
+	return s.readSnapshotAt(r, size, snapWindow)
+}
+
+func (s *Store) readSnapshotAt(r io.ReaderAt, size int64, window int) (restored int, newest int64, err error) {
+	payloadLen, version, err := checkSnapshot(r, size)
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := decodeSnapshot(payload, version, nil, nil); err != nil {
+	// Pass 1: the checksum and the structure, nothing applied.
+	crc := crc32.New(castagnoli)
+	d := newSnapDecoder(io.TeeReader(io.NewSectionReader(r, snapHeaderLen, payloadLen), crc), payloadLen, window)
+	if err := decodeSnapshot(d, version, nil, nil); err != nil {
 		return 0, 0, err
 	}
+	var tr [snapTrailerLen]byte
+	if _, err := r.ReadAt(tr[:], snapHeaderLen+payloadLen); err != nil {
+		return 0, 0, fmt.Errorf("read snapshot trailer: %w", err)
+	}
+	if want, got := binary.LittleEndian.Uint32(tr[8:]), crc.Sum32(); want != got {
+		return 0, 0, fmt.Errorf("%w: checksum mismatch (%08x, want %08x)", ErrBadSnapshot, got, want)
+	}
+	// Pass 2: apply.
 	minT := s.nowMs() - s.retentionMs
-	err = decodeSnapshot(payload, version, func(hash uint64, lset labels.Labels, start int64, samples []Sample) {
+	d = newSnapDecoder(io.NewSectionReader(r, snapHeaderLen, payloadLen), payloadLen, window)
+	err = decodeSnapshot(d, version, func(hash uint64, lset labels.Labels, start int64, samples []Sample) {
 		i, _ := slices.BinarySearchFunc(samples, minT, func(x Sample, t int64) int {
 			switch {
 			case x.T < t:
@@ -201,6 +299,9 @@ func (s *Store) ReadSnapshot(r io.Reader) (restored int, newest int64, err error
 			return
 		}
 		before, had := s.LastSampleTime(ref)
+		if ms := s.get(ref); ms != nil && !had {
+			ms.presize(len(samples), samples[0].T, &s.rl)
+		}
 		for _, smp := range samples {
 			_ = s.Append(ref, smp.T, smp.V) // rejections are counted by Append
 		}
@@ -218,41 +319,43 @@ func (s *Store) ReadSnapshot(r io.Reader) (restored int, newest int64, err error
 	return restored, newest, err
 }
 
-// checkSnapshot verifies header, trailer and checksum and returns the
-// payload and the format version.
-func checkSnapshot(data []byte) ([]byte, uint32, error) {
-	if len(data) > maxSnapshotSize {
-		return nil, 0, fmt.Errorf("%w: larger than %d bytes", ErrBadSnapshot, int64(maxSnapshotSize))
+// checkSnapshot verifies the header and that the trailer's payload length
+// matches the size, and returns the payload length and the format
+// version. The checksum is verified while the payload is read.
+func checkSnapshot(r io.ReaderAt, size int64) (int64, uint32, error) {
+	if size < snapHeaderLen+snapTrailerLen {
+		return 0, 0, fmt.Errorf("%w: %w (%d bytes)", ErrBadSnapshot, ErrSnapshotTruncated, size)
 	}
-	if len(data) < snapHeaderLen+snapTrailerLen {
-		return nil, 0, fmt.Errorf("%w: truncated (%d bytes)", ErrBadSnapshot, len(data))
+	var hdr [snapHeaderLen]byte
+	if _, err := r.ReadAt(hdr[:], 0); err != nil {
+		return 0, 0, fmt.Errorf("read snapshot header: %w", err)
 	}
-	if [8]byte(data[:8]) != snapshotMagic {
-		return nil, 0, fmt.Errorf("%w: not a keda-otel-scaler store snapshot (bad magic)", ErrBadSnapshot)
+	if [8]byte(hdr[:8]) != snapshotMagic {
+		return 0, 0, fmt.Errorf("%w: not a keda-otel-scaler store snapshot (bad magic)", ErrBadSnapshot)
 	}
-	v := binary.LittleEndian.Uint32(data[8:])
+	v := binary.LittleEndian.Uint32(hdr[8:])
 	if v < 1 || v > snapshotVersion {
-		return nil, 0, fmt.Errorf("%w: unsupported version %d (this build reads 1 to %d)", ErrBadSnapshot, v, snapshotVersion)
+		return 0, 0, fmt.Errorf("%w: %w %d (this build reads 1 to %d)", ErrBadSnapshot, ErrSnapshotVersion, v, snapshotVersion)
 	}
-	payload := data[snapHeaderLen : len(data)-snapTrailerLen]
-	tr := data[len(data)-snapTrailerLen:]
-	if n := binary.LittleEndian.Uint64(tr); n != uint64(len(payload)) {
-		return nil, 0, fmt.Errorf("%w: truncated or padded (payload %d bytes, trailer says %d)", ErrBadSnapshot, len(payload), n)
+	var tr [snapTrailerLen]byte
+	if _, err := r.ReadAt(tr[:], size-snapTrailerLen); err != nil {
+		return 0, 0, fmt.Errorf("read snapshot trailer: %w", err)
 	}
-	if want, got := binary.LittleEndian.Uint32(tr[8:]), crc32.Checksum(payload, castagnoli); want != got {
-		return nil, 0, fmt.Errorf("%w: checksum mismatch (%08x, want %08x)", ErrBadSnapshot, got, want)
+	payloadLen := size - snapHeaderLen - snapTrailerLen
+	if n := binary.LittleEndian.Uint64(tr[:]); n != uint64(payloadLen) {
+		return 0, 0, fmt.Errorf("%w: %w or padded (payload %d bytes, trailer says %d)", ErrBadSnapshot, ErrSnapshotTruncated, payloadLen, n)
 	}
-	return payload, v, nil
+	return payloadLen, v, nil
 }
 
 // decodeSnapshot walks the payload. With apply nil it only validates and
 // allocates nothing per series; otherwise it calls apply per series (the
 // labels and samples are only valid during the call).
-func decodeSnapshot(p []byte, version uint32, apply func(hash uint64, lset labels.Labels, start int64, samples []Sample), applyAlias func(alias, name string)) error {
-	d := snapDecoder{p: p}
+func decodeSnapshot(d *snapDecoder, version uint32, apply func(hash uint64, lset labels.Labels, start int64, samples []Sample), applyAlias func(alias, name string)) error {
 	var (
 		b       labels.ScratchBuilder
 		samples []Sample
+		prev    []byte
 	)
 	for n := 0; ; n++ {
 		nl := d.uvarint()
@@ -263,26 +366,29 @@ func decodeSnapshot(p []byte, version uint32, apply func(hash uint64, lset label
 			break
 		}
 		hash := d.u64()
-		if nl > uint64(len(d.p)) { // each label takes at least 2 bytes
+		if nl > uint64(d.remaining()) { // each label takes at least 2 bytes
 			return fmt.Errorf("%w: series %d: %d labels exceed the input", ErrBadSnapshot, n, nl)
 		}
 		b.Reset()
-		var prev []byte
 		hasName := false
 		for i := uint64(0); i < nl && d.err == nil; i++ {
-			name, val := d.bytes(), d.bytes()
+			name := d.bytes()
 			if d.err != nil {
 				break
 			}
 			if i > 0 && string(name) <= string(prev) {
 				return fmt.Errorf("%w: series %d: label names not strictly ascending", ErrBadSnapshot, n)
 			}
-			if string(name) == model.MetricNameLabel {
+			prev = append(prev[:0], name...) // the window moves on the next read
+			val := d.bytes()
+			if d.err != nil {
+				break
+			}
+			if string(prev) == model.MetricNameLabel {
 				hasName = len(val) > 0
 			}
-			prev = name
 			if apply != nil {
-				b.Add(string(name), string(val))
+				b.Add(string(prev), string(val))
 			}
 		}
 		var start uint64
@@ -299,7 +405,7 @@ func decodeSnapshot(p []byte, version uint32, apply func(hash uint64, lset label
 		if !hasName {
 			return fmt.Errorf("%w: series %d has no metric name", ErrBadSnapshot, n)
 		}
-		if ns > uint64(len(d.p))/9 { // each sample takes at least 9 bytes
+		if ns > uint64(d.remaining())/9 { // each sample takes at least 9 bytes
 			return fmt.Errorf("%w: series %d: %d samples exceed the input", ErrBadSnapshot, n, ns)
 		}
 		samples = samples[:0]
@@ -328,8 +434,8 @@ func decodeSnapshot(p []byte, version uint32, apply func(hash uint64, lset label
 			return err
 		}
 	}
-	if len(d.p) != 0 {
-		return fmt.Errorf("%w: %d bytes after the end marker", ErrBadSnapshot, len(d.p))
+	if d.remaining() != 0 {
+		return fmt.Errorf("%w: %d bytes after the end marker", ErrBadSnapshot, d.remaining())
 	}
 	return nil
 }
@@ -358,11 +464,13 @@ func (s *Store) appendAliases(buf []byte) []byte {
 // aliases walks the alias section, calling apply (if not nil) per pair.
 func (d *snapDecoder) aliases(apply func(alias, name string)) error {
 	n := d.uvarint()
-	if d.err == nil && n > uint64(len(d.p))/4 { // each pair takes at least 4 bytes
+	if d.err == nil && n > uint64(d.remaining())/4 { // each pair takes at least 4 bytes
 		return fmt.Errorf("%w: %d aliases exceed the input", ErrBadSnapshot, n)
 	}
+	var alias []byte
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		alias, name := d.bytes(), d.bytes()
+		alias = append(alias[:0], d.bytes()...) // the window moves on the next read
+		name := d.bytes()
 		if d.err != nil {
 			break
 		}
@@ -379,23 +487,66 @@ func (d *snapDecoder) aliases(apply func(alias, name string)) error {
 	return nil
 }
 
-// snapDecoder reads from p; the first failure sticks in err.
+// snapDecoder reads a payload of known length from r through a window;
+// the first failure sticks in err. A slice bytes returns is valid until
+// the next read.
 type snapDecoder struct {
-	p   []byte
-	err error
+	r        io.Reader
+	buf      []byte
+	off, end int   // buf[off:end] is read from r and not yet consumed
+	left     int64 // payload bytes not yet read from r
+	err      error
 }
 
 var errSnapShort = errors.New("unexpected end of payload")
+
+func newSnapDecoder(r io.Reader, size int64, window int) *snapDecoder {
+	return &snapDecoder{r: r, buf: make([]byte, min(int64(window), max(size, 1))), left: size}
+}
+
+// remaining returns the payload bytes not yet consumed.
+func (d *snapDecoder) remaining() int64 { return int64(d.end-d.off) + d.left }
+
+// need makes the next n bytes (n <= remaining) contiguous in the window.
+func (d *snapDecoder) need(n int) bool {
+	if d.end-d.off >= n {
+		return true
+	}
+	if d.err != nil {
+		return false
+	}
+	if int64(n) > d.remaining() {
+		d.err = errSnapShort
+		return false
+	}
+	d.end = copy(d.buf, d.buf[d.off:d.end])
+	d.off = 0
+	if n > len(d.buf) {
+		d.buf = append(d.buf[:d.end], make([]byte, n-d.end)...)
+		d.buf = d.buf[:cap(d.buf)]
+	}
+	for d.end < n {
+		k := int(min(int64(len(d.buf)-d.end), d.left))
+		if _, err := io.ReadFull(d.r, d.buf[d.end:d.end+k]); err != nil {
+			// The input shrank under us, or the reader failed.
+			d.err = fmt.Errorf("read payload: %w", err)
+			return false
+		}
+		d.end += k
+		d.left -= int64(k)
+	}
+	return true
+}
 
 func (d *snapDecoder) fail(series int) error {
 	return fmt.Errorf("%w: series %d: %w", ErrBadSnapshot, series, d.err)
 }
 
 func (d *snapDecoder) uvarint() uint64 {
-	if d.err != nil {
+	if !d.need(int(min(int64(binary.MaxVarintLen64), max(d.remaining(), 1)))) {
 		return 0
 	}
-	v, n := binary.Uvarint(d.p)
+	v, n := binary.Uvarint(d.buf[d.off:d.end])
 	if n <= 0 {
 		d.err = errSnapShort
 		if n < 0 {
@@ -403,7 +554,7 @@ func (d *snapDecoder) uvarint() uint64 {
 		}
 		return 0
 	}
-	d.p = d.p[n:]
+	d.off += n
 	return v
 }
 
@@ -418,15 +569,11 @@ func (d *snapDecoder) varint() int64 {
 }
 
 func (d *snapDecoder) u64() uint64 {
-	if d.err != nil {
+	if !d.need(8) {
 		return 0
 	}
-	if len(d.p) < 8 {
-		d.err = errSnapShort
-		return 0
-	}
-	v := binary.LittleEndian.Uint64(d.p)
-	d.p = d.p[8:]
+	v := binary.LittleEndian.Uint64(d.buf[d.off:])
+	d.off += 8
 	return v
 }
 
@@ -435,11 +582,18 @@ func (d *snapDecoder) bytes() []byte {
 	if d.err != nil {
 		return nil
 	}
-	if n > uint64(len(d.p)) {
+	if n > uint64(d.remaining()) {
 		d.err = fmt.Errorf("string of %d bytes exceeds the input", n)
 		return nil
 	}
-	b := d.p[:n]
-	d.p = d.p[n:]
+	if n > maxSnapString {
+		d.err = fmt.Errorf("string of %d bytes exceeds %d", n, maxSnapString)
+		return nil
+	}
+	if !d.need(int(n)) {
+		return nil
+	}
+	b := d.buf[d.off : d.off+int(n)]
+	d.off += int(n)
 	return b
 }

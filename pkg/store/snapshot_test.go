@@ -3,10 +3,14 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"math"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -222,6 +226,11 @@ func FuzzReadSnapshot(f *testing.F) {
 		}
 		dst := New(Config{MaxSeries: 100}, Settings{Now: fixedClock(1_000_000)})
 		restored, _, err := dst.ReadSnapshot(bytes.NewReader(in))
+		// Through a 5-byte window the decoder reaches the same verdict.
+		small := New(Config{MaxSeries: 100}, Settings{Now: fixedClock(1_000_000)})
+		n5, _, err5 := small.readSnapshotAt(bytes.NewReader(in), int64(len(in)), 5)
+		require.Equal(t, err == nil, err5 == nil, "%v / %v", err, err5)
+		require.Equal(t, restored, n5)
 		if err != nil {
 			require.ErrorIs(t, err, ErrBadSnapshot)
 			require.Zero(t, dst.NumSeries(), "a rejected snapshot leaves the store unchanged")
@@ -230,10 +239,11 @@ func FuzzReadSnapshot(f *testing.F) {
 		// A hash repeated in the input lands on one series.
 		require.LessOrEqual(t, dst.NumSeries(), restored)
 		withSamples := 0
-		dst.index.each(func(_ uint64, ref SeriesRef) {
+		_ = dst.index.eachEntry(func(_ uint64, ref SeriesRef) error {
 			if len(dst.Range(nil, ref, math.MinInt64, math.MaxInt64)) > 0 {
 				withSamples++
 			}
+			return nil
 		})
 		// Whatever was accepted writes back out and reads in again.
 		var out bytes.Buffer
@@ -349,4 +359,151 @@ func TestSnapshotKeepsAliases(t *testing.T) {
 	v, ok := dst.aliases.m.Load("app_frontend_requests")
 	require.True(t, ok)
 	assert.ElementsMatch(t, []string{"app_frontend_requests_total", "app_frontend_requests_ratio_total"}, v.([]string))
+}
+
+// TestReadSnapshotAtStreams restores through windows of a few bytes, so
+// every varint, value and label crosses a window boundary somewhere, and
+// from a file, as the server does; the result equals the in-memory read.
+func TestReadSnapshotAtStreams(t *testing.T) {
+	src := New(Config{}, Settings{Now: fixedClock(1_000_000)})
+	for i := range 50 {
+		ref, err := src.Create(uint64(i+1), labels.FromStrings("__name__", "m", "Zone", "z"+strconv.Itoa(i), "pod", strings.Repeat("p", i*7)))
+		require.NoError(t, err)
+		for k := range int64(i % 7) {
+			require.NoError(t, src.Append(ref, 900_000+k*1000, float64(i)+float64(k)/3))
+		}
+	}
+	_, ok := src.AddAlias("m_alias", "m")
+	require.True(t, ok)
+	var buf bytes.Buffer
+	require.NoError(t, src.WriteSnapshot(&buf))
+	path := filepath.Join(t.TempDir(), "snap")
+	require.NoError(t, os.WriteFile(path, buf.Bytes(), 0o600))
+
+	read := func(window int) *Store {
+		f, err := os.Open(path)
+		require.NoError(t, err)
+		defer func() { _ = f.Close() }()
+		dst := New(Config{}, Settings{Now: fixedClock(1_000_000)})
+		n, newest, err := dst.readSnapshotAt(f, int64(buf.Len()), window)
+		require.NoError(t, err, "window %d", window)
+		assert.Equal(t, 42, n) // series with 1 to 6 samples
+		assert.Equal(t, int64(905_000), newest)
+		return dst
+	}
+	want := read(1 << 20)
+	for _, window := range []int{1, 3, 16, 100} {
+		got := read(window)
+		require.Equal(t, want.NumSeries(), got.NumSeries())
+		for h := uint64(1); h <= 50; h++ {
+			wr, wok := want.Lookup(h)
+			gr, gok := got.Lookup(h)
+			require.Equal(t, wok, gok)
+			if wok {
+				assert.Equal(t, want.Labels(wr), got.Labels(gr))
+				assert.Equal(t, want.Range(nil, wr, 0, math.MaxInt64), got.Range(nil, gr, 0, math.MaxInt64))
+			}
+		}
+		_, ok := got.aliases.m.Load("m_alias")
+		assert.True(t, ok, "aliases restored through window %d", window)
+	}
+}
+
+// TestSnapshotErrorKinds: truncated inputs and future versions are told
+// apart from other damage.
+func TestSnapshotErrorKinds(t *testing.T) {
+	src := New(Config{}, Settings{Now: fixedClock(1_000_000)})
+	ref := mustCreate(t, src, 5, "__name__", "m")
+	require.NoError(t, src.Append(ref, 999_000, 1))
+	var buf bytes.Buffer
+	require.NoError(t, src.WriteSnapshot(&buf))
+	good := buf.Bytes()
+	future := bytes.Clone(good)
+	binary.LittleEndian.PutUint32(future[8:], snapshotVersion+1)
+	flipped := bytes.Clone(good)
+	flipped[snapHeaderLen+2] ^= 1
+	for _, tc := range []struct {
+		name           string
+		in             []byte
+		trunc, version bool
+	}{
+		{"empty", nil, true, false},
+		{"cut", good[:len(good)/2], true, false},
+		{"future version", future, false, true},
+		{"bit flip", flipped, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := New(Config{}, Settings{Now: fixedClock(1_000_000)})
+			_, _, err := dst.ReadSnapshotAt(bytes.NewReader(tc.in), int64(len(tc.in)))
+			require.ErrorIs(t, err, ErrBadSnapshot)
+			assert.Equal(t, tc.trunc, errors.Is(err, ErrSnapshotTruncated), "%v", err)
+			assert.Equal(t, tc.version, errors.Is(err, ErrSnapshotVersion), "%v", err)
+		})
+	}
+}
+
+// TestWriteSnapshotLeavesLabelsUncached: a checkpoint must not build and
+// keep every series' labels (Labels caches them for queries): periodic
+// checkpoints of 1M series would add their labels to the heap for good.
+// Labels that sort before __name__ keep their place.
+func TestWriteSnapshotLeavesLabelsUncached(t *testing.T) {
+	src := New(Config{}, Settings{Now: fixedClock(1_000_000)})
+	lset := labels.FromStrings("__name__", "m", "Abc", "1", "_x", "2", "zz", "3")
+	ref, err := src.Create(5, lset)
+	require.NoError(t, err)
+	require.NoError(t, src.Append(ref, 999_000, 1))
+	var buf bytes.Buffer
+	require.NoError(t, src.WriteSnapshot(&buf))
+	assert.Nil(t, src.get(ref).lcache.Load(), "labels not cached by the snapshot")
+
+	dst := New(Config{}, Settings{Now: fixedClock(1_000_000)})
+	n, _, err := dst.ReadSnapshot(&buf)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	assert.Equal(t, lset, dst.Labels(mustLookup(t, dst, 5)))
+}
+
+// TestRestorePresizesRings: a restore gives each new series a ring for its
+// samples at once, counted against MaxSampleMemory like growth; with the
+// budget spent, rings grow (and thin) as usual instead.
+func TestRestorePresizesRings(t *testing.T) {
+	src := New(Config{Freshness: -1}, Settings{Now: fixedClock(1_000_000)})
+	for h := uint64(1); h <= 20; h++ {
+		ref := mustCreate(t, src, h, "__name__", "m", "i", strconv.Itoa(int(h)))
+		for k := range int64(41) {
+			require.NoError(t, src.Append(ref, 400_000+k*15_000, float64(k)))
+		}
+	}
+	var buf bytes.Buffer
+	require.NoError(t, src.WriteSnapshot(&buf))
+
+	dst := New(Config{Freshness: -1}, Settings{Now: fixedClock(1_000_000)})
+	n, _, err := dst.ReadSnapshot(bytes.NewReader(buf.Bytes()))
+	require.NoError(t, err)
+	require.Equal(t, 20, n)
+	assert.Equal(t, 42, dst.ringCap(mustLookup(t, dst, 7)), "one ring of 41 samples' size class")
+	assert.Equal(t, 20*ringBytes(42), dst.rl.used.Load(), "only the presized rings are counted")
+
+	const budget = 2000 // room for a few rings of 41
+	small := New(Config{Freshness: -1, MaxSampleMemory: budget}, Settings{Now: fixedClock(1_000_000)})
+	n, _, err = small.ReadSnapshot(bytes.NewReader(buf.Bytes()))
+	require.NoError(t, err)
+	require.Equal(t, 20, n)
+	assert.LessOrEqual(t, small.rl.used.Load(), int64(budget+20*48))
+	thinnedRings := 0
+	for h := uint64(1); h <= 20; h++ {
+		ref := mustLookup(t, small, h)
+		got := small.Range(nil, ref, 0, math.MaxInt64)
+		require.NotEmpty(t, got)
+		if small.ringCap(ref) == 2 {
+			// A first ring the spent budget keeps from growing holds the
+			// last two samples (README: Resource bounds).
+			assert.Equal(t, []Sample{{985_000, 39}, {1_000_000, 40}}, got)
+			continue
+		}
+		thinnedRings++
+		assert.Equal(t, int64(400_000), got[0].T, "thinned, not truncated: the oldest sample stays")
+	}
+	assert.Positive(t, thinnedRings)
+	assert.Positive(t, small.m.thinnedMem.load())
 }

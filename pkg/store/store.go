@@ -71,8 +71,19 @@ type Config struct {
 	MaxSeries int
 	// MaxSeriesPerMetric caps live series per metric name. Default 200,000.
 	MaxSeriesPerMetric int
-	// MaxSamplesPerSeries caps each series' window. Default 1024.
+	// MaxSamplesPerSeries caps each series' ring, in samples (12 B each).
+	// A series pushed faster than MaxSamplesPerSeries samples per
+	// Retention is thinned: its ring keeps covering the whole retention
+	// with its samples at least Retention/(MaxSamplesPerSeries−1) and at
+	// most twice that apart (ring.go). Between 4 and 4095; default 1024.
 	MaxSamplesPerSeries int
+	// MaxSampleMemory caps the bytes of every series' ring together
+	// (allocation sizes, counted by the store). A ring that would grow
+	// beyond it is thinned instead, as at MaxSamplesPerSeries. A series'
+	// first ring (2 samples, 48 B) is part of its fixed cost and always
+	// granted, so rings hold at most MaxSampleMemory + 48 B × MaxSeries.
+	// Default 512 MiB: 1M series × 10 minutes at 15 s.
+	MaxSampleMemory int64
 	// MaxLabelsPerSeries caps the labels of a new series, __name__
 	// included. Default 64.
 	MaxLabelsPerSeries int
@@ -85,6 +96,10 @@ type Config struct {
 // maxRetention keeps every retained sample's offset from its ring's base
 // inside a uint32 with room for re-basing.
 const maxRetention = 24 * time.Hour
+
+// DefaultMaxSampleMemory is Config.MaxSampleMemory's default: room for 1M
+// series of 41 samples (10 minutes at 15 s; 512 B rings).
+const DefaultMaxSampleMemory = 512 << 20
 
 func (c Config) withDefaults() Config {
 	if c.Retention <= 0 {
@@ -109,18 +124,37 @@ func (c Config) withDefaults() Config {
 	if c.MaxSamplesPerSeries <= 0 {
 		c.MaxSamplesPerSeries = 1024
 	}
-	c.MaxSamplesPerSeries = max(min(c.MaxSamplesPerSeries, maxRingCap), 2)
+	c.MaxSamplesPerSeries = max(min(c.MaxSamplesPerSeries, maxRingCap), minRingCap)
+	if c.MaxSampleMemory <= 0 {
+		c.MaxSampleMemory = DefaultMaxSampleMemory
+	}
 	if c.MaxLabelsPerSeries <= 0 {
-		c.MaxLabelsPerSeries = 64
+		c.MaxLabelsPerSeries = DefaultMaxLabelsPerSeries
 	}
 	if c.MaxLabelNameLength <= 0 {
-		c.MaxLabelNameLength = 1024
+		c.MaxLabelNameLength = DefaultMaxLabelNameLength
 	}
 	if c.MaxLabelValueLength <= 0 {
-		c.MaxLabelValueLength = 4096
+		c.MaxLabelValueLength = DefaultMaxLabelValueLength
 	}
 	return c
 }
+
+// Defaults of the label limits. The store enforces them for every writer;
+// the receiver checks the same limits per point first and takes its
+// defaults from here, so the two cannot disagree.
+const (
+	DefaultMaxLabelsPerSeries  = 64
+	DefaultMaxLabelNameLength  = 1 << 10
+	DefaultMaxLabelValueLength = 4 << 10
+)
+
+// DefaultConfig returns the store's defaults, the one place they are
+// written: New fills every zero field from them, and pkg/config's flags
+// start from them. SeriesTTL and SweepInterval hold the values derived
+// from the default Retention; a zero SeriesTTL derives them from the
+// configured one.
+func DefaultConfig() Config { return Config{}.withDefaults() }
 
 // Validate reports configuration the store cannot honour.
 func (c Config) Validate() error {
@@ -128,8 +162,8 @@ func (c Config) Validate() error {
 	if c.Retention > maxRetention {
 		errs = append(errs, fmt.Errorf("store retention %v exceeds %v", c.Retention, maxRetention))
 	}
-	if c.MaxSamplesPerSeries > maxRingCap {
-		errs = append(errs, fmt.Errorf("store max samples per series %d exceeds %d", c.MaxSamplesPerSeries, maxRingCap))
+	if c.MaxSamplesPerSeries > maxRingCap || c.MaxSamplesPerSeries > 0 && c.MaxSamplesPerSeries < minRingCap {
+		errs = append(errs, fmt.Errorf("store max samples per series %d outside [%d, %d]", c.MaxSamplesPerSeries, minRingCap, maxRingCap))
 	}
 	return errors.Join(errs...)
 }
@@ -155,10 +189,11 @@ type Store struct {
 	now         func() time.Time
 	logger      *slog.Logger
 	retentionMs int64
-	freshMs     int64 // < 0: freshness disabled
-	maxCap      int
+	freshMs     int64  // < 0: freshness disabled
 	nameID      uint32 // symbol of __name__
 	m           *metrics
+	// rl bounds every ring; its used counter synchronises itself.
+	rl ringLimits
 
 	// clock is the injected clock's reading, refreshed every clockTick by
 	// the background loop while it runs (0 otherwise). Append, Latest and
@@ -167,15 +202,16 @@ type Store struct {
 	// sandbox), against a 15 µs budget for 1k series (performance.md T6a).
 	// The edge is thus up to clockTick late while the loop runs; without
 	// it (tests) every call reads the injected clock.
-	clock   atomic.Int64
-	gen     atomic.Uint64
-	clog    createLog // refs by creation generation, for CreatedSince
-	live    atomic.Int64
-	nextRef atomic.Uint32 // refs below it may name a series
-	index   hashIndex
-	series  chunked[atomic.Pointer[memSeries]]
-	sets    chunked[atomic.Pointer[labelSet]]
-	syms    symbols
+	clock       atomic.Int64
+	thinLogNext atomic.Int64 // unix ms before which noteThinned stays silent
+	gen         atomic.Uint64
+	clog        createLog // refs by creation generation, for CreatedSince
+	live        atomic.Int64
+	nextRef     atomic.Uint32 // refs below it may name a series
+	index       hashIndex
+	series      chunked[atomic.Pointer[memSeries]]
+	sets        chunked[atomic.Pointer[labelSet]]
+	syms        symbols
 	// postings maps pairKey(name, value) → *u32list of refs, and
 	// nameValues maps a name symbol → *u32list of its value symbols.
 	// sync.Map reads take no lock.
@@ -217,7 +253,6 @@ func New(cfg Config, set Settings) *Store {
 		logger:      set.Logger.With("component", "store"),
 		retentionMs: cfg.Retention.Milliseconds(),
 		freshMs:     cfg.Freshness.Milliseconds(),
-		maxCap:      cfg.MaxSamplesPerSeries,
 		perMetric:   make(map[uint32]int),
 		setIDs:      make(map[string]uint32),
 		dirty:       make(map[uint64]struct{}),
@@ -225,6 +260,7 @@ func New(cfg Config, set Settings) *Store {
 	if cfg.Freshness < 0 {
 		s.freshMs = -1
 	}
+	s.rl.retention, s.rl.maxCap, s.rl.budget = s.retentionMs, cfg.MaxSamplesPerSeries, cfg.MaxSampleMemory
 	s.nextRef.Store(1) // ref 0 is never used, so a zero ref is "none"
 	s.nextSet = 1
 	s.nameID = s.syms.pin(model.MetricNameLabel)
@@ -431,8 +467,9 @@ func (s *Store) SeriesMetricID(ref SeriesRef) (uint32, bool) {
 
 // Append adds a sample to a series. A sample equal in time and value to the
 // newest one is dropped silently (retried batches); a stale marker at or
-// before the newest sample, or older than the retention, is ignored. It
-// takes no store-wide lock and does not allocate once the series' ring has
+// before the newest sample, or older than the retention, is ignored. A
+// series at its sample bound is thinned (ring.go), never refused. It takes
+// no store-wide lock and does not allocate once the series' ring has
 // reached its size.
 func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
 	var n uint64
@@ -461,13 +498,17 @@ func (s *Store) AppendCounted(ref SeriesRef, t int64, v float64, n *uint64) erro
 		s.m.reject(reasonTooOld)
 		return ErrTooOld
 	}
-	res, grown := ms.append(t, v, s.retentionMs, s.maxCap)
-	if grown != 0 {
-		s.m.ringBytes.Add(grown)
+	res, thinned, atCap := ms.append(t, v, &s.rl)
+	if thinned != 0 {
+		s.m.thinned(ref, thinned, atCap)
 	}
 	switch res {
 	case appended, appendedGrew:
 		*n++
+		return nil
+	case appendedThinned:
+		*n++
+		s.noteThinned(ms, atCap)
 		return nil
 	case droppedDuplicate:
 		return nil

@@ -297,3 +297,59 @@ func BenchmarkMemory(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAppendBurst fills new series with 20 samples each, either 1 ms
+// apart (a high-frequency sender's burst) or 5 s apart, into a store on
+// its defaults (10m retention). Series creation is outside the timer; the
+// timed part is the appends and the ring growth they cause. The two must
+// cost the same per point: ring growth may not depend on the sender's
+// interval beyond what the retention bounds (issue: bursts once sized
+// every ring to its cap at once).
+//
+// go test -run '^$' -bench '^BenchmarkAppendBurst$' -benchmem -cpu 2 -count 6 ./pkg/store
+func BenchmarkAppendBurst(b *testing.B) {
+	const (
+		series = 1000
+		points = 20
+	)
+	for _, sp := range []struct {
+		name string
+		ms   int64
+	}{{"1ms", 1}, {"5s", 5000}} {
+		b.Run("spacing="+sp.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				s, refs := burstFixture(b, series)
+				b.StartTimer()
+				for k := range int64(points) {
+					for _, ref := range refs {
+						if err := s.Append(ref, benchT0+k*sp.ms, float64(k)); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*series*points), "ns/dp")
+		})
+	}
+}
+
+// burstFixture returns a store on its defaults whose clock sits at the end
+// of a 20-sample 5 s burst from benchT0, with n empty series of realistic
+// vLLM label sets (newVLLMFleet).
+func burstFixture(tb testing.TB, n int) (*Store, []SeriesRef) {
+	tb.Helper()
+	fleet := newVLLMFleet(tb)
+	s := New(Config{Freshness: -1, MaxSeries: n, MaxSeriesPerMetric: n}, Settings{Now: fixedClock(benchT0 + 100_000)})
+	refs := make([]SeriesRef, n)
+	for i := range refs {
+		lset, h := fleet.series(i)
+		ref, err := s.Create(h, lset)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		refs[i] = ref
+	}
+	return s, refs
+}

@@ -71,16 +71,21 @@ func TestAppendOrderAndDuplicates(t *testing.T) {
 	assert.Equal(t, Sample{530_000, 4}, got[3])
 }
 
+// A full ring whose oldest sample has left the retention overwrites it.
 func TestRingWrapsAtCapacity(t *testing.T) {
-	s := New(Config{Freshness: -1, MaxSamplesPerSeries: 16}, Settings{Now: fixedClock(100_000)})
+	clk := &movingClock{}
+	s := New(Config{Retention: 15 * time.Second, Freshness: -1, MaxSamplesPerSeries: 16}, Settings{Now: clk.now})
 	ref := mustCreate(t, s, 1, "__name__", "x")
-	for i := range 40 {
-		require.NoError(t, s.Append(ref, int64(i+1)*1000, float64(i+1)))
+	for i := range int64(40) {
+		clk.ms.Store((i + 1) * 1000)
+		require.NoError(t, s.Append(ref, (i+1)*1000, float64(i+1)))
 	}
 	got := s.Range(nil, ref, 0, 100_000)
 	require.Len(t, got, 16)
 	assert.Equal(t, Sample{25_000, 25}, got[0])
 	assert.Equal(t, Sample{40_000, 40}, got[15])
+	assert.Equal(t, 16, s.ringCap(ref))
+	assert.Zero(t, s.m.thinnedCap.load()+s.m.thinnedMem.load(), "nothing within the retention was dropped")
 }
 
 // The ring grows to retention/interval + 1 slots, then overwrites the

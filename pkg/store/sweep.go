@@ -152,7 +152,7 @@ func (s *Store) removeLocked(ref SeriesRef, ms *memSeries) {
 	}
 	if p := ms.ring.Load(); p != nil {
 		_, _, c := unpackMeta(ms.meta.Load())
-		s.m.ringBytes.Add(-int64(8 * ringWords(c)))
+		s.rl.used.Add(-ringBytes(c))
 	}
 	s.quarantine = append(s.quarantine, ref)
 }
