@@ -94,7 +94,7 @@ func TestCompileRejectsUnsupported(t *testing.T) {
 func TestParseErrorEcho(t *testing.T) {
 	e := NewEngine(store.New(store.Config{}, store.Settings{}))
 	_, err := e.Query(`sum(x`, Options{})
-	assert.EqualError(t, err, `parse "sum(x": 1:6: parse error: unclosed left parenthesis`)
+	require.EqualError(t, err, `parse "sum(x": 1:6: parse error: unclosed left parenthesis`)
 
 	long := `x{a="` + strings.Repeat("é", 3000) + `"} +`
 	_, err = e.Query(long, Options{})
