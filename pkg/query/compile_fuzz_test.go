@@ -53,7 +53,7 @@ func limitSeeds() []string {
 // ErrRegexTooComplex, or a label_replace/label_join argument error; a compiled plan evaluates
 // without panicking.
 //
-// go test -run '^$' -fuzz '^FuzzCompile$' -fuzztime 30s ./pkg/query
+// go test -run '^$' -fuzz '^FuzzCompile$' -fuzztime 30s -fuzzminimizetime 1000x ./pkg/query
 func FuzzCompile(f *testing.F) {
 	for _, s := range compileSeeds {
 		f.Add(s)
