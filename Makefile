@@ -13,6 +13,8 @@ FUZZ_TIME ?= 30s
 # worker for a minute on one long input while the run reports 0 execs/s; a
 # duration ends by the coordinator killing and restarting the worker, a
 # count ends cleanly (FuzzWalk: 42k execs in 30 s with 5s, 1.1M with 2000x).
+# The fuzzing packages' TestMain sets the same default for a plain go test
+# -fuzz (pkg/internal/fuzzflags).
 FUZZ_MINIMIZE ?= 1000x
 PKGS      ?= ./...
 LINT       = $(GO) tool -modfile=test/lint/go.mod golangci-lint

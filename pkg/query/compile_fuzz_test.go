@@ -36,11 +36,11 @@ var compileSeeds = []string{
 // baseline: otherwise the first mutated input to reach one is
 // "interesting", and Go's minimiser, whose subset pass tries every (i, j)
 // cut of the input, cannot shorten it and runs on it for the whole
-// -fuzzminimizetime (60 s by default), reporting 0 execs/s meanwhile (the
-// stall a fresh run hit after about 10 s). They are cheap shapes on
-// purpose: a mutant that falls back under a limit fails to parse at its
-// second token, where a deeply nested one would take milliseconds to
-// parse.
+// -fuzzminimizetime, reporting 0 execs/s meanwhile (the stall a fresh run
+// hit after about 10 s, when that was 60 s; TestMain now bounds it, see
+// pkg/internal/fuzzflags). They are cheap shapes on purpose: a mutant
+// that falls back under a limit fails to parse at its second token, where
+// a deeply nested one would take milliseconds to parse.
 func limitSeeds() []string {
 	return []string{
 		strings.Repeat("x ", MaxQueryTokens) + "x", // one token too many
@@ -53,7 +53,7 @@ func limitSeeds() []string {
 // ErrRegexTooComplex, or a label_replace/label_join argument error; a compiled plan evaluates
 // without panicking.
 //
-// go test -run '^$' -fuzz '^FuzzCompile$' -fuzztime 30s -fuzzminimizetime 1000x ./pkg/query
+// go test -run '^$' -fuzz '^FuzzCompile$' -fuzztime 30s ./pkg/query
 func FuzzCompile(f *testing.F) {
 	for _, s := range compileSeeds {
 		f.Add(s)

@@ -30,7 +30,7 @@ func TestRepairLegacyLeavesNumbersAndQuotes(t *testing.T) {
 // branches only kilobyte inputs reach into the baseline coverage (see
 // limitSeeds in pkg/query).
 //
-// go test -run '^$' -fuzz '^FuzzLower$' -fuzztime 30s -fuzzminimizetime 1000x ./pkg/scaler
+// go test -run '^$' -fuzz '^FuzzLower$' -fuzztime 30s ./pkg/scaler
 func FuzzLower(f *testing.F) {
 	for _, s := range []string{`sum(x)`, `avg(m{a=1, b=2})`, `sum(x{namespace="ns", deployment="d"})`, `max( m )`, `x{vcs.repository.name=otel-add-on}`, `{`, `"`} {
 		f.Add(s, "avg")
