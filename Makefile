@@ -29,7 +29,7 @@ FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzLabelGrowth ./pkg/promapi
 	./pkg/scaler:FuzzShowMetadata ./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk ./pkg/internal/otlpwire:FuzzKeyValueFastPath \
 	./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck ./pkg/store:FuzzReadSnapshot
 
-.PHONY: all help build run demo test check-tidy gates test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load status-screenshot \
+.PHONY: all help build run demo test check-files check-tidy gates test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load status-screenshot \
 	helm-lint helm-test e2e browser-test e2e-collector e2e-k8s promtool promtool-test keda-client-test lint fmt vet tidy clean
 
 all: build
@@ -47,7 +47,7 @@ demo: ## The end-to-end demo (~1 min): simulated vLLM pods, OTLP push, KEDA/HPA 
 	$(GO) run ./cmd/keda-otel-scaler demo $(DEMO_ARGS)
 
 test: ## What CI runs: vet, lint and every test with -race in the main module, test/compat (vs Prometheus's engine), test/helm (chart + examples), test/bincache, test/browser (headless Chromium on the status page), test/e2e (real collectors) and test/k8s (real Kubernetes and KEDA). Their binaries are cached per user in ~/.cache/keda-otel-scaler (or $KOS_TEST_CACHE); the first build on a machine compiles the collector (~8 min on 2 cores) and Kubernetes and KEDA (~45 CPU-minutes, ~25 min on 2 idle cores, more under load).
-	$(MAKE) check-tidy
+	$(MAKE) check-files check-tidy
 	$(GO) vet $(PKGS)
 	$(MAKE) lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
@@ -148,6 +148,10 @@ MODULES = $(sort $(dir $(shell git ls-files '*go.mod' 2>/dev/null)))
 
 tidy: ## go mod tidy for every module.
 	@for m in $(MODULES); do echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; done
+
+check-files: ## Fail when a tracked file is over 1 MiB (a build output committed by mistake: go build's default ./keda-otel-scaler once was).
+	@big=$$(git ls-files -z | xargs -0 find 2>/dev/null -maxdepth 0 -type f -size +1024k); \
+	if [ -n "$$big" ]; then echo "tracked files over 1 MiB: $$big"; exit 1; fi
 
 check-tidy: ## Fail when any module's go.mod/go.sum is not tidy (a new dependency of the main module reaches every test module through its replace).
 	@for m in $(MODULES); do (cd $$m && $(GO) mod tidy -diff >/dev/null) || { echo "module $$m is not tidy: run make tidy"; exit 1; }; done
