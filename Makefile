@@ -150,7 +150,7 @@ tidy: ## go mod tidy for every module.
 	@for m in $(MODULES); do echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; done
 
 check-files: ## Fail when a tracked file is over 1 MiB (a build output committed by mistake: go build's default ./keda-otel-scaler once was).
-	@big=$$(git ls-files -z | xargs -0 find 2>/dev/null -maxdepth 0 -type f -size +1024k); \
+	@big=$$(git ls-files -z | xargs -0 stat -c '%s %n' 2>/dev/null | awk '$$1 > 1048576 {print $$2}'); \
 	if [ -n "$$big" ]; then echo "tracked files over 1 MiB: $$big"; exit 1; fi
 
 check-tidy: ## Fail when any module's go.mod/go.sum is not tidy (a new dependency of the main module reaches every test module through its replace).
