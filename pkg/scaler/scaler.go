@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,15 @@ type Config struct {
 	// (triggerCost: kept metadata, query texts, plan, interned names);
 	// a larger one is refused with InvalidArgument. Default 2 MiB.
 	MaxTriggerBytes int64
+	// MaxStreamEvals bounds the shared StreamIsActive evaluations (one per
+	// trigger with open streams, stream.go) running at once, all triggers
+	// together. Each Export marks every push trigger reading its metrics,
+	// so without a bound N such triggers over a metric ingested at full
+	// speed evaluate back to back on N goroutines and take every core
+	// from ingestion and GetMetrics (issue #13 item 7, test/chaos). A feed
+	// waiting for a slot keeps coalescing its marks, so its next
+	// evaluation still reads the newest data. Default max(1, GOMAXPROCS/2).
+	MaxStreamEvals int
 	// TriggerCacheBytes bounds the estimated bytes of all cached
 	// triggers, held ones included; least recently used ones are evicted
 	// to stay under it. Raised to MaxTriggerBytes if lower. Default 64 MiB.
@@ -125,6 +135,9 @@ type Scaler struct {
 	cache   *triggerCache
 	subs    *subIndex
 	drainCh chan struct{}
+	// evalSlots holds a token per running stream evaluation
+	// (Config.MaxStreamEvals).
+	evalSlots chan struct{}
 	// evalHook, when set (by tests, before any call), runs inside every
 	// evaluation with the trigger's lock held, e.g. to inject a panic.
 	evalHook func(*trigger)
@@ -170,6 +183,9 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = 10_000
 	}
+	if cfg.MaxStreamEvals <= 0 {
+		cfg.MaxStreamEvals = max(1, runtime.GOMAXPROCS(0)/2)
+	}
 	if set.Logger == nil {
 		set.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -187,6 +203,8 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		m:       newMetrics(set.Registerer),
 		subs:    newSubIndex(),
 		drainCh: make(chan struct{}),
+
+		evalSlots: make(chan struct{}, cfg.MaxStreamEvals),
 
 		rejected: newRejectedTriggers(),
 	}

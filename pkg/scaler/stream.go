@@ -22,6 +22,10 @@ import (
 //   - one evaluation per change for all streams of a trigger, not one per
 //     stream (2,000 streams on one trigger no longer serialise 2,000
 //     evaluations on its lock);
+//   - at most Config.MaxStreamEvals feeds evaluate at once, all triggers
+//     together: every Export marks each feed reading its metrics, so the
+//     CPU push triggers take grows with their number only up to that many
+//     cores, and ingestion and GetMetrics keep the rest;
 //   - a mailbox holds one value, the latest (latest wins): a stream whose
 //     client stopped reading is blocked in Send on its own goroutine while
 //     newer states overwrite its mailbox, so nothing queues in the scaler
@@ -211,7 +215,17 @@ func (f *feed) run() {
 			// feed when it ends.
 			continue
 		}
+		// A slot of Config.MaxStreamEvals; marks arriving meanwhile
+		// coalesce into the evaluation that follows.
+		select {
+		case f.s.evalSlots <- struct{}{}:
+		case <-f.ctx.Done():
+			return
+		case <-f.s.drainCh:
+			return
+		}
 		v, err := f.evaluate()
+		<-f.s.evalSlots
 		if err != nil {
 			// Transient: keep every stream's state and the streams
 			// (keda-contract.md §7.3).

@@ -3,6 +3,7 @@ package scaler
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -259,5 +260,50 @@ func TestStreamSurvivesBudgetErrors(t *testing.T) {
 		e.s.subs.mu.RUnlock()
 		assert.Equal(t, 1, open, "the stream is still subscribed")
 		require.NoError(t, cancel(), "and ends with OK when KEDA goes away")
+	})
+}
+
+// TestStreamEvaluationsBounded (issue #13 item 7): push triggers over a
+// metric ingested at full speed evaluate at most Config.MaxStreamEvals at
+// a time, all triggers together, and each still ends on the newest data.
+// Before the bound, 16 triggers evaluated on 16 goroutines at once (the
+// chaos suite's 500 streams on 50 triggers cut ingestion to 13 % of its
+// clean rate on 2 cores).
+func TestStreamEvaluationsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, Config{MaxStreamEvals: 2})
+		var running, peak atomic.Int32
+		e.s.evalHook = func(*trigger) {
+			n := running.Add(1)
+			for {
+				p := peak.Load()
+				if n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+			time.Sleep(time.Millisecond) // a costly evaluation, under the trigger's lock
+			running.Add(-1)
+		}
+		const triggers = 16
+		var streams []*fakeStream
+		for i := range triggers {
+			md := map[string]string{"metricQuery": fmt.Sprintf("sum(x) + %d", i), "targetValue": "1", "activationThreshold": "100"}
+			fs, _ := e.open(t, md)
+			streams = append(streams, fs)
+		}
+		synctest.Wait()
+		for i := range 20 {
+			time.Sleep(time.Millisecond)
+			e.push(t, "x", float64(i)) // marks every feed, as an Export does
+		}
+		synctest.Wait()
+		time.Sleep(time.Millisecond)
+		e.push(t, "x", 1000) // every trigger turns active
+		time.Sleep(time.Second) // every queued evaluation runs (fake time)
+		synctest.Wait()
+		assert.Equal(t, int32(2), peak.Load(), "evaluations at once, all triggers together")
+		for i, fs := range streams {
+			assert.Equal(t, []bool{true}, fs.got(), "trigger %d saw the newest data", i)
+		}
 	})
 }
