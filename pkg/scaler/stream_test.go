@@ -298,7 +298,7 @@ func TestStreamEvaluationsBounded(t *testing.T) {
 		}
 		synctest.Wait()
 		time.Sleep(time.Millisecond)
-		e.push(t, "x", 1000) // every trigger turns active
+		e.push(t, "x", 1000)    // every trigger turns active
 		time.Sleep(time.Second) // every queued evaluation runs (fake time)
 		synctest.Wait()
 		assert.Equal(t, int32(2), peak.Load(), "evaluations at once, all triggers together")
