@@ -95,10 +95,12 @@ type Config struct {
 	MaxTriggerBytes int64
 	// MaxStreamEvals bounds the shared StreamIsActive evaluations (one per
 	// trigger with open streams, stream.go) running at once, all triggers
-	// together. Each Export marks every push trigger reading its metrics,
+	// together, and each slot rests three times an evaluation's duration
+	// after it. Each Export marks every push trigger reading its metrics,
 	// so without a bound N such triggers over a metric ingested at full
 	// speed evaluate back to back on N goroutines and take every core
-	// from ingestion and GetMetrics (issue #13 item 7, test/chaos). A feed
+	// from ingestion and GetMetrics (issue #13 item 7, test/chaos); with
+	// it, push evaluation uses at most MaxStreamEvals/4 cores. A feed
 	// waiting for a slot keeps coalescing its marks, so its next
 	// evaluation still reads the newest data. Default max(1, GOMAXPROCS/2).
 	MaxStreamEvals int

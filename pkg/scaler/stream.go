@@ -23,9 +23,12 @@ import (
 //     stream (2,000 streams on one trigger no longer serialise 2,000
 //     evaluations on its lock);
 //   - at most Config.MaxStreamEvals feeds evaluate at once, all triggers
-//     together: every Export marks each feed reading its metrics, so the
-//     CPU push triggers take grows with their number only up to that many
-//     cores, and ingestion and GetMetrics keep the rest;
+//     together, and each slot rests streamEvalRest times an evaluation's
+//     duration after it: every Export marks each feed reading its
+//     metrics, so without a bound the CPU push triggers take grows with
+//     their number times the ingest rate; with it, push evaluation uses
+//     at most a quarter of MaxStreamEvals cores, and ingestion and
+//     GetMetrics keep the rest;
 //   - a mailbox holds one value, the latest (latest wins): a stream whose
 //     client stopped reading is blocked in Send on its own goroutine while
 //     newer states overwrite its mailbox, so nothing queues in the scaler
@@ -201,7 +204,13 @@ func (f *feed) run() {
 		lastLog time.Time
 		active  bool   // the feed's last evaluated state
 		edges   uint64 // inactive-to-active edges the feed has seen
+		rest    *time.Timer
 	)
+	defer func() {
+		if rest != nil {
+			rest.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-f.ctx.Done():
@@ -224,8 +233,9 @@ func (f *feed) run() {
 		case <-f.s.drainCh:
 			return
 		}
+		start := time.Now()
 		v, err := f.evaluate()
-		<-f.s.evalSlots
+		took := time.Since(start)
 		if err != nil {
 			// Transient: keep every stream's state and the streams
 			// (keda-contract.md §7.3).
@@ -234,23 +244,49 @@ func (f *feed) run() {
 				lastLog = now
 				f.s.logger.Warn("Stream evaluation failed", "namespace", f.t.namespace, "scaled_object", f.t.name, "err", err)
 			}
-			continue
-		}
-		now := v > f.t.activation
-		word, edge := uint64(stateInactive), false
-		if now {
-			if !active {
-				edges++
-				edge = true
-				f.t.stats.edges.Add(1)
-				f.t.stats.lastEdgeMs.Store(f.s.now().UnixMilli())
+		} else {
+			now := v > f.t.activation
+			word, edge := uint64(stateInactive), false
+			if now {
+				if !active {
+					edges++
+					edge = true
+					f.t.stats.edges.Add(1)
+					f.t.stats.lastEdgeMs.Store(f.s.now().UnixMilli())
+				}
+				word = stateActive
 			}
-			word = stateActive
+			active = now
+			f.s.subs.post(f, edges<<2|word, edge)
 		}
-		active = now
-		f.s.subs.post(f, edges<<2|word, edge)
+		// The result is out; the slot rests before the next evaluation
+		// may take it (streamEvalRest).
+		if took > 0 {
+			if rest == nil {
+				rest = time.NewTimer(streamEvalRest * took)
+			} else {
+				rest.Reset(streamEvalRest * took)
+			}
+			select {
+			case <-rest.C:
+			case <-f.ctx.Done():
+				<-f.s.evalSlots
+				return
+			case <-f.s.drainCh:
+				<-f.s.evalSlots
+				return
+			}
+		}
+		<-f.s.evalSlots
 	}
 }
+
+// streamEvalRest is how many times its evaluation's duration a slot of
+// Config.MaxStreamEvals rests after it, once the result is posted: push
+// evaluations together use at most 1/(1+streamEvalRest) of
+// MaxStreamEvals cores however many triggers ingestion keeps marking,
+// and a trigger's own result is never delayed by its rest.
+const streamEvalRest = 3
 
 // evaluate is Scaler.evaluate behind a panic boundary: the feed's goroutine
 // serves no RPC, so no gRPC interceptor covers it. A panic is reported to

@@ -307,3 +307,34 @@ func TestStreamEvaluationsBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestStreamEvaluationDuty (issue #13 item 7): while ingestion keeps
+// marking every push trigger, their evaluations together keep each slot
+// busy at most 1/(1+streamEvalRest) of the time. 16 triggers marked every
+// millisecond for a second with 1 ms evaluations and 2 slots: at most
+// 2 × 1000 / 4 evaluations (without the rest, 2,000: both slots always
+// busy, which left ingestion half of a 2-core machine in test/chaos).
+func TestStreamEvaluationDuty(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, Config{MaxStreamEvals: 2})
+		var evals atomic.Int32
+		e.s.evalHook = func(*trigger) {
+			evals.Add(1)
+			time.Sleep(time.Millisecond)
+		}
+		for i := range 16 {
+			e.open(t, map[string]string{"metricQuery": fmt.Sprintf("sum(x) + %d", i), "targetValue": "1"})
+		}
+		synctest.Wait()
+		time.Sleep(time.Second) // the opening evaluations and their rests
+		synctest.Wait()
+		evals.Store(0)
+		for i := range 1000 {
+			time.Sleep(time.Millisecond)
+			e.push(t, "x", float64(i))
+		}
+		n := evals.Load()
+		assert.LessOrEqual(t, n, int32(2*1000/(1+streamEvalRest)+2), "evaluations in 1 s")
+		assert.GreaterOrEqual(t, n, int32(2*1000/(1+streamEvalRest)-20), "the slots keep evaluating")
+	})
+}

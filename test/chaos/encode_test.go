@@ -2,8 +2,8 @@ package chaos
 
 import (
 	"math"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"

@@ -373,7 +373,7 @@ type runState struct {
 	mu      sync.Mutex
 }
 
-const maxPhases = 32
+const maxPhases = 64
 
 func (r *runState) phaseName(i int) string {
 	if i < len(r.names) {

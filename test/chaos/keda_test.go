@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -161,9 +162,23 @@ type edgeDriver struct {
 	errMsgs []string
 }
 
-func (d *edgeDriver) push(ctx context.Context, v float64, ts int64) error {
-	tm := encodeGauge("chaos_edge", "edge", []gaugePoint{{attrs: [][2]string{{"driver", "1"}}}})
-	tm.set(0, ts, v)
+// edgeSeries is how many chaos_edge series the driver rotates over: each
+// cycle zeroes the previous one and sets the next to 1, so every series
+// gains two samples per edgeSeries edges and none is ever thinned.
+const edgeSeries = 128
+
+// push sets chaos_edge{driver=k} to v at ts, or every series when k < 0.
+func (d *edgeDriver) push(ctx context.Context, k int, v float64, ts int64) error {
+	var pts []gaugePoint
+	for i := range edgeSeries {
+		if k < 0 || i == k {
+			pts = append(pts, gaugePoint{attrs: [][2]string{{"driver", strconv.Itoa(i)}}})
+		}
+	}
+	tm := encodeGauge("chaos_edge", "edge", pts)
+	for i := range pts {
+		tm.set(i, ts, v)
+	}
 	res := httpSender{url: "http://" + d.p.http + "/v1/metrics", c: d.p.httpc}.send(ctx, tm.body)
 	if !res.ok || res.rejected != 0 {
 		return fmt.Errorf("edge push: ok=%v rejected=%d %s", res.ok, res.rejected, res.msg)
@@ -195,10 +210,10 @@ func (d *edgeDriver) run(ctx context.Context, r *runState) {
 		}
 		return false
 	}
-	for ctx.Err() == nil {
+	for c := 1; ctx.Err() == nil; c++ {
 		// Inactive first, confirmed by the server's own stream evaluation.
 		t0 := time.Now()
-		if err := d.push(ctx, 0, next()); err != nil {
+		if err := d.push(ctx, (c-1)%edgeSeries, 0, next()); err != nil {
 			if fail(err) {
 				return
 			}
@@ -229,7 +244,7 @@ func (d *edgeDriver) run(ctx context.Context, r *runState) {
 		}
 		ph := r.phase.Load()
 		start := time.Now()
-		if err := d.push(ctx, 1, next()); err != nil {
+		if err := d.push(ctx, c%edgeSeries, 1, next()); err != nil {
 			if fail(err) {
 				return
 			}

@@ -73,12 +73,13 @@ func (b *tailBuffer) String() string {
 	return string(b.buf)
 }
 
-// startProc runs bin with args on ports 0 and returns once it logs its
+// startProc runs bin with args and the extra environment env on ports 0 and returns once it logs its
 // bound addresses. The process is killed when the test ends.
-func startProc(t *testing.T, bin string, args ...string) *proc {
+func startProc(t *testing.T, bin string, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{logs: &tailBuffer{}, exited: make(chan struct{}), startedAt: time.Now()}
 	p.cmd = exec.Command(bin, append([]string{"--otlp-grpc-addr", "127.0.0.1:0", "--scaler-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, args...)...)
+	p.cmd.Env = append(os.Environ(), env...)
 	stderr, err := p.cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, p.cmd.Start())
@@ -168,6 +169,37 @@ func scrape(resp *http.Response) map[string]float64 {
 var sigterm = syscall.SIGTERM
 
 func numCPU() int { return runtime.NumCPU() }
+
+// machineCPU reads /proc/stat's aggregate line: busy (user, nice, system,
+// irq, softirq) and steal seconds of the whole machine since boot (0 where
+// there is no /proc/stat). Busy minus the server's and the generator's CPU
+// is what other processes took during a phase.
+func machineCPU() (busy, steal float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	var v [8]float64
+	for i := range v {
+		v[i], _ = strconv.ParseFloat(f[i+1], 64)
+	}
+	const hz = 100 // USER_HZ on Linux
+	return (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, v[7] / hz
+}
+
+// selfCPU is this test process's CPU time (user + system) in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
 
 // get fetches path and returns status and body.
 func (p *proc) get(path string) (int, []byte, error) {
