@@ -347,10 +347,10 @@ func (e *exporter) run(ctx context.Context, r *runState) {
 		case res.ok && res.rejected == 0:
 			rec.acked, rec.ackedAt = true, time.Now().UnixNano()
 			r.points[ph].Add(int64(len(tm.timeOff)))
+		case ctx.Err() != nil || r.killed.Load():
 		case res.retry:
 			e.retries++
 			r.retries[ph].Add(1)
-		case ctx.Err() != nil || r.killed.Load():
 		default:
 			// An ingest exporter's points are never refused: its series
 			// exist before the series flood, and it sends nothing invalid.

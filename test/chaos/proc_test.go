@@ -80,6 +80,7 @@ func startProc(t *testing.T, bin string, env []string, args ...string) *proc {
 	p := &proc{logs: &tailBuffer{}, exited: make(chan struct{}), startedAt: time.Now()}
 	p.cmd = exec.Command(bin, append([]string{"--otlp-grpc-addr", "127.0.0.1:0", "--scaler-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, args...)...)
 	p.cmd.Env = append(os.Environ(), env...)
+	dieWithParent(p.cmd)
 	stderr, err := p.cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, p.cmd.Start())
