@@ -95,14 +95,14 @@ type Config struct {
 	MaxTriggerBytes int64
 	// MaxStreamEvals bounds the shared StreamIsActive evaluations (one per
 	// trigger with open streams, stream.go) running at once, all triggers
-	// together, and each slot rests three times an evaluation's duration
-	// after it. Each Export marks every push trigger reading its metrics,
-	// so without a bound N such triggers over a metric ingested at full
-	// speed evaluate back to back on N goroutines and take every core
-	// from ingestion and GetMetrics (issue #13 item 7, test/chaos); with
-	// it, push evaluation uses at most MaxStreamEvals/4 cores. A feed
-	// waiting for a slot keeps coalescing its marks, so its next
-	// evaluation still reads the newest data. Default max(1, GOMAXPROCS/2).
+	// together; beyond a 50 ms burst they also share a budget of a quarter
+	// of MaxStreamEvals cores (evalPacer). Each Export marks every push
+	// trigger reading its metrics, so without a bound N such triggers over
+	// a metric ingested at full speed evaluate back to back on N
+	// goroutines and take every core from ingestion and GetMetrics (issue
+	// #13 item 7, test/chaos). A feed waiting keeps coalescing its marks,
+	// so its next evaluation still reads the newest data. Default
+	// max(1, GOMAXPROCS/2).
 	MaxStreamEvals int
 	// TriggerCacheBytes bounds the estimated bytes of all cached
 	// triggers, held ones included; least recently used ones are evicted
@@ -156,8 +156,9 @@ type Scaler struct {
 	warnLimit *logLimiter
 	drainCh   chan struct{}
 	// evalSlots holds a token per running stream evaluation
-	// (Config.MaxStreamEvals).
+	// (Config.MaxStreamEvals); pacer is their budget of evaluation time.
 	evalSlots chan struct{}
+	pacer     *evalPacer
 	// evalHook, when set (by tests, before any call), runs inside every
 	// evaluation with the trigger's lock held, e.g. to inject a panic.
 	evalHook func(*trigger)
@@ -260,6 +261,7 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		interest:  set.Interest,
 
 		evalSlots: make(chan struct{}, cfg.MaxStreamEvals),
+		pacer:     newEvalPacer(cfg.MaxStreamEvals),
 		rejected:  newRejectedTriggers(),
 		backlogOf: streamBacklog,
 	}

@@ -309,11 +309,12 @@ func TestStreamEvaluationsBounded(t *testing.T) {
 }
 
 // TestStreamEvaluationDuty (issue #13 item 7): while ingestion keeps
-// marking every push trigger, their evaluations together keep each slot
-// busy at most 1/(1+streamEvalRest) of the time. 16 triggers marked every
-// millisecond for a second with 1 ms evaluations and 2 slots: at most
-// 2 × 1000 / 4 evaluations (without the rest, 2,000: both slots always
-// busy, which left ingestion half of a 2-core machine in test/chaos).
+// marking every push trigger, their evaluations together spend at most
+// MaxStreamEvals/(1+streamEvalRest) seconds per second beyond the
+// pacer's burst. 16 triggers marked every millisecond for a second with
+// 1 ms evaluations and 2 slots: at most 500 + 50 (the burst) evaluations
+// (without the budget, 2,000: both slots always busy, which left
+// ingestion half of a 2-core machine in test/chaos).
 func TestStreamEvaluationDuty(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := newEnv(t, Config{MaxStreamEvals: 2})
@@ -326,15 +327,46 @@ func TestStreamEvaluationDuty(t *testing.T) {
 			e.open(t, map[string]string{"metricQuery": fmt.Sprintf("sum(x) + %d", i), "targetValue": "1"})
 		}
 		synctest.Wait()
-		time.Sleep(time.Second) // the opening evaluations and their rests
+		time.Sleep(time.Second) // the opening evaluations; the bucket refills
 		synctest.Wait()
 		evals.Store(0)
 		for i := range 1000 {
 			time.Sleep(time.Millisecond)
 			e.push(t, "x", float64(i))
 		}
-		n := evals.Load()
-		assert.LessOrEqual(t, n, int32(2*1000/(1+streamEvalRest)+2), "evaluations in 1 s")
-		assert.GreaterOrEqual(t, n, int32(2*1000/(1+streamEvalRest)-20), "the slots keep evaluating")
+		n := int(evals.Load())
+		rate := 2 * 1000 / (1 + streamEvalRest)
+		burst := int(streamEvalBurst / time.Millisecond)
+		assert.LessOrEqual(t, n, rate+burst+2, "evaluations in 1 s")
+		assert.GreaterOrEqual(t, n, rate-20, "the budget keeps being spent")
+	})
+}
+
+// TestStreamEvaluationBurst: a thousand streams opened at once (KEDA
+// restarting) each evaluate once without waiting for the pacer when the
+// evaluations fit in its burst.
+func TestStreamEvaluationBurst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, Config{MaxStreamEvals: 1})
+		var evals atomic.Int32
+		e.s.evalHook = func(*trigger) {
+			evals.Add(1)
+			time.Sleep(20 * time.Microsecond)
+		}
+		e.push(t, "x", 9)
+		start := time.Now()
+		var streams []*fakeStream
+		for i := range 1000 {
+			fs, _ := e.open(t, map[string]string{"metricQuery": fmt.Sprintf("sum(x) + %d", i), "targetValue": "1"})
+			streams = append(streams, fs)
+		}
+		for evals.Load() < 1000 {
+			time.Sleep(time.Millisecond)
+		}
+		assert.LessOrEqual(t, time.Since(start), 25*time.Millisecond, "1,000 evaluations of 20 µs: 20 ms, no pacing")
+		synctest.Wait()
+		for i, fs := range streams {
+			assert.Equal(t, []bool{true}, fs.got(), "stream %d told it is active", i)
+		}
 	})
 }
