@@ -51,7 +51,7 @@ func runConfig() config {
 	if *long {
 		return config{phase: 4 * time.Second, series: 8_000, exporters: 4, perReq: 1000, tick: time.Second, rounds: 5, stormRounds: 3}
 	}
-	return config{phase: time.Second, series: 8_000, exporters: 4, perReq: 1000, tick: 500 * time.Millisecond, rounds: 3, stormRounds: 2}
+	return config{phase: time.Second, series: 8_000, exporters: 4, perReq: 1000, tick: 500 * time.Millisecond, rounds: 2, stormRounds: 2}
 }
 
 // Bounds the suite asserts (README "Reliability"). Throughput and latency
