@@ -43,15 +43,16 @@ type config struct {
 	exporters   int           // half gRPC, half HTTP
 	perReq      int           // points per Export
 	tick        time.Duration // how often each series gains a sample (exporter.run)
+	sampleMem   int64         // --max-sample-memory: every sample of the run without thinning
 	rounds      int           // times each single fault runs
 	stormRounds int           // times every fault runs at once
 }
 
 func runConfig() config {
 	if *long {
-		return config{phase: 4 * time.Second, series: 8_000, exporters: 4, perReq: 1000, tick: time.Second, rounds: 5, stormRounds: 3}
+		return config{phase: 4 * time.Second, series: 8_000, exporters: 4, perReq: 1000, tick: time.Second, sampleMem: 256 << 20, rounds: 5, stormRounds: 3}
 	}
-	return config{phase: time.Second, series: 8_000, exporters: 4, perReq: 1000, tick: 500 * time.Millisecond, rounds: 2, stormRounds: 2}
+	return config{phase: time.Second, series: 8_000, exporters: 4, perReq: 1000, tick: 500 * time.Millisecond, sampleMem: 128 << 20, rounds: 2, stormRounds: 2}
 }
 
 // Bounds the suite asserts (README "Reliability"). Throughput and latency
@@ -83,8 +84,8 @@ const (
 // live: --max-sample-memory, about 250 B per series up to --max-series
 // besides samples, --otlp-max-inflight-bytes, and per query slot an answer
 // of 16 B × --query-max-samples plus a plan of about 170 B per series.
-func memLimit(maxSeries int) int64 {
-	live := int64(maxSampleMem) + int64(maxSeries)*250 + maxInflight + queryConc*(16*querySamples+170*int64(maxSeries))
+func memLimit(sampleMem int64, maxSeries int) int64 {
+	live := sampleMem + int64(maxSeries)*250 + maxInflight + queryConc*(16*querySamples+170*int64(maxSeries))
 	return 2 * live
 }
 
@@ -94,19 +95,18 @@ const (
 	warmup       = 5 * time.Second
 	maxRecv      = 8 << 20
 	maxInflight  = 32 << 20
-	maxSampleMem = 128 << 20
 	queryConc    = 1
 	querySamples = 1_000_000
 	floodSeries  = 300_000
 	floodRoom    = 20_000 // new series the flood may create before --max-series
 )
 
-func serverArgs(dir string, maxSeries int) []string {
+func serverArgs(dir string, maxSeries int, sampleMem int64) []string {
 	return []string{
 		"--log-level", "info", // the bound addresses are logged at info
 		"--warmup", warmup.String(), "--push-holdoff", "0",
 		"--state-dir", dir, "--checkpoint-interval", "1s",
-		"--max-series", fmt.Sprint(maxSeries), "--max-sample-memory", fmt.Sprint(maxSampleMem),
+		"--max-series", fmt.Sprint(maxSeries), "--max-sample-memory", fmt.Sprint(sampleMem),
 		"--otlp-max-recv-size", fmt.Sprint(maxRecv), "--otlp-max-inflight-bytes", fmt.Sprint(maxInflight),
 		"--query-max-concurrency", fmt.Sprint(queryConc), "--query-max-samples", fmt.Sprint(querySamples), "--query-timeout", "20s",
 		"--max-streams", "2000",
@@ -132,8 +132,8 @@ func TestChaos(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	ingestSeries := cfg.exporters * cfg.series
-	args := serverArgs(dir, ingestSeries+floodRoom+10)
-	env := []string{fmt.Sprintf("GOMEMLIMIT=%dMiB", memLimit(ingestSeries+floodRoom+10)>>20)}
+	args := serverArgs(dir, ingestSeries+floodRoom+10, cfg.sampleMem)
+	env := []string{fmt.Sprintf("GOMEMLIMIT=%dMiB", memLimit(cfg.sampleMem, ingestSeries+floodRoom+10)>>20)}
 	p := startProc(t, bin, env, args...)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -316,12 +316,12 @@ func TestChaos(t *testing.T) {
 		return after["go_goroutines"] <= goroutineBase+goroutineSlack
 	})
 	assert.True(t, back, "goroutines %v after the storm, baseline %v + %d", after["go_goroutines"], goroutineBase, goroutineSlack)
-	rssBound := float64(memLimit(ingestSeries+floodRoom+10) + nonHeapSlack)
+	rssBound := float64(memLimit(cfg.sampleMem, ingestSeries+floodRoom+10) + nonHeapSlack)
 	assert.LessOrEqual(t, mon.peakRSS(), rssBound, "peak RSS during the run")
 	assert.LessOrEqual(t, after["process_resident_memory_bytes"], rssBound, "RSS after the storm")
 	assert.Zero(t, after["keda_otel_scaler_store_samples_thinned_total"]+after[`keda_otel_scaler_store_samples_thinned_total{bound="max_samples_per_series"}`]+
 		after[`keda_otel_scaler_store_samples_thinned_total{bound="max_sample_memory"}`],
-		"no sample thinned (the suite sends at most 1,024 samples per series); otherwise exactness cannot be checked")
+		"no sample thinned (each series gains at most one sample per tick, within --max-samples-per-series and --max-sample-memory); otherwise exactness cannot be checked")
 	assert.Zero(t, after["keda_otel_scaler_panics_total"], "no panic")
 
 	// The kill: ingestion keeps running; wait for a checkpoint that
@@ -439,7 +439,7 @@ func TestChaos(t *testing.T) {
 	}
 	fmt.Fprintf(&rep, "goroutines: baseline %.0f, peak %.0f, after the storm %.0f (bound +%d); RSS: baseline %.0f MiB, peak %.0f MiB, after %.0f MiB, bound %.0f MiB (GOMEMLIMIT %d MiB + %d MiB)\n",
 		goroutineBase, mon.peakGoroutines(), after["go_goroutines"], goroutineSlack, rssBase/(1<<20), mon.peakRSS()/(1<<20), after["process_resident_memory_bytes"]/(1<<20), rssBound/(1<<20),
-		memLimit(ingestSeries+floodRoom+10)>>20, nonHeapSlack>>20)
+		memLimit(cfg.sampleMem, ingestSeries+floodRoom+10)>>20, nonHeapSlack>>20)
 	fmt.Fprintf(&rep, "kill %s after the last checkpoint started; restored %.0f series; verified %d series, %d samples bit for bit in %s\n",
 		killedAt.Sub(ckpt).Round(time.Millisecond), m2["keda_otel_scaler_store_series"], v.seriesChecked, v.checked, vtook.Round(time.Millisecond))
 	fmt.Fprintf(&rep, "acknowledged before the checkpoint: %d (all must be present); after: %d, of which lost %d; present but unacknowledged: %d\n",
