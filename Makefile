@@ -37,7 +37,7 @@ run: ## Run the server on its defaults (OTLP :4317, KEDA :4318, HTTP :8080). ARG
 demo: ## The end-to-end demo (~1 min): simulated vLLM pods, OTLP push, KEDA/HPA loop; pictures in demo-out/. DEMO_ARGS="--profile ramp" etc.
 	$(GO) run ./cmd/keda-otel-scaler demo $(DEMO_ARGS)
 
-test: ## What CI runs: vet, lint and every test with -race in the main module, test/compat (vs Prometheus's engine), test/helm (chart + examples), test/browser (headless Chromium on the status page) and test/e2e (a real collector; its first build takes ~8 min on 2 cores, then it is cached).
+test: ## What CI runs: vet, lint and every test with -race in the main module, the chaos suite's short run (test/chaos, ~1 min, without -race), test/compat (vs Prometheus's engine), test/helm (chart + examples), test/browser (headless Chromium on the status page) and test/e2e (a real collector; its first build takes ~8 min on 2 cores, then it is cached).
 	$(MAKE) check-tidy
 	$(GO) vet $(PKGS)
 	$(MAKE) lint

@@ -288,7 +288,9 @@ func TestChaos(t *testing.T) {
 			}
 		}
 		for _, f := range fs {
-			assert.NoError(t, f.stop(), "phase %d %s", i, ph.name)
+			if err := f.stop(); err != nil {
+				t.Errorf("phase %d %s: %v", i, ph.name, err)
+			}
 		}
 		durs[i] = time.Since(start)
 		pm := p.metrics(t)
@@ -360,7 +362,7 @@ func TestChaos(t *testing.T) {
 	require.NoError(t, err)
 	defer func() { _ = kconn2.Close() }()
 	_, err = externalscaler.NewExternalScalerClient(kconn2).GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: healthyRef()})
-	assert.NoError(t, err, "fresh restore: no warm-up")
+	require.NoError(t, err, "fresh restore: no warm-up")
 	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, healthStatus(ctx, t, kconn2), "KEDA health after a fresh restore")
 
 	// Every acknowledged sample older than the checkpoint, exactly.

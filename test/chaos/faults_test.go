@@ -316,8 +316,12 @@ func (h *h2Conn) request(addr string, gzipped bool, msg []byte, limit int) error
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range [][2]string{
-		{":method", "POST"}, {":scheme", "http"}, {":path", exportMethod}, {":authority", addr},
-		{"content-type", "application/grpc"}, {"te", "trailers"},
+		{":method", "POST"},
+		{":scheme", "http"},
+		{":path", exportMethod},
+		{":authority", addr},
+		{"content-type", "application/grpc"},
+		{"te", "trailers"},
 	} {
 		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 	}

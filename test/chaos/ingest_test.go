@@ -9,7 +9,6 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -370,7 +369,6 @@ type runState struct {
 	points  [maxPhases]atomic.Int64 // acknowledged ingest points per phase
 	retries [maxPhases]atomic.Int64
 	killed  atomic.Bool
-	mu      sync.Mutex
 }
 
 const maxPhases = 64

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -257,5 +256,3 @@ func (p *proc) query(ctx context.Context, path string, form string) (int, []byte
 	}
 	return resp.StatusCode, buf.Bytes(), nil
 }
-
-var errStopped = errors.New("stopped")
