@@ -69,7 +69,7 @@ const (
 	// fault at once (on 2 shared cores the faults' own CPU, the query
 	// slot's core and the generator's, is most of the machine).
 	minStormRatio   = 0.03
-	maxStormLatency = 30.0
+	maxStormLatency = 50.0
 	// goroutineSlack: goroutines after the storm, once the faults'
 	// connections are gone, exceed the clean baseline by at most this.
 	goroutineSlack = 50
