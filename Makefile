@@ -29,7 +29,7 @@ FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzLabelGrowth ./pkg/promapi
 	./pkg/scaler:FuzzShowMetadata ./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk ./pkg/internal/otlpwire:FuzzKeyValueFastPath \
 	./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck ./pkg/store:FuzzReadSnapshot
 
-.PHONY: all help build run demo test check-files check-tidy gates test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load status-screenshot \
+.PHONY: all help build run demo test check-files check-tidy gates chaos test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load status-screenshot \
 	helm-lint helm-test e2e browser-test e2e-collector e2e-k8s promtool promtool-test keda-client-test lint fmt vet tidy clean
 
 all: build
@@ -46,11 +46,12 @@ run: ## Run the server on its defaults (OTLP :4317, KEDA :4318, HTTP :8080). ARG
 demo: ## The end-to-end demo (~1 min): simulated vLLM pods, OTLP push, KEDA/HPA loop; pictures in demo-out/. DEMO_ARGS="--profile ramp" etc.
 	$(GO) run ./cmd/keda-otel-scaler demo $(DEMO_ARGS)
 
-test: ## What CI runs: vet, lint and every test with -race in the main module, test/compat (vs Prometheus's engine), test/helm (chart + examples), test/bincache, test/browser (headless Chromium on the status page), test/e2e (real collectors) and test/k8s (real Kubernetes and KEDA). Their binaries are cached per user in ~/.cache/keda-otel-scaler (or $KOS_TEST_CACHE); the first build on a machine compiles the collector (~8 min on 2 cores) and Kubernetes and KEDA (~45 CPU-minutes, ~25 min on 2 idle cores, more under load).
+test: ## What CI runs: vet, lint and every test with -race in the main module, the chaos suite's short run (test/chaos, ~1 min, without -race), test/compat (vs Prometheus's engine), test/helm (chart + examples), test/bincache, test/browser (headless Chromium on the status page), test/e2e (real collectors) and test/k8s (real Kubernetes and KEDA). Their binaries are cached per user in ~/.cache/keda-otel-scaler (or $KOS_TEST_CACHE); the first build on a machine compiles the collector (~8 min on 2 cores) and Kubernetes and KEDA (~45 CPU-minutes, ~25 min on 2 idle cores, more under load).
 	$(MAKE) check-files check-tidy
 	$(GO) vet $(PKGS)
 	$(MAKE) lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test -count=1 -timeout 10m -run '^TestChaos$$' -v ./test/chaos
 	cd test/compat && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 15m ./...
 	cd test/helm && $(GO) vet ./... && $(GO) test -count=1 -timeout 15m ./...
 	cd test/bincache && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 5m ./...
@@ -63,6 +64,9 @@ gates: ## Performance gates without -race (which distorts timing and allocation 
 	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestIdleConnectionsBoundedPerListener|TestStalledStreamBacklogBounded|TestMetricNamesFreedWithTheirSeries|TestMetricNameChurnReturnsToBaseline|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
 		./pkg/receiver ./pkg/store ./pkg/query ./pkg/scaler ./pkg/server ./pkg/internal/bearer ./pkg/promapi
 	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' .
+
+chaos: ## The fault-injection suite (test/chaos) against the real binary, long run (~6 min; make test runs a ~1 min one): faults one at a time and all at once during full-speed ingestion, SIGKILL, restart, every acknowledged sample checked.
+	$(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./test/chaos -args -chaos.long
 
 test-short: ## The main module's tests with -short (skips the heavy ones).
 	$(GO) test -race -short -count=1 -timeout 10m $(PKGS)
