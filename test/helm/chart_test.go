@@ -837,7 +837,7 @@ func TestReadmeDocumentsEveryValue(t *testing.T) {
 func leafPaths(prefix string, m map[string]any) []string {
 	freeForm := map[string]bool{
 		"podSecurityContext": true, "securityContext": true, "resources": true, "readinessProbe": true,
-		"livenessProbe": true, "stateDir.volume": true, "stateDir.volumeClaimTemplate": true, "stateDir.claimRetentionPolicy": true, "strategy": true, "collector.resources": true,
+		"livenessProbe": true, "startupProbe": true, "stateDir.volume": true, "stateDir.volumeClaimTemplate": true, "stateDir.claimRetentionPolicy": true, "strategy": true, "collector.resources": true,
 	}
 	var out []string
 	for k, v := range m {
@@ -911,4 +911,61 @@ func TestGoMemLimit(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// TestStartupProbe: the liveness probe waits for the first /healthz, which
+// the server serves only after restoring --state-dir, and the default
+// startup budget covers the slowest measured restore of the largest store
+// the default flags hold (1M series with a full window: 56 s of wall time,
+// README "State directory and checkpoints") several times over, in single
+// and HA mode, with TLS as the other probes; null removes it.
+func TestStartupProbe(t *testing.T) {
+	const slowestRestore = 56 // seconds, make checkpoint-figures at 1M series
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+	}{
+		{"single", nil},
+		{"HA", set("ha.enabled", true)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod, _ := mustRender(t, tc.vals).workload(t)
+			c := pod.Spec.Containers[0]
+			p := c.StartupProbe
+			require.NotNil(t, p)
+			require.NotNil(t, p.HTTPGet)
+			assert.Equal(t, "/healthz", p.HTTPGet.Path)
+			assert.Equal(t, intstr.FromString("http"), p.HTTPGet.Port)
+			budget := p.PeriodSeconds * p.FailureThreshold
+			assert.GreaterOrEqual(t, budget, int32(4*slowestRestore), "startup budget %ds", budget)
+			// The liveness probe alone would kill a restoring pod.
+			l := c.LivenessProbe
+			assert.Less(t, l.InitialDelaySeconds+l.PeriodSeconds*l.FailureThreshold, int32(slowestRestore))
+		})
+	}
+	t.Run("mutual TLS checks the port", func(t *testing.T) {
+		c := container(t, mustRender(t, set("tls.http.enabled", true, "tls.http.secretName", "s", "tls.http.caKey", "ca.crt")))
+		require.NotNil(t, c.StartupProbe)
+		assert.Nil(t, c.StartupProbe.HTTPGet)
+		require.NotNil(t, c.StartupProbe.TCPSocket)
+	})
+	t.Run("HTTPS", func(t *testing.T) {
+		c := container(t, mustRender(t, set("tls.http.enabled", true, "tls.http.secretName", "s")))
+		require.NotNil(t, c.StartupProbe.HTTPGet)
+		assert.Equal(t, corev1.URISchemeHTTPS, c.StartupProbe.HTTPGet.Scheme)
+	})
+	t.Run("configurable", func(t *testing.T) {
+		c := container(t, mustRender(t, set("startupProbe.failureThreshold", 240)))
+		assert.Equal(t, int32(240), c.StartupProbe.FailureThreshold)
+		assert.Equal(t, "/healthz", c.StartupProbe.HTTPGet.Path)
+	})
+	t.Run("null disables", func(t *testing.T) {
+		c := container(t, mustRender(t, map[string]any{"startupProbe": nil}))
+		assert.Nil(t, c.StartupProbe)
+	})
+	t.Run("schema", func(t *testing.T) {
+		_, err := render(t, set("startupProbe.failureThreshold", 0))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "failureThreshold")
+	})
 }
