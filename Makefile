@@ -103,7 +103,7 @@ bench-baseline: ## Ours vs Prometheus's engine on the T6 queries, same data, sam
 capacity: build ## Capacity sweep of one replica (README "Scaling out"): the real binary at 10k-1M series pushed every 5 s, a separate generator process; CPU per point, RSS, latency under load (about 10 min; not in make test). CAPACITY_ARGS="-steps 10000,100000" etc.
 	$(GO) run ./test/load/capacity -bin $(BIN) $(CAPACITY_ARGS)
 
-peer: build ## Same load, same run: keda-otel-scaler vs kedify/otel-add-on (CPU per point, RSS, GetMetrics latency; ~7 min; not in make test). otel-add-on is not on the Go module proxy: KOS_PEER_SRC=<checkout of github.com/kedify/otel-add-on>; root (a private network namespace). PEER_ARGS="-series 100000" etc.
+peer: build ## Same load, same run: keda-otel-scaler vs kedify/otel-add-on (CPU per point, RSS, GetMetrics latency; ~8 min; not in make test). otel-add-on is not on the Go module proxy: KOS_PEER_SRC=<checkout of github.com/kedify/otel-add-on>; root (a private network namespace). PEER_ARGS="-series 100000" etc.
 	$(GO) build -o bin/capacity ./test/load/capacity
 	cd test/peer && $(GO) vet ./... && $(GO) run . -bin ../../$(BIN) -gen ../../bin/capacity $(PEER_ARGS)
 
