@@ -18,11 +18,17 @@ const (
 	reasonDuplicate         = "duplicate_timestamp"
 	reasonTooOld            = "too_old"
 	reasonUnknownSeries     = "unknown_series"
+	// Histogram samples (hist.go): for a float series, malformed or too
+	// large, and one that --max-sample-memory cannot hold.
+	reasonSampleKind       = "histogram_for_float_series"
+	reasonInvalidHistogram = "invalid_histogram"
+	reasonSampleMemory     = "sample_memory"
 )
 
 var reasons = []string{
 	reasonSeriesLimit, reasonSeriesPerMetric, reasonTooManyLabels, reasonLabelNameTooLong,
 	reasonLabelValueTooLong, reasonOutOfOrder, reasonDuplicate, reasonTooOld, reasonUnknownSeries,
+	reasonSampleKind, reasonInvalidHistogram, reasonSampleMemory,
 }
 
 // Bounds that thin a ring, the values of the thinned-samples metric's
