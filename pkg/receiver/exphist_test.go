@@ -1,0 +1,173 @@
+package receiver
+
+import (
+	"math"
+	"testing"
+
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/internal/otlpwire"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+)
+
+// TestExpToNative checks the conversion against the layouts Prometheus's
+// convertBucketsLayout produces for the same points (worked by hand from
+// its v0.316.0 source): OTLP bucket i is Prometheus's i+1, gaps of up to
+// two empty buckets stay inside a span, the last bucket is always
+// written, scales above 8 merge buckets, below -4 are refused.
+func TestExpToNative(t *testing.T) {
+	t.Parallel()
+	dense := make([]uint64, 5000)
+	for i := range dense {
+		dense[i] = 1
+	}
+	for _, tc := range []struct {
+		name   string
+		pt     otlpwire.Point
+		delta  bool
+		ok     bool
+		schema int32
+		pos    []histogram.Span
+		posB   []float64
+		neg    []histogram.Span
+		negB   []float64
+	}{
+		{
+			name: "plain", pt: otlpwire.Point{Scale: 2, PosOffset: 1, BucketCounts: []uint64{2, 2}}, ok: true, schema: 2,
+			pos: []histogram.Span{{Offset: 2, Length: 2}}, posB: []float64{2, 2},
+		},
+		{
+			name: "gap of two stays in the span", pt: otlpwire.Point{BucketCounts: []uint64{1, 0, 0, 3}}, ok: true,
+			pos: []histogram.Span{{Offset: 1, Length: 4}}, posB: []float64{1, 0, 0, 3},
+		},
+		{
+			name: "gap of three splits", pt: otlpwire.Point{BucketCounts: []uint64{1, 0, 0, 0, 3}}, ok: true,
+			pos: []histogram.Span{{Offset: 1, Length: 1}, {Offset: 3, Length: 1}}, posB: []float64{1, 3},
+		},
+		{
+			name: "leading zeros", pt: otlpwire.Point{BucketCounts: []uint64{0, 0, 5}}, ok: true,
+			pos: []histogram.Span{{Offset: 1, Length: 3}}, posB: []float64{0, 0, 5},
+		},
+		{
+			name: "trailing zeros: the last bucket is always written", pt: otlpwire.Point{BucketCounts: []uint64{5, 0, 0, 0, 0}}, ok: true,
+			pos: []histogram.Span{{Offset: 1, Length: 1}, {Offset: 3, Length: 1}}, posB: []float64{5, 0},
+		},
+		{
+			name: "scale 10 merges four buckets into one", pt: otlpwire.Point{Scale: 10, PosOffset: -3, BucketCounts: []uint64{1, 2, 3, 4, 5}}, ok: true, schema: 8,
+			pos: []histogram.Span{{Offset: 0, Length: 2}}, posB: []float64{6, 9},
+		},
+		{
+			name: "negative side", pt: otlpwire.Point{Scale: -1, NegOffset: 4, NegCounts: []uint64{7, 1}}, ok: true, schema: -1,
+			neg: []histogram.Span{{Offset: 5, Length: 2}}, negB: []float64{7, 1},
+		},
+		{name: "scale below -4", pt: otlpwire.Point{Scale: -5, BucketCounts: []uint64{1}}},
+		{name: "too many counts on the wire", pt: otlpwire.Point{BucketsOverflow: true}},
+		{
+			name: "more buckets than the store takes: resolution lowered", pt: otlpwire.Point{Scale: 8, BucketCounts: dense}, ok: true, schema: 7,
+			pos: []histogram.Span{{Offset: 1, Length: 2500}},
+		},
+		{name: "delta is a gauge", pt: otlpwire.Point{}, delta: true, ok: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.pt.Count, tc.pt.ZeroCount, tc.pt.Sum, tc.pt.HasSum, tc.pt.ZeroThreshold = 42, 3, 1.5, true, 0.25
+			var fh histogram.FloatHistogram
+			ok := expToNative(&tc.pt, tc.delta, &fh)
+			require.Equal(t, tc.ok, ok)
+			if !ok {
+				return
+			}
+			assert.Equal(t, tc.schema, fh.Schema)
+			assert.InDelta(t, defaultZeroThreshold, fh.ZeroThreshold, 0, "Prometheus ignores the point's threshold")
+			assert.InDelta(t, 3.0, fh.ZeroCount, 0)
+			assert.InDelta(t, 42.0, fh.Count, 0)
+			assert.InDelta(t, 1.5, fh.Sum, 0)
+			assert.Equal(t, tc.pos, fh.PositiveSpans)
+			if tc.posB != nil {
+				assert.Equal(t, tc.posB, fh.PositiveBuckets)
+			}
+			assert.Equal(t, tc.neg, fh.NegativeSpans)
+			assert.Equal(t, tc.negB, fh.NegativeBuckets)
+			want := histogram.UnknownCounterReset
+			if tc.delta {
+				want = histogram.GaugeType
+			}
+			assert.Equal(t, want, fh.CounterResetHint)
+			require.NoError(t, fh.Validate())
+		})
+	}
+}
+
+func expMetric(name string, temporality metricspb.AggregationTemporality, dps ...*metricspb.ExponentialHistogramDataPoint) *metricspb.Metric {
+	return &metricspb.Metric{Name: name, Unit: "s", Data: &metricspb.Metric_ExponentialHistogram{ExponentialHistogram: &metricspb.ExponentialHistogram{
+		AggregationTemporality: temporality, DataPoints: dps,
+	}}}
+}
+
+// TestExpHistogramIngest checks the native series through OTLP: cumulative
+// points become counter histograms (reset hints as a reader of
+// Prometheus's TSDB would get them), a flagged point ends the series,
+// delta points follow --otlp-delta, a float series of the same identity
+// refuses them as type_conflict, and _count and _sum are written as
+// before.
+func TestExpHistogramIngest(t *testing.T) {
+	t.Parallel()
+	dp := func(sec int, count uint64, counts ...uint64) *metricspb.ExponentialHistogramDataPoint {
+		return &metricspb.ExponentialHistogramDataPoint{
+			Attributes: attrs("pod", "a"), TimeUnixNano: tsNs(sec), Count: count, Sum: ptr(float64(count) / 2), Scale: 0,
+			Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{BucketCounts: counts},
+		}
+	}
+	f := newFixture(t, Config{}, store.Config{})
+	res := f.export(t, req(rm(nil,
+		expMetric("lat", cumulative, dp(40, 3, 1, 2), dp(30, 5, 2, 3), dp(20, 1, 1, 0),
+			&metricspb.ExponentialHistogramDataPoint{Attributes: attrs("pod", "a"), TimeUnixNano: tsNs(10), Flags: 1}),
+	)))
+	require.Zero(t, res.rejected, res.message)
+	got := dump(f.st)
+	lat := got[ser("lat_seconds", "pod", "a")]
+	require.Len(t, lat, 4)
+	assert.Equal(t, []sampleBits{
+		hsb(tsMs(40), "schema:0 zt:1e-128 zc:0 count:3 sum:1.5 hint:0 pos:[{1 2}][1 2] neg:[][] cv:[]"),
+		hsb(tsMs(30), "schema:0 zt:1e-128 zc:0 count:5 sum:2.5 hint:2 pos:[{1 2}][2 3] neg:[][] cv:[]"),
+		hsb(tsMs(20), "schema:0 zt:1e-128 zc:0 count:1 sum:0.5 hint:0 pos:[{1 2}][1 0] neg:[][] cv:[]"), // a reset
+		sb(tsMs(10), math.Float64frombits(value.StaleNaN)),
+	}, lat)
+	assert.Equal(t, []sampleBits{sb(tsMs(40), 3), sb(tsMs(30), 5), sb(tsMs(20), 1), sb(tsMs(10), math.Float64frombits(value.StaleNaN))},
+		got[ser("lat_seconds_count", "pod", "a")])
+
+	// Delta: refused by default, a gauge histogram with --otlp-delta=ingest.
+	res = f.export(t, req(rm(nil, expMetric("dlat", delta, dp(40, 3, 1, 2)))))
+	assert.Equal(t, int64(1), res.rejected)
+	fd := newFixture(t, Config{IngestDelta: true}, store.Config{})
+	res = fd.export(t, req(rm(nil, expMetric("dlat", delta, dp(40, 3, 1, 2), dp(30, 1, 1)))))
+	require.Zero(t, res.rejected, res.message)
+	assert.Equal(t, []sampleBits{
+		hsb(tsMs(40), "schema:0 zt:1e-128 zc:0 count:3 sum:1.5 hint:3 pos:[{1 2}][1 2] neg:[][] cv:[]"),
+		hsb(tsMs(30), "schema:0 zt:1e-128 zc:0 count:1 sum:0.5 hint:3 pos:[{1 1}][1] neg:[][] cv:[]"),
+	}, dump(fd.st)[ser("dlat_seconds", "pod", "a")])
+
+	// A gauge with the histogram's name and labels holds the identity.
+	fc := newFixture(t, Config{}, store.Config{})
+	res = fc.export(t, req(rm(nil,
+		gauge("x_seconds", "", dpD(attrs("pod", "a"), tsNs(50), 1)),
+		expMetric("x", cumulative, dp(40, 3, 1, 2)),
+	)))
+	assert.Equal(t, int64(1), res.rejected)
+	assert.InDelta(t, 1.0, counterValue(t, fc.r.m.rejected[reasonTypeConflict]), 0)
+	assert.Equal(t, []sampleBits{sb(tsMs(40), 3)}, dump(fc.st)[ser("x_seconds_count", "pod", "a")], "_count is still written")
+
+	// An invalid point: _count and _sum stored, the native sample refused.
+	fi := newFixture(t, Config{}, store.Config{})
+	bad := dp(40, 3, 1, 2)
+	bad.Scale = -7
+	res = fi.export(t, req(rm(nil, expMetric("y", cumulative, bad))))
+	assert.Equal(t, int64(1), res.rejected)
+	assert.InDelta(t, 1.0, counterValue(t, fi.r.m.rejected[reasonInvalidHistogram]), 0)
+	assert.NotContains(t, dump(fi.st), ser("y_seconds", "pod", "a"))
+	assert.Contains(t, dump(fi.st), ser("y_seconds_count", "pod", "a"))
+}
