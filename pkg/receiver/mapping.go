@@ -123,6 +123,8 @@ type nameEntry struct {
 	// name's ID; hasAlias says which are set.
 	aliases  [numVariants]uint32
 	hasAlias [numVariants]bool
+	// admit caches the ingest filter's decision for the family (admit.go).
+	admit admitCache
 }
 
 // slabel is a label under construction. name and value alias the request,
@@ -215,6 +217,7 @@ type batch struct {
 	// the store's counter once per request (finish), not with an atomic
 	// add per sample.
 	appended uint64
+	filtered filteredCounts // points the ingest filter did not store (admit.go)
 	expHist  int
 	total    int
 	newestT  int64 // newest accepted-looking sample time, for the lag histogram
@@ -459,6 +462,9 @@ func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
 	}
 	if b.scopeBad != reasonNone {
 		b.reject(b.scopeBad, points, b.metricExample)
+		return false
+	}
+	if b.r.filter != nil && !b.admit(e, m.Name, k, points) {
 		return false
 	}
 	b.kind, b.names, b.skip = k, e, false
