@@ -288,7 +288,7 @@ func (c *compiler) binary(e *parser.BinaryExpr) (node, error) {
 	switch e.Op {
 	case parser.ADD, parser.SUB, parser.MUL, parser.DIV, parser.MOD, parser.POW, parser.ATAN2,
 		parser.EQLC, parser.NEQ, parser.GTR, parser.LSS, parser.GTE, parser.LTE,
-		parser.LAND, parser.LOR, parser.LUNLESS:
+		parser.LAND, parser.LOR, parser.LUNLESS, parser.TRIM_UPPER, parser.TRIM_LOWER:
 	default:
 		return nil, unsupported(e, "binary operator "+e.Op.String(), "")
 	}
@@ -301,6 +301,9 @@ func (c *compiler) binary(e *parser.BinaryExpr) (node, error) {
 		return nil, err
 	}
 	lt, rt := lhs.valueType(), rhs.valueType()
+	if isTrim(e.Op) && lt == parser.ValueTypeScalar && rt == parser.ValueTypeScalar {
+		return nil, unsupported(e, "binary operator "+e.Op.String(), "histogram trimming needs a histogram on the left")
+	}
 	switch {
 	case lt == parser.ValueTypeScalar && rt == parser.ValueTypeScalar:
 		return &scalarBinNode{op: e.Op, lhs: lhs, rhs: rhs}, nil
@@ -425,6 +428,13 @@ func (c *compiler) call(e *parser.Call) (node, error) {
 			return nil, err
 		}
 		return &mathNode{kind: kind, child: child}, nil
+	}
+	if kind, ok := histFns[name]; ok {
+		child, err := c.compile(e.Args[0])
+		if err != nil {
+			return nil, err
+		}
+		return &histFnNode{kind: kind, child: child}, nil
 	}
 	if kind, ok := dateFuncs[name]; ok {
 		n := &dateNode{kind: kind}
