@@ -57,6 +57,9 @@ type compiler struct {
 	extra int64
 	// held is the plan's bound on the points its subqueries hold.
 	held *heldPoints
+	// statsOnly holds the selectors whose histograms only need their
+	// count and sum (histogramStatsSelectors).
+	statsOnly map[*parser.VectorSelector]bool
 }
 
 func (c *compiler) parent() int {
@@ -107,7 +110,7 @@ func (c *compiler) compileNode(expr parser.Expr) (node, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &selectorNode{set: set, offset: offset, at: at, lookback: c.lookback}, nil
+		return &selectorNode{set: set, offset: offset, at: at, lookback: c.lookback, statsOnly: c.statsOnly[e]}, nil
 	case *parser.MatrixSelector:
 		return nil, unsupported(e, "range vector result", "a range vector is only accepted as the argument of a range function")
 	case *parser.SubqueryExpr:
@@ -628,7 +631,7 @@ func (c *compiler) rangeCall(e *parser.Call, kind rangeKind) (node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.set, n.offset, n.at = set, offset, at
+	n.set, n.offset, n.at, n.statsOnly = set, offset, at, c.statsOnly[vs]
 	if kind == fnAbsentOverTime {
 		n.absent = absentLabels(msel)
 	}

@@ -375,7 +375,8 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	c := compiler{
 		store: e.store, lookback: opts.LookbackDelta.Milliseconds(), normalize: !e.exactNumericLabels,
 		subqStep: opts.SubqueryStep.Milliseconds(), wrap: map[parser.Expr]bool{},
-		held: &heldPoints{max: int64(opts.MaxSubqueryPoints)},
+		held:      &heldPoints{max: int64(opts.MaxSubqueryPoints)},
+		statsOnly: histogramStatsSelectors(expr),
 	}
 	if _, wrapRoot := stepInvariance(expr, c.wrap); wrapRoot {
 		c.wrap[expr] = true

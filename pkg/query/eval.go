@@ -394,6 +394,9 @@ type selectorNode struct {
 	lookback int64
 	out      vector
 	hp       hpool // the histograms it read
+	// statsOnly: its histograms keep only their count and sum
+	// (statsHistogram).
+	statsOnly bool
 }
 
 // ref is the selector's reference time at step t: t-offset, or what the
@@ -451,6 +454,9 @@ func (n *selectorNode) streamHist(ev *evaluator, rd store.Reader, ref int64, dst
 		}
 		if err := ev.charge(histCost(fh) - 1); err != nil {
 			return err
+		}
+		if n.statsOnly {
+			statsHistogram(fh)
 		}
 		dst.add(sample{lset: n.set.lsets[i], t: s.T, h: fh})
 	}

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
@@ -33,6 +34,9 @@ func (n *rangeNode) histSeries(ev *evaluator, rd store.Reader, h store.Handle, t
 	}
 	if err := ev.charge(cost); err != nil {
 		return 0, nil, false, err
+	}
+	if n.statsOnly {
+		statsWindow(n.hbuf)
 	}
 	pts := dropStale(n.fbuf)
 	if len(pts)+len(n.hps) == 0 {
@@ -388,4 +392,88 @@ func (n *rangeNode) sumOrAvgHist(hps []hpoint, avg bool) (*histogram.FloatHistog
 		}
 	}
 	return res, true, nil
+}
+
+// histogramStatsSelectors is Prometheus's detectHistogramStatsDecoding:
+// the selectors whose histograms reach only functions that read a
+// histogram's count and sum (histogram_count, histogram_sum,
+// histogram_avg; timestamp and absent read no value), with no subquery,
+// bucket-reading function (histogram_quantile(s), histogram_fraction,
+// histogram_stddev/stdvar, changes), count_values, trimming or histogram
+// comparison on the way. Prometheus reads those series through its
+// HistogramStatsIterator, which drops the buckets; the answers can differ
+// (a reset detected in a gauge histogram's buckets is not seen on its
+// count), so the selectors are marked and read the same way.
+func histogramStatsSelectors(expr parser.Expr) map[*parser.VectorSelector]bool {
+	var out map[*parser.VectorSelector]bool
+	parser.Inspect(expr, func(node parser.Node, path []parser.Node) error {
+		vs, ok := node.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		skip := false
+	walk:
+		for i := len(path) - 1; i >= 0; i-- {
+			switch p := path[i].(type) {
+			case *parser.SubqueryExpr:
+				skip = false
+				break walk
+			case *parser.Call:
+				switch p.Func.Name {
+				case "histogram_count", "histogram_sum", "histogram_avg", "timestamp", "start_timestamp", "absent":
+					skip = true
+				case "histogram_quantile", "histogram_quantiles", "histogram_fraction", "histogram_stddev", "histogram_stdvar", "changes":
+					skip = false
+					break walk
+				}
+			case *parser.AggregateExpr:
+				if p.Op == parser.COUNT_VALUES {
+					skip = false
+					break walk
+				}
+			case *parser.BinaryExpr:
+				switch p.Op {
+				case parser.TRIM_UPPER, parser.TRIM_LOWER, parser.EQLC, parser.NEQ:
+					skip = false
+					break walk
+				}
+			}
+		}
+		if skip {
+			if out == nil {
+				out = map[*parser.VectorSelector]bool{}
+			}
+			out[vs] = true
+		}
+		return nil
+	})
+	return out
+}
+
+// statsHistogram keeps only what HistogramStatsIterator returns: the
+// hint, schema, count and sum.
+func statsHistogram(h *histogram.FloatHistogram) {
+	h.ZeroThreshold, h.ZeroCount = 0, 0
+	h.PositiveSpans, h.NegativeSpans = h.PositiveSpans[:0], h.NegativeSpans[:0]
+	h.PositiveBuckets, h.NegativeBuckets = h.PositiveBuckets[:0], h.NegativeBuckets[:0]
+	h.CustomValues = nil
+}
+
+// statsWindow is HistogramStatsIterator over a window's histograms: a
+// sample whose hint is unknown gets the reset, or no reset, that its full
+// histogram shows against the one before it in the window (the first
+// keeps unknown); then every histogram keeps only its count and sum.
+func statsWindow(hs []store.HSample) {
+	for i := len(hs) - 1; i > 0; i-- {
+		if h := &hs[i].H; h.CounterResetHint == histogram.UnknownCounterReset {
+			if h.DetectReset(&hs[i-1].H) {
+				h.CounterResetHint = histogram.CounterReset
+			} else {
+				h.CounterResetHint = histogram.NotCounterReset
+			}
+		}
+	}
+	for i := range hs {
+		statsHistogram(&hs[i].H)
+	}
 }

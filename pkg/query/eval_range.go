@@ -51,15 +51,18 @@ const (
 // no intermediate matrix.
 type rangeNode struct {
 	vectorNode
-	kind     rangeKind
-	set      *seriesSet
-	rng      int64
-	offset   int64
-	param    node // quantile_over_time's q, predict_linear's t, integral's strategy, the smoothing factor
-	param2   node // double_exponential_smoothing's trend factor
-	at       *atMod
-	dropName bool
-	absent   labels.Labels
+	kind   rangeKind
+	set    *seriesSet
+	rng    int64
+	offset int64
+	// statsOnly: the window's histograms keep only their count and sum,
+	// their reset hints decided first (statsWindow).
+	statsOnly bool
+	param     node // quantile_over_time's q, predict_linear's t, integral's strategy, the smoothing factor
+	param2    node // double_exponential_smoothing's trend factor
+	at        *atMod
+	dropName  bool
+	absent    labels.Labels
 
 	buf  []store.Sample
 	win  store.Window
