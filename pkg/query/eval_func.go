@@ -569,16 +569,16 @@ type bucket struct {
 	upper, count float64
 }
 
-// hqNode is classic histogram_quantile (§4.5). Buckets are grouped by all
-// labels except le (__name__ included); group labels are cached by the
-// group hash, and bucket slices are reused, so a steady state allocates
+// hqNode is histogram_quantile over classic buckets (promql-subset.md
+// §4.5) and native histograms (§4.5a). Buckets are grouped by all labels
+// except le (__name__ included); group labels are cached by the group
+// hash, and bucket slices are reused, so a steady state allocates
 // nothing.
 type hqNode struct {
 	vectorNode
 	q, child node
 	// fraction is set for histogram_fraction(lo, hi, v), quantiles for
-	// histogram_quantiles(v, "label", q…) (qs, qlabel); both over classic
-	// buckets only.
+	// histogram_quantiles(v, "label", q…) (qs, qlabel).
 	fraction  bool
 	lo, hi    node
 	quantiles bool

@@ -174,6 +174,9 @@ type histSeries struct {
 	layouts atomic.Pointer[[][]float64] // append-only, copy on write; entries immutable
 }
 
+// histSeriesBytes is the size class of a histSeries.
+const histSeriesBytes = 32
+
 // histLog is a series' log of entries (see the contract above).
 type histLog struct {
 	w     []uint64 // every access atomic once the log is published

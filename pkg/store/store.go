@@ -224,6 +224,7 @@ type Store struct {
 	// decodes the previous sample into.
 	hists       chunked[atomic.Pointer[histSeries]]
 	histScratch sync.Pool
+	histLive    atomic.Int64 // live histogram series, for MemoryEstimate
 
 	mu         sync.Mutex // serialises series creation and deletion; guards the fields below
 	perMetric  map[uint32]int
@@ -364,6 +365,7 @@ func (s *Store) create(hash uint64, lset labels.Labels, hist bool) (SeriesRef, e
 		var hs *histSeries
 		if hist {
 			hs = &histSeries{ms: ms}
+			s.histLive.Add(1)
 		}
 		s.hists.ensure(uint32(ref)).Store(hs)
 	}

@@ -168,6 +168,7 @@ func (s *Store) removeLocked(ref SeriesRef, ms *memSeries) {
 			s.rl.used.Add(-lg.bytes)
 		}
 		s.hists.at(uint32(ref)).Store(nil)
+		s.histLive.Add(-1)
 	}
 	s.quarantine = append(s.quarantine, ref)
 }
