@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/internal/otlpwire"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
@@ -170,4 +172,52 @@ func TestExpHistogramIngest(t *testing.T) {
 	assert.InDelta(t, 1.0, counterValue(t, fi.r.m.rejected[reasonInvalidHistogram]), 0)
 	assert.NotContains(t, dump(fi.st), ser("y_seconds", "pod", "a"))
 	assert.Contains(t, dump(fi.st), ser("y_seconds_count", "pod", "a"))
+}
+
+// TestExpHistogramIngestDoesNotAllocate: once its series exist and their
+// rings and logs have reached their bounds, a request of exponential
+// histograms (40 positive and 6 negative buckets each, a new scale on
+// every point) is decoded, converted and stored without allocating, on
+// the wire path.
+func TestExpHistogramIngestDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	const series, warm, runs = 50, 40, 20
+	payloads := make([][]byte, warm+runs+1)
+	for j := range payloads {
+		var dps []*metricspb.ExponentialHistogramDataPoint
+		for p := range series {
+			pos := make([]uint64, 40)
+			var count uint64
+			for k := range pos {
+				pos[k] = uint64((j + 1) * (k%7 + 1))
+				count += pos[k]
+			}
+			neg := []uint64{1, 0, 0, 0, 2, uint64(j)}
+			count += 3 + uint64(j)
+			dps = append(dps, &metricspb.ExponentialHistogramDataPoint{
+				Attributes: attrs("pod", fmt.Sprintf("p%d", p)), TimeUnixNano: tsNs(500 - j),
+				Count: count, Sum: ptr(float64(count) / 3), Scale: int32(6 + j%5), ZeroCount: uint64(j),
+				Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: int32(-20 + p%3), BucketCounts: pos},
+				Negative: &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: 3, BucketCounts: neg},
+			})
+		}
+		b, err := proto.Marshal(req(rm(nil, expMetric("lat", cumulative, dps...))))
+		require.NoError(t, err)
+		payloads[j] = b
+	}
+	f := newFixture(t, Config{}, store.Config{MaxSamplesPerSeries: 8})
+	next := 0
+	ingest := func() {
+		res, err := f.r.ingestProto(payloads[next])
+		next++
+		if err != nil || res.rejected != 0 {
+			t.Fatalf("ingest: %v, %d rejected: %s", err, res.rejected, res.message)
+		}
+	}
+	for range warm {
+		ingest()
+	}
+	assert.Zero(t, testing.AllocsPerRun(runs, ingest), "allocations per request of %d exponential histograms", series)
 }

@@ -71,7 +71,8 @@ type Config struct {
 	MaxSeries int
 	// MaxSeriesPerMetric caps live series per metric name. Default 200,000.
 	MaxSeriesPerMetric int
-	// MaxSamplesPerSeries caps each series' ring, in samples (12 B each).
+	// MaxSamplesPerSeries caps each series' ring, in samples (12 B each;
+	// a histogram sample's entry in its log is extra, hist.go).
 	// A series pushed faster than MaxSamplesPerSeries samples per
 	// Retention is thinned: its ring keeps covering the whole retention
 	// with its samples at least Retention/(MaxSamplesPerSeries−1) and at
