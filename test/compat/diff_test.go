@@ -866,8 +866,10 @@ func TestDifferentialCatchesDifferences(t *testing.T) {
 		{"scalar vs vector", outcome{scalar: true, value: 1}, v("{}", 1.0), false},
 		{"duplicate labels", v("{}", 1.0), outcome{vector: map[string]float64{"{}": 1}, dups: 1}, false},
 		{"same histogram", hv(hist(0, 3, 1, 2)), hv(hist(0, 3, 1, 2)), true},
-		{"same histogram, other spans", hv(hist(0, 3, 1, 2)), hv(&histogram.FloatHistogram{Count: 3,
-			PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}, {Offset: 0, Length: 2}}, PositiveBuckets: []float64{1, 2, 0}}), true},
+		{"same histogram, other spans", hv(hist(0, 3, 1, 2)), hv(&histogram.FloatHistogram{
+			Count:         3,
+			PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}, {Offset: 0, Length: 2}}, PositiveBuckets: []float64{1, 2, 0},
+		}), true},
 		{"bucket differs", hv(hist(0, 3, 1, 2)), hv(hist(0, 3, 2, 1)), false},
 		{"count differs", hv(hist(0, 3, 1, 2)), hv(hist(0, 4, 1, 2)), false},
 		{"schema differs", hv(hist(0, 3, 1, 2)), hv(hist(1, 3, 1, 2)), false},
