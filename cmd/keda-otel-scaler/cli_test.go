@@ -24,11 +24,21 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // vllm:num_requests_waiting (3 and 4) over OTLP/HTTP.
 func startServer(t *testing.T) server.Addrs {
 	t.Helper()
+	return startServerWith(t, nil, http.DefaultClient, "http")
+}
+
+// startServerWith is startServer with edit applied to the configuration,
+// pushing through client to scheme://.
+func startServerWith(t *testing.T, edit func(*config.Config), client *http.Client, scheme string) server.Addrs {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Server.OTLPGRPCAddr = "127.0.0.1:0"
 	cfg.Server.ScalerAddr = "127.0.0.1:0"
 	cfg.Server.HTTPAddr = "127.0.0.1:0"
 	cfg.Scaler.Warmup = 0
+	if edit != nil {
+		edit(&cfg)
+	}
 	s, err := server.New(cfg, server.Settings{})
 	require.NoError(t, err)
 	require.NoError(t, s.Start())
@@ -37,7 +47,7 @@ func startServer(t *testing.T) server.Addrs {
 		defer cancel()
 		require.NoError(t, s.Shutdown(ctx))
 	})
-	pushWaiting(t, s.Addrs().HTTP, map[string]float64{"qwen-a": 3, "qwen-b": 4}, nil)
+	pushWaitingWith(t, client, scheme+"://"+s.Addrs().HTTP, map[string]float64{"qwen-a": 3, "qwen-b": 4}, nil)
 	return s.Addrs()
 }
 
@@ -45,6 +55,11 @@ func startServer(t *testing.T) server.Addrs {
 // each pod over OTLP/HTTP, with service.name vllm and the extra resource
 // attributes.
 func pushWaiting(t *testing.T, httpAddr string, pods map[string]float64, resource map[string]string) {
+	t.Helper()
+	pushWaitingWith(t, http.DefaultClient, "http://"+httpAddr, pods, resource)
+}
+
+func pushWaitingWith(t *testing.T, client *http.Client, base string, pods map[string]float64, resource map[string]string) {
 	t.Helper()
 	md := pmetric.NewMetrics()
 	for pod, v := range pods {
@@ -63,7 +78,7 @@ func pushWaiting(t *testing.T, httpAddr string, pods map[string]float64, resourc
 	}
 	body, err := (&pmetric.ProtoMarshaler{}).MarshalMetrics(md)
 	require.NoError(t, err)
-	resp, err := http.Post("http://"+httpAddr+"/v1/metrics", "application/x-protobuf", bytes.NewReader(body))
+	resp, err := client.Post(base+"/v1/metrics", "application/x-protobuf", bytes.NewReader(body))
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
