@@ -59,6 +59,10 @@ func fuzzSeeds(t testing.TB) [][]byte {
 			hist("h", "s", cumulative, hdp(attrs("le", "z"), tsNs(10), []float64{0.5, 1}, []uint64{1, 2, 3}, ptr(1.5)),
 				&metricspb.HistogramDataPoint{TimeUnixNano: tsNs(9), Flags: 1}),
 			summary, exp, &metricspb.Metric{Name: "empty"},
+			// Points of other types after an exponential histogram's: the
+			// walker's reused point must not carry its fields on.
+			hist("h.after.exp", "s", cumulative, hdp(nil, tsNs(10), []float64{1}, []uint64{1, 2}, ptr(2.0))),
+			gauge("g.after.exp", "", dpD(nil, tsNs(10), 1)),
 		)),
 		// Legacy aliases, start times, and markers after real points of
 		// histograms and summaries (every bucket and quantile held ends).

