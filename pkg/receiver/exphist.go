@@ -29,14 +29,18 @@ const defaultZeroThreshold = 1e-128
 // buckets, a scale below -4 is refused, the buckets become spans (a gap of
 // up to two empty buckets stays inside a span), the counter-reset hint is
 // unknown (gauge for delta temporality), count and sum are copied (sum 0
-// when unset). Beyond Prometheus, a histogram with more than
+// when unset). A point whose counts do not add up is refused, as
+// Prometheus's TSDB refuses the histogram its translator makes of it
+// (countsAddUp); so is one whose bucket indices leave int32 (indicesFit).
+// Beyond Prometheus, a histogram with more than
 // store.MaxHistogramBuckets buckets has its resolution lowered until it
 // fits (Prometheus's scrape-time bucket limit does the same), and is
 // refused only when even scale -4 does not fit. It reports false for a
 // point to refuse (invalid_histogram).
 func expToNative(p *otlpwire.Point, delta bool, fh *histogram.FloatHistogram) bool {
 	scale := p.Scale
-	if scale < histogram.ExponentialSchemaMin || p.BucketsOverflow {
+	if scale < histogram.ExponentialSchemaMin || p.BucketsOverflow || !countsAddUp(p) ||
+		!indicesFit(p.PosOffset, len(p.BucketCounts)) || !indicesFit(p.NegOffset, len(p.NegCounts)) {
 		return false
 	}
 	var scaleDown int32
@@ -66,6 +70,43 @@ func expToNative(p *otlpwire.Point, delta bool, fh *histogram.FloatHistogram) bo
 		}
 	}
 	return true
+}
+
+// countsAddUp reports whether the zero count and every bucket count add
+// up to the point's count without exceeding math.MaxInt64. Prometheus's
+// translator makes an integer histogram of the point (int64 bucket
+// counts), and its TSDB refuses one whose counts do not equal its count
+// (histogram.Histogram.Validate, ErrHistogramCountMismatch; a sum is
+// always set, 0 when unset) or hold a negative count (an overflowing
+// one): a classic histogram's counts must add up too (otlp-contract.md
+// §6).
+func countsAddUp(p *otlpwire.Point) bool {
+	total := p.ZeroCount
+	if total > math.MaxInt64 {
+		return false
+	}
+	for _, side := range [2][]uint64{p.BucketCounts, p.NegCounts} {
+		for _, c := range side {
+			// total and c are at most math.MaxInt64 here, so the sum
+			// does not wrap.
+			if c > math.MaxInt64 || total+c > math.MaxInt64 {
+				return false
+			}
+			total += c
+		}
+	}
+	return total == p.Count
+}
+
+// indicesFit reports whether a side of n counts from OTLP bucket index
+// offset has every Prometheus bucket index (OTLP's plus one) within
+// int32. Prometheus's translator computes them in int32 and would wrap
+// past math.MaxInt32 (the buckets landing at the wrong end of the
+// histogram, or overlapping spans); such a point says nothing a real
+// SDK could measure (base^(2^31) overflows a float64 at every scale), so
+// it is refused.
+func indicesFit(offset int32, n int) bool {
+	return n == 0 || int64(offset)+int64(n) <= math.MaxInt32
 }
 
 // bucketLayout is Prometheus's convertBucketsLayout for exponential

@@ -3,9 +3,11 @@ package receiver
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -20,7 +22,8 @@ import (
 // convertBucketsLayout produces for the same points (worked by hand from
 // its v0.316.0 source): OTLP bucket i is Prometheus's i+1, gaps of up to
 // two empty buckets stay inside a span, the last bucket is always
-// written, scales above 8 merge buckets, below -4 are refused.
+// written, scales above 8 merge buckets, below -4 are refused, and so are
+// counts that do not add up (as Prometheus's TSDB refuses them).
 func TestExpToNative(t *testing.T) {
 	t.Parallel()
 	dense := make([]uint64, 5000)
@@ -37,6 +40,8 @@ func TestExpToNative(t *testing.T) {
 		posB   []float64
 		neg    []histogram.Span
 		negB   []float64
+		// off is added to the point's count, the sum of its counts.
+		off int
 	}{
 		{
 			name: "plain", pt: otlpwire.Point{Scale: 2, PosOffset: 1, BucketCounts: []uint64{2, 2}}, ok: true, schema: 2,
@@ -73,10 +78,19 @@ func TestExpToNative(t *testing.T) {
 			pos: []histogram.Span{{Offset: 1, Length: 2500}},
 		},
 		{name: "delta is a gauge", pt: otlpwire.Point{}, delta: true, ok: true},
+		{name: "count above the buckets' total", pt: otlpwire.Point{BucketCounts: []uint64{1, 2}, NegCounts: []uint64{3}}, off: 1},
+		{name: "count below the buckets' total", pt: otlpwire.Point{BucketCounts: []uint64{1, 2}, NegCounts: []uint64{3}}, off: -1},
+		{name: "a bucket count above math.MaxInt64", pt: otlpwire.Point{BucketCounts: []uint64{math.MaxInt64 + 1}}},
+		{name: "counts whose total passes math.MaxInt64", pt: otlpwire.Point{BucketCounts: []uint64{math.MaxInt64 - 3}, NegCounts: []uint64{1}}},
+		{name: "counts whose total wraps", pt: otlpwire.Point{BucketCounts: []uint64{math.MaxUint64, 5}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.pt.Count, tc.pt.ZeroCount, tc.pt.Sum, tc.pt.HasSum, tc.pt.ZeroThreshold = 42, 3, 1.5, true, 0.25
+			tc.pt.ZeroCount, tc.pt.Sum, tc.pt.HasSum, tc.pt.ZeroThreshold = 3, 1.5, true, 0.25
+			tc.pt.Count = tc.pt.ZeroCount + uint64(tc.off) // wraps as OTLP's uint64 would
+			for _, c := range append(slices.Clone(tc.pt.BucketCounts), tc.pt.NegCounts...) {
+				tc.pt.Count += c
+			}
 			var fh histogram.FloatHistogram
 			ok := expToNative(&tc.pt, tc.delta, &fh)
 			require.Equal(t, tc.ok, ok)
@@ -86,7 +100,7 @@ func TestExpToNative(t *testing.T) {
 			assert.Equal(t, tc.schema, fh.Schema)
 			assert.InDelta(t, defaultZeroThreshold, fh.ZeroThreshold, 0, "Prometheus ignores the point's threshold")
 			assert.InDelta(t, 3.0, fh.ZeroCount, 0)
-			assert.InDelta(t, 42.0, fh.Count, 0)
+			assert.InDelta(t, float64(tc.pt.Count), fh.Count, 0)
 			assert.InDelta(t, 1.5, fh.Sum, 0)
 			assert.Equal(t, tc.pos, fh.PositiveSpans)
 			if tc.posB != nil {
@@ -145,6 +159,11 @@ func TestExpHistogramIngest(t *testing.T) {
 	// Delta: refused by default, a gauge histogram with --otlp-delta=ingest.
 	res = f.export(t, req(rm(nil, expMetric("dlat", delta, dp(40, 3, 1, 2)))))
 	assert.Equal(t, int64(1), res.rejected)
+	assert.Contains(t, res.message, "delta")
+	assert.InDelta(t, 1.0, counterValue(t, f.r.m.rejected[reasonDeltaTemporality]), 0)
+	for s := range dump(f.st) {
+		assert.NotContains(t, s, "dlat", "nothing of a refused delta histogram is stored")
+	}
 	fd := newFixture(t, Config{IngestDelta: true}, store.Config{})
 	res = fd.export(t, req(rm(nil, expMetric("dlat", delta, dp(40, 3, 1, 2), dp(30, 1, 1)))))
 	require.Zero(t, res.rejected, res.message)
@@ -152,6 +171,7 @@ func TestExpHistogramIngest(t *testing.T) {
 		hsb(tsMs(40), "schema:0 zt:1e-128 zc:0 count:3 sum:1.5 hint:3 pos:[{1 2}][1 2] neg:[][] cv:[]"),
 		hsb(tsMs(30), "schema:0 zt:1e-128 zc:0 count:1 sum:0.5 hint:3 pos:[{1 1}][1] neg:[][] cv:[]"),
 	}, dump(fd.st)[ser("dlat_seconds", "pod", "a")])
+	assert.Equal(t, []sampleBits{sb(tsMs(40), 3), sb(tsMs(30), 1)}, dump(fd.st)[ser("dlat_seconds_count", "pod", "a")])
 
 	// A gauge with the histogram's name and labels holds the identity.
 	fc := newFixture(t, Config{}, store.Config{})
@@ -195,7 +215,7 @@ func TestExpHistogramIngestDoesNotAllocate(t *testing.T) {
 				count += pos[k]
 			}
 			neg := []uint64{1, 0, 0, 0, 2, uint64(j)}
-			count += 3 + uint64(j)
+			count += 3 + uint64(j) + uint64(j) // the negative side, the zero bucket
 			dps = append(dps, &metricspb.ExponentialHistogramDataPoint{
 				Attributes: attrs("pod", fmt.Sprintf("p%d", p)), TimeUnixNano: tsNs(500 - j),
 				Count: count, Sum: ptr(float64(count) / 3), Scale: int32(6 + j%5), ZeroCount: uint64(j),
@@ -220,4 +240,123 @@ func TestExpHistogramIngestDoesNotAllocate(t *testing.T) {
 		ingest()
 	}
 	assert.Zero(t, testing.AllocsPerRun(runs, ingest), "allocations per request of %d exponential histograms", series)
+}
+
+// storedNative returns the last native histogram sample of the series
+// named name, or nil.
+func storedNative(t *testing.T, st *store.Store, name string) *histogram.FloatHistogram {
+	t.Helper()
+	rd := st.Reader()
+	for _, ref := range st.Select(nil, labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, name)) {
+		_, hs := rd.RangeHistograms(st.Handle(ref), math.MinInt64+1, math.MaxInt64, nil, nil)
+		if len(hs) > 0 {
+			return hs[len(hs)-1].H.Copy()
+		}
+	}
+	return nil
+}
+
+// boundedPoints is an otlpwire.Handler that records the largest side an
+// exponential histogram point was decoded into.
+type boundedPoints struct {
+	maxLen, maxCap int
+	overflow       bool
+}
+
+func (*boundedPoints) Resource([]otlpwire.KeyValue)             {}
+func (*boundedPoints) Scope(_, _ []byte, _ []otlpwire.KeyValue) {}
+func (*boundedPoints) Metric(*otlpwire.Metric, int) bool        { return true }
+func (h *boundedPoints) Point(p *otlpwire.Point) {
+	h.maxLen = max(h.maxLen, len(p.BucketCounts), len(p.NegCounts))
+	h.maxCap = max(h.maxCap, cap(p.BucketCounts), cap(p.NegCounts))
+	h.overflow = h.overflow || p.BucketsOverflow
+}
+
+// TestExpHistogramHostile sends exponential histogram points built to
+// hurt: more counts than otlpwire.MaxExpBuckets, scales and offsets at the
+// int32 limits, counts that do not add up or overflow. None panics; the
+// wire walker never holds more than MaxExpBuckets counts of a side; the
+// walker and pdata agree; a refused point is counted as invalid_histogram
+// with its _count still written, an accepted one is a valid histogram of
+// at most store.MaxHistogramBuckets buckets.
+func TestExpHistogramHostile(t *testing.T) {
+	t.Parallel()
+	ones := func(n int) []uint64 {
+		c := make([]uint64, n)
+		for i := range c {
+			c[i] = 1
+		}
+		return c
+	}
+	side := func(off int32, counts []uint64) *metricspb.ExponentialHistogramDataPoint_Buckets {
+		return &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: off, BucketCounts: counts}
+	}
+	for _, tc := range []struct {
+		name     string
+		dp       *metricspb.ExponentialHistogramDataPoint
+		ok       bool
+		overflow bool
+	}{
+		{
+			name: "a side three times past MaxExpBuckets",
+			dp:   &metricspb.ExponentialHistogramDataPoint{Count: 3 * otlpwire.MaxExpBuckets, Scale: 3, Positive: side(0, ones(3*otlpwire.MaxExpBuckets))},
+			ok:   false, overflow: true,
+		},
+		{
+			name: "both sides at MaxExpBuckets: resolution lowered",
+			dp: &metricspb.ExponentialHistogramDataPoint{
+				Count: 2 * otlpwire.MaxExpBuckets, Scale: 8,
+				Positive: side(-5, ones(otlpwire.MaxExpBuckets)), Negative: side(7, ones(otlpwire.MaxExpBuckets)),
+			},
+			ok: true,
+		},
+		{name: "scale math.MaxInt32", dp: &metricspb.ExponentialHistogramDataPoint{Count: 6, Scale: math.MaxInt32, Positive: side(3, ones(6))}, ok: true},
+		{name: "scale math.MinInt32", dp: &metricspb.ExponentialHistogramDataPoint{Count: 6, Scale: math.MinInt32, Positive: side(3, ones(6))}},
+		{name: "offset math.MaxInt32", dp: &metricspb.ExponentialHistogramDataPoint{Count: 10, Scale: 8, Positive: side(math.MaxInt32, ones(10))}},
+		{name: "offset math.MaxInt32, scale lowered", dp: &metricspb.ExponentialHistogramDataPoint{Count: 10, Scale: 12, Positive: side(math.MaxInt32, ones(10))}},
+		{name: "last index math.MaxInt32-1", dp: &metricspb.ExponentialHistogramDataPoint{Count: 10, Scale: 8, Positive: side(math.MaxInt32-10, ones(10))}, ok: true},
+		{name: "offset math.MinInt32", dp: &metricspb.ExponentialHistogramDataPoint{Count: 10, Scale: 0, Negative: side(math.MinInt32, ones(10))}, ok: true},
+		{name: "offset math.MinInt32, scale lowered", dp: &metricspb.ExponentialHistogramDataPoint{Count: 10, Scale: 20, Negative: side(math.MinInt32, ones(10))}, ok: true},
+		{name: "count 0 over full buckets", dp: &metricspb.ExponentialHistogramDataPoint{Count: 0, Scale: 1, Positive: side(0, ones(100))}},
+		{name: "count above the buckets", dp: &metricspb.ExponentialHistogramDataPoint{Count: math.MaxUint64, ZeroCount: 1, Scale: 1, Positive: side(0, ones(100))}},
+		{
+			name: "counts that wrap to the count",
+			dp:   &metricspb.ExponentialHistogramDataPoint{Count: 1, Scale: 1, Positive: side(0, []uint64{math.MaxUint64, 2})},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.dp.TimeUnixNano, tc.dp.Attributes = tsNs(10), attrs("pod", "a")
+			b, err := proto.Marshal(req(rm(nil, expMetric("h", cumulative, tc.dp))))
+			require.NoError(t, err)
+
+			var w otlpwire.Walker
+			var bp boundedPoints
+			require.NoError(t, w.Walk(b, &bp))
+			assert.LessOrEqual(t, bp.maxLen, otlpwire.MaxExpBuckets, "counts the walker decoded for one side")
+			assert.LessOrEqual(t, bp.maxCap, 2*otlpwire.MaxExpBuckets, "counts the walker made room for")
+			assert.Equal(t, tc.overflow, bp.overflow)
+
+			ingestBoth(t, b) // the same outcome through pdata
+
+			f := newFixture(t, Config{}, store.Config{})
+			res, err := f.r.ingestProto(b)
+			require.NoError(t, err)
+			assert.Contains(t, dump(f.st), ser("h_seconds_count", "pod", "a"), "_count is written either way")
+			fh := storedNative(t, f.st, "h_seconds")
+			if !tc.ok {
+				assert.Equal(t, int64(1), res.rejected)
+				assert.Contains(t, res.message, "invalid_histogram")
+				assert.InDelta(t, 1.0, counterValue(t, f.r.m.rejected[reasonInvalidHistogram]), 0)
+				assert.Nil(t, fh)
+				return
+			}
+			require.Zero(t, res.rejected, res.message)
+			require.NotNil(t, fh)
+			require.NoError(t, fh.Validate())
+			assert.LessOrEqual(t, len(fh.PositiveBuckets)+len(fh.NegativeBuckets), store.MaxHistogramBuckets)
+			assert.InDelta(t, float64(tc.dp.Count), fh.Count, 0)
+			t.Logf("schema %d, %d+%d buckets, spans %v %v", fh.Schema, len(fh.PositiveBuckets), len(fh.NegativeBuckets), fh.PositiveSpans, fh.NegativeSpans)
+		})
+	}
 }

@@ -35,7 +35,8 @@ import (
 // endpoint configures it). Every native histogram we store equals the
 // one Prometheus's converter appends for the same point (labels, time,
 // schema, zero bucket, count, sum, spans, buckets and counter-reset
-// hint), and a point Prometheus refuses is refused by us too
+// hint), and a point Prometheus refuses (a scale below -4 refused by the
+// translator, counts that do not add up by its TSDB) is refused by us too
 // (otlp-contract.md §6).
 func TestExpHistogramConversionMatchesPrometheus(t *testing.T) {
 	now := time.Now().Truncate(time.Millisecond)
@@ -162,16 +163,24 @@ func randomExpPoint(rnd *rand.Rand, dp pmetric.ExponentialHistogramDataPoint, i 
 	if rnd.Intn(4) == 0 {
 		dp.SetZeroThreshold(math.Ldexp(1, -rnd.Intn(40))) // ignored by both
 	}
+	ok := !refuse
+	if !refuse && rnd.Intn(15) == 0 {
+		// Counts that do not add up: Prometheus's translator converts
+		// the point, its TSDB refuses the histogram (recordingAppender).
+		count += uint64(1 - 2*rnd.Intn(2)*min(1, int(count)))
+		ok = false
+	}
 	dp.SetCount(count)
 	if rnd.Intn(5) != 0 {
 		dp.SetSum(rnd.NormFloat64() * 1000)
 	}
-	return !refuse
+	return ok
 }
 
 // recordingAppender is a storage.AppenderV2 that keeps each native
 // histogram by series and time, as Prometheus's OTLP endpoint would
-// append it to its TSDB.
+// append it to its TSDB: the TSDB head validates each histogram first and
+// refuses an invalid one (counts that do not add up).
 type recordingAppender struct {
 	got map[string]*histogram.FloatHistogram
 }
@@ -179,6 +188,9 @@ type recordingAppender struct {
 func (a *recordingAppender) Append(_ storage.SeriesRef, ls labels.Labels, _, t int64, _ float64, h *histogram.Histogram, fh *histogram.FloatHistogram, _ storage.AppendV2Options) (storage.SeriesRef, error) {
 	switch {
 	case h != nil:
+		if h.Validate() != nil {
+			return 0, nil
+		}
 		a.got[histKey(ls, t)] = h.ToFloat(nil)
 	case fh != nil:
 		a.got[histKey(ls, t)] = fh.Copy()
