@@ -291,7 +291,13 @@ func entryLen(w []uint64, off int) int {
 	if off < 0 || off >= len(w) {
 		return 0
 	}
-	hdr := atomic.LoadUint64(&w[off])
+	return entrySize(atomic.LoadUint64(&w[off]), off, len(w))
+}
+
+// entrySize is entryLen for the header hdr, read once by the caller: a
+// reader that decodes an entry must size it from the very header word it
+// decodes, since a writer may change the word between two loads.
+func entrySize(hdr uint64, off, words int) int {
 	ps, ns, pb, nb := int(hdr>>8&0xfff), int(hdr>>20&0xfff), int(hdr>>32&0xffff), int(hdr>>48)
 	n := 3 + ps + pb
 	if int32(hdr&0xff)-128 != histogram.CustomBucketsSchema {
@@ -299,7 +305,7 @@ func entryLen(w []uint64, off int) int {
 	} else if nb != 0 {
 		return 0
 	}
-	if pb+nb > MaxHistogramBuckets || off+n > len(w) {
+	if pb+nb > MaxHistogramBuckets || off+n > words {
 		return 0
 	}
 	return n
@@ -310,11 +316,16 @@ func entryLen(w []uint64, off int) int {
 // false, leaving fh partly written, when the entry does not decode (a
 // torn read: the caller retries).
 func decodeEntry(w []uint64, off int, fh *histogram.FloatHistogram, layouts [][]float64) bool {
-	n := entryLen(w, off)
-	if n == 0 {
+	if off < 0 || off >= len(w) {
 		return false
 	}
+	// One load of the header: its sizes are checked against w and then
+	// used to decode (TestHistogramConcurrentReads once panicked when the
+	// header was loaded again and a writer had changed it).
 	hdr := atomic.LoadUint64(&w[off])
+	if entrySize(hdr, off, len(w)) == 0 {
+		return false
+	}
 	schema := int32(hdr&0xff) - 128
 	ps, ns, pb, nb := int(hdr>>8&0xfff), int(hdr>>20&0xfff), int(hdr>>32&0xffff), int(hdr>>48)
 	custom := schema == histogram.CustomBucketsSchema
