@@ -133,13 +133,13 @@ func randomExpPoint(rnd *rand.Rand, dp pmetric.ExponentialHistogramDataPoint, i 
 	side := func(b pmetric.ExponentialHistogramDataPointBuckets, n int) {
 		b.SetOffset(int32(rnd.Intn(101) - 50))
 		counts := make([]uint64, n)
-		for k := range counts {
+		for k := 0; k < len(counts); k++ {
 			switch rnd.Intn(5) {
 			case 0, 1: // empty, alone or in runs
 			default:
 				counts[k] = uint64(rnd.Intn(1000))
 			}
-			if rnd.Intn(20) == 0 { // a long gap
+			if rnd.Intn(20) == 0 { // a long gap: the next buckets stay empty
 				k += rnd.Intn(8)
 			}
 		}
