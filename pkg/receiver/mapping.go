@@ -15,6 +15,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/otlptranslator"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 
@@ -50,6 +51,8 @@ const (
 	reasonSeriesLimit
 	reasonSeriesPerMetricLimit
 	reasonAttributeTooDeep
+	reasonTypeConflict
+	reasonSampleMemory
 	numReasons
 )
 
@@ -78,6 +81,11 @@ var reasonNames = [numReasons]string{
 	// An attribute value (of the point, its scope or its resource) nests
 	// arrays or maps deeper than otlpwire.MaxValueDepth.
 	reasonAttributeTooDeep: "attribute_too_deep",
+	// A native histogram for a series that holds floats: a gauge or
+	// counter with the histogram's name, labels and resource (§6).
+	reasonTypeConflict: "type_conflict",
+	// A native histogram sample --max-sample-memory cannot hold at all.
+	reasonSampleMemory: "sample_memory",
 }
 
 func (r reason) String() string { return reasonNames[r] }
@@ -164,6 +172,7 @@ type batch struct {
 	// Metric state.
 	skip     bool
 	kind     kind
+	delta    bool // delta temporality (--otlp-delta=ingest)
 	names    *nameEntry
 	otlpName []byte
 	touched  [numVariants]bool
@@ -216,6 +225,10 @@ type batch struct {
 	expHist  int
 	total    int
 	newestT  int64 // newest accepted-looking sample time, for the lag histogram
+
+	// fh is an exponential histogram point, converted (exphist.go); last,
+	// so the fields every point uses stay together.
+	fh histogram.FloatHistogram
 }
 
 // pointCacheSize bounds pointCache: about 40 B per entry, so 650 KB per
@@ -410,6 +423,7 @@ func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
 	b.flush()
 	b.skip = true
 	b.stg.mtype = m.Type
+	b.delta = m.Temporality == 1
 	b.touched = [numVariants]bool{}
 	b.otlpName = m.Name
 	n := max(points, 1)
@@ -510,7 +524,7 @@ func (b *batch) metricNames(name, unit []byte, k kind, mt otlptranslator.MetricT
 		case kindHistogram:
 			e.names = [numVariants]string{n + "_bucket", n + "_count", n + "_sum"}
 		case kindExpHistogram:
-			e.names = [numVariants]string{"", n + "_count", n + "_sum"}
+			e.names = [numVariants]string{n, n + "_count", n + "_sum"}
 		case kindSummary:
 			e.names = [numVariants]string{n, n + "_count", n + "_sum"}
 		default:
@@ -665,7 +679,7 @@ func (b *batch) point(p *otlpwire.Point) reason {
 		if p.HasSum || stale {
 			first = firstReason(first, b.series(variantSum, nil, t, s, stale))
 		}
-		return first
+		return firstReason(first, b.nativeHistogram(p, t, stale))
 	case kindSummary:
 		first := reasonNone
 		if stale {
