@@ -195,10 +195,12 @@ func inNetns(o opts) error {
 	for _, n := range o.series {
 		series = append(series, strconv.Itoa(n))
 	}
-	args := []string{"--net", "--", "/bin/sh", "-c", `ip link set lo up && exec "$0" "$@"`, self,
+	args := []string{
+		"--net", "--", "/bin/sh", "-c", `ip link set lo up && exec "$0" "$@"`, self,
 		"-bin", o.bin, "-gen", o.gen, "-peer-bin", o.peerBin, "-series", strings.Join(series, ","),
 		"-interval", o.interval.String(), "-idle", o.idle.String(), "-warm", o.warm.String(), "-measure", o.measure.String(),
-		"-rounds", strconv.Itoa(o.rounds)}
+		"-rounds", strconv.Itoa(o.rounds),
+	}
 	cmd := exec.Command("unshare", args...)
 	cmd.Env = append(os.Environ(), envNetns+"=1")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr

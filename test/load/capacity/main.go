@@ -343,8 +343,10 @@ func runStep(self string, o opts, st step) (stepResult, error) {
 		wg.Wait()
 	}()
 	// The trigger really reads seriesPerMetric series.
-	if n, err := srv.count(srv.triggerMetric); err != nil || n != seriesPerMetric {
-		return r, fmt.Errorf("trigger metric %s has %d series, want %d (%v)", srv.triggerMetric, n, seriesPerMetric, err)
+	if n, err := srv.count(srv.triggerMetric); err != nil {
+		return r, fmt.Errorf("count trigger metric %s: %w", srv.triggerMetric, err)
+	} else if n != seriesPerMetric {
+		return r, fmt.Errorf("trigger metric %s has %d series, want %d", srv.triggerMetric, n, seriesPerMetric)
 	}
 	trigger := fmt.Sprintf(`sum(rate({__name__=%q}[1m]))`, srv.triggerMetric)
 	wg.Go(func() { get.run(probeCtx, srv.keda, trigger) })
@@ -461,8 +463,10 @@ func startScaler(ctx context.Context, bin string, args []string, goMemLimit stri
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s (make build): %w", bin, err)
 	}
-	s := &scaler{cmd: cmd, stderrDone: make(chan struct{}), httpClient: &http.Client{Timeout: 10 * time.Second},
-		procStat: fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid), procStatus: fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)}
+	s := &scaler{
+		cmd: cmd, stderrDone: make(chan struct{}), httpClient: &http.Client{Timeout: 10 * time.Second},
+		procStat: fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid), procStatus: fmt.Sprintf("/proc/%d/status", cmd.Process.Pid),
+	}
 	serving := make(chan struct{})
 	go func() {
 		defer close(s.stderrDone)
