@@ -25,8 +25,9 @@
 // edges). Both walk the same 1,000 series on every call.
 //
 // otel-add-on is not served by the Go module proxy this project builds
-// from (403 "not available" for github.com/kedify/otel-add-on, its version
-// list and its tags), so it is built from a checkout named by -peer-src
+// from (github.com/kedify/otel-add-on: its version list, @latest and
+// @v0.1.4, its newest tag, all answer 403 "not available"), so it is built
+// from a checkout named by -peer-src
 // ($KOS_PEER_SRC), with its own go.mod, its dependencies from the module
 // proxy, into the per-user binary cache (test/bincache). Its code is never
 // part of this repository.
