@@ -134,6 +134,7 @@ type slabel struct {
 type batch struct {
 	r      *Receiver
 	st     *store.Store
+	app    store.Appender // this request's; committed by finish
 	walker otlpwire.Walker
 	pd     pdataScratch
 	stg    stage // points of the current metric whose append waits (stage.go)
@@ -200,11 +201,6 @@ type batch struct {
 	rejected    [numReasons]int
 	examples    [numReasons]string
 	nonFinite   int
-	startResets int // series whose start time changed with a rising value
-	// appended counts samples the store stored for this batch; they reach
-	// the store's counter once per request (finish), not with an atomic
-	// add per sample.
-	appended uint64
 	expHist  int
 	total    int
 	newestT  int64 // newest accepted-looking sample time, for the lag histogram
@@ -227,17 +223,13 @@ func newBatch() *batch {
 }
 
 func (b *batch) reset(r *Receiver) {
-	if b.st != nil {
-		// Left by a request that panicked before finish.
-		b.st.AddAppended(b.appended)
-	}
-	b.appended = 0
-	b.r, b.st = r, r.store
+	b.app.Commit() // counts left by a request that panicked before finish
+	b.r, b.st, b.app = r, r.store, r.store.Appender()
 	now := r.now().UnixMilli()
 	b.maxT = now + futureLimitMs
 	b.minT = now - r.store.Retention().Milliseconds()
 	b.touchedIDs, b.aliasIDs = b.touchedIDs[:0], b.aliasIDs[:0]
-	b.accepted, b.nonFinite, b.expHist, b.total, b.newestT, b.startResets = 0, 0, 0, 0, 0, 0
+	b.accepted, b.nonFinite, b.expHist, b.total, b.newestT = 0, 0, 0, 0, 0
 	b.rejected = [numReasons]int{}
 	b.examples = [numReasons]string{}
 	b.skip = true
@@ -828,34 +820,20 @@ func (b *batch) ensureLabels() {
 }
 
 // appendTo appends one sample to an existing series of variant and notes
-// the metric as touched.
+// the metric as touched. The point's start time goes with it (§9.3),
+// except to summary quantiles, which are not cumulative.
 func (b *batch) appendTo(variant int, ref store.SeriesRef, t int64, v float64) reason {
-	var err error
-	if b.start == 0 {
-		err = b.st.AppendCounted(ref, t, v, &b.appended)
-	} else {
-		err = b.appendStart(variant, ref, t, v)
+	st := b.start
+	if b.kind == kindSummary && variant == variantMain {
+		st = 0
 	}
-	if err != nil {
+	if err := b.app.Append(ref, st, t, v); err != nil {
 		return appendReason(err)
 	}
 	if !b.touched[variant] {
 		b.touch(variant, ref)
 	}
 	return reasonNone
-}
-
-// appendStart appends with the point's start time (§9.3), except to
-// summary quantiles, which are not cumulative.
-func (b *batch) appendStart(variant int, ref store.SeriesRef, t int64, v float64) error {
-	if b.kind == kindSummary && variant == variantMain {
-		return b.st.AppendCounted(ref, t, v, &b.appended)
-	}
-	reset, err := b.st.AppendStartCounted(ref, t, v, b.start, &b.appended)
-	if reset {
-		b.startResets++
-	}
-	return err
 }
 
 // touch notes the metric of variant as touched by the request (OnIngest),

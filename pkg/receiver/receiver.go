@@ -266,8 +266,7 @@ func (r *Receiver) putBatch(b *batch) {
 
 // finish publishes a request's counters and notifies subscribers.
 func (r *Receiver) finish(b *batch) result {
-	b.st.AddAppended(b.appended)
-	b.appended = 0
+	stats := b.app.Commit()
 	if b.accepted > 0 {
 		r.m.accepted.Add(float64(b.accepted))
 	}
@@ -277,8 +276,8 @@ func (r *Receiver) finish(b *batch) result {
 	if b.expHist > 0 {
 		r.m.expHist.Add(float64(b.expHist))
 	}
-	if b.startResets > 0 {
-		r.m.startResets.Add(float64(b.startResets))
+	if stats.StartResets > 0 {
+		r.m.startResets.Add(float64(stats.StartResets))
 	}
 	for i, n := range b.rejected {
 		if n > 0 {

@@ -96,9 +96,9 @@ func TestStagedAppendsMatchPointByPoint(t *testing.T) {
 			require.NoError(t, er.UnmarshalProto(b))
 			fp, regP := countedFixture(t, tt.cfg, tt.scfg)
 			resP := fp.r.ingestPdata(er.Metrics())
-			// Staged appends count stored samples per request
-			// (AppendCounted); the count must match point-by-point appends
-			// and what the store holds.
+			// Stored samples are counted per request (the request's
+			// store.Appender); the count must match point-by-point
+			// appends and what the store holds.
 			stored := 0
 			for _, ss := range dump(fw.st) {
 				stored += len(ss)
