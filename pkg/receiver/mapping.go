@@ -158,6 +158,7 @@ type batch struct {
 	// Metric state.
 	skip     bool
 	kind     kind
+	mtype    otlpwire.MetricType
 	names    *nameEntry
 	otlpName []byte
 	touched  [numVariants]bool
@@ -195,15 +196,15 @@ type batch struct {
 	ibufName   string // the name b.ibuf holds after its base (identity)
 
 	// Request results.
-	touchedIDs  []uint32
-	aliasIDs    []uint32 // legacy-alias metric IDs of touchedIDs' names
-	accepted    int
-	rejected    [numReasons]int
-	examples    [numReasons]string
-	nonFinite   int
-	expHist  int
-	total    int
-	newestT  int64 // newest accepted-looking sample time, for the lag histogram
+	touchedIDs []uint32
+	aliasIDs   []uint32 // legacy-alias metric IDs of touchedIDs' names
+	accepted   int
+	rejected   [numReasons]int
+	examples   [numReasons]string
+	nonFinite  int
+	expHist    int
+	total      int
+	newestT    int64 // newest accepted-looking sample time, for the lag histogram
 }
 
 // pointCacheSize bounds pointCache: about 40 B per entry, so 650 KB per
@@ -393,7 +394,7 @@ func (b *batch) Scope(name, version []byte, attrs []otlpwire.KeyValue) {
 func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
 	b.flush()
 	b.skip = true
-	b.stg.mtype = m.Type
+	b.mtype = m.Type
 	b.touched = [numVariants]bool{}
 	b.otlpName = m.Name
 	n := max(points, 1)
@@ -513,18 +514,17 @@ func (b *batch) Point(p *otlpwire.Point) {
 	if b.skip {
 		return
 	}
-	r := b.point(p)
-	switch {
-	case r == reasonStaged:
-		return // counted when the stage is flushed
-	case r != reasonNone:
+	if r := b.point(p); r != reasonNone {
 		// Earlier points first, so rejections are recorded in request
 		// order.
 		b.flushKeep(p)
 		b.reject(r, 1, b.pointExample)
 		return
 	}
-	b.accepted++
+	b.endPoint()
+	if !p.Raw {
+		b.flush() // its attributes are not kept past this call (stage.go)
+	}
 }
 
 func (b *batch) pointExample() string {
@@ -619,58 +619,57 @@ func (b *batch) point(p *otlpwire.Point) reason {
 		return e.reject
 	}
 	b.base = e.base
-	staleV := math.Float64frombits(value.StaleNaN)
+	b.stagePoint(p, t, v, stale)
+	return reasonNone
+}
+
+// stagePoint stages the samples of the current point p (stage.go), whose
+// labels are mapped and whose value fields are valid.
+func (b *batch) stagePoint(p *otlpwire.Point, t int64, v float64, stale bool) {
 	switch b.kind {
 	case kindGauge, kindCounter:
 		if stale {
-			v = staleV
+			v = staleNaN
 		}
-		if p.Raw {
-			return b.stagePoint(p, t, v, stale)
-		}
-		return b.series(variantMain, nil, t, v, stale)
+		b.stageSample(p, variantMain, nil, t, v, stale)
 	case kindHistogram:
-		if p.Raw && !stale && b.stageHistogram(p, t) {
-			return reasonStaged
-		}
-		b.flushKeep(p) // appended at once: earlier samples first
-		return b.histogram(p, t, stale)
+		b.stageHistogram(p, t, stale)
 	case kindExpHistogram:
 		b.expHist++
-		first := reasonNone
 		c, s := float64(p.Count), p.Sum
 		if stale {
-			c, s = staleV, staleV
+			c, s = staleNaN, staleNaN
 		}
-		first = firstReason(first, b.series(variantCount, nil, t, c, stale))
+		b.makeRoom(p, 2)
+		b.stageSample(p, variantCount, nil, t, c, stale)
 		if p.HasSum || stale {
-			first = firstReason(first, b.series(variantSum, nil, t, s, stale))
+			b.stageSample(p, variantSum, nil, t, s, stale)
 		}
-		return first
 	case kindSummary:
-		first := reasonNone
 		if stale {
 			// A flagged point lists no quantiles: end every one held.
-			first = b.staleFamily(t)
+			b.staleFamily(p, t)
 		}
+		b.makeRoom(p, len(p.Quantiles)+2)
 		for _, q := range p.Quantiles {
 			qv := q.Value
 			if stale {
-				qv = staleV
+				qv = staleNaN
 			}
 			b.key = labels.AppendOpenMetricsFloat(b.key[:0], q.Quantile)
-			first = firstReason(first, b.series(variantMain, b.key, t, qv, stale))
+			b.stageSample(p, variantMain, b.key, t, qv, stale)
 		}
 		c, s := float64(p.Count), p.Sum
 		if stale {
-			c, s = staleV, staleV
+			c, s = staleNaN, staleNaN
 		}
-		first = firstReason(first, b.series(variantSum, nil, t, s, stale))
-		first = firstReason(first, b.series(variantCount, nil, t, c, stale))
-		return first
+		b.stageSample(p, variantSum, nil, t, s, stale)
+		b.stageSample(p, variantCount, nil, t, c, stale)
 	}
-	return reasonNone
 }
+
+// staleNaN is the value of a staleness marker.
+var staleNaN = math.Float64frombits(value.StaleNaN)
 
 func firstReason(a, b reason) reason {
 	if a != reasonNone {
@@ -725,59 +724,6 @@ func (b *batch) validate(p *otlpwire.Point, v *float64) reason {
 	return reasonNone
 }
 
-func (b *batch) histogram(p *otlpwire.Point, t int64, stale bool) reason {
-	staleV := math.Float64frombits(value.StaleNaN)
-	first := reasonNone
-	var cum uint64
-	if stale {
-		// A flagged point carries no bounds: end every bucket held,
-		// +Inf included.
-		first = b.staleFamily(t)
-	} else if len(p.BucketCounts) > 0 {
-		for i, bd := range p.Bounds {
-			cum += p.BucketCounts[i]
-			b.key = labels.AppendOpenMetricsFloat(b.key[:0], bd)
-			first = firstReason(first, b.series(variantMain, b.key, t, float64(cum), false))
-		}
-	}
-	c, s := float64(p.Count), p.Sum
-	if stale {
-		c, s = staleV, staleV
-	} else {
-		first = firstReason(first, b.series(variantMain, infLE, t, c, false))
-	}
-	first = firstReason(first, b.series(variantCount, nil, t, c, stale))
-	if p.HasSum || stale {
-		first = firstReason(first, b.series(variantSum, nil, t, s, stale))
-	}
-	return first
-}
-
-var infLE = []byte("+Inf")
-
-// series appends one sample to the series named by variant (plus le or
-// quantile when extra is set) and the point's labels. A stale marker never
-// creates a series.
-func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool) reason {
-	name := b.names.names[variant]
-	id := b.identity(name, extra)
-	ref, ok := b.st.Lookup(id)
-	if !ok {
-		if stale {
-			return reasonNone
-		}
-		b.ensureLabels()
-		lset := b.buildLabels(name, extra)
-		var err error
-		ref, err = b.st.Create(id, lset)
-		if err != nil {
-			return appendReason(err)
-		}
-		b.r.twins.check(b.r, b.st, ref, lset)
-	}
-	return b.appendTo(variant, ref, t, v)
-}
-
 // seriesID is the identity hash of the series named by variant (plus le
 // or quantile when extra is set) with the current point's labels and
 // context.
@@ -817,23 +763,6 @@ func (b *batch) ensureLabels() {
 		b.pointLabels(b.curPt.Attributes())
 		b.built = true
 	}
-}
-
-// appendTo appends one sample to an existing series of variant and notes
-// the metric as touched. The point's start time goes with it (§9.3),
-// except to summary quantiles, which are not cumulative.
-func (b *batch) appendTo(variant int, ref store.SeriesRef, t int64, v float64) reason {
-	st := b.start
-	if b.kind == kindSummary && variant == variantMain {
-		st = 0
-	}
-	if err := b.app.Append(ref, st, t, v); err != nil {
-		return appendReason(err)
-	}
-	if !b.touched[variant] {
-		b.touch(variant, ref)
-	}
-	return reasonNone
 }
 
 // touch notes the metric of variant as touched by the request (OnIngest),

@@ -6,8 +6,8 @@
 // Protobuf requests are walked in place by pkg/internal/otlpwire and
 // appended straight into the store: a point of a series that already
 // exists costs no allocation. Repeated attribute sets are recognised by
-// their encoded bytes (no decoding), and the number points of a metric are
-// appended in small groups whose cache misses overlap (stage.go). JSON
+// their encoded bytes (no decoding), and every sample is appended through
+// one path, in small groups whose cache misses overlap (stage.go). JSON
 // requests are scanned first so that no value nests past a fixed depth
 // (json.go), then decoded by pdata and fed to the same mapper, which is
 // also how tests use pdata as the reference.
