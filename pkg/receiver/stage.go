@@ -134,7 +134,9 @@ func (b *batch) flush() {
 		sp[i].ref, sp[i].found = b.st.Lookup(sp[i].id)
 		refs[i] = sp[i].ref // 0 when not found
 	}
-	b.st.PrefetchAll(refs)
+	if len(sp) > 1 { // one miss has nothing to overlap with
+		b.st.PrefetchAll(refs)
+	}
 	for i := range sp {
 		e := &sp[i]
 		b.stg.first = firstReason(b.stg.first, b.append(e))
