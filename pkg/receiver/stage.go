@@ -65,15 +65,15 @@ type stage struct {
 	pt   otlpwire.Point // a staged point's attributes, for labels and examples
 }
 
-// stageSample stages one sample of point p (the current point: b.base and
-// b.start are set) for the series named by variant and extra. It flushes
-// a full stage first.
+// stageSample stages one sample of point p (the current point: b.pt.base
+// and b.pt.start are set) for the series named by variant and extra. It
+// flushes a full stage first.
 func (b *batch) stageSample(p *otlpwire.Point, variant int, extra []byte, t int64, v float64, stale bool) {
 	if len(b.stg.samples) == stageSize {
 		b.flushKeep(p)
 	}
-	st := b.start
-	if b.kind == kindSummary && variant == variantMain {
+	st := b.pt.start
+	if b.met.kind == kindSummary && variant == variantMain {
 		st = 0 // quantiles are not cumulative (§9.3)
 	}
 	e := staged{
@@ -105,7 +105,7 @@ func (b *batch) makeRoom(p *otlpwire.Point, n int) {
 // the point's outcome there.
 func (b *batch) endPoint() {
 	if b.stg.pointSamples == 0 {
-		b.accepted++ // nothing to append (no kind maps a point to none)
+		b.out.accepted++ // nothing to append (no kind maps a point to none)
 		return
 	}
 	b.stg.samples[len(b.stg.samples)-1].last = true
@@ -119,7 +119,7 @@ func (b *batch) flushKeep(p *otlpwire.Point) {
 		return
 	}
 	b.flush()
-	b.curPt, b.built = p, false
+	b.pt.cur, b.pt.built = p, false
 }
 
 // flush appends the staged samples and counts the outcomes of the points
@@ -147,7 +147,7 @@ func (b *batch) flush() {
 			b.stagedCurrent(e)
 			b.reject(b.stg.first, 1, b.pointExample)
 		} else {
-			b.accepted++
+			b.out.accepted++
 		}
 		b.stg.first = reasonNone
 	}
@@ -167,14 +167,14 @@ func (b *batch) append(e *staged) reason {
 		if e.stale {
 			return reasonNone
 		}
-		b.arena = b.arena[:0]
+		b.pt.arena = b.pt.arena[:0]
 		b.stagedCurrent(e)
 		b.ensureLabels()
 		var extra []byte
 		if e.hasExtra {
 			extra = b.stg.extra[e.extraStart:e.extraEnd]
 		}
-		lset := b.buildLabels(b.names.names[e.variant], extra)
+		lset := b.buildLabels(b.met.names.names[e.variant], extra)
 		var err error
 		if ref, err = b.st.Create(e.id, lset); err != nil {
 			return appendReason(err)
@@ -184,7 +184,7 @@ func (b *batch) append(e *staged) reason {
 	if err := b.app.Append(ref, e.st, e.t, e.v); err != nil {
 		return appendReason(err)
 	}
-	if !b.touched[e.variant] {
+	if !b.met.touched[e.variant] {
 		b.touch(int(e.variant), ref)
 	}
 	return reasonNone
@@ -194,12 +194,12 @@ func (b *batch) append(e *staged) reason {
 // pointExample.
 func (b *batch) stagedCurrent(e *staged) {
 	if e.hasRaw {
-		b.stg.pt.SetRawAttrs(e.raw, b.mtype)
-		b.curPt = &b.stg.pt
+		b.stg.pt.SetRawAttrs(e.raw, b.met.mtype)
+		b.pt.cur = &b.stg.pt
 	} else {
-		b.curPt = b.stg.live
+		b.pt.cur = b.stg.live
 	}
-	b.built = false
+	b.pt.built = false
 }
 
 // unstage empties the stage and drops its references into the request,
@@ -228,8 +228,8 @@ func (b *batch) stageHistogram(p *otlpwire.Point, t int64, stale bool) {
 	if len(p.BucketCounts) > 0 {
 		for i, bd := range p.Bounds {
 			cum += p.BucketCounts[i]
-			b.key = labels.AppendOpenMetricsFloat(b.key[:0], bd)
-			b.stageSample(p, variantMain, b.key, t, float64(cum), false)
+			b.pt.key = labels.AppendOpenMetricsFloat(b.pt.key[:0], bd)
+			b.stageSample(p, variantMain, b.pt.key, t, float64(cum), false)
 		}
 	}
 	b.stageSample(p, variantMain, infLE, t, float64(p.Count), false)

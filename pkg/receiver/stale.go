@@ -21,25 +21,25 @@ func (b *batch) staleFamily(p *otlpwire.Point, t int64) {
 	b.flushKeep(p)
 	b.ensureLabels()
 	ln := "le"
-	if b.kind == kindSummary {
+	if b.met.kind == kindSummary {
 		ln = "quantile"
 	}
-	ms := make([]*labels.Matcher, 0, len(b.lbls)+2)
-	ms = append(ms, labels.MustNewMatcher(labels.MatchEqual, model.MetricNameLabel, b.names.names[variantMain]))
-	for _, l := range b.lbls {
+	ms := make([]*labels.Matcher, 0, len(b.pt.lbls)+2)
+	ms = append(ms, labels.MustNewMatcher(labels.MatchEqual, model.MetricNameLabel, b.met.names.names[variantMain]))
+	for _, l := range b.pt.lbls {
 		ms = append(ms, labels.MustNewMatcher(labels.MatchEqual, string(l.name), string(l.value)))
 	}
 	ms = append(ms, labels.MustNewMatcher(labels.MatchNotEqual, ln, ""))
-	b.staleRefs = b.st.Select(b.staleRefs[:0], ms...)
-	for _, ref := range b.staleRefs {
+	b.pt.staleRefs = b.st.Select(b.pt.staleRefs[:0], ms...)
+	for _, ref := range b.pt.staleRefs {
 		v, ok := b.st.LabelValue(ref, ln)
 		if !ok {
 			continue
 		}
-		b.key = append(b.key[:0], v...)
-		if got, ok := b.st.Lookup(b.seriesID(variantMain, b.key)); !ok || got != ref {
+		b.pt.key = append(b.pt.key[:0], v...)
+		if got, ok := b.st.Lookup(b.seriesID(variantMain, b.pt.key)); !ok || got != ref {
 			continue // another resource or scope, or more labels
 		}
-		b.stageSample(p, variantMain, b.key, t, staleNaN, true)
+		b.stageSample(p, variantMain, b.pt.key, t, staleNaN, true)
 	}
 }
