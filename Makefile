@@ -21,7 +21,7 @@ FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzLabelGrowth ./pkg/promapi
 	./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck ./pkg/store:FuzzReadSnapshot
 
 .PHONY: all help build run demo test check-tidy gates test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load status-screenshot \
-	helm-lint helm-test e2e browser-test e2e-collector promtool promtool-test keda-client-test lint fmt vet tidy clean
+	helm-lint helm-test e2e browser-test e2e-collector e2e-k8s promtool promtool-test keda-client-test lint fmt vet tidy clean
 
 all: build
 
@@ -99,6 +99,9 @@ e2e-collector: ## Build (or reuse) the e2e OpenTelemetry Collector in test/e2e/.
 
 e2e: ## End to end: real OpenTelemetry Collectors scrape fake vLLM pods and push to the real scaler; KEDA's client asks.
 	cd test/e2e && $(GO) vet ./... && $(GO) test -count=1 -v -timeout 45m ./...
+
+e2e-k8s: ## Real Kubernetes (test/k8s): etcd, kube-apiserver, kube-controller-manager, KEDA's operator and adapter scale Deployments from the scaler's answers; the chart passes server-side dry-run. Not in make test: the first build compiles Kubernetes and KEDA (~45 CPU-minutes, cached in test/k8s/.cache).
+	cd test/k8s && $(GO) vet ./... && $(GO) test -count=1 -v -timeout 90m ./...
 
 $(PROMTOOL): test/promtool/go.mod test/promtool/go.sum
 	cd test/promtool && $(GO) build -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool

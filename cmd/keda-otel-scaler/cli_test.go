@@ -37,11 +37,23 @@ func startServer(t *testing.T) server.Addrs {
 		defer cancel()
 		require.NoError(t, s.Shutdown(ctx))
 	})
+	pushWaiting(t, s.Addrs().HTTP, map[string]float64{"qwen-a": 3, "qwen-b": 4}, nil)
+	return s.Addrs()
+}
+
+// pushWaiting pushes vllm:num_requests_waiting{model_name="qwen"} = v for
+// each pod over OTLP/HTTP, with service.name vllm and the extra resource
+// attributes.
+func pushWaiting(t *testing.T, httpAddr string, pods map[string]float64, resource map[string]string) {
+	t.Helper()
 	md := pmetric.NewMetrics()
-	for pod, v := range map[string]float64{"qwen-a": 3, "qwen-b": 4} {
+	for pod, v := range pods {
 		rm := md.ResourceMetrics().AppendEmpty()
 		rm.Resource().Attributes().PutStr("service.name", "vllm")
 		rm.Resource().Attributes().PutStr("k8s.pod.name", pod)
+		for k, v := range resource {
+			rm.Resource().Attributes().PutStr(k, v)
+		}
 		m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
 		m.SetName("vllm:num_requests_waiting")
 		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
@@ -51,11 +63,10 @@ func startServer(t *testing.T) server.Addrs {
 	}
 	body, err := (&pmetric.ProtoMarshaler{}).MarshalMetrics(md)
 	require.NoError(t, err)
-	resp, err := http.Post("http://"+s.Addrs().HTTP+"/v1/metrics", "application/x-protobuf", bytes.NewReader(body))
+	resp, err := http.Post("http://"+httpAddr+"/v1/metrics", "application/x-protobuf", bytes.NewReader(body))
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	return s.Addrs()
 }
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -140,11 +151,12 @@ func TestExplainCommand(t *testing.T) {
 		"--metadata", "targetValue=2", "--metadata", "activationThreshold=5", "--metadata", "bogus=1")
 	require.Equal(t, 0, code, "stderr: %s\nstdout: %s", errOut, out)
 	for _, w := range []string{
-		`metricQuery          = "sum(vllm:num_requests_waiting{model_name=\"qwen\"})" (from query)`,
-		`targetValue          = "2" (from targetValue)`,
-		"ignored (unknown) keys: bogus",
-		`normalised: sum(vllm:num_requests_waiting{model_name="qwen"})`,
-		"reads: vllm:num_requests_waiting",
+		`metricQuery           = "sum(vllm:num_requests_waiting{model_name=\"qwen\"})" (from query)`,
+		`targetValue           = "2" (from targetValue)`,
+		"ignored (unknown to the scaler): bogus",
+		`evaluated:         sum(vllm:num_requests_waiting{model_name="qwen"})`,
+		"reads:             vllm:num_requests_waiting, up to 2m0s back",
+		"IsActive answers v > 5 (activationThreshold)",
 		`metricName "default-explain"`,
 		"targetSizeFloat 2, targetSize 2",
 		"metricValueFloat 7, metricValue 7",
@@ -158,6 +170,20 @@ func TestExplainCommand(t *testing.T) {
 	}
 }
 
+// TestExplainUsesLookbackDelta: with both window and lookbackDelta set,
+// the series are listed with the trigger's lookbackDelta, as the scaler
+// evaluates them, not with its window.
+func TestExplainUsesLookbackDelta(t *testing.T) {
+	a := startServer(t)
+	code, out, errOut := runCLI(t, "explain", "--scaler", a.Scaler, "--server", "http://"+a.HTTP,
+		"--metadata", "metricQuery=sum(vllm:num_requests_waiting)", "--metadata", "targetValue=2",
+		"--metadata", "window=1m", "--metadata", "lookbackDelta=3m")
+	require.Equal(t, 0, code, "stderr: %s\nstdout: %s", errOut, out)
+	assert.Contains(t, out, "lookbackDelta:     3m0s")
+	assert.Contains(t, out, ", lookback_delta 3m0s)")
+	assert.Contains(t, out, "whole query: {} => 7 @")
+}
+
 func TestExplainCommandShowsProblems(t *testing.T) {
 	a := startServer(t)
 	code, out, _ := runCLI(t, "explain", "--scaler", a.Scaler, "--server", "",
@@ -168,7 +194,8 @@ func TestExplainCommandShowsProblems(t *testing.T) {
 
 	code, out, _ = runCLI(t, "explain", "--scaler", "", "--server", "", "--metadata", "targetValue=1")
 	assert.Equal(t, 1, code)
-	assert.Contains(t, out, "metricQuery            missing (required)")
+	assert.Contains(t, out, `error: ScaledObject default/explain: trigger metadata metricQuery "": is required`)
+	assert.Contains(t, out, "refused: GetMetricSpec, GetMetrics and IsActive answer InvalidArgument")
 
 	code, out, _ = runCLI(t, "explain", "--scaler", "", "--server", "", "--metadata", "metricQuery=rate(x[1m]) + ", "--metadata", "targetValue=1")
 	assert.Equal(t, 1, code)

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,9 +16,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/demo"
-	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
-	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
 )
 
 // metadataFlag collects repeated --metadata key=value flags.
@@ -47,9 +46,11 @@ func (m metadataFlag) Set(s string) error {
 	return nil
 }
 
-// runExplain is the explain subcommand: how a trigger's metadata is read,
-// what the query means, which series it matches and what KEDA gets now.
+// runExplain is the explain subcommand: how the scaler reads a trigger's
+// metadata and lowers its query (scaler.Describe, the scaler's own code),
+// which series it matches and what KEDA gets now. It only formats.
 func runExplain(args []string, stdout, stderr io.Writer) int {
+	def := config.Default()
 	md := metadataFlag{}
 	fs := flag.NewFlagSet("keda-otel-scaler explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -61,6 +62,8 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	metricType := fs.String("metric-type", demo.AverageValue, "the trigger's metricType: AverageValue or Value (`type`)")
 	replicas := fs.Int("replicas", 1, "current replicas, for the HPA arithmetic (`count`)")
 	maxSeries := fs.Int("max-series", 20, "series listed per selector (`count`)")
+	window := fs.Duration("default-window", def.Scaler.DefaultWindow, "the server's --default-window, for reading the trigger (`duration`)")
+	retention := fs.Duration("retention", def.Store.Retention, "the server's --retention, which bounds window and lookbackDelta (`duration`)")
 	timeout := fs.Duration("timeout", 10*time.Second, "timeout of the whole command (`duration`)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -74,18 +77,17 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	e := &explainer{printer: &printer{w: stdout}, md: md, metricType: *metricType, replicas: max(*replicas, 1), maxSeries: *maxSeries}
-	ok := e.metadata()
-	localOK := e.query()
+	scfg := def.ScalerConfig()
+	scfg.DefaultWindow = *window
+	d, err := scaler.Describe(*namespace, *name, md, scfg, *retention)
+	e := &explainer{printer: &printer{w: stdout}, d: d, metricType: *metricType, replicas: max(*replicas, 1), maxSeries: *maxSeries}
+	e.metadata(err)
+	e.trigger(*window, *retention, err != nil)
+	ok := err == nil
 	if *scalerAddr != "" {
-		// The server has the last word: it also accepts older query forms
-		// (unquoted label values, KServe's wrapping) that it normalises
-		// before parsing.
-		ok = e.keda(ctx, *scalerAddr, *namespace, *name) && ok
-	} else {
-		ok = localOK && ok
+		ok = e.keda(ctx, *scalerAddr, md, err) && ok
 	}
-	if *serverURL != "" && e.expr != nil {
+	if *serverURL != "" && d.Lowered != "" {
 		e.series(ctx, *serverURL)
 	}
 	e.hpa()
@@ -97,163 +99,114 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 
 type explainer struct {
 	*printer
-	md         map[string]string
+	d          scaler.Description
 	metricType string
 	replicas   int
 	maxSeries  int
 
-	queryText  string
-	activation float64
-	expr       parser.Expr
-	lookback   string
-	value      float64
-	target     float64
-	haveValue  bool
+	value     float64
+	target    float64
+	haveValue bool
 }
 
-// lookupKey mirrors the scaler's precedence (keda-contract.md §3): key,
-// keyFromEnv, then each alias and aliasFromEnv; trimmed; empty is absent.
-func lookupKey(md map[string]string, key string, aliases ...string) (val, from string, ok bool) {
-	for _, k := range append([]string{key}, aliases...) {
-		for _, kk := range []string{k, k + "FromEnv"} {
-			if v := strings.TrimSpace(md[kk]); v != "" {
-				return v, kk, true
-			}
-		}
+// metadata prints what the scaler read from each key, what it ignores,
+// its warnings and its errors, one problem a line (the lines of the
+// error GetMetricSpec would answer, in order).
+func (e *explainer) metadata(err error) {
+	e.printf("Trigger metadata (ScaledObject %s/%s)\n", e.d.Namespace, e.d.Name)
+	for _, s := range e.d.Read {
+		e.printf("  %-21s = %q (from %s)\n", s.Key, s.Value, s.From)
 	}
-	return "", "", false
-}
-
-var knownKeys = map[string]bool{
-	"metricQuery": true, "query": true, "targetValue": true, "threshold": true,
-	"activationThreshold": true, "activationTargetValue": true, "operationOverTime": true,
-	"window": true, "lookbackDelta": true, "clampMin": true, "clampMax": true,
-	"ignoreNullValues": true, "valueIfEmpty": true, "evaluationDelay": true,
-	"scalerAddress": true, "enableTLS": true, "unsafeSsl": true, "caCert": true,
-	"tlsClientCert": true, "tlsClientKey": true,
-}
-
-func (e *explainer) metadata() bool {
-	e.println("Trigger metadata")
-	ok := true
-	for _, k := range []struct {
-		key   string
-		alias string
-	}{
-		{"metricQuery", "query"},
-		{"targetValue", "threshold"},
-		{"activationThreshold", "activationTargetValue"},
-		{"operationOverTime", ""},
-		{"window", ""},
-		{"lookbackDelta", ""},
-		{"clampMin", ""},
-		{"clampMax", ""},
-		{"ignoreNullValues", ""},
-		{"valueIfEmpty", ""},
-	} {
-		var aliases []string
-		if k.alias != "" {
-			aliases = append(aliases, k.alias)
-		}
-		v, from, found := lookupKey(e.md, k.key, aliases...)
-		switch {
-		case found:
-			e.printf("  %-20s = %q (from %s)\n", k.key, v, from)
-			if k.alias != "" {
-				a, afrom, afound := lookupKey(e.md, k.alias)
-				if afound && a != v && from != afrom {
-					e.printf("  %-20s   %s=%q differs and is ignored: the key wins over its alias\n", "", afrom, a)
-				}
-			}
-		case k.key == "metricQuery" || k.key == "targetValue":
-			e.printf("  %-20s   missing (required)\n", k.key)
-			ok = false
-		}
-		switch k.key {
-		case "metricQuery":
-			e.queryText = v
-		case "activationThreshold":
-			if found {
-				f, err := parseNumber(v)
-				if err != nil {
-					e.printf("  %-20s   invalid: %v\n", "", err)
-					ok = false
-				}
-				e.activation = f
-			}
-		case "lookbackDelta", "window":
-			if found && e.lookback == "" {
-				e.lookback = v
-			}
-		}
+	if len(e.d.KEDAKeys) > 0 {
+		e.printf("  read by KEDA, not the scaler: %s\n", strings.Join(e.d.KEDAKeys, ", "))
 	}
-	var ignored []string
-	for k := range e.md {
-		if !knownKeys[strings.TrimSuffix(k, "FromEnv")] {
-			ignored = append(ignored, k)
-		}
+	if len(e.d.Ignored) > 0 {
+		e.printf("  ignored (unknown to the scaler): %s\n", strings.Join(e.d.Ignored, ", "))
 	}
-	sort.Strings(ignored)
-	if len(ignored) > 0 {
-		e.printf("  ignored (unknown) keys: %s\n", strings.Join(ignored, ", "))
+	for _, w := range e.d.Warnings {
+		e.printf("  warning: %s\n", w)
 	}
-	return ok
-}
-
-// parseNumber accepts Go float syntax and Kubernetes quantity suffixes.
-func parseNumber(s string) (float64, error) {
-	if f, err := strconv.ParseFloat(s, 64); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
-		return f, nil
-	}
-	for _, q := range []struct {
-		suffix string
-		mult   float64
-	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"m", 1e-3}, {"k", 1e3}, {"M", 1e6}, {"G", 1e9}} {
-		if num, ok := strings.CutSuffix(s, q.suffix); ok {
-			if f, err := strconv.ParseFloat(num, 64); err == nil {
-				return f * q.mult, nil
-			}
-		}
-	}
-	return 0, fmt.Errorf("%q is not a number (4, 0.5, 1e3) or a Kubernetes quantity (600m, 2k)", s)
-}
-
-func (e *explainer) query() bool {
-	if e.queryText == "" {
-		return false
-	}
-	e.println("\nQuery (parsed by this binary's engine)")
-	eng := query.NewEngine(store.New(store.Config{Retention: time.Minute, Freshness: time.Second, MaxSeries: 1}, store.Settings{}))
-	expr, err := eng.Parse(e.queryText)
 	if err != nil {
-		e.printf("  parse error: %v\n", err)
-		e.printf("  (this binary's PromQL parser; the scaler also normalises older forms, see GetMetricSpec below)\n")
-		return false
+		for _, l := range strings.Split(err.Error(), "\n") {
+			e.printf("  error: %s\n", l)
+		}
 	}
-	e.expr = expr
-	e.printf("  normalised: %s\n", expr.String())
-	if _, bare := expr.(*parser.VectorSelector); bare {
-		e.printf("  note: a bare selector is summed by the scaler: sum(%s)\n", expr.String())
+}
+
+// trigger prints the trigger as the scaler compiles it: the settings, the
+// query exactly as evaluated and why it differs from metricQuery, what it
+// reads, and how the result becomes KEDA's value.
+func (e *explainer) trigger(window, retention time.Duration, refused bool) {
+	d := e.d
+	e.printf("\nTrigger as the scaler compiles it (this binary's scaler code, --default-window %s, --retention %s)\n", window, retention)
+	if refused {
+		e.println("  refused: GetMetricSpec, GetMetrics and IsActive answer InvalidArgument with the errors above; what could be read:")
 	}
-	if agg, ok := expr.(*parser.AggregateExpr); ok && agg.Op == parser.AVG && e.metricType == demo.AverageValue {
+	e.printf("  metricName:        %s (the HPA sees s<trigger index>-%s)\n", d.MetricName, d.MetricName)
+	e.printf("  target:            %s (GetMetricSpec targetSizeFloat %s, targetSize %d)\n", fmtFloat(d.Target), fmtFloat(d.Target), d.TargetSize())
+	e.printf("  activation:        %s (IsActive is value > activationThreshold)\n", fmtFloat(d.Activation))
+	e.printf("  operationOverTime: %s\n", d.OperationOverTime)
+	e.printf("  window:            %s\n", d.Window)
+	e.printf("  lookbackDelta:     %s\n", d.LookbackDelta)
+	for _, o := range []struct {
+		key string
+		v   *float64
+	}{{"clampMin", d.ClampMin}, {"clampMax", d.ClampMax}, {"valueIfEmpty", d.ValueIfEmpty}} {
+		if o.v != nil {
+			e.printf("  %-18s %s\n", o.key+":", fmtFloat(*o.v))
+		}
+	}
+	e.printf("  ignoreNullValues:  %t\n", d.IgnoreNullValues)
+	if d.Query == "" {
+		return
+	}
+	e.printf("  metricQuery:       %s\n", d.Query)
+	if d.Lowered == "" {
+		e.println("  evaluated:         (none: the query does not compile, see the errors above)")
+		return
+	}
+	e.printf("  evaluated:         %s\n", d.Lowered)
+	for _, r := range d.Rewrites {
+		e.printf("    because %s\n", r)
+	}
+	if d.AnyMetric {
+		e.printf("  reads:             any metric (a selector without a fixed __name__; every push re-evaluates it), up to %s back\n", d.ReadsBack)
+	} else {
+		e.printf("  reads:             %s, up to %s back\n", strings.Join(d.MetricNames, ", "), d.ReadsBack)
+	}
+	e.println("  reduction to KEDA's value:")
+	for _, r := range d.Reduction() {
+		e.printf("    %s\n", r)
+	}
+	if e.metricType == demo.AverageValue && topAggregation(d.Lowered) == parser.AVG {
 		e.println("  warning: avg(...) under AverageValue under-scales: the HPA divides the value by the replica count again; use sum(...) or metricType Value")
 	}
-	plan, err := eng.Compile(expr, query.Options{})
-	if err != nil {
-		e.printf("  not supported by the evaluator: %v\n", err)
-		return false
-	}
-	names, all := plan.MetricNames()
-	if all {
-		e.println("  reads: any metric (a selector without a fixed __name__); every push re-evaluates it")
-	} else {
-		e.printf("  reads: %s\n", strings.Join(names, ", "))
-	}
-	e.printf("  plan: %s\n", plan.String())
-	return true
 }
 
-func (e *explainer) keda(ctx context.Context, addr, namespace, name string) bool {
+// topAggregation returns the aggregation that decides the value: the
+// root's, looking through sums without grouping of a one-element result
+// (KServe's sum(avg(...))). Zero when there is none.
+func topAggregation(q string) parser.ItemType {
+	expr, err := parser.NewParser(parser.Options{EnableExperimentalFunctions: true}).ParseExpr(q)
+	if err != nil {
+		return 0
+	}
+	for {
+		agg, ok := expr.(*parser.AggregateExpr)
+		if !ok {
+			return 0
+		}
+		inner, nested := agg.Expr.(*parser.AggregateExpr)
+		if agg.Op != parser.SUM || len(agg.Grouping) > 0 || agg.Without || !nested || len(inner.Grouping) > 0 || inner.Without {
+			return agg.Op
+		}
+		expr = inner
+	}
+}
+
+// keda asks the server the questions KEDA asks and compares its answers
+// with the local reading.
+func (e *explainer) keda(ctx context.Context, addr string, md map[string]string, localErr error) bool {
 	e.printf("\nKEDA external scaler API at %s\n", addr)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -262,11 +215,17 @@ func (e *explainer) keda(ctx context.Context, addr, namespace, name string) bool
 	}
 	defer func() { _ = conn.Close() }()
 	c := externalscaler.NewExternalScalerClient(conn)
-	ref := &externalscaler.ScaledObjectRef{Name: name, Namespace: namespace, ScalerMetadata: e.md}
+	ref := &externalscaler.ScaledObjectRef{Name: e.d.Name, Namespace: e.d.Namespace, ScalerMetadata: md}
 	spec, err := c.GetMetricSpec(ctx, ref)
 	if err != nil {
 		e.printf("  GetMetricSpec: %v\n", err)
+		if localErr == nil {
+			e.println("  note: the server refuses metadata this binary accepts: it runs another version or other --default-window/--retention")
+		}
 		return false
+	}
+	if localErr != nil {
+		e.println("  note: the server accepts metadata this binary refuses: it runs another version or other --default-window/--retention")
 	}
 	metricName := ""
 	for _, ms := range spec.GetMetricSpecs() {
@@ -275,8 +234,7 @@ func (e *explainer) keda(ctx context.Context, addr, namespace, name string) bool
 		if e.target <= 0 {
 			e.target = float64(ms.GetTargetSize())
 		}
-		e.printf("  GetMetricSpec: metricName %q (the HPA sees s<trigger index>-%s), targetSizeFloat %g, targetSize %d\n",
-			ms.GetMetricName(), ms.GetMetricName(), ms.GetTargetSizeFloat(), ms.GetTargetSize())
+		e.printf("  GetMetricSpec: metricName %q, targetSizeFloat %s, targetSize %d\n", ms.GetMetricName(), fmtFloat(ms.GetTargetSizeFloat()), ms.GetTargetSize())
 	}
 	mv, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref, MetricName: "s0-" + metricName})
 	if err != nil {
@@ -289,54 +247,39 @@ func (e *explainer) keda(ctx context.Context, addr, namespace, name string) bool
 			e.value = float64(v.GetMetricValue())
 		}
 		e.haveValue = true
-		e.printf("  GetMetrics:    metricValueFloat %g, metricValue %d\n", v.GetMetricValueFloat(), v.GetMetricValue())
+		e.printf("  GetMetrics:    metricValueFloat %s, metricValue %d\n", fmtFloat(v.GetMetricValueFloat()), v.GetMetricValue())
 	}
 	act, err := c.IsActive(ctx, ref)
 	if err != nil {
 		e.printf("  IsActive:      %v\n", err)
 		return false
 	}
-	e.printf("  IsActive:      %t (active means value > activationThreshold %g)\n", act.GetResult(), e.activation)
-	if e.haveValue && act.GetResult() != (e.value > e.activation) {
+	e.printf("  IsActive:      %t (active means value > activationThreshold %s)\n", act.GetResult(), fmtFloat(e.d.Activation))
+	if e.haveValue && act.GetResult() != (e.value > e.d.Activation) {
 		e.println("  note: IsActive disagrees with value > activationThreshold; the data moved between the calls, or the server reads activation differently")
 	}
 	return true
 }
 
+// series lists what each selector of the evaluated query matches now and
+// the whole query's result, through the HTTP query API with the trigger's
+// lookbackDelta.
 func (e *explainer) series(ctx context.Context, server string) {
-	e.printf("\nSeries matched now (HTTP query API at %s", server)
-	if e.lookback != "" {
-		e.printf(", lookback_delta %s", e.lookback)
-	} else {
-		e.printf(", the API's default lookback; the trigger itself looks back over its window")
-	}
-	e.println(")")
-	seen := map[string]bool{}
-	parser.Inspect(e.expr, func(n parser.Node, _ []parser.Node) error {
-		vs, ok := n.(*parser.VectorSelector)
-		if !ok || seen[vs.String()] {
-			return nil
-		}
-		seen[vs.String()] = true
-		res, _, err := instantQuery(ctx, server, vs.String(), "", lookbackParam(e.lookback))
-		if err != nil {
-			e.printf("  %s: %v\n", vs, err)
-			return nil
-		}
-		e.printf("  %s\n", vs)
-		var buf strings.Builder
-		printResult(&printer{w: &buf}, res)
-		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-		for i, l := range lines {
-			if i == e.maxSeries {
-				e.printf("    … %d more\n", len(lines)-i)
-				break
+	lookback := e.d.LookbackDelta.String()
+	e.printf("\nSeries matched now (HTTP query API at %s, lookback_delta %s)\n", server, lookback)
+	if expr, err := parser.NewParser(parser.Options{EnableExperimentalFunctions: true}).ParseExpr(e.d.Lowered); err == nil {
+		seen := map[string]bool{}
+		parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+			vs, ok := n.(*parser.VectorSelector)
+			if !ok || seen[vs.String()] {
+				return nil
 			}
-			e.printf("    %s\n", l)
-		}
-		return nil
-	})
-	if res, _, err := instantQuery(ctx, server, e.expr.String(), "", lookbackParam(e.lookback)); err == nil {
+			seen[vs.String()] = true
+			e.listSelector(ctx, server, vs.String(), lookback)
+			return nil
+		})
+	}
+	if res, _, err := instantQuery(ctx, server, e.d.Lowered, "", lookback); err == nil {
 		var buf strings.Builder
 		printResult(&printer{w: &buf}, res)
 		e.printf("  whole query: %s", indentTail(buf.String()))
@@ -345,24 +288,30 @@ func (e *explainer) series(ctx context.Context, server string) {
 	}
 }
 
-// lookbackParam turns a trigger duration ("2m", "30") into a Go duration
-// string the query API accepts, or "" to use its default.
-func lookbackParam(s string) string {
-	if s == "" {
-		return ""
+func (e *explainer) listSelector(ctx context.Context, server, sel, lookback string) {
+	res, _, err := instantQuery(ctx, server, sel, "", lookback)
+	if err != nil {
+		e.printf("  %s: %v\n", sel, err)
+		return
 	}
-	if f, err := strconv.ParseFloat(s, 64); err == nil {
-		return time.Duration(f * float64(time.Second)).String()
+	e.printf("  %s\n", sel)
+	var buf strings.Builder
+	printResult(&printer{w: &buf}, res)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	for i, l := range lines {
+		if i == e.maxSeries {
+			e.printf("    … %d more\n", len(lines)-i)
+			break
+		}
+		e.printf("    %s\n", l)
 	}
-	if d, err := time.ParseDuration(s); err == nil {
-		return d.String()
-	}
-	return s
 }
 
 func indentTail(s string) string {
 	return strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n               ") + "\n"
 }
+
+func fmtFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 
 func (e *explainer) hpa() {
 	if !e.haveValue || e.target <= 0 {

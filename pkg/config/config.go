@@ -8,9 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
 // Config is everything an operator can set. It is passed by value.
@@ -109,6 +116,16 @@ type Receiver struct {
 	MaxLabelValueLength int
 	// MaxMetricNameLength caps an OTLP metric name in bytes. Default 1 KiB.
 	MaxMetricNameLength int
+	// MetricAllowList, when set, is a regular expression (RE2, matched
+	// against whole names): only metric families with a name that matches
+	// (a stored name such as x_bucket, the OTLP name or its legacy alias)
+	// are stored. Default empty: every family.
+	MetricAllowList string
+	// LazyIngest stores only the metric families that a cached trigger or,
+	// for --trigger-ttl after it asked, an HTTP API query reads
+	// (pkg/interest). A trigger asking for a family not stored before
+	// answers Unavailable for --warmup. Default false.
+	LazyIngest bool
 	// BearerTokenFile, when set, names a file of accepted bearer tokens
 	// (one a line; blank lines ignored): OTLP Exports on both transports
 	// must carry one (`authorization: Bearer <token>`) or are refused with
@@ -155,6 +172,12 @@ type Scaler struct {
 	// StreamIsActive stream (keda-contract.md §7.2). Zero disables it.
 	// Default 5s.
 	PushHoldoff time.Duration
+	// ReadyAfterFresh starts the Warmup clock at the first stored sample
+	// no older than Store.Freshness instead of at start; until then the
+	// scaler is warming up, and /readyz answers 503 for the whole warm-up
+	// (keda-contract.md §8.2). For HA replicas fed by a fan-out layer, so
+	// a replica never answers KEDA from an empty store. Default false.
+	ReadyAfterFresh bool
 	// TriggerTTL is how long a compiled trigger stays cached unused.
 	// Default 10m.
 	TriggerTTL time.Duration
@@ -211,8 +234,12 @@ type Log struct {
 	Level string
 }
 
-// Default returns the configuration used when nothing is set.
+// Default returns the configuration used when nothing is set. The
+// components' settings come from their own DefaultConfig, the one place
+// each default is written (TestDefaultsAreTheComponents); the listeners,
+// the delta policy and logging are this package's.
 func Default() Config {
+	rd, sd, cd, ad := receiver.DefaultConfig(), store.DefaultConfig(), scaler.DefaultConfig(), promapi.DefaultConfig()
 	return Config{
 		Server: Server{
 			OTLPGRPCAddr:       ":4317",
@@ -224,32 +251,33 @@ func Default() Config {
 			GRPCReflection:     true,
 		},
 		Receiver: Receiver{
-			MaxRecvSize:         64 << 20,
+			MaxRecvSize:         rd.MaxRecvSize,
 			Delta:               "reject",
-			MaxLabelsPerSeries:  64,
-			MaxLabelNameLength:  1 << 10,
-			MaxLabelValueLength: 4 << 10,
-			MaxMetricNameLength: 1 << 10,
+			MaxLabelsPerSeries:  rd.MaxLabelsPerSeries,
+			MaxLabelNameLength:  rd.MaxLabelNameLength,
+			MaxLabelValueLength: rd.MaxLabelValueLength,
+			MaxMetricNameLength: rd.MaxMetricNameLength,
 		},
 		Store: Store{
-			Retention:           10 * time.Minute,
-			Freshness:           30 * time.Second,
-			MaxSeries:           1_000_000,
-			MaxSeriesPerMetric:  200_000,
-			MaxSamplesPerSeries: 1024,
-			MaxSampleMemory:     512 << 20,
+			Retention:           sd.Retention,
+			Freshness:           sd.Freshness,
+			MaxSeries:           sd.MaxSeries,
+			MaxSeriesPerMetric:  sd.MaxSeriesPerMetric,
+			MaxSamplesPerSeries: sd.MaxSamplesPerSeries,
+			MaxSampleMemory:     sd.MaxSampleMemory,
+			// SeriesTTL stays 0: it follows --retention.
 		},
 		Scaler: Scaler{
-			DefaultWindow:     2 * time.Minute,
-			Warmup:            30 * time.Second,
-			PushHoldoff:       5 * time.Second,
-			MaxStreams:        10_000,
-			TriggerTTL:        10 * time.Minute,
-			MaxTriggers:       10_000,
-			MaxTriggerBytes:   2 << 20,
-			TriggerCacheBytes: 64 << 20,
+			DefaultWindow:     cd.DefaultWindow,
+			Warmup:            cd.Warmup,
+			PushHoldoff:       cd.PushHoldoff,
+			MaxStreams:        cd.MaxStreams,
+			TriggerTTL:        cd.TriggerTTL,
+			MaxTriggers:       cd.MaxTriggers,
+			MaxTriggerBytes:   cd.MaxTriggerBytes,
+			TriggerCacheBytes: cd.TriggerCacheBytes,
 		},
-		Query: Query{MaxLabelBytes: 8 << 20, MaxConcurrency: 4, MaxSamples: 5_000_000, Timeout: 2 * time.Minute},
+		Query: Query{MaxLabelBytes: query.DefaultMaxLabelBytes, MaxConcurrency: ad.MaxConcurrency, MaxSamples: ad.MaxSamples, Timeout: ad.Timeout},
 		Log:   Log{Format: "text", Level: "info"},
 	}
 }
@@ -295,6 +323,11 @@ func (c Config) Validate() error {
 	}
 	if c.Receiver.MaxRecvSize <= 0 {
 		errs = append(errs, fmt.Errorf("--otlp-max-recv-size %d must be > 0", c.Receiver.MaxRecvSize))
+	}
+	if c.Receiver.MetricAllowList != "" {
+		if _, err := regexp.Compile("^(?:" + c.Receiver.MetricAllowList + ")$"); err != nil {
+			errs = append(errs, fmt.Errorf("--metric-allow-list %q: %w", c.Receiver.MetricAllowList, err))
+		}
 	}
 	if b := c.Receiver.MaxInFlightBytes; b < 0 || (b > 0 && b < c.Receiver.MaxRecvSize) {
 		errs = append(errs, fmt.Errorf("--otlp-max-inflight-bytes %d must be 0 (2 × --otlp-max-recv-size) or >= --otlp-max-recv-size %d",

@@ -1,5 +1,9 @@
 // Package demo shows keda-otel-scaler autoscaling end to end on one machine,
-// without a cluster.
+// without a cluster. It is a product feature, the binary's `demo`
+// subcommand (cmd/keda-otel-scaler/demo.go, `make demo`), not test
+// scaffolding: Run with Options is its entry point, the simulator's parts
+// (Fleet, Engine, Controller, Stabilizer) are the types Run drives, and
+// the HPA's replica formula (DesiredReplicas) also serves `explain`.
 //
 // Run starts the real server in process on loopback ports, then drives three
 // actors from one goroutine:

@@ -18,11 +18,12 @@ import (
 )
 
 // TestPodMetricsMatchVLLM checks every family a simulated pod exports
-// against a real vLLM V1 /metrics body (testdata copy of the shared
-// fixture): same name, same type, same label names, same bucket bounds.
+// against a real vLLM V1 /metrics body (the receiver's fixture, shared
+// rather than copied): same name, same type, same label names, same
+// bucket bounds.
 func TestPodMetricsMatchVLLM(t *testing.T) {
 	t.Parallel()
-	f, err := os.Open("testdata/vllm-metrics-sample.prom")
+	f, err := os.Open("../receiver/testdata/vllm-metrics-sample.prom")
 	require.NoError(t, err)
 	defer func() { _ = f.Close() }()
 	p := expfmt.NewTextParser(model.UTF8Validation)

@@ -84,6 +84,11 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// DefaultConfig returns the API's defaults (DefaultMaxConcurrency,
+// DefaultMaxSamples, DefaultTimeout): New fills every zero field from
+// them, and pkg/config's flags start from them.
+func DefaultConfig() Config { return Config{}.withDefaults() }
+
 // Settings carries what the server or a test provides.
 type Settings struct {
 	// Now is the clock for queries without a time; nil means time.Now.

@@ -115,6 +115,8 @@ type nameEntry struct {
 	// name's ID; hasAlias says which are set.
 	aliases  [numVariants]uint32
 	hasAlias [numVariants]bool
+	// admit caches the ingest filter's decision for the family (admit.go).
+	admit admitCache
 }
 
 // slabel is a label under construction. name and value alias the request,
@@ -226,7 +228,8 @@ type outcome struct {
 	accepted   int
 	rejected   [numReasons]int
 	examples   [numReasons]string
-	total      int // rejected points
+	total      int            // rejected points
+	filtered   filteredCounts // points the ingest filter did not store (admit.go)
 	nonFinite  int
 	expHist    int
 	newestT    int64 // newest accepted-looking sample time, for the lag histogram
@@ -464,6 +467,9 @@ func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
 	}
 	if b.scope.bad != reasonNone {
 		b.reject(b.scope.bad, points, b.metricExample)
+		return false
+	}
+	if b.r.filter != nil && !b.admit(e, m.Name, k, points) {
 		return false
 	}
 	b.met.kind, b.met.names, b.met.skip = k, e, false

@@ -36,6 +36,7 @@ import (
 	_ "google.golang.org/grpc/encoding/gzip" // collectors compress with gzip by default
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -66,6 +67,9 @@ type Config struct {
 	// as they are read, their decompressed form, decompressor state and
 	// JSON object trees (body.go). Default 2 × MaxRecvSize.
 	MaxInFlightBytes int64
+	// Filter, when set, decides which metric families are stored
+	// (--metric-allow-list, --lazy-ingest; admit.go). Nil stores all.
+	Filter *interest.Filter
 }
 
 // DefaultMaxRecvSize is the default receive limit: 64 MiB, what the OTLP
@@ -80,13 +84,13 @@ func (c Config) withDefaults() Config {
 		c.MaxRecvSize = DefaultMaxRecvSize
 	}
 	if c.MaxLabelsPerSeries <= 0 {
-		c.MaxLabelsPerSeries = 64
+		c.MaxLabelsPerSeries = store.DefaultMaxLabelsPerSeries
 	}
 	if c.MaxLabelNameLength <= 0 {
-		c.MaxLabelNameLength = 1 << 10
+		c.MaxLabelNameLength = store.DefaultMaxLabelNameLength
 	}
 	if c.MaxLabelValueLength <= 0 {
-		c.MaxLabelValueLength = 4 << 10
+		c.MaxLabelValueLength = store.DefaultMaxLabelValueLength
 	}
 	if c.MaxMetricNameLength <= 0 {
 		c.MaxMetricNameLength = 1 << 10
@@ -100,6 +104,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// DefaultConfig returns the receiver's defaults, the one place they are
+// written (the label limits are the store's, which enforces them for every
+// writer): New fills every zero field from them, and pkg/config's flags
+// start from them. MaxInFlightBytes holds the value derived from the
+// default MaxRecvSize.
+func DefaultConfig() Config { return Config{}.withDefaults() }
+
 // Settings carries what the developer provides.
 type Settings struct {
 	// Logger receives the receiver's logs; nil discards them.
@@ -112,6 +123,10 @@ type Settings struct {
 	OnIngest func(metricIDs []uint32)
 	// Now is the clock for timestamp checks; nil means time.Now.
 	Now func() time.Time
+	// OnStored, when set, is called after every request that stored at
+	// least one sample, with the newest sample time in unix ms (readiness
+	// after fresh data, pkg/scaler/ready.go). It must not block.
+	OnStored func(newestMs int64)
 }
 
 // Receiver is the OTLP metrics receiver. It is safe for concurrent use.
@@ -124,6 +139,8 @@ type Receiver struct {
 	logger        *slog.Logger
 	m             *metrics
 	promotedNames []string
+	filter        *interest.Filter
+	fm            *filterMetrics
 	slots         chan struct{} // in-flight Exports; a send acquires
 	testHook      func()        // called with a slot held; tests only
 	gz            *grpcGzip     // the OTLP gRPC server's decompressor
@@ -158,6 +175,10 @@ func New(st *store.Store, cfg Config, set Settings) *Receiver {
 		logger: set.Logger.With("component", "receiver"),
 		m:      newMetrics(set.Registerer),
 		slots:  make(chan struct{}, cfg.MaxInFlight),
+		filter: cfg.Filter,
+	}
+	if r.filter != nil {
+		r.fm = newFilterMetrics(set.Registerer)
 	}
 	namer := otlptranslator.LabelNamer{UnderscoreLabelSanitization: true, PreserveMultipleUnderscores: true} //nolint:staticcheck // Prometheus's default label_name_underscore_sanitization (otlp-contract.md §8.1)
 	for _, a := range cfg.PromoteResourceAttributes {
@@ -267,9 +288,13 @@ func (r *Receiver) putBatch(b *batch) {
 // finish publishes a request's counters and notifies subscribers.
 func (r *Receiver) finish(b *batch) result {
 	stats := b.app.Commit()
+	if stats.Appended > 0 && b.out.newestT > 0 && r.set.OnStored != nil {
+		r.set.OnStored(b.out.newestT)
+	}
 	if b.out.accepted > 0 {
 		r.m.accepted.Add(float64(b.out.accepted))
 	}
+	r.flushFiltered(b)
 	if b.out.nonFinite > 0 {
 		r.m.nonFinite.Add(float64(b.out.nonFinite))
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 )
 
@@ -24,6 +25,11 @@ type trigger struct {
 	metricIDs []uint32
 	anyMetric bool
 	cost      int64 // estimated bytes held (triggerCost); what the cache's byte bound counts
+	// interest holds the trigger's metric names in the lazy registry
+	// (--lazy-ingest; nil when off); lazyReadyAt is when the families it
+	// reads have been stored for --warmup (unix ns, lazy.go).
+	interest    *interest.Handle
+	lazyReadyAt int64
 
 	// stats is what the status endpoint shows (stats.go); set before the
 	// trigger is cached.

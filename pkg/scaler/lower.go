@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 )
@@ -19,9 +20,16 @@ var kserveWrapper = regexp.MustCompile(`(?s)^sum\s*\((.+)\{\s*namespace\s*=\s*"(
 type lowering struct {
 	expr parser.Expr
 	// kserve is set when the KServe wrapper was unwrapped; rewritten then
-	// holds the query that is evaluated instead.
-	kserve    bool
-	repaired  bool
+	// holds the query that is evaluated instead. outer are the wrapper's
+	// matchers.
+	kserve bool
+	outer  []*labels.Matcher
+	// repaired is set when the legacy repair made the query parse;
+	// repairedText is what was parsed.
+	repaired     bool
+	repairedText string
+	// summed is set when a bare selector at the root was summed.
+	summed    bool
 	rewritten string
 }
 
@@ -41,12 +49,13 @@ func lower(parse func(string) (parser.Expr, error), q, op string, window time.Du
 			labels.MustNewMatcher(labels.MatchEqual, "namespace", m[2]),
 			labels.MustNewMatcher(labels.MatchEqual, "deployment", m[3]),
 		}
+		lw.outer = outer
 	}
 	expr, err := parse(text)
 	if err != nil {
 		if fixed, changed := repairLegacy(text); changed {
 			if e2, err2 := parse(fixed); err2 == nil {
-				expr, err, lw.repaired = e2, nil, true
+				expr, err, lw.repaired, lw.repairedText = e2, nil, true, fixed
 			}
 		}
 	}
@@ -70,6 +79,7 @@ func lower(parse func(string) (parser.Expr, error), q, op string, window time.Du
 	// A bare selector at the root is summed, as the older add-on did.
 	if vs, ok := unwrapParens(expr).(*parser.VectorSelector); ok {
 		expr = &parser.AggregateExpr{Op: parser.SUM, Expr: vs, PosRange: vs.PosRange}
+		lw.summed = true
 	}
 	if fn, ok := overTimeFunc[op]; ok {
 		expr = rewriteOverTime(expr, parser.Functions[fn], window)
@@ -79,6 +89,31 @@ func lower(parse func(string) (parser.Expr, error), q, op string, window time.Du
 		lw.rewritten = expr.String()
 	}
 	return lw, nil
+}
+
+// notes says in words what lowering changed, in the order it was done;
+// none when the query is evaluated as written. op and window are the
+// operationOverTime and window lowering applied.
+func (lw lowering) notes(op string, window time.Duration) []string {
+	var n []string
+	if lw.kserve {
+		ms := make([]string, len(lw.outer))
+		for i, m := range lw.outer {
+			ms[i] = m.String()
+		}
+		n = append(n, fmt.Sprintf("KServe's sum(<query>{%s}) wrapper was unwrapped: its matchers were added to every selector of <query> and the result summed (docs/keda-contract.md §10.2)",
+			strings.Join(ms, ", ")))
+	}
+	if lw.repaired {
+		n = append(n, fmt.Sprintf("an older query form was repaired (unquoted label values quoted, dotted names escaped) and parsed as %s (docs/keda-contract.md §9)", lw.repairedText))
+	}
+	if lw.summed {
+		n = append(n, "a bare selector is summed, as the older add-on did (docs/keda-contract.md §9)")
+	}
+	if fn, ok := overTimeFunc[op]; ok {
+		n = append(n, fmt.Sprintf("operationOverTime %s: every instant selector s not already inside a range function became %s(s[%s]) (window)", op, fn, model.Duration(window)))
+	}
+	return n
 }
 
 func unwrapParens(e parser.Expr) parser.Expr {

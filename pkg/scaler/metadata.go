@@ -38,6 +38,29 @@ func clip(v string) string {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
+// settingKeys are the trigger settings the scaler reads, in the order of
+// docs/interfaces.md, each with its alias; metaKeys lists the same keys
+// flat, for the cache (TestSettingKeysAreMetaKeys).
+var settingKeys = [...]struct{ key, alias string }{
+	{"metricQuery", "query"},
+	{"targetValue", "threshold"},
+	{"activationThreshold", "activationTargetValue"},
+	{"operationOverTime", ""},
+	{"window", ""},
+	{"lookbackDelta", ""},
+	{"clampMin", ""},
+	{"clampMax", ""},
+	{"ignoreNullValues", ""},
+	{"valueIfEmpty", ""},
+}
+
+// kedaKeys are the trigger keys KEDA itself reads (docs/interfaces.md);
+// they reach the scaler in the metadata, which ignores them.
+var kedaKeys = map[string]bool{
+	"scalerAddress": true, "enableTLS": true, "unsafeSsl": true,
+	"caCert": true, "tlsClientCert": true, "tlsClientKey": true,
+}
+
 // lookup returns the first present, non-empty value of key, keyFromEnv,
 // alias, aliasFromEnv (trimmed) and the metadata key it came from. conflict
 // is set when the value came from key's side and alias's side holds a

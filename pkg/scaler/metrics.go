@@ -31,6 +31,9 @@ type metrics struct {
 	// triggerBytes and evicted watch the compiled-trigger cache's bounds.
 	triggerBytes prometheus.Gauge
 	evicted      map[string]prometheus.Counter
+	// triggerWarnings counts the warnings of compiled triggers;
+	// triggerWarningsUnlogged those the log limiter dropped.
+	triggerWarnings, triggerWarningsUnlogged prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,6 +63,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "keda_otel_scaler_scaler_trigger_cache_bytes",
 			Help: "Estimated bytes held by the compiled triggers in the cache (bounded by --trigger-cache-bytes).",
 		}),
+		triggerWarnings: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keda_otel_scaler_scaler_trigger_warnings_total",
+			Help: "Warnings of triggers entering the cache (alias conflicts, unknown operationOverTime, KServe v0.15 signature, query plan warnings); each is logged once unless the log limit dropped it.",
+		}),
+		triggerWarningsUnlogged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keda_otel_scaler_scaler_trigger_warnings_unlogged_total",
+			Help: "Trigger warnings not logged because more arrived than the log limit (a burst of 20, then one a second) allows.",
+		}),
 	}
 	evicted := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keda_otel_scaler_scaler_triggers_evicted_total",
@@ -74,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.ok[meth] = m.rpcs.WithLabelValues(meth, codes.OK.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.rpcs, m.evalSeconds, m.streams, m.pushes, m.triggers, m.triggerBytes, evicted)
+		reg.MustRegister(m.rpcs, m.evalSeconds, m.streams, m.pushes, m.triggers, m.triggerBytes, evicted, m.triggerWarnings, m.triggerWarningsUnlogged)
 	}
 	return m
 }

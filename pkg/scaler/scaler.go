@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
@@ -51,11 +52,18 @@ type Config struct {
 	// DefaultWindow is the trigger window when metadata sets none. Default 2m.
 	DefaultWindow time.Duration
 	// Warmup is how long after Start GetMetrics and IsActive answer
-	// Unavailable. Zero disables it.
+	// Unavailable. Zero disables it; DefaultConfig has 30s.
 	Warmup time.Duration
 	// PushHoldoff is the least time between two true messages on one
-	// stream. Zero disables it.
+	// stream. Zero disables it; DefaultConfig has 5s.
 	PushHoldoff time.Duration
+	// ReadyAfterFresh makes the warm-up clock start at the first fresh
+	// sample (SawSample) instead of at Start: until one is stored the
+	// scaler stays warming up however long that takes (ready.go).
+	ReadyAfterFresh bool
+	// FreshWindow is how old a sample may be and still count as fresh for
+	// ReadyAfterFresh (the store's --freshness). Default 30s.
+	FreshWindow time.Duration
 	// EvalBudget bounds the time of one evaluation; the engine checks it
 	// while evaluating. Default 1s.
 	EvalBudget time.Duration
@@ -106,6 +114,14 @@ type Settings struct {
 	// method it served and the stack; the server logs and counts it. Nil
 	// logs it at Error.
 	OnPanic func(method string, recovered any, stack []byte)
+	// OnWarm, when set, is called each time warm-up ends (possibly more
+	// than once, from any goroutine; it must not block): the server turns
+	// KEDA's health and, with ReadyAfterFresh, /readyz on. It may run
+	// during New.
+	OnWarm func()
+	// Interest, when set, is the lazy-ingest registry (--lazy-ingest):
+	// every cached trigger holds the metric names it reads (lazy.go).
+	Interest *interest.Registry
 }
 
 // Scaler implements externalscaler.ExternalScalerServer.
@@ -124,7 +140,9 @@ type Scaler struct {
 	m       *metrics
 	cache   *triggerCache
 	subs    *subIndex
-	drainCh chan struct{}
+	// warnLimit bounds the trigger warnings logged (logLimiter).
+	warnLimit *logLimiter
+	drainCh   chan struct{}
 	// evalHook, when set (by tests, before any call), runs inside every
 	// evaluation with the trigger's lock held, e.g. to inject a panic.
 	evalHook func(*trigger)
@@ -140,36 +158,65 @@ type Scaler struct {
 	openStreams atomic.Int64 // StreamIsActive and StreamMetricSpec streams, against cfg.MaxStreams
 	warmStart   atomic.Int64 // unix ns of the warm-up start
 	warmIsDone  atomic.Bool
+	awaitFresh  atomic.Bool // ReadyAfterFresh: the warm-up clock waits for a fresh sample (ready.go)
+	onWarm      func()
+	interest    *interest.Registry
+}
+
+// Defaults of the features that a zero Config field turns off.
+const (
+	defaultWarmup      = 30 * time.Second
+	defaultPushHoldoff = 5 * time.Second
+)
+
+// DefaultConfig returns the scaler's defaults, the one place they are
+// written: New fills a zero field from them, except Warmup and
+// PushHoldoff, where zero turns the feature off, and pkg/config's flags
+// start from them.
+func DefaultConfig() Config {
+	return Config{Warmup: defaultWarmup, PushHoldoff: defaultPushHoldoff}.withDefaults()
+}
+
+// withDefaults fills the zero fields that have a default.
+func (c Config) withDefaults() Config {
+	if c.DefaultWindow <= 0 {
+		c.DefaultWindow = 2 * time.Minute
+	}
+	if c.FreshWindow <= 0 {
+		c.FreshWindow = 30 * time.Second
+	}
+	if c.EvalBudget <= 0 {
+		c.EvalBudget = time.Second
+	}
+	if c.MaxLabelBytes <= 0 {
+		c.MaxLabelBytes = query.DefaultMaxLabelBytes
+	}
+	if c.MaxSamples <= 0 {
+		c.MaxSamples = 500_000
+	}
+	if c.TriggerTTL <= 0 {
+		c.TriggerTTL = 10 * time.Minute
+	}
+	if c.MaxTriggers <= 0 {
+		c.MaxTriggers = 10_000
+	}
+	if c.MaxTriggerBytes <= 0 {
+		c.MaxTriggerBytes = DefaultMaxTriggerBytes
+	}
+	if c.TriggerCacheBytes <= 0 {
+		c.TriggerCacheBytes = DefaultTriggerCacheBytes
+	}
+	c.TriggerCacheBytes = max(c.TriggerCacheBytes, c.MaxTriggerBytes)
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = 10_000
+	}
+	return c
 }
 
 // New returns a scaler evaluating with engine over st. Warm-up starts now;
 // Start restarts it when the listeners begin serving.
 func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scaler {
-	if cfg.DefaultWindow <= 0 {
-		cfg.DefaultWindow = 2 * time.Minute
-	}
-	if cfg.EvalBudget <= 0 {
-		cfg.EvalBudget = time.Second
-	}
-	if cfg.MaxSamples <= 0 {
-		cfg.MaxSamples = 500_000
-	}
-	if cfg.TriggerTTL <= 0 {
-		cfg.TriggerTTL = 10 * time.Minute
-	}
-	if cfg.MaxTriggers <= 0 {
-		cfg.MaxTriggers = 10_000
-	}
-	if cfg.MaxTriggerBytes <= 0 {
-		cfg.MaxTriggerBytes = DefaultMaxTriggerBytes
-	}
-	if cfg.TriggerCacheBytes <= 0 {
-		cfg.TriggerCacheBytes = DefaultTriggerCacheBytes
-	}
-	cfg.TriggerCacheBytes = max(cfg.TriggerCacheBytes, cfg.MaxTriggerBytes)
-	if cfg.MaxStreams <= 0 {
-		cfg.MaxStreams = 10_000
-	}
+	cfg = cfg.withDefaults()
 	if set.Logger == nil {
 		set.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -177,16 +224,19 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		set.Now = time.Now
 	}
 	s := &Scaler{
-		cfg:     cfg,
-		engine:  engine,
-		store:   st,
-		now:     set.Now,
-		onPush:  set.OnPush,
-		onPanic: set.OnPanic,
-		logger:  set.Logger.With("component", "scaler"),
-		m:       newMetrics(set.Registerer),
-		subs:    newSubIndex(),
-		drainCh: make(chan struct{}),
+		cfg:       cfg,
+		engine:    engine,
+		store:     st,
+		now:       set.Now,
+		onPush:    set.OnPush,
+		onPanic:   set.OnPanic,
+		logger:    set.Logger.With("component", "scaler"),
+		m:         newMetrics(set.Registerer),
+		subs:      newSubIndex(),
+		drainCh:   make(chan struct{}),
+		warnLimit: &logLimiter{burst: warnBurst, every: int64(warnEvery)},
+		onWarm:    set.OnWarm,
+		interest:  set.Interest,
 
 		rejected: newRejectedTriggers(),
 	}
@@ -214,15 +264,35 @@ func (s *Scaler) Start() {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
 	}
-	if s.cfg.Warmup <= 0 || s.warmEnded {
+	if s.warmEnded || (s.cfg.Warmup <= 0 && !s.cfg.ReadyAfterFresh) {
+		s.awaitFresh.Store(false)
 		s.warmIsDone.Store(true)
+		s.notifyWarm()
 		return
 	}
 	s.warmIsDone.Store(false)
+	if s.cfg.ReadyAfterFresh {
+		s.awaitFresh.Store(true) // SawSample starts the clock
+		return
+	}
+	s.startWarmClockLocked()
+}
+
+// startWarmClockLocked runs warm-up for cfg.Warmup from now; s.mu is held.
+func (s *Scaler) startWarmClockLocked() {
+	s.warmStart.Store(s.now().UnixNano())
+	if s.cfg.Warmup <= 0 {
+		s.warmIsDone.Store(true)
+		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
+		s.subs.markAll()
+		s.notifyWarm()
+		return
+	}
 	s.warmTimer = time.AfterFunc(s.cfg.Warmup, func() {
 		s.warmIsDone.Store(true)
 		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
 		s.subs.markAll()
+		s.notifyWarm()
 	})
 }
 
@@ -235,6 +305,7 @@ func (s *Scaler) EndWarmup() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.warmEnded = true
+	s.awaitFresh.Store(false)
 	if s.warmTimer != nil {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
@@ -243,6 +314,7 @@ func (s *Scaler) EndWarmup() {
 		s.logger.Info("Warm-up skipped", "reason", "store_restored")
 	}
 	s.subs.markAll()
+	s.notifyWarm()
 }
 
 // Register registers the ExternalScaler service on s.
@@ -254,6 +326,9 @@ func (s *Scaler) Register(srv *grpc.Server) {
 func (s *Scaler) warmingUp() error {
 	if s.warmIsDone.Load() {
 		return nil
+	}
+	if s.awaitFresh.Load() {
+		return fmt.Errorf("%w: no fresh sample stored yet (--ready-after-fresh); KEDA keeps the current replicas meanwhile", ErrWarmingUp)
 	}
 	elapsed := time.Duration(s.now().UnixNano() - s.warmStart.Load())
 	if elapsed >= s.cfg.Warmup {
@@ -313,6 +388,11 @@ func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (
 		return t, nil
 	}
 	for _, w := range warnings {
+		s.m.triggerWarnings.Inc()
+		if !s.warnLimit.allow(now) {
+			s.m.triggerWarningsUnlogged.Inc()
+			continue
+		}
 		//nolint:sloglint // w.msg is one of the constant messages recorded where the warning arose.
 		s.logger.Warn(w.msg, append([]any{"namespace", ns, "scaled_object", name}, w.args...)...)
 	}
@@ -325,58 +405,32 @@ func (s *Scaler) lookupTrigger(ref *externalscaler.ScaledObjectRef, hold bool) (
 // release frees what a trigger that left the cache (or never entered it)
 // held in the store: the metric names its query reads, which the store
 // frees unless series or other triggers use them.
-func (s *Scaler) release(t *trigger) { s.store.ReleaseMetricIDs(t.metricIDs) }
+func (s *Scaler) release(t *trigger) {
+	s.store.ReleaseMetricIDs(t.metricIDs)
+	t.interest.Release()
+}
 
-// newTrigger validates the key's metadata and compiles its query. It parses
-// and holds the query's metric names in the store (AcquireMetricID; the
-// caller releases them through release); it runs only on a cache miss.
-// Everything the trigger keeps comes from k, whose strings are private
-// copies. The warnings are logged once, by the caller, if the trigger is
-// cached.
+// newTrigger validates the key's metadata and compiles its query
+// (compileTrigger, the path Describe shares), then holds the query's
+// metric names in the store (AcquireMetricID; the caller releases them
+// through release); it runs only on a cache miss. Everything the trigger
+// keeps comes from k, whose strings are private copies. The warnings are
+// logged once, by the caller, if the trigger is cached.
 func (s *Scaler) newTrigger(k triggerKey) (*trigger, []warning, error) {
-	ns, name, md := k.ns, k.name, k.metadata()
-	sp, err := parseSpec(ns, name, md, s.cfg.DefaultWindow, s.store.Retention())
-	if err != nil && sp.query == "" {
+	t, lw, err := compileTrigger(s.engine, s.store.Retention(), s.cfg, k)
+	if err != nil {
 		return nil, nil, err
 	}
-	warnings := sp.warnings
-	sp.warnings = nil // logged once; not kept
-	var errs []error
-	if err != nil {
-		errs = append(errs, err)
-	}
-	lw, lerr := lower(s.engine.Parse, sp.query, sp.op, sp.window)
-	var plan *query.Plan
-	if lerr == nil {
-		plan, lerr = s.engine.Compile(lw.expr, query.Options{LookbackDelta: sp.lookback, MaxSamples: s.cfg.MaxSamples, MaxLabelBytes: s.cfg.MaxLabelBytes})
-	}
-	_, from, _, _ := lookup(md, "metricQuery", "query")
-	if lerr != nil {
-		errs = append(errs, &metadataError{namespace: ns, name: name, key: from, value: sp.query, problem: lerr.Error()})
-	}
-	if len(errs) > 0 {
-		return nil, nil, errors.Join(errs...)
-	}
-	t := &trigger{
-		namespace:  ns,
-		name:       name,
-		key:        k,
-		metricName: metricName(ns, name),
-		spec:       sp,
-		rewritten:  lw.rewritten,
-		plan:       plan,
-	}
-	names, all := plan.MetricNames()
-	t.anyMetric = all
-	t.cost = triggerCost(t, lw.expr, names)
-	if t.cost > s.cfg.MaxTriggerBytes {
-		return nil, nil, &metadataError{namespace: ns, name: name, key: from, value: clip(sp.query), problem: fmt.Sprintf(
-			"compiles to about %d bytes, more than --max-trigger-bytes %d: use fewer selectors, shorter names and simpler regular expressions, or raise the flag",
-			t.cost, s.cfg.MaxTriggerBytes)}
-	}
+	warnings := t.warnings
+	t.warnings = nil // logged once; not kept
+	names, _ := t.plan.MetricNames()
 	t.metricIDs = make([]uint32, 0, len(names))
 	for _, n := range names {
 		t.metricIDs = append(t.metricIDs, s.store.AcquireMetricID(n))
+	}
+	if err := s.holdInterest(t, lw.expr); err != nil {
+		s.store.ReleaseMetricIDs(t.metricIDs)
+		return nil, nil, err
 	}
 	return t, warnings, nil
 }
@@ -491,6 +545,9 @@ func (s *Scaler) value(ctx context.Context, ref *externalscaler.ScaledObjectRef)
 		return nil, 0, err
 	}
 	if err := s.warmingUp(); err != nil {
+		return t, 0, err
+	}
+	if err := s.lazyWarming(t); err != nil {
 		return t, 0, err
 	}
 	if s.draining.Load() {

@@ -206,7 +206,7 @@ func (f *feed) run() {
 			return
 		case <-f.dirty:
 		}
-		if f.s.warmingUp() != nil {
+		if f.s.warmingUp() != nil || f.s.lazyWarming(f.t) != nil {
 			// No change during warm-up; the warm-up timer marks every
 			// feed when it ends.
 			continue

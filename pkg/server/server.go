@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/interest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/promapi"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
@@ -96,6 +97,7 @@ type Server struct {
 	status   *status.Handler
 	// stopStatus ends the status page's rate sampler (Start to Shutdown).
 	stopStatus context.CancelFunc
+	lazy       *interest.Registry // --lazy-ingest; nil when off
 
 	otlpSrv, kedaSrv       *grpc.Server
 	otlpHealth, kedaHealth *health.Server
@@ -105,6 +107,9 @@ type Server struct {
 	sec                    *security
 
 	ready    atomic.Bool
+	readyMu  sync.Mutex // guards serving and stopping, and orders health changes (applyReady)
+	serving  bool
+	stopping bool
 	stopOnce sync.Once
 	group    *errgroup.Group
 }
@@ -125,51 +130,29 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		set.Now = time.Now
 	}
 	s := &Server{cfg: cfg, set: set, logger: set.Logger.With("component", "server")}
-	s.store = store.New(store.Config{
-		Retention:          cfg.Store.Retention,
-		Freshness:          cfg.Store.Freshness,
-		SeriesTTL:          cfg.Store.SeriesTTL,
-		MaxSeries:          cfg.Store.MaxSeries,
-		MaxSeriesPerMetric: cfg.Store.MaxSeriesPerMetric,
-		// Sample memory bounds (issue #12 class 9; README "Resource bounds").
-		MaxSamplesPerSeries: cfg.Store.MaxSamplesPerSeries,
-		MaxSampleMemory:     cfg.Store.MaxSampleMemory,
-		// The receiver checks these per point first; the store enforces
-		// the same limits for every other writer.
-		MaxLabelsPerSeries:  cfg.Receiver.MaxLabelsPerSeries,
-		MaxLabelNameLength:  cfg.Receiver.MaxLabelNameLength,
-		MaxLabelValueLength: cfg.Receiver.MaxLabelValueLength,
-	}, store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
+	s.store = store.New(cfg.StoreConfig(), store.Settings{Logger: set.Logger, Now: set.Now, Registerer: set.Registry})
 	s.state = newStateDir(cfg.Server.StateDir, cfg.Server.CheckpointInterval, s.store, s.logger, set.Now, set.Registry)
 	s.engine = query.NewEngine(s.store)
 	// Every plan, the HTTP API's included, gets the label budget.
-	s.engine.SetDefaults(query.Options{MaxLabelBytes: cfg.Query.MaxLabelBytes})
+	s.engine.SetDefaults(cfg.QueryOptions())
 	boundary := newPanicBoundary(s.logger, set.Registry)
 	s.boundary = boundary
-	s.scaler = scaler.New(s.engine, s.store, scaler.Config{
-		DefaultWindow:     cfg.Scaler.DefaultWindow,
-		Warmup:            cfg.Scaler.Warmup,
-		PushHoldoff:       cfg.Scaler.PushHoldoff,
-		MaxStreams:        cfg.Scaler.MaxStreams,
-		MaxLabelBytes:     cfg.Query.MaxLabelBytes,
-		TriggerTTL:        cfg.Scaler.TriggerTTL,
-		MaxTriggers:       cfg.Scaler.MaxTriggers,
-		MaxTriggerBytes:   cfg.Scaler.MaxTriggerBytes,
-		TriggerCacheBytes: cfg.Scaler.TriggerCacheBytes,
-	}, scaler.Settings{
+	filter, err := s.newIngestFilter()
+	if err != nil {
+		return nil, err
+	}
+	s.scaler = scaler.New(s.engine, s.store, cfg.ScalerConfig(), scaler.Settings{
 		Logger: set.Logger, Registerer: set.Registry, Now: set.Now,
-		OnPanic: func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
+		OnPanic:  func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
+		OnWarm:   s.applyReady,
+		Interest: s.lazy,
 	})
-	s.receiver = receiver.New(s.store, receiver.Config{
-		MaxRecvSize:               cfg.Receiver.MaxRecvSize,
-		MaxInFlightBytes:          cfg.Receiver.MaxInFlightBytes,
-		IngestDelta:               cfg.Receiver.Delta == "ingest",
-		PromoteResourceAttributes: cfg.Receiver.PromoteResourceAttributes,
-		MaxLabelsPerSeries:        cfg.Receiver.MaxLabelsPerSeries,
-		MaxLabelNameLength:        cfg.Receiver.MaxLabelNameLength,
-		MaxLabelValueLength:       cfg.Receiver.MaxLabelValueLength,
-		MaxMetricNameLength:       cfg.Receiver.MaxMetricNameLength,
-	}, receiver.Settings{Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now})
+	rcfg := cfg.ReceiverConfig()
+	rcfg.Filter = filter // built from --metric-allow-list and --lazy-ingest (lazy.go)
+	s.receiver = receiver.New(s.store, rcfg, receiver.Settings{
+		Logger: set.Logger, Registerer: set.Registry, OnIngest: s.scaler.OnIngest, Now: set.Now,
+		OnStored: s.scaler.SawSample,
+	})
 
 	// TLS and bearer tokens (tls.go); their files are reloaded from Start to Shutdown.
 	sec, err := newSecurity(cfg, set.Logger, set.Registry)
@@ -206,11 +189,9 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/metrics", sec.ingest(s.receiver))
-	promapi.New(s.engine, s.store, promapi.Config{
-		MaxConcurrency: cfg.Query.MaxConcurrency,
-		MaxSamples:     cfg.Query.MaxSamples,
-		Timeout:        cfg.Query.Timeout,
-	}, promapi.Settings{Now: set.Now}).Register(mux)
+	apiMux := http.NewServeMux()
+	promapi.New(s.engine, s.store, cfg.PromAPIConfig(), promapi.Settings{Now: set.Now}).Register(apiMux)
+	mux.Handle("/api/", s.asking(apiMux))
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -312,13 +293,39 @@ func (s *Server) Start() error {
 		return nil
 	})
 	s.otlpHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.kedaHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.ready.Store(true)
-	// Warm-up counts from the moment the OTLP listener serves (keda-contract.md §8.2).
+	s.readyMu.Lock()
+	s.serving = true
+	s.readyMu.Unlock()
+	s.applyReady()
+	// Warm-up counts from the moment the OTLP listener serves, or with
+	// --ready-after-fresh from the first fresh sample (keda-contract.md §8.2).
 	s.scaler.Start()
+	s.applyReady()
 	a := s.Addrs()
 	s.logger.Info("Serving", "version", s.set.Version, "otlp_grpc_addr", a.OTLPGRPC, "scaler_addr", a.Scaler, "http_addr", a.HTTP)
 	return nil
+}
+
+// applyReady publishes readiness once the listeners serve
+// (keda-contract.md §8.2): the KEDA listener's health is SERVING only
+// after warm-up (GetMetrics and IsActive would answer Unavailable before),
+// the OTLP listener's from the start (it must receive to warm up); /readyz
+// turns 200 when the listeners serve, or with --ready-after-fresh only
+// after warm-up, so an HA replica joins the Service KEDA asks only with
+// fresh data. The scaler calls it when warm-up ends.
+func (s *Server) applyReady() {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if !s.serving || s.stopping {
+		return
+	}
+	warm := s.scaler.Warm()
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if warm {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.kedaHealth.SetServingStatus("", st)
+	s.ready.Store(warm || !s.cfg.Scaler.ReadyAfterFresh)
 }
 
 // Addrs returns the bound addresses; valid after Start.
@@ -333,7 +340,10 @@ func (s *Server) Addrs() Addrs {
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.stopOnce.Do(func() {
+		s.readyMu.Lock()
+		s.stopping = true
 		s.ready.Store(false)
+		s.readyMu.Unlock()
 		s.otlpHealth.Shutdown()
 		s.kedaHealth.Shutdown()
 		s.receiver.Drain()

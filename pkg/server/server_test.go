@@ -64,7 +64,9 @@ func TestStartReportsBusyPort(t *testing.T) {
 }
 
 func TestEndpointsAndReadiness(t *testing.T) {
-	s, err := New(loopbackConfig(), Settings{})
+	cfg := loopbackConfig()
+	cfg.Scaler.Warmup = 0 // KEDA's health is NOT_SERVING during warm-up (TestReadinessFollowsWarmup)
+	s, err := New(cfg, Settings{})
 	require.NoError(t, err)
 	require.NoError(t, s.Start())
 	base := "http://" + s.Addrs().HTTP

@@ -128,16 +128,32 @@ func (c Config) withDefaults() Config {
 		c.MaxSampleMemory = DefaultMaxSampleMemory
 	}
 	if c.MaxLabelsPerSeries <= 0 {
-		c.MaxLabelsPerSeries = 64
+		c.MaxLabelsPerSeries = DefaultMaxLabelsPerSeries
 	}
 	if c.MaxLabelNameLength <= 0 {
-		c.MaxLabelNameLength = 1024
+		c.MaxLabelNameLength = DefaultMaxLabelNameLength
 	}
 	if c.MaxLabelValueLength <= 0 {
-		c.MaxLabelValueLength = 4096
+		c.MaxLabelValueLength = DefaultMaxLabelValueLength
 	}
 	return c
 }
+
+// Defaults of the label limits. The store enforces them for every writer;
+// the receiver checks the same limits per point first and takes its
+// defaults from here, so the two cannot disagree.
+const (
+	DefaultMaxLabelsPerSeries  = 64
+	DefaultMaxLabelNameLength  = 1 << 10
+	DefaultMaxLabelValueLength = 4 << 10
+)
+
+// DefaultConfig returns the store's defaults, the one place they are
+// written: New fills every zero field from them, and pkg/config's flags
+// start from them. SeriesTTL and SweepInterval hold the values derived
+// from the default Retention; a zero SeriesTTL derives them from the
+// configured one.
+func DefaultConfig() Config { return Config{}.withDefaults() }
 
 // Validate reports configuration the store cannot honour.
 func (c Config) Validate() error {

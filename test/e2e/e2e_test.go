@@ -452,7 +452,7 @@ func TestBuildCollector(t *testing.T) {
 	colBin, _ := tools(t)
 	out, err := exec.Command(colBin, "components").CombinedOutput()
 	require.NoError(t, err, string(out))
-	for _, c := range []string{"prometheus", "transform", "filter", "otlp", "otlp_http", "bearertokenauth"} {
+	for _, c := range []string{"prometheus", "transform", "filter", "otlp", "otlp_http", "bearertokenauth", "batch", "memory_limiter"} {
 		assert.Contains(t, string(out), "name: "+c, "collector has the %s component", c)
 	}
 }

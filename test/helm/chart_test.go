@@ -37,7 +37,7 @@ const (
 )
 
 // valuesFiles are the CI values files rendered by every generic check.
-var valuesFiles = []string{"default-values.yaml", "all-optional-values.yaml", "tls-values.yaml", "tls-all-values.yaml", "headless-values.yaml"}
+var valuesFiles = []string{"default-values.yaml", "all-optional-values.yaml", "tls-values.yaml", "tls-all-values.yaml", "ha-values.yaml", "router-values.yaml"}
 
 func loadChart(t *testing.T) *chart.Chart {
 	t.Helper()
@@ -185,8 +185,12 @@ func TestTemplateValuesFiles(t *testing.T) {
 			"Deployment/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler",
 			"ServiceMonitor/keda-otel-scaler",
 		},
-		"headless-values.yaml": {
-			"Deployment/keda-otel-scaler", "PodDisruptionBudget/keda-otel-scaler",
+		"ha-values.yaml": {
+			"ConfigMap/keda-otel-scaler-collector", "PodDisruptionBudget/keda-otel-scaler", "Service/keda-otel-scaler",
+			"Service/keda-otel-scaler-headless", "ServiceAccount/keda-otel-scaler", "StatefulSet/keda-otel-scaler",
+		},
+		"router-values.yaml": {
+			"ConfigMap/keda-otel-scaler-collector", "Deployment/keda-otel-scaler", "PodDisruptionBudget/keda-otel-scaler",
 			"Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler",
 		},
 	}
@@ -210,32 +214,56 @@ func TestTemplateValuesFiles(t *testing.T) {
 				assert.Equal(t, "keda-otel-scaler", m.Metadata.Labels["app.kubernetes.io/name"], k)
 				assert.Equal(t, releaseName, m.Metadata.Labels["app.kubernetes.io/instance"], k)
 			}
-			var d appsv1.Deployment
-			o.decode(t, "Deployment/keda-otel-scaler", &d)
+			pod, sel := o.workload(t)
 			var svc corev1.Service
 			o.decode(t, "Service/keda-otel-scaler", &svc)
-			// The Service selects exactly the pods of the Deployment.
+			// The Service selects exactly the pods of the workload.
 			for k, v := range svc.Spec.Selector {
-				assert.Equal(t, v, d.Spec.Template.Labels[k], "selector %s", k)
-				assert.Equal(t, v, d.Spec.Selector.MatchLabels[k], "selector %s", k)
+				assert.Equal(t, v, pod.Labels[k], "selector %s", k)
+				assert.Equal(t, v, sel[k], "selector %s", k)
 			}
-			assert.Equal(t, d.Spec.Selector.MatchLabels, svc.Spec.Selector)
-			assertHardened(t, d)
+			assert.Equal(t, sel, svc.Spec.Selector)
+			assertHardened(t, pod)
 		})
 	}
 }
 
-func assertHardened(t *testing.T, d appsv1.Deployment) {
+// workload returns the pod template and selector of the release's one
+// workload: the Deployment (single replica, shard router) or the HA
+// StatefulSet.
+func (o objects) workload(t *testing.T) (corev1.PodTemplateSpec, map[string]string) {
 	t.Helper()
-	ps := d.Spec.Template.Spec.SecurityContext
+	if _, ok := o["StatefulSet/keda-otel-scaler"]; ok {
+		var s appsv1.StatefulSet
+		o.decode(t, "StatefulSet/keda-otel-scaler", &s)
+		return s.Spec.Template, s.Spec.Selector.MatchLabels
+	}
+	var d appsv1.Deployment
+	o.decode(t, "Deployment/keda-otel-scaler", &d)
+	return d.Spec.Template, d.Spec.Selector.MatchLabels
+}
+
+// assertHardened checks every container of the pod, collectors included.
+func assertHardened(t *testing.T, pod corev1.PodTemplateSpec) {
+	t.Helper()
+	ps := pod.Spec.SecurityContext
 	require.NotNil(t, ps)
 	require.NotNil(t, ps.RunAsNonRoot)
 	assert.True(t, *ps.RunAsNonRoot)
 	require.NotNil(t, ps.SeccompProfile)
 	assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, ps.SeccompProfile.Type)
-	require.Len(t, d.Spec.Template.Spec.Containers, 1)
-	sc := d.Spec.Template.Spec.Containers[0].SecurityContext
-	require.NotNil(t, sc)
+	require.NotEmpty(t, pod.Spec.Containers)
+	for _, c := range pod.Spec.Containers {
+		assertContainerHardened(t, c)
+	}
+	require.NotNil(t, pod.Spec.AutomountServiceAccountToken)
+	assert.False(t, *pod.Spec.AutomountServiceAccountToken)
+}
+
+func assertContainerHardened(t *testing.T, c corev1.Container) {
+	t.Helper()
+	sc := c.SecurityContext
+	require.NotNilf(t, sc, "container %s", c.Name)
 	require.NotNil(t, sc.RunAsNonRoot)
 	assert.True(t, *sc.RunAsNonRoot)
 	require.NotNil(t, sc.ReadOnlyRootFilesystem)
@@ -247,8 +275,6 @@ func assertHardened(t *testing.T, d appsv1.Deployment) {
 	assert.Empty(t, sc.Capabilities.Add)
 	require.NotNil(t, sc.SeccompProfile)
 	assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, sc.SeccompProfile.Type)
-	require.NotNil(t, d.Spec.Template.Spec.AutomountServiceAccountToken)
-	assert.False(t, *d.Spec.Template.Spec.AutomountServiceAccountToken)
 }
 
 // TestDefaultRelease pins what KServe, collectors and KEDA depend on:
@@ -367,6 +393,8 @@ var configEnv = []struct {
 	{"maxStreams", 20000, "KOS_MAX_STREAMS", "20000"},
 	{"queryMaxLabelBytes", "16MiB", "KOS_QUERY_MAX_LABEL_BYTES", "16MiB"},
 	{"grpcReflection", false, "KOS_GRPC_REFLECTION", "false"},
+	{"metricAllowList", "vllm:num_requests_.*", "KOS_METRIC_ALLOW_LIST", "vllm:num_requests_.*"},
+	{"lazyIngest", true, "KOS_LAZY_INGEST", "true"},
 	{"queryMaxConcurrency", 2, "KOS_QUERY_MAX_CONCURRENCY", "2"},
 	{"queryMaxSamples", "1000000", "KOS_QUERY_MAX_SAMPLES", "1000000"},
 	{"queryTimeout", "30s", "KOS_QUERY_TIMEOUT", "30s"},
@@ -437,6 +465,7 @@ var chartHandled = map[string]string{
 	"tls-cert-file":      "tls",
 	"tls-key-file":       "tls",
 	"tls-client-ca-file": "tls",
+	"ready-after-fresh":  "ha.readyAfterFresh",
 
 	"otlp-tls-cert-file":      "tls.otlp",
 	"otlp-tls-key-file":       "tls.otlp",
@@ -735,22 +764,6 @@ func TestRenderedWhitespace(t *testing.T) {
 	}
 }
 
-func TestHeadless(t *testing.T) {
-	o := mustRender(t, readValues(t, "headless-values.yaml"))
-	var svc corev1.Service
-	o.decode(t, "Service/keda-otel-scaler", &svc)
-	assert.Equal(t, corev1.ClusterIPNone, svc.Spec.ClusterIP)
-	var d appsv1.Deployment
-	o.decode(t, "Deployment/keda-otel-scaler", &d)
-	assert.Equal(t, int32(3), *d.Spec.Replicas)
-	assert.Equal(t, appsv1.RollingUpdateDeploymentStrategyType, d.Spec.Strategy.Type)
-	var pdb policyv1.PodDisruptionBudget
-	o.decode(t, "PodDisruptionBudget/keda-otel-scaler", &pdb)
-	require.NotNil(t, pdb.Spec.MinAvailable)
-	assert.Equal(t, intstr.FromInt32(2), *pdb.Spec.MinAvailable)
-	assert.Nil(t, pdb.Spec.MaxUnavailable, "minAvailable wins over the default maxUnavailable")
-}
-
 func TestFullnameOverride(t *testing.T) {
 	o := mustRender(t, set("fullnameOverride", "otel-scaler"))
 	assert.Equal(t, []string{"Deployment/otel-scaler", "Service/otel-scaler", "ServiceAccount/otel-scaler"}, o.kinds())
@@ -816,7 +829,7 @@ func TestReadmeDocumentsEveryValue(t *testing.T) {
 func leafPaths(prefix string, m map[string]any) []string {
 	freeForm := map[string]bool{
 		"podSecurityContext": true, "securityContext": true, "resources": true, "readinessProbe": true,
-		"livenessProbe": true, "stateDir.volume": true, "strategy": true,
+		"livenessProbe": true, "stateDir.volume": true, "strategy": true, "collector.resources": true,
 	}
 	var out []string
 	for k, v := range m {

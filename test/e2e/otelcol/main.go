@@ -1,7 +1,9 @@
 // Command otelcol-e2e is a minimal OpenTelemetry Collector distribution for
-// the end-to-end test: the prometheus receiver, the transform and filter
-// processors, the otlp and otlphttp exporters and the bearertokenauth
-// extension (docs/otlp-contract.md §2: authenticated ingest), all from one
+// the end-to-end test: the prometheus and otlp receivers, the transform,
+// filter, batch and memory_limiter processors, the otlp and otlphttp
+// exporters and the bearertokenauth extension (docs/otlp-contract.md §2:
+// authenticated ingest; the otlp receiver, batch and memory_limiter are what
+// the chart's HA fan-out and shard router layers use), all from one
 // collector release
 // (contrib v0.161.0, core v0.161.0 / v1.67.0). It lives in its own module so
 // the collector's large dependency graph never touches the scaler's go.mod or
@@ -31,19 +33,23 @@ import (
 	"go.opentelemetry.io/collector/extension"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/collector/processor/batchprocessor"
+	"go.opentelemetry.io/collector/processor/memorylimiterprocessor"
 	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/otlpreceiver"
 	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 )
 
 func components() (otelcol.Factories, error) {
 	var err error
 	f := otelcol.Factories{Telemetry: otelconftelemetry.NewFactory()}
-	f.Receivers, err = otelcol.MakeFactoryMap[receiver.Factory](prometheusreceiver.NewFactory())
+	f.Receivers, err = otelcol.MakeFactoryMap[receiver.Factory](prometheusreceiver.NewFactory(), otlpreceiver.NewFactory())
 	if err != nil {
 		return f, fmt.Errorf("receivers: %w", err)
 	}
 	f.Processors, err = otelcol.MakeFactoryMap[processor.Factory](
-		transformprocessor.NewFactory(), filterprocessor.NewFactory())
+		transformprocessor.NewFactory(), filterprocessor.NewFactory(),
+		batchprocessor.NewFactory(), memorylimiterprocessor.NewFactory())
 	if err != nil {
 		return f, fmt.Errorf("processors: %w", err)
 	}

@@ -90,6 +90,8 @@ mapped to their flag names; empty values are left to the server's default.
   "maxStreams" "max-streams"
   "queryMaxLabelBytes" "query-max-label-bytes"
   "grpcReflection" "grpc-reflection"
+  "metricAllowList" "metric-allow-list"
+  "lazyIngest" "lazy-ingest"
   "queryMaxConcurrency" "query-max-concurrency"
   "queryMaxSamples" "query-max-samples"
   "queryTimeout" "query-timeout"

@@ -1,0 +1,253 @@
+package helm
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+// Golden collector configs: test/e2e runs exactly these (with loopback
+// addresses substituted) and validates them with the collector binary, and
+// TestCollectorConfigGolden keeps them equal to what the chart renders for
+// ci/ha-values.yaml and ci/router-values.yaml. UPDATE_GOLDEN=1 rewrites them.
+const (
+	fanoutGolden = "../e2e/testdata/ha-fanout-collector.yaml"
+	routerGolden = "../e2e/testdata/ha-router-collector.yaml"
+)
+
+// renderedCollector returns the collector config the release renders.
+func renderedCollector(t *testing.T, o objects) (raw string, cfg map[string]any) {
+	t.Helper()
+	var cm corev1.ConfigMap
+	o.decode(t, "ConfigMap/keda-otel-scaler-collector", &cm)
+	raw = cm.Data["config.yaml"]
+	require.NotEmpty(t, raw)
+	require.NoError(t, yaml.Unmarshal([]byte(raw), &cfg), raw)
+	return raw, cfg
+}
+
+func path(m map[string]any, keys ...string) any {
+	var v any = m
+	for _, k := range keys {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = mm[k]
+	}
+	return v
+}
+
+func TestCollectorConfigGolden(t *testing.T) {
+	for _, tc := range []struct{ values, golden string }{
+		{"ha-values.yaml", fanoutGolden},
+		{"router-values.yaml", routerGolden},
+	} {
+		t.Run(tc.values, func(t *testing.T) {
+			raw, _ := renderedCollector(t, mustRender(t, readValues(t, tc.values)))
+			if os.Getenv("UPDATE_GOLDEN") != "" {
+				require.NoError(t, os.WriteFile(tc.golden, []byte(raw), 0o644))
+			}
+			want, err := os.ReadFile(tc.golden)
+			require.NoError(t, err)
+			assert.Equal(t, string(want), raw, "%s is stale: run UPDATE_GOLDEN=1 go test -run TestCollectorConfigGolden in test/helm, then make e2e", filepath.Base(tc.golden))
+		})
+	}
+}
+
+// TestHA renders HA mode: a StatefulSet with stable names behind a headless
+// Service that publishes not-ready addresses, a fan-out collector in every
+// pod owning the OTLP port of the Service KServe's sidecars export to, one
+// otlp exporter per replica (itself included) with a sending queue and
+// retries, the scaler on its own OTLP port with --ready-after-fresh, and a
+// PodDisruptionBudget.
+func TestHA(t *testing.T) {
+	for _, replicas := range []int{2, 3} {
+		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
+			vals := readValues(t, "ha-values.yaml")
+			vals["ha"].(map[string]any)["replicas"] = replicas
+			o := mustRender(t, vals)
+			assert.NotContains(t, o, "Deployment/keda-otel-scaler", "HA replaces the Deployment")
+
+			var ss appsv1.StatefulSet
+			o.decode(t, "StatefulSet/keda-otel-scaler", &ss)
+			assert.Equal(t, int32(replicas), *ss.Spec.Replicas)
+			assert.Equal(t, "keda-otel-scaler-headless", ss.Spec.ServiceName)
+			assert.Equal(t, appsv1.ParallelPodManagement, ss.Spec.PodManagementPolicy)
+			assert.Equal(t, appsv1.RollingUpdateStatefulSetStrategyType, ss.Spec.UpdateStrategy.Type)
+			pod := ss.Spec.Template.Spec
+			require.Len(t, pod.Containers, 2)
+			sc, fan := pod.Containers[0], pod.Containers[1]
+			assert.Equal(t, "keda-otel-scaler", sc.Name)
+			assert.Equal(t, "fanout", fan.Name)
+			env := envMap(sc)
+			assert.Equal(t, ":4319", env["KOS_OTLP_GRPC_ADDR"], "the scaler moves off 4317, which the fan-out owns")
+			assert.Equal(t, ":4318", env["KOS_SCALER_ADDR"])
+			assert.Equal(t, "true", env["KOS_READY_AFTER_FRESH"])
+			assert.Equal(t, "otel/opentelemetry-collector-contrib:0.161.0", fan.Image)
+			assert.Equal(t, []string{"--config=/etc/otelcol/config.yaml"}, fan.Args)
+			assert.NotNil(t, fan.ReadinessProbe)
+			assert.NotNil(t, fan.Resources.Limits.Memory())
+			assert.Contains(t, ss.Spec.Template.Annotations, "checksum/collector-config", "pods roll when the config changes")
+			var cfgVol *corev1.Volume
+			for i := range pod.Volumes {
+				if pod.Volumes[i].Name == "collector-config" {
+					cfgVol = &pod.Volumes[i]
+				}
+			}
+			require.NotNil(t, cfgVol)
+			assert.Equal(t, "keda-otel-scaler-collector", cfgVol.ConfigMap.Name)
+			assertPortNames(t, pod, o, "Service/keda-otel-scaler", "Service/keda-otel-scaler-headless")
+
+			var svc, headless corev1.Service
+			o.decode(t, "Service/keda-otel-scaler", &svc)
+			o.decode(t, "Service/keda-otel-scaler-headless", &headless)
+			assert.Empty(t, svc.Spec.ClusterIP, "KEDA and the sidecars use a ClusterIP Service of ready pods")
+			assert.False(t, svc.Spec.PublishNotReadyAddresses)
+			assert.Equal(t, intstr.FromString("otlp-grpc"), svc.Spec.Ports[0].TargetPort)
+			assert.Equal(t, int32(4317), svc.Spec.Ports[0].Port)
+			assert.Equal(t, corev1.ClusterIPNone, headless.Spec.ClusterIP)
+			assert.True(t, headless.Spec.PublishNotReadyAddresses, "a warming replica must still receive the stream")
+			assert.Equal(t, svc.Spec.Selector, headless.Spec.Selector)
+			assert.Equal(t, int32(4319), headless.Spec.Ports[0].Port)
+
+			var pdb policyv1.PodDisruptionBudget
+			o.decode(t, "PodDisruptionBudget/keda-otel-scaler", &pdb)
+			assert.Equal(t, intstr.FromInt32(1), *pdb.Spec.MaxUnavailable)
+			assert.Equal(t, ss.Spec.Selector.MatchLabels, pdb.Spec.Selector.MatchLabels)
+
+			_, cfg := renderedCollector(t, o)
+			assert.Equal(t, "0.0.0.0:4317", path(cfg, "receivers", "otlp", "protocols", "grpc", "endpoint"))
+			exps := cfg["exporters"].(map[string]any)
+			require.Len(t, exps, replicas, "one exporter per replica")
+			var names []any
+			for i := range replicas {
+				name := fmt.Sprintf("otlp/keda-otel-scaler-%d", i)
+				names = append(names, name)
+				e, ok := exps[name].(map[string]any)
+				require.Truef(t, ok, "exporter %s", name)
+				assert.Equal(t, fmt.Sprintf("keda-otel-scaler-%d.keda-otel-scaler-headless.keda.svc.cluster.local:4319", i), e["endpoint"])
+				assert.Equal(t, true, path(e, "sending_queue", "enabled"))
+				assert.InDelta(t, 1, path(e, "sending_queue", "num_consumers"), 0, "in-order catch-up")
+				assert.Equal(t, "bytes", path(e, "sending_queue", "sizer"))
+				assert.Equal(t, true, path(e, "retry_on_failure", "enabled"))
+				assert.Equal(t, "none", e["compression"])
+			}
+			pipe := path(cfg, "service", "pipelines", "metrics").(map[string]any)
+			assert.Equal(t, []any{"otlp"}, pipe["receivers"])
+			assert.Equal(t, []any{"memory_limiter", "batch"}, pipe["processors"])
+			assert.Equal(t, names, pipe["exporters"])
+			assert.Equal(t, "0s", path(cfg, "processors", "batch", "timeout"), "the batch processor delays nothing")
+		})
+	}
+}
+
+// assertPortNames checks every Service's named targetPort exists in the pod.
+func assertPortNames(t *testing.T, pod corev1.PodSpec, o objects, services ...string) {
+	t.Helper()
+	have := map[string]bool{}
+	for _, c := range pod.Containers {
+		for _, p := range c.Ports {
+			assert.Falsef(t, have[p.Name], "port name %s used twice in the pod", p.Name)
+			have[p.Name] = true
+		}
+	}
+	for _, s := range services {
+		var svc corev1.Service
+		o.decode(t, s, &svc)
+		for _, p := range svc.Spec.Ports {
+			assert.Truef(t, have[p.TargetPort.StrVal], "%s port %s targets %q, which no container has", s, p.Name, p.TargetPort.StrVal)
+		}
+	}
+}
+
+// TestRouter renders the shard router: collectors only, behind the Service
+// that owns the OTLP address, one pipeline per shard that keeps only the
+// shard's namespaces, and no scaler or KEDA port.
+func TestRouter(t *testing.T) {
+	o := mustRender(t, readValues(t, "router-values.yaml"))
+	var d appsv1.Deployment
+	o.decode(t, "Deployment/keda-otel-scaler", &d)
+	assert.Equal(t, int32(2), *d.Spec.Replicas)
+	require.Len(t, d.Spec.Template.Spec.Containers, 1)
+	assert.Equal(t, "router", d.Spec.Template.Spec.Containers[0].Name)
+	assertPortNames(t, d.Spec.Template.Spec, o, "Service/keda-otel-scaler")
+	var svc corev1.Service
+	o.decode(t, "Service/keda-otel-scaler", &svc)
+	require.Len(t, svc.Spec.Ports, 1, "a router serves only OTLP")
+	assert.Equal(t, int32(4317), svc.Spec.Ports[0].Port)
+	var pdb policyv1.PodDisruptionBudget
+	o.decode(t, "PodDisruptionBudget/keda-otel-scaler", &pdb)
+
+	_, cfg := renderedCollector(t, o)
+	for _, tc := range []struct{ shard, endpoint, cond string }{
+		{"team-a", "keda-otel-scaler-team-a.keda.svc:4317", `not (attributes["k8s.namespace.name"] == "team-a")`},
+		{"team-b", "keda-otel-scaler-team-b.keda.svc:4317",
+			`not (attributes["k8s.namespace.name"] == "team-b" or attributes["k8s.namespace.name"] == "team-b-batch")`},
+	} {
+		assert.Equal(t, tc.endpoint, path(cfg, "exporters", "otlp/"+tc.shard, "endpoint"))
+		assert.Equal(t, []any{tc.cond}, path(cfg, "processors", "filter/"+tc.shard, "metrics", "resource"))
+		pipe := path(cfg, "service", "pipelines", "metrics/"+tc.shard).(map[string]any)
+		assert.Equal(t, []any{"memory_limiter", "filter/" + tc.shard, "batch"}, pipe["processors"])
+		assert.Equal(t, []any{"otlp/" + tc.shard}, pipe["exporters"])
+	}
+	assert.Len(t, path(cfg, "service", "pipelines"), 2, "no default pipeline: unmatched namespaces are dropped")
+
+	t.Run("default endpoint", func(t *testing.T) {
+		vals := readValues(t, "router-values.yaml")
+		vals["router"].(map[string]any)["defaultEndpoint"] = "keda-otel-scaler-rest.keda.svc:4317"
+		_, cfg := renderedCollector(t, mustRender(t, vals))
+		assert.Equal(t, []any{`attributes["k8s.namespace.name"] == "team-a" or attributes["k8s.namespace.name"] == "team-b" or attributes["k8s.namespace.name"] == "team-b-batch"`},
+			path(cfg, "processors", "filter/default", "metrics", "resource"))
+		assert.Equal(t, "keda-otel-scaler-rest.keda.svc:4317", path(cfg, "exporters", "otlp/default", "endpoint"))
+	})
+}
+
+// TestScalingModesRejected: combinations that cannot work fail at render.
+func TestScalingModesRejected(t *testing.T) {
+	shard := []any{map[string]any{"name": "a", "endpoint": "x.keda.svc:4317", "values": []any{"a"}}}
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"ha and router", set("ha.enabled", true, "router.enabled", true, "router.shards", shard), "exclude each other"},
+		{"router without shards", set("router.enabled", true), "router.shards"},
+		{"router with a ServiceMonitor", set("router.enabled", true, "router.shards", shard, "serviceMonitor.enabled", true), "router.enabled renders only"},
+		{"shard name not a DNS label", set("router.enabled", true, "router.shards", []any{map[string]any{"name": "A_b", "endpoint": "x:1", "values": []any{"a"}}}), "name"},
+		{"shard without values", set("router.enabled", true, "router.shards", []any{map[string]any{"name": "a", "endpoint": "x:1", "values": []any{}}}), "values"},
+		{"endpoint without port", set("router.enabled", true, "router.shards", []any{map[string]any{"name": "a", "endpoint": "x", "values": []any{"a"}}}), "endpoint"},
+		{"zero replicas", set("ha.enabled", true, "ha.replicas", 0), "replicas"},
+		{"unknown compression", set("collector.compression", "snappy"), "compression"},
+		{"typo in ha", set("ha.replica", 3), "replica"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := render(t, tc.vals)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+// TestSingleReplicaUnchanged: without ha or router the release is the
+// single-replica Deployment it was, with no collector.
+func TestSingleReplicaUnchanged(t *testing.T) {
+	o := mustRender(t, nil)
+	assert.Equal(t, []string{"Deployment/keda-otel-scaler", "Service/keda-otel-scaler", "ServiceAccount/keda-otel-scaler"}, o.kinds())
+	c := container(t, o)
+	assert.Equal(t, ":4317", envMap(c)["KOS_OTLP_GRPC_ADDR"])
+	assert.NotContains(t, envMap(c), "KOS_READY_AFTER_FRESH")
+	var d appsv1.Deployment
+	o.decode(t, "Deployment/keda-otel-scaler", &d)
+	assert.Equal(t, appsv1.RecreateDeploymentStrategyType, d.Spec.Strategy.Type)
+	assert.Empty(t, d.Spec.Template.Annotations)
+}

@@ -1,0 +1,15 @@
+// Command kube-apiserver is Kubernetes' API server built from the
+// k8s.io/kubernetes module (see ../go.mod) for test/k8s: the same
+// app.NewAPIServerCommand the release binary runs, nothing added.
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewAPIServerCommand()))
+}
