@@ -26,6 +26,7 @@ import (
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 // kedaEnv is a real server on 127.0.0.1:0 with KEDA's generated client,
@@ -65,10 +66,7 @@ var base = time.Unix(1_800_000_000, 0)
 // them. The clock is fake (fakeClock) unless realClock.
 func startKEDA(t testing.TB, fakeClock bool, mod func(*config.Config)) *kedaEnv {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Server.OTLPGRPCAddr, cfg.Server.ScalerAddr, cfg.Server.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Scaler.Warmup = 0
-	cfg.Scaler.PushHoldoff = 0
+	cfg := servertest.Config()
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -81,13 +79,7 @@ func startKEDA(t testing.TB, fakeClock bool, mod func(*config.Config)) *kedaEnv 
 	}
 	s, err := server.New(cfg, set)
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	e.srv = s
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, s.Shutdown(ctx))
-	})
+	e.srv = servertest.Start(t, s)
 	e.conn, err = grpc.NewClient(s.Addrs().Scaler, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = e.conn.Close() })

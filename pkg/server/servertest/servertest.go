@@ -1,0 +1,115 @@
+// Package servertest runs the real server on loopback ports for tests, as
+// net/http/httptest runs a handler: Config is a configuration whose
+// listeners bind 127.0.0.1:0, Start runs a server built from it for the
+// length of a test, and PostOTLP and PushVLLMWaiting send it metrics over
+// OTLP/HTTP. It is test support: only tests import it, in this module and
+// in the test modules under test/ (which cannot import pkg/internal).
+//
+// It imports pkg/config but not pkg/server, so that pkg/server's own tests
+// use it too: Start takes the server New built.
+package servertest
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+)
+
+// Timeout bounds every call of this package: a server's start-up is
+// immediate, its shutdown and a push take milliseconds.
+const Timeout = 10 * time.Second
+
+// Config returns the embedded defaults with the three listeners on
+// 127.0.0.1:0 (the kernel picks free ports; Addrs reports them) and the
+// warm-up and the push hold-off off, so the first call and every edge are
+// answered at once. Tests of the warm-up or the hold-off set them again.
+func Config() config.Config {
+	cfg := config.Default()
+	cfg.Server.OTLPGRPCAddr, cfg.Server.ScalerAddr, cfg.Server.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Scaler.Warmup, cfg.Scaler.PushHoldoff = 0, 0
+	return cfg
+}
+
+// Server is what Start runs: a *server.Server.
+type Server interface {
+	Start() error
+	Shutdown(ctx context.Context) error
+}
+
+// Start starts s and returns it. When the test and its subtests end, s
+// is shut down, which must succeed within Timeout; Shutdown is
+// idempotent, so a test may also shut s down itself.
+func Start[S Server](tb testing.TB, s S) S {
+	tb.Helper()
+	require.NoError(tb, s.Start())
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+		defer cancel()
+		require.NoError(tb, s.Shutdown(ctx))
+	})
+	return s
+}
+
+// PostOTLP sends md as one protobuf Export to the OTLP/HTTP endpoint of
+// the server at httpAddr, requires the status 200 and returns its partial
+// success: the points rejected and the message (0 and "" when every point
+// was accepted). The connection is closed after the call, so no client
+// goroutine outlives it.
+func PostOTLP(tb testing.TB, httpAddr string, md pmetric.Metrics) (rejected int64, message string) {
+	tb.Helper()
+	body, err := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
+	require.NoError(tb, err)
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+httpAddr+"/v1/metrics", bytes.NewReader(body))
+	require.NoError(tb, err)
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(tb, err)
+	defer func() { _ = resp.Body.Close() }()
+	out, err := io.ReadAll(resp.Body)
+	require.NoError(tb, err)
+	require.Equal(tb, http.StatusOK, resp.StatusCode, string(out))
+	er := pmetricotlp.NewExportResponse()
+	require.NoError(tb, er.UnmarshalProto(out))
+	return er.PartialSuccess().RejectedDataPoints(), er.PartialSuccess().ErrorMessage()
+}
+
+// PushVLLMWaiting pushes, as a vLLM pod's collector would, the gauge
+// vllm:num_requests_waiting{model_name="qwen"} with the value given for
+// each pod, at the real now, and requires every point accepted. Each pod
+// is a resource with service.name "vllm", its k8s.pod.name (so its series
+// carry pod) and the resource attributes given.
+func PushVLLMWaiting(tb testing.TB, httpAddr string, perPod map[string]float64, resource map[string]string) {
+	tb.Helper()
+	md := pmetric.NewMetrics()
+	now := pcommon.NewTimestampFromTime(time.Now())
+	for pod, v := range perPod {
+		rm := md.ResourceMetrics().AppendEmpty()
+		attrs := rm.Resource().Attributes()
+		attrs.PutStr("service.name", "vllm")
+		attrs.PutStr("k8s.pod.name", pod)
+		for k, v := range resource {
+			attrs.PutStr(k, v)
+		}
+		m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+		m.SetName("vllm:num_requests_waiting")
+		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
+		dp.SetTimestamp(now)
+		dp.SetDoubleValue(v)
+		dp.Attributes().PutStr("model_name", "qwen")
+	}
+	rejected, msg := PostOTLP(tb, httpAddr, md)
+	require.Zero(tb, rejected, msg)
+}

@@ -1,0 +1,76 @@
+package servertest_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.uber.org/goleak"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestStartPushAndShutdown: a server started from Config listens on
+// loopback, answers at once for what PushVLLMWaiting sent, reports a
+// rejected point through PostOTLP, and is shut down when its test ends.
+func TestStartPushAndShutdown(t *testing.T) {
+	cfg := servertest.Config()
+	assert.Equal(t, []string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"}, []string{cfg.Server.OTLPGRPCAddr, cfg.Server.ScalerAddr, cfg.Server.HTTPAddr})
+	assert.Zero(t, cfg.Scaler.Warmup)
+	assert.Zero(t, cfg.Scaler.PushHoldoff)
+
+	var addrs server.Addrs
+	t.Run("serve", func(t *testing.T) {
+		s, err := server.New(cfg, server.Settings{})
+		require.NoError(t, err)
+		addrs = servertest.Start(t, s).Addrs()
+		servertest.PushVLLMWaiting(t, addrs.HTTP, map[string]float64{"a": 3, "b": 4}, map[string]string{"k8s.namespace.name": "llm"})
+		assert.InDelta(t, 7.0, query(t, addrs.HTTP, `sum(vllm:num_requests_waiting{namespace="llm",model_name="qwen"})`), 0)
+
+		md := pmetric.NewMetrics()
+		m := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+		m.SetName("requests")
+		sum := m.SetEmptySum()
+		sum.SetAggregationTemporality(pmetric.AggregationTemporalityDelta)
+		dp := sum.DataPoints().AppendEmpty()
+		dp.SetTimestamp(pcommon.NewTimestampFromTime(time.Now()))
+		dp.SetDoubleValue(1)
+		rejected, msg := servertest.PostOTLP(t, addrs.HTTP, md)
+		assert.Equal(t, int64(1), rejected)
+		assert.Contains(t, msg, "delta_temporality")
+	})
+	_, err := http.Get("http://" + addrs.HTTP + "/healthz")
+	require.Error(t, err, "shut down when its test ended")
+}
+
+// query evaluates q through the server's /api/v1/query and returns the
+// single sample's value.
+func query(t *testing.T, httpAddr, q string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/api/v1/query?query=" + url.QueryEscape(q))
+	require.NoError(t, err)
+	defer func() { _ = resp.Body.Close() }()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var body struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	require.Len(t, body.Data.Result, 1)
+	v, err := strconv.ParseFloat(body.Data.Result[0].Value[1].(string), 64)
+	require.NoError(t, err)
+	return v
+}
