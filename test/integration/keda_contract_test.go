@@ -271,7 +271,6 @@ func TestKEDAValues(t *testing.T) {
 	assert.Contains(t, status.Convert(err).Message(), "aggregate")
 	t.Run("x/2", func(t *testing.T) {
 		_, _, err := e.value(t, md("x / 2"))
-		skipUnsupported(t, err)
 		assert.Equal(t, codes.FailedPrecondition, status.Code(err), "item 15: x / 2 over three series")
 	})
 }
@@ -335,7 +334,6 @@ func TestKEDAReduction(t *testing.T) {
 		}
 		q := "histogram_quantile(0.9, sum by (le) (rate(h_bucket[1m])))"
 		v, _, err := e.value(t, md(q))
-		skipUnsupported(t, err)
 		require.NoError(t, err)
 		assert.InDelta(t, 0, v, 0)
 		_, _, err = e.value(t, md(q, "ignoreNullValues", "false"))
@@ -366,7 +364,6 @@ func TestKEDAOperationOverTime(t *testing.T) {
 	} {
 		t.Run(tc.op, func(t *testing.T) {
 			v, _, err := e.value(t, md(tc.q, "operationOverTime", tc.op, "window", "7s"))
-			skipUnsupported(t, err)
 			require.NoError(t, err)
 			assert.InDelta(t, tc.want, v, 1e-9)
 			pv, ok := e.promValue(t, tc.promql, 7*time.Second)
@@ -381,7 +378,6 @@ func TestKEDAOperationOverTime(t *testing.T) {
 	// Item 22: window changes the range; bad windows are rejected.
 	t.Run("window", func(t *testing.T) {
 		v, _, err := e.value(t, md("sum(g)", "operationOverTime", "max", "window", "2500ms"))
-		skipUnsupported(t, err)
 		require.NoError(t, err)
 		assert.InDelta(t, 3, v, 0, "max over (4.5s, 7s] is 3")
 	})
@@ -470,7 +466,6 @@ func TestKEDAKServe(t *testing.T) {
 	} {
 		t.Run(tc.user, func(t *testing.T) {
 			v, _, err := e.value(t, md(wrap(tc.user), "targetValue", "2"))
-			skipUnsupported(t, err)
 			require.NoError(t, err)
 			want, ok := e.promValue(t, tc.handWritten, 2*time.Minute)
 			if strings.Contains(tc.user, `"other"`) {

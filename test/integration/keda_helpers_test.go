@@ -20,9 +20,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server"
@@ -245,21 +243,6 @@ func (e *kedaEnv) promValue(t testing.TB, q string, lb time.Duration) (v float64
 	f, err := strconv.ParseFloat(vec[0].Value[1].(string), 64)
 	require.NoError(t, err)
 	return f, true
-}
-
-// skipUnsupported skips when err says pkg/query lacks a construct the case
-// needs (the query helper is adding functions and operators in parallel).
-func skipUnsupported(t *testing.T, err error) {
-	t.Helper()
-	if err == nil || status.Code(err) != codes.InvalidArgument {
-		return
-	}
-	msg := status.Convert(err).Message()
-	for _, marker := range []string{"unsupported PromQL", "unknown function"} {
-		if i := strings.Index(msg, marker); i >= 0 {
-			t.Skipf("needs %s in pkg/query", strings.SplitN(msg[i:], ":", 2)[0])
-		}
-	}
 }
 
 // selfMetric reads one unlabelled sample (or the _count of a histogram)
