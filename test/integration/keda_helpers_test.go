@@ -3,10 +3,8 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,41 +206,7 @@ func (e *kedaEnv) active(t testing.TB, m map[string]string) (bool, error) {
 // ok=false for an empty result.
 func (e *kedaEnv) promValue(t testing.TB, q string, lb time.Duration) (v float64, ok bool) {
 	t.Helper()
-	form := url.Values{"query": {q}, "time": {strconv.FormatFloat(float64(e.clock.Load())/1000, 'f', 3, 64)}}
-	if lb > 0 {
-		form.Set("lookback_delta", lb.String())
-	}
-	resp, err := http.PostForm("http://"+e.srv.Addrs().HTTP+"/api/v1/query", form)
-	require.NoError(t, err)
-	defer func() { _ = resp.Body.Close() }()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string          `json:"resultType"`
-			Result     json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	require.Equal(t, "success", body.Status, "%s: %s", q, body.Error)
-	if body.Data.ResultType == "scalar" {
-		var sv [2]any
-		require.NoError(t, json.Unmarshal(body.Data.Result, &sv))
-		f, err := strconv.ParseFloat(sv[1].(string), 64)
-		require.NoError(t, err)
-		return f, true
-	}
-	var vec []struct {
-		Value [2]any `json:"value"`
-	}
-	require.NoError(t, json.Unmarshal(body.Data.Result, &vec))
-	require.LessOrEqual(t, len(vec), 1, "%s returned %d series", q, len(vec))
-	if len(vec) == 0 {
-		return 0, false
-	}
-	f, err := strconv.ParseFloat(vec[0].Value[1].(string), 64)
-	require.NoError(t, err)
-	return f, true
+	return servertest.Query(t, e.srv.Addrs().HTTP, q, time.UnixMilli(e.clock.Load()), lb)
 }
 
 // selfMetric reads one unlabelled sample (or the _count of a histogram)

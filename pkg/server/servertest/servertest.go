@@ -1,8 +1,8 @@
 // Package servertest runs the real server on loopback ports for tests, as
 // net/http/httptest runs a handler: Config is a configuration whose
 // listeners bind 127.0.0.1:0, Start runs a server built from it for the
-// length of a test, and PostOTLP and PushVLLMWaiting send it metrics over
-// OTLP/HTTP. It is test support: only tests import it, in this module and
+// length of a test, PostOTLP and PushVLLMWaiting send it metrics over
+// OTLP/HTTP, and Query evaluates PromQL through its query API. It is test support: only tests import it, in this module and
 // in the test modules under test/ (which cannot import pkg/internal).
 //
 // It imports pkg/config but not pkg/server, so that pkg/server's own tests
@@ -12,8 +12,12 @@ package servertest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,4 +116,55 @@ func PushVLLMWaiting(tb testing.TB, httpAddr string, perPod map[string]float64, 
 	}
 	rejected, msg := PostOTLP(tb, httpAddr, md)
 	require.Zero(tb, rejected, msg)
+}
+
+// Query evaluates q at the time at through the Prometheus query API of the
+// server at httpAddr, with the lookback given (0: the API's default), and
+// returns the one value: a scalar, or the single sample of a vector;
+// ok=false for an empty vector. An error answer, or more than one sample,
+// fails the test.
+func Query(tb testing.TB, httpAddr, q string, at time.Time, lookback time.Duration) (v float64, ok bool) {
+	tb.Helper()
+	form := url.Values{"query": {q}, "time": {strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)}}
+	if lookback > 0 {
+		form.Set("lookback_delta", lookback.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+httpAddr+"/api/v1/query", strings.NewReader(form.Encode()))
+	require.NoError(tb, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(tb, err)
+	defer func() { _ = resp.Body.Close() }()
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			ResultType string          `json:"resultType"`
+			Result     json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	require.NoError(tb, json.NewDecoder(resp.Body).Decode(&body))
+	require.Equal(tb, "success", body.Status, "%s: %s", q, body.Error)
+	var sample [2]any
+	if body.Data.ResultType == "scalar" {
+		require.NoError(tb, json.Unmarshal(body.Data.Result, &sample))
+	} else {
+		var vec []struct {
+			Value [2]any `json:"value"`
+		}
+		require.NoError(tb, json.Unmarshal(body.Data.Result, &vec))
+		require.LessOrEqual(tb, len(vec), 1, "%s returned %d series", q, len(vec))
+		if len(vec) == 0 {
+			return 0, false
+		}
+		sample = vec[0].Value
+	}
+	s, isString := sample[1].(string)
+	require.True(tb, isString, "%s: value %v", q, sample[1])
+	v, err = strconv.ParseFloat(s, 64)
+	require.NoError(tb, err)
+	return v, true
 }

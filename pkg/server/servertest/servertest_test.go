@@ -1,10 +1,7 @@
 package servertest_test
 
 import (
-	"encoding/json"
 	"net/http"
-	"net/url"
-	"strconv"
 	"testing"
 	"time"
 
@@ -35,7 +32,14 @@ func TestStartPushAndShutdown(t *testing.T) {
 		require.NoError(t, err)
 		addrs = servertest.Start(t, s).Addrs()
 		servertest.PushVLLMWaiting(t, addrs.HTTP, map[string]float64{"a": 3, "b": 4}, map[string]string{"k8s.namespace.name": "llm"})
-		assert.InDelta(t, 7.0, query(t, addrs.HTTP, `sum(vllm:num_requests_waiting{namespace="llm",model_name="qwen"})`), 0)
+		v, ok := servertest.Query(t, addrs.HTTP, `sum(vllm:num_requests_waiting{namespace="llm",model_name="qwen"})`, time.Now(), 0)
+		assert.True(t, ok)
+		assert.InDelta(t, 7.0, v, 0)
+		v, ok = servertest.Query(t, addrs.HTTP, `scalar(sum(vllm:num_requests_waiting))`, time.Now(), time.Minute)
+		assert.True(t, ok, "a scalar")
+		assert.InDelta(t, 7.0, v, 0)
+		_, ok = servertest.Query(t, addrs.HTTP, `absent_series_name`, time.Now(), 0)
+		assert.False(t, ok, "an empty vector")
 
 		md := pmetric.NewMetrics()
 		m := md.ResourceMetrics().AppendEmpty().ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
@@ -51,26 +55,4 @@ func TestStartPushAndShutdown(t *testing.T) {
 	})
 	_, err := http.Get("http://" + addrs.HTTP + "/healthz")
 	require.Error(t, err, "shut down when its test ended")
-}
-
-// query evaluates q through the server's /api/v1/query and returns the
-// single sample's value.
-func query(t *testing.T, httpAddr, q string) float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/api/v1/query?query=" + url.QueryEscape(q))
-	require.NoError(t, err)
-	defer func() { _ = resp.Body.Close() }()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	var body struct {
-		Data struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	require.Len(t, body.Data.Result, 1)
-	v, err := strconv.ParseFloat(body.Data.Result[0].Value[1].(string), 64)
-	require.NoError(t, err)
-	return v
 }
