@@ -17,7 +17,7 @@ CHROMIUM  ?= /usr/bin/chromium
 
 # Every fuzz target of the main module, as "package:Target".
 FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzLabelGrowth ./pkg/promapi:FuzzAPIQuery ./pkg/promapi:FuzzAppendString ./pkg/scaler:FuzzLower ./pkg/scaler:FuzzParseSpec \
-	./pkg/scaler:FuzzShowMetadata ./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk \
+	./pkg/scaler:FuzzShowMetadata ./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk ./pkg/internal/otlpwire:FuzzKeyValueFastPath \
 	./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck ./pkg/store:FuzzReadSnapshot
 
 .PHONY: all help build run demo test check-tidy gates test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load status-screenshot \
@@ -49,7 +49,7 @@ test: ## What CI runs: vet, lint and every test with -race in the main module, t
 	$(MAKE) e2e
 
 gates: ## Performance gates without -race (which distorts timing and allocation counts): exact allocs, same-run ratios, heap bytes.
-	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
+	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestIdleConnectionsBoundedPerListener|TestStalledStreamBacklogBounded|TestMetricNamesFreedWithTheirSeries|TestMetricNameChurnReturnsToBaseline|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
 		./pkg/receiver ./pkg/store ./pkg/query ./pkg/scaler ./pkg/server ./pkg/internal/bearer ./pkg/promapi
 	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' .
 

@@ -73,6 +73,26 @@ type Server struct {
 	// it off hides the service list from grpcurl-style discovery; health
 	// stays. Default true.
 	GRPCReflection bool
+	// OTLPMaxConnections caps the TCP connections open at once on the
+	// OTLP/gRPC listener; one more is closed as soon as it is accepted and
+	// counted (keda_otel_scaler_connections_rejected_total). An idle one
+	// costs the server about 47 KiB, 55 KiB with TLS (README, Resource
+	// bounds), so the default holds at most about 94 MiB. A collector keeps
+	// one connection per otlp exporter (a few at most): 2,048 admits a
+	// sidecar collector on every pod of a large vLLM fleet. Default 2048.
+	OTLPMaxConnections int
+	// ScalerMaxConnections caps the TCP connections open at once on the
+	// KEDA listener, as OTLPMaxConnections (about 43 KiB each idle, 55 KiB
+	// with TLS). KEDA pools one connection per operator for every trigger
+	// (one per distinct TLS settings), so a few KEDA installations and a
+	// grpcurl fit many times over. Default 64.
+	ScalerMaxConnections int
+	// HTTPMaxConnections caps the TCP connections open at once on the HTTP
+	// listener, as OTLPMaxConnections (about 14 KiB each idle, 24 KiB with
+	// TLS): OTLP/HTTP senders (a Collector's otlphttp exporter opens up to
+	// one per sending consumer, 10 by default), Prometheus, Grafana and the
+	// kubelet's probes share it. Default 1024.
+	HTTPMaxConnections int
 }
 
 // TLSFiles are one listener's TLS material: with CertFile and KeyFile set
@@ -222,6 +242,10 @@ type Query struct {
 	Timeout time.Duration
 }
 
+// MaxConnectionsLimit is the largest --*-max-connections: far above any
+// process's file-descriptor limit, so a typo cannot read as "unbounded".
+const MaxConnectionsLimit = 1 << 20
+
 // MaxStreamsLimit is the largest --max-streams: the per-connection stream
 // limit derived from it must fit gRPC's uint32 with room to spare.
 const MaxStreamsLimit = 1 << 24
@@ -249,6 +273,10 @@ func Default() Config {
 			CheckpointInterval: time.Minute,
 			ReloadInterval:     5 * time.Second,
 			GRPCReflection:     true,
+
+			OTLPMaxConnections:   2048,
+			ScalerMaxConnections: 64,
+			HTTPMaxConnections:   1024,
 		},
 		Receiver: Receiver{
 			MaxRecvSize:         rd.MaxRecvSize,
@@ -314,6 +342,18 @@ func (c Config) Validate() error {
 	// the volume is mounted, and Start reports access problems.
 	if strings.ContainsRune(c.Server.StateDir, 0) {
 		errs = append(errs, fmt.Errorf("--state-dir %q: not a path (contains NUL)", c.Server.StateDir))
+	}
+	for _, l := range []struct {
+		flag string
+		v    int
+	}{
+		{"otlp-max-connections", c.Server.OTLPMaxConnections},
+		{"scaler-max-connections", c.Server.ScalerMaxConnections},
+		{"http-max-connections", c.Server.HTTPMaxConnections},
+	} {
+		if l.v <= 0 || l.v > MaxConnectionsLimit {
+			errs = append(errs, fmt.Errorf("--%s %d must be > 0 and <= %d", l.flag, l.v, MaxConnectionsLimit))
+		}
 	}
 	if c.Server.CheckpointInterval != 0 && c.Server.CheckpointInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--checkpoint-interval %v must be 0 (only on shutdown) or >= 100ms", c.Server.CheckpointInterval))

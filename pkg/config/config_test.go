@@ -89,14 +89,51 @@ func TestParseDuration(t *testing.T) {
 func TestParseSize(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want int64
-	}{{"1024", 1024}, {"64MiB", 64 << 20}, {"1GiB", 1 << 30}, {"512KiB", 512 << 10}} {
+		want int64 // -1: refused
+	}{
+		{"1024", 1024},
+		{"64MiB", 64 << 20},
+		{"1GiB", 1 << 30},
+		{"512KiB", 512 << 10},
+		{"0", 0},
+		{"0MiB", 0},
+		{"999999999999999999", 999_999_999_999_999_999},
+		{"999999999999999KiB", 999_999_999_999_999 << 10},
+		{"999999999999MiB", 999_999_999_999 << 20},
+		{"999999999GiB", 999_999_999 << 30},
+		// One digit more than each suffix allows.
+		{"1000000000000000000", -1},
+		{"1000000000000000KiB", -1},
+		{"1000000000000MiB", -1},
+		{"1000000000GiB", -1},
+		// Signs, spaces, leading zeros, fractions, other units and cases.
+		{"+5", -1},
+		{"-1", -1},
+		{"-0", -1},
+		{" 5", -1},
+		{"5 ", -1},
+		{"5 MiB", -1},
+		{"064MiB", -1},
+		{"00", -1},
+		{"1.5MiB", -1},
+		{"5B", -1},
+		{"5TiB", -1},
+		{"5MB", -1},
+		{"5mib", -1},
+		{"MiB", -1},
+		{"", -1},
+		{"lots", -1},
+		{"5KiBKiB", -1},
+	} {
 		got, err := ParseSize(tc.in)
-		require.NoError(t, err)
-		assert.Equal(t, tc.want, got)
+		if tc.want < 0 {
+			require.Error(t, err, "%q", tc.in)
+			continue
+		}
+		if assert.NoError(t, err, "%q", tc.in) {
+			assert.Equal(t, tc.want, got, "%q", tc.in)
+		}
 	}
-	_, err := ParseSize("lots")
-	require.Error(t, err)
 }
 
 func TestEnvName(t *testing.T) {
@@ -254,6 +291,25 @@ func TestQueryFlags(t *testing.T) {
 	_, err = Load("t", []string{"--query-max-concurrency", "0", "--query-max-samples", "-1", "--query-timeout", "0"}, func(string) string { return "" }, &bytes.Buffer{})
 	require.Error(t, err)
 	for _, want := range []string{"--query-max-concurrency", "--query-max-samples", "--query-timeout"} {
+		assert.Contains(t, err.Error(), want)
+	}
+}
+
+// TestMaxConnections: each listener's connection cap has a flag and an env
+// twin, and must be between 1 and MaxConnectionsLimit: 0 would read as
+// "unbounded", which the caps exist to rule out.
+func TestMaxConnections(t *testing.T) {
+	env := map[string]string{"KOS_SCALER_MAX_CONNECTIONS": "16"}
+	c, err := Load("t", []string{"--otlp-max-connections", "4096"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, 4096, c.Server.OTLPMaxConnections)
+	assert.Equal(t, 16, c.Server.ScalerMaxConnections)
+	assert.Equal(t, 1024, c.Server.HTTPMaxConnections, "default kept")
+
+	_, err = Load("t", []string{"--otlp-max-connections", "0", "--scaler-max-connections", "-1", "--http-max-connections", "2000000"},
+		func(string) string { return "" }, &bytes.Buffer{})
+	require.Error(t, err)
+	for _, want := range []string{"--otlp-max-connections 0", "--scaler-max-connections -1", "--http-max-connections 2000000"} {
 		assert.Contains(t, err.Error(), want)
 	}
 }

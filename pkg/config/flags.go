@@ -48,6 +48,9 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.Server.StateDir, "state-dir", c.Server.StateDir, "`dir` where the store's window is written on shutdown and every --checkpoint-interval and read on start, so a restart skips warm-up; must be writable (empty: off)")
 	fs.Var((*durationValue)(&c.Server.CheckpointInterval), "checkpoint-interval", "with --state-dir, also write the store's window this often, so a crash loses at most this much; 0 writes only on shutdown (`duration`)")
 	fs.BoolVar(&c.Server.GRPCReflection, "grpc-reflection", c.Server.GRPCReflection, "serve gRPC server reflection on the OTLP and KEDA listeners; --grpc-reflection=false turns it off (health is always served) (`bool`)")
+	fs.IntVar(&c.Server.OTLPMaxConnections, "otlp-max-connections", c.Server.OTLPMaxConnections, "TCP connections open at once on the OTLP/gRPC listener; more are closed at accept and counted (`count`)")
+	fs.IntVar(&c.Server.ScalerMaxConnections, "scaler-max-connections", c.Server.ScalerMaxConnections, "TCP connections open at once on the KEDA scaler listener; more are closed at accept and counted (`count`)")
+	fs.IntVar(&c.Server.HTTPMaxConnections, "http-max-connections", c.Server.HTTPMaxConnections, "TCP connections open at once on the HTTP listener; more are closed at accept and counted (`count`)")
 	fs.Var((*durationValue)(&c.Server.ShutdownTimeout), "shutdown-timeout", "grace period for in-flight calls after SIGTERM (`duration`, e.g. 15s)")
 	fs.Var((*sizeValue)(&c.Receiver.MaxRecvSize), "otlp-max-recv-size", "largest OTLP request after decompression (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.Var((*sizeValue)(&c.Receiver.MaxInFlightBytes), "otlp-max-inflight-bytes", "memory OTLP requests may hold at once (bodies, decompressed bytes, JSON trees); beyond it Export answers Unavailable/503, which exporters retry (`bytes`; suffixes KiB, MiB, GiB; 0 = 2 × --otlp-max-recv-size)")
@@ -175,23 +178,50 @@ func (s *sizeValue) Set(v string) error {
 	return nil
 }
 
+// sizeUnits are ParseSize's suffixes, each with the most digits its number
+// may have: every accepted size is below 2^62 bytes, and the grammar is one
+// a regular expression states exactly (the Helm chart's values.schema.json
+// carries it as sizePattern; test/helm checks the two agree).
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+	digits int
+}{{"KiB", 1 << 10, 15}, {"MiB", 1 << 20, 12}, {"GiB", 1 << 30, 9}, {"", 1, 18}}
+
 // ParseSize parses a byte count with an optional binary suffix: "1048576",
-// "64MiB", "512KiB", "1GiB".
+// "64MiB", "512KiB", "1GiB". The number is decimal digits without a sign,
+// spaces or leading zeros ("0" itself is fine), at most 18 digits without a
+// suffix, 15 with KiB, 12 with MiB and 9 with GiB.
 func ParseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
-			break
+	for _, u := range sizeUnits {
+		num, ok := strings.CutSuffix(s, u.suffix)
+		if !ok {
+			continue
+		}
+		if plainDigits(num, u.digits) {
+			n, err := strconv.ParseInt(num, 10, 64)
+			if err == nil {
+				return n * u.mult, nil
+			}
+		}
+		break
+	}
+	return 0, fmt.Errorf("invalid size %q (want a whole number of bytes, optionally with a KiB, MiB or GiB suffix, e.g. 64MiB)", s)
+}
+
+// plainDigits reports whether s is "0" or 1 to most decimal digits with no
+// leading zero.
+func plainDigits(s string, most int) bool {
+	if s == "0" {
+		return true
+	}
+	if s == "" || len(s) > most || s[0] == '0' {
+		return false
+	}
+	for i := range len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			return false
 		}
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("invalid size %q (want bytes, optionally with KiB, MiB or GiB)", s)
-	}
-	return n * mult, nil
+	return true
 }

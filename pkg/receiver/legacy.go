@@ -23,6 +23,7 @@ func legacyName(raw []byte) string {
 // name in the store and records their metric IDs in e. It runs on a name
 // cache miss only.
 func (b *batch) registerAliases(e *nameEntry, raw []byte, k kind) {
+	e.aliasEpoch = b.st.AliasEpoch() // before registering: see nameEntry
 	base := legacyName(raw)
 	switch k {
 	case kindHistogram, kindExpHistogram, kindSummary:
@@ -37,5 +38,24 @@ func (b *batch) registerAlias(e *nameEntry, variant int, alias string) {
 	if alias == e.names[variant] {
 		return
 	}
+	e.aliasNames[variant] = alias
 	e.aliases[variant], e.hasAlias[variant] = b.st.AddAlias(alias, e.names[variant])
+}
+
+// refreshAliases registers e's aliases again when the store's alias epoch
+// moved since they were registered (the sweeper dropped an alias whose
+// names had no series, and may have handed its ID to another name). It
+// runs once per stored name and request; without a move it costs one
+// atomic load.
+func (b *batch) refreshAliases(e *nameEntry) {
+	epoch := b.st.AliasEpoch()
+	if epoch == e.aliasEpoch {
+		return
+	}
+	e.aliasEpoch = epoch
+	for v, alias := range e.aliasNames {
+		if alias != "" {
+			e.aliases[v], e.hasAlias[v] = b.st.AddAlias(alias, e.names[v])
+		}
+	}
 }

@@ -112,9 +112,14 @@ type nameEntry struct {
 	reject reason
 	// aliases holds, per variant, the metric ID of the legacy alias
 	// registered for it (legacy.go), reported to OnIngest with the stored
-	// name's ID; hasAlias says which are set.
-	aliases  [numVariants]uint32
-	hasAlias [numVariants]bool
+	// name's ID; hasAlias says which are set. aliasNames are the aliases
+	// (empty: none), and aliasEpoch the store's AliasEpoch read before
+	// they were registered: once it moves, the sweeper may have dropped
+	// them and freed their IDs, and touch registers them again.
+	aliases    [numVariants]uint32
+	hasAlias   [numVariants]bool
+	aliasNames [numVariants]string
+	aliasEpoch uint64
 	// admit caches the ingest filter's decision for the family (admit.go).
 	admit admitCache
 }
@@ -800,6 +805,7 @@ func (b *batch) touch(variant int, ref store.SeriesRef) {
 	b.met.touched[variant] = true
 	if mid, ok := b.st.SeriesMetricID(ref); ok && !slices.Contains(b.out.touchedIDs, mid) {
 		b.out.touchedIDs = append(b.out.touchedIDs, mid)
+		b.refreshAliases(b.met.names)
 		if b.met.names.hasAlias[variant] {
 			// Kept apart so the scan above stays over stored names;
 			// finish reports both. Once per stored name and request.

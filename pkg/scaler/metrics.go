@@ -27,6 +27,7 @@ type metrics struct {
 	evalSeconds prometheus.Histogram
 	streams     prometheus.Gauge
 	pushes      prometheus.Counter
+	deferred    prometheus.Counter
 	triggers    prometheus.Gauge
 	// triggerBytes and evicted watch the compiled-trigger cache's bounds.
 	triggerBytes prometheus.Gauge
@@ -54,6 +55,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		pushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keda_otel_scaler_scaler_pushes_total",
 			Help: "true messages sent on StreamIsActive streams.",
+		}),
+		deferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keda_otel_scaler_scaler_pushes_deferred_total",
+			Help: "true messages held back on a StreamIsActive stream because the client had not yet taken the previous one; each is sent, latest state wins, once it has.",
 		}),
 		triggers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keda_otel_scaler_scaler_triggers_cached",
@@ -85,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.ok[meth] = m.rpcs.WithLabelValues(meth, codes.OK.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.rpcs, m.evalSeconds, m.streams, m.pushes, m.triggers, m.triggerBytes, evicted, m.triggerWarnings, m.triggerWarningsUnlogged)
+		reg.MustRegister(m.rpcs, m.evalSeconds, m.streams, m.pushes, m.deferred, m.triggers, m.triggerBytes, evicted, m.triggerWarnings, m.triggerWarningsUnlogged)
 	}
 	return m
 }

@@ -146,6 +146,9 @@ type Scaler struct {
 	// evalHook, when set (by tests, before any call), runs inside every
 	// evaluation with the trigger's lock held, e.g. to inject a panic.
 	evalHook func(*trigger)
+	// backlogOf finds a stream's unwritten-push backlog (backlog.go);
+	// tests replace it before any call.
+	backlogOf func(context.Context) backlog
 	// rejected keeps the last triggers that failed to compile (stats.go).
 	rejected *rejectedTriggers
 
@@ -238,7 +241,8 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		onWarm:    set.OnWarm,
 		interest:  set.Interest,
 
-		rejected: newRejectedTriggers(),
+		rejected:  newRejectedTriggers(),
+		backlogOf: streamBacklog,
 	}
 	if s.onPanic == nil {
 		s.onPanic = func(method string, p any, stack []byte) {

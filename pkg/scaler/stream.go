@@ -25,10 +25,10 @@ import (
 //   - a mailbox holds one value, the latest (latest wins): a stream whose
 //     client stopped reading is blocked in Send on its own goroutine while
 //     newer states overwrite its mailbox, so nothing queues in the scaler
-//     and neither the feed nor any other stream waits for it. What gRPC
-//     itself buffers for such a stream is bounded by its per-stream write
-//     quota (64 KiB of messages) and the number of streams by
-//     Config.MaxStreams.
+//     and neither the feed nor any other stream waits for it. gRPC itself
+//     holds at most one push for such a stream: a push is deferred while
+//     the previous one waits for the client (backlog.go), and the number
+//     of streams is bounded by Config.MaxStreams.
 
 // feed is the shared evaluation of one trigger for its open streams.
 //
@@ -263,6 +263,15 @@ func (s *Scaler) OnIngest(metricIDs []uint32) {
 // evalErrLogEvery rate-limits the per-trigger evaluation-error log.
 const evalErrLogEvery = time.Minute
 
+// A push deferred because the client has not taken the previous one
+// (backlog.go) is looked at again after backlogWaitFirst, then after twice
+// as long each time, up to backlogWaitLongest: a reading client gets it within
+// milliseconds, a stalled one costs a timer wake-up a second.
+const (
+	backlogWaitFirst   = 5 * time.Millisecond
+	backlogWaitLongest = time.Second
+)
+
 // acquireStream counts one more open stream against Config.MaxStreams;
 // release gives it back.
 func (s *Scaler) acquireStream() error {
@@ -305,19 +314,27 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 	}()
 
 	ctx := stream.Context()
+	bl := s.backlogOf(ctx) // before the first Send: nothing is queued yet
 	holdoff := s.cfg.PushHoldoff
 	var (
 		active   bool      // last known state; starts inactive
 		seen     uint64    // the feed's edge count at the last look
 		sentAt   time.Time // when the last true was sent; zero before the first
-		pending  bool      // an edge waits for the hold-off to expire
+		pending  bool      // an edge waits for the hold-off to expire, or for the client (backlog)
 		holdT    *time.Timer
 		holdC    <-chan time.Time
-		expiring bool // the hold-off expired; the next state decides the pending edge
+		expiring bool // the hold-off or a backlog wait expired; the next state decides the pending edge
+		backT    *time.Timer
+		backC    <-chan time.Time
+		deferred bool          // the pending edge waits for the client (counted once)
+		backWait time.Duration // the next backlog wait; doubles while the client takes nothing
 	)
 	defer func() {
 		if holdT != nil {
 			holdT.Stop()
+		}
+		if backT != nil {
+			backT.Stop()
 		}
 	}()
 	for {
@@ -335,6 +352,11 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 			sub.want.Store(true)
 			sub.f.mark()
 			continue
+		case <-backC:
+			// Look again whether the client took the queued push. The
+			// mailbox's latest state decides, without a fresh evaluation:
+			// a stalled client must cost no evaluations.
+			backC, expiring = nil, true
 		case <-sub.notify:
 		}
 		word := sub.word.Load()
@@ -349,6 +371,24 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 		switch {
 		case now && (!active || missed || pending):
 			if wait := holdoff - time.Since(sentAt); sentAt.IsZero() || holdoff <= 0 || wait <= 0 {
+				if bl.queued() {
+					// The client has not taken the previous push: queue
+					// nothing behind it (backlog.go), look again later.
+					if !deferred {
+						s.m.deferred.Inc()
+					}
+					pending, deferred = true, true
+					if backC == nil {
+						backWait = min(max(2*backWait, backlogWaitFirst), backlogWaitLongest)
+						if backT == nil {
+							backT = time.NewTimer(backWait)
+						} else {
+							backT.Reset(backWait)
+						}
+						backC = backT.C
+					}
+					break
+				}
 				if err := stream.Send(&externalscaler.IsActiveResponse{Result: true}); err != nil {
 					s.logger.Warn("Stream send failed", "namespace", t.namespace, "scaled_object", t.name, "err", err)
 					s.m.rpc(methodStreamIsActive, codes.Unavailable)
@@ -360,7 +400,7 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 				s.m.pushes.Inc()
 				t.stats.pushes.Add(1)
 				t.stats.lastPushMs.Store(s.now().UnixMilli())
-				sentAt, pending = time.Now(), false
+				sentAt, pending, deferred, backWait = time.Now(), false, false, 0
 			} else if !pending {
 				pending = true
 				if holdT == nil {
@@ -371,7 +411,7 @@ func (s *Scaler) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 				holdC = holdT.C
 			}
 		case !now && expiring:
-			pending = false // the deferred edge lapsed: inactive at expiry
+			pending, deferred = false, false // the deferred edge lapsed: inactive at expiry
 		}
 		active, expiring = now, false
 	}

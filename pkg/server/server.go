@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -56,6 +57,9 @@ type Settings struct {
 	// servers New builds.
 	wrapScaler func(externalscaler.ExternalScalerServer) externalscaler.ExternalScalerServer
 	register   func(otlp *grpc.Server, mux *http.ServeMux)
+	// handshakeTimeout replaces handshakeTimeout when set, so a test can
+	// watch silent connections being closed without waiting 10 s.
+	handshakeTimeout time.Duration
 }
 
 // scalerKeepalive sets no MaxConnectionAge: its grace expiry would end
@@ -68,6 +72,31 @@ type Settings struct {
 // none itself (its dial options set no keepalive), so the enforcement
 // policy never strikes it.
 var scalerKeepalive = keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}
+
+// otlpKeepalive detects dead collectors the same way: a connection silent
+// for a minute is pinged, and closed when the ping is not answered within
+// 20 s, so a collector that vanished (node lost, no FIN) gives its
+// connection slot (--otlp-max-connections) back. It sets no
+// MaxConnectionIdle or MaxConnectionAge: a collector keeps one long-lived
+// connection and exports every few seconds; closing it would only add
+// reconnects. A live client that answers pings but sends nothing keeps its
+// slot: the connection cap bounds what such clients cost, and mutual TLS
+// or bearer tokens (README, Security) decide who may hold one.
+var otlpKeepalive = keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}
+
+// handshakeTimeout bounds how long a new connection may take to become
+// useful: on both gRPC listeners the TLS and HTTP/2 handshakes
+// (grpc.ConnectionTimeout, 120 s if unset), on the HTTP listener the TLS
+// handshake and each request's header (ReadHeaderTimeout; net/http bounds
+// the handshake by it). A client that opens TCP and sends nothing holds a
+// goroutine and its connection slot this long at most.
+const handshakeTimeout = 10 * time.Second
+
+// httpIdleTimeout closes an HTTP keep-alive connection idle this long. Set
+// on its own (net/http would otherwise use ReadTimeout), so changing one
+// does not silently change the other. Collectors' and Prometheus's HTTP
+// clients reopen a closed idle connection transparently.
+const httpIdleTimeout = time.Minute
 
 // streamHeadroom is how many calls in flight one KEDA connection may have
 // beside --max-streams open streams (grpc.MaxConcurrentStreams). KEDA
@@ -105,6 +134,8 @@ type Server struct {
 	otlpLis, kedaLis       net.Listener
 	httpLis                net.Listener
 	sec                    *security
+	// Connection caps, one per listener (connlimit.go).
+	otlpConns, kedaConns, httpConns *connLimit
 
 	ready    atomic.Bool
 	readyMu  sync.Mutex // guards serving and stopping, and orders health changes (applyReady)
@@ -154,6 +185,15 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 		OnStored: s.scaler.SawSample,
 	})
 
+	conns := newConnMetrics(set.Registry)
+	s.otlpConns = conns.limit(listenerOTLP, cfg.Server.OTLPMaxConnections)
+	s.kedaConns = conns.limit(listenerScaler, cfg.Server.ScalerMaxConnections)
+	s.httpConns = conns.limit(listenerHTTP, cfg.Server.HTTPMaxConnections)
+	hsTimeout := handshakeTimeout
+	if set.handshakeTimeout > 0 {
+		hsTimeout = set.handshakeTimeout
+	}
+
 	// TLS and bearer tokens (tls.go); their files are reloaded from Start to Shutdown.
 	sec, err := newSecurity(cfg, set.Logger, set.Registry)
 	if err != nil {
@@ -162,11 +202,12 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	s.sec = sec
 	// Collectors ping as often as every 10 s, also between calls.
 	kaPolicy := keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}
-	otlpOpts := append(s.receiver.ServerOptions(), grpc.KeepaliveEnforcementPolicy(kaPolicy))
+	otlpOpts := append(s.receiver.ServerOptions(), grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(otlpKeepalive),
+		grpc.ConnectionTimeout(hsTimeout))
 	s.otlpSrv = grpc.NewServer(append(append(otlpOpts, boundary.serverOptions(listenerOTLP)...), sec.otlpOptions()...)...)
 	s.receiver.RegisterGRPC(s.otlpSrv)
 	kedaOpts := append([]grpc.ServerOption{
-		grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(scalerKeepalive),
+		grpc.KeepaliveEnforcementPolicy(kaPolicy), grpc.KeepaliveParams(scalerKeepalive), grpc.ConnectionTimeout(hsTimeout),
 		grpc.MaxConcurrentStreams(uint32(cfg.Scaler.MaxStreams) + streamHeadroom), //nolint:gosec // Validate bounds MaxStreams to 1<<24
 	}, boundary.serverOptions(listenerScaler)...)
 	s.kedaSrv = grpc.NewServer(append(kedaOpts, sec.kedaOptions()...)...)
@@ -212,10 +253,12 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	// ReadHeaderTimeout, ReadTimeout and MaxHeaderBytes bound what a slow
 	// or oversized request holds: its connection and goroutine (an OTLP
 	// request takes its in-flight slot once its body is read), for at
-	// most a minute. Header blocks of 64 KiB are far above real ones.
+	// most a minute. ReadHeaderTimeout also bounds the TLS handshake.
+	// Header blocks of 64 KiB are far above real ones.
 	s.httpSrv = &http.Server{
-		Handler: boundary.http(readOnly(mux)), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
-		MaxHeaderBytes: 64 << 10, TLSConfig: sec.httpTLS(),
+		Handler: boundary.http(readOnly(mux)), ReadHeaderTimeout: hsTimeout, ReadTimeout: time.Minute,
+		IdleTimeout: httpIdleTimeout, MaxHeaderBytes: 64 << 10, TLSConfig: sec.httpTLS(),
+		ErrorLog: log.New(httpErrorLog{s.logger}, "", 0),
 	}
 	return s, nil
 }
@@ -249,6 +292,8 @@ func (s *Server) Start() error {
 		_ = s.kedaLis.Close()
 		return fmt.Errorf("listen http-addr %s: %w", s.cfg.Server.HTTPAddr, err)
 	}
+	// Each listener admits at most its --*-max-connections (connlimit.go).
+	s.otlpLis, s.kedaLis, s.httpLis = s.otlpConns.wrap(s.otlpLis), s.kedaConns.wrap(s.kedaLis), s.httpConns.wrap(s.httpLis)
 	// Restore before anything serves or sweeps, so the first KEDA call
 	// and the first push see the restored series.
 	freshRestore := s.state.enabled() && s.state.restore(s.cfg.Store.Freshness)

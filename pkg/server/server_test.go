@@ -24,6 +24,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envStalledAddr) != "" {
 		os.Exit(stalledClientMain()) // a child process: see openStalled
 	}
+	if os.Getenv(envIdleAddr) != "" {
+		os.Exit(idleClientMain()) // a child process: see openIdle
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -22,6 +22,16 @@ import (
 // maxAliasTargets stored names (one OTLP name gives several stored names
 // only when it is sent with different units or types). Registrations past
 // them are dropped; AddAlias reports it.
+//
+// Lifetime: an alias lives while a name it stands for has series. Each
+// sweep drops, from every alias, the stored names that have no live series
+// (those whose last series it removed, and those registered since the
+// previous sweep that got none), and an alias left with no names is
+// deleted, releasing its hold on the alias's symbol (symbols.go). Without
+// this, every alias a sender's ever-new metric names created stayed, its
+// name pinned, until the table was full and legacy names stopped working
+// for new metrics. A receiver that cached an alias's ID compares
+// AliasEpoch, which moves whenever a name is dropped, and registers again.
 const (
 	maxAliases      = 1 << 16
 	maxAliasTargets = 8
@@ -38,24 +48,34 @@ const (
 //     raised after the first store of a key, so a reader that sees n == 0
 //     may only miss an alias being registered concurrently.
 type aliasTable struct {
-	n  atomic.Int32
-	m  sync.Map // alias name (string) → []string of stored names
-	mu sync.Mutex
+	n     atomic.Int32
+	epoch atomic.Uint64 // moves when the sweeper drops a name from an alias (AliasEpoch)
+	m     sync.Map      // alias name (string) → []string of stored names
+	mu    sync.Mutex    // guards the fields below; writers of m hold it
+
+	byName map[string][]string // stored name → the aliases that name it
+	young  []string            // stored names added to an alias since the last sweep
 }
 
 // AddAlias registers alias as a legacy name of the stored metric name and
-// returns the alias's metric ID (see MetricID), which the receiver reports
-// to OnIngest with the stored name's ID so that push subscriptions of
-// triggers written with the alias fire. It reports false, registering
-// nothing, when alias equals name or the table is full. It is idempotent
-// and, for a known pair, takes no lock and does not allocate.
+// returns the alias's metric ID, which the receiver reports to OnIngest
+// with the stored name's ID so that push subscriptions of triggers written
+// with the alias fire. The ID names the alias while the alias lives: read
+// AliasEpoch before the call and compare it later; once it moved, call
+// again. It reports false, registering nothing, when alias equals name or
+// the table is full. It is idempotent and, for a known pair, takes no lock
+// and does not allocate.
 func (s *Store) AddAlias(alias, name string) (uint32, bool) {
 	if alias == "" || alias == name {
 		return 0, false
 	}
 	a := &s.aliases
 	if v, ok := a.m.Load(alias); ok && slices.Contains(v.([]string), name) {
-		return s.MetricID(alias), true
+		// The alias holds its symbol while it is in the map; if the
+		// sweeper deleted it since the Load, the epoch has moved.
+		if id, ok := s.syms.id(alias); ok {
+			return id, true
+		}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -63,7 +83,8 @@ func (s *Store) AddAlias(alias, name string) (uint32, bool) {
 	if v, ok := a.m.Load(alias); ok {
 		cur = v.([]string)
 		if slices.Contains(cur, name) {
-			return s.MetricID(alias), true
+			id, _ := s.syms.id(alias) // held: present
+			return id, true
 		}
 		if len(cur) >= maxAliasTargets {
 			return 0, false
@@ -71,14 +92,97 @@ func (s *Store) AddAlias(alias, name string) (uint32, bool) {
 	} else if a.n.Load() >= maxAliases {
 		return 0, false
 	}
+	var id uint32
+	if cur == nil {
+		id = s.syms.hold(alias) // released when the sweeper deletes the alias
+	} else {
+		id, _ = s.syms.id(alias)
+	}
 	next := append(slices.Clip(cur), name)
 	a.m.Store(alias, next)
 	if cur == nil {
 		a.n.Add(1)
 	}
+	if a.byName == nil {
+		a.byName = map[string][]string{}
+	}
+	a.byName[name] = append(a.byName[name], alias)
+	a.young = append(a.young, name)
 	// Cached selections of the alias (empty until now) must be redone.
 	s.gen.Add(1)
-	return s.MetricID(alias), true
+	return id, true
+}
+
+// AliasEpoch moves whenever the sweeper drops a stored name from a legacy
+// alias (and so when it deletes an alias, whose ID may then be reused for
+// another name); see AddAlias.
+func (s *Store) AliasEpoch() uint64 { return s.aliases.epoch.Load() }
+
+// Aliases returns the number of legacy alias names registered.
+func (s *Store) Aliases() int { return int(s.aliases.n.Load()) }
+
+// pruneAliasesLocked drops the stored names in emptied (whose last series
+// the sweep removed) and those registered since the last sweep from every
+// alias, when they have no live series, and deletes aliases left with no
+// names. Under Store.mu, so series counts are stable; called by Sweep.
+func (s *Store) pruneAliasesLocked(emptied []string) {
+	a := &s.aliases
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.byName) == 0 {
+		a.young = a.young[:0]
+		return
+	}
+	var freed []uint32
+	prune := func(name string) {
+		aliases, ok := a.byName[name]
+		if !ok {
+			return
+		}
+		if id, ok := s.syms.id(name); ok && s.perMetric[id] > 0 {
+			return
+		}
+		delete(a.byName, name)
+		for _, alias := range aliases {
+			v, ok := a.m.Load(alias)
+			if !ok {
+				continue
+			}
+			cur := v.([]string)
+			next := make([]string, 0, len(cur))
+			for _, n := range cur {
+				if n != name {
+					next = append(next, n)
+				}
+			}
+			// Change the map, move the epoch, then release: a receiver
+			// that read the epoch before the change registers again (a
+			// name registered just before its first series is dropped by
+			// a sweep that comes in between; the receiver's next append
+			// puts it back), and the ID is freed only after both.
+			if len(next) > 0 {
+				a.m.Store(alias, next) // a new slice: readers may hold cur
+				a.epoch.Add(1)
+				continue
+			}
+			id, _ := s.syms.id(alias)
+			a.m.Delete(alias)
+			a.n.Add(-1)
+			a.epoch.Add(1)
+			freed = append(freed, id)
+		}
+	}
+	for _, name := range emptied {
+		prune(name)
+	}
+	for _, name := range a.young {
+		prune(name)
+	}
+	clear(a.young)
+	a.young = a.young[:0]
+	if len(freed) > 0 {
+		s.syms.unhold(freed)
+	}
 }
 
 // aliasTargets returns the stored names that a selector's metric name

@@ -43,10 +43,9 @@
 // All times are milliseconds taken from the samples or from the injected
 // clock in Settings, never from time.Now deep inside, so tests can load
 // historical data. A background sweeper (Start/Shutdown) deletes series
-// silent for longer than SeriesTTL, and with them their label sets and the
-// label names and values no live set uses (the metric names of series
-// stay: their IDs are handed out to subscriptions; names that only a
-// compiled trigger holds, through AcquireMetricID, are freed when it
-// releases them). Freed refs, set IDs and symbol IDs are reused only after
-// the next sweep.
+// silent for longer than SeriesTTL, and with them their label sets, the
+// legacy aliases none of whose names has a series left, and every label
+// name, value and metric name that no live series, set, alias or compiled
+// trigger (AcquireMetricID) uses any more (symbols.go). Freed refs, set
+// IDs and symbol IDs are reused only after the next sweep.
 package store

@@ -230,6 +230,7 @@ type Store struct {
 	scratch    []uint32
 	setBytes   int64               // estimated bytes of live label sets
 	dirty      map[uint64]struct{} // postings holding deleted refs
+	emptied    []string            // metric names whose last series the current sweep removed (aliases)
 
 	runMu  sync.Mutex // guards the sweeper's lifecycle
 	stop   chan struct{}
@@ -320,11 +321,15 @@ func (s *Store) Create(hash uint64, lset labels.Labels) (SeriesRef, error) {
 		s.m.reject(reasonSeriesLimit)
 		return 0, ErrSeriesLimit
 	}
-	mid := s.syms.pin(name)
-	if s.perMetric[mid] >= s.cfg.MaxSeriesPerMetric {
+	// The per-metric count is looked up before the name is interned, so a
+	// refused series leaves no symbol behind (a name no series, alias or
+	// hold uses is never in the table; symbols.go).
+	if id, ok := s.syms.id(name); ok && s.perMetric[id] >= s.cfg.MaxSeriesPerMetric {
 		s.m.reject(reasonSeriesPerMetric)
 		return 0, ErrSeriesPerMetricLimit
 	}
+	mid := s.syms.intern(name)
+	s.syms.acquireOne(mid) // the series' use of its name; released when the sweeper removes it
 	setID, ls := s.internSetLocked(lset)
 
 	var ref SeriesRef
@@ -426,15 +431,16 @@ func (s *Store) postingsAppendLocked(name, val uint32, ref SeriesRef) {
 }
 
 // MetricID returns the dense ID of a metric name, interning it and pinning
-// it for the life of the store (the sweeper never frees it, see symbols).
-// The receiver reports such IDs (a series' metric name, a legacy alias) to
-// subscriptions to say which metrics an append touched. It takes no lock
-// for a known pinned name. Code that needs an ID only for a while uses
+// it for the life of the store: it is never freed (see symbols), so it is
+// for fixed names and tests only. It takes no lock for a known pinned
+// name. The IDs the receiver reports to subscriptions come from series
+// (SeriesMetricID) and aliases (AddAlias), which stay valid while those
+// live; code that needs a name's ID for a while holds it with
 // AcquireMetricID.
 func (s *Store) MetricID(name string) uint32 { return s.syms.pin(name) }
 
-// AcquireMetricID returns the metric-name ID that MetricID and
-// SeriesMetricID give name, and holds it until a matching
+// AcquireMetricID returns the metric-name ID that SeriesMetricID and
+// AddAlias give name, and holds it until a matching
 // ReleaseMetricIDs: while held, the ID keeps naming name. The scaler holds
 // the names a compiled trigger's query reads, so its push subscriptions
 // match the IDs the receiver reports, and releases them when the trigger

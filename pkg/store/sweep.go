@@ -118,6 +118,9 @@ func (s *Store) Sweep() int {
 		s.index.purge(func(ref uint32) bool { return s.get(SeriesRef(ref)) == nil })
 	}
 	s.compactPostingsLocked()
+	s.pruneAliasesLocked(s.emptied)
+	clear(s.emptied)
+	s.emptied = s.emptied[:0]
 	s.index.compact()
 	if removed > 0 {
 		s.live.Add(int64(-removed))
@@ -132,6 +135,7 @@ func (s *Store) removeLocked(ref SeriesRef, ms *memSeries) {
 	s.series.at(uint32(ref)).Store(nil)
 	if s.perMetric[ms.metricID]--; s.perMetric[ms.metricID] <= 0 {
 		delete(s.perMetric, ms.metricID)
+		s.emptied = append(s.emptied, s.syms.str(ms.metricID))
 	}
 	s.dirty[pairKey(s.nameID, ms.metricID)] = struct{}{}
 	if p := s.sets.at(ms.setID); p != nil {
@@ -150,6 +154,10 @@ func (s *Store) removeLocked(ref SeriesRef, ms *memSeries) {
 			}
 		}
 	}
+	// The series' use of its metric name, after it is unpublished, like
+	// its set's symbols: a name freed here is reused only after the next
+	// sweep.
+	s.syms.releaseOne(ms.metricID)
 	if p := ms.ring.Load(); p != nil {
 		_, _, c := unpackMeta(ms.meta.Load())
 		s.rl.used.Add(-ringBytes(c))

@@ -16,27 +16,29 @@ import (
 //
 // Lifetime of an ID:
 //
-//   - The metric names of stored series, __name__ and every string
-//     passed to MetricID (legacy aliases) are pinned: never freed, so an
-//     ID that the receiver reports to the scaler's subscriptions never
-//     changes meaning. They are few (one per metric name, not per
-//     series); the per-metric series limit bounds the rest.
-//   - Names that only a compiled trigger's query mentions are held, not
-//     pinned: AcquireMetricID counts one hold (ext) per trigger, and
-//     ReleaseMetricIDs drops it when the scaler evicts the trigger. A
-//     trigger is evicted only while no StreamIsActive stream holds it, so
-//     the IDs in live subscriptions stay valid; once nothing holds a name
-//     it is freed like a label value (below). Without this, every
-//     distinct name a client ever put in a query stayed for the life of
-//     the process.
-//   - Every other symbol counts the published label sets whose key holds
-//     it (refs, once per occurrence). acquire adds a set's symbols when the
-//     set is created, release drops them when the sweeper unpublishes the
-//     set. A symbol whose count and holds reach zero is freed: removed
+//   - __name__ and every string passed to MetricID (fixed names, tests)
+//     are pinned: never freed.
+//   - A metric name is held (ext) by each compiled trigger whose query
+//     mentions it (AcquireMetricID, dropped by ReleaseMetricIDs when the
+//     scaler evicts the trigger; a trigger is evicted only while no
+//     StreamIsActive stream holds it, so the IDs in live subscriptions
+//     stay valid) and by the legacy alias it names, if any (AddAlias; the
+//     sweeper drops an alias once none of the names it stands for has a
+//     series, alias.go).
+//   - Every symbol counts its published uses (refs): once per occurrence
+//     in the key of each published label set (acquire when the set is
+//     created, release when the sweeper unpublishes it), and, for a
+//     metric name, once per live series of that name (acquireOne when the
+//     series is created, releaseOne when the sweeper removes it). So the
+//     ID a receiver reports for a series' name stays valid while the
+//     series lives, and the scaler holds the names its subscriptions
+//     match. A symbol whose count and holds reach zero is freed: removed
 //     from ids at once (so a new intern of the same string gets a fresh
 //     ID) and put in quarantine; its table slot keeps the old string,
 //     except when unhold frees it: then the slot drops the string at once
-//     (freeLocked says why), which readers see as a reuse.
+//     (freeLocked says why), which readers see as a reuse. Without this,
+//     every metric name a client ever sent (each up to
+//     --max-metric-name-length) stayed for the life of the process.
 //   - The next sweep moves the quarantine to the free list, and intern
 //     hands free IDs out again, overwriting the slot. This is the same
 //     one-sweep delay that deleted series refs get (sweep.go).
@@ -159,8 +161,17 @@ func (s *symbols) internLocked(str string) uint32 {
 // acquire counts one more use of each symbol in p. Under Store.mu.
 func (s *symbols) acquire(p []uint32) {
 	for _, id := range p {
-		s.tab.at(id).Load().refs++
+		s.acquireOne(id)
 	}
+}
+
+// acquireOne counts one more use of the symbol id. Under Store.mu.
+func (s *symbols) acquireOne(id uint32) { s.tab.at(id).Load().refs++ }
+
+// releaseOne is release for one symbol. Under Store.mu.
+func (s *symbols) releaseOne(id uint32) {
+	p := [1]uint32{id}
+	s.release(p[:])
 }
 
 // release drops one use of each symbol in p and frees those that reach

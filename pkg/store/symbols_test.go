@@ -284,7 +284,7 @@ func TestSymbolReuseConcurrent(t *testing.T) {
 // A freed symbol keeps its string through the sweep that freed it and is
 // handed out again only after the next one, like deleted refs: a reader
 // that resolved the dead set's IDs just before the sweep still reads its
-// strings. Metric-name IDs are never freed.
+// strings. A metric name is freed with its last series the same way.
 func TestSymbolQuarantine(t *testing.T) {
 	clk := &movingClock{}
 	clk.ms.Store(1_000_000)
@@ -303,26 +303,30 @@ func TestSymbolQuarantine(t *testing.T) {
 	clk.ms.Add(11_000)
 	require.Equal(t, 1, s.Sweep())
 	n, _ := s.syms.stats()
-	assert.Equal(t, 2, n, "__name__ and the pinned metric name stay; pod and pod-a are freed")
+	assert.Equal(t, 1, n, "__name__ stays; gone_metric, pod and pod-a are freed")
 	assert.Equal(t, "pod", s.syms.str(aPairs[0]), "quarantined: the old string is still readable")
 	assert.Equal(t, "pod-a", s.syms.str(aPairs[1]))
+	assert.Equal(t, "gone_metric", s.syms.str(mid))
+	freed := append(slices.Clone(aPairs), mid)
 	_, ok := s.syms.id("pod-a")
 	assert.False(t, ok, "a freed string no longer resolves")
 	assert.Empty(t, s.Select(nil, labels.MustNewMatcher(labels.MatchEqual, "pod", "pod-a")))
 	assert.True(t, s.Labels(a).IsEmpty())
 
 	b := create(2, "pod-b")
-	for _, id := range pairsOf(b) {
-		assert.NotContains(t, aPairs, id, "no reuse before the next sweep")
+	bMid, _ := s.SeriesMetricID(b)
+	for _, id := range append(pairsOf(b), bMid) {
+		assert.NotContains(t, freed, id, "no reuse before the next sweep")
 	}
 	reuses := s.syms.reuses.Load()
 	require.Equal(t, 0, s.Sweep())
 	c := create(3, "pod-c")
-	assert.Contains(t, aPairs, pairsOf(c)[1], "reused after the next sweep")
+	assert.Contains(t, freed, pairsOf(c)[1], "reused after the next sweep")
 	assert.Greater(t, s.syms.reuses.Load(), reuses)
 	assert.Equal(t, labels.FromStrings("__name__", "gone_metric", "pod", "pod-b"), s.Labels(b))
 	assert.Equal(t, labels.FromStrings("__name__", "gone_metric", "pod", "pod-c"), s.Labels(c))
-	assert.Equal(t, mid, s.MetricID("gone_metric"), "metric-name IDs survive their series")
+	cMid, _ := s.SeriesMetricID(c)
+	assert.Equal(t, bMid, cMid, "a live metric name keeps its ID")
 	assert.Equal(t, []SeriesRef{c}, s.Select(nil, labels.MustNewMatcher(labels.MatchRegexp, "pod", "pod-[ac]")))
 }
 
@@ -361,8 +365,8 @@ func TestHeldMetricNames(t *testing.T) {
 	s.ReleaseMetricIDs([]uint32{b, c})
 	assert.Equal(t, base, live())
 
-	// A held name that a series starts to use gets pinned with the same
-	// ID, and survives the release.
+	// A held name that a series starts to use keeps its ID, and survives
+	// the release while the series lives (MetricID then pins it).
 	h := s.AcquireMetricID("stored_later")
 	ref := mustCreate(t, s, 1, "__name__", "stored_later", "pod", "p")
 	mid, _ := s.SeriesMetricID(ref)
@@ -431,5 +435,5 @@ func TestHeldMetricNamesConcurrent(t *testing.T) {
 	s.Sweep()
 	s.Sweep()
 	n, _ := s.syms.stats()
-	assert.Equal(t, 2, n, "__name__ and m: every hold was released and every set swept")
+	assert.Equal(t, 1, n, "__name__: every hold was released and every series swept")
 }

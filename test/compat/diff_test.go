@@ -412,8 +412,9 @@ func (c *diffCase) run(ctx context.Context, st *stats, source, q string) {
 
 // limitkOrder reports whether q has limitk, which keeps the first k
 // elements in its input's order, and whether that order is Prometheus's
-// map order: limitk over or inside a subquery, or over count_values, whose
-// results Prometheus assembles from maps, and (any limitk) in a range
+// map order: limitk over or inside a subquery, or over count_values or a
+// classic-bucket histogram function, whose results Prometheus assembles
+// from maps, and (any limitk) in a range
 // query, where every intermediate matrix is. Those answers are not
 // reproducible, not even by Prometheus itself.
 func limitkOrder(q string) (has, unordered bool) {
@@ -438,6 +439,13 @@ func limitkOrder(q string) (has, unordered bool) {
 				unordered = true
 			case *parser.AggregateExpr:
 				unordered = unordered || m.Op == parser.COUNT_VALUES
+			case *parser.Call:
+				// Over classic buckets Prometheus emits these functions'
+				// series in the order of a map (signatureToMetricWithBuckets).
+				switch m.Func.Name {
+				case "histogram_quantile", "histogram_fraction", "histogram_quantiles":
+					unordered = true
+				}
 			}
 			return nil
 		})

@@ -398,6 +398,9 @@ var configEnv = []struct {
 	{"queryMaxConcurrency", 2, "KOS_QUERY_MAX_CONCURRENCY", "2"},
 	{"queryMaxSamples", "1000000", "KOS_QUERY_MAX_SAMPLES", "1000000"},
 	{"queryTimeout", "30s", "KOS_QUERY_TIMEOUT", "30s"},
+	{"otlpMaxConnections", 4096, "KOS_OTLP_MAX_CONNECTIONS", "4096"},
+	{"scalerMaxConnections", "16", "KOS_SCALER_MAX_CONNECTIONS", "16"},
+	{"httpMaxConnections", 512, "KOS_HTTP_MAX_CONNECTIONS", "512"},
 }
 
 func container(t *testing.T, o objects) corev1.Container {

@@ -95,6 +95,9 @@ mapped to their flag names; empty values are left to the server's default.
   "queryMaxConcurrency" "query-max-concurrency"
   "queryMaxSamples" "query-max-samples"
   "queryTimeout" "query-timeout"
+  "otlpMaxConnections" "otlp-max-connections"
+  "scalerMaxConnections" "scaler-max-connections"
+  "httpMaxConnections" "http-max-connections"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $flag := get $flags $key }}
