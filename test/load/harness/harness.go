@@ -65,15 +65,16 @@ func RunServer(name string, args []string, cfg receiver.Config, newServer func(*
 	return Serve(os.Stdin, os.Stdout, lis.Addr().String(), reg, *cpuProfile)
 }
 
-// Sample times. The generator stamps round r of its payloads (every
-// series once) with RoundTime(r): Interval apart, the usual export
-// interval, so with the store's default 10-minute retention every ring
-// settles at 42 slots and each append overwrites an expired sample, as in
-// a scaler that has been running for a while. (Samples 1 ms apart, as the
-// load test used to send, make the store thin rings at their bound
-// instead: a regime production only sees from a misconfigured sender.)
-// Rounds follow each other far faster than Interval, so the servers run
-// on Clock, which follows the samples, instead of the wall clock.
+// Interval is the spacing of sample times. The generator stamps round r
+// of its payloads (every series once) with RoundTime(r): Interval apart,
+// the usual export interval, so with the store's default 10-minute
+// retention every ring settles at 42 slots and each append overwrites an
+// expired sample, as in a scaler that has been running for a while.
+// (Samples 1 ms apart, as the load test used to send, make the store thin
+// rings at their bound instead: a regime production only sees from a
+// misconfigured sender.) Rounds follow each other far faster than
+// Interval, so the servers run on Clock, which follows the samples,
+// instead of the wall clock.
 const Interval = 15 * time.Second
 
 // epoch is the time of round 0.
