@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
@@ -19,10 +21,21 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // vllm:num_requests_waiting (3 and 4) over OTLP/HTTP.
 func startServer(t *testing.T) server.Addrs {
 	t.Helper()
-	s, err := server.New(servertest.Config(), server.Settings{})
+	return startServerWith(t, nil, http.DefaultClient, "http")
+}
+
+// startServerWith is startServer with edit applied to the configuration,
+// pushing through client to scheme://.
+func startServerWith(t *testing.T, edit func(*config.Config), client *http.Client, scheme string) server.Addrs {
+	t.Helper()
+	cfg := servertest.Config()
+	if edit != nil {
+		edit(&cfg)
+	}
+	s, err := server.New(cfg, server.Settings{})
 	require.NoError(t, err)
 	servertest.Start(t, s)
-	servertest.PushVLLMWaiting(t, s.Addrs().HTTP, map[string]float64{"qwen-a": 3, "qwen-b": 4}, nil)
+	servertest.PushVLLMWaitingWith(t, client, scheme+"://"+s.Addrs().HTTP, map[string]float64{"qwen-a": 3, "qwen-b": 4}, nil)
 	return s.Addrs()
 }
 

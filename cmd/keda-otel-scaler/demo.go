@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"io"
 	"os"
 	"os/signal"
@@ -18,8 +16,8 @@ import (
 // vLLM fleet pushing OTLP, and a KEDA/HPA control loop scaling it.
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	var o demo.Options
-	fs := flag.NewFlagSet("keda-otel-scaler demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	c := newSubcommand("demo", "", stderr)
+	fs := c.fs
 	fs.StringVar(&o.Profile, "profile", "spike", "load profile: "+strings.Join(demo.ProfileNames(), ", ")+" (`name`)")
 	fs.DurationVar(&o.Duration, "duration", time.Minute, "wall-clock length of the run (`duration`)")
 	fs.Float64Var(&o.Speed, "speed", 10, "simulated seconds per wall-clock second (`factor`)")
@@ -31,22 +29,15 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.Cooldown, "cooldown", 60, "cooldownPeriod in simulated seconds (`seconds`)")
 	fs.Float64Var(&o.DownWindow, "scale-down-window", 60, "HPA scale-down stabilisation window in simulated seconds (`seconds`)")
 	color := fs.Bool("color", isTerminal(stdout), "ANSI colour in the live view (`bool`)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		(&printer{w: stderr}).printf("keda-otel-scaler demo: unexpected arguments %q\n", fs.Args())
-		return 2
+	if _, code, ok := c.parse(args, 0, ""); !ok {
+		return code
 	}
 	o.Color = *color
 	o.Stdout = stdout
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if _, err := demo.Run(ctx, o); err != nil {
-		(&printer{w: stderr}).printf("keda-otel-scaler demo: %v\n", err)
+		c.errorf("%v", err)
 		return 1
 	}
 	return 0

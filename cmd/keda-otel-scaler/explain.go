@@ -2,10 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,8 +51,8 @@ func (m metadataFlag) Set(s string) error {
 func runExplain(args []string, stdout, stderr io.Writer) int {
 	def := config.Default()
 	md := metadataFlag{}
-	fs := flag.NewFlagSet("keda-otel-scaler explain", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	c := newSubcommand("explain", "", stderr)
+	fs := c.fs
 	fs.Var(md, "metadata", "trigger metadata entry, repeatable (`key=value`)")
 	scalerAddr := fs.String("scaler", "127.0.0.1:4318", "KEDA external scaler gRPC address; empty skips the KEDA calls (`host:port`)")
 	serverURL := fs.String("server", "http://127.0.0.1:8080", "HTTP base URL for the query API; empty skips the series listing (`url`)")
@@ -65,15 +64,8 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 	window := fs.Duration("default-window", def.Scaler.DefaultWindow, "the server's --default-window, for reading the trigger (`duration`)")
 	retention := fs.Duration("retention", def.Store.Retention, "the server's --retention, which bounds window and lookbackDelta (`duration`)")
 	timeout := fs.Duration("timeout", 10*time.Second, "timeout of the whole command (`duration`)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		(&printer{w: stderr}).printf("keda-otel-scaler explain: unexpected arguments %q (use --metadata key=value)\n", fs.Args())
-		return 2
+	if _, code, ok := c.parse(args, 0, " (use --metadata key=value)"); !ok {
+		return code
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -279,7 +271,7 @@ func (e *explainer) series(ctx context.Context, server string) {
 			return nil
 		})
 	}
-	if res, _, err := instantQuery(ctx, server, e.d.Lowered, "", lookback); err == nil {
+	if res, _, err := instantQuery(ctx, http.DefaultClient, server, e.d.Lowered, "", lookback); err == nil {
 		var buf strings.Builder
 		printResult(&printer{w: &buf}, res)
 		e.printf("  whole query: %s", indentTail(buf.String()))
@@ -289,7 +281,7 @@ func (e *explainer) series(ctx context.Context, server string) {
 }
 
 func (e *explainer) listSelector(ctx context.Context, server, sel, lookback string) {
-	res, _, err := instantQuery(ctx, server, sel, "", lookback)
+	res, _, err := instantQuery(ctx, http.DefaultClient, server, sel, "", lookback)
 	if err != nil {
 		e.printf("  %s: %v\n", sel, err)
 		return

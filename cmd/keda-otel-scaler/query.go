@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,35 +16,27 @@ import (
 // runQuery is the query subcommand: one instant query against a running
 // server's Prometheus-compatible /api/v1/query, printed readably.
 func runQuery(args []string, stdout, stderr io.Writer) int {
-	errOut := &printer{w: stderr}
-	fs := flag.NewFlagSet("keda-otel-scaler query", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	serverURL := fs.String("server", "http://127.0.0.1:8080", "base URL of the scaler's HTTP listener (`url`)")
-	at := fs.String("time", "", "evaluation time: RFC 3339 or unix seconds; default now (`time`)")
-	lookback := fs.String("lookback-delta", "", "lookback for instant selectors; default the server's 5m (`duration`)")
-	asJSON := fs.Bool("json", false, "print the server's JSON response as is")
-	timeout := fs.Duration("timeout", 10*time.Second, "request timeout (`duration`)")
-	fs.Usage = func() {
-		errOut.printf("Usage: keda-otel-scaler query '<expr>' [flags]\n")
-		fs.PrintDefaults()
+	c := newSubcommand("query", "query '<expr>' [flags]", stderr)
+	var h httpFlags
+	h.register(c.fs)
+	at := c.fs.String("time", "", "evaluation time: RFC 3339 or unix seconds; default now (`time`)")
+	lookback := c.fs.String("lookback-delta", "", "lookback for instant selectors; default the server's 5m (`duration`)")
+	asJSON := c.fs.Bool("json", false, "print the server's JSON response as is")
+	pos, code, ok := c.parse(args, 1, "one query expression")
+	if !ok {
+		return code
 	}
-	pos, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
+	client, err := h.client()
 	if err != nil {
+		c.errorf("%v", err)
 		return 2
 	}
-	if len(pos) != 1 {
-		errOut.printf("keda-otel-scaler query: want exactly one query expression, got %d\n", len(pos))
-		fs.Usage()
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer client.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
 	defer cancel()
-	res, raw, err := instantQuery(ctx, *serverURL, pos[0], *at, *lookback)
+	res, raw, err := instantQuery(ctx, client, h.server, pos[0], *at, *lookback)
 	if err != nil {
-		errOut.printf("keda-otel-scaler query: %v\n", err)
+		c.errorf("%v", err)
 		return 1
 	}
 	if *asJSON {
@@ -80,22 +70,6 @@ func (p *printer) println(args ...any) {
 	}
 }
 
-// parseInterspersed parses flags that may come before or after positional
-// arguments ("query 'up' --server …" as well as "query --server … 'up'").
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 // apiResult is the Prometheus HTTP API's query response.
 type apiResult struct {
 	Status    string `json:"status"`
@@ -120,7 +94,7 @@ type matrixSeries struct {
 	Values [][2]any          `json:"values"`
 }
 
-func instantQuery(ctx context.Context, server, expr, at, lookback string) (*apiResult, []byte, error) {
+func instantQuery(ctx context.Context, client *http.Client, server, expr, at, lookback string) (*apiResult, []byte, error) {
 	form := url.Values{"query": {expr}}
 	if at != "" {
 		form.Set("time", at)
@@ -134,7 +108,7 @@ func instantQuery(ctx context.Context, server, expr, at, lookback string) (*apiR
 		return nil, nil, fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, nil, fmt.Errorf("query %s: %w", u, err)
 	}

@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"io"
-	"net/http"
 	"time"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/status"
@@ -15,35 +12,28 @@ import (
 // runStatus is the status subcommand: the triggers table of a running
 // server's GET /api/v1/triggers, as the status page shows it.
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	errOut := &printer{w: stderr}
-	fs := flag.NewFlagSet("keda-otel-scaler status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	serverURL := fs.String("server", "http://127.0.0.1:8080", "base URL of the scaler's HTTP listener (`url`)")
-	namespace := fs.String("namespace", "", "only triggers of ScaledObjects in this `namespace`")
-	name := fs.String("name", "", "only triggers of ScaledObjects with this `name`")
-	limit := fs.Int("limit", status.DefaultLimit, "most triggers to list (`count`, at most 2000)")
-	series := fs.Bool("series", true, "count the series each trigger's query selects")
-	asJSON := fs.Bool("json", false, "print the server's data as JSON")
-	timeout := fs.Duration("timeout", 10*time.Second, "request timeout (`duration`)")
-	fs.Usage = func() {
-		errOut.printf("Usage: keda-otel-scaler status [flags]\n")
-		fs.PrintDefaults()
+	c := newSubcommand("status", "status [flags]", stderr)
+	var h httpFlags
+	h.register(c.fs)
+	namespace := c.fs.String("namespace", "", "only triggers of ScaledObjects in this `namespace`")
+	name := c.fs.String("name", "", "only triggers of ScaledObjects with this `name`")
+	limit := c.fs.Int("limit", status.DefaultLimit, "most triggers to list (`count`, at most 2000)")
+	series := c.fs.Bool("series", true, "count the series each trigger's query selects")
+	asJSON := c.fs.Bool("json", false, "print the server's data as JSON")
+	if _, code, ok := c.parse(args, 0, ""); !ok {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		errOut.printf("keda-otel-scaler status: unexpected arguments %q\n", fs.Args())
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	d, err := status.Fetch(ctx, http.DefaultClient, *serverURL, *namespace, *name, *limit, *series)
+	client, err := h.client()
 	if err != nil {
-		errOut.printf("keda-otel-scaler status: %v\n", err)
+		c.errorf("%v", err)
+		return 2
+	}
+	defer client.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	defer cancel()
+	d, err := status.Fetch(ctx, client, h.server, *namespace, *name, *limit, *series)
+	if err != nil {
+		c.errorf("%v", err)
 		return 1
 	}
 	if *asJSON {
@@ -55,7 +45,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err := status.WriteTable(stdout, d, time.Now()); err != nil {
-		errOut.printf("keda-otel-scaler status: %v\n", err)
+		c.errorf("%v", err)
 		return 1
 	}
 	return 0

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -237,6 +238,15 @@ func TestAPIQuery(t *testing.T) {
 		{
 			name: "100 KB query", method: http.MethodPost, path: "/api/v1/query", params: url.Values{"query": {strings.Repeat("sum(", 25_000)}},
 			wantCode: 400, wantType: "bad_data", wantErr: `invalid parameter "query"`,
+		},
+		{
+			name: "regular expression too complex", path: "/api/v1/query", params: url.Values{"query": {`x{pod=~".{0,1000}.{0,1000}"}`}},
+			wantCode: 400, wantType: "bad_data", wantErr: `invalid parameter "query": parse "x{pod=~\".{0,1000}.{0,1000}\"}": regular expression too complex`,
+		},
+		{
+			name: "match[] regular expressions too complex together", path: "/api/v1/series",
+			params:   url.Values{"match[]": slices.Repeat([]string{`{pod=~"[a-z]{1000}"}`}, 5)},
+			wantCode: 400, wantType: "bad_data", wantErr: `invalid parameter "match[]": regular expression too complex`,
 		},
 		{
 			name: "unsupported construct", path: "/api/v1/query", params: url.Values{"query": {`histogram_count(x)`}},
@@ -689,6 +699,10 @@ func FuzzAPIQuery(f *testing.F) {
 	f.Add(`vector(1)`, minTimeFormatted, maxTimeFormatted, "", "1e9")
 	f.Add(`time()`, "0", maxTimeFormatted, "", "1e12")
 	f.Add(`x offset -1h`, "9e15", "9e15", "1h", "1")
+	// The query length and token limits, which only kilobyte inputs
+	// reach, in the baseline coverage (limitSeeds in pkg/query).
+	f.Add(strings.Repeat("x ", query.MaxQueryTokens)+"x", "25", "35", "5m", "10")
+	f.Add(strings.Repeat(" ", query.MaxQueryLength)+"x", "25", "35", "5m", "10")
 	srv := newAPITestServer(f, apiTestData)
 	mux := srv.Config.Handler
 	f.Fuzz(func(t *testing.T, q, start, end, lookback, step string) {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -48,6 +49,11 @@ func (a *API) parseSelection(r *http.Request) (selection, *apiError) {
 		sel.end, sel.timed = t.UnixMilli(), true
 	}
 	if ms := r.Form["match[]"]; len(ms) > 0 {
+		// The parser compiles every regular expression: bound them first,
+		// all match[] together (query.MaxQueryRegexSize).
+		if err := query.CheckSelectorRegexes(ms); err != nil {
+			return sel, invalidParam("match[]", err)
+		}
 		sets, err := a.parser.ParseMetricSelectors(ms)
 		if err != nil {
 			return sel, invalidParam("match[]", err)
@@ -103,7 +109,13 @@ func (a *API) selectRefs(l listing) ([]store.SeriesRef, *apiError) {
 	}
 	var refs []store.SeriesRef
 	for _, ms := range sets {
-		refs = a.store.Select(refs, ms...)
+		// Matching stops at the request's deadline: a regular
+		// expression costs up to its program's size per byte of each
+		// value it is tried on.
+		var err error
+		if refs, err = a.store.SelectContext(l.ctx, refs, ms...); err != nil {
+			return nil, execError(err)
+		}
 	}
 	if aerr := l.b.charge((len(refs)*refBytes + SampleBytes - 1) / SampleBytes); aerr != nil {
 		return nil, aerr

@@ -4,6 +4,13 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/internal/fuzzflags"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain bounds fuzz minimisation (fuzzflags) and checks for leaked
+// goroutines.
+func TestMain(m *testing.M) {
+	fuzzflags.Init()
+	goleak.VerifyTestMain(m)
+}

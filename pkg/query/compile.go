@@ -57,6 +57,8 @@ type compiler struct {
 	extra int64
 	// held is the plan's bound on the points its subqueries hold.
 	held *heldPoints
+	// regexes sums the sizes of the plan's regular expressions (regex.go).
+	regexes regexBudget
 }
 
 func (c *compiler) parent() int {
@@ -179,6 +181,11 @@ func (c *compiler) selector(e *parser.VectorSelector, window int64, inMatrix boo
 	ms := make([]*labels.Matcher, 0, len(e.LabelMatchers))
 	named := false
 	for _, m := range e.LabelMatchers {
+		if m.Type == labels.MatchRegexp || m.Type == labels.MatchNotRegexp {
+			if err := c.regexes.add(m.Value, int(e.PosRange.Start), true); err != nil {
+				return nil, 0, nil, err
+			}
+		}
 		if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 			if !slices.Contains(c.names, m.Value) {
 				c.names = append(c.names, m.Value)
@@ -677,6 +684,9 @@ func (c *compiler) labelReplace(e *parser.Call) (node, error) {
 		src:  stringArg(e.Args[3]),
 	}
 	re := stringArg(e.Args[4])
+	if err := c.regexes.add(re, int(e.Args[4].PositionRange().Start), false); err != nil {
+		return nil, err
+	}
 	var err error
 	if n.re, err = regexp.Compile("^(?s:" + re + ")$"); err != nil {
 		return nil, fmt.Errorf("invalid regular expression in label_replace(): %s", re)

@@ -30,14 +30,35 @@ var compileSeeds = []string{
 	`x @ 100`, `x[5m:1m]`, `"s"`, `x[5m]`, `sum(x`, `{job=~".*"}`,
 }
 
+// limitSeeds reach the query length and token limits (ErrQueryTooLong,
+// ErrQueryTooComplex). Only inputs of kilobytes reach those branches, so
+// they must be in the seed corpus, whose coverage is the fuzzer's
+// baseline: otherwise the first mutated input to reach one is
+// "interesting", and Go's minimiser, whose subset pass tries every (i, j)
+// cut of the input, cannot shorten it and runs on it for the whole
+// -fuzzminimizetime, reporting 0 execs/s meanwhile (the stall a fresh run
+// hit after about 10 s, when that was 60 s; TestMain now bounds it, see
+// pkg/internal/fuzzflags). They are cheap shapes on purpose: a mutant
+// that falls back under a limit fails to parse at its second token, where
+// a deeply nested one would take milliseconds to parse.
+func limitSeeds() []string {
+	return []string{
+		strings.Repeat("x ", MaxQueryTokens) + "x", // one token too many
+		strings.Repeat(" ", MaxQueryLength) + "x",  // one byte too many
+	}
+}
+
 // FuzzCompile checks that compiling any text never panics: it compiles, or
-// fails with a *ParseError, an error matching ErrUnsupported, or a
-// label_replace/label_join argument error; a compiled plan evaluates
+// fails with a *ParseError, an error matching ErrUnsupported or
+// ErrRegexTooComplex, or a label_replace/label_join argument error; a compiled plan evaluates
 // without panicking.
 //
 // go test -run '^$' -fuzz '^FuzzCompile$' -fuzztime 30s ./pkg/query
 func FuzzCompile(f *testing.F) {
 	for _, s := range compileSeeds {
+		f.Add(s)
+	}
+	for _, s := range limitSeeds() {
 		f.Add(s)
 	}
 	// Every eval of our own scripts seeds the corpus too.
@@ -70,10 +91,26 @@ func FuzzCompile(f *testing.F) {
 	})
 }
 
+// TestLimitSeeds: each limit seed reaches the branch it is there for, so
+// a change of the limits that leaves them behind fails here rather than
+// bringing the fuzzer's stall back.
+func TestLimitSeeds(t *testing.T) {
+	seeds := limitSeeds()
+	e := NewEngine(storeWith(t, nil))
+	_, err := e.Query(seeds[0], Options{})
+	require.ErrorIs(t, err, ErrQueryTooComplex)
+	_, err = e.Query(seeds[0][2:], Options{}) // one token fewer
+	require.NotErrorIs(t, err, ErrQueryTooComplex)
+	_, err = e.Query(seeds[1], Options{})
+	require.ErrorIs(t, err, ErrQueryTooLong)
+	_, err = e.Query(seeds[1][1:], Options{}) // one byte fewer
+	require.NotErrorIs(t, err, ErrQueryTooLong)
+}
+
 func checkCompileError(t *testing.T, err error) {
 	t.Helper()
 	var pe *ParseError
-	if errors.As(err, &pe) || errors.Is(err, ErrUnsupported) ||
+	if errors.As(err, &pe) || errors.Is(err, ErrUnsupported) || errors.Is(err, ErrRegexTooComplex) ||
 		strings.Contains(err.Error(), "in label_replace()") || strings.Contains(err.Error(), "in label_join()") {
 		return
 	}

@@ -56,6 +56,7 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -94,8 +95,32 @@ type ParseError struct {
 	Err   error
 }
 
-func (e *ParseError) Error() string { return fmt.Sprintf("parse %q: %v", e.Query, e.Err) }
+// MaxQueryEcho is how much of the query a ParseError's message repeats:
+// a longer query (up to MaxQueryLength, or anything a client sent past
+// it) is cut there, with its length stated. Err's positions are in the
+// whole query.
+const MaxQueryEcho = 128
+
+func (e *ParseError) Error() string {
+	if len(e.Query) <= MaxQueryEcho {
+		return fmt.Sprintf("parse %q: %v", e.Query, e.Err)
+	}
+	return fmt.Sprintf("parse %q (%d bytes): %v", clipText(e.Query, MaxQueryEcho), len(e.Query), e.Err)
+}
+
 func (e *ParseError) Unwrap() error { return e.Err }
+
+// clipText returns s, or its first n bytes (fewer if n would split a
+// UTF-8 sequence) followed by "…" when s is longer.
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
 
 // ErrBudgetExceeded means an evaluation touched more series and samples
 // than Options.MaxSamples allows, or created more label bytes than
@@ -275,10 +300,14 @@ func (e *Engine) SetDefaults(o Options) {
 // returned AST (trigger lowering) before compiling it.
 func (e *Engine) Parse(q string) (parser.Expr, error) {
 	if len(q) > MaxQueryLength {
-		return nil, &ParseError{Query: q[:64] + "…", Err: ErrQueryTooLong}
+		return nil, &ParseError{Query: q, Err: ErrQueryTooLong}
 	}
 	if countTokens(q) > MaxQueryTokens {
-		return nil, &ParseError{Query: q[:min(len(q), 64)] + "…", Err: ErrQueryTooComplex}
+		return nil, &ParseError{Query: q, Err: ErrQueryTooComplex}
+	}
+	// Before the parser compiles the matchers' regular expressions.
+	if err := checkMatcherRegexes(q, &regexBudget{}); err != nil {
+		return nil, &ParseError{Query: q, Err: err}
 	}
 	expr, err := e.parser.ParseExpr(q)
 	if err != nil {

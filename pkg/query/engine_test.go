@@ -2,6 +2,9 @@ package query
 
 import (
 	"context"
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,4 +86,26 @@ func TestCompileRejectsUnsupported(t *testing.T) {
 	_, err = e.Query(`sum(x`, Options{})
 	var pe *ParseError
 	require.ErrorAs(t, err, &pe)
+}
+
+// TestParseErrorEcho: a parse error repeats a short query whole and a long
+// one cut at MaxQueryEcho bytes (on a UTF-8 boundary) with its length
+// stated; the parser's position still counts in the whole query.
+func TestParseErrorEcho(t *testing.T) {
+	e := NewEngine(store.New(store.Config{}, store.Settings{}))
+	_, err := e.Query(`sum(x`, Options{})
+	require.EqualError(t, err, `parse "sum(x": 1:6: parse error: unclosed left parenthesis`)
+
+	long := `x{a="` + strings.Repeat("é", 3000) + `"} +`
+	_, err = e.Query(long, Options{})
+	require.Error(t, err)
+	msg := err.Error()
+	head := long[:MaxQueryEcho-1] // MaxQueryEcho would split an "é"
+	assert.True(t, strings.HasPrefix(msg, `parse "`+strings.ReplaceAll(head, `"`, `\"`)+`…" (`+strconv.Itoa(len(long))+` bytes): `), msg)
+	assert.Contains(t, msg, fmt.Sprintf("1:%d: parse error: unexpected end of input", len(long)+1))
+	assert.Less(t, len(msg), 2*MaxQueryEcho+100)
+
+	// The limits' errors are cut the same way.
+	_, err = e.Query(strings.Repeat(" ", MaxQueryLength)+"x", Options{})
+	assert.EqualError(t, err, `parse "`+strings.Repeat(" ", MaxQueryEcho)+`…" (16385 bytes): query longer than 16384 bytes`)
 }

@@ -262,14 +262,24 @@ func (s *seriesSet) refresh(ev *evaluator) error {
 		// deleted.
 		var ok bool
 		if s.created, g, ok = s.store.CreatedSince(s.created[:0], s.gen); ok {
-			s.addCreated()
+			if err := s.addCreated(ev); err != nil {
+				return err
+			}
 			s.gen = g
 			return s.check(ev)
 		}
 	}
 	// Read the generation before selecting: a series created meanwhile
-	// makes the next Eval select again rather than be missed.
-	s.scratch = s.store.Select(s.scratch[:0], s.matchers...)
+	// makes the next Eval select again rather than be missed. Matching
+	// honours the context: a regular expression can cost up to its
+	// program's size times a value's length per series, uncharged, so a
+	// hostile selector over many series stops at the deadline. On error
+	// nothing here changed but scratch, and gen makes the next Eval select
+	// again.
+	var err error
+	if s.scratch, err = s.store.SelectContext(ev.ctx, s.scratch[:0], s.matchers...); err != nil {
+		return err
+	}
 	if s.unchanged() {
 		s.resolve()
 		s.gen = g
@@ -319,9 +329,13 @@ func (s *seriesSet) resolve() {
 
 // addCreated adds the series of created that match and are not in the
 // selection yet (a series created while the last Select ran may be in
-// both), keeping sel in ascending ref order and refs in label order.
-func (s *seriesSet) addCreated() {
-	s.scratch = s.store.Filter(s.scratch[:0], s.created, s.matchers...)
+// both), keeping sel in ascending ref order and refs in label order. It
+// changes nothing when matching stops on the context.
+func (s *seriesSet) addCreated(ev *evaluator) error {
+	var err error
+	if s.scratch, err = s.store.FilterContext(ev.ctx, s.scratch[:0], s.created, s.matchers...); err != nil {
+		return err
+	}
 	for _, r := range s.scratch {
 		i, found := slices.BinarySearch(s.sel, r)
 		if found {
@@ -338,6 +352,7 @@ func (s *seriesSet) addCreated() {
 		s.version++
 	}
 	s.incremental++
+	return nil
 }
 
 // unchanged reports whether scratch holds the same refs, with the same

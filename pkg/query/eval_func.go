@@ -405,6 +405,10 @@ type labelNode struct {
 	out  vector
 }
 
+// regexCheckEvery is how many label_replace matches run between two
+// context checks.
+const regexCheckEvery = 16
+
 func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 	in, err := n.child.eval(ev, t)
 	if err != nil {
@@ -415,7 +419,16 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 		n.dup = make(map[uint64]int)
 	}
 	n.out = n.out[:0]
-	for _, s := range in {
+	for i, s := range in {
+		// A regular expression costs up to its program's size
+		// (MaxRegexSize) per byte of the value, far more than the one
+		// unit each series was charged when selected: check the context
+		// every regexCheckEvery series, not every ctxCheckEvery units.
+		if !n.join && i%regexCheckEvery == regexCheckEvery-1 {
+			if err := ctxErr(ev.ctx); err != nil {
+				return nil, err
+			}
+		}
 		if n.join {
 			n.vals = n.vals[:0]
 			size := int64(len(n.sep)) * int64(max(len(n.srcs)-1, 0))

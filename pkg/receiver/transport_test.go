@@ -28,10 +28,16 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/internal/fuzzflags"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain bounds fuzz minimisation (fuzzflags) and checks for leaked
+// goroutines.
+func TestMain(m *testing.M) {
+	fuzzflags.Init()
+	goleak.VerifyTestMain(m)
+}
 
 func gzipBytes(t testing.TB, b []byte) []byte {
 	t.Helper()

@@ -257,22 +257,22 @@ func (k *triggerKey) bytes() int {
 
 // limitErrors reports every name or value of a ScaledObjectRef that is
 // over its limit, each matching ErrBadMetadata. The value is clipped in
-// the message.
+// the message, with its length (metadataError).
 func limitErrors(ns, name string, md map[string]string) error {
 	var errs []error
 	for _, f := range []struct{ what, v string }{{"namespace", ns}, {"name", name}} {
 		if len(f.v) > maxRefNameLength {
 			errs = append(errs, &metadataError{
-				namespace: clip(ns), name: clip(name), key: "ScaledObject " + f.what, value: clip(f.v),
-				problem: "is " + itoa(len(f.v)) + " bytes, longer than the " + itoa(maxRefNameLength) + " accepted (Kubernetes names have at most 253)",
+				namespace: clip(ns), name: clip(name), key: "ScaledObject " + f.what, value: f.v,
+				problem: "longer than the " + itoa(maxRefNameLength) + " bytes accepted (Kubernetes names have at most 253)",
 			})
 		}
 	}
 	for key, v := range md {
 		if slot := slotOf(key); slot >= 0 && len(v) > slotLimit(slot) {
 			errs = append(errs, &metadataError{
-				namespace: clip(ns), name: clip(name), key: key, value: clip(v),
-				problem: "is " + itoa(len(v)) + " bytes, longer than the " + itoa(slotLimit(slot)) + " this key may have",
+				namespace: clip(ns), name: clip(name), key: key, value: v,
+				problem: "longer than the " + itoa(slotLimit(slot)) + " bytes this key may have",
 			})
 		}
 	}

@@ -292,7 +292,10 @@ func TestStreamHoldsTrigger(t *testing.T) {
 // InvalidArgument and a short message, and leave nothing behind.
 func TestMetadataLimits(t *testing.T) {
 	long := func(n int) string { return strings.Repeat("q", n) }
-	bomb := joinN(60, "+", func(int) string { return `sum(x{a=~"[a-z]{1000}"})` })
+	// Four of the largest regular expressions the engine accepts
+	// (query.MaxQueryRegexSize) compile to about 4,000 instructions, an
+	// estimated 256 KiB: over a 128 KiB --max-trigger-bytes.
+	bomb := joinN(4, "+", func(int) string { return `sum(x{a=~"[a-z]{1000}"})` })
 	for _, tc := range []struct {
 		name     string
 		ns, so   string
@@ -308,7 +311,7 @@ func TestMetadataLimits(t *testing.T) {
 		{"compiled too large", "ns", "so", map[string]string{"metricQuery": bomb, "targetValue": "1"}, "--max-trigger-bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newMemEnv(t, Config{})
+			e := newMemEnv(t, Config{MaxTriggerBytes: 128 << 10})
 			syms0 := e.symbols(t)
 			_, err := e.s.GetMetricSpec(context.Background(), &externalscaler.ScaledObjectRef{Namespace: tc.ns, Name: tc.so, ScalerMetadata: tc.md})
 			require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)

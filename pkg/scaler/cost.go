@@ -11,8 +11,9 @@ import (
 const (
 	// DefaultMaxTriggerBytes bounds one compiled trigger. Every query
 	// the engine parses (at most 16 KiB and 2,048 tokens) fits unless its
-	// regular expressions compile large: the largest regex-free shapes
-	// are estimated at 1.8 MB (about 1.2 MB measured), real triggers at
+	// regular expressions compile large (query.MaxQueryRegexSize lets
+	// them add about 0.5 MB): the largest regex-free shapes are
+	// estimated at 1.8 MB (about 1.2 MB measured), real triggers at
 	// 3.5–5 KB (2.7–3.5 KB measured; TestTriggerCostBoundsHeap).
 	DefaultMaxTriggerBytes = 2 << 20
 	// DefaultTriggerCacheBytes bounds the whole cache: 10,000 real

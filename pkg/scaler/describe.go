@@ -43,7 +43,7 @@ func compileTrigger(e *query.Engine, retention time.Duration, cfg Config, k trig
 	}
 	_, from, _, _ := lookup(md, "metricQuery", "query")
 	if lerr != nil {
-		errs = append(errs, &metadataError{namespace: ns, name: name, key: from, value: sp.query, problem: lerr.Error()})
+		errs = append(errs, &metadataError{namespace: ns, name: name, key: from, value: sp.query, problem: parseProblem(lerr)})
 	}
 	if len(errs) > 0 {
 		return t, lw, errors.Join(errs...)
@@ -56,7 +56,7 @@ func compileTrigger(e *query.Engine, retention time.Duration, cfg Config, k trig
 	t.anyMetric = all
 	t.cost = triggerCost(t, lw.expr, names)
 	if t.cost > cfg.MaxTriggerBytes {
-		return t, lw, &metadataError{namespace: ns, name: name, key: from, value: clip(sp.query), problem: fmt.Sprintf(
+		return t, lw, &metadataError{namespace: ns, name: name, key: from, value: sp.query, problem: fmt.Sprintf(
 			"compiles to about %d bytes, more than --max-trigger-bytes %d: use fewer selectors, shorter names and simpler regular expressions, or raise the flag",
 			t.cost, cfg.MaxTriggerBytes)}
 	}

@@ -14,11 +14,17 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/internal/fuzzflags"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain bounds fuzz minimisation (fuzzflags) and checks for leaked
+// goroutines.
+func TestMain(m *testing.M) {
+	fuzzflags.Init()
+	goleak.VerifyTestMain(m)
+}
 
 // env is a scaler over a fresh store; its clock is time.Now, which is fake
 // inside a synctest bubble.

@@ -1,6 +1,7 @@
 package scaler
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -10,6 +11,9 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/promql/parser/posrange"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 )
 
 // kserveWrapper is the shape KServe >= v0.16 gives every metricQuery:
@@ -40,14 +44,18 @@ type lowering struct {
 // metricQuery key.
 func lower(parse func(string) (parser.Expr, error), q, op string, window time.Duration) (lowering, error) {
 	var lw lowering
-	text := strings.TrimSpace(q)
+	full := strings.TrimSpace(q)
+	text := full
+	at := 0 // where text starts in full
 	var outer []*labels.Matcher
-	if m := kserveWrapper.FindStringSubmatch(text); m != nil {
+	if m := kserveWrapper.FindStringSubmatchIndex(full); m != nil {
 		lw.kserve = true
-		text = strings.TrimSpace(m[1])
+		inner := full[m[2]:m[3]]
+		text = strings.TrimSpace(inner)
+		at = m[2] + strings.Index(inner, text)
 		outer = []*labels.Matcher{
-			labels.MustNewMatcher(labels.MatchEqual, "namespace", m[2]),
-			labels.MustNewMatcher(labels.MatchEqual, "deployment", m[3]),
+			labels.MustNewMatcher(labels.MatchEqual, "namespace", full[m[4]:m[5]]),
+			labels.MustNewMatcher(labels.MatchEqual, "deployment", full[m[6]:m[7]]),
 		}
 		lw.outer = outer
 	}
@@ -61,7 +69,10 @@ func lower(parse func(string) (parser.Expr, error), q, op string, window time.Du
 	}
 	if err != nil {
 		if lw.kserve {
-			return lw, fmt.Errorf("KServe-generated query wraps %q, which is not valid PromQL (%w): the InferenceService's autoScaling query must be a PromQL expression such as vllm:num_requests_running", text, err)
+			// The caller shows the whole query; the positions are made
+			// to count in it, not in the wrapped expression.
+			shiftPositions(err, full, at)
+			return lw, fmt.Errorf("KServe-generated query: the expression it wraps is not valid PromQL (%s): the InferenceService's autoScaling query must be a PromQL expression such as vllm:num_requests_running", parseProblem(err))
 		}
 		return lw, err
 	}
@@ -89,6 +100,33 @@ func lower(parse func(string) (parser.Expr, error), q, op string, window time.Du
 		lw.rewritten = expr.String()
 	}
 	return lw, nil
+}
+
+// parseProblem is err's text without the query a *query.ParseError
+// repeats: the parser's message, with its positions, for messages that
+// show the query already.
+func parseProblem(err error) string {
+	var pe *query.ParseError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// shiftPositions moves the positions of the parse or unsupported-construct
+// error err by at bytes, and makes parse positions count lines and
+// columns in full, the text the failed one starts at byte at of.
+func shiftPositions(err error, full string, at int) {
+	parser.EnrichParseError(err, func(pe *parser.ParseErr) {
+		pe.PositionRange.Start += posrange.Pos(at)
+		pe.PositionRange.End += posrange.Pos(at)
+		pe.Query = full
+	})
+	var ue *query.UnsupportedError
+	if errors.As(err, &ue) {
+		ue.Pos.Start += posrange.Pos(at)
+		ue.Pos.End += posrange.Pos(at)
+	}
 }
 
 // notes says in words what lowering changed, in the order it was done;

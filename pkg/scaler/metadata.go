@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrBadMetadata matches every trigger-metadata validation error.
@@ -20,7 +21,7 @@ type metadataError struct {
 }
 
 func (e *metadataError) Error() string {
-	return fmt.Sprintf("ScaledObject %s/%s: trigger metadata %s %q: %s", e.namespace, e.name, e.key, e.value, e.problem)
+	return fmt.Sprintf("ScaledObject %s/%s: trigger metadata %s %s: %s", e.namespace, e.name, e.key, quoteClipped(e.value), e.problem)
 }
 
 func (e *metadataError) Is(target error) bool { return target == ErrBadMetadata }
@@ -28,12 +29,25 @@ func (e *metadataError) Is(target error) bool { return target == ErrBadMetadata 
 // clipLength is how much of an over-long value an error message shows.
 const clipLength = 128
 
-// clip shortens v for an error message.
+// clip shortens v for an error message, on a UTF-8 boundary.
 func clip(v string) string {
 	if len(v) <= clipLength {
 		return v
 	}
-	return v[:clipLength] + "…"
+	n := clipLength
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	return v[:n] + "…"
+}
+
+// quoteClipped quotes v for an error message, once: clipped, with its
+// length stated, when it is longer than clipLength.
+func quoteClipped(v string) string {
+	if len(v) <= clipLength {
+		return strconv.Quote(v)
+	}
+	return strconv.Quote(clip(v)) + " (" + itoa(len(v)) + " bytes)"
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

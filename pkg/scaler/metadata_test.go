@@ -1,11 +1,16 @@
 package scaler
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestParseNumber(t *testing.T) {
@@ -33,4 +38,39 @@ func TestMetricName(t *testing.T) {
 	assert.Len(t, long, 200)
 	assert.Equal(t, long, metricName("ns", strings.Repeat("a", 300)), "stable")
 	assert.NotEqual(t, long, metricName("ns", strings.Repeat("a", 299)+"b"))
+}
+
+// TestQueryErrorShowsQueryOnce: a metricQuery that does not parse is
+// named once in the error KEDA gets, clipped with its length stated,
+// and the parser's position counts in the whole query, also when it is
+// inside KServe's wrapper.
+func TestQueryErrorShowsQueryOnce(t *testing.T) {
+	head := `x{a="` + strings.Repeat("a", 10_000) + `"} +`
+	for _, tc := range []struct {
+		name, q string
+		at      int // where head starts in q
+	}{
+		{"plain", head, 0},
+		{"KServe", `sum(` + head + `{namespace="ns", deployment="d"})`, len("sum(")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newMemEnv(t, Config{})
+			_, err := e.s.GetMetricSpec(context.Background(), &externalscaler.ScaledObjectRef{
+				Namespace: "ns", Name: "so", ScalerMetadata: map[string]string{"metricQuery": tc.q, "targetValue": "1"},
+			})
+			require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+			msg := status.Convert(err).Message()
+			assert.Equal(t, 1, strings.Count(msg, `x{a=\"aaa`), msg[:min(len(msg), 400)])
+			assert.Contains(t, msg, fmt.Sprintf("(%d bytes)", len(tc.q)))
+			assert.Less(t, len(msg), 1024)
+			// The parser's own position for head alone, moved to where
+			// head starts in the query.
+			_, perr := fullParse(head)
+			require.Error(t, perr)
+			var line, col int
+			_, scanErr := fmt.Sscanf(perr.Error(), "%d:%d:", &line, &col)
+			require.NoError(t, scanErr)
+			assert.Contains(t, msg, fmt.Sprintf("%d:%d: parse error", line, col+tc.at))
+		})
+	}
 }

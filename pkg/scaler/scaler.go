@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,17 @@ type Config struct {
 	// (triggerCost: kept metadata, query texts, plan, interned names);
 	// a larger one is refused with InvalidArgument. Default 2 MiB.
 	MaxTriggerBytes int64
+	// MaxStreamEvals bounds the shared StreamIsActive evaluations (one per
+	// trigger with open streams, stream.go) running at once, all triggers
+	// together; beyond a 50 ms burst they also share a budget of a quarter
+	// of MaxStreamEvals cores (evalPacer). Each Export marks every push
+	// trigger reading its metrics, so without a bound N such triggers over
+	// a metric ingested at full speed evaluate back to back on N
+	// goroutines and take every core from ingestion and GetMetrics (issue
+	// #13 item 7, test/chaos). A feed waiting keeps coalescing its marks,
+	// so its next evaluation still reads the newest data. Default
+	// max(1, GOMAXPROCS/2).
+	MaxStreamEvals int
 	// TriggerCacheBytes bounds the estimated bytes of all cached
 	// triggers, held ones included; least recently used ones are evicted
 	// to stay under it. Raised to MaxTriggerBytes if lower. Default 64 MiB.
@@ -143,6 +155,10 @@ type Scaler struct {
 	// warnLimit bounds the trigger warnings logged (logLimiter).
 	warnLimit *logLimiter
 	drainCh   chan struct{}
+	// evalSlots holds a token per running stream evaluation
+	// (Config.MaxStreamEvals); pacer is their budget of evaluation time.
+	evalSlots chan struct{}
+	pacer     *evalPacer
 	// evalHook, when set (by tests, before any call), runs inside every
 	// evaluation with the trigger's lock held, e.g. to inject a panic.
 	evalHook func(*trigger)
@@ -213,6 +229,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxStreams <= 0 {
 		c.MaxStreams = 10_000
 	}
+	if c.MaxStreamEvals <= 0 {
+		c.MaxStreamEvals = max(1, runtime.GOMAXPROCS(0)/2)
+	}
 	return c
 }
 
@@ -241,6 +260,8 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		onWarm:    set.OnWarm,
 		interest:  set.Interest,
 
+		evalSlots: make(chan struct{}, cfg.MaxStreamEvals),
+		pacer:     newEvalPacer(cfg.MaxStreamEvals),
 		rejected:  newRejectedTriggers(),
 		backlogOf: streamBacklog,
 	}

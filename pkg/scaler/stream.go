@@ -22,6 +22,13 @@ import (
 //   - one evaluation per change for all streams of a trigger, not one per
 //     stream (2,000 streams on one trigger no longer serialise 2,000
 //     evaluations on its lock);
+//   - at most Config.MaxStreamEvals feeds evaluate at once, all triggers
+//     together, within a shared budget of evaluation time (evalPacer):
+//     every Export marks each feed reading its metrics, so without a
+//     bound the CPU push triggers take grows with their number times the
+//     ingest rate; with it, push evaluation uses at most a quarter of
+//     MaxStreamEvals cores beyond a 50 ms burst, and ingestion and
+//     GetMetrics keep the rest;
 //   - a mailbox holds one value, the latest (latest wins): a stream whose
 //     client stopped reading is blocked in Send on its own goroutine while
 //     newer states overwrite its mailbox, so nothing queues in the scaler
@@ -197,7 +204,13 @@ func (f *feed) run() {
 		lastLog time.Time
 		active  bool   // the feed's last evaluated state
 		edges   uint64 // inactive-to-active edges the feed has seen
+		pause   *time.Timer
 	)
+	defer func() {
+		if pause != nil {
+			pause.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-f.ctx.Done():
@@ -211,7 +224,40 @@ func (f *feed) run() {
 			// feed when it ends.
 			continue
 		}
+		// A slot of Config.MaxStreamEvals, then the pacer's budget
+		// (evalPacer), checked with the slot held so that at most
+		// MaxStreamEvals evaluations overdraw it; marks arriving meanwhile
+		// coalesce into the evaluation that follows.
+		for {
+			select {
+			case f.s.evalSlots <- struct{}{}:
+			case <-f.ctx.Done():
+				return
+			case <-f.s.drainCh:
+				return
+			}
+			d := f.s.pacer.wait()
+			if d <= 0 {
+				break
+			}
+			<-f.s.evalSlots
+			if pause == nil {
+				pause = time.NewTimer(d)
+			} else {
+				pause.Reset(d)
+			}
+			select {
+			case <-pause.C:
+			case <-f.ctx.Done():
+				return
+			case <-f.s.drainCh:
+				return
+			}
+		}
+		start := time.Now()
 		v, err := f.evaluate()
+		f.s.pacer.charge(time.Since(start))
+		<-f.s.evalSlots
 		if err != nil {
 			// Transient: keep every stream's state and the streams
 			// (keda-contract.md §7.3).
@@ -236,6 +282,57 @@ func (f *feed) run() {
 		active = now
 		f.s.subs.post(f, edges<<2|word, edge)
 	}
+}
+
+// Push evaluation's CPU budget (issue #13 item 7). Every Export marks each
+// feed reading its metrics, so the evaluation work of push triggers grows
+// with their number times the ingest rate. evalPacer is a token bucket of
+// evaluation time shared by every feed: it fills at
+// MaxStreamEvals/(1+streamEvalRest) seconds per second (a quarter of the
+// slots' cores) up to streamEvalBurst, each evaluation spends its wall
+// time, and a feed waits while the bucket is empty. A burst (KEDA opening
+// a thousand streams at once, each evaluating once) fits in the bucket
+// and waits for nothing; steady marking at full ingest speed is held to
+// the rate. One evaluation is charged at most streamEvalMaxCharge: its
+// wall time includes any time its thread was descheduled or assisting the
+// GC, which must not stall every push for seconds.
+const (
+	streamEvalRest      = 3
+	streamEvalBurst     = 50 * time.Millisecond
+	streamEvalMaxCharge = 20 * time.Millisecond
+)
+
+// evalPacer is the shared token bucket; every field is guarded by mu.
+type evalPacer struct {
+	mu     sync.Mutex
+	rate   float64       // seconds of evaluation per second
+	credit time.Duration // negative: debt
+	last   time.Time
+}
+
+func newEvalPacer(slots int) *evalPacer {
+	return &evalPacer{rate: float64(slots) / (1 + streamEvalRest), credit: streamEvalBurst, last: time.Now()}
+}
+
+// wait returns how long a feed must wait before evaluating: zero while
+// the bucket holds credit.
+func (p *evalPacer) wait() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	p.credit = min(streamEvalBurst, p.credit+time.Duration(float64(now.Sub(p.last))*p.rate))
+	p.last = now
+	if p.credit >= 0 {
+		return 0
+	}
+	return time.Duration(float64(-p.credit) / p.rate)
+}
+
+// charge spends one evaluation's duration.
+func (p *evalPacer) charge(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.credit -= min(d, streamEvalMaxCharge)
 }
 
 // evaluate is Scaler.evaluate behind a panic boundary: the feed's goroutine

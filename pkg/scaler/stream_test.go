@@ -3,6 +3,7 @@ package scaler
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -259,5 +260,113 @@ func TestStreamSurvivesBudgetErrors(t *testing.T) {
 		e.s.subs.mu.RUnlock()
 		assert.Equal(t, 1, open, "the stream is still subscribed")
 		require.NoError(t, cancel(), "and ends with OK when KEDA goes away")
+	})
+}
+
+// TestStreamEvaluationsBounded (issue #13 item 7): push triggers over a
+// metric ingested at full speed evaluate at most Config.MaxStreamEvals at
+// a time, all triggers together, and each still ends on the newest data.
+// Before the bound, 16 triggers evaluated on 16 goroutines at once (the
+// chaos suite's 500 streams on 50 triggers cut ingestion to 13 % of its
+// clean rate on 2 cores).
+func TestStreamEvaluationsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, Config{MaxStreamEvals: 2})
+		var running, peak atomic.Int32
+		e.s.evalHook = func(*trigger) {
+			n := running.Add(1)
+			for {
+				p := peak.Load()
+				if n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+			time.Sleep(time.Millisecond) // a costly evaluation, under the trigger's lock
+			running.Add(-1)
+		}
+		const triggers = 16
+		var streams []*fakeStream
+		for i := range triggers {
+			md := map[string]string{"metricQuery": fmt.Sprintf("sum(x) + %d", i), "targetValue": "1", "activationThreshold": "100"}
+			fs, _ := e.open(t, md)
+			streams = append(streams, fs)
+		}
+		synctest.Wait()
+		for i := range 20 {
+			time.Sleep(time.Millisecond)
+			e.push(t, "x", float64(i)) // marks every feed, as an Export does
+		}
+		synctest.Wait()
+		time.Sleep(time.Millisecond)
+		e.push(t, "x", 1000)    // every trigger turns active
+		time.Sleep(time.Second) // every queued evaluation runs (fake time)
+		synctest.Wait()
+		assert.Equal(t, int32(2), peak.Load(), "evaluations at once, all triggers together")
+		for i, fs := range streams {
+			assert.Equal(t, []bool{true}, fs.got(), "trigger %d saw the newest data", i)
+		}
+	})
+}
+
+// TestStreamEvaluationDuty (issue #13 item 7): while ingestion keeps
+// marking every push trigger, their evaluations together spend at most
+// MaxStreamEvals/(1+streamEvalRest) seconds per second beyond the
+// pacer's burst. 16 triggers marked every millisecond for a second with
+// 1 ms evaluations and 2 slots: at most 500 + 50 (the burst) evaluations
+// (without the budget, 2,000: both slots always busy, which left
+// ingestion half of a 2-core machine in test/chaos).
+func TestStreamEvaluationDuty(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, Config{MaxStreamEvals: 2})
+		var evals atomic.Int32
+		e.s.evalHook = func(*trigger) {
+			evals.Add(1)
+			time.Sleep(time.Millisecond)
+		}
+		for i := range 16 {
+			e.open(t, map[string]string{"metricQuery": fmt.Sprintf("sum(x) + %d", i), "targetValue": "1"})
+		}
+		synctest.Wait()
+		time.Sleep(time.Second) // the opening evaluations; the bucket refills
+		synctest.Wait()
+		evals.Store(0)
+		for i := range 1000 {
+			time.Sleep(time.Millisecond)
+			e.push(t, "x", float64(i))
+		}
+		n := int(evals.Load())
+		rate := 2 * 1000 / (1 + streamEvalRest)
+		burst := int(streamEvalBurst / time.Millisecond)
+		assert.LessOrEqual(t, n, rate+burst+2, "evaluations in 1 s")
+		assert.GreaterOrEqual(t, n, rate-20, "the budget keeps being spent")
+	})
+}
+
+// TestStreamEvaluationBurst: a thousand streams opened at once (KEDA
+// restarting) each evaluate once without waiting for the pacer when the
+// evaluations fit in its burst.
+func TestStreamEvaluationBurst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, Config{MaxStreamEvals: 1})
+		var evals atomic.Int32
+		e.s.evalHook = func(*trigger) {
+			evals.Add(1)
+			time.Sleep(20 * time.Microsecond)
+		}
+		e.push(t, "x", 9)
+		start := time.Now()
+		var streams []*fakeStream
+		for i := range 1000 {
+			fs, _ := e.open(t, map[string]string{"metricQuery": fmt.Sprintf("sum(x) + %d", i), "targetValue": "1"})
+			streams = append(streams, fs)
+		}
+		for evals.Load() < 1000 {
+			time.Sleep(time.Millisecond)
+		}
+		assert.LessOrEqual(t, time.Since(start), 25*time.Millisecond, "1,000 evaluations of 20 µs: 20 ms, no pacing")
+		synctest.Wait()
+		for i, fs := range streams {
+			assert.Equal(t, []bool{true}, fs.got(), "stream %d told it is active", i)
+		}
 	})
 }

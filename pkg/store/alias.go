@@ -231,12 +231,14 @@ func (s *Store) hasSeries(name string) bool {
 
 // selectAliased is Select for a selector whose metric name (matcher at) is
 // an alias: the union of the selections under each stored name, ascending.
-func (s *Store) selectAliased(dst []SeriesRef, ms []*labels.Matcher, names []string, at int) []SeriesRef {
+func (s *Store) selectAliased(dst []SeriesRef, st *stopper, ms []*labels.Matcher, names []string, at int) []SeriesRef {
 	start := len(dst)
 	sub := slices.Clone(ms)
 	for _, n := range names {
 		sub[at] = labels.MustNewMatcher(labels.MatchEqual, model.MetricNameLabel, n)
-		dst = s.selectDirect(dst, sub)
+		if dst = s.selectDirect(dst, st, sub); st.stopped() {
+			return dst
+		}
 	}
 	if len(names) > 1 {
 		slices.Sort(dst[start:])

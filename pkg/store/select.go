@@ -1,7 +1,9 @@
 package store
 
 import (
+	"context"
 	"slices"
+	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 )
@@ -31,14 +33,65 @@ type resolved struct {
 // A selector whose metric name is a legacy alias with no series of its own
 // selects the series of the names it stands for (alias.go).
 func (s *Store) Select(dst []SeriesRef, ms ...*labels.Matcher) []SeriesRef {
+	return s.selectStop(dst, nil, ms)
+}
+
+// SelectContext is Select that gives up when ctx is done, returning ctx's
+// error (or context.DeadlineExceeded for a deadline that has passed
+// before its timer fired). It checks ctx every stopCheckEvery candidates
+// it matches: a matcher can be slow (a regular expression costs up to its
+// program's size times the value's length per candidate), so a hostile
+// selector over many series stops near its deadline instead of after
+// matching them all. dst's contents are unspecified on error.
+func (s *Store) SelectContext(ctx context.Context, dst []SeriesRef, ms ...*labels.Matcher) ([]SeriesRef, error) {
+	st := &stopper{ctx: ctx, left: stopCheckEvery}
+	dst = s.selectStop(dst, st, ms)
+	return dst, st.err
+}
+
+func (s *Store) selectStop(dst []SeriesRef, st *stopper, ms []*labels.Matcher) []SeriesRef {
 	if names, at := s.aliasTargets(ms); names != nil {
-		return s.selectAliased(dst, ms, names, at)
+		return s.selectAliased(dst, st, ms, names, at)
 	}
-	return s.selectDirect(dst, ms)
+	return s.selectDirect(dst, st, ms)
+}
+
+// stopCheckEvery is how many candidates SelectContext and FilterContext
+// match between two checks of their context.
+const stopCheckEvery = 16
+
+// stopper tells the matching loops of SelectContext and FilterContext to
+// stop once its context is done. A nil *stopper never stops (Select,
+// Filter). It belongs to one call; the loops only read and count down.
+type stopper struct {
+	ctx  context.Context
+	left int
+	err  error
+}
+
+// stop counts one candidate and reports whether the loop must end: the
+// context was found done now or earlier (err is set).
+func (st *stopper) stop() bool {
+	if st == nil {
+		return false
+	}
+	if st.err != nil {
+		return true
+	}
+	if st.left--; st.left > 0 {
+		return false
+	}
+	st.left = stopCheckEvery
+	if st.err = st.ctx.Err(); st.err == nil {
+		if d, ok := st.ctx.Deadline(); ok && !time.Now().Before(d) {
+			st.err = context.DeadlineExceeded
+		}
+	}
+	return st.err != nil
 }
 
 // selectDirect is Select for the matchers as written.
-func (s *Store) selectDirect(dst []SeriesRef, ms []*labels.Matcher) []SeriesRef {
+func (s *Store) selectDirect(dst []SeriesRef, st *stopper, ms []*labels.Matcher) []SeriesRef {
 	// Matchers resolve strings to symbol IDs once; if the sweeper's freed
 	// IDs were handed to new strings meanwhile (symbols, contract point
 	// 4), an ID may name another string by the end, so retry. Reuse is
@@ -48,18 +101,21 @@ func (s *Store) selectDirect(dst []SeriesRef, ms []*labels.Matcher) []SeriesRef 
 	start := len(dst)
 	for range 2 {
 		e := s.syms.reuses.Load()
-		dst = s.selectOnce(dst, ms)
-		if s.syms.reuses.Load() == e {
+		dst = s.selectOnce(dst, st, ms)
+		if st.stopped() || s.syms.reuses.Load() == e {
 			return dst
 		}
 		dst = dst[:start]
 	}
 	s.syms.mu.Lock()
 	defer s.syms.mu.Unlock()
-	return s.selectOnce(dst, ms)
+	return s.selectOnce(dst, st, ms)
 }
 
-func (s *Store) selectOnce(dst []SeriesRef, ms []*labels.Matcher) []SeriesRef {
+// stopped reports whether st has stopped its loops.
+func (st *stopper) stopped() bool { return st != nil && st.err != nil }
+
+func (s *Store) selectOnce(dst []SeriesRef, st *stopper, ms []*labels.Matcher) []SeriesRef {
 	var buf [8]resolved
 	rs := buf[:0]
 	var driver []uint32
@@ -91,6 +147,9 @@ func (s *Store) selectOnce(dst []SeriesRef, ms []*labels.Matcher) []SeriesRef {
 	switch {
 	case driver != nil:
 		for _, ref := range driver {
+			if st.stop() {
+				return dst
+			}
 			if s.matches(SeriesRef(ref), rs) {
 				dst = append(dst, SeriesRef(ref))
 			}
@@ -98,9 +157,12 @@ func (s *Store) selectOnce(dst []SeriesRef, ms []*labels.Matcher) []SeriesRef {
 		if driverSorted {
 			return dst
 		}
-	case s.unionCandidates(&dst, rs):
+	case s.unionCandidates(&dst, st, rs):
 		w := start
 		for _, ref := range dst[start:] {
+			if st.stop() {
+				return dst[:w]
+			}
 			if s.matches(ref, rs) {
 				dst[w] = ref
 				w++
@@ -110,6 +172,9 @@ func (s *Store) selectOnce(dst []SeriesRef, ms []*labels.Matcher) []SeriesRef {
 	default:
 		n := s.nextRef.Load()
 		for ref := uint32(1); ref < n; ref++ {
+			if st.stop() {
+				return dst
+			}
 			if s.matches(SeriesRef(ref), rs) {
 				dst = append(dst, SeriesRef(ref))
 			}
@@ -125,21 +190,33 @@ func (s *Store) selectOnce(dst []SeriesRef, ms []*labels.Matcher) []SeriesRef {
 // restricted to given candidates, such as CreatedSince's. It takes no
 // lock.
 func (s *Store) Filter(dst, cands []SeriesRef, ms ...*labels.Matcher) []SeriesRef {
+	return s.filterStop(dst, nil, cands, ms)
+}
+
+// FilterContext is Filter that gives up when ctx is done, as
+// SelectContext does.
+func (s *Store) FilterContext(ctx context.Context, dst, cands []SeriesRef, ms ...*labels.Matcher) ([]SeriesRef, error) {
+	st := &stopper{ctx: ctx, left: stopCheckEvery}
+	dst = s.filterStop(dst, st, cands, ms)
+	return dst, st.err
+}
+
+func (s *Store) filterStop(dst []SeriesRef, st *stopper, cands []SeriesRef, ms []*labels.Matcher) []SeriesRef {
 	start := len(dst)
 	for range 2 { // retry on symbol reuse, as Select does
 		e := s.syms.reuses.Load()
-		dst = s.filterOnce(dst, cands, ms)
-		if s.syms.reuses.Load() == e {
+		dst = s.filterOnce(dst, st, cands, ms)
+		if st.stopped() || s.syms.reuses.Load() == e {
 			return dst
 		}
 		dst = dst[:start]
 	}
 	s.syms.mu.Lock()
 	defer s.syms.mu.Unlock()
-	return s.filterOnce(dst, cands, ms)
+	return s.filterOnce(dst, st, cands, ms)
 }
 
-func (s *Store) filterOnce(dst, cands []SeriesRef, ms []*labels.Matcher) []SeriesRef {
+func (s *Store) filterOnce(dst []SeriesRef, st *stopper, cands []SeriesRef, ms []*labels.Matcher) []SeriesRef {
 	var buf [8]resolved
 	rs := buf[:0]
 	for _, m := range ms {
@@ -155,6 +232,9 @@ func (s *Store) filterOnce(dst, cands []SeriesRef, ms []*labels.Matcher) []Serie
 		rs = append(rs, r)
 	}
 	for _, ref := range cands {
+		if st.stop() {
+			return dst
+		}
 		if s.matches(ref, rs) {
 			dst = append(dst, ref)
 		}
@@ -165,7 +245,7 @@ func (s *Store) filterOnce(dst, cands []SeriesRef, ms []*labels.Matcher) []Serie
 // unionCandidates appends to dst the postings of every value accepted by
 // the first matcher that rejects the empty value, and reports whether
 // there was such a matcher.
-func (s *Store) unionCandidates(dst *[]SeriesRef, rs []resolved) bool {
+func (s *Store) unionCandidates(dst *[]SeriesRef, st *stopper, rs []resolved) bool {
 	for _, r := range rs {
 		if r.m.Matches("") {
 			continue
@@ -178,6 +258,9 @@ func (s *Store) unionCandidates(dst *[]SeriesRef, rs []resolved) bool {
 			return true
 		}
 		for _, v := range vl.(*u32list).load() {
+			if st.stop() {
+				return true
+			}
 			if !r.m.Matches(s.syms.str(v)) {
 				continue
 			}

@@ -261,12 +261,19 @@ func TestSymbolReuseConcurrent(t *testing.T) {
 		}
 	})
 	time.Sleep(dur)
+	// The run ends on counts: at least minSweeps sweeps must have
+	// interleaved with the readers, however slowly a loaded machine
+	// schedules the sweeper (bounded, in case it never runs).
+	const minSweeps = 3
+	for deadline := time.Now().Add(30 * time.Second); sweeps.Load() < minSweeps && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	stop.Store(true)
 	wg.Wait()
 
 	assert.Equal(t, reuseLabels(steadyK), s.Labels(steady))
 	require.Positive(t, reads.Load())
-	require.Greater(t, sweeps.Load(), int64(2))
+	require.GreaterOrEqual(t, sweeps.Load(), int64(minSweeps))
 	t.Logf("series created %d, sweeps %d, reads %d, symbol reuses %d", nextK.Load(), sweeps.Load(), reads.Load(), s.syms.reuses.Load())
 	assert.Positive(t, s.syms.reuses.Load(), "freed IDs were reused under the readers")
 	// Final sweeps delete everything but the steady series (a series that

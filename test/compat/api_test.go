@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -257,7 +258,7 @@ func TestAPIFloatFormatMatchesPrometheus(t *testing.T) {
 	mux := http.NewServeMux()
 	promapi.New(st.engine, st.store, promapi.Config{}, promapi.Settings{}).Register(mux)
 	for _, f := range []float64{
-		0, -0.0, 1, -1, 0.1, 1e-6, 9.99e-7, 1e-7, 123456.789, 1e20, 1e21, 1.5e300, -2.5e-300, 5e-324,
+		0, math.Copysign(0, -1), 1, -1, 0.1, 1e-6, 9.99e-7, 1e-7, 123456.789, 1e20, 1e21, 1.5e300, -2.5e-300, 5e-324,
 		1 << 53, 1<<53 + 1, 0.30000000000000004, 1.7976931348623157e308,
 	} {
 		for _, ts := range []int64{0, 1, 10, 100, 999, 1000, 1001, 1_760_000_000_123, 1_760_000_000_010} {

@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	if toolsDir != "" {
 		_ = os.RemoveAll(toolsDir)
 	}
+	if binCache != nil {
+		_ = binCache.Close()
+	}
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
@@ -443,8 +446,9 @@ func TestExampleCollectorConfigsValidate(t *testing.T) {
 	})
 }
 
-// TestBuildCollector builds (or finds in .cache) the collector; `make
-// e2e-collector` runs only this to warm the cache.
+// TestBuildCollector builds (or finds in the per-user binary cache,
+// test/bincache) the collector; `make e2e-collector` runs only this to warm
+// the cache.
 func TestBuildCollector(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds an OpenTelemetry Collector")

@@ -11,6 +11,7 @@ require (
 )
 
 require (
+	github.com/keda-otel-scaler/keda-otel-scaler/test/bincache v0.0.0
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/net v0.60.0 // indirect
@@ -19,3 +20,5 @@ require (
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260904194346-d0f1323225a4 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/keda-otel-scaler/keda-otel-scaler/test/bincache => ../bincache

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,60 +11,43 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/test/bincache"
 )
 
-// collectorVersion is the OpenTelemetry Collector release built for the test
-// (contrib v0.161.0, core v0.161.0 / v1.67.0): the newest whose whole module
-// graph the Go module proxy serves here. It keys the cached binary together
-// with a hash of the distribution's sources.
-const collectorVersion = "v0.161.0"
+// binCache is the per-user cache of built binaries (test/bincache); tools
+// opens it and TestMain closes it.
+var binCache *bincache.Cache
 
-// buildCollector returns the path of the test's collector distribution,
-// building otelcol/ into .cache/ when no binary for this version and these
-// sources exists. E2E_OTELCOL overrides the path.
+// buildCollector returns the path of the test's collector distribution
+// (otelcol/, contrib v0.161.0: the newest whose whole module graph the Go
+// module proxy serves here), building it into the per-user binary cache
+// (test/bincache: ~/.cache/keda-otel-scaler, or $KOS_TEST_CACHE) when no
+// binary for these sources, this Go and this platform exists. test/k8s uses
+// the same entry. E2E_OTELCOL overrides the path.
 func buildCollector(ctx context.Context, logw io.Writer) (string, error) {
 	if p := os.Getenv("E2E_OTELCOL"); p != "" {
 		return p, nil
 	}
-	h := sha256.New()
-	for _, f := range []string{"otelcol/go.mod", "otelcol/go.sum", "otelcol/main.go"} {
-		b, err := os.ReadFile(f)
+	if binCache == nil {
+		c, err := bincache.Open(".cache", func(format string, args ...any) {
+			_, _ = fmt.Fprintf(logw, "e2e: "+format+"\n", args...)
+		})
 		if err != nil {
-			return "", fmt.Errorf("hash collector sources: %w", err)
+			return "", err
 		}
-		h.Write(b)
+		binCache = c
 	}
-	h.Write([]byte(runtime.Version() + runtime.GOOS + runtime.GOARCH))
-	abs, err := filepath.Abs(filepath.Join(".cache", fmt.Sprintf("otelcol-e2e-%s-%s", collectorVersion, hex.EncodeToString(h.Sum(nil))[:12])))
+	dir, err := binCache.Get(ctx, bincache.Collector("otelcol"))
 	if err != nil {
 		return "", err
 	}
-	if _, err := os.Stat(abs); err == nil {
-		fmt.Fprintf(logw, "e2e: using cached collector %s\n", abs)
-		return abs, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
-		return "", err
-	}
-	fmt.Fprintf(logw, "e2e: building OpenTelemetry Collector %s into %s (first run: several minutes)\n", collectorVersion, abs)
-	start := time.Now()
-	tmp := abs + ".tmp"
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, ".")
-	cmd.Dir = "otelcol"
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build collector: %w\n%s", err, out)
-	}
-	if err := os.Rename(tmp, abs); err != nil {
-		return "", err
-	}
-	fmt.Fprintf(logw, "e2e: collector built in %s\n", time.Since(start).Round(time.Second))
-	return abs, nil
+	return filepath.Join(dir, "otelcol"), nil
 }
 
 // buildScaler builds cmd/keda-otel-scaler into dir.

@@ -22,13 +22,16 @@ var (
 	tools      *toolset
 )
 
-// TestMain has two roles. Run by `go test`, it builds (or finds in .cache)
-// every binary, then re-runs this test binary isolated in new network and
+// TestMain has two roles. Run by `go test`, it builds (or finds in the
+// per-user binary cache, test/bincache) every binary, then re-runs this test binary isolated in new network and
 // PID namespaces (runIsolated) and exits with its code. In that child it
 // brings up the control plane and KEDA, runs the tests, and stops every
 // process it started.
 func TestMain(m *testing.M) {
 	flag.Parse()
+	if os.Getenv(envProbe) != "" {
+		os.Exit(probeMain())
+	}
 	if testing.Short() {
 		os.Exit(m.Run()) // every test skips itself
 	}
@@ -39,9 +42,29 @@ func TestMain(m *testing.M) {
 }
 
 func parentMain() int {
+	// Namespaces first: a machine that cannot create them should learn it
+	// in a second, not after a build of tens of minutes.
+	withUser, err := probeIsolation()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "k8s:", err)
+		return 1
+	}
+	if withUser {
+		buildLog(os.Stderr, "namespaces: with a user namespace (not root, or no CAP_SYS_ADMIN)")
+	} else {
+		buildLog(os.Stderr, "namespaces: as root")
+	}
+	if os.Getenv(envPreflightOnly) != "" {
+		return 0
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Minute)
 	defer cancel()
 	ts, err := buildTools(ctx, os.Stderr)
+	defer func() {
+		if binCache != nil {
+			_ = binCache.Close()
+		}
+	}()
 	if ts != nil && ts.TmpDir != "" {
 		defer func() { _ = os.RemoveAll(ts.TmpDir) }()
 	}
@@ -54,7 +77,7 @@ func parentMain() int {
 		fmt.Fprintln(os.Stderr, "k8s:", err)
 		return 1
 	}
-	code, err := runIsolated(b)
+	code, err := runIsolated(b, withUser)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "k8s:", err)
 		return 1

@@ -2,8 +2,10 @@
 // net/http/httptest runs a handler: Config is a configuration whose
 // listeners bind 127.0.0.1:0, Start runs a server built from it for the
 // length of a test, PostOTLP and PushVLLMWaiting send it metrics over
-// OTLP/HTTP, and Query evaluates PromQL through its query API. It is test support: only tests import it, in this module and
-// in the test modules under test/ (which cannot import pkg/internal).
+// OTLP/HTTP (their With forms through a given client, for TLS), and Query
+// evaluates PromQL through its query API. It is test support: only tests
+// import it, in this module and in the test modules under test/ (which
+// cannot import pkg/internal).
 //
 // It imports pkg/config but not pkg/server, so that pkg/server's own tests
 // use it too: Start takes the server New built.
@@ -71,15 +73,22 @@ func Start[S Server](tb testing.TB, s S) S {
 // goroutine outlives it.
 func PostOTLP(tb testing.TB, httpAddr string, md pmetric.Metrics) (rejected int64, message string) {
 	tb.Helper()
+	return PostOTLPWith(tb, http.DefaultClient, "http://"+httpAddr, md)
+}
+
+// PostOTLPWith is PostOTLP through client to the server at the base URL
+// given (scheme://host:port): for an HTTP listener that serves TLS.
+func PostOTLPWith(tb testing.TB, client *http.Client, base string, md pmetric.Metrics) (rejected int64, message string) {
+	tb.Helper()
 	body, err := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
 	require.NoError(tb, err)
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+httpAddr+"/v1/metrics", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/metrics", bytes.NewReader(body))
 	require.NoError(tb, err)
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	req.Close = true
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	require.NoError(tb, err)
 	defer func() { _ = resp.Body.Close() }()
 	out, err := io.ReadAll(resp.Body)
@@ -96,6 +105,13 @@ func PostOTLP(tb testing.TB, httpAddr string, md pmetric.Metrics) (rejected int6
 // is a resource with service.name "vllm", its k8s.pod.name (so its series
 // carry pod) and the resource attributes given.
 func PushVLLMWaiting(tb testing.TB, httpAddr string, perPod map[string]float64, resource map[string]string) {
+	tb.Helper()
+	PushVLLMWaitingWith(tb, http.DefaultClient, "http://"+httpAddr, perPod, resource)
+}
+
+// PushVLLMWaitingWith is PushVLLMWaiting through client to the base URL
+// given, as PostOTLPWith.
+func PushVLLMWaitingWith(tb testing.TB, client *http.Client, base string, perPod map[string]float64, resource map[string]string) {
 	tb.Helper()
 	md := pmetric.NewMetrics()
 	now := pcommon.NewTimestampFromTime(time.Now())
@@ -114,7 +130,7 @@ func PushVLLMWaiting(tb testing.TB, httpAddr string, perPod map[string]float64, 
 		dp.SetDoubleValue(v)
 		dp.Attributes().PutStr("model_name", "qwen")
 	}
-	rejected, msg := PostOTLP(tb, httpAddr, md)
+	rejected, msg := PostOTLPWith(tb, client, base, md)
 	require.Zero(tb, rejected, msg)
 }
 
