@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -235,24 +234,6 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[str
 
 func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
 
-// lockedBuffer is a log sink safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
 
 // TestMutualTLSEveryListener: each of the three listeners, given a
@@ -405,7 +386,7 @@ func TestCorruptRotationKeepsCertificate(t *testing.T) {
 		cert, key, ca := d.tlsFiles(true)
 		setTLS(&cfg, l, cert, key, ca)
 	}
-	var logs lockedBuffer
+	var logs servertest.Logs
 	s, err := New(cfg, Settings{Registry: reg, Logger: slogTo(&logs)})
 	require.NoError(t, err)
 	servertest.Start(t, s)
@@ -431,7 +412,7 @@ func TestCorruptRotationKeepsCertificate(t *testing.T) {
 			assert.InDelta(t, float64(i+1), counter(t, reg, "keda_otel_scaler_tls_reload_errors_total", map[string]string{"listener": l}), 0, "%s: listener %s", bad.name, l)
 		}
 	}
-	assert.Equal(t, 5*len(listeners), strings.Count(logs.String(), "Reload failed"), "one warning per change and listener:\n%s", logs.String())
+	assert.Equal(t, 5*len(listeners), logs.Count("Reload failed"), "one warning per change and listener:\n%s", logs.String())
 
 	d.swap(t, map[string][]byte{"tls.crt": certB, "tls.key": keyB, "ca.crt": client.pem})
 	s.sec.watcher.Check()

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,24 +34,7 @@ type kedaEnv struct {
 	clock  atomic.Int64 // unix ms
 	fake   bool
 	lastMs atomic.Int64 // real clock: the last exported ms, kept unique
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) count(sub string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), sub)
+	logs   *servertest.Logs
 }
 
 // base is the fake clock's start: a round time so tests can place samples.
@@ -66,7 +48,7 @@ func startKEDA(t testing.TB, fakeClock bool, mod func(*config.Config)) *kedaEnv 
 	if mod != nil {
 		mod(&cfg)
 	}
-	e := &kedaEnv{logs: &syncBuffer{}}
+	e := &kedaEnv{logs: &servertest.Logs{}}
 	e.clock.Store(base.UnixMilli())
 	e.fake = fakeClock
 	set := server.Settings{Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}

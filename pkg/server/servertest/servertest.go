@@ -2,8 +2,8 @@
 // net/http/httptest runs a handler: Config is a configuration whose
 // listeners bind 127.0.0.1:0, Start runs a server built from it for the
 // length of a test, PostOTLP and PushVLLMWaiting send it metrics over
-// OTLP/HTTP (their With forms through a given client, for TLS), and Query
-// evaluates PromQL through its query API. It is test support: only tests
+// OTLP/HTTP (their With forms through a given client, for TLS), Query
+// evaluates PromQL through its query API, and Logs collects what it logs. It is test support: only tests
 // import it, in this module and in the test modules under test/ (which
 // cannot import pkg/internal).
 //
@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,6 +66,29 @@ func Start[S Server](tb testing.TB, s S) S {
 	})
 	return s
 }
+
+// Logs is a log sink for a server under test, safe for its goroutines:
+// the writer of the slog handler in its Settings.Logger.
+type Logs struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *Logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String is everything logged so far.
+func (l *Logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Count is how many times sub occurs in what was logged so far.
+func (l *Logs) Count(sub string) int { return strings.Count(l.String(), sub) }
 
 // PostOTLP sends md as one protobuf Export to the OTLP/HTTP endpoint of
 // the server at httpAddr, requires the status 200 and returns its partial

@@ -1,6 +1,7 @@
 package servertest_test
 
 import (
+	"log/slog"
 	"net/http"
 	"testing"
 	"time"
@@ -19,7 +20,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestStartPushAndShutdown: a server started from Config listens on
 // loopback, answers at once for what PushVLLMWaiting sent, reports a
-// rejected point through PostOTLP, and is shut down when its test ends.
+// rejected point through PostOTLP, logs into Logs, and is shut down when
+// its test ends.
 func TestStartPushAndShutdown(t *testing.T) {
 	cfg := servertest.Config()
 	assert.Equal(t, []string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"}, []string{cfg.Server.OTLPGRPCAddr, cfg.Server.ScalerAddr, cfg.Server.HTTPAddr})
@@ -28,9 +30,11 @@ func TestStartPushAndShutdown(t *testing.T) {
 
 	var addrs server.Addrs
 	t.Run("serve", func(t *testing.T) {
-		s, err := server.New(cfg, server.Settings{})
+		var logs servertest.Logs
+		s, err := server.New(cfg, server.Settings{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		require.NoError(t, err)
 		addrs = servertest.Start(t, s).Addrs()
+		assert.Equal(t, 1, logs.Count("msg=Serving"), "Logs collects the server's log:\n%s", logs.String())
 		servertest.PushVLLMWaiting(t, addrs.HTTP, map[string]float64{"a": 3, "b": 4}, map[string]string{"k8s.namespace.name": "llm"})
 		v, ok := servertest.Query(t, addrs.HTTP, `sum(vllm:num_requests_waiting{namespace="llm",model_name="qwen"})`, time.Now(), 0)
 		assert.True(t, ok)
