@@ -61,7 +61,7 @@ test: ## What CI runs: vet, lint and every test with -race in the main module, t
 	$(MAKE) e2e-k8s
 
 gates: ## Performance gates without -race (which distorts timing and allocation counts): exact allocs, same-run ratios, heap bytes.
-	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestIdleConnectionsBoundedPerListener|TestStalledStreamBacklogBounded|TestMetricNamesFreedWithTheirSeries|TestMetricNameChurnReturnsToBaseline|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
+	$(GO) test -count=1 -run '^(TestIngestGates|TestHotPathsDoNotAllocate|TestHistogramHotPathsDoNotAllocate|TestExpHistogramIngestDoesNotAllocate|TestHistogramMemoryPerSample|TestMemory|TestMemoryBurst|TestSampleMemoryBudget|TestBurstCPU|TestJSONDeepNesting|TestEvalSteadyStateAllocs|TestGetMetricSpecCachedDoesNoWork|TestStalledStreamsDoNotLoseEdges|TestStalledStreamsMemoryBounded|TestIdleConnectionsBoundedPerListener|TestStalledStreamBacklogBounded|TestMetricNamesFreedWithTheirSeries|TestMetricNameChurnReturnsToBaseline|TestTriggerCostBoundsHeap|TestUnusedMetadataIsNotKept|TestTriggerCacheBytesBound|TestTriggerOnlyMetricNamesFreed|TestTriggerCacheInsertConstantWork|TestCheckAllocs|TestAPIQueryMemoryBounded|TestTriggerStatsHotPathAllocs)$$' \
 		./pkg/receiver ./pkg/store ./pkg/query ./pkg/scaler ./pkg/server ./pkg/internal/bearer ./pkg/promapi
 	cd test/compat && $(GO) test -count=1 -timeout 10m -run '^(TestSpeedRatio|TestWarmEvalAllocs)$$' .
 
@@ -72,7 +72,7 @@ test-short: ## The main module's tests with -short (skips the heavy ones).
 	$(GO) test -race -short -count=1 -timeout 10m $(PKGS)
 
 test-memory: ## Store heap gates without -race: 100k and 1M series (performance.md T3-T5), bursts and the sample-memory budget.
-	$(GO) test -count=1 -timeout 20m -run '^(TestMemory.*|TestSampleMemoryBudget|TestBurstCPU)$$' -v ./pkg/store
+	$(GO) test -count=1 -timeout 20m -run '^(TestMemory.*|TestHistogramMemoryPerSample|TestSampleMemoryBudget|TestBurstCPU)$$' -v ./pkg/store
 
 checkpoint-figures: ## Checkpoint write/restore time, CPU and size at 100k and 1M series (the README's figures; minutes, ~2 GB of RAM).
 	$(GO) test -count=1 -timeout 30m -run '^TestCheckpointFigures$$' -v ./pkg/store -checkpoint-figures

@@ -168,14 +168,16 @@ type Store struct {
 	// SeriesTTL is how long a series may go without a sample before it is
 	// deleted (pods that die send no staleness marker). 0 means Retention.
 	SeriesTTL time.Duration
-	// MaxSamplesPerSeries caps one series' ring of samples (12 B each). A
+	// MaxSamplesPerSeries caps one series' ring of samples (12 B each; a
+	// native histogram sample also 8 B per bucket and span in its log). A
 	// series pushed more often than MaxSamplesPerSeries times per
 	// Retention is thinned: its window keeps covering the retention with
 	// samples Retention/(MaxSamplesPerSeries−1) to twice that apart.
 	// From 4 to 4095; default 1024.
 	MaxSamplesPerSeries int
-	// MaxSampleMemory caps the bytes of all series' samples together;
-	// rings that would grow beyond it are thinned instead. Every series'
+	// MaxSampleMemory caps the bytes of all series' samples together,
+	// native histograms' logs included; rings that would grow beyond it
+	// are thinned instead. Every series'
 	// first two samples (48 B) are always granted. Default 512 MiB.
 	MaxSampleMemory int64
 }

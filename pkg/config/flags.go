@@ -66,7 +66,7 @@ func NewFlagSet(name string, c *Config, out io.Writer) *flag.FlagSet {
 	fs.Var((*durationValue)(&c.Store.Freshness), "freshness", "floor of the per-series freshness window: a silent series stops counting this long after its last sample (`duration`)")
 	fs.IntVar(&c.Store.MaxSeries, "max-series", c.Store.MaxSeries, "maximum active series; new series beyond it are rejected (`count`)")
 	fs.IntVar(&c.Store.MaxSeriesPerMetric, "max-series-per-metric", c.Store.MaxSeriesPerMetric, "maximum active series per metric name; new series beyond it are rejected (`count`)")
-	fs.IntVar(&c.Store.MaxSamplesPerSeries, "max-samples-per-series", c.Store.MaxSamplesPerSeries, "most samples one series keeps (12 B each); a faster sender is thinned so its window still covers --retention, with samples retention/(this-1) to twice that apart; 4 to 4095 (`count`)")
+	fs.IntVar(&c.Store.MaxSamplesPerSeries, "max-samples-per-series", c.Store.MaxSamplesPerSeries, "most samples one series keeps (12 B each, a native histogram 8 B more per bucket); a faster sender is thinned so its window still covers --retention, with samples retention/(this-1) to twice that apart; 4 to 4095 (`count`)")
 	fs.Var((*sizeValue)(&c.Store.MaxSampleMemory), "max-sample-memory", "memory for all series' samples together; rings that would grow beyond it are thinned instead (`bytes`; suffixes KiB, MiB, GiB)")
 	fs.Var((*durationValue)(&c.Store.SeriesTTL), "series-ttl", "delete a series after this long without a sample (`duration`; 0 = --retention)")
 	fs.Var((*durationValue)(&c.Scaler.DefaultWindow), "default-window", "trigger window when the ScaledObject sets none (`duration`)")

@@ -249,7 +249,7 @@ func TestAPIQuery(t *testing.T) {
 			wantCode: 400, wantType: "bad_data", wantErr: `invalid parameter "match[]": regular expression too complex`,
 		},
 		{
-			name: "unsupported construct", path: "/api/v1/query", params: url.Values{"query": {`histogram_count(x)`}},
+			name: "unsupported construct", path: "/api/v1/query", params: url.Values{"query": {`start_timestamp(x)`}},
 			wantCode: 400, wantType: "bad_data", wantErr: "unsupported PromQL",
 		},
 		{
@@ -361,7 +361,7 @@ func TestAPIQueryRange(t *testing.T) {
 		},
 		{
 			name: "unsupported", path: "/api/v1/query_range",
-			params:   url.Values{"query": {`histogram_count(x)`}, "start": {"0"}, "end": {"5"}, "step": {"1"}},
+			params:   url.Values{"query": {`start_timestamp(x)`}, "start": {"0"}, "end": {"5"}, "step": {"1"}},
 			wantCode: 400, wantType: "bad_data", wantErr: "unsupported PromQL",
 		},
 	})

@@ -6,7 +6,10 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 )
 
 // flushSize is how many bytes jsonWriter gathers before writing them out.
@@ -75,6 +78,58 @@ func (j *jsonWriter) labelSet(l labels.Labels) {
 // point writes [seconds, "value"].
 func (j *jsonWriter) point(t int64, f float64) {
 	j.buf = appendPoint(j.buf, t, f)
+	j.maybeFlush()
+}
+
+// histPoint writes [seconds, {histogram}] in Prometheus's encoding
+// (jsonutil.MarshalHistogram): count and sum as strings, then the
+// non-empty buckets as [boundaries, "lower", "upper", "count"], where
+// boundaries is 0 (upper inclusive), 1 (lower inclusive), 2 (neither) or
+// 3 (both).
+func (j *jsonWriter) histPoint(t int64, h *histogram.FloatHistogram) {
+	j.char('[')
+	j.buf = appendTimestamp(j.buf, t)
+	j.raw(`,{"count":"`)
+	j.buf = appendFloat(j.buf, h.Count)
+	j.raw(`","sum":"`)
+	j.buf = appendFloat(j.buf, h.Sum)
+	j.char('"')
+	found := false
+	for it := query.Buckets(h); it.Next(); {
+		b := it.At()
+		if b.Count == 0 {
+			continue
+		}
+		if found {
+			j.char(',')
+		} else {
+			j.raw(`,"buckets":[`)
+			found = true
+		}
+		boundaries := byte('2')
+		switch {
+		case b.LowerInclusive && b.UpperInclusive:
+			boundaries = '3'
+		case b.LowerInclusive:
+			boundaries = '1'
+		case b.UpperInclusive:
+			boundaries = '0'
+		}
+		j.char('[')
+		j.char(boundaries)
+		j.raw(`,"`)
+		j.buf = appendFloat(j.buf, b.Lower)
+		j.raw(`","`)
+		j.buf = appendFloat(j.buf, b.Upper)
+		j.raw(`","`)
+		j.buf = appendFloat(j.buf, b.Count)
+		j.raw(`"]`)
+		j.maybeFlush()
+	}
+	if found {
+		j.char(']')
+	}
+	j.raw("}]")
 	j.maybeFlush()
 }
 

@@ -148,7 +148,13 @@ func (a *API) instant(ev prepared, plan *query.Plan, t int64) result {
 		}}
 	}
 	vec := res.Vector
-	if aerr := a.newBudget().charge(len(vec)); aerr != nil {
+	cost := len(vec)
+	for _, s := range vec {
+		if s.H != nil {
+			cost += query.HistogramCost(s.H) - 1
+		}
+	}
+	if aerr := a.newBudget().charge(cost); aerr != nil {
 		return errResult(aerr)
 	}
 	if ev.limit > 0 && len(vec) > ev.limit {
@@ -166,8 +172,13 @@ func (a *API) instant(ev prepared, plan *query.Plan, t int64) result {
 			}
 			j.raw(`{"metric":`)
 			j.labelSet(s.Labels)
-			j.raw(`,"value":`)
-			j.point(t, s.F)
+			if s.H != nil {
+				j.raw(`,"histogram":`)
+				j.histPoint(t, s.H)
+			} else {
+				j.raw(`,"value":`)
+				j.point(t, s.F)
+			}
 			j.char('}')
 		}
 		j.raw("]}")
@@ -178,13 +189,21 @@ func (a *API) instant(ev prepared, plan *query.Plan, t int64) result {
 // does: a matrix of each series' raw samples in the window.
 func (a *API) rangeSelector(ev prepared, mat *query.MatrixPlan, t int64) result {
 	m := a.newMatrix()
-	err := mat.Eval(ev.ctx, t, func(lset labels.Labels, samples []store.Sample) error {
+	err := mat.Eval(ev.ctx, t, func(lset labels.Labels, samples []store.Sample, hists []store.HSample) error {
 		se, aerr := m.newSeries(lset, len(samples))
 		if aerr != nil {
 			return aerr
 		}
 		for _, s := range samples {
 			se.points = append(se.points, point{T: s.T, F: s.V})
+		}
+		for k := range hists {
+			// The plan reuses hists: the answer keeps copies, charged.
+			h := &hists[k].H
+			if aerr := m.b.charge(query.HistogramCost(h)); aerr != nil {
+				return aerr
+			}
+			se.hpoints = append(se.hpoints, query.HPoint{T: hists[k].T, H: h.Copy()})
 		}
 		return nil
 	})
@@ -288,18 +307,58 @@ func rangeResult(all []query.RangeSeries, limit int, warnings []string) result {
 			}
 			j.raw(`{"metric":`)
 			j.labelSet(se.Labels)
-			j.raw(`,"values":[`)
-			for k, p := range se.Points {
-				if k > 0 {
-					j.char(',')
-				}
-				j.point(p.T, p.F)
-			}
-			j.raw("]}")
-			all[i].Points = nil
+			writeRangePoints(j, se.Points, se.Histograms)
+			j.char('}')
+			all[i].Points, all[i].Histograms = nil, nil
 		}
 		j.raw("]}")
 	}}
+}
+
+// writeSeriesPoints writes a matrix series' "values" (when it has float
+// points) and "histograms" (when it has histogram points), as
+// Prometheus's marshalSeriesJSON: a series always has one or the other.
+func writeSeriesPoints(j *jsonWriter, pts []point, hpts []query.HPoint) {
+	if len(pts) > 0 {
+		j.raw(`,"values":[`)
+		for k, p := range pts {
+			if k > 0 {
+				j.char(',')
+			}
+			j.point(p.T, p.F)
+		}
+		j.char(']')
+	}
+	writeHistograms(j, hpts)
+}
+
+// writeRangePoints is writeSeriesPoints for a range query's series.
+func writeRangePoints(j *jsonWriter, pts []query.Point, hpts []query.HPoint) {
+	if len(pts) > 0 {
+		j.raw(`,"values":[`)
+		for k, p := range pts {
+			if k > 0 {
+				j.char(',')
+			}
+			j.point(p.T, p.F)
+		}
+		j.char(']')
+	}
+	writeHistograms(j, hpts)
+}
+
+func writeHistograms(j *jsonWriter, hpts []query.HPoint) {
+	if len(hpts) == 0 {
+		return
+	}
+	j.raw(`,"histograms":[`)
+	for k, p := range hpts {
+		if k > 0 {
+			j.char(',')
+		}
+		j.histPoint(p.T, p.H)
+	}
+	j.char(']')
 }
 
 // point is a range-query point: unix ms and value, SampleBytes in memory.
@@ -310,8 +369,9 @@ type point struct {
 
 // series is one series of a matrix answer.
 type series struct {
-	lset   labels.Labels
-	points []point
+	lset    labels.Labels
+	points  []point
+	hpoints []query.HPoint
 }
 
 // seriesCost is the budget a new series costs for its bookkeeping (the
@@ -363,14 +423,8 @@ func (m *matrix) result(limit int, warnings []string) result {
 			}
 			j.raw(`{"metric":`)
 			j.labelSet(se.lset)
-			j.raw(`,"values":[`)
-			for k, p := range se.points {
-				if k > 0 {
-					j.char(',')
-				}
-				j.point(p.T, p.F)
-			}
-			j.raw("]}")
+			writeSeriesPoints(j, se.points, se.hpoints)
+			j.char('}')
 			all[i] = nil
 		}
 		j.raw("]}")

@@ -57,6 +57,9 @@ type compiler struct {
 	extra int64
 	// held is the plan's bound on the points its subqueries hold.
 	held *heldPoints
+	// statsOnly holds the selectors whose histograms only need their
+	// count and sum (histogramStatsSelectors).
+	statsOnly map[*parser.VectorSelector]bool
 	// regexes sums the sizes of the plan's regular expressions (regex.go).
 	regexes regexBudget
 }
@@ -109,7 +112,7 @@ func (c *compiler) compileNode(expr parser.Expr) (node, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &selectorNode{set: set, offset: offset, at: at, lookback: c.lookback}, nil
+		return &selectorNode{set: set, offset: offset, at: at, lookback: c.lookback, statsOnly: c.statsOnly[e]}, nil
 	case *parser.MatrixSelector:
 		return nil, unsupported(e, "range vector result", "a range vector is only accepted as the argument of a range function")
 	case *parser.SubqueryExpr:
@@ -295,7 +298,7 @@ func (c *compiler) binary(e *parser.BinaryExpr) (node, error) {
 	switch e.Op {
 	case parser.ADD, parser.SUB, parser.MUL, parser.DIV, parser.MOD, parser.POW, parser.ATAN2,
 		parser.EQLC, parser.NEQ, parser.GTR, parser.LSS, parser.GTE, parser.LTE,
-		parser.LAND, parser.LOR, parser.LUNLESS:
+		parser.LAND, parser.LOR, parser.LUNLESS, parser.TRIM_UPPER, parser.TRIM_LOWER:
 	default:
 		return nil, unsupported(e, "binary operator "+e.Op.String(), "")
 	}
@@ -308,6 +311,9 @@ func (c *compiler) binary(e *parser.BinaryExpr) (node, error) {
 		return nil, err
 	}
 	lt, rt := lhs.valueType(), rhs.valueType()
+	if isTrim(e.Op) && lt == parser.ValueTypeScalar && rt == parser.ValueTypeScalar {
+		return nil, unsupported(e, "binary operator "+e.Op.String(), "histogram trimming needs a histogram on the left")
+	}
 	switch {
 	case lt == parser.ValueTypeScalar && rt == parser.ValueTypeScalar:
 		return &scalarBinNode{op: e.Op, lhs: lhs, rhs: rhs}, nil
@@ -432,6 +438,13 @@ func (c *compiler) call(e *parser.Call) (node, error) {
 			return nil, err
 		}
 		return &mathNode{kind: kind, child: child}, nil
+	}
+	if kind, ok := histFns[name]; ok {
+		child, err := c.compile(e.Args[0])
+		if err != nil {
+			return nil, err
+		}
+		return &histFnNode{kind: kind, child: child}, nil
 	}
 	if kind, ok := dateFuncs[name]; ok {
 		n := &dateNode{kind: kind}
@@ -625,7 +638,7 @@ func (c *compiler) rangeCall(e *parser.Call, kind rangeKind) (node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.set, n.offset, n.at = set, offset, at
+	n.set, n.offset, n.at, n.statsOnly = set, offset, at, c.statsOnly[vs]
 	if kind == fnAbsentOverTime {
 		n.absent = absentLabels(msel)
 	}

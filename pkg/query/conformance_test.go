@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,9 +28,11 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/util/almost"
+	"github.com/prometheus/prometheus/util/convertnhcb"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -37,11 +40,12 @@ import (
 )
 
 var (
-	patSpace       = regexp.MustCompile("[\t ]+")
-	patLoad        = regexp.MustCompile(`^load(?:_(with_nhcb))?\s+(.+?)$`)
-	patEvalInstant = regexp.MustCompile(`^eval(?:_(fail|warn|ordered|info))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$`)
-	patEvalRange   = regexp.MustCompile(`^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$`)
-	patExpect      = regexp.MustCompile(`^expect\s+(ordered|fail|warn|no_warn|info|no_info)(?:\s+(regex|msg):(.+))?$`)
+	patSpace        = regexp.MustCompile("[\t ]+")
+	patLoad         = regexp.MustCompile(`^load(?:_(with_nhcb))?\s+(.+?)$`)
+	patEvalInstant  = regexp.MustCompile(`^eval(?:_(fail|warn|ordered|info))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$`)
+	patEvalRange    = regexp.MustCompile(`^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$`)
+	patExpect       = regexp.MustCompile(`^expect\s+(ordered|fail|warn|no_warn|info|no_info)(?:\s+(regex|msg):(.+))?$`)
+	patExpectMatrix = regexp.MustCompile(`^expect range vector from\s+(\S+)\s+to\s+(\S+)\s+step\s+(\S+)$`)
 )
 
 // conformanceParserOpts mirrors upstream's TestParserOpts.
@@ -54,9 +58,11 @@ var conformanceParserOpts = parser.Options{
 type confSeries struct {
 	lset    labels.Labels
 	samples []store.Sample
-	loadIdx []int // the block's load command each sample came from
+	hists   []*histogram.FloatHistogram // per sample: its histogram, or nil for a float
+	loadIdx []int                       // the block's load command each sample came from
 	ref     store.SeriesRef
-	native  bool // has {{…}} samples, comes from load_with_nhcb or has @st lines
+	hist    bool // has {{…}} samples or comes from load_with_nhcb: a histogram series
+	startTS bool // has @st lines (start timestamps are out of scope)
 }
 
 type confExpected struct {
@@ -81,7 +87,15 @@ type confEval struct {
 	unsupported string // a reason to skip decided while parsing
 	loadsBefore int    // load commands of the block that precede the eval
 	lookback    time.Duration
+	// matrix is set for an instant eval whose result is a range vector
+	// (`expect range vector from … to … step …`); mplan is its plan.
+	matrix *confMatrix
+	mplan  *MatrixPlan
 }
+
+// confMatrix is where an expected range vector's values sit: the i-th at
+// from + i·step.
+type confMatrix struct{ from, to, step int64 }
 
 type confBlock struct {
 	series []*confSeries
@@ -181,6 +195,7 @@ func parseScript(t *testing.T, name, text string) []*confBlock {
 			// Within one load a later line for the same series replaces
 			// the earlier one (upstream's loadCmd.set overwrites).
 			loadStart := map[uint64]int{}
+			defs := map[uint64]*confSeries{} // this load's lines, for load_with_nhcb
 			cur.loads++
 			for i+1 < len(lines) && lines[i+1] != "" {
 				i++
@@ -199,36 +214,43 @@ func parseScript(t *testing.T, name, text string) []*confBlock {
 					cur.series = append(cur.series, s)
 				}
 				if start, again := loadStart[h]; again {
-					s.samples, s.loadIdx = s.samples[:start], s.loadIdx[:start]
+					s.samples, s.hists, s.loadIdx = s.samples[:start], s.hists[:start], s.loadIdx[:start]
 				} else {
 					loadStart[h] = len(s.samples)
 				}
-				s.native = s.native || stPending
-				if nhcb {
-					// load_with_nhcb also writes a native histogram with
-					// custom buckets named without the suffix; evals
-					// that touch it are out of scope.
-					base := lset.Get(model.MetricNameLabel)
-					for _, suf := range []string{"_bucket", "_sum", "_count"} {
-						base = strings.TrimSuffix(base, suf)
-					}
-					nl := labels.NewBuilder(lset).Set(model.MetricNameLabel, base).Del(labels.BucketLabel).Labels()
-					if nh := nl.Hash(); byHash[nh] == nil {
-						byHash[nh] = &confSeries{lset: nl, native: true}
-						cur.series = append(cur.series, byHash[nh])
-					}
-				}
+				s.startTS = s.startTS || stPending
 				stPending = false
+				d := &confSeries{lset: lset}
+				defs[h] = d
 				for k, v := range vals {
 					if v.Omitted {
 						continue
 					}
-					if v.Histogram != nil {
-						s.native = true
-						continue
-					}
-					s.samples = append(s.samples, store.Sample{T: int64(k) * step, V: v.Value})
+					smp := store.Sample{T: int64(k) * step, V: v.Value}
+					s.samples = append(s.samples, smp)
+					s.hists = append(s.hists, v.Histogram)
 					s.loadIdx = append(s.loadIdx, cur.loads-1)
+					s.hist = s.hist || v.Histogram != nil
+					if v.Histogram == nil {
+						d.samples = append(d.samples, smp)
+					}
+				}
+			}
+			if nhcb {
+				for _, ns := range nhcbSeries(t, defs) {
+					h := ns.lset.Hash()
+					s, ok := byHash[h]
+					if !ok {
+						s = &confSeries{lset: ns.lset}
+						byHash[h] = s
+						cur.series = append(cur.series, s)
+					}
+					s.hist = true
+					for k := range ns.samples {
+						s.samples = append(s.samples, ns.samples[k])
+						s.hists = append(s.hists, ns.hists[k])
+						s.loadIdx = append(s.loadIdx, cur.loads-1)
+					}
 				}
 			}
 		case strings.HasPrefix(c, "eval"):
@@ -283,7 +305,16 @@ func parseEval(t *testing.T, p parser.Parser, name string, lines []string, i int
 			ev.failRegex = regexp.MustCompile(strings.TrimSpace(strings.TrimPrefix(def, "expected_fail_regexp")))
 			continue
 		case strings.HasPrefix(def, "expect range vector"):
-			ev.unsupported = "unsupported: range vector result"
+			m := patExpectMatrix.FindStringSubmatch(def)
+			require.NotNil(t, m, "%s:%d: bad expect range vector", name, i+1)
+			var mx confMatrix
+			var err error
+			for k, d := range []*int64{&mx.from, &mx.to, &mx.step} {
+				*d, err = parseDurationMs(m[k+1])
+				require.NoError(t, err, "%s:%d", name, i+1)
+			}
+			ev.matrix = &mx
+			j--
 			continue
 		case strings.HasPrefix(def, "expect string"):
 			ev.unsupported = "unsupported: string result"
@@ -314,11 +345,6 @@ func parseEval(t *testing.T, p parser.Parser, name string, lines []string, i int
 		}
 		lset, vals, err := p.ParseSeriesDesc(def)
 		require.NoError(t, err, "%s:%d", name, i+1)
-		for _, v := range vals {
-			if v.Histogram != nil {
-				ev.unsupported = "unsupported: native histogram / start timestamps"
-			}
-		}
 		ev.expected = append(ev.expected, confExpected{lset: lset, vals: vals, pos: j})
 	}
 	return ev, i
@@ -392,8 +418,8 @@ func classify(full parser.Parser, eng *Engine, ev *confEval, blk *confBlock) (st
 			}
 		case *parser.VectorSelector:
 			for _, s := range blk.series {
-				if s.native && matchesAll(n.LabelMatchers, s.lset) && reason == "" {
-					reason = "unsupported: native histogram / start timestamps"
+				if s.startTS && matchesAll(n.LabelMatchers, s.lset) && reason == "" {
+					reason = "unsupported: start timestamps"
 				}
 			}
 		}
@@ -401,6 +427,15 @@ func classify(full parser.Parser, eng *Engine, ev *confEval, blk *confBlock) (st
 	})
 	if reason != "" {
 		return reason, nil, nil
+	}
+	if ev.matrix != nil {
+		mp, err := eng.CompileMatrix(expr, Options{LookbackDelta: ev.lookback})
+		var ue *UnsupportedError
+		if errors.As(err, &ue) {
+			return "unsupported: " + ue.Construct, nil, nil
+		}
+		ev.mplan = mp
+		return "", nil, err
 	}
 	plan, err := eng.Query(ev.expr, Options{LookbackDelta: ev.lookback})
 	var ue *UnsupportedError
@@ -441,9 +476,17 @@ func applyLoads(t *testing.T, st *store.Store, blk *confBlock, from, to int) {
 				continue
 			}
 			if s.ref == 0 {
-				ref, err := st.Create(uint64(i+1), s.lset)
+				create := st.Create
+				if s.hist {
+					create = st.CreateHistogram
+				}
+				ref, err := create(uint64(i+1), s.lset)
 				require.NoError(t, err)
 				s.ref = ref
+			}
+			if h := s.hists[k]; h != nil {
+				require.NoError(t, st.AppendHistogram(s.ref, smp.T, h), "append %s@%d", s.lset, smp.T)
+				continue
 			}
 			require.NoError(t, st.Append(s.ref, smp.T, smp.V), "append %s@%d", s.lset, smp.T)
 		}
@@ -600,6 +643,9 @@ func TestUpstreamConformance(t *testing.T) {
 // runEval evaluates one eval and compares like upstream's compareResult.
 func runEval(ev *confEval, plan *Plan, cerr error) error {
 	ctx := context.Background()
+	if ev.matrix != nil {
+		return runMatrixEval(ev, cerr)
+	}
 	if ev.instant {
 		var res Result
 		err := cerr
@@ -617,6 +663,7 @@ func runEval(ev *confEval, plan *Plan, cerr error) error {
 	type point struct {
 		step int
 		f    float64
+		h    *histogram.FloatHistogram
 	}
 	type series struct {
 		lset labels.Labels
@@ -636,8 +683,12 @@ func runEval(ev *confEval, plan *Plan, cerr error) error {
 		for _, s := range mat {
 			se := &series{lset: s.Labels}
 			for _, pt := range s.Points {
-				se.pts = append(se.pts, point{int((pt.T - ev.from) / step), pt.F})
+				se.pts = append(se.pts, point{int((pt.T - ev.from) / step), pt.F, nil})
 			}
+			for _, pt := range s.Histograms {
+				se.pts = append(se.pts, point{int((pt.T - ev.from) / step), 0, pt.H})
+			}
+			slices.SortFunc(se.pts, func(a, b point) int { return a.step - b.step })
 			got[s.Labels.Hash()] = se
 		}
 	}
@@ -660,16 +711,24 @@ func runEval(ev *confEval, plan *Plan, cerr error) error {
 			return fmt.Errorf("unexpected series %s in result", s.lset)
 		}
 		var want []point
+		var hintSet []bool
 		for i, v := range e.vals {
 			if !v.Omitted {
-				want = append(want, point{i, v.Value})
+				want = append(want, point{i, v.Value, v.Histogram})
+				hintSet = append(hintSet, v.CounterResetHintSet)
 			}
 		}
 		if len(want) != len(s.pts) {
 			return fmt.Errorf("series %s: want %v points, got %v", s.lset, want, s.pts)
 		}
 		for i := range want {
-			if want[i].step != s.pts[i].step || !almost.Equal(want[i].f, s.pts[i].f, 1e-6) {
+			w, g := want[i], s.pts[i]
+			switch {
+			case w.step != g.step || (w.h == nil) != (g.h == nil):
+				return fmt.Errorf("series %s: want %v, got %v", s.lset, want, s.pts)
+			case w.h != nil && !sameHistogram(w.h, g.h, hintSet[i]):
+				return fmt.Errorf("series %s at step %d: want %s, got %s", s.lset, w.step, w.h.TestExpression(), g.h.TestExpression())
+			case w.h == nil && !almost.Equal(w.f, g.f, 1e-6):
 				return fmt.Errorf("series %s: want %v, got %v", s.lset, want, s.pts)
 			}
 		}
@@ -724,6 +783,14 @@ func compareInstant(ev *confEval, res Result) error {
 		if len(e.vals) == 0 || e.vals[0].Omitted {
 			return fmt.Errorf("expected no value for %s, got %v", s.Labels, s.F)
 		}
+		switch w := e.vals[0]; {
+		case w.Histogram == nil && s.H != nil:
+			return fmt.Errorf("expected float %v for %s but got histogram %s", w.Value, s.Labels, s.H.TestExpression())
+		case w.Histogram != nil && s.H == nil:
+			return fmt.Errorf("expected histogram %s for %s but got float %v", w.Histogram.TestExpression(), s.Labels, s.F)
+		case w.Histogram != nil && !sameHistogram(w.Histogram, s.H, w.CounterResetHintSet):
+			return fmt.Errorf("expected %s for %s but got %s", w.Histogram.TestExpression(), s.Labels, s.H.TestExpression())
+		}
 		if !almost.Equal(e.vals[0].Value, s.F, 1e-6) {
 			return fmt.Errorf("expected %v for %s but got %v", e.vals[0].Value, s.Labels, s.F)
 		}
@@ -732,6 +799,192 @@ func compareInstant(ev *confEval, res Result) error {
 	for h, e := range exp {
 		if !seen[h] {
 			return fmt.Errorf("expected metric %s with %v not found", e.lset, e.vals)
+		}
+	}
+	return nil
+}
+
+// sameHistogram is upstream's compareNativeHistogram on compacted copies
+// (its result is shared with the plan, and Compact works in place): the
+// hint is compared only when the script sets it.
+func sameHistogram(exp, got *histogram.FloatHistogram, hintSet bool) bool {
+	exp, got = exp.Copy().Compact(0), got.Copy().Compact(0)
+	if exp.Schema != got.Schema || !almost.Equal(exp.Count, got.Count, 1e-6) || !almost.Equal(exp.Sum, got.Sum, 1e-6) {
+		return false
+	}
+	if exp.UsesCustomBuckets() && !histogram.CustomBucketBoundsMatch(exp.CustomValues, got.CustomValues) {
+		return false
+	}
+	if exp.ZeroThreshold != got.ZeroThreshold || !almost.Equal(exp.ZeroCount, got.ZeroCount, 1e-6) {
+		return false
+	}
+	floatsMatch := func(a, b []float64) bool {
+		if len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			if !almost.Equal(a[i], b[i], 1e-6) {
+				return false
+			}
+		}
+		return true
+	}
+	spansMatch := func(a, b []histogram.Span) bool {
+		if len(a) == 0 && len(b) == 0 {
+			return true
+		}
+		return slices.Equal(a, b)
+	}
+	if !spansMatch(exp.NegativeSpans, got.NegativeSpans) || !floatsMatch(exp.NegativeBuckets, got.NegativeBuckets) ||
+		!spansMatch(exp.PositiveSpans, got.PositiveSpans) || !floatsMatch(exp.PositiveBuckets, got.PositiveBuckets) {
+		return false
+	}
+	return !hintSet || exp.CounterResetHint == got.CounterResetHint
+}
+
+// nhcbSeries is what load_with_nhcb adds for the classic histograms of one
+// load (defs: its series, with their float samples): for each group of
+// _bucket, _count and _sum series, a native histogram with custom buckets
+// per timestamp, named without the suffix (promqltest's
+// appendCustomHistogram, through Prometheus's convertnhcb).
+func nhcbSeries(t *testing.T, defs map[uint64]*confSeries) []*confSeries {
+	t.Helper()
+	type wrapper struct {
+		lset labels.Labels
+		byTs map[int64]convertnhcb.TempHistogram
+	}
+	groups := map[uint64]*wrapper{}
+	var order []uint64
+	add := func(m labels.Labels, name string, smpls []store.Sample, update func(*convertnhcb.TempHistogram, float64)) {
+		base := convertnhcb.GetHistogramMetricBase(m, name)
+		h := base.Hash()
+		w, ok := groups[h]
+		if !ok {
+			w = &wrapper{lset: base, byTs: map[int64]convertnhcb.TempHistogram{}}
+			groups[h] = w
+			order = append(order, h)
+		}
+		for _, s := range smpls {
+			th, ok := w.byTs[s.T]
+			if !ok {
+				th = convertnhcb.NewTempHistogram()
+			}
+			update(&th, s.V)
+			w.byTs[s.T] = th
+		}
+	}
+	keys := make([]uint64, 0, len(defs))
+	for h := range defs {
+		keys = append(keys, h)
+	}
+	slices.SortFunc(keys, func(a, b uint64) int { return labels.Compare(defs[a].lset, defs[b].lset) })
+	for _, h := range keys {
+		d := defs[h]
+		suffix, name := convertnhcb.GetHistogramMetricBaseName(d.lset.Get(model.MetricNameLabel))
+		switch suffix {
+		case convertnhcb.SuffixBucket:
+			le, err := strconv.ParseFloat(d.lset.Get(labels.BucketLabel), 64)
+			if err != nil || math.IsNaN(le) {
+				continue
+			}
+			add(d.lset, name, d.samples, func(th *convertnhcb.TempHistogram, f float64) { _ = th.SetBucketCount(le, f) })
+		case convertnhcb.SuffixCount:
+			add(d.lset, name, d.samples, func(th *convertnhcb.TempHistogram, f float64) { _ = th.SetCount(f) })
+		case convertnhcb.SuffixSum:
+			add(d.lset, name, d.samples, func(th *convertnhcb.TempHistogram, f float64) { _ = th.SetSum(f) })
+		}
+	}
+	var out []*confSeries
+	for _, gh := range order {
+		w := groups[gh]
+		s := &confSeries{lset: w.lset}
+		ts := make([]int64, 0, len(w.byTs))
+		for t := range w.byTs {
+			ts = append(ts, t)
+		}
+		slices.Sort(ts)
+		for _, tm := range ts {
+			th := w.byTs[tm]
+			h, fh, err := th.Convert()
+			require.NoError(t, err)
+			if fh == nil {
+				require.NoError(t, h.Validate())
+				fh = h.ToFloat(nil)
+			}
+			require.NoError(t, fh.Validate())
+			s.samples = append(s.samples, store.Sample{T: tm})
+			s.hists = append(s.hists, fh)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// runMatrixEval evaluates an instant eval whose result is a range vector
+// (the raw samples of a range selector, query.MatrixPlan) and compares
+// each series' samples with the expected values at from + i·step.
+func runMatrixEval(ev *confEval, cerr error) error {
+	err := cerr
+	type series struct {
+		lset   labels.Labels
+		floats []store.Sample
+		hists  []store.HSample
+	}
+	got := map[uint64]*series{}
+	if err == nil {
+		err = ev.mplan.Eval(context.Background(), ev.at, func(l labels.Labels, fs []store.Sample, hs []store.HSample) error {
+			se := &series{lset: l, floats: slices.Clone(fs)}
+			for _, h := range hs {
+				se.hists = append(se.hists, store.HSample{T: h.T, H: *h.H.Copy()})
+			}
+			got[l.Hash()] = se
+			return nil
+		})
+	}
+	if ev.fail {
+		return checkFailure(ev, err)
+	}
+	if err != nil {
+		return err
+	}
+	exp := map[uint64]confExpected{}
+	for _, e := range ev.expected {
+		exp[e.lset.Hash()] = e
+	}
+	for h, s := range got {
+		e, ok := exp[h]
+		if !ok {
+			return fmt.Errorf("unexpected series %s in result", s.lset)
+		}
+		var wantF []store.Sample
+		var wantH []parser.SequenceValue
+		var wantHT []int64
+		for i, v := range e.vals {
+			ts := ev.matrix.from + int64(i)*ev.matrix.step
+			switch {
+			case v.Histogram != nil:
+				wantH, wantHT = append(wantH, v), append(wantHT, ts)
+			case !v.Omitted:
+				wantF = append(wantF, store.Sample{T: ts, V: v.Value})
+			}
+		}
+		if len(wantF) != len(s.floats) || len(wantH) != len(s.hists) {
+			return fmt.Errorf("series %s: want %v and %d histograms, got %v and %d histograms", s.lset, wantF, len(wantH), s.floats, len(s.hists))
+		}
+		for i, w := range wantF {
+			if g := s.floats[i]; w.T != g.T || !almost.Equal(w.V, g.V, 1e-6) {
+				return fmt.Errorf("series %s: want %v, got %v", s.lset, wantF, s.floats)
+			}
+		}
+		for i, w := range wantH {
+			if g := &s.hists[i]; wantHT[i] != g.T || !sameHistogram(w.Histogram, &g.H, w.CounterResetHintSet) {
+				return fmt.Errorf("series %s: histogram %d: want %s at %d, got %s at %d", s.lset, i, w.Histogram.TestExpression(), wantHT[i], g.H.TestExpression(), g.T)
+			}
+		}
+	}
+	for h, e := range exp {
+		if _, ok := got[h]; !ok {
+			return fmt.Errorf("expected series %s not found", e.lset)
 		}
 	}
 	return nil

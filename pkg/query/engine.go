@@ -54,10 +54,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/promql/parser/posrange"
@@ -240,8 +242,9 @@ var supportedFunctions = map[string]bool{
 	"ts_of_max_over_time": true, "ts_of_min_over_time": true,
 	"double_exponential_smoothing": true, "integral": true, "histogram_quantiles": true,
 	"start": true, "end": true, "range": true, "step": true, "min_of": true, "max_of": true,
-	// Over classic buckets only (native histograms: docs/promql-functions.md).
-	"histogram_fraction": true,
+	// Native histograms (and histogram_fraction over classic buckets too).
+	"histogram_fraction": true, "histogram_count": true, "histogram_sum": true, "histogram_avg": true,
+	"histogram_stddev": true, "histogram_stdvar": true,
 }
 
 // Engine compiles and evaluates queries over one store. It is safe for
@@ -409,7 +412,8 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	c := compiler{
 		store: e.store, lookback: opts.LookbackDelta.Milliseconds(), normalize: !e.exactNumericLabels,
 		subqStep: opts.SubqueryStep.Milliseconds(), wrap: map[parser.Expr]bool{},
-		held: &heldPoints{max: int64(opts.MaxSubqueryPoints)},
+		held:      &heldPoints{max: int64(opts.MaxSubqueryPoints)},
+		statsOnly: histogramStatsSelectors(expr),
 	}
 	if _, wrapRoot := stepInvariance(expr, c.wrap); wrapRoot {
 		c.wrap[expr] = true
@@ -488,10 +492,13 @@ func (p *Plan) Window() time.Duration { return p.window }
 // §4.2). Callers log them once per trigger.
 func (p *Plan) Warnings() []string { return p.warnings }
 
-// Sample is one element of an instant vector.
+// Sample is one element of an instant vector: a float F, or a native
+// histogram H (then F is meaningless). H belongs to the plan and is valid
+// until its next Eval; the caller must not modify or retain it.
 type Sample struct {
 	Labels labels.Labels
 	F      float64
+	H      *histogram.FloatHistogram
 }
 
 // Result is the value of an instant query. Vector is valid until the next
@@ -558,11 +565,22 @@ type Point struct {
 	F float64
 }
 
-// RangeSeries is one series of a range query's result. Its labels are
-// immutable (the store's or the plan's) and may be kept.
+// HPoint is one step of a range query's series whose value is a native
+// histogram.
+type HPoint struct {
+	T int64 // unix ms
+	H *histogram.FloatHistogram
+}
+
+// RangeSeries is one series of a range query's result: its float points
+// and its histogram points (each in time order; a series may have both,
+// at different steps, as in Prometheus's Series). Its labels are
+// immutable (the store's or the plan's) and may be kept, and so may its
+// histograms, which are its own.
 type RangeSeries struct {
-	Labels labels.Labels
-	Points []Point
+	Labels     labels.Labels
+	Points     []Point
+	Histograms []HPoint
 }
 
 // RangeSeriesCost is what EvalRange charges for a new series, in the
@@ -603,10 +621,12 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge fun
 	p.beginQuery(start, end, step)
 	defer p.endQuery()
 	type series struct {
-		lset labels.Labels // full labels
-		drop bool
-		pts  []Point
-		next *series // the next series with the same labels' hash
+		lset  labels.Labels // full labels
+		drop  bool
+		pts   []Point
+		hpts  []HPoint
+		lastT int64   // the newest step with a point, float or histogram
+		next  *series // the next series with the same labels' hash
 	}
 	var (
 		all    []*series
@@ -644,7 +664,7 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge fun
 			// the k-th; the final check below tells them from a clash.
 			h := e.lset.Hash()
 			s, prev := byHash[h], (*series)(nil)
-			for s != nil && len(s.pts) > 0 && s.pts[len(s.pts)-1].T == t {
+			for s != nil && s.lastT == t {
 				if p.ev.dupLabels {
 					return nil, errors.New(errSameLabelset)
 				}
@@ -654,7 +674,7 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge fun
 				if err := charge(RangeSeriesCost); err != nil {
 					return nil, err
 				}
-				s = &series{lset: e.lset, drop: e.drop}
+				s = &series{lset: e.lset, drop: e.drop, lastT: math.MinInt64}
 				all = append(all, s)
 				if prev == nil {
 					byHash[h] = s
@@ -664,6 +684,16 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge fun
 			}
 			if dropLast {
 				s.drop = e.drop
+			}
+			s.lastT = t
+			if e.h != nil {
+				// The step's histogram is the plan's until the next step:
+				// the result keeps a copy, charged at its size.
+				if err := charge(histCost(e.h)); err != nil {
+					return nil, err
+				}
+				s.hpts = append(s.hpts, HPoint{T: t, H: e.h.Copy()})
+				continue
 			}
 			if s.pts, err = grow(s.pts, 1); err != nil {
 				return nil, err
@@ -689,7 +719,7 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge fun
 			if !ok {
 				merged[h] = len(out)
 			}
-			out = append(out, RangeSeries{Labels: l, Points: s.pts})
+			out = append(out, RangeSeries{Labels: l, Points: s.pts, Histograms: s.hpts})
 			full = append(full, s.lset)
 			continue
 		}
@@ -700,15 +730,41 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge fun
 		}
 		m.Points = append(m.Points, s.pts...)
 		slices.SortFunc(m.Points, func(a, b Point) int { return cmpInt(a.T, b.T) })
-		for k := 1; k < len(m.Points); k++ {
-			if m.Points[k].T == m.Points[k-1].T {
-				return nil, errors.New(errSameLabelset)
-			}
+		m.Histograms = append(m.Histograms, s.hpts...)
+		slices.SortFunc(m.Histograms, func(a, b HPoint) int { return cmpInt(a.T, b.T) })
+		if sameStep(m.Points, m.Histograms) {
+			return nil, errors.New(errSameLabelset)
 		}
 	}
 	// Stable: hidden twins keep the order they first appeared in.
 	slices.SortStableFunc(out, func(a, b RangeSeries) int { return labels.Compare(a.Labels, b.Labels) })
 	return out, nil
+}
+
+// sameStep reports whether two points of a merged series (floats and
+// histograms, each sorted by time) share a step.
+func sameStep(pts []Point, hpts []HPoint) bool {
+	for k := 1; k < len(pts); k++ {
+		if pts[k].T == pts[k-1].T {
+			return true
+		}
+	}
+	for k := 1; k < len(hpts); k++ {
+		if hpts[k].T == hpts[k-1].T {
+			return true
+		}
+	}
+	for i, j := 0, 0; i < len(pts) && j < len(hpts); {
+		switch {
+		case pts[i].T == hpts[j].T:
+			return true
+		case pts[i].T < hpts[j].T:
+			i++
+		default:
+			j++
+		}
+	}
+	return false
 }
 
 // rootDropLast tells how Prometheus's range evaluation of the root decides
@@ -755,7 +811,7 @@ func (p *Plan) evalStep(ctx context.Context, t int64) (Result, error) {
 		if s.drop {
 			l = dropMetadata(l)
 		}
-		p.out = append(p.out, Sample{Labels: l, F: s.f})
+		p.out = append(p.out, Sample{Labels: l, F: s.f, H: s.h})
 	}
 	if len(p.out) > 1 {
 		if p.dup == nil {

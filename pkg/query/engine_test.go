@@ -81,7 +81,7 @@ func TestLookbackWindowIsLeftOpen(t *testing.T) {
 
 func TestCompileRejectsUnsupported(t *testing.T) {
 	e := NewEngine(store.New(store.Config{}, store.Settings{}))
-	_, err := e.Query(`histogram_count(x)`, Options{})
+	_, err := e.Query(`start_timestamp(x)`, Options{})
 	require.ErrorIs(t, err, ErrUnsupported)
 	_, err = e.Query(`sum(x`, Options{})
 	var pe *ParseError

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -23,6 +24,10 @@ type sample struct {
 	// needs it) and the evaluation time otherwise.
 	t int64
 	f float64
+	// h is the element's native histogram, nil for a float (then f is
+	// the value). It belongs to the node that produced the element
+	// (hist.go).
+	h *histogram.FloatHistogram
 	// drop marks the element for delayed __name__ removal (§4.9): the
 	// metadata labels stay until Plan.Eval produces the final result.
 	drop bool
@@ -210,10 +215,18 @@ func (n *scalarFnNode) scalar(ev *evaluator, t int64) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(in) != 1 {
-		return math.NaN(), nil
+	// The single float, histograms ignored (funcScalar).
+	v, found := math.NaN(), false
+	for _, s := range in {
+		if s.h != nil {
+			continue
+		}
+		if found {
+			return math.NaN(), nil
+		}
+		v, found = s.f, true
 	}
-	return in[0].f, nil
+	return v, nil
 }
 
 // seriesSet caches the refs (and labels) a selector matched. It selects
@@ -235,6 +248,10 @@ type seriesSet struct {
 	refs    []store.SeriesRef
 	lsets   []labels.Labels
 	handles []store.Handle
+	// hasHist is set when a series of the set is a histogram series
+	// (store.Handle.Histograms): nodes then take their histogram-aware
+	// paths instead of the float-only fast paths.
+	hasHist bool
 	// sel and selLsets are the last Select result in the store's order
 	// and the labels each ref had then.
 	sel      []store.SeriesRef
@@ -322,8 +339,11 @@ func compareSeries(a, b labels.Labels, ra, rb store.SeriesRef) int {
 // every generation change, not only when the match changed.
 func (s *seriesSet) resolve() {
 	s.handles = s.handles[:0]
+	s.hasHist = false
 	for _, r := range s.refs {
-		s.handles = append(s.handles, s.store.Handle(r))
+		h := s.store.Handle(r)
+		s.handles = append(s.handles, h)
+		s.hasHist = s.hasHist || h.Histograms()
 	}
 }
 
@@ -347,7 +367,9 @@ func (s *seriesSet) addCreated(ev *evaluator) error {
 		j := sort.Search(len(s.lsets), func(k int) bool { return compareSeries(s.lsets[k], l, s.refs[k], r) > 0 })
 		s.refs = slices.Insert(s.refs, j, r)
 		s.lsets = slices.Insert(s.lsets, j, l)
-		s.handles = slices.Insert(s.handles, j, s.store.Handle(r))
+		h := s.store.Handle(r)
+		s.handles = slices.Insert(s.handles, j, h)
+		s.hasHist = s.hasHist || h.Histograms()
 		s.rebuilds++
 		s.version++
 	}
@@ -386,6 +408,10 @@ type selectorNode struct {
 	at       *atMod // nil without @
 	lookback int64
 	out      vector
+	hp       hpool // the histograms it read
+	// statsOnly: its histograms keep only their count and sum
+	// (statsHistogram).
+	statsOnly bool
 }
 
 // ref is the selector's reference time at step t: t-offset, or what the
@@ -411,6 +437,9 @@ func (n *selectorNode) stream(ev *evaluator, t int64, dst sink) error {
 	}
 	ref := n.ref(t)
 	rd := ev.reader(n.set.store)
+	if n.set.hasHist {
+		return n.streamHist(ev, rd, ref, dst)
+	}
 	for i, h := range n.set.handles {
 		s, ok := rd.Latest(h, ref)
 		if !ok || s.T <= ref-n.lookback || value.IsStaleNaN(s.V) {
@@ -421,11 +450,54 @@ func (n *selectorNode) stream(ev *evaluator, t int64, dst sink) error {
 	return nil
 }
 
+// streamHist is stream over a set with histogram series: a histogram
+// sample is copied into the node's pool and charged at its size, as
+// Prometheus charges a histogram point (histCost).
+func (n *selectorNode) streamHist(ev *evaluator, rd store.Reader, ref int64, dst sink) error {
+	n.hp.reset()
+	for i, h := range n.set.handles {
+		fh := n.hp.get()
+		s, isHist, ok := rd.LatestHistogram(h, ref, fh)
+		if !ok || s.T <= ref-n.lookback || !isHist && value.IsStaleNaN(s.V) {
+			n.hp.n--
+			continue
+		}
+		if !isHist {
+			n.hp.n--
+			dst.add(sample{lset: n.set.lsets[i], t: s.T, f: s.V})
+			continue
+		}
+		if err := ev.charge(histCost(fh) - 1); err != nil {
+			return err
+		}
+		if n.statsOnly {
+			statsHistogram(fh)
+		}
+		dst.add(sample{lset: n.set.lsets[i], t: s.T, h: fh})
+	}
+	return nil
+}
+
+// errHistFallback tells an aggregation that a float-only fast path met a
+// histogram series: it evaluates its child the general way instead. The
+// fast path has refunded what it charged.
+var errHistFallback = errors.New("query: internal: histogram series on a float fast path")
+
+// refundSet undoes the charge of a set's refresh (seriesSet.check), for a
+// fast path that gives way to the general one.
+func refundSet(ev *evaluator, s *seriesSet) error {
+	ev.samples -= int64(len(s.refs))
+	return errHistFallback
+}
+
 // sum is stream into a sumSink without the sink interface and the
 // per-element sample: sum(x)'s hot loop.
 func (n *selectorNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	if err := n.set.refresh(ev); err != nil {
 		return err
+	}
+	if n.set.hasHist {
+		return refundSet(ev, n.set)
 	}
 	ref := n.ref(t)
 	rd := ev.reader(n.set.store)
@@ -464,6 +536,9 @@ func (n *selectorNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 	if err := n.set.refresh(ev); err != nil {
 		return err
 	}
+	if n.set.hasHist {
+		return refundSet(ev, n.set)
+	}
 	g := &agg.gsum
 	g.prepare(agg, n.set)
 	ref := n.ref(t)
@@ -497,6 +572,7 @@ type negVectorNode struct {
 	vectorNode
 	child node
 	out   vector
+	hp    hpool
 }
 
 func (n *negVectorNode) eval(ev *evaluator, t int64) (vector, error) {
@@ -505,7 +581,13 @@ func (n *negVectorNode) eval(ev *evaluator, t int64) (vector, error) {
 		return nil, err
 	}
 	n.out = n.out[:0]
+	n.hp.reset()
 	for _, s := range in {
+		if s.h != nil {
+			// Mul by -1 makes it a gauge, as upstream's Copy().Mul(-1).
+			n.out = append(n.out, sample{lset: s.lset, t: t, h: n.hp.copyOf(s.h).Mul(-1), drop: true})
+			continue
+		}
 		n.out = append(n.out, sample{lset: s.lset, t: t, f: -s.f, drop: true})
 	}
 	return n.out, nil

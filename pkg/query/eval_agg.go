@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 )
@@ -50,12 +51,29 @@ type aggNode struct {
 	gsum            groupedSum
 	t               int64 // evaluation time, for add
 	pos             int   // position of the next element given to add
+	// hp holds the histograms sum and avg compute, hcp their Kahan
+	// compensations (kept apart: a compensation shares its histogram's
+	// spans, so it is never copied into, hist.go's initComp).
+	hp, hcp hpool
+	// dropped is set when finish must drop groups (hist.go's
+	// aggregation rules: floats mixed with histograms, incompatible
+	// histograms); histErr is an error histogram arithmetic returned.
+	dropped bool
+	histErr error
 }
 
 type aggAcc struct {
 	f, mean, c, count float64
 	incremental       bool
 	drop              bool
+	// Native histograms (sum, avg): the running value, its Kahan
+	// compensation and, once the sum overflowed, the incremental mean.
+	hv, hc, hmean *histogram.FloatHistogram
+	// hasFloat and hasHist tell what the group saw; incompatible that
+	// two histograms could not be added (exponential with custom
+	// buckets); histIncremental that avg switched to the incremental
+	// mean.
+	hasFloat, hasHist, incompatible, histIncremental bool
 }
 
 // labelCacheSlack bounds a label cache: it is cleared when it holds more
@@ -138,25 +156,37 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 	n.out, n.acc = n.out[:0], n.acc[:0]
 	n.t, n.pos = t, 0
 	n.seqLen, n.lastLen, n.inSeq = n.lastLen, 0, true
+	n.hp.reset()
+	n.hcp.reset()
+	n.dropped, n.histErr = false, nil
 	// A selector or range function child hands its elements over one by
 	// one instead of materialising a vector (the append of a 40-byte
 	// element was a third of sum(x)'s time).
 	if sn, ok := n.child.(streamNode); ok && sn.canStream() {
+		// The sum fast paths take floats only: a child over histogram
+		// series makes them return errHistFallback, and the elements
+		// go through add below.
 		if n.op == parser.SUM && !n.without && len(n.grouping) == 0 {
-			return n.sumStream(ev, t, sn)
-		}
-		if n.op == parser.SUM {
+			out, err := n.sumStream(ev, t, sn)
+			if err != errHistFallback { //nolint:errorlint // a sentinel never wrapped
+				return out, err
+			}
+			n.out = n.out[:0]
+		} else if n.op == parser.SUM {
+			var err error
 			switch c := sn.(type) {
 			case *selectorNode:
-				if err := c.sumGroups(ev, t, n); err != nil {
-					return nil, err
-				}
-				return n.gsum.result(n, t), nil
+				err = c.sumGroups(ev, t, n)
 			case *rangeNode:
-				if err := c.sumGroups(ev, t, n); err != nil {
-					return nil, err
-				}
+				err = c.sumGroups(ev, t, n)
+			default:
+				err = errHistFallback
+			}
+			if err == nil {
 				return n.gsum.result(n, t), nil
+			}
+			if err != errHistFallback { //nolint:errorlint // a sentinel never wrapped
+				return nil, err
 			}
 		}
 		if err := sn.stream(ev, t, n); err != nil {
@@ -173,6 +203,9 @@ func (n *aggNode) eval(ev *evaluator, t int64) (vector, error) {
 	}
 	n.finish(param)
 	n.lastLen = n.pos // the cache's group indices are complete and consistent
+	if n.histErr != nil {
+		return nil, n.histErr
+	}
 	return n.out, nil
 }
 
@@ -325,6 +358,14 @@ func (n *aggNode) add(s sample) {
 			}
 		}
 	}
+	if !ok && s.h != nil {
+		switch n.op {
+		case parser.MIN, parser.MAX, parser.STDDEV, parser.STDVAR, parser.QUANTILE:
+			// Histograms are ignored: a group does not start with one
+			// (upstream's seen = false).
+			return
+		}
+	}
 	if !ok {
 		gi = len(n.out)
 		if !single {
@@ -332,6 +373,14 @@ func (n *aggNode) add(s sample) {
 		}
 		n.out = append(n.out, sample{lset: n.groupLabels(h, s.lset), t: n.t})
 		a := aggAcc{f: s.f, mean: s.f, count: 1, drop: s.drop}
+		if s.h != nil {
+			a.f, a.mean = 0, 0
+			if n.op == parser.SUM || n.op == parser.AVG {
+				a.hv, a.hasHist = n.hp.copyOf(s.h), true
+			}
+		} else {
+			a.hasFloat = true
+		}
 		switch n.op {
 		case parser.STDDEV, parser.STDVAR:
 			if math.IsNaN(s.f) || math.IsInf(s.f, 0) {
@@ -351,13 +400,22 @@ func (n *aggNode) add(s sample) {
 		return
 	}
 	a := &n.acc[gi]
+	if a.incompatible {
+		return
+	}
 	if s.drop {
 		a.drop = true
 	}
+	if s.h != nil {
+		n.addHist(a, s.h)
+		return
+	}
 	switch n.op {
 	case parser.SUM:
+		a.hasFloat = true
 		a.f, a.c = kahanInc(s.f, a.f, a.c)
 	case parser.AVG:
+		a.hasFloat = true
 		a.count++
 		if !a.incremental {
 			nv, nc := kahanInc(s.f, a.f, a.c)
@@ -396,6 +454,11 @@ func (n *aggNode) finish(param float64) {
 	for i := range n.out {
 		a := &n.acc[i]
 		f := a.f
+		if a.hasHist && (n.op == parser.SUM || n.op == parser.AVG) {
+			n.out[i].h = n.finishHist(a)
+			n.out[i].drop = a.drop
+			continue
+		}
 		switch n.op {
 		case parser.SUM:
 			f += a.c
@@ -416,6 +479,19 @@ func (n *aggNode) finish(param float64) {
 		}
 		n.out[i].f = f
 		n.out[i].drop = a.drop
+	}
+	if n.dropped {
+		// Groups without a result (nil histogram of finishHist): remove
+		// them, keeping the order.
+		k := 0
+		for i, e := range n.out {
+			if a := &n.acc[i]; a.hasHist && (n.op == parser.SUM || n.op == parser.AVG) && e.h == nil {
+				continue
+			}
+			n.out[k] = e
+			k++
+		}
+		n.out = n.out[:k]
 	}
 }
 
@@ -457,6 +533,9 @@ func (n *aggNode) evalK(in vector, param float64, t int64) (vector, error) {
 	clear(n.groups)
 	ng := 0
 	for _, s := range in {
+		if s.h != nil && (n.op == parser.TOPK || n.op == parser.BOTTOMK) {
+			continue // ignored, as upstream (with an info annotation)
+		}
 		h := n.key(s.lset)
 		gi, ok := n.groups[h]
 		if !ok {
@@ -547,6 +626,9 @@ func (n *aggNode) countValues(ev *evaluator, in vector, t int64) (vector, error)
 	n.out = n.out[:0]
 	for _, s := range in {
 		v := strconv.FormatFloat(s.f, 'f', -1, 64)
+		if s.h != nil {
+			v = s.h.String() // upstream's value label for a histogram
+		}
 		if err := ev.chargeLabelSet(s.lset, n.valueLabel, int64(len(v))); err != nil {
 			return nil, err
 		}

@@ -22,11 +22,13 @@ var sinkF float64
 
 // BenchmarkEval measures one steady-state evaluation of the hot trigger
 // shapes over 1000 series (hq_sum_rate: 100 pods × 11 buckets;
-// subq_max_sum_rate: max_over_time(sum(rate(x[1m]))[5m:15s]), 20 steps).
+// subq_max_sum_rate: max_over_time(sum(rate(x[1m]))[5m:15s]), 20 steps;
+// nhq_sum_rate: histogram_quantile over the rate of 1000 native
+// histograms of 24 buckets).
 //
 // go test -run '^$' -bench '^BenchmarkEval$' -benchmem -cpu 2 -count 6 ./pkg/query
 func BenchmarkEval(b *testing.B) {
-	for _, expr := range []string{"sum", "sum_rate", "hq_sum_rate", "subq_max_sum_rate"} {
+	for _, expr := range []string{"sum", "sum_rate", "hq_sum_rate", "subq_max_sum_rate", "nhq_sum_rate"} {
 		b.Run("expr="+expr+"/series=1000", func(b *testing.B) {
 			plan, ts := evalFixture(b, expr, 1000)
 			ctx := context.Background()

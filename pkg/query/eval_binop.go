@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 )
@@ -44,6 +45,7 @@ type vsBinNode struct {
 	swap       bool
 	returnBool bool
 	out        vector
+	hp         hpool
 }
 
 func (n *vsBinNode) eval(ev *evaluator, t int64) (vector, error) {
@@ -71,7 +73,26 @@ func (n *vsBinNode) eval(ev *evaluator, t int64) (vector, error) {
 	cmp := n.op.IsComparisonOperator()
 	drop := changesMetricSchema(n.op) || n.returnBool
 	n.out = n.out[:0]
+	n.hp.reset()
 	for _, s := range in {
+		if s.h != nil {
+			// Only histogram * scalar, scalar * histogram and
+			// histogram / scalar are defined; anything else drops the
+			// element (upstream adds an info annotation).
+			var h *histogram.FloatHistogram
+			switch {
+			case n.op == parser.MUL:
+				h = n.hp.copyOf(s.h).Mul(r).Compact(0)
+			case n.op == parser.DIV && !n.swap:
+				h = n.hp.copyOf(s.h).Div(r).Compact(0)
+			case isTrim(n.op) && !n.swap:
+				h = n.hp.copyOf(s.h).TrimBuckets(r, n.op == parser.TRIM_UPPER)
+			default:
+				continue
+			}
+			n.out = append(n.out, sample{lset: s.lset, t: t, h: h, drop: s.drop || drop})
+			continue
+		}
 		lf, rf := s.f, r
 		if n.swap {
 			lf, rf = rf, lf
@@ -113,6 +134,7 @@ type vvBinNode struct {
 	lcacheL   posCache[sigKey]
 	lcacheR   posCache[sigKey]
 	out       vector
+	hp        hpool
 }
 
 // sigKey is an element's matching signature and its full label hash.
@@ -165,6 +187,7 @@ func (n *vvBinNode) eval(ev *evaluator, t int64) (vector, error) {
 	if n.card == parser.CardOneToMany {
 		lc, rc = rc, lc
 	}
+	n.hp.reset()
 	n.rkeys = n.keys(n.rkeys, rc, rhs)
 	n.lkeys = n.keys(n.lkeys, lc, lhs)
 	for j, rs := range rhs {
@@ -182,12 +205,32 @@ func (n *vvBinNode) eval(ev *evaluator, t int64) (vector, error) {
 		}
 		rs := rhs[j]
 		fl, fr := ls.f, rs.f
+		hl, hr := ls.h, rs.h
 		if n.card == parser.CardOneToMany {
 			fl, fr = fr, fl
+			hl, hr = hr, hl
 		}
-		v, keep := binop(n.op, fl, fr)
+		var (
+			v    float64
+			h    *histogram.FloatHistogram
+			keep bool
+		)
+		if hl == nil && hr == nil && !isTrim(n.op) {
+			v, keep = binop(n.op, fl, fr)
+		} else {
+			var dropped bool
+			if h, keep, dropped, err = n.histBinop(fl, fr, hl, hr); err != nil {
+				return nil, err
+			}
+			if dropped {
+				// An operation histograms do not support, or one that
+				// warned: no element, and the match is not recorded
+				// (upstream returns before its bookkeeping).
+				continue
+			}
+		}
 		if n.returnBool {
-			v = btos(keep)
+			v, h = btos(keep), nil
 		}
 		metric := n.resultMetric(ls.lset, rs.lset, n.lkeys[i].h, n.rkeys[j].h)
 		if n.card == parser.CardOneToOne {
@@ -205,9 +248,62 @@ func (n *vvBinNode) eval(ev *evaluator, t int64) (vector, error) {
 		if !keep && !n.returnBool {
 			continue
 		}
-		n.out = append(n.out, sample{lset: metric, t: t, f: v, drop: n.returnBool})
+		n.out = append(n.out, sample{lset: metric, t: t, f: v, h: h, drop: n.returnBool})
 	}
 	return n.out, nil
+}
+
+// histBinop is Prometheus's vectorElemBinop for a pair with a histogram
+// (hl or hr set): histogram + and - histogram, * float (either side), /
+// float, == and != histogram. dropped is set for any other pair, for
+// histograms that cannot be added (exponential with custom buckets) and
+// for a counter-reset collision, which upstream reports as a warning
+// and drops the element for; err for an invalid bucket layout, which
+// fails the query as upstream.
+func (n *vvBinNode) histBinop(fl, fr float64, hl, hr *histogram.FloatHistogram) (h *histogram.FloatHistogram, keep, dropped bool, err error) {
+	switch {
+	case hl == nil && hr == nil:
+		return nil, false, true, nil // floats trimmed: incompatible
+	case hl == nil:
+		if n.op == parser.MUL {
+			return n.hp.copyOf(hr).Mul(fl).Compact(0), true, false, nil
+		}
+		return nil, false, true, nil
+	case hr == nil:
+		switch n.op {
+		case parser.MUL:
+			return n.hp.copyOf(hl).Mul(fr).Compact(0), true, false, nil
+		case parser.DIV:
+			return n.hp.copyOf(hl).Div(fr).Compact(0), true, false, nil
+		case parser.TRIM_UPPER, parser.TRIM_LOWER:
+			return n.hp.copyOf(hl).TrimBuckets(fr, n.op == parser.TRIM_UPPER), true, false, nil
+		}
+		return nil, false, true, nil
+	}
+	switch n.op {
+	case parser.ADD, parser.SUB:
+		h = n.hp.copyOf(hl)
+		var collision bool
+		if n.op == parser.ADD {
+			_, collision, _, err = h.Add(hr)
+		} else {
+			_, collision, _, err = h.Sub(hr)
+			h.CounterResetHint = histogram.GaugeType
+		}
+		if err != nil {
+			ok, fail := histErr(err)
+			return nil, false, !ok, fail
+		}
+		if collision {
+			return nil, false, true, nil
+		}
+		return h.Compact(0), true, false, nil
+	case parser.EQLC:
+		return hl, hl.Equals(hr), false, nil
+	case parser.NEQ:
+		return hl, !hl.Equals(hr), false, nil
+	}
+	return nil, false, true, nil
 }
 
 func (n *vvBinNode) duplicateError(a, b labels.Labels) error {
@@ -327,3 +423,7 @@ func (n *setNode) eval(ev *evaluator, t int64) (vector, error) {
 	}
 	return n.out, nil
 }
+
+// isTrim reports whether op is a native histogram trimming operator (</
+// and >/): it keeps the buckets below or above a bound.
+func isTrim(op parser.ItemType) bool { return op == parser.TRIM_UPPER || op == parser.TRIM_LOWER }

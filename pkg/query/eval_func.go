@@ -71,6 +71,9 @@ func (n *mathNode) eval(ev *evaluator, t int64) (vector, error) {
 	}
 	n.out = n.out[:0]
 	for _, s := range in {
+		if s.h != nil {
+			continue // floats only (simpleFloatFunc, funcRound)
+		}
 		f := s.f
 		switch n.kind {
 		case mathAbs:
@@ -166,6 +169,9 @@ func (n *dateNode) eval(ev *evaluator, t int64) (vector, error) {
 		return nil, err
 	}
 	for _, s := range in {
+		if s.h != nil {
+			continue // histograms ignored (dateWrapper)
+		}
 		n.out = append(n.out, sample{lset: s.lset, t: t, f: n.kind.of(time.Unix(int64(s.f), 0).UTC()), drop: true})
 	}
 	return n.out, nil
@@ -299,6 +305,9 @@ func (n *clampNode) eval(ev *evaluator, t int64) (vector, error) {
 		return n.out, nil
 	}
 	for _, s := range in {
+		if s.h != nil {
+			continue // floats only (clamp)
+		}
 		n.out = append(n.out, sample{lset: s.lset, t: t, f: math.Max(lo, math.Min(hi, s.f)), drop: true})
 	}
 	return n.out, nil
@@ -355,7 +364,12 @@ func (n *sortNode) eval(ev *evaluator, t int64) (vector, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.out = append(n.out[:0], in...)
+	n.out = n.out[:0]
+	for _, s := range in {
+		if s.h == nil { // histograms are dropped (filterFloats)
+			n.out = append(n.out, s)
+		}
+	}
 	if n.desc {
 		sort.Sort(sort.Reverse(sampleHeap(n.out)))
 	} else {
@@ -568,16 +582,16 @@ type bucket struct {
 	upper, count float64
 }
 
-// hqNode is classic histogram_quantile (§4.5). Buckets are grouped by all
-// labels except le (__name__ included); group labels are cached by the
-// group hash, and bucket slices are reused, so a steady state allocates
+// hqNode is histogram_quantile over classic buckets (promql-subset.md
+// §4.5) and native histograms (§4.5a). Buckets are grouped by all labels
+// except le (__name__ included); group labels are cached by the group
+// hash, and bucket slices are reused, so a steady state allocates
 // nothing.
 type hqNode struct {
 	vectorNode
 	q, child node
 	// fraction is set for histogram_fraction(lo, hi, v), quantiles for
-	// histogram_quantiles(v, "label", q…) (qs, qlabel); both over classic
-	// buckets only.
+	// histogram_quantiles(v, "label", q…) (qs, qlabel).
 	fraction  bool
 	lo, hi    node
 	quantiles bool
@@ -599,6 +613,9 @@ type hqNode struct {
 	lb     *labels.Builder
 	out    vector
 	keys   posCache[hqKey]
+	// natives are the input's native histograms, answered one by one
+	// (histogramQuantile, histogramFraction), before the classic groups.
+	natives vector
 }
 
 // hqKey is what hqNode derives from an input element's labels.
@@ -650,7 +667,12 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 		clear(n.lcache)
 	}
 	ng := 0
+	n.natives = n.natives[:0]
 	for i, s := range in {
+		if s.h != nil {
+			n.natives = append(n.natives, s) // native histograms: below
+			continue
+		}
 		k, hit := n.keys.get(i, s.lset)
 		if !hit {
 			upper, err := strconv.ParseFloat(s.lset.Get(labels.BucketLabel), 64)
@@ -679,11 +701,32 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 		}
 		n.grp[gi].buckets = append(n.grp[gi].buckets, bucket{upper: upper, count: s.f})
 	}
+	if len(n.natives) > 0 && ng > 0 {
+		// A native histogram and classic buckets of the same series
+		// (its labels, the buckets' without le): neither is answered
+		// (resetHistograms, with a warning).
+		for j := range n.natives {
+			nat := &n.natives[j]
+			n.buf = nat.lset.Bytes(n.buf)
+			if gi, ok := n.groups[xxhash.Sum64(n.buf)]; ok && len(n.grp[gi].buckets) > 0 {
+				nat.h = nil
+				n.grp[gi].buckets = n.grp[gi].buckets[:0]
+			}
+		}
+	}
 	n.out = n.out[:0]
 	switch {
 	case n.fraction:
+		for _, nat := range n.natives {
+			if nat.h != nil {
+				n.out = append(n.out, sample{lset: nat.lset, t: t, f: histogramFraction(lo, hi, nat.h), drop: true})
+			}
+		}
 		for gi := range ng {
 			g := &n.grp[gi]
+			if len(g.buckets) == 0 {
+				continue
+			}
 			n.out = append(n.out, sample{lset: g.lset, t: t, f: bucketFraction(lo, hi, g.buckets), drop: true})
 		}
 	case n.quantiles:
@@ -703,9 +746,22 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 		// leaves the tail of a coalesced slice as it was, as upstream's
 		// coalesceBuckets does).
 		for _, qv := range n.qvals {
+			for _, nat := range n.natives {
+				if nat.h == nil {
+					continue
+				}
+				l, err := n.quantileLabels(ev, nat.lset, qv)
+				if err != nil {
+					return nil, err
+				}
+				n.out = append(n.out, sample{lset: l, t: t, f: histogramQuantile(qv, nat.h), drop: true})
+			}
 			for gi := range ng {
 				g := &n.grp[gi]
-				l, err := n.quantileLabels(ev, g, qv)
+				if len(g.buckets) == 0 {
+					continue
+				}
+				l, err := n.quantileLabels(ev, g.lset, qv)
 				if err != nil {
 					return nil, err
 				}
@@ -732,8 +788,16 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 			}
 		}
 	default:
+		for _, nat := range n.natives {
+			if nat.h != nil {
+				n.out = append(n.out, sample{lset: nat.lset, t: t, f: histogramQuantile(q, nat.h), drop: true})
+			}
+		}
 		for gi := range ng {
 			g := &n.grp[gi]
+			if len(g.buckets) == 0 {
+				continue
+			}
 			n.out = append(n.out, sample{lset: g.lset, t: t, f: bucketQuantile(q, g.buckets), drop: true})
 		}
 	}
@@ -743,19 +807,19 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 // quantileLabels is a group's labels with the quantile label set to q in
 // OpenMetrics form (getOrCreateLblsWithQuantile), cached; a new label set
 // is charged to the label budget.
-func (n *hqNode) quantileLabels(ev *evaluator, g *hqGroup, q float64) (labels.Labels, error) {
-	k := hqOut{h: g.lset.Hash(), q: math.Float64bits(q)}
+func (n *hqNode) quantileLabels(ev *evaluator, lset labels.Labels, q float64) (labels.Labels, error) {
+	k := hqOut{h: lset.Hash(), q: math.Float64bits(q)}
 	if l, ok := n.qlsets[k]; ok {
 		return l, nil
 	}
 	v := labels.FormatOpenMetricsFloat(q)
-	if err := ev.chargeLabelSet(g.lset, n.qlabel, int64(len(v))); err != nil {
+	if err := ev.chargeLabelSet(lset, n.qlabel, int64(len(v))); err != nil {
 		return labels.EmptyLabels(), err
 	}
 	if n.lb == nil {
 		n.lb = labels.NewBuilder(labels.EmptyLabels())
 	}
-	n.lb.Reset(g.lset)
+	n.lb.Reset(lset)
 	n.lb.Set(n.qlabel, v)
 	l := n.lb.Labels()
 	n.qlsets[k] = l

@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 
@@ -50,21 +51,31 @@ const (
 // no intermediate matrix.
 type rangeNode struct {
 	vectorNode
-	kind     rangeKind
-	set      *seriesSet
-	rng      int64
-	offset   int64
-	param    node // quantile_over_time's q, predict_linear's t, integral's strategy, the smoothing factor
-	param2   node // double_exponential_smoothing's trend factor
-	at       *atMod
-	dropName bool
-	absent   labels.Labels
+	kind   rangeKind
+	set    *seriesSet
+	rng    int64
+	offset int64
+	// statsOnly: the window's histograms keep only their count and sum,
+	// their reset hints decided first (statsWindow).
+	statsOnly bool
+	param     node // quantile_over_time's q, predict_linear's t, integral's strategy, the smoothing factor
+	param2    node // double_exponential_smoothing's trend factor
+	at        *atMod
+	dropName  bool
+	absent    labels.Labels
 
 	buf  []store.Sample
 	win  store.Window
 	memo rateMemo
 	vals []float64
 	out  vector
+	// A window of a histogram series (eval_hist.go): its floats and
+	// histograms as read, the histograms as points, and the pools of the
+	// histograms the node computes and of their Kahan compensations.
+	fbuf    []store.Sample
+	hbuf    []store.HSample
+	hps     []hpoint
+	hp, hcp hpool
 	// stepMemos and drops are sumSteps' scratch: a memo per step, and the
 	// running count of counter resets of a series' samples.
 	stepMemos []rateMemo
@@ -82,6 +93,9 @@ type rangeNode struct {
 func (n *rangeNode) sumSteps(ev *evaluator, t0, step int64, nsteps int, acc []sumSink) error {
 	if err := n.set.refresh(ev); err != nil {
 		return err
+	}
+	if n.set.hasHist {
+		return refundSet(ev, n.set)
 	}
 	_, isCounter, isRate := n.fused()
 	if cap(n.stepMemos) < nsteps {
@@ -250,13 +264,25 @@ func (n *rangeNode) stream(ev *evaluator, t int64, dst sink) error {
 	}
 	fStart, fEnd, eStart, eEnd := n.bounds(t)
 	rd := ev.reader(n.set.store)
+	n.hp.reset()
+	n.hcp.reset()
 	for i, h := range n.set.handles {
-		f, ok, err := n.series(ev, rd, h, t, fStart, fEnd, eStart, eEnd, param, param2)
+		var (
+			f   float64
+			fh  *histogram.FloatHistogram
+			ok  bool
+			err error
+		)
+		if h.Histograms() {
+			f, fh, ok, err = n.histSeries(ev, rd, h, t, fStart, fEnd, eStart, eEnd, param, param2)
+		} else {
+			f, ok, err = n.series(ev, rd, h, t, fStart, fEnd, eStart, eEnd, param, param2)
+		}
 		if err != nil {
 			return err
 		}
 		if ok {
-			dst.add(sample{lset: n.set.lsets[i], t: t, f: f, drop: n.dropName})
+			dst.add(sample{lset: n.set.lsets[i], t: t, f: f, h: fh, drop: n.dropName})
 		}
 	}
 	return nil
@@ -267,6 +293,9 @@ func (n *rangeNode) stream(ev *evaluator, t int64, dst sink) error {
 func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	if err := n.set.refresh(ev); err != nil {
 		return err
+	}
+	if n.set.hasHist {
+		return refundSet(ev, n.set)
 	}
 	param, param2, err := n.params(ev, t)
 	if err != nil {
@@ -337,6 +366,9 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 	if err := n.set.refresh(ev); err != nil {
 		return err
+	}
+	if n.set.hasHist {
+		return refundSet(ev, n.set)
 	}
 	g := &agg.gsum
 	g.prepare(agg, n.set)

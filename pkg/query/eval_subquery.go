@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -267,6 +268,34 @@ type subqueryNode struct {
 	// held counts the points all subqueries of the plan hold, against the
 	// plan's bound (Options.MaxSubqueryPoints).
 	held *heldPoints
+	// hfree holds histograms no point uses any more, reused by add: a
+	// histogram point owns its copy for as long as it is in the matrix.
+	hfree []*histogram.FloatHistogram
+}
+
+// getH returns a histogram for a new point.
+func (s *subqueryNode) getH() *histogram.FloatHistogram {
+	if n := len(s.hfree); n > 0 {
+		h := s.hfree[n-1]
+		s.hfree = s.hfree[:n-1]
+		return h
+	}
+	return &histogram.FloatHistogram{}
+}
+
+// dropH removes the histogram points of sr before index k (all with k
+// < 0), returning their histograms to the free list and their cost to
+// held.
+func (s *subqueryNode) dropH(sr *subqSeries, k int) {
+	if k < 0 {
+		k = len(sr.hpts)
+	}
+	for _, p := range sr.hpts[:k] {
+		s.held.n -= int64(histCost(p.h))
+		s.hfree = append(s.hfree, p.h)
+	}
+	n := copy(sr.hpts, sr.hpts[k:])
+	sr.hpts = sr.hpts[:n]
 }
 
 // heldPoints bounds the memory of a plan's subquery matrices: the points
@@ -283,18 +312,19 @@ const subqueryRetainPoints = 4096
 // release frees the matrix's buffers if they exceed subqueryRetainPoints;
 // the next query starts afresh (its scope differs).
 func (s *subqueryNode) release() {
-	c := 0
+	c := len(s.hfree)
 	all := s.series[:cap(s.series)] // slots of earlier queries keep capacity too
 	for i := range all {
-		c += cap(all[i].pts)
+		c += cap(all[i].pts) + cap(all[i].hpts)
 	}
 	if c <= subqueryRetainPoints {
 		return
 	}
 	for i := range s.series {
 		s.held.n -= int64(len(s.series[i].pts))
+		s.dropH(&s.series[i], -1)
 	}
-	s.series, s.byHash, s.keys = nil, nil, posCache[subqKey]{}
+	s.series, s.byHash, s.keys, s.hfree = nil, nil, posCache[subqKey]{}, nil
 	s.scope = 0
 	s.first, s.last = 1, 0
 }
@@ -307,6 +337,7 @@ type subqSeries struct {
 	// twins): the first of them, and the next or -1.
 	head, next int32
 	pts        []store.Sample
+	hpts       []hpoint // histogram points, each histogram the matrix's own
 }
 
 type subqKey struct {
@@ -342,11 +373,15 @@ func (s *subqueryNode) window(ev *evaluator, lo, hi int64) (empty bool, err erro
 	}
 	s.first, s.last = first, last
 	if s.fused != nil && k < steps {
-		if err := s.evalFused(ev, first+k*s.step, int(steps-k)); err != nil {
+		err := s.evalFused(ev, first+k*s.step, int(steps-k))
+		if err == nil {
+			return false, nil
+		}
+		if err != errHistFallback { //nolint:errorlint // a sentinel never wrapped
 			s.first, s.last = 1, 0
 			return false, err
 		}
-		return false, nil
+		// Histogram series: step by step below.
 	}
 	// Counted, so that a step overflowing int64 cannot loop.
 	for ; k < steps; k++ {
@@ -367,6 +402,9 @@ func (s *subqueryNode) evalFused(ev *evaluator, t0 int64, nsteps int) error {
 	s.accs = slices.Grow(s.accs[:0], nsteps)[:nsteps]
 	clear(s.accs)
 	if err := s.fused.sumSteps(ev, t0, s.step, nsteps, s.accs); err != nil {
+		if err == errHistFallback { //nolint:errorlint // a sentinel never wrapped
+			ev.samples -= int64(nsteps) // evalStep charges each step itself
+		}
 		return err
 	}
 	for k := range nsteps {
@@ -387,6 +425,7 @@ func (s *subqueryNode) reset() {
 	for i := range s.series {
 		s.held.n -= int64(len(s.series[i].pts))
 		s.series[i].pts = s.series[i].pts[:0]
+		s.dropH(&s.series[i], -1)
 	}
 	s.series = s.series[:0]
 	if s.byHash == nil {
@@ -403,6 +442,7 @@ func (s *subqueryNode) trim(first int64) {
 		for i := range s.series {
 			s.held.n -= int64(len(s.series[i].pts))
 			s.series[i].pts = s.series[i].pts[:0]
+			s.dropH(&s.series[i], -1)
 		}
 		return
 	}
@@ -416,6 +456,13 @@ func (s *subqueryNode) trim(first int64) {
 			n := copy(pts, pts[k:])
 			s.series[i].pts = pts[:n]
 			s.held.n -= int64(k)
+		}
+		if hp := s.series[i].hpts; len(hp) > 0 && hp[0].t < first {
+			k := 0
+			for k < len(hp) && hp[k].t < first {
+				k++
+			}
+			s.dropH(&s.series[i], k)
 		}
 	}
 }
@@ -481,6 +528,22 @@ func (s *subqueryNode) add(ev *evaluator, ts int64, in vector) error {
 		if s.dropLast {
 			sr.drop = e.drop
 		}
+		if e.h != nil {
+			cost := int64(histCost(e.h))
+			if s.held.n+cost > s.held.max {
+				return fmt.Errorf("%w: subqueries would hold more than %d points at once", ErrBudgetExceeded, s.held.max)
+			}
+			s.held.n += cost
+			h := s.getH()
+			e.h.CopyTo(h)
+			// As upstream: a subquery's points are no longer consecutive
+			// samples, so their reset hints no longer hold.
+			if h.CounterResetHint == histogram.NotCounterReset || h.CounterResetHint == histogram.CounterReset {
+				h.CounterResetHint = histogram.UnknownCounterReset
+			}
+			sr.hpts = append(sr.hpts, hpoint{t: ts, h: h})
+			continue
+		}
 		// Prometheus's matrixIterSlice skips stale markers; a computed
 		// value can carry that payload only by negating a negative one.
 		if !value.IsStaleNaN(e.f) {
@@ -501,6 +564,7 @@ func (s *subqueryNode) newSeries(e sample, ts int64) int32 {
 	if len(s.series) < cap(s.series) {
 		s.series = s.series[:len(s.series)+1]
 		s.series[idx].pts = s.series[idx].pts[:0]
+		s.series[idx].hpts = s.series[idx].hpts[:0] // dropH emptied it when the slot left
 	} else {
 		s.series = append(s.series, subqSeries{})
 	}
@@ -547,24 +611,27 @@ func (n *subqFnNode) eval(ev *evaluator, t int64) (vector, error) {
 		return n.out, nil
 	}
 	fLo, eLo := fHi-s.rng, eHi-s.rng
+	n.k.hp.reset()
+	n.k.hcp.reset()
 	for i := range s.series {
 		sr := &s.series[i]
-		pts := sr.pts
+		pts, hps := sr.pts, sr.hpts
 		if gHi != fHi {
-			pts = windowOf(pts, fLo, fHi)
+			pts, hps = windowOf(pts, fLo, fHi), hwindowOf(hps, fLo, fHi)
 		}
-		if len(pts) == 0 {
+		if len(pts)+len(hps) == 0 {
 			continue
 		}
 		if n.k.kind == fnAbsentOverTime {
 			n.out = n.out[:0]
 			return n.out, nil
 		}
-		if err := n.k.checkParams(param, param2); err != nil {
+		f, fh, ok, err := n.k.applyMixed(pts, hps, t, eLo, eHi, param, param2)
+		if err != nil {
 			return nil, err
 		}
-		if f, ok := n.k.apply(pts, t, eLo, eHi, param, param2); ok {
-			n.out = append(n.out, sample{lset: sr.lset, t: t, f: f, drop: n.k.dropName || sr.drop})
+		if ok {
+			n.out = append(n.out, sample{lset: sr.lset, t: t, f: f, h: fh, drop: n.k.dropName || sr.drop})
 		}
 	}
 	if n.k.kind == fnAbsentOverTime {
@@ -579,6 +646,13 @@ func (n *subqFnNode) eval(ev *evaluator, t int64) (vector, error) {
 func windowOf(pts []store.Sample, lo, hi int64) []store.Sample {
 	i, _ := slices.BinarySearchFunc(pts, lo+1, func(s store.Sample, t int64) int { return cmpInt(s.T, t) })
 	j, _ := slices.BinarySearchFunc(pts, hi+1, func(s store.Sample, t int64) int { return cmpInt(s.T, t) })
+	return pts[i:j]
+}
+
+// hwindowOf is windowOf for histogram points.
+func hwindowOf(pts []hpoint, lo, hi int64) []hpoint {
+	i, _ := slices.BinarySearchFunc(pts, lo+1, func(s hpoint, t int64) int { return cmpInt(s.t, t) })
+	j, _ := slices.BinarySearchFunc(pts, hi+1, func(s hpoint, t int64) int { return cmpInt(s.t, t) })
 	return pts[i:j]
 }
 

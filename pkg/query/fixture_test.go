@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 
@@ -20,6 +21,31 @@ var fixtureExprs = map[string]string{
 	// A spike-smoothing trigger (issue #16): 20 steps of sum(rate) per
 	// evaluation.
 	"subq_max_sum_rate": `max_over_time(sum(rate(vllm:request_success_total[1m]))[5m:15s])`,
+	// Native histograms (OTLP exponential histograms): the p90 of the
+	// fleet's rate, and per series.
+	"nhq_sum_rate": `histogram_quantile(0.9, sum(rate(vllm:time_to_first_token_seconds[1m])))`,
+	"nhq_rate":     `histogram_quantile(0.9, rate(vllm:time_to_first_token_seconds[1m]))`,
+	"nh_count_sum_by": `histogram_count(sum by (model_name) (rate(vllm:time_to_first_token_seconds[1m])))` +
+		` / on (model_name) histogram_sum(sum by (model_name) (increase(vllm:time_to_first_token_seconds[1m])))`,
+}
+
+// nativeFixture is the native histogram of pod p at sample i: schema 3
+// (buckets 2^(1/8) apart, as an OpenTelemetry SDK at scale 3 makes them)
+// with 24 populated buckets from about 1 ms, a zero bucket, counts
+// growing with i.
+func nativeFixture(p, i int) *histogram.FloatHistogram {
+	b := make([]float64, 24)
+	count := 0.0
+	for k := range b {
+		b[k] = float64((i + 1) * ((k+p)%5 + 1))
+		count += b[k]
+	}
+	zc := float64(i)
+	return &histogram.FloatHistogram{
+		Schema: 3, ZeroThreshold: 1e-128, ZeroCount: zc, Count: count + zc, Sum: 0.05 * count,
+		PositiveSpans:   []histogram.Span{{Offset: -80, Length: 12}, {Offset: 2, Length: 12}},
+		PositiveBuckets: b,
+	}
 }
 
 // fixtureStart is the fixture's first sample time; samples come every 15 s
@@ -63,6 +89,16 @@ func evalFixture(tb testing.TB, name string, n int) (*Plan, int64) {
 			for b, le := range les {
 				add(labels.FromStrings("__name__", "vllm:time_to_first_token_seconds_bucket", "le", le, "pod", fmt.Sprintf("pod-%d", p)),
 					func(i int) float64 { return float64(i * (b + 1) * (p%3 + 1)) })
+			}
+		}
+	case "nhq_sum_rate", "nhq_rate", "nh_count_sum_by":
+		for p := range n {
+			h++
+			ref, err := st.CreateHistogram(h, labels.FromStrings("__name__", "vllm:time_to_first_token_seconds",
+				"model_name", fmt.Sprintf("m%d", p%4), "pod", fmt.Sprintf("pod-%d", p)))
+			require.NoError(tb, err)
+			for i := range fixturePoints {
+				require.NoError(tb, st.AppendHistogram(ref, fixtureStart+int64(i)*fixtureInterval, nativeFixture(p, i)))
 			}
 		}
 	default:

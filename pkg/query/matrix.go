@@ -30,9 +30,10 @@ type MatrixPlan struct {
 	text       string
 	warnings   []string
 
-	ev  evaluator
-	win store.Window
-	buf []store.Sample
+	ev   evaluator
+	win  store.Window
+	buf  []store.Sample
+	hbuf []store.HSample
 }
 
 // CompileMatrix compiles a range selector, possibly in parentheses. Any
@@ -97,11 +98,13 @@ func (p *MatrixPlan) Warnings() []string { return p.warnings }
 
 // Eval calls fn for every matching series that has samples in the window
 // ending at t (unix ms), in label order (hidden twins by creation order),
-// with its labels and samples. The samples are valid only during the call;
-// the labels are immutable and may be kept. An error from fn stops Eval and
-// is returned. Eval honours ctx and the plan's sample budget
-// (ErrBudgetExceeded), which counts every series and every sample read.
-func (p *MatrixPlan) Eval(ctx context.Context, t int64, fn func(lset labels.Labels, samples []store.Sample) error) error {
+// with its labels, float samples and native histogram samples (each
+// oldest first). The samples are valid only during the call; the labels
+// are immutable and may be kept. An error from fn stops Eval and is
+// returned. Eval honours ctx and the plan's sample budget
+// (ErrBudgetExceeded), which counts every series and every sample read (a
+// histogram at its size, as Prometheus counts it).
+func (p *MatrixPlan) Eval(ctx context.Context, t int64, fn func(lset labels.Labels, samples []store.Sample, hists []store.HSample) error) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
@@ -120,22 +123,34 @@ func (p *MatrixPlan) Eval(ctx context.Context, t int64, fn func(lset labels.Labe
 	rangeStart := rangeEnd - p.rng
 	rd := ev.reader(p.set.store)
 	for i, h := range p.set.handles {
-		// As rangeNode.series: retry a window the writer tore.
-		for {
-			rd.Window(&p.win, h, rangeStart, rangeEnd)
-			p.buf = p.win.AppendTo(p.buf[:0])
-			if p.win.Valid() {
-				break
+		p.hbuf = p.hbuf[:0]
+		if h.Histograms() {
+			p.buf, p.hbuf = rd.RangeHistograms(h, rangeStart, rangeEnd, p.buf[:0], p.hbuf)
+			cost := len(p.buf)
+			for k := range p.hbuf {
+				cost += histCost(&p.hbuf[k].H)
+			}
+			if err := ev.charge(cost); err != nil {
+				return err
+			}
+		} else {
+			// As rangeNode.series: retry a window the writer tore.
+			for {
+				rd.Window(&p.win, h, rangeStart, rangeEnd)
+				p.buf = p.win.AppendTo(p.buf[:0])
+				if p.win.Valid() {
+					break
+				}
+			}
+			if err := ev.charge(p.win.Len()); err != nil {
+				return err
 			}
 		}
-		if err := ev.charge(p.win.Len()); err != nil {
-			return err
-		}
 		pts := dropStale(p.buf)
-		if len(pts) == 0 {
+		if len(pts)+len(p.hbuf) == 0 {
 			continue
 		}
-		if err := fn(p.set.lsets[i], pts); err != nil {
+		if err := fn(p.set.lsets[i], pts, p.hbuf); err != nil {
 			return err
 		}
 	}

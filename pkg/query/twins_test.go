@@ -86,7 +86,7 @@ func TestCompileMatrix(t *testing.T) {
 	mp, err := e.CompileMatrix(expr, Options{})
 	require.NoError(t, err)
 	got := map[string][]store.Sample{}
-	require.NoError(t, mp.Eval(context.Background(), 35_000, func(l labels.Labels, s []store.Sample) error {
+	require.NoError(t, mp.Eval(context.Background(), 35_000, func(l labels.Labels, s []store.Sample, _ []store.HSample) error {
 		got[l.String()] = append([]store.Sample(nil), s...)
 		return nil
 	}))
@@ -94,7 +94,7 @@ func TestCompileMatrix(t *testing.T) {
 
 	budget, err := e.CompileMatrix(expr, Options{MaxSamples: 2})
 	require.NoError(t, err)
-	require.ErrorIs(t, budget.Eval(context.Background(), 35_000, func(labels.Labels, []store.Sample) error { return nil }), ErrBudgetExceeded)
+	require.ErrorIs(t, budget.Eval(context.Background(), 35_000, func(labels.Labels, []store.Sample, []store.HSample) error { return nil }), ErrBudgetExceeded)
 
 	for _, q := range []string{`x`, `x[1m:10s]`, `rate(x[1m])`} {
 		expr, err := e.Parse(q)

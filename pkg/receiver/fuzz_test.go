@@ -15,6 +15,7 @@ import (
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/internal/otlpwire"
@@ -38,6 +39,15 @@ func fuzzSeeds(t testing.TB) [][]byte {
 			TimeUnixNano: tsNs(10), Count: 5, Sum: ptr(9.0), Scale: -2, ZeroCount: 1,
 			Positive:  &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: -1, BucketCounts: []uint64{2, 2}},
 			Exemplars: []*metricspb.Exemplar{{TimeUnixNano: 1, TraceId: make([]byte, 16), SpanId: make([]byte, 8), Value: &metricspb.Exemplar_AsInt{AsInt: 3}}},
+		}, {
+			// Scale above 8 (merged), both sides, a zero threshold.
+			TimeUnixNano: tsNs(9), Count: 40, Sum: ptr(-1.0), Scale: 11, ZeroCount: 2, ZeroThreshold: 0.5,
+			Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: 13, BucketCounts: []uint64{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 3}},
+			Negative: &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: -20, BucketCounts: []uint64{5, 0, 0, 20}},
+		}, {
+			TimeUnixNano: tsNs(8), Flags: 1,
+		}, {
+			TimeUnixNano: tsNs(7), Count: 1, Scale: -9, Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{BucketCounts: []uint64{1}},
 		}},
 	}}}
 	reqs := []*colmetricpb.ExportMetricsServiceRequest{
@@ -49,6 +59,10 @@ func fuzzSeeds(t testing.TB) [][]byte {
 			hist("h", "s", cumulative, hdp(attrs("le", "z"), tsNs(10), []float64{0.5, 1}, []uint64{1, 2, 3}, ptr(1.5)),
 				&metricspb.HistogramDataPoint{TimeUnixNano: tsNs(9), Flags: 1}),
 			summary, exp, &metricspb.Metric{Name: "empty"},
+			// Points of other types after an exponential histogram's: the
+			// walker's reused point must not carry its fields on.
+			hist("h.after.exp", "s", cumulative, hdp(nil, tsNs(10), []float64{1}, []uint64{1, 2}, ptr(2.0))),
+			gauge("g.after.exp", "", dpD(nil, tsNs(10), 1)),
 		)),
 		// Legacy aliases, start times, and markers after real points of
 		// histograms and summaries (every bucket and quantile held ends).
@@ -90,6 +104,24 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	}
 	for _, r := range reqs {
 		out = append(out, mustMarshal(t, r))
+	}
+	// An exponential histogram point with its positive side twice: pdata
+	// merges them (the later offset, the counts appended), so must the
+	// walker.
+	{
+		a := &metricspb.ExponentialHistogramDataPoint{
+			TimeUnixNano: tsNs(10), Count: 7, Scale: 1,
+			Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: 1, BucketCounts: []uint64{1, 2}},
+		}
+		b := &metricspb.ExponentialHistogramDataPoint{Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: -3, BucketCounts: []uint64{4}}}
+		dpb := append(mustMarshal(t, a), mustMarshal(t, b)...)
+		msg := func(dst []byte, num protowire.Number, v []byte) []byte {
+			return protowire.AppendBytes(protowire.AppendTag(dst, num, protowire.BytesType), v)
+		}
+		eh := msg(nil, 1, dpb)                                                           // ExponentialHistogram.data_points
+		eh = protowire.AppendVarint(protowire.AppendTag(eh, 2, protowire.VarintType), 2) // cumulative
+		m := msg(msg(nil, 1, []byte("merged")), 10, eh)                                  // Metric.name, .exponential_histogram
+		out = append(out, msg(nil, 1, msg(nil, 2, msg(nil, 2, m))))                      // request ← resource_metrics ← scope_metrics ← metrics
 	}
 	fx, _ := promToOTLP(t, fixturePath, tsNs(5))
 	out = append(out, mustMarshal(t, fx))

@@ -1,12 +1,14 @@
 package receiver
 
 import (
+	"fmt"
 	"math"
 	"sort"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
@@ -56,18 +58,39 @@ func dump(st *store.Store) map[string][]sampleBits {
 	m := labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, ".+")
 	for _, ref := range st.Select(nil, m) {
 		var ss []sampleBits
-		for _, s := range st.Range(nil, ref, math.MinInt64, math.MaxInt64) {
-			ss = append(ss, sampleBits{T: s.T, V: math.Float64bits(s.V)})
+		h := st.Handle(ref)
+		fs, hs := st.Reader().RangeHistograms(h, math.MinInt64+1, math.MaxInt64, nil, nil)
+		for i, k := 0, 0; i < len(fs) || k < len(hs); {
+			if k == len(hs) || i < len(fs) && fs[i].T < hs[k].T {
+				ss = append(ss, sampleBits{T: fs[i].T, V: math.Float64bits(fs[i].V)})
+				i++
+				continue
+			}
+			ss = append(ss, hsb(hs[k].T, histString(&hs[k].H)))
+			k++
 		}
 		out[st.Labels(ref).String()] = ss
 	}
 	return out
 }
 
-// sampleBits is a sample with its value as bits, so NaN compares equal.
+// sampleBits is a sample with its value as bits, so NaN compares equal;
+// a histogram sample has H set (histString) and V zero.
 type sampleBits struct {
 	T int64
 	V uint64
+	H string
+}
+
+// hsb is a histogram sample of dump.
+func hsb(t int64, h string) sampleBits { return sampleBits{T: t, H: h} }
+
+// histString renders a histogram with its schema, zero threshold, hint
+// and layout (spans and buckets as stored, empty buckets included).
+func histString(h *histogram.FloatHistogram) string {
+	return fmt.Sprintf("schema:%d zt:%g zc:%g count:%g sum:%g hint:%d pos:%v%v neg:%v%v cv:%v",
+		h.Schema, h.ZeroThreshold, h.ZeroCount, h.Count, h.Sum, h.CounterResetHint,
+		h.PositiveSpans, h.PositiveBuckets, h.NegativeSpans, h.NegativeBuckets, h.CustomValues)
 }
 
 func sb(t int64, v float64) sampleBits { return sampleBits{T: t, V: math.Float64bits(v)} }

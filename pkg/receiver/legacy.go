@@ -26,7 +26,11 @@ func (b *batch) registerAliases(e *nameEntry, raw []byte, k kind) {
 	e.aliasEpoch = b.st.AliasEpoch() // before registering: see nameEntry
 	base := legacyName(raw)
 	switch k {
-	case kindHistogram, kindExpHistogram, kindSummary:
+	case kindExpHistogram:
+		b.registerAlias(e, variantMain, base) // the native histogram
+		b.registerAlias(e, variantCount, base+"_count")
+		b.registerAlias(e, variantSum, base+"_sum")
+	case kindHistogram, kindSummary:
 		b.registerAlias(e, variantCount, base+"_count")
 		b.registerAlias(e, variantSum, base+"_sum")
 	default:

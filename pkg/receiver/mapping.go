@@ -50,6 +50,8 @@ const (
 	reasonSeriesLimit
 	reasonSeriesPerMetricLimit
 	reasonAttributeTooDeep
+	reasonTypeConflict
+	reasonSampleMemory
 	numReasons
 )
 
@@ -78,6 +80,11 @@ var reasonNames = [numReasons]string{
 	// An attribute value (of the point, its scope or its resource) nests
 	// arrays or maps deeper than otlpwire.MaxValueDepth.
 	reasonAttributeTooDeep: "attribute_too_deep",
+	// A native histogram for a series that holds floats: a gauge or
+	// counter with the histogram's name, labels and resource (§6).
+	reasonTypeConflict: "type_conflict",
+	// A native histogram sample --max-sample-memory cannot hold at all.
+	reasonSampleMemory: "sample_memory",
 }
 
 func (r reason) String() string { return reasonNames[r] }
@@ -182,6 +189,7 @@ type metricCtx struct {
 	skip     bool // its points are not mapped (rejected as a whole)
 	kind     kind
 	mtype    otlpwire.MetricType
+	delta    bool // delta temporality (--otlp-delta=ingest)
 	names    *nameEntry
 	otlpName []byte
 	touched  [numVariants]bool // variants reported to OnIngest already
@@ -426,6 +434,7 @@ func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
 	b.flush()
 	b.met.skip = true
 	b.met.mtype = m.Type
+	b.met.delta = m.Temporality == 1
 	b.met.touched = [numVariants]bool{}
 	b.met.otlpName = m.Name
 	n := max(points, 1)
@@ -526,7 +535,7 @@ func (b *batch) metricNames(name, unit []byte, k kind, mt otlptranslator.MetricT
 		case kindHistogram:
 			e.names = [numVariants]string{n + "_bucket", n + "_count", n + "_sum"}
 		case kindExpHistogram:
-			e.names = [numVariants]string{"", n + "_count", n + "_sum"}
+			e.names = [numVariants]string{n, n + "_count", n + "_sum"}
 		case kindSummary:
 			e.names = [numVariants]string{n, n + "_count", n + "_sum"}
 		default:
@@ -674,11 +683,12 @@ func (b *batch) stagePoint(p *otlpwire.Point, t int64, v float64, stale bool) {
 		if stale {
 			c, s = staleNaN, staleNaN
 		}
-		b.makeRoom(p, 2)
+		b.makeRoom(p, 3)
 		b.stageSample(p, variantCount, nil, t, c, stale)
 		if p.HasSum || stale {
 			b.stageSample(p, variantSum, nil, t, s, stale)
 		}
+		b.stageNativeHistogram(p, t, stale)
 	case kindSummary:
 		if stale {
 			// A flagged point lists no quantiles: end every one held.

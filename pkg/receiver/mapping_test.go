@@ -119,7 +119,7 @@ func TestGolden(t *testing.T) {
 			ser("http_request_duration_seconds_count", "handler", "/v1"):               {sb(tsMs(10), 7)},
 		},
 	}, {
-		name: "exponential_histogram_count_and_sum_only",
+		name: "exponential_histogram_native_count_and_sum",
 		req: req(rm(nil, &metricspb.Metric{Name: "latency", Unit: "ms", Data: &metricspb.Metric_ExponentialHistogram{ExponentialHistogram: &metricspb.ExponentialHistogram{
 			AggregationTemporality: cumulative,
 			DataPoints: []*metricspb.ExponentialHistogramDataPoint{{
@@ -128,6 +128,9 @@ func TestGolden(t *testing.T) {
 			}},
 		}}})),
 		want: map[string][]sampleBits{
+			// OTLP bucket 1 is Prometheus's bucket 2; the zero threshold
+			// is Prometheus's 1e-128 whatever the point says.
+			ser("latency_milliseconds"):       {hsb(tsMs(10), "schema:2 zt:1e-128 zc:1 count:5 sum:9 hint:0 pos:[{2 2}][2 2] neg:[][] cv:[]")},
 			ser("latency_milliseconds_count"): {sb(tsMs(10), 5)},
 			ser("latency_milliseconds_sum"):   {sb(tsMs(10), 9)},
 		},

@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		expHist: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keda_otel_scaler_receiver_exponential_histogram_points_total",
-			Help: "Exponential histogram points; only their _count and _sum are stored.",
+			Help: "Exponential histogram points, stored as native histograms plus their _count and _sum.",
 		}),
 		twins: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keda_otel_scaler_receiver_series_identical_labels_total",

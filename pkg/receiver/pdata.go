@@ -93,6 +93,16 @@ func pdataMetric(m pmetric.Metric, h otlpwire.Handler, sc *pdataScratch) {
 			dp := dps.At(i)
 			setPoint(pt, dp)
 			pt.Count, pt.Sum, pt.HasSum = dp.Count(), dp.Sum(), dp.HasSum()
+			pt.Scale, pt.ZeroCount, pt.ZeroThreshold = dp.Scale(), dp.ZeroCount(), dp.ZeroThreshold()
+			pt.PosOffset, pt.NegOffset = dp.Positive().Offset(), dp.Negative().Offset()
+			pos, neg := dp.Positive().BucketCounts(), dp.Negative().BucketCounts()
+			pt.BucketsOverflow = pos.Len() > otlpwire.MaxExpBuckets || neg.Len() > otlpwire.MaxExpBuckets
+			for i := range min(pos.Len(), otlpwire.MaxExpBuckets) {
+				pt.BucketCounts = append(pt.BucketCounts, pos.At(i))
+			}
+			for i := range min(neg.Len(), otlpwire.MaxExpBuckets) {
+				pt.NegCounts = append(pt.NegCounts, neg.At(i))
+			}
 			h.Point(pt)
 		}
 	case pmetric.MetricTypeSummary:
@@ -134,8 +144,8 @@ func setPoint[P pdataPoint](pt *otlpwire.Point, dp P) {
 }
 
 func resetPoint(pt *otlpwire.Point) {
-	attrs, counts, bounds, qs := pt.Attrs[:0], pt.BucketCounts[:0], pt.Bounds[:0], pt.Quantiles[:0]
-	*pt = otlpwire.Point{Attrs: attrs, BucketCounts: counts, Bounds: bounds, Quantiles: qs}
+	attrs, counts, bounds, qs, neg := pt.Attrs[:0], pt.BucketCounts[:0], pt.Bounds[:0], pt.Quantiles[:0], pt.NegCounts[:0]
+	*pt = otlpwire.Point{Attrs: attrs, BucketCounts: counts, Bounds: bounds, Quantiles: qs, NegCounts: neg}
 }
 
 func appendAttrs(dst []otlpwire.KeyValue, m pcommon.Map) []otlpwire.KeyValue {

@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/internal/otlpwire"
@@ -10,7 +11,8 @@ import (
 // Appends.
 //
 // Every sample a point maps to is staged: mapped up to its series identity
-// and kept with its time, value and start time. A flush looks up every
+// and kept with its time, value (a float, or a native histogram held by
+// the stage) and start time. A flush looks up every
 // staged identity, prefetches every series found, and only then appends
 // one by one, in request order, creating the series that do not exist
 // yet. At 100k and more series every append costs a few cache misses
@@ -34,6 +36,15 @@ import (
 // stageSize is how many appends a flush overlaps.
 const stageSize = 32
 
+// sampleForm is what a staged sample appends.
+type sampleForm uint8
+
+const (
+	sampleFloat     sampleForm = iota // v
+	sampleHistogram                   // the native histogram b.stg.hists[hist]
+	sampleRefused                     // nothing: its point is invalid_histogram
+)
+
 // staged is one sample waiting in the stage.
 type staged struct {
 	id         uint64
@@ -43,7 +54,9 @@ type staged struct {
 	ref        store.SeriesRef
 	extraStart int32 // le or quantile: b.stg.extra[extraStart:extraEnd]
 	extraEnd   int32
+	hist       int32 // sampleHistogram: its index in b.stg.hists
 	variant    uint8
+	form       sampleForm
 	hasExtra   bool
 	hasRaw     bool // else the point is b.stg.live
 	stale      bool // a staleness marker: never creates its series
@@ -55,6 +68,10 @@ type stage struct {
 	samples []staged
 	extra   []byte                     // le and quantile values of staged samples
 	refs    [stageSize]store.SeriesRef // PrefetchAll's argument
+	// hists[:nhists] are the native histograms of staged samples; the
+	// values, and their slices, are reused from flush to flush.
+	hists  []histogram.FloatHistogram
+	nhists int
 	// pointSamples counts the current point's staged samples, flushed or
 	// not; first is the first failing reason of its samples flushed so far.
 	pointSamples int
@@ -151,13 +168,16 @@ func (b *batch) flush() {
 		}
 		b.stg.first = reasonNone
 	}
-	b.stg.samples, b.stg.extra = sp[:0], b.stg.extra[:0]
+	b.stg.samples, b.stg.extra, b.stg.nhists = sp[:0], b.stg.extra[:0], 0
 }
 
 // append appends one staged sample whose lookup is done, creating its
 // series unless the sample is a staleness marker, and notes the metric as
 // touched.
 func (b *batch) append(e *staged) reason {
+	if e.form == sampleRefused {
+		return reasonInvalidHistogram
+	}
 	ref, ok := e.ref, e.found
 	if !ok {
 		// An earlier sample of the same stage may have created it.
@@ -176,12 +196,21 @@ func (b *batch) append(e *staged) reason {
 		}
 		lset := b.buildLabels(b.met.names.names[e.variant], extra)
 		var err error
-		if ref, err = b.st.Create(e.id, lset); err != nil {
+		if e.form == sampleHistogram {
+			ref, err = b.st.CreateHistogram(e.id, lset)
+		} else {
+			ref, err = b.st.Create(e.id, lset)
+		}
+		if err != nil {
 			return appendReason(err)
 		}
 		b.r.twins.check(b.r, b.st, ref, lset)
 	}
-	if err := b.app.Append(ref, e.st, e.t, e.v); err != nil {
+	if e.form == sampleHistogram {
+		if err := b.app.AppendHistogram(ref, e.t, &b.stg.hists[e.hist]); err != nil {
+			return histAppendReason(err)
+		}
+	} else if err := b.app.Append(ref, e.st, e.t, e.v); err != nil {
 		return appendReason(err)
 	}
 	if !b.met.touched[e.variant] {
@@ -207,7 +236,7 @@ func (b *batch) stagedCurrent(e *staged) {
 // panicked may have left samples staged.
 func (b *batch) unstage() {
 	clear(b.stg.samples[:cap(b.stg.samples)])
-	b.stg.samples, b.stg.extra = b.stg.samples[:0], b.stg.extra[:0]
+	b.stg.samples, b.stg.extra, b.stg.nhists = b.stg.samples[:0], b.stg.extra[:0], 0
 	b.stg.pointSamples, b.stg.first, b.stg.live = 0, reasonNone, nil
 	b.stg.pt.SetRawAttrs(nil, otlpwire.TypeGauge)
 }
@@ -240,3 +269,32 @@ func (b *batch) stageHistogram(p *otlpwire.Point, t int64, stale bool) {
 }
 
 var infLE = []byte("+Inf")
+
+// stageNativeHistogram stages an exponential histogram point's native
+// histogram sample (exphist.go), for the series named by variantMain,
+// after its _count and _sum: converted into the next of the stage's
+// histograms. A point the conversion refuses stages a refused sample, so
+// that it is rejected as invalid_histogram in its order while its _count
+// and _sum are stored. A flagged point stages a float staleness marker,
+// which ends the series and never creates it.
+func (b *batch) stageNativeHistogram(p *otlpwire.Point, t int64, stale bool) {
+	if stale {
+		b.stageSample(p, variantMain, nil, t, staleNaN, true)
+		return
+	}
+	if len(b.stg.samples) == stageSize {
+		b.flushKeep(p) // before taking a histogram: a flush frees them all
+	}
+	i := b.stg.nhists
+	if i == len(b.stg.hists) {
+		b.stg.hists = append(b.stg.hists, histogram.FloatHistogram{})
+	}
+	form := sampleRefused
+	if expToNative(p, b.met.delta, &b.stg.hists[i]) {
+		form = sampleHistogram
+		b.stg.nhists++
+	}
+	b.stageSample(p, variantMain, nil, t, 0, false)
+	e := &b.stg.samples[len(b.stg.samples)-1]
+	e.form, e.hist = form, int32(i)
+}

@@ -76,6 +76,18 @@ func TestStagedAppendsMatchPointByPoint(t *testing.T) {
 		{"histogram stages that fill up", Config{}, store.Config{}, []*metricspb.Metric{
 			hist("h", "s", cumulative, manyHist(3*stageSize)...),
 		}},
+		// Native histograms staged with their _count and _sum: each
+		// stage's histograms in their own slots, refused conversions in
+		// their order, a series that holds floats (type_conflict), a
+		// marker that ends a series.
+		{"exponential histogram stages that fill up", Config{}, store.Config{}, []*metricspb.Metric{
+			gauge("e_seconds", "", dpD(attrs("pod", "pab"), tsNs(10), 1)),
+			expMetric("e", cumulative, append(manyExp(2*stageSize+5),
+				&metricspb.ExponentialHistogramDataPoint{Attributes: attrs("pod", "pac"), TimeUnixNano: tsNs(9), Flags: 1},
+				&metricspb.ExponentialHistogramDataPoint{Attributes: attrs("pod", "pad"), TimeUnixNano: tsNs(11), Count: 1, Scale: 2,
+					Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{BucketCounts: []uint64{1}}}, // out of order
+			)...),
+		}},
 		// The store's label limit is below the receiver's: the first point
 		// is refused when its staged append creates the series, the second
 		// at once by the receiver. The example must be the first one.
@@ -188,6 +200,26 @@ func manyHist(n int) []*metricspb.HistogramDataPoint {
 	for i := range n {
 		nb := 1 + i%12
 		dps = append(dps, hdp(attrs("pod", "p"+string(rune('a'+i%26))+string(rune('a'+i/26))), tsNs(10), bounds(nb), make([]uint64, nb+1), ptr(float64(i))))
+	}
+	return dps
+}
+
+// manyExp returns n exponential histogram points of distinct series, each
+// with its own scale and buckets; every seventh one's counts do not add
+// up (invalid_histogram).
+func manyExp(n int) []*metricspb.ExponentialHistogramDataPoint {
+	var dps []*metricspb.ExponentialHistogramDataPoint
+	for i := range n {
+		counts := ones(1 + i%9)
+		count := uint64(len(counts)) + uint64(i%3)
+		if i%7 == 6 {
+			count++
+		}
+		dps = append(dps, &metricspb.ExponentialHistogramDataPoint{
+			Attributes: attrs("pod", "p"+string(rune('a'+i%26))+string(rune('a'+i/26))), TimeUnixNano: tsNs(10),
+			Count: count, Sum: ptr(float64(i)), Scale: int32(i%5 - 1), ZeroCount: uint64(i % 3),
+			Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: int32(i%4 - 2), BucketCounts: counts},
+		})
 	}
 	return dps
 }

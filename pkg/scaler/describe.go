@@ -208,7 +208,7 @@ func readKeys(md map[string]string) (read []Setting, keda, ignored []string) {
 // the value GetMetrics answers and IsActive compares (docs/keda-contract.md
 // §5, trigger.reduce).
 func (d Description) Reduction() []string {
-	r := []string{"a scalar, or a vector of one element: its value; more than one element: FailedPrecondition (aggregate them, e.g. sum(...))"}
+	r := []string{"a scalar, or a vector of one element: its value; more than one element: FailedPrecondition (aggregate them, e.g. sum(...)); one native histogram: FailedPrecondition (reduce it, e.g. histogram_quantile(0.9, ...))"}
 	switch {
 	case d.ValueIfEmpty != nil:
 		r = append(r, "no element: "+formatFloat(*d.ValueIfEmpty)+" (valueIfEmpty)")

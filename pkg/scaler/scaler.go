@@ -35,6 +35,9 @@ var (
 	ErrMultipleSeries = errors.New("query returned more than one series")
 	// ErrNotFinite means the value is NaN or ±Inf and ignoreNullValues is false.
 	ErrNotFinite = errors.New("query value is not finite")
+	// ErrHistogramResult means the query's one element is a native
+	// histogram, which has no single value to scale on.
+	ErrHistogramResult = errors.New("query returned a native histogram")
 	// ErrDraining means the server is shutting down.
 	ErrDraining = errors.New("server is shutting down")
 	// ErrWarmingUp means the scaler has not yet received metrics for the
@@ -510,6 +513,9 @@ func (t *trigger) reduce(res query.Result) (float64, error) {
 	switch {
 	case res.Scalar:
 		v = res.Value
+	case len(res.Vector) == 1 && res.Vector[0].H != nil:
+		return 0, fmt.Errorf("ScaledObject %s/%s: %w; reduce it to a number, e.g. histogram_quantile(0.9, %s) or histogram_count(%s)",
+			t.namespace, t.name, ErrHistogramResult, t.queryText(), t.queryText())
 	case len(res.Vector) == 1:
 		v = res.Vector[0].F
 	case len(res.Vector) == 0:
@@ -676,7 +682,7 @@ func codeOf(err error) codes.Code {
 		return codes.Unavailable
 	case errors.Is(err, ErrEmptyResult):
 		return codes.NotFound
-	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite):
+	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite), errors.Is(err, ErrHistogramResult):
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded), errors.Is(err, ErrTooManyStreams), errors.Is(err, ErrTriggerCacheFull):
 		return codes.ResourceExhausted

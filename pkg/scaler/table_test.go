@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -264,6 +265,7 @@ func TestDescriptionReduction(t *testing.T) {
 		{"clampMax", map[string]string{"clampMax": "2"}, query.Result{Scalar: true, Value: 5}, "at most 2 (clampMax)", 2, nil},
 		{"negative", nil, query.Result{Scalar: true, Value: -3}, "a negative value becomes 0", 0, nil},
 		{"several", nil, query.Result{Vector: make([]query.Sample, 2)}, "more than one element: FailedPrecondition", 0, ErrMultipleSeries},
+		{"a histogram", nil, query.Result{Vector: []query.Sample{{H: &histogram.FloatHistogram{Count: 3}}}}, "one native histogram: FailedPrecondition", 0, ErrHistogramResult},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			md := map[string]string{"metricQuery": "sum(x)", "targetValue": "1"}

@@ -166,8 +166,15 @@ func evalSelector(ctx context.Context, e *query.Engine, vs *parser.VectorSelecto
 		idx[i] = i
 	}
 	// Largest first; NaN last.
+	// A native histogram's value is shown as its count of observations.
+	val := func(s query.Sample) float64 {
+		if s.H != nil {
+			return s.H.Count
+		}
+		return s.F
+	}
 	slices.SortFunc(idx, func(i, j int) int {
-		a, c := res.Vector[i].F, res.Vector[j].F
+		a, c := val(res.Vector[i]), val(res.Vector[j])
 		switch {
 		case math.IsNaN(a) && math.IsNaN(c):
 			return 0
@@ -179,7 +186,7 @@ func evalSelector(ctx context.Context, e *query.Engine, vs *parser.VectorSelecto
 		return cmp.Compare(c, a)
 	})
 	for _, i := range idx[:min(len(idx), topSeries)] {
-		out.Top = append(out.Top, SeriesSample{Labels: res.Vector[i].Labels.String(), Value: Number(res.Vector[i].F)})
+		out.Top = append(out.Top, SeriesSample{Labels: res.Vector[i].Labels.String(), Value: Number(val(res.Vector[i]))})
 	}
 	return out
 }

@@ -1,6 +1,9 @@
 package store
 
-import "github.com/prometheus/prometheus/model/value"
+import (
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/value"
+)
 
 // Appender appends the samples of one request, as Prometheus's
 // storage.AppenderV2 does: Append for each sample (with its start time,
@@ -145,6 +148,15 @@ func (a *Appender) Commit() AppendStats {
 func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
 	a := Appender{s: s}
 	err := a.append(ref, t, v)
+	a.Commit()
+	return err
+}
+
+// AppendHistogram is an Appender of one native histogram sample,
+// committed at once, as Append.
+func (s *Store) AppendHistogram(ref SeriesRef, t int64, fh *histogram.FloatHistogram) error {
+	a := Appender{s: s}
+	err := a.AppendHistogram(ref, t, fh)
 	a.Commit()
 	return err
 }

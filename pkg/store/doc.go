@@ -24,6 +24,16 @@
 // and range functions never see a window silently shorter than asked
 // (ring.go; counted in keda_otel_scaler_store_samples_thinned_total).
 //
+// A histogram series (CreateHistogram) also takes native histogram
+// samples (AppendHistogram): each is a slot of the same ring whose value
+// is a marker naming the histogram's entry in the series' log (hist.go),
+// so ordering, retention, thinning (which keeps both sides of every
+// histogram counter reset), sweeping and snapshots treat it like a float
+// sample. Its entry costs 8 B per word of 5 + spans + buckets words
+// (MemoryPerHistogramSample), charged to MaxSampleMemory with the rings.
+// Readers copy histograms out (Reader.LatestHistogram,
+// Reader.RangeHistograms) under the same seqlock.
+//
 // Nothing on the read path takes a lock: appends serialise per series on a
 // seqlock, lookups probe a sharded open-addressing table, and the series
 // table, postings and symbols are append-only or copy-on-write structures

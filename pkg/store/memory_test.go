@@ -2,9 +2,11 @@ package store
 
 import (
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -111,4 +113,65 @@ func TestMemory1M(t *testing.T) {
 	perSeries, perSample, _ := memoryGates(t, 1_000_000)
 	assert.LessOrEqual(t, perSeries, 450.0, "B/series all-in")
 	assert.LessOrEqual(t, perSample, 12.0, "B/sample")
+}
+
+// TestHistogramMemoryPerSample measures what native histogram samples cost
+// on the heap (README, Resource bounds): per sample at least
+// MemoryPerHistogramSample, at most half again (the log's spare room after
+// a growth, and the ring's size class) plus a large log's page rounding,
+// and MemoryEstimate tracks it. The
+// shapes are a 20-bucket histogram and the OpenTelemetry SDKs' default of
+// up to 160 buckets, in one span.
+func TestHistogramMemoryPerSample(t *testing.T) {
+	n, shapes := 1000, []int{20, 160}
+	if raceEnabled {
+		// Heap sizes are the same under the race detector; its atomics
+		// are slow.
+		n, shapes = 100, shapes[:1]
+	}
+	const samples = 40
+	for _, buckets := range shapes {
+		fh := &histogram.FloatHistogram{
+			Schema: 3, ZeroThreshold: 1e-128,
+			PositiveSpans:   []histogram.Span{{Offset: -10, Length: uint32(buckets)}},
+			PositiveBuckets: make([]float64, buckets),
+		}
+		stated := MemoryPerHistogramSample(fh)
+		const iv = int64(15_000)
+		t0 := int64(1_700_000_000_000)
+		measure := func(k int) (heap, estimate int64) {
+			refs := make([]SeriesRef, n)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			s := New(Config{Retention: time.Duration(samples*iv) * time.Millisecond, Freshness: -1, MaxSeries: n, MaxSeriesPerMetric: n},
+				Settings{Now: fixedClock(t0 + samples*iv)})
+			for i := range refs {
+				refs[i] = mustCreateHist(t, s, uint64(i+1), "__name__", "h", "i", strconv.Itoa(i))
+			}
+			for j := range k {
+				fh.Count = float64(j)
+				for _, ref := range refs {
+					require.NoError(t, s.AppendHistogram(ref, t0+int64(j)*iv, fh))
+				}
+			}
+			runtime.GC()
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			estimate = s.MemoryEstimate()
+			runtime.KeepAlive(s)
+			return int64(after.HeapAlloc) - int64(before.HeapAlloc), estimate
+		}
+		empty, _ := measure(0)
+		full, estimate := measure(samples)
+		perSample := float64(full-empty) / float64(samples*n)
+		t.Logf("%d buckets: stated %d B/sample, measured %.1f B/sample; estimate %.0f B/series, heap %.0f B/series",
+			buckets, stated, perSample, float64(estimate)/float64(n), float64(full)/float64(n))
+		assert.GreaterOrEqual(t, perSample, 0.95*float64(stated), "%d buckets: the stated cost is not an overstatement", buckets)
+		// A log over 32 KiB is a large object: up to 8 KiB of page rounding
+		// per series on top.
+		assert.LessOrEqual(t, perSample, 1.5*float64(stated)+8192.0/samples, "%d buckets: at most half again the stated cost", buckets)
+		assert.InEpsilon(t, float64(full), float64(estimate), 0.25, "%d buckets: the memory_bytes self-metric tracks the heap", buckets)
+	}
 }

@@ -18,11 +18,17 @@ const (
 	reasonDuplicate         = "duplicate_timestamp"
 	reasonTooOld            = "too_old"
 	reasonUnknownSeries     = "unknown_series"
+	// Histogram samples (hist.go): for a float series, malformed or too
+	// large, and one that --max-sample-memory cannot hold.
+	reasonSampleKind       = "histogram_for_float_series"
+	reasonInvalidHistogram = "invalid_histogram"
+	reasonSampleMemory     = "sample_memory"
 )
 
 var reasons = []string{
 	reasonSeriesLimit, reasonSeriesPerMetric, reasonTooManyLabels, reasonLabelNameTooLong,
 	reasonLabelValueTooLong, reasonOutOfOrder, reasonDuplicate, reasonTooOld, reasonUnknownSeries,
+	reasonSampleKind, reasonInvalidHistogram, reasonSampleMemory,
 }
 
 // Bounds that thin a ring, the values of the thinned-samples metric's
@@ -172,8 +178,9 @@ func (s *Store) noteThinned(ms *memSeries, atCap bool) {
 // sample.
 func (s *Store) MemoryEstimate() int64 {
 	b := s.rl.used.Load()
-	b += s.live.Load() * 48                                                                                // memSeries
-	b += int64(s.series.chunks()+s.sets.chunks()+s.syms.tab.chunks()+s.starts.tab.chunks()) * 8 * chunkLen // table chunks
+	b += s.live.Load() * 48                                                                                                 // memSeries
+	b += int64(s.series.chunks()+s.sets.chunks()+s.syms.tab.chunks()+s.starts.tab.chunks()+s.hists.chunks()) * 8 * chunkLen // table chunks
+	b += s.histLive.Load() * histSeriesBytes                                                                                // their logs are in rl.used
 	b += s.index.bytes()
 	s.postings.Range(func(_, v any) bool {
 		b += v.(*u32list).bytes() + 64

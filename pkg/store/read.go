@@ -23,11 +23,26 @@ import (
 // changes on every delete, so holders re-resolve their Handles (Store.Handle)
 // whenever Generation moved, including when Select returns the same refs
 // (a ref deleted and re-created with the same labels is a new series).
-type Handle struct{ ms *memSeries }
+type Handle struct {
+	ms *memSeries
+	hs *histSeries // a histogram series' log (hist.go); nil for a float series
+}
 
 // Handle returns the handle of the series behind ref, or the zero Handle
 // when ref names no live series. It takes no lock and does not allocate.
-func (s *Store) Handle(ref SeriesRef) Handle { return Handle{ms: s.get(ref)} }
+func (s *Store) Handle(ref SeriesRef) Handle {
+	ms := s.get(ref)
+	if ms == nil {
+		return Handle{}
+	}
+	return Handle{ms: ms, hs: s.histSeriesOf(ref, ms)}
+}
+
+// Histograms reports whether h's series is a histogram series, whose
+// samples may be histograms: read it with LatestHistogram and
+// RangeHistograms (Latest, Range and Window return their markers,
+// IsHistogram).
+func (h Handle) Histograms() bool { return h.hs != nil }
 
 // IsZero reports whether h names no series.
 func (h Handle) IsZero() bool { return h.ms == nil }

@@ -278,6 +278,8 @@ const (
 	rejectedOutOfOrder
 	rejectedDuplicate
 	rejectedDead
+	rejectedInvalid // a histogram the series cannot store (hist.go)
+	rejectedMemory  // a histogram entry the budget cannot hold (hist.go)
 )
 
 // append adds (t, v). When the ring is full and its oldest sample is still
@@ -287,6 +289,11 @@ const (
 // thinned away), and atCap whether the per-series bound, rather than the
 // memory budget, stopped the ring.
 func (ms *memSeries) append(t int64, v float64, l *ringLimits) (res appendResult, thinned int, atCap bool) {
+	if math.Float64bits(v)&markTagMask == markTag {
+		// A float that looks like a histogram marker (hist.go) is some
+		// NaN: store the canonical one, so no float reads as a histogram.
+		v = math.NaN()
+	}
 	m := ms.lock()
 	if m&metaDead != 0 {
 		ms.unlock(m)
@@ -352,9 +359,23 @@ func (ms *memSeries) append(t int64, v float64, l *ringLimits) (res appendResult
 // holds the write lock (m) and has checked the sample's order against the
 // newest one, lt.
 func (ms *memSeries) appendSlow(m uint64, w []uint64, t int64, v float64, lt int64, l *ringLimits) (res appendResult, thinned int, atCap bool) {
-	head, n, c := unpackMeta(m)
+	var (
+		head, n, c int
+		flags      uint64
+	)
+	head, n, c, flags, res, thinned, atCap = ms.appendLocked(m, w, t, v, lt, l)
+	ms.publish(m, head, n, c, m&metaDead|flags) // clears metaEmptySeen
+	return res, thinned, atCap
+}
+
+// appendLocked is appendSlow without the publication: it stores (t, v)
+// and returns the ring's new head, count, capacity and thinned flag for
+// the caller to publish (a histogram append stores its log entry first,
+// hist.go). The new sample is at position n-1 of the result.
+func (ms *memSeries) appendLocked(m uint64, w []uint64, t int64, v float64, lt int64, l *ringLimits) (head, n, c int, flags uint64, res appendResult, thinned int, atCap bool) {
+	head, n, c = unpackMeta(m)
 	res = appended
-	flags := m & metaThinned
+	flags = m & metaThinned
 	merge := false
 	switch {
 	case w == nil:
@@ -443,8 +464,7 @@ func (ms *memSeries) appendSlow(m uint64, w []uint64, t int64, v float64, lt int
 		setSlot(w, head, off, v)
 		head = wrap(head+1, c)
 	}
-	ms.publish(m, head, n, c, m&metaDead|flags) // clears metaEmptySeen
-	return res, thinned, atCap
+	return head, n, c, flags, res, thinned, atCap
 }
 
 // presize gives a series that has no ring yet one for n samples, base t0,
@@ -490,7 +510,10 @@ func mergeable(w []uint64, head, n, c int, t int64, v float64, gap int64) bool {
 	}
 	lv, pv := slotV(w, last), slotV(w, prev)
 	// Each compare is false when either side is NaN, stale marker or not.
-	return v >= lv && lv >= pv
+	if v >= lv && lv >= pv {
+		return true
+	}
+	return histMergeable(math.Float64bits(v), math.Float64bits(lv), math.Float64bits(pv))
 }
 
 // thin rewrites the n (== c) samples of a full ring in place so that at
@@ -503,10 +526,15 @@ func mergeable(w []uint64, head, n, c int, t int64, v float64, gap int64) bool {
 // alone. Writes go to positions at or before the one being read, so the
 // compaction needs no scratch space. The caller holds the series' write
 // lock; readers see the change through the sequence (memSeries).
-func thin(w []uint64, head, n, c int) int {
+func thin(w []uint64, head, n, c int) int { return thinTo(w, head, n, c, c) }
+
+// thinTo is thin for a ring treated as if it had slots slots (at least
+// minRingCap): its n samples are thinned to about slots/2. A histogram
+// series whose log may not grow thins the samples it has (hist.go).
+func thinTo(w []uint64, head, n, c, slots int) int {
 	t0 := slotT(w, head)
-	width := (slotT(w, wrap(head+n-1, c))-t0)/int64(c/2) + 1
-	keepAll := thinPass(w, head, n, c, t0, width, true, false) <= c-c/4
+	width := (slotT(w, wrap(head+n-1, c))-t0)/int64(slots/2) + 1
+	keepAll := thinPass(w, head, n, c, t0, width, true, false) <= slots-slots/4
 	return thinPass(w, head, n, c, t0, width, keepAll, true)
 }
 
@@ -517,20 +545,31 @@ func thinPass(w []uint64, head, n, c int, t0, width int64, special, write bool) 
 	k := 0
 	lastBucket := int64(-1)
 	prevV := math.NaN()
+	lostReset := false // a dropped histogram sample was a counter reset
 	for i := range n {
 		j := wrap(head+i, c)
 		t, v := slotT(w, j), slotV(w, j)
 		b := (t - t0) / width
 		keep := i == 0 || i == n-1 || b > lastBucket
 		if special && !keep {
-			keep = value.IsStaleNaN(v) || v < prevV || (i+1 < n && slotV(w, wrap(j+1, c)) < v)
+			keep = value.IsStaleNaN(v) || v < prevV || (i+1 < n && slotV(w, wrap(j+1, c)) < v) ||
+				histDrop(math.Float64bits(v), i+1 < n, math.Float64bits(slotV(w, wrap(j+1, c))))
 		}
 		prevV = v
 		if !keep {
+			lostReset = lostReset || isResetMark(math.Float64bits(v))
 			continue
 		}
-		if write && k != i {
-			setSlot(w, wrap(head+k, c), uint32(t-int64(atomic.LoadUint64(&w[0]))), v)
+		nv := v
+		if lostReset {
+			// The samples between this one and the kept one before it
+			// held a histogram counter reset: this one now follows
+			// that one across it (markAsReset leaves a float as is).
+			nv = math.Float64frombits(markAsReset(math.Float64bits(v)))
+			lostReset = false
+		}
+		if write && (k != i || math.Float64bits(nv) != math.Float64bits(v)) {
+			setSlot(w, wrap(head+k, c), uint32(t-int64(atomic.LoadUint64(&w[0]))), nv)
 		}
 		lastBucket = max(lastBucket, b)
 		k++

@@ -12,10 +12,11 @@ import (
 	"slices"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
-// Snapshot format, version 2 (all integers little-endian):
+// Snapshot format, version 3 (all integers little-endian):
 //
 //	header   magic "KOSSNAP\n" (8 bytes), version uint32
 //	payload  series records, then a 0 byte (uvarint 0) ending them;
@@ -27,9 +28,18 @@ import (
 // list); identity hash uint64; per label uvarint length + name bytes, uvarint
 // length + value bytes, names strictly ascending, __name__ among them;
 // uvarint start time in unix ms, 0 for none (version 2 only; version 1
-// records have no such field and are still read); uvarint sample count; per sample a varint time delta from the previous
-// sample (the first from 0), strictly increasing, and the value's IEEE 754
-// bits as uint64, so NaN payloads (StaleNaN) survive bit for bit.
+// records have no such field and are still read); version 3: uvarint
+// kind, 0 for a float series and 1 for a histogram series
+// (CreateHistogram); uvarint sample count; per sample a varint time delta
+// from the previous sample (the first from 0), strictly increasing, and
+// the value's IEEE 754 bits as uint64, so NaN payloads (StaleNaN) survive
+// bit for bit. In version 3 a value that is a histogram marker (hist.go;
+// only its hint bits are meaningful) is followed by the histogram:
+// varint schema; zero threshold, zero count, count and sum bits as
+// uint64; uvarint positive span count, per span varint offset and
+// uvarint length; the same for negative spans; uvarint positive bucket
+// count, per bucket its bits as uint64; the same for negative buckets;
+// uvarint custom bound count, per bound its bits as uint64.
 //
 // The checksum sits in a trailer so the writer streams; the reader must
 // therefore read the whole payload before it trusts any of it. It reads it
@@ -38,7 +48,7 @@ import (
 // snapshot leaves the store unchanged and a restore never holds the file
 // in memory (1M series make a file of hundreds of MB).
 const (
-	snapshotVersion = 2
+	snapshotVersion = 3
 	snapHeaderLen   = 12
 	snapTrailerLen  = 12
 	// maxSnapshotSize bounds what ReadSnapshot (not ReadSnapshotAt,
@@ -121,6 +131,7 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 	var (
 		buf     []byte
 		samples []Sample
+		hists   []HSample
 		names   []snapLabel
 	)
 	err := s.index.eachEntry(func(hash uint64, ref SeriesRef) error {
@@ -133,7 +144,14 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 			return nil
 		}
 		mint := s.nowMs() - s.retentionMs - 1
-		samples = ms.appendRange(samples[:0], mint, math.MaxInt64)
+		hs := s.histSeriesOf(ref, ms)
+		hists = hists[:0]
+		if hs == nil {
+			samples = ms.appendRange(samples[:0], mint, math.MaxInt64)
+		} else {
+			rd := Reader{oldest: math.MinInt64 + 1, freshMs: -1, retention: s.retentionMs}
+			samples, hists = rd.RangeHistograms(Handle{ms: ms, hs: hs}, mint, math.MaxInt64, samples[:0], hists)
+		}
 		var start uint64
 		if st, ok := s.StartTime(ref); ok && st > 0 {
 			start = uint64(st)
@@ -141,7 +159,7 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 		// The labels were read from ms's set and symbols: they are ms's
 		// only if ms was still published at ref afterwards, and the
 		// entry is the series' only if the index still maps hash to ref.
-		if len(samples) == 0 || s.get(ref) != ms {
+		if len(samples)+len(hists) == 0 || s.get(ref) != ms {
 			return nil
 		}
 		if r, ok := s.index.lookup(hash); !ok || r != ref {
@@ -156,12 +174,28 @@ func (s *Store) WriteSnapshot(w io.Writer) error {
 			buf = append(buf, l.value...)
 		}
 		buf = binary.AppendUvarint(buf, start)
-		buf = binary.AppendUvarint(buf, uint64(len(samples)))
+		kind := uint64(0)
+		if hs != nil {
+			kind = 1
+		}
+		buf = binary.AppendUvarint(buf, kind)
+		buf = binary.AppendUvarint(buf, uint64(len(samples)+len(hists)))
 		var prev int64
-		for _, smp := range samples {
-			buf = binary.AppendVarint(buf, smp.T-prev)
-			buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(smp.V))
-			prev = smp.T
+		for i, k := 0, 0; i < len(samples) || k < len(hists); {
+			if k == len(hists) || i < len(samples) && samples[i].T < hists[k].T {
+				smp := samples[i]
+				buf = binary.AppendVarint(buf, smp.T-prev)
+				buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(smp.V))
+				prev = smp.T
+				i++
+				continue
+			}
+			h := &hists[k]
+			buf = binary.AppendVarint(buf, h.T-prev)
+			buf = binary.LittleEndian.AppendUint64(buf, makeMark(0, h.H.CounterResetHint, false))
+			buf = appendSnapHistogram(buf, &h.H)
+			prev = h.T
+			k++
 		}
 		if _, err := bw.Write(buf); err != nil {
 			return fmt.Errorf("write snapshot: %w", err)
@@ -279,7 +313,7 @@ func (s *Store) readSnapshotAt(r io.ReaderAt, size int64, window int) (restored 
 	// Pass 2: apply.
 	minT := s.nowMs() - s.retentionMs
 	d = newSnapDecoder(io.NewSectionReader(r, snapHeaderLen, payloadLen), payloadLen, window)
-	err = decodeSnapshot(d, version, func(hash uint64, lset labels.Labels, start int64, samples []Sample) {
+	err = decodeSnapshot(d, version, func(hash uint64, lset labels.Labels, start int64, hist bool, samples []Sample, hists []*histogram.FloatHistogram) {
 		i, _ := slices.BinarySearchFunc(samples, minT, func(x Sample, t int64) int {
 			switch {
 			case x.T < t:
@@ -289,11 +323,20 @@ func (s *Store) readSnapshotAt(r io.ReaderAt, size int64, window int) (restored 
 			}
 			return 0
 		})
+		for _, smp := range samples[:i] {
+			if isMark(math.Float64bits(smp.V)) {
+				hists = hists[1:]
+			}
+		}
 		samples = samples[i:]
 		if len(samples) == 0 {
 			return
 		}
-		ref, cerr := s.Create(hash, lset)
+		create := s.Create
+		if hist {
+			create = s.CreateHistogram
+		}
+		ref, cerr := create(hash, lset)
 		if cerr != nil {
 			s.logger.Debug("Snapshot series refused", "err", cerr)
 			return
@@ -303,7 +346,20 @@ func (s *Store) readSnapshotAt(r io.ReaderAt, size int64, window int) (restored 
 			ms.presize(len(samples), samples[0].T, &s.rl)
 		}
 		for _, smp := range samples {
-			_ = s.Append(ref, smp.T, smp.V) // rejections are counted by Append
+			// Rejections are counted by Append and AppendHistogram.
+			if b := math.Float64bits(smp.V); isMark(b) {
+				fh := hists[0]
+				hists = hists[1:]
+				switch markHint(b) {
+				case histogram.GaugeType, histogram.CounterReset:
+					fh.CounterResetHint = markHint(b)
+				default:
+					fh.CounterResetHint = histogram.UnknownCounterReset
+				}
+				_ = s.AppendHistogram(ref, smp.T, fh)
+				continue
+			}
+			_ = s.Append(ref, smp.T, smp.V)
 		}
 		if start > 0 {
 			// A live start time (the series was pushed since) wins.
@@ -351,10 +407,12 @@ func checkSnapshot(r io.ReaderAt, size int64) (int64, uint32, error) {
 // decodeSnapshot walks the payload. With apply nil it only validates and
 // allocates nothing per series; otherwise it calls apply per series (the
 // labels and samples are only valid during the call).
-func decodeSnapshot(d *snapDecoder, version uint32, apply func(hash uint64, lset labels.Labels, start int64, samples []Sample), applyAlias func(alias, name string)) error {
+func decodeSnapshot(d *snapDecoder, version uint32, apply func(hash uint64, lset labels.Labels, start int64, hist bool, samples []Sample, hists []*histogram.FloatHistogram), applyAlias func(alias, name string)) error {
 	var (
 		b       labels.ScratchBuilder
 		samples []Sample
+		hists   []*histogram.FloatHistogram
+		pool    []*histogram.FloatHistogram // hists' histograms, reused per series
 		prev    []byte
 	)
 	for n := 0; ; n++ {
@@ -391,9 +449,12 @@ func decodeSnapshot(d *snapDecoder, version uint32, apply func(hash uint64, lset
 				b.Add(string(prev), string(val))
 			}
 		}
-		var start uint64
+		var start, kind uint64
 		if version >= 2 {
 			start = d.uvarint()
+		}
+		if version >= 3 {
+			kind = d.uvarint()
 		}
 		ns := d.uvarint()
 		if d.err != nil {
@@ -402,13 +463,16 @@ func decodeSnapshot(d *snapDecoder, version uint32, apply func(hash uint64, lset
 		if start > math.MaxInt64 {
 			return fmt.Errorf("%w: series %d: start time %d out of range", ErrBadSnapshot, n, start)
 		}
+		if kind > 1 {
+			return fmt.Errorf("%w: series %d: unknown kind %d", ErrBadSnapshot, n, kind)
+		}
 		if !hasName {
 			return fmt.Errorf("%w: series %d has no metric name", ErrBadSnapshot, n)
 		}
 		if ns > uint64(d.remaining())/9 { // each sample takes at least 9 bytes
 			return fmt.Errorf("%w: series %d: %d samples exceed the input", ErrBadSnapshot, n, ns)
 		}
-		samples = samples[:0]
+		samples, hists = samples[:0], hists[:0]
 		var t int64
 		for i := uint64(0); i < ns; i++ {
 			delta := d.varint()
@@ -421,12 +485,29 @@ func decodeSnapshot(d *snapDecoder, version uint32, apply func(hash uint64, lset
 				return fmt.Errorf("%w: series %d: sample times not strictly increasing", ErrBadSnapshot, n)
 			}
 			t = nt
+			if version >= 3 && isMark(bits) {
+				if kind != 1 {
+					return fmt.Errorf("%w: series %d: a histogram sample in a float series", ErrBadSnapshot, n)
+				}
+				if len(hists) == len(pool) {
+					pool = append(pool, &histogram.FloatHistogram{})
+				}
+				fh := pool[len(hists)]
+				if err := d.histogram(fh); err != nil {
+					return fmt.Errorf("%w: series %d: %w", ErrBadSnapshot, n, err)
+				}
+				if apply != nil { // validation decodes every one into pool[0]
+					hists = append(hists, fh)
+				}
+			} else if isMark(bits) {
+				bits = math.Float64bits(math.NaN()) // a version 2 float that looks like a marker
+			}
 			if apply != nil {
 				samples = append(samples, Sample{T: t, V: math.Float64frombits(bits)})
 			}
 		}
 		if apply != nil {
-			apply(hash, b.Labels(), int64(start), samples)
+			apply(hash, b.Labels(), int64(start), kind == 1, samples, hists)
 		}
 	}
 	if version >= 2 {
@@ -596,4 +677,85 @@ func (d *snapDecoder) bytes() []byte {
 	b := d.buf[d.off : d.off+int(n)]
 	d.off += int(n)
 	return b
+}
+
+// appendSnapHistogram appends fh in the snapshot's histogram encoding.
+func appendSnapHistogram(buf []byte, fh *histogram.FloatHistogram) []byte {
+	buf = binary.AppendVarint(buf, int64(fh.Schema))
+	for _, f := range [...]float64{fh.ZeroThreshold, fh.ZeroCount, fh.Count, fh.Sum} {
+		buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(f))
+	}
+	for _, spans := range [...][]histogram.Span{fh.PositiveSpans, fh.NegativeSpans} {
+		buf = binary.AppendUvarint(buf, uint64(len(spans)))
+		for _, sp := range spans {
+			buf = binary.AppendVarint(buf, int64(sp.Offset))
+			buf = binary.AppendUvarint(buf, uint64(sp.Length))
+		}
+	}
+	for _, fs := range [...][]float64{fh.PositiveBuckets, fh.NegativeBuckets, fh.CustomValues} {
+		buf = binary.AppendUvarint(buf, uint64(len(fs)))
+		for _, f := range fs {
+			buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(f))
+		}
+	}
+	return buf
+}
+
+// histogram decodes a histogram of appendSnapHistogram's encoding into fh
+// (its slices reused) and checks it as AppendHistogram would.
+func (d *snapDecoder) histogram(fh *histogram.FloatHistogram) error {
+	schema := d.varint()
+	if d.err == nil && (schema < math.MinInt32 || schema > math.MaxInt32) {
+		return fmt.Errorf("histogram schema %d out of range", schema)
+	}
+	fh.Schema = int32(schema)
+	fh.ZeroThreshold = math.Float64frombits(d.u64())
+	fh.ZeroCount = math.Float64frombits(d.u64())
+	fh.Count = math.Float64frombits(d.u64())
+	fh.Sum = math.Float64frombits(d.u64())
+	spans := func(s []histogram.Span) []histogram.Span {
+		k := d.uvarint()
+		if d.err != nil || k > maxHistSpans || k > uint64(d.remaining())/2 {
+			if d.err == nil {
+				d.err = fmt.Errorf("%d histogram spans", k)
+			}
+			return s[:0]
+		}
+		s = resizeSpans(s, int(k))
+		for i := range s {
+			off, ln := d.varint(), d.uvarint()
+			if off < math.MinInt32 || off > math.MaxInt32 || ln > math.MaxUint32 {
+				d.err = errors.New("histogram span out of range")
+			}
+			s[i] = histogram.Span{Offset: int32(off), Length: uint32(ln)}
+		}
+		return s
+	}
+	floats := func(s []float64) []float64 {
+		k := d.uvarint()
+		if d.err != nil || k > MaxHistogramBuckets || k > uint64(d.remaining())/8 {
+			if d.err == nil {
+				d.err = fmt.Errorf("%d histogram buckets", k)
+			}
+			return s[:0]
+		}
+		s = resizeFloats(s, int(k))
+		for i := range s {
+			s[i] = math.Float64frombits(d.u64())
+		}
+		return s
+	}
+	fh.PositiveSpans = spans(fh.PositiveSpans)
+	fh.NegativeSpans = spans(fh.NegativeSpans)
+	fh.PositiveBuckets = floats(fh.PositiveBuckets)
+	fh.NegativeBuckets = floats(fh.NegativeBuckets)
+	cv := floats(nil)
+	fh.CustomValues = nil
+	if len(cv) > 0 {
+		fh.CustomValues = cv
+	}
+	if d.err != nil {
+		return d.err
+	}
+	return checkHistogram(fh)
 }

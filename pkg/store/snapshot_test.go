@@ -167,7 +167,7 @@ func TestReadSnapshotRejectsBadInput(t *testing.T) {
 		{"cut in the trailer", "truncated or padded", good[:len(good)-1]},
 		{"padded", "truncated or padded", append(bytes.Clone(good), 0)},
 		{"bad magic", "bad magic", flip(0)},
-		{"newer version", "unsupported version 3", sealSnapshot(3, end)},
+		{"newer version", "unsupported version 4", sealSnapshot(4, end)},
 		{"payload bit flip", "checksum mismatch", flip(snapHeaderLen + 3)},
 		{"checksum bit flip", "checksum mismatch", flip(len(good) - 1)},
 		{"no end marker", "unexpected end", sealSnapshot(1, rawSeries(1, []string{"__name__", "m"}, []int64{999_000}))},
@@ -182,6 +182,11 @@ func TestReadSnapshotRejectsBadInput(t *testing.T) {
 		{"alias cut", "aliases", sealSnapshot(2, []byte{0, 1, 3, 'a', 'b'})},
 		{"empty alias", "empty name", sealSnapshot(2, []byte{0, 1, 0, 5, 'a', 'b', 'c', 'd', 'e'})},
 		{"huge alias count", "exceed the input", sealSnapshot(2, append([]byte{0}, binary.AppendUvarint(nil, 1<<40)...))},
+		{"unknown kind", "unknown kind", sealSnapshot(3, append(rawSeriesV3(1, 2, []string{"__name__", "m"}, 999_000, 1), 0))},
+		{"histogram in a float series", "float series", sealSnapshot(3, append(rawSeriesV3(1, 0, []string{"__name__", "m"}, 999_000, math.Float64frombits(makeMark(0, 0, false))), 0))},
+		{"histogram cut", "unexpected end", sealSnapshot(3, append(append(rawSeriesV3(1, 1, []string{"__name__", "m"}, 999_000, math.Float64frombits(makeMark(0, 0, false))), 0), 0))},
+		{"malformed histogram", "invalid native histogram", sealSnapshot(3, append(append(append(rawSeriesV3(1, 1, []string{"__name__", "m"}, 999_000, math.Float64frombits(makeMark(0, 0, false))),
+			badHistBytes()...), 0), 0, 0))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := New(Config{}, Settings{Now: fixedClock(1_000_000)})
@@ -210,6 +215,10 @@ func FuzzReadSnapshot(f *testing.F) {
 		require.NoError(f, src.Append(ref, 990_000, float64(h)))
 		require.NoError(f, src.Append(ref, 995_000, staleNaN))
 	}
+	href, err := src.CreateHistogram(9, labels.FromStrings("__name__", "h"))
+	require.NoError(f, err)
+	require.NoError(f, src.AppendHistogram(href, 990_000, testHist(1)))
+	require.NoError(f, src.AppendHistogram(href, 995_000, testHist(2)))
 	var buf bytes.Buffer
 	require.NoError(f, src.WriteSnapshot(&buf))
 	// seal wraps the input in a valid header and trailer, so the fuzzer
@@ -506,4 +515,26 @@ func TestRestorePresizesRings(t *testing.T) {
 	}
 	assert.Positive(t, thinnedRings)
 	assert.Positive(t, small.m.thinnedMem.load())
+}
+
+// rawSeriesV3 encodes a version 3 record of one sample, kind and value as
+// given, without validation.
+func rawSeriesV3(hash, kind uint64, kv []string, t int64, v float64) []byte {
+	b := binary.LittleEndian.AppendUint64(binary.AppendUvarint(nil, uint64(len(kv)/2)), hash)
+	for _, s := range kv {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	b = binary.AppendUvarint(b, 0) // start time
+	b = binary.AppendUvarint(b, kind)
+	b = binary.AppendUvarint(b, 1)
+	b = binary.AppendVarint(b, t)
+	return binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
+}
+
+// badHistBytes is a histogram whose spans want more buckets than it has.
+func badHistBytes() []byte {
+	fh := testHist(1)
+	fh.PositiveBuckets = fh.PositiveBuckets[:1]
+	return appendSnapHistogram(nil, fh)
 }

@@ -135,7 +135,7 @@ func TestStartTimeSnapshot(t *testing.T) {
 	require.NoError(t, err)
 	var buf bytes.Buffer
 	require.NoError(t, src.WriteSnapshot(&buf))
-	assert.Equal(t, uint32(2), binary.LittleEndian.Uint32(buf.Bytes()[8:]))
+	assert.Equal(t, uint32(snapshotVersion), binary.LittleEndian.Uint32(buf.Bytes()[8:]))
 
 	dst := New(Config{}, Settings{Now: fixedClock(1_000_000)})
 	pushed := mustCreate(t, dst, 3, "__name__", "c_total", "pod", "c")

@@ -70,7 +70,8 @@ type Config struct {
 	MaxSeries int
 	// MaxSeriesPerMetric caps live series per metric name. Default 200,000.
 	MaxSeriesPerMetric int
-	// MaxSamplesPerSeries caps each series' ring, in samples (12 B each).
+	// MaxSamplesPerSeries caps each series' ring, in samples (12 B each;
+	// a histogram sample's entry in its log is extra, hist.go).
 	// A series pushed faster than MaxSamplesPerSeries samples per
 	// Retention is thinned: its ring keeps covering the whole retention
 	// with its samples at least Retention/(MaxSamplesPerSeries−1) and at
@@ -218,6 +219,12 @@ type Store struct {
 	nameValues sync.Map
 	aliases    aliasTable // legacy names (alias.go)
 	starts     startTimes // per-series start times (starttime.go)
+	// hists holds each histogram series' log by ref (hist.go); growth
+	// serialises on mu. histScratch pools the histograms an append
+	// decodes the previous sample into.
+	hists       chunked[atomic.Pointer[histSeries]]
+	histScratch sync.Pool
+	histLive    atomic.Int64 // live histogram series, for MemoryEstimate
 
 	mu         sync.Mutex // serialises series creation and deletion; guards the fields below
 	perMetric  map[uint32]int
@@ -305,6 +312,17 @@ func (s *Store) get(ref SeriesRef) *memSeries {
 // ErrSeriesPerMetricLimit, ErrTooManyLabels, ErrLabelNameTooLong or
 // ErrLabelValueTooLong; existing series are never affected.
 func (s *Store) Create(hash uint64, lset labels.Labels) (SeriesRef, error) {
+	return s.create(hash, lset, false)
+}
+
+// CreateHistogram is Create for a histogram series: one that takes native
+// histogram samples (AppendHistogram) as well as floats. A series that
+// exists already is returned as it is, float series or not.
+func (s *Store) CreateHistogram(hash uint64, lset labels.Labels) (SeriesRef, error) {
+	return s.create(hash, lset, true)
+}
+
+func (s *Store) create(hash uint64, lset labels.Labels, hist bool) (SeriesRef, error) {
 	if ref, ok := s.index.lookup(hash); ok {
 		return ref, nil
 	}
@@ -341,6 +359,16 @@ func (s *Store) Create(hash uint64, lset labels.Labels) (SeriesRef, error) {
 	}
 	s.starts.clear(ref) // before publication (starttime.go)
 	ms := &memSeries{metricID: mid, setID: setID}
+	if hist || s.hists.at(uint32(ref)) != nil {
+		// Before publication, like the start time: a reader that finds
+		// ms finds its histogram state (or none) too.
+		var hs *histSeries
+		if hist {
+			hs = &histSeries{ms: ms}
+			s.histLive.Add(1)
+		}
+		s.hists.ensure(uint32(ref)).Store(hs)
+	}
 	s.series.ensure(uint32(ref)).Store(ms)
 	if uint32(ref) >= s.nextRef.Load() {
 		s.nextRef.Store(uint32(ref) + 1)

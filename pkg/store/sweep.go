@@ -162,6 +162,14 @@ func (s *Store) removeLocked(ref SeriesRef, ms *memSeries) {
 		_, _, c := unpackMeta(ms.meta.Load())
 		s.rl.used.Add(-ringBytes(c))
 	}
+	if hs := s.histSeriesOf(ref, ms); hs != nil {
+		// ms is dead: no writer touches the log again.
+		if lg := hs.log.Load(); lg != nil {
+			s.rl.used.Add(-lg.bytes)
+		}
+		s.hists.at(uint32(ref)).Store(nil)
+		s.histLive.Add(-1)
+	}
 	s.quarantine = append(s.quarantine, ref)
 }
 

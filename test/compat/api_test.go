@@ -14,6 +14,7 @@ import (
 	"time"
 
 	jsoniter "github.com/json-iterator/go"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/util/jsonutil"
 
@@ -29,6 +30,14 @@ func promJSONFloat(f float64) string {
 	return strings.Trim(string(s.Buffer()), `"`)
 }
 
+// promJSONHistogram formats a histogram as Prometheus's HTTP API does.
+func promJSONHistogram(h *histogram.FloatHistogram) string {
+	s := jsoniter.ConfigCompatibleWithStandardLibrary.BorrowStream(nil)
+	defer jsoniter.ConfigCompatibleWithStandardLibrary.ReturnStream(s)
+	jsonutil.MarshalHistogram(h, s)
+	return string(s.Buffer())
+}
+
 func promJSONTime(t int64) string {
 	s := jsoniter.ConfigCompatibleWithStandardLibrary.BorrowStream(nil)
 	defer jsoniter.ConfigCompatibleWithStandardLibrary.ReturnStream(s)
@@ -39,8 +48,9 @@ func promJSONTime(t int64) string {
 // apiElem is one element of our API's answer, with the timestamp kept as
 // the raw JSON text so its formatting is compared too.
 type apiElem struct {
-	Metric map[string]string
-	Value  [2]json.RawMessage
+	Metric    map[string]string
+	Value     [2]json.RawMessage
+	Histogram [2]json.RawMessage
 }
 
 // TestAPIMatchesPrometheusJSON asks our /api/v1/query for the corpus
@@ -50,7 +60,7 @@ type apiElem struct {
 func TestAPIMatchesPrometheusJSON(t *testing.T) {
 	ctx := context.Background()
 	ng := newPromEngine()
-	checked := 0
+	checked, hists := 0, 0
 	for _, seed := range []int64{3, 4} {
 		c, err := newDiffCase(seed, ng)
 		if err != nil {
@@ -83,12 +93,22 @@ func TestAPIMatchesPrometheusJSON(t *testing.T) {
 				if err := compareAPIAnswer(res.Value, body, ts); err != nil {
 					t.Errorf("%s @%d: %v\n  body: %s", q, ts, err, body)
 				}
+				if v, ok := res.Value.(promql.Vector); ok {
+					for _, s := range v {
+						if s.H != nil {
+							hists++
+						}
+					}
+				}
 				qry.Close()
 			}
 		}
 		srv.Close()
 	}
-	t.Logf("compared %d API answers", checked)
+	t.Logf("compared %d API answers, %d histogram elements among them", checked, hists)
+	if hists == 0 {
+		t.Error("no histogram was compared: the corpus lost its native-histogram queries")
+	}
 }
 
 func compareAPIAnswer(want any, body []byte, ts int64) error {
@@ -137,6 +157,18 @@ func compareAPIAnswer(want any, body []byte, ts int64) error {
 			if !ok {
 				return fmt.Errorf("missing element %s", b)
 			}
+			if s.H != nil {
+				if e.Value[0] != nil {
+					return fmt.Errorf("%s: a value, want a histogram", b)
+				}
+				if err := compareHistPoint(e.Histogram, ts, s.H); err != nil {
+					return fmt.Errorf("%s: %w", b, err)
+				}
+				continue
+			}
+			if e.Histogram[0] != nil {
+				return fmt.Errorf("%s: a histogram, want a value", b)
+			}
 			if err := comparePoint(e.Value, ts, s.F); err != nil {
 				return fmt.Errorf("%s: %w", b, err)
 			}
@@ -156,6 +188,18 @@ func comparePoint(p [2]json.RawMessage, ts int64, f float64) error {
 	}
 	if want := promJSONFloat(f); v != want {
 		return fmt.Errorf("value %q, want %q", v, want)
+	}
+	return nil
+}
+
+// compareHistPoint compares a [time, histogram] pair with Prometheus's
+// text for both.
+func compareHistPoint(p [2]json.RawMessage, ts int64, h *histogram.FloatHistogram) error {
+	if got, want := string(p[0]), promJSONTime(ts); got != want {
+		return fmt.Errorf("timestamp %s, want %s", got, want)
+	}
+	if got, want := string(p[1]), promJSONHistogram(h); got != want {
+		return fmt.Errorf("histogram %s, want %s", got, want)
 	}
 	return nil
 }
@@ -215,8 +259,9 @@ func compareRangeAnswer(want promql.Matrix, body []byte) (int, error) {
 		Data struct {
 			ResultType string `json:"resultType"`
 			Result     []struct {
-				Metric map[string]string
-				Values [][2]json.RawMessage
+				Metric     map[string]string
+				Values     [][2]json.RawMessage
+				Histograms [][2]json.RawMessage
 			} `json:"result"`
 		} `json:"data"`
 	}
@@ -244,6 +289,15 @@ func compareRangeAnswer(want promql.Matrix, body []byte) (int, error) {
 		for j, p := range s.Floats {
 			if err := comparePoint(got.Values[j], p.T, p.F); err != nil {
 				return n, fmt.Errorf("%s point %d: %w", wb, j, err)
+			}
+			n++
+		}
+		if len(got.Histograms) != len(s.Histograms) {
+			return n, fmt.Errorf("%s: %d histogram points, want %d", wb, len(got.Histograms), len(s.Histograms))
+		}
+		for j, p := range s.Histograms {
+			if err := compareHistPoint(got.Histograms[j], p.T, p.H); err != nil {
+				return n, fmt.Errorf("%s histogram point %d: %w", wb, j, err)
 			}
 			n++
 		}

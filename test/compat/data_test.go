@@ -7,14 +7,21 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 )
 
-// sample is one float sample; T is unix ms.
+// sample is one sample; T is unix ms. H is a native histogram (then F is
+// unused), nil for a float.
 type sample struct {
 	T int64
 	F float64
+	H *histogram.FloatHistogram
+	// ih is H as the integer histogram Prometheus's OTLP receiver
+	// appends, when the benchmark data has one (its TSDB head stores it
+	// so).
+	ih *histogram.Histogram
 }
 
 // series is one generated series with its samples, oldest first, strictly
@@ -70,7 +77,15 @@ func genDataset(rnd *rand.Rand, o genOpts) *dataset {
 		d.add("collide_a", []string{"pod", pod}, genTimes(rnd, d.start, d.end), gaugeValues(rnd, 0, -5, 5))
 		d.add("collide_b", []string{"pod", pod}, genTimes(rnd, d.start, d.end), counterValues(rnd, 0))
 		d.addHistogram(rnd, "vllm:time_to_first_token_seconds", common, o.buckets)
+		// Native histograms, as the receiver stores OpenTelemetry
+		// exponential histograms: cumulative (counter) and delta (gauge).
+		d.addNative(rnd, "vllm:e2e_request_latency_seconds", common, false)
+		d.addNative(rnd, "vllm:request_queue_time_seconds", common, rnd.Intn(3) == 0)
 	}
+	// A series that carries floats and histograms (a gauge and an
+	// exponential histogram of one name and identity), for the functions
+	// that reject or skip a mix.
+	d.addMixed(rnd, "mixed_latency", []string{"pod", "p0"})
 	// Extreme magnitudes: sums overflow to ±Inf, avg switches to its
 	// incremental mean, Kahan compensation matters.
 	for p := range 3 {
@@ -269,6 +284,167 @@ func (d *dataset) addHistogram(rnd *rand.Rand, name string, common []string, bou
 	}
 	d.add(name+"_sum", common, times, sums)
 	d.add(name+"_count", common, times, totals)
+}
+
+// nativeNames are the dataset's native histogram metrics.
+var nativeNames = []string{"vllm:e2e_request_latency_seconds", "vllm:request_queue_time_seconds", "mixed_latency"}
+
+// expState is an exponential histogram as an OpenTelemetry SDK keeps it:
+// dense positive (and negative) bucket counts from an offset at a scale,
+// a zero count, the count and the sum of observations.
+type expState struct {
+	scale          int32
+	posOff, negOff int32
+	pos, neg       []float64
+	zero           float64
+	count, sum     float64
+}
+
+// observe records one observation, lowering the scale (merging bucket
+// pairs) when the buckets span more than maxBuckets, as the SDK does.
+func (e *expState) observe(v float64, maxBuckets int) {
+	e.count++
+	e.sum += v
+	if v == 0 || math.Abs(v) < 1e-9 {
+		e.zero++
+		return
+	}
+	for {
+		// OpenTelemetry's bucket i holds (base^i, base^(i+1)].
+		idx := int32(math.Ceil(math.Log2(math.Abs(v))*math.Exp2(float64(e.scale)))) - 1
+		off, b := &e.posOff, &e.pos
+		if v < 0 {
+			off, b = &e.negOff, &e.neg
+		}
+		if len(*b) == 0 {
+			*off = idx
+		}
+		lo, hi := min(*off, idx), max(*off+int32(len(*b))-1, idx)
+		if int(hi-lo+1) <= maxBuckets || e.scale == -4 {
+			if idx < *off {
+				*b = append(make([]float64, *off-idx), *b...)
+				*off = idx
+			}
+			for int(idx-*off) >= len(*b) {
+				*b = append(*b, 0)
+			}
+			(*b)[idx-*off]++
+			return
+		}
+		e.downscale()
+	}
+}
+
+// downscale halves the resolution: bucket pairs merge.
+func (e *expState) downscale() {
+	merge := func(off int32, b []float64) (int32, []float64) {
+		if len(b) == 0 {
+			return off, b
+		}
+		no := off >> 1
+		out := make([]float64, (off+int32(len(b))-1)>>1-no+1)
+		for i, c := range b {
+			out[(off+int32(i))>>1-no] += c
+		}
+		return no, out
+	}
+	e.scale--
+	e.posOff, e.pos = merge(e.posOff, e.pos)
+	e.negOff, e.neg = merge(e.negOff, e.neg)
+}
+
+// native converts the state as Prometheus's OTLP receiver does: OTLP
+// bucket i is Prometheus's i+1, one span per side (empty buckets inside),
+// zero threshold 1e-128.
+func (e *expState) native(gauge bool) *histogram.FloatHistogram {
+	h := &histogram.FloatHistogram{
+		Schema: e.scale, ZeroThreshold: 1e-128, ZeroCount: e.zero, Count: e.count, Sum: e.sum,
+	}
+	if gauge {
+		h.CounterResetHint = histogram.GaugeType
+	}
+	if len(e.pos) > 0 {
+		h.PositiveSpans = []histogram.Span{{Offset: e.posOff + 1, Length: uint32(len(e.pos))}}
+		h.PositiveBuckets = slices.Clone(e.pos)
+	}
+	if len(e.neg) > 0 {
+		h.NegativeSpans = []histogram.Span{{Offset: e.negOff + 1, Length: uint32(len(e.neg))}}
+		h.NegativeBuckets = slices.Clone(e.neg)
+	}
+	return h
+}
+
+// addNative adds one native histogram series per call, fed by a
+// simulated SDK: latencies around 10 ms to 10 s (sometimes 0 and
+// negative), the scale falling as the range grows, counter resets, stale
+// markers, idle stretches. delta makes it a delta (gauge) histogram that
+// restarts every point.
+func (d *dataset) addNative(rnd *rand.Rand, name string, common []string, delta bool) {
+	times := genTimes(rnd, d.start, d.end)
+	st := &expState{scale: int32(rnd.Intn(9))}
+	maxBuckets := []int{8, 20, 160}[rnd.Intn(3)]
+	b := labels.NewScratchBuilder(len(common)/2 + 1)
+	b.Add(labels.MetricName, name)
+	for i := 0; i+1 < len(common); i += 2 {
+		b.Add(common[i], common[i+1])
+	}
+	b.Sort()
+	s := series{lset: b.Labels()}
+	for _, t := range times {
+		if delta {
+			*st = expState{scale: st.scale}
+		}
+		if rnd.Intn(50) == 0 && !delta { // a counter reset: the SDK restarted
+			*st = expState{scale: int32(rnd.Intn(9))}
+		}
+		if rnd.Intn(8) != 0 { // sometimes idle
+			for range rnd.Intn(25) {
+				v := math.Exp(rnd.NormFloat64()*1.5 - 3)
+				switch rnd.Intn(40) {
+				case 0:
+					v = 0
+				case 1:
+					v = -v
+				}
+				st.observe(v, maxBuckets)
+			}
+		}
+		if rnd.Intn(60) == 0 {
+			s.samples = append(s.samples, sample{T: t, F: staleNaN})
+			continue
+		}
+		s.samples = append(s.samples, sample{T: t, H: st.native(delta)})
+	}
+	if len(s.samples) > 0 {
+		d.series = append(d.series, s)
+	}
+}
+
+// addMixed adds a series whose samples are floats for a while, then
+// histograms, then floats again.
+func (d *dataset) addMixed(rnd *rand.Rand, name string, kv []string) {
+	b := labels.NewScratchBuilder(len(kv)/2 + 1)
+	b.Add(labels.MetricName, name)
+	for i := 0; i+1 < len(kv); i += 2 {
+		b.Add(kv[i], kv[i+1])
+	}
+	b.Sort()
+	s := series{lset: b.Labels()}
+	st := &expState{scale: 3}
+	times := genTimes(rnd, d.start, d.end)
+	for i, t := range times {
+		if i*3/len(times) == 1 {
+			for range rnd.Intn(10) {
+				st.observe(math.Exp(rnd.NormFloat64()-2), 40)
+			}
+			s.samples = append(s.samples, sample{T: t, H: st.native(false)})
+			continue
+		}
+		s.samples = append(s.samples, sample{T: t, F: float64(rnd.Intn(10))})
+	}
+	if len(s.samples) > 0 {
+		d.series = append(d.series, s)
+	}
 }
 
 // formatLe writes a bound as the receiver stores it: the OpenMetrics

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
@@ -69,6 +70,7 @@ type stats struct {
 	agreedErrors  int            // evaluations where both failed
 	agreedEmpty   int            // of agreedValues: both returned an empty vector
 	agreedScalar  int            // of agreedValues: both returned a scalar
+	agreedHist    int            // of agreedValues: the answer holds native histograms
 	declined      map[string]int // queries declined by our engine, by reason
 	declinedTotal int
 	bySource      map[string]int // compared queries by source
@@ -86,8 +88,8 @@ func newStats() *stats {
 
 func (s *stats) summary() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "compared %d queries (%s) in %d evaluations (%d of them range queries): %d agreed on values (%d non-empty vectors, %d scalars, %d empty), %d agreed on an error, %d disagreements; largest relative difference %.3g",
-		s.queries, formatCounts(s.bySource), s.evaluations, s.ranges, s.agreedValues, s.agreedValues-s.agreedEmpty-s.agreedScalar, s.agreedScalar, s.agreedEmpty,
+	fmt.Fprintf(&b, "compared %d queries (%s) in %d evaluations (%d of them range queries): %d agreed on values (%d non-empty vectors, %d of them with native histograms, %d scalars, %d empty), %d agreed on an error, %d disagreements; largest relative difference %.3g",
+		s.queries, formatCounts(s.bySource), s.evaluations, s.ranges, s.agreedValues, s.agreedValues-s.agreedEmpty-s.agreedScalar, s.agreedHist, s.agreedScalar, s.agreedEmpty,
 		s.agreedErrors, len(s.disagreements), s.maxRelDiff)
 	if s.maxRelQuery != "" {
 		fmt.Fprintf(&b, " (%s)", s.maxRelQuery)
@@ -132,6 +134,9 @@ func constructs(q string) []string {
 			if n.Timestamp != nil {
 				seen["@ <timestamp>"] = true
 			}
+			if slices.Contains(nativeNames, n.Name) {
+				seen["native histogram"] = true
+			}
 			if n.StartOrEnd != 0 {
 				seen["@ start()/end()"] = true
 			}
@@ -139,6 +144,10 @@ func constructs(q string) []string {
 			switch n.Op {
 			case parser.COUNT_VALUES, parser.LIMITK, parser.LIMIT_RATIO:
 				seen[n.Op.String()] = true
+			}
+		case *parser.Call:
+			if strings.HasPrefix(n.Func.Name, "histogram_") {
+				seen[n.Func.Name] = true
 			}
 		}
 		return nil
@@ -232,7 +241,7 @@ func compare(prom, ours outcome) (bool, float64) {
 	if prom.scalar {
 		return almost.Equal(prom.value, ours.value, epsilon), relDiff(prom.value, ours.value)
 	}
-	if len(prom.vector) != len(ours.vector) {
+	if len(prom.vector) != len(ours.vector) || len(prom.hists) != len(ours.hists) {
 		return false, 0
 	}
 	worst := 0.0
@@ -243,7 +252,75 @@ func compare(prom, ours outcome) (bool, float64) {
 		}
 		worst = max(worst, relDiff(pv, ov))
 	}
+	for k, ph := range prom.hists {
+		oh, ok := ours.hists[k]
+		if !ok {
+			return false, 0
+		}
+		same, rd := sameHistogram(ph, oh)
+		if !same {
+			return false, 0
+		}
+		worst = max(worst, rd)
+	}
 	return true, worst
+}
+
+// sameHistogram compares two native histograms as values: the same
+// schema, zero threshold and custom bounds, and counts, sum and bucket
+// populations equal within epsilon, whatever spans hold them (a bucket
+// absent on one side is 0; a count that cancelled to within 1e-9 of the
+// histogram's count of 0 is 0). Counter-reset hints are not compared: the
+// HTTP API does not show them, and our store reports the hints
+// Prometheus's TSDB would read back (its chunk starts), while this
+// oracle's list series report what was appended.
+func sameHistogram(a, b *histogram.FloatHistogram) (bool, float64) {
+	if a.Schema != b.Schema || a.ZeroThreshold != b.ZeroThreshold ||
+		a.UsesCustomBuckets() && !histogram.CustomBucketBoundsMatch(a.CustomValues, b.CustomValues) {
+		return false, 0
+	}
+	worst := 0.0
+	eq := func(x, y, scale float64) bool {
+		if almost.Equal(x, y, epsilon) {
+			worst = max(worst, relDiff(x, y))
+			return true
+		}
+		return math.Abs(x-y) <= 1e-9*max(1, math.Abs(scale))
+	}
+	if !eq(a.Count, b.Count, a.Count) || !eq(a.Sum, b.Sum, a.Sum) || !eq(a.ZeroCount, b.ZeroCount, a.Count) {
+		return false, 0
+	}
+	buckets := func(h *histogram.FloatHistogram) map[[2]int32]float64 {
+		m := map[[2]int32]float64{}
+		for side, it := range []histogram.BucketIterator[float64]{h.PositiveBucketIterator(), h.NegativeBucketIterator()} {
+			for it.Next() {
+				bk := it.At()
+				m[[2]int32{int32(side), bk.Index}] += bk.Count
+			}
+		}
+		return m
+	}
+	ma, mb := buckets(a), buckets(b)
+	for k, x := range ma {
+		if !eq(x, mb[k], a.Count) {
+			return false, 0
+		}
+	}
+	for k, y := range mb {
+		if !eq(ma[k], y, a.Count) {
+			return false, 0
+		}
+	}
+	return true, worst
+}
+
+func sortedHistKeys(m map[string]*histogram.FloatHistogram) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 func relDiff(a, b float64) float64 {
@@ -538,13 +615,16 @@ func (c *diffCase) record(st *stats, d disagreement) bool {
 		switch {
 		case d.prom.scalar:
 			st.agreedScalar++
-		case len(d.prom.vector) == 0:
+		case len(d.prom.vector)+len(d.prom.hists) == 0:
 			st.agreedEmpty++
+		}
+		if len(d.prom.hists) > 0 {
+			st.agreedHist++
 		}
 		if rd > st.maxRelDiff {
 			st.maxRelDiff, st.maxRelQuery = rd, d.query
 		}
-		return d.prom.scalar || len(d.prom.vector) > 0
+		return d.prom.scalar || len(d.prom.vector)+len(d.prom.hists) > 0
 	}
 	return false
 }
@@ -584,6 +664,10 @@ func (c *diffCase) dump(q string, t int64, lookback time.Duration) string {
 				win = win[len(win)-24:]
 			}
 			for _, sm := range win {
+				if sm.H != nil {
+					fmt.Fprintf(&b, " %s@%d", sm.H.TestExpression(), sm.T-t)
+					continue
+				}
 				fmt.Fprintf(&b, " %v@%d", formatValue(sm.F), sm.T-t)
 			}
 			b.WriteString("\n")
@@ -743,6 +827,14 @@ func TestDifferentialGrowingStore(t *testing.T) {
 // TestDifferentialCatchesDifferences shows the comparison is not vacuous:
 // a wrong answer is a disagreement, and so is an error against a value.
 func TestDifferentialCatchesDifferences(t *testing.T) {
+	hist := func(schema int32, count float64, b ...float64) *histogram.FloatHistogram {
+		return &histogram.FloatHistogram{Schema: schema, Count: count, PositiveSpans: []histogram.Span{{Offset: 0, Length: uint32(len(b))}}, PositiveBuckets: b}
+	}
+	hv := func(h *histogram.FloatHistogram) outcome {
+		o := outcome{vector: map[string]float64{}}
+		o.add("{}", 0, h)
+		return o
+	}
 	v := func(kv ...any) outcome {
 		o := outcome{vector: map[string]float64{}}
 		for i := 0; i < len(kv); i += 2 {
@@ -773,6 +865,15 @@ func TestDifferentialCatchesDifferences(t *testing.T) {
 		{"error vs value", outcome{err: errors.New("x")}, v(), false},
 		{"scalar vs vector", outcome{scalar: true, value: 1}, v("{}", 1.0), false},
 		{"duplicate labels", v("{}", 1.0), outcome{vector: map[string]float64{"{}": 1}, dups: 1}, false},
+		{"same histogram", hv(hist(0, 3, 1, 2)), hv(hist(0, 3, 1, 2)), true},
+		{"same histogram, other spans", hv(hist(0, 3, 1, 2)), hv(&histogram.FloatHistogram{
+			Count:         3,
+			PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}, {Offset: 0, Length: 2}}, PositiveBuckets: []float64{1, 2, 0},
+		}), true},
+		{"bucket differs", hv(hist(0, 3, 1, 2)), hv(hist(0, 3, 2, 1)), false},
+		{"count differs", hv(hist(0, 3, 1, 2)), hv(hist(0, 4, 1, 2)), false},
+		{"schema differs", hv(hist(0, 3, 1, 2)), hv(hist(1, 3, 1, 2)), false},
+		{"histogram vs float", hv(hist(0, 3, 1, 2)), v("{}", 3.0), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, _ := compare(tc.prom, tc.ours)

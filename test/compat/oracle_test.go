@@ -2,7 +2,6 @@ package compat
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -33,6 +32,26 @@ func (fSample) FH() *histogram.FloatHistogram { return nil }
 func (fSample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
 func (s fSample) Copy() chunks.Sample         { return s }
 
+// hSample implements chunks.Sample for a native histogram sample: the
+// list series hand it to the engine with the hint it was appended with,
+// as Prometheus's OTLP receiver appends it (unknown, or gauge for delta
+// temporality). FH returns a copy: the list series' iterator returns it
+// as is, and the engine later decodes other samples into the histograms
+// it got (its pooled points, HistogramStatsIterator's CopyTo), which must
+// not be the dataset's.
+type hSample struct {
+	t int64
+	h *histogram.FloatHistogram
+}
+
+func (s hSample) T() int64                      { return s.t }
+func (hSample) ST() int64                       { return 0 }
+func (hSample) F() float64                      { return 0 }
+func (hSample) H() *histogram.Histogram         { return nil }
+func (s hSample) FH() *histogram.FloatHistogram { return s.h.Copy() }
+func (hSample) Type() chunkenc.ValueType        { return chunkenc.ValFloatHistogram }
+func (s hSample) Copy() chunks.Sample           { return hSample{t: s.t, h: s.h.Copy()} }
+
 // listSet is a storage.SeriesSet over prepared series (upstream's mock set
 // lives in a _test.go file, so we keep our own).
 type listSet struct {
@@ -58,6 +77,10 @@ func newPromStorage(d *dataset) *promStorage {
 	for _, s := range d.series {
 		smpls := make([]chunks.Sample, len(s.samples))
 		for i, sm := range s.samples {
+			if sm.H != nil {
+				smpls[i] = hSample{t: sm.T, h: sm.H}
+				continue
+			}
 			smpls[i] = fSample{t: sm.T, f: sm.F}
 		}
 		e := storage.NewListSeries(s.lset, smpls)
@@ -117,7 +140,27 @@ type outcome struct {
 	scalar bool
 	value  float64
 	vector map[string]float64 // labels.String() → value
-	dups   int                // elements whose labels repeat
+	// hists holds the elements (or range points) whose value is a native
+	// histogram, keyed like vector; the two never share a key.
+	hists map[string]*histogram.FloatHistogram
+	dups  int // elements whose labels repeat
+}
+
+// add records one element's value under k.
+func (o *outcome) add(k string, f float64, h *histogram.FloatHistogram) {
+	_, dupF := o.vector[k]
+	_, dupH := o.hists[k]
+	if dupF || dupH {
+		o.dups++
+	}
+	if h == nil {
+		o.vector[k] = f
+		return
+	}
+	if o.hists == nil {
+		o.hists = map[string]*histogram.FloatHistogram{}
+	}
+	o.hists[k] = h.Copy() // the engine reuses it
 }
 
 func (o outcome) String() string {
@@ -127,9 +170,12 @@ func (o outcome) String() string {
 	case o.scalar:
 		return fmt.Sprintf("scalar %v", o.value)
 	}
-	s := fmt.Sprintf("vector(%d)", len(o.vector))
+	s := fmt.Sprintf("vector(%d)", len(o.vector)+len(o.hists))
 	for _, k := range sortedKeys(o.vector) {
 		s += fmt.Sprintf("\n      %s %v", k, o.vector[k])
+	}
+	for _, k := range sortedHistKeys(o.hists) {
+		s += fmt.Sprintf("\n      %s %s", k, o.hists[k].TestExpression())
 	}
 	if o.dups > 0 {
 		s += fmt.Sprintf("\n      (+%d duplicate label sets)", o.dups)
@@ -154,14 +200,7 @@ func evalProm(ctx context.Context, ng *promql.Engine, qb storage.Queryable, q st
 	case promql.Vector:
 		o := outcome{vector: make(map[string]float64, len(v))}
 		for _, s := range v {
-			if s.H != nil {
-				return outcome{err: errors.New("native histogram in result")}
-			}
-			k := s.Metric.String()
-			if _, ok := o.vector[k]; ok {
-				o.dups++
-			}
-			o.vector[k] = s.F
+			o.add(s.Metric.String(), s.F, s.H)
 		}
 		return o
 	default:
@@ -188,15 +227,11 @@ func evalPromRange(ctx context.Context, ng *promql.Engine, qb storage.Queryable,
 	}
 	o := outcome{vector: map[string]float64{}}
 	for _, s := range mat {
-		if len(s.Histograms) > 0 {
-			return outcome{err: errors.New("native histogram in result")}
-		}
 		for _, p := range s.Floats {
-			k := rangeKey(s.Metric.String(), p.T)
-			if _, ok := o.vector[k]; ok {
-				o.dups++
-			}
-			o.vector[k] = p.F
+			o.add(rangeKey(s.Metric.String(), p.T), p.F, nil)
+		}
+		for _, p := range s.Histograms {
+			o.add(rangeKey(s.Metric.String(), p.T), 0, p.H)
 		}
 	}
 	return o
@@ -239,18 +274,30 @@ func (o *ours) load(d *dataset, keep func(i int, s sample) bool) error {
 	for i, s := range d.series {
 		created := false
 		var ref store.SeriesRef
+		create := o.store.Create
+		for _, sm := range s.samples {
+			if sm.H != nil {
+				create = o.store.CreateHistogram // as the receiver does for an exponential histogram
+			}
+		}
 		for _, sm := range s.samples {
 			if !keep(i, sm) {
 				continue
 			}
 			if !created {
 				var err error
-				if ref, err = o.store.Create(uint64(i+1), s.lset); err != nil {
+				if ref, err = create(uint64(i+1), s.lset); err != nil {
 					return fmt.Errorf("create %s: %w", s.lset, err)
 				}
 				created = true
 			}
-			if err := o.store.Append(ref, sm.T, sm.F); err != nil {
+			var err error
+			if sm.H != nil {
+				err = o.store.AppendHistogram(ref, sm.T, sm.H)
+			} else {
+				err = o.store.Append(ref, sm.T, sm.F)
+			}
+			if err != nil {
 				return fmt.Errorf("append %s @%d: %w", s.lset, sm.T, err)
 			}
 		}
@@ -283,11 +330,10 @@ func (o *ours) evalRange(ctx context.Context, plan *query.Plan, start, end, step
 	out := outcome{vector: map[string]float64{}}
 	for _, s := range mat {
 		for _, p := range s.Points {
-			k := rangeKey(s.Labels.String(), p.T)
-			if _, ok := out.vector[k]; ok {
-				out.dups++
-			}
-			out.vector[k] = p.F
+			out.add(rangeKey(s.Labels.String(), p.T), p.F, nil)
+		}
+		for _, p := range s.Histograms {
+			out.add(rangeKey(s.Labels.String(), p.T), 0, p.H)
 		}
 	}
 	return out
@@ -304,11 +350,7 @@ func (o *ours) eval(ctx context.Context, plan *query.Plan, t int64) outcome {
 	}
 	out := outcome{vector: make(map[string]float64, len(res.Vector))}
 	for _, s := range res.Vector {
-		k := s.Labels.String()
-		if _, ok := out.vector[k]; ok {
-			out.dups++
-		}
-		out.vector[k] = s.F
+		out.add(s.Labels.String(), s.F, s.H)
 	}
 	return out
 }

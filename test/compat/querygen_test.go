@@ -33,8 +33,10 @@ var subsetFunctions = []string{
 	"sort_by_label", "sort_by_label_desc", "mad_over_time", "ts_of_first_over_time", "ts_of_last_over_time",
 	"ts_of_max_over_time", "ts_of_min_over_time", "double_exponential_smoothing", "integral",
 	"min_of", "max_of", "start", "end", "range", "step",
-	// Over classic buckets.
+	// Over classic buckets and native histograms.
 	"histogram_fraction", "histogram_quantiles",
+	// Native histograms.
+	"histogram_count", "histogram_sum", "histogram_avg", "histogram_stddev", "histogram_stdvar",
 }
 
 // subsetAggrs leaves out topk and bottomk, whose ties make them
@@ -267,9 +269,76 @@ func (g *triggerGen) match() string {
 	return ""
 }
 
+// native writes a query over native histograms (OTLP exponential
+// histograms as the receiver stores them): the trigger shapes over them,
+// and every operation PromQL defines on histograms, including the ones
+// that drop or ignore them.
+func (g *triggerGen) native() string {
+	nh := func() string { return g.sel(g.pick(nativeNames[:2])) }
+	nhr := func() string { return g.rangeSel(g.pick(nativeNames)) }
+	rateish := func() string {
+		return fmt.Sprintf("%s(%s)", g.pick([]string{"rate", "rate", "increase", "delta", "irate", "idelta"}), nhr())
+	}
+	summed := func() string {
+		return fmt.Sprintf("%s%s (%s)", g.pick([]string{"sum", "sum", "avg"}), g.pick([]string{"", " by (pod)", " by (model_name)", " without (pod)"}), rateish())
+	}
+	switch g.rnd.Intn(20) {
+	case 0, 1, 2:
+		return fmt.Sprintf("histogram_quantile(%s, %s)", g.quantile(), g.pick([]string{summed(), rateish(), nh(), summed()}))
+	case 3:
+		return fmt.Sprintf("histogram_fraction(%s, %s, %s)", g.pick([]string{"0", "-Inf", "0.01", "0.1", "NaN", "-0.5"}),
+			g.pick([]string{"0.05", "0.5", "1", "+Inf", "0"}), g.pick([]string{summed(), nh(), rateish()}))
+	case 4:
+		return fmt.Sprintf("histogram_quantiles(%s, %q, %s, %s)", g.pick([]string{summed(), nh()}), g.pick([]string{"q", "quantile"}), g.quantile(), g.quantile())
+	case 5, 6:
+		return fmt.Sprintf("%s(%s)", g.pick([]string{"histogram_count", "histogram_sum", "histogram_avg", "histogram_stddev", "histogram_stdvar"}),
+			g.pick([]string{summed(), rateish(), nh(), "sum(" + nh() + ")"}))
+	case 7:
+		return g.pick([]string{summed(), rateish()})
+	case 8:
+		return fmt.Sprintf("%s(%s)", g.pick([]string{"sum", "avg", "count", "max", "min", "group", "stddev", "quantile(0.5,"}), nh())
+	case 9:
+		return fmt.Sprintf("%s(%s)", g.pick([]string{
+			"changes", "resets", "sum_over_time", "avg_over_time", "count_over_time", "last_over_time", "first_over_time",
+			"present_over_time", "max_over_time", "ts_of_last_over_time", "ts_of_first_over_time", "deriv", "quantile_over_time(0.5,",
+		}), nhr())
+	case 10:
+		return fmt.Sprintf("%s %s %s", nh(), g.pick([]string{"*", "/", "+", "-", "==", "!=", ">", "</", ">/"}), g.pick([]string{"2", "0.5", "-1", "0", "0.1"}))
+	case 11:
+		x := g.pick(nativeNames[:2])
+		return fmt.Sprintf("%s %s %s", x, g.pick([]string{"+", "-", "==", "!=", "*", "/"}), g.pick([]string{x, x + " offset 1m", "2 * " + x, x + " * 0"}))
+	case 12:
+		return fmt.Sprintf("%s %s %s", g.pick([]string{"2", "-1", "0"}), g.pick([]string{"*", "/", "+"}), nh())
+	case 13:
+		return fmt.Sprintf("%s(%s)", g.pick([]string{"-", "abs", "sort", "sort_desc", "timestamp", "scalar", "clamp_min", "round", "label_replace"}), nh()) + ""
+	case 14:
+		fn := g.pick([]string{"max_over_time", "avg_over_time", "rate", "increase", "sum_over_time", "last_over_time", "count_over_time", "resets"})
+		inner := g.pick([]string{
+			"histogram_quantile(0.9, " + summed() + ")",
+			summed(),
+			"sum(" + nh() + ")",
+			nh(),
+			"histogram_count(" + summed() + ")",
+		})
+		return fmt.Sprintf("%s((%s)%s)", fn, inner, g.subqRange())
+	case 15:
+		return fmt.Sprintf("histogram_quantile(%s, sum(rate(%s[%s]%s)))", g.quantile(), g.pick(nativeNames[:2]), g.pick(ranges), g.at())
+	case 16:
+		return fmt.Sprintf("%s(mixed_latency[%s])", g.pick([]string{"rate", "increase", "delta", "irate", "changes", "resets", "sum_over_time", "avg_over_time", "count_over_time", "last_over_time", "max_over_time"}), g.pick(ranges))
+	case 17:
+		return fmt.Sprintf("%s(%s)", g.pick([]string{"sum", "avg", "count", "histogram_count", "histogram_sum"}), g.pick([]string{"mixed_latency", `{__name__=~"mixed_latency|vllm:e2e_request_latency_seconds"}`}))
+	case 18:
+		return fmt.Sprintf("label_replace(%s, \"dst\", \"$1\", \"pod\", \"p(.*)\")", g.pick([]string{summed(), nh()}))
+	default:
+		return fmt.Sprintf("count_values(\"h\", %s)", g.pick([]string{nh(), `vllm:e2e_request_latency_seconds{pod="p0"}`}))
+	}
+}
+
 // next returns one trigger-shaped query.
 func (g *triggerGen) next() string {
-	switch n := g.rnd.Intn(34); {
+	switch n := g.rnd.Intn(44); {
+	case n >= 34:
+		return g.native()
 	case n >= 22 && n < 28:
 		return g.subquery()
 	case n >= 28 && n < 31:
@@ -506,4 +575,18 @@ var corpus = []string{
 	`count_values("queue", vllm:num_requests_waiting)`,
 	`limitk(2, vllm:num_requests_waiting)`,
 	`limit_ratio(0.5, vllm:num_requests_running)`,
+	// Native histograms (OTLP exponential histograms).
+	`histogram_quantile(0.9, sum(rate(vllm:e2e_request_latency_seconds[1m])))`,
+	`histogram_quantile(0.99, sum by (model_name) (rate(vllm:e2e_request_latency_seconds[5m])))`,
+	`histogram_quantile(0.5, rate(vllm:e2e_request_latency_seconds[2m]))`,
+	`histogram_count(sum(rate(vllm:e2e_request_latency_seconds[1m])))`,
+	`histogram_sum(sum(rate(vllm:e2e_request_latency_seconds[1m]))) / histogram_count(sum(rate(vllm:e2e_request_latency_seconds[1m])))`,
+	`histogram_avg(sum(increase(vllm:e2e_request_latency_seconds[5m])))`,
+	`histogram_fraction(0, 0.1, sum(rate(vllm:e2e_request_latency_seconds[2m])))`,
+	`histogram_stddev(sum(rate(vllm:e2e_request_latency_seconds[1m])))`,
+	`histogram_quantile(0.9, sum(vllm:request_queue_time_seconds))`,
+	`sum(rate(vllm:e2e_request_latency_seconds_count[1m]))`,
+	`max_over_time(histogram_quantile(0.9, sum(rate(vllm:e2e_request_latency_seconds[1m])))[5m:15s])`,
+	`vllm:e2e_request_latency_seconds`,
+	`sum by (pod) (vllm:e2e_request_latency_seconds)`,
 }

@@ -209,6 +209,8 @@ func TestPointReset(t *testing.T) {
 		attrField: 7, pending: true, StartTime: 1, Time: 2, Flags: 3,
 		NumberKind: NumberInt, Double: 4, Int: 5, Count: 6, Sum: 7, HasSum: true,
 		BucketCounts: []uint64{1}, Bounds: []float64{1}, Quantiles: []Quantile{{1, 2}},
+		Scale: 1, ZeroCount: 2, ZeroThreshold: 3, PosOffset: 4, NegOffset: 5, NegCounts: []uint64{6}, BucketsOverflow: true,
+		hasExp: true,
 	}
 	// Every field is set above: a new field must be added there too.
 	v := reflect.ValueOf(p)
@@ -216,11 +218,14 @@ func TestPointReset(t *testing.T) {
 		require.False(t, v.Field(i).IsZero(), "field %s not set by the test", v.Type().Field(i).Name)
 	}
 	p.reset()
-	for _, n := range []int{len(p.Attrs), len(p.BucketCounts), len(p.Bounds), len(p.Quantiles)} {
+	if p.hasExp { // as every caller of reset does
+		p.clearExp()
+	}
+	for _, n := range []int{len(p.Attrs), len(p.BucketCounts), len(p.Bounds), len(p.Quantiles), len(p.NegCounts)} {
 		require.Zero(t, n)
 	}
 	require.NotZero(t, cap(p.Attrs))
-	p.Attrs, p.BucketCounts, p.Bounds, p.Quantiles = nil, nil, nil, nil
+	p.Attrs, p.BucketCounts, p.Bounds, p.Quantiles, p.NegCounts = nil, nil, nil, nil, nil
 	require.Equal(t, Point{}, p)
 }
 
