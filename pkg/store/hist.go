@@ -702,6 +702,11 @@ func (a *Appender) AppendHistogram(ref SeriesRef, t int64, fh *histogram.FloatHi
 	res, thinned, atCap := hs.append(t, fh, &s.rl, scratch)
 	scratch.CustomValues = nil // interned bounds need not stay reachable
 	s.histScratch.Put(scratch)
+	// The outcome as Appender.append's, repeated: shared as a call, it
+	// costs every float append 15 instructions
+	// (BenchmarkAppendStart/series=10k/start=none 362 -> 377 Ir/op,
+	// BenchmarkIngest impl=wire/series=10k 2.530 -> 2.558 M Ir/op;
+	// callgrind).
 	if thinned != 0 {
 		s.m.thinned(ref, thinned, atCap)
 	}
