@@ -84,8 +84,10 @@ func TestStagedAppendsMatchPointByPoint(t *testing.T) {
 			gauge("e_seconds", "", dpD(attrs("pod", "pab"), tsNs(10), 1)),
 			expMetric("e", cumulative, append(manyExp(2*stageSize+5),
 				&metricspb.ExponentialHistogramDataPoint{Attributes: attrs("pod", "pac"), TimeUnixNano: tsNs(9), Flags: 1},
-				&metricspb.ExponentialHistogramDataPoint{Attributes: attrs("pod", "pad"), TimeUnixNano: tsNs(11), Count: 1, Scale: 2,
-					Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{BucketCounts: []uint64{1}}}, // out of order
+				&metricspb.ExponentialHistogramDataPoint{ // out of order
+					Attributes: attrs("pod", "pad"), TimeUnixNano: tsNs(11), Count: 1, Scale: 2,
+					Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{BucketCounts: []uint64{1}},
+				},
 			)...),
 		}},
 		// The store's label limit is below the receiver's: the first point
