@@ -85,7 +85,7 @@ func TestStagedAppendsMatchPointByPoint(t *testing.T) {
 			expMetric("e", cumulative, append(manyExp(2*stageSize+5),
 				&metricspb.ExponentialHistogramDataPoint{Attributes: attrs("pod", "pac"), TimeUnixNano: tsNs(9), Flags: 1},
 				&metricspb.ExponentialHistogramDataPoint{ // out of order
-					Attributes: attrs("pod", "pad"), TimeUnixNano: tsNs(11), Count: 1, Scale: 2,
+					Attributes: attrs("pod", "paa"), TimeUnixNano: tsNs(11), Count: 1, Scale: 2,
 					Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{BucketCounts: []uint64{1}},
 				},
 			)...),
