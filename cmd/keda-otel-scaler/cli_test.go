@@ -2,20 +2,17 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/goleak"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -31,57 +28,15 @@ func startServer(t *testing.T) server.Addrs {
 // pushing through client to scheme://.
 func startServerWith(t *testing.T, edit func(*config.Config), client *http.Client, scheme string) server.Addrs {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Server.OTLPGRPCAddr = "127.0.0.1:0"
-	cfg.Server.ScalerAddr = "127.0.0.1:0"
-	cfg.Server.HTTPAddr = "127.0.0.1:0"
-	cfg.Scaler.Warmup = 0
+	cfg := servertest.Config()
 	if edit != nil {
 		edit(&cfg)
 	}
 	s, err := server.New(cfg, server.Settings{})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, s.Shutdown(ctx))
-	})
-	pushWaitingWith(t, client, scheme+"://"+s.Addrs().HTTP, map[string]float64{"qwen-a": 3, "qwen-b": 4}, nil)
+	servertest.Start(t, s)
+	servertest.PushVLLMWaitingWith(t, client, scheme+"://"+s.Addrs().HTTP, map[string]float64{"qwen-a": 3, "qwen-b": 4}, nil)
 	return s.Addrs()
-}
-
-// pushWaiting pushes vllm:num_requests_waiting{model_name="qwen"} = v for
-// each pod over OTLP/HTTP, with service.name vllm and the extra resource
-// attributes.
-func pushWaiting(t *testing.T, httpAddr string, pods map[string]float64, resource map[string]string) {
-	t.Helper()
-	pushWaitingWith(t, http.DefaultClient, "http://"+httpAddr, pods, resource)
-}
-
-func pushWaitingWith(t *testing.T, client *http.Client, base string, pods map[string]float64, resource map[string]string) {
-	t.Helper()
-	md := pmetric.NewMetrics()
-	for pod, v := range pods {
-		rm := md.ResourceMetrics().AppendEmpty()
-		rm.Resource().Attributes().PutStr("service.name", "vllm")
-		rm.Resource().Attributes().PutStr("k8s.pod.name", pod)
-		for k, v := range resource {
-			rm.Resource().Attributes().PutStr(k, v)
-		}
-		m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
-		m.SetName("vllm:num_requests_waiting")
-		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
-		dp.SetTimestamp(pcommon.NewTimestampFromTime(time.Now()))
-		dp.SetDoubleValue(v)
-		dp.Attributes().PutStr("model_name", "qwen")
-	}
-	body, err := (&pmetric.ProtoMarshaler{}).MarshalMetrics(md)
-	require.NoError(t, err)
-	resp, err := client.Post(base+"/v1/metrics", "application/x-protobuf", bytes.NewReader(body))
-	require.NoError(t, err)
-	require.NoError(t, resp.Body.Close())
-	require.Equal(t, http.StatusOK, resp.StatusCode)
 }
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {

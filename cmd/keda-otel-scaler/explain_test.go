@@ -20,6 +20,7 @@ import (
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/query"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/scaler"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -215,7 +216,7 @@ func TestExplainAgreesWithScaler(t *testing.T) {
 // and why, and the server agrees.
 func TestExplainKServeTrigger(t *testing.T) {
 	a := startServer(t)
-	pushWaiting(t, a.HTTP, map[string]float64{"qwen-predictor-1": 5}, map[string]string{"k8s.namespace.name": "llm", "k8s.deployment.name": "qwen-predictor"})
+	servertest.PushVLLMWaiting(t, a.HTTP, map[string]float64{"qwen-predictor-1": 5}, map[string]string{"k8s.namespace.name": "llm", "k8s.deployment.name": "qwen-predictor"})
 	code, out, errOut := runCLI(t, "explain", "--scaler", a.Scaler, "--server", "http://"+a.HTTP,
 		"--namespace", "llm", "--name", "qwen-predictor",
 		"--metadata", `metricQuery=sum(vllm:num_requests_waiting{namespace="llm", deployment="qwen-predictor"})`,

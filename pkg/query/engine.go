@@ -374,9 +374,10 @@ type Options struct {
 	MaxLabelBytes int64
 }
 
-// Compile turns a parsed expression into a plan. The expression is not kept
-// or modified.
-func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
+// withDefaults fills the zero fields every plan uses (lookback, samples
+// and series bounds) from the engine's defaults (SetDefaults), then the
+// package's.
+func (e *Engine) withDefaults(opts Options) Options {
 	if opts.LookbackDelta <= 0 {
 		opts.LookbackDelta = DefaultLookbackDelta
 	}
@@ -389,6 +390,13 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if opts.MaxSeries <= 0 {
 		opts.MaxSeries = e.defaults.MaxSeries
 	}
+	return opts
+}
+
+// Compile turns a parsed expression into a plan. The expression is not kept
+// or modified.
+func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
+	opts = e.withDefaults(opts)
 	if opts.MaxLabelBytes <= 0 {
 		opts.MaxLabelBytes = e.defaults.MaxLabelBytes
 	}

@@ -502,7 +502,9 @@ func (n *selectorNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	ref := n.ref(t)
 	rd := ev.reader(n.set.store)
 	// The sum stays in locals: sumSink.addValue, by hand (kahanInc is too
-	// big to inline).
+	// big to inline; calling it costs 1.4 % more instructions per
+	// evaluation: BenchmarkEval/expr=sum/series=1000, 570k against 578k,
+	// callgrind).
 	sum, c, cnt := acc.f, acc.c, acc.n
 	for _, h := range n.set.handles {
 		s, ok := rd.Latest(h, ref)

@@ -826,13 +826,10 @@ func (n *hqNode) quantileLabels(ev *evaluator, lset labels.Labels, q float64) (l
 	return l, nil
 }
 
-// bucketFraction is Prometheus's BucketFraction: the estimated share of
-// observations in [lower, upper], interpolating linearly in buckets. It
-// sorts and coalesces buckets in place.
-func bucketFraction(lower, upper float64, buckets []bucket) float64 {
-	if len(buckets) == 0 {
-		return math.NaN()
-	}
+// sortCoalesce sorts buckets by upper bound in place and merges equal
+// bounds, adding their counts. It reports false when the last bound is
+// not +Inf (the result is then NaN, as upstream). buckets is not empty.
+func sortCoalesce(buckets []bucket) ([]bucket, bool) {
 	slices.SortFunc(buckets, func(a, b bucket) int {
 		switch {
 		case a.upper < b.upper:
@@ -843,7 +840,7 @@ func bucketFraction(lower, upper float64, buckets []bucket) float64 {
 		return 0
 	})
 	if !math.IsInf(buckets[len(buckets)-1].upper, +1) {
-		return math.NaN()
+		return nil, false
 	}
 	last, k := buckets[0], 0
 	for _, b := range buckets[1:] {
@@ -856,7 +853,20 @@ func bucketFraction(lower, upper float64, buckets []bucket) float64 {
 		}
 	}
 	buckets[k] = last
-	buckets = buckets[:k+1]
+	return buckets[:k+1], true
+}
+
+// bucketFraction is Prometheus's BucketFraction: the estimated share of
+// observations in [lower, upper], interpolating linearly in buckets. It
+// sorts and coalesces buckets in place.
+func bucketFraction(lower, upper float64, buckets []bucket) float64 {
+	if len(buckets) == 0 {
+		return math.NaN()
+	}
+	buckets, ok := sortCoalesce(buckets)
+	if !ok {
+		return math.NaN()
+	}
 	count := buckets[len(buckets)-1].count
 	if count == 0 || math.IsNaN(lower) || math.IsNaN(upper) {
 		return math.NaN()
@@ -947,31 +957,10 @@ func bucketQuantile(q float64, buckets []bucket) float64 {
 	case len(buckets) == 0:
 		return math.NaN()
 	}
-	slices.SortFunc(buckets, func(a, b bucket) int {
-		switch {
-		case a.upper < b.upper:
-			return -1
-		case a.upper > b.upper:
-			return +1
-		}
-		return 0
-	})
-	if !math.IsInf(buckets[len(buckets)-1].upper, +1) {
+	buckets, ok := sortCoalesce(buckets)
+	if !ok {
 		return math.NaN()
 	}
-	// Coalesce equal upper bounds.
-	last, k := buckets[0], 0
-	for _, b := range buckets[1:] {
-		if b.upper == last.upper {
-			last.count += b.count
-		} else {
-			buckets[k] = last
-			last = b
-			k++
-		}
-	}
-	buckets[k] = last
-	buckets = buckets[:k+1]
 	// Monotonicity, ignoring tiny relative differences.
 	prev := buckets[0].count
 	for i := 1; i < len(buckets); i++ {

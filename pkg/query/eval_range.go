@@ -161,7 +161,10 @@ func (n *rangeNode) sumSteps(ev *evaluator, t0, step int64, nsteps int, acc []su
 			} else {
 				f = m.extrapolate(result, firstS.T, lastS.T, firstS.V, cnt, rangeStart, rangeEnd, n.rng, isCounter, isRate)
 			}
-			// sumSink.addValue, by hand (kahanInc is too big to inline).
+			// sumSink.addValue, by hand (kahanInc is too big to inline;
+			// calling it costs 8 % more instructions per evaluation:
+			// BenchmarkEval/expr=subq_max_sum_rate, 6.15M against 6.65M,
+			// callgrind).
 			sk := &acc[k]
 			if sk.n == 0 {
 				sk.f = f
@@ -301,7 +304,11 @@ func (n *rangeNode) sum(ev *evaluator, t int64, acc *sumSink) error {
 	rangeStart, rangeEnd, eStart, eEnd := n.bounds(t)
 	rd := ev.reader(n.set.store)
 	// The sum stays in locals: sumSink.addValue, by hand (kahanInc is too
-	// big to inline).
+	// big to inline). This loop and sumGroups' repeat rateSeries' common
+	// case and the Kahan step instead of calling them: calls cost
+	// BenchmarkEval/expr=sum_rate/series=1000 6 % more instructions
+	// (kahanInc) and 23 % with rateSeries too (331k, 352k, 406k per
+	// evaluation, callgrind).
 	sum, c, cnt := acc.f, acc.c, acc.n
 	fused, isCounter, isRate := n.fused()
 	fused = fused && rangeEnd == eEnd
@@ -404,7 +411,10 @@ func (n *rangeNode) sumGroups(ev *evaluator, t int64, agg *aggNode) error {
 			}
 		}
 		// groupedSum.add and sumSink.addValue, by hand (kahanInc is too
-		// big to inline): the element's group, then its Kahan step.
+		// big to inline): the element's group, then its Kahan step. With
+		// calls (g.add; rateSeries above) BenchmarkEval/expr=hq_sum_rate
+		// costs 13 % and 27 % more instructions (385k, 435k, 488k per
+		// evaluation, callgrind).
 		gi := g.gi[i]
 		a := &g.acc[gi]
 		if a.n == 0 {

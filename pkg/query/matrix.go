@@ -40,19 +40,7 @@ type MatrixPlan struct {
 // other expression, a subquery included, is an *UnsupportedError; the
 // caller picks CompileMatrix when expr.Type() is parser.ValueTypeMatrix.
 func (e *Engine) CompileMatrix(expr parser.Expr, opts Options) (*MatrixPlan, error) {
-	if opts.LookbackDelta <= 0 {
-		opts.LookbackDelta = DefaultLookbackDelta
-	}
-	// The engine's defaults (SetDefaults), then the package's, as Compile.
-	if opts.MaxSamples <= 0 {
-		opts.MaxSamples = e.defaults.MaxSamples
-	}
-	if opts.MaxSamples <= 0 {
-		opts.MaxSamples = DefaultMaxSamples
-	}
-	if opts.MaxSeries <= 0 {
-		opts.MaxSeries = e.defaults.MaxSeries
-	}
+	opts = e.withDefaults(opts)
 	root := expr
 	for {
 		switch p := root.(type) {

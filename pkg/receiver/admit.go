@@ -56,7 +56,7 @@ func (b *batch) admit(e *nameEntry, raw []byte, k kind, points int) bool {
 	if e.admit.reason == interest.Admitted {
 		return true
 	}
-	b.filtered[e.admit.reason] += points
+	b.out.filtered[e.admit.reason] += points
 	return false
 }
 
@@ -84,10 +84,9 @@ func (r *Receiver) flushFiltered(b *batch) {
 	if r.fm == nil {
 		return
 	}
-	for i, n := range b.filtered {
+	for i, n := range b.out.filtered {
 		if n > 0 {
 			r.fm.filtered[i].Add(float64(n))
 		}
 	}
-	b.filtered = filteredCounts{}
 }

@@ -5,7 +5,6 @@ import (
 	"math"
 
 	"github.com/prometheus/prometheus/model/histogram"
-	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/internal/otlpwire"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
@@ -157,43 +156,6 @@ func bucketLayout(spans []histogram.Span, buckets []float64, counts []uint64, of
 	}
 	appendBucket() // always the last one, as Prometheus
 	return spans, buckets
-}
-
-// nativeHistogram stores the current exponential histogram point as a
-// native histogram sample of the series named by variantMain (a stale
-// marker ends it; it never creates it).
-func (b *batch) nativeHistogram(p *otlpwire.Point, t int64, stale bool) reason {
-	if !stale && !expToNative(p, b.delta, &b.fh) {
-		return reasonInvalidHistogram
-	}
-	name := b.names.names[variantMain]
-	id := b.identity(name, nil)
-	ref, ok := b.st.Lookup(id)
-	if !ok {
-		if stale {
-			return reasonNone
-		}
-		b.ensureLabels()
-		lset := b.buildLabels(name, nil)
-		var err error
-		if ref, err = b.st.CreateHistogram(id, lset); err != nil {
-			return appendReason(err)
-		}
-		b.r.twins.check(b.r, b.st, ref, lset)
-	}
-	var err error
-	if stale {
-		err = b.st.AppendCounted(ref, t, math.Float64frombits(value.StaleNaN), &b.appended)
-	} else {
-		err = b.st.AppendHistogramCounted(ref, t, &b.fh, &b.appended)
-	}
-	if err != nil {
-		return histAppendReason(err)
-	}
-	if !b.touched[variantMain] {
-		b.touch(variantMain, ref)
-	}
-	return reasonNone
 }
 
 // histAppendReason is appendReason for a histogram append.

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	colmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
@@ -19,15 +22,33 @@ import (
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/synth"
 )
 
-// benchNow is the fixed clock of the ingest benchmarks; sample times start
-// 9 minutes before it and advance 1 ms per round over the payloads.
+// benchNow is where the ingest benchmarks' clock starts. The clock then
+// follows the samples: every round over the payloads is benchInterval
+// later, and the clock reads the newest round's time.
 var benchNow = time.Unix(1_800_000_000, 0)
+
+// benchInterval is the sample spacing of the ingest benchmarks, the usual
+// scrape and export interval. With the default 10-minute retention a ring
+// then reaches its steady state at 42 slots (ring.go: grown to
+// retention/interval + 1, rounded to its size class), after which every
+// append overwrites an expired oldest sample: what a scaler that has run
+// for a while does. Closely spaced samples would instead measure the
+// store's thinning of a ring at its bound.
+const benchInterval = 15 * time.Second
+
+// benchFillRounds is how many rounds newIngestBench appends before
+// measuring: past the 43 that bring a ring to its steady state (two
+// slots, grown 4× per step to 42, then full with its oldest sample
+// expired), with a margin.
+const benchFillRounds = 50
 
 type ingestBench struct {
 	r        *Receiver
 	st       *store.Store
+	reg      *prometheus.Registry // the store's metrics
 	payloads []synth.Payload
-	t        uint64
+	t        uint64       // sample time of the current round, unix ns
+	clock    atomic.Int64 // the receiver's and store's now, unix ms
 	round    int
 	sc       pdataScratch
 }
@@ -37,18 +58,22 @@ type ingestBench struct {
 // 64 scattered ones for larger counts.
 func newIngestBench(tb testing.TB, series int) *ingestBench {
 	tb.Helper()
-	now := func() time.Time { return benchNow }
-	// An 8-sample window, filled before measuring (below): the store grows
-	// a ring from 2 slots up to its cap, so what is measured afterwards is
-	// decode, lookup and append into full rings, not ring growth.
-	st := store.New(store.Config{MaxSamplesPerSeries: 8, MaxSeries: series + 1}, store.Settings{Now: now})
-	// Started, as the server runs it: appends read the cached clock. The
-	// fixed clock keeps the sweeper from expiring anything.
+	b := &ingestBench{t: uint64(benchNow.UnixNano()), reg: prometheus.NewRegistry()}
+	b.clock.Store(benchNow.UnixMilli())
+	now := func() time.Time { return time.UnixMilli(b.clock.Load()) }
+	// The TTL sweep never runs: at 100k and 1M series the payloads cover
+	// 64k series, and the others expire on the moving clock; deleting
+	// them, at whatever moment the sweeper's wall-clock ticker picks, is
+	// not what this measures.
+	st := store.New(store.Config{MaxSeries: series + 1, SweepInterval: 24 * time.Hour}, store.Settings{Now: now, Registerer: b.reg})
+	// Started, as the server runs it: appends read the cached clock (up
+	// to 100 ms of wall time behind b.clock, which only makes its
+	// too-old check more lenient).
 	require.NoError(tb, st.Start(context.Background()))
 	tb.Cleanup(func() { require.NoError(tb, st.Shutdown(context.Background())) })
 	r := New(st, Config{}, Settings{Now: now})
+	b.r, b.st = r, st
 	cfg := synth.Config{Seed: 1, Series: series}
-	start := uint64(benchNow.Add(-9 * time.Minute).UnixNano())
 	// Create every series (chunk by chunk, so 1M series do not hold 130 MB
 	// of payloads at once).
 	for first := 0; first < series; first += 1000 {
@@ -56,20 +81,20 @@ func newIngestBench(tb testing.TB, series int) *ingestBench {
 		for i := first; i < min(first+1000, series); i++ {
 			idx = append(idx, i)
 		}
-		p := cfg.Request(idx, start)
+		p := cfg.Request(idx, b.t)
 		res, err := r.ingestProto(p.Bytes)
 		require.NoError(tb, err)
 		require.Zero(tb, res.rejected, res.message)
 	}
 	require.Equal(tb, series, st.NumSeries())
-	b := &ingestBench{r: r, st: st, t: start}
 	if series <= 10_000 {
-		b.payloads = cfg.Cover(start)
+		b.payloads = cfg.Cover(b.t)
 	} else {
-		b.payloads = cfg.Scattered(64, start)
+		b.payloads = cfg.Scattered(64, b.t)
 	}
-	// Fill every ring to its cap so no append in the measured loop grows one.
-	for range 9 * len(b.payloads) {
+	// Bring every measured ring to its steady state, so no append in the
+	// measured loop grows one.
+	for range benchFillRounds * len(b.payloads) {
 		if _, err := r.ingestProto(b.next()); err != nil {
 			tb.Fatal(err)
 		}
@@ -81,11 +106,13 @@ func newIngestBench(tb testing.TB, series int) *ingestBench {
 }
 
 // next re-stamps and returns the next payload; every round over all
-// payloads is 1 ms later than the previous one.
+// payloads is benchInterval later than the previous one, and the clock
+// moves with it.
 func (b *ingestBench) next() []byte {
 	i := b.round % len(b.payloads)
 	if i == 0 {
-		b.t += 1e6
+		b.t += uint64(benchInterval)
+		b.clock.Store(int64(b.t / 1e6))
 	}
 	b.round++
 	p := &b.payloads[i]
@@ -128,6 +155,41 @@ func (b *ingestBench) run(tb testing.TB, impl string) {
 	if res.rejected != 0 {
 		tb.Fatal(res.message)
 	}
+}
+
+// TestIngestBenchSteadyState checks the ingest benchmarks' fixture: once
+// filled, rounds over the payloads store every point into rings at their
+// steady state, overwriting expired samples: none thinned, no ring grown.
+// (The fixture used to send samples 1 ms apart into 8-slot rings: this
+// test then counts 190,000 thinned samples.)
+func TestIngestBenchSteadyState(t *testing.T) {
+	const series = 2000
+	ib := newIngestBench(t, series)
+	appended0 := gathered(t, ib.reg, "keda_otel_scaler_store_samples_appended_total")
+	mem0 := gathered(t, ib.reg, "keda_otel_scaler_store_sample_memory_bytes")
+	for range benchFillRounds * len(ib.payloads) {
+		ib.run(t, "wire")
+	}
+	assert.InDelta(t, benchFillRounds*series, gathered(t, ib.reg, "keda_otel_scaler_store_samples_appended_total")-appended0, 0, "every point stored")
+	assert.Zero(t, gathered(t, ib.reg, "keda_otel_scaler_store_samples_thinned_total"), "no ring thinned")
+	assert.InDelta(t, mem0, gathered(t, ib.reg, "keda_otel_scaler_store_sample_memory_bytes"), 0, "no ring grown")
+}
+
+// gathered sums every sample of the metric family name in reg.
+func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
 }
 
 // BenchmarkIngest measures decode + series lookup + append of 1000-point

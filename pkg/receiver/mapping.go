@@ -15,7 +15,6 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/otlptranslator"
-	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 
@@ -145,93 +144,111 @@ type slabel struct {
 // maps decoded OTLP onto store series. Batches are pooled; one request
 // uses one batch at a time. Everything it keeps between points is scratch
 // that is reused, so points of series that already exist cost no
-// allocation.
+// allocation. Its state is grouped by scope, each group reset where its
+// scope begins: the request (getBatch, reset), the resource (Resource),
+// the scope (Scope), the metric (Metric), the point (point); the caches
+// outlive requests.
 type batch struct {
-	r      *Receiver
-	st     *store.Store
+	r          *Receiver
+	st         *store.Store
+	app        store.Appender // the request's appends; finish commits them
+	minT, maxT int64          // the sample times accepted, from the request's clock
+	out        outcome        // what the request reports (finish)
+
 	walker otlpwire.Walker
 	pd     pdataScratch
-	stg    stage // points of the current metric whose append waits (stage.go)
+	res    resourceCtx
+	scope  scopeCtx
+	met    metricCtx
+	pt     pointCtx
+	stg    stage // samples waiting to be appended (stage.go)
+	cache  labelCache
+}
 
-	minT, maxT int64
+// resourceCtx is the current resource's labels and hash.
+type resourceCtx struct {
+	lbls   []slabel            // sorted by name; ki 1 = overwrite (job, instance)
+	sorted []otlpwire.KeyValue // the attributes sorted by key, for resGet
+	arena  []byte
+	hash   uint64
+	bad    reason        // rejects every point of the resource
+	digest xxhash.Digest // hashing scratch of Resource and Scope
+}
 
-	// Resource state.
-	resDigest  xxhash.Digest
-	resHash    uint64
-	resBad     reason
-	scopeBad   reason   // attribute_too_deep for every point of the scope
-	resLbls    []slabel // sorted by name; ki 1 = overwrite (job, instance)
-	resArena   []byte
-	resSorted  []otlpwire.KeyValue
-	scopeSort  []otlpwire.KeyValue
-	scopeHash  uint64
-	u64buf     [8]byte
-	idSuffix   [16]byte
-	scopeArena []byte
+// scopeCtx is the current scope's hash.
+type scopeCtx struct {
+	sorted   []otlpwire.KeyValue
+	arena    []byte
+	hash     uint64
+	bad      reason   // attribute_too_deep for every point of the scope
+	idSuffix [16]byte // the resource and scope hashes, hashed into every identity
+}
 
-	// Metric state.
-	skip     bool
+// metricCtx is the current metric's type and names.
+type metricCtx struct {
+	skip     bool // its points are not mapped (rejected as a whole)
 	kind     kind
+	mtype    otlpwire.MetricType
 	delta    bool // delta temporality (--otlp-delta=ingest)
 	names    *nameEntry
 	otlpName []byte
-	touched  [numVariants]bool
+	touched  [numVariants]bool // variants reported to OnIngest already
+	rawCtx   uint64            // context of raw attribute keys (rawKey)
+}
 
-	// Point scratch. lbls is the point's final sorted label set without
-	// __name__; hbuf holds the same labels flattened for hashing, then the
-	// resource and scope hashes; each series appends its name to it.
-	attrLbls []slabel
-	lbls     []slabel
-	hbuf     []byte
-	arena    []byte
-	digest   xxhash.Digest
-	builder  labels.ScratchBuilder
-	key      []byte
+// pointCtx is the current point's labels and identity, and their scratch.
+// lbls is the point's final sorted label set without __name__; hbuf holds
+// the same labels flattened for hashing, then the resource and scope
+// hashes.
+type pointCtx struct {
+	cur       *otlpwire.Point
+	built     bool   // lbls holds cur's labels
+	base      uint64 // hash of cur's labels and context
+	start     int64  // cur's start time in ms for cumulative series, else 0
+	attrLbls  []slabel
+	lbls      []slabel
+	hbuf      []byte
+	arena     []byte
+	builder   labels.ScratchBuilder
+	key       []byte // le, quantile and name-cache keys
+	kbuf      []byte // attrKey and rawContext input
+	ibuf      []byte // identity input: base, then a series name
+	ibufName  string // the name ibuf holds after its base
+	staleRefs []store.SeriesRef
+}
 
-	// Caches, bounded, per batch so they need no lock.
-	nameCache map[string]*nameEntry
-	// pointCache memoises the label pipeline: a hash of the point's raw
+// labelCache holds translations that repeat across points and requests;
+// bounded, and per batch so they need no lock.
+type labelCache struct {
+	names map[string]*nameEntry
+	// points memoises the label pipeline: a hash of the point's raw
 	// attributes in their context (resource, scope, metric kind) maps to
 	// the hash of the resulting label set, or to the rejection it causes.
 	// A repeat point then costs one hash and one map lookup instead of
 	// sanitising, sorting and merging its labels. A 64-bit collision is
 	// the same risk class as the 64-bit series identity the store keys on.
-	pointCache map[uint64]pointEntry
-	cacheHits  int // over the current window of cacheWindow lookups
-	cacheLooks int
-	cacheOff   int // points left to process without the cache
-	curPt      *otlpwire.Point
-	rawCtx     uint64 // context of raw attribute keys, per metric (rawKey)
-	built      bool   // b.lbls holds the current point's labels
-	base       uint64 // hash of the current point's labels and context
-	start      int64  // the point's start time in ms for cumulative series, else 0
-	staleRefs  []store.SeriesRef
-	kbuf, ibuf []byte
-	ibufName   string // the name b.ibuf holds after its base (identity)
-
-	// Request results.
-	touchedIDs  []uint32
-	aliasIDs    []uint32 // legacy-alias metric IDs of touchedIDs' names
-	accepted    int
-	rejected    [numReasons]int
-	examples    [numReasons]string
-	nonFinite   int
-	startResets int // series whose start time changed with a rising value
-	// appended counts samples the store stored for this batch; they reach
-	// the store's counter once per request (finish), not with an atomic
-	// add per sample.
-	appended uint64
-	filtered filteredCounts // points the ingest filter did not store (admit.go)
-	expHist  int
-	total    int
-	newestT  int64 // newest accepted-looking sample time, for the lag histogram
-
-	// fh is an exponential histogram point, converted (exphist.go); last,
-	// so the fields every point uses stay together.
-	fh histogram.FloatHistogram
+	points map[uint64]pointEntry
+	hits   int // over the current window of cacheWindow lookups
+	looks  int
+	off    int // points left to process without the cache
 }
 
-// pointCacheSize bounds pointCache: about 40 B per entry, so 650 KB per
+// outcome is what a request reports: its counters, the partial success
+// and the metrics it touched.
+type outcome struct {
+	touchedIDs []uint32
+	aliasIDs   []uint32 // legacy-alias metric IDs of touchedIDs' names
+	accepted   int
+	rejected   [numReasons]int
+	examples   [numReasons]string
+	total      int            // rejected points
+	filtered   filteredCounts // points the ingest filter did not store (admit.go)
+	nonFinite  int
+	expHist    int
+	newestT    int64 // newest accepted-looking sample time, for the lag histogram
+}
+
+// pointCacheSize bounds labelCache.points: about 40 B per entry, so 650 KB per
 // batch at most.
 const pointCacheSize = 1 << 14
 
@@ -241,37 +258,30 @@ type pointEntry struct {
 }
 
 func newBatch() *batch {
-	return &batch{
-		nameCache:  make(map[string]*nameEntry),
-		pointCache: make(map[uint64]pointEntry),
-	}
+	return &batch{cache: labelCache{
+		names:  make(map[string]*nameEntry),
+		points: make(map[uint64]pointEntry),
+	}}
 }
 
 func (b *batch) reset(r *Receiver) {
-	if b.st != nil {
-		// Left by a request that panicked before finish.
-		b.st.AddAppended(b.appended)
-	}
-	b.appended = 0
-	b.r, b.st = r, r.store
+	b.app.Commit() // counts left by a request that panicked before finish
+	b.r, b.st, b.app = r, r.store, r.store.Appender()
 	now := r.now().UnixMilli()
 	b.maxT = now + futureLimitMs
 	b.minT = now - r.store.Retention().Milliseconds()
-	b.touchedIDs, b.aliasIDs = b.touchedIDs[:0], b.aliasIDs[:0]
-	b.accepted, b.nonFinite, b.expHist, b.total, b.newestT, b.startResets = 0, 0, 0, 0, 0, 0
-	b.rejected = [numReasons]int{}
-	b.examples = [numReasons]string{}
-	b.skip = true
+	b.out = outcome{touchedIDs: b.out.touchedIDs[:0], aliasIDs: b.out.aliasIDs[:0]}
+	b.met.skip = true
 }
 
 func (b *batch) reject(r reason, n int, example func() string) {
 	if n <= 0 {
 		return
 	}
-	b.rejected[r] += n
-	b.total += n
-	if b.examples[r] == "" && example != nil {
-		b.examples[r] = example()
+	b.out.rejected[r] += n
+	b.out.total += n
+	if b.out.examples[r] == "" && example != nil {
+		b.out.examples[r] = example()
 	}
 }
 
@@ -288,18 +298,18 @@ var k8sPromoted = [...]struct{ attr, label string }{
 // Resource implements otlpwire.Handler.
 func (b *batch) Resource(attrs []otlpwire.KeyValue) {
 	b.flush()
-	b.resArena = b.resArena[:0]
-	b.resLbls = b.resLbls[:0]
-	b.resBad = reasonNone
-	b.resSorted, b.resHash = b.hashAttrs(attrs, b.resSorted, &b.resArena)
+	b.res.arena = b.res.arena[:0]
+	b.res.lbls = b.res.lbls[:0]
+	b.res.bad = reasonNone
+	b.res.sorted, b.res.hash = b.hashAttrs(attrs, b.res.sorted, &b.res.arena)
 	if name, ok := b.resGet("service.name"); ok {
 		job := name
 		if ns, ok := b.resGet("service.namespace"); ok {
-			start := len(b.resArena)
-			b.resArena = append(b.resArena, ns...)
-			b.resArena = append(b.resArena, '/')
-			b.resArena = append(b.resArena, name...)
-			job = b.resArena[start:]
+			start := len(b.res.arena)
+			b.res.arena = append(b.res.arena, ns...)
+			b.res.arena = append(b.res.arena, '/')
+			b.res.arena = append(b.res.arena, name...)
+			job = b.res.arena[start:]
 		}
 		b.addResLabel(slabel{name: nameJob, value: job, ki: 1})
 	}
@@ -319,13 +329,13 @@ func (b *batch) Resource(attrs []otlpwire.KeyValue) {
 			b.addResLabel(slabel{name: unsafeBytes(b.r.promotedNames[i]), value: v})
 		}
 	}
-	for _, l := range b.resLbls {
+	for _, l := range b.res.lbls {
 		if !utf8.Valid(l.value) {
-			b.resBad = reasonInvalidUTF8
+			b.res.bad = reasonInvalidUTF8
 		}
 	}
 	if tooDeep(attrs) {
-		b.resBad = reasonAttributeTooDeep
+		b.res.bad = reasonAttributeTooDeep
 	}
 }
 
@@ -340,21 +350,21 @@ func tooDeep(attrs []otlpwire.KeyValue) bool {
 	return false
 }
 
-// addResLabel inserts l into the sorted b.resLbls; the first label of a
+// addResLabel inserts l into the sorted b.res.lbls; the first label of a
 // name wins (job and instance come first).
 func (b *batch) addResLabel(l slabel) {
-	i, found := slices.BinarySearchFunc(b.resLbls, l.name, func(x slabel, n []byte) int { return bytes.Compare(x.name, n) })
+	i, found := slices.BinarySearchFunc(b.res.lbls, l.name, func(x slabel, n []byte) int { return bytes.Compare(x.name, n) })
 	if !found {
-		b.resLbls = slices.Insert(b.resLbls, i, l)
+		b.res.lbls = slices.Insert(b.res.lbls, i, l)
 	}
 }
 
 // resGet renders the first resource attribute named key (as
-// pcommon.Map.Get finds it); b.resSorted is sorted stably by key.
+// pcommon.Map.Get finds it); b.res.sorted is sorted stably by key.
 func (b *batch) resGet(key string) ([]byte, bool) {
-	for i := range b.resSorted {
-		if string(b.resSorted[i].Key) == key {
-			return b.valueString(&b.resSorted[i].Value, &b.resArena), true
+	for i := range b.res.sorted {
+		if string(b.res.sorted[i].Key) == key {
+			return b.valueString(&b.res.sorted[i].Value, &b.res.arena), true
 		}
 	}
 	return nil, false
@@ -365,7 +375,7 @@ func (b *batch) resGet(key string) ([]byte, bool) {
 func (b *batch) hashAttrs(attrs, dst []otlpwire.KeyValue, arena *[]byte) ([]otlpwire.KeyValue, uint64) {
 	dst = append(dst[:0], attrs...)
 	slices.SortStableFunc(dst, func(x, y otlpwire.KeyValue) int { return bytes.Compare(x.Key, y.Key) })
-	d := &b.resDigest
+	d := &b.res.digest
 	d.Reset()
 	for i := range dst {
 		kv := &dst[i]
@@ -396,24 +406,25 @@ func (b *batch) Scope(name, version []byte, attrs []otlpwire.KeyValue) {
 	b.flush()
 	// Scope attributes are hashed with their own sorted copy; keep the
 	// resource's sorted attributes intact for promotion lookups.
-	b.scopeArena = b.scopeArena[:0]
-	b.scopeBad = reasonNone
+	b.scope.arena = b.scope.arena[:0]
+	b.scope.bad = reasonNone
 	if tooDeep(attrs) {
-		b.scopeBad = reasonAttributeTooDeep
+		b.scope.bad = reasonAttributeTooDeep
 	}
 	var ah uint64
-	b.scopeSort, ah = b.hashAttrs(attrs, b.scopeSort, &b.scopeArena)
-	d := &b.digest
+	b.scope.sorted, ah = b.hashAttrs(attrs, b.scope.sorted, &b.scope.arena)
+	d := &b.res.digest
 	d.Reset()
 	_, _ = d.Write(name)
 	_, _ = d.Write(sepFF)
 	_, _ = d.Write(version)
 	_, _ = d.Write(sepFF)
-	putU64(b.u64buf[:], ah)
-	_, _ = d.Write(b.u64buf[:])
-	b.scopeHash = d.Sum64()
-	putU64(b.idSuffix[:8], b.resHash)
-	putU64(b.idSuffix[8:], b.scopeHash)
+	var u [8]byte
+	putU64(u[:], ah)
+	_, _ = d.Write(u[:])
+	b.scope.hash = d.Sum64()
+	putU64(b.scope.idSuffix[:8], b.res.hash)
+	putU64(b.scope.idSuffix[8:], b.scope.hash)
 }
 
 // --- metric ---
@@ -421,11 +432,11 @@ func (b *batch) Scope(name, version []byte, attrs []otlpwire.KeyValue) {
 // Metric implements otlpwire.Handler.
 func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
 	b.flush()
-	b.skip = true
-	b.stg.mtype = m.Type
-	b.delta = m.Temporality == 1
-	b.touched = [numVariants]bool{}
-	b.otlpName = m.Name
+	b.met.skip = true
+	b.met.mtype = m.Type
+	b.met.delta = m.Temporality == 1
+	b.met.touched = [numVariants]bool{}
+	b.met.otlpName = m.Name
 	n := max(points, 1)
 	var k kind
 	var mt otlptranslator.MetricType
@@ -464,19 +475,19 @@ func (b *batch) Metric(m *otlpwire.Metric, points int) bool {
 		b.reject(e.reject, points, b.metricExample)
 		return false
 	}
-	if b.resBad != reasonNone {
-		b.reject(b.resBad, points, b.metricExample)
+	if b.res.bad != reasonNone {
+		b.reject(b.res.bad, points, b.metricExample)
 		return false
 	}
-	if b.scopeBad != reasonNone {
-		b.reject(b.scopeBad, points, b.metricExample)
+	if b.scope.bad != reasonNone {
+		b.reject(b.scope.bad, points, b.metricExample)
 		return false
 	}
 	if b.r.filter != nil && !b.admit(e, m.Name, k, points) {
 		return false
 	}
-	b.kind, b.names, b.skip = k, e, false
-	b.rawCtx = b.rawContext()
+	b.met.kind, b.met.names, b.met.skip = k, e, false
+	b.met.rawCtx = b.rawContext()
 	return true
 }
 
@@ -494,15 +505,15 @@ func (b *batch) temporality(t int32) reason {
 	}
 }
 
-func (b *batch) metricExample() string { return exampleString(b.otlpName) }
+func (b *batch) metricExample() string { return exampleString(b.met.otlpName) }
 
 // metricNames returns the cached translation of a metric name (§5).
 func (b *batch) metricNames(name, unit []byte, k kind, mt otlptranslator.MetricType) *nameEntry {
-	b.key = append(b.key[:0], byte(k), byte(mt))
-	b.key = append(b.key, unit...)
-	b.key = append(b.key, 0)
-	b.key = append(b.key, name...)
-	if e, ok := b.nameCache[string(b.key)]; ok {
+	b.pt.key = append(b.pt.key[:0], byte(k), byte(mt))
+	b.pt.key = append(b.pt.key, unit...)
+	b.pt.key = append(b.pt.key, 0)
+	b.pt.key = append(b.pt.key, name...)
+	if e, ok := b.cache.names[string(b.pt.key)]; ok {
 		return e
 	}
 	e := &nameEntry{}
@@ -532,10 +543,10 @@ func (b *batch) metricNames(name, unit []byte, k kind, mt otlptranslator.MetricT
 		}
 		b.registerAliases(e, name, k)
 	}
-	if len(b.nameCache) >= nameCacheSize {
-		clear(b.nameCache)
+	if len(b.cache.names) >= nameCacheSize {
+		clear(b.cache.names)
 	}
-	b.nameCache[string(b.key)] = e
+	b.cache.names[string(b.pt.key)] = e
 	return e
 }
 
@@ -543,38 +554,37 @@ func (b *batch) metricNames(name, unit []byte, k kind, mt otlptranslator.MetricT
 
 // Point implements otlpwire.Handler.
 func (b *batch) Point(p *otlpwire.Point) {
-	if b.skip {
+	if b.met.skip {
 		return
 	}
-	r := b.point(p)
-	switch {
-	case r == reasonStaged:
-		return // counted when the stage is flushed
-	case r != reasonNone:
+	if r := b.point(p); r != reasonNone {
 		// Earlier points first, so rejections are recorded in request
 		// order.
 		b.flushKeep(p)
 		b.reject(r, 1, b.pointExample)
 		return
 	}
-	b.accepted++
+	b.endPoint()
+	if !p.Raw {
+		b.flush() // its attributes are not kept past this call (stage.go)
+	}
 }
 
 func (b *batch) pointExample() string {
-	if !b.built {
+	if !b.pt.built {
 		// A cached point or an early rejection: render the labels now
 		// (left empty when the labels themselves are what is wrong).
-		b.built = b.pointLabels(b.curPt.Attributes()) == reasonNone
+		b.pt.built = b.pointLabels(b.pt.cur.Attributes()) == reasonNone
 	}
-	s := b.names.names[variantMain]
+	s := b.met.names.names[variantMain]
 	if s == "" {
-		s = b.names.names[variantCount]
+		s = b.met.names.names[variantCount]
 	}
-	if len(b.lbls) > 0 {
+	if len(b.pt.lbls) > 0 {
 		var sb []byte
 		sb = append(sb, s...)
 		sb = append(sb, '{')
-		for i, l := range b.lbls {
+		for i, l := range b.pt.lbls {
 			if i > 0 {
 				sb = append(sb, ',')
 			}
@@ -593,8 +603,8 @@ func (b *batch) pointExample() string {
 }
 
 func (b *batch) point(p *otlpwire.Point) reason {
-	b.curPt, b.built = p, false
-	b.lbls = b.lbls[:0]
+	b.pt.cur, b.pt.built = p, false
+	b.pt.lbls = b.pt.lbls[:0]
 	if p.Time == 0 {
 		return reasonMissingTimestamp
 	}
@@ -605,13 +615,13 @@ func (b *batch) point(p *otlpwire.Point) reason {
 	if t < b.minT {
 		return reasonTooOld
 	}
-	b.newestT = max(b.newestT, t)
+	b.out.newestT = max(b.out.newestT, t)
 	stale := p.Flags&1 != 0 // NoRecordedValue
-	b.start = 0
-	if p.StartTime != 0 && !stale && b.kind != kindGauge {
+	b.pt.start = 0
+	if p.StartTime != 0 && !stale && b.met.kind != kindGauge {
 		// §9.3: recorded for cumulative series; one after T is ignored.
 		if st := int64(p.StartTime / 1e6); st <= t {
-			b.start = st
+			b.pt.start = st
 		}
 	}
 	var v float64
@@ -620,7 +630,7 @@ func (b *batch) point(p *otlpwire.Point) reason {
 			return r
 		}
 	}
-	b.arena = b.arena[:0]
+	b.pt.arena = b.pt.arena[:0]
 	var e pointEntry
 	var key uint64
 	ok, useCache := false, b.useCache()
@@ -630,80 +640,80 @@ func (b *batch) point(p *otlpwire.Point) reason {
 		} else {
 			key = b.attrKey(p.Attrs)
 		}
-		if e, ok = b.pointCache[key]; ok {
-			b.cacheHits++
+		if e, ok = b.cache.points[key]; ok {
+			b.cache.hits++
 		}
 	}
 	if !ok {
 		if e.reject = b.pointLabels(p.Attributes()); e.reject == reasonNone {
-			b.built = true
+			b.pt.built = true
 			// hbuf holds the labels; the identity adds resource and scope.
-			b.hbuf = append(b.hbuf, b.idSuffix[:]...)
-			e.base = xxhash.Sum64(b.hbuf)
+			b.pt.hbuf = append(b.pt.hbuf, b.scope.idSuffix[:]...)
+			e.base = xxhash.Sum64(b.pt.hbuf)
 		}
 		if useCache {
-			if len(b.pointCache) >= pointCacheSize {
-				clear(b.pointCache)
+			if len(b.cache.points) >= pointCacheSize {
+				clear(b.cache.points)
 			}
-			b.pointCache[key] = e
+			b.cache.points[key] = e
 		}
 	}
 	if e.reject != reasonNone {
 		return e.reject
 	}
-	b.base = e.base
-	staleV := math.Float64frombits(value.StaleNaN)
-	switch b.kind {
+	b.pt.base = e.base
+	b.stagePoint(p, t, v, stale)
+	return reasonNone
+}
+
+// stagePoint stages the samples of the current point p (stage.go), whose
+// labels are mapped and whose value fields are valid.
+func (b *batch) stagePoint(p *otlpwire.Point, t int64, v float64, stale bool) {
+	switch b.met.kind {
 	case kindGauge, kindCounter:
 		if stale {
-			v = staleV
+			v = staleNaN
 		}
-		if p.Raw {
-			return b.stagePoint(p, t, v, stale)
-		}
-		return b.series(variantMain, nil, t, v, stale)
+		b.stageSample(p, variantMain, nil, t, v, stale)
 	case kindHistogram:
-		if p.Raw && !stale && b.stageHistogram(p, t) {
-			return reasonStaged
-		}
-		b.flushKeep(p) // appended at once: earlier samples first
-		return b.histogram(p, t, stale)
+		b.stageHistogram(p, t, stale)
 	case kindExpHistogram:
-		b.expHist++
-		first := reasonNone
+		b.out.expHist++
 		c, s := float64(p.Count), p.Sum
 		if stale {
-			c, s = staleV, staleV
+			c, s = staleNaN, staleNaN
 		}
-		first = firstReason(first, b.series(variantCount, nil, t, c, stale))
+		b.makeRoom(p, 3)
+		b.stageSample(p, variantCount, nil, t, c, stale)
 		if p.HasSum || stale {
-			first = firstReason(first, b.series(variantSum, nil, t, s, stale))
+			b.stageSample(p, variantSum, nil, t, s, stale)
 		}
-		return firstReason(first, b.nativeHistogram(p, t, stale))
+		b.stageNativeHistogram(p, t, stale)
 	case kindSummary:
-		first := reasonNone
 		if stale {
 			// A flagged point lists no quantiles: end every one held.
-			first = b.staleFamily(t)
+			b.staleFamily(p, t)
 		}
+		b.makeRoom(p, len(p.Quantiles)+2)
 		for _, q := range p.Quantiles {
 			qv := q.Value
 			if stale {
-				qv = staleV
+				qv = staleNaN
 			}
-			b.key = labels.AppendOpenMetricsFloat(b.key[:0], q.Quantile)
-			first = firstReason(first, b.series(variantMain, b.key, t, qv, stale))
+			b.pt.key = labels.AppendOpenMetricsFloat(b.pt.key[:0], q.Quantile)
+			b.stageSample(p, variantMain, b.pt.key, t, qv, stale)
 		}
 		c, s := float64(p.Count), p.Sum
 		if stale {
-			c, s = staleV, staleV
+			c, s = staleNaN, staleNaN
 		}
-		first = firstReason(first, b.series(variantSum, nil, t, s, stale))
-		first = firstReason(first, b.series(variantCount, nil, t, c, stale))
-		return first
+		b.stageSample(p, variantSum, nil, t, s, stale)
+		b.stageSample(p, variantCount, nil, t, c, stale)
 	}
-	return reasonNone
 }
+
+// staleNaN is the value of a staleness marker.
+var staleNaN = math.Float64frombits(value.StaleNaN)
 
 func firstReason(a, b reason) reason {
 	if a != reasonNone {
@@ -714,7 +724,7 @@ func firstReason(a, b reason) reason {
 
 // validate checks a point's value fields and sets v for number points.
 func (b *batch) validate(p *otlpwire.Point, v *float64) reason {
-	switch b.kind {
+	switch b.met.kind {
 	case kindGauge, kindCounter:
 		switch p.NumberKind {
 		case otlpwire.NumberDouble:
@@ -725,7 +735,7 @@ func (b *batch) validate(p *otlpwire.Point, v *float64) reason {
 			return reasonMissingValue
 		}
 		if math.IsNaN(*v) || math.IsInf(*v, 0) {
-			b.nonFinite++
+			b.out.nonFinite++
 		}
 	case kindHistogram:
 		if len(p.BucketCounts) != 0 && len(p.BucketCounts) != len(p.Bounds)+1 {
@@ -758,157 +768,73 @@ func (b *batch) validate(p *otlpwire.Point, v *float64) reason {
 	return reasonNone
 }
 
-func (b *batch) histogram(p *otlpwire.Point, t int64, stale bool) reason {
-	staleV := math.Float64frombits(value.StaleNaN)
-	first := reasonNone
-	var cum uint64
-	if stale {
-		// A flagged point carries no bounds: end every bucket held,
-		// +Inf included.
-		first = b.staleFamily(t)
-	} else if len(p.BucketCounts) > 0 {
-		for i, bd := range p.Bounds {
-			cum += p.BucketCounts[i]
-			b.key = labels.AppendOpenMetricsFloat(b.key[:0], bd)
-			first = firstReason(first, b.series(variantMain, b.key, t, float64(cum), false))
-		}
-	}
-	c, s := float64(p.Count), p.Sum
-	if stale {
-		c, s = staleV, staleV
-	} else {
-		first = firstReason(first, b.series(variantMain, infLE, t, c, false))
-	}
-	first = firstReason(first, b.series(variantCount, nil, t, c, stale))
-	if p.HasSum || stale {
-		first = firstReason(first, b.series(variantSum, nil, t, s, stale))
-	}
-	return first
-}
-
-var infLE = []byte("+Inf")
-
-// series appends one sample to the series named by variant (plus le or
-// quantile when extra is set) and the point's labels. A stale marker never
-// creates a series.
-func (b *batch) series(variant int, extra []byte, t int64, v float64, stale bool) reason {
-	name := b.names.names[variant]
-	id := b.identity(name, extra)
-	ref, ok := b.st.Lookup(id)
-	if !ok {
-		if stale {
-			return reasonNone
-		}
-		b.ensureLabels()
-		lset := b.buildLabels(name, extra)
-		var err error
-		ref, err = b.st.Create(id, lset)
-		if err != nil {
-			return appendReason(err)
-		}
-		b.r.twins.check(b.r, b.st, ref, lset)
-	}
-	return b.appendTo(variant, ref, t, v)
-}
-
 // seriesID is the identity hash of the series named by variant (plus le
 // or quantile when extra is set) with the current point's labels and
 // context.
 func (b *batch) seriesID(variant int, extra []byte) uint64 {
-	return b.identity(b.names.names[variant], extra)
+	return b.identity(b.met.names.names[variant], extra)
 }
 
 // identity hashes the current point's base (labels and context) with the
 // series name, plus 0xfd and extra when extra is set. Consecutive points
-// of one metric hash the same name, so when b.ibuf already holds it only
+// of one metric hash the same name, so when b.pt.ibuf already holds it only
 // the base is rewritten; the bytes hashed, and so the identities the
 // store and its snapshots key on, are the same either way.
 func (b *batch) identity(name string, extra []byte) uint64 {
-	// Invariant: b.ibuf is the 8-byte base followed by b.ibufName, or
-	// b.ibufName is "" and b.ibuf is longer than 8 bytes (it holds an
+	// Invariant: b.pt.ibuf is the 8-byte base followed by b.pt.ibufName, or
+	// b.pt.ibufName is "" and b.pt.ibuf is longer than 8 bytes (it holds an
 	// extra) or empty.
-	if extra == nil && len(b.ibuf) == 8+len(name) && b.ibufName == name {
-		binary.LittleEndian.PutUint64(b.ibuf, b.base)
-		return xxhash.Sum64(b.ibuf)
+	if extra == nil && len(b.pt.ibuf) == 8+len(name) && b.pt.ibufName == name {
+		binary.LittleEndian.PutUint64(b.pt.ibuf, b.pt.base)
+		return xxhash.Sum64(b.pt.ibuf)
 	}
-	h := binary.LittleEndian.AppendUint64(b.ibuf[:0], b.base)
+	h := binary.LittleEndian.AppendUint64(b.pt.ibuf[:0], b.pt.base)
 	h = append(h, name...)
-	b.ibufName = name
+	b.pt.ibufName = name
 	if extra != nil {
 		h = append(h, 0xfd)
 		h = append(h, extra...)
-		b.ibufName = ""
+		b.pt.ibufName = ""
 	}
-	b.ibuf = h
+	b.pt.ibuf = h
 	return xxhash.Sum64(h)
 }
 
-// ensureLabels fills b.lbls for the current point if a cache hit skipped
+// ensureLabels fills b.pt.lbls for the current point if a cache hit skipped
 // it; it succeeds because it did when the entry was cached.
 func (b *batch) ensureLabels() {
-	if !b.built {
-		b.pointLabels(b.curPt.Attributes())
-		b.built = true
+	if !b.pt.built {
+		b.pointLabels(b.pt.cur.Attributes())
+		b.pt.built = true
 	}
-}
-
-// appendTo appends one sample to an existing series of variant and notes
-// the metric as touched.
-func (b *batch) appendTo(variant int, ref store.SeriesRef, t int64, v float64) reason {
-	var err error
-	if b.start == 0 {
-		err = b.st.AppendCounted(ref, t, v, &b.appended)
-	} else {
-		err = b.appendStart(variant, ref, t, v)
-	}
-	if err != nil {
-		return appendReason(err)
-	}
-	if !b.touched[variant] {
-		b.touch(variant, ref)
-	}
-	return reasonNone
-}
-
-// appendStart appends with the point's start time (§9.3), except to
-// summary quantiles, which are not cumulative.
-func (b *batch) appendStart(variant int, ref store.SeriesRef, t int64, v float64) error {
-	if b.kind == kindSummary && variant == variantMain {
-		return b.st.AppendCounted(ref, t, v, &b.appended)
-	}
-	reset, err := b.st.AppendStartCounted(ref, t, v, b.start, &b.appended)
-	if reset {
-		b.startResets++
-	}
-	return err
 }
 
 // touch notes the metric of variant as touched by the request (OnIngest),
 // once per metric, and its legacy alias with it.
 func (b *batch) touch(variant int, ref store.SeriesRef) {
-	b.touched[variant] = true
-	if mid, ok := b.st.SeriesMetricID(ref); ok && !slices.Contains(b.touchedIDs, mid) {
-		b.touchedIDs = append(b.touchedIDs, mid)
-		b.refreshAliases(b.names)
-		if b.names.hasAlias[variant] {
+	b.met.touched[variant] = true
+	if mid, ok := b.st.SeriesMetricID(ref); ok && !slices.Contains(b.out.touchedIDs, mid) {
+		b.out.touchedIDs = append(b.out.touchedIDs, mid)
+		b.refreshAliases(b.met.names)
+		if b.met.names.hasAlias[variant] {
 			// Kept apart so the scan above stays over stored names;
 			// finish reports both. Once per stored name and request.
-			b.aliasIDs = append(b.aliasIDs, b.names.aliases[variant])
+			b.out.aliasIDs = append(b.out.aliasIDs, b.met.names.aliases[variant])
 		}
 	}
 }
 
 // buildLabels builds the series' label set; called only for new series.
 func (b *batch) buildLabels(name string, extra []byte) labels.Labels {
-	bl := &b.builder
+	bl := &b.pt.builder
 	bl.Reset()
 	bl.Add(model.MetricNameLabel, name)
-	for _, l := range b.lbls {
+	for _, l := range b.pt.lbls {
 		bl.Add(string(l.name), string(l.value))
 	}
 	if extra != nil {
 		ln := "le"
-		if b.kind == kindSummary {
+		if b.met.kind == kindSummary {
 			ln = "quantile"
 		}
 		bl.Add(ln, string(extra))
@@ -942,7 +868,7 @@ func appendReason(err error) reason {
 	}
 }
 
-// Adaptive use of pointCache: when fewer than a quarter of a window's
+// Adaptive use of labelCache.points: when fewer than a quarter of a window's
 // lookups hit (far more distinct label sets per batch than the cache
 // holds, e.g. 1M series), the cache only costs a hash and an insert per
 // point, so it is bypassed for cacheBackoff points and then tried again.
@@ -952,15 +878,15 @@ const (
 )
 
 func (b *batch) useCache() bool {
-	if b.cacheOff > 0 {
-		b.cacheOff--
+	if b.cache.off > 0 {
+		b.cache.off--
 		return false
 	}
-	if b.cacheLooks++; b.cacheLooks >= cacheWindow {
-		if b.cacheHits*4 < b.cacheLooks {
-			b.cacheOff = cacheBackoff
+	if b.cache.looks++; b.cache.looks >= cacheWindow {
+		if b.cache.hits*4 < b.cache.looks {
+			b.cache.off = cacheBackoff
 		}
-		b.cacheHits, b.cacheLooks = 0, 0
+		b.cache.hits, b.cache.looks = 0, 0
 	}
 	return true
 }
@@ -972,10 +898,10 @@ func (b *batch) useCache() bool {
 // the resource (its labels), the scope (identity) and the metric kind
 // (which drops le or quantile).
 func (b *batch) attrKey(attrs []otlpwire.KeyValue) uint64 {
-	k := b.kbuf[:0]
-	k = append(k, byte(b.kind))
-	k = binary.LittleEndian.AppendUint64(k, b.resHash)
-	k = binary.LittleEndian.AppendUint64(k, b.scopeHash)
+	k := b.pt.kbuf[:0]
+	k = append(k, byte(b.met.kind))
+	k = binary.LittleEndian.AppendUint64(k, b.res.hash)
+	k = binary.LittleEndian.AppendUint64(k, b.scope.hash)
 	for i := range attrs {
 		kv := &attrs[i]
 		k = binary.LittleEndian.AppendUint32(k, uint32(len(kv.Key)))
@@ -998,7 +924,7 @@ func (b *batch) attrKey(attrs []otlpwire.KeyValue) uint64 {
 			k = append(k, kv.Value.Str...)
 		}
 	}
-	b.kbuf = k
+	b.pt.kbuf = k
 	return xxhash.Sum64(k)
 }
 
@@ -1007,36 +933,36 @@ func (b *batch) attrKey(attrs []otlpwire.KeyValue) uint64 {
 // attribute field number and drops le or quantile). A leading 0xff keeps
 // its keys apart from attrKey's, whose first byte is a kind.
 func (b *batch) rawContext() uint64 {
-	b.kbuf = append(b.kbuf[:0], 0xff, byte(b.kind))
-	b.kbuf = binary.LittleEndian.AppendUint64(b.kbuf, b.resHash)
-	b.kbuf = binary.LittleEndian.AppendUint64(b.kbuf, b.scopeHash)
-	return xxhash.Sum64(b.kbuf)
+	b.pt.kbuf = append(b.pt.kbuf[:0], 0xff, byte(b.met.kind))
+	b.pt.kbuf = binary.LittleEndian.AppendUint64(b.pt.kbuf, b.res.hash)
+	b.pt.kbuf = binary.LittleEndian.AppendUint64(b.pt.kbuf, b.scope.hash)
+	return xxhash.Sum64(b.pt.kbuf)
 }
 
 // rawKey is attrKey for a point that carries its encoded attributes
 // (otlpwire.Point.RawAttrs): byte-identical spans decode to identical
-// attributes, so their hash, combined with the context, keys pointCache
+// attributes, so their hash, combined with the context, keys labelCache.points
 // without decoding anything. XOR with the context is a bijection for a
 // fixed context, so two keys collide only when the 64-bit hashes do. The
 // hash is the runtime's (AES-based where the CPU has it, about 3× faster
 // than xxhash here) with a per-process random seed, so a sender cannot
 // aim for collisions; cache keys, unlike series identities, are never
 // stored, so their values may differ between processes.
-func (b *batch) rawKey(raw []byte) uint64 { return maphash.Bytes(rawSeed, raw) ^ b.rawCtx }
+func (b *batch) rawKey(raw []byte) uint64 { return maphash.Bytes(rawSeed, raw) ^ b.met.rawCtx }
 
 // rawSeed seeds rawKey's hash for the life of the process.
 var rawSeed = maphash.MakeSeed()
 
-// pointLabels fills b.lbls with the point's sorted label set without
-// __name__ (§8), and b.hbuf with the same labels flattened for hashing:
+// pointLabels fills b.pt.lbls with the point's sorted label set without
+// __name__ (§8), and b.pt.hbuf with the same labels flattened for hashing:
 // sanitised attribute names, colliding names joined with ";" in key
 // order, job/instance overwriting, promoted resource attributes added when
 // absent, empty values dropped, limits checked. It is one sort of the
 // point's attributes and one merge with the resource's sorted labels.
 func (b *batch) pointLabels(attrs []otlpwire.KeyValue) reason {
 	cfg := &b.r.cfg
-	b.lbls = b.lbls[:0]
-	al := b.attrLbls[:0]
+	b.pt.lbls = b.pt.lbls[:0]
+	al := b.pt.attrLbls[:0]
 	for i := range attrs {
 		kv := &attrs[i]
 		if kv.Value.Kind == otlpwire.KindTooDeep {
@@ -1050,17 +976,17 @@ func (b *batch) pointLabels(attrs []otlpwire.KeyValue) reason {
 			return reasonInvalidLabelName
 		}
 		if string(name) == model.MetricNameLabel ||
-			(b.kind == kindHistogram && string(name) == "le") ||
-			(b.kind == kindSummary && string(name) == "quantile") {
+			(b.met.kind == kindHistogram && string(name) == "le") ||
+			(b.met.kind == kindSummary && string(name) == "quantile") {
 			continue // generated labels win (§6)
 		}
-		val := b.valueString(&kv.Value, &b.arena)
+		val := b.valueString(&kv.Value, &b.pt.arena)
 		if kv.Value.Kind == otlpwire.KindStr && !utf8.Valid(val) {
 			return reasonInvalidUTF8
 		}
 		al = append(al, slabel{name: name, value: val, ki: int32(i)})
 	}
-	b.attrLbls = al
+	b.pt.attrLbls = al
 	if len(al) <= 16 {
 		// Insertion sort by name, then original key: a handful of labels.
 		for i := 1; i < len(al); i++ {
@@ -1079,7 +1005,7 @@ func (b *batch) pointLabels(attrs []otlpwire.KeyValue) reason {
 			return 0
 		})
 	}
-	out, res, hb := b.lbls[:0], b.resLbls, b.hbuf[:0]
+	out, res, hb := b.pt.lbls[:0], b.res.lbls, b.pt.hbuf[:0]
 	emit := func(out []slabel, hb []byte, name, val []byte) ([]slabel, []byte) {
 		if len(val) == 0 {
 			return out, hb
@@ -1098,11 +1024,11 @@ func (b *batch) pointLabels(attrs []otlpwire.KeyValue) reason {
 			if bytes.Equal(attrs[al[k].ki].Key, attrs[al[k-1].ki].Key) {
 				return reasonDuplicateLabel
 			}
-			start := len(b.arena)
-			b.arena = append(b.arena, val...)
-			b.arena = append(b.arena, ';')
-			b.arena = append(b.arena, al[k].value...)
-			val = b.arena[start:]
+			start := len(b.pt.arena)
+			b.pt.arena = append(b.pt.arena, val...)
+			b.pt.arena = append(b.pt.arena, ';')
+			b.pt.arena = append(b.pt.arena, al[k].value...)
+			val = b.pt.arena[start:]
 		}
 		i = k
 		for ; j < len(res) && bytes.Compare(res[j].name, name) < 0; j++ {
@@ -1119,7 +1045,7 @@ func (b *batch) pointLabels(attrs []otlpwire.KeyValue) reason {
 	for ; j < len(res); j++ {
 		out, hb = emit(out, hb, res[j].name, res[j].value)
 	}
-	b.lbls, b.hbuf = out, hb
+	b.pt.lbls, b.pt.hbuf = out, hb
 	if len(out) > cfg.MaxLabelsPerSeries {
 		return reasonTooManyLabels
 	}
@@ -1157,33 +1083,33 @@ func (b *batch) labelName(key []byte) ([]byte, bool) {
 	if len(key) == 0 {
 		return nil, false
 	}
-	start := len(b.arena)
-	b.arena = append(b.arena, "key"...)
-	body := len(b.arena)
+	start := len(b.pt.arena)
+	b.pt.arena = append(b.pt.arena, "key"...)
+	body := len(b.pt.arena)
 	for i := 0; i < len(key); {
 		c := key[i]
 		if c < utf8.RuneSelf {
 			if !isLabelChar(c) {
 				c = '_'
 			}
-			b.arena = append(b.arena, c)
+			b.pt.arena = append(b.pt.arena, c)
 			i++
 			continue
 		}
 		_, size := utf8.DecodeRune(key[i:])
-		b.arena = append(b.arena, '_')
+		b.pt.arena = append(b.pt.arena, '_')
 		i += size
 	}
-	n := b.arena[body:]
+	n := b.pt.arena[body:]
 	switch {
 	case n[0] >= '0' && n[0] <= '9':
 		// "key_" + n: open a byte after "key".
-		b.arena = append(b.arena, 0)
-		copy(b.arena[body+1:], b.arena[body:len(b.arena)-1])
-		b.arena[body] = '_'
-		return b.arena[start:], true
+		b.pt.arena = append(b.pt.arena, 0)
+		copy(b.pt.arena[body+1:], b.pt.arena[body:len(b.pt.arena)-1])
+		b.pt.arena[body] = '_'
+		return b.pt.arena[start:], true
 	case n[0] == '_' && (len(n) == 1 || n[1] != '_'):
-		return b.arena[start:], true // "key" + n
+		return b.pt.arena[start:], true // "key" + n
 	}
 	for _, c := range n {
 		if c != '_' {

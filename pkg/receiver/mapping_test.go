@@ -364,7 +364,7 @@ func TestLabelNameMatchesOTLPTranslator(t *testing.T) {
 		"k8s.pod.name", "ünï.cödé", "a-b/c d", "é", "_é", "0é", "ok_name", "A1_", ".", "..x", "x\xff",
 	} {
 		want, err := namer.Build(k)
-		b.arena = b.arena[:0]
+		b.pt.arena = b.pt.arena[:0]
 		got, ok := b.labelName([]byte(k))
 		if err != nil {
 			assert.False(t, ok, "%q: want invalid", k)
@@ -408,7 +408,7 @@ func TestIdentityReusesBuffer(t *testing.T) {
 		{6, "abcdefgi", nil},
 		{7, "abcdefgi", nil},
 	} {
-		b.base = c.base
+		b.pt.base = c.base
 		require.Equal(t, want(c.base, c.name, c.extra), b.identity(c.name, c.extra), "step %d", i)
 	}
 }

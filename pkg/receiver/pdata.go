@@ -58,9 +58,7 @@ func pdataMetric(m pmetric.Metric, h otlpwire.Handler, sc *pdataScratch) {
 		}
 		for i := range dps.Len() {
 			dp := dps.At(i)
-			resetPoint(pt)
-			pt.Attrs = appendAttrs(pt.Attrs, dp.Attributes())
-			pt.StartTime, pt.Time, pt.Flags = uint64(dp.StartTimestamp()), uint64(dp.Timestamp()), uint32(dp.Flags())
+			setPoint(pt, dp)
 			switch dp.ValueType() {
 			case pmetric.NumberDataPointValueTypeDouble:
 				pt.NumberKind, pt.Double = otlpwire.NumberDouble, dp.DoubleValue()
@@ -78,9 +76,7 @@ func pdataMetric(m pmetric.Metric, h otlpwire.Handler, sc *pdataScratch) {
 		}
 		for i := range dps.Len() {
 			dp := dps.At(i)
-			resetPoint(pt)
-			pt.Attrs = appendAttrs(pt.Attrs, dp.Attributes())
-			pt.StartTime, pt.Time, pt.Flags = uint64(dp.StartTimestamp()), uint64(dp.Timestamp()), uint32(dp.Flags())
+			setPoint(pt, dp)
 			pt.Count, pt.Sum, pt.HasSum = dp.Count(), dp.Sum(), dp.HasSum()
 			pt.BucketCounts = append(pt.BucketCounts, dp.BucketCounts().AsRaw()...)
 			pt.Bounds = append(pt.Bounds, dp.ExplicitBounds().AsRaw()...)
@@ -95,9 +91,7 @@ func pdataMetric(m pmetric.Metric, h otlpwire.Handler, sc *pdataScratch) {
 		}
 		for i := range dps.Len() {
 			dp := dps.At(i)
-			resetPoint(pt)
-			pt.Attrs = appendAttrs(pt.Attrs, dp.Attributes())
-			pt.StartTime, pt.Time, pt.Flags = uint64(dp.StartTimestamp()), uint64(dp.Timestamp()), uint32(dp.Flags())
+			setPoint(pt, dp)
 			pt.Count, pt.Sum, pt.HasSum = dp.Count(), dp.Sum(), dp.HasSum()
 			pt.Scale, pt.ZeroCount, pt.ZeroThreshold = dp.Scale(), dp.ZeroCount(), dp.ZeroThreshold()
 			pt.PosOffset, pt.NegOffset = dp.Positive().Offset(), dp.Negative().Offset()
@@ -119,9 +113,7 @@ func pdataMetric(m pmetric.Metric, h otlpwire.Handler, sc *pdataScratch) {
 		}
 		for i := range dps.Len() {
 			dp := dps.At(i)
-			resetPoint(pt)
-			pt.Attrs = appendAttrs(pt.Attrs, dp.Attributes())
-			pt.StartTime, pt.Time, pt.Flags = uint64(dp.StartTimestamp()), uint64(dp.Timestamp()), uint32(dp.Flags())
+			setPoint(pt, dp)
 			pt.Count, pt.Sum, pt.HasSum = dp.Count(), dp.Sum(), true
 			qs := dp.QuantileValues()
 			for j := range qs.Len() {
@@ -133,6 +125,22 @@ func pdataMetric(m pmetric.Metric, h otlpwire.Handler, sc *pdataScratch) {
 	default:
 		h.Metric(&wm, 0)
 	}
+}
+
+// pdataPoint is what every pdata data point type has.
+type pdataPoint interface {
+	Attributes() pcommon.Map
+	StartTimestamp() pcommon.Timestamp
+	Timestamp() pcommon.Timestamp
+	Flags() pmetric.DataPointFlags
+}
+
+// setPoint resets pt to dp's attributes, times and flags; the caller sets
+// the values of dp's type.
+func setPoint[P pdataPoint](pt *otlpwire.Point, dp P) {
+	resetPoint(pt)
+	pt.Attrs = appendAttrs(pt.Attrs, dp.Attributes())
+	pt.StartTime, pt.Time, pt.Flags = uint64(dp.StartTimestamp()), uint64(dp.Timestamp()), uint32(dp.Flags())
 }
 
 func resetPoint(pt *otlpwire.Point) {

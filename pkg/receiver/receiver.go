@@ -6,8 +6,8 @@
 // Protobuf requests are walked in place by pkg/internal/otlpwire and
 // appended straight into the store: a point of a series that already
 // exists costs no allocation. Repeated attribute sets are recognised by
-// their encoded bytes (no decoding), and the number points of a metric are
-// appended in small groups whose cache misses overlap (stage.go). JSON
+// their encoded bytes (no decoding), and every sample is appended through
+// one path, in small groups whose cache misses overlap (stage.go). JSON
 // requests are scanned first so that no value nests past a fixed depth
 // (json.go), then decoded by pdata and fed to the same mapper, which is
 // also how tests use pdata as the reference.
@@ -287,42 +287,41 @@ func (r *Receiver) putBatch(b *batch) {
 
 // finish publishes a request's counters and notifies subscribers.
 func (r *Receiver) finish(b *batch) result {
-	b.st.AddAppended(b.appended)
-	if b.appended > 0 && b.newestT > 0 && r.set.OnStored != nil {
-		r.set.OnStored(b.newestT)
+	stats := b.app.Commit()
+	if stats.Appended > 0 && b.out.newestT > 0 && r.set.OnStored != nil {
+		r.set.OnStored(b.out.newestT)
 	}
-	b.appended = 0
-	if b.accepted > 0 {
-		r.m.accepted.Add(float64(b.accepted))
+	if b.out.accepted > 0 {
+		r.m.accepted.Add(float64(b.out.accepted))
 	}
 	r.flushFiltered(b)
-	if b.nonFinite > 0 {
-		r.m.nonFinite.Add(float64(b.nonFinite))
+	if b.out.nonFinite > 0 {
+		r.m.nonFinite.Add(float64(b.out.nonFinite))
 	}
-	if b.expHist > 0 {
-		r.m.expHist.Add(float64(b.expHist))
+	if b.out.expHist > 0 {
+		r.m.expHist.Add(float64(b.out.expHist))
 	}
-	if b.startResets > 0 {
-		r.m.startResets.Add(float64(b.startResets))
+	if stats.StartResets > 0 {
+		r.m.startResets.Add(float64(stats.StartResets))
 	}
-	for i, n := range b.rejected {
+	for i, n := range b.out.rejected {
 		if n > 0 {
 			r.m.rejected[i].Add(float64(n))
-			r.rejections.record(r.now(), reason(i), n, b.examples[i])
+			r.rejections.record(r.now(), reason(i), n, b.out.examples[i])
 		}
 	}
-	if b.newestT > 0 {
-		r.m.lag.Observe(float64(r.now().UnixMilli()-b.newestT) / 1e3)
+	if b.out.newestT > 0 {
+		r.m.lag.Observe(float64(r.now().UnixMilli()-b.out.newestT) / 1e3)
 	}
 	r.logLimits(b)
-	if len(b.touchedIDs) > 0 && r.set.OnIngest != nil {
-		b.touchedIDs = append(b.touchedIDs, b.aliasIDs...)
-		r.set.OnIngest(b.touchedIDs)
+	if len(b.out.touchedIDs) > 0 && r.set.OnIngest != nil {
+		b.out.touchedIDs = append(b.out.touchedIDs, b.out.aliasIDs...)
+		r.set.OnIngest(b.out.touchedIDs)
 	}
-	if b.total == 0 {
+	if b.out.total == 0 {
 		return result{}
 	}
-	return result{rejected: int64(b.total), message: b.rejectionMessage()}
+	return result{rejected: int64(b.out.total), message: b.rejectionMessage()}
 }
 
 // limitReasons are the rejections that mean an operator-set limit was hit.
@@ -336,7 +335,7 @@ var limitReasons = [...]reason{
 func (r *Receiver) logLimits(b *batch) {
 	now := r.now().Unix()
 	for _, reason := range limitReasons {
-		n := b.rejected[reason]
+		n := b.out.rejected[reason]
 		if n == 0 {
 			continue
 		}
@@ -344,7 +343,7 @@ func (r *Receiver) logLimits(b *batch) {
 		if now-last < 60 || !r.limitLogged[reason].CompareAndSwap(last, now) {
 			continue
 		}
-		r.logger.Warn("OTLP points rejected by a limit", "limit", reason.String(), "points", n, "example", b.examples[reason])
+		r.logger.Warn("OTLP points rejected by a limit", "limit", reason.String(), "points", n, "example", b.out.examples[reason])
 	}
 }
 
@@ -355,14 +354,14 @@ const maxMessage = 1024
 // at most 1 KiB, e.g. "3 points rejected: out_of_order=2 (first: x{a="b"}), ...".
 func (b *batch) rejectionMessage() string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "%d points rejected:", b.total)
+	fmt.Fprintf(&sb, "%d points rejected:", b.out.total)
 	sep := " "
-	for i, n := range b.rejected {
+	for i, n := range b.out.rejected {
 		if n == 0 {
 			continue
 		}
 		fmt.Fprintf(&sb, "%s%s=%d", sep, reason(i), n)
-		if ex := b.examples[i]; ex != "" {
+		if ex := b.out.examples[i]; ex != "" {
 			fmt.Fprintf(&sb, " (first: %s)", ex)
 		}
 		sep = ", "

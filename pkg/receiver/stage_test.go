@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
@@ -14,7 +15,7 @@ import (
 )
 
 // TestStagedAppendsMatchPointByPoint checks staged appends (stage.go)
-// against the pdata path, which appends point by point: the same stored
+// against the pdata path, which flushes every point by itself: the same stored
 // series and samples, and the same partial success (counts, and the first
 // example of every reason, so rejections are recorded in request order),
 // including points created, rejected and re-used inside one stage and
@@ -63,9 +64,10 @@ func TestStagedAppendsMatchPointByPoint(t *testing.T) {
 				hdp(attrs("pod", "a"), tsNs(10), []float64{0.5, 1}, []uint64{1, 2, 3}, ptr(1.5)),
 				hdp(attrs("pod", "a"), tsNs(20), []float64{0.5, 1}, []uint64{1, 2, 3}, ptr(1.5)), // out of order
 				hdp(attrs("pod", "b"), tsNs(10), []float64{0.5, 1}, []uint64{1, 1, 1}, nil),
-				&metricspb.HistogramDataPoint{Attributes: attrs("pod", "a"), TimeUnixNano: tsNs(9), Flags: 1}, // marker: appended at once
+				&metricspb.HistogramDataPoint{Attributes: attrs("pod", "a"), TimeUnixNano: tsNs(9), Flags: 1}, // marker: flushes the stage first
 				hdp(attrs("pod", "a"), tsNs(8), []float64{0.5, 1}, []uint64{2, 2, 3}, ptr(2.5)),
-				hdp(attrs("pod", "c"), tsNs(10), bounds(40), make([]uint64, 41), nil),       // too many buckets to stage
+				hdp(attrs("pod", "c"), tsNs(10), bounds(40), make([]uint64, 41), nil),       // more buckets than a stage holds
+				hdp(attrs("pod", "c"), tsNs(10), bounds(40), ones(41), nil),                 // the same, rejected in every flush it spans
 				hdp(attrs("pod", "b"), tsNs(10), []float64{0.5, 1}, []uint64{1, 1, 2}, nil), // duplicate timestamp
 				hdp(attrs("pod", "d"), tsNs(10), []float64{0.25, 0.5, 1}, []uint64{1, 1, 1, 1}, ptr(1.0)),
 			),
@@ -73,6 +75,20 @@ func TestStagedAppendsMatchPointByPoint(t *testing.T) {
 		}},
 		{"histogram stages that fill up", Config{}, store.Config{}, []*metricspb.Metric{
 			hist("h", "s", cumulative, manyHist(3*stageSize)...),
+		}},
+		// Native histograms staged with their _count and _sum: each
+		// stage's histograms in their own slots, refused conversions in
+		// their order, a series that holds floats (type_conflict), a
+		// marker that ends a series.
+		{"exponential histogram stages that fill up", Config{}, store.Config{}, []*metricspb.Metric{
+			gauge("e_seconds", "", dpD(attrs("pod", "pab"), tsNs(10), 1)),
+			expMetric("e", cumulative, append(manyExp(2*stageSize+5),
+				&metricspb.ExponentialHistogramDataPoint{Attributes: attrs("pod", "pac"), TimeUnixNano: tsNs(9), Flags: 1},
+				&metricspb.ExponentialHistogramDataPoint{ // out of order
+					Attributes: attrs("pod", "paa"), TimeUnixNano: tsNs(11), Count: 1, Scale: 2,
+					Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{BucketCounts: []uint64{1}},
+				},
+			)...),
 		}},
 		// The store's label limit is below the receiver's: the first point
 		// is refused when its staged append creates the series, the second
@@ -96,9 +112,9 @@ func TestStagedAppendsMatchPointByPoint(t *testing.T) {
 			require.NoError(t, er.UnmarshalProto(b))
 			fp, regP := countedFixture(t, tt.cfg, tt.scfg)
 			resP := fp.r.ingestPdata(er.Metrics())
-			// Staged appends count stored samples per request
-			// (AppendCounted); the count must match point-by-point appends
-			// and what the store holds.
+			// Stored samples are counted per request (the request's
+			// store.Appender); the count must match point-by-point
+			// appends and what the store holds.
 			stored := 0
 			for _, ss := range dump(fw.st) {
 				stored += len(ss)
@@ -111,6 +127,63 @@ func TestStagedAppendsMatchPointByPoint(t *testing.T) {
 			require.NotEmpty(t, dump(fw.st))
 		})
 	}
+}
+
+// TestPointSpanningFlushes: a point with more samples than a stage holds
+// is appended over several flushes and counted once, as accepted or as
+// rejected with its first reason, on both decoding paths.
+func TestPointSpanningFlushes(t *testing.T) {
+	t.Parallel()
+	const nb = 3*stageSize + 7
+	for _, path := range []string{"wire", "pdata"} {
+		t.Run(path, func(t *testing.T) {
+			t.Parallel()
+			// The store refuses label values over 16 bytes: the le of
+			// the first bounds below, not the metric names.
+			f := newFixture(t, Config{}, store.Config{MaxLabelValueLength: 16})
+			export := func(dps ...*metricspb.HistogramDataPoint) result {
+				r := req(rm(nil, hist("h", "s", cumulative, dps...)))
+				if path == "wire" {
+					return f.export(t, r)
+				}
+				er := pmetricotlp.NewExportRequest()
+				require.NoError(t, er.UnmarshalProto(mustMarshal(t, r)))
+				return f.r.ingestPdata(er.Metrics())
+			}
+			ok := hdp(attrs("pod", "a"), tsNs(20), bounds(nb), make([]uint64, nb+1), ptr(1.0))
+			res := export(ok, hdp(attrs("pod", "b"), tsNs(20), bounds(nb), make([]uint64, nb+1), nil))
+			assert.Equal(t, result{}, res)
+			assert.InDelta(t, 2, counterValue(t, f.r.m.accepted), 0)
+			assert.Len(t, dump(f.st), 2*(nb+2)+1, "buckets, +Inf, _count, and one _sum")
+
+			// Rejected in its first flush (out of order: every sample), and
+			// in its last one only (a new bucket created, +Inf and _count
+			// duplicate timestamps): one rejection each.
+			late := hdp(attrs("pod", "a"), tsNs(30), bounds(nb), make([]uint64, nb+1), ptr(1.0))
+			dup := hdp(attrs("pod", "b"), tsNs(20), bounds(nb+1), append(make([]uint64, nb+1), 1), nil)
+			res = export(late, dup)
+			assert.Equal(t, result{rejected: 2, message: `2 points rejected: out_of_order=1 (first: h_seconds_bucket{pod="a"}), ` +
+				`duplicate_timestamp=1 (first: h_seconds_bucket{pod="b"})`}, res)
+			assert.InDelta(t, 2, counterValue(t, f.r.m.accepted), 0)
+
+			// Rejected in its first flush only: its smallest bounds make
+			// le values the store refuses; the rest are stored.
+			long := append([]float64{1.2345678901234567e-05, 2.2345678901234567e-05}, bounds(nb)...)
+			res = export(hdp(attrs("pod", "c"), tsNs(20), long, make([]uint64, len(long)+1), nil))
+			assert.Equal(t, result{rejected: 1, message: `1 points rejected: label_value_too_long=1 (first: h_seconds_bucket{pod="c"})`}, res)
+			assert.InDelta(t, 2, counterValue(t, f.r.m.accepted), 0)
+			assert.Len(t, dump(f.st), 2*(nb+2)+1+1+(nb+2), "pod c: every bucket but the two refused, +Inf, _count")
+		})
+	}
+}
+
+// ones returns n counts of 1.
+func ones(n int) []uint64 {
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = 1
+	}
+	return out
 }
 
 // bounds returns n increasing bucket bounds.
@@ -129,6 +202,26 @@ func manyHist(n int) []*metricspb.HistogramDataPoint {
 	for i := range n {
 		nb := 1 + i%12
 		dps = append(dps, hdp(attrs("pod", "p"+string(rune('a'+i%26))+string(rune('a'+i/26))), tsNs(10), bounds(nb), make([]uint64, nb+1), ptr(float64(i))))
+	}
+	return dps
+}
+
+// manyExp returns n exponential histogram points of distinct series, each
+// with its own scale and buckets; every seventh one's counts do not add
+// up (invalid_histogram).
+func manyExp(n int) []*metricspb.ExponentialHistogramDataPoint {
+	var dps []*metricspb.ExponentialHistogramDataPoint
+	for i := range n {
+		counts := ones(1 + i%9)
+		count := uint64(len(counts)) + uint64(i%3)
+		if i%7 == 6 {
+			count++
+		}
+		dps = append(dps, &metricspb.ExponentialHistogramDataPoint{
+			Attributes: attrs("pod", "p"+string(rune('a'+i%26))+string(rune('a'+i/26))), TimeUnixNano: tsNs(10),
+			Count: count, Sum: ptr(float64(i)), Scale: int32(i%5 - 1), ZeroCount: uint64(i % 3),
+			Positive: &metricspb.ExponentialHistogramDataPoint_Buckets{Offset: int32(i%4 - 2), BucketCounts: counts},
+		})
 	}
 	return dps
 }

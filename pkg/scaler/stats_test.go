@@ -251,10 +251,20 @@ func TestRejectedTriggersListed(t *testing.T) {
 	for _, m := range ts.Metadata {
 		assert.NotContains(t, m.Value, "hunter2")
 	}
+	// The list keeps the newest maxRejected: the first entry and the
+	// oldest bad ones are dropped, every call is refused meanwhile.
 	for i := range 3 * maxRejected {
-		_, _ = e.s.GetMetricSpec(t.Context(), &externalscaler.ScaledObjectRef{Namespace: "ns", Name: fmt.Sprint("bad", i), ScalerMetadata: md})
+		_, err := e.s.GetMetricSpec(t.Context(), &externalscaler.ScaledObjectRef{Namespace: "ns", Name: fmt.Sprint("bad", i), ScalerMetadata: md})
+		require.Equal(t, codes.InvalidArgument, status.Code(err), "bad%d", i)
 	}
-	assert.Len(t, e.s.Triggers(), maxRejected)
+	var names, want []string
+	for _, ts := range e.s.Triggers() {
+		names = append(names, ts.Name)
+	}
+	for i := 2 * maxRejected; i < 3*maxRejected; i++ {
+		want = append(want, fmt.Sprint("bad", i))
+	}
+	assert.ElementsMatch(t, want, names, "the newest maxRejected are kept")
 }
 
 // TestTriggerStatsSeqlock: readers never see a value from one evaluation

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 // connListener is one listener as these tests address it.
@@ -112,7 +112,7 @@ func TestIdleConnectionsBoundedPerListener(t *testing.T) {
 	}
 	for _, l := range variants {
 		t.Run(l.kind+"/"+l.name, func(t *testing.T) {
-			cfg := loopbackConfig()
+			cfg := servertest.Config()
 			l.limit(&cfg, capN)
 			if l.tls {
 				setTLS(&cfg, map[string]string{listenerOTLP: tlsListenerOTLP, listenerScaler: tlsListenerKEDA, listenerHTTP: tlsListenerHTTP}[l.name], cert, key, "")
@@ -120,8 +120,7 @@ func TestIdleConnectionsBoundedPerListener(t *testing.T) {
 			reg := newRegistry()
 			s, err := New(cfg, Settings{Registry: reg})
 			require.NoError(t, err)
-			require.NoError(t, s.Start())
-			defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
+			servertest.Start(t, s)
 			addr := l.addr(s.Addrs())
 			// Warm the paths (pools, the first connection's one-time state).
 			for range 3 {
@@ -212,16 +211,14 @@ func TestSilentConnectionsClosed(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := ca.issue(t, dir, "server", x509.ExtKeyUsageServerAuth)
 	start := func(t *testing.T, tlsHTTP bool) (*Server, *prometheus.Registry) {
-		cfg := loopbackConfig()
+		cfg := servertest.Config()
 		if tlsHTTP {
 			cfg.Server.HTTPTLS = config.TLSFiles{CertFile: cert, KeyFile: key}
 		}
 		reg := newRegistry()
 		s, err := New(cfg, Settings{Registry: reg, handshakeTimeout: 200 * time.Millisecond})
 		require.NoError(t, err)
-		require.NoError(t, s.Start())
-		t.Cleanup(func() { require.NoError(t, s.Shutdown(context.Background())) })
-		return s, reg
+		return servertest.Start(t, s), reg
 	}
 	plain, plainReg := start(t, false)
 	secure, secureReg := start(t, true)

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 // panicScaler is the real ExternalScaler with a switch per method that
@@ -116,9 +117,7 @@ type hostileEnv struct {
 
 func startHostile(t *testing.T, mod func(*config.Config)) *hostileEnv {
 	t.Helper()
-	cfg := loopbackConfig()
-	cfg.Scaler.Warmup = 0
-	cfg.Scaler.PushHoldoff = 0
+	cfg := servertest.Config()
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -139,18 +138,16 @@ func startHostile(t *testing.T, mod func(*config.Config)) *hostileEnv {
 	}
 	s, err := New(cfg, set)
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	e.s = s
+	e.s = servertest.Start(t, s)
 	e.http = "http://" + s.Addrs().HTTP
 	e.conn, err = grpc.NewClient(s.Addrs().Scaler, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	e.keda = externalscaler.NewExternalScalerClient(e.conn)
 	e.otlpC, err = grpc.NewClient(s.Addrs().OTLPGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before the server's shutdown
 		_ = e.conn.Close()
 		_ = e.otlpC.Close()
-		require.NoError(t, s.Shutdown(context.Background()))
 	})
 	return e
 }

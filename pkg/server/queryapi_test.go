@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 // TestQueryAPIDeadlineDoesNotOutliveItsAnswer: the query API puts a write
@@ -21,12 +22,11 @@ import (
 // next answers, the API's and the other handlers', instead of a closed
 // connection.
 func TestQueryAPIDeadlineDoesNotOutliveItsAnswer(t *testing.T) {
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	cfg.Query.Timeout = 300 * time.Millisecond
 	s, err := New(cfg, Settings{})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
+	servertest.Start(t, s)
 
 	conn, err := net.Dial("tcp", s.Addrs().HTTP)
 	require.NoError(t, err)

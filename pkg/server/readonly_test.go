@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"slices"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 // candidatePaths is a superset of every path the HTTP listener could
@@ -53,11 +54,10 @@ var allMethods = []string{
 // byte for byte after each request. Only POST /v1/metrics writes, which
 // the end of the test checks so the comparison is known to see a write.
 func TestHTTPReadOnly(t *testing.T) {
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	s, err := New(cfg, Settings{})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
+	servertest.Start(t, s)
 	pushGauge(t, s, 5)
 	snapshot := func() []byte {
 		var b bytes.Buffer

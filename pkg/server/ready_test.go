@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 func healthStatus(t *testing.T, addr string) healthpb.HealthCheckResponse_ServingStatus {
@@ -46,13 +48,12 @@ func postGauge(t *testing.T, httpAddr string, ts time.Time) {
 func TestReadinessFollowsWarmup(t *testing.T) {
 	for _, fresh := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ready-after-fresh=%v", fresh), func(t *testing.T) {
-			cfg := loopbackConfig()
+			cfg := servertest.Config()
 			cfg.Scaler.Warmup = 300 * time.Millisecond
 			cfg.Scaler.ReadyAfterFresh = fresh
 			s, err := New(cfg, Settings{})
 			require.NoError(t, err)
-			require.NoError(t, s.Start())
-			defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
+			servertest.Start(t, s)
 			a := s.Addrs()
 			readyz := func() int { c, _ := get(t, "http://"+a.HTTP+"/readyz"); return c }
 

@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +38,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 // leafPEM issues a certificate for 127.0.0.1 signed by ca and returns the
@@ -234,24 +234,6 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[str
 
 func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
 
-// lockedBuffer is a log sink safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
 
 // TestMutualTLSEveryListener: each of the three listeners, given a
@@ -267,14 +249,12 @@ func TestMutualTLSEveryListener(t *testing.T) {
 	good, foreign := ca.clientCert(t, "collector"), other.clientCert(t, "intruder")
 	for _, l := range listeners {
 		t.Run("listener="+l, func(t *testing.T) {
-			cfg := loopbackConfig()
-			cfg.Scaler.Warmup = 0
+			cfg := servertest.Config()
 			cert, key, caFile := d.tlsFiles(true)
 			setTLS(&cfg, l, cert, key, caFile)
 			s, err := New(cfg, Settings{})
 			require.NoError(t, err)
-			require.NoError(t, s.Start())
-			defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
+			servertest.Start(t, s)
 			for _, tc := range []struct {
 				name string
 				tc   *tls.Config
@@ -323,8 +303,7 @@ func TestCertificateRotation(t *testing.T) {
 	}
 
 	reg := newRegistry()
-	cfg := loopbackConfig()
-	cfg.Scaler.Warmup, cfg.Scaler.PushHoldoff = 0, 0
+	cfg := servertest.Config()
 	cfg.Server.ReloadInterval = 100 * time.Millisecond
 	for _, l := range listeners {
 		cert, key, ca := d.tlsFiles(true)
@@ -332,8 +311,7 @@ func TestCertificateRotation(t *testing.T) {
 	}
 	s, err := New(cfg, Settings{Registry: reg})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
+	servertest.Start(t, s)
 
 	for _, l := range listeners {
 		assert.Equal(t, "server-A", servedCN(t, addrOf(s, l), with(c1)), l)
@@ -402,17 +380,16 @@ func TestCorruptRotationKeepsCertificate(t *testing.T) {
 	tc := &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{client.clientCert(t, "c")}, MinVersion: tls.VersionTLS12}
 
 	reg := newRegistry()
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	cfg.Server.ReloadInterval = 0 // polled by hand below
 	for _, l := range listeners {
 		cert, key, ca := d.tlsFiles(true)
 		setTLS(&cfg, l, cert, key, ca)
 	}
-	var logs lockedBuffer
+	var logs servertest.Logs
 	s, err := New(cfg, Settings{Registry: reg, Logger: slogTo(&logs)})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
+	servertest.Start(t, s)
 
 	caBundle := append(append([]byte{}, client.pem...), caB.pem...)
 	for i, bad := range []struct {
@@ -435,7 +412,7 @@ func TestCorruptRotationKeepsCertificate(t *testing.T) {
 			assert.InDelta(t, float64(i+1), counter(t, reg, "keda_otel_scaler_tls_reload_errors_total", map[string]string{"listener": l}), 0, "%s: listener %s", bad.name, l)
 		}
 	}
-	assert.Equal(t, 5*len(listeners), strings.Count(logs.String(), "Reload failed"), "one warning per change and listener:\n%s", logs.String())
+	assert.Equal(t, 5*len(listeners), logs.Count("Reload failed"), "one warning per change and listener:\n%s", logs.String())
 
 	d.swap(t, map[string][]byte{"tls.crt": certB, "tls.key": keyB, "ca.crt": client.pem})
 	s.sec.watcher.Check()
@@ -454,13 +431,13 @@ func TestTLSStartErrorsNameTheFlag(t *testing.T) {
 	for _, tc := range []struct {
 		l, flag string
 	}{{tlsListenerOTLP, "--otlp-tls-client-ca-file"}, {tlsListenerHTTP, "--http-tls-client-ca-file"}, {tlsListenerKEDA, "--tls-client-ca-file"}} {
-		cfg := loopbackConfig()
+		cfg := servertest.Config()
 		setTLS(&cfg, tc.l, d.path("tls.crt"), d.path("tls.key"), d.path("garbage"))
 		_, err := New(cfg, Settings{})
 		require.ErrorContains(t, err, tc.flag)
 		require.ErrorContains(t, err, "client CA file")
 	}
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	cfg.Receiver.BearerTokenFile = filepath.Join(t.TempDir(), "missing")
 	_, err := New(cfg, Settings{})
 	require.ErrorContains(t, err, "--otlp-bearer-token-file")
@@ -476,13 +453,12 @@ func TestBearerTokenIngest(t *testing.T) {
 	tokFile := filepath.Join(dir, "tokens")
 	require.NoError(t, os.WriteFile(tokFile, []byte("tok-one\n\n  tok-two  \n"), 0o600))
 	reg := newRegistry()
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	cfg.Receiver.BearerTokenFile = tokFile
 	cfg.Server.ReloadInterval = 0
 	s, err := New(cfg, Settings{Registry: reg})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
+	servertest.Start(t, s)
 
 	conn, err := grpc.NewClient(s.Addrs().OTLPGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)

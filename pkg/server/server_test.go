@@ -17,7 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
-	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 func TestMain(m *testing.M) {
@@ -28,12 +28,6 @@ func TestMain(m *testing.M) {
 		os.Exit(idleClientMain()) // a child process: see openIdle
 	}
 	goleak.VerifyTestMain(m)
-}
-
-func loopbackConfig() config.Config {
-	cfg := config.Default()
-	cfg.Server.OTLPGRPCAddr, cfg.Server.ScalerAddr, cfg.Server.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	return cfg
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -47,19 +41,18 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 func TestNewRejectsInvalidConfig(t *testing.T) {
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	cfg.Server.HTTPAddr = "no-port"
 	_, err := New(cfg, Settings{})
 	require.ErrorContains(t, err, "--http-addr")
 }
 
 func TestStartReportsBusyPort(t *testing.T) {
-	a, err := New(loopbackConfig(), Settings{})
+	a, err := New(servertest.Config(), Settings{})
 	require.NoError(t, err)
-	require.NoError(t, a.Start())
-	defer func() { require.NoError(t, a.Shutdown(context.Background())) }()
+	servertest.Start(t, a)
 
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	cfg.Server.ScalerAddr = a.Addrs().Scaler
 	b, err := New(cfg, Settings{})
 	require.NoError(t, err)
@@ -67,9 +60,7 @@ func TestStartReportsBusyPort(t *testing.T) {
 }
 
 func TestEndpointsAndReadiness(t *testing.T) {
-	cfg := loopbackConfig()
-	cfg.Scaler.Warmup = 0 // KEDA's health is NOT_SERVING during warm-up (TestReadinessFollowsWarmup)
-	s, err := New(cfg, Settings{})
+	s, err := New(servertest.Config(), Settings{}) // no warm-up: KEDA's health is NOT_SERVING during it (TestReadinessFollowsWarmup)
 	require.NoError(t, err)
 	require.NoError(t, s.Start())
 	base := "http://" + s.Addrs().HTTP
@@ -127,7 +118,7 @@ func TestEndpointsAndReadiness(t *testing.T) {
 func TestRunStopsOnContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, loopbackConfig(), Settings{}) }()
+	go func() { done <- Run(ctx, servertest.Config(), Settings{}) }()
 	cancel()
 	select {
 	case err := <-done:

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/store"
 )
 
@@ -67,13 +68,12 @@ func getMetrics(t *testing.T, s *Server) (float64, error) {
 
 func startWithState(t *testing.T, dir string) *Server {
 	t.Helper()
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	cfg.Server.StateDir = dir
 	cfg.Scaler.Warmup = 30 * time.Second
 	s, err := New(cfg, Settings{})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	return s
+	return servertest.Start(t, s) // the tests shut it down themselves too (restarts)
 }
 
 // TestStateDirRestart is keda-contract.md §12 item 30: after a restart
@@ -94,7 +94,6 @@ func TestStateDirRestart(t *testing.T) {
 	assert.Empty(t, tmps, "no temporary file left behind")
 
 	b := startWithState(t, dir)
-	defer func() { require.NoError(t, b.Shutdown(context.Background())) }()
 	v, err := getMetrics(t, b)
 	require.NoError(t, err, "no warm-up after a fresh restore")
 	assert.InDelta(t, 7, v, 0)
@@ -181,7 +180,6 @@ func TestStateDirBadCheckpoint(t *testing.T) {
 // TestStateDirMissingCheckpoint: a first start counts as missing.
 func TestStateDirMissingCheckpoint(t *testing.T) {
 	s := startWithState(t, filepath.Join(t.TempDir(), "new"))
-	defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
 	assert.InDelta(t, 1, testutil.ToFloat64(s.state.restores.WithLabelValues(restoreMissing)), 0)
 }
 
@@ -203,7 +201,7 @@ func TestStateDirUnwritable(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := loopbackConfig()
+			cfg := servertest.Config()
 			cfg.Server.StateDir = tc.dir
 			s, err := New(cfg, Settings{})
 			require.NoError(t, err)
@@ -223,8 +221,7 @@ func TestStateDirRemovesInterruptedCheckpoints(t *testing.T) {
 	for _, name := range []string{snapshotFile + ".tmp-123", snapshotFile + ".tmp-9", "notes.txt"} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600))
 	}
-	s := startWithState(t, dir)
-	defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
+	startWithState(t, dir)
 	tmps, err := filepath.Glob(filepath.Join(dir, tmpPattern))
 	require.NoError(t, err)
 	assert.Empty(t, tmps)
@@ -237,13 +234,12 @@ func TestStateDirRemovesInterruptedCheckpoints(t *testing.T) {
 // on meanwhile.
 func TestStateDirPeriodicCheckpoint(t *testing.T) {
 	dir := t.TempDir()
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	cfg.Server.StateDir = dir
 	cfg.Server.CheckpointInterval = 100 * time.Millisecond
 	s, err := New(cfg, Settings{})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
+	servertest.Start(t, s)
 	pushGauge(t, s, 11)
 	ok := s.state.checkpoints.WithLabelValues(checkpointOK)
 	first := testutil.ToFloat64(ok)
@@ -270,7 +266,7 @@ func TestStateDirPeriodicCheckpoint(t *testing.T) {
 func TestStateDirStaleSnapshotWarmsUp(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now()
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	cfg.Server.StateDir = dir
 	cfg.Scaler.Warmup = 30 * time.Second
 	past := func() time.Time { return now.Add(-time.Minute) }
@@ -283,7 +279,6 @@ func TestStateDirStaleSnapshotWarmsUp(t *testing.T) {
 	require.NoError(t, a.Shutdown(context.Background()))
 
 	b := startWithState(t, dir)
-	defer func() { require.NoError(t, b.Shutdown(context.Background())) }()
 	assert.Equal(t, 1, b.Store().NumSeries(), "restored within the retention")
 	_, err = getMetrics(t, b)
 	assert.Equal(t, codes.Unavailable, status.Code(err), "a minute-old sample does not skip warm-up")
@@ -296,7 +291,7 @@ func mustLabels(kv ...string) labels.Labels { return labels.FromStrings(kv...) }
 // checkpoint stays intact and restorable, and no temporary file remains.
 func TestStateDirShutdownDeadlineKeepsCheckpoint(t *testing.T) {
 	dir := t.TempDir()
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	cfg.Server.StateDir = dir
 	cfg.Server.CheckpointInterval = 100 * time.Millisecond
 	s, err := New(cfg, Settings{})

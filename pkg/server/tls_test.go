@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 // testCA issues certificates for the TLS tests.
@@ -107,12 +109,11 @@ func TestScalerListenerTLS(t *testing.T) {
 		{"mutual tls without client cert refused", caFile, credentials.NewTLS(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := loopbackConfig()
+			cfg := servertest.Config()
 			cfg.Server.TLSCertFile, cfg.Server.TLSKeyFile, cfg.Server.TLSClientCAFile = serverCert, serverKey, tc.clientCA
 			s, err := New(cfg, Settings{})
 			require.NoError(t, err)
-			require.NoError(t, s.Start())
-			defer func() { require.NoError(t, s.Shutdown(context.Background())) }()
+			servertest.Start(t, s)
 			err = specCall(s.Addrs().Scaler, tc.creds)
 			if tc.ok {
 				require.NoError(t, err)
@@ -126,12 +127,12 @@ func TestScalerListenerTLS(t *testing.T) {
 }
 
 func TestScalerTLSBadFiles(t *testing.T) {
-	cfg := loopbackConfig()
+	cfg := servertest.Config()
 	cfg.Server.TLSCertFile, cfg.Server.TLSKeyFile = "/nonexistent.crt", "/nonexistent.key"
 	_, err := New(cfg, Settings{})
 	require.ErrorContains(t, err, "--tls-cert-file")
 
-	cfg = loopbackConfig()
+	cfg = servertest.Config()
 	cfg.Server.TLSCertFile = "a.crt"
 	_, err = New(cfg, Settings{})
 	require.ErrorContains(t, err, "must be set together")

@@ -57,13 +57,9 @@ type stripedCounter struct {
 	}
 }
 
-func (c *stripedCounter) add(key uint32) { c.c[key&15].n.Add(1) }
-
-// addAt adds n to key's stripe.
+// addAt adds n to key's stripe (an Appender's Commit: the stripe of its
+// last series, so concurrent requests spread over the stripes too).
 func (c *stripedCounter) addAt(key uint32, n uint64) { c.c[key&15].n.Add(n) }
-
-// addN adds n batched counts; batches are rare enough for one stripe.
-func (c *stripedCounter) addN(n uint64) { c.c[0].n.Add(n) }
 
 func (c *stripedCounter) load() uint64 {
 	var n uint64

@@ -5,10 +5,11 @@ import (
 	"testing"
 )
 
-// BenchmarkAppendStart is BenchmarkAppend through AppendStart: start=none
-// passes no start time (Append's cost plus a compare), start=steady the
-// same start time every time, as a counter that carries its _created
-// time does (one table load and compare more per sample).
+// BenchmarkAppendStart is BenchmarkAppend through one Appender, as the
+// receiver appends a request: start=none passes no start time (Append's
+// cost plus a compare), start=steady the same start time every time, as a
+// counter that carries its _created time does (one table load and compare
+// more per sample).
 //
 // go test -run '^$' -bench '^BenchmarkAppendStart$' -benchmem -cpu 1 -benchtime 2000000x -count 3 ./pkg/store
 func BenchmarkAppendStart(b *testing.B) {
@@ -28,25 +29,29 @@ func benchAppendStart(b *testing.B, n int, start string) {
 		st := int64(0)
 		if start == "steady" {
 			st = benchT0 - 60_000
+			a := s.Appender()
 			for _, ref := range refs {
-				if _, err := s.AppendStart(ref, t, 1, st); err != nil {
+				if err := a.Append(ref, st, t, 1); err != nil {
 					b.Fatal(err)
 				}
 			}
+			a.Commit()
 			t += 15_000
 		}
 		perm := rand.New(rand.NewPCG(1, 2)).Perm(n)
 		before := s.m.samples.load()
 		b.ReportAllocs()
+		a := s.Appender()
 		i := 0
 		for b.Loop() {
-			if _, err := s.AppendStart(refs[perm[i]], t, 1, st); err != nil {
+			if err := a.Append(refs[perm[i]], st, t, 1); err != nil {
 				b.Fatal(err)
 			}
 			if i++; i == n {
 				i, t = 0, t+15_000
 			}
 		}
+		a.Commit()
 		if got := s.m.samples.load() - before; got != uint64(b.N) {
 			b.Fatalf("store took %d samples, want %d", got, b.N)
 		}

@@ -13,6 +13,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// appendStart appends one sample with start time st through an Appender
+// and reports whether it counted a start-time reset.
+func appendStart(s *Store, ref SeriesRef, t int64, v float64, st int64) (reset bool, err error) {
+	a := s.Appender()
+	err = a.Append(ref, st, t, v)
+	return a.Commit().StartResets == 1, err
+}
+
 // TestAppendStart checks start-time recording and the start-time reset
 // count (otlp-contract.md §9.3) step by step.
 func TestAppendStart(t *testing.T) {
@@ -41,7 +49,7 @@ func TestAppendStart(t *testing.T) {
 		{t: 170_000, v: 6, start: 90_000, want: 90_000, resets: 1},        // after a marker: not rising from a value
 		{t: 180_000, v: 7, start: 95_000, want: 95_000, resets: 2},
 	} {
-		reset, err := s.AppendStart(ref, st.t, st.v, st.start)
+		reset, err := appendStart(s, ref, st.t, st.v, st.start)
 		if reset {
 			resets++
 		}
@@ -65,7 +73,7 @@ func TestStartTimeClearedOnRefReuse(t *testing.T) {
 	clk.ms.Store(1_000_000)
 	s := New(Config{Retention: time.Minute, Freshness: -1}, Settings{Now: clk.now})
 	old := mustCreate(t, s, 1, "__name__", "x_total")
-	_, err := s.AppendStart(old, 1_000_000, 1, 900_000)
+	_, err := appendStart(s, old, 1_000_000, 1, 900_000)
 	require.NoError(t, err)
 	clk.ms.Store(1_100_000)
 	require.Equal(t, 1, s.Sweep())
@@ -76,7 +84,7 @@ func TestStartTimeClearedOnRefReuse(t *testing.T) {
 	require.Equal(t, old, reused)
 	_, ok = s.StartTime(reused)
 	assert.False(t, ok)
-	reset, err := s.AppendStart(reused, 1_100_000, 1, 1_050_000)
+	reset, err := appendStart(s, reused, 1_100_000, 1, 1_050_000)
 	require.NoError(t, err)
 	assert.False(t, reset, "a new series' first start time is no reset")
 }
@@ -87,7 +95,7 @@ func TestAppendStartConcurrent(t *testing.T) {
 	s := New(Config{Retention: time.Hour, Freshness: -1}, Settings{Now: fixedClock(10_000_000)})
 	ref := mustCreate(t, s, 1, "__name__", "c_total")
 	const base = 9_000_000
-	_, err := s.AppendStart(ref, base, base, 1)
+	_, err := appendStart(s, ref, base, base, 1)
 	require.NoError(t, err)
 	const phases = 5
 	var resets atomic.Int64
@@ -98,7 +106,7 @@ func TestAppendStartConcurrent(t *testing.T) {
 				for i := range int64(50) {
 					ts := base + (p+1)*10_000 + i*4 + w
 					// Out-of-order rejections are expected; they change nothing.
-					if reset, _ := s.AppendStart(ref, ts, float64(ts), 2+p); reset {
+					if reset, _ := appendStart(s, ref, ts, float64(ts), 2+p); reset {
 						resets.Add(1)
 					}
 				}
@@ -118,12 +126,12 @@ func TestAppendStartConcurrent(t *testing.T) {
 func TestStartTimeSnapshot(t *testing.T) {
 	src := New(Config{}, Settings{Now: fixedClock(1_000_000)})
 	with := mustCreate(t, src, 1, "__name__", "c_total", "pod", "a")
-	_, err := src.AppendStart(with, 990_000, 5, 900_000)
+	_, err := appendStart(src, with, 990_000, 5, 900_000)
 	require.NoError(t, err)
 	without := mustCreate(t, src, 2, "__name__", "c_total", "pod", "b")
 	require.NoError(t, src.Append(without, 990_000, 5))
 	live := mustCreate(t, src, 3, "__name__", "c_total", "pod", "c")
-	_, err = src.AppendStart(live, 990_000, 5, 910_000)
+	_, err = appendStart(src, live, 990_000, 5, 910_000)
 	require.NoError(t, err)
 	var buf bytes.Buffer
 	require.NoError(t, src.WriteSnapshot(&buf))
@@ -131,7 +139,7 @@ func TestStartTimeSnapshot(t *testing.T) {
 
 	dst := New(Config{}, Settings{Now: fixedClock(1_000_000)})
 	pushed := mustCreate(t, dst, 3, "__name__", "c_total", "pod", "c")
-	_, err = dst.AppendStart(pushed, 995_000, 6, 920_000)
+	_, err = appendStart(dst, pushed, 995_000, 6, 920_000)
 	require.NoError(t, err)
 	restored, _, err := dst.ReadSnapshot(&buf)
 	require.NoError(t, err)

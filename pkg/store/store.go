@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/value"
 )
 
 // SeriesRef is the dense ID of a live series. A ref stays bound to the same
@@ -497,73 +496,6 @@ func (s *Store) SeriesMetricID(ref SeriesRef) (uint32, bool) {
 		return 0, false
 	}
 	return ms.metricID, true
-}
-
-// Append adds a sample to a series. A sample equal in time and value to the
-// newest one is dropped silently (retried batches); a stale marker at or
-// before the newest sample, or older than the retention, is ignored. A
-// series at its sample bound is thinned (ring.go), never refused. It takes
-// no store-wide lock and does not allocate once the series' ring has
-// reached its size.
-func (s *Store) Append(ref SeriesRef, t int64, v float64) error {
-	var n uint64
-	err := s.AppendCounted(ref, t, v, &n)
-	if n != 0 {
-		s.m.samples.add(uint32(ref))
-	}
-	return err
-}
-
-// AppendCounted is Append, except that a stored sample is counted by
-// adding 1 to *n instead of to the store's appended-samples counter
-// (keda_otel_scaler_store_samples_appended_total), which AddAppended
-// brings up to date later. A caller appending many samples in a row thus
-// saves an atomic add per sample.
-func (s *Store) AppendCounted(ref SeriesRef, t int64, v float64, n *uint64) error {
-	ms := s.get(ref)
-	if ms == nil {
-		s.m.reject(reasonUnknownSeries)
-		return ErrUnknownSeries
-	}
-	if t < s.nowMs()-s.retentionMs {
-		if value.IsStaleNaN(v) {
-			return nil // a marker is never a rejection (otlp-contract.md §9.4)
-		}
-		s.m.reject(reasonTooOld)
-		return ErrTooOld
-	}
-	res, thinned, atCap := ms.append(t, v, &s.rl)
-	if thinned != 0 {
-		s.m.thinned(ref, thinned, atCap)
-	}
-	switch res {
-	case appended, appendedGrew:
-		*n++
-		return nil
-	case appendedThinned:
-		*n++
-		s.noteThinned(ms, atCap)
-		return nil
-	case droppedDuplicate:
-		return nil
-	case rejectedOutOfOrder:
-		s.m.reject(reasonOutOfOrder)
-		return ErrOutOfOrder
-	case rejectedDuplicate:
-		s.m.reject(reasonDuplicate)
-		return ErrDuplicateTimestamp
-	default: // rejectedDead: deleted by the sweeper meanwhile
-		s.m.reject(reasonUnknownSeries)
-		return ErrUnknownSeries
-	}
-}
-
-// AddAppended adds n samples counted by AppendCounted or
-// AppendStartCounted to the store's appended-samples counter.
-func (s *Store) AddAppended(n uint64) {
-	if n != 0 {
-		s.m.samples.addN(n)
-	}
 }
 
 // Prefetch reads what Append to ref reads (the series header, the base of

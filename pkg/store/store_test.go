@@ -405,12 +405,14 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 	}
 	_ = s.Labels(ref) // builds the cache once
 	dst := make([]Sample, 0, 64)
+	app := s.Appender()
 	for _, tc := range []struct {
 		name string
 		f    func()
 	}{
 		{"append", func() { _ = s.Append(ref, ts, 1); ts += 15_000 }},
-		{"append_start", func() { _, _ = s.AppendStart(ref, ts, 1, 1_000); ts += 15_000 }},
+		{"append_start", func() { _ = app.Append(ref, 1_000, ts, 1); ts += 15_000 }},
+		{"appender_commit", func() { _ = app.Append(ref, 0, ts, 1); app.Commit(); ts += 15_000 }},
 		{"append_duplicate", func() { _ = s.Append(ref, ts-15_000, 1) }},
 		{"append_out_of_order", func() { _ = s.Append(ref, ts-100_000, 2) }},
 		{"lookup", func() { _, _ = s.Lookup(7) }},
@@ -480,7 +482,7 @@ func TestPrefetchWhileAppending(t *testing.T) {
 				if i%2 == 0 {
 					_ = s.Append(ref, t0+int64(k), float64(k))
 				} else {
-					_, _ = s.AppendStart(ref, t0+int64(k), float64(k), t0-int64(k%3))
+					_, _ = appendStart(s, ref, t0+int64(k), float64(k), t0-int64(k%3))
 				}
 			}
 		}
@@ -505,18 +507,17 @@ func TestPrefetchWhileAppending(t *testing.T) {
 	}
 }
 
-// TestAppendCounted checks that AppendCounted and AppendStartCounted count
-// exactly the samples they store in the caller's counter, leave the
-// store's counter alone until AddAppended, and otherwise behave as Append
-// and AppendStart.
-func TestAppendCounted(t *testing.T) {
+// TestAppenderCommit checks that an Appender counts exactly the samples it
+// stores, with or without a start time, leaves the store's counter alone
+// until Commit, and otherwise behaves as Store.Append.
+func TestAppenderCommit(t *testing.T) {
 	t.Parallel()
 	now := time.Now().UnixMilli()
 	tests := []struct {
 		name    string
 		t       int64
 		v       float64
-		start   int64 // > 0: AppendStartCounted
+		start   int64
 		wantErr error
 		wantN   uint64
 	}{
@@ -526,6 +527,7 @@ func TestAppendCounted(t *testing.T) {
 		{"out of order", now - 3000, 1, 0, ErrOutOfOrder, 0},
 		{"too old", now - 3_600_000, 1, 0, ErrTooOld, 0},
 		{"with start time", now - 1000, 5, now - 60_000, nil, 1},
+		{"start time rejected", now - 3000, 5, now - 60_000, ErrOutOfOrder, 0},
 		{"stale marker after", now - 1000, math.Float64frombits(value.StaleNaN), 0, nil, 1},
 	}
 	for _, tt := range tests {
@@ -536,17 +538,15 @@ func TestAppendCounted(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, s.Append(ref, now-2000, 1))
 			require.Equal(t, uint64(1), s.m.samples.load())
-			var n uint64
-			if tt.start > 0 {
-				_, err = s.AppendStartCounted(ref, tt.t, tt.v, tt.start, &n)
-			} else {
-				err = s.AppendCounted(ref, tt.t, tt.v, &n)
-			}
-			require.ErrorIs(t, err, tt.wantErr)
-			require.Equal(t, tt.wantN, n)
-			require.Equal(t, uint64(1), s.m.samples.load(), "store counter untouched before AddAppended")
-			s.AddAppended(n)
+			a := s.Appender()
+			require.ErrorIs(t, a.Append(ref, tt.start, tt.t, tt.v), tt.wantErr)
+			require.Equal(t, uint64(1), s.m.samples.load(), "store counter untouched before Commit")
+			assert.Equal(t, AppendStats{Appended: tt.wantN}, a.Commit())
+			require.Equal(t, 1+tt.wantN, s.m.samples.load())
+			assert.Equal(t, AppendStats{}, a.Commit(), "a second Commit adds nothing")
 			require.Equal(t, 1+tt.wantN, s.m.samples.load())
 		})
 	}
+	var zero Appender
+	assert.Equal(t, AppendStats{}, zero.Commit(), "the zero Appender commits nothing")
 }

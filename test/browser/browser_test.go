@@ -26,8 +26,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -42,20 +42,11 @@ type live struct {
 
 func startLive(t *testing.T) *live {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Server.OTLPGRPCAddr, cfg.Server.ScalerAddr, cfg.Server.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Scaler.Warmup, cfg.Scaler.PushHoldoff = 0, 0
 	l := &live{}
 	l.clock.Store(time.Now().Add(-10 * time.Minute).UnixMilli())
-	s, err := server.New(cfg, server.Settings{Version: "browser-test", Now: func() time.Time { return time.UnixMilli(l.clock.Load()) }})
+	s, err := server.New(servertest.Config(), server.Settings{Version: "browser-test", Now: func() time.Time { return time.UnixMilli(l.clock.Load()) }})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	l.srv = s
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, s.Shutdown(ctx))
-	})
+	l.srv = servertest.Start(t, s)
 	conn, err := grpc.NewClient(s.Addrs().Scaler, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
@@ -96,12 +87,7 @@ func (l *live) export(t *testing.T, gs ...gauge) {
 			dp.Attributes().PutStr(g.kv[i], g.kv[i+1])
 		}
 	}
-	body, err := (&pmetric.ProtoMarshaler{}).MarshalMetrics(md)
-	require.NoError(t, err)
-	resp, err := http.Post("http://"+l.srv.Addrs().HTTP+"/v1/metrics", "application/x-protobuf", bytes.NewReader(body))
-	require.NoError(t, err)
-	require.NoError(t, resp.Body.Close())
-	require.Equal(t, http.StatusOK, resp.StatusCode)
+	servertest.PostOTLP(t, l.srv.Addrs().HTTP, md) // delta sums are rejected: the page shows it
 }
 
 func ref(ns, name, q string, kv ...string) *externalscaler.ScaledObjectRef {

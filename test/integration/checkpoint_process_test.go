@@ -4,12 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -20,6 +18,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 // binaryProc is the real binary running on loopback ports.
@@ -78,28 +78,7 @@ func (p *binaryProc) metric(t *testing.T, series string) float64 {
 // value, or ok=false for an empty result.
 func (p *binaryProc) instant(t *testing.T, q string, ts int64) (float64, bool) {
 	t.Helper()
-	form := url.Values{"query": {q}, "time": {strconv.FormatFloat(float64(ts)/1000, 'f', 3, 64)}}
-	resp, err := http.PostForm("http://"+p.httpAddr+"/api/v1/query", form)
-	require.NoError(t, err)
-	defer func() { _ = resp.Body.Close() }()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	require.Equal(t, "success", body.Status, body.Error)
-	require.LessOrEqual(t, len(body.Data.Result), 1)
-	if len(body.Data.Result) == 0 {
-		return 0, false
-	}
-	f, err := strconv.ParseFloat(body.Data.Result[0].Value[1].(string), 64)
-	require.NoError(t, err)
-	return f, true
+	return servertest.Query(t, p.httpAddr, q, time.UnixMilli(ts), 0)
 }
 
 // export posts the points over OTLP/HTTP and requires that every one was

@@ -22,28 +22,17 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func startServer(t *testing.T) *server.Server {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Server.OTLPGRPCAddr = "127.0.0.1:0"
-	cfg.Server.ScalerAddr = "127.0.0.1:0"
-	cfg.Server.HTTPAddr = "127.0.0.1:0"
-	cfg.Scaler.Warmup = 0 // these tests expect values at once
-	s, err := server.New(cfg, server.Settings{})
+	s, err := server.New(servertest.Config(), server.Settings{})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, s.Shutdown(ctx))
-	})
-	return s
+	return servertest.Start(t, s)
 }
 
 // pusher is a real OpenTelemetry SDK pipeline exporting gauges over OTLP/gRPC.
@@ -196,12 +185,7 @@ func TestMalformedOTLPKeepsServing(t *testing.T) {
 }
 
 func TestShutdownEndsStreamsWithOK(t *testing.T) {
-	cfg := config.Default()
-	cfg.Server.OTLPGRPCAddr, cfg.Server.ScalerAddr, cfg.Server.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Scaler.Warmup = 0
-	s, err := server.New(cfg, server.Settings{})
-	require.NoError(t, err)
-	require.NoError(t, s.Start())
+	s := startServer(t) // shut down below, before the cleanup's idempotent Shutdown
 	client := kedaClient(t, s.Addrs().Scaler)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

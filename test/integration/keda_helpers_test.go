@@ -3,13 +3,10 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,12 +17,11 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 // kedaEnv is a real server on 127.0.0.1:0 with KEDA's generated client,
@@ -38,24 +34,7 @@ type kedaEnv struct {
 	clock  atomic.Int64 // unix ms
 	fake   bool
 	lastMs atomic.Int64 // real clock: the last exported ms, kept unique
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) count(sub string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), sub)
+	logs   *servertest.Logs
 }
 
 // base is the fake clock's start: a round time so tests can place samples.
@@ -65,14 +44,11 @@ var base = time.Unix(1_800_000_000, 0)
 // them. The clock is fake (fakeClock) unless realClock.
 func startKEDA(t testing.TB, fakeClock bool, mod func(*config.Config)) *kedaEnv {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Server.OTLPGRPCAddr, cfg.Server.ScalerAddr, cfg.Server.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Scaler.Warmup = 0
-	cfg.Scaler.PushHoldoff = 0
+	cfg := servertest.Config()
 	if mod != nil {
 		mod(&cfg)
 	}
-	e := &kedaEnv{logs: &syncBuffer{}}
+	e := &kedaEnv{logs: &servertest.Logs{}}
 	e.clock.Store(base.UnixMilli())
 	e.fake = fakeClock
 	set := server.Settings{Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
@@ -81,13 +57,7 @@ func startKEDA(t testing.TB, fakeClock bool, mod func(*config.Config)) *kedaEnv 
 	}
 	s, err := server.New(cfg, set)
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	e.srv = s
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, s.Shutdown(ctx))
-	})
+	e.srv = servertest.Start(t, s)
 	e.conn, err = grpc.NewClient(s.Addrs().Scaler, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = e.conn.Close() })
@@ -218,56 +188,7 @@ func (e *kedaEnv) active(t testing.TB, m map[string]string) (bool, error) {
 // ok=false for an empty result.
 func (e *kedaEnv) promValue(t testing.TB, q string, lb time.Duration) (v float64, ok bool) {
 	t.Helper()
-	form := url.Values{"query": {q}, "time": {strconv.FormatFloat(float64(e.clock.Load())/1000, 'f', 3, 64)}}
-	if lb > 0 {
-		form.Set("lookback_delta", lb.String())
-	}
-	resp, err := http.PostForm("http://"+e.srv.Addrs().HTTP+"/api/v1/query", form)
-	require.NoError(t, err)
-	defer func() { _ = resp.Body.Close() }()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string          `json:"resultType"`
-			Result     json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	require.Equal(t, "success", body.Status, "%s: %s", q, body.Error)
-	if body.Data.ResultType == "scalar" {
-		var sv [2]any
-		require.NoError(t, json.Unmarshal(body.Data.Result, &sv))
-		f, err := strconv.ParseFloat(sv[1].(string), 64)
-		require.NoError(t, err)
-		return f, true
-	}
-	var vec []struct {
-		Value [2]any `json:"value"`
-	}
-	require.NoError(t, json.Unmarshal(body.Data.Result, &vec))
-	require.LessOrEqual(t, len(vec), 1, "%s returned %d series", q, len(vec))
-	if len(vec) == 0 {
-		return 0, false
-	}
-	f, err := strconv.ParseFloat(vec[0].Value[1].(string), 64)
-	require.NoError(t, err)
-	return f, true
-}
-
-// skipUnsupported skips when err says pkg/query lacks a construct the case
-// needs (the query helper is adding functions and operators in parallel).
-func skipUnsupported(t *testing.T, err error) {
-	t.Helper()
-	if err == nil || status.Code(err) != codes.InvalidArgument {
-		return
-	}
-	msg := status.Convert(err).Message()
-	for _, marker := range []string{"unsupported PromQL", "unknown function"} {
-		if i := strings.Index(msg, marker); i >= 0 {
-			t.Skipf("needs %s in pkg/query", strings.SplitN(msg[i:], ":", 2)[0])
-		}
-	}
+	return servertest.Query(t, e.srv.Addrs().HTTP, q, time.UnixMilli(e.clock.Load()), lb)
 }
 
 // selfMetric reads one unlabelled sample (or the _count of a histogram)

@@ -2,9 +2,7 @@ package kedaclient
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,12 +16,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	v2 "k8s.io/api/autoscaling/v2"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 // Every wait in this package is bounded by one of these.
@@ -58,20 +55,11 @@ type env struct {
 // hold-off off, so the first call and every edge are answered at once.
 func startServer(t *testing.T) *env {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Server.OTLPGRPCAddr, cfg.Server.ScalerAddr, cfg.Server.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Scaler.Warmup = 0
-	cfg.Scaler.PushHoldoff = 0
-	s, err := server.New(cfg, server.Settings{})
+	s, err := server.New(servertest.Config(), server.Settings{})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
+	servertest.Start(t, s)
 	e := &env{srv: s, addrs: s.Addrs(), http: &http.Client{Timeout: callTimeout}}
-	t.Cleanup(func() {
-		e.http.CloseIdleConnections()
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-		defer cancel()
-		require.NoError(t, s.Shutdown(ctx))
-	})
+	t.Cleanup(e.http.CloseIdleConnections)
 	return e
 }
 
@@ -101,23 +89,8 @@ func (e *env) push(t *testing.T, name string, vals ...float64) {
 		dp.SetDoubleValue(v)
 		dp.Attributes().PutStr("pod", "p"+strconv.Itoa(i))
 	}
-	body, err := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
-	require.NoError(t, err)
-
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+e.addrs.HTTP+"/v1/metrics", bytes.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	resp, err := e.http.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, string(out))
-	er := pmetricotlp.NewExportResponse()
-	require.NoError(t, er.UnmarshalProto(out))
-	require.Zero(t, er.PartialSuccess().RejectedDataPoints(), er.PartialSuccess().ErrorMessage())
+	rejected, msg := servertest.PostOTLP(t, e.addrs.HTTP, md)
+	require.Zero(t, rejected, msg)
 }
 
 // selfMetric reads one unlabelled sample of our /metrics; -1 when absent.

@@ -7,11 +7,13 @@
 //
 // Every server and the load generator are separate processes: this binary
 // re-executed with the server and gen subcommands, and the baseline
-// binary. Both servers start once and are warmed until every series'
-// window is full (harness.WindowSamples samples each: steady state, not the
-// one-time ring growth of a fresh store); then rounds of measured phases alternate between them (ABBA
-// order), and the run reports each phase, the median per server and the
-// median of the per-round ratios. The generator sends pre-encoded
+// binary. Both servers start once and are warmed until every series' ring
+// is at its steady state (harness.WarmRounds rounds of samples
+// harness.Interval apart: each append overwrites an expired sample, not the
+// one-time ring growth of a fresh store); then rounds of measured phases
+// alternate between them (ABBA order), and the run reports each phase, the
+// median per server and the median of the per-round ratios. The generator
+// sends pre-encoded
 // 1000-point Exports for 100k series through a raw codec, so its own cost
 // is small. Everything listens on 127.0.0.1 only, and every phase is
 // bounded by a request count and a duration.
@@ -29,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -73,6 +76,9 @@ type genStats struct {
 	Points   int     `json:"points"`
 	Errors   int     `json:"errors"`
 	Seconds  float64 `json:"seconds"`
+	// NextRound is the round after the last one any stream began: the
+	// next run starts there, so sample times only move forward.
+	NextRound int `json:"next_round"`
 }
 
 type opts struct {
@@ -132,11 +138,13 @@ func runMain(args []string) error {
 		}
 		defer s.close()
 		servers[impl] = s
-		// Warm-up: WindowSamples rounds over every series create them all
-		// and fill their rings.
-		if _, err := runGen(ctx, self, s.addr, o, harness.WindowSamples*((o.series+999)/1000), 0, 2*time.Minute); err != nil {
+		// Warm-up: WarmRounds rounds over every series create them all
+		// and bring their rings to the steady state.
+		gs, err := runGen(ctx, self, s.addr, o, harness.WarmRounds*((o.series+999)/1000), 0, 2*time.Minute)
+		if err != nil {
 			return fmt.Errorf("warm %s server: %w", impl, err)
 		}
+		s.round = gs.NextRound
 	}
 	fmt.Printf("%-6s %5s %12s %10s %14s %12s\n", "impl", "round", "points", "server_cpu", "points/cpu_s", "points/s")
 	perCPU := map[string][]float64{}
@@ -154,6 +162,9 @@ func runMain(args []string) error {
 			}
 			if gs.Errors > 0 || ss.Accepted < float64(gs.Points) {
 				return fmt.Errorf("impl %s round %d: %d errors, %.0f of %d points accepted", impl, round, gs.Errors, ss.Accepted, gs.Points)
+			}
+			if ss.Thinned > 0 {
+				return fmt.Errorf("impl %s round %d: the store thinned %.0f samples: rings were not at their steady state", impl, round, ss.Thinned)
 			}
 			v := ss.Accepted / ss.CPUSeconds
 			got[impl] = v
@@ -186,11 +197,11 @@ func median(v []float64) float64 {
 
 // server is a running server process speaking the harness protocol.
 type server struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	out    *bufio.Scanner
-	addr   string
-	phases int
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Scanner
+	addr  string
+	round int // the next generator run's first round
 }
 
 func startServer(cmd *exec.Cmd) (*server, error) {
@@ -227,17 +238,17 @@ func (s *server) command(c string) (string, error) {
 }
 
 // phase measures one bounded generator run against the server. Each phase
-// starts its sample times past every earlier phase's, so no sample is out
-// of order.
+// starts where the server's previous run stopped, so no sample is out of
+// order and the sample times advance as the server's clock does.
 func (s *server) phase(ctx context.Context, self string, o opts) (harness.Stats, genStats, error) {
 	if a, err := s.command("start"); err != nil || a != "started" {
 		return harness.Stats{}, genStats{}, fmt.Errorf("start measuring: %q %w", a, err)
 	}
-	s.phases++
-	gs, err := runGen(ctx, self, s.addr, o, o.maxReq, harness.WindowSamples+1+(s.phases-1)*(o.maxReq+1), o.duration)
+	gs, err := runGen(ctx, self, s.addr, o, o.maxReq, s.round, o.duration)
 	if err != nil {
 		return harness.Stats{}, genStats{}, err
 	}
+	s.round = gs.NextRound
 	a, err := s.command("stop")
 	if err != nil {
 		return harness.Stats{}, genStats{}, err
@@ -301,7 +312,7 @@ func genMain(args []string) error {
 	streams := fs.Int("streams", 4, "concurrent Export streams (`count`)")
 	maxReq := fs.Int("max-requests", 1000, "stop after this many Exports (`count`)")
 	duration := fs.Duration("duration", 10*time.Second, "stop after this long (`duration`)")
-	round0 := fs.Int("round", 0, "first round number; each round is 1 ms later (`n`)")
+	round0 := fs.Int("round", 0, "first round number; each round is harness.Interval later (`n`)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -314,27 +325,53 @@ func genMain(args []string) error {
 		return err
 	}
 	defer func() { _ = conn.Close() }()
-	// Sample times start a minute ago (well inside retention) and advance
-	// 1 ms per round over the payloads.
-	base := uint64(time.Now().Add(-time.Minute).UnixNano())
-	payloads := synth.Config{Seed: 1, Series: *series}.Cover(base)
+	payloads := synth.Config{Seed: 1, Series: *series}.Cover(harness.RoundTime(*round0))
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
-	var sent, points, errs atomic.Int64
+	var sent, points, errs, next atomic.Int64
+	next.Store(int64(*round0))
+	// Streams own different numbers of payloads, so they would drift
+	// apart in rounds: a stream starts round r only once every stream has
+	// started round r-maxLead, keeping every sample within maxLead rounds
+	// of the server's clock (the newest sample), far inside the retention.
+	const maxLead = 8
+	started := make([]atomic.Int64, *streams)
+	for k := range started {
+		started[k].Store(math.MaxInt64) // a stream with no payloads holds no one back
+		if k < len(payloads) {
+			started[k].Store(int64(*round0))
+		}
+	}
+	waitFor := func(round int) {
+		for ctx.Err() == nil {
+			behind := false
+			for k := range started {
+				behind = behind || started[k].Load() < int64(round-maxLead)
+			}
+			if !behind {
+				return
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
 	var wg sync.WaitGroup
 	start := time.Now()
-	for k := range *streams {
+	for k := range min(*streams, len(payloads)) {
 		wg.Go(func() {
 			// Stream k owns payloads k, k+streams, ...: each series is sent
 			// by one stream, so its samples arrive in order.
+			defer started[k].Store(math.MaxInt64) // done: holds no one back
 			var out receiver.RawBytes
 			for round := *round0; ; round++ {
+				waitFor(round)
+				started[k].Store(int64(round))
+				maxInt64(&next, int64(round+1))
 				for i := k; i < len(payloads); i += *streams {
 					if ctx.Err() != nil || sent.Add(1) > int64(*maxReq) {
 						return
 					}
 					p := &payloads[i]
-					p.SetTime(base + uint64(round)*1e6)
+					p.SetTime(harness.RoundTime(round))
 					in := receiver.RawBytes(p.Bytes)
 					if err := conn.Invoke(ctx, exportMethod, &in, &out, grpc.ForceCodecV2(receiver.Codec{})); err != nil {
 						if ctx.Err() == nil {
@@ -349,11 +386,22 @@ func genMain(args []string) error {
 	}
 	wg.Wait()
 	out, _ := json.Marshal(genStats{
-		Requests: int(min(sent.Load(), int64(*maxReq))),
-		Points:   int(points.Load()),
-		Errors:   int(errs.Load()),
-		Seconds:  time.Since(start).Seconds(),
+		Requests:  int(min(sent.Load(), int64(*maxReq))),
+		Points:    int(points.Load()),
+		Errors:    int(errs.Load()),
+		Seconds:   time.Since(start).Seconds(),
+		NextRound: int(next.Load()),
 	})
 	fmt.Println(string(out))
 	return nil
+}
+
+// maxInt64 raises v to x if x is larger.
+func maxInt64(v *atomic.Int64, x int64) {
+	for {
+		old := v.Load()
+		if x <= old || v.CompareAndSwap(old, x) {
+			return
+		}
+	}
 }

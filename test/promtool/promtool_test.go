@@ -7,7 +7,6 @@ package promtool
 import (
 	"bytes"
 	"context"
-	"net/http"
 	"os"
 	"os/exec"
 	"testing"
@@ -15,12 +14,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.uber.org/goleak"
 
-	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/config"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server"
+	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/server/servertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,36 +38,10 @@ func promtoolPath(t *testing.T) string {
 // vllm:num_requests_waiting (3 and 4) pushed over OTLP/HTTP.
 func startServer(t *testing.T) string {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Server.OTLPGRPCAddr = "127.0.0.1:0"
-	cfg.Server.ScalerAddr = "127.0.0.1:0"
-	cfg.Server.HTTPAddr = "127.0.0.1:0"
-	s, err := server.New(cfg, server.Settings{})
+	s, err := server.New(servertest.Config(), server.Settings{})
 	require.NoError(t, err)
-	require.NoError(t, s.Start())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, s.Shutdown(ctx))
-	})
-	md := pmetric.NewMetrics()
-	for pod, v := range map[string]float64{"qwen-a": 3, "qwen-b": 4} {
-		rm := md.ResourceMetrics().AppendEmpty()
-		rm.Resource().Attributes().PutStr("service.name", "vllm")
-		rm.Resource().Attributes().PutStr("k8s.pod.name", pod)
-		m := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
-		m.SetName("vllm:num_requests_waiting")
-		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
-		dp.SetTimestamp(pcommon.NewTimestampFromTime(time.Now()))
-		dp.SetDoubleValue(v)
-		dp.Attributes().PutStr("model_name", "qwen")
-	}
-	body, err := (&pmetric.ProtoMarshaler{}).MarshalMetrics(md)
-	require.NoError(t, err)
-	resp, err := http.Post("http://"+s.Addrs().HTTP+"/v1/metrics", "application/x-protobuf", bytes.NewReader(body))
-	require.NoError(t, err)
-	require.NoError(t, resp.Body.Close())
-	require.Equal(t, http.StatusOK, resp.StatusCode)
+	servertest.Start(t, s)
+	servertest.PushVLLMWaiting(t, s.Addrs().HTTP, map[string]float64{"qwen-a": 3, "qwen-b": 4}, nil)
 	return "http://" + s.Addrs().HTTP
 }
 

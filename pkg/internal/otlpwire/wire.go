@@ -508,6 +508,15 @@ func wrongType(field string, wt protowire.Type) error {
 }
 
 // --- messages ---
+//
+// Every message loop below reads its tags and lengths the same way, on
+// purpose: a one-byte tag (fields 1-15) and a one-byte length (under 128
+// bytes), nearly every tag and length of a real request, are decoded in
+// place ("inlined"), and only the rest calls consumeTag or consumeLen,
+// which the compiler does not inline. Calling them at every site instead
+// costs 48 % more instructions per walk (BenchmarkWalk/pass=both on 1,000
+// points: 1,121 against 1,661 Ir per point; pass=validate 834 against
+// 1,237; callgrind, GC off).
 
 func (w *Walker) request(b []byte) error {
 	for pos := 0; pos < len(b); {

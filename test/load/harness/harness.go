@@ -5,7 +5,7 @@
 //
 // Protocol, one command per line on the server's stdin: the server first
 // prints "addr <host:port>"; "start" records the process's CPU time and
-// accepted points and answers "started"; "stop" answers one JSON Stats
+// counters and answers "started"; "stop" answers one JSON Stats
 // line covering the time since the last start; "quit" or end of input
 // stops the server. Several start/stop phases may follow each other, so
 // rounds can interleave two servers that stay warm.
@@ -23,6 +23,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,9 +35,10 @@ import (
 )
 
 // RunServer is the main of a load-test server: it parses the server flags
-// (args), appends to NewStore through a receiver, serves OTLP/gRPC on
-// 127.0.0.1 with the server newServer builds (the only part in which the
-// servers differ) and runs the protocol on stdin/stdout until "quit".
+// (args), appends to NewStore through a receiver on the load test's clock
+// (Clock), serves OTLP/gRPC on 127.0.0.1 with the server newServer builds
+// (the only part in which the servers differ) and runs the protocol on
+// stdin/stdout until "quit".
 func RunServer(name string, args []string, cfg receiver.Config, newServer func(*receiver.Receiver) *grpc.Server) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	series := fs.Int("series", 100_000, "expected series (`count`)")
@@ -45,9 +47,10 @@ func RunServer(name string, args []string, cfg receiver.Config, newServer func(*
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	st, stopStore := NewStore(*series)
+	clk := &Clock{}
+	st, stopStore := NewStore(*series, clk.Now, reg)
 	defer stopStore()
-	r := receiver.New(st, cfg, receiver.Settings{Registerer: reg})
+	r := receiver.New(st, cfg, receiver.Settings{Registerer: reg, Now: clk.Now, OnStored: clk.Saw})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -59,27 +62,73 @@ func RunServer(name string, args []string, cfg receiver.Config, newServer func(*
 		srv.Stop()
 		wg.Wait()
 	}()
-	return Serve(os.Stdin, os.Stdout, lis.Addr().String(), func() float64 { return Accepted(reg) }, *cpuProfile)
+	return Serve(os.Stdin, os.Stdout, lis.Addr().String(), reg, *cpuProfile)
 }
 
-// WindowSamples is every load-test series' window (MaxSamplesPerSeries).
-// The run warms each server with that many samples per series, so the
-// measured phases see full rings, as in a scaler that has been running
-// for a while, rather than the one-time growth of new ones.
-const WindowSamples = 64
+// Interval is the spacing of sample times. The generator stamps round r
+// of its payloads (every series once) with RoundTime(r): Interval apart,
+// the usual export interval, so with the store's default 10-minute
+// retention every ring settles at 42 slots and each append overwrites an
+// expired sample, as in a scaler that has been running for a while.
+// (Samples 1 ms apart, as the load test used to send, make the store thin
+// rings at their bound instead: a regime production only sees from a
+// misconfigured sender.) Rounds follow each other far faster than
+// Interval, so the servers run on Clock, which follows the samples,
+// instead of the wall clock.
+const Interval = 15 * time.Second
+
+// epoch is the time of round 0.
+var epoch = time.Unix(1_800_000_000, 0)
+
+// RoundTime returns the sample time of round r in unix ns.
+func RoundTime(r int) uint64 { return uint64(epoch.Add(time.Duration(r) * Interval).UnixNano()) }
+
+// WarmRounds is how many rounds the run sends each server before
+// measuring: past the 43 that bring a ring to its steady state (2 slots,
+// grown up to 4-fold per step to 42, then full with its oldest sample
+// expired), with a margin.
+const WarmRounds = 50
+
+// Clock is a load-test server's clock: the newest sample time the
+// receiver stored (as Prometheus's head block keeps time), starting at
+// round 0. Streams run in step, so every sample stays within the
+// retention behind it and far inside the future limit ahead of it.
+type Clock struct{ ms atomic.Int64 }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	if ms := c.ms.Load(); ms != 0 {
+		return time.UnixMilli(ms)
+	}
+	return epoch
+}
+
+// Saw advances the clock to ms if that is later (receiver.Settings.OnStored).
+func (c *Clock) Saw(ms int64) {
+	for {
+		old := c.ms.Load()
+		if ms <= old || c.ms.CompareAndSwap(old, ms) {
+			return
+		}
+	}
+}
 
 // Stats is what a server reports for one measured phase.
 type Stats struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	Accepted   float64 `json:"accepted"`
+	// Thinned counts samples the store thinned: not zero, the phase did
+	// not measure rings at their steady state.
+	Thinned float64 `json:"thinned"`
 }
 
 // NewStore returns the store every load-test server appends to, running
-// as in production (Start: the sweeper and the cached clock), with room
-// for twice the expected series and a WindowSamples window. stop ends its
+// as in production (Start: the sweeper and the cached clock) on the clock
+// now, with room for twice the expected series and otherwise the
+// production defaults, registering its metrics in reg. stop ends its
 // background loop.
-func NewStore(series int) (st *store.Store, stop func()) {
-	st = store.New(store.Config{MaxSeries: 2 * series, MaxSamplesPerSeries: WindowSamples}, store.Settings{})
+func NewStore(series int, now func() time.Time, reg prometheus.Registerer) (st *store.Store, stop func()) {
+	st = store.New(store.Config{MaxSeries: 2 * series}, store.Settings{Now: now, Registerer: reg})
 	_ = st.Start(context.Background()) // returns at once; never fails
 	return st, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -88,11 +137,11 @@ func NewStore(series int) (st *store.Store, stop func()) {
 	}
 }
 
-// Serve runs the protocol until "quit" or the end of in. accepted returns
-// the server's accepted points so far. A non-empty cpuProfile names a file
+// Serve runs the protocol until "quit" or the end of in, reading the
+// receiver's and the store's counters from g. A non-empty cpuProfile names a file
 // that receives a CPU profile from the first "start" on (warm-up
 // excluded, the gaps between phases included: they are idle).
-func Serve(in io.Reader, out io.Writer, addr string, accepted func() float64, cpuProfile string) error {
+func Serve(in io.Reader, out io.Writer, addr string, g prometheus.Gatherer, cpuProfile string) error {
 	if _, err := fmt.Fprintf(out, "addr %s\n", addr); err != nil {
 		return fmt.Errorf("print address: %w", err)
 	}
@@ -104,7 +153,7 @@ func Serve(in io.Reader, out io.Writer, addr string, accepted func() float64, cp
 	}()
 	sc := bufio.NewScanner(in)
 	var cpu0 time.Duration
-	var acc0 float64
+	var acc0, thin0 float64
 	for sc.Scan() {
 		var err error
 		switch sc.Text() {
@@ -115,10 +164,14 @@ func Serve(in io.Reader, out io.Writer, addr string, accepted func() float64, cp
 				}
 				profiling = true
 			}
-			cpu0, acc0 = ProcessCPU(), accepted()
+			cpu0, acc0, thin0 = ProcessCPU(), Counter(g, acceptedTotal), Counter(g, thinnedTotal)
 			_, err = fmt.Fprintln(out, "started")
 		case "stop":
-			b, _ := json.Marshal(Stats{CPUSeconds: (ProcessCPU() - cpu0).Seconds(), Accepted: accepted() - acc0})
+			b, _ := json.Marshal(Stats{
+				CPUSeconds: (ProcessCPU() - cpu0).Seconds(),
+				Accepted:   Counter(g, acceptedTotal) - acc0,
+				Thinned:    Counter(g, thinnedTotal) - thin0,
+			})
 			_, err = fmt.Fprintln(out, string(b))
 		case "quit":
 			return nil
@@ -149,18 +202,27 @@ func startProfile(path string) error {
 	return nil
 }
 
-// Accepted reads keda_otel_scaler_receiver_points_accepted_total from g.
-func Accepted(g prometheus.Gatherer) float64 {
+// Counters the protocol reports.
+const (
+	acceptedTotal = "keda_otel_scaler_receiver_points_accepted_total"
+	thinnedTotal  = "keda_otel_scaler_store_samples_thinned_total"
+)
+
+// Counter sums every series of the counter name in g (0 when absent).
+func Counter(g prometheus.Gatherer, name string) float64 {
 	mfs, err := g.Gather()
 	if err != nil {
 		return 0
 	}
+	var sum float64
 	for _, mf := range mfs {
-		if mf.GetName() == "keda_otel_scaler_receiver_points_accepted_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
 		}
 	}
-	return 0
+	return sum
 }
 
 // ProcessCPU returns the user+system CPU time of the process so far.
