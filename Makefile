@@ -22,6 +22,7 @@ TOOLS_DIR ?= $(CURDIR)/.cache/tools
 PROMTOOL  ?= $(TOOLS_DIR)/promtool
 DEMO_ARGS ?=
 LOAD_ARGS ?=
+CAPACITY_ARGS ?=
 CHROMIUM  ?= /usr/bin/chromium
 
 # Every fuzz target of the main module, as "package:Target".
@@ -29,7 +30,7 @@ FUZZ_TARGETS = ./pkg/query:FuzzCompile ./pkg/query:FuzzLabelGrowth ./pkg/promapi
 	./pkg/scaler:FuzzShowMetadata ./pkg/receiver:FuzzWalkVsPdata ./pkg/receiver:FuzzHTTP ./pkg/receiver:FuzzScanJSON ./pkg/internal/otlpwire:FuzzWalk ./pkg/internal/otlpwire:FuzzKeyValueFastPath \
 	./pkg/internal/bearer:FuzzParseTokens ./pkg/internal/bearer:FuzzCheck ./pkg/store:FuzzReadSnapshot
 
-.PHONY: all help build run demo test check-files check-tidy gates chaos test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load status-screenshot \
+.PHONY: all help build run demo test check-files check-tidy gates chaos test-short test-memory checkpoint-figures conformance compat fuzz bench bench-baseline load capacity peer status-screenshot \
 	helm-lint helm-test e2e browser-test e2e-collector e2e-k8s promtool promtool-test keda-client-test lint fmt vet tidy clean
 
 all: build
@@ -98,6 +99,13 @@ bench: ## Every benchmark of the main module, -cpu 2, into bench.txt.
 bench-baseline: ## Ours vs Prometheus's engine on the T6 queries, same data, same run, into bench-baseline.txt.
 	cd test/compat && $(GO) test -run '^$$' -bench '^BenchmarkInstant$$' -benchmem -cpu 2 -benchtime 300ms -count $(COUNT) . | tee ../../bench-baseline.txt
 	cd test/compat && $(GO) tool benchstat -col /engine ../../bench-baseline.txt
+
+capacity: build ## Capacity sweep of one replica (README "Scaling out"): the real binary at 10k-1M series pushed every 5 s, a separate generator process; CPU per point, RSS, latency under load (about 10 min; not in make test). CAPACITY_ARGS="-steps 10000,100000" etc.
+	$(GO) run ./test/load/capacity -bin $(BIN) $(CAPACITY_ARGS)
+
+peer: build ## Same load, same run: keda-otel-scaler vs kedify/otel-add-on (CPU per point, RSS, GetMetrics latency; ~8 min; not in make test). otel-add-on is not on the Go module proxy: KOS_PEER_SRC=<checkout of github.com/kedify/otel-add-on>; root (a private network namespace). PEER_ARGS="-series 100000" etc.
+	$(GO) build -o bin/capacity ./test/load/capacity
+	cd test/peer && $(GO) vet ./... && $(GO) run . -bin ../../$(BIN) -gen ../../bin/capacity $(PEER_ARGS)
 
 load: ## Loopback OTLP load test: points per server CPU-second, ours vs a pdata-codec baseline server, interleaved rounds (bounded).
 	$(GO) build -o bin/load-baseline ./test/load/baselineserver

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,13 +28,15 @@ import (
 
 // The chart's collector layers (deploy/helm/keda-otel-scaler,
 // templates/_collectors.tpl), as test/helm renders them for
-// ci/ha-values.yaml and ci/router-values.yaml and keeps them in these
-// files (TestCollectorConfigGolden). The tests below run them unchanged
-// except for addresses (cluster DNS names become loopback ports) and the
-// collector's own telemetry (off, so several collectors share the host).
+// ci/ha-values.yaml, ci/ha-tls-values.yaml and ci/router-values.yaml and
+// keeps them in these files (TestCollectorConfigGolden). The tests below
+// run them unchanged except for addresses (cluster DNS names become
+// loopback ports), the directories of mounted Secrets and the collector's
+// own telemetry (off, so several collectors share the host).
 const (
-	fanoutGolden = "testdata/ha-fanout-collector.yaml"
-	routerGolden = "testdata/ha-router-collector.yaml"
+	fanoutGolden    = "testdata/ha-fanout-collector.yaml"
+	fanoutTLSGolden = "testdata/ha-fanout-tls-collector.yaml"
+	routerGolden    = "testdata/ha-router-collector.yaml"
 )
 
 // freeAddr returns a loopback address with a port nothing listens on now.
@@ -53,8 +56,20 @@ func freeAddr(t *testing.T) string {
 // the chart's.
 func layerConfig(t *testing.T, golden, recv string, endpoints map[string]string) string {
 	t.Helper()
+	return layerConfigDirs(t, golden, recv, endpoints, nil)
+}
+
+// layerConfigDirs is layerConfig that also moves the files the config reads:
+// every occurrence of a key of dirs (a mount path of the chart) becomes its
+// value (a local directory).
+func layerConfigDirs(t *testing.T, golden, recv string, endpoints, dirs map[string]string) string {
+	t.Helper()
 	raw, err := os.ReadFile(golden)
 	require.NoError(t, err)
+	for from, to := range dirs {
+		require.Containsf(t, string(raw), from, "%s reads nothing under %s", golden, from)
+		raw = []byte(strings.ReplaceAll(string(raw), from, to))
+	}
 	var cfg map[string]any
 	require.NoError(t, yaml.Unmarshal(raw, &cfg))
 	grpcCfg := cfg["receivers"].(map[string]any)["otlp"].(map[string]any)["protocols"].(map[string]any)["grpc"].(map[string]any)
@@ -413,7 +428,7 @@ func TestHACollectorConfigsValidate(t *testing.T) {
 		t.Skip("builds an OpenTelemetry Collector")
 	}
 	colBin, _ := tools(t)
-	for _, f := range []string{fanoutGolden, routerGolden} {
+	for _, f := range []string{fanoutGolden, fanoutTLSGolden, routerGolden} {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()

@@ -37,7 +37,7 @@ const (
 )
 
 // valuesFiles are the CI values files rendered by every generic check.
-var valuesFiles = []string{"default-values.yaml", "all-optional-values.yaml", "tls-values.yaml", "tls-all-values.yaml", "ha-values.yaml", "router-values.yaml"}
+var valuesFiles = []string{"default-values.yaml", "all-optional-values.yaml", "tls-values.yaml", "tls-all-values.yaml", "ha-values.yaml", "ha-tls-values.yaml", "router-values.yaml"}
 
 func loadChart(t *testing.T) *chart.Chart {
 	t.Helper()
@@ -186,6 +186,10 @@ func TestTemplateValuesFiles(t *testing.T) {
 			"ServiceMonitor/keda-otel-scaler",
 		},
 		"ha-values.yaml": {
+			"ConfigMap/keda-otel-scaler-collector", "PodDisruptionBudget/keda-otel-scaler", "Service/keda-otel-scaler",
+			"Service/keda-otel-scaler-headless", "ServiceAccount/keda-otel-scaler", "StatefulSet/keda-otel-scaler",
+		},
+		"ha-tls-values.yaml": {
 			"ConfigMap/keda-otel-scaler-collector", "PodDisruptionBudget/keda-otel-scaler", "Service/keda-otel-scaler",
 			"Service/keda-otel-scaler-headless", "ServiceAccount/keda-otel-scaler", "StatefulSet/keda-otel-scaler",
 		},
@@ -344,6 +348,7 @@ func TestDefaultRelease(t *testing.T) {
 	// The listeners are pinned to the container ports; otherwise only the
 	// chart's explicit defaults (log level/format) are set.
 	assert.Equal(t, map[string]string{
+		"GOMEMLIMIT":         "1740MiB", // 85 % of the 2Gi limit
 		"KOS_OTLP_GRPC_ADDR": ":4317",
 		"KOS_SCALER_ADDR":    ":4318",
 		"KOS_HTTP_ADDR":      ":8080",
@@ -425,7 +430,7 @@ func TestConfigEnv(t *testing.T) {
 		}
 		vals["otlpPromoteResourceAttributes"] = []any{}
 		env := envMap(container(t, mustRender(t, map[string]any{"config": vals})))
-		assert.Equal(t, []string{"KOS_HTTP_ADDR", "KOS_OTLP_GRPC_ADDR", "KOS_SCALER_ADDR"}, slices.Sorted(mapKeys(env)))
+		assert.Equal(t, []string{"GOMEMLIMIT", "KOS_HTTP_ADDR", "KOS_OTLP_GRPC_ADDR", "KOS_SCALER_ADDR"}, slices.Sorted(mapKeys(env)))
 	})
 	t.Run("extraArgs env envFrom", func(t *testing.T) {
 		c := container(t, mustRender(t, set(
@@ -832,7 +837,7 @@ func TestReadmeDocumentsEveryValue(t *testing.T) {
 func leafPaths(prefix string, m map[string]any) []string {
 	freeForm := map[string]bool{
 		"podSecurityContext": true, "securityContext": true, "resources": true, "readinessProbe": true,
-		"livenessProbe": true, "stateDir.volume": true, "strategy": true, "collector.resources": true,
+		"livenessProbe": true, "startupProbe": true, "stateDir.volume": true, "stateDir.volumeClaimTemplate": true, "stateDir.claimRetentionPolicy": true, "strategy": true, "collector.resources": true,
 	}
 	var out []string
 	for k, v := range m {
@@ -848,4 +853,119 @@ func leafPaths(prefix string, m map[string]any) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestGoMemLimit: the scaler gets GOMEMLIMIT at goMemLimitPercent of its
+// memory limit (the capacity sweep's RSS doubled past the live heap
+// without it), an explicit goMemLimit, or none ("off", no limit, or the
+// user's own in env, which is then the only one).
+func TestGoMemLimit(t *testing.T) {
+	lim := func(mem string) map[string]any {
+		return map[string]any{"limits": map[string]any{"memory": mem}, "requests": map[string]any{"cpu": "100m"}}
+	}
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string // "" = no GOMEMLIMIT
+	}{
+		{"default", nil, "1740MiB"},
+		{"1Gi", set("resources", lim("1Gi")), "870MiB"},
+		{"1500Mi", set("resources", lim("1500Mi")), "1275MiB"},
+		{"decimal 2G", set("resources", lim("2G")), "1621MiB"},
+		{"percent", set("goMemLimitPercent", 50), "1024MiB"},
+		{"explicit", set("goMemLimit", "1GiB"), "1GiB"},
+		{"off", set("goMemLimit", "off"), ""},
+		{"no memory limit", set("resources", map[string]any{"limits": nil}), ""},
+		{"HA pods too", set("ha.enabled", true), "1740MiB"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod, _ := mustRender(t, tc.vals).workload(t)
+			env, ok := envMap(pod.Spec.Containers[0])["GOMEMLIMIT"]
+			assert.Equal(t, tc.want != "", ok)
+			assert.Equal(t, tc.want, env)
+		})
+	}
+	t.Run("the user's env wins alone", func(t *testing.T) {
+		c := container(t, mustRender(t, set("env", []any{map[string]any{"name": "GOMEMLIMIT", "value": "900MiB"}})))
+		var n int
+		for _, e := range c.Env {
+			if e.Name == "GOMEMLIMIT" {
+				n++
+				assert.Equal(t, "900MiB", e.Value)
+			}
+		}
+		assert.Equal(t, 1, n)
+	})
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"fractional limit", set("resources", lim("1.5Gi")), "set goMemLimit"},
+		{"bad goMemLimit", set("goMemLimit", "lots"), "goMemLimit"},
+		{"percent above 100", set("goMemLimitPercent", 120), "goMemLimitPercent"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := render(t, tc.vals)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+// TestStartupProbe: the liveness probe waits for the first /healthz, which
+// the server serves only after restoring --state-dir, and the default
+// startup budget covers the slowest measured restore of the largest store
+// the default flags hold (1M series with a full window: 56 s of wall time,
+// README "State directory and checkpoints") several times over, in single
+// and HA mode, with TLS as the other probes; null removes it.
+func TestStartupProbe(t *testing.T) {
+	const slowestRestore = 56 // seconds, make checkpoint-figures at 1M series
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+	}{
+		{"single", nil},
+		{"HA", set("ha.enabled", true)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod, _ := mustRender(t, tc.vals).workload(t)
+			c := pod.Spec.Containers[0]
+			p := c.StartupProbe
+			require.NotNil(t, p)
+			require.NotNil(t, p.HTTPGet)
+			assert.Equal(t, "/healthz", p.HTTPGet.Path)
+			assert.Equal(t, intstr.FromString("http"), p.HTTPGet.Port)
+			budget := p.PeriodSeconds * p.FailureThreshold
+			assert.GreaterOrEqual(t, budget, int32(4*slowestRestore), "startup budget %ds", budget)
+			// The liveness probe alone would kill a restoring pod.
+			l := c.LivenessProbe
+			assert.Less(t, l.InitialDelaySeconds+l.PeriodSeconds*l.FailureThreshold, int32(slowestRestore))
+		})
+	}
+	t.Run("mutual TLS checks the port", func(t *testing.T) {
+		c := container(t, mustRender(t, set("tls.http.enabled", true, "tls.http.secretName", "s", "tls.http.caKey", "ca.crt")))
+		require.NotNil(t, c.StartupProbe)
+		assert.Nil(t, c.StartupProbe.HTTPGet)
+		require.NotNil(t, c.StartupProbe.TCPSocket)
+	})
+	t.Run("HTTPS", func(t *testing.T) {
+		c := container(t, mustRender(t, set("tls.http.enabled", true, "tls.http.secretName", "s")))
+		require.NotNil(t, c.StartupProbe.HTTPGet)
+		assert.Equal(t, corev1.URISchemeHTTPS, c.StartupProbe.HTTPGet.Scheme)
+	})
+	t.Run("configurable", func(t *testing.T) {
+		c := container(t, mustRender(t, set("startupProbe.failureThreshold", 240)))
+		assert.Equal(t, int32(240), c.StartupProbe.FailureThreshold)
+		assert.Equal(t, "/healthz", c.StartupProbe.HTTPGet.Path)
+	})
+	t.Run("null disables", func(t *testing.T) {
+		c := container(t, mustRender(t, map[string]any{"startupProbe": nil}))
+		assert.Nil(t, c.StartupProbe)
+	})
+	t.Run("schema", func(t *testing.T) {
+		_, err := render(t, set("startupProbe.failureThreshold", 0))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "failureThreshold")
+	})
 }

@@ -18,10 +18,12 @@ import (
 // Golden collector configs: test/e2e runs exactly these (with loopback
 // addresses substituted) and validates them with the collector binary, and
 // TestCollectorConfigGolden keeps them equal to what the chart renders for
-// ci/ha-values.yaml and ci/router-values.yaml. UPDATE_GOLDEN=1 rewrites them.
+// ci/ha-values.yaml, ci/ha-tls-values.yaml and ci/router-values.yaml.
+// UPDATE_GOLDEN=1 rewrites them.
 const (
-	fanoutGolden = "../e2e/testdata/ha-fanout-collector.yaml"
-	routerGolden = "../e2e/testdata/ha-router-collector.yaml"
+	fanoutGolden    = "../e2e/testdata/ha-fanout-collector.yaml"
+	fanoutTLSGolden = "../e2e/testdata/ha-fanout-tls-collector.yaml"
+	routerGolden    = "../e2e/testdata/ha-router-collector.yaml"
 )
 
 // renderedCollector returns the collector config the release renders.
@@ -50,6 +52,7 @@ func path(m map[string]any, keys ...string) any {
 func TestCollectorConfigGolden(t *testing.T) {
 	for _, tc := range []struct{ values, golden string }{
 		{"ha-values.yaml", fanoutGolden},
+		{"ha-tls-values.yaml", fanoutTLSGolden},
 		{"router-values.yaml", routerGolden},
 	} {
 		t.Run(tc.values, func(t *testing.T) {
@@ -250,4 +253,214 @@ func TestSingleReplicaUnchanged(t *testing.T) {
 	o.decode(t, "Deployment/keda-otel-scaler", &d)
 	assert.Equal(t, appsv1.RecreateDeploymentStrategyType, d.Spec.Strategy.Type)
 	assert.Empty(t, d.Spec.Template.Annotations)
+}
+
+// TestHAStateDirClaimPerReplica: with stateDir.volumeClaimTemplate the HA
+// StatefulSet gets a volumeClaimTemplate "state", so each replica mounts
+// its own claim (state-keda-otel-scaler-<i>) at the state dir instead of a
+// pod volume; the retention policy passes through; combinations that would
+// share one claim between replicas, or need a StatefulSet without HA, fail
+// at render.
+func TestHAStateDirClaimPerReplica(t *testing.T) {
+	claim := map[string]any{
+		"accessModes":      []any{"ReadWriteOnce"},
+		"storageClassName": "fast",
+		"resources":        map[string]any{"requests": map[string]any{"storage": "2Gi"}},
+	}
+	vals := readValues(t, "ha-values.yaml")
+	vals["stateDir"] = map[string]any{
+		"enabled": true, "volumeClaimTemplate": claim,
+		"claimRetentionPolicy": map[string]any{"whenDeleted": "Delete", "whenScaled": "Retain"},
+	}
+	o := mustRender(t, vals)
+	var ss appsv1.StatefulSet
+	o.decode(t, "StatefulSet/keda-otel-scaler", &ss)
+	require.Len(t, ss.Spec.VolumeClaimTemplates, 1)
+	pvc := ss.Spec.VolumeClaimTemplates[0]
+	assert.Equal(t, "state", pvc.Name)
+	assert.Equal(t, ss.Spec.Selector.MatchLabels, pvc.Labels)
+	assert.Equal(t, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, pvc.Spec.AccessModes)
+	require.NotNil(t, pvc.Spec.StorageClassName)
+	assert.Equal(t, "fast", *pvc.Spec.StorageClassName)
+	assert.Equal(t, "2Gi", pvc.Spec.Resources.Requests.Storage().String())
+	require.NotNil(t, ss.Spec.PersistentVolumeClaimRetentionPolicy)
+	assert.Equal(t, appsv1.DeletePersistentVolumeClaimRetentionPolicyType, ss.Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted)
+	assert.Equal(t, appsv1.RetainPersistentVolumeClaimRetentionPolicyType, ss.Spec.PersistentVolumeClaimRetentionPolicy.WhenScaled)
+
+	pod := ss.Spec.Template.Spec
+	for _, v := range pod.Volumes {
+		assert.NotEqual(t, "state", v.Name, "the claim template provides the volume; a pod volume of the same name would shadow it")
+	}
+	sc := pod.Containers[0]
+	assert.Equal(t, "/var/lib/keda-otel-scaler", envMap(sc)["KOS_STATE_DIR"])
+	var mounted bool
+	for _, m := range sc.VolumeMounts {
+		if m.Name == "state" {
+			mounted = true
+			assert.Equal(t, "/var/lib/keda-otel-scaler", m.MountPath)
+			assert.False(t, m.ReadOnly)
+		}
+	}
+	assert.True(t, mounted, "the scaler mounts its claim")
+
+	t.Run("without a claim template HA keeps the pod volume", func(t *testing.T) {
+		vals := readValues(t, "ha-values.yaml")
+		vals["stateDir"] = map[string]any{"enabled": true}
+		var ss appsv1.StatefulSet
+		mustRender(t, vals).decode(t, "StatefulSet/keda-otel-scaler", &ss)
+		assert.Empty(t, ss.Spec.VolumeClaimTemplates)
+		assert.Nil(t, ss.Spec.PersistentVolumeClaimRetentionPolicy)
+	})
+
+	shared := map[string]any{"persistentVolumeClaim": map[string]any{"claimName": "x"}}
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"claim template without HA", set("stateDir.enabled", true, "stateDir.volumeClaimTemplate", claim), "need ha.enabled"},
+		{"retention policy without HA", set("stateDir.enabled", true, "stateDir.claimRetentionPolicy", map[string]any{"whenDeleted": "Delete"}), "need ha.enabled"},
+		{"claim template without stateDir", set("ha.enabled", true, "stateDir.volumeClaimTemplate", claim), "needs stateDir.enabled"},
+		{"claim template and volume", set("ha.enabled", true, "stateDir.enabled", true, "stateDir.volumeClaimTemplate", claim, "stateDir.volume", map[string]any{"emptyDir": map[string]any{}}), "exclude each other"},
+		{"one claim shared by the replicas", set("ha.enabled", true, "stateDir.enabled", true, "stateDir.volume", shared), "volumeClaimTemplate"},
+		{"bad retention policy", set("ha.enabled", true, "stateDir.enabled", true, "stateDir.volumeClaimTemplate", claim, "stateDir.claimRetentionPolicy", map[string]any{"whenDeleted": "Remove"}), "whenDeleted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := render(t, tc.vals)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	t.Run("a single replica may still use one claim", func(t *testing.T) {
+		_, err := render(t, set("stateDir.enabled", true, "stateDir.volume", shared))
+		require.NoError(t, err)
+	})
+}
+
+// TestHASecured renders HA mode with tls.otlp and otlpAuth: the fan-out
+// collector's otlp receiver serves the scaler's OTLP certificate, requires
+// client certificates from its CA and authenticates Exports with the same
+// token file through bearertokenauth; its exporters reach the replicas
+// over TLS, verifying the Service name, with a client certificate and the
+// token; the fan-out container mounts exactly what its config reads, and
+// the scalers keep their own TLS and token checks on the internal port.
+func TestHASecured(t *testing.T) {
+	o := mustRender(t, readValues(t, "ha-tls-values.yaml"))
+	var ss appsv1.StatefulSet
+	o.decode(t, "StatefulSet/keda-otel-scaler", &ss)
+	pod := ss.Spec.Template.Spec
+	require.Len(t, pod.Containers, 2)
+	sc, fan := pod.Containers[0], pod.Containers[1]
+	env := envMap(sc)
+	assert.Equal(t, ":4319", env["KOS_OTLP_GRPC_ADDR"])
+	assert.Equal(t, "/etc/keda-otel-scaler/tls-otlp/tls.crt", env["KOS_OTLP_TLS_CERT_FILE"], "the replica serves TLS on its own port")
+	assert.Equal(t, "/etc/keda-otel-scaler/tls-otlp/ca.crt", env["KOS_OTLP_TLS_CLIENT_CA_FILE"])
+	assert.Equal(t, "/etc/keda-otel-scaler/otlp-auth/tokens", env["KOS_OTLP_BEARER_TOKEN_FILE"], "and checks tokens")
+
+	mounts := map[string]string{}
+	for _, m := range fan.VolumeMounts {
+		assert.Truef(t, m.ReadOnly, "fan-out mount %s is read-only", m.Name)
+		mounts[m.Name] = m.MountPath
+	}
+	assert.Equal(t, map[string]string{
+		"collector-config":  "/etc/otelcol",
+		"tls-otlp":          "/etc/keda-otel-scaler/tls-otlp",
+		"otlp-auth":         "/etc/keda-otel-scaler/otlp-auth",
+		"fanout-client-tls": "/etc/keda-otel-scaler/fanout-client-tls",
+	}, mounts)
+	vols := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		vols[v.Name] = v
+	}
+	items := func(name string) []string {
+		v, ok := vols[name]
+		require.Truef(t, ok, "volume %s", name)
+		require.NotNil(t, v.Secret)
+		var keys []string
+		for _, it := range v.Secret.Items {
+			keys = append(keys, it.Key)
+		}
+		return keys
+	}
+	assert.Equal(t, []string{"tls.crt", "tls.key", "ca.crt"}, items("tls-otlp"), "the CA is mounted once")
+	assert.Equal(t, "keda-otel-scaler-fanout-client", vols["fanout-client-tls"].Secret.SecretName)
+	assert.Equal(t, []string{"tls.crt", "tls.key"}, items("fanout-client-tls"))
+
+	_, cfg := renderedCollector(t, o)
+	grpcCfg := path(cfg, "receivers", "otlp", "protocols", "grpc").(map[string]any)
+	assert.Equal(t, map[string]any{
+		"cert_file": "/etc/keda-otel-scaler/tls-otlp/tls.crt", "key_file": "/etc/keda-otel-scaler/tls-otlp/tls.key",
+		"client_ca_file": "/etc/keda-otel-scaler/tls-otlp/ca.crt", "client_ca_file_reload": true, "reload_interval": "1m",
+	}, grpcCfg["tls"])
+	assert.Equal(t, "bearertokenauth/senders", path(grpcCfg, "auth", "authenticator"))
+	for _, ext := range []string{"bearertokenauth/senders", "bearertokenauth/replicas"} {
+		assert.Equal(t, "/etc/keda-otel-scaler/otlp-auth/tokens", path(cfg, "extensions", ext, "filename"), "the scaler's own token file")
+	}
+	assert.Equal(t, []any{"bearertokenauth/senders", "bearertokenauth/replicas"}, path(cfg, "service", "extensions"))
+	for i := range 2 {
+		e := path(cfg, "exporters", fmt.Sprintf("otlp/keda-otel-scaler-%d", i)).(map[string]any)
+		assert.Equal(t, map[string]any{
+			"ca_file": "/etc/keda-otel-scaler/tls-otlp/ca.crt", "server_name_override": "keda-otel-scaler.keda.svc",
+			"cert_file": "/etc/keda-otel-scaler/fanout-client-tls/tls.crt", "key_file": "/etc/keda-otel-scaler/fanout-client-tls/tls.key",
+			"reload_interval": "1m",
+		}, e["tls"])
+		assert.Equal(t, "bearertokenauth/replicas", path(e, "auth", "authenticator"))
+	}
+
+	t.Run("without a client Secret the server certificate is presented", func(t *testing.T) {
+		vals := readValues(t, "ha-tls-values.yaml")
+		vals["ha"].(map[string]any)["exporterTLS"] = map[string]any{"serverName": "scaler.example"}
+		o := mustRender(t, vals)
+		_, cfg := renderedCollector(t, o)
+		tlsCfg := path(cfg, "exporters", "otlp/keda-otel-scaler-0", "tls").(map[string]any)
+		assert.Equal(t, "/etc/keda-otel-scaler/tls-otlp/tls.crt", tlsCfg["cert_file"])
+		assert.Equal(t, "scaler.example", tlsCfg["server_name_override"])
+		var ss appsv1.StatefulSet
+		o.decode(t, "StatefulSet/keda-otel-scaler", &ss)
+		for _, v := range ss.Spec.Template.Spec.Volumes {
+			assert.NotEqual(t, "fanout-client-tls", v.Name)
+		}
+	})
+	t.Run("TLS without client certificates or tokens", func(t *testing.T) {
+		vals := readValues(t, "ha-values.yaml")
+		vals["tls"] = map[string]any{"otlp": map[string]any{"enabled": true, "secretName": "s"}}
+		o := mustRender(t, vals)
+		_, cfg := renderedCollector(t, o)
+		assert.Nil(t, cfg["extensions"])
+		assert.Nil(t, path(cfg, "receivers", "otlp", "protocols", "grpc", "auth"))
+		assert.Nil(t, path(cfg, "receivers", "otlp", "protocols", "grpc", "tls", "client_ca_file"))
+		tlsCfg := path(cfg, "exporters", "otlp/keda-otel-scaler-1", "tls").(map[string]any)
+		assert.NotContains(t, tlsCfg, "cert_file", "no client certificate is asked for")
+		assert.Equal(t, "/etc/keda-otel-scaler/tls-otlp/ca.crt", tlsCfg["ca_file"])
+		var ss appsv1.StatefulSet
+		o.decode(t, "StatefulSet/keda-otel-scaler", &ss)
+		for _, v := range ss.Spec.Template.Spec.Volumes {
+			if v.Name == "tls-otlp" {
+				require.Len(t, v.Secret.Items, 3, "the exporters' CA is added to the listener's certificate and key")
+				assert.Equal(t, "ca.crt", v.Secret.Items[2].Key)
+			}
+		}
+	})
+	t.Run("plain HA is unchanged", func(t *testing.T) {
+		_, cfg := renderedCollector(t, mustRender(t, readValues(t, "ha-values.yaml")))
+		assert.Nil(t, cfg["extensions"])
+		assert.Equal(t, map[string]any{"insecure": true}, path(cfg, "exporters", "otlp/keda-otel-scaler-0", "tls"))
+	})
+	shard := []any{map[string]any{"name": "a", "endpoint": "x.keda.svc:4317", "values": []any{"a"}}}
+	for _, tc := range []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"tokens without TLS", set("ha.enabled", true, "otlpAuth.enabled", true, "otlpAuth.secretName", "t"), "needs tls.otlp.enabled"},
+		{"router with tokens", set("router.enabled", true, "router.shards", shard, "otlpAuth.enabled", true, "otlpAuth.secretName", "t"), "router.enabled does not support"},
+		{"router with TLS", set("router.enabled", true, "router.shards", shard, "tls.otlp.enabled", true, "tls.otlp.secretName", "s"), "router.enabled does not support"},
+		{"typo in exporterTLS", set("ha.enabled", true, "ha.exporterTLS.caFile", "x"), "caFile"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := render(t, tc.vals)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
 }

@@ -10,6 +10,17 @@ OpenTelemetry Collector layers of the chart (README "Scaling out"):
   values (a filter processor drops the rest) and exports them to the
   shard's release.
 
+In HA mode with tls.otlp.enabled and/or otlpAuth.enabled the fan-out
+collector guards the OTLP port as the scaler would: its otlp receiver serves
+the tls.otlp certificate (requiring client certificates signed by
+tls.otlp.caKey when that is set) and authenticates every Export with the
+bearertokenauth extension reading the same token file (one token a line,
+the format both read alike). Its exporters reach the replicas' own port
+over TLS (verifying ha.exporterTLS.serverName, by default the Service name
+the certificate is issued for), present a client certificate when
+tls.otlp.caKey asks for one, and send the token file's first token, so
+each replica keeps its TLS and token checks on ha.scalerOtlpPort too.
+
 Both put the batch processor (timeout 0: nothing is delayed) in front of
 the exporters: it hands each batch to the exporters on its own goroutine,
 so an unreachable destination's errors and full queue never reach the
@@ -37,13 +48,49 @@ which test/e2e runs, equal to what they render.
 {{- printf "%s-headless" (include "kos.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* kos.fanoutSecure is "true" when the HA fan-out guards its OTLP port
+with TLS or bearer tokens (and so exports to the replicas with them). */}}
+{{- define "kos.fanoutSecure" -}}
+{{- if and .Values.ha.enabled (or .Values.tls.otlp.enabled .Values.otlpAuth.enabled) }}true{{ end -}}
+{{- end }}
+
+{{/* kos.fanoutClientTLSDir is where the fan-out container mounts the client
+certificate it presents to the replicas (ha.exporterTLS.clientSecretName). */}}
+{{- define "kos.fanoutClientTLSDir" -}}
+/etc/keda-otel-scaler/fanout-client-tls
+{{- end }}
+
 {{/* kos.collectorExporter renders one otlp exporter's settings; call with
-(dict "root" $ "endpoint" "host:port"). */}}
+(dict "root" $ "endpoint" "host:port" "secure" bool). secure: TLS (and the
+bearer token) towards a replica of this release, as kos.fanoutConfig
+describes. */}}
 {{- define "kos.collectorExporter" -}}
 {{- $c := .root.Values.collector -}}
+{{- $v := .root.Values -}}
 endpoint: {{ .endpoint }}
+{{- if and .secure $v.tls.otlp.enabled }}
+{{- $x := $v.ha.exporterTLS }}
+tls:
+  ca_file: {{ printf "%s/%s" $v.tls.otlp.mountPath $x.caKey }}
+  server_name_override: {{ $x.serverName | default (printf "%s.%s.svc" (include "kos.fullname" .root) .root.Release.Namespace) }}
+  {{- if $v.tls.otlp.caKey }}
+  {{- if $x.clientSecretName }}
+  cert_file: {{ printf "%s/%s" (include "kos.fanoutClientTLSDir" .root) $x.certKey }}
+  key_file: {{ printf "%s/%s" (include "kos.fanoutClientTLSDir" .root) $x.keyKey }}
+  {{- else }}
+  cert_file: {{ printf "%s/%s" $v.tls.otlp.mountPath $v.tls.otlp.certKey }}
+  key_file: {{ printf "%s/%s" $v.tls.otlp.mountPath $v.tls.otlp.keyKey }}
+  {{- end }}
+  {{- end }}
+  reload_interval: 1m
+{{- else }}
 tls:
   insecure: true
+{{- end }}
+{{- if and .secure $v.otlpAuth.enabled }}
+auth:
+  authenticator: bearertokenauth/replicas
+{{- end }}
 compression: {{ $c.compression }}
 sending_queue:
   enabled: true
@@ -61,12 +108,41 @@ retry_on_failure:
 kos.collectorTelemetry are what the two layers share. */}}
 {{- define "kos.collectorReceivers" -}}
 {{- $c := .root.Values.collector -}}
+{{- $v := .root.Values -}}
 receivers:
   otlp:
     protocols:
       grpc:
         endpoint: 0.0.0.0:{{ .port }}
         max_recv_msg_size_mib: {{ int $c.maxRecvMsgSizeMiB }}
+        {{- if and .secure $v.tls.otlp.enabled }}
+        tls:
+          cert_file: {{ printf "%s/%s" $v.tls.otlp.mountPath $v.tls.otlp.certKey }}
+          key_file: {{ printf "%s/%s" $v.tls.otlp.mountPath $v.tls.otlp.keyKey }}
+          {{- if $v.tls.otlp.caKey }}
+          client_ca_file: {{ printf "%s/%s" $v.tls.otlp.mountPath $v.tls.otlp.caKey }}
+          client_ca_file_reload: true
+          {{- end }}
+          reload_interval: 1m
+        {{- end }}
+        {{- if and .secure $v.otlpAuth.enabled }}
+        auth:
+          authenticator: bearertokenauth/senders
+        {{- end }}
+{{- end }}
+
+{{/* kos.fanoutExtensions: the bearertokenauth extensions of a secured
+fan-out, both reading the mounted token file: senders checks what
+arrives (any token of the file), replicas sends its first token. */}}
+{{- define "kos.fanoutExtensions" -}}
+{{- if and (include "kos.fanoutSecure" .) .Values.otlpAuth.enabled }}
+{{- $f := printf "%s/%s" .Values.otlpAuth.mountPath .Values.otlpAuth.key }}
+extensions:
+  bearertokenauth/senders:
+    filename: {{ $f }}
+  bearertokenauth/replicas:
+    filename: {{ $f }}
+{{- end }}
 {{- end }}
 
 {{- define "kos.collectorProcessors" -}}
@@ -99,16 +175,23 @@ telemetry:
 {{- $root := . -}}
 {{- $full := include "kos.fullname" . -}}
 {{- $headless := include "kos.headlessName" . -}}
-{{- include "kos.collectorReceivers" (dict "root" . "port" .Values.containerPorts.otlpGrpc) }}
+{{- $secure := include "kos.fanoutSecure" . | eq "true" -}}
+{{- $ext := include "kos.fanoutExtensions" . | trim -}}
+{{- if $ext }}{{ $ext }}
+{{ end -}}
+{{- include "kos.collectorReceivers" (dict "root" . "port" .Values.containerPorts.otlpGrpc "secure" $secure) }}
 processors:
   {{- include "kos.collectorProcessors" . | nindent 2 }}
 exporters:
 {{- range $i := until (int .Values.ha.replicas) }}
   otlp/{{ $full }}-{{ $i }}:
     {{- $ep := printf "%s-%d.%s.%s.svc.%s:%v" $full $i $headless $root.Release.Namespace $root.Values.ha.clusterDomain $root.Values.ha.scalerOtlpPort }}
-    {{- include "kos.collectorExporter" (dict "root" $root "endpoint" $ep) | nindent 4 }}
+    {{- include "kos.collectorExporter" (dict "root" $root "endpoint" $ep "secure" $secure) | nindent 4 }}
 {{- end }}
 service:
+  {{- if and $secure .Values.otlpAuth.enabled }}
+  extensions: [bearertokenauth/senders, bearertokenauth/replicas]
+  {{- end }}
   {{- include "kos.collectorTelemetry" . | nindent 2 }}
   pipelines:
     metrics:
@@ -126,7 +209,7 @@ service:
 {{- $attr := .Values.router.attribute -}}
 {{- $all := list -}}
 {{- range .Values.router.shards }}{{ $all = concat $all .values }}{{ end -}}
-{{- include "kos.collectorReceivers" (dict "root" . "port" .Values.containerPorts.otlpGrpc) }}
+{{- include "kos.collectorReceivers" (dict "root" . "port" .Values.containerPorts.otlpGrpc "secure" false) }}
 processors:
   {{- include "kos.collectorProcessors" . | nindent 2 }}
 {{- range .Values.router.shards }}
@@ -146,11 +229,11 @@ processors:
 exporters:
 {{- range .Values.router.shards }}
   otlp/{{ .name }}:
-    {{- include "kos.collectorExporter" (dict "root" $root "endpoint" .endpoint) | nindent 4 }}
+    {{- include "kos.collectorExporter" (dict "root" $root "endpoint" .endpoint "secure" false) | nindent 4 }}
 {{- end }}
 {{- if .Values.router.defaultEndpoint }}
   otlp/default:
-    {{- include "kos.collectorExporter" (dict "root" $root "endpoint" .Values.router.defaultEndpoint) | nindent 4 }}
+    {{- include "kos.collectorExporter" (dict "root" $root "endpoint" .Values.router.defaultEndpoint "secure" false) | nindent 4 }}
 {{- end }}
 service:
   {{- include "kos.collectorTelemetry" . | nindent 2 }}
@@ -221,6 +304,24 @@ are quoted as OTTL strings. */}}
     - name: collector-config
       mountPath: /etc/otelcol
       readOnly: true
+    {{- $v := .root.Values }}
+    {{- if and (eq .name "fanout") (include "kos.fanoutSecure" .root) }}
+    {{- if $v.tls.otlp.enabled }}
+    - name: tls-otlp
+      mountPath: {{ $v.tls.otlp.mountPath }}
+      readOnly: true
+    {{- if and $v.tls.otlp.caKey $v.ha.exporterTLS.clientSecretName }}
+    - name: fanout-client-tls
+      mountPath: {{ include "kos.fanoutClientTLSDir" .root }}
+      readOnly: true
+    {{- end }}
+    {{- end }}
+    {{- if $v.otlpAuth.enabled }}
+    - name: otlp-auth
+      mountPath: {{ $v.otlpAuth.mountPath }}
+      readOnly: true
+    {{- end }}
+    {{- end }}
 {{- end }}
 
 {{- define "kos.collectorConfigMapName" -}}
