@@ -146,8 +146,14 @@ status-screenshot: browser-test ## Refresh docs/img/status-page.png from the bro
 keda-client-test: ## KEDA's own external/external-push scalers (pkg/scalers v2.21) against our server (test/kedaclient; not in make test: its first build compiles every cloud SDK KEDA links, >10 min on 2 cores).
 	cd test/kedaclient && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 30m ./...
 
-lint: ## golangci-lint, pinned in test/lint/go.mod.
+# Test modules linted with the main module's rules (test/kedaclient and
+# test/promtool are left out: type-checking them loads every cloud SDK KEDA
+# links and Prometheus's whole tree, minutes of CPU for a few test files).
+LINT_MODULES = test/bincache test/browser test/compat test/e2e test/helm test/k8s test/peer
+
+lint: ## golangci-lint, pinned in test/lint/go.mod: the main module and the test modules in LINT_MODULES.
 	$(LINT) run ./...
+	for m in $(LINT_MODULES); do (cd $$m && $(GO) tool -modfile=$(CURDIR)/test/lint/go.mod golangci-lint run --config $(CURDIR)/.golangci.yml ./...) || exit 1; done
 
 fmt: ## Format the code.
 	gofmt -s -w $$(git ls-files '*.go')

@@ -163,19 +163,24 @@ func BenchmarkFilteredIngest(b *testing.B) {
 				f, err = interest.NewFilter("", reg)
 			}
 			require.NoError(b, err)
-			runtime.GC()
-			var m0 runtime.MemStats
-			runtime.ReadMemStats(&m0)
-			st := store.New(store.Config{MaxSamplesPerSeries: 8}, store.Settings{Now: now})
-			require.NoError(b, st.Start(context.Background()))
-			b.Cleanup(func() { require.NoError(b, st.Shutdown(context.Background())) })
-			r := New(st, Config{Filter: f}, Settings{Now: now})
 			start := uint64(benchNow.Add(-9 * time.Minute).UnixNano())
 			rounds := make([][][]byte, 16)
 			var perPod int
 			for i := range rounds {
 				rounds[i], perPod = vllmFleet(b, pods, start+uint64(i)*uint64(time.Second))
 			}
+			// The payloads exist before the baseline, so heap-B/pod is
+			// what the store and receiver keep, not the encoded requests.
+			runtime.GC()
+			var m0 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			st := store.New(store.Config{MaxSamplesPerSeries: 8}, store.Settings{Now: now})
+			require.NoError(b, st.Start(context.Background()))
+			// Shut down when this run ends, not in a Cleanup: a Cleanup would
+			// keep the store alive until the last run, inside the next run's
+			// heap baseline.
+			defer func() { require.NoError(b, st.Shutdown(context.Background())) }()
+			r := New(st, Config{Filter: f}, Settings{Now: now})
 			// Fill the 8-sample window, then measure steady ingest.
 			for i := range 8 {
 				for _, p := range rounds[i] {

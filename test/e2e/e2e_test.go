@@ -17,7 +17,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"sigs.k8s.io/yaml"
 )
 
@@ -376,7 +378,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	keda.waitValue(t, running, 1+10+5, 30*time.Second)
 	scancel()
-	<-streamErr
+	assert.Equal(t, codes.Canceled, status.Code(<-streamErr), "the stream ends with the client's cancel")
 
 	// A pod dies: its collector is killed (nothing flushed) and its model
 	// server stops. Its last samples stop counting once the freshness window
@@ -397,7 +399,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	assert.False(t, srv.exited(), "scaler still running")
 	srv.Stop(20 * time.Second)
-	assert.NoError(t, srv.waitErr, "scaler exits cleanly on SIGTERM")
+	require.NoError(t, srv.waitErr, "scaler exits cleanly on SIGTERM")
 	assert.NotContains(t, srv.log(), `"level":"ERROR"`, "scaler logged errors:\n%s", srv.tail(20))
 }
 

@@ -114,7 +114,7 @@ func TestExampleTriggersAccepted(t *testing.T) {
 				case <-time.After(300 * time.Millisecond):
 				}
 				scancel()
-				<-errc
+				assert.Equal(t, codes.Canceled, status.Code(<-errc), "the stream ends with the client's cancel")
 			}
 		})
 	}

@@ -124,7 +124,7 @@ func TestFakeVLLMServesFixture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var b strings.Builder
 	buf := make([]byte, 32<<10)
 	for {

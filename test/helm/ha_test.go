@@ -196,8 +196,10 @@ func TestRouter(t *testing.T) {
 	_, cfg := renderedCollector(t, o)
 	for _, tc := range []struct{ shard, endpoint, cond string }{
 		{"team-a", "keda-otel-scaler-team-a.keda.svc:4317", `not (attributes["k8s.namespace.name"] == "team-a")`},
-		{"team-b", "keda-otel-scaler-team-b.keda.svc:4317",
-			`not (attributes["k8s.namespace.name"] == "team-b" or attributes["k8s.namespace.name"] == "team-b-batch")`},
+		{
+			"team-b", "keda-otel-scaler-team-b.keda.svc:4317",
+			`not (attributes["k8s.namespace.name"] == "team-b" or attributes["k8s.namespace.name"] == "team-b-batch")`,
+		},
 	} {
 		assert.Equal(t, tc.endpoint, path(cfg, "exporters", "otlp/"+tc.shard, "endpoint"))
 		assert.Equal(t, []any{tc.cond}, path(cfg, "processors", "filter/"+tc.shard, "metrics", "resource"))

@@ -89,7 +89,7 @@ func TestSizePatternsMatchParseSize(t *testing.T) {
 	}{{0, true}, {1 << 20, true}, {999_999_999_999_999_999, true}, {1_000_000_000_000_000_000, false}} {
 		o, err := render(t, set("config.otlpMaxRecvSize", tc.v))
 		if !tc.ok {
-			assert.Error(t, err, "%d", tc.v)
+			require.Error(t, err, "%d", tc.v)
 			continue
 		}
 		require.NoError(t, err, "%d", tc.v)
