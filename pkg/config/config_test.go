@@ -319,8 +319,11 @@ func TestMaxConnections(t *testing.T) {
 // base URLs.
 func TestReadyPeersFlags(t *testing.T) {
 	env := map[string]string{"KOS_READY_PEERS": "http://a-0.h:8080, https://a-1.h:8080/", "KOS_READY_AFTER_FRESH": "true"}
-	c, err := Load("t", []string{"--ready-peers-timeout", "1m", "--ready-peers-ca-file", "/ca", "--ready-peers-cert-file", "/c",
-		"--ready-peers-key-file", "/k", "--ready-peers-server-name", "kos.ns.svc"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	args := []string{
+		"--ready-peers-timeout", "1m", "--ready-peers-ca-file", "/ca", "--ready-peers-cert-file", "/c",
+		"--ready-peers-key-file", "/k", "--ready-peers-server-name", "kos.ns.svc",
+	}
+	c, err := Load("t", args, func(k string) string { return env[k] }, &bytes.Buffer{})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"http://a-0.h:8080", "https://a-1.h:8080/"}, c.Scaler.ReadyPeers)
 	assert.Equal(t, time.Minute, c.Scaler.ReadyPeersTimeout)
