@@ -306,3 +306,24 @@ func TestReadyPeersBadTLSFiles(t *testing.T) {
 	_, err := New(cfg, Settings{})
 	require.ErrorContains(t, err, "--ready-peers-ca-file")
 }
+
+// TestFreshCounterBoundsWalks: however often the endpoint is asked, the
+// store is walked at most once per freshCacheFor; the gate's own count is
+// always new.
+func TestFreshCounterBoundsWalks(t *testing.T) {
+	now := time.Unix(1000, 0)
+	walks := 0
+	c := &freshCounter{count: func() int { walks++; return walks }, now: func() time.Time { return now }}
+	for range 1000 {
+		assert.Equal(t, 1, c.get())
+	}
+	now = now.Add(freshCacheFor - time.Millisecond)
+	assert.Equal(t, 1, c.get())
+	now = now.Add(time.Millisecond)
+	assert.Equal(t, 2, c.get())
+	assert.Equal(t, 3, c.fresh(), "uncached")
+	assert.Equal(t, 3, c.get(), "fresh refreshed the cache")
+	now = now.Add(-time.Hour) // a clock stepped back recounts
+	assert.Equal(t, 4, c.get())
+	assert.Equal(t, 4, walks)
+}
