@@ -437,6 +437,8 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 		maxSamples: int64(opts.MaxSamples),
 		maxSeries:  opts.MaxSeries,
 		maxLabels:  opts.MaxLabelBytes,
+		engine:     e,
+		opts:       opts,
 	}, nil
 }
 
@@ -472,6 +474,13 @@ type Plan struct {
 	// that has it, for the final same-labelset check.
 	dup       map[uint64]int
 	scalarOut vector
+
+	// engine and opts recompile the plan's nodes (Trim); walker and
+	// mapPeak are RetainedBytes' state (retained.go).
+	engine  *Engine
+	opts    Options
+	walker  retainedWalker
+	mapPeak int64
 }
 
 // String returns the canonical text of the compiled expression.
