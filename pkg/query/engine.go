@@ -426,7 +426,7 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if w := time.Duration(c.window) * time.Millisecond; w > e.store.Retention() {
 		warnings = append(warnings, fmt.Sprintf("query reads %v back (range or lookback plus offset) but the store keeps %v; older samples are missing", w, e.store.Retention()))
 	}
-	return &Plan{
+	p := &Plan{
 		timing:     c.timing,
 		warnings:   warnings,
 		root:       root,
@@ -439,7 +439,9 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 		maxLabels:  opts.MaxLabelBytes,
 		engine:     e,
 		opts:       opts,
-	}, nil
+	}
+	p.base = p.walk()
+	return p, nil
 }
 
 // Query parses and compiles q.
@@ -481,6 +483,7 @@ type Plan struct {
 	opts    Options
 	walker  retainedWalker
 	mapPeak int64
+	base    int64 // walk() of the plan as compiled
 }
 
 // String returns the canonical text of the compiled expression.
