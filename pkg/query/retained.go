@@ -49,9 +49,6 @@ var (
 	queryPkgPath  = reflect.TypeFor[Plan]().PkgPath()
 	sampleType    = reflect.TypeFor[sample]()
 	outSampleType = reflect.TypeFor[Sample]()
-	// ownsCache memoises ownsMemory by type; it is filled once per type
-	// for the life of the process (a bounded set: the package's types).
-	ownsCache sync.Map // reflect.Type → bool
 )
 
 // walkable reports whether the walk descends into values of type t when it
@@ -68,43 +65,113 @@ func walkable(t reflect.Type) bool {
 // that produced them, which that node's pool counts.
 func borrowed(t reflect.Type) bool { return t == sampleType || t == outSampleType }
 
-// ownsMemory reports whether a value of type t, beyond its own size, can
-// hold memory the walk counts, so a slice of t must be walked element by
-// element.
-func ownsMemory(t reflect.Type) bool {
-	if v, ok := ownsCache.Load(t); ok {
-		return v.(bool)
-	}
-	o := ownsMemoryOf(t, map[reflect.Type]bool{})
-	ownsCache.Store(t, o)
-	return o
+// A walkProg says how to count what a value of one type holds beyond its
+// own size, compiled once per type (progFor) so that the walk reads
+// memory directly instead of going through reflect per field: the walk
+// runs after every evaluation.
+type walkProg struct {
+	kind progKind
+	typ  reflect.Type // progMap, progIface: to read the value by reflect
+	// progStruct: the fields that hold something.
+	fields []fieldProg
+	// progSlice, progArray, progPtr: the element (or pointee) and its
+	// size; elem is nil when the element holds nothing beyond its size.
+	elem  *walkProg
+	esize uintptr
+	n     int // progArray: its length
+	// progMap: the bytes of one key and value, and whether the values
+	// are label sets the plan created.
+	slot   int
+	labels bool
 }
 
-func ownsMemoryOf(t reflect.Type, seen map[reflect.Type]bool) bool {
-	if seen[t] || t == labelsType || borrowed(t) {
-		return false
+type fieldProg struct {
+	off uintptr
+	p   *walkProg
+}
+
+type progKind uint8
+
+const (
+	progStruct progKind = iota
+	progSlice
+	progHistSlice
+	progArray
+	progPtr
+	progHistPtr
+	progMap
+	progIface
+)
+
+var (
+	progMu    sync.Mutex
+	progCache sync.Map // reflect.Type → *walkProg (nil: the type holds nothing)
+)
+
+// progFor returns the walk program of t, or nil when a value of t holds
+// nothing the walk counts beyond its own size. The set of types is the
+// package's, so the cache is bounded.
+func progFor(t reflect.Type) *walkProg {
+	if v, ok := progCache.Load(t); ok {
+		return v.(*walkProg)
 	}
-	seen[t] = true
-	switch t.Kind() {
-	case reflect.Slice, reflect.Map:
-		return true
-	case reflect.Pointer:
-		return walkable(t.Elem())
-	case reflect.Interface:
-		return true
-	case reflect.Array:
-		return ownsMemoryOf(t.Elem(), seen)
-	case reflect.Struct:
-		if t.PkgPath() != "" && !walkable(t) {
-			return false
+	progMu.Lock()
+	defer progMu.Unlock()
+	return buildProg(t, map[reflect.Type]*walkProg{})
+}
+
+// buildProg builds t's program under progMu; building holds the struct
+// programs under construction, so recursive types refer to themselves.
+func buildProg(t reflect.Type, building map[reflect.Type]*walkProg) *walkProg {
+	if v, ok := progCache.Load(t); ok {
+		return v.(*walkProg)
+	}
+	if p, ok := building[t]; ok {
+		return p
+	}
+	var p *walkProg
+	switch {
+	case t == labelsType || borrowed(t):
+	case t.Kind() == reflect.Slice:
+		if t.Elem() == histPtrType {
+			p = &walkProg{kind: progHistSlice}
+		} else {
+			p = &walkProg{kind: progSlice, esize: t.Elem().Size(), elem: buildProg(t.Elem(), building)}
 		}
+	case t.Kind() == reflect.Map:
+		p = &walkProg{kind: progMap, typ: t, slot: int(t.Key().Size() + t.Elem().Size()), labels: t.Elem() == labelsType}
+	case t.Kind() == reflect.Pointer:
+		switch {
+		case t == histPtrType:
+			p = &walkProg{kind: progHistPtr}
+		case walkable(t.Elem()):
+			p = &walkProg{kind: progPtr, esize: t.Elem().Size()}
+			building[t] = p
+			p.elem = buildProg(t.Elem(), building)
+		}
+	case t.Kind() == reflect.Interface:
+		p = &walkProg{kind: progIface, typ: t}
+	case t.Kind() == reflect.Array:
+		if e := buildProg(t.Elem(), building); e != nil {
+			p = &walkProg{kind: progArray, elem: e, esize: t.Elem().Size(), n: t.Len()}
+		}
+	case t.Kind() == reflect.Struct && (t.PkgPath() == "" || walkable(t)):
+		sp := &walkProg{kind: progStruct}
+		building[t] = sp
 		for i := range t.NumField() {
-			if ownsMemoryOf(t.Field(i).Type, seen) {
-				return true
+			f := t.Field(i)
+			if fp := buildProg(f.Type, building); fp != nil {
+				sp.fields = append(sp.fields, fieldProg{off: f.Offset, p: fp})
 			}
 		}
+		// A struct that holds nothing has no program (a recursive
+		// user may keep the empty one, which walks nothing).
+		if len(sp.fields) > 0 {
+			p = sp
+		}
 	}
-	return false
+	progCache.Store(t, p)
+	return p
 }
 
 // retainedWalker is the state of one RetainedBytes walk; the plan keeps it
@@ -132,6 +199,11 @@ func (p *Plan) RetainedBytes() int64 {
 	return n + n/16
 }
 
+var (
+	nodeProg   = progFor(reflect.TypeFor[node]())
+	timingProg = progFor(reflect.TypeFor[[]timingItem]())
+)
+
 // walk returns what the plan's nodes hold now, their own structs included;
 // Compile records it for the fresh plan as base, since the compiled size
 // is the static cost's to count.
@@ -142,10 +214,8 @@ func (p *Plan) walk() int64 {
 	}
 	clear(w.seen)
 	w.bytes, w.maps = 0, 0
-	w.walkValue(reflect.ValueOf(p.root))
-	for i := range p.timing {
-		w.walkValue(reflect.ValueOf(&p.timing[i]).Elem())
-	}
+	w.walk(unsafe.Pointer(&p.root), nodeProg)
+	w.walk(unsafe.Pointer(&p.timing), timingProg)
 	w.bytes += int64(cap(p.out))*int64(unsafe.Sizeof(Sample{})) + int64(cap(p.scalarOut))*int64(unsafe.Sizeof(sample{}))
 	w.maps += mapBytes(reflect.ValueOf(p.dup))
 	// Maps keep their table when cleared; their largest size is what
@@ -156,74 +226,83 @@ func (p *Plan) walk() int64 {
 	return w.bytes + p.mapPeak + p.ev.labels + mapEstimate(len(w.seen), int(unsafe.Sizeof(unsafe.Pointer(nil))))
 }
 
-// walkValue adds what v refers to beyond its own size (which its
-// container counted).
-func (w *retainedWalker) walkValue(v reflect.Value) {
-	t := v.Type()
-	if t == labelsType || !v.IsValid() {
-		return
-	}
-	switch v.Kind() {
-	case reflect.Pointer:
-		if v.IsNil() || !walkable(t.Elem()) {
+// sliceHeader is a slice's header as the runtime lays it out.
+type sliceHeader struct {
+	data     unsafe.Pointer
+	len, cap int
+}
+
+// walk adds what the value of prog's type at a holds beyond its own size
+// (which its container counted).
+func (w *retainedWalker) walk(a unsafe.Pointer, p *walkProg) {
+	switch p.kind {
+	case progStruct:
+		for _, f := range p.fields {
+			w.walk(unsafe.Add(a, f.off), f.p)
+		}
+	case progSlice:
+		h := (*sliceHeader)(a)
+		if h.cap == 0 {
 			return
 		}
-		if t == histPtrType {
-			// Each histogram has one owner (a pool, a subquery's
-			// points), so histograms need no deduplication.
-			w.bytes += histBytes((*histogram.FloatHistogram)(v.UnsafePointer()))
-			return
-		}
-		ptr := v.UnsafePointer()
-		if _, ok := w.seen[ptr]; ok {
-			return
-		}
-		w.seen[ptr] = struct{}{}
-		w.bytes += int64(t.Elem().Size())
-		w.walkValue(v.Elem())
-	case reflect.Interface:
-		if !v.IsNil() {
-			w.walkValue(v.Elem())
-		}
-	case reflect.Struct:
-		if borrowed(t) || (t.PkgPath() != "" && !walkable(t)) {
-			return
-		}
-		for i := range v.NumField() {
-			w.walkValue(v.Field(i))
-		}
-	case reflect.Array:
-		if ownsMemory(t.Elem()) {
-			for i := range v.Len() {
-				w.walkValue(v.Index(i))
-			}
-		}
-	case reflect.Slice:
-		c := v.Cap()
-		if c == 0 {
-			return
-		}
-		et := t.Elem()
-		w.bytes += int64(c) * int64(et.Size())
-		if !ownsMemory(et) {
-			return
-		}
-		base := v.UnsafePointer()
-		if et == histPtrType { // a pool: typed, it is the common large case
-			for _, h := range unsafe.Slice((**histogram.FloatHistogram)(base), c) {
-				if h != nil {
-					w.bytes += histBytes(h)
-				}
-			}
+		w.bytes += int64(h.cap) * int64(p.esize)
+		if p.elem == nil {
 			return
 		}
 		// Elements past the length keep what earlier evaluations gave
 		// them (a reused slot's buffers), so walk to the capacity.
-		for i := range c {
-			w.walkValue(reflect.NewAt(et, unsafe.Add(base, uintptr(i)*et.Size())).Elem())
+		for i := range h.cap {
+			w.walk(unsafe.Add(h.data, uintptr(i)*p.esize), p.elem)
 		}
-	case reflect.Map:
-		w.maps += mapBytes(v)
+	case progHistSlice:
+		// A pool: each histogram has one owner, so histograms need no
+		// deduplication.
+		h := (*sliceHeader)(a)
+		w.bytes += int64(h.cap) * int64(unsafe.Sizeof((*histogram.FloatHistogram)(nil)))
+		for _, fh := range unsafe.Slice((**histogram.FloatHistogram)(h.data), h.cap) {
+			if fh != nil {
+				w.bytes += histBytes(fh)
+			}
+		}
+	case progArray:
+		for i := range p.n {
+			w.walk(unsafe.Add(a, uintptr(i)*p.esize), p.elem)
+		}
+	case progPtr:
+		w.walkPtr(*(*unsafe.Pointer)(a), p)
+	case progHistPtr:
+		if fh := *(**histogram.FloatHistogram)(a); fh != nil {
+			w.bytes += histBytes(fh)
+		}
+	case progMap:
+		w.maps += mapBytes(reflect.NewAt(p.typ, a).Elem())
+	case progIface:
+		v := reflect.NewAt(p.typ, a).Elem()
+		if v.IsNil() {
+			return
+		}
+		d := v.Elem()
+		if d.Kind() != reflect.Pointer {
+			return // the plan stores pointers in its interfaces
+		}
+		if dp := progFor(d.Type()); dp != nil && dp.kind == progPtr {
+			w.walkPtr(d.UnsafePointer(), dp)
+		}
+	}
+}
+
+// walkPtr counts the pointee of a pointer of prog p, once per walk.
+func (w *retainedWalker) walkPtr(ptr unsafe.Pointer, p *walkProg) {
+	if ptr == nil {
+		return
+	}
+	if _, ok := w.seen[ptr]; ok {
+		return
+	}
+	w.seen[ptr] = struct{}{}
+	w.bytes += int64(p.esize)
+	if p.elem != nil {
+		w.walk(ptr, p.elem)
 	}
 }
 
