@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
@@ -176,4 +177,47 @@ func TestResizeHeldTriggers(t *testing.T) {
 	c.unhold(held, 4)
 	bytes, _ = c.stats()
 	assert.EqualValues(t, 110, bytes)
+}
+
+// TestStreamHeldTriggerWorkingSetCounted: a trigger held by an open
+// StreamIsActive stream is charged its working set after the stream's
+// evaluations, is never evicted for polled triggers, and polled triggers
+// that do not fit beside it are evicted or trimmed; every call answers
+// and the cache stays within its bound.
+func TestStreamHeldTriggerWorkingSetCounted(t *testing.T) {
+	const (
+		series     = 20_000
+		cacheBytes = 8 << 20
+	)
+	synctest.Test(t, func(t *testing.T) {
+		st := wideStore(t, series)
+		s := New(query.NewEngine(st), st, Config{TriggerCacheBytes: cacheBytes, MaxTriggerBytes: 6 << 20}, Settings{})
+		t.Cleanup(s.Drain)
+		e := &env{st: st, s: s}
+		md := map[string]string{"metricQuery": "sum(g > -1)", "targetValue": "1", "activationThreshold": "0"}
+		fs, cancel := e.open(t, md)
+		synctest.Wait()
+		assert.Equal(t, []bool{true}, fs.got())
+		s.cache.mu.Lock()
+		held := s.cache.heldBytes
+		s.cache.mu.Unlock()
+		assert.Greater(t, held, int64(1<<20), "the held trigger's working set is counted")
+
+		for i := range 4 {
+			res, err := s.GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{ScaledObjectRef: wideRef(i)})
+			require.NoError(t, err)
+			assert.InDelta(t, float64(series), res.GetMetricValues()[0].GetMetricValueFloat(), 0)
+			gauge, _ := s.cache.stats()
+			assert.LessOrEqual(t, gauge, int64(cacheBytes))
+		}
+		time.Sleep(time.Second)
+		e.push(t, "g", 1, "pod", "pod-new", "model", "m0")
+		synctest.Wait()
+		gauge, _ := s.cache.stats()
+		assert.LessOrEqual(t, gauge, int64(cacheBytes))
+		s.cache.mu.Lock()
+		assert.Equal(t, 1, s.cache.heldN, "the held trigger stays cached")
+		s.cache.mu.Unlock()
+		require.NoError(t, cancel())
+	})
 }

@@ -94,7 +94,9 @@ type Config struct {
 	MaxTriggers int
 	// MaxTriggerBytes bounds one compiled trigger's estimated bytes
 	// (triggerCost: kept metadata, query texts, plan, interned names);
-	// a larger one is refused with InvalidArgument. Default 2 MiB.
+	// a larger one is refused with InvalidArgument. A plan whose working
+	// set takes it over the bound drops that working set after each
+	// evaluation (account). Default 2 MiB.
 	MaxTriggerBytes int64
 	// MaxStreamEvals bounds the shared StreamIsActive evaluations (one per
 	// trigger with open streams, stream.go) running at once, all triggers
@@ -108,7 +110,8 @@ type Config struct {
 	// max(1, GOMAXPROCS/2).
 	MaxStreamEvals int
 	// TriggerCacheBytes bounds the estimated bytes of all cached
-	// triggers, held ones included; least recently used ones are evicted
+	// triggers, held ones included, with their plans' working sets
+	// (account); least recently used ones are evicted
 	// to stay under it. Raised to MaxTriggerBytes if lower. Default 64 MiB.
 	TriggerCacheBytes int64
 }
