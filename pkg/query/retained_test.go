@@ -179,3 +179,32 @@ func BenchmarkRetainedBytes(b *testing.B) {
 		})
 	}
 }
+
+// TestTrimKeepsAnswers: Trim recompiles the plan's nodes from its text, so
+// every construct must survive the round trip: modifiers, escapes,
+// regular expressions, scalars, subqueries.
+func TestTrimKeepsAnswers(t *testing.T) {
+	st, end := retainedStore(t, 50)
+	e := NewEngine(st)
+	for _, q := range []string{
+		`sum(rate(c{pod=~"pod-1.*"}[1m] offset 1m))`,
+		`label_replace(g, "x", "a\"b$1", "pod", "pod-(.*)")`,
+		`g @ end()`, `g @ 1700000300`,
+		`quantile_over_time(0.5, g[5m:30s])`,
+		`count_values("v", g)`, `absent(nope{a="b"})`, `vector(1)`,
+		`scalar(sum(g)) * 2`, `time()`, `-sum(g) ^ 2`,
+		`g and on (pod) topk(3, g)`, `sort_desc(g unless g{model="m1"})`,
+		`histogram_quantile(0.5, h)`, `histogram_count(sum(h))`,
+		`sum by (model) (g) > bool 10`, `max_over_time(g[5m:1m] offset 30s)`,
+	} {
+		p, err := e.Query(q, Options{})
+		require.NoError(t, err, q)
+		want, err := p.Eval(context.Background(), end)
+		require.NoError(t, err, q)
+		wantText := fmt.Sprint(want)
+		require.NoError(t, p.Trim(), q)
+		got, err := p.Eval(context.Background(), end)
+		require.NoError(t, err, q)
+		assert.Equal(t, wantText, fmt.Sprint(got), q)
+	}
+}
