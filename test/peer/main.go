@@ -65,6 +65,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/test/bincache"
+	"github.com/keda-otel-scaler/keda-otel-scaler/test/load/procstat"
 )
 
 // envNetns marks the child that runs inside the private network namespace.
@@ -243,7 +244,7 @@ func measure(o opts) error {
 		return fmt.Errorf("-peer-bin: %w", err)
 	}
 	fmt.Printf("peer comparison: %s vs %s, %s push interval, idle %s, warm %s, measured %s, load average %s\n",
-		o.bin, o.peerBin, o.interval, o.idle, o.warm, o.measure, loadavg())
+		o.bin, o.peerBin, o.interval, o.idle, o.warm, o.measure, procstat.LoadAvg())
 	var results []result
 	for _, n := range o.series {
 		for round := range o.rounds {
@@ -257,7 +258,7 @@ func measure(o opts) error {
 					return fmt.Errorf("%s at %d series: %w", sys, n, err)
 				}
 				fmt.Printf("  %s %d series: %d points in %.1fs, %.2f CPU-s; idle %.3f cores; RSS peak %.0f MiB end %.0f MiB; GetMetrics %d calls %d failed p50 %s p99 %s value %.4g; stored %.0f of %d points sent; generator lag %s, %d failed Exports\n",
-					r.system, r.series, r.points, r.wall, r.cpu, r.idleCores, mib(r.rssPeak), mib(r.rssEnd), r.getCalls, r.getErrs, r.getP50, r.getP99, r.value, r.stored, r.sent, r.genLag, r.genErrs)
+					r.system, r.series, r.points, r.wall, r.cpu, r.idleCores, procstat.MiB(r.rssPeak), procstat.MiB(r.rssEnd), r.getCalls, r.getErrs, r.getP50, r.getP99, r.value, r.stored, r.sent, r.genLag, r.genErrs)
 				results = append(results, r)
 			}
 		}
@@ -267,12 +268,12 @@ func measure(o opts) error {
 	var failed []string
 	for _, r := range results {
 		fmt.Printf("%-17s %8d %7.0f %10.0f %9.0f %7.3f %10.3f %8.0fM %8.0fM %9.0fµs %9.0fµs %8d\n", r.system, r.series, r.rate, r.nsPerPoint(), r.netNsPerPoint(), r.cpu/r.wall, r.idleCores,
-			mib(r.rssPeak), mib(r.rssEnd), us(r.getP50), us(r.getP99), r.getErrs)
+			procstat.MiB(r.rssPeak), procstat.MiB(r.rssEnd), procstat.US(r.getP50), procstat.US(r.getP99), r.getErrs)
 		if r.genErrs > 0 || r.getCalls == 0 {
 			failed = append(failed, fmt.Sprintf("%s at %d series: %d failed Exports, %d GetMetrics calls", r.system, r.series, r.genErrs, r.getCalls))
 		}
 	}
-	fmt.Printf("load average now %s\n", loadavg())
+	fmt.Printf("load average now %s\n", procstat.LoadAvg())
 	if failed != nil {
 		return fmt.Errorf("the load was not delivered: %s", strings.Join(failed, "; "))
 	}
@@ -303,9 +304,9 @@ func runOne(o opts, system string, series int) (result, error) {
 		wg.Wait()
 	}()
 	wg.Go(func() { get.run(probeCtx, srv.keda, srv.trigger) })
-	cpu0, t0 := srv.cpu(), time.Now()
+	cpu0, t0 := srv.proc.CPU(), time.Now()
 	time.Sleep(o.idle)
-	r.idleCores = (srv.cpu() - cpu0).Seconds() / time.Since(t0).Seconds()
+	r.idleCores = (srv.proc.CPU() - cpu0).Seconds() / time.Since(t0).Seconds()
 
 	warmRounds := max(1, int(o.warm/o.interval))
 	if _, err := pace(ctx, o, srv.otlp, series, warmRounds, &r); err != nil {
@@ -313,18 +314,18 @@ func runOne(o opts, system string, series int) (result, error) {
 	}
 	get.take()
 	rounds := max(1, int(o.measure/o.interval))
-	cpu0, t0 = srv.cpu(), time.Now()
+	cpu0, t0 = srv.proc.CPU(), time.Now()
 	points, err := pace(ctx, o, srv.otlp, series, rounds, &r)
 	if err != nil {
 		return r, fmt.Errorf("measure: %w", err)
 	}
-	r.cpu, r.wall, r.points = (srv.cpu() - cpu0).Seconds(), time.Since(t0).Seconds(), points
+	r.cpu, r.wall, r.points = (srv.proc.CPU() - cpu0).Seconds(), time.Since(t0).Seconds(), points
 	lat, errs := get.take()
 	stopProbe()
 	wg.Wait()
-	r.getP50, r.getP99, r.getCalls, r.getErrs = quantile(lat, 0.5), quantile(lat, 0.99), len(lat)+errs, errs
+	r.getP50, r.getP99, r.getCalls, r.getErrs = procstat.Quantile(lat, 0.5), procstat.Quantile(lat, 0.99), len(lat)+errs, errs
 	r.value = get.lastValue()
-	r.rssPeak, r.rssEnd = srv.rss()
+	r.rssPeak, r.rssEnd = srv.proc.RSS()
 	r.stored, err = srv.pointsStored()
 	return r, err
 }
@@ -364,13 +365,13 @@ func pace(ctx context.Context, o opts, addr string, series, rounds int, r *resul
 // --- the servers ---
 
 type server struct {
-	cmd                  *exec.Cmd
-	otlp, keda, metrics  string
-	trigger              map[string]string
-	storedMetric         string
-	procStat, procStatus string
-	logPath              string
-	stopOnce             sync.Once
+	cmd                 *exec.Cmd
+	otlp, keda, metrics string
+	trigger             map[string]string
+	storedMetric        string
+	proc                procstat.Proc
+	logPath             string
+	stopOnce            sync.Once
 }
 
 // startOurs runs keda-otel-scaler on loopback port 0 with its defaults
@@ -467,7 +468,7 @@ func startPeer(ctx context.Context, bin string) (*server, error) {
 }
 
 func newServer(cmd *exec.Cmd) *server {
-	return &server{cmd: cmd, procStat: fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid), procStatus: fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)}
+	return &server{cmd: cmd, proc: procstat.Of(cmd.Process.Pid)}
 }
 
 func (s *server) stop() {
@@ -486,46 +487,6 @@ func (s *server) stop() {
 			_ = os.Remove(s.logPath + ".kubeconfig")
 		}
 	})
-}
-
-// cpu is the server process's user + system CPU time so far.
-func (s *server) cpu() time.Duration {
-	b, err := os.ReadFile(s.procStat)
-	if err != nil {
-		return 0
-	}
-	// utime and stime: fields 14 and 15 of the line, after the
-	// parenthesised command name, in clock ticks (USER_HZ, 100).
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100
-}
-
-// rss returns the peak (VmHWM) and current (VmRSS) resident set.
-func (s *server) rss() (peak, now int64) {
-	b, err := os.ReadFile(s.procStatus)
-	if err != nil {
-		return 0, 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmHWM:":
-			peak = kb << 10
-		case "VmRSS:":
-			now = kb << 10
-		}
-	}
-	return peak, now
 }
 
 // pointsStored sums the server's own count of stored points over its
@@ -644,26 +605,3 @@ func (p *getProbe) run(ctx context.Context, addr string, metadata map[string]str
 }
 
 // --- helpers ---
-
-func quantile(v []time.Duration, q float64) time.Duration {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(v))
-	return s[min(len(s)-1, int(q*float64(len(s))))]
-}
-
-func mib(b int64) float64        { return float64(b) / (1 << 20) }
-func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}

@@ -52,7 +52,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +68,7 @@ import (
 
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/receiver"
 	"github.com/keda-otel-scaler/keda-otel-scaler/pkg/synth"
+	"github.com/keda-otel-scaler/keda-otel-scaler/test/load/procstat"
 )
 
 const exportMethod = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
@@ -177,7 +177,7 @@ func runMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("capacity sweep: %s (GOMEMLIMIT %q), measured %s per step, %d cores, load average %s\n", o.bin, o.goMemLimit, o.duration, numCPU(), loadavg())
+	fmt.Printf("capacity sweep: %s (GOMEMLIMIT %q), measured %s per step, %d cores, load average %s\n", o.bin, o.goMemLimit, o.duration, numCPU(), procstat.LoadAvg())
 	var results []stepResult
 	for _, st := range o.steps {
 		r, err := runStep(self, o, st)
@@ -193,7 +193,7 @@ func runMain(args []string) error {
 	for _, r := range results {
 		ok := r.failures() == nil
 		fmt.Printf("%9d %5s %8.0f %10.0f %6.3f %8.0fM %8.0fM %8.0fM %6.0f(%4.0f)µs %6.0f(%4.0f)µs %4v\n", r.series, r.interval, r.rate, r.dpPerCPU, r.cores,
-			mib(r.rssPeak), mib(r.rssEnd), mib(int64(r.storeMem)), us(r.getP50), us(r.idleGetP50), us(r.pushP50), us(r.idlePushP50), ok)
+			procstat.MiB(r.rssPeak), procstat.MiB(r.rssEnd), procstat.MiB(int64(r.storeMem)), procstat.US(r.getP50), procstat.US(r.idleGetP50), procstat.US(r.pushP50), procstat.US(r.idlePushP50), ok)
 		if ok && r.rate > largest.rate {
 			largest = r
 		}
@@ -203,7 +203,7 @@ func runMain(args []string) error {
 			fmt.Printf("step %d series @%s misses: %s\n", r.series, r.interval, strings.Join(f, "; "))
 		}
 	}
-	fmt.Printf("largest push rate meeting the targets: %d series every %s (%.0f dp/s); load average now %s\n", largest.series, largest.interval, largest.rate, loadavg())
+	fmt.Printf("largest push rate meeting the targets: %d series every %s (%.0f dp/s); load average now %s\n", largest.series, largest.interval, largest.rate, procstat.LoadAvg())
 	return nil
 }
 
@@ -268,7 +268,7 @@ func (r stepResult) failures() []string {
 		f = append(f, fmt.Sprintf("push p50 %s > %d× its idle p50 %s", r.pushP50, maxLatencyRatio, r.idlePushP50))
 	}
 	if r.rssPeak > r.memoryLimit {
-		f = append(f, fmt.Sprintf("peak RSS %.0f MiB > %.0f MiB", mib(r.rssPeak), mib(r.memoryLimit)))
+		f = append(f, fmt.Sprintf("peak RSS %.0f MiB > %.0f MiB", procstat.MiB(r.rssPeak), procstat.MiB(r.memoryLimit)))
 	}
 	return f
 }
@@ -280,7 +280,7 @@ func (r stepResult) print() {
 		r.points, r.rate, r.wall, r.cpu, r.cores, r.genLag.Round(time.Millisecond))
 	fmt.Printf("  burst: %d points, %.2f server CPU-s: %.0f dp/cpu_s steady state\n", r.burstPoints, r.burstCPU, r.dpPerCPU)
 	fmt.Printf("  memory: RSS peak %.0f MiB, end %.0f MiB, store gauge %.0f MiB (%.0f B/series); %.0f series stored\n",
-		mib(r.rssPeak), mib(r.rssEnd), mib(int64(r.storeMem)), r.storeMem/float64(r.series), r.seriesStored)
+		procstat.MiB(r.rssPeak), procstat.MiB(r.rssEnd), procstat.MiB(int64(r.storeMem)), r.storeMem/float64(r.series), r.seriesStored)
 	fmt.Printf("  GetMetrics (1k series, sum(rate)): %d calls, %d failed; paced phase client p50 %s p99 %s (idle p50 %s), server evaluation mean %.1f µs\n",
 		r.getCalls, r.getErrors, r.getP50, r.getP99, r.idleGetP50, r.evalMean*1e6)
 	fmt.Printf("  push: %d flips, %d not pushed within 5s; paced phase Export→Recv p50 %s p99 %s (idle p50 %s); rejected points %.0f, failed Exports %d\n",
@@ -313,12 +313,12 @@ func runStep(self string, o opts, st step) (stepResult, error) {
 	}
 
 	// Fill: back-dated rounds spanning the retention, as fast as possible.
-	cpu0, start := srv.cpu(), time.Now()
+	cpu0, start := srv.proc.CPU(), time.Now()
 	gs, err := runGen(ctx, self, srv.otlp, series, o.streams, o.window, -time.Duration(o.window)*o.interval, o.interval, false, time.Until(deadline(ctx)))
 	if err != nil {
 		return r, fmt.Errorf("fill: %w", err)
 	}
-	r.fillPoints, r.fillCPU, r.fillWall = gs.Points, (srv.cpu() - cpu0).Seconds(), time.Since(start).Seconds()
+	r.fillPoints, r.fillCPU, r.fillWall = gs.Points, (srv.proc.CPU() - cpu0).Seconds(), time.Since(start).Seconds()
 	addErr(gs)
 
 	// One round stamped now: the fill's newest samples are as old as the
@@ -357,13 +357,13 @@ func runStep(self string, o opts, st step) (stepResult, error) {
 	time.Sleep(idleWindow)
 	idleGet, idleGetErrs := get.take()
 	idlePush, idlePushMissed := push.take()
-	r.idleGetP50, r.idlePushP50 = quantile(idleGet, 0.5), quantile(idlePush, 0.5)
+	r.idleGetP50, r.idlePushP50 = procstat.Quantile(idleGet, 0.5), procstat.Quantile(idlePush, 0.5)
 
 	m0, err := srv.metrics()
 	if err != nil {
 		return r, err
 	}
-	cpu0, start = srv.cpu(), time.Now()
+	cpu0, start = srv.proc.CPU(), time.Now()
 	rounds := int(o.duration / o.interval)
 	gs, err = runGen(ctx, self, srv.otlp, series, o.streams, rounds, 0, o.interval, true, o.duration+o.interval)
 	if err != nil {
@@ -372,7 +372,7 @@ func runStep(self string, o opts, st step) (stepResult, error) {
 	// The last round is sent at (rounds-1) × interval: wait out its
 	// interval, so the phase holds rounds intervals of load and probes.
 	time.Sleep(time.Until(start.Add(time.Duration(rounds) * o.interval)))
-	r.cpu, r.wall = (srv.cpu() - cpu0).Seconds(), time.Since(start).Seconds()
+	r.cpu, r.wall = (srv.proc.CPU() - cpu0).Seconds(), time.Since(start).Seconds()
 	m1, err := srv.metrics()
 	if err != nil {
 		return r, err
@@ -389,14 +389,14 @@ func runStep(self string, o opts, st step) (stepResult, error) {
 	// generator lag and a longer phase).
 	r.cores = r.cpu / r.wall
 	r.getCalls, r.getErrors = len(lat)+getErrs+len(idleGet)+idleGetErrs, getErrs+idleGetErrs
-	r.getP50, r.getP99 = quantile(lat, 0.5), quantile(lat, 0.99)
+	r.getP50, r.getP99 = procstat.Quantile(lat, 0.5), procstat.Quantile(lat, 0.99)
 	r.pushes, r.pushMissed = len(plat)+missed+len(idlePush)+idlePushMissed, missed+idlePushMissed
-	r.pushP50, r.pushP99 = quantile(plat, 0.5), quantile(plat, 0.99)
+	r.pushP50, r.pushP99 = procstat.Quantile(plat, 0.5), procstat.Quantile(plat, 0.99)
 	if d := m1.evalCount - m0.evalCount; d > 0 {
 		r.evalMean = (m1.evalSum - m0.evalSum) / d
 	}
 	// Memory now: every series with a full window, steady state.
-	r.rssPeak, r.rssEnd = srv.rss()
+	r.rssPeak, r.rssEnd = srv.proc.RSS()
 	r.storeMem, r.seriesStored = m1.storeMem, m1.series
 	r.expect = float64(series + 1) // the push probe's series
 
@@ -405,12 +405,12 @@ func runStep(self string, o opts, st step) (stepResult, error) {
 	// series count with full windows, as make load measures it. Dense
 	// samples grow small rings, so memory was read before.
 	burstRounds := max(3, (burstPoints+series-1)/series)
-	cpu0 = srv.cpu()
+	cpu0 = srv.proc.CPU()
 	bs, err := runGen(ctx, self, srv.otlp, series, o.streams, burstRounds, time.Millisecond, time.Millisecond, false, 5*time.Minute)
 	if err != nil {
 		return r, fmt.Errorf("burst: %w", err)
 	}
-	r.burstPoints, r.burstCPU = bs.Points, (srv.cpu() - cpu0).Seconds()
+	r.burstPoints, r.burstCPU = bs.Points, (srv.proc.CPU() - cpu0).Seconds()
 	r.dpPerCPU = float64(bs.Points) / r.burstCPU
 	addErr(bs)
 	m2, err := srv.metrics()
@@ -434,15 +434,15 @@ func deadline(ctx context.Context) time.Time {
 // --- the server under test ---
 
 type scaler struct {
-	cmd                  *exec.Cmd
-	otlp, keda, http     string
-	triggerMetric        string
-	stderrDone           chan struct{}
-	stopOnce             sync.Once
-	httpClient           *http.Client
-	lastLogLines         []string
-	lastLogMu            sync.Mutex
-	procStat, procStatus string
+	cmd              *exec.Cmd
+	otlp, keda, http string
+	triggerMetric    string
+	stderrDone       chan struct{}
+	stopOnce         sync.Once
+	httpClient       *http.Client
+	lastLogLines     []string
+	lastLogMu        sync.Mutex
+	proc             procstat.Proc
 }
 
 // startScaler runs the binary on loopback ports with its defaults plus
@@ -465,7 +465,7 @@ func startScaler(ctx context.Context, bin string, args []string, goMemLimit stri
 	}
 	s := &scaler{
 		cmd: cmd, stderrDone: make(chan struct{}), httpClient: &http.Client{Timeout: 10 * time.Second},
-		procStat: fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid), procStatus: fmt.Sprintf("/proc/%d/status", cmd.Process.Pid),
+		proc: procstat.Of(cmd.Process.Pid),
 	}
 	serving := make(chan struct{})
 	go func() {
@@ -536,49 +536,6 @@ func (s *scaler) stop() {
 		}
 		s.lastLogMu.Unlock()
 	})
-}
-
-// cpu is the server process's user + system CPU time so far.
-func (s *scaler) cpu() time.Duration {
-	b, err := os.ReadFile(s.procStat)
-	if err != nil {
-		return 0
-	}
-	// Fields after the parenthesised command name; utime and stime are
-	// fields 14 and 15 (1-based) of the whole line, in clock ticks.
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / clockTicks
-}
-
-// clockTicks is USER_HZ, 100 on every Linux this runs on.
-const clockTicks = 100
-
-// rss returns the server's peak (VmHWM) and current (VmRSS) resident set.
-func (s *scaler) rss() (peak, now int64) {
-	b, err := os.ReadFile(s.procStatus)
-	if err != nil {
-		return 0, 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmHWM:":
-			peak = kb << 10
-		case "VmRSS:":
-			now = kb << 10
-		}
-	}
-	return peak, now
 }
 
 // count returns how many series named name the server holds, through its
@@ -985,33 +942,10 @@ func cmpOr(a, b string) string {
 
 // --- helpers ---
 
-func quantile(v []time.Duration, q float64) time.Duration {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(v))
-	return s[min(len(s)-1, int(q*float64(len(s))))]
-}
-
-func mib(b int64) float64        { return float64(b) / (1 << 20) }
-func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-
 func numCPU() int {
 	b, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
 		return 0
 	}
 	return strings.Count(string(b), "processor\t:")
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
