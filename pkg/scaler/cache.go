@@ -43,8 +43,9 @@ type trigger struct {
 	holds      int      // open StreamIsActive streams using the trigger
 	lastUsed   int64    // unix ns of the last lookup; drives expiry
 	// retained is the plan's working set as the cache last counted it
-	// (query.Plan.RetainedBytes, set by resize after each evaluation);
-	// cached tells the trigger is in byHash.
+	// (query.Plan.RetainedBytes, set by resize after each evaluation).
+	// It is written under both mu and triggerCache.mu, so either lock
+	// suffices to read it. cached tells the trigger is in byHash.
 	retained int64
 	cached   bool
 

@@ -520,7 +520,11 @@ func (s *Scaler) evalLocked(ctx context.Context, t *trigger) (float64, error) {
 // common case (nothing grew) is a walk of the plan's nodes and one
 // locked compare, without allocating.
 func (s *Scaler) account(t *trigger) {
-	evicted, trim := s.cache.resize(t, t.plan.RetainedBytes(), s.cfg.MaxTriggerBytes)
+	r := t.plan.RetainedBytes()
+	if r == t.retained { // read under t.mu (cache.go); the warm case
+		return
+	}
+	evicted, trim := s.cache.resize(t, r, s.cfg.MaxTriggerBytes)
 	for _, e := range evicted {
 		s.release(e)
 	}
