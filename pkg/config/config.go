@@ -239,10 +239,13 @@ type Scaler struct {
 	MaxTriggers int
 	// MaxTriggerBytes bounds one compiled trigger's estimated memory
 	// (kept metadata, query texts, plan, interned metric names), in bytes;
-	// a trigger over it is refused with InvalidArgument. Default 2 MiB.
+	// a trigger over it is refused with InvalidArgument, and a plan whose
+	// working set (what it keeps between evaluations) takes it over drops
+	// that working set after each evaluation. Default 2 MiB.
 	MaxTriggerBytes int64
 	// TriggerCacheBytes bounds the estimated memory of every cached
-	// trigger, held ones included, in bytes; least recently used
+	// trigger, held ones included, with its plan's working set, in bytes;
+	// least recently used
 	// triggers are evicted to stay under it. Default 64 MiB.
 	TriggerCacheBytes int64
 	// MaxStreams caps open StreamIsActive and StreamMetricSpec streams

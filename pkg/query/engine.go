@@ -426,7 +426,7 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 	if w := time.Duration(c.window) * time.Millisecond; w > e.store.Retention() {
 		warnings = append(warnings, fmt.Sprintf("query reads %v back (range or lookback plus offset) but the store keeps %v; older samples are missing", w, e.store.Retention()))
 	}
-	return &Plan{
+	p := &Plan{
 		timing:     c.timing,
 		warnings:   warnings,
 		root:       root,
@@ -437,7 +437,11 @@ func (e *Engine) Compile(expr parser.Expr, opts Options) (*Plan, error) {
 		maxSamples: int64(opts.MaxSamples),
 		maxSeries:  opts.MaxSeries,
 		maxLabels:  opts.MaxLabelBytes,
-	}, nil
+		engine:     e,
+		opts:       opts,
+	}
+	p.base = p.walk()
+	return p, nil
 }
 
 // Query parses and compiles q.
@@ -472,6 +476,14 @@ type Plan struct {
 	// that has it, for the final same-labelset check.
 	dup       map[uint64]int
 	scalarOut vector
+
+	// engine and opts recompile the plan's nodes (Trim); walker and
+	// mapPeak are RetainedBytes' state (retained.go).
+	engine  *Engine
+	opts    Options
+	walker  retainedWalker
+	mapPeak int64
+	base    int64 // walk() of the plan as compiled
 }
 
 // String returns the canonical text of the compiled expression.

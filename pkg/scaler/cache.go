@@ -24,7 +24,9 @@ type trigger struct {
 	rewritten string // the evaluated query when lowering changed it
 	metricIDs []uint32
 	anyMetric bool
-	cost      int64 // estimated bytes held (triggerCost); what the cache's byte bound counts
+	// cost is the compiled trigger's estimated bytes (triggerCost),
+	// fixed; the cache's byte bound counts cost plus retained.
+	cost int64
 	// interest holds the trigger's metric names in the lazy registry
 	// (--lazy-ingest; nil when off); lazyReadyAt is when the families it
 	// reads have been stored for --warmup (unix ns, lazy.go).
@@ -40,6 +42,12 @@ type trigger struct {
 	prev, next *trigger // the LRU list of unheld triggers
 	holds      int      // open StreamIsActive streams using the trigger
 	lastUsed   int64    // unix ns of the last lookup; drives expiry
+	// retained is the plan's working set as the cache last counted it
+	// (query.Plan.RetainedBytes, set by resize after each evaluation).
+	// It is written under both mu and triggerCache.mu, so either lock
+	// suffices to read it. cached tells the trigger is in byHash.
+	retained int64
+	cached   bool
 
 	mu   sync.Mutex // serialises plan evaluation; a plan is single-goroutine
 	plan *query.Plan
@@ -369,10 +377,10 @@ func (c *triggerCache) add(t *trigger, now int64, hold bool) (got *trigger, inse
 		c.m.evicted[evictExpired].Inc()
 		evicted = append(evicted, b)
 	}
-	if c.heldN+1 > c.maxEntries || c.heldBytes+t.cost > c.maxBytes {
+	if c.heldN+1 > c.maxEntries || c.heldBytes+t.size() > c.maxBytes {
 		return nil, false, evicted, ErrTriggerCacheFull
 	}
-	for c.n+1 > c.maxEntries || c.bytes+t.cost > c.maxBytes {
+	for c.n+1 > c.maxEntries || c.bytes+t.size() > c.maxBytes {
 		b := c.tail // not nil: the held triggers alone leave room for t
 		c.work++
 		c.removeLocked(b)
@@ -382,17 +390,81 @@ func (c *triggerCache) add(t *trigger, now int64, hold bool) (got *trigger, inse
 	t.lastUsed = now
 	t.hnext = c.byHash[t.hash]
 	c.byHash[t.hash] = t
+	t.cached = true
 	c.n++
-	c.bytes += t.cost
+	c.bytes += t.size()
 	if hold {
 		t.holds = 1
 		c.heldN++
-		c.heldBytes += t.cost
+		c.heldBytes += t.size()
 	} else {
 		c.pushFrontLocked(t)
 	}
 	c.gaugesLocked()
 	return t, true, evicted, nil
+}
+
+// size is what the cache counts for t: its compiled cost and its plan's
+// working set. Guarded by triggerCache.mu once t is cached.
+func (t *trigger) size() int64 { return t.cost + t.retained }
+
+// resize records that t's plan now keeps retained bytes between
+// evaluations (query.Plan.RetainedBytes; the caller holds t.mu and has
+// just evaluated it), and restores the byte bound the way add does: by
+// evicting least recently used unheld triggers, which it returns for the
+// caller to release. trim asks the caller to drop the plan's working set
+// (query.Plan.Trim) and resize again, when nothing else can make room: the
+// trigger's cost and working set exceed maxTrigger (--max-trigger-bytes)
+// on their own, or once every other unheld trigger is evicted the cache is
+// still over its bound (held triggers fill it; each of them trims itself
+// at its own next evaluation). Then nothing is changed or evicted. A
+// trigger that has left the cache changes nothing: it is dropped when its
+// caller is done with it. The common case (the working set did not grow,
+// or there is room) is O(1) and does not allocate.
+func (c *triggerCache) resize(t *trigger, retained, maxTrigger int64) (evicted []*trigger, trim bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !t.cached || retained == t.retained {
+		return nil, false
+	}
+	if t.cost+retained > maxTrigger {
+		return nil, true
+	}
+	// The bound counts held triggers' working sets too, so a plan that
+	// grew must fit beside them without evicting anything held.
+	grow := retained - t.retained
+	if grow > 0 && c.heldBytes+grow+c.sizeIfUnheld(t) > c.maxBytes {
+		return nil, true
+	}
+	// Evict from the back while over the bound. The check above leaves
+	// enough unheld triggers other than t (which, just used, is at the
+	// front or held) to make room, so the tail is never nil or t.
+	for c.bytes+grow > c.maxBytes {
+		b := c.tail
+		if b == nil || b == t {
+			return evicted, true // defensive: see above
+		}
+		c.work++
+		c.removeLocked(b)
+		c.m.evicted[evictLRU].Inc()
+		evicted = append(evicted, b)
+	}
+	c.bytes += grow
+	if t.holds > 0 {
+		c.heldBytes += grow
+	}
+	t.retained = retained
+	c.gaugesLocked()
+	return evicted, false
+}
+
+// sizeIfUnheld is t's size when t is not held (then heldBytes does not
+// include it), else 0.
+func (c *triggerCache) sizeIfUnheld(t *trigger) int64 {
+	if t.holds > 0 {
+		return 0
+	}
+	return t.size()
 }
 
 // unhold drops a hold taken by get or add; the last one puts t back in
@@ -404,7 +476,7 @@ func (c *triggerCache) unhold(t *trigger, now int64) {
 		return
 	}
 	c.heldN--
-	c.heldBytes -= t.cost
+	c.heldBytes -= t.size()
 	t.lastUsed = now
 	c.pushFrontLocked(t)
 }
@@ -418,7 +490,7 @@ func (c *triggerCache) useLocked(t *trigger, now int64, hold bool) {
 		if t.holds == 0 {
 			c.unlinkLocked(t)
 			c.heldN++
-			c.heldBytes += t.cost
+			c.heldBytes += t.size()
 		}
 		t.holds++
 	case t.holds == 0 && c.head != t:
@@ -443,8 +515,9 @@ func (c *triggerCache) removeLocked(t *trigger) {
 		p.hnext = t.hnext
 	}
 	t.hnext = nil
+	t.cached = false
 	c.n--
-	c.bytes -= t.cost
+	c.bytes -= t.size()
 	c.gaugesLocked()
 }
 

@@ -32,6 +32,9 @@ type metrics struct {
 	// triggerBytes and evicted watch the compiled-trigger cache's bounds.
 	triggerBytes prometheus.Gauge
 	evicted      map[string]prometheus.Counter
+	// trimmed counts plans whose working set was dropped to keep the
+	// cache's byte bounds (Scaler.account).
+	trimmed prometheus.Counter
 	// triggerWarnings counts the warnings of compiled triggers;
 	// triggerWarningsUnlogged those the log limiter dropped.
 	triggerWarnings, triggerWarningsUnlogged prometheus.Counter
@@ -66,7 +69,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		triggerBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keda_otel_scaler_scaler_trigger_cache_bytes",
-			Help: "Estimated bytes held by the compiled triggers in the cache (bounded by --trigger-cache-bytes).",
+			Help: "Estimated bytes held by the compiled triggers in the cache: each compiled plan plus the working set it kept from its last evaluation (bounded by --trigger-cache-bytes).",
+		}),
+		trimmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keda_otel_scaler_scaler_trigger_plans_trimmed_total",
+			Help: "Evaluations after which a trigger's plan dropped its working set because it did not fit --max-trigger-bytes, or --trigger-cache-bytes beside held triggers; its next evaluation allocates it again.",
 		}),
 		triggerWarnings: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "keda_otel_scaler_scaler_trigger_warnings_total",
@@ -90,7 +97,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.ok[meth] = m.rpcs.WithLabelValues(meth, codes.OK.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.rpcs, m.evalSeconds, m.streams, m.pushes, m.deferred, m.triggers, m.triggerBytes, evicted, m.triggerWarnings, m.triggerWarningsUnlogged)
+		reg.MustRegister(m.rpcs, m.evalSeconds, m.streams, m.pushes, m.deferred, m.triggers, m.triggerBytes, evicted, m.trimmed, m.triggerWarnings, m.triggerWarningsUnlogged)
 	}
 	return m
 }

@@ -94,7 +94,9 @@ type Config struct {
 	MaxTriggers int
 	// MaxTriggerBytes bounds one compiled trigger's estimated bytes
 	// (triggerCost: kept metadata, query texts, plan, interned names);
-	// a larger one is refused with InvalidArgument. Default 2 MiB.
+	// a larger one is refused with InvalidArgument. A plan whose working
+	// set takes it over the bound drops that working set after each
+	// evaluation (account). Default 2 MiB.
 	MaxTriggerBytes int64
 	// MaxStreamEvals bounds the shared StreamIsActive evaluations (one per
 	// trigger with open streams, stream.go) running at once, all triggers
@@ -108,7 +110,8 @@ type Config struct {
 	// max(1, GOMAXPROCS/2).
 	MaxStreamEvals int
 	// TriggerCacheBytes bounds the estimated bytes of all cached
-	// triggers, held ones included; least recently used ones are evicted
+	// triggers, held ones included, with their plans' working sets
+	// (account); least recently used ones are evicted
 	// to stay under it. Raised to MaxTriggerBytes if lower. Default 64 MiB.
 	TriggerCacheBytes int64
 }
@@ -525,7 +528,44 @@ func (s *Scaler) evalLocked(ctx context.Context, t *trigger) (float64, error) {
 		v, err = t.reduce(res)
 	}
 	t.stats.evaluated(ts, v, v > t.activation, err == nil)
+	s.account(t)
 	return v, err
+}
+
+// account charges the working set t's plan kept from the evaluation that
+// just ran (failed ones too: a budget error stops after buffers grew) to
+// the cache's byte bound, under t.mu. The cache evicts least recently used
+// triggers to make room; when it cannot, or the trigger alone is over
+// --max-trigger-bytes, the plan's working set is dropped (query.Plan.Trim:
+// it answers the same, and its next evaluation allocates its buffers
+// again) and the smaller size is charged. So memory between evaluations is
+// bounded by --trigger-cache-bytes whatever the triggers select. The
+// common case (nothing grew) is a walk of the plan's nodes and one
+// locked compare, without allocating.
+func (s *Scaler) account(t *trigger) {
+	r := t.plan.RetainedBytes()
+	if r == t.retained { // read under t.mu (cache.go); the warm case
+		return
+	}
+	evicted, trim := s.cache.resize(t, r, s.cfg.MaxTriggerBytes)
+	for _, e := range evicted {
+		s.release(e)
+	}
+	if !trim {
+		return
+	}
+	if err := t.plan.Trim(); err != nil {
+		// Not expected: the plan's text came from a parsed expression.
+		// The trigger keeps its buffers and its previous charge.
+		s.logger.Error("Trigger plan not trimmed", "namespace", t.namespace, "scaled_object", t.name, "error", err)
+		return
+	}
+	s.m.trimmed.Inc()
+	// A fresh plan keeps (nearly) nothing, so this cannot ask again.
+	evicted, _ = s.cache.resize(t, t.plan.RetainedBytes(), s.cfg.MaxTriggerBytes)
+	for _, e := range evicted {
+		s.release(e)
+	}
 }
 
 // reduce turns a query result into the one value of keda-contract.md §5,
