@@ -108,10 +108,12 @@ func TestComponentConfigsCarryEveryField(t *testing.T) {
 	c.Receiver.Delta = "ingest"
 	// Not component fields: pkg/server wraps both OTLP transports with the
 	// token check (tls.go) and builds the receiver's Filter from the allow
-	// list and --lazy-ingest (lazy.go); Delta is checked below.
+	// list and --lazy-ingest (lazy.go); Delta is checked below. The
+	// --ready-peers gate is the server's (peers.go): the scaler only gets
+	// its CatchUp hook.
 	notCarried := map[string]bool{
 		"Receiver.BearerTokenFile": true, "Receiver.MetricAllowList": true, "Receiver.LazyIngest": true,
-		"Receiver.Delta": true,
+		"Receiver.Delta": true, "Scaler.ReadyPeers": true, "Scaler.ReadyPeersTimeout": true, "Scaler.ReadyPeersTLS": true,
 	}
 	assert.True(t, c.ReceiverConfig().IngestDelta, "Receiver.Delta ingest")
 	for _, s := range []struct {
@@ -159,6 +161,10 @@ func setDistinct(t *testing.T, v reflect.Value, n int) {
 		v.SetBool(true)
 	case reflect.Slice:
 		v.Set(reflect.ValueOf([]string{fmt.Sprintf("s%d", n)}))
+	case reflect.Struct:
+		for i := range v.NumField() {
+			setDistinct(t, v.Field(i), 100*n+i)
+		}
 	default:
 		t.Fatalf("setDistinct: add a case for %s", v.Type())
 	}

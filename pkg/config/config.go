@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -100,6 +101,20 @@ type Server struct {
 // certificates that chain to that CA (mutual TLS). Paths to PEM files.
 type TLSFiles struct {
 	CertFile, KeyFile, ClientCAFile string
+}
+
+// PeerTLS is how a replica connects to its peers' HTTPS listeners
+// (--ready-peers). Paths to PEM files.
+type PeerTLS struct {
+	// CAFile verifies the peers' certificates; empty uses the system's
+	// roots.
+	CAFile string
+	// CertFile and KeyFile, set together, are the client certificate
+	// presented to peers that require one (--http-tls-client-ca-file).
+	CertFile, KeyFile string
+	// ServerName is the name verified in the peers' certificates; empty
+	// verifies each URL's host.
+	ServerName string
 }
 
 // Enabled reports whether the listener serves TLS.
@@ -200,6 +215,22 @@ type Scaler struct {
 	// (keda-contract.md §8.2). For HA replicas fed by a fan-out layer, so
 	// a replica never answers KEDA from an empty store. Default false.
 	ReadyAfterFresh bool
+	// ReadyPeers are the base URLs (http:// or https://host:port) of the
+	// other HA replicas' HTTP listeners. With ReadyAfterFresh, once the
+	// Warmup clock has run out the replica stays warming up until, on two
+	// polls in a row about a second apart, it holds at least as many
+	// fresh series as every peer that answers and is itself ready, less a
+	// tolerance of max(1, 0.5 %) of the peer's count (pkg/server/peers.go).
+	// Unreachable, failing and not-ready peers are ignored, so the list
+	// may name this replica too. Default empty: no peer check.
+	ReadyPeers []string
+	// ReadyPeersTimeout bounds that wait, from the end of the Warmup
+	// clock: after it the replica turns ready anyway, logged at warn and
+	// counted. Default 3m.
+	ReadyPeersTimeout time.Duration
+	// ReadyPeersTLS is the client side of the peer polls, for peers whose
+	// HTTP listener serves TLS (https:// URLs).
+	ReadyPeersTLS PeerTLS
 	// TriggerTTL is how long a compiled trigger stays cached unused.
 	// Default 10m.
 	TriggerTTL time.Duration
@@ -309,6 +340,7 @@ func Default() Config {
 			MaxTriggers:       cd.MaxTriggers,
 			MaxTriggerBytes:   cd.MaxTriggerBytes,
 			TriggerCacheBytes: cd.TriggerCacheBytes,
+			ReadyPeersTimeout: 3 * time.Minute,
 		},
 		Query: Query{MaxLabelBytes: query.DefaultMaxLabelBytes, MaxConcurrency: ad.MaxConcurrency, MaxSamples: ad.MaxSamples, Timeout: ad.Timeout},
 		Log:   Log{Format: "text", Level: "info"},
@@ -426,6 +458,7 @@ func (c Config) Validate() error {
 	if c.Scaler.Warmup < 0 {
 		errs = append(errs, fmt.Errorf("--warmup %v must be >= 0", c.Scaler.Warmup))
 	}
+	errs = append(errs, c.Scaler.validatePeers()...)
 	if c.Scaler.PushHoldoff < 0 {
 		errs = append(errs, fmt.Errorf("--push-holdoff %v must be >= 0", c.Scaler.PushHoldoff))
 	}
@@ -485,6 +518,44 @@ func (t TLSFiles) validate(prefix string) []error {
 	}
 	return errs
 }
+
+// validatePeers checks --ready-peers and its TLS flags.
+func (c Scaler) validatePeers() []error {
+	var errs []error
+	if len(c.ReadyPeers) > 0 && !c.ReadyAfterFresh {
+		errs = append(errs, errors.New("--ready-peers needs --ready-after-fresh (the peer check extends its warm-up)"))
+	}
+	if len(c.ReadyPeers) > MaxReadyPeers {
+		errs = append(errs, fmt.Errorf("--ready-peers lists %d URLs; at most %d", len(c.ReadyPeers), MaxReadyPeers))
+	}
+	for _, p := range c.ReadyPeers {
+		u, err := url.Parse(p)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("--ready-peers %q: %w", p, err))
+		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+			errs = append(errs, fmt.Errorf("--ready-peers %q: want http://host:port or https://host:port", p))
+		}
+	}
+	if c.ReadyPeersTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--ready-peers-timeout %v must be > 0", c.ReadyPeersTimeout))
+	}
+	t := c.ReadyPeersTLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		errs = append(errs, errors.New("--ready-peers-cert-file and --ready-peers-key-file must be set together"))
+	}
+	for _, f := range []struct{ flag, path string }{{"ca-file", t.CAFile}, {"cert-file", t.CertFile}, {"key-file", t.KeyFile}} {
+		if strings.ContainsRune(f.path, 0) {
+			errs = append(errs, fmt.Errorf("--ready-peers-%s %q: not a path (contains NUL)", f.flag, f.path))
+		}
+	}
+	return errs
+}
+
+// MaxReadyPeers is the most --ready-peers URLs: every poll asks each of
+// them, so the list bounds the poller's work; far above any HA replica
+// count.
+const MaxReadyPeers = 64
 
 func validateAddr(addr string) error {
 	_, port, err := net.SplitHostPort(addr)

@@ -313,3 +313,46 @@ func TestMaxConnections(t *testing.T) {
 		assert.Contains(t, err.Error(), want)
 	}
 }
+
+// TestReadyPeersFlags: --ready-peers and its timeout and TLS flags, with
+// env twins; the list needs --ready-after-fresh and well-formed http(s)
+// base URLs.
+func TestReadyPeersFlags(t *testing.T) {
+	env := map[string]string{"KOS_READY_PEERS": "http://a-0.h:8080, https://a-1.h:8080/", "KOS_READY_AFTER_FRESH": "true"}
+	args := []string{
+		"--ready-peers-timeout", "1m", "--ready-peers-ca-file", "/ca", "--ready-peers-cert-file", "/c",
+		"--ready-peers-key-file", "/k", "--ready-peers-server-name", "kos.ns.svc",
+	}
+	c, err := Load("t", args, func(k string) string { return env[k] }, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"http://a-0.h:8080", "https://a-1.h:8080/"}, c.Scaler.ReadyPeers)
+	assert.Equal(t, time.Minute, c.Scaler.ReadyPeersTimeout)
+	assert.Equal(t, PeerTLS{CAFile: "/ca", CertFile: "/c", KeyFile: "/k", ServerName: "kos.ns.svc"}, c.Scaler.ReadyPeersTLS)
+	assert.Equal(t, 3*time.Minute, Default().Scaler.ReadyPeersTimeout)
+	assert.Empty(t, Default().Scaler.ReadyPeers)
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ready-peers", "http://a:1"}, "--ready-peers needs --ready-after-fresh"},
+		{[]string{"--ready-after-fresh", "--ready-peers", "a:8080"}, `--ready-peers "a:8080"`},
+		{[]string{"--ready-after-fresh", "--ready-peers", "ftp://a:1"}, "want http://host:port"},
+		{[]string{"--ready-after-fresh", "--ready-peers", "http://a:1/?x=1"}, "want http://host:port"},
+		{[]string{"--ready-after-fresh", "--ready-peers", "http://user@a:1"}, "want http://host:port"},
+		{[]string{"--ready-after-fresh", "--ready-peers", "http://"}, "want http://host:port"},
+		{[]string{"--ready-peers-timeout", "0"}, "--ready-peers-timeout 0s must be > 0"},
+		{[]string{"--ready-peers-cert-file", "/c"}, "--ready-peers-cert-file and --ready-peers-key-file must be set together"},
+		{[]string{"--ready-peers-ca-file", "a\x00b"}, "not a path"},
+	} {
+		_, err := Load("t", tc.args, func(string) string { return "" }, &bytes.Buffer{})
+		require.Error(t, err, "%q", tc.args)
+		assert.Contains(t, err.Error(), tc.want, "%q", tc.args)
+	}
+	many := "http://a:1"
+	for range MaxReadyPeers {
+		many += ",http://a:1"
+	}
+	_, err = Load("t", []string{"--ready-after-fresh", "--ready-peers", many}, func(string) string { return "" }, &bytes.Buffer{})
+	require.ErrorContains(t, err, "at most 64")
+}

@@ -33,6 +33,21 @@ func (s *Scaler) SawSample(newestMs int64) {
 	s.startWarmClockLocked()
 }
 
+// caughtUp is the CatchUp gate's done: it ends warm-up once (the
+// --ready-peers gate, pkg/server/peers.go). Before the clock ran out, after
+// EndWarmup or after Drain it does nothing.
+func (s *Scaler) caughtUp() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.drained || !s.catchingUp.Swap(false) {
+		return
+	}
+	s.warmIsDone.Store(true)
+	s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup, "caught_up_with_peers", true)
+	s.subs.markAll()
+	s.notifyWarm()
+}
+
 // Warm reports whether warm-up has ended: GetMetrics and IsActive answer
 // instead of Unavailable.
 func (s *Scaler) Warm() bool { return s.warmingUp() == nil }

@@ -77,3 +77,56 @@ func TestReadyAfterFreshRestore(t *testing.T) {
 		assert.True(t, e.s.Warm())
 	})
 }
+
+// TestReadyAfterFreshCatchUp: with a CatchUp gate the warm-up clock's end
+// hands warm-up to the gate, once; the scaler answers Unavailable however
+// long the gate takes, and its done ends warm-up (OnWarm told once). Done
+// after Drain does nothing.
+func TestReadyAfterFreshCatchUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := store.New(store.Config{Retention: 10 * time.Minute}, store.Settings{})
+		var warmed, calls atomic.Int32
+		var done func()
+		s := New(query.NewEngine(st), st, Config{Warmup: 10 * time.Second, ReadyAfterFresh: true, FreshWindow: 5 * time.Second},
+			Settings{OnWarm: func() { warmed.Add(1) }, CatchUp: func(d func()) { calls.Add(1); done = d }})
+		t.Cleanup(s.Drain)
+		e := &env{st: st, s: s}
+		s.Start()
+		e.push(t, "x", 3)
+		s.SawSample(time.Now().UnixMilli())
+		time.Sleep(10*time.Second + time.Millisecond)
+		synctest.Wait()
+		require.Equal(t, int32(1), calls.Load(), "the clock's end calls CatchUp")
+		time.Sleep(time.Hour) // the clock alone never ends warm-up now
+		_, err := s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(sumX)})
+		require.Equal(t, codes.Unavailable, status.Code(err))
+		assert.Contains(t, err.Error(), "--ready-peers")
+		assert.False(t, s.Warm())
+		assert.Zero(t, warmed.Load())
+
+		e.push(t, "x", 3)
+		done()
+		done() // a second call changes nothing
+		assert.True(t, s.Warm())
+		assert.Equal(t, int32(1), warmed.Load())
+		_, err = s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(sumX)})
+		require.NoError(t, err)
+		assert.Equal(t, int32(1), calls.Load())
+	})
+}
+
+// TestCatchUpOnlyWithReadyAfterFresh: without ReadyAfterFresh the gate is
+// never consulted; the timer warm-up ends on its own.
+func TestCatchUpOnlyWithReadyAfterFresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := store.New(store.Config{Retention: 10 * time.Minute}, store.Settings{})
+		var calls atomic.Int32
+		s := New(query.NewEngine(st), st, Config{Warmup: 10 * time.Second}, Settings{CatchUp: func(func()) { calls.Add(1) }})
+		t.Cleanup(s.Drain)
+		s.Start()
+		time.Sleep(10*time.Second + time.Millisecond)
+		synctest.Wait()
+		assert.True(t, s.Warm())
+		assert.Zero(t, calls.Load())
+	})
+}

@@ -137,6 +137,12 @@ type Settings struct {
 	// KEDA's health and, with ReadyAfterFresh, /readyz on. It may run
 	// during New.
 	OnWarm func()
+	// CatchUp, when set with ReadyAfterFresh, holds warm-up open after
+	// its clock has run out: the scaler calls it once, with a function
+	// that ends warm-up, and keeps answering Unavailable until that is
+	// called (the server's --ready-peers gate, ready.go). It must return
+	// at once and call done later, from another goroutine.
+	CatchUp func(done func())
 	// Interest, when set, is the lazy-ingest registry (--lazy-ingest):
 	// every cached trigger holds the metric names it reads (lazy.go).
 	Interest *interest.Registry
@@ -184,7 +190,9 @@ type Scaler struct {
 	warmStart   atomic.Int64 // unix ns of the warm-up start
 	warmIsDone  atomic.Bool
 	awaitFresh  atomic.Bool // ReadyAfterFresh: the warm-up clock waits for a fresh sample (ready.go)
+	catchingUp  atomic.Bool // the clock ran out; CatchUp has not called done yet (ready.go)
 	onWarm      func()
+	catchUp     func(done func()) // nil unless ReadyAfterFresh and Settings.CatchUp
 	interest    *interest.Registry
 }
 
@@ -271,6 +279,9 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		rejected:  newRejectedTriggers(),
 		backlogOf: streamBacklog,
 	}
+	if cfg.ReadyAfterFresh {
+		s.catchUp = set.CatchUp
+	}
 	if s.onPanic == nil {
 		s.onPanic = func(method string, p any, stack []byte) {
 			s.logger.Error("Panic recovered", "method", method, "panic", fmt.Sprint(p), "stack", string(stack))
@@ -313,18 +324,25 @@ func (s *Scaler) Start() {
 func (s *Scaler) startWarmClockLocked() {
 	s.warmStart.Store(s.now().UnixNano())
 	if s.cfg.Warmup <= 0 {
-		s.warmIsDone.Store(true)
-		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
-		s.subs.markAll()
-		s.notifyWarm()
+		s.clockRanOut()
 		return
 	}
-	s.warmTimer = time.AfterFunc(s.cfg.Warmup, func() {
-		s.warmIsDone.Store(true)
-		s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
-		s.subs.markAll()
-		s.notifyWarm()
-	})
+	s.warmTimer = time.AfterFunc(s.cfg.Warmup, s.clockRanOut)
+}
+
+// clockRanOut ends warm-up when its clock has run out, or with a CatchUp
+// gate hands the end to it (ready.go).
+func (s *Scaler) clockRanOut() {
+	if s.catchUp != nil {
+		s.logger.Info("Warm-up clock ended; waiting to catch up with ready peers", "warmup", s.cfg.Warmup)
+		s.catchingUp.Store(true)
+		s.catchUp(s.caughtUp)
+		return
+	}
+	s.warmIsDone.Store(true)
+	s.logger.Info("Warm-up ended", "warmup", s.cfg.Warmup)
+	s.subs.markAll()
+	s.notifyWarm()
 }
 
 // EndWarmup ends warm-up now and makes later Start calls skip it: the
@@ -337,6 +355,7 @@ func (s *Scaler) EndWarmup() {
 	defer s.mu.Unlock()
 	s.warmEnded = true
 	s.awaitFresh.Store(false)
+	s.catchingUp.Store(false)
 	if s.warmTimer != nil {
 		s.warmTimer.Stop()
 		s.warmTimer = nil
@@ -361,8 +380,12 @@ func (s *Scaler) warmingUp() error {
 	if s.awaitFresh.Load() {
 		return fmt.Errorf("%w: no fresh sample stored yet (--ready-after-fresh); KEDA keeps the current replicas meanwhile", ErrWarmingUp)
 	}
+	if s.catchingUp.Load() {
+		return fmt.Errorf("%w: waiting until this replica holds as many fresh series as its ready peers (--ready-peers); KEDA keeps the current replicas meanwhile", ErrWarmingUp)
+	}
 	elapsed := time.Duration(s.now().UnixNano() - s.warmStart.Load())
-	if elapsed >= s.cfg.Warmup {
+	// With a CatchUp gate only caughtUp ends warm-up.
+	if elapsed >= s.cfg.Warmup && s.catchUp == nil {
 		s.warmIsDone.Store(true)
 		return nil
 	}

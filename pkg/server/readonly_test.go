@@ -27,7 +27,7 @@ var candidatePaths = []string{
 	"/api/v1/metadata", "/api/v1/targets", "/api/v1/targets/metadata", "/api/v1/targets/relabel_steps", "/api/v1/scrape_pools",
 	"/api/v1/alertmanagers", "/api/v1/alerts", "/api/v1/rules", "/api/v1/notifications", "/api/v1/notifications/live",
 	"/api/v1/status/buildinfo", "/api/v1/status/config", "/api/v1/status/flags", "/api/v1/status/runtimeinfo",
-	"/api/v1/status/tsdb", "/api/v1/status/tsdb/blocks", "/api/v1/status/walreplay",
+	"/api/v1/status/tsdb", "/api/v1/status/tsdb/blocks", "/api/v1/status/walreplay", "/api/v1/status/freshness",
 	"/api/v1/read", "/api/v1/write", "/api/v1/otlp/v1/metrics",
 	"/api/v1/admin/tsdb/delete_series", "/api/v1/admin/tsdb/clean_tombstones", "/api/v1/admin/tsdb/snapshot",
 	"/api/v1/triggers", "/status", "/status/",
@@ -38,7 +38,7 @@ var candidatePaths = []string{
 // wantRoutes are the paths that exist (docs/interfaces.md, HTTP endpoints).
 var wantRoutes = []string{
 	"/", "/api/v1/label/__name__/values", "/api/v1/label/job/values", "/api/v1/labels", "/api/v1/metadata",
-	"/api/v1/query", "/api/v1/query_range", "/api/v1/series", "/api/v1/status/buildinfo", "/api/v1/triggers",
+	"/api/v1/query", "/api/v1/query_range", "/api/v1/series", "/api/v1/status/buildinfo", "/api/v1/status/freshness", "/api/v1/triggers",
 	"/healthz", "/metrics", "/readyz", "/status", "/v1/metrics",
 }
 

@@ -60,6 +60,9 @@ type Settings struct {
 	// handshakeTimeout replaces handshakeTimeout when set, so a test can
 	// watch silent connections being closed without waiting 10 s.
 	handshakeTimeout time.Duration
+	// peerInterval and peerPollTimeout replace peerPollInterval and
+	// peerPollTimeout when set, so the --ready-peers tests poll fast.
+	peerInterval, peerPollTimeout time.Duration
 }
 
 // scalerKeepalive sets no MaxConnectionAge: its grace expiry would end
@@ -127,6 +130,8 @@ type Server struct {
 	// stopStatus ends the status page's rate sampler (Start to Shutdown).
 	stopStatus context.CancelFunc
 	lazy       *interest.Registry // --lazy-ingest; nil when off
+	fresh      *freshCounter      // fresh series, for GET /api/v1/status/freshness
+	peers      *peerGate          // --ready-peers (peers.go); nil when off
 
 	otlpSrv, kedaSrv       *grpc.Server
 	otlpHealth, kedaHealth *health.Server
@@ -172,8 +177,17 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.fresh = &freshCounter{count: func() int { return s.store.FreshSeries(cfg.Store.Freshness) }, now: set.Now}
+	if s.peers, err = newPeerGate(cfg, s.fresh.fresh, set, set.Registry); err != nil {
+		return nil, err
+	}
+	var catchUp func(done func())
+	if s.peers != nil {
+		catchUp = s.peers.begin
+	}
 	s.scaler = scaler.New(s.engine, s.store, cfg.ScalerConfig(), scaler.Settings{
-		Logger: set.Logger, Registerer: set.Registry, Now: set.Now,
+		CatchUp: catchUp,
+		Logger:  set.Logger, Registerer: set.Registry, Now: set.Now,
 		OnPanic:  func(method string, p any, stack []byte) { boundary.record(listenerScaler, method, p, stack) },
 		OnWarm:   s.applyReady,
 		Interest: s.lazy,
@@ -233,6 +247,7 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	apiMux := http.NewServeMux()
 	promapi.New(s.engine, s.store, cfg.PromAPIConfig(), promapi.Settings{Now: set.Now}).Register(apiMux)
 	mux.Handle("/api/", s.asking(apiMux))
+	mux.HandleFunc("GET "+freshnessPath, s.freshnessHandler)
 	mux.Handle("/metrics", promhttp.HandlerFor(set.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
@@ -393,6 +408,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.kedaHealth.Shutdown()
 		s.receiver.Drain()
 		s.scaler.Drain()
+		if s.peers != nil {
+			s.peers.close()
+		}
 		var wg sync.WaitGroup
 		for _, g := range []*grpc.Server{s.kedaSrv, s.otlpSrv} {
 			wg.Go(func() {

@@ -64,3 +64,25 @@ func (s *Store) Status() Status {
 	}
 	return st
 }
+
+// FreshSeries counts the live series whose newest sample is no older than
+// window, by the store's clock. An HA replica compares its count with its
+// peers' before it turns ready (--ready-peers, pkg/server/peers.go): a
+// replica that the fan-out reaches only in part holds fewer fresh series.
+// It walks every ref with one atomic snapshot per series and takes no
+// lock, so it costs O(series) and allocates nothing; callers bound how
+// often it runs (the freshness endpoint caches it, pkg/server/peers.go).
+func (s *Store) FreshSeries(window time.Duration) int {
+	floor := s.nowMs() - window.Milliseconds()
+	n := 0
+	for ref, end := uint32(1), s.nextRef.Load(); ref < end; ref++ {
+		ms := s.get(SeriesRef(ref))
+		if ms == nil {
+			continue
+		}
+		if t, ok := ms.lastT(); ok && t >= floor {
+			n++
+		}
+	}
+	return n
+}

@@ -119,6 +119,11 @@ func TestHAFanoutSecured(t *testing.T) {
 		"--otlp-bearer-token-file=" + filepath.Join(pki.auth, "tokens"),
 	}
 	reps := []*replica{newReplica(t, "keda-otel-scaler-0", secure...), newReplica(t, "keda-otel-scaler-1", secure...)}
+	// As the chart renders ha.readyPeers for ci/ha-tls-values.yaml (the HTTP
+	// listener is plaintext there).
+	for _, r := range reps {
+		r.args = append(r.args, "--ready-peers=http://"+reps[0].http+",http://"+reps[1].http)
+	}
 	for _, r := range reps {
 		r.start(t, scalerBin, r.name)
 	}

@@ -178,19 +178,30 @@ func TestHAFanout(t *testing.T) {
 		t.Log(line)
 		fmt.Fprintln(os.Stderr, "E2E REPORT: "+line)
 	}
-	// The warm-up must outlast the longest gap in which a fan-out
-	// collector that reached the restarted replica's peer has not reached
-	// it yet: its exporter retries a queued batch at most 5 s apart
-	// (max_interval), and its gRPC connection to the replica reconnects
-	// with gRPC's backoff (1 s, growing 1.6x per failed attempt, ±20 %),
-	// under 5 s after the 3-4 s this test keeps the replica down. With a
-	// 2 s warm-up the replica that the first collector reached was ready
-	// while the second was still backing off, and answered with half of
-	// the load (2 of 5 runs). README "Scaling out" states the rule.
-	const warmup = 12 * time.Second
+	// After a restart each fan-out collector reconnects to the replica on
+	// its own schedule: its exporter retries a queued batch at most 5 s
+	// apart (max_interval), and its gRPC connection reconnects with gRPC's
+	// backoff (1 s, growing 1.6x per failed attempt, ±20 %). The warm-up
+	// clock starts at the first fresh sample, which the FIRST collector
+	// delivers, so with a 2 s warm-up alone the replica was ready while the
+	// second collector was still backing off and answered with half of the
+	// load (2 of 5 runs). --ready-peers closes that: past its warm-up the
+	// replica stays warming up until it holds as many fresh series as its
+	// ready peer. Both replicas list both HTTP addresses, as the chart
+	// renders one list for every pod (a replica ignores itself: it is not
+	// ready while it polls). E2E_HA_NO_PEERS=1 leaves the flag out, to show
+	// the hole it closes (README "Scaling out").
+	const warmup = 2 * time.Second
 	reps := []*replica{
 		newReplica(t, "keda-otel-scaler-0", "--ready-after-fresh", "--warmup="+warmup.String()),
 		newReplica(t, "keda-otel-scaler-1", "--ready-after-fresh", "--warmup="+warmup.String()),
+	}
+	peers := "--ready-peers=http://" + reps[0].http + ",http://" + reps[1].http
+	withPeers := os.Getenv("E2E_HA_NO_PEERS") == ""
+	if withPeers {
+		for _, r := range reps {
+			r.args = append(r.args, peers)
+		}
 	}
 	for _, r := range reps {
 		r.start(t, scalerBin, r.name)
@@ -338,6 +349,14 @@ func TestHAFanout(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	readyAfter := time.Since(restarted)
+	gate := "--ready-peers off (E2E_HA_NO_PEERS)"
+	if withPeers {
+		log := victim.p.log()
+		clock := logTime(t, log, "Warm-up clock ended; waiting to catch up with ready peers")
+		caught := logTime(t, log, "Caught up with the ready peers; warm-up ended")
+		require.False(t, clock.IsZero() || caught.IsZero(), "the restarted replica caught up with its peer, not by timeout\n%s", victim.p.tail(20))
+		gate = fmt.Sprintf("--ready-peers held it %s after its warm-up clock ended", caught.Sub(clock).Round(10*time.Millisecond))
+	}
 	for range 10 {
 		ctx, cancel := ctx5s()
 		v, err := victim.client.value(ctx, running)
@@ -359,8 +378,8 @@ func TestHAFanout(t *testing.T) {
 	assert.Empty(t, survivorBad, "the survivor answered values of no load state")
 	assert.Greater(t, survivorCalls, 20)
 	assert.Positive(t, unavailable, "the restarted replica was asked while warming up")
-	report("HA: restarted replica ready %s after its start (--warmup %s from its first fresh sample); %d calls answered Unavailable before, %d early answers matched; survivor answered %d calls, all correct",
-		readyAfter.Round(10*time.Millisecond), warmup, unavailable, early, survivorCalls)
+	report("HA: restarted replica ready %s after its start (--warmup %s from its first fresh sample; %s); %d calls answered Unavailable before, %d early answers matched; survivor answered %d calls, all correct",
+		readyAfter.Round(10*time.Millisecond), warmup, gate, unavailable, early, survivorCalls)
 
 	for _, f := range fanouts {
 		assert.False(t, f.exited(), "fan-out collector %s still running", f.name)
@@ -368,6 +387,22 @@ func TestHAFanout(t *testing.T) {
 	for _, r := range reps {
 		assert.NotContains(t, r.p.log(), `"level":"ERROR"`, "%s logged errors:\n%s", r.name, r.p.tail(20))
 	}
+}
+
+// logTime returns the time of the first JSON log line with message msg,
+// or the zero time.
+func logTime(t *testing.T, log, msg string) time.Time {
+	t.Helper()
+	for _, line := range strings.Split(log, "\n") {
+		var rec struct {
+			Time time.Time `json:"time"`
+			Msg  string    `json:"msg"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == msg {
+			return rec.Time
+		}
+	}
+	return time.Time{}
 }
 
 // TestShardRouter runs the chart's shard router (router.enabled) with real

@@ -377,6 +377,7 @@ var configEnv = []struct {
 	{"freshness", "20s", "KOS_FRESHNESS", "20s"},
 	{"defaultWindow", "1m", "KOS_DEFAULT_WINDOW", "1m"},
 	{"warmup", "0", "KOS_WARMUP", "0"},
+	{"readyPeersTimeout", "5m", "KOS_READY_PEERS_TIMEOUT", "5m"},
 	{"pushHoldoff", "2s", "KOS_PUSH_HOLDOFF", "2s"},
 	{"otlpDelta", "ingest", "KOS_OTLP_DELTA", "ingest"},
 	{"otlpPromoteResourceAttributes", []any{"k8s.node.name", "cloud.region"}, "KOS_OTLP_PROMOTE_RESOURCE_ATTRIBUTES", "k8s.node.name,cloud.region"},
@@ -474,6 +475,12 @@ var chartHandled = map[string]string{
 	"tls-key-file":       "tls",
 	"tls-client-ca-file": "tls",
 	"ready-after-fresh":  "ha.readyAfterFresh",
+
+	"ready-peers":             "ha.readyPeers",
+	"ready-peers-ca-file":     "ha.peerTLS",
+	"ready-peers-cert-file":   "ha.peerTLS",
+	"ready-peers-key-file":    "ha.peerTLS",
+	"ready-peers-server-name": "ha.peerTLS",
 
 	"otlp-tls-cert-file":      "tls.otlp",
 	"otlp-tls-key-file":       "tls.otlp",

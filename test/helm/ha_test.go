@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
@@ -465,4 +467,106 @@ func TestHASecured(t *testing.T) {
 			assert.Contains(t, err.Error(), tc.want)
 		})
 	}
+}
+
+// scalerEnv is the HA scaler container's environment.
+func scalerEnv(t *testing.T, o objects) map[string]string {
+	t.Helper()
+	var ss appsv1.StatefulSet
+	o.decode(t, "StatefulSet/keda-otel-scaler", &ss)
+	require.NotEmpty(t, ss.Spec.Template.Spec.Containers)
+	return envMap(ss.Spec.Template.Spec.Containers[0])
+}
+
+// TestHAReadyPeers: in HA mode with readyAfterFresh every replica gets the
+// same --ready-peers, every replica's HTTP listener by its headless name
+// (https when tls.http serves TLS, with the CA, the Service name to verify
+// and, when tls.http requires client certificates, the HTTP certificate
+// as the client's); the NetworkPolicy lets the replicas reach each other's
+// HTTP port.
+func TestHAReadyPeers(t *testing.T) {
+	peer := func(scheme string, i int) string {
+		return fmt.Sprintf("%s://keda-otel-scaler-%d.keda-otel-scaler-headless.keda.svc.cluster.local:8080", scheme, i)
+	}
+	for _, replicas := range []int{2, 3} {
+		vals := readValues(t, "ha-values.yaml")
+		vals["ha"].(map[string]any)["replicas"] = replicas
+		env := scalerEnv(t, mustRender(t, vals))
+		var want []string
+		for i := range replicas {
+			want = append(want, peer("http", i))
+		}
+		assert.Equal(t, strings.Join(want, ","), env["KOS_READY_PEERS"], "replicas=%d", replicas)
+		for _, k := range []string{"KOS_READY_PEERS_CA_FILE", "KOS_READY_PEERS_CERT_FILE", "KOS_READY_PEERS_SERVER_NAME", "KOS_READY_PEERS_TIMEOUT"} {
+			assert.NotContains(t, env, k, "plain HTTP")
+		}
+	}
+	for _, off := range []string{"ha.readyPeers", "ha.readyAfterFresh"} {
+		vals := readValues(t, "ha-values.yaml")
+		vals["ha"].(map[string]any)[strings.TrimPrefix(off, "ha.")] = false
+		assert.NotContains(t, scalerEnv(t, mustRender(t, vals)), "KOS_READY_PEERS", off+"=false")
+	}
+	assert.NotContains(t, envMap(container(t, mustRender(t, nil))), "KOS_READY_PEERS", "single replica")
+
+	httpItems := func(o objects) []string {
+		var ss appsv1.StatefulSet
+		o.decode(t, "StatefulSet/keda-otel-scaler", &ss)
+		for _, v := range ss.Spec.Template.Spec.Volumes {
+			if v.Name == "tls-http" {
+				var keys []string
+				for _, it := range v.Secret.Items {
+					keys = append(keys, it.Key)
+				}
+				return keys
+			}
+		}
+		t.Fatal("no tls-http volume")
+		return nil
+	}
+	t.Run("mutual TLS on the HTTP listener", func(t *testing.T) {
+		vals := readValues(t, "ha-values.yaml")
+		vals["tls"] = map[string]any{"http": map[string]any{"enabled": true, "secretName": "h", "caKey": "ca.crt"}}
+		vals["config"] = map[string]any{"readyPeersTimeout": "5m"}
+		o := mustRender(t, vals)
+		env := scalerEnv(t, o)
+		assert.Equal(t, peer("https", 0)+","+peer("https", 1), env["KOS_READY_PEERS"])
+		assert.Equal(t, "/etc/keda-otel-scaler/tls-http/ca.crt", env["KOS_READY_PEERS_CA_FILE"])
+		assert.Equal(t, "keda-otel-scaler.keda.svc", env["KOS_READY_PEERS_SERVER_NAME"])
+		assert.Equal(t, "/etc/keda-otel-scaler/tls-http/tls.crt", env["KOS_READY_PEERS_CERT_FILE"])
+		assert.Equal(t, "/etc/keda-otel-scaler/tls-http/tls.key", env["KOS_READY_PEERS_KEY_FILE"])
+		assert.Equal(t, "5m", env["KOS_READY_PEERS_TIMEOUT"])
+		assert.Equal(t, []string{"tls.crt", "tls.key", "ca.crt"}, httpItems(o), "the CA is mounted once")
+	})
+	t.Run("server TLS only", func(t *testing.T) {
+		vals := readValues(t, "ha-values.yaml")
+		vals["tls"] = map[string]any{"http": map[string]any{"enabled": true, "secretName": "h"}}
+		vals["ha"].(map[string]any)["peerTLS"] = map[string]any{"caKey": "issuer.crt", "serverName": "scaler.example"}
+		o := mustRender(t, vals)
+		env := scalerEnv(t, o)
+		assert.Equal(t, "/etc/keda-otel-scaler/tls-http/issuer.crt", env["KOS_READY_PEERS_CA_FILE"])
+		assert.Equal(t, "scaler.example", env["KOS_READY_PEERS_SERVER_NAME"])
+		assert.NotContains(t, env, "KOS_READY_PEERS_CERT_FILE", "no client certificate is asked for")
+		assert.Equal(t, []string{"tls.crt", "tls.key", "issuer.crt"}, httpItems(o), "the peers' CA is added")
+	})
+	t.Run("NetworkPolicy admits the peers", func(t *testing.T) {
+		vals := readValues(t, "ha-values.yaml")
+		from := []any{map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": "monitoring"}}}}
+		vals["networkPolicy"] = map[string]any{"enabled": true, "httpFrom": from}
+		var np networkingv1.NetworkPolicy
+		mustRender(t, vals).decode(t, "NetworkPolicy/keda-otel-scaler", &np)
+		var httpRule *networkingv1.NetworkPolicyIngressRule
+		for i, r := range np.Spec.Ingress {
+			if len(r.Ports) == 1 && r.Ports[0].Port.String() == "http" {
+				httpRule = &np.Spec.Ingress[i]
+			}
+		}
+		require.NotNil(t, httpRule)
+		require.Len(t, httpRule.From, 2)
+		require.NotNil(t, httpRule.From[1].PodSelector)
+		assert.Equal(t, "keda-otel-scaler", httpRule.From[1].PodSelector.MatchLabels["app.kubernetes.io/name"])
+	})
+	t.Run("typo in peerTLS", func(t *testing.T) {
+		_, err := render(t, set("ha.enabled", true, "ha.peerTLS.caFile", "x"))
+		require.ErrorContains(t, err, "caFile")
+	})
 }

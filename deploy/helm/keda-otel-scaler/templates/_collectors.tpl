@@ -170,6 +170,25 @@ telemetry:
               port: 8888
 {{- end }}
 
+{{/*
+kos.readyPeers is --ready-peers for the HA replicas: every replica's HTTP
+listener by its headless-Service name, https when tls.http is enabled. The
+same list for every pod; a replica ignores itself (it is not ready while it
+polls). Empty unless ha.enabled, ha.readyAfterFresh and ha.readyPeers.
+*/}}
+{{- define "kos.readyPeers" -}}
+{{- if and .Values.ha.enabled .Values.ha.readyAfterFresh .Values.ha.readyPeers -}}
+{{- $full := include "kos.fullname" . -}}
+{{- $headless := include "kos.headlessName" . -}}
+{{- $scheme := ternary "https" "http" (and .Values.tls.http.enabled true) -}}
+{{- $urls := list -}}
+{{- range $i := until (int .Values.ha.replicas) -}}
+{{- $urls = append $urls (printf "%s://%s-%d.%s.%s.svc.%s:%v" $scheme $full $i $headless $.Release.Namespace $.Values.ha.clusterDomain $.Values.containerPorts.http) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- end -}}
+{{- end }}
+
 {{/* kos.fanoutConfig is the HA pods' collector configuration. */}}
 {{- define "kos.fanoutConfig" -}}
 {{- $root := . -}}

@@ -69,6 +69,7 @@ mapped to their flag names; empty values are left to the server's default.
   "freshness" "freshness"
   "defaultWindow" "default-window"
   "warmup" "warmup"
+  "readyPeersTimeout" "ready-peers-timeout"
   "pushHoldoff" "push-holdoff"
   "otlpDelta" "otlp-delta"
   "otlpPromoteResourceAttributes" "otlp-promote-resource-attributes"
