@@ -565,6 +565,34 @@ func TestHAReadyPeers(t *testing.T) {
 		require.NotNil(t, httpRule.From[1].PodSelector)
 		assert.Equal(t, "keda-otel-scaler", httpRule.From[1].PodSelector.MatchLabels["app.kubernetes.io/name"])
 	})
+	t.Run("NetworkPolicy admits the fan-out to every replica", func(t *testing.T) {
+		// Each pod's collector exports to every replica's otlp-scaler
+		// port; without a rule for it a NetworkPolicy cut HA to one
+		// replica's own batches.
+		vals := readValues(t, "ha-values.yaml")
+		vals["networkPolicy"] = map[string]any{"enabled": true}
+		var np networkingv1.NetworkPolicy
+		mustRender(t, vals).decode(t, "NetworkPolicy/keda-otel-scaler", &np)
+		var rule *networkingv1.NetworkPolicyIngressRule
+		for i, r := range np.Spec.Ingress {
+			if len(r.Ports) == 1 && r.Ports[0].Port.String() == "otlp-scaler" {
+				rule = &np.Spec.Ingress[i]
+			}
+		}
+		require.NotNil(t, rule, "a rule for the replicas' own OTLP port")
+		require.Len(t, rule.From, 1)
+		require.NotNil(t, rule.From[0].PodSelector)
+		assert.Equal(t, "keda-otel-scaler", rule.From[0].PodSelector.MatchLabels["app.kubernetes.io/name"])
+
+		single := map[string]any{"networkPolicy": map[string]any{"enabled": true}}
+		var np1 networkingv1.NetworkPolicy
+		mustRender(t, single).decode(t, "NetworkPolicy/keda-otel-scaler", &np1)
+		for _, r := range np1.Spec.Ingress {
+			for _, p := range r.Ports {
+				assert.NotEqual(t, "otlp-scaler", p.Port.String(), "no such port without HA")
+			}
+		}
+	})
 	t.Run("typo in peerTLS", func(t *testing.T) {
 		_, err := render(t, set("ha.enabled", true, "ha.peerTLS.caFile", "x"))
 		require.ErrorContains(t, err, "caFile")
