@@ -307,7 +307,7 @@ func rangeResult(all []query.RangeSeries, limit int, warnings []string) result {
 			}
 			j.raw(`{"metric":`)
 			j.labelSet(se.Labels)
-			writeRangePoints(j, se.Points, se.Histograms)
+			writeSeriesPoints(j, se.Points, se.Histograms)
 			j.char('}')
 			all[i].Points, all[i].Histograms = nil, nil
 		}
@@ -319,21 +319,6 @@ func rangeResult(all []query.RangeSeries, limit int, warnings []string) result {
 // points) and "histograms" (when it has histogram points), as
 // Prometheus's marshalSeriesJSON: a series always has one or the other.
 func writeSeriesPoints(j *jsonWriter, pts []point, hpts []query.HPoint) {
-	if len(pts) > 0 {
-		j.raw(`,"values":[`)
-		for k, p := range pts {
-			if k > 0 {
-				j.char(',')
-			}
-			j.point(p.T, p.F)
-		}
-		j.char(']')
-	}
-	writeHistograms(j, hpts)
-}
-
-// writeRangePoints is writeSeriesPoints for a range query's series.
-func writeRangePoints(j *jsonWriter, pts []query.Point, hpts []query.HPoint) {
 	if len(pts) > 0 {
 		j.raw(`,"values":[`)
 		for k, p := range pts {
@@ -362,10 +347,9 @@ func writeHistograms(j *jsonWriter, hpts []query.HPoint) {
 }
 
 // point is a range-query point: unix ms and value, SampleBytes in memory.
-type point struct {
-	T int64
-	F float64
-}
+// The engine's own type, so a matrix of raw samples and a range query's
+// series are written by one writeSeriesPoints.
+type point = query.Point
 
 // series is one series of a matrix answer.
 type series struct {
