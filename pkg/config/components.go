@@ -64,6 +64,7 @@ func (c Config) ScalerConfig() scaler.Config {
 		ReadyAfterFresh:   c.Scaler.ReadyAfterFresh,
 		FreshWindow:       c.Store.Freshness,
 		MaxStreams:        c.Scaler.MaxStreams,
+		MaxEvaluations:    c.Scaler.MaxEvaluations,
 		MaxLabelBytes:     c.Query.MaxLabelBytes,
 		TriggerTTL:        c.Scaler.TriggerTTL,
 		MaxTriggers:       c.Scaler.MaxTriggers,

@@ -255,6 +255,13 @@ type Scaler struct {
 	// for calls in flight): KEDA pools one connection for every trigger.
 	// Default 10,000.
 	MaxStreams int
+	// MaxEvaluations bounds the GetMetrics/IsActive evaluations running at
+	// once, all triggers together; a call waits at most the evaluation
+	// budget (1 s) for a slot, then gets ResourceExhausted. It bounds the
+	// memory of evaluations in flight (each within its sample and label
+	// budgets) by configuration, not by concurrent calls. 0: max(4,
+	// 2 × GOMAXPROCS).
+	MaxEvaluations int
 }
 
 // Query configures query evaluation (KEDA triggers and /api/v1/*) and
@@ -473,6 +480,9 @@ func (c Config) Validate() error {
 	}
 	if c.Scaler.TriggerCacheBytes < c.Scaler.MaxTriggerBytes {
 		errs = append(errs, fmt.Errorf("--trigger-cache-bytes %d must be >= --max-trigger-bytes %d", c.Scaler.TriggerCacheBytes, c.Scaler.MaxTriggerBytes))
+	}
+	if c.Scaler.MaxEvaluations < 0 || c.Scaler.MaxEvaluations > 1<<16 {
+		errs = append(errs, fmt.Errorf("--max-evaluations %d must be >= 0 (0: max(4, 2 x GOMAXPROCS)) and <= 65536", c.Scaler.MaxEvaluations))
 	}
 	if c.Scaler.MaxStreams <= 0 || c.Scaler.MaxStreams > MaxStreamsLimit {
 		errs = append(errs, fmt.Errorf("--max-streams %d must be > 0 and <= %d", c.Scaler.MaxStreams, MaxStreamsLimit))

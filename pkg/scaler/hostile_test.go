@@ -2,6 +2,7 @@ package scaler
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -41,7 +42,9 @@ func cachedTrigger(t *testing.T, s *Scaler, md map[string]string) *trigger {
 func TestEvalPanicReleasesTriggerLock(t *testing.T) {
 	for _, method := range []string{methodGetMetrics, methodIsActive} {
 		t.Run(method, func(t *testing.T) {
-			e := newEnv(t, Config{})
+			// One evaluation slot: the next call is answered only if the
+			// panicking one gave its slot back too.
+			e := newEnv(t, Config{MaxEvaluations: 1})
 			e.push(t, "x", 9)
 			var armed atomic.Bool
 			armed.Store(true)
@@ -216,3 +219,80 @@ type specStream struct {
 func (f *specStream) Context() context.Context { return f.ctx }
 
 func (f *specStream) Send(*externalscaler.GetMetricSpecResponse) error { return nil }
+
+// TestPolledEvaluationsBounded: GetMetrics and IsActive on distinct
+// triggers evaluate at most Config.MaxEvaluations at once, whatever the number
+// of concurrent calls, so the memory of evaluations in flight (each within
+// its budgets) is bounded by configuration; a call that cannot get a slot
+// within EvalBudget fails with ResourceExhausted and KEDA retries.
+func TestPolledEvaluationsBounded(t *testing.T) {
+	const maxEvals, calls = 2, 8
+	trig := func(i int) map[string]string {
+		return map[string]string{"metricQuery": fmt.Sprintf("sum(x) + %d", i), "targetValue": "1"}
+	}
+	t.Run("at most MaxEvaluations at once", func(t *testing.T) {
+		e := newEnv(t, Config{MaxEvaluations: maxEvals, EvalBudget: time.Minute})
+		e.push(t, "x", 1)
+		var running, most atomic.Int32
+		release := make(chan struct{})
+		e.s.evalHook = func(*trigger) {
+			n := running.Add(1)
+			for {
+				m := most.Load()
+				if n <= m || most.CompareAndSwap(m, n) {
+					break
+				}
+			}
+			<-release
+			running.Add(-1)
+		}
+		errs := make(chan error, calls)
+		for i := range calls {
+			go func() {
+				var err error
+				if i%2 == 0 {
+					_, err = e.s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(trig(i))})
+				} else {
+					_, err = e.s.IsActive(t.Context(), ref(trig(i)))
+				}
+				errs <- err
+			}()
+		}
+		// Every call has reached the scaler: two evaluate, the rest wait
+		// for a slot (the trigger cache holds all eight).
+		require.Eventually(t, func() bool {
+			return running.Load() == maxEvals && e.s.cache.len() == calls
+		}, 10*time.Second, time.Millisecond)
+		close(release)
+		for range calls {
+			require.NoError(t, <-errs)
+		}
+		assert.Equal(t, int32(maxEvals), most.Load(), "evaluations running at once")
+	})
+	t.Run("busy slots answer ResourceExhausted", func(t *testing.T) {
+		e := newEnv(t, Config{MaxEvaluations: 1, EvalBudget: 50 * time.Millisecond})
+		e.push(t, "x", 1)
+		entered, release := make(chan struct{}), make(chan struct{})
+		blocked := cachedTrigger(t, e.s, trig(0))
+		e.s.evalHook = func(tr *trigger) {
+			if tr == blocked {
+				close(entered)
+				<-release
+			}
+		}
+		first := make(chan error, 1)
+		go func() {
+			_, err := e.s.IsActive(t.Context(), ref(trig(0)))
+			first <- err
+		}()
+		<-entered
+		_, err := e.s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(trig(1))})
+		require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+		require.ErrorContains(t, err, "--max-evaluations")
+		close(release)
+		assert.Equal(t, codes.ResourceExhausted, status.Code(<-first), "held past its own 50 ms budget")
+		e.s.evalHook = nil
+		_, err = e.s.GetMetrics(t.Context(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(trig(1))})
+		require.NoError(t, err, "the slot is free again")
+	})
+}

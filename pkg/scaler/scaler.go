@@ -47,6 +47,9 @@ var (
 	ErrBudget = errors.New("evaluation exceeded its budget")
 	// ErrTooManyStreams means Config.MaxStreams streams are already open.
 	ErrTooManyStreams = errors.New("too many open streams")
+	// ErrEvalsBusy means Config.MaxEvaluations polled evaluations kept every
+	// slot for the whole wait (EvalBudget).
+	ErrEvalsBusy = errors.New("every evaluation slot is busy")
 	// ErrEvalPanic means an evaluation panicked; it was recovered.
 	ErrEvalPanic = errors.New("evaluation panicked")
 )
@@ -114,6 +117,16 @@ type Config struct {
 	// (account); least recently used ones are evicted
 	// to stay under it. Raised to MaxTriggerBytes if lower. Default 64 MiB.
 	TriggerCacheBytes int64
+	// MaxEvaluations bounds the polled evaluations (GetMetrics, IsActive)
+	// running at once, all triggers together. Each holds up to its
+	// budgets (MaxSamples, MaxLabelBytes) while it runs, so without a
+	// bound the memory of evaluations in flight grew with the number of
+	// concurrent KEDA calls on distinct triggers, which a client chooses.
+	// A call waits at most EvalBudget for a slot, then fails with
+	// ErrEvalsBusy (ResourceExhausted); evaluation is CPU work, so more
+	// slots than cores buy only overlap. Stream evaluations have their own
+	// bound (MaxStreamEvals). Default max(4, 2 × GOMAXPROCS).
+	MaxEvaluations int
 }
 
 // Settings carries what the developer provides.
@@ -170,6 +183,9 @@ type Scaler struct {
 	// evalSlots holds a token per running stream evaluation
 	// (Config.MaxStreamEvals); pacer is their budget of evaluation time.
 	evalSlots chan struct{}
+	// pollSlots holds a token per running polled evaluation
+	// (Config.MaxEvaluations); see acquirePoll.
+	pollSlots chan struct{}
 	pacer     *evalPacer
 	// evalHook, when set (by tests, before any call), runs inside every
 	// evaluation with the trigger's lock held, e.g. to inject a panic.
@@ -246,6 +262,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxStreamEvals <= 0 {
 		c.MaxStreamEvals = max(1, runtime.GOMAXPROCS(0)/2)
 	}
+	if c.MaxEvaluations <= 0 {
+		c.MaxEvaluations = max(4, 2*runtime.GOMAXPROCS(0))
+	}
 	return c
 }
 
@@ -275,6 +294,7 @@ func New(engine *query.Engine, st *store.Store, cfg Config, set Settings) *Scale
 		interest:  set.Interest,
 
 		evalSlots: make(chan struct{}, cfg.MaxStreamEvals),
+		pollSlots: make(chan struct{}, cfg.MaxEvaluations),
 		pacer:     newEvalPacer(cfg.MaxStreamEvals),
 		rejected:  newRejectedTriggers(),
 		backlogOf: streamBacklog,
@@ -647,8 +667,40 @@ func (s *Scaler) value(ctx context.Context, ref *externalscaler.ScaledObjectRef)
 	if s.draining.Load() {
 		return t, 0, ErrDraining
 	}
-	v, err := s.evaluate(ctx, t)
+	v, err := s.evaluatePolled(ctx, t)
 	return t, v, err
+}
+
+// evaluatePolled evaluates t within one of Config.MaxEvaluations slots. The slot
+// is given back by a defer: a panicking evaluation (recovered at the RPC's
+// boundary) must not keep it.
+func (s *Scaler) evaluatePolled(ctx context.Context, t *trigger) (float64, error) {
+	if err := s.acquirePoll(ctx, t); err != nil {
+		return 0, err
+	}
+	defer func() { <-s.pollSlots }()
+	return s.evaluate(ctx, t)
+}
+
+// acquirePoll takes one of Config.MaxEvaluations slots for a polled evaluation,
+// waiting at most EvalBudget or until ctx ends. The uncontended path is a
+// channel send: no timer, no allocation.
+func (s *Scaler) acquirePoll(ctx context.Context, t *trigger) error {
+	select {
+	case s.pollSlots <- struct{}{}:
+		return nil
+	default:
+	}
+	timer := time.NewTimer(s.cfg.EvalBudget)
+	defer timer.Stop()
+	select {
+	case s.pollSlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return fmt.Errorf("ScaledObject %s/%s: %w: %d evaluations ran for the whole %s wait (--max-evaluations); KEDA retries", t.namespace, t.name, ErrEvalsBusy, s.cfg.MaxEvaluations, s.cfg.EvalBudget)
+	}
 }
 
 // GetMetrics returns exactly one value for the trigger.
@@ -747,7 +799,7 @@ func codeOf(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, ErrMultipleSeries), errors.Is(err, ErrNotFinite), errors.Is(err, ErrHistogramResult):
 		return codes.FailedPrecondition
-	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded), errors.Is(err, ErrTooManyStreams), errors.Is(err, ErrTriggerCacheFull):
+	case errors.Is(err, ErrBudget), errors.Is(err, query.ErrBudgetExceeded), errors.Is(err, ErrTooManyStreams), errors.Is(err, ErrTriggerCacheFull), errors.Is(err, ErrEvalsBusy):
 		return codes.ResourceExhausted
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled

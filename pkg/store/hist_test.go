@@ -441,7 +441,7 @@ func TestHistogramHotPathsDoNotAllocate(t *testing.T) {
 	for range 1000 {
 		push()
 	}
-	assert.Zero(t, testing.AllocsPerRun(200, push))
+	assert.Zero(t, fewestAllocs(push))
 	h := s.Handle(ref)
 	var fh histogram.FloatHistogram
 	var fs []Sample
@@ -452,5 +452,18 @@ func TestHistogramHotPathsDoNotAllocate(t *testing.T) {
 		fs, hs = rd.RangeHistograms(h, ts-30_000, ts, fs[:0], hs[:0])
 	}
 	read()
-	assert.Zero(t, testing.AllocsPerRun(200, read))
+	assert.Zero(t, fewestAllocs(read))
+}
+
+// fewestAllocs is testing.AllocsPerRun(200, f) at its lowest over three
+// measurements. AllocsPerRun counts every goroutine's allocations, and
+// under -race in a loaded CI run something else in the process (a
+// previous test's goroutine ending, the race runtime) once added one per
+// run; an allocation of f's own shows in all three.
+func fewestAllocs(f func()) float64 {
+	fewest := testing.AllocsPerRun(200, f)
+	for range 2 {
+		fewest = min(fewest, testing.AllocsPerRun(200, f))
+	}
+	return fewest
 }

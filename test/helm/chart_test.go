@@ -397,6 +397,7 @@ var configEnv = []struct {
 	{"maxTriggerBytes", "1MiB", "KOS_MAX_TRIGGER_BYTES", "1MiB"},
 	{"triggerCacheBytes", "33554432", "KOS_TRIGGER_CACHE_BYTES", "33554432"},
 	{"maxStreams", 20000, "KOS_MAX_STREAMS", "20000"},
+	{"maxEvaluations", 16, "KOS_MAX_EVALUATIONS", "16"},
 	{"queryMaxLabelBytes", "16MiB", "KOS_QUERY_MAX_LABEL_BYTES", "16MiB"},
 	{"grpcReflection", false, "KOS_GRPC_REFLECTION", "false"},
 	{"metricAllowList", "vllm:num_requests_.*", "KOS_METRIC_ALLOW_LIST", "vllm:num_requests_.*"},

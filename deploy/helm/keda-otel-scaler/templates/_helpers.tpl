@@ -89,6 +89,7 @@ mapped to their flag names; empty values are left to the server's default.
   "maxTriggerBytes" "max-trigger-bytes"
   "triggerCacheBytes" "trigger-cache-bytes"
   "maxStreams" "max-streams"
+  "maxEvaluations" "max-evaluations"
   "queryMaxLabelBytes" "query-max-label-bytes"
   "grpcReflection" "grpc-reflection"
   "metricAllowList" "metric-allow-list"
