@@ -130,7 +130,7 @@ func (n *mathNode) eval(ev *evaluator, t int64) (vector, error) {
 		case mathRad:
 			f *= math.Pi / 180
 		}
-		n.out = append(n.out, sample{lset: s.lset, t: t, f: f, drop: true})
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: f, drop: true, ref: s.ref})
 	}
 	return n.out, nil
 }
@@ -172,7 +172,7 @@ func (n *dateNode) eval(ev *evaluator, t int64) (vector, error) {
 		if s.h != nil {
 			continue // histograms ignored (dateWrapper)
 		}
-		n.out = append(n.out, sample{lset: s.lset, t: t, f: n.kind.of(time.Unix(int64(s.f), 0).UTC()), drop: true})
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: n.kind.of(time.Unix(int64(s.f), 0).UTC()), drop: true, ref: s.ref})
 	}
 	return n.out, nil
 }
@@ -308,7 +308,7 @@ func (n *clampNode) eval(ev *evaluator, t int64) (vector, error) {
 		if s.h != nil {
 			continue // floats only (clamp)
 		}
-		n.out = append(n.out, sample{lset: s.lset, t: t, f: math.Max(lo, math.Min(hi, s.f)), drop: true})
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: math.Max(lo, math.Min(hi, s.f)), drop: true, ref: s.ref})
 	}
 	return n.out, nil
 }
@@ -398,7 +398,7 @@ func (n *timestampNode) eval(ev *evaluator, t int64) (vector, error) {
 		if n.sampleTime {
 			ts = s.t
 		}
-		n.out = append(n.out, sample{lset: s.lset, t: t, f: float64(ts) / 1000, drop: true})
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: float64(ts) / 1000, drop: true, ref: s.ref})
 	}
 	return n.out, nil
 }
@@ -719,7 +719,7 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 	case n.fraction:
 		for _, nat := range n.natives {
 			if nat.h != nil {
-				n.out = append(n.out, sample{lset: nat.lset, t: t, f: histogramFraction(lo, hi, nat.h), drop: true})
+				n.out = append(n.out, sample{lset: nat.lset, t: t, f: histogramFraction(lo, hi, nat.h), drop: true, ref: nat.ref})
 			}
 		}
 		for gi := range ng {
@@ -754,7 +754,7 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 				if err != nil {
 					return nil, err
 				}
-				n.out = append(n.out, sample{lset: l, t: t, f: histogramQuantile(qv, nat.h), drop: true})
+				n.out = append(n.out, sample{lset: l, t: t, f: histogramQuantile(qv, nat.h), drop: true, ref: nat.ref})
 			}
 			for gi := range ng {
 				g := &n.grp[gi]
@@ -790,7 +790,7 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 	default:
 		for _, nat := range n.natives {
 			if nat.h != nil {
-				n.out = append(n.out, sample{lset: nat.lset, t: t, f: histogramQuantile(q, nat.h), drop: true})
+				n.out = append(n.out, sample{lset: nat.lset, t: t, f: histogramQuantile(q, nat.h), drop: true, ref: nat.ref})
 			}
 		}
 		for gi := range ng {

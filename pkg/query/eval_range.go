@@ -282,7 +282,7 @@ func (n *rangeNode) stream(ev *evaluator, t int64, dst sink) error {
 			return err
 		}
 		if ok {
-			dst.add(sample{lset: n.set.lsets[i], t: t, f: f, h: fh, drop: n.dropName})
+			dst.add(sample{lset: n.set.lsets[i], t: t, f: f, h: fh, drop: n.dropName, ref: n.set.refs[i]})
 		}
 	}
 	return nil
