@@ -31,14 +31,16 @@ type sample struct {
 	// drop marks the element for delayed __name__ removal (§4.9): the
 	// metadata labels stay until Plan.Eval produces the final result.
 	drop bool
-	// ref is the stored series the element is that series' value of (a
-	// selector's element, and what element-wise paths make of it: rate,
-	// vector-scalar arithmetic, filters, label-preserving functions, topk),
-	// zero for an element that is no one series' (an aggregation's, a
-	// vector-vector result's). EvalRange keys a series by its labels and
-	// ref, so hidden twins (otlp-contract.md §8.3) keep their own points
-	// when only one of them has a value at a step. It sits in drop's
-	// padding: sample does not grow.
+	// ref is the stored series the element is the value of: a selector's
+	// element, and what element-wise paths make of it keeping its labels
+	// (range functions, vector-scalar arithmetic and filters, functions,
+	// sort, topk/bottomk/limitk). It is zero for an element that is no one
+	// series' (an aggregation's, a vector-vector operation's, a
+	// subquery's, one label_replace/label_join rewrote). EvalRange keys a
+	// series by its labels and ref, so hidden twins (otlp-contract.md
+	// §8.3) keep their own points when only one has a value at a step;
+	// zero falls back to order. It sits in drop's padding: sample does
+	// not grow.
 	ref store.SeriesRef
 }
 

@@ -473,6 +473,13 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 				s.drop = s.drop && n.dst != model.MetricNameLabel
 			}
 		}
+		if s.ref != 0 && !labels.Equal(s.lset, in[i].lset) {
+			// A rewritten element is no longer its series': a range
+			// query merges the series that different inputs were
+			// rewritten into alike at different steps, as Prometheus
+			// does (twins rewritten go back to order, sample.ref).
+			s.ref = 0
+		}
 		n.out = append(n.out, s)
 	}
 	// mergeSeriesWithSameLabelset: two elements with one labelset collide,
@@ -754,7 +761,7 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 				if err != nil {
 					return nil, err
 				}
-				n.out = append(n.out, sample{lset: l, t: t, f: histogramQuantile(qv, nat.h), drop: true, ref: nat.ref})
+				n.out = append(n.out, sample{lset: l, t: t, f: histogramQuantile(qv, nat.h), drop: true})
 			}
 			for gi := range ng {
 				g := &n.grp[gi]

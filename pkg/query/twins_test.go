@@ -149,7 +149,8 @@ func TestHiddenTwinsRange(t *testing.T) {
 		`timestamp(w)`,
 		`sort_desc(w)`,
 		`topk(5, w)`,
-		`label_replace(w, "port", "$1", "instance", ".*:(.*)")`,
+		`label_replace(w, "port", "$1", "nomatch", "(.+)")`,
+		`label_join(w, "instance", "", "instance")`,
 		`max_over_time(w[15s]) * 2`,
 	} {
 		wantA, wantB := rangeQuery(onlyA, q), rangeQuery(onlyB, q)
