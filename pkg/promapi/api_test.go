@@ -937,6 +937,14 @@ func TestAPIHiddenTwinSeries(t *testing.T) {
 				{` + twin + `,"values":[[10,"10"],[20,"20"],[30,"30"]]}]}}`,
 		},
 		{
+			name: "range query keeps each twin's points when one has none at a step", path: "/api/v1/query_range",
+			params:   url.Values{"query": {`w{instance="localhost:8000"} > 2`}, "start": {"10"}, "end": {"30"}, "step": {"10"}},
+			wantCode: 200,
+			wantBody: `{"status":"success","data":{"resultType":"matrix","result":[
+				{` + twin + `,"values":[[30,"3"]]},
+				{` + twin + `,"values":[[10,"10"],[20,"20"],[30,"30"]]}]}}`,
+		},
+		{
 			name: "series lists both", path: "/api/v1/series",
 			params:   url.Values{"match[]": {`w{instance="localhost:8000"}`}},
 			wantCode: 200,

@@ -50,6 +50,7 @@
 package query
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -601,7 +602,8 @@ const RangeSeriesCost = 8
 
 // EvalRange evaluates the plan as a Prometheus range query: at start,
 // start+step, …, up to end (unix milliseconds; step >= 1), and returns the
-// series, sorted by labels (hidden twins in creation order), each with its
+// series, sorted by labels (hidden twins by stored series, in creation
+// order, each with only its own points), each with its
 // points in time order. @ start() and @ end() are start and end;
 // step-invariant parts (an @ selector, and what Prometheus's
 // PreprocessExpr wraps) are evaluated once, at start, and subqueries
@@ -635,14 +637,16 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge fun
 	type series struct {
 		lset  labels.Labels // full labels
 		drop  bool
+		ref   store.SeriesRef // the stored series of its first point, zero for none
 		pts   []Point
 		hpts  []HPoint
 		lastT int64   // the newest step with a point, float or histogram
 		next  *series // the next series with the same labels' hash
 	}
 	var (
-		all    []*series
-		byHash = map[uint64]*series{}
+		all     []*series
+		byHash  = map[uint64]*series{}
+		chained bool // a chain has two series: there are hidden twins
 	)
 	grow := func(pts []Point, n int) ([]Point, error) {
 		if len(pts)+n <= cap(pts) {
@@ -671,27 +675,44 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge fun
 			vec = p.scalarOut
 		}
 		for _, e := range vec {
-			// Elements with the same labels in one step (hidden twins,
-			// otlp-contract.md §8.3) go to a chain of series, the k-th to
-			// the k-th; the final check below tells them from a clash.
+			// Elements with the same labels (hidden twins,
+			// otlp-contract.md §8.3) go to a chain of series: an element
+			// with a stored series' identity (sample.ref) to the series
+			// of that ref, or else to the first series without one; an
+			// element without (an aggregation's) to the first series
+			// with no point at this step, by order. The final check below
+			// tells twins from a clash.
 			h := e.lset.Hash()
 			s, prev := byHash[h], (*series)(nil)
-			for s != nil && s.lastT == t {
-				if p.ev.dupLabels {
-					return nil, errors.New(errSameLabelset)
+			var free *series // the first series without a point at t
+			for ; s != nil; s, prev = s.next, s {
+				if s.lastT == t {
+					if p.ev.dupLabels {
+						return nil, errors.New(errSameLabelset)
+					}
+					continue
 				}
-				s, prev = s.next, s
+				if e.ref == 0 || s.ref == e.ref {
+					break
+				}
+				if free == nil && s.ref == 0 {
+					free = s
+				}
+			}
+			if s == nil {
+				s = free
 			}
 			if s == nil {
 				if err := charge(RangeSeriesCost); err != nil {
 					return nil, err
 				}
-				s = &series{lset: e.lset, drop: e.drop, lastT: math.MinInt64}
+				s = &series{lset: e.lset, drop: e.drop, ref: e.ref, lastT: math.MinInt64}
 				all = append(all, s)
 				if prev == nil {
 					byHash[h] = s
 				} else {
 					prev.next = s
+					chained = true
 				}
 			}
 			if dropLast {
@@ -712,6 +733,18 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge fun
 			}
 			s.pts = append(s.pts, Point{T: t, F: e.f})
 		}
+	}
+	if chained {
+		// Hidden twins in the order of their stored series (their
+		// creation order, as an instant query answers them), not of
+		// their first point in the range; twins without a ref first, in
+		// the order they appeared.
+		slices.SortStableFunc(all, func(a, b *series) int {
+			if c := labels.Compare(a.lset, b.lset); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.ref, b.ref)
+		})
 	}
 	// Prometheus's cleanupMetricLabels and mergeSeriesWithSameLabelset:
 	// series that meet once their metadata labels are dropped merge,
@@ -748,7 +781,7 @@ func (p *Plan) EvalRange(ctx context.Context, start, end, step int64, charge fun
 			return nil, errors.New(errSameLabelset)
 		}
 	}
-	// Stable: hidden twins keep the order they first appeared in.
+	// Stable: hidden twins keep the order they got above.
 	slices.SortStableFunc(out, func(a, b RangeSeries) int { return labels.Compare(a.Labels, b.Labels) })
 	return out, nil
 }

@@ -31,6 +31,17 @@ type sample struct {
 	// drop marks the element for delayed __name__ removal (§4.9): the
 	// metadata labels stay until Plan.Eval produces the final result.
 	drop bool
+	// ref is the stored series the element is the value of: a selector's
+	// element, and what element-wise paths make of it keeping its labels
+	// (range functions, vector-scalar arithmetic and filters, functions,
+	// sort, topk/bottomk/limitk). It is zero for an element that is no one
+	// series' (an aggregation's, a vector-vector operation's, a
+	// subquery's, one label_replace/label_join rewrote). EvalRange keys a
+	// series by its labels and ref, so hidden twins (otlp-contract.md
+	// §8.3) keep their own points when only one has a value at a step;
+	// zero falls back to order. It sits in drop's padding: sample does
+	// not grow.
+	ref store.SeriesRef
 }
 
 type vector []sample
@@ -445,7 +456,7 @@ func (n *selectorNode) stream(ev *evaluator, t int64, dst sink) error {
 		if !ok || s.T <= ref-n.lookback || value.IsStaleNaN(s.V) {
 			continue
 		}
-		dst.add(sample{lset: n.set.lsets[i], t: s.T, f: s.V})
+		dst.add(sample{lset: n.set.lsets[i], t: s.T, f: s.V, ref: n.set.refs[i]})
 	}
 	return nil
 }
@@ -464,7 +475,7 @@ func (n *selectorNode) streamHist(ev *evaluator, rd store.Reader, ref int64, dst
 		}
 		if !isHist {
 			n.hp.n--
-			dst.add(sample{lset: n.set.lsets[i], t: s.T, f: s.V})
+			dst.add(sample{lset: n.set.lsets[i], t: s.T, f: s.V, ref: n.set.refs[i]})
 			continue
 		}
 		if err := ev.charge(histCost(fh) - 1); err != nil {
@@ -473,7 +484,7 @@ func (n *selectorNode) streamHist(ev *evaluator, rd store.Reader, ref int64, dst
 		if n.statsOnly {
 			statsHistogram(fh)
 		}
-		dst.add(sample{lset: n.set.lsets[i], t: s.T, h: fh})
+		dst.add(sample{lset: n.set.lsets[i], t: s.T, h: fh, ref: n.set.refs[i]})
 	}
 	return nil
 }
@@ -585,10 +596,10 @@ func (n *negVectorNode) eval(ev *evaluator, t int64) (vector, error) {
 	for _, s := range in {
 		if s.h != nil {
 			// Mul by -1 makes it a gauge, as upstream's Copy().Mul(-1).
-			n.out = append(n.out, sample{lset: s.lset, t: t, h: n.hp.copyOf(s.h).Mul(-1), drop: true})
+			n.out = append(n.out, sample{lset: s.lset, t: t, h: n.hp.copyOf(s.h).Mul(-1), drop: true, ref: s.ref})
 			continue
 		}
-		n.out = append(n.out, sample{lset: s.lset, t: t, f: -s.f, drop: true})
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: -s.f, drop: true, ref: s.ref})
 	}
 	return n.out, nil
 }

@@ -90,7 +90,7 @@ func (n *vsBinNode) eval(ev *evaluator, t int64) (vector, error) {
 			default:
 				continue
 			}
-			n.out = append(n.out, sample{lset: s.lset, t: t, h: h, drop: s.drop || drop})
+			n.out = append(n.out, sample{lset: s.lset, t: t, h: h, drop: s.drop || drop, ref: s.ref})
 			continue
 		}
 		lf, rf := s.f, r
@@ -105,7 +105,7 @@ func (n *vsBinNode) eval(ev *evaluator, t int64) (vector, error) {
 			v, keep = btos(keep), true
 		}
 		if keep {
-			n.out = append(n.out, sample{lset: s.lset, t: t, f: v, drop: s.drop || drop})
+			n.out = append(n.out, sample{lset: s.lset, t: t, f: v, drop: s.drop || drop, ref: s.ref})
 		}
 	}
 	return n.out, nil

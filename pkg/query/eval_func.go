@@ -130,7 +130,7 @@ func (n *mathNode) eval(ev *evaluator, t int64) (vector, error) {
 		case mathRad:
 			f *= math.Pi / 180
 		}
-		n.out = append(n.out, sample{lset: s.lset, t: t, f: f, drop: true})
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: f, drop: true, ref: s.ref})
 	}
 	return n.out, nil
 }
@@ -172,7 +172,7 @@ func (n *dateNode) eval(ev *evaluator, t int64) (vector, error) {
 		if s.h != nil {
 			continue // histograms ignored (dateWrapper)
 		}
-		n.out = append(n.out, sample{lset: s.lset, t: t, f: n.kind.of(time.Unix(int64(s.f), 0).UTC()), drop: true})
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: n.kind.of(time.Unix(int64(s.f), 0).UTC()), drop: true, ref: s.ref})
 	}
 	return n.out, nil
 }
@@ -308,7 +308,7 @@ func (n *clampNode) eval(ev *evaluator, t int64) (vector, error) {
 		if s.h != nil {
 			continue // floats only (clamp)
 		}
-		n.out = append(n.out, sample{lset: s.lset, t: t, f: math.Max(lo, math.Min(hi, s.f)), drop: true})
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: math.Max(lo, math.Min(hi, s.f)), drop: true, ref: s.ref})
 	}
 	return n.out, nil
 }
@@ -398,7 +398,7 @@ func (n *timestampNode) eval(ev *evaluator, t int64) (vector, error) {
 		if n.sampleTime {
 			ts = s.t
 		}
-		n.out = append(n.out, sample{lset: s.lset, t: t, f: float64(ts) / 1000, drop: true})
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: float64(ts) / 1000, drop: true, ref: s.ref})
 	}
 	return n.out, nil
 }
@@ -472,6 +472,13 @@ func (n *labelNode) eval(ev *evaluator, t int64) (vector, error) {
 				s.lset = n.lb.Labels()
 				s.drop = s.drop && n.dst != model.MetricNameLabel
 			}
+		}
+		if s.ref != 0 && !labels.Equal(s.lset, in[i].lset) {
+			// A rewritten element is no longer its series': a range
+			// query merges the series that different inputs were
+			// rewritten into alike at different steps, as Prometheus
+			// does (twins rewritten go back to order, sample.ref).
+			s.ref = 0
 		}
 		n.out = append(n.out, s)
 	}
@@ -719,7 +726,7 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 	case n.fraction:
 		for _, nat := range n.natives {
 			if nat.h != nil {
-				n.out = append(n.out, sample{lset: nat.lset, t: t, f: histogramFraction(lo, hi, nat.h), drop: true})
+				n.out = append(n.out, sample{lset: nat.lset, t: t, f: histogramFraction(lo, hi, nat.h), drop: true, ref: nat.ref})
 			}
 		}
 		for gi := range ng {
@@ -790,7 +797,7 @@ func (n *hqNode) eval(ev *evaluator, t int64) (vector, error) {
 	default:
 		for _, nat := range n.natives {
 			if nat.h != nil {
-				n.out = append(n.out, sample{lset: nat.lset, t: t, f: histogramQuantile(q, nat.h), drop: true})
+				n.out = append(n.out, sample{lset: nat.lset, t: t, f: histogramQuantile(q, nat.h), drop: true, ref: nat.ref})
 			}
 		}
 		for gi := range ng {

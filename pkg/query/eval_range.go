@@ -266,6 +266,7 @@ func (n *rangeNode) stream(ev *evaluator, t int64, dst sink) error {
 	rd := ev.reader(n.set.store)
 	n.hp.reset()
 	n.hcp.reset()
+	refs := n.set.refs[:len(n.set.handles)] // one bounds check for the loop
 	for i, h := range n.set.handles {
 		var (
 			f   float64
@@ -282,7 +283,7 @@ func (n *rangeNode) stream(ev *evaluator, t int64, dst sink) error {
 			return err
 		}
 		if ok {
-			dst.add(sample{lset: n.set.lsets[i], t: t, f: f, h: fh, drop: n.dropName})
+			dst.add(sample{lset: n.set.lsets[i], t: t, f: f, h: fh, drop: n.dropName, ref: refs[i]})
 		}
 	}
 	return nil

@@ -660,7 +660,7 @@ func (n *histFnNode) eval(ev *evaluator, t int64) (vector, error) {
 		default:
 			f = math.Sqrt(histogramVariance(h))
 		}
-		n.out = append(n.out, sample{lset: s.lset, t: t, f: f, drop: true})
+		n.out = append(n.out, sample{lset: s.lset, t: t, f: f, drop: true, ref: s.ref})
 	}
 	return n.out, nil
 }

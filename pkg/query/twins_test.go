@@ -2,10 +2,12 @@ package query
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -104,4 +106,57 @@ func TestCompileMatrix(t *testing.T) {
 	}
 	_, err = e.Query(`x[1m]`, Options{})
 	require.ErrorIs(t, err, ErrUnsupported, "triggers still refuse a range vector")
+}
+
+// TestHiddenTwinsRange: a range query gives each hidden twin its own
+// points, also at steps where the other twin has none: twin a goes stale
+// in the middle of the range while twin b keeps reporting, and every
+// shape that keeps a series' identity must answer exactly what it answers
+// over a store holding only a, then what it answers over one holding only
+// b (before, b's points landed in a's series at a's gap).
+func TestHiddenTwinsRange(t *testing.T) {
+	lset := labels.FromStrings("__name__", "w", "instance", "localhost:8000")
+	stale := math.Float64frombits(value.StaleNaN)
+	a := []store.Sample{{T: 10_000, V: 1}, {T: 20_000, V: 2}, {T: 30_000, V: stale}, {T: 70_000, V: 7}, {T: 80_000, V: 8}}
+	b := []store.Sample{{T: 10_000, V: 10}, {T: 20_000, V: 20}, {T: 30_000, V: 30}, {T: 40_000, V: 40}, {T: 50_000, V: 50}, {T: 60_000, V: 60}, {T: 70_000, V: 70}, {T: 80_000, V: 80}}
+	newStore := func(twins ...[]store.Sample) *store.Store {
+		st := store.New(store.Config{Retention: time.Hour, Freshness: -1}, store.Settings{Now: func() time.Time { return time.UnixMilli(0) }})
+		for i, samples := range twins {
+			ref, err := st.Create(uint64(i+1), lset)
+			require.NoError(t, err)
+			for _, s := range samples {
+				require.NoError(t, st.Append(ref, s.T, s.V))
+			}
+		}
+		return st
+	}
+	both, onlyA, onlyB := newStore(a, b), newStore(a), newStore(b)
+	rangeQuery := func(st *store.Store, q string) []RangeSeries {
+		p, err := NewEngine(st).Query(q, Options{})
+		require.NoError(t, err, q)
+		res, err := p.EvalRange(context.Background(), 10_000, 80_000, 10_000, nil)
+		require.NoError(t, err, q)
+		return res
+	}
+	for _, q := range []string{
+		`w`,
+		`rate(w[15s])`,
+		`w * 2`,
+		`2 * w`,
+		`-w`,
+		`abs(w)`,
+		`w > 5`,
+		`timestamp(w)`,
+		`sort_desc(w)`,
+		`topk(5, w)`,
+		`label_replace(w, "port", "$1", "nomatch", "(.+)")`,
+		`label_join(w, "instance", "", "instance")`,
+		`max_over_time(w[15s]) * 2`,
+	} {
+		wantA, wantB := rangeQuery(onlyA, q), rangeQuery(onlyB, q)
+		require.Len(t, wantA, 1, q)
+		require.Len(t, wantB, 1, q)
+		require.Less(t, len(wantA[0].Points), len(wantB[0].Points), "%s: twin a must have a gap for the test to mean anything", q)
+		assert.Equal(t, []RangeSeries{wantA[0], wantB[0]}, rangeQuery(both, q), q)
+	}
 }
