@@ -34,6 +34,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -147,6 +148,9 @@ type peerGate struct {
 	pollTimeout time.Duration
 	logger      *slog.Logger
 	m           *peerMetrics
+	// onPanic records a panic the gate recovered (the server's panic
+	// boundary counter); nil in tests that do not look.
+	onPanic func(p any, stack []byte)
 
 	// ctx ends the polls and the goroutine; close cancels it.
 	ctx    context.Context
@@ -247,6 +251,19 @@ func (g *peerGate) close() {
 
 func (g *peerGate) run(done func()) {
 	defer g.client.CloseIdleConnections()
+	// A panic in the check (counting our own series, say) fails open, as
+	// the timeout does: a broken check must not keep the replica out of
+	// service. The polls recover their own (poll's caller in round).
+	finished := false
+	defer func() {
+		if p := recover(); p != nil {
+			g.recovered(p)
+			if !finished {
+				g.logger.Warn("Ready-peers check failed; ready anyway")
+				done()
+			}
+		}
+	}()
 	ctx := g.ctx
 	deadline := time.NewTimer(g.timeout)
 	defer deadline.Stop()
@@ -265,6 +282,7 @@ func (g *peerGate) run(done func()) {
 		}
 		if passes >= peerPasses {
 			g.logger.Info("Caught up with the ready peers; warm-up ended")
+			finished = true
 			done()
 			return
 		}
@@ -274,6 +292,7 @@ func (g *peerGate) run(done func()) {
 		case <-deadline.C:
 			g.m.timeouts.Inc()
 			g.logger.Warn("Not caught up with the ready peers within --ready-peers-timeout; ready anyway", "timeout", g.timeout, "behind", behind)
+			finished = true
 			done()
 			return
 		case <-tick.C:
@@ -296,7 +315,16 @@ func (g *peerGate) round(ctx context.Context) string {
 	answers := make([]peerAnswer, len(g.peers))
 	var wg sync.WaitGroup
 	for i, u := range g.peers {
-		wg.Go(func() { answers[i] = g.poll(ctx, u) })
+		wg.Go(func() {
+			// A panic while reading a peer's answer ignores that peer.
+			defer func() {
+				if p := recover(); p != nil {
+					g.recovered(p)
+					answers[i] = peerAnswer{url: u, err: fmt.Errorf("poll panicked: %v", p), fails: "panic"}
+				}
+			}()
+			answers[i] = g.poll(ctx, u)
+		})
 	}
 	wg.Wait()
 	own := g.self() // after the peers answered: theirs are no newer than ours
@@ -313,6 +341,13 @@ func (g *peerGate) round(ctx context.Context) string {
 		}
 	}
 	return ""
+}
+
+// recovered hands a recovered panic to onPanic with its stack.
+func (g *peerGate) recovered(p any) {
+	if g.onPanic != nil {
+		g.onPanic(p, debug.Stack())
+	}
 }
 
 // poll asks one peer, bounded by peerPollTimeout and peerMaxBody.

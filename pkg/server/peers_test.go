@@ -327,3 +327,32 @@ func TestFreshCounterBoundsWalks(t *testing.T) {
 	assert.Equal(t, 4, c.get())
 	assert.Equal(t, 4, walks)
 }
+
+// TestReadyPeersPanicFailsOpen: the poller is a goroutine no handler's
+// boundary covers. A panic while counting our own series ends the check
+// as the timeout does (ready, so a broken check cannot keep the replica
+// out of service), and is handed to onPanic (the panics counter in the
+// server). Before, the panic ended the process.
+func TestReadyPeersPanicFailsOpen(t *testing.T) {
+	leader := newFakePeer(t, func(w http.ResponseWriter) { _, _ = fmt.Fprint(w, peerJSON(true, 1000)) })
+	var logs servertest.Logs
+	g, err := newPeerGate(peerConfig(leader.URL), func() int { panic("injected count panic") },
+		Settings{Logger: slogTo(&logs), peerInterval: 10 * time.Millisecond}, newRegistry())
+	require.NoError(t, err)
+	var recovered atomic.Int32
+	g.onPanic = func(p any, stack []byte) {
+		assert.Equal(t, "injected count panic", p)
+		assert.NotEmpty(t, stack)
+		recovered.Add(1)
+	}
+	done := make(chan struct{})
+	g.begin(func() { close(done) })
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a panicking check never ended warm-up")
+	}
+	g.close()
+	assert.Equal(t, int32(1), recovered.Load())
+	assert.Contains(t, logs.String(), "Ready-peers check failed; ready anyway")
+}

@@ -19,6 +19,9 @@ const (
 	listenerOTLP   = "otlp_grpc"
 	listenerScaler = "scaler"
 	listenerHTTP   = "http"
+	// listenerReadyPeers is not a listener: the --ready-peers poller, a
+	// goroutine that reads other replicas' answers (peers.go).
+	listenerReadyPeers = "ready_peers"
 )
 
 // panicBoundary turns a panic in any handler into a failed request: gRPC

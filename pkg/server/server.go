@@ -181,6 +181,9 @@ func New(cfg config.Config, set Settings) (*Server, error) {
 	if s.peers, err = newPeerGate(cfg, s.fresh.fresh, set, set.Registry); err != nil {
 		return nil, err
 	}
+	if s.peers != nil {
+		s.peers.onPanic = func(p any, stack []byte) { boundary.record(listenerReadyPeers, "poll", p, stack) }
+	}
 	var catchUp func(done func())
 	if s.peers != nil {
 		catchUp = s.peers.begin
